@@ -1,0 +1,14 @@
+//! Keel's wire types: what crosses the API between hostd, the `keel` CLI and the web UI.
+//!
+//! Owns the shapes and their validation (bad input becomes a [`FieldError`] naming the field).
+//! Must not depend on anything heavy: no libvirt, no HTTP stack, no database.
+
+pub mod auth;
+pub mod error;
+pub mod network;
+pub mod node;
+pub mod storage;
+pub mod task;
+pub mod vm;
+
+pub use error::{ErrorBody, ErrorDetail, FieldError};

@@ -1,0 +1,921 @@
+//! The HTTP API (axum): routes, authentication, JSON errors and the OpenAPI document.
+//!
+//! Every route is authenticated except `GET /api/v1/health` and `POST /api/v1/access/ticket`.
+//! Session tickets come as the `KeelAuthCookie` cookie and need the `CSRFPreventionToken`
+//! header on mutating requests; API tokens come as `Authorization: KeelAPIToken u!id=secret`.
+//! Long operations answer 202 with the task's UPID.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use futures_util::StreamExt;
+use keel_api::auth::{
+    LoginRequest, LoginResponse, TokenCreate, TokenCreated, TokenInfo, CSRF_HEADER, TICKET_COOKIE,
+    TOKEN_SCHEME,
+};
+use keel_api::network::{NetworkCreate, NetworkInfo};
+use keel_api::node::{Health, NodeInfo};
+use keel_api::storage::{PoolInfo, UploadQuery, VolumeCreate, VolumeInfo};
+use keel_api::task::{TaskInfo, TaskListQuery, TaskLogLine, TaskLogQuery, TaskRef};
+use keel_api::vm::{
+    AdoptRequest, DeleteQuery, ShutdownRequest, VmConfig, VmSpec, VmStatus, VmSummary,
+};
+use keel_api::{ErrorBody, ErrorDetail};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use utoipa::OpenApi;
+
+use crate::auth::Principal;
+use crate::error::Error;
+use crate::hv::Power;
+use crate::{network, storage, tasks, vms, Node};
+
+/// An [`Error`] on its way to becoming an HTTP response.
+pub struct ApiError(pub Error);
+
+impl<E: Into<Error>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.0.status();
+        let field = match &self.0 {
+            Error::Validation(f) => Some(f.field.clone()),
+            _ => None,
+        };
+        let message = match &self.0 {
+            Error::Validation(f) => f.message.clone(),
+            e => e.to_string(),
+        };
+        if status >= 500 {
+            tracing::error!(%code, %message, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message,
+                field,
+            },
+        };
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// JSON body whose errors name the offending field (`disks[0].bus`) and answer 400.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            return Err(ApiError(Error::BadRequest(
+                "expected a JSON body (Content-Type: application/json)".into(),
+            )));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError(Error::BadRequest(format!("cannot read body: {e}"))))?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de)
+            .map(JsonBody)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                let inner = match inner.find(" at line ") {
+                    Some(i) => inner[..i].to_string(),
+                    None => inner,
+                };
+                if path == "." || path.is_empty() {
+                    ApiError(Error::validation("body", inner))
+                } else {
+                    ApiError(Error::validation(&path, inner))
+                }
+            })
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(Error::Internal(format!("worker failed: {e}"))))?
+        .map_err(ApiError)
+}
+
+fn check_node(n: &Node, node: &str) -> ApiResult<()> {
+    if node != n.cfg.node {
+        return Err(ApiError(Error::NotFound(format!(
+            "node {node:?} is not known here (this node is {:?})",
+            n.cfg.node
+        ))));
+    }
+    Ok(())
+}
+
+fn accepted(upid: String) -> Response {
+    (StatusCode::ACCEPTED, Json(TaskRef { upid })).into_response()
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Authenticate; enforce CSRF for ticket sessions on mutating requests.
+async fn require_auth(State(node): State<Arc<Node>>, mut req: Request, next: Next) -> Response {
+    let headers = req.headers().clone();
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let n = node.clone();
+    let r = blocking(move || {
+        if let Some(v) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            let Some(tok) = v.strip_prefix(TOKEN_SCHEME).map(str::trim) else {
+                return Err(Error::Unauthorized(format!(
+                    "unsupported Authorization scheme; use {TOKEN_SCHEME} user!tokenid=secret"
+                )));
+            };
+            return n
+                .auth
+                .check_token(tok)?
+                .ok_or_else(|| Error::Unauthorized("invalid API token".into()));
+        }
+        let Some(ticket) = cookie_value(&headers, TICKET_COOKIE) else {
+            return Err(Error::Unauthorized(
+                "authentication required: log in at /api/v1/access/ticket or use an API token"
+                    .into(),
+            ));
+        };
+        let p = n.auth.check_ticket(ticket)?.ok_or_else(|| {
+            Error::Unauthorized("session expired or invalid: log in again".into())
+        })?;
+        if mutating {
+            let given = headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let want = p.csrf.as_deref().unwrap_or("");
+            if !crate::auth::constant_time_eq(given.as_bytes(), want.as_bytes()) {
+                return Err(Error::Forbidden(format!(
+                    "missing or wrong {CSRF_HEADER} header"
+                )));
+            }
+        }
+        Ok(p)
+    })
+    .await;
+    match r {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+pub fn router(node: Arc<Node>) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/access/ticket", delete(logout))
+        .route("/api/v1/access/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/access/tokens/{tokenid}", delete(delete_token))
+        .route("/api/v1/nodes", get(list_nodes))
+        .route("/api/v1/nodes/{node}", get(get_node))
+        .route("/api/v1/nodes/{node}/vms", get(list_vms).post(create_vm))
+        .route("/api/v1/nodes/{node}/vms/adopt", post(adopt_vm))
+        .route(
+            "/api/v1/nodes/{node}/vms/{vmid}",
+            get(get_vm).put(update_vm).delete(delete_vm),
+        )
+        .route(
+            "/api/v1/nodes/{node}/vms/{vmid}/status/current",
+            get(vm_status),
+        )
+        .route(
+            "/api/v1/nodes/{node}/vms/{vmid}/status/{op}",
+            post(vm_power),
+        )
+        .route("/api/v1/nodes/{node}/vms/{vmid}/serial", get(vm_serial))
+        .route("/api/v1/nodes/{node}/tasks", get(list_tasks))
+        .route("/api/v1/nodes/{node}/tasks/{upid}", get(get_task))
+        .route("/api/v1/nodes/{node}/tasks/{upid}/log", get(task_log))
+        .route("/api/v1/nodes/{node}/storage", get(list_pools))
+        .route(
+            "/api/v1/nodes/{node}/storage/{pool}/content",
+            get(list_volumes).post(create_volume),
+        )
+        .route(
+            "/api/v1/nodes/{node}/storage/{pool}/content/{volume}",
+            delete(delete_volume),
+        )
+        .route("/api/v1/nodes/{node}/storage/{pool}/upload", post(upload))
+        .route(
+            "/api/v1/nodes/{node}/networks",
+            get(list_networks).post(create_network),
+        )
+        .route(
+            "/api/v1/nodes/{node}/networks/{name}",
+            delete(delete_network),
+        )
+        .layer(middleware::from_fn_with_state(node.clone(), require_auth));
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/access/ticket", post(login))
+        .merge(protected)
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(node)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Error::NotFound(
+        "no such API path; see /api/v1/openapi.json".into(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/health", tag = "access", responses((status = 200, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/access/ticket", tag = "access", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody)))]
+async fn login(
+    State(node): State<Arc<Node>>,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> ApiResult<Response> {
+    let s = blocking(move || node.auth.login(&req.username, &req.password)).await?;
+    let cookie = format!(
+        "{TICKET_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+        s.ticket,
+        crate::auth::TICKET_LIFETIME_S
+    );
+    Ok(([(header::SET_COOKIE, cookie)], Json(s)).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/access/ticket", tag = "access", responses((status = 204)))]
+async fn logout(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult<Response> {
+    if let Some(t) = cookie_value(&headers, TICKET_COOKIE).map(str::to_string) {
+        blocking(move || node.auth.logout(&t)).await?;
+    }
+    let clear = format!("{TICKET_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/access/tokens", tag = "access", responses((status = 200, body = [TokenInfo])))]
+async fn list_tokens(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<Vec<TokenInfo>>> {
+    Ok(Json(
+        blocking(move || node.auth.list_tokens(&p.user)).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/access/tokens", tag = "access", request_body = TokenCreate,
+    responses((status = 201, body = TokenCreated), (status = 409, body = ErrorBody)))]
+async fn create_token(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    JsonBody(req): JsonBody<TokenCreate>,
+) -> ApiResult<Response> {
+    let t = blocking(move || {
+        node.auth
+            .create_token(&p.user, &req.tokenid, req.comment.as_deref())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/access/tokens/{tokenid}", tag = "access", params(("tokenid" = String, Path)), responses((status = 204)))]
+async fn delete_token(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path(tokenid): Path<String>,
+) -> ApiResult<StatusCode> {
+    blocking(move || node.auth.delete_token(&p.user, &tokenid)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn node_info(n: &Node) -> Result<NodeInfo, Error> {
+    let vms = vms::list(n)?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = |k: &str| {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    let load: Vec<f64> = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    Ok(NodeInfo {
+        node: n.cfg.node.clone(),
+        accel: n.accel.accel_name().into(),
+        accel_reason: n.accel.reason.clone(),
+        cpus: std::thread::available_parallelism()
+            .map(|p| p.get() as u32)
+            .unwrap_or(1),
+        memory_total: kib("MemTotal:"),
+        memory_free: kib("MemAvailable:"),
+        uptime_s: uptime as u64,
+        loadavg: [
+            load.first().copied().unwrap_or(0.0),
+            load.get(1).copied().unwrap_or(0.0),
+            load.get(2).copied().unwrap_or(0.0),
+        ],
+        libvirt_version: n.hv.version()?,
+        keel_version: env!("CARGO_PKG_VERSION").into(),
+        vms_running: vms.iter().filter(|v| v.state.is_active()).count() as u32,
+        vms_total: vms.len() as u32,
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", responses((status = 200, body = [NodeInfo])))]
+async fn list_nodes(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<NodeInfo>>> {
+    Ok(Json(vec![blocking(move || node_info(&node)).await?]))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{node}", tag = "nodes", params(("node" = String, Path)), responses((status = 200, body = NodeInfo), (status = 404, body = ErrorBody)))]
+async fn get_node(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<NodeInfo>> {
+    check_node(&node, &name)?;
+    Ok(Json(blocking(move || node_info(&node)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/vms", tag = "vms", params(("node" = String, Path)), responses((status = 200, body = [VmSummary])))]
+async fn list_vms(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<VmSummary>>> {
+    check_node(&node, &name)?;
+    Ok(Json(blocking(move || vms::list(&node)).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CreateQuery {
+    /// Start the VM once created.
+    #[serde(default)]
+    pub start: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/vms", tag = "vms", params(("node" = String, Path), CreateQuery), request_body = VmSpec,
+    responses((status = 202, body = TaskRef), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_vm(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    Query(q): Query<CreateQuery>,
+    JsonBody(mut spec): JsonBody<VmSpec>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || {
+        vms::check_against_host(&node, &mut spec, None)?;
+        let n = node.clone();
+        tasks::spawn(
+            &node.tasks,
+            "vmcreate",
+            &spec.vmid.to_string(),
+            &p.user,
+            true,
+            move |t| vms::create(&n, spec, q.start, t),
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/vms/{vmid}", tag = "vms", params(("node" = String, Path), ("vmid" = u32, Path)),
+    responses((status = 200, body = VmConfig), (status = 404, body = ErrorBody)))]
+async fn get_vm(
+    State(node): State<Arc<Node>>,
+    Path((name, vmid)): Path<(String, u32)>,
+) -> ApiResult<Json<VmConfig>> {
+    check_node(&node, &name)?;
+    Ok(Json(blocking(move || vms::config(&node, vmid)).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/nodes/{node}/vms/{vmid}", tag = "vms", params(("node" = String, Path), ("vmid" = u32, Path)), request_body = VmSpec,
+    responses((status = 202, body = TaskRef), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn update_vm(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, vmid)): Path<(String, u32)>,
+    JsonBody(mut spec): JsonBody<VmSpec>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || {
+        let row = vms::check_update(&node, vmid, &mut spec)?;
+        let n = node.clone();
+        tasks::spawn(
+            &node.tasks,
+            "vmconfig",
+            &vmid.to_string(),
+            &p.user,
+            true,
+            move |t| vms::update(&n, row, spec, t),
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+#[utoipa::path(delete, path = "/api/v1/nodes/{node}/vms/{vmid}", tag = "vms", params(("node" = String, Path), ("vmid" = u32, Path), DeleteQuery),
+    responses((status = 202, body = TaskRef), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_vm(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, vmid)): Path<(String, u32)>,
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || {
+        let row = vms::find(&node, vmid)?;
+        if row.state.is_active() {
+            return Err(Error::Conflict(format!(
+                "VM {vmid} is {}: stop it before deleting",
+                row.state.as_str()
+            )));
+        }
+        let n = node.clone();
+        tasks::spawn(
+            &node.tasks,
+            "vmdelete",
+            &vmid.to_string(),
+            &p.user,
+            true,
+            move |t| vms::delete(&n, vmid, q.purge_volumes, t),
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/adopt", tag = "vms", params(("node" = String, Path)), request_body = AdoptRequest,
+    responses((status = 202, body = TaskRef), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn adopt_vm(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<AdoptRequest>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let n = node.clone();
+    let upid = blocking(move || {
+        tasks::spawn(
+            &node.tasks,
+            "vmadopt",
+            &req.vmid.to_string(),
+            &p.user,
+            true,
+            move |t| vms::adopt(&n, &req, t),
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/vms/{vmid}/status/current", tag = "vms", params(("node" = String, Path), ("vmid" = u32, Path)),
+    responses((status = 200, body = VmStatus), (status = 404, body = ErrorBody)))]
+async fn vm_status(
+    State(node): State<Arc<Node>>,
+    Path((name, vmid)): Path<(String, u32)>,
+) -> ApiResult<Json<VmStatus>> {
+    check_node(&node, &name)?;
+    Ok(Json(blocking(move || vms::status(&node, vmid)).await?))
+}
+
+/// `op` is one of start, shutdown, stop, reboot, reset, suspend, resume. `shutdown` takes an
+/// optional JSON body `{ "timeout_s": 60, "force_stop": false }`.
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/{vmid}/status/{op}", tag = "vms",
+    params(("node" = String, Path), ("vmid" = u32, Path), ("op" = String, Path, description = "start|shutdown|stop|reboot|reset|suspend|resume")),
+    request_body(content = Option<ShutdownRequest>, description = "only for shutdown"),
+    responses((status = 202, body = TaskRef), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn vm_power(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, vmid, op)): Path<(String, u32, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let power = match op.as_str() {
+        "start" => Power::Start,
+        "shutdown" => Power::Shutdown,
+        "stop" => Power::Destroy,
+        "reboot" => Power::Reboot,
+        "reset" => Power::Reset,
+        "suspend" => Power::Suspend,
+        "resume" => Power::Resume,
+        other => return Err(ApiError(Error::NotFound(format!("unknown operation {other:?}: use start, shutdown, stop, reboot, reset, suspend or resume")))),
+    };
+    let shutdown_req: ShutdownRequest = if body.is_empty() {
+        ShutdownRequest::default()
+    } else if power == Power::Shutdown {
+        let de = &mut serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| Error::validation(&e.path().to_string(), e.into_inner().to_string()))?
+    } else {
+        return Err(ApiError(Error::BadRequest(format!("{op} takes no body"))));
+    };
+    let kind = format!("vm{op}");
+    let upid = blocking(move || {
+        // Refuse at once what cannot work (404, 409) rather than failing inside the task.
+        let row = vms::find(&node, vmid)?;
+        let ok = match power {
+            Power::Start => !row.state.is_active(),
+            Power::Resume => row.state == keel_api::vm::VmState::Paused,
+            _ => row.state.is_active(),
+        };
+        if !ok {
+            return Err(Error::Conflict(format!(
+                "VM {vmid} is {}: cannot {op}",
+                row.state.as_str()
+            )));
+        }
+        let n = node.clone();
+        tasks::spawn(
+            &node.tasks,
+            &kind,
+            &vmid.to_string(),
+            &p.user,
+            true,
+            move |t| match power {
+                Power::Shutdown => vms::shutdown(&n, vmid, &shutdown_req, t),
+                other => vms::power(&n, vmid, other, t),
+            },
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct SerialQuery {
+    /// Byte offset to read from (for following).
+    #[serde(default)]
+    pub start: u64,
+}
+
+/// The guest's serial console output (as logged by virtlogd), from byte `start`.
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/vms/{vmid}/serial", tag = "vms", params(("node" = String, Path), ("vmid" = u32, Path), SerialQuery),
+    responses((status = 200, body = String, content_type = "text/plain")))]
+async fn vm_serial(
+    State(node): State<Arc<Node>>,
+    Path((name, vmid)): Path<(String, u32)>,
+    Query(q): Query<SerialQuery>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let text = blocking(move || {
+        vms::find(&node, vmid)?;
+        let path = node.cfg.serial_dir().join(format!("{vmid}.log"));
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let from = (q.start as usize).min(data.len());
+        Ok(String::from_utf8_lossy(&data[from..]).into_owned())
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/tasks", tag = "tasks", params(("node" = String, Path), TaskListQuery), responses((status = 200, body = [TaskInfo])))]
+async fn list_tasks(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    Query(q): Query<TaskListQuery>,
+) -> ApiResult<Json<Vec<TaskInfo>>> {
+    check_node(&node, &name)?;
+    Ok(Json(
+        blocking(move || {
+            node.tasks
+                .list(q.target.as_deref(), q.running, q.limit.unwrap_or(100))
+        })
+        .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/tasks/{upid}", tag = "tasks", params(("node" = String, Path), ("upid" = String, Path)),
+    responses((status = 200, body = TaskInfo), (status = 404, body = ErrorBody)))]
+async fn get_task(
+    State(node): State<Arc<Node>>,
+    Path((name, upid)): Path<(String, String)>,
+) -> ApiResult<Json<TaskInfo>> {
+    check_node(&node, &name)?;
+    Ok(Json(blocking(move || node.tasks.get(&upid)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/tasks/{upid}/log", tag = "tasks", params(("node" = String, Path), ("upid" = String, Path), TaskLogQuery),
+    responses((status = 200, body = [TaskLogLine]), (status = 404, body = ErrorBody)))]
+async fn task_log(
+    State(node): State<Arc<Node>>,
+    Path((name, upid)): Path<(String, String)>,
+    Query(q): Query<TaskLogQuery>,
+) -> ApiResult<Json<Vec<TaskLogLine>>> {
+    check_node(&node, &name)?;
+    Ok(Json(
+        blocking(move || node.tasks.log(&upid, q.start, q.limit.unwrap_or(1000))).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/storage", tag = "storage", params(("node" = String, Path)), responses((status = 200, body = [PoolInfo])))]
+async fn list_pools(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<PoolInfo>>> {
+    check_node(&node, &name)?;
+    Ok(Json(blocking(move || Ok(node.hv.list_pools()?)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/storage/{pool}/content", tag = "storage", params(("node" = String, Path), ("pool" = String, Path)),
+    responses((status = 200, body = [VolumeInfo]), (status = 404, body = ErrorBody)))]
+async fn list_volumes(
+    State(node): State<Arc<Node>>,
+    Path((name, pool)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<VolumeInfo>>> {
+    check_node(&node, &name)?;
+    Ok(Json(
+        blocking(move || Ok(node.hv.list_volumes(&pool)?)).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/storage/{pool}/content", tag = "storage", params(("node" = String, Path), ("pool" = String, Path)), request_body = VolumeCreate,
+    responses((status = 202, body = TaskRef), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_volume(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, pool)): Path<(String, String)>,
+    JsonBody(req): JsonBody<VolumeCreate>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || {
+        storage::check_volume_create(&node, &pool, &req)?;
+        let n = node.clone();
+        let target = format!("{pool}/{}", req.name);
+        tasks::spawn(&node.tasks, "volcreate", &target, &p.user, true, move |t| {
+            storage::create_volume(&n, &pool, &req, t)
+        })
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+#[utoipa::path(delete, path = "/api/v1/nodes/{node}/storage/{pool}/content/{volume}", tag = "storage",
+    params(("node" = String, Path), ("pool" = String, Path), ("volume" = String, Path)),
+    responses((status = 202, body = TaskRef), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_volume(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, pool, volume)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || {
+        storage::check_volume_delete(&node, &pool, &volume)?;
+        let n = node.clone();
+        let target = format!("{pool}/{volume}");
+        tasks::spawn(&node.tasks, "voldelete", &target, &p.user, true, move |t| {
+            storage::delete_volume(&n, &pool, &volume, t)
+        })
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+/// Stream a file into a `dir` pool. The body is the raw file; `size` must be its exact length.
+/// Answers once the upload is complete, with the (finished) task.
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/storage/{pool}/upload", tag = "storage",
+    params(("node" = String, Path), ("pool" = String, Path), UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = TaskRef), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn upload(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, pool)): Path<(String, String)>,
+    Query(q): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let cl = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (n, pl, fname) = (node.clone(), pool.clone(), q.filename.clone());
+    let (dir, handle) = blocking(move || {
+        let dir = storage::check_upload(&n, &pl, &fname, q.size, cl)?;
+        let h = n
+            .tasks
+            .begin("volupload", &format!("{pl}/{fname}"), &p.user, true)?;
+        Ok((dir, h))
+    })
+    .await?;
+    handle.log(format!(
+        "receiving {} ({} bytes) into pool {pool}",
+        q.filename, q.size
+    ));
+    let mut sink = match storage::UploadSink::new(&dir, &q.filename, q.size) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = e.to_string();
+            handle.finish(&Err(Error::Internal(msg)));
+            return Err(ApiError(e));
+        }
+    };
+    let mut stream = body.into_data_stream();
+    let mut last = 0.0;
+    let result: Result<(), Error> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::BadRequest(format!("upload interrupted: {e}")))?;
+            tokio::task::block_in_place(|| sink.write(&chunk))?;
+            let prog = sink.written as f64 / q.size as f64;
+            if prog - last >= 0.05 {
+                handle.progress(prog);
+                last = prog;
+            }
+        }
+        let written = sink.written;
+        tokio::task::block_in_place(|| sink.commit())?;
+        handle.log(format!("received {written} bytes"));
+        node.hv.refresh_pool(&pool)?;
+        Ok(())
+    }
+    .await;
+    let upid = handle.upid.clone();
+    match result {
+        Ok(()) => {
+            handle.finish(&Ok(()));
+            Ok(Json(TaskRef { upid }).into_response())
+        }
+        Err(e) => {
+            handle.finish(&Err(Error::Internal(e.to_string())));
+            Err(ApiError(e))
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/networks", tag = "networks", params(("node" = String, Path)), responses((status = 200, body = [NetworkInfo])))]
+async fn list_networks(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<NetworkInfo>>> {
+    check_node(&node, &name)?;
+    Ok(Json(blocking(move || network::list(&node)).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/networks", tag = "networks", params(("node" = String, Path)), request_body = NetworkCreate,
+    responses((status = 202, body = TaskRef), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_network(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<NetworkCreate>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || {
+        let xml = network::render(&req, &node.hv.list_networks()?)?;
+        let n = node.clone();
+        tasks::spawn(
+            &node.tasks,
+            "netcreate",
+            &req.name,
+            &p.user,
+            true,
+            move |t| network::create(&n, &xml, req.autostart, t),
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+#[utoipa::path(delete, path = "/api/v1/nodes/{node}/networks/{name}", tag = "networks", params(("node" = String, Path), ("name" = String, Path)),
+    responses((status = 202, body = TaskRef), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_network(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, net)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || {
+        if !node.hv.list_networks()?.iter().any(|n| n.name == net) {
+            return Err(Error::NotFound(format!(
+                "libvirt network {net:?} not found"
+            )));
+        }
+        let n = node.clone();
+        tasks::spawn(
+            &node.tasks,
+            "netdelete",
+            &net.clone(),
+            &p.user,
+            true,
+            move |t| network::delete(&n, &net, t),
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Keel API",
+        description = "Keel node API: VMs, tasks, storage, networks, access."
+    ),
+    paths(
+        health,
+        login,
+        logout,
+        list_tokens,
+        create_token,
+        delete_token,
+        list_nodes,
+        get_node,
+        list_vms,
+        create_vm,
+        get_vm,
+        update_vm,
+        delete_vm,
+        adopt_vm,
+        vm_status,
+        vm_power,
+        vm_serial,
+        list_tasks,
+        get_task,
+        task_log,
+        list_pools,
+        list_volumes,
+        create_volume,
+        delete_volume,
+        upload,
+        list_networks,
+        create_network,
+        delete_network,
+        openapi_json
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        VmSpec,
+        VmConfig,
+        VmStatus,
+        VmSummary,
+        TaskInfo,
+        TaskRef,
+        TaskLogLine,
+        PoolInfo,
+        VolumeInfo,
+        NetworkInfo,
+        NodeInfo,
+        LoginResponse
+    ))
+)]
+pub struct ApiDoc;
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "access", responses((status = 200, description = "this document")))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,152 @@
+//! hostd's configuration: `/etc/keel/hostd.toml` (strict: unknown keys are errors), then flags.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelSetting {
+    /// Probe: KVM if a real guest kernel runs under it, else TCG.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Node name (default: the host name).
+    pub node: String,
+    /// Address and port of the HTTPS API.
+    pub listen: String,
+    /// Database, certificates, default pool, serial logs.
+    pub state_dir: PathBuf,
+    pub libvirt_uri: String,
+    pub accel: AccelSetting,
+    /// Kernel used to probe KVM (default: `<state_dir>/live/vmlinuz`, then /boot/vmlinuz-*).
+    pub probe_kernel: Option<PathBuf>,
+    /// Bring-your-own certificate and key (PEM). Default: generated self-signed.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Name of the default `dir` pool under `<state_dir>/images`.
+    pub default_pool: String,
+    /// Directory of the built web UI, served at `/` when present.
+    pub ui_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: hostname(),
+            listen: "0.0.0.0:8006".into(),
+            state_dir: PathBuf::from("/var/lib/keel"),
+            libvirt_uri: "qemu:///system".into(),
+            accel: AccelSetting::Auto,
+            probe_kernel: None,
+            tls_cert: None,
+            tls_key: None,
+            default_pool: "local".into(),
+            ui_dir: None,
+        }
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {err}")]
+    Read { path: String, err: std::io::Error },
+    #[error("{path}: {err}")]
+    Parse { path: String, err: String },
+    #[error("{path}: {field}: {msg}")]
+    Invalid {
+        path: String,
+        field: &'static str,
+        msg: String,
+    },
+}
+
+impl Config {
+    /// Load `path` if it exists (a missing default file means defaults).
+    pub fn load(path: &Path, must_exist: bool) -> Result<Config, ConfigError> {
+        let p = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                return Ok(Config::default())
+            }
+            Err(err) => return Err(ConfigError::Read { path: p, err }),
+        };
+        let c: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: p.clone(),
+            err: e.to_string(),
+        })?;
+        c.validate(&p)?;
+        Ok(c)
+    }
+
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let inv = |field, msg: String| {
+            Err(ConfigError::Invalid {
+                path: origin.to_string(),
+                field,
+                msg,
+            })
+        };
+        if self.node.is_empty()
+            || !self
+                .node
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return inv(
+                "node",
+                format!(
+                    "{:?} is not a valid node name (letters, digits, '-', '.')",
+                    self.node
+                ),
+            );
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return inv(
+                "listen",
+                format!("{:?} is not ADDRESS:PORT (e.g. 0.0.0.0:8006)", self.listen),
+            );
+        }
+        if !self.state_dir.is_absolute() {
+            return inv(
+                "state_dir",
+                format!("{} is not an absolute path", self.state_dir.display()),
+            );
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return inv("tls_cert", "tls_cert and tls_key go together".into());
+        }
+        if !keel_api::vm::valid_object_name(&self.default_pool) {
+            return inv(
+                "default_pool",
+                format!("{:?} is not a valid pool name", self.default_pool),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("hostd.db")
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.state_dir.join("images")
+    }
+    pub fn serial_dir(&self) -> PathBuf {
+        self.state_dir.join("serial")
+    }
+}

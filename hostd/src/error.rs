@@ -1,0 +1,67 @@
+//! hostd's error type: every failure says what failed and maps to one HTTP status.
+
+use keel_api::FieldError;
+
+use crate::hv::HvError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Validation(#[from] FieldError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Hypervisor(HvError),
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<HvError> for Error {
+    fn from(e: HvError) -> Self {
+        match e {
+            HvError::NotFound(m) => Error::NotFound(m),
+            HvError::Conflict(m) => Error::Conflict(m),
+            other => Error::Hypervisor(other),
+        }
+    }
+}
+
+impl From<crate::domain::DomainError> for Error {
+    fn from(e: crate::domain::DomainError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl Error {
+    pub fn validation(field: &str, msg: impl Into<String>) -> Self {
+        Error::Validation(FieldError::new(field, msg))
+    }
+
+    /// (HTTP status, stable code)
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            Error::Validation(_) => (400, "validation"),
+            Error::BadRequest(_) => (400, "bad_request"),
+            Error::NotFound(_) => (404, "not_found"),
+            Error::Conflict(_) => (409, "conflict"),
+            Error::Unauthorized(_) => (401, "unauthorized"),
+            Error::Forbidden(_) => (403, "forbidden"),
+            Error::Hypervisor(_) => (502, "hypervisor"),
+            Error::Db(_) | Error::Io(_) | Error::Internal(_) => (500, "internal"),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,298 @@
+//! In-memory hypervisor for unit tests of decision logic (refusals, ordering, rollbacks).
+//! It records every call so a test can state exactly what a workflow asked of the engine.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use keel_api::network::NetworkInfo;
+use keel_api::storage::{PoolInfo, VolumeInfo};
+use keel_api::vm::{DiskFormat, VmState};
+
+use super::{BlockCounters, DomainRow, HvError, HvResult, Hypervisor, NetCounters, Power};
+use crate::xml::Element;
+
+#[derive(Default)]
+struct State {
+    domains: BTreeMap<String, (String, VmState)>,
+    /// pool → (path, volumes name → (bytes, format))
+    pools: BTreeMap<String, (String, BTreeMap<String, (u64, String)>)>,
+    networks: BTreeMap<String, String>,
+    calls: Vec<String>,
+    /// Guests that ignore the ACPI power button.
+    deaf: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct FakeHv {
+    s: Mutex<State>,
+}
+
+impl FakeHv {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.s.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Engine calls so far, e.g. `define web1`, `power web1 Start`.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    /// Make a guest ignore ACPI shutdown requests.
+    pub fn ignore_acpi(&self, name: &str) {
+        self.lock().deaf.push(name.to_string());
+    }
+}
+
+impl Hypervisor for FakeHv {
+    fn version(&self) -> HvResult<String> {
+        Ok("fake 0.0.0".into())
+    }
+
+    fn list_domains(&self) -> HvResult<Vec<DomainRow>> {
+        let names: Vec<String> = self.lock().domains.keys().cloned().collect();
+        names.iter().map(|n| self.domain(n)).collect()
+    }
+
+    fn domain(&self, name: &str) -> HvResult<DomainRow> {
+        let s = self.lock();
+        let (xml, state) = s
+            .domains
+            .get(name)
+            .ok_or_else(|| HvError::NotFound(format!("domain {name:?}")))?;
+        let el = Element::parse(xml).map_err(|e| HvError::Engine {
+            op: "parse",
+            msg: e.to_string(),
+        })?;
+        let meta = el
+            .find("metadata")
+            .and_then(|m| m.children.first())
+            .map(|m| m.render());
+        Ok(DomainRow {
+            name: name.to_string(),
+            uuid: el.path_text("uuid").unwrap_or("").to_string(),
+            state: *state,
+            vcpus: 1,
+            memory_kib: 0,
+            max_memory_kib: 0,
+            cpu_time_ns: 0,
+            keel_metadata: meta,
+            started_at: None,
+        })
+    }
+
+    fn domain_xml(&self, name: &str, _inactive: bool) -> HvResult<String> {
+        let s = self.lock();
+        s.domains
+            .get(name)
+            .map(|d| d.0.clone())
+            .ok_or_else(|| HvError::NotFound(format!("domain {name:?}")))
+    }
+
+    fn define(&self, xml: &str) -> HvResult<()> {
+        let el = Element::parse(xml).map_err(|e| HvError::Engine {
+            op: "define",
+            msg: e.to_string(),
+        })?;
+        let name = el.path_text("name").unwrap_or("").to_string();
+        let mut s = self.lock();
+        s.calls.push(format!("define {name}"));
+        let state = s.domains.get(&name).map_or(VmState::Stopped, |d| d.1);
+        s.domains.insert(name, (xml.to_string(), state));
+        Ok(())
+    }
+
+    fn undefine(&self, name: &str) -> HvResult<()> {
+        let mut s = self.lock();
+        s.calls.push(format!("undefine {name}"));
+        match s.domains.get(name) {
+            None => Err(HvError::NotFound(format!("domain {name:?}"))),
+            Some((_, st)) if st.is_active() => Err(HvError::Conflict("domain is running".into())),
+            Some(_) => {
+                s.domains.remove(name);
+                Ok(())
+            }
+        }
+    }
+
+    fn power(&self, name: &str, op: Power) -> HvResult<()> {
+        let mut s = self.lock();
+        s.calls.push(format!("power {name} {op:?}"));
+        let deaf = s.deaf.iter().any(|d| d == name);
+        let d = s
+            .domains
+            .get_mut(name)
+            .ok_or_else(|| HvError::NotFound(format!("domain {name:?}")))?;
+        let next = match (op, d.1) {
+            (Power::Start, VmState::Stopped | VmState::Crashed) => VmState::Running,
+            (Power::Start, _) => return Err(HvError::Conflict("domain is already running".into())),
+            (_, VmState::Stopped) => return Err(HvError::Conflict("domain is not running".into())),
+            (Power::Shutdown, st) => {
+                if deaf {
+                    st
+                } else {
+                    VmState::Stopped
+                }
+            }
+            (Power::Destroy, _) => VmState::Stopped,
+            (Power::Reboot | Power::Reset, st) => st,
+            (Power::Suspend, _) => VmState::Paused,
+            (Power::Resume, _) => VmState::Running,
+        };
+        d.1 = next;
+        Ok(())
+    }
+
+    fn block_counters(&self, _name: &str, _target: &str) -> HvResult<BlockCounters> {
+        Ok(BlockCounters::default())
+    }
+
+    fn net_counters(&self, _name: &str, _mac: &str) -> HvResult<NetCounters> {
+        Ok(NetCounters::default())
+    }
+
+    fn set_live_vcpus(&self, name: &str, vcpus: u32) -> HvResult<()> {
+        self.lock()
+            .calls
+            .push(format!("set_live_vcpus {name} {vcpus}"));
+        Ok(())
+    }
+
+    fn set_live_memory(&self, name: &str, mib: u64) -> HvResult<()> {
+        self.lock()
+            .calls
+            .push(format!("set_live_memory {name} {mib}"));
+        Ok(())
+    }
+
+    fn list_pools(&self) -> HvResult<Vec<PoolInfo>> {
+        let names: Vec<String> = self.lock().pools.keys().cloned().collect();
+        names.iter().map(|n| self.pool(n)).collect()
+    }
+
+    fn pool(&self, name: &str) -> HvResult<PoolInfo> {
+        let s = self.lock();
+        let (path, vols) = s
+            .pools
+            .get(name)
+            .ok_or_else(|| HvError::NotFound(format!("storage pool {name:?}")))?;
+        let used: u64 = vols.values().map(|v| v.0).sum();
+        Ok(PoolInfo {
+            name: name.to_string(),
+            kind: "dir".into(),
+            path: Some(path.clone()),
+            active: true,
+            capacity: 1 << 40,
+            allocation: used,
+            available: (1u64 << 40).saturating_sub(used),
+        })
+    }
+
+    fn ensure_dir_pool(&self, name: &str, path: &str) -> HvResult<()> {
+        let mut s = self.lock();
+        s.pools
+            .entry(name.to_string())
+            .or_insert_with(|| (path.to_string(), BTreeMap::new()));
+        Ok(())
+    }
+
+    fn refresh_pool(&self, _name: &str) -> HvResult<()> {
+        Ok(())
+    }
+
+    fn list_volumes(&self, pool: &str) -> HvResult<Vec<VolumeInfo>> {
+        let s = self.lock();
+        let (path, vols) = s
+            .pools
+            .get(pool)
+            .ok_or_else(|| HvError::NotFound(format!("storage pool {pool:?}")))?;
+        Ok(vols
+            .iter()
+            .map(|(n, (b, f))| VolumeInfo {
+                name: n.clone(),
+                path: format!("{path}/{n}"),
+                format: f.clone(),
+                capacity: *b,
+                allocation: 0,
+            })
+            .collect())
+    }
+
+    fn volume(&self, pool: &str, name: &str) -> HvResult<VolumeInfo> {
+        self.list_volumes(pool)?
+            .into_iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| HvError::NotFound(format!("volume {name:?} in pool {pool:?}")))
+    }
+
+    fn create_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        bytes: u64,
+        format: DiskFormat,
+    ) -> HvResult<String> {
+        let mut s = self.lock();
+        s.calls.push(format!("create_volume {pool}/{name}"));
+        let (path, vols) = s
+            .pools
+            .get_mut(pool)
+            .ok_or_else(|| HvError::NotFound(format!("storage pool {pool:?}")))?;
+        if vols.contains_key(name) {
+            return Err(HvError::Conflict(format!(
+                "volume {name:?} already exists in pool {pool:?}"
+            )));
+        }
+        vols.insert(name.to_string(), (bytes, format.as_str().to_string()));
+        Ok(format!("{path}/{name}"))
+    }
+
+    fn delete_volume(&self, pool: &str, name: &str) -> HvResult<()> {
+        let mut s = self.lock();
+        s.calls.push(format!("delete_volume {pool}/{name}"));
+        let (_, vols) = s
+            .pools
+            .get_mut(pool)
+            .ok_or_else(|| HvError::NotFound(format!("storage pool {pool:?}")))?;
+        vols.remove(name)
+            .map(|_| ())
+            .ok_or_else(|| HvError::NotFound(format!("volume {name:?}")))
+    }
+
+    fn volume_by_path(&self, path: &str) -> HvResult<Option<(String, String)>> {
+        let s = self.lock();
+        for (pn, (pp, vols)) in &s.pools {
+            for vn in vols.keys() {
+                if format!("{pp}/{vn}") == path {
+                    return Ok(Some((pn.clone(), vn.clone())));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn list_networks(&self) -> HvResult<Vec<NetworkInfo>> {
+        Ok(Vec::new())
+    }
+
+    fn create_network(&self, xml: &str, _autostart: bool) -> HvResult<()> {
+        let el = Element::parse(xml).map_err(|e| HvError::Engine {
+            op: "network",
+            msg: e.to_string(),
+        })?;
+        let name = el.path_text("name").unwrap_or("").to_string();
+        self.lock().networks.insert(name, xml.to_string());
+        Ok(())
+    }
+
+    fn delete_network(&self, name: &str) -> HvResult<()> {
+        self.lock()
+            .networks
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| HvError::NotFound(format!("network {name:?}")))
+    }
+}

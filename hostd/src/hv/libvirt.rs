@@ -1,0 +1,498 @@
+//! The real engine: libvirtd (QEMU driver, or any URI such as `test:///default`).
+
+use std::sync::Mutex;
+
+use keel_api::network::{NetworkInfo, NetworkKind};
+use keel_api::storage::{PoolInfo, VolumeInfo};
+use keel_api::vm::{DiskFormat, VmState};
+use tracing::debug;
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainState};
+use virt::error::ErrorNumber;
+use virt::network::Network;
+use virt::storage_pool::StoragePool;
+use virt::storage_vol::StorageVol;
+use virt::sys;
+
+use super::{BlockCounters, DomainRow, HvError, HvResult, Hypervisor, NetCounters, Power};
+use crate::domain::KEEL_NS;
+use crate::xml::Element;
+
+pub struct Libvirt {
+    uri: String,
+    conn: Mutex<Option<Connect>>,
+}
+
+fn engine(op: &'static str) -> impl Fn(virt::error::Error) -> HvError {
+    move |e| {
+        let code = e.code();
+        let msg = e.message().to_string();
+        if code.is_known_and(|c| {
+            matches!(
+                c,
+                ErrorNumber::NoDomain
+                    | ErrorNumber::NoNetwork
+                    | ErrorNumber::NoStoragePool
+                    | ErrorNumber::NoStorageVolume
+                    | ErrorNumber::NoDomainMetadata
+            )
+        }) {
+            HvError::NotFound(msg)
+        } else if code.is_known_and(|c| matches!(c, ErrorNumber::OperationInvalid)) {
+            HvError::Conflict(msg)
+        } else {
+            HvError::Engine { op, msg }
+        }
+    }
+}
+
+fn map_state(s: DomainState) -> VmState {
+    match s {
+        DomainState::Running | DomainState::Blocked => VmState::Running,
+        DomainState::Paused => VmState::Paused,
+        DomainState::Shutdown => VmState::Shutdown,
+        DomainState::Shutoff | DomainState::NoState => VmState::Stopped,
+        DomainState::Crashed => VmState::Crashed,
+        DomainState::PMSuspended => VmState::Suspended,
+    }
+}
+
+impl Libvirt {
+    /// Connect now (fails fast with a clear error when libvirtd is not running).
+    pub fn connect(uri: &str) -> HvResult<Self> {
+        let c = Connect::open(Some(uri)).map_err(engine("connect"))?;
+        Ok(Libvirt {
+            uri: uri.to_string(),
+            conn: Mutex::new(Some(c)),
+        })
+    }
+
+    /// Run `f` with a live connection, reconnecting once if libvirtd restarted.
+    fn with<T>(&self, f: impl FnOnce(&Connect) -> HvResult<T>) -> HvResult<T> {
+        let mut g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let alive = g.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false));
+        if !alive {
+            debug!(uri = %self.uri, "reconnecting to libvirt");
+            *g = Some(Connect::open(Some(&self.uri)).map_err(engine("connect"))?);
+        }
+        match g.as_ref() {
+            Some(c) => f(c),
+            None => Err(HvError::Engine {
+                op: "connect",
+                msg: "no connection".into(),
+            }),
+        }
+    }
+
+    fn dom(c: &Connect, name: &str) -> HvResult<Domain> {
+        c.lookup_domain_by_name(name)
+            .map_err(|e| match engine("lookup domain")(e) {
+                HvError::NotFound(_) => HvError::NotFound(format!("domain {name:?}")),
+                other => other,
+            })
+    }
+
+    fn pool_h(c: &Connect, name: &str) -> HvResult<StoragePool> {
+        c.lookup_storage_pool_by_name(name)
+            .map_err(|e| match engine("lookup pool")(e) {
+                HvError::NotFound(_) => HvError::NotFound(format!("storage pool {name:?}")),
+                other => other,
+            })
+    }
+
+    fn row(&self, d: &Domain) -> HvResult<DomainRow> {
+        let name = d.name().map_err(engine("domain name"))?;
+        let info = d.info().map_err(engine("domain info"))?;
+        let state = map_state(info.state.unwrap_or(DomainState::NoState));
+        let keel_metadata = d
+            .metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(KEEL_NS), 0)
+            .ok();
+        let started_at = if state.is_active() {
+            self.started_at(&name)
+        } else {
+            None
+        };
+        Ok(DomainRow {
+            uuid: d.uuid_string().map_err(engine("domain uuid"))?,
+            name,
+            state,
+            vcpus: info.nr_virt_cpu,
+            memory_kib: info.memory,
+            max_memory_kib: info.max_mem,
+            cpu_time_ns: info.cpu_time,
+            keel_metadata,
+            started_at,
+        })
+    }
+
+    /// libvirt writes `/run/libvirt/qemu/NAME.pid` when it starts QEMU: its mtime is the start.
+    fn started_at(&self, name: &str) -> Option<i64> {
+        if !self.uri.starts_with("qemu:///system") {
+            return None;
+        }
+        let m = std::fs::metadata(format!("/run/libvirt/qemu/{name}.pid")).ok()?;
+        let t = m
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        i64::try_from(t.as_secs()).ok()
+    }
+
+    fn pool_info(p: &StoragePool) -> HvResult<PoolInfo> {
+        let name = p.name().map_err(engine("pool name"))?;
+        let info = p.info().map_err(engine("pool info"))?;
+        let xml = p.xml_desc(0).map_err(engine("pool xml"))?;
+        let el = Element::parse(&xml).map_err(|e| HvError::Engine {
+            op: "pool xml",
+            msg: e.to_string(),
+        })?;
+        Ok(PoolInfo {
+            name,
+            kind: el.get_attr("type").unwrap_or("").to_string(),
+            path: el.path_text("target/path").map(str::to_string),
+            active: p.is_active().unwrap_or(false),
+            capacity: info.capacity,
+            allocation: info.allocation,
+            available: info.available,
+        })
+    }
+
+    fn vol_info(v: &StorageVol) -> HvResult<VolumeInfo> {
+        let name = v.name().map_err(engine("volume name"))?;
+        let info = v.info().map_err(engine("volume info"))?;
+        let xml = v.xml_desc(0).map_err(engine("volume xml"))?;
+        let el = Element::parse(&xml).map_err(|e| HvError::Engine {
+            op: "volume xml",
+            msg: e.to_string(),
+        })?;
+        let mut format = el
+            .path("target/format")
+            .and_then(|f| f.get_attr("type"))
+            .unwrap_or("raw")
+            .to_string();
+        if format == "raw" && name.to_ascii_lowercase().ends_with(".iso") || format == "iso" {
+            format = "iso".into();
+        }
+        Ok(VolumeInfo {
+            path: v.path().map_err(engine("volume path"))?,
+            name,
+            format,
+            capacity: info.capacity,
+            allocation: info.allocation,
+        })
+    }
+
+    fn net_info(n: &Network) -> HvResult<NetworkInfo> {
+        let xml = n.xml_desc(0).map_err(engine("network xml"))?;
+        let el = Element::parse(&xml).map_err(|e| HvError::Engine {
+            op: "network xml",
+            msg: e.to_string(),
+        })?;
+        let fwd = el.find("forward").and_then(|f| f.get_attr("mode"));
+        let kind = match fwd {
+            Some("nat") => NetworkKind::Nat,
+            Some("bridge") => NetworkKind::Bridge,
+            None => NetworkKind::Isolated,
+            Some(_) => NetworkKind::Other,
+        };
+        let cidr = el.find("ip").and_then(|ip| {
+            let addr = ip.get_attr("address")?;
+            let prefix = match (ip.get_attr("prefix"), ip.get_attr("netmask")) {
+                (Some(p), _) => p.parse().ok()?,
+                (None, Some(m)) => m
+                    .parse::<std::net::Ipv4Addr>()
+                    .ok()
+                    .map(|m| u32::from(m).count_ones())?,
+                _ => 24,
+            };
+            Some(format!("{addr}/{prefix}"))
+        });
+        Ok(NetworkInfo {
+            name: n.name().map_err(engine("network name"))?,
+            kind,
+            bridge: el
+                .find("bridge")
+                .and_then(|b| b.get_attr("name"))
+                .map(str::to_string),
+            active: n.is_active().unwrap_or(false),
+            autostart: n.autostart().unwrap_or(false),
+            cidr,
+        })
+    }
+}
+
+impl Hypervisor for Libvirt {
+    fn version(&self) -> HvResult<String> {
+        self.with(|c| {
+            let lv = c.lib_version().map_err(engine("version"))?;
+            let hv = c.hyp_version().unwrap_or(0);
+            let f = |v: u32| format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000);
+            Ok(format!(
+                "libvirt {}, hypervisor {} {}",
+                f(lv),
+                c.driver_type().unwrap_or_default(),
+                f(hv)
+            ))
+        })
+    }
+
+    fn list_domains(&self) -> HvResult<Vec<DomainRow>> {
+        self.with(|c| {
+            let doms = c.list_all_domains(0).map_err(engine("list domains"))?;
+            let mut out = Vec::with_capacity(doms.len());
+            for d in &doms {
+                match self.row(d) {
+                    Ok(r) => out.push(r),
+                    // A domain undefined between the list and the lookup is simply gone.
+                    Err(HvError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn domain(&self, name: &str) -> HvResult<DomainRow> {
+        self.with(|c| self.row(&Self::dom(c, name)?))
+    }
+
+    fn domain_xml(&self, name: &str, inactive: bool) -> HvResult<String> {
+        self.with(|c| {
+            let mut flags = sys::VIR_DOMAIN_XML_SECURE;
+            if inactive {
+                flags |= sys::VIR_DOMAIN_XML_INACTIVE;
+            }
+            Self::dom(c, name)?
+                .xml_desc(flags)
+                .map_err(engine("dumpxml"))
+        })
+    }
+
+    fn define(&self, xml: &str) -> HvResult<()> {
+        self.with(|c| {
+            c.define_domain_xml(xml)
+                .map(|_| ())
+                .map_err(engine("define"))
+        })
+    }
+
+    fn undefine(&self, name: &str) -> HvResult<()> {
+        self.with(|c| {
+            let d = Self::dom(c, name)?;
+            d.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_NVRAM | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+                .map_err(engine("undefine"))
+        })
+    }
+
+    fn power(&self, name: &str, op: Power) -> HvResult<()> {
+        self.with(|c| {
+            let d = Self::dom(c, name)?;
+            let r = match op {
+                Power::Start => d.create(),
+                Power::Shutdown => d.shutdown(),
+                Power::Destroy => d.destroy(),
+                Power::Reboot => d.reboot(sys::VIR_DOMAIN_REBOOT_DEFAULT),
+                Power::Reset => d.reset(),
+                Power::Suspend => d.suspend(),
+                Power::Resume => d.resume(),
+            };
+            r.map(|_| ()).map_err(engine("power"))
+        })
+    }
+
+    fn block_counters(&self, name: &str, target: &str) -> HvResult<BlockCounters> {
+        self.with(|c| {
+            let s = Self::dom(c, name)?
+                .block_stats(target)
+                .map_err(engine("block stats"))?;
+            Ok(BlockCounters {
+                rd_bytes: s.rd_bytes,
+                wr_bytes: s.wr_bytes,
+                rd_req: s.rd_req,
+                wr_req: s.wr_req,
+            })
+        })
+    }
+
+    fn net_counters(&self, name: &str, mac: &str) -> HvResult<NetCounters> {
+        self.with(|c| {
+            let s = Self::dom(c, name)?
+                .interface_stats(mac)
+                .map_err(engine("interface stats"))?;
+            Ok(NetCounters {
+                rx_bytes: s.rx_bytes,
+                tx_bytes: s.tx_bytes,
+                rx_packets: s.rx_packets,
+                tx_packets: s.tx_packets,
+            })
+        })
+    }
+
+    fn set_live_vcpus(&self, name: &str, vcpus: u32) -> HvResult<()> {
+        self.with(|c| {
+            Self::dom(c, name)?
+                .set_vcpus_flags(vcpus, sys::VIR_DOMAIN_AFFECT_LIVE)
+                .map_err(engine("set vcpus"))
+        })
+    }
+
+    fn set_live_memory(&self, name: &str, mib: u64) -> HvResult<()> {
+        self.with(|c| {
+            Self::dom(c, name)?
+                .set_memory_flags(mib * 1024, sys::VIR_DOMAIN_AFFECT_LIVE)
+                .map(|_| ())
+                .map_err(engine("set memory"))
+        })
+    }
+
+    fn list_pools(&self) -> HvResult<Vec<PoolInfo>> {
+        self.with(|c| {
+            let pools = c.list_all_storage_pools(0).map_err(engine("list pools"))?;
+            pools.iter().map(Self::pool_info).collect()
+        })
+    }
+
+    fn pool(&self, name: &str) -> HvResult<PoolInfo> {
+        self.with(|c| Self::pool_info(&Self::pool_h(c, name)?))
+    }
+
+    fn ensure_dir_pool(&self, name: &str, path: &str) -> HvResult<()> {
+        self.with(|c| {
+            let p = match c.lookup_storage_pool_by_name(name) {
+                Ok(p) => p,
+                Err(_) => {
+                    let xml = Element::new("pool")
+                        .attr("type", "dir")
+                        .child(Element::new("name").text(name))
+                        .child(Element::new("target").child(Element::new("path").text(path)))
+                        .render();
+                    let p = c
+                        .define_storage_pool_xml(&xml, 0)
+                        .map_err(engine("define pool"))?;
+                    p.build(0).map_err(engine("build pool"))?;
+                    p
+                }
+            };
+            if !p.is_active().unwrap_or(false) {
+                p.create(0).map_err(engine("start pool"))?;
+            }
+            p.set_autostart(true).map_err(engine("autostart pool"))?;
+            Ok(())
+        })
+    }
+
+    fn refresh_pool(&self, name: &str) -> HvResult<()> {
+        self.with(|c| {
+            Self::pool_h(c, name)?
+                .refresh(0)
+                .map_err(engine("refresh pool"))
+        })
+    }
+
+    fn list_volumes(&self, pool: &str) -> HvResult<Vec<VolumeInfo>> {
+        self.with(|c| {
+            let p = Self::pool_h(c, pool)?;
+            let vols = p.list_all_volumes(0).map_err(engine("list volumes"))?;
+            let mut out: Vec<VolumeInfo> =
+                vols.iter().map(Self::vol_info).collect::<HvResult<_>>()?;
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+    }
+
+    fn volume(&self, pool: &str, name: &str) -> HvResult<VolumeInfo> {
+        self.with(|c| {
+            let p = Self::pool_h(c, pool)?;
+            let v = p
+                .lookup_storage_vol_by_name(name)
+                .map_err(|_| HvError::NotFound(format!("volume {name:?} in pool {pool:?}")))?;
+            Self::vol_info(&v)
+        })
+    }
+
+    fn create_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        bytes: u64,
+        format: DiskFormat,
+    ) -> HvResult<String> {
+        self.with(|c| {
+            let p = Self::pool_h(c, pool)?;
+            if p.lookup_storage_vol_by_name(name).is_ok() {
+                return Err(HvError::Conflict(format!(
+                    "volume {name:?} already exists in pool {pool:?}"
+                )));
+            }
+            let xml = Element::new("volume")
+                .child(Element::new("name").text(name))
+                .child(Element::new("capacity").attr("unit", "bytes").text(bytes))
+                .child(Element::new("allocation").attr("unit", "bytes").text(0))
+                .child(
+                    Element::new("target")
+                        .child(Element::new("format").attr("type", format.as_str())),
+                )
+                .render();
+            let v = StorageVol::create_xml(&p, &xml, 0).map_err(engine("create volume"))?;
+            v.path().map_err(engine("volume path"))
+        })
+    }
+
+    fn delete_volume(&self, pool: &str, name: &str) -> HvResult<()> {
+        self.with(|c| {
+            let p = Self::pool_h(c, pool)?;
+            let v = p
+                .lookup_storage_vol_by_name(name)
+                .map_err(|_| HvError::NotFound(format!("volume {name:?} in pool {pool:?}")))?;
+            v.delete(0).map_err(engine("delete volume"))
+        })
+    }
+
+    fn volume_by_path(&self, path: &str) -> HvResult<Option<(String, String)>> {
+        self.with(|c| match c.lookup_storage_vol_by_path(path) {
+            Ok(v) => {
+                let p = v.lookup_storage_pool().map_err(engine("pool of volume"))?;
+                Ok(Some((
+                    p.name().map_err(engine("pool name"))?,
+                    v.name().map_err(engine("volume name"))?,
+                )))
+            }
+            Err(_) => Ok(None),
+        })
+    }
+
+    fn list_networks(&self) -> HvResult<Vec<NetworkInfo>> {
+        self.with(|c| {
+            let nets = c.list_all_networks(0).map_err(engine("list networks"))?;
+            nets.iter().map(Self::net_info).collect()
+        })
+    }
+
+    fn create_network(&self, xml: &str, autostart: bool) -> HvResult<()> {
+        self.with(|c| {
+            let n = c
+                .define_network_xml(xml)
+                .map_err(engine("define network"))?;
+            if let Err(e) = n.create() {
+                let _ = n.undefine();
+                return Err(engine("start network")(e));
+            }
+            n.set_autostart(autostart)
+                .map_err(engine("autostart network"))?;
+            Ok(())
+        })
+    }
+
+    fn delete_network(&self, name: &str) -> HvResult<()> {
+        self.with(|c| {
+            let n = c
+                .lookup_network_by_name(name)
+                .map_err(|_| HvError::NotFound(format!("network {name:?}")))?;
+            if n.is_active().unwrap_or(false) {
+                n.destroy().map_err(engine("stop network"))?;
+            }
+            n.undefine().map_err(engine("undefine network"))
+        })
+    }
+}

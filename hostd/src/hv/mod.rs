@@ -1,0 +1,112 @@
+//! The hypervisor engine behind one narrow trait: [`libvirt::Libvirt`] drives the real
+//! libvirtd through the `virt` crate; [`fake::FakeHv`] is an in-memory stand-in for unit tests
+//! of hostd's decision logic only (never for end-to-end proofs).
+
+pub mod fake;
+pub mod libvirt;
+
+use keel_api::network::NetworkInfo;
+use keel_api::storage::{PoolInfo, VolumeInfo};
+use keel_api::vm::{DiskFormat, VmState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HvError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("libvirt {op}: {msg}")]
+    Engine { op: &'static str, msg: String },
+}
+
+pub type HvResult<T> = Result<T, HvError>;
+
+/// Power operations on one domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    Start,
+    /// ACPI power button.
+    Shutdown,
+    /// Hard power-off.
+    Destroy,
+    /// ACPI reboot (libvirt restarts the guest after it powers off).
+    Reboot,
+    /// Hard reset.
+    Reset,
+    Suspend,
+    Resume,
+}
+
+/// One row of the domain list: cheap facts, no full XML.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainRow {
+    pub name: String,
+    pub uuid: String,
+    pub state: VmState,
+    pub vcpus: u32,
+    pub memory_kib: u64,
+    pub max_memory_kib: u64,
+    pub cpu_time_ns: u64,
+    /// Keel metadata element (XML) when the domain carries one.
+    pub keel_metadata: Option<String>,
+    /// Unix seconds the guest's QEMU started, when running and known.
+    pub started_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BlockCounters {
+    pub rd_bytes: i64,
+    pub wr_bytes: i64,
+    pub rd_req: i64,
+    pub wr_req: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetCounters {
+    pub rx_bytes: i64,
+    pub tx_bytes: i64,
+    pub rx_packets: i64,
+    pub tx_packets: i64,
+}
+
+pub trait Hypervisor: Send + Sync {
+    /// e.g. `libvirt 9.0.0, QEMU 7.2.0`.
+    fn version(&self) -> HvResult<String>;
+    fn list_domains(&self) -> HvResult<Vec<DomainRow>>;
+    fn domain(&self, name: &str) -> HvResult<DomainRow>;
+    /// Domain XML with secrets; `inactive` gives the persistent config instead of the live one.
+    fn domain_xml(&self, name: &str, inactive: bool) -> HvResult<String>;
+    fn define(&self, xml: &str) -> HvResult<()>;
+    /// Remove the definition (and UEFI NVRAM). The domain must be stopped.
+    fn undefine(&self, name: &str) -> HvResult<()>;
+    fn power(&self, name: &str, op: Power) -> HvResult<()>;
+    fn block_counters(&self, name: &str, target: &str) -> HvResult<BlockCounters>;
+    /// Counters of the NIC with this MAC (libvirt accepts the MAC as the interface path).
+    fn net_counters(&self, name: &str, mac: &str) -> HvResult<NetCounters>;
+    fn set_live_vcpus(&self, name: &str, vcpus: u32) -> HvResult<()>;
+    fn set_live_memory(&self, name: &str, mib: u64) -> HvResult<()>;
+
+    fn list_pools(&self) -> HvResult<Vec<PoolInfo>>;
+    fn pool(&self, name: &str) -> HvResult<PoolInfo>;
+    /// Define, build, start and autostart a `dir` pool unless one of that name exists.
+    fn ensure_dir_pool(&self, name: &str, path: &str) -> HvResult<()>;
+    fn refresh_pool(&self, name: &str) -> HvResult<()>;
+    fn list_volumes(&self, pool: &str) -> HvResult<Vec<VolumeInfo>>;
+    fn volume(&self, pool: &str, name: &str) -> HvResult<VolumeInfo>;
+    /// Create a volume; returns its path.
+    fn create_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        bytes: u64,
+        format: DiskFormat,
+    ) -> HvResult<String>;
+    fn delete_volume(&self, pool: &str, name: &str) -> HvResult<()>;
+    /// (pool, volume) of a path, when a pool holds it.
+    fn volume_by_path(&self, path: &str) -> HvResult<Option<(String, String)>>;
+
+    fn list_networks(&self) -> HvResult<Vec<NetworkInfo>>;
+    /// Define, start and optionally autostart a network.
+    fn create_network(&self, xml: &str, autostart: bool) -> HvResult<()>;
+    fn delete_network(&self, name: &str) -> HvResult<()>;
+}

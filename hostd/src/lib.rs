@@ -1,0 +1,121 @@
+//! hostd: Keel's per-node daemon.
+//!
+//! Owns the node's HTTPS API, the VM lifecycle on libvirt/QEMU, storage pools and volumes,
+//! libvirt networks, the task log, local users and tokens. It must not implement any engine
+//! itself: guests are libvirt's, and every engine call goes through [`hv::Hypervisor`].
+//!
+//! Data flow: HTTP request → [`api`] (auth, JSON validation) → checks in [`vms`]/[`storage`]/
+//! [`network`] that can refuse at once (400/404/409) → a task ([`tasks`]) on the blocking pool
+//! → [`hv`] → libvirtd. Specs become XML through [`domain`] and the [`xml`] model.
+
+pub mod accel;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod hv;
+pub mod network;
+pub mod storage;
+pub mod tasks;
+pub mod tls;
+pub mod vms;
+pub mod xml;
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use crate::accel::AccelDecision;
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::hv::Hypervisor;
+use crate::tasks::Tasks;
+
+/// Everything a request handler needs: config, engine, database-backed services.
+pub struct Node {
+    pub cfg: Config,
+    pub hv: Arc<dyn Hypervisor>,
+    pub tasks: Arc<Tasks>,
+    pub auth: Auth,
+    pub accel: AccelDecision,
+}
+
+/// What opening a node's state did, for the operator.
+pub struct OpenReport {
+    /// Set when the root account was created now with a generated password.
+    pub generated_root_password: Option<String>,
+}
+
+impl Node {
+    /// Prepare the state directory, database, default pool and root account.
+    pub fn open(
+        cfg: Config,
+        hv: Arc<dyn Hypervisor>,
+        accel: AccelDecision,
+    ) -> Result<(Node, OpenReport)> {
+        for d in [cfg.state_dir.clone(), cfg.images_dir(), cfg.serial_dir()] {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
+        }
+        // QEMU runs as an unprivileged user on Debian: it must reach images and serial logs.
+        std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o711))?;
+        std::fs::set_permissions(cfg.images_dir(), std::fs::Permissions::from_mode(0o711))?;
+        let db = Db::open(&cfg.db_path())?;
+        let tasks = Tasks::open(db.clone(), &cfg.node)?;
+        let auth = Auth::new(db);
+        let mut report = OpenReport {
+            generated_root_password: None,
+        };
+        if !auth.user_exists("root")? {
+            let (pw, generated) = match std::env::var("KEEL_ADMIN_PASSWORD") {
+                Ok(p) if !p.is_empty() => (p, false),
+                _ => (auth::generate_password(), true),
+            };
+            auth.set_password("root", &pw)?;
+            if generated {
+                let f = cfg.state_dir.join("root-password");
+                std::fs::write(&f, format!("{pw}\n"))?;
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))?;
+                report.generated_root_password = Some(pw);
+            }
+        }
+        hv.ensure_dir_pool(&cfg.default_pool, &cfg.images_dir().display().to_string())?;
+        Ok((
+            Node {
+                cfg,
+                hv,
+                tasks,
+                auth,
+                accel,
+            },
+            report,
+        ))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    use crate::domain::DomainType;
+
+    /// A node on the fake hypervisor in a temporary state directory.
+    pub fn fake_node(hv: Arc<dyn Hypervisor>) -> Result<(Node, tempfile::TempDir)> {
+        let dir = tempfile::tempdir()?;
+        let cfg = Config {
+            state_dir: dir.path().to_path_buf(),
+            node: "n1".into(),
+            libvirt_uri: "fake:///".into(),
+            ..Config::default()
+        };
+        std::env::set_var("KEEL_ADMIN_PASSWORD", "test-password");
+        let accel = AccelDecision {
+            domain_type: DomainType::Qemu,
+            reason: "test".into(),
+        };
+        let (node, _) = Node::open(cfg, hv, accel)?;
+        Ok((node, dir))
+    }
+}

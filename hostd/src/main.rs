@@ -1,0 +1,150 @@
+//! `keel-hostd`: run the node daemon, or probe the accelerator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use hostd::config::{AccelSetting, Config};
+use hostd::hv::libvirt::Libvirt;
+use hostd::{accel, api, tls, Node};
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "keel-hostd",
+    version,
+    about = "Keel node daemon: HTTPS API and VM host on libvirt/QEMU"
+)]
+struct Cli {
+    /// Config file (TOML). Missing default file = defaults.
+    #[arg(long, default_value = "/etc/keel/hostd.toml")]
+    config: PathBuf,
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    #[arg(long)]
+    listen: Option<String>,
+    #[arg(long)]
+    libvirt_uri: Option<String>,
+    #[arg(long, value_enum)]
+    accel: Option<AccelSetting>,
+    #[arg(long)]
+    node: Option<String>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the API (default).
+    Run,
+    /// Decide KVM or TCG for this host and print why.
+    ProbeAccel,
+}
+
+fn load(cli: &Cli) -> Result<Config> {
+    let explicit = cli.config != PathBuf::from("/etc/keel/hostd.toml");
+    let mut c = Config::load(&cli.config, explicit)?;
+    if let Some(v) = &cli.state_dir {
+        c.state_dir = v.clone();
+    }
+    if let Some(v) = &cli.listen {
+        c.listen = v.clone();
+    }
+    if let Some(v) = &cli.libvirt_uri {
+        c.libvirt_uri = v.clone();
+    }
+    if let Some(v) = cli.accel {
+        c.accel = v;
+    }
+    if let Some(v) = &cli.node {
+        c.node = v.clone();
+    }
+    c.validate("command line")?;
+    Ok(c)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let cfg = load(&cli)?;
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
+    let decision = accel::decide(cfg.accel, cfg.probe_kernel.as_deref(), &cfg.state_dir);
+    if let Some(Cmd::ProbeAccel) = cli.cmd {
+        println!("{} ({})", decision.accel_name(), decision.reason);
+        return Ok(());
+    }
+    info!(accel = decision.accel_name(), reason = %decision.reason, "guests will use this accelerator");
+    let hv = Libvirt::connect(&cfg.libvirt_uri).with_context(|| {
+        format!(
+            "connecting to libvirt at {} (is libvirtd running?)",
+            cfg.libvirt_uri
+        )
+    })?;
+    let names = vec![
+        cfg.node.clone(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ];
+    let id = tls::load_or_generate(
+        &cfg.state_dir,
+        cfg.tls_cert.as_deref(),
+        cfg.tls_key.as_deref(),
+        &names,
+    )?;
+    let addr: SocketAddr = cfg.listen.parse().context("listen address")?;
+    let (node, report) = Node::open(cfg, Arc::new(hv), decision)?;
+    if let Some(pw) = report.generated_root_password {
+        println!(
+            "initial root password: {pw}  (stored 0600 in {})",
+            node.cfg.state_dir.join("root-password").display()
+        );
+    }
+    println!(
+        "keel-hostd {} on node {}",
+        env!("CARGO_PKG_VERSION"),
+        node.cfg.node
+    );
+    println!(
+        "API: https://{addr}/api/v1/  certificate SHA-256 fingerprint: {}",
+        id.fingerprint
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls_cfg = axum_server::tls_rustls::RustlsConfig::from_pem(id.cert_pem, id.key_pem)
+            .await
+            .context("loading TLS certificate")?;
+        let handle = axum_server::Handle::new();
+        let h2 = handle.clone();
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            info!("shutting down");
+            h2.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+        });
+        let app = api::router(Arc::new(node));
+        axum_server::bind_rustls(addr, tls_cfg)
+            .handle(handle)
+            .serve(app.into_make_service())
+            .await
+            .context("serving the API")
+    })
+}

@@ -1,0 +1,790 @@
+//! VM lifecycle: the decisions (what is allowed, in which order, what to undo on failure),
+//! executed on the [`Hypervisor`](crate::hv::Hypervisor). Synchronous: callers run these on
+//! the blocking pool, usually inside a task.
+
+use std::time::{Duration, Instant};
+
+use keel_api::vm::{
+    AdoptRequest, DiskStats, NicStats, ShutdownRequest, VmConfig, VmSpec, VmState, VmStatus,
+    VmSummary, MAC_PREFIX,
+};
+use rand::{distributions::Alphanumeric, Rng, RngCore};
+use tracing::warn;
+
+use crate::domain::{self, ParsedDomain, RenderCtx};
+use crate::error::{Error, Result};
+use crate::hv::{DomainRow, HvError, Power};
+use crate::tasks::TaskHandle;
+use crate::xml::Element;
+use crate::Node;
+
+/// vmid from a Keel metadata element.
+fn vmid_of(row: &DomainRow) -> Option<u32> {
+    let el = Element::parse(row.keel_metadata.as_deref()?).ok()?;
+    el.children
+        .iter()
+        .find(|c| c.name == "vmid" || c.name.ends_with(":vmid"))
+        .and_then(|c| c.text.as_deref())
+        .and_then(|t| t.trim().parse().ok())
+}
+
+fn uptime(row: &DomainRow) -> Option<u64> {
+    row.started_at.map(|s| (crate::db::now() - s).max(0) as u64)
+}
+
+pub fn list(node: &Node) -> Result<Vec<VmSummary>> {
+    let mut out: Vec<VmSummary> = node
+        .hv
+        .list_domains()?
+        .into_iter()
+        .map(|r| VmSummary {
+            vmid: vmid_of(&r),
+            managed: r.keel_metadata.is_some(),
+            uptime_s: uptime(&r),
+            vcpus: r.vcpus,
+            memory_mib: r.memory_kib / 1024,
+            state: r.state,
+            uuid: r.uuid,
+            name: r.name,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (a.vmid.is_none(), a.vmid, &a.name).cmp(&(b.vmid.is_none(), b.vmid, &b.name))
+    });
+    Ok(out)
+}
+
+/// The domain carrying this vmid.
+pub fn find(node: &Node, vmid: u32) -> Result<DomainRow> {
+    node.hv
+        .list_domains()?
+        .into_iter()
+        .find(|r| vmid_of(r) == Some(vmid))
+        .ok_or_else(|| Error::NotFound(format!("VM {vmid} not found on node {}", node.cfg.node)))
+}
+
+fn parsed(node: &Node, name: &str, inactive: bool) -> Result<ParsedDomain> {
+    Ok(domain::parse(&node.hv.domain_xml(name, inactive)?)?)
+}
+
+/// Top-level spec fields that differ between two specs.
+fn diff_fields(a: &VmSpec, b: &VmSpec) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(a), serde_json::to_value(b))
+    else {
+        return Vec::new();
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+fn pending(node: &Node, row: &DomainRow) -> Result<Vec<String>> {
+    if !row.state.is_active() {
+        return Ok(Vec::new());
+    }
+    let live = parsed(node, &row.name, false)?;
+    let persistent = parsed(node, &row.name, true)?;
+    Ok(diff_fields(&live.spec, &persistent.spec))
+}
+
+pub fn config(node: &Node, vmid: u32) -> Result<VmConfig> {
+    let row = find(node, vmid)?;
+    let p = parsed(node, &row.name, true)?;
+    Ok(VmConfig {
+        pending: pending(node, &row)?,
+        managed: p.managed,
+        spec: p.spec,
+    })
+}
+
+pub fn status(node: &Node, vmid: u32) -> Result<VmStatus> {
+    let row = find(node, vmid)?;
+    let active = row.state.is_active();
+    let p = parsed(node, &row.name, !active)?;
+    let mut disks = Vec::new();
+    let mut nics = Vec::new();
+    if active {
+        for t in p.disk_targets.iter().filter(|t| !t.is_empty()) {
+            if let Ok(c) = node.hv.block_counters(&row.name, t) {
+                disks.push(DiskStats {
+                    dev: t.clone(),
+                    rd_bytes: c.rd_bytes,
+                    wr_bytes: c.wr_bytes,
+                    rd_req: c.rd_req,
+                    wr_req: c.wr_req,
+                });
+            }
+        }
+        for (i, n) in p.spec.nics.iter().enumerate() {
+            let Some(mac) = &n.mac else { continue };
+            if let Ok(c) = node.hv.net_counters(&row.name, mac) {
+                nics.push(NicStats {
+                    dev: format!("net{i}"),
+                    mac: mac.clone(),
+                    rx_bytes: c.rx_bytes,
+                    tx_bytes: c.tx_bytes,
+                    rx_packets: c.rx_packets,
+                    tx_packets: c.tx_packets,
+                });
+            }
+        }
+    }
+    Ok(VmStatus {
+        vmid: Some(vmid),
+        pending_changes: !pending(node, &row)?.is_empty(),
+        uptime_s: uptime(&row),
+        cpu_time_ns: row.cpu_time_ns,
+        vcpus: row.vcpus,
+        memory_mib: row.memory_kib / 1024,
+        max_memory_mib: row.max_memory_kib / 1024,
+        domain_type: p.domain_type,
+        state: row.state,
+        uuid: row.uuid,
+        name: row.name,
+        disks,
+        nics,
+    })
+}
+
+fn random_mac(taken: &[String]) -> String {
+    loop {
+        let mut b = [0u8; 3];
+        rand::thread_rng().fill_bytes(&mut b);
+        let m = format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            MAC_PREFIX[0], MAC_PREFIX[1], MAC_PREFIX[2], b[0], b[1], b[2]
+        );
+        if !taken.contains(&m) {
+            return m;
+        }
+    }
+}
+
+fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn host_bridge_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net")
+        .join(name)
+        .join("bridge")
+        .exists()
+}
+
+/// Check a spec against this host (pools, volumes, networks, uniqueness) and fill in the
+/// MACs. `current` is the VM being updated, if any.
+pub fn check_against_host(
+    node: &Node,
+    spec: &mut VmSpec,
+    current: Option<&DomainRow>,
+) -> Result<()> {
+    spec.validate()?;
+    let rows = node.hv.list_domains()?;
+    for r in &rows {
+        if current.is_some_and(|c| c.uuid == r.uuid) {
+            continue;
+        }
+        if vmid_of(r) == Some(spec.vmid) {
+            return Err(Error::Conflict(format!(
+                "vmid {} is already used by VM {:?}",
+                spec.vmid, r.name
+            )));
+        }
+        if r.name == spec.name {
+            return Err(Error::Conflict(format!(
+                "a VM named {:?} already exists on node {}",
+                spec.name, node.cfg.node
+            )));
+        }
+    }
+    let pools = node.hv.list_pools()?;
+    let check_pool = |field: String, pool: &str| -> Result<()> {
+        match pools.iter().find(|p| p.name == pool) {
+            None => Err(Error::validation(
+                &field,
+                format!(
+                    "storage pool {pool:?} does not exist on node {}",
+                    node.cfg.node
+                ),
+            )),
+            Some(p) if !p.active => Err(Error::validation(
+                &field,
+                format!("storage pool {pool:?} is not active"),
+            )),
+            Some(_) => Ok(()),
+        }
+    };
+    let mut new_bytes: u64 = 0;
+    for (i, d) in spec.disks.iter().enumerate() {
+        if let Some(pool) = &d.pool {
+            check_pool(format!("disks[{i}].pool"), pool)?;
+            if let Some(v) = &d.volume {
+                if let Err(e) = node.hv.volume(pool, v) {
+                    return Err(match e {
+                        HvError::NotFound(_) => Error::validation(
+                            &format!("disks[{i}].volume"),
+                            format!("volume {v:?} does not exist in pool {pool:?}"),
+                        ),
+                        other => other.into(),
+                    });
+                }
+            }
+            if let Some(s) = d.size_mib {
+                new_bytes += s * 1024 * 1024;
+                let avail = pools
+                    .iter()
+                    .find(|p| &p.name == pool)
+                    .map_or(0, |p| p.available);
+                if new_bytes > avail && d.format == keel_api::vm::DiskFormat::Raw {
+                    return Err(Error::validation(
+                        &format!("disks[{i}].size_mib"),
+                        format!(
+                            "pool {pool:?} has {} MiB free; a raw disk of {s} MiB does not fit",
+                            avail / 1024 / 1024
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(p) = &d.path {
+            if node.cfg.libvirt_uri.starts_with("qemu") && !std::path::Path::new(p).exists() {
+                return Err(Error::validation(
+                    &format!("disks[{i}].path"),
+                    format!("{p} does not exist"),
+                ));
+            }
+        }
+    }
+    if let Some(c) = &spec.cdrom {
+        if let (Some(pool), Some(v)) = (&c.pool, &c.volume) {
+            check_pool("cdrom.pool".into(), pool)?;
+            if node.hv.volume(pool, v).is_err() {
+                return Err(Error::validation(
+                    "cdrom.volume",
+                    format!("volume {v:?} does not exist in pool {pool:?}; upload the ISO first"),
+                ));
+            }
+        }
+    }
+    let nets = node.hv.list_networks()?;
+    let mut taken: Vec<String> = spec
+        .nics
+        .iter()
+        .filter_map(|n| n.mac.clone())
+        .map(|m| m.to_ascii_lowercase())
+        .collect();
+    for (i, n) in spec.nics.iter_mut().enumerate() {
+        if let Some(net) = &n.network {
+            if !nets.iter().any(|x| &x.name == net) {
+                return Err(Error::validation(
+                    &format!("nics[{i}].network"),
+                    format!(
+                        "libvirt network {net:?} does not exist on node {}",
+                        node.cfg.node
+                    ),
+                ));
+            }
+        }
+        if let Some(br) = &n.bridge {
+            if !host_bridge_exists(br) && node.cfg.libvirt_uri.starts_with("qemu") {
+                return Err(Error::validation(
+                    &format!("nics[{i}].bridge"),
+                    format!(
+                        "host bridge {br:?} does not exist on node {}",
+                        node.cfg.node
+                    ),
+                ));
+            }
+        }
+        match &mut n.mac {
+            Some(m) => *m = m.to_ascii_lowercase(),
+            None => {
+                let m = random_mac(&taken);
+                taken.push(m.clone());
+                n.mac = Some(m);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolve volume paths and render.
+fn render(node: &Node, spec: &VmSpec, uuid: &str, vnc_password: Option<String>) -> Result<String> {
+    let mut disk_paths = Vec::new();
+    for d in &spec.disks {
+        let path = match (&d.pool, &d.volume, &d.path) {
+            (Some(p), Some(v), _) => node.hv.volume(p, v)?.path,
+            (_, _, Some(path)) => path.clone(),
+            _ => {
+                return Err(Error::Internal(
+                    "disk without a volume at render time".into(),
+                ))
+            }
+        };
+        disk_paths.push(path);
+    }
+    let cdrom_path = match &spec.cdrom {
+        Some(c) => match (&c.pool, &c.volume, &c.path) {
+            (Some(p), Some(v), _) => Some(node.hv.volume(p, v)?.path),
+            (_, _, Some(path)) => Some(path.clone()),
+            _ => None,
+        },
+        None => None,
+    };
+    let ctx = RenderCtx {
+        domain_type: node.accel.domain_type,
+        uuid: uuid.to_string(),
+        disk_paths,
+        cdrom_path,
+        vnc_password: if spec.vnc {
+            vnc_password.or_else(|| Some(random_vnc_password()))
+        } else {
+            None
+        },
+        serial_log: spec.serial.then(|| {
+            node.cfg
+                .serial_dir()
+                .join(format!("{}.log", spec.vmid))
+                .display()
+                .to_string()
+        }),
+    };
+    Ok(domain::render(spec, &ctx)?)
+}
+
+fn random_vnc_password() -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(8)
+        .map(char::from)
+        .collect()
+}
+
+/// Allocate new volumes (disks with `size_mib`), turning them into `volume` references.
+/// Returns what was created so a failure can undo it.
+fn allocate(node: &Node, spec: &mut VmSpec, task: &TaskHandle) -> Result<Vec<(String, String)>> {
+    let mut created = Vec::new();
+    let existing: Vec<String> = spec.disks.iter().filter_map(|d| d.volume.clone()).collect();
+    for i in 0..spec.disks.len() {
+        let d = &spec.disks[i];
+        let (Some(pool), Some(size)) = (d.pool.clone(), d.size_mib) else {
+            continue;
+        };
+        let mut n = i;
+        let name = loop {
+            let cand = format!("vm-{}-disk-{n}.{}", spec.vmid, d.format.as_str());
+            if !existing.contains(&cand) && node.hv.volume(&pool, &cand).is_err() {
+                break cand;
+            }
+            n += 1;
+        };
+        task.log(format!(
+            "allocating {pool}/{name} ({size} MiB, {})",
+            d.format.as_str()
+        ));
+        match node
+            .hv
+            .create_volume(&pool, &name, size * 1024 * 1024, d.format)
+        {
+            Ok(_) => created.push((pool.clone(), name.clone())),
+            Err(e) => {
+                undo_volumes(node, &created, task);
+                return Err(e.into());
+            }
+        }
+        let d = &mut spec.disks[i];
+        d.volume = Some(name);
+        d.size_mib = None;
+    }
+    Ok(created)
+}
+
+fn undo_volumes(node: &Node, created: &[(String, String)], task: &TaskHandle) {
+    for (p, v) in created {
+        task.log(format!("rolling back: deleting {p}/{v}"));
+        if let Err(e) = node.hv.delete_volume(p, v) {
+            warn!(pool = %p, volume = %v, error = %e, "rollback failed");
+            task.log(format!("rollback of {p}/{v} failed: {e}"));
+        }
+    }
+}
+
+pub fn create(node: &Node, mut spec: VmSpec, start: bool, task: &TaskHandle) -> Result<()> {
+    task.log(format!("creating VM {} ({})", spec.vmid, spec.name));
+    std::fs::create_dir_all(node.cfg.serial_dir())?;
+    let created = allocate(node, &mut spec, task)?;
+    task.progress(0.5);
+    let xml = match render(node, &spec, &random_uuid(), None) {
+        Ok(x) => x,
+        Err(e) => {
+            undo_volumes(node, &created, task);
+            return Err(e);
+        }
+    };
+    if let Err(e) = node.hv.define(&xml) {
+        undo_volumes(node, &created, task);
+        return Err(e.into());
+    }
+    task.log(format!(
+        "defined domain {:?} ({} guest)",
+        spec.name,
+        node.accel.domain_type.as_str()
+    ));
+    task.progress(0.8);
+    if start {
+        task.log("starting");
+        node.hv.power(&spec.name, Power::Start)?;
+        task.log("started");
+    }
+    Ok(())
+}
+
+/// Simple power operations; each checks the state it needs first.
+pub fn power(node: &Node, vmid: u32, op: Power, task: &TaskHandle) -> Result<()> {
+    let row = find(node, vmid)?;
+    let need = match op {
+        Power::Start => (!row.state.is_active(), "already running"),
+        Power::Resume => (row.state == VmState::Paused, "not paused"),
+        Power::Suspend => (row.state == VmState::Running, "not running"),
+        Power::Reboot | Power::Reset | Power::Shutdown => (
+            matches!(row.state, VmState::Running | VmState::Shutdown),
+            "not running",
+        ),
+        Power::Destroy => (row.state.is_active(), "not running"),
+    };
+    if !need.0 {
+        return Err(Error::Conflict(format!(
+            "VM {vmid} is {}: {}",
+            row.state.as_str(),
+            need.1
+        )));
+    }
+    task.log(format!("{op:?} VM {vmid} ({})", row.name));
+    node.hv.power(&row.name, op)?;
+    Ok(())
+}
+
+pub const DEFAULT_SHUTDOWN_TIMEOUT_S: u64 = 60;
+
+pub fn shutdown(node: &Node, vmid: u32, req: &ShutdownRequest, task: &TaskHandle) -> Result<()> {
+    let timeout = Duration::from_secs(req.timeout_s.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_S));
+    power(node, vmid, Power::Shutdown, task)?;
+    task.log(format!(
+        "ACPI shutdown sent; waiting up to {}s",
+        timeout.as_secs()
+    ));
+    let t0 = Instant::now();
+    loop {
+        let row = find(node, vmid)?;
+        if !row.state.is_active() {
+            task.log(format!(
+                "guest powered off after {:.1}s",
+                t0.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+        if t0.elapsed() >= timeout {
+            if req.force_stop {
+                task.log("timeout: guest still running, stopping it hard (force_stop)");
+                node.hv.power(&row.name, Power::Destroy)?;
+                return Ok(());
+            }
+            return Err(Error::Conflict(format!(
+                "VM {vmid} did not shut down within {}s (the guest may ignore ACPI); retry with force_stop or stop it",
+                timeout.as_secs()
+            )));
+        }
+        task.progress(t0.elapsed().as_secs_f64() / timeout.as_secs_f64().max(1.0));
+        // Re-press the power button every 10 s: some guests miss the first one early in boot.
+        if t0.elapsed().as_secs() % 10 == 9 {
+            let _ = node.hv.power(&row.name, Power::Shutdown);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+pub fn delete(node: &Node, vmid: u32, purge: bool, task: &TaskHandle) -> Result<()> {
+    let row = find(node, vmid)?;
+    if row.state.is_active() {
+        return Err(Error::Conflict(format!(
+            "VM {vmid} is {}: stop it before deleting",
+            row.state.as_str()
+        )));
+    }
+    let p = parsed(node, &row.name, true)?;
+    node.hv.undefine(&row.name)?;
+    task.log(format!("undefined domain {:?}", row.name));
+    if purge {
+        for d in &p.spec.disks {
+            if let (Some(pool), Some(vol)) = (&d.pool, &d.volume) {
+                task.log(format!("deleting volume {pool}/{vol}"));
+                node.hv.delete_volume(pool, vol)?;
+            }
+        }
+    }
+    let log = node.cfg.serial_dir().join(format!("{vmid}.log"));
+    let _ = std::fs::remove_file(log);
+    Ok(())
+}
+
+/// Validate an update before its task starts.
+pub fn check_update(node: &Node, vmid: u32, spec: &mut VmSpec) -> Result<DomainRow> {
+    if spec.vmid != vmid {
+        return Err(Error::validation(
+            "vmid",
+            format!("vmid cannot change (this is VM {vmid})"),
+        ));
+    }
+    let row = find(node, vmid)?;
+    if spec.name != row.name {
+        return Err(Error::validation(
+            "name",
+            format!("renaming is not supported: keep the name {:?}", row.name),
+        ));
+    }
+    check_against_host(node, spec, Some(&row))?;
+    Ok(row)
+}
+
+pub fn update(node: &Node, row: DomainRow, mut spec: VmSpec, task: &TaskHandle) -> Result<()> {
+    let old = parsed(node, &row.name, true)?;
+    let created = allocate(node, &mut spec, task)?;
+    let xml = match render(node, &spec, &row.uuid, old.vnc_password.clone()) {
+        Ok(x) => x,
+        Err(e) => {
+            undo_volumes(node, &created, task);
+            return Err(e);
+        }
+    };
+    if let Err(e) = node.hv.define(&xml) {
+        undo_volumes(node, &created, task);
+        return Err(e.into());
+    }
+    task.log(format!(
+        "changed: {}",
+        diff_fields(&old.spec, &spec).join(", ")
+    ));
+    let state = node.hv.domain(&row.name)?.state;
+    if state.is_active() {
+        let live = parsed(node, &row.name, false)?;
+        if live.spec.vcpus != spec.vcpus
+            && spec.vcpus <= live.spec.max_vcpus.unwrap_or(live.spec.vcpus)
+        {
+            match node.hv.set_live_vcpus(&row.name, spec.vcpus) {
+                Ok(()) => task.log(format!("vCPUs set to {} live", spec.vcpus)),
+                Err(e) => task.log(format!("vCPUs pending until next boot ({e})")),
+            }
+        }
+        let want = spec.balloon_mib.unwrap_or(spec.memory_mib);
+        let have = live.spec.balloon_mib.unwrap_or(live.spec.memory_mib);
+        if want != have && want <= live.spec.memory_mib {
+            match node.hv.set_live_memory(&row.name, want) {
+                Ok(()) => task.log(format!("balloon set to {want} MiB live")),
+                Err(e) => task.log(format!("memory pending until next boot ({e})")),
+            }
+        }
+        let still = diff_fields(
+            &parsed(node, &row.name, false)?.spec,
+            &parsed(node, &row.name, true)?.spec,
+        );
+        if !still.is_empty() {
+            task.log(format!(
+                "pending until the next cold boot: {}",
+                still.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Give a domain defined outside Keel a vmid.
+pub fn adopt(node: &Node, req: &AdoptRequest, task: &TaskHandle) -> Result<()> {
+    if !(keel_api::vm::VMID_MIN..=keel_api::vm::VMID_MAX).contains(&req.vmid) {
+        return Err(Error::validation(
+            "vmid",
+            format!("vmid {} is out of range: use 100 to 999999999", req.vmid),
+        ));
+    }
+    let rows = node.hv.list_domains()?;
+    if let Some(r) = rows.iter().find(|r| vmid_of(r) == Some(req.vmid)) {
+        return Err(Error::Conflict(format!(
+            "vmid {} is already used by VM {:?}",
+            req.vmid, r.name
+        )));
+    }
+    let row = rows.iter().find(|r| r.name == req.name).ok_or_else(|| {
+        Error::NotFound(format!(
+            "no domain named {:?} on node {}",
+            req.name, node.cfg.node
+        ))
+    })?;
+    if row.keel_metadata.is_some() {
+        return Err(Error::Conflict(format!(
+            "domain {:?} is already managed by Keel",
+            req.name
+        )));
+    }
+    let xml = node.hv.domain_xml(&row.name, true)?;
+    node.hv.define(&domain::adopt_xml(&xml, req.vmid)?)?;
+    task.log(format!("domain {:?} adopted as VM {}", req.name, req.vmid));
+    Ok(())
+}
+
+/// Names (pool, volume) referenced by any VM's disks or CD-ROM.
+pub fn volume_users(node: &Node, pool: &str, volume: &str) -> Result<Vec<String>> {
+    let mut users = Vec::new();
+    for r in node.hv.list_domains()? {
+        let Ok(xml) = node.hv.domain_xml(&r.name, true) else {
+            continue;
+        };
+        let Ok(p) = domain::parse(&xml) else { continue };
+        let path = node
+            .hv
+            .volume(pool, volume)
+            .map(|v| v.path)
+            .unwrap_or_default();
+        let uses = p
+            .spec
+            .disks
+            .iter()
+            .any(|d| d.pool.as_deref() == Some(pool) && d.volume.as_deref() == Some(volume))
+            || p.spec.cdrom.as_ref().is_some_and(|c| {
+                c.pool.as_deref() == Some(pool) && c.volume.as_deref() == Some(volume)
+            })
+            || (!path.is_empty()
+                && (p.disk_paths.contains(&path)
+                    || p.cdrom_path.as_deref() == Some(path.as_str())));
+        if uses {
+            users.push(vmid_of(&r).map_or(r.name.clone(), |v| format!("VM {v} ({})", r.name)));
+        }
+    }
+    Ok(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hv::fake::FakeHv;
+    use crate::tests_support::fake_node;
+    use keel_api::vm::{DiskSpec, NicSpec};
+    use std::sync::Arc;
+
+    fn spec(vmid: u32, name: &str) -> VmSpec {
+        serde_json::from_value(serde_json::json!({"vmid": vmid, "name": name}))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn create_then_delete_refuses_while_running_and_purges() -> Result<()> {
+        let hv = Arc::new(FakeHv::new());
+        let (node, _dir) = fake_node(hv.clone())?;
+        let mut s = spec(100, "a");
+        let d: DiskSpec =
+            serde_json::from_value(serde_json::json!({"pool": "local", "size_mib": 8}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        s.disks.push(d);
+        check_against_host(&node, &mut s, None)?;
+        let t = node.tasks.begin("vmcreate", "100", "root", true)?;
+        create(&node, s, true, &t)?;
+        t.finish(&Ok(()));
+        let t = node.tasks.begin("vmdelete", "100", "root", true)?;
+        assert!(matches!(
+            delete(&node, 100, true, &t),
+            Err(Error::Conflict(_))
+        ));
+        power(&node, 100, Power::Destroy, &t)?;
+        delete(&node, 100, true, &t)?;
+        t.finish(&Ok(()));
+        assert_eq!(
+            hv.calls(),
+            vec![
+                "create_volume local/vm-100-disk-0.qcow2",
+                "define a",
+                "power a Start",
+                "power a Destroy",
+                "undefine a",
+                "delete_volume local/vm-100-disk-0.qcow2"
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn duplicate_vmid_and_name_conflict_unknown_network_is_validation() -> Result<()> {
+        let hv = Arc::new(FakeHv::new());
+        let (node, _dir) = fake_node(hv)?;
+        let t = node.tasks.begin("vmcreate", "100", "root", false)?;
+        let mut s = spec(100, "a");
+        check_against_host(&node, &mut s, None)?;
+        create(&node, s, false, &t)?;
+        assert!(matches!(
+            check_against_host(&node, &mut spec(100, "b"), None),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            check_against_host(&node, &mut spec(101, "a"), None),
+            Err(Error::Conflict(_))
+        ));
+        let mut s = spec(102, "c");
+        s.nics.push(NicSpec {
+            network: Some("nope".into()),
+            bridge: None,
+            model: Default::default(),
+            mac: None,
+        });
+        match check_against_host(&node, &mut s, None) {
+            Err(Error::Validation(f)) => assert_eq!(f.field, "nics[0].network"),
+            other => panic!("unexpected {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn shutdown_falls_back_to_stop_only_when_asked() -> Result<()> {
+        let hv = Arc::new(FakeHv::new());
+        let (node, _dir) = fake_node(hv.clone())?;
+        let t = node.tasks.begin("x", "100", "root", false)?;
+        let mut s = spec(100, "deaf");
+        check_against_host(&node, &mut s, None)?;
+        create(&node, s, true, &t)?;
+        hv.ignore_acpi("deaf");
+        let r = shutdown(
+            &node,
+            100,
+            &ShutdownRequest {
+                timeout_s: Some(1),
+                force_stop: false,
+            },
+            &t,
+        );
+        assert!(matches!(r, Err(Error::Conflict(_))));
+        shutdown(
+            &node,
+            100,
+            &ShutdownRequest {
+                timeout_s: Some(1),
+                force_stop: true,
+            },
+            &t,
+        )?;
+        assert_eq!(find(&node, 100)?.state, VmState::Stopped);
+        Ok(())
+    }
+}
