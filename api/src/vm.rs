@@ -486,9 +486,20 @@ impl VmSpec {
                 _ => false,
             };
             if !ok {
+                let mut have: Vec<String> =
+                    (0..self.disks.len()).map(|i| format!("disk{i}")).collect();
+                if self.cdrom.is_some() {
+                    have.push("cdrom".into());
+                }
+                have.extend((0..self.nics.len()).map(|i| format!("net{i}")));
+                let valid = if have.is_empty() {
+                    "this VM has no disk, CD-ROM or NIC".to_string()
+                } else {
+                    format!("valid: {}", have.join(", "))
+                };
                 return err(
                     &format!("boot[{i}]"),
-                    format!("boot device {b:?} does not exist: use cdrom, disk0..disk{}, net0..net{} for the devices this VM has", self.disks.len().saturating_sub(1), self.nics.len().saturating_sub(1)),
+                    format!("boot device {b:?} does not exist ({valid})"),
                 );
             }
             if self.boot[..i].contains(b) {

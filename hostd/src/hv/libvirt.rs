@@ -60,6 +60,8 @@ fn map_state(s: DomainState) -> VmState {
 impl Libvirt {
     /// Connect now (fails fast with a clear error when libvirtd is not running).
     pub fn connect(uri: &str) -> HvResult<Self> {
+        // libvirt prints every error to stderr by default; we report them ourselves.
+        virt::error::clear_error_callback();
         let c = Connect::open(Some(uri)).map_err(engine("connect"))?;
         Ok(Libvirt {
             uri: uri.to_string(),
