@@ -25,4 +25,6 @@ pub struct NodeInfo {
 pub struct Health {
     pub status: String,
     pub version: String,
+    /// This node's name (a cheap way for clients to learn it).
+    pub node: String,
 }

@@ -260,10 +260,11 @@ async fn not_found() -> ApiError {
 }
 
 #[utoipa::path(get, path = "/api/v1/health", tag = "access", responses((status = 200, body = Health)))]
-async fn health() -> Json<Health> {
+async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        node: node.cfg.node.clone(),
     })
 }
 
@@ -617,10 +618,21 @@ async fn vm_serial(
             Err(e) => return Err(e.into()),
         };
         let from = (q.start as usize).min(data.len());
-        Ok(String::from_utf8_lossy(&data[from..]).into_owned())
+        Ok((data[from..].to_vec(), data.len()))
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+    let (bytes, next) = text;
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            "text/plain; charset=utf-8".to_string(),
+        ),
+        (
+            header::HeaderName::from_static("x-keel-serial-next"),
+            next.to_string(),
+        ),
+    ];
+    Ok((headers, bytes).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes/{node}/tasks", tag = "tasks", params(("node" = String, Path), TaskListQuery), responses((status = 200, body = [TaskInfo])))]
@@ -695,7 +707,7 @@ async fn create_volume(
     let upid = blocking(move || {
         storage::check_volume_create(&node, &pool, &req)?;
         let n = node.clone();
-        let target = format!("{pool}/{}", req.name);
+        let target = format!("{pool}@{}", req.name);
         tasks::spawn(&node.tasks, "volcreate", &target, &p.user, true, move |t| {
             storage::create_volume(&n, &pool, &req, t)
         })
@@ -716,7 +728,7 @@ async fn delete_volume(
     let upid = blocking(move || {
         storage::check_volume_delete(&node, &pool, &volume)?;
         let n = node.clone();
-        let target = format!("{pool}/{volume}");
+        let target = format!("{pool}@{volume}");
         tasks::spawn(&node.tasks, "voldelete", &target, &p.user, true, move |t| {
             storage::delete_volume(&n, &pool, &volume, t)
         })
@@ -745,14 +757,22 @@ async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let (n, pl, fname) = (node.clone(), pool.clone(), q.filename.clone());
-    let (dir, handle) = blocking(move || {
+    let checked = blocking(move || {
         let dir = storage::check_upload(&n, &pl, &fname, q.size, cl)?;
         let h = n
             .tasks
-            .begin("volupload", &format!("{pl}/{fname}"), &p.user, true)?;
+            .begin("volupload", &format!("{pl}@{fname}"), &p.user, true)?;
         Ok((dir, h))
     })
-    .await?;
+    .await;
+    let (dir, handle) = match checked {
+        Ok(x) => x,
+        Err(e) => {
+            // Read (and drop) what the client is sending so it sees our answer, not a reset.
+            drain(body, 64 << 20).await;
+            return Err(e);
+        }
+    };
     handle.log(format!(
         "receiving {} ({} bytes) into pool {pool}",
         q.filename, q.size
@@ -793,6 +813,18 @@ async fn upload(
         Err(e) => {
             handle.finish(&Err(Error::Internal(e.to_string())));
             Err(ApiError(e))
+        }
+    }
+}
+
+/// Discard up to `limit` bytes of a request body.
+async fn drain(body: Body, limit: usize) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen >= limit {
+            break;
         }
     }
 }

@@ -63,6 +63,15 @@ impl Node {
         // QEMU runs as an unprivileged user on Debian: it must reach images and serial logs.
         std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o711))?;
         std::fs::set_permissions(cfg.images_dir(), std::fs::Permissions::from_mode(0o711))?;
+        // Uploads cut off by a crash leave hidden partial files: they are never valid volumes.
+        if let Ok(rd) = std::fs::read_dir(cfg.images_dir()) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with('.') && n.ends_with(".upload") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let db = Db::open(&cfg.db_path())?;
         let tasks = Tasks::open(db.clone(), &cfg.node)?;
         let auth = Auth::new(db);

@@ -44,7 +44,7 @@ enum Cmd {
 }
 
 fn load(cli: &Cli) -> Result<Config> {
-    let explicit = cli.config != PathBuf::from("/etc/keel/hostd.toml");
+    let explicit = cli.config.as_path() != std::path::Path::new("/etc/keel/hostd.toml");
     let mut c = Config::load(&cli.config, explicit)?;
     if let Some(v) = &cli.state_dir {
         c.state_dir = v.clone();

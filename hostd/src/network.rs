@@ -126,7 +126,7 @@ pub fn render(req: &NetworkCreate, existing: &[NetworkInfo]) -> Result<String> {
             }
             // DHCP: the upper half of the subnet, leaving the lower half for static addresses.
             let size = bcast - net_addr;
-            let start = Ipv4Addr::from(net_addr + size / 2);
+            let start = Ipv4Addr::from(net_addr + size.div_ceil(2));
             let end = Ipv4Addr::from(bcast - 1);
             net =
                 net.child(Element::new("forward").attr("mode", "nat"))

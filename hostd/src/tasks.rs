@@ -48,7 +48,7 @@ pub fn parse_upid(upid: &str) -> Option<(String, String, String, String, i64)> {
 }
 
 fn valid_upid_part(s: &str) -> bool {
-    !s.is_empty() && !s.contains(':') && !s.contains('\n')
+    !s.is_empty() && !s.contains(':') && !s.contains('/') && !s.contains('\n')
 }
 
 impl Tasks {
@@ -127,8 +127,13 @@ impl Tasks {
         if exclusive {
             let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(other) = b.get(target) {
+                let what = if target.chars().all(|c| c.is_ascii_digit()) {
+                    format!("VM {target}")
+                } else {
+                    target.to_string()
+                };
                 return Err(Error::Conflict(format!(
-                    "{target} is busy with task {other}; wait for it to finish"
+                    "{what} is busy with task {other}; wait for it to finish"
                 )));
             }
             b.insert(target.to_string(), upid.clone());

@@ -63,7 +63,7 @@ pub fn load_or_generate(
         ),
     };
     let mut generated = false;
-    if !byo && !(cert_path.exists() && key_path.exists()) {
+    if !(byo || cert_path.exists() && key_path.exists()) {
         generate(&cert_path, &key_path, names)?;
         generated = true;
     }

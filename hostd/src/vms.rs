@@ -89,7 +89,11 @@ fn pending(node: &Node, row: &DomainRow) -> Result<Vec<String>> {
     }
     let live = parsed(node, &row.name, false)?;
     let persistent = parsed(node, &row.name, true)?;
-    Ok(diff_fields(&live.spec, &persistent.spec))
+    // The live currentMemory is what the balloon has reached, not a setting: not "pending".
+    Ok(diff_fields(&live.spec, &persistent.spec)
+        .into_iter()
+        .filter(|f| f != "balloon_mib")
+        .collect())
 }
 
 pub fn config(node: &Node, vmid: u32) -> Result<VmConfig> {
@@ -600,10 +604,7 @@ pub fn update(node: &Node, row: DomainRow, mut spec: VmSpec, task: &TaskHandle) 
                 Err(e) => task.log(format!("memory pending until next boot ({e})")),
             }
         }
-        let still = diff_fields(
-            &parsed(node, &row.name, false)?.spec,
-            &parsed(node, &row.name, true)?.spec,
-        );
+        let still = pending(node, &node.hv.domain(&row.name)?)?;
         if !still.is_empty() {
             task.log(format!(
                 "pending until the next cold boot: {}",

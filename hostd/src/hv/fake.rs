@@ -11,11 +11,14 @@ use keel_api::vm::{DiskFormat, VmState};
 use super::{BlockCounters, DomainRow, HvError, HvResult, Hypervisor, NetCounters, Power};
 use crate::xml::Element;
 
+/// (path, volumes: name → (bytes, format))
+type FakePool = (String, BTreeMap<String, (u64, String)>);
+
 #[derive(Default)]
 struct State {
     domains: BTreeMap<String, (String, VmState)>,
     /// pool → (path, volumes name → (bytes, format))
-    pools: BTreeMap<String, (String, BTreeMap<String, (u64, String)>)>,
+    pools: BTreeMap<String, FakePool>,
     networks: BTreeMap<String, String>,
     calls: Vec<String>,
     /// Guests that ignore the ACPI power button.
@@ -62,7 +65,7 @@ impl Hypervisor for FakeHv {
         let (xml, state) = s
             .domains
             .get(name)
-            .ok_or_else(|| HvError::NotFound(format!("domain {name:?}")))?;
+            .ok_or_else(|| HvError::NotFound(format!("domain {name:?} not found")))?;
         let el = Element::parse(xml).map_err(|e| HvError::Engine {
             op: "parse",
             msg: e.to_string(),
@@ -89,7 +92,7 @@ impl Hypervisor for FakeHv {
         s.domains
             .get(name)
             .map(|d| d.0.clone())
-            .ok_or_else(|| HvError::NotFound(format!("domain {name:?}")))
+            .ok_or_else(|| HvError::NotFound(format!("domain {name:?} not found")))
     }
 
     fn define(&self, xml: &str) -> HvResult<()> {
@@ -109,7 +112,7 @@ impl Hypervisor for FakeHv {
         let mut s = self.lock();
         s.calls.push(format!("undefine {name}"));
         match s.domains.get(name) {
-            None => Err(HvError::NotFound(format!("domain {name:?}"))),
+            None => Err(HvError::NotFound(format!("domain {name:?} not found"))),
             Some((_, st)) if st.is_active() => Err(HvError::Conflict("domain is running".into())),
             Some(_) => {
                 s.domains.remove(name);
@@ -125,7 +128,7 @@ impl Hypervisor for FakeHv {
         let d = s
             .domains
             .get_mut(name)
-            .ok_or_else(|| HvError::NotFound(format!("domain {name:?}")))?;
+            .ok_or_else(|| HvError::NotFound(format!("domain {name:?} not found")))?;
         let next = match (op, d.1) {
             (Power::Start, VmState::Stopped | VmState::Crashed) => VmState::Running,
             (Power::Start, _) => return Err(HvError::Conflict("domain is already running".into())),
@@ -178,7 +181,7 @@ impl Hypervisor for FakeHv {
         let (path, vols) = s
             .pools
             .get(name)
-            .ok_or_else(|| HvError::NotFound(format!("storage pool {name:?}")))?;
+            .ok_or_else(|| HvError::NotFound(format!("storage pool {name:?} not found")))?;
         let used: u64 = vols.values().map(|v| v.0).sum();
         Ok(PoolInfo {
             name: name.to_string(),
@@ -208,7 +211,7 @@ impl Hypervisor for FakeHv {
         let (path, vols) = s
             .pools
             .get(pool)
-            .ok_or_else(|| HvError::NotFound(format!("storage pool {pool:?}")))?;
+            .ok_or_else(|| HvError::NotFound(format!("storage pool {pool:?} not found")))?;
         Ok(vols
             .iter()
             .map(|(n, (b, f))| VolumeInfo {
@@ -225,7 +228,7 @@ impl Hypervisor for FakeHv {
         self.list_volumes(pool)?
             .into_iter()
             .find(|v| v.name == name)
-            .ok_or_else(|| HvError::NotFound(format!("volume {name:?} in pool {pool:?}")))
+            .ok_or_else(|| HvError::NotFound(format!("volume {name:?} in pool {pool:?} not found")))
     }
 
     fn create_volume(
@@ -240,7 +243,7 @@ impl Hypervisor for FakeHv {
         let (path, vols) = s
             .pools
             .get_mut(pool)
-            .ok_or_else(|| HvError::NotFound(format!("storage pool {pool:?}")))?;
+            .ok_or_else(|| HvError::NotFound(format!("storage pool {pool:?} not found")))?;
         if vols.contains_key(name) {
             return Err(HvError::Conflict(format!(
                 "volume {name:?} already exists in pool {pool:?}"
@@ -256,10 +259,10 @@ impl Hypervisor for FakeHv {
         let (_, vols) = s
             .pools
             .get_mut(pool)
-            .ok_or_else(|| HvError::NotFound(format!("storage pool {pool:?}")))?;
+            .ok_or_else(|| HvError::NotFound(format!("storage pool {pool:?} not found")))?;
         vols.remove(name)
             .map(|_| ())
-            .ok_or_else(|| HvError::NotFound(format!("volume {name:?}")))
+            .ok_or_else(|| HvError::NotFound(format!("volume {name:?} not found")))
     }
 
     fn volume_by_path(&self, path: &str) -> HvResult<Option<(String, String)>> {
@@ -293,6 +296,6 @@ impl Hypervisor for FakeHv {
             .networks
             .remove(name)
             .map(|_| ())
-            .ok_or_else(|| HvError::NotFound(format!("network {name:?}")))
+            .ok_or_else(|| HvError::NotFound(format!("network {name:?} not found")))
     }
 }

@@ -89,7 +89,7 @@ impl Libvirt {
     fn dom(c: &Connect, name: &str) -> HvResult<Domain> {
         c.lookup_domain_by_name(name)
             .map_err(|e| match engine("lookup domain")(e) {
-                HvError::NotFound(_) => HvError::NotFound(format!("domain {name:?}")),
+                HvError::NotFound(_) => HvError::NotFound(format!("domain {name:?} not found")),
                 other => other,
             })
     }
@@ -97,7 +97,9 @@ impl Libvirt {
     fn pool_h(c: &Connect, name: &str) -> HvResult<StoragePool> {
         c.lookup_storage_pool_by_name(name)
             .map_err(|e| match engine("lookup pool")(e) {
-                HvError::NotFound(_) => HvError::NotFound(format!("storage pool {name:?}")),
+                HvError::NotFound(_) => {
+                    HvError::NotFound(format!("storage pool {name:?} not found"))
+                }
                 other => other,
             })
     }
@@ -406,9 +408,9 @@ impl Hypervisor for Libvirt {
     fn volume(&self, pool: &str, name: &str) -> HvResult<VolumeInfo> {
         self.with(|c| {
             let p = Self::pool_h(c, pool)?;
-            let v = p
-                .lookup_storage_vol_by_name(name)
-                .map_err(|_| HvError::NotFound(format!("volume {name:?} in pool {pool:?}")))?;
+            let v = p.lookup_storage_vol_by_name(name).map_err(|_| {
+                HvError::NotFound(format!("volume {name:?} in pool {pool:?} not found"))
+            })?;
             Self::vol_info(&v)
         })
     }
@@ -444,9 +446,9 @@ impl Hypervisor for Libvirt {
     fn delete_volume(&self, pool: &str, name: &str) -> HvResult<()> {
         self.with(|c| {
             let p = Self::pool_h(c, pool)?;
-            let v = p
-                .lookup_storage_vol_by_name(name)
-                .map_err(|_| HvError::NotFound(format!("volume {name:?} in pool {pool:?}")))?;
+            let v = p.lookup_storage_vol_by_name(name).map_err(|_| {
+                HvError::NotFound(format!("volume {name:?} in pool {pool:?} not found"))
+            })?;
             v.delete(0).map_err(engine("delete volume"))
         })
     }
@@ -490,7 +492,7 @@ impl Hypervisor for Libvirt {
         self.with(|c| {
             let n = c
                 .lookup_network_by_name(name)
-                .map_err(|_| HvError::NotFound(format!("network {name:?}")))?;
+                .map_err(|_| HvError::NotFound(format!("network {name:?} not found")))?;
             if n.is_active().unwrap_or(false) {
                 n.destroy().map_err(engine("stop network"))?;
             }

@@ -11,7 +11,7 @@ use keel_api::vm::{DiskFormat, VmState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HvError {
-    #[error("{0} not found")]
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),

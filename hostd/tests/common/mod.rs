@@ -1,0 +1,382 @@
+//! Test harness: a real `keel-hostd` process on the system libvirtd (qemu:///system, TCG),
+//! with its own state directory, port, node name and storage pool, so tests never touch each
+//! other's objects. Drop kills only its own hostd (by PID) and removes the libvirt objects it
+//! created (domains, pool, networks named with its unique prefix).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use keel_api::task::{TaskInfo, TaskState};
+use reqwest::blocking::{Client, Response};
+use serde_json::Value;
+
+pub const PASSWORD: &str = "test-password-1";
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Build (or take from cache) the project's live ISO; returns its directory.
+pub fn live_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = repo_root().join("target/keel-live");
+        let st = Command::new("bash")
+            .arg(repo_root().join("iso/live/build.sh"))
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run iso/live/build.sh: {e}"));
+        assert!(st.success(), "iso/live/build.sh failed");
+        out
+    })
+    .clone()
+}
+
+pub fn virsh(args: &[&str]) -> (bool, String) {
+    let out = Command::new("virsh")
+        .arg("-c")
+        .arg("qemu:///system")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run virsh: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+pub struct Hostd {
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub port: u16,
+    pub node: String,
+    pub pool: String,
+    pub base: String,
+    pub token: String,
+    pub client: Client,
+    child: Option<Child>,
+}
+
+impl Hostd {
+    pub fn start() -> Hostd {
+        let (ok, out) = virsh(&["version"]);
+        assert!(ok, "libvirtd is not reachable at qemu:///system ({out}); the README's test command starts it");
+        let prefix = format!(
+            "kt{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = PathBuf::from(format!("/var/tmp/keel-test/{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        // The live kernel lets the KVM probe run for real; its verdict is cached per host.
+        let mut h = Hostd {
+            port: free_port(),
+            node: format!("{prefix}-node"),
+            pool: prefix.clone(),
+            base: String::new(),
+            token: String::new(),
+            client: Client::builder()
+                .danger_accept_invalid_certs(true)
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+            child: None,
+            dir,
+            prefix,
+        };
+        h.base = format!("https://127.0.0.1:{}", h.port);
+        h.spawn();
+        let t = h.login_token();
+        h.token = t;
+        h
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("hostd.log"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let log2 = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let cfg = self.dir.join("hostd.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "node = \"{}\"\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\ndefault_pool = \"{}\"\naccel = \"tcg\"\n",
+                self.node,
+                self.port,
+                self.dir.join("state").display(),
+                self.pool
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_keel-hostd"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("KEEL_ADMIN_PASSWORD", PASSWORD)
+            .env("RUST_LOG", "info")
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start keel-hostd: {e}"));
+        self.child = Some(child);
+        let t0 = Instant::now();
+        loop {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/api/v1/health", self.base))
+                .send()
+            {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("keel-hostd exited ({st}); log:\n{}", self.log());
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "keel-hostd did not answer in 60s; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("hostd.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL our hostd (a crash), then start it again on the same state.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Log in with the password; returns (client with cookie, csrf token).
+    pub fn login(&self) -> (Client, String, String) {
+        let c = Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = c
+            .post(format!("{}/api/v1/access/ticket", self.base))
+            .json(&serde_json::json!({"username": "root", "password": PASSWORD}))
+            .send()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200, "login failed");
+        let v: Value = r.json().unwrap_or_else(|e| panic!("{e}"));
+        let ticket = v["ticket"].as_str().unwrap_or_default().to_string();
+        let csrf = v["csrf_token"].as_str().unwrap_or_default().to_string();
+        (c, ticket, csrf)
+    }
+
+    fn login_token(&self) -> String {
+        let (c, ticket, csrf) = self.login();
+        let r = c
+            .post(format!("{}/api/v1/access/tokens", self.base))
+            .header("Cookie", format!("KeelAuthCookie={ticket}"))
+            .header("CSRFPreventionToken", csrf)
+            .json(&serde_json::json!({"tokenid": "tests"}))
+            .send()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 201);
+        let v: Value = r.json().unwrap_or_else(|e| panic!("{e}"));
+        format!(
+            "{}={}",
+            v["full_tokenid"].as_str().unwrap_or_default(),
+            v["secret"].as_str().unwrap_or_default()
+        )
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `/api/v1/nodes/{node}` + rest
+    pub fn node_url(&self, rest: &str) -> String {
+        format!("{}/api/v1/nodes/{}{rest}", self.base, self.node)
+    }
+
+    fn auth(&self, rb: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        rb.header("Authorization", format!("KeelAPIToken {}", self.token))
+    }
+
+    pub fn get(&self, rest: &str) -> Response {
+        self.auth(self.client.get(self.node_url(rest)))
+            .send()
+            .unwrap_or_else(|e| panic!("GET {rest}: {e}"))
+    }
+
+    pub fn get_json(&self, rest: &str) -> Value {
+        let r = self.get(rest);
+        assert!(r.status().is_success(), "GET {rest}: {}", r.status());
+        r.json().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn post(&self, rest: &str, body: Value) -> Response {
+        self.auth(self.client.post(self.node_url(rest)).json(&body))
+            .send()
+            .unwrap_or_else(|e| panic!("POST {rest}: {e}"))
+    }
+
+    pub fn post_empty(&self, rest: &str) -> Response {
+        self.auth(self.client.post(self.node_url(rest)))
+            .send()
+            .unwrap_or_else(|e| panic!("POST {rest}: {e}"))
+    }
+
+    pub fn put(&self, rest: &str, body: Value) -> Response {
+        self.auth(self.client.put(self.node_url(rest)).json(&body))
+            .send()
+            .unwrap_or_else(|e| panic!("PUT {rest}: {e}"))
+    }
+
+    pub fn delete(&self, rest: &str) -> Response {
+        self.auth(self.client.delete(self.node_url(rest)))
+            .send()
+            .unwrap_or_else(|e| panic!("DELETE {rest}: {e}"))
+    }
+
+    /// Expect 202 and wait for the task; returns it (whatever its end state).
+    pub fn task(&self, r: Response) -> TaskInfo {
+        let status = r.status();
+        let v: Value = r.json().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status, 202, "expected 202 Accepted, got {status}: {v}");
+        let upid = v["upid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no upid in {v}"))
+            .to_string();
+        self.wait_task(&upid)
+    }
+
+    pub fn wait_task(&self, upid: &str) -> TaskInfo {
+        let t0 = Instant::now();
+        loop {
+            let t: TaskInfo = serde_json::from_value(self.get_json(&format!("/tasks/{upid}")))
+                .unwrap_or_else(|e| panic!("{e}"));
+            if t.state != TaskState::Running {
+                return t;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(300),
+                "task {upid} still running after 300s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Run a mutating call and require its task to end ok.
+    pub fn ok(&self, r: Response) -> TaskInfo {
+        let t = self.task(r);
+        assert_eq!(
+            t.state,
+            TaskState::Ok,
+            "task {} failed: {:?}",
+            t.upid,
+            t.message
+        );
+        t
+    }
+
+    /// Upload a file into our pool.
+    pub fn upload(&self, file: &Path, name: &str) {
+        let data = std::fs::read(file).unwrap_or_else(|e| panic!("{e}"));
+        let r = self
+            .auth(self.client.post(self.node_url(&format!(
+                "/storage/{}/upload?filename={name}&size={}",
+                self.pool,
+                data.len()
+            ))))
+            .header("Content-Type", "application/octet-stream")
+            .body(data)
+            .send()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200, "upload: {}", r.text().unwrap_or_default());
+    }
+
+    /// Wait until `f` holds, polling real state; panics with `what` after `secs`.
+    pub fn wait_for(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "timed out after {secs}s waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    pub fn serial(&self, vmid: u32) -> String {
+        self.get(&format!("/vms/{vmid}/serial"))
+            .text()
+            .unwrap_or_default()
+    }
+
+    pub fn state(&self, vmid: u32) -> String {
+        self.get_json(&format!("/vms/{vmid}/status/current"))["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for Hostd {
+    fn drop(&mut self) {
+        self.kill();
+        // Remove what this instance created in the shared libvirtd.
+        let (_, list) = virsh(&["list", "--all", "--name"]);
+        for name in list
+            .lines()
+            .map(str::trim)
+            .filter(|n| n.starts_with(&self.prefix))
+        {
+            let _ = virsh(&["destroy", name]);
+            let _ = virsh(&["undefine", "--nvram", name]);
+        }
+        let (_, nets) = virsh(&["net-list", "--all", "--name"]);
+        for name in nets
+            .lines()
+            .map(str::trim)
+            .filter(|n| n.starts_with(&self.prefix))
+        {
+            let _ = virsh(&["net-destroy", name]);
+            let _ = virsh(&["net-undefine", name]);
+        }
+        let _ = virsh(&["pool-destroy", &self.pool]);
+        let _ = virsh(&["pool-undefine", &self.pool]);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("kept {} for inspection", self.dir.display());
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! End to end on the real engine: libvirtd + QEMU (TCG) booting the project's live ISO,
+//! driven only through hostd's HTTPS API, checked with an independent client (virsh) and the
+//! guest's own serial output.
+
+mod common;
+
+use common::{live_dir, virsh, Hostd};
+use serde_json::json;
+
+const MARKER: &str = "KEEL-LIVE: guest booted";
+
+#[test]
+fn live_iso_guest_full_lifecycle() {
+    let h = Hostd::start();
+    h.upload(&live_dir().join("keel-live.iso"), "keel-live.iso");
+    // A host bridge with no address and no uplink: the NIC exists, no traffic can leave.
+    let br = format!("{}b", &h.prefix[..h.prefix.len().min(12)]);
+    let _ = std::process::Command::new("ip")
+        .args(["link", "add", &br, "type", "bridge"])
+        .status();
+    let name = format!("{}-life", h.prefix);
+    let spec = json!({
+        "vmid": 100, "name": name, "memory_mib": 256,
+        "disks": [{"pool": h.pool, "size_mib": 32}],
+        "cdrom": {"pool": h.pool, "volume": "keel-live.iso"},
+        "nics": [{"bridge": br}],
+        "boot": ["cdrom", "disk0"]
+    });
+    let t = h.ok(h.post("/vms?start=true", spec));
+    assert_eq!(t.kind, "vmcreate");
+    assert!(
+        t.upid.contains(":vmcreate:100:root:"),
+        "UPID encodes type, target, user: {}",
+        t.upid
+    );
+
+    // The guest's own serial output proves it runs.
+    h.wait_for(
+        "the live guest's boot marker on its serial console",
+        180,
+        || h.serial(100).contains(MARKER),
+    );
+
+    // Independent check with virsh: virtio disk and NIC, cache='none', TCG, Keel metadata.
+    let (ok, xml) = virsh(&["dumpxml", &name]);
+    assert!(ok, "{xml}");
+    assert!(
+        xml.contains("<domain type='qemu'"),
+        "TCG domain expected:\n{xml}"
+    );
+    assert!(xml.contains("cache='none'"), "{xml}");
+    assert!(xml.contains("<target dev='vda' bus='virtio'/>"), "{xml}");
+    assert!(xml.contains("<model type='virtio'/>"), "{xml}");
+    assert!(xml.contains("<keel:vmid>100</keel:vmid>"), "{xml}");
+    assert!(
+        xml.contains("listen='127.0.0.1'"),
+        "VNC must listen on localhost only:\n{xml}"
+    );
+
+    let st = h.get_json("/vms/100/status/current");
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["domain_type"], "qemu");
+    assert!(st["cpu_time_ns"].as_u64().unwrap_or(0) > 0, "{st}");
+    assert_eq!(st["disks"][0]["dev"], "vda", "{st}");
+    assert!(st["uptime_s"].is_u64(), "{st}");
+    assert_eq!(st["nics"].as_array().map(Vec::len), Some(1), "{st}");
+
+    // Suspend / resume, checked with virsh.
+    h.ok(h.post_empty("/vms/100/status/suspend"));
+    assert_eq!(virsh(&["domstate", &name]).1.trim(), "paused");
+    assert_eq!(h.state(100), "paused");
+    h.ok(h.post_empty("/vms/100/status/resume"));
+    assert_eq!(virsh(&["domstate", &name]).1.trim(), "running");
+
+    // Reboot (ACPI): the guest powers off and libvirt starts it again: a second boot marker.
+    h.wait_for("ticks before reboot", 60, || {
+        h.serial(100).contains("KEEL-LIVE: tick 2")
+    });
+    h.ok(h.post_empty("/vms/100/status/reboot"));
+    h.wait_for("a second boot after reboot", 180, || {
+        h.serial(100).matches(MARKER).count() >= 2
+    });
+    assert_eq!(h.state(100), "running");
+
+    // Hard reset: a third boot.
+    h.ok(h.post_empty("/vms/100/status/reset"));
+    h.wait_for("a third boot after reset", 180, || {
+        h.serial(100).matches(MARKER).count() >= 3
+    });
+
+    // Delete refuses while running, with 409 and a message saying what to do.
+    let r = h.delete("/vms/100");
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().unwrap_or_default();
+    assert_eq!(body["error"]["code"], "conflict");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("stop it"),
+        "{body}"
+    );
+
+    // ACPI shutdown: the guest handles the power button itself.
+    h.wait_for("ticks after reset", 60, || {
+        h.serial(100).matches("KEEL-LIVE: tick 2").count() >= 3
+    });
+    let t = h.ok(h.post("/vms/100/status/shutdown", json!({"timeout_s": 120})));
+    assert_eq!(virsh(&["domstate", &name]).1.trim(), "shut off");
+    assert!(
+        h.serial(100).contains("KEEL-LIVE: power button"),
+        "guest saw the ACPI button"
+    );
+    let log: Vec<serde_json::Value> =
+        serde_json::from_value(h.get_json(&format!("/tasks/{}/log", t.upid))).unwrap_or_default();
+    assert!(
+        log.iter()
+            .any(|l| l["line"].as_str().unwrap_or("").contains("powered off")),
+        "{log:?}"
+    );
+
+    // Start and hard stop.
+    h.ok(h.post_empty("/vms/100/status/start"));
+    assert_eq!(virsh(&["domstate", &name]).1.trim(), "running");
+    let r = h.post_empty("/vms/100/status/start");
+    assert_eq!(r.status(), 409, "starting a running VM is a conflict");
+    h.ok(h.post_empty("/vms/100/status/stop"));
+    assert_eq!(virsh(&["domstate", &name]).1.trim(), "shut off");
+
+    // Delete with its volumes; the ISO stays.
+    let vols = h.get_json(&format!("/storage/{}/content", h.pool));
+    assert!(vols.to_string().contains("vm-100-disk-0.qcow2"), "{vols}");
+    h.ok(h.delete("/vms/100?purge_volumes=true"));
+    assert!(!virsh(&["dominfo", &name]).0, "domain must be gone");
+    let vols = h.get_json(&format!("/storage/{}/content", h.pool));
+    assert!(!vols.to_string().contains("vm-100-disk-0.qcow2"), "{vols}");
+    assert!(vols.to_string().contains("keel-live.iso"), "{vols}");
+    assert_eq!(h.get("/vms/100").status(), 404);
+
+    // Every step is in the task list.
+    let tasks = h.get_json("/tasks?target=100&limit=50").to_string();
+    for kind in [
+        "vmcreate",
+        "vmsuspend",
+        "vmresume",
+        "vmreboot",
+        "vmreset",
+        "vmshutdown",
+        "vmstart",
+        "vmstop",
+        "vmdelete",
+    ] {
+        assert!(
+            tasks.contains(&format!("\"kind\":\"{kind}\"")),
+            "no {kind} task in {tasks}"
+        );
+    }
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", &br])
+        .status();
+}
+
+#[test]
+fn config_update_pending_until_cold_boot_and_adopting_foreign_domains() {
+    let h = Hostd::start();
+    h.upload(&live_dir().join("keel-live.iso"), "keel-live.iso");
+    let name = format!("{}-cfg", h.prefix);
+    let spec = json!({
+        "vmid": 200, "name": name, "memory_mib": 256, "balloon_mib": 192, "vcpus": 1, "max_vcpus": 2,
+        "cdrom": {"pool": h.pool, "volume": "keel-live.iso"}
+    });
+    h.ok(h.post("/vms?start=true", spec.clone()));
+    h.wait_for("boot marker", 180, || h.serial(200).contains(MARKER));
+
+    // Add a disk and change the on_crash policy while running: pending until a cold boot.
+    let mut new = spec.clone();
+    new["disks"] = json!([{"pool": h.pool, "size_mib": 16}]);
+    new["on_crash"] = json!("restart");
+    let t = h.ok(h.put("/vms/200", new));
+    let log = h.get_json(&format!("/tasks/{}/log", t.upid)).to_string();
+    assert!(log.contains("pending until the next cold boot"), "{log}");
+    let cfg = h.get_json("/vms/200");
+    assert_eq!(
+        cfg["spec"]["disks"][0]["volume"], "vm-200-disk-0.qcow2",
+        "{cfg}"
+    );
+    let pending = cfg["pending"].to_string();
+    assert!(
+        pending.contains("disks") && pending.contains("on_crash"),
+        "{cfg}"
+    );
+    assert_eq!(
+        h.get_json("/vms/200/status/current")["pending_changes"],
+        true
+    );
+    h.ok(h.post_empty("/vms/200/status/stop"));
+    h.ok(h.post_empty("/vms/200/status/start"));
+    assert_eq!(h.get_json("/vms/200")["pending"], json!([]));
+    let (_, xml) = virsh(&["dumpxml", &name]);
+    assert!(xml.contains("vm-200-disk-0.qcow2"), "{xml}");
+    h.ok(h.post_empty("/vms/200/status/stop"));
+    h.ok(h.delete("/vms/200?purge_volumes=true"));
+
+    // A domain defined outside Keel is listed without a vmid, then adopted.
+    let foreign = format!("{}-foreign", h.prefix);
+    let xml = format!("<domain type='qemu'><name>{foreign}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>");
+    let f = h.dir.join("foreign.xml");
+    std::fs::write(&f, xml).unwrap_or_else(|e| panic!("{e}"));
+    assert!(virsh(&["define", &f.display().to_string()]).0);
+    let list = h.get_json("/vms");
+    let entry = list
+        .as_array()
+        .and_then(|l| l.iter().find(|v| v["name"] == foreign.as_str()).cloned())
+        .unwrap_or_default();
+    assert_eq!(entry["managed"], false, "{list}");
+    assert_eq!(entry["vmid"], serde_json::Value::Null);
+    h.ok(h.post("/vms/adopt", json!({"name": foreign, "vmid": 201})));
+    assert_eq!(h.get_json("/vms/201")["managed"], true);
+    let r = h.post("/vms/adopt", json!({"name": foreign, "vmid": 202}));
+    let t = h.task(r);
+    assert_eq!(t.state, keel_api::task::TaskState::Error);
+    h.ok(h.delete("/vms/201"));
+}
