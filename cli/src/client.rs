@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use keel_api::auth::{LoginRequest, LoginResponse, CSRF_HEADER, TICKET_COOKIE, TOKEN_SCHEME};
-use keel_api::node::NodeInfo;
 use keel_api::ErrorBody;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
@@ -324,12 +323,14 @@ impl Client {
                 if let Some(n) = &self.node_flag {
                     return Ok(n.clone());
                 }
-                let nodes: Vec<NodeInfo> = typed(self.get(&["nodes"], &[]).await?)?;
-                nodes
-                    .into_iter()
-                    .next()
-                    .map(|n| n.node)
-                    .ok_or_else(|| anyhow!("the server lists no nodes; pass --node NAME"))
+                // /health names the node and costs the server nothing.
+                let health: keel_api::node::Health = typed(self.get(&["health"], &[]).await?)?;
+                if !health.node.is_empty() {
+                    return Ok(health.node);
+                }
+                Err(anyhow!(
+                    "the server did not name its node; pass --node NAME"
+                ))
             })
             .await
             .map(String::as_str)

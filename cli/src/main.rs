@@ -324,7 +324,19 @@ async fn or_interrupt<T>(fut: impl std::future::Future<Output = Result<T>>) -> R
     }
 }
 
+/// Die quietly on a closed stdout (`keel vm list | head`), as command-line tools do, instead
+/// of panicking inside `println!`.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE and no Rust code relies on SIGPIPE being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,0 +1,66 @@
+# Shared by setup.sh and test.sh: install what Keel needs on Debian 12 and start the daemons
+# that systemd would start on a real node. Sourced, not run.
+
+KEEL_APT_PACKAGES=(
+  build-essential pkg-config ca-certificates curl
+  libvirt-dev libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
+  qemu-system-x86 ovmf dnsmasq-base iptables iproute2
+  xorriso isolinux syslinux-common busybox-static cpio
+)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+keel_install_deps() {
+  [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts libvirtd)"
+  local missing=()
+  for p in "${KEEL_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # qemu-img: any version will do. Listing qemu-utils above would make apt refuse when a
+  # newer backport is already installed, so only install it when the command is missing.
+  if ! command -v qemu-img >/dev/null; then
+    log "installing qemu-utils"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-utils >/dev/null
+  fi
+  if ! command -v cargo >/dev/null; then
+    [ -x "$HOME/.cargo/bin/cargo" ] || {
+      log "installing Rust with rustup"
+      curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy -c rustfmt >/dev/null \
+        || die "no cargo, and rustup could not be fetched: install a Rust toolchain (1.80+) and rerun"
+    }
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+}
+
+# Without udev, /dev/kvm stays root-only 0600. libvirt then finds KVM "enabled when probing
+# but not available now" and re-probes QEMU on every API call (minutes per call). A real
+# node's udev rule makes it root:kvm 0660; do the same. Whether guests may *use* KVM is
+# decided separately by hostd's probe.
+keel_fix_kvm_node() {
+  if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
+    chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+  fi
+}
+
+keel_start_libvirt() {
+  keel_fix_kvm_node
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl start virtlogd.socket libvirtd.socket libvirtd.service
+  else
+    # No systemd here: start the daemons ourselves, once.
+    pgrep -x virtlogd >/dev/null || /usr/sbin/virtlogd -d
+    pgrep -x libvirtd >/dev/null || /usr/sbin/libvirtd -d
+  fi
+  for _ in $(seq 100); do
+    virsh -c qemu:///system version >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  die "libvirtd did not come up (see /var/log/libvirt/libvirtd.log)"
+}

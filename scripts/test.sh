@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and golden tests, and the end-to-end tests
+# that drive real libvirtd/QEMU (TCG) guests through hostd. Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+keel_install_deps
+keel_start_libvirt
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "cargo test"
+cargo test --workspace
