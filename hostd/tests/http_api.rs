@@ -278,17 +278,37 @@ fn storage_networks_and_openapi() {
 
     // A bridged network on an existing host bridge (no address, no uplink: no traffic).
     let br = format!("kb{}", std::process::id() % 100000);
-    let _ = std::process::Command::new("ip").args(["link", "add", &br, "type", "bridge"]).status();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "add", &br, "type", "bridge"])
+        .status();
     let bnet = format!("{}-br", h.prefix);
     let nets = h.get_json("/networks").to_string();
-    assert!(nets.contains(&format!("\"name\":\"{br}\",\"kind\":\"host_bridge\"")) || nets.contains(&br), "host bridge listed: {nets}");
-    let (s, b) = err_of(h.post("/networks", json!({"name": bnet, "kind": "bridge", "bridge": "no-such-br0"})));
-    assert_eq!((s, b["error"]["field"].clone()), (400, json!("bridge")), "{b}");
-    h.ok(h.post("/networks", json!({"name": bnet, "kind": "bridge", "bridge": br})));
+    assert!(
+        nets.contains(&format!("\"name\":\"{br}\",\"kind\":\"host_bridge\"")) || nets.contains(&br),
+        "host bridge listed: {nets}"
+    );
+    let (s, b) = err_of(h.post(
+        "/networks",
+        json!({"name": bnet, "kind": "bridge", "bridge": "no-such-br0"}),
+    ));
+    assert_eq!(
+        (s, b["error"]["field"].clone()),
+        (400, json!("bridge")),
+        "{b}"
+    );
+    h.ok(h.post(
+        "/networks",
+        json!({"name": bnet, "kind": "bridge", "bridge": br}),
+    ));
     let (ok, out) = virsh(&["net-dumpxml", &bnet]);
-    assert!(ok && out.contains("<forward mode='bridge'/>") && out.contains(&br), "{out}");
+    assert!(
+        ok && out.contains("<forward mode='bridge'/>") && out.contains(&br),
+        "{out}"
+    );
     h.ok(h.delete(&format!("/networks/{bnet}")));
-    let _ = std::process::Command::new("ip").args(["link", "del", &br]).status();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", &br])
+        .status();
 
     // OpenAPI document generated from the types.
     let doc = h.get_json_abs("/api/v1/openapi.json");
