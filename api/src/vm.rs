@@ -774,3 +774,20 @@ pub struct AdoptRequest {
     pub name: String,
     pub vmid: u32,
 }
+
+/// A one-time console ticket for one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VncTicket {
+    /// Pass as `vncticket` to the `vncwebsocket` endpoint within 60 s; valid once.
+    pub ticket: String,
+    /// The VM's VNC password (VNC authentication inside the proxied stream).
+    pub password: String,
+    /// Unix seconds.
+    pub expires: i64,
+}
+
+/// The lowest free vmid on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NextId {
+    pub vmid: u32,
+}

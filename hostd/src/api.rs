@@ -24,7 +24,8 @@ use keel_api::node::{Health, NodeInfo};
 use keel_api::storage::{PoolInfo, UploadQuery, VolumeCreate, VolumeInfo};
 use keel_api::task::{TaskInfo, TaskListQuery, TaskLogLine, TaskLogQuery, TaskRef};
 use keel_api::vm::{
-    AdoptRequest, DeleteQuery, ShutdownRequest, VmConfig, VmSpec, VmStatus, VmSummary,
+    AdoptRequest, DeleteQuery, NextId, ShutdownRequest, VmConfig, VmSpec, VmStatus, VmSummary,
+    VncTicket,
 };
 use keel_api::{ErrorBody, ErrorDetail};
 use serde::de::DeserializeOwned;
@@ -209,6 +210,12 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/nodes/{node}", get(get_node))
         .route("/api/v1/nodes/{node}/vms", get(list_vms).post(create_vm))
         .route("/api/v1/nodes/{node}/vms/adopt", post(adopt_vm))
+        .route("/api/v1/nodes/{node}/vms/nextid", get(next_id))
+        .route("/api/v1/nodes/{node}/vms/{vmid}/vncproxy", post(vnc_proxy))
+        .route(
+            "/api/v1/nodes/{node}/vms/{vmid}/vncwebsocket",
+            get(vnc_websocket),
+        )
         .route(
             "/api/v1/nodes/{node}/vms/{vmid}",
             get(get_vm).put(update_vm).delete(delete_vm),
@@ -244,12 +251,22 @@ pub fn router(node: Arc<Node>) -> Router {
             delete(delete_network),
         )
         .layer(middleware::from_fn_with_state(node.clone(), require_auth));
-    Router::new()
+    let ui_dir = node.cfg.ui_dir.clone();
+    let app = Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/access/ticket", post(login))
         .merge(protected)
-        .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        .route("/api", axum::routing::any(not_found))
+        .route("/api/{*rest}", axum::routing::any(not_found));
+    let app = match ui_dir {
+        // The web UI from the same origin; unknown paths get index.html (client-side routes).
+        Some(dir) => app.fallback_service(
+            tower_http::services::ServeDir::new(&dir)
+                .fallback(tower_http::services::ServeFile::new(dir.join("index.html"))),
+        ),
+        None => app.fallback(not_found),
+    };
+    app.layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(node)
 }
 
@@ -517,6 +534,107 @@ async fn adopt_vm(
     })
     .await?;
     Ok(accepted(upid))
+}
+
+/// The lowest free vmid (≥ 100) on this node.
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/vms/nextid", tag = "vms", params(("node" = String, Path)), responses((status = 200, body = NextId)))]
+async fn next_id(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<NextId>> {
+    check_node(&node, &name)?;
+    let used: Vec<u32> = blocking(move || {
+        Ok(vms::list(&node)?
+            .into_iter()
+            .filter_map(|v| v.vmid)
+            .collect())
+    })
+    .await?;
+    let vmid = (keel_api::vm::VMID_MIN..)
+        .find(|v| !used.contains(v))
+        .unwrap_or(keel_api::vm::VMID_MIN);
+    Ok(Json(NextId { vmid }))
+}
+
+/// A one-time ticket (60 s) to open this VM's console through `vncwebsocket`.
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/{vmid}/vncproxy", tag = "vms", params(("node" = String, Path), ("vmid" = u32, Path)),
+    responses((status = 200, body = VncTicket), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn vnc_proxy(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, vmid)): Path<(String, u32)>,
+) -> ApiResult<Json<VncTicket>> {
+    check_node(&node, &name)?;
+    let n = node.clone();
+    let password = blocking(move || {
+        let row = vms::find(&n, vmid)?;
+        if !row.state.is_active() {
+            return Err(Error::Conflict(format!(
+                "VM {vmid} is {}: start it to open its console",
+                row.state.as_str()
+            )));
+        }
+        let parsed = crate::domain::parse(&n.hv.domain_xml(&row.name, false)?)?;
+        if !parsed.spec.vnc {
+            return Err(Error::Conflict(format!(
+                "VM {vmid} has no VNC console (vnc is off in its spec)"
+            )));
+        }
+        Ok(parsed.vnc_password.unwrap_or_default())
+    })
+    .await?;
+    let (ticket, expires) = node.vnc_tickets.issue(vmid, &p.user);
+    Ok(Json(VncTicket {
+        ticket,
+        password,
+        expires,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct VncWsQuery {
+    /// Ticket from `vncproxy` for this VM.
+    pub vncticket: String,
+}
+
+/// WebSocket carrying the VM's raw VNC stream (binary frames). Needs a session or token and a
+/// `vncticket` issued for this VM to the same user.
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/vms/{vmid}/vncwebsocket", tag = "vms",
+    params(("node" = String, Path), ("vmid" = u32, Path), VncWsQuery),
+    responses((status = 101, description = "switching to the WebSocket protocol"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn vnc_websocket(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, vmid)): Path<(String, u32)>,
+    Query(q): Query<VncWsQuery>,
+    ws: axum::extract::WebSocketUpgrade,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    if !node.vnc_tickets.redeem(&q.vncticket, vmid, &p.user) {
+        return Err(ApiError(Error::Forbidden(format!(
+            "invalid, used or expired console ticket for VM {vmid}"
+        ))));
+    }
+    let n = node.clone();
+    let port = blocking(move || {
+        let row = vms::find(&n, vmid)?;
+        let parsed = crate::domain::parse(&n.hv.domain_xml(&row.name, false)?)?;
+        parsed
+            .vnc_port
+            .filter(|p| *p > 0)
+            .ok_or_else(|| Error::Conflict(format!("VM {vmid} has no VNC server running")))
+    })
+    .await?;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| {
+            Error::Internal(format!(
+                "cannot reach VM {vmid}'s VNC server on 127.0.0.1:{port}: {e}"
+            ))
+        })?;
+    Ok(ws
+        .protocols(["binary"])
+        .on_upgrade(move |socket| crate::console::proxy(socket, tcp, vmid)))
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes/{node}/vms/{vmid}/status/current", tag = "vms", params(("node" = String, Path), ("vmid" = u32, Path)),
@@ -912,6 +1030,9 @@ async fn delete_network(
         update_vm,
         delete_vm,
         adopt_vm,
+        next_id,
+        vnc_proxy,
+        vnc_websocket,
         vm_status,
         vm_power,
         vm_serial,

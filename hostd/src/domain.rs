@@ -78,6 +78,8 @@ pub struct ParsedDomain {
     /// Target device names of disks (`vda`…) and NIC MACs, for statistics.
     pub disk_targets: Vec<String>,
     pub vnc_password: Option<String>,
+    /// TCP port of the VNC server while running (libvirt picks it: autoport).
+    pub vnc_port: Option<u16>,
     pub serial_log: Option<String>,
 }
 
@@ -764,6 +766,9 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
         vnc_password: graphics
             .and_then(|g| g.get_attr("passwd"))
             .map(str::to_string),
+        vnc_port: graphics
+            .and_then(|g| g.get_attr("port"))
+            .and_then(|p| p.parse::<u16>().ok()),
         serial_log: serial
             .and_then(|s| s.find("log"))
             .and_then(|l| l.get_attr("file"))

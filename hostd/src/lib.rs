@@ -12,6 +12,7 @@ pub mod accel;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod domain;
 pub mod error;
@@ -41,6 +42,8 @@ pub struct Node {
     pub tasks: Arc<Tasks>,
     pub auth: Auth,
     pub accel: AccelDecision,
+    /// One-time console tickets: ticket → (vmid, user, expiry).
+    pub vnc_tickets: console::Tickets,
 }
 
 /// What opening a node's state did, for the operator.
@@ -99,6 +102,7 @@ impl Node {
                 tasks,
                 auth,
                 accel,
+                vnc_tickets: console::Tickets::default(),
             },
             report,
         ))

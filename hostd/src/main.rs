@@ -31,6 +31,9 @@ struct Cli {
     accel: Option<AccelSetting>,
     #[arg(long)]
     node: Option<String>,
+    /// Directory of the built web UI (ui/dist), served at `/`.
+    #[arg(long)]
+    ui_dir: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -60,6 +63,9 @@ fn load(cli: &Cli) -> Result<Config> {
     }
     if let Some(v) = &cli.node {
         c.node = v.clone();
+    }
+    if let Some(v) = &cli.ui_dir {
+        c.ui_dir = Some(v.clone());
     }
     c.validate("command line")?;
     Ok(c)

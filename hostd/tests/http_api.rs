@@ -123,9 +123,10 @@ fn auth_csrf_and_tokens() {
 #[test]
 fn validation_conflicts_and_not_found() {
     let h = Hostd::start();
+    let (x, y, z) = (h.id(0), h.id(1), h.id(2));
     let base = |vmid: u32, name: &str| json!({"vmid": vmid, "name": format!("{}-{name}", h.prefix), "memory_mib": 128});
 
-    let mut bad = base(300, "a");
+    let mut bad = base(x, "a");
     bad["memory_mib"] = json!(4);
     let (s, b) = err_of(h.post("/vms", bad));
     assert_eq!(s, 400);
@@ -136,7 +137,7 @@ fn validation_conflicts_and_not_found() {
         "memory_mib 4 is out of range: use 16 to 16777216 MiB"
     );
 
-    let mut bad = base(300, "a");
+    let mut bad = base(x, "a");
     bad["disks"] = json!([{"pool": "no-such-pool", "size_mib": 8}]);
     let (s, b) = err_of(h.post("/vms", bad));
     assert_eq!(s, 400);
@@ -149,13 +150,13 @@ fn validation_conflicts_and_not_found() {
         "{b}"
     );
 
-    let mut bad = base(300, "a");
+    let mut bad = base(x, "a");
     bad["disks"] = json!([{"pool": h.pool, "size_mib": 8, "bus": "floppy"}]);
     let (s, b) = err_of(h.post("/vms", bad));
     assert_eq!(s, 400);
     assert_eq!(b["error"]["field"], "disks[0].bus", "{b}");
 
-    let mut bad = base(300, "a");
+    let mut bad = base(x, "a");
     bad["nics"] = json!([{"network": "no-such-net"}]);
     let (s, b) = err_of(h.post("/vms", bad));
     assert_eq!(
@@ -168,17 +169,17 @@ fn validation_conflicts_and_not_found() {
     assert_eq!(r.0, 400, "{}", r.1);
 
     // Duplicate vmid and name → 409.
-    h.ok(h.post("/vms", base(300, "a")));
-    let (s, b) = err_of(h.post("/vms", base(300, "b")));
+    h.ok(h.post("/vms", base(x, "a")));
+    let (s, b) = err_of(h.post("/vms", base(x, "b")));
     assert_eq!(s, 409, "{b}");
     assert!(
         b["error"]["message"]
             .as_str()
             .unwrap_or("")
-            .contains("vmid 300 is already used"),
+            .contains(&format!("vmid {x} is already used")),
         "{b}"
     );
-    let (s, _) = err_of(h.post("/vms", base(301, "a")));
+    let (s, _) = err_of(h.post("/vms", base(y, "a")));
     assert_eq!(s, 409);
 
     // Not found: VM, task, node, operation, path.
@@ -191,14 +192,17 @@ fn validation_conflicts_and_not_found() {
         .send()
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 404);
-    assert_eq!(h.post_empty("/vms/300/status/explode").status(), 404);
+    assert_eq!(
+        h.post_empty(&format!("/vms/{x}/status/explode")).status(),
+        404
+    );
     assert_eq!(h.get("/nothing-here").status(), 404);
 
     // Conflicts: stopping a stopped VM, deleting a volume in use.
-    let (s, _) = err_of(h.post_empty("/vms/300/status/stop"));
+    let (s, _) = err_of(h.post_empty(&format!("/vms/{x}/status/stop")));
     assert_eq!(s, 409);
     h.upload(&live_dir().join("keel-live.iso"), "keel-live.iso");
-    let mut with_cd = base(302, "cd");
+    let mut with_cd = base(z, "cd");
     with_cd["cdrom"] = json!({"pool": h.pool, "volume": "keel-live.iso"});
     h.ok(h.post("/vms", with_cd));
     let (s, b) = err_of(h.delete(&format!("/storage/{}/content/keel-live.iso", h.pool)));
@@ -207,10 +211,10 @@ fn validation_conflicts_and_not_found() {
         b["error"]["message"]
             .as_str()
             .unwrap_or("")
-            .contains("VM 302"),
+            .contains(&format!("VM {z}")),
         "{b}"
     );
-    h.ok(h.delete("/vms/302"));
+    h.ok(h.delete(&format!("/vms/{z}")));
     h.ok(h.delete(&format!("/storage/{}/content/keel-live.iso", h.pool)));
 
     // Uploads are size-checked and leave nothing behind when short.
@@ -222,7 +226,7 @@ fn validation_conflicts_and_not_found() {
     assert!(!vols.contains("short.iso"), "{vols}");
     let r = h.auth_raw_upload("../evil.iso", 4, vec![0u8; 4]);
     assert_eq!(r.0, 400, "{}", r.1);
-    h.ok(h.delete("/vms/300"));
+    h.ok(h.delete(&format!("/vms/{x}")));
 }
 
 #[test]

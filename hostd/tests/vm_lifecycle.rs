@@ -12,6 +12,7 @@ const MARKER: &str = "KEEL-LIVE: guest booted";
 #[test]
 fn live_iso_guest_full_lifecycle() {
     let h = Hostd::start();
+    let (a, b) = (h.id(0), h.id(1));
     h.upload(&live_dir().join("keel-live.iso"), "keel-live.iso");
     // A host bridge with no address and no uplink: the NIC exists, no traffic can leave.
     let br = format!("{}b", &h.prefix[..h.prefix.len().min(12)]);
@@ -20,7 +21,7 @@ fn live_iso_guest_full_lifecycle() {
         .status();
     let name = format!("{}-life", h.prefix);
     let spec = json!({
-        "vmid": 100, "name": name, "memory_mib": 256,
+        "vmid": a, "name": name, "memory_mib": 256,
         "disks": [{"pool": h.pool, "size_mib": 32}],
         "cdrom": {"pool": h.pool, "volume": "keel-live.iso"},
         "nics": [{"bridge": br}],
@@ -29,7 +30,7 @@ fn live_iso_guest_full_lifecycle() {
     let t = h.ok(h.post("/vms?start=true", spec));
     assert_eq!(t.kind, "vmcreate");
     assert!(
-        t.upid.contains(":vmcreate:100:root:"),
+        t.upid.contains(&format!(":vmcreate:{a}:root:")),
         "UPID encodes type, target, user: {}",
         t.upid
     );
@@ -38,7 +39,7 @@ fn live_iso_guest_full_lifecycle() {
     h.wait_for(
         "the live guest's boot marker on its serial console",
         180,
-        || h.serial(100).contains(MARKER),
+        || h.serial(a).contains(MARKER),
     );
 
     // Independent check with virsh: virtio disk and NIC, cache='none', TCG, Keel metadata.
@@ -51,13 +52,16 @@ fn live_iso_guest_full_lifecycle() {
     assert!(xml.contains("cache='none'"), "{xml}");
     assert!(xml.contains("<target dev='vda' bus='virtio'/>"), "{xml}");
     assert!(xml.contains("<model type='virtio'/>"), "{xml}");
-    assert!(xml.contains("<keel:vmid>100</keel:vmid>"), "{xml}");
+    assert!(
+        xml.contains(&format!("<keel:vmid>{a}</keel:vmid>")),
+        "{xml}"
+    );
     assert!(
         xml.contains("listen='127.0.0.1'"),
         "VNC must listen on localhost only:\n{xml}"
     );
 
-    let st = h.get_json("/vms/100/status/current");
+    let st = h.get_json(&format!("/vms/{a}/status/current"));
     assert_eq!(st["state"], "running");
     assert_eq!(st["domain_type"], "qemu");
     assert!(st["cpu_time_ns"].as_u64().unwrap_or(0) > 0, "{st}");
@@ -65,31 +69,77 @@ fn live_iso_guest_full_lifecycle() {
     assert!(st["uptime_s"].is_u64(), "{st}");
     assert_eq!(st["nics"].as_array().map(Vec::len), Some(1), "{st}");
 
+    // Console: a one-time ticket for this VM opens its VNC stream through the WebSocket proxy.
+    let ticket = |vmid: u32| -> serde_json::Value {
+        let r = h.post_empty(&format!("/vms/{vmid}/vncproxy"));
+        assert_eq!(r.status(), 200);
+        r.json().unwrap_or_default()
+    };
+    let t1 = ticket(a);
+    assert_eq!(t1["password"].as_str().map(str::len), Some(8), "{t1}");
+    let banner = common::console_open(&h, a, t1["ticket"].as_str().unwrap_or(""), true)
+        .unwrap_or_else(|s| panic!("console refused with {s}"));
+    assert!(
+        banner.starts_with(b"RFB 003."),
+        "VNC banner expected, got {banner:?}"
+    );
+    // The ticket was single-use; no session is refused; another VM's ticket is refused.
+    assert_eq!(
+        common::console_open(&h, a, t1["ticket"].as_str().unwrap_or(""), true),
+        Err(403)
+    );
+    let t2 = ticket(a);
+    assert_eq!(
+        common::console_open(&h, a, t2["ticket"].as_str().unwrap_or(""), false),
+        Err(401)
+    );
+    h.ok(h.post(
+        "/vms",
+        json!({"vmid": b, "name": format!("{}-other", h.prefix), "memory_mib": 64}),
+    ));
+    assert_eq!(
+        common::console_open(&h, b, t2["ticket"].as_str().unwrap_or(""), true),
+        Err(403)
+    );
+    assert_eq!(
+        h.post_empty(&format!("/vms/{b}/vncproxy")).status(),
+        409,
+        "a stopped VM has no console"
+    );
+    h.ok(h.delete(&format!("/vms/{b}")));
+    let next = h.get_json("/vms/nextid")["vmid"].as_u64().unwrap_or(0);
+    assert!(next >= 100, "{next}");
+    assert_eq!(
+        h.get(&format!("/vms/{next}")).status(),
+        404,
+        "nextid {next} is free"
+    );
+
     // Suspend / resume, checked with virsh.
-    h.ok(h.post_empty("/vms/100/status/suspend"));
+    h.ok(h.post_empty(&format!("/vms/{a}/status/suspend")));
     assert_eq!(virsh(&["domstate", &name]).1.trim(), "paused");
-    assert_eq!(h.state(100), "paused");
-    h.ok(h.post_empty("/vms/100/status/resume"));
+    assert_eq!(h.state(a), "paused");
+    h.ok(h.post_empty(&format!("/vms/{a}/status/resume")));
     assert_eq!(virsh(&["domstate", &name]).1.trim(), "running");
 
     // Reboot (ACPI): the guest powers off and libvirt starts it again: a second boot marker.
     h.wait_for("ticks before reboot", 60, || {
-        h.serial(100).contains("KEEL-LIVE: tick 2")
+        h.serial(a).contains("KEEL-LIVE: tick 2")
     });
-    h.ok(h.post_empty("/vms/100/status/reboot"));
+    h.ok(h.post_empty(&format!("/vms/{a}/status/reboot")));
     h.wait_for("a second boot after reboot", 180, || {
-        h.serial(100).matches(MARKER).count() >= 2
+        h.serial(a).matches(MARKER).count() >= 2
     });
-    assert_eq!(h.state(100), "running");
+    assert_eq!(h.state(a), "running");
 
     // Hard reset: a third boot.
-    h.ok(h.post_empty("/vms/100/status/reset"));
+    h.ok(h.post_empty(&format!("/vms/{a}/status/reset")));
     h.wait_for("a third boot after reset", 180, || {
-        h.serial(100).matches(MARKER).count() >= 3
+        h.serial(a).matches(MARKER).count() >= 3
     });
 
     // Delete refuses while running, with 409 and a message saying what to do.
-    let r = h.delete("/vms/100");
+    let r = h.delete(&format!("/vms/{a}"));
     assert_eq!(r.status(), 409);
     let body: serde_json::Value = r.json().unwrap_or_default();
     assert_eq!(body["error"]["code"], "conflict");
@@ -103,12 +153,15 @@ fn live_iso_guest_full_lifecycle() {
 
     // ACPI shutdown: the guest handles the power button itself.
     h.wait_for("ticks after reset", 60, || {
-        h.serial(100).matches("KEEL-LIVE: tick 2").count() >= 3
+        h.serial(a).matches("KEEL-LIVE: tick 2").count() >= 3
     });
-    let t = h.ok(h.post("/vms/100/status/shutdown", json!({"timeout_s": 120})));
+    let t = h.ok(h.post(
+        &format!("/vms/{a}/status/shutdown"),
+        json!({"timeout_s": 120}),
+    ));
     assert_eq!(virsh(&["domstate", &name]).1.trim(), "shut off");
     assert!(
-        h.serial(100).contains("KEEL-LIVE: power button"),
+        h.serial(a).contains("KEEL-LIVE: power button"),
         "guest saw the ACPI button"
     );
     let log: Vec<serde_json::Value> =
@@ -120,25 +173,33 @@ fn live_iso_guest_full_lifecycle() {
     );
 
     // Start and hard stop.
-    h.ok(h.post_empty("/vms/100/status/start"));
+    h.ok(h.post_empty(&format!("/vms/{a}/status/start")));
     assert_eq!(virsh(&["domstate", &name]).1.trim(), "running");
-    let r = h.post_empty("/vms/100/status/start");
+    let r = h.post_empty(&format!("/vms/{a}/status/start"));
     assert_eq!(r.status(), 409, "starting a running VM is a conflict");
-    h.ok(h.post_empty("/vms/100/status/stop"));
+    h.ok(h.post_empty(&format!("/vms/{a}/status/stop")));
     assert_eq!(virsh(&["domstate", &name]).1.trim(), "shut off");
 
     // Delete with its volumes; the ISO stays.
     let vols = h.get_json(&format!("/storage/{}/content", h.pool));
-    assert!(vols.to_string().contains("vm-100-disk-0.qcow2"), "{vols}");
-    h.ok(h.delete("/vms/100?purge_volumes=true"));
+    assert!(
+        vols.to_string().contains(&format!("vm-{a}-disk-0.qcow2")),
+        "{vols}"
+    );
+    h.ok(h.delete(&format!("/vms/{a}?purge_volumes=true")));
     assert!(!virsh(&["dominfo", &name]).0, "domain must be gone");
     let vols = h.get_json(&format!("/storage/{}/content", h.pool));
-    assert!(!vols.to_string().contains("vm-100-disk-0.qcow2"), "{vols}");
+    assert!(
+        !vols.to_string().contains(&format!("vm-{a}-disk-0.qcow2")),
+        "{vols}"
+    );
     assert!(vols.to_string().contains("keel-live.iso"), "{vols}");
-    assert_eq!(h.get("/vms/100").status(), 404);
+    assert_eq!(h.get(&format!("/vms/{a}")).status(), 404);
 
     // Every step is in the task list.
-    let tasks = h.get_json("/tasks?target=100&limit=50").to_string();
+    let tasks = h
+        .get_json(&format!("/tasks?target={a}&limit=50"))
+        .to_string();
     for kind in [
         "vmcreate",
         "vmsuspend",
@@ -163,25 +224,27 @@ fn live_iso_guest_full_lifecycle() {
 #[test]
 fn config_update_pending_until_cold_boot_and_adopting_foreign_domains() {
     let h = Hostd::start();
+    let (c, d, e) = (h.id(0), h.id(1), h.id(2));
     h.upload(&live_dir().join("keel-live.iso"), "keel-live.iso");
     let name = format!("{}-cfg", h.prefix);
     let spec = json!({
-        "vmid": 200, "name": name, "memory_mib": 256, "balloon_mib": 192, "vcpus": 1, "max_vcpus": 2,
+        "vmid": c, "name": name, "memory_mib": 256, "balloon_mib": 192, "vcpus": 1, "max_vcpus": 2,
         "cdrom": {"pool": h.pool, "volume": "keel-live.iso"}
     });
     h.ok(h.post("/vms?start=true", spec.clone()));
-    h.wait_for("boot marker", 180, || h.serial(200).contains(MARKER));
+    h.wait_for("boot marker", 180, || h.serial(c).contains(MARKER));
 
     // Add a disk and change the on_crash policy while running: pending until a cold boot.
     let mut new = spec.clone();
     new["disks"] = json!([{"pool": h.pool, "size_mib": 16}]);
     new["on_crash"] = json!("restart");
-    let t = h.ok(h.put("/vms/200", new));
+    let t = h.ok(h.put(&format!("/vms/{c}"), new));
     let log = h.get_json(&format!("/tasks/{}/log", t.upid)).to_string();
     assert!(log.contains("pending until the next cold boot"), "{log}");
-    let cfg = h.get_json("/vms/200");
+    let cfg = h.get_json(&format!("/vms/{c}"));
     assert_eq!(
-        cfg["spec"]["disks"][0]["volume"], "vm-200-disk-0.qcow2",
+        cfg["spec"]["disks"][0]["volume"],
+        format!("vm-{c}-disk-0.qcow2").as_str(),
         "{cfg}"
     );
     let pending = cfg["pending"].to_string();
@@ -190,16 +253,16 @@ fn config_update_pending_until_cold_boot_and_adopting_foreign_domains() {
         "{cfg}"
     );
     assert_eq!(
-        h.get_json("/vms/200/status/current")["pending_changes"],
+        h.get_json(&format!("/vms/{c}/status/current"))["pending_changes"],
         true
     );
-    h.ok(h.post_empty("/vms/200/status/stop"));
-    h.ok(h.post_empty("/vms/200/status/start"));
-    assert_eq!(h.get_json("/vms/200")["pending"], json!([]));
+    h.ok(h.post_empty(&format!("/vms/{c}/status/stop")));
+    h.ok(h.post_empty(&format!("/vms/{c}/status/start")));
+    assert_eq!(h.get_json(&format!("/vms/{c}"))["pending"], json!([]));
     let (_, xml) = virsh(&["dumpxml", &name]);
-    assert!(xml.contains("vm-200-disk-0.qcow2"), "{xml}");
-    h.ok(h.post_empty("/vms/200/status/stop"));
-    h.ok(h.delete("/vms/200?purge_volumes=true"));
+    assert!(xml.contains(&format!("vm-{c}-disk-0.qcow2")), "{xml}");
+    h.ok(h.post_empty(&format!("/vms/{c}/status/stop")));
+    h.ok(h.delete(&format!("/vms/{c}?purge_volumes=true")));
 
     // A domain defined outside Keel is listed without a vmid, then adopted.
     let foreign = format!("{}-foreign", h.prefix);
@@ -214,10 +277,10 @@ fn config_update_pending_until_cold_boot_and_adopting_foreign_domains() {
         .unwrap_or_default();
     assert_eq!(entry["managed"], false, "{list}");
     assert_eq!(entry["vmid"], serde_json::Value::Null);
-    h.ok(h.post("/vms/adopt", json!({"name": foreign, "vmid": 201})));
-    assert_eq!(h.get_json("/vms/201")["managed"], true);
-    let r = h.post("/vms/adopt", json!({"name": foreign, "vmid": 202}));
+    h.ok(h.post("/vms/adopt", json!({"name": foreign, "vmid": d})));
+    assert_eq!(h.get_json(&format!("/vms/{d}"))["managed"], true);
+    let r = h.post("/vms/adopt", json!({"name": foreign, "vmid": e}));
     let t = h.task(r);
     assert_eq!(t.state, keel_api::task::TaskState::Error);
-    h.ok(h.delete("/vms/201"));
+    h.ok(h.delete(&format!("/vms/{d}")));
 }

@@ -63,6 +63,7 @@ fn free_port() -> u16 {
 }
 
 pub struct Hostd {
+    pub seq: u32,
     pub prefix: String,
     pub dir: PathBuf,
     pub port: u16,
@@ -78,11 +79,8 @@ impl Hostd {
     pub fn start() -> Hostd {
         let (ok, out) = virsh(&["version"]);
         assert!(ok, "libvirtd is not reachable at qemu:///system ({out}); the README's test command starts it");
-        let prefix = format!(
-            "kt{}x{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
+        let seq = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("kt{}x{}", std::process::id(), seq);
         let dir = PathBuf::from(format!("/var/tmp/keel-test/{prefix}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
@@ -101,6 +99,7 @@ impl Hostd {
             child: None,
             dir,
             prefix,
+            seq,
         };
         h.base = format!("https://127.0.0.1:{}", h.port);
         h.spawn();
@@ -215,6 +214,12 @@ impl Hostd {
             v["full_tokenid"].as_str().unwrap_or_default(),
             v["secret"].as_str().unwrap_or_default()
         )
+    }
+
+    /// A vmid for this test: unique per process and harness instance, far from the ids people
+    /// use (the shared libvirtd may hold other VMs, e.g. setup.sh's demo VM 100).
+    pub fn id(&self, k: u32) -> u32 {
+        900_000_000 + (std::process::id() % 100_000) * 100 + self.seq * 10 + k
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -347,6 +352,55 @@ impl Hostd {
             .unwrap_or_default()
             .to_string()
     }
+}
+
+/// Open a VM's console WebSocket; `Ok(first payload bytes)` or `Err(HTTP status)`.
+pub fn console_open(
+    h: &Hostd,
+    vmid: u32,
+    ticket: &str,
+    authenticated: bool,
+) -> Result<Vec<u8>, u16> {
+    use tokio::io::AsyncReadExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        let c = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .http1_only()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut rb = c
+            .get(h.node_url(&format!("/vms/{vmid}/vncwebsocket?vncticket={ticket}")))
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("Sec-WebSocket-Protocol", "binary");
+        if authenticated {
+            rb = rb.header("Authorization", format!("KeelAPIToken {}", h.token));
+        }
+        let r = rb.send().await.unwrap_or_else(|e| panic!("{e}"));
+        if r.status().as_u16() != 101 {
+            return Err(r.status().as_u16());
+        }
+        let mut up = r.upgrade().await.unwrap_or_else(|e| panic!("{e}"));
+        // One unmasked server frame: 0x82 (final, binary), length, payload.
+        let mut hdr = [0u8; 2];
+        up.read_exact(&mut hdr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hdr[0], 0x82, "a binary frame");
+        let len = (hdr[1] & 0x7f) as usize;
+        assert!(len < 126, "short first frame expected");
+        let mut payload = vec![0u8; len];
+        up.read_exact(&mut payload)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Ok(payload)
+    })
 }
 
 impl Drop for Hostd {
