@@ -63,6 +63,7 @@ fn free_port() -> u16 {
 }
 
 pub struct Hostd {
+    pub ui_dir: Option<PathBuf>,
     pub seq: u32,
     pub prefix: String,
     pub dir: PathBuf,
@@ -77,6 +78,15 @@ pub struct Hostd {
 
 impl Hostd {
     pub fn start() -> Hostd {
+        Self::start_opts(None)
+    }
+
+    /// A hostd that also serves the web UI from `ui_dir` (ui/dist).
+    pub fn start_with_ui(ui_dir: &Path) -> Hostd {
+        Self::start_opts(Some(ui_dir.to_path_buf()))
+    }
+
+    fn start_opts(ui_dir: Option<PathBuf>) -> Hostd {
         let (ok, out) = virsh(&["version"]);
         assert!(ok, "libvirtd is not reachable at qemu:///system ({out}); the README's test command starts it");
         let seq = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -100,6 +110,7 @@ impl Hostd {
             dir,
             prefix,
             seq,
+            ui_dir,
         };
         h.base = format!("https://127.0.0.1:{}", h.port);
         h.spawn();
@@ -116,17 +127,17 @@ impl Hostd {
             .unwrap_or_else(|e| panic!("{e}"));
         let log2 = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
         let cfg = self.dir.join("hostd.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "node = \"{}\"\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\ndefault_pool = \"{}\"\naccel = \"tcg\"\n",
-                self.node,
-                self.port,
-                self.dir.join("state").display(),
-                self.pool
-            ),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut text = format!(
+            "node = \"{}\"\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\ndefault_pool = \"{}\"\naccel = \"tcg\"\n",
+            self.node,
+            self.port,
+            self.dir.join("state").display(),
+            self.pool
+        );
+        if let Some(ui) = &self.ui_dir {
+            text.push_str(&format!("ui_dir = \"{}\"\n", ui.display()));
+        }
+        std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_keel-hostd"))
             .arg("--config")
             .arg(&cfg)
