@@ -7,14 +7,17 @@ KEEL_APT_PACKAGES=(
   qemu-system-x86 ovmf dnsmasq-base iptables iproute2
   xorriso isolinux syslinux-common busybox-static cpio
 )
+# Only the tests need a browser (Debian's; the test tools never download one).
+KEEL_TEST_APT_PACKAGES=(chromium)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 keel_install_deps() {
   [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts libvirtd)"
-  local missing=()
-  for p in "${KEEL_APT_PACKAGES[@]}"; do
+  local missing=() wanted=("${KEEL_APT_PACKAGES[@]}" "$@")
+  command -v node >/dev/null || wanted+=(nodejs npm)
+  for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -37,6 +40,14 @@ keel_install_deps() {
     }
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
+  local node_major
+  node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  [ "$node_major" -ge 20 ] || die "the web UI build needs Node.js 20 or newer (found $(node --version 2>/dev/null || echo none))"
+}
+
+# Build the web UI into ui/dist (npm ci: exactly the versions in package-lock.json).
+keel_build_ui() {
+  (cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) >&2
 }
 
 # Without udev, /dev/kvm stays root-only 0600. libvirt then finds KVM "enabled when probing

@@ -22,6 +22,9 @@ log "building Keel (release)"
 cargo build --release --quiet -p keel-hostd -p keel-cli
 BIN=$PWD/target/release
 
+log "building the web UI"
+keel_build_ui
+
 log "building the live ISO (cached by content hash)"
 mkdir -p "$STATE/live"
 ISO=$(bash iso/live/build.sh "$STATE/live" 2>"$STATE/live/build.log") || die "live ISO build failed, see $STATE/live/build.log"
@@ -34,7 +37,7 @@ if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
 fi
 mkdir -p "$LOGDIR"
 log "starting keel-hostd on $LISTEN (log: $LOGDIR/hostd.log)"
-nohup "$BIN/keel-hostd" --state-dir "$STATE" --listen "$LISTEN" >>"$LOGDIR/hostd.log" 2>&1 &
+nohup "$BIN/keel-hostd" --state-dir "$STATE" --listen "$LISTEN" --ui-dir "$PWD/ui/dist" >>"$LOGDIR/hostd.log" 2>&1 &
 echo $! >"$PIDFILE"
 for i in $(seq 300); do
   curl -skf "https://127.0.0.1:$PORT/api/v1/health" >/dev/null 2>&1 && break
@@ -84,7 +87,8 @@ HOST=$(hostname -I 2>/dev/null | awk '{print $1}')
 cat <<INFO
 
 Keel is running.
-  API:          https://${HOST:-127.0.0.1}:$PORT/api/v1/   (also https://127.0.0.1:$PORT)
+  web UI:       https://${HOST:-127.0.0.1}:$PORT/   (also https://127.0.0.1:$PORT/)
+  API:          https://${HOST:-127.0.0.1}:$PORT/api/v1/
   fingerprint:  $KEEL_FINGERPRINT
   login:        root / $KEEL_PASSWORD   (stored in $STATE/root-password)
   CLI:          export KEEL_URL=$KEEL_URL KEEL_FINGERPRINT=$KEEL_FINGERPRINT KEEL_PASSWORD=...

@@ -5,8 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-keel_install_deps
+keel_install_deps "${KEEL_TEST_APT_PACKAGES[@]}"
 keel_start_libvirt
+
+log "web UI: build and unit tests"
+keel_build_ui
+(cd ui && npm test --silent)
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,0 +1,297 @@
+// End-to-end test of the Keel web UI against a real keel-hostd (no mocks).
+//   KEEL_UI_URL       base URL of the UI (default https://127.0.0.1:8006: hostd serving ui/dist)
+//   KEEL_UI_PASSWORD  root password (default: /var/lib/keel/root-password)
+//   KEEL_UI_USER      user name (default root)
+//   CHROMIUM          browser binary (default /usr/bin/chromium)
+//   KEEL_UI_POOL      pool holding keel-live.iso (default local)
+//   KEEL_UI_DEMO_NAME, KEEL_UI_DEMO_VMID  a running VM to look at (default keel-demo, 100)
+//   KEEL_UI_VMID, KEEL_UI_VM_NAME         id and name of the VM the test creates
+//                     (default: the first free id >= KEEL_E2E_MIN_VMID (500), e2e-ui-<id>)
+// Prints "N passed, N failed" last; exits non-zero on any failure. Screenshots of failures go to
+// e2e/artifacts/, screenshots of the main pages to docs/screenshots/.
+import { chromium } from "playwright-core";
+import { createHash } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BASE = (process.env.KEEL_UI_URL ?? "https://127.0.0.1:8006").replace(/\/$/, "");
+const USER = process.env.KEEL_UI_USER ?? "root";
+const PASSWORD = process.env.KEEL_UI_PASSWORD ?? readFileSync("/var/lib/keel/root-password", "utf8").trim();
+const POOL = process.env.KEEL_UI_POOL ?? "local";
+const DEMO_NAME = process.env.KEEL_UI_DEMO_NAME ?? "keel-demo";
+const DEMO_VMID = process.env.KEEL_UI_DEMO_VMID ?? "100";
+const ARTIFACTS = join(here, "artifacts");
+const SHOTS = process.env.KEEL_UI_SHOTS ?? join(here, "..", "..", "docs", "screenshots");
+mkdirSync(ARTIFACTS, { recursive: true });
+mkdirSync(SHOTS, { recursive: true });
+
+const userDir = mkdtempSync(join(tmpdir(), "keel-ui-e2e-"));
+const browser = await chromium.launchPersistentContext(userDir, {
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  ignoreHTTPSErrors: true,
+  viewport: { width: 1280, height: 800 },
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const page = browser.pages()[0] ?? await browser.newPage();
+page.setDefaultTimeout(20_000);
+const consoleErrors = [];
+page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+let passed = 0, failed = 0, broken = false;
+const ctx = {};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (...a) => console.log(...a);
+
+async function step(name, fn, { always = false, critical = true } = {}) {
+  if (broken && !always) { failed++; log(`FAIL ${name} (skipped: an earlier step failed)`); return; }
+  const t0 = Date.now();
+  try {
+    await fn();
+    passed++;
+    log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  } catch (e) {
+    failed++;
+    if (!always && critical) broken = true;
+    log(`FAIL ${name}: ${e?.message?.split("\n")[0] ?? e}`);
+    const f = join(ARTIFACTS, `${name.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}.png`);
+    await page.screenshot({ path: f, fullPage: true }).catch(() => {});
+    log(`     screenshot: ${f}`);
+  }
+}
+const shot = (name) => page.screenshot({ path: join(SHOTS, `${name}.png`) });
+function expect(cond, msg) { if (!cond) throw new Error(msg); }
+
+/** Call the API from the page (uses the session cookie and CSRF token of the UI). */
+async function api(method, path) {
+  return page.evaluate(async ([method, path]) => {
+    const r = await fetch(`/api/v1${path}`, { method, headers: { CSRFPreventionToken: sessionStorage.getItem("keel.csrf") ?? "" } });
+    const text = await r.text();
+    let body = text; try { body = JSON.parse(text); } catch { /* text */ }
+    return { status: r.status, body };
+  }, [method, path]);
+}
+
+await step("login page rejects a wrong password", async () => {
+  await page.goto(`${BASE}/`);
+  await page.getByLabel("User name").waitFor();
+  await shot("login");
+  await page.getByLabel("User name").fill(USER);
+  await page.getByLabel("Password").fill("definitely-wrong");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").filter({ hasText: "Wrong user name or password" }).waitFor();
+});
+
+await step("log in and see the node overview", async () => {
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: /^Node / }).waitFor();
+  await page.getByText("logical CPUs").waitFor();
+  await page.getByRole("meter", { name: /Pool local used/ }).waitFor();
+  ctx.node = await page.evaluate(() => sessionStorage.getItem("keel.node"));
+  await sleep(300);
+  await shot("overview");
+});
+
+await step("VM list shows the demo VM", async () => {
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Virtual machines" }).click();
+  await page.getByRole("table", { name: "Virtual machines" }).waitFor();
+  await page.getByRole("link", { name: DEMO_NAME }).waitFor();
+  await page.getByLabel("Filter by name").fill("zzz-nothing");
+  await page.getByText("No VM matches this filter").waitFor();
+  await page.getByLabel("Filter by name").fill("");
+  await page.getByLabel("State").selectOption("running");
+  await page.getByRole("link", { name: DEMO_NAME }).waitFor();
+  await page.getByLabel("State").selectOption("");
+  await page.evaluate(() => document.activeElement?.blur());
+  await shot("vm-list");
+});
+
+await step("create wizard validates and creates a VM booting keel-live.iso", async () => {
+  await page.getByRole("link", { name: "Create VM" }).click();
+  const vmidBox = page.getByLabel("VM ID");
+  await page.waitForFunction(() => (document.querySelector("#f-vmid")?.value ?? "") !== "");
+  ctx.vmid = Number(await vmidBox.inputValue());
+  expect(ctx.vmid >= 100, `vmid prefilled: ${ctx.vmid}`);
+  // Keep test VMs out of the operator's range: use the lowest free id ≥ KEEL_E2E_MIN_VMID (500).
+  const minId = Number(process.env.KEEL_E2E_MIN_VMID ?? 500);
+  if (process.env.KEEL_UI_VMID) {
+    ctx.vmid = Number(process.env.KEEL_UI_VMID);
+    await vmidBox.fill(String(ctx.vmid));
+  } else if (ctx.vmid < minId) {
+    const used = new Set((await api("GET", `/nodes/${ctx.node}/vms`)).body.map((v) => v.vmid));
+    ctx.vmid = minId;
+    while (used.has(ctx.vmid)) ctx.vmid++;
+    await vmidBox.fill(String(ctx.vmid));
+  }
+  ctx.name = process.env.KEEL_UI_VM_NAME ?? `e2e-ui-${ctx.vmid}`;
+  await page.getByLabel("Name").fill("-bad name");
+  await page.getByRole("button", { name: "Next" }).click();
+  await page.locator("#f-name-error").waitFor();
+  await page.getByLabel("Name").fill(ctx.name);
+  await page.getByRole("button", { name: "Next" }).click();
+  await page.getByLabel("vCPUs").fill("1");
+  await page.getByLabel("Memory (MiB)").fill("8");
+  await page.getByRole("button", { name: "Next" }).click();
+  await page.locator("#f-memory_mib-error").filter({ hasText: "16" }).waitFor();
+  await page.getByLabel("Memory (MiB)").fill("256");
+  await page.getByRole("button", { name: "Next" }).click();
+  await page.getByRole("checkbox", { name: "Add a new disk" }).check();
+  await page.getByLabel("Disk size (MiB)").fill("16");
+  await page.getByLabel("CD-ROM ISO").selectOption(`${POOL}/keel-live.iso`);
+  await page.getByRole("button", { name: "Next" }).click();
+  await page.getByRole("checkbox", { name: "Add a network interface" }).waitFor();
+  await page.getByRole("button", { name: "Next" }).click();
+  const start = page.getByRole("checkbox", { name: "Start after create" });
+  expect(await start.isChecked(), "start after create is checked");
+  await shot("create-wizard");
+  await page.getByRole("button", { name: "Create VM" }).click();
+  await page.waitForURL(new RegExp(`/vms/${ctx.vmid}$`), { timeout: 90_000 });
+  ctx.created = true;
+});
+
+await step("the new VM reaches running", async () => {
+  await page.getByRole("heading", { name: `${ctx.vmid} · ${ctx.name}` }).waitFor();
+  await page.locator(".page-head .badge", { hasText: "Running" }).waitFor({ timeout: 90_000 });
+  expect(await page.getByRole("button", { name: "Start", exact: true }).isDisabled(), "Start is disabled while running");
+  expect(await page.getByRole("button", { name: "Stop", exact: true }).isEnabled(), "Stop is enabled while running");
+});
+
+await step("console tab shows a live noVNC screen", async () => {
+  await page.getByRole("tab", { name: "Console" }).click();
+  await page.locator(".console .badge", { hasText: "Connected" }).waitFor({ timeout: 30_000 });
+  const canvas = page.locator(".console-screen canvas");
+  await canvas.waitFor();
+  const snap = async () => createHash("sha256").update(await canvas.evaluate((c) => c.toDataURL("image/png"))).digest("hex");
+  // The guest prints "KEEL-LIVE: tick N" every 2 s once booted (TCG boots take a while).
+  let first = await snap();
+  let changed = false;
+  for (let i = 0; i < 30 && !changed; i++) {
+    await sleep(3000);
+    const next = await snap();
+    if (next !== first) changed = true; else first = next;
+  }
+  expect(changed, "canvas content changed within 90 s");
+  await sleep(4000);
+  await shot("vm-console");
+}, { critical: false });
+
+await step("serial tab shows the guest's serial output", async () => {
+  await page.getByRole("tab", { name: "Serial" }).click();
+  await page.getByLabel("Serial console output").waitFor();
+  await page.waitForFunction(() => (document.querySelector(".serial")?.textContent ?? "").includes("KEEL-LIVE"), null, { timeout: 60_000 });
+}, { critical: false });
+
+await step("stop the VM", async () => {
+  await page.getByRole("tab", { name: "Summary" }).click();
+  await page.getByRole("button", { name: "Stop", exact: true }).click();
+  await page.locator(".page-head .badge", { hasText: "Stopped" }).waitFor({ timeout: 60_000 });
+});
+
+await step("delete the VM with typed confirmation", async () => {
+  await page.getByRole("button", { name: "Delete…" }).click();
+  const dialog = page.getByRole("dialog", { name: `Delete VM ${ctx.vmid}` });
+  await dialog.waitFor();
+  const del = dialog.getByRole("button", { name: "Delete VM" });
+  expect(await del.isDisabled(), "Delete is disabled before the name is typed");
+  await dialog.getByLabel(/Type the VM name/).fill(ctx.name.slice(0, -1));
+  expect(await del.isDisabled(), "Delete stays disabled with a wrong name");
+  await dialog.getByLabel(/Type the VM name/).fill(ctx.name);
+  await del.click();
+  await page.waitForURL(/\/vms$/, { timeout: 60_000 });
+  await page.getByRole("link", { name: DEMO_NAME }).waitFor();
+  expect(await page.getByRole("link", { name: ctx.name }).count() === 0, "deleted VM is gone from the list");
+  ctx.created = false;
+});
+
+await step("tasks page lists create, stop and delete with logs", async () => {
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Tasks" }).click();
+  await page.getByRole("table", { name: "Tasks" }).waitFor();
+  for (const kind of ["vmcreate", "vmstop", "vmdelete"]) {
+    await page.locator(`tr[data-kind="${kind}"][data-target="${ctx.vmid}"]`).first().waitFor();
+  }
+  await page.locator(`tr[data-kind="vmcreate"][data-target="${ctx.vmid}"] a`).first().click();
+  const logPanel = page.getByRole("complementary", { name: "Task log" });
+  await logPanel.waitFor();
+  await logPanel.locator(".badge", { hasText: "OK" }).waitFor();
+  await page.waitForFunction(() => !(document.querySelector(".task-log .log")?.textContent ?? "").includes("(no log lines)"));
+  await shot("tasks");
+});
+
+await step("storage page lists pools and volumes with upload", async () => {
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Storage" }).click();
+  await page.getByRole("table", { name: "Storage pools" }).getByRole("link", { name: POOL, exact: true }).click();
+  await page.getByRole("table", { name: `Volumes in ${POOL}` }).getByText("keel-live.iso").waitFor();
+  await page.getByLabel("ISO or disk image").waitFor();
+  await shot("storage");
+}, { critical: false });
+
+await step("upload an ISO with progress, then delete the volume", async () => {
+  const name = `e2e-upload-${process.pid}.iso`;
+  const file = join(userDir, name);
+  writeFileSync(file, Buffer.alloc(3 * 1024 * 1024, 0x4b));
+  await page.getByLabel("ISO or disk image").setInputFiles(file);
+  await page.getByRole("button", { name: `Upload to ${POOL}` }).click();
+  await page.getByRole("status").filter({ hasText: `${name} uploaded to ${POOL}` }).waitFor({ timeout: 60_000 });
+  const table = page.getByRole("table", { name: `Volumes in ${POOL}` });
+  await table.getByText(name).waitFor();
+  await table.getByRole("button", { name: `Delete volume ${name}` }).click();
+  const dialog = page.getByRole("dialog", { name: `Delete volume ${name}` });
+  await dialog.getByRole("button", { name: "Delete volume" }).click();
+  await dialog.waitFor({ state: "detached" });
+  await table.getByText(name).waitFor({ state: "detached" });
+}, { critical: false });
+
+await step("VM page of the demo VM with its console", async () => {
+  await page.goto(`${BASE}/vms/${DEMO_VMID}?tab=console`);
+  await page.locator(".console .badge", { hasText: "Connected" }).waitFor({ timeout: 30_000 });
+  await sleep(3000);
+  await shot("vm-page-demo-console");
+}, { critical: false });
+
+await step("an expired session returns to the login page and back", async () => {
+  await browser.clearCookies();
+  await page.goto(`${BASE}/tasks`);
+  await page.getByText("Your session expired").waitFor();
+  expect(page.url().includes("next=%2Ftasks"), `next route kept: ${page.url()}`);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/tasks$/);
+  await page.getByRole("table", { name: "Tasks" }).waitFor();
+});
+
+await step("log out", async () => {
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.getByText("You are signed out").waitFor();
+}, { always: false });
+
+// Cleanup: never leave the test VM behind, even after a failure.
+if (ctx.created && ctx.vmid && ctx.node) {
+  await step("cleanup of the test VM", async () => {
+    if (!(await page.evaluate(() => !!sessionStorage.getItem("keel.csrf")))) {
+      await page.goto(`${BASE}/login`);
+      await page.getByLabel("Password").fill(PASSWORD);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await page.getByRole("heading", { name: /^Node / }).waitFor();
+    }
+    const p = `/nodes/${ctx.node}/vms/${ctx.vmid}`;
+    await api("POST", `${p}/status/stop`);
+    for (let i = 0; i < 30; i++) {
+      const s = await api("GET", `${p}/status/current`);
+      if (s.status !== 200 || s.body.state === "stopped") break;
+      await sleep(1000);
+    }
+    const d = await api("DELETE", `${p}?purge_volumes=true`);
+    expect(d.status === 202 || d.status === 404, `delete answered ${d.status}`);
+  }, { always: true });
+}
+
+if (consoleErrors.length) log(`page errors: ${consoleErrors.join(" | ")}`);
+await browser.close();
+rmSync(userDir, { recursive: true, force: true });
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,138 @@
+import { useRef, useState } from "preact/hooks";
+import { ApiError, del, followTask, get, notifyTask, np, upload } from "../api";
+import { Empty, ErrorBox, Loading, Modal, UsageBar } from "../components";
+import { usePoll } from "../hooks";
+import { formatBytes, percent, uploadNameProblem } from "../logic";
+
+import type { PoolInfo, TaskRef, VolumeInfo } from "../types";
+
+export function Storage({ pool }: { pool: string | null }) {
+  const pools = usePoll(() => get<PoolInfo[]>(np("/storage")), 10000);
+  const current = pool ?? (pools.data?.some((p) => p.name === "local") ? "local" : pools.data?.[0]?.name) ?? null;
+  const vols = usePoll(
+    () => current ? get<VolumeInfo[]>(np(`/storage/${encodeURIComponent(current)}/content`)) : Promise.resolve([] as VolumeInfo[]),
+    10000, [current]);
+  const [toDelete, setToDelete] = useState<VolumeInfo | null>(null);
+  return (
+    <section aria-labelledby="st-title">
+      <div class="page-head"><h1 id="st-title">Storage</h1></div>
+      <ErrorBox error={pools.error} title="Cannot list pools" />
+      {!pools.data && !pools.error && <Loading what="pools" />}
+      {pools.data && pools.data.length === 0 && <Empty title="No storage pools">hostd creates the <code>local</code> pool on start; check its log.</Empty>}
+      {pools.data && pools.data.length > 0 && (
+        <table class="table" aria-label="Storage pools">
+          <thead><tr><th>Pool</th><th>Type</th><th>Path</th><th>State</th><th class="w-usage">Usage</th><th class="num">Free</th></tr></thead>
+          <tbody>{pools.data.map((p) => (
+            <tr class={p.name === current ? "selected" : ""}>
+              <td><a href={`/storage?pool=${encodeURIComponent(p.name)}`} aria-current={p.name === current ? "true" : undefined}>{p.name}</a></td>
+              <td>{p.kind}</td><td class="mono small">{p.path ?? "—"}</td>
+              <td>{p.active ? <span class="badge badge-ok">Active</span> : <span class="badge badge-off">Inactive</span>}</td>
+              <td><UsageBar used={p.allocation} total={p.capacity} label={`Pool ${p.name} used`} />
+                <span class="small muted">{formatBytes(p.allocation)} of {formatBytes(p.capacity)} ({percent(p.allocation, p.capacity).toFixed(0)}%)</span></td>
+              <td class="num">{formatBytes(p.available)}</td>
+            </tr>
+          ))}</tbody>
+        </table>
+      )}
+      {current && (
+        <>
+          <div class="panel-head section-gap"><h2>Volumes in {current}</h2></div>
+          <Upload pool={current} onDone={vols.refresh} />
+          <ErrorBox error={vols.error} title="Cannot list volumes" />
+          {vols.data && vols.data.length === 0 && <Empty title="This pool is empty">Upload an ISO above, or create a VM with a new disk.</Empty>}
+          {vols.data && vols.data.length > 0 && (
+            <table class="table" aria-label={`Volumes in ${current}`}>
+              <thead><tr><th>Name</th><th>Format</th><th class="num">Size</th><th class="num">Allocated</th><th><span class="sr-only">Actions</span></th></tr></thead>
+              <tbody>{vols.data.map((v) => (
+                <tr><td class="mono">{v.name}</td><td>{v.format}</td><td class="num">{formatBytes(v.capacity)}</td><td class="num">{formatBytes(v.allocation)}</td>
+                  <td class="actions"><button type="button" class="btn btn-sm btn-danger-outline" aria-label={`Delete volume ${v.name}`} onClick={() => setToDelete(v)}>Delete</button></td></tr>
+              ))}</tbody>
+            </table>
+          )}
+        </>
+      )}
+      {toDelete && current && <DeleteVolume pool={current} vol={toDelete} onClose={() => { setToDelete(null); vols.refresh(); pools.refresh(); }} />}
+    </section>
+  );
+}
+
+function Upload({ pool, onDone }: { pool: string; onDone: () => void }) {
+  const fileRef = useRef<HTMLInputElement>(null);
+  const [file, setFile] = useState<File | null>(null);
+  const [progress, setProgress] = useState<number | null>(null);
+  const [msg, setMsg] = useState<{ tone: string; text: string } | null>(null);
+  const [xhr, setXhr] = useState<{ abort: () => void } | null>(null);
+  const problem = file ? uploadNameProblem(file.name) : null;
+  const start = async (e: Event) => {
+    e.preventDefault();
+    if (!file || problem) return;
+    setMsg(null);
+    setProgress(0);
+    const p = upload(pool, file, (l, t) => setProgress(percent(l, t)));
+    setXhr(p);
+    try {
+      const r: TaskRef = await p;
+      notifyTask(r.upid);
+      setMsg({ tone: "info", text: "Upload received; finishing…" });
+      const t = await followTask(r.upid);
+      setMsg(t.state === "ok" ? { tone: "info", text: `${file.name} uploaded to ${pool}.` } : { tone: "error", text: `Upload failed: ${t.message}` });
+      if (t.state === "ok") { setFile(null); if (fileRef.current) fileRef.current.value = ""; }
+    } catch (err) {
+      setMsg({ tone: "error", text: (err as ApiError).message });
+    }
+    setXhr(null);
+    setProgress(null);
+    onDone();
+  };
+  return (
+    <form class="upload" onSubmit={start} aria-label="Upload">
+      <div class="field-inline">
+        <label for="upload-file">ISO or disk image</label>
+        <input id="upload-file" ref={fileRef} type="file" accept=".iso,.img,.qcow2,.raw,.vmdk"
+          onChange={(e) => { setFile(e.currentTarget.files?.[0] ?? null); setMsg(null); }} />
+      </div>
+      {file && <span class="small muted">{formatBytes(file.size)}</span>}
+      <button type="submit" class="btn btn-primary" disabled={!file || !!problem || progress !== null}>Upload to {pool}</button>
+      {xhr && <button type="button" class="btn" onClick={() => xhr.abort()}>Cancel</button>}
+      {progress !== null && (
+        <div class="progress" role="progressbar" aria-label="Upload progress" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round(progress)}>
+          <div class="progress-fill" style={{ width: `${progress}%` }} /><span>{progress.toFixed(0)}%</span>
+        </div>
+      )}
+      {problem && <div class="field-error" role="alert">{problem}</div>}
+      {msg && <div class={`alert alert-${msg.tone} full`} role={msg.tone === "error" ? "alert" : "status"}>{msg.text}</div>}
+    </form>
+  );
+}
+
+function DeleteVolume({ pool, vol, onClose }: { pool: string; vol: VolumeInfo; onClose: () => void }) {
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const go = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      const r = await del<TaskRef>(np(`/storage/${encodeURIComponent(pool)}/content/${encodeURIComponent(vol.name)}`));
+      if (r?.upid) {
+        notifyTask(r.upid);
+        const t = await followTask(r.upid);
+        if (t.state !== "ok") { setError(`Delete failed: ${t.message}`); setBusy(false); return; }
+      }
+      onClose();
+    } catch (e) {
+      setError((e as ApiError).message);
+      setBusy(false);
+    }
+  };
+  return (
+    <Modal title={`Delete volume ${vol.name}`} onClose={onClose}>
+      <p>Delete <span class="mono">{pool}:{vol.name}</span> ({formatBytes(vol.capacity)})? Its data is lost. A volume that a VM uses is refused.</p>
+      {error && <div class="alert alert-error" role="alert">{error}</div>}
+      <div class="modal-actions">
+        <button type="button" class="btn" onClick={onClose}>Cancel</button>
+        <button type="button" class="btn btn-danger" disabled={busy} onClick={go}>{busy ? "Deleting…" : "Delete volume"}</button>
+      </div>
+    </Modal>
+  );
+}
+

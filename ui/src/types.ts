@@ -1,0 +1,124 @@
+// Wire types, mirrored from api/src/*.rs (keel-api).
+
+export type VmState = "running" | "paused" | "shutdown" | "stopped" | "crashed" | "suspended" | "unknown";
+export type TaskState = "running" | "ok" | "error";
+
+export interface DiskSpec {
+  pool?: string;
+  volume?: string;
+  size_mib?: number;
+  path?: string;
+  format?: "qcow2" | "raw";
+  bus?: "virtio" | "sata" | "scsi";
+  cache?: "none" | "writeback" | "writethrough";
+  io?: "native" | "threads";
+  throttle?: Record<string, number>;
+  serial?: string;
+}
+export interface CdromSpec { pool?: string; volume?: string; path?: string }
+export interface NicSpec { network?: string; bridge?: string; model?: "virtio" | "e1000"; mac?: string }
+
+export interface VmSpec {
+  vmid: number;
+  name: string;
+  description?: string;
+  vcpus?: number;
+  max_vcpus?: number;
+  cpu_model?: string;
+  memory_mib?: number;
+  balloon_mib?: number;
+  machine?: "q35" | "pc";
+  firmware?: "bios" | "uefi";
+  boot?: string[];
+  disks?: DiskSpec[];
+  cdrom?: CdromSpec;
+  nics?: NicSpec[];
+  vnc?: boolean;
+  serial?: boolean;
+  guest_agent?: boolean;
+  on_crash?: string;
+}
+
+export interface VmSummary {
+  vmid: number | null;
+  name: string;
+  uuid: string;
+  state: VmState;
+  vcpus: number;
+  memory_mib: number;
+  uptime_s: number | null;
+  managed: boolean;
+}
+
+export interface VmStatus {
+  vmid: number | null;
+  name: string;
+  uuid: string;
+  state: VmState;
+  uptime_s: number | null;
+  cpu_time_ns: number;
+  vcpus: number;
+  memory_mib: number;
+  max_memory_mib: number;
+  disks: { dev: string; rd_bytes: number; wr_bytes: number; rd_req: number; wr_req: number }[];
+  nics: { dev: string; mac: string; rx_bytes: number; tx_bytes: number; rx_packets: number; tx_packets: number }[];
+  pending_changes: boolean;
+  domain_type: string;
+}
+
+export interface VmConfig { spec: VmSpec; managed: boolean; pending: string[] }
+
+export interface TaskInfo {
+  upid: string;
+  node: string;
+  kind: string;
+  target: string;
+  user: string;
+  start_time: number;
+  end_time: number | null;
+  state: TaskState;
+  message: string | null;
+  progress: number | null;
+}
+export interface TaskLogLine { n: number; t: number; line: string }
+export interface TaskRef { upid: string }
+
+export interface PoolInfo {
+  name: string;
+  kind: string;
+  path: string | null;
+  active: boolean;
+  capacity: number;
+  allocation: number;
+  available: number;
+}
+export interface VolumeInfo { name: string; path: string; format: string; capacity: number; allocation: number }
+
+export type NetworkKind = "nat" | "bridge" | "isolated" | "host_bridge" | "other";
+export interface NetworkInfo {
+  name: string;
+  kind: NetworkKind;
+  bridge: string | null;
+  active: boolean;
+  autostart: boolean;
+  cidr: string | null;
+}
+
+export interface NodeInfo {
+  node: string;
+  accel: string;
+  accel_reason: string;
+  cpus: number;
+  memory_total: number;
+  memory_free: number;
+  uptime_s: number;
+  loadavg: [number, number, number];
+  libvirt_version: string;
+  keel_version: string;
+  vms_running: number;
+  vms_total: number;
+}
+export interface Health { status: string; version: string; node: string }
+export interface LoginResponse { username: string; ticket: string; csrf_token: string; expires: number }
+export interface ErrorBody { error: { code: string; message: string; field?: string } }
+export interface VncProxy { ticket: string; password: string; expires: number }
