@@ -430,22 +430,28 @@ fn undo_volumes(node: &Node, created: &[(String, String)], task: &TaskHandle) {
     }
 }
 
+/// Allocate the spec's new volumes, render and define; on failure delete what was allocated.
+fn allocate_and_define(
+    node: &Node,
+    spec: &mut VmSpec,
+    uuid: &str,
+    vnc_password: Option<String>,
+    task: &TaskHandle,
+) -> Result<()> {
+    let created = allocate(node, spec, task)?;
+    task.progress(0.5);
+    let defined =
+        render(node, spec, uuid, vnc_password).and_then(|xml| Ok(node.hv.define(&xml)?));
+    if defined.is_err() {
+        undo_volumes(node, &created, task);
+    }
+    defined
+}
+
 pub fn create(node: &Node, mut spec: VmSpec, start: bool, task: &TaskHandle) -> Result<()> {
     task.log(format!("creating VM {} ({})", spec.vmid, spec.name));
     std::fs::create_dir_all(node.cfg.serial_dir())?;
-    let created = allocate(node, &mut spec, task)?;
-    task.progress(0.5);
-    let xml = match render(node, &spec, &random_uuid(), None) {
-        Ok(x) => x,
-        Err(e) => {
-            undo_volumes(node, &created, task);
-            return Err(e);
-        }
-    };
-    if let Err(e) = node.hv.define(&xml) {
-        undo_volumes(node, &created, task);
-        return Err(e.into());
-    }
+    allocate_and_define(node, &mut spec, &random_uuid(), None, task)?;
     task.log(format!(
         "defined domain {:?} ({} guest)",
         spec.name,
@@ -569,18 +575,7 @@ pub fn check_update(node: &Node, vmid: u32, spec: &mut VmSpec) -> Result<DomainR
 
 pub fn update(node: &Node, row: DomainRow, mut spec: VmSpec, task: &TaskHandle) -> Result<()> {
     let old = parsed(node, &row.name, true)?;
-    let created = allocate(node, &mut spec, task)?;
-    let xml = match render(node, &spec, &row.uuid, old.vnc_password.clone()) {
-        Ok(x) => x,
-        Err(e) => {
-            undo_volumes(node, &created, task);
-            return Err(e);
-        }
-    };
-    if let Err(e) = node.hv.define(&xml) {
-        undo_volumes(node, &created, task);
-        return Err(e.into());
-    }
+    allocate_and_define(node, &mut spec, &row.uuid, old.vnc_password.clone(), task)?;
     task.log(format!(
         "changed: {}",
         diff_fields(&old.spec, &spec).join(", ")
