@@ -197,6 +197,18 @@ fn validation_conflicts_and_not_found() {
         404
     );
     assert_eq!(h.get("/nothing-here").status(), 404);
+    let (s, b) = err_of(h.get("/vms/not-a-number"));
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (400, json!("bad_request")),
+        "{b}"
+    );
+    let (s, b) = err_of(h.get("/tasks?limit=lots"));
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (400, json!("bad_request")),
+        "{b}"
+    );
 
     // Conflicts: stopping a stopped VM, deleting a volume in use.
     let (s, _) = err_of(h.post_empty(&format!("/vms/{x}/status/stop")));
