@@ -40,9 +40,15 @@ keel_install_deps() {
     }
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
-  local node_major
-  node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-  [ "$node_major" -ge 20 ] || die "the web UI build needs Node.js 20 or newer (found $(node --version 2>/dev/null || echo none))"
+  keel_need_node 18 "the web UI build"
+}
+
+# keel_need_node MAJOR WHAT: Debian 12 ships Node.js 18, enough to build the UI; the browser
+# tests' playwright-core wants 20.
+keel_need_node() {
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  [ "$major" -ge "$1" ] || die "$2 needs Node.js $1 or newer (found $(node --version 2>/dev/null || echo none))"
 }
 
 # Build the web UI into ui/dist (npm ci: exactly the versions in package-lock.json).
