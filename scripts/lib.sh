@@ -7,8 +7,9 @@ KEEL_APT_PACKAGES=(
   qemu-system-x86 ovmf dnsmasq-base iptables iproute2
   xorriso isolinux syslinux-common busybox-static cpio
 )
-# Only the tests need a browser (Debian's; the test tools never download one).
-KEEL_TEST_APT_PACKAGES=(chromium)
+# Only the tests need these: a browser (Debian's; the test tools never download one) and the
+# cluster stack the netns lab runs.
+KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource-agents)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -49,6 +50,24 @@ keel_need_node() {
   local major
   major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
   [ "$major" -ge "$1" ] || die "$2 needs Node.js $1 or newer (found $(node --version 2>/dev/null || echo none))"
+}
+
+# ksvalidator (pykickstart, PyPI only) checks the installer's RHEL kickstarts in the tests:
+# into the machine's Python when pip may install there (pyenv), else into a venv of ours
+# (Debian's own Python refuses pip installs).
+keel_install_ksvalidator() {
+  command -v ksvalidator >/dev/null && return 0
+  log "installing pykickstart (ksvalidator)"
+  if python3 -m pip install -q pykickstart 2>/dev/null; then
+    if command -v pyenv >/dev/null; then pyenv rehash; fi
+  fi
+  command -v ksvalidator >/dev/null && return 0
+  python3 -m venv --help >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  python3 -m venv /var/cache/keel/pyvenv
+  /var/cache/keel/pyvenv/bin/pip install -q pykickstart
+  ln -sf /var/cache/keel/pyvenv/bin/ksvalidator /usr/local/bin/ksvalidator
+  command -v ksvalidator >/dev/null || die "ksvalidator is missing after installing pykickstart"
 }
 
 # Build the web UI into ui/dist (npm ci: exactly the versions in package-lock.json).

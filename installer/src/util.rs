@@ -1,0 +1,442 @@
+//! Small pure helpers: name globs, CIDR parsing, numbered hostname patterns, SSH public keys,
+//! fingerprints, MAC addresses and interface names.
+
+use std::net::IpAddr;
+
+/// Shell-style glob: `*` any run, `?` one character, `[abc]` / `[a-z]` / `[!a]` a class.
+/// Matches the whole string, case-sensitively.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    glob_at(&p, &t)
+}
+
+fn glob_at(p: &[char], t: &[char]) -> bool {
+    match p.first() {
+        None => t.is_empty(),
+        Some('*') => (0..=t.len()).any(|i| glob_at(&p[1..], &t[i..])),
+        Some('?') => !t.is_empty() && glob_at(&p[1..], &t[1..]),
+        Some('[') => {
+            let Some(c) = t.first() else { return false };
+            match class_match(&p[1..], *c) {
+                Some((ok, rest)) => ok && glob_at(rest, &t[1..]),
+                // An unclosed `[` is a literal.
+                None => *c == '[' && glob_at(&p[1..], &t[1..]),
+            }
+        }
+        Some(c) => t.first() == Some(c) && glob_at(&p[1..], &t[1..]),
+    }
+}
+
+/// `p` starts after `[`; returns (matched, pattern after `]`).
+fn class_match(p: &[char], c: char) -> Option<(bool, &[char])> {
+    let (negate, mut i) = match p.first() {
+        Some('!') | Some('^') => (true, 1),
+        _ => (false, 0),
+    };
+    let mut matched = false;
+    let mut first = true;
+    while i < p.len() {
+        if p[i] == ']' && !first {
+            return Some((matched != negate, &p[i + 1..]));
+        }
+        first = false;
+        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+            if p[i] <= c && c <= p[i + 2] {
+                matched = true;
+            }
+            i += 3;
+        } else {
+            if p[i] == c {
+                matched = true;
+            }
+            i += 1;
+        }
+    }
+    None
+}
+
+/// An address with its prefix length, e.g. `192.0.2.10/24` or `2001:db8::10/64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let Some((a, p)) = s.split_once('/') else {
+            return Err(format!(
+                "`{s}` has no prefix length; write ADDRESS/PREFIX, e.g. 192.0.2.10/24 or 2001:db8::10/64"
+            ));
+        };
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IPv4 or IPv6 address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let fam = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+        let prefix: u8 = match p.parse::<u32>() {
+            Ok(n) if n <= max => n as u8,
+            _ => {
+                return Err(format!(
+                    "prefix length `/{p}` is out of range; an {fam} prefix is 0 to {max}"
+                ))
+            }
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    pub fn is_v4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+
+    fn bits(addr: IpAddr) -> (u128, u32) {
+        match addr {
+            IpAddr::V4(a) => (u32::from(a) as u128, 32),
+            IpAddr::V6(a) => (u128::from(a), 128),
+        }
+    }
+
+    fn mask(&self) -> u128 {
+        let (_, width) = Self::bits(self.addr);
+        let host_bits = width - self.prefix as u32;
+        let all: u128 = if width == 32 {
+            u32::MAX as u128
+        } else {
+            u128::MAX
+        };
+        if host_bits >= 128 {
+            0
+        } else {
+            all & !((1u128 << host_bits) - 1)
+        }
+    }
+
+    /// Whether `ip` lies in this subnet (same family).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        if ip.is_ipv4() != self.is_v4() {
+            return false;
+        }
+        let m = self.mask();
+        (Self::bits(ip).0 & m) == (Self::bits(self.addr).0 & m)
+    }
+
+    /// The network address of this subnet (`192.0.2.0/24`).
+    pub fn network(&self) -> Cidr {
+        let v = Self::bits(self.addr).0 & self.mask();
+        let addr = if self.is_v4() {
+            IpAddr::V4(std::net::Ipv4Addr::from(v as u32))
+        } else {
+            IpAddr::V6(std::net::Ipv6Addr::from(v))
+        };
+        Cidr {
+            addr,
+            prefix: self.prefix,
+        }
+    }
+
+    /// IPv4 only: the host part is all zeros or all ones (network or broadcast address) on a
+    /// subnet where those are reserved (prefix ≤ 30).
+    pub fn reserved_host(&self) -> Option<&'static str> {
+        if !self.is_v4() || self.prefix > 30 {
+            return None;
+        }
+        let v = Self::bits(self.addr).0;
+        let host = v & !self.mask() & (u32::MAX as u128);
+        let all = !self.mask() & (u32::MAX as u128);
+        if host == 0 {
+            Some("the network address")
+        } else if host == all {
+            Some("the broadcast address")
+        } else {
+            None
+        }
+    }
+
+    /// IPv4 dotted netmask (`255.255.255.0`).
+    pub fn netmask_v4(&self) -> String {
+        std::net::Ipv4Addr::from(self.mask() as u32).to_string()
+    }
+}
+
+/// Expand a hostname pattern: `{NN}` → the node index zero-padded to the number of `N`s.
+/// A name without braces is returned as is.
+pub fn expand_hostname(pattern: &str, index: Option<u32>) -> Result<String, String> {
+    let Some(open) = pattern.find('{') else {
+        if pattern.contains('}') {
+            return Err(format!("`{pattern}` has a `}}` without `{{`"));
+        }
+        return Ok(pattern.to_string());
+    };
+    let Some(close_rel) = pattern[open..].find('}') else {
+        return Err(format!(
+            "`{pattern}` has an unclosed `{{`; a pattern looks like node{{NN}}"
+        ));
+    };
+    let close = open + close_rel;
+    let inner = &pattern[open + 1..close];
+    let rest = &pattern[close + 1..];
+    if inner.is_empty() || !inner.chars().all(|c| c == 'N') || rest.contains('{') {
+        return Err(format!(
+            "`{pattern}` is not a valid pattern; use one placeholder made of N's, e.g. node{{NN}} (2 digits)"
+        ));
+    }
+    let Some(index) = index else {
+        return Err(format!(
+            "`{pattern}` is a numbered pattern and needs a node index (--node-index)"
+        ));
+    };
+    let width = inner.len();
+    let digits = index.to_string();
+    if digits.len() > width {
+        return Err(format!(
+            "node index {index} does not fit the {width}-digit placeholder in `{pattern}`"
+        ));
+    }
+    Ok(format!(
+        "{}{:0width$}{}",
+        &pattern[..open],
+        index,
+        rest,
+        width = width
+    ))
+}
+
+pub fn is_hostname_pattern(s: &str) -> bool {
+    s.contains('{')
+}
+
+/// One DNS label per RFC 1123: 1–63 of a–z, 0–9, `-`, not starting or ending with `-`.
+pub fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS name: dot-separated valid labels, ≤ 253 characters.
+pub fn valid_dns_name(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(valid_label)
+}
+
+/// `aa:bb:cc:dd:ee:ff`, either case.
+pub fn valid_mac(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// A Linux interface name: 1–15 characters, no `/`, `:`, whitespace, not `.` or `..`.
+pub fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// SHA-256 fingerprint: 32 bytes as colon-separated hex pairs.
+pub fn valid_sha256_fingerprint(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 32
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+pub const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// Check an OpenSSH public key line `TYPE BASE64 [COMMENT]`: known type, valid base64 whose
+/// blob begins with the same type name.
+pub fn check_ssh_public_key(line: &str) -> Result<(), String> {
+    let mut it = line.split_whitespace();
+    let (Some(kind), Some(b64)) = (it.next(), it.next()) else {
+        return Err("not an OpenSSH public key; expected `TYPE BASE64 [COMMENT]`".into());
+    };
+    if !SSH_KEY_TYPES.contains(&kind) {
+        return Err(format!(
+            "unknown key type `{kind}`; valid: {}",
+            SSH_KEY_TYPES.join(", ")
+        ));
+    }
+    let blob = base64_decode(b64).ok_or_else(|| "the key data is not valid base64".to_string())?;
+    if blob.len() < 4 {
+        return Err("the key data is truncated".into());
+    }
+    let n = u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]) as usize;
+    if blob.get(4..4 + n) != Some(kind.as_bytes()) {
+        return Err(format!(
+            "the key data does not hold a `{kind}` key (type and data disagree)"
+        ));
+    }
+    Ok(())
+}
+
+/// Standard base64 with padding.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || !s.len().is_multiple_of(4) {
+        return None;
+    }
+    let val = |c: u8| -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some((c - b'A') as u32),
+            b'a'..=b'z' => Some((c - b'a' + 26) as u32),
+            b'0'..=b'9' => Some((c - b'0' + 52) as u32),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    };
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for (ci, chunk) in bytes.chunks(4).enumerate() {
+        let last = ci == bytes.len() / 4 - 1;
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut acc = 0u32;
+        for &c in &chunk[..4 - pad] {
+            acc = (acc << 6) | val(c)?;
+        }
+        acc <<= 6 * pad as u32;
+        let b = acc.to_be_bytes();
+        out.extend_from_slice(&b[1..4 - pad]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matching() {
+        assert!(glob_match("en*", "enp1s0"));
+        assert!(glob_match("enp?s0", "enp1s0"));
+        assert!(!glob_match("enp?s0", "enp10s0"));
+        assert!(glob_match("eth[0-1]", "eth1"));
+        assert!(!glob_match("eth[0-1]", "eth2"));
+        assert!(glob_match("eth[!0]", "eth2"));
+        assert!(!glob_match("eth[!0]", "eth0"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("/dev/sd*", "/dev/sda"));
+        assert!(!glob_match("/dev/sd*", "/dev/nvme0n1"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(glob_match("x[", "x["));
+        assert!(!glob_match("eno1", "eno10"));
+    }
+
+    #[test]
+    fn hostname_patterns() {
+        assert_eq!(expand_hostname("node{NN}", Some(3)).unwrap(), "node03");
+        assert_eq!(expand_hostname("node{N}", Some(7)).unwrap(), "node7");
+        assert_eq!(expand_hostname("n{NNN}-x", Some(7)).unwrap(), "n007-x");
+        assert_eq!(expand_hostname("pve1", None).unwrap(), "pve1");
+        assert!(expand_hostname("node{NN}", Some(100))
+            .unwrap_err()
+            .contains("does not fit"));
+        assert!(expand_hostname("node{NN}", None)
+            .unwrap_err()
+            .contains("needs a node index"));
+        assert!(expand_hostname("node{XX}", Some(1)).is_err());
+        assert!(expand_hostname("node{NN", Some(1)).is_err());
+    }
+
+    #[test]
+    fn cidr_parsing() {
+        let c = Cidr::parse("192.0.2.10/24").unwrap();
+        assert_eq!(c.prefix, 24);
+        assert_eq!(c.netmask_v4(), "255.255.255.0");
+        assert_eq!(c.network().to_string(), "192.0.2.0/24");
+        assert!(c.contains("192.0.2.1".parse().unwrap()));
+        assert!(!c.contains("192.0.3.1".parse().unwrap()));
+        assert!(!c.contains("2001:db8::1".parse().unwrap()));
+        assert!(Cidr::parse("192.0.2.10/33")
+            .unwrap_err()
+            .contains("0 to 32"));
+        assert!(Cidr::parse("2001:db8::1/129")
+            .unwrap_err()
+            .contains("0 to 128"));
+        assert!(Cidr::parse("192.0.2.10").is_err());
+        assert!(Cidr::parse("300.0.2.10/24").is_err());
+        let v6 = Cidr::parse("2001:db8::10/64").unwrap();
+        assert!(v6.contains("2001:db8::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+        assert_eq!(v6.network().to_string(), "2001:db8::/64");
+        assert_eq!(
+            Cidr::parse("192.0.2.0/24").unwrap().reserved_host(),
+            Some("the network address")
+        );
+        assert_eq!(
+            Cidr::parse("192.0.2.255/24").unwrap().reserved_host(),
+            Some("the broadcast address")
+        );
+        assert_eq!(
+            Cidr::parse("10.0.0.1/32").unwrap().netmask_v4(),
+            "255.255.255.255"
+        );
+        assert_eq!(Cidr::parse("10.0.0.1/0").unwrap().netmask_v4(), "0.0.0.0");
+        assert!(Cidr::parse("10.0.0.1/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("::/0")
+            .unwrap()
+            .contains("2001:db8::1".parse().unwrap()));
+        assert!(Cidr::parse("2001:db8::1/128")
+            .unwrap()
+            .contains("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn ssh_keys() {
+        let ok = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK8toH6YsoysZfExEwWMwB4O2QJqBH3GVuh9YzRmZDBF admin@lab";
+        assert_eq!(check_ssh_public_key(ok), Ok(()));
+        assert!(check_ssh_public_key("ssh-dss AAAA")
+            .unwrap_err()
+            .contains("unknown key type"));
+        assert!(check_ssh_public_key("ssh-ed25519 not-base64!")
+            .unwrap_err()
+            .contains("base64"));
+        assert!(check_ssh_public_key(
+            "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIK8toH6YsoysZfExEwWMwB4O2QJqBH3GVuh9YzRmZDBF"
+        )
+        .unwrap_err()
+        .contains("disagree"));
+        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
+        assert_eq!(base64_decode("aGV5").unwrap(), b"hey");
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_mac("52:54:00:AB:cd:01"));
+        assert!(!valid_mac("52:54:00:ab:cd"));
+        assert!(valid_ifname("bond0.100"));
+        assert!(!valid_ifname("averyveryverylongname"));
+        assert!(valid_dns_name("node03.lab.example"));
+        assert!(!valid_dns_name("Node_03"));
+        assert!(valid_sha256_fingerprint(&vec!["ab"; 32].join(":")));
+        assert!(!valid_sha256_fingerprint(&vec!["ab"; 31].join(":")));
+    }
+}
