@@ -8,8 +8,8 @@ KEEL_APT_PACKAGES=(
   xorriso isolinux syslinux-common busybox-static cpio
 )
 # Only the tests need these: a browser (Debian's; the test tools never download one) and the
-# cluster stack the netns lab runs.
-KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource-agents)
+# cluster stack the netns lab runs, and what builds and drives the VM lab's node image.
+KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource-agents debootstrap socat e2fsprogs openssh-client)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

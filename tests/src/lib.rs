@@ -2,9 +2,10 @@
 //!
 //! - [`netns`]: N nodes as network + mount namespaces on the host (seconds to start), each able
 //!   to run corosync, Pacemaker, a private libvirtd and Keel's daemons, with a lab fence agent.
-//! - the TCG VM lab (next): N QEMU guests booted from Keel's node image, on private socket links, with
+//! - [`vmlab`]: N QEMU TCG guests booted from Keel's node image, on private socket links, with
 //!   QMP fault injection and a fence agent that acts through QMP.
 //!
 //! Labs only ever stop processes they started, by PID, and keep their run directory on failure.
 
 pub mod netns;
+pub mod vmlab;
