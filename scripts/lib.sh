@@ -41,11 +41,11 @@ keel_install_deps() {
     }
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
-  keel_need_node 18 "the web UI build"
+  keel_need_node 20 "the web UI build (Vite 8)"
 }
 
-# keel_need_node MAJOR WHAT: Debian 12 ships Node.js 18, enough to build the UI; the browser
-# tests' playwright-core wants 20.
+# keel_need_node MAJOR WHAT: the UI's build and test tools need Node.js 20 (Debian 12 ships 18:
+# install 20 from another source first).
 keel_need_node() {
   local major
   major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)

@@ -6,7 +6,6 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 keel_install_deps "${KEEL_TEST_APT_PACKAGES[@]}"
-keel_need_node 20 "the browser end-to-end test (playwright-core)"
 keel_install_ksvalidator
 keel_start_libvirt
 
