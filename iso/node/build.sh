@@ -2,7 +2,8 @@
 # Build (or reuse) Keel's lab node image. Prints the image directory on stdout (last line):
 #   DIR/rootfs.qcow2  DIR/vmlinuz  DIR/initramfs.gz  DIR/manifest.json
 # Cache: ${KEEL_NODE_IMAGE_CACHE:-/var/cache/keel/node-image}/<content-hash>/, keyed by the sha256
-# of every recipe file (this directory + the in-guest fence agent). A miss always rebuilds; the
+# of every recipe file (this directory + the in-guest fence agent) and of Keel's binaries
+# (keel-hostd, keel from target/release or target/debug, installed at /usr/local/bin). A miss always rebuilds; the
 # result is renamed into place atomically. Stage 1 (debootstrap) is cached by the hash of
 # packages.txt + this script's DEBOOTSTRAP_REV, so config-only edits rebuild in seconds.
 set -euo pipefail
@@ -15,7 +16,25 @@ mirror=${KEEL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEBOOTSTRAP_REV=1
 log() { echo "[node-image] $*" >&2; }
 
-key=$( (cd "$repo" && find iso/node tests/vmlab/fence_keel_lab -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
+# Keel's own binaries, installed at /usr/local/bin in the config stage: target/release if present
+# and newer than target/debug, else target/debug. Their content hash is part of the image key
+# (not of the debootstrap key), so a code change rebuilds only the config stage.
+target=${CARGO_TARGET_DIR:-$repo/target}
+pick_bin() {
+  local r=$target/release/$1 d=$target/debug/$1
+  if [ -x "$r" ] && { [ ! -x "$d" ] || [ "$r" -nt "$d" ]; }; then echo "$r"
+  elif [ -x "$d" ]; then echo "$d"
+  else
+    echo "[node-image] ERROR: $1 not found in $target/release or $target/debug;" \
+         "build it first: (cd $repo && cargo build -p keel-hostd -p keel-cli)" >&2
+    return 1
+  fi
+}
+keel_bins=()
+for b in keel-hostd keel; do keel_bins+=("$(pick_bin "$b")") || exit 1; done
+bins_hash=$(sha256sum "${keel_bins[@]}" | awk '{print $1}' | sha256sum | cut -c1-16)
+
+key=$( (cd "$repo" && find iso/node tests/vmlab/fence_keel_lab -type f | LC_ALL=C sort | xargs sha256sum; echo "keel-bins $bins_hash") | sha256sum | cut -c1-16)
 out=$cache/$key
 mkdir -p "$cache"
 exec 9>"$cache/.lock"; flock 9
@@ -47,6 +66,9 @@ fi
 kver=$(ls "$R/lib/modules" | sort -V | tail -1)
 cp -a "$here/files/." "$R/"
 install -m 0755 "$agent" "$R/usr/sbin/fence_keel_lab"   # Pacemaker looks for fence agents in /usr/sbin
+for b in "${keel_bins[@]}"; do
+  install -D -m 0755 "$b" "$R/usr/local/bin/$(basename "$b")"; log "installed $b -> /usr/local/bin"
+done
 echo 0123456789abcdef0123456789abcdef > "$R/etc/machine-id"   # valid => no first-boot; real id per node via systemd.machine_id=
 rm -f "$R/var/lib/dbus/machine-id" "$R"/etc/ssh/ssh_host_*   # host keys are made per node at boot
 echo lab > "$R/etc/hostname"
@@ -81,7 +103,7 @@ qemu-img convert -O qcow2 "$tmp/rootfs.raw" "$tmp/rootfs.qcow2"
 rm -rf "$tmp/rootfs.raw" "$R"
 size=$(stat -c %s "$tmp/rootfs.qcow2")
 cat > "$tmp/manifest.json" <<J
-{"key":"$key","suite":"$suite","kernel":"$kver","qcow2_bytes":$size,"build_seconds":$(( $(date +%s) - t0 )),"built":"$(date -u +%FT%TZ)"}
+{"key":"$key","keel_bins":"$bins_hash","keel_bins_from":"${keel_bins[*]}","suite":"$suite","kernel":"$kver","qcow2_bytes":$size,"build_seconds":$(( $(date +%s) - t0 )),"built":"$(date -u +%FT%TZ)"}
 J
 mv -T "$tmp" "$out"
 trap - EXIT

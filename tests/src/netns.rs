@@ -1004,6 +1004,24 @@ mount --bind {d}/libvirt/cache /var/cache/libvirt
         Ok(())
     }
 
+    /// Leave the lab running after this handle goes away (used by `keel-lab up --netns`):
+    /// anchors, switch and daemons keep running; nothing is killed or removed. The PIDs are in
+    /// `sw.pid` and `<node>/anchor.pid`. Returns the run directory.
+    pub fn detach(mut self) -> PathBuf {
+        for a in self.anchors.drain(..).chain(self.sw.take()) {
+            std::mem::forget(a);
+        }
+        for n in &self.nodes {
+            if let Ok(mut ch) = n.children.lock() {
+                for (_, c) in ch.drain(..) {
+                    std::mem::forget(c);
+                }
+            }
+        }
+        self.torn_down = true;
+        self.dir.clone()
+    }
+
     /// Tear everything down now (also done on drop).
     pub fn teardown(&mut self) {
         if self.torn_down {

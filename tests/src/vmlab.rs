@@ -663,6 +663,21 @@ impl VmLab {
         fs::read_to_string(self.dir.join("fence.log")).unwrap_or_default()
     }
 
+    /// Leave the lab running after this handle goes away (used by `keel-lab up`): QEMU keeps
+    /// running, nothing is killed or removed; the caller records the PIDs (`nodeN.pid` are
+    /// written anyway). Returns the run directory.
+    pub fn detach(mut self) -> PathBuf {
+        for n in &mut self.nodes {
+            if let Some(c) = n.child.take() {
+                std::mem::forget(c);
+            }
+        }
+        let dir = self.dir.clone();
+        // Skip Drop entirely: nothing to kill any more, and the run dir must stay.
+        std::mem::forget(self);
+        dir
+    }
+
     fn print_access(&self) {
         eprintln!(
             "KEEL_LAB_KEEP=1: lab left running in {}",
