@@ -17,5 +17,7 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "cargo build (every binary: the VM lab's node image carries keel-hostd and keel)"
+cargo build --workspace --bins
 log "cargo test"
 cargo test --workspace
