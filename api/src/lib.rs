@@ -4,6 +4,7 @@
 //! Must not depend on anything heavy: no libvirt, no HTTP stack, no database.
 
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod network;
 pub mod node;

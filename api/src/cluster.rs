@@ -1,0 +1,652 @@
+//! Cluster formation and status: init, join tokens, join, node removal, fencing devices and
+//! the cluster status every node serves.
+//!
+//! The joiner/member exchange (`JoinRequest` → `JoinResponse`) carries key material; types
+//! holding secrets redact them in `Debug`.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::FieldError;
+
+/// Default lifetime of a join token.
+pub const JOIN_TOKEN_DEFAULT_TTL_S: u64 = 3600;
+/// Longest lifetime a join token may be given.
+pub const JOIN_TOKEN_MAX_TTL_S: u64 = 7 * 24 * 3600;
+/// Corosync token timeout bounds accepted as an override (milliseconds).
+pub const TOKEN_MS_MIN: u32 = 300;
+pub const TOKEN_MS_MAX: u32 = 60_000;
+/// Corosync's knet transport supports links 0..=7; Keel uses link0 and optionally link1.
+pub const MAX_LINKS: usize = 2;
+
+/// A cluster or node name: 1-63 letters, digits, '-', starting with a letter or digit
+/// (corosync's cluster_name and Pacemaker node names; no dots so names stay host labels).
+pub fn valid_cluster_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// A node name: like a cluster name, dots allowed (hostd's node names).
+pub fn valid_node_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+fn check_addr(field: &str, a: &str) -> Result<(), FieldError> {
+    match a.parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() || ip.is_multicast() => Err(FieldError::new(
+            field,
+            format!("{a} cannot be a link address (unspecified or multicast)"),
+        )),
+        Ok(_) => Ok(()),
+        Err(_) => Err(FieldError::new(
+            field,
+            format!("{a:?} is not an IP address (e.g. 192.0.2.10 or fd00::10)"),
+        )),
+    }
+}
+
+/// Validate a `1h`/`30m`/`90s`/`3600` duration; returns seconds.
+pub fn parse_duration_s(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last()? {
+        's' => (&s[..s.len() - 1], 1),
+        'm' => (&s[..s.len() - 1], 60),
+        'h' => (&s[..s.len() - 1], 3600),
+        'd' => (&s[..s.len() - 1], 86400),
+        c if c.is_ascii_digit() => (s, 1),
+        _ => return None,
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// `POST /api/v1/cluster/init`: make this node the first member of a new cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterInit {
+    /// corosync `cluster_name`: 1-63 letters, digits, '-'.
+    pub name: String,
+    /// This node's link0 address; default: the address hostd's API listens on, or the first
+    /// global address of the interface holding the default route.
+    #[serde(default)]
+    pub link0: Option<String>,
+    /// Optional second knet link (another network) for redundancy.
+    #[serde(default)]
+    pub link1: Option<String>,
+    /// Override corosync's token timeout (ms); default chosen from the link latency class.
+    #[serde(default)]
+    pub token_ms: Option<u32>,
+}
+
+impl ClusterInit {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !valid_cluster_name(&self.name) {
+            return Err(FieldError::new(
+                "name",
+                format!(
+                    "cluster name {:?} is invalid: use 1-63 letters, digits or '-', starting with a letter or digit",
+                    self.name
+                ),
+            ));
+        }
+        if let Some(a) = &self.link0 {
+            check_addr("link0", a)?;
+        }
+        if let Some(a) = &self.link1 {
+            check_addr("link1", a)?;
+            if self.link0.as_deref() == Some(a.as_str()) {
+                return Err(FieldError::new(
+                    "link1",
+                    "link1 must be a different address (on another network) than link0",
+                ));
+            }
+        }
+        if let Some(t) = self.token_ms {
+            if !(TOKEN_MS_MIN..=TOKEN_MS_MAX).contains(&t) {
+                return Err(FieldError::new(
+                    "token_ms",
+                    format!("token_ms {t} is out of range: use {TOKEN_MS_MIN} to {TOKEN_MS_MAX}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `POST /api/v1/cluster/join-token`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenCreate {
+    /// Lifetime in seconds (default 3600, at most a week).
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+}
+
+impl JoinTokenCreate {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(t) = self.ttl_s {
+            if t == 0 || t > JOIN_TOKEN_MAX_TTL_S {
+                return Err(FieldError::new(
+                    "ttl_s",
+                    format!("ttl_s {t} is out of range: use 1 to {JOIN_TOKEN_MAX_TTL_S} seconds"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A one-time join token: shown once, stored only as a hash.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JoinToken {
+    pub token: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinToken")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// How a joiner proves it may join.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum JoinAuth {
+    /// A one-time token from `keel cluster join-token`.
+    Token(String),
+    /// The member's root password.
+    Password(String),
+}
+
+impl std::fmt::Debug for JoinAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinAuth::Token(_) => f.write_str("Token(<redacted>)"),
+            JoinAuth::Password(_) => f.write_str("Password(<redacted>)"),
+        }
+    }
+}
+
+/// `POST /api/v1/cluster/local-join` on the joiner's own hostd (root only, local): contact
+/// `address`, pin `fingerprint`, and join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalJoin {
+    /// `HOST` or `HOST:PORT` of a member's API (port 8006 by default).
+    pub address: String,
+    /// SHA-256 fingerprint of the member's API certificate (`AB:CD:…`).
+    pub fingerprint: String,
+    pub auth: JoinAuth,
+    /// This node's link0 address; default: the local address used to reach the member.
+    #[serde(default)]
+    pub link0: Option<String>,
+    #[serde(default)]
+    pub link1: Option<String>,
+}
+
+/// Normalize a fingerprint to `AB:CD:…` (accepts lower case, no colons, a `SHA256:` prefix).
+pub fn normalize_fingerprint(s: &str) -> Option<String> {
+    let s = s.trim();
+    let s = s
+        .strip_prefix("SHA256:")
+        .or_else(|| s.strip_prefix("sha256:"))
+        .unwrap_or(s);
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let up = hex.to_ascii_uppercase();
+    Some(
+        up.as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
+}
+
+impl LocalJoin {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.address.trim().is_empty() || self.address.contains(['/', ' ']) {
+            return Err(FieldError::new(
+                "address",
+                format!(
+                    "{:?} is not HOST or HOST:PORT of a cluster member's API",
+                    self.address
+                ),
+            ));
+        }
+        if normalize_fingerprint(&self.fingerprint).is_none() {
+            return Err(FieldError::new(
+                "fingerprint",
+                "fingerprint must be the 32-byte SHA-256 of the member's certificate as hex (AB:CD:… as keel-hostd prints it)",
+            ));
+        }
+        match &self.auth {
+            JoinAuth::Token(t) | JoinAuth::Password(t) if t.is_empty() => {
+                return Err(FieldError::new("auth", "empty join token or password"))
+            }
+            _ => {}
+        }
+        if let Some(a) = &self.link0 {
+            check_addr("link0", a)?;
+        }
+        if let Some(a) = &self.link1 {
+            check_addr("link1", a)?;
+        }
+        Ok(())
+    }
+}
+
+/// `POST /api/v1/cluster/join`: sent by the joiner's hostd to a member over HTTPS pinned to
+/// the member's fingerprint.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub auth: JoinAuth,
+    /// The joiner's node name (becomes its corosync/Pacemaker name).
+    pub node: String,
+    /// link0 (and optional link1) addresses of the joiner.
+    pub links: Vec<String>,
+    /// The joiner's SSH host public keys (`ssh-ed25519 AAAA…` lines).
+    #[serde(default)]
+    pub ssh_host_keys: Vec<String>,
+    /// The joiner's root SSH public key (for migration transport).
+    #[serde(default)]
+    pub root_ssh_key: Option<String>,
+    /// The joiner's certificate signing request (PEM) for its API certificate.
+    pub csr_pem: String,
+}
+
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("auth", &self.auth)
+            .field("node", &self.node)
+            .field("links", &self.links)
+            .field("ssh_host_keys", &self.ssh_host_keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JoinRequest {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !valid_node_name(&self.node) {
+            return Err(FieldError::new(
+                "node",
+                format!(
+                    "node name {:?} is invalid: use 1-63 letters, digits, '-' or '.'",
+                    self.node
+                ),
+            ));
+        }
+        if self.links.is_empty() || self.links.len() > MAX_LINKS {
+            return Err(FieldError::new(
+                "links",
+                format!("give 1 to {MAX_LINKS} link addresses (link0, optional link1)"),
+            ));
+        }
+        for (i, a) in self.links.iter().enumerate() {
+            check_addr(&format!("links[{i}]"), a)?;
+        }
+        for (i, k) in self.ssh_host_keys.iter().enumerate() {
+            check_ssh_key(&format!("ssh_host_keys[{i}]"), k)?;
+        }
+        if let Some(k) = &self.root_ssh_key {
+            check_ssh_key("root_ssh_key", k)?;
+        }
+        if !self.csr_pem.contains("-----BEGIN CERTIFICATE REQUEST-----") {
+            return Err(FieldError::new(
+                "csr_pem",
+                "csr_pem must be a PEM certificate signing request",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An OpenSSH public key line: `TYPE BASE64 [comment]`, one line.
+pub fn check_ssh_key(field: &str, k: &str) -> Result<(), FieldError> {
+    let mut it = k.split_whitespace();
+    let ok = matches!(
+        (it.next(), it.next()),
+        (Some(t), Some(b)) if (t.starts_with("ssh-") || t.starts_with("ecdsa-"))
+            && b.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+    ) && !k.contains('\n');
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            "not an OpenSSH public key line (TYPE BASE64 [comment])",
+        ))
+    }
+}
+
+/// What a member sends back to a joiner: everything it needs to start corosync and Pacemaker.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JoinResponse {
+    pub cluster_name: String,
+    /// The joiner's corosync node id.
+    pub nodeid: u32,
+    /// corosync.conf as now on every member (the joiner already included).
+    pub corosync_conf: String,
+    /// `/etc/corosync/authkey`, base64.
+    pub corosync_authkey_b64: String,
+    /// `/etc/pacemaker/authkey`, base64.
+    pub pacemaker_authkey_b64: String,
+    /// The joiner's API certificate, signed by the cluster CA (PEM).
+    pub cert_pem: String,
+    /// The cluster CA certificate (PEM).
+    pub ca_pem: String,
+    /// `ssh_known_hosts` lines for every member (`name,addr… TYPE KEY`).
+    pub known_hosts: Vec<String>,
+    /// Root public keys of every member (for `authorized_keys`).
+    pub authorized_keys: Vec<String>,
+    /// Members as `(name, API address)`, for the joiner's records.
+    pub members: Vec<ClusterNode>,
+}
+
+impl std::fmt::Debug for JoinResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinResponse")
+            .field("cluster_name", &self.cluster_name)
+            .field("nodeid", &self.nodeid)
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cluster member as configured (corosync nodelist).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterNode {
+    pub name: String,
+    pub nodeid: u32,
+    /// link0, link1 addresses.
+    pub links: Vec<String>,
+}
+
+/// One knet link of a member as seen from the answering node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LinkStatus {
+    pub link: u32,
+    pub address: String,
+    pub connected: bool,
+}
+
+/// A member in [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MemberStatus {
+    pub name: String,
+    pub nodeid: u32,
+    /// Online in Pacemaker (and a corosync member).
+    pub online: bool,
+    #[serde(default)]
+    pub standby: bool,
+    #[serde(default)]
+    pub unclean: bool,
+    pub votes: u32,
+    pub links: Vec<LinkStatus>,
+    pub is_dc: bool,
+    /// Id of the fence device that fences this node, if any.
+    pub fence_device: Option<String>,
+    /// Last fence test of this node.
+    pub last_fence_test: Option<FenceTestResult>,
+}
+
+/// A failed resource action from `crm_mon`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FailedAction {
+    pub resource: String,
+    pub node: String,
+    pub operation: String,
+    pub status: String,
+}
+
+/// `GET /api/v1/cluster/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatus {
+    /// False when this node is not in a cluster (all other fields empty).
+    pub clustered: bool,
+    pub name: String,
+    /// The node that answered.
+    pub local_node: String,
+    pub quorate: bool,
+    pub expected_votes: u32,
+    pub total_votes: u32,
+    /// `two_node` mode is on (exactly two nodes).
+    pub two_node: bool,
+    pub members: Vec<MemberStatus>,
+    pub dc: Option<String>,
+    pub stonith_enabled: bool,
+    pub failed_actions: Vec<FailedAction>,
+    /// Operator-facing remarks (e.g. "single node: no redundancy until a second node joins").
+    pub notes: Vec<String>,
+}
+
+/// Fence agents Keel configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FenceAgentKind {
+    FenceIpmilan,
+    FenceRedfish,
+    Sbd,
+    /// The netns lab's agent (tests only).
+    FenceKeellab,
+    /// The VM lab's QMP agent (tests only).
+    FenceKeelLab,
+}
+
+/// `POST /api/v1/cluster/fencing`: a fence device for one node.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FenceDeviceSpec {
+    /// The node this device fences (never placed on that node).
+    pub node: String,
+    pub agent: FenceAgentKind,
+    /// Agent parameters (e.g. `ip`, `username`, `lanplus`; `lab_dir` for the lab agent).
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// Secret parameters (e.g. `password`): stored 0600, never logged or returned.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
+    /// Static fence delay (s), for the preferred survivor of a two-node split.
+    #[serde(default)]
+    pub delay_base_s: Option<u32>,
+}
+
+impl std::fmt::Debug for FenceDeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FenceDeviceSpec")
+            .field("node", &self.node)
+            .field("agent", &self.agent)
+            .field("params", &self.params)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("delay_base_s", &self.delay_base_s)
+            .finish()
+    }
+}
+
+impl FenceDeviceSpec {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !valid_node_name(&self.node) {
+            return Err(FieldError::new(
+                "node",
+                format!("{:?} is not a node name", self.node),
+            ));
+        }
+        for (k, v) in self.params.iter().chain(self.secrets.iter()) {
+            if k.is_empty()
+                || !k
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(FieldError::new(
+                    &format!("params.{k}"),
+                    "parameter names are letters, digits, '_' or '-'",
+                ));
+            }
+            if v.contains(['\n', '\0']) {
+                return Err(FieldError::new(
+                    &format!("params.{k}"),
+                    "values cannot contain newlines or NUL",
+                ));
+            }
+        }
+        if let Some(k) = self.params.keys().find(|k| self.secrets.contains_key(*k)) {
+            return Err(FieldError::new(
+                &format!("secrets.{k}"),
+                "a parameter cannot be both plain and secret",
+            ));
+        }
+        if let Some(d) = self.delay_base_s {
+            if d > 120 {
+                return Err(FieldError::new(
+                    "delay_base_s",
+                    format!("delay_base_s {d} is out of range: use 0 to 120"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A fence device as listed (secrets never included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FenceDeviceInfo {
+    pub id: String,
+    pub node: String,
+    pub agent: FenceAgentKind,
+    pub params: std::collections::BTreeMap<String, String>,
+    /// Names of the secret parameters that are set.
+    pub secret_keys: Vec<String>,
+    pub last_test: Option<FenceTestResult>,
+}
+
+/// Outcome of `keel fence test NODE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FenceTestResult {
+    /// Unix seconds.
+    pub at: i64,
+    pub ok: bool,
+    pub action: String,
+    pub message: String,
+}
+
+/// `DELETE /api/v1/cluster/nodes/{name}` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeRemoveQuery {
+    /// Remove even if the cluster would lose quorum.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(r: Result<(), FieldError>) -> String {
+        match r {
+            Err(e) => e.field,
+            Ok(()) => "<accepted>".into(),
+        }
+    }
+
+    fn init() -> ClusterInit {
+        ClusterInit {
+            name: "prod-1".into(),
+            link0: Some("192.0.2.1".into()),
+            link1: None,
+            token_ms: None,
+        }
+    }
+
+    #[test]
+    fn init_validation_names_the_field() {
+        assert!(init().validate().is_ok());
+        let mut i = init();
+        i.name = "bad name".into();
+        assert_eq!(field_of(i.validate()), "name");
+        let mut i = init();
+        i.link0 = Some("node1".into());
+        assert_eq!(field_of(i.validate()), "link0");
+        let mut i = init();
+        i.link1 = Some("192.0.2.1".into());
+        assert_eq!(field_of(i.validate()), "link1");
+        let mut i = init();
+        i.token_ms = Some(10);
+        assert_eq!(field_of(i.validate()), "token_ms");
+        let mut i = init();
+        i.link0 = Some("0.0.0.0".into());
+        assert_eq!(field_of(i.validate()), "link0");
+    }
+
+    #[test]
+    fn fingerprints_normalize() {
+        let hex = "ab".repeat(32);
+        let want = vec!["AB"; 32].join(":");
+        assert_eq!(normalize_fingerprint(&hex).as_deref(), Some(want.as_str()));
+        assert_eq!(
+            normalize_fingerprint(&format!("SHA256:{want}")).as_deref(),
+            Some(want.as_str())
+        );
+        assert_eq!(normalize_fingerprint("AB:CD"), None);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_s("30m"), Some(1800));
+        assert_eq!(parse_duration_s("1h"), Some(3600));
+        assert_eq!(parse_duration_s("90"), Some(90));
+        assert_eq!(parse_duration_s("x"), None);
+    }
+
+    #[test]
+    fn secrets_never_in_debug() {
+        let a = JoinAuth::Password("hunter2".into());
+        assert!(!format!("{a:?}").contains("hunter2"));
+        let mut f = FenceDeviceSpec {
+            node: "n1".into(),
+            agent: FenceAgentKind::FenceIpmilan,
+            params: Default::default(),
+            secrets: Default::default(),
+            delay_base_s: None,
+        };
+        f.secrets.insert("password".into(), "hunter2".into());
+        assert!(!format!("{f:?}").contains("hunter2"));
+        assert!(f.validate().is_ok());
+        f.params.insert("password".into(), "x".into());
+        assert_eq!(field_of(f.validate()), "secrets.password");
+    }
+
+    #[test]
+    fn join_request_validation() {
+        let r = JoinRequest {
+            auth: JoinAuth::Token("t".into()),
+            node: "node2".into(),
+            links: vec!["fd00::2".into()],
+            ssh_host_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA== root@n".into()],
+            root_ssh_key: None,
+            csr_pem: "-----BEGIN CERTIFICATE REQUEST-----\n".into(),
+        };
+        assert!(r.validate().is_ok());
+        let mut b = r.clone();
+        b.links.clear();
+        assert_eq!(field_of(b.validate()), "links");
+        let mut b = r.clone();
+        b.ssh_host_keys = vec!["garbage".into()];
+        assert_eq!(field_of(b.validate()), "ssh_host_keys[0]");
+    }
+}
