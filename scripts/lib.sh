@@ -6,10 +6,14 @@ KEEL_APT_PACKAGES=(
   libvirt-dev libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 ovmf dnsmasq-base iptables iproute2
   xorriso isolinux syslinux-common busybox-static cpio
+  # clusterd links corosync's client libraries (rust-corosync)
+  libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev libcfg-dev libcorosync-common-dev
+  # the installer ISO: hybrid BIOS+UEFI with grub-mkrescue, the node rootfs as squashfs
+  grub-pc-bin grub-efi-amd64-bin grub2-common mtools squashfs-tools dosfstools gdisk
 )
 # Only the tests need these: a browser (Debian's; the test tools never download one) and the
 # cluster stack the netns lab runs, and what builds and drives the VM lab's node image.
-KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource-agents debootstrap socat e2fsprogs openssh-client)
+KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource-agents fence-agents corosync-qnetd corosync-qdevice debootstrap socat e2fsprogs openssh-client)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

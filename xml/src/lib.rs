@@ -1,5 +1,5 @@
 //! A small owned XML element tree: the structured model behind every engine XML Keel writes
-//! (libvirt domains, pools, volumes, networks) and reads back. Rendering is deterministic
+//! (libvirt domains, pools, volumes, networks; Pacemaker CIB fragments) and reads back. Rendering is deterministic
 //! (attributes in insertion order, two-space indentation) so golden files are exact.
 
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
@@ -82,6 +82,19 @@ impl Element {
     /// All children with this name.
     pub fn find_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
         self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// Every element below this one (depth first, document order) with this name.
+    pub fn descendants<'a>(&'a self, name: &str) -> Vec<&'a Element> {
+        let mut out = Vec::new();
+        let mut stack: Vec<&Element> = self.children.iter().rev().collect();
+        while let Some(e) = stack.pop() {
+            if e.name == name {
+                out.push(e);
+            }
+            stack.extend(e.children.iter().rev());
+        }
+        out
     }
 
     /// Descend a `/`-separated path of child names.

@@ -1,0 +1,316 @@
+//! Pacemaker CIB fragments Keel writes, built as element trees (never pasted strings):
+//! the cluster properties, one stonith primitive per fence device, and a `-INFINITY` location
+//! constraint that keeps each device off the node it fences.
+//!
+//! They reach Pacemaker through `cibadmin --modify --allow-create --scope S --xml-pipe` (the XML
+//! on stdin, so a BMC password never appears on a command line) — see [`CibUpdate`]. The same
+//! fragments assemble into a whole `<cib>` document ([`verification_document`]) that the tests
+//! hand to `crm_verify --xml-file`.
+
+use keel_xml::Element;
+
+use crate::fence::FenceDevice;
+
+/// What Pacemaker does in a partition without quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoQuorumPolicy {
+    /// Stop every resource in the partition (the safe default with fencing).
+    Stop,
+    /// Keep what runs, start nothing new.
+    Freeze,
+    /// Demote promotable clones, stop the rest.
+    Demote,
+}
+
+impl NoQuorumPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoQuorumPolicy::Stop => "stop",
+            NoQuorumPolicy::Freeze => "freeze",
+            NoQuorumPolicy::Demote => "demote",
+        }
+    }
+}
+
+/// Keel's cluster-wide Pacemaker options. `stonith-enabled` is not a field: it is always true.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterProperties {
+    pub cluster_name: String,
+    pub no_quorum_policy: NoQuorumPolicy,
+    /// `reboot` or `off` — what fencing does by default.
+    pub stonith_action: String,
+    /// Seconds the fencer may take per action.
+    pub stonith_timeout_s: u32,
+    /// Two-node only: Pacemaker's own tie-break, delaying fencing of the node that runs the
+    /// higher-priority resources (0 = off; the per-device delay is the primary mechanism).
+    pub priority_fencing_delay_s: u32,
+}
+
+impl ClusterProperties {
+    /// The properties Keel sets for a cluster of `nodes` members.
+    ///
+    /// * 1 node (right after `init`): `stop`; nothing can lose quorum yet.
+    /// * 2 nodes: corosync's `two_node` keeps the survivor quorate after the peer is fenced, so
+    ///   `stop` only bites while wait_for_all holds; the fence delay decides who survives.
+    /// * 3+ nodes: plain majority, `stop`.
+    pub fn for_size(cluster_name: &str, nodes: usize) -> Self {
+        ClusterProperties {
+            cluster_name: cluster_name.to_string(),
+            no_quorum_policy: NoQuorumPolicy::Stop,
+            stonith_action: "reboot".into(),
+            stonith_timeout_s: 60,
+            priority_fencing_delay_s: if nodes == 2 { 10 } else { 0 },
+        }
+    }
+}
+
+fn nvpair(set_id: &str, name: &str, value: &str) -> Element {
+    Element::new("nvpair")
+        .attr("id", format!("{set_id}-{name}"))
+        .attr("name", name)
+        .attr("value", value)
+}
+
+/// `<crm_config>` with Keel's values in `cib-bootstrap-options` (the set Pacemaker's own tools
+/// use, so `pcs property` and `crm_attribute` see the same values).
+pub fn crm_config(p: &ClusterProperties) -> Element {
+    let set = "cib-bootstrap-options";
+    Element::new("crm_config").child(
+        Element::new("cluster_property_set")
+            .attr("id", set)
+            .child(nvpair(set, "stonith-enabled", "true"))
+            .child(nvpair(set, "stonith-action", &p.stonith_action))
+            .child(nvpair(
+                set,
+                "stonith-timeout",
+                &format!("{}s", p.stonith_timeout_s),
+            ))
+            .child(nvpair(set, "no-quorum-policy", p.no_quorum_policy.as_str()))
+            .child(nvpair(
+                set,
+                "priority-fencing-delay",
+                &format!("{}s", p.priority_fencing_delay_s),
+            ))
+            .child(nvpair(set, "cluster-name", &p.cluster_name)),
+    )
+}
+
+/// One stonith primitive. Secrets are included: this element goes to Pacemaker on stdin only.
+pub fn stonith_primitive(d: &FenceDevice) -> Element {
+    let ia = format!("{}-instance_attributes", d.id);
+    let mut attrs = Element::new("instance_attributes").attr("id", &ia);
+    attrs.push(nvpair(&ia, "pcmk_host_list", &d.node));
+    for (k, v) in d.agent.params() {
+        attrs.push(nvpair(&ia, k, &v));
+    }
+    if let Some(delay) = d.delay_s {
+        attrs.push(nvpair(&ia, "pcmk_delay_base", &format!("{delay}s")));
+    }
+    // `off`: a node fenced by this device stays down until someone looks at it.
+    if d.action.as_deref() == Some("off") {
+        attrs.push(nvpair(&ia, "pcmk_reboot_action", "off"));
+    }
+    Element::new("primitive")
+        .attr("id", &d.id)
+        .attr("class", "stonith")
+        .attr("type", d.agent.program())
+        .child(attrs)
+        .child(
+            Element::new("operations").child(
+                Element::new("op")
+                    .attr("id", format!("{}-monitor-interval-60s", d.id))
+                    .attr("name", "monitor")
+                    .attr("interval", "60s")
+                    .attr("timeout", "30s"),
+            ),
+        )
+}
+
+/// The id of the constraint keeping a device off its own target.
+pub fn avoid_self_id(d: &FenceDevice) -> String {
+    format!("location-{}-avoids-{}", d.id, d.node)
+}
+
+/// `rsc_location` with score -INFINITY: the device never runs on the node it fences.
+pub fn avoid_self(d: &FenceDevice) -> Element {
+    Element::new("rsc_location")
+        .attr("id", avoid_self_id(d))
+        .attr("rsc", &d.id)
+        .attr("node", &d.node)
+        .attr("score", "-INFINITY")
+}
+
+/// One `cibadmin` call. The XML travels on stdin (`--xml-pipe`), never in argv.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CibUpdate {
+    pub args: Vec<String>,
+    pub stdin: String,
+}
+
+impl std::fmt::Debug for CibUpdate {
+    /// Shows the arguments only: the XML may hold a BMC password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cibadmin {} (<{} bytes on stdin>)",
+            self.args.join(" "),
+            self.stdin.len()
+        )
+    }
+}
+
+impl CibUpdate {
+    fn modify(scope: &str, el: &Element) -> Self {
+        CibUpdate {
+            args: ["--modify", "--allow-create", "--scope", scope, "--xml-pipe"]
+                .map(String::from)
+                .to_vec(),
+            stdin: el.render(),
+        }
+    }
+    fn delete(el: &Element) -> Self {
+        CibUpdate {
+            args: ["--delete", "--xml-pipe"].map(String::from).to_vec(),
+            stdin: el.render(),
+        }
+    }
+}
+
+/// The calls that bring the live CIB to `props` (merged by id: nothing else is touched).
+pub fn set_properties(props: &ClusterProperties) -> Vec<CibUpdate> {
+    vec![CibUpdate::modify("crm_config", &crm_config(props))]
+}
+
+/// The calls that create or update one fence device and its constraint.
+pub fn put_fence_device(d: &FenceDevice) -> Vec<CibUpdate> {
+    vec![
+        CibUpdate::modify(
+            "resources",
+            &Element::new("resources").child(stonith_primitive(d)),
+        ),
+        CibUpdate::modify(
+            "constraints",
+            &Element::new("constraints").child(avoid_self(d)),
+        ),
+    ]
+}
+
+/// The calls that remove one fence device and its constraint (constraint first).
+pub fn delete_fence_device(d: &FenceDevice) -> Vec<CibUpdate> {
+    vec![
+        CibUpdate::delete(&Element::new("rsc_location").attr("id", avoid_self_id(d))),
+        CibUpdate::delete(&Element::new("primitive").attr("id", &d.id)),
+    ]
+}
+
+/// A complete CIB holding Keel's fragments, for `crm_verify --xml-file` (tests, and `keel
+/// cluster verify` before a change is applied). `nodes`: (corosync node id, name).
+pub fn verification_document(
+    nodes: &[(u32, String)],
+    props: &ClusterProperties,
+    devices: &[FenceDevice],
+) -> Element {
+    let mut node_list = Element::new("nodes");
+    // Every node as a live member, so the scheduler judges the configuration and not an
+    // imaginary cluster with nobody in it.
+    let mut status = Element::new("status");
+    for (id, name) in nodes {
+        status.push(
+            Element::new("node_state")
+                .attr("id", id)
+                .attr("uname", name)
+                .attr("in_ccm", "true")
+                .attr("crmd", "online")
+                .attr("crm-debug-origin", "keel")
+                .attr("join", "member")
+                .attr("expected", "member"),
+        );
+        node_list.push(
+            Element::new("node")
+                .attr("id", id)
+                .attr("uname", name)
+                .attr("type", "member"),
+        );
+    }
+    let mut resources = Element::new("resources");
+    let mut constraints = Element::new("constraints");
+    for d in devices {
+        resources.push(stonith_primitive(d));
+        constraints.push(avoid_self(d));
+    }
+    Element::new("cib")
+        .attr("crm_feature_set", "3.17.4")
+        .attr("validate-with", "pacemaker-3.9")
+        .attr("epoch", "1")
+        .attr("num_updates", "0")
+        .attr("admin_epoch", "0")
+        .attr("have-quorum", "1")
+        .attr_opt("dc-uuid", nodes.first().map(|(id, _)| id))
+        .child(
+            Element::new("configuration")
+                .child(crm_config(props))
+                .child(node_list)
+                .child(resources)
+                .child(constraints),
+        )
+        .child(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fence::{FenceAgent, Secret};
+
+    fn dev(node: &str, delay: Option<u32>) -> FenceDevice {
+        FenceDevice {
+            id: format!("fence-{node}"),
+            node: node.into(),
+            agent: FenceAgent::Ipmilan {
+                ip: "bmc-".to_string() + node,
+                port: None,
+                username: "admin".into(),
+                password: Secret::new("s3cret"),
+                lanplus: true,
+                privlvl: None,
+            },
+            delay_s: delay,
+            action: None,
+        }
+    }
+
+    #[test]
+    fn debug_of_an_update_hides_the_xml() {
+        let u = put_fence_device(&dev("node1", None));
+        let s = format!("{u:?}");
+        assert!(!s.contains("s3cret"), "{s}");
+        assert!(u[0].stdin.contains("s3cret"));
+        assert!(!u[0].args.iter().any(|a| a.contains("s3cret")));
+    }
+
+    #[test]
+    fn the_device_avoids_its_own_node() {
+        let c = avoid_self(&dev("node2", None));
+        assert_eq!(c.get_attr("node"), Some("node2"));
+        assert_eq!(c.get_attr("rsc"), Some("fence-node2"));
+        assert_eq!(c.get_attr("score"), Some("-INFINITY"));
+    }
+
+    #[test]
+    fn two_nodes_get_a_priority_delay() {
+        assert_eq!(
+            ClusterProperties::for_size("c", 2).priority_fencing_delay_s,
+            10
+        );
+        assert_eq!(
+            ClusterProperties::for_size("c", 3).priority_fencing_delay_s,
+            0
+        );
+    }
+
+    #[test]
+    fn stonith_is_always_enabled() {
+        let x = crm_config(&ClusterProperties::for_size("c", 3)).render();
+        assert!(x.contains(r#"name="stonith-enabled" value="true""#), "{x}");
+    }
+}

@@ -1,0 +1,221 @@
+//! CIB fragments: golden renderings, accepted by Pacemaker's own `crm_verify --xml-file`, and every
+//! parameter Keel emits is one the fence agent declares in its `-o metadata`.
+//! `KEEL_BLESS=1` rewrites the golden files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clusterd::cib::{self, ClusterProperties};
+use clusterd::fence::{FenceAgent, FenceDevice, Secret};
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cib-golden")
+}
+
+fn check_golden(name: &str, text: &str) {
+    let p = golden_dir().join(name);
+    if std::env::var_os("KEEL_BLESS").is_some() {
+        std::fs::write(&p, text).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e} (KEEL_BLESS=1 to create)", p.display()));
+    assert_eq!(text, want, "golden {name} differs (KEEL_BLESS=1 to accept)");
+}
+
+fn nodes(n: u32) -> Vec<(u32, String)> {
+    (1..=n).map(|i| (i, format!("node{i}"))).collect()
+}
+
+fn ipmi(node: &str, ip: &str) -> FenceDevice {
+    FenceDevice {
+        id: format!("fence-{node}"),
+        node: node.into(),
+        agent: FenceAgent::Ipmilan {
+            ip: ip.into(),
+            port: Some(623),
+            username: "keel".into(),
+            password: Secret::new("bmc-secret"),
+            lanplus: true,
+            privlvl: Some("operator".into()),
+        },
+        delay_s: None,
+        action: None,
+    }
+}
+
+fn cases() -> Vec<(&'static str, u32, Vec<FenceDevice>)> {
+    let redfish = |node: &str, delay| FenceDevice {
+        id: format!("fence-{node}"),
+        node: node.into(),
+        agent: FenceAgent::Redfish {
+            ip: format!("bmc-{node}.example"),
+            port: None,
+            username: "root".into(),
+            password: Secret::new("calvin"),
+            ssl_insecure: true,
+            systems_uri: Some("/redfish/v1/Systems/1".into()),
+        },
+        delay_s: delay,
+        action: Some("off".into()),
+    };
+    let sbd = |node: &str| FenceDevice {
+        id: format!("sbd-{node}"),
+        node: node.into(),
+        agent: FenceAgent::Sbd {
+            devices: vec!["/dev/disk/by-id/scsi-36001405keelsbd0".into()],
+        },
+        delay_s: None,
+        action: None,
+    };
+    let lab = |node: &str| FenceDevice {
+        id: format!("fence-{node}"),
+        node: node.into(),
+        agent: FenceAgent::KeelNetnsLab {
+            lab_dir: "/var/tmp/keel-lab/x-1-0".into(),
+        },
+        delay_s: None,
+        action: None,
+    };
+    let vmlab = |node: &str, delay| FenceDevice {
+        id: format!("fence-{node}"),
+        node: node.into(),
+        agent: FenceAgent::KeelVmLab {
+            ipaddr: None,
+            ipport: None,
+        },
+        delay_s: delay,
+        action: None,
+    };
+    vec![
+        (
+            "three-ipmilan",
+            3,
+            vec![
+                ipmi("node1", "10.0.9.1"),
+                ipmi("node2", "10.0.9.2"),
+                ipmi("node3", "10.0.9.3"),
+            ],
+        ),
+        (
+            "two-redfish-delay",
+            2,
+            vec![redfish("node1", Some(10)), redfish("node2", None)],
+        ),
+        (
+            "three-sbd",
+            3,
+            vec![sbd("node1"), sbd("node2"), sbd("node3")],
+        ),
+        (
+            "three-netns-lab",
+            3,
+            vec![lab("node1"), lab("node2"), lab("node3")],
+        ),
+        (
+            "two-vm-lab",
+            2,
+            vec![vmlab("node1", Some(10)), vmlab("node2", None)],
+        ),
+        ("one-node-no-devices", 1, vec![]),
+    ]
+}
+
+fn crm_verify(doc: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("cib.xml");
+    std::fs::write(&f, doc).unwrap();
+    let out = Command::new("crm_verify")
+        .arg("--xml-file")
+        .arg(&f)
+        .arg("-V")
+        .output()
+        .expect("crm_verify (pacemaker-cli-utils) must be installed");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn golden_and_accepted_by_crm_verify() {
+    for (name, n, devs) in cases() {
+        let names: Vec<String> = nodes(n).into_iter().map(|(_, s)| s).collect();
+        let missing = clusterd::fence::check_set(&devs, &names).expect("valid set");
+        assert_eq!(missing.is_empty(), !devs.is_empty(), "{name}");
+        let props = ClusterProperties::for_size("keel-lab", n as usize);
+        let doc = cib::verification_document(&nodes(n), &props, &devs).render();
+        check_golden(&format!("{name}.xml"), &doc);
+        let (ok, out) = crm_verify(&doc);
+        if devs.is_empty() {
+            // stonith-enabled is always true, so Pacemaker itself refuses to start anything
+            // until a fence device exists: the state right after `keel cluster init`.
+            assert!(
+                !ok && out.contains("no STONITH resources"),
+                "{name}:\n{out}"
+            );
+        } else {
+            assert!(ok, "crm_verify rejected {name}:\n{out}\n{doc}");
+        }
+        // The whole set of cibadmin calls, in order, as an operator would read them.
+        let mut calls = String::new();
+        for u in cib::set_properties(&props)
+            .into_iter()
+            .chain(devs.iter().flat_map(cib::put_fence_device))
+        {
+            calls.push_str(&format!("cibadmin {}\n{}", u.args.join(" "), u.stdin));
+        }
+        check_golden(&format!("{name}.calls"), &calls);
+    }
+}
+
+#[test]
+fn crm_verify_can_fail() {
+    // A constraint on a resource that does not exist, and a stonith primitive without a type:
+    // proof that the check above is not vacuous.
+    let props = ClusterProperties::for_size("c", 3);
+    let d = ipmi("node1", "10.0.9.1");
+    let mut doc = cib::verification_document(&nodes(3), &props, &[d]);
+    let res = doc.children[0]
+        .children
+        .iter_mut()
+        .find(|c| c.name == "resources")
+        .unwrap();
+    res.children[0].attrs.retain(|(k, _)| k != "type");
+    let (ok, out) = crm_verify(&doc.render());
+    assert!(
+        !ok,
+        "crm_verify accepted a primitive without a type:\n{out}"
+    );
+}
+
+/// Every parameter name Keel emits exists in the agent's own metadata.
+#[test]
+fn params_exist_in_agent_metadata() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (_, _, devs) in cases() {
+        for d in devs {
+            let prog = d.agent.program();
+            let path = match prog {
+                "fence_keellab" => repo.join("tests/netns/fence_keellab"),
+                "fence_keel_lab" => repo.join("tests/vmlab/fence_keel_lab"),
+                p => PathBuf::from("/usr/sbin").join(p),
+            };
+            let out = Command::new(&path)
+                .args(["-o", "metadata"])
+                .output()
+                .unwrap_or_else(|e| panic!("{}: {e} (fence-agents installed?)", path.display()));
+            let meta = String::from_utf8_lossy(&out.stdout);
+            for (k, _) in d.agent.params() {
+                assert!(
+                    meta.contains(&format!("<parameter name=\"{k}\"")),
+                    "{prog} has no parameter {k:?}"
+                );
+            }
+        }
+    }
+}
