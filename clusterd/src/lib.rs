@@ -9,6 +9,10 @@
 //! Consensus, membership, quorum and fencing are corosync's and Pacemaker's; nothing here
 //! re-implements them.
 
+// --- formation (corosync.conf, CIB, CA, services, init/join) ---
+pub mod ca;
+pub mod corosync_conf;
+
 // --- CIB fragments, fence devices, cluster status parsing ---
 pub mod cib;
 pub mod crm;
