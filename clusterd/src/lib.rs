@@ -17,3 +17,6 @@ pub mod corosync_conf;
 pub mod cib;
 pub mod crm;
 pub mod fence;
+
+// --- replicated config store ---
+pub mod store;

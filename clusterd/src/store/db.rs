@@ -1,0 +1,200 @@
+//! SQLite persistence of one member's copy: `entries(key, version, value)` and the store
+//! version in `meta`. WAL journal, `synchronous=FULL`: a write is on disk before it is
+//! acknowledged, so an acknowledged write survives a power cut of every member but one.
+
+use super::proto::SnapEntry;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("config store database {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("config store database {path}: {message}")]
+    Io { path: String, message: String },
+}
+
+pub struct Db {
+    conn: Connection,
+    path: String,
+}
+
+/// What a member holds: entries by key (entry version, canonical JSON) and the store version.
+pub type Content = BTreeMap<String, (u64, String)>;
+
+impl Db {
+    /// Open (creating if needed) the database at `path`; `:memory:` for tests.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let p = path.display().to_string();
+        let conn = if p == ":memory:" {
+            Connection::open_in_memory()
+        } else {
+            Connection::open(path)
+        }
+        .map_err(|source| DbError::Sqlite {
+            path: p.clone(),
+            source,
+        })?;
+        let db = Db { conn, path: p };
+        db.conn
+            .execute_batch(
+                "PRAGMA journal_mode=WAL;
+                 PRAGMA synchronous=FULL;
+                 CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, version INTEGER NOT NULL, value TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);",
+            )
+            .map_err(|e| db.err(e))?;
+        Ok(db)
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> DbError {
+        DbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Load everything: (store version, content).
+    pub fn load(&self) -> Result<(u64, Content), DbError> {
+        let version: u64 = self
+            .conn
+            .query_row("SELECT v FROM meta WHERE k = 'version'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0);
+        let mut st = self
+            .conn
+            .prepare("SELECT key, version, value FROM entries")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut m = Content::new();
+        for row in rows {
+            let (k, v, val) = row.map_err(|e| self.err(e))?;
+            m.insert(k, (v, val));
+        }
+        Ok((version, m))
+    }
+
+    /// Persist one applied write: set (`Some`) or delete (`None`) `key`, and the store version.
+    pub fn apply(&mut self, version: u64, key: &str, value: Option<&str>) -> Result<(), DbError> {
+        let tx = self.conn.transaction().map_err(|source| DbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })?;
+        let r = (|| {
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT INTO entries (key, version, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key) DO UPDATE SET version = excluded.version, value = excluded.value",
+                    params![key, version, v],
+                )?,
+                None => tx.execute("DELETE FROM entries WHERE key = ?1", params![key])?,
+            };
+            tx.execute(
+                "INSERT INTO meta (k, v) VALUES ('version', ?1) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+                params![version],
+            )?;
+            tx.commit()
+        })();
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Replace everything (the end of a snapshot) in one transaction.
+    pub fn replace(&mut self, version: u64, entries: &[SnapEntry]) -> Result<(), DbError> {
+        let tx = self.conn.transaction().map_err(|source| DbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })?;
+        let r = (|| {
+            tx.execute("DELETE FROM entries", [])?;
+            {
+                let mut ins =
+                    tx.prepare("INSERT INTO entries (key, version, value) VALUES (?1, ?2, ?3)")?;
+                for (k, v, val) in entries {
+                    ins.execute(params![k, v, val])?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO meta (k, v) VALUES ('version', ?1) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+                params![version],
+            )?;
+            tx.commit()
+        })();
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Write a JSON copy of `content` next to the database (kept when a divergent copy is
+    /// replaced). Returns its path.
+    pub fn save_copy(&self, tag: &str, version: u64, content: &Content) -> Result<String, DbError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let dest = if self.path == ":memory:" {
+            std::env::temp_dir()
+                .join(format!(
+                    "keel-config-store-{}.{tag}-{version}-{now}.json",
+                    std::process::id()
+                ))
+                .display()
+                .to_string()
+        } else {
+            format!("{}.{tag}-{version}-{now}.json", self.path)
+        };
+        let body = serde_json::json!({
+            "version": version,
+            "entries": content.iter().map(|(k, (v, val))| {
+                serde_json::json!({"key": k, "version": v, "value": val})
+            }).collect::<Vec<_>>(),
+        });
+        std::fs::write(&dest, body.to_string()).map_err(|e| DbError::Io {
+            path: dest.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(dest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_on_disk() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("config.db");
+        {
+            let mut db = Db::open(&p).expect("open");
+            db.apply(1, "/a", Some("1")).expect("a");
+            db.apply(2, "/b", Some("\"x\"")).expect("b");
+            db.apply(3, "/a", None).expect("del");
+        }
+        let db = Db::open(&p).expect("reopen");
+        let (v, c) = db.load().expect("load");
+        assert_eq!(v, 3);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.get("/b"), Some(&(2, "\"x\"".to_string())));
+        let mode: String = db
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(mode, "wal");
+    }
+}

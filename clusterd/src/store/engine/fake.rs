@@ -1,0 +1,173 @@
+//! An in-process stand-in for CPG + the quorum service, for unit tests of the decision logic
+//! only (never for proofs: those run on corosync in the netns lab).
+//!
+//! It models what the replica relies on: one total order of messages per partition, delivered
+//! to every joined member of the sender's partition (sender included); a membership change
+//! delivers, to each member of each partition, the quorum verdict for the new ring (majority of
+//! `total_nodes`, like votequorum without two_node), the totem ring change and the CPG confchg
+//! — after every message sent before it. `quorum_late` moves the quorum verdict after the
+//! confchg, to test the replica's defence against a stale verdict.
+
+use super::{Cpg, EngineError, Event};
+use crate::store::Member;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+#[derive(Default)]
+struct Inner {
+    total_nodes: usize,
+    ring: u64,
+    /// joined members: partition id and inbox
+    members: BTreeMap<Member, (u32, VecDeque<Event>)>,
+    /// partition of each node id (default 0)
+    node_part: BTreeMap<u32, u32>,
+    quorum_late: bool,
+    sent: u64,
+}
+
+/// The shared bus.
+#[derive(Clone, Default)]
+pub struct Bus(Rc<RefCell<Inner>>);
+
+/// One member's handle on the bus.
+pub struct FakeCpg {
+    bus: Bus,
+    pub me: Member,
+}
+
+impl Cpg for FakeCpg {
+    fn mcast(&mut self, msg: &[u8]) -> Result<(), EngineError> {
+        let mut b = self.bus.0.borrow_mut();
+        let Some(&(part, _)) = b.members.get(&self.me) else {
+            return Err(EngineError::Other("not joined".into()));
+        };
+        b.sent += 1;
+        for (_, (p, inbox)) in b.members.iter_mut() {
+            if *p == part {
+                inbox.push_back(Event::Deliver {
+                    from: self.me,
+                    data: msg.to_vec(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Bus {
+    pub fn new(total_nodes: usize) -> Bus {
+        let b = Bus::default();
+        b.0.borrow_mut().total_nodes = total_nodes;
+        b
+    }
+
+    /// Deliver quorum verdicts after the confchg instead of before.
+    pub fn set_quorum_late(&self, late: bool) {
+        self.0.borrow_mut().quorum_late = late;
+    }
+
+    /// Messages multicast so far.
+    pub fn sent(&self) -> u64 {
+        self.0.borrow().sent
+    }
+
+    /// A member joins the group (in its node's partition).
+    pub fn join(&self, me: Member) -> FakeCpg {
+        {
+            let mut b = self.0.borrow_mut();
+            let part = b.node_part.get(&me.node).copied().unwrap_or(0);
+            b.members.insert(me, (part, VecDeque::new()));
+        }
+        self.membership_changed();
+        FakeCpg {
+            bus: self.clone(),
+            me,
+        }
+    }
+
+    /// A member's process dies (its inbox is dropped).
+    pub fn crash(&self, me: Member) {
+        self.0.borrow_mut().members.remove(&me);
+        self.membership_changed();
+    }
+
+    /// Set the partitions by node id; nodes not listed are in partition 0.
+    pub fn partition(&self, groups: &[&[u32]]) {
+        {
+            let mut b = self.0.borrow_mut();
+            b.node_part.clear();
+            for (i, g) in groups.iter().enumerate() {
+                for n in *g {
+                    b.node_part.insert(*n, i as u32);
+                }
+            }
+            let np = b.node_part.clone();
+            for (m, (p, _)) in b.members.iter_mut() {
+                *p = np.get(&m.node).copied().unwrap_or(0);
+            }
+        }
+        self.membership_changed();
+    }
+
+    pub fn heal(&self) {
+        self.partition(&[]);
+    }
+
+    fn membership_changed(&self) {
+        let mut b = self.0.borrow_mut();
+        b.ring += 4;
+        let ring = b.ring;
+        let total = b.total_nodes;
+        let late = b.quorum_late;
+        let parts: BTreeMap<u32, Vec<Member>> =
+            b.members
+                .iter()
+                .fold(BTreeMap::new(), |mut acc, (m, (p, _))| {
+                    acc.entry(*p).or_insert_with(Vec::new).push(*m);
+                    acc
+                });
+        for (m, (p, inbox)) in b.members.iter_mut() {
+            let members = parts.get(p).cloned().unwrap_or_default();
+            let mut nodes: Vec<u32> = members.iter().map(|x| x.node).collect();
+            nodes.dedup();
+            let q = Event::Quorum {
+                ring,
+                quorate: nodes.len() * 2 > total,
+            };
+            if !late {
+                inbox.push_back(q.clone());
+            }
+            inbox.push_back(Event::Totem { ring });
+            inbox.push_back(Event::ConfChg { members });
+            if late {
+                inbox.push_back(q);
+            }
+            let _ = m;
+        }
+    }
+
+    /// Next event for `me`, if any.
+    pub fn pop(&self, me: Member) -> Option<Event> {
+        self.0
+            .borrow_mut()
+            .members
+            .get_mut(&me)
+            .and_then(|(_, q)| q.pop_front())
+    }
+
+    /// Whether any member has events waiting.
+    pub fn busy(&self) -> bool {
+        self.0.borrow().members.values().any(|(_, q)| !q.is_empty())
+    }
+
+    /// Joined members.
+    pub fn members(&self) -> Vec<Member> {
+        self.0.borrow().members.keys().copied().collect()
+    }
+
+    /// Partition id of a member.
+    pub fn part_of(&self, me: Member) -> Option<u32> {
+        self.0.borrow().members.get(&me).map(|x| x.0)
+    }
+}

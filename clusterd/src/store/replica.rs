@@ -1,0 +1,642 @@
+//! One member's decision logic: apply rules, the quorum rule, sync and queueing (see the
+//! module doc of [`crate::store`] for the rules and why they are deterministic).
+//!
+//! The replica is fed [`Event`]s in the engine's delivery order and multicasts through a
+//! [`Cpg`]. It never looks at a clock except to stop waiting for a late quorum verdict
+//! ([`Replica::tick`]), which only delays when this member speaks, never what anyone decides.
+
+use super::db::{Content, Db, DbError};
+use super::engine::{Cpg, Event};
+use super::proto::{GroupMsg, SnapEntry, WriteOk, WriteOp};
+use super::{under_prefix, Entry, Member, Status, StoreError, SNAPSHOT_CHUNK_BYTES};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// How long a member waits for corosync's verdict on a new ring before it reports anyway.
+pub const QUORUM_WAIT: Duration = Duration::from_secs(2);
+
+/// Caller's handle for a write in flight (the daemon maps it to a client connection).
+pub type Token = u64;
+
+/// Errors after which this member's copy cannot be trusted: the daemon must exit (and, on
+/// restart, resync from the group).
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("snapshot from {leader:?} has hash {got}, announced {want}")]
+    SnapshotHash {
+        leader: Member,
+        got: String,
+        want: String,
+    },
+}
+
+#[derive(Debug)]
+enum Sync {
+    /// Waiting for every member's `State`.
+    Collecting {
+        states: BTreeMap<Member, (u64, String)>,
+    },
+    /// The leader is sending its snapshot; `need` = this member replaces its content at the end.
+    Snapshot {
+        leader: Member,
+        target: (u64, String),
+        need: bool,
+        next_seq: u32,
+        entries: Vec<SnapEntry>,
+    },
+    Done,
+}
+
+#[derive(Debug)]
+struct View {
+    members: Vec<Member>,
+    /// Latest `(ring, quorate)` reported by each member through the group.
+    reports: BTreeMap<Member, (u64, bool)>,
+    sync: Sync,
+    /// Writes delivered while syncing: (origin, request id, op).
+    queue: Vec<(Member, u64, WriteOp)>,
+}
+
+impl View {
+    fn new(members: Vec<Member>) -> View {
+        View {
+            members,
+            reports: BTreeMap::new(),
+            sync: Sync::Collecting {
+                states: BTreeMap::new(),
+            },
+            queue: vec![],
+        }
+    }
+
+    /// The rule: in sync, and every member's latest report is quorate and for the newest ring
+    /// anyone reported.
+    fn writable(&self) -> bool {
+        if !matches!(self.sync, Sync::Done) || self.members.is_empty() {
+            return false;
+        }
+        let ring = self.reports.values().map(|r| r.0).max().unwrap_or(0);
+        self.members
+            .iter()
+            .all(|m| matches!(self.reports.get(m), Some(&(r, true)) if r == ring))
+    }
+}
+
+pub struct Replica {
+    me: Member,
+    db: Db,
+    content: Content,
+    version: u64,
+    hash: Option<String>,
+    /// Latest local quorum notification: (ring, quorate).
+    local_quorum: Option<(u64, bool)>,
+    /// Highest ring CPG told this member about (local knowledge only).
+    local_ring: u64,
+    /// What this member last reported to the current view.
+    reported: Option<(u64, bool)>,
+    /// The `State` for the current view is not sent yet; since when we wait.
+    state_due: Option<Instant>,
+    view: View,
+    next_req: u64,
+    pending: HashMap<u64, Token>,
+    replies: Vec<(Token, Result<WriteOk, StoreError>)>,
+    last_sync: Option<u64>,
+    divergences: u64,
+}
+
+/// SHA-256 over the sorted (key, entry version, value) triples.
+pub fn content_hash(c: &Content) -> String {
+    let mut h = Sha256::new();
+    for (k, (v, val)) in c {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.to_string().as_bytes());
+        h.update([0]);
+        h.update(val.as_bytes());
+        h.update([b'\n']);
+    }
+    hex::encode(h.finalize())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Replica {
+    /// Load this member's copy from `db`.
+    pub fn new(me: Member, db: Db) -> Result<Replica, Fatal> {
+        let (version, content) = db.load()?;
+        tracing::info!(
+            version,
+            entries = content.len(),
+            db = db.path(),
+            "config store loaded"
+        );
+        Ok(Replica {
+            me,
+            db,
+            content,
+            version,
+            hash: None,
+            local_quorum: None,
+            local_ring: 0,
+            reported: None,
+            state_due: None,
+            view: View::new(vec![]),
+            next_req: 1,
+            pending: HashMap::new(),
+            replies: vec![],
+            last_sync: None,
+            divergences: 0,
+        })
+    }
+
+    pub fn me(&self) -> Member {
+        self.me
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn hash(&mut self) -> String {
+        if let Some(h) = &self.hash {
+            return h.clone();
+        }
+        let h = content_hash(&self.content);
+        self.hash = Some(h.clone());
+        h
+    }
+
+    pub fn writable(&self) -> bool {
+        self.view.writable()
+    }
+
+    pub fn syncing(&self) -> bool {
+        !matches!(self.view.sync, Sync::Done)
+    }
+
+    /// Outcomes of this member's writes, in the order they were decided.
+    pub fn take_replies(&mut self) -> Vec<(Token, Result<WriteOk, StoreError>)> {
+        std::mem::take(&mut self.replies)
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    pub fn get(&self, key: &str) -> Result<Entry, StoreError> {
+        let (v, val) = self.content.get(key).ok_or_else(|| StoreError::NotFound {
+            key: key.to_string(),
+        })?;
+        Ok(Entry {
+            key: key.to_string(),
+            version: *v,
+            value: serde_json::from_str(val).unwrap_or(serde_json::Value::Null),
+        })
+    }
+
+    pub fn list(&self, prefix: &str) -> Vec<Entry> {
+        let start = prefix.strip_suffix('/').unwrap_or(prefix);
+        self.content
+            .range(start.to_string()..)
+            .take_while(|(k, _)| k.starts_with(start))
+            .filter(|(k, _)| under_prefix(k, prefix))
+            .map(|(k, (v, val))| Entry {
+                key: k.clone(),
+                version: *v,
+                value: serde_json::from_str(val).unwrap_or(serde_json::Value::Null),
+            })
+            .collect()
+    }
+
+    pub fn status(&mut self) -> Status {
+        let mut members: Vec<u32> = self.view.members.iter().map(|m| m.node).collect();
+        members.dedup();
+        Status {
+            node_id: self.me.node,
+            quorate: self.local_quorum.is_some_and(|q| q.1),
+            writable: self.writable(),
+            members,
+            version: self.version,
+            hash: self.hash(),
+            syncing: self.syncing(),
+            last_sync: self.last_sync,
+            divergences: self.divergences,
+            entries: self.content.len(),
+        }
+    }
+
+    /// Content for tests and diagnostics.
+    pub fn content(&self) -> &Content {
+        &self.content
+    }
+
+    // ------------------------------------------------------------------ writes
+
+    /// Submit a (validated) write. Refused at once when this node is not quorate; otherwise
+    /// multicast, and its outcome appears in [`Replica::take_replies`] once delivered here.
+    pub fn submit(
+        &mut self,
+        cpg: &mut dyn Cpg,
+        op: WriteOp,
+        token: Token,
+    ) -> Result<(), StoreError> {
+        if !self.local_quorum.is_some_and(|q| q.1) {
+            return Err(StoreError::NotQuorate);
+        }
+        if self.view.members.is_empty() {
+            return Err(StoreError::Syncing);
+        }
+        let req = self.next_req;
+        self.next_req += 1;
+        let msg = GroupMsg::Write { req, op }.encode();
+        cpg.mcast(&msg)
+            .map_err(|e| StoreError::unavailable(format!("multicast failed: {e}")))?;
+        self.pending.insert(req, token);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ events
+
+    /// Feed one event from the engine.
+    pub fn handle(&mut self, cpg: &mut dyn Cpg, ev: Event, now: Instant) -> Result<(), Fatal> {
+        match ev {
+            Event::Quorum { ring, quorate } => {
+                tracing::info!(ring, quorate, "corosync quorum notification");
+                self.local_quorum = Some((ring, quorate));
+                self.local_ring = self.local_ring.max(ring);
+                self.speak(cpg, now, false);
+            }
+            Event::Totem { ring } => {
+                tracing::debug!(ring, "totem ring change");
+                self.local_ring = self.local_ring.max(ring);
+            }
+            Event::ConfChg { mut members } => {
+                members.sort();
+                tracing::info!(?members, "config store view change: syncing");
+                // Writes queued in the old view were seen only by its members: every one of
+                // them drops the same queue, so the originators report "syncing".
+                for (from, req, _) in std::mem::take(&mut self.view.queue) {
+                    self.reply(from, req, Err(StoreError::Syncing));
+                }
+                self.view = View::new(members);
+                self.reported = None;
+                self.state_due = if self.view.members.contains(&self.me) {
+                    Some(now)
+                } else {
+                    None
+                };
+                self.speak(cpg, now, false);
+            }
+            Event::Deliver { from, data } => match GroupMsg::decode(&data) {
+                Ok(m) => self.deliver(cpg, from, m)?,
+                Err(e) => tracing::error!(?from, "undecodable group message: {e}"),
+            },
+        }
+        Ok(())
+    }
+
+    /// Periodic: stop waiting for a late quorum verdict.
+    pub fn tick(&mut self, cpg: &mut dyn Cpg, now: Instant) {
+        self.speak(cpg, now, true);
+    }
+
+    /// Send our `State` (once per view, when we know corosync's verdict on the newest ring or
+    /// waited long enough) or a `Quorum` update when the verdict changed.
+    fn speak(&mut self, cpg: &mut dyn Cpg, now: Instant, timer: bool) {
+        let q = self.local_quorum.unwrap_or((0, false));
+        if let Some(since) = self.state_due {
+            let fresh = q.0 >= self.local_ring;
+            let waited = timer && now.duration_since(since) >= QUORUM_WAIT;
+            if !fresh && !waited {
+                return;
+            }
+            if !fresh {
+                tracing::warn!(
+                    ring = self.local_ring,
+                    quorum_ring = q.0,
+                    "no quorum verdict for the newest ring; reporting the last one"
+                );
+            }
+            let msg = GroupMsg::State {
+                members: self.view.members.clone(),
+                version: self.version,
+                hash: self.hash(),
+                ring: q.0,
+                quorate: q.1,
+            };
+            match cpg.mcast(&msg.encode()) {
+                Ok(()) => {
+                    self.state_due = None;
+                    self.reported = Some(q);
+                }
+                Err(e) => tracing::warn!("sending state: {e}; will retry"),
+            }
+            return;
+        }
+        if self.view.members.contains(&self.me) && self.reported.is_some_and(|r| r != q) {
+            match cpg.mcast(
+                &GroupMsg::Quorum {
+                    ring: q.0,
+                    quorate: q.1,
+                }
+                .encode(),
+            ) {
+                Ok(()) => self.reported = Some(q),
+                Err(e) => tracing::warn!("sending quorum update: {e}; will retry"),
+            }
+        }
+    }
+
+    fn reply(&mut self, from: Member, req: u64, r: Result<WriteOk, StoreError>) {
+        if from == self.me {
+            if let Some(t) = self.pending.remove(&req) {
+                self.replies.push((t, r));
+            }
+        }
+    }
+
+    fn deliver(&mut self, cpg: &mut dyn Cpg, from: Member, m: GroupMsg) -> Result<(), Fatal> {
+        if !self.view.members.contains(&from) {
+            tracing::debug!(?from, "message from a non-member ignored");
+            return Ok(());
+        }
+        match m {
+            GroupMsg::Write { req, op } => {
+                if matches!(self.view.sync, Sync::Done) {
+                    let r = self.apply(&op)?;
+                    self.reply(from, req, r);
+                } else {
+                    self.view.queue.push((from, req, op));
+                }
+            }
+            GroupMsg::Quorum { ring, quorate } => {
+                self.view.reports.insert(from, (ring, quorate));
+            }
+            GroupMsg::State {
+                members,
+                version,
+                hash,
+                ring,
+                quorate,
+            } => {
+                if members != self.view.members {
+                    return Ok(());
+                }
+                self.view.reports.insert(from, (ring, quorate));
+                let Sync::Collecting { states } = &mut self.view.sync else {
+                    return Ok(());
+                };
+                states.entry(from).or_insert((version, hash));
+                if states.len() == self.view.members.len() {
+                    let states = std::mem::take(states);
+                    self.decide(cpg, states)?;
+                }
+            }
+            GroupMsg::Snapshot {
+                members,
+                seq,
+                entries,
+                last,
+            } => {
+                if members != self.view.members {
+                    return Ok(());
+                }
+                let Sync::Snapshot {
+                    leader,
+                    target,
+                    need,
+                    next_seq,
+                    entries: acc,
+                } = &mut self.view.sync
+                else {
+                    return Ok(());
+                };
+                if from != *leader || seq != *next_seq {
+                    return Ok(());
+                }
+                *next_seq += 1;
+                if *need {
+                    acc.extend(entries);
+                }
+                if let Some((v, h)) = last {
+                    if (v, &h) != (target.0, &target.1) {
+                        tracing::error!(
+                            "snapshot end announces {v}/{h}, state said {}/{}",
+                            target.0,
+                            target.1
+                        );
+                    }
+                    if *need {
+                        let leader = *leader;
+                        let entries = std::mem::take(acc);
+                        self.install(leader, v, h, entries)?;
+                    }
+                    self.sync_done()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// All states are in: agree on the newest copy.
+    fn decide(
+        &mut self,
+        cpg: &mut dyn Cpg,
+        states: BTreeMap<Member, (u64, String)>,
+    ) -> Result<(), Fatal> {
+        // highest version; ties to the lowest member (BTreeMap iterates in member order)
+        let mut leader: Option<(Member, u64, String)> = None;
+        for (m, (v, h)) in &states {
+            if leader.as_ref().is_none_or(|l| *v > l.1) {
+                leader = Some((*m, *v, h.clone()));
+            }
+        }
+        let Some((leader, lv, lh)) = leader else {
+            return self.sync_done();
+        };
+        for (m, (v, h)) in &states {
+            if *v == lv && *h != lh {
+                self.divergences += 1;
+                tracing::error!(
+                    ?leader,
+                    member = ?m,
+                    version = v,
+                    leader_hash = %lh,
+                    member_hash = %h,
+                    "CONFIG STORE DIVERGENCE: equal versions, different content; the leader's copy wins, the other is saved next to its database"
+                );
+            }
+        }
+        if states.values().all(|(v, h)| *v == lv && *h == lh) {
+            tracing::info!(version = lv, "config store in sync");
+            return self.sync_done();
+        }
+        let mine = states.get(&self.me).cloned();
+        let need = mine.as_ref() != Some(&(lv, lh.clone()));
+        tracing::info!(?leader, version = lv, need, "config store sync by snapshot");
+        self.view.sync = Sync::Snapshot {
+            leader,
+            target: (lv, lh),
+            need,
+            next_seq: 0,
+            entries: vec![],
+        };
+        if leader == self.me {
+            self.send_snapshot(cpg);
+        }
+        Ok(())
+    }
+
+    fn send_snapshot(&mut self, cpg: &mut dyn Cpg) {
+        let mut chunks: Vec<Vec<SnapEntry>> = vec![vec![]];
+        let mut size = 0;
+        for (k, (v, val)) in &self.content {
+            let sz = k.len() + val.len() + 48;
+            if size + sz > SNAPSHOT_CHUNK_BYTES && size > 0 {
+                chunks.push(vec![]);
+                size = 0;
+            }
+            size += sz;
+            if let Some(c) = chunks.last_mut() {
+                c.push((k.clone(), *v, val.clone()));
+            }
+        }
+        let n = chunks.len();
+        let hash = self.hash();
+        for (i, entries) in chunks.into_iter().enumerate() {
+            let msg = GroupMsg::Snapshot {
+                members: self.view.members.clone(),
+                seq: i as u32,
+                entries,
+                last: (i + 1 == n).then(|| (self.version, hash.clone())),
+            };
+            if let Err(e) = cpg.mcast(&msg.encode()) {
+                // the view will not finish syncing; the next confchg restarts it
+                tracing::error!("sending snapshot chunk {i}/{n}: {e}");
+                return;
+            }
+        }
+        tracing::info!(
+            chunks = n,
+            entries = self.content.len(),
+            "config store snapshot sent"
+        );
+    }
+
+    fn install(
+        &mut self,
+        leader: Member,
+        version: u64,
+        hash: String,
+        entries: Vec<SnapEntry>,
+    ) -> Result<(), Fatal> {
+        let content: Content = entries
+            .iter()
+            .map(|(k, v, val)| (k.clone(), (*v, val.clone())))
+            .collect();
+        let got = content_hash(&content);
+        if got != hash {
+            return Err(Fatal::SnapshotHash {
+                leader,
+                got,
+                want: hash,
+            });
+        }
+        if self.version >= version {
+            // equal version with other content (or newer?): keep ours on disk
+            match self.db.save_copy("diverged", self.version, &self.content) {
+                Ok(p) => tracing::error!(path = %p, "replaced copy saved"),
+                Err(e) => tracing::error!("saving the replaced copy: {e}"),
+            }
+        }
+        self.db.replace(version, &entries)?;
+        tracing::info!(
+            from = self.version,
+            to = version,
+            entries = content.len(),
+            "config store brought up to date by snapshot"
+        );
+        self.content = content;
+        self.version = version;
+        self.hash = Some(got);
+        Ok(())
+    }
+
+    fn sync_done(&mut self) -> Result<(), Fatal> {
+        self.view.sync = Sync::Done;
+        self.last_sync = Some(unix_now());
+        for (from, req, op) in std::mem::take(&mut self.view.queue) {
+            let r = self.apply(&op)?;
+            self.reply(from, req, r);
+        }
+        Ok(())
+    }
+
+    /// Apply one delivered write, or refuse it — the same decision on every member.
+    fn apply(&mut self, op: &WriteOp) -> Result<Result<WriteOk, StoreError>, Fatal> {
+        if !self.view.writable() {
+            return Ok(Err(StoreError::NotQuorate));
+        }
+        let key = op.key();
+        let cur = self.content.get(key).map(|e| e.0);
+        let new_value: Option<&str> = match op {
+            WriteOp::Put { value, .. } => Some(value),
+            WriteOp::Create { value, .. } => {
+                if let Some(v) = cur {
+                    return Ok(Err(StoreError::Conflict {
+                        current_version: v,
+                        message: format!("{key} already exists"),
+                    }));
+                }
+                Some(value)
+            }
+            WriteOp::Cas { value, version, .. } => {
+                if cur.unwrap_or(0) != *version {
+                    return Ok(Err(StoreError::Conflict {
+                        current_version: cur.unwrap_or(0),
+                        message: format!("{key} is not at version {version}"),
+                    }));
+                }
+                Some(value)
+            }
+            WriteOp::Delete { version, .. } => {
+                let Some(c) = cur else {
+                    return Ok(Err(StoreError::NotFound {
+                        key: key.to_string(),
+                    }));
+                };
+                if let Some(want) = version {
+                    if *want != c {
+                        return Ok(Err(StoreError::Conflict {
+                            current_version: c,
+                            message: format!("{key} is not at version {want}"),
+                        }));
+                    }
+                }
+                None
+            }
+        };
+        let v = self.version + 1;
+        self.db.apply(v, key, new_value)?;
+        self.version = v;
+        self.hash = None;
+        match new_value {
+            Some(val) => {
+                self.content.insert(key.to_string(), (v, val.to_string()));
+            }
+            None => {
+                self.content.remove(key);
+            }
+        }
+        Ok(Ok(WriteOk { version: v }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,585 @@
+//! Decision logic on the fake bus: sync, merge, quorum rule, queueing, conditional writes.
+
+use super::*;
+use crate::store::engine::fake::{Bus, FakeCpg};
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
+
+struct Node {
+    r: Replica,
+    cpg: FakeCpg,
+}
+
+struct Sim {
+    bus: Bus,
+    nodes: BTreeMap<u32, Node>,
+    now: Instant,
+    next_token: Token,
+    /// outcomes by token
+    outcomes: HashMap<Token, Result<WriteOk, StoreError>>,
+    dir: tempfile::TempDir,
+    pid: u32,
+}
+
+fn put(key: &str, v: serde_json::Value) -> WriteOp {
+    WriteOp::Put {
+        key: key.into(),
+        value: v.to_string(),
+    }
+}
+
+impl Sim {
+    fn new(n: u32) -> Sim {
+        let mut s = Sim {
+            bus: Bus::new(n as usize),
+            nodes: BTreeMap::new(),
+            now: Instant::now(),
+            next_token: 1,
+            outcomes: HashMap::new(),
+            dir: tempfile::tempdir().expect("tmp"),
+            pid: 100,
+        };
+        for i in 1..=n {
+            s.start(i);
+        }
+        s.run();
+        s
+    }
+
+    fn db_path(&self, node: u32) -> std::path::PathBuf {
+        self.dir.path().join(format!("node{node}.db"))
+    }
+
+    fn start(&mut self, node: u32) {
+        self.pid += 1;
+        let me = Member {
+            node,
+            pid: self.pid,
+        };
+        let db = Db::open(&self.db_path(node)).expect("db");
+        let r = Replica::new(me, db).expect("replica");
+        let cpg = self.bus.join(me);
+        self.nodes.insert(node, Node { r, cpg });
+    }
+
+    fn crash(&mut self, node: u32) {
+        if let Some(n) = self.nodes.remove(&node) {
+            self.bus.crash(n.r.me());
+        }
+    }
+
+    /// Deliver until nothing is pending, one event per member in turn (interleaving members).
+    fn run(&mut self) {
+        for _ in 0..100_000 {
+            let mut any = false;
+            for n in self.nodes.values_mut() {
+                if let Some(ev) = self.bus.pop(n.r.me()) {
+                    any = true;
+                    n.r.handle(&mut n.cpg, ev, self.now).expect("handle");
+                }
+                for (t, r) in n.r.take_replies() {
+                    self.outcomes.insert(t, r);
+                }
+            }
+            if !any {
+                // let deferred states go out
+                self.now += QUORUM_WAIT + Duration::from_millis(1);
+                for n in self.nodes.values_mut() {
+                    n.r.tick(&mut n.cpg, self.now);
+                }
+                if !self.bus.busy() {
+                    return;
+                }
+            }
+        }
+        panic!("simulation did not quiesce");
+    }
+
+    /// Submit without running; returns the token (or the immediate refusal).
+    fn submit(&mut self, node: u32, op: WriteOp) -> Result<Token, StoreError> {
+        let t = self.next_token;
+        self.next_token += 1;
+        let n = self.nodes.get_mut(&node).expect("node");
+        n.r.submit(&mut n.cpg, op, t)?;
+        Ok(t)
+    }
+
+    fn write(&mut self, node: u32, op: WriteOp) -> Result<WriteOk, StoreError> {
+        let t = self.submit(node, op)?;
+        self.run();
+        self.outcomes.remove(&t).expect("an outcome")
+    }
+
+    fn r(&mut self, node: u32) -> &mut Replica {
+        &mut self.nodes.get_mut(&node).expect("node").r
+    }
+
+    fn assert_same(&mut self, nodes: &[u32]) {
+        let h: BTreeSet<(u64, String)> = nodes
+            .iter()
+            .map(|n| {
+                let r = self.r(*n);
+                (r.version(), r.hash())
+            })
+            .collect();
+        assert_eq!(h.len(), 1, "copies differ: {h:?}");
+    }
+}
+
+#[test]
+fn write_on_one_read_on_all() {
+    let mut s = Sim::new(3);
+    for n in 1..=3 {
+        assert!(s.r(n).writable(), "node{n} writable");
+        assert!(!s.r(n).syncing());
+    }
+    let ok = s
+        .write(1, put("/vms/100", serde_json::json!({"name":"a"})))
+        .expect("put");
+    assert_eq!(ok.version, 1);
+    let e = s.r(3).get("/vms/100").expect("read on 3");
+    assert_eq!(e.value, serde_json::json!({"name":"a"}));
+    assert_eq!(e.version, 1);
+    s.assert_same(&[1, 2, 3]);
+    assert_eq!(s.r(2).list("/vms").len(), 1);
+    assert_eq!(s.r(2).list("/vm").len(), 0);
+}
+
+#[test]
+fn create_if_absent_is_unique_cluster_wide() {
+    let mut s = Sim::new(3);
+    // both submitted before either is delivered
+    let a = s
+        .submit(
+            1,
+            WriteOp::Create {
+                key: "/vmid/100".into(),
+                value: "\"node1\"".into(),
+            },
+        )
+        .expect("submit");
+    let b = s
+        .submit(
+            3,
+            WriteOp::Create {
+                key: "/vmid/100".into(),
+                value: "\"node3\"".into(),
+            },
+        )
+        .expect("submit");
+    s.run();
+    let ra = s.outcomes.remove(&a).expect("a");
+    let rb = s.outcomes.remove(&b).expect("b");
+    assert!(ra.is_ok(), "first in order wins: {ra:?}");
+    assert_eq!(
+        rb,
+        Err(StoreError::Conflict {
+            current_version: 1,
+            message: "/vmid/100 already exists".into()
+        })
+    );
+    s.assert_same(&[1, 2, 3]);
+    assert_eq!(
+        s.r(2).get("/vmid/100").expect("e").value,
+        serde_json::json!("node1")
+    );
+}
+
+#[test]
+fn cas_and_delete_conditions() {
+    let mut s = Sim::new(3);
+    let v = s.write(1, put("/a", 1.into())).expect("put").version;
+    let cas = |value: i32, version| WriteOp::Cas {
+        key: "/a".into(),
+        value: value.to_string(),
+        version,
+    };
+    assert!(matches!(
+        s.write(2, cas(2, v + 5)),
+        Err(StoreError::Conflict { current_version, .. }) if current_version == v
+    ));
+    let v2 = s.write(2, cas(2, v)).expect("cas").version;
+    assert_eq!(s.r(3).get("/a").expect("a").value, serde_json::json!(2));
+    // CAS with version 0 = create
+    s.write(3, cas(9, 0)).expect_err("exists");
+    assert!(matches!(
+        s.write(
+            3,
+            WriteOp::Delete {
+                key: "/a".into(),
+                version: Some(v)
+            }
+        ),
+        Err(StoreError::Conflict { current_version, .. }) if current_version == v2
+    ));
+    s.write(
+        3,
+        WriteOp::Delete {
+            key: "/a".into(),
+            version: Some(v2),
+        },
+    )
+    .expect("delete");
+    assert_eq!(
+        s.write(
+            1,
+            WriteOp::Delete {
+                key: "/a".into(),
+                version: None
+            }
+        ),
+        Err(StoreError::NotFound { key: "/a".into() })
+    );
+    s.assert_same(&[1, 2, 3]);
+    assert_eq!(
+        s.r(1).version(),
+        3,
+        "failed conditions do not bump the version"
+    );
+}
+
+#[test]
+fn minority_is_read_only_and_catches_up() {
+    let mut s = Sim::new(3);
+    s.write(1, put("/before", 0.into())).expect("put");
+    s.bus.partition(&[&[1, 2], &[3]]);
+    s.run();
+    assert!(s.r(1).writable() && s.r(2).writable());
+    assert!(!s.r(3).writable());
+    assert_eq!(
+        s.write(3, put("/x", 1.into())),
+        Err(StoreError::NotQuorate),
+        "refused at submit"
+    );
+    assert_eq!(
+        s.r(3).get("/before").expect("reads work").value,
+        serde_json::json!(0)
+    );
+    for i in 0..10 {
+        s.write(1 + (i % 2), put(&format!("/during/{i}"), i.into()))
+            .expect("majority writes");
+    }
+    s.bus.heal();
+    s.run();
+    s.assert_same(&[1, 2, 3]);
+    assert_eq!(s.r(3).list("/during").len(), 10);
+    assert!(s.r(3).writable());
+    assert!(s.r(3).status().last_sync.is_some());
+}
+
+#[test]
+fn stale_quorum_verdict_cannot_make_a_minority_write() {
+    let mut s = Sim::new(3);
+    s.bus.set_quorum_late(true);
+    s.bus.partition(&[&[1, 2], &[3]]);
+    // node 3 handles its totem change + confchg before its (late) quorum verdict, and a client
+    // submits while its local flag still says quorate
+    for _ in 0..2 {
+        let me = s.r(3).me();
+        let ev = s.bus.pop(me).expect("event");
+        let n = s.nodes.get_mut(&3).expect("n3");
+        n.r.handle(&mut n.cpg, ev, s.now).expect("handle");
+    }
+    let t = s
+        .submit(3, put("/minority", 1.into()))
+        .expect("stale flag lets it submit");
+    s.run();
+    assert_eq!(s.outcomes.remove(&t), Some(Err(StoreError::NotQuorate)));
+    assert!(s.r(3).get("/minority").is_err());
+    s.write(1, put("/majority", 1.into())).expect("majority");
+    s.bus.heal();
+    s.run();
+    s.assert_same(&[1, 2, 3]);
+}
+
+#[test]
+fn writes_during_sync_are_queued_and_applied_identically() {
+    let mut s = Sim::new(3);
+    s.crash(3);
+    s.run();
+    for i in 0..5 {
+        s.write(1, put(&format!("/k/{i}"), i.into())).expect("put");
+    }
+    s.start(3); // old, empty copy: needs a snapshot
+                // deliver only the confchg to everyone, then submit writes from 1 and 2 before sync ends
+    for n in [1, 2, 3] {
+        let me = s.r(n).me();
+        while let Some(ev) = s.bus.pop(me) {
+            let is_conf = matches!(ev, Event::ConfChg { .. });
+            let node = s.nodes.get_mut(&n).expect("n");
+            node.r.handle(&mut node.cpg, ev, s.now).expect("h");
+            if is_conf {
+                break;
+            }
+        }
+    }
+    assert!(s.r(1).syncing());
+    let a = s.submit(1, put("/k/during-a", 1.into())).expect("a");
+    let b = s
+        .submit(
+            2,
+            WriteOp::Create {
+                key: "/k/during-a".into(),
+                value: "2".into(),
+            },
+        )
+        .expect("b");
+    s.run();
+    assert!(s.outcomes.remove(&a).expect("a").is_ok());
+    assert!(matches!(
+        s.outcomes.remove(&b),
+        Some(Err(StoreError::Conflict { .. }))
+    ));
+    s.assert_same(&[1, 2, 3]);
+    assert_eq!(s.r(3).list("/k").len(), 6);
+}
+
+#[test]
+fn restart_with_old_database_is_brought_up_to_date() {
+    let mut s = Sim::new(3);
+    s.write(1, put("/a", 1.into())).expect("a");
+    s.crash(3);
+    s.run();
+    s.write(2, put("/a", 2.into())).expect("a2");
+    s.write(2, put("/b", 2.into())).expect("b");
+    s.start(3);
+    s.run();
+    s.assert_same(&[1, 2, 3]);
+    assert_eq!(s.r(3).get("/a").expect("a").value, serde_json::json!(2));
+    assert_eq!(s.r(3).version(), 3);
+}
+
+#[test]
+fn alone_after_restart_is_read_only_until_majority() {
+    let mut s = Sim::new(3);
+    s.write(1, put("/a", 1.into())).expect("a");
+    for n in [1, 2, 3] {
+        s.crash(n);
+    }
+    s.start(3);
+    s.run();
+    assert!(!s.r(3).writable());
+    assert_eq!(s.r(3).version(), 1, "persisted");
+    s.start(1);
+    s.run();
+    assert!(s.r(1).writable() && s.r(3).writable());
+    s.assert_same(&[1, 3]);
+}
+
+#[test]
+fn divergence_is_detected_and_resolved_deterministically() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // two copies at version 1 with different content (as if a disk were restored)
+    for (n, v) in [(1, "\"one\""), (2, "\"two\"")] {
+        let mut db = Db::open(&dir.path().join(format!("d{n}.db"))).expect("db");
+        db.apply(1, "/x", Some(v)).expect("apply");
+    }
+    let bus = Bus::new(2);
+    let mut nodes: Vec<(Replica, FakeCpg)> = vec![];
+    for n in [1u32, 2] {
+        let me = Member { node: n, pid: 10 };
+        let r = Replica::new(
+            me,
+            Db::open(&dir.path().join(format!("d{n}.db"))).expect("db"),
+        )
+        .expect("r");
+        nodes.push((r, bus.join(me)));
+    }
+    let now = Instant::now();
+    while bus.busy() {
+        for (r, c) in nodes.iter_mut() {
+            if let Some(ev) = bus.pop(r.me()) {
+                r.handle(c, ev, now).expect("h");
+            }
+        }
+    }
+    for (r, _) in nodes.iter_mut() {
+        assert_eq!(r.status().divergences, 1);
+        assert_eq!(
+            r.get("/x").expect("x").value,
+            serde_json::json!("one"),
+            "lowest member wins the tie"
+        );
+    }
+    let saved: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("diverged"))
+        .collect();
+    assert_eq!(saved.len(), 1, "the losing copy is kept");
+    let text = std::fs::read_to_string(saved[0].path()).expect("read");
+    assert!(text.contains("two"));
+}
+
+#[test]
+fn large_snapshot_is_chunked() {
+    let mut s = Sim::new(3);
+    s.crash(3);
+    s.run();
+    let big = "y".repeat(200 * 1024);
+    for i in 0..8 {
+        s.write(1, put(&format!("/big/{i}"), big.clone().into()))
+            .expect("put");
+    }
+    let before = s.bus.sent();
+    s.start(3);
+    s.run();
+    s.assert_same(&[1, 2, 3]);
+    // 3 states + >= 4 chunks of at most 512 KiB for 1.6 MiB
+    assert!(s.bus.sent() - before >= 7, "sent {}", s.bus.sent() - before);
+}
+
+#[test]
+fn view_change_during_sync_drops_the_queue_with_syncing() {
+    let mut s = Sim::new(3);
+    s.crash(3);
+    s.run();
+    s.write(1, put("/a", 1.into())).expect("a");
+    s.start(3);
+    // node 1 sees the confchg and queues a write; then node 2 crashes before sync ends
+    let me1 = s.r(1).me();
+    let ev = s.bus.pop(me1).expect("quorum");
+    let n = s.nodes.get_mut(&1).expect("n1");
+    n.r.handle(&mut n.cpg, ev, s.now).expect("h");
+    while s.r(1).syncing() == s.r(1).writable() {
+        let ev = s.bus.pop(me1).expect("ev");
+        let n = s.nodes.get_mut(&1).expect("n1");
+        n.r.handle(&mut n.cpg, ev, s.now).expect("h");
+    }
+    let t = s.submit(1, put("/q", 1.into())).expect("submit");
+    // the write is delivered into the syncing view on every member, then the view changes
+    for n in [1, 2, 3] {
+        let me = s.r(n).me();
+        let mut evs = vec![];
+        while let Some(ev) = s.bus.pop(me) {
+            evs.push(ev);
+        }
+        // keep only membership events and the write (drop states): sync cannot finish
+        let node = s.nodes.get_mut(&n).expect("n");
+        for ev in evs {
+            let keep = match &ev {
+                Event::Deliver { data, .. } => {
+                    matches!(GroupMsg::decode(data), Ok(GroupMsg::Write { .. }))
+                }
+                _ => true,
+            };
+            if keep {
+                node.r.handle(&mut node.cpg, ev, s.now).expect("h");
+            }
+        }
+    }
+    s.crash(2);
+    s.run();
+    assert_eq!(s.outcomes.remove(&t), Some(Err(StoreError::Syncing)));
+    assert!(s.r(1).get("/q").is_err());
+    s.assert_same(&[1, 3]);
+}
+
+/// Random writes, partitions, merges and crash/restarts with old databases on the fake bus.
+/// Invariants: after each quiescence every member of a quorate partition holds the same copy,
+/// and every acknowledged write is in it (unless overwritten by a later acknowledged write).
+#[test]
+fn randomized_partitions_and_restarts() {
+    let seed: u64 = std::env::var("KEEL_STORE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("randomized_partitions_and_restarts seed={seed} (KEEL_STORE_SEED to replay)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n = 5u32;
+    let mut s = Sim::new(n);
+    // model: key -> (store version that wrote it, value) of acknowledged writes
+    let mut acked: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+    let mut acked_count = 0;
+    for step in 0..300 {
+        match rng.gen_range(0..10) {
+            0 => {
+                // random partition into two groups
+                let mut a = vec![];
+                let mut b = vec![];
+                for i in 1..=n {
+                    if rng.gen_bool(0.5) {
+                        a.push(i)
+                    } else {
+                        b.push(i)
+                    }
+                }
+                s.bus.partition(&[&a, &b]);
+            }
+            1 => s.bus.heal(),
+            2 => {
+                let v = rng.gen_range(1..=n);
+                if s.nodes.contains_key(&v) {
+                    s.crash(v);
+                } else {
+                    s.start(v);
+                }
+            }
+            _ => {
+                let nodes: Vec<u32> = s.nodes.keys().copied().collect();
+                if nodes.is_empty() {
+                    continue;
+                }
+                let mut toks = vec![];
+                for _ in 0..rng.gen_range(1..4) {
+                    let node = nodes[rng.gen_range(0..nodes.len())];
+                    let key = format!("/k/{}", rng.gen_range(0..12));
+                    let val: i64 = rng.gen_range(0..1_000_000);
+                    if let Ok(t) = s.submit(node, put(&key, val.into())) {
+                        toks.push((t, key, val));
+                    }
+                }
+                s.run();
+                for (t, key, val) in toks {
+                    if let Some(Ok(ok)) = s.outcomes.remove(&t) {
+                        acked_count += 1;
+                        let e = acked.entry(key).or_insert((0, 0));
+                        if ok.version > e.0 {
+                            *e = (ok.version, val);
+                        }
+                    }
+                }
+            }
+        }
+        s.run();
+        // every quorate partition: identical copies holding every acknowledged write
+        let mut parts: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (id, node) in &s.nodes {
+            if let Some(p) = s.bus.part_of(node.r.me()) {
+                parts.entry(p).or_default().push(*id);
+            }
+        }
+        for (_, ids) in parts {
+            if ids.len() * 2 <= n as usize {
+                continue;
+            }
+            s.assert_same(&ids);
+            let r = s.r(ids[0]);
+            assert!(
+                r.writable(),
+                "step {step} seed {seed}: quorate part not writable"
+            );
+            for (k, (v, val)) in &acked {
+                let e = r
+                    .get(k)
+                    .unwrap_or_else(|_| panic!("step {step} seed {seed}: lost {k}"));
+                assert!(
+                    e.version >= *v,
+                    "step {step} seed {seed}: {k} at {} < acked {v}",
+                    e.version
+                );
+                if e.version == *v {
+                    assert_eq!(e.value, serde_json::json!(val), "seed {seed}");
+                }
+            }
+        }
+    }
+    eprintln!(
+        "randomized: {acked_count} acknowledged writes, final version {:?}",
+        { s.nodes.values().map(|x| x.r.version()).max() }
+    );
+    assert!(
+        acked_count > 100,
+        "too few acknowledged writes: {acked_count}"
+    );
+}
