@@ -145,6 +145,13 @@ impl Section {
         self.children.iter().filter(move |c| c.name == name)
     }
 
+    /// Render this section (a root section renders its children) in corosync syntax.
+    pub fn to_text(&self) -> Result<String, ConfError> {
+        let mut out = String::new();
+        self.render(&mut out, 0)?;
+        Ok(out)
+    }
+
     fn render(&self, out: &mut String, depth: usize) -> Result<(), ConfError> {
         let bad = |s: &str| s.is_empty() || s.contains(['{', '}', '\n', '#']) || s.trim() != s;
         let named = !self.name.is_empty();

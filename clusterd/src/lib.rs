@@ -12,6 +12,8 @@
 // --- formation (corosync.conf, CIB, CA, services, init/join) ---
 pub mod ca;
 pub mod corosync_conf;
+pub mod form;
+pub mod service;
 
 // --- CIB fragments, fence devices, cluster status parsing ---
 pub mod cib;

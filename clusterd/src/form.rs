@@ -1,0 +1,791 @@
+//! Cluster formation on one node: what `init`, `join` (both sides) and `remove` do to local
+//! files and daemons. hostd drives these as tasks and does the HTTP between nodes; nothing
+//! here talks to another node.
+//!
+//! Files (paths configurable for labs and non-Debian hosts, see [`Paths`]):
+//! `/etc/corosync/corosync.conf` (0644), `/etc/corosync/authkey` (0400),
+//! `/etc/corosync/uidgid.d/pacemaker`, `/etc/pacemaker/authkey` (0640 root:haclient),
+//! `<state>/cluster/{cluster.json, ca.crt, ca.key (0600), node.crt, node.key (0600)}`,
+//! `/etc/ssh/ssh_known_hosts` (pinned host keys of every member), `/root/.ssh/authorized_keys`
+//! and `/root/.ssh/id_ed25519` (migration transport).
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keel_api::cluster::{ClusterNode, JoinResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::ca::{self, write_file_mode, ClusterCa, NodeIdentity};
+use crate::cib::{self, CibUpdate, ClusterProperties};
+use crate::corosync_conf::{ConfNode, CorosyncConf, LatencyClass, Section};
+use crate::crm::{CrmStatus, QuorumInfo};
+use crate::service::{self, Daemon, ServiceManager};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormError {
+    /// The node's state forbids it (already clustered, corosync running, would lose quorum…).
+    #[error("{0}")]
+    Refused(String),
+    #[error("{field}: {msg}")]
+    Invalid { field: String, msg: String },
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<crate::corosync_conf::ConfError> for FormError {
+    fn from(e: crate::corosync_conf::ConfError) -> Self {
+        FormError::Failed(e.to_string())
+    }
+}
+impl From<crate::ca::CaError> for FormError {
+    fn from(e: crate::ca::CaError) -> Self {
+        FormError::Failed(e.to_string())
+    }
+}
+impl From<service::ServiceError> for FormError {
+    fn from(e: service::ServiceError) -> Self {
+        FormError::Failed(e.to_string())
+    }
+}
+
+fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> FormError + '_ {
+    move |e| FormError::Failed(format!("{}: {e}", p.display()))
+}
+
+/// Where formation reads and writes.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub corosync_dir: PathBuf,
+    pub pacemaker_dir: PathBuf,
+    /// `<hostd state>/cluster`
+    pub cluster_dir: PathBuf,
+    /// Directory holding `ssh_host_*_key.pub` (the node's SSH host keys).
+    pub ssh_dir: PathBuf,
+    /// System-wide known_hosts Keel maintains.
+    pub known_hosts: PathBuf,
+    /// root's `.ssh` directory.
+    pub root_ssh_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn standard(state_dir: &Path) -> Paths {
+        Paths {
+            corosync_dir: "/etc/corosync".into(),
+            pacemaker_dir: "/etc/pacemaker".into(),
+            cluster_dir: state_dir.join("cluster"),
+            ssh_dir: "/etc/ssh".into(),
+            known_hosts: "/etc/ssh/ssh_known_hosts".into(),
+            root_ssh_dir: "/root/.ssh".into(),
+        }
+    }
+    pub fn corosync_conf(&self) -> PathBuf {
+        self.corosync_dir.join("corosync.conf")
+    }
+    pub fn corosync_authkey(&self) -> PathBuf {
+        self.corosync_dir.join("authkey")
+    }
+    pub fn pacemaker_authkey(&self) -> PathBuf {
+        self.pacemaker_dir.join("authkey")
+    }
+    pub fn record(&self) -> PathBuf {
+        self.cluster_dir.join("cluster.json")
+    }
+    pub fn node_cert(&self) -> PathBuf {
+        self.cluster_dir.join("node.crt")
+    }
+    pub fn node_key(&self) -> PathBuf {
+        self.cluster_dir.join("node.key")
+    }
+}
+
+/// A member as this node knows it: corosync identity plus its API address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub name: String,
+    pub nodeid: u32,
+    /// `HOST:PORT` of its HTTPS API (`[v6]:port` for IPv6).
+    pub api: String,
+}
+
+/// `<state>/cluster/cluster.json`: this node is in cluster `name` as `node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub name: String,
+    pub node: String,
+    pub nodeid: u32,
+    pub members: Vec<MemberRecord>,
+}
+
+impl ClusterRecord {
+    pub fn load(paths: &Paths) -> Result<Option<ClusterRecord>, FormError> {
+        let p = paths.record();
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| FormError::Failed(format!("{}: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FormError::Failed(format!("{}: {e}", p.display()))),
+        }
+    }
+    pub fn save(&self, paths: &Paths) -> Result<(), FormError> {
+        let b = serde_json::to_vec_pretty(self).map_err(|e| FormError::Failed(e.to_string()))?;
+        Ok(write_file_mode(&paths.record(), &b, 0o644)?)
+    }
+}
+
+/// `HOST:PORT` with IPv6 bracketed.
+pub fn api_addr(ip: &str, port: u16) -> String {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("[{ip}]:{port}"),
+        _ => format!("{ip}:{port}"),
+    }
+}
+
+/// Refuse to form or join when this node is, or looks, clustered.
+pub fn check_unclustered(paths: &Paths) -> Result<(), FormError> {
+    if let Some(r) = ClusterRecord::load(paths)? {
+        return Err(FormError::Refused(format!(
+            "this node is already a member of cluster {:?} (as {}); remove it from that cluster first",
+            r.name, r.node
+        )));
+    }
+    if paths.corosync_conf().exists() {
+        return Err(FormError::Refused(format!(
+            "{} exists: this node has a corosync configuration Keel did not write; move it away if it is stale",
+            paths.corosync_conf().display()
+        )));
+    }
+    if service::corosync_running() {
+        return Err(FormError::Refused(
+            "corosync is already running on this node; stop it first".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut v = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut v);
+    v
+}
+
+/// gid of a group from /etc/group.
+fn group_gid(name: &str) -> Option<u32> {
+    std::fs::read_to_string("/etc/group")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&name)).then(|| f.get(2)?.parse().ok())?
+        })
+}
+
+/// Write the corosync and Pacemaker authkeys (modes 0400 and 0640 root:haclient).
+fn write_authkeys(paths: &Paths, corosync: &[u8], pacemaker: &[u8]) -> Result<(), FormError> {
+    write_file_mode(&paths.corosync_authkey(), corosync, 0o400)?;
+    let pk = paths.pacemaker_authkey();
+    write_file_mode(&pk, pacemaker, 0o640)?;
+    if let Some(gid) = group_gid("haclient") {
+        std::os::unix::fs::chown(&pk, Some(0), Some(gid)).map_err(io_err(&pk))?;
+    }
+    // corosync 3 admits Pacemaker's daemons (hacluster:haclient) to its IPC only when told to
+    let uidgid = Section {
+        name: "uidgid".into(),
+        kvs: vec![
+            ("uid".into(), "hacluster".into()),
+            ("gid".into(), "haclient".into()),
+        ],
+        children: vec![],
+    };
+    let mut root = Section::new("");
+    root.children.push(uidgid);
+    let text = root.to_text()?;
+    write_file_mode(
+        &paths.corosync_dir.join("uidgid.d/pacemaker"),
+        text.as_bytes(),
+        0o644,
+    )?;
+    Ok(())
+}
+
+/// Write corosync.conf (0644).
+pub fn write_corosync_conf(paths: &Paths, conf: &CorosyncConf) -> Result<(), FormError> {
+    let text = conf.render()?;
+    Ok(write_file_mode(
+        &paths.corosync_conf(),
+        text.as_bytes(),
+        0o644,
+    )?)
+}
+
+pub fn read_corosync_conf(paths: &Paths) -> Result<CorosyncConf, FormError> {
+    let p = paths.corosync_conf();
+    let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+    Ok(CorosyncConf::parse(&text)?)
+}
+
+/// `corosync-quorumtool -s` parsed; `None` while corosync does not answer.
+pub fn quorum() -> Option<QuorumInfo> {
+    let (_, out, _) = service::run(&["corosync-quorumtool", "-s"]).ok()?;
+    QuorumInfo::parse(&out).ok()
+}
+
+/// `crm_mon --output-as=xml` parsed; `None` while Pacemaker does not answer.
+pub fn crm_status() -> Option<CrmStatus> {
+    let (ok, out, _) = service::run(&["crm_mon", "-1", "--output-as=xml"]).ok()?;
+    if !ok && out.is_empty() {
+        return None;
+    }
+    CrmStatus::parse(&out).ok()
+}
+
+fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<Duration, FormError> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return Ok(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err(FormError::Failed(format!(
+        "timed out after {}s waiting for {what}",
+        timeout.as_secs()
+    )))
+}
+
+/// Apply CIB updates with cibadmin (XML on stdin).
+pub fn apply_cib(updates: &[CibUpdate]) -> Result<(), FormError> {
+    for u in updates {
+        let mut child = Command::new("cibadmin")
+            .args(&u.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| FormError::Failed(format!("cannot run cibadmin: {e}")))?;
+        if let Some(mut si) = child.stdin.take() {
+            si.write_all(u.stdin.as_bytes())
+                .map_err(|e| FormError::Failed(format!("cibadmin stdin: {e}")))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| FormError::Failed(format!("cibadmin: {e}")))?;
+        if !out.status.success() {
+            return Err(FormError::Failed(format!(
+                "{u:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Progress reporting for long procedures.
+pub trait Progress {
+    fn log(&self, line: &str);
+    fn progress(&self, p: f64);
+}
+
+/// Start corosync and wait for quorum; then Pacemaker until `node` is online with a DC; then
+/// keel-clusterd (when installed).
+pub fn start_stack(
+    svc: &dyn ServiceManager,
+    node: &str,
+    clusterd_installed: bool,
+    p: &dyn Progress,
+) -> Result<(), FormError> {
+    p.log(&format!("starting corosync ({})", svc.kind()));
+    svc.start(Daemon::Corosync)?;
+    let t = wait("corosync quorum", Duration::from_secs(90), || {
+        quorum().is_some_and(|q| q.quorate)
+    })?;
+    p.log(&format!("corosync quorate after {:.1}s", t.as_secs_f64()));
+    p.progress(0.6);
+    p.log("starting pacemaker");
+    svc.start(Daemon::Pacemaker)?;
+    let t = wait(
+        "pacemaker: this node online and a DC elected",
+        Duration::from_secs(120),
+        || crm_status().is_some_and(|s| s.dc.is_some() && s.node(node).is_some_and(|n| n.online)),
+    )?;
+    p.log(&format!(
+        "pacemaker: {node} online, DC elected after {:.1}s",
+        t.as_secs_f64()
+    ));
+    p.progress(0.8);
+    if clusterd_installed {
+        p.log("starting keel-clusterd");
+        svc.start(Daemon::Clusterd)?;
+    } else {
+        p.log("keel-clusterd is not installed: the replicated config store is not started");
+    }
+    Ok(())
+}
+
+/// What `init` needs to know.
+#[derive(Debug, Clone)]
+pub struct InitPlan {
+    pub cluster_name: String,
+    pub node: String,
+    /// link0 (and link1) addresses.
+    pub links: Vec<String>,
+    pub token_ms: Option<u32>,
+    pub latency: LatencyClass,
+    /// This node's API address for the other members.
+    pub api: String,
+    /// Extra certificate names (FQDN, localhost).
+    pub dns: Vec<String>,
+    /// Extra certificate IP addresses (the API listen address).
+    pub extra_ips: Vec<IpAddr>,
+    pub clusterd_installed: bool,
+}
+
+/// The node's new API certificate (CA-signed).
+pub struct NodeCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub fingerprint: String,
+}
+
+fn identity(node: &str, links: &[String], dns: &[String], extra: &[IpAddr]) -> NodeIdentity {
+    let mut addrs: Vec<IpAddr> = links.iter().filter_map(|a| a.parse().ok()).collect();
+    for a in extra {
+        if !addrs.contains(a) && !a.is_unspecified() {
+            addrs.push(*a);
+        }
+    }
+    NodeIdentity {
+        name: node.to_string(),
+        dns: dns.to_vec(),
+        addrs,
+    }
+}
+
+/// Create a new cluster with this node as its only member.
+pub fn init(
+    paths: &Paths,
+    svc: &dyn ServiceManager,
+    plan: &InitPlan,
+    p: &dyn Progress,
+) -> Result<NodeCert, FormError> {
+    check_unclustered(paths)?;
+    let first = ConfNode {
+        nodeid: 1,
+        name: plan.node.clone(),
+        addrs: plan.links.clone(),
+    };
+    let mut conf = CorosyncConf::new(&plan.cluster_name, first, plan.latency);
+    if let Some(t) = plan.token_ms {
+        conf.token_ms = t;
+    }
+    conf.validate()?;
+    p.log(&format!(
+        "cluster {:?}: node {} (nodeid 1), links {:?}, token {} ms",
+        plan.cluster_name, plan.node, plan.links, conf.token_ms
+    ));
+    p.log("generating the cluster CA (ECDSA P-256) and this node's certificate");
+    let ca = ClusterCa::generate(&plan.cluster_name)?;
+    ca.save(&paths.cluster_dir)?;
+    let (cert_pem, key_pem) = ca.issue(&identity(
+        &plan.node,
+        &plan.links,
+        &plan.dns,
+        &plan.extra_ips,
+    ))?;
+    write_file_mode(&paths.node_key(), key_pem.as_bytes(), 0o600)?;
+    write_file_mode(&paths.node_cert(), cert_pem.as_bytes(), 0o644)?;
+    p.log("writing the corosync authkey (0400) and Pacemaker authkey (0640 root:haclient)");
+    write_authkeys(paths, &random_bytes(128), &random_bytes(4096))?;
+    write_corosync_conf(paths, &conf)?;
+    p.log(&format!("wrote {}", paths.corosync_conf().display()));
+    p.progress(0.3);
+    let rec = ClusterRecord {
+        name: plan.cluster_name.clone(),
+        node: plan.node.clone(),
+        nodeid: 1,
+        members: vec![MemberRecord {
+            name: plan.node.clone(),
+            nodeid: 1,
+            api: plan.api.clone(),
+        }],
+    };
+    if let Err(e) = start_stack(svc, &plan.node, plan.clusterd_installed, p) {
+        p.log(&format!(
+            "start failed ({e}); stopping what was started and removing the configuration"
+        ));
+        let _ = svc.stop(Daemon::Pacemaker);
+        let _ = svc.stop(Daemon::Corosync);
+        let _ = std::fs::remove_file(paths.corosync_conf());
+        return Err(e);
+    }
+    rec.save(paths)?;
+    let props = ClusterProperties::for_size(&plan.cluster_name, 1);
+    p.log("setting cluster properties: stonith-enabled=true, no-quorum-policy=stop");
+    apply_cib(&cib::set_properties(&props))?;
+    p.log("single node: no redundancy and no fencing target until a second node joins");
+    let fingerprint = ca::fingerprint_of_pem(&cert_pem)?;
+    p.log(&format!(
+        "API certificate is now signed by the cluster CA; fingerprint {fingerprint}"
+    ));
+    Ok(NodeCert {
+        cert_pem,
+        key_pem,
+        fingerprint,
+    })
+}
+
+/// Member side of a join: the corosync.conf with `node` added (nothing written yet).
+pub fn plan_add(
+    paths: &Paths,
+    node: &str,
+    links: &[String],
+) -> Result<(CorosyncConf, u32), FormError> {
+    let mut conf = read_corosync_conf(paths)?;
+    if conf.node(node).is_some() {
+        return Err(FormError::Refused(format!(
+            "a node named {node:?} is already a member; remove it first (keel node remove {node})"
+        )));
+    }
+    for a in links {
+        if let Some(o) = conf.nodes.iter().find(|n| n.addrs.contains(a)) {
+            return Err(FormError::Refused(format!(
+                "address {a} is already used by member {}",
+                o.name
+            )));
+        }
+    }
+    if links.len() != conf.link_count() {
+        return Err(FormError::Invalid {
+            field: "links".into(),
+            msg: format!(
+                "the cluster uses {} link(s); give exactly that many addresses (got {})",
+                conf.link_count(),
+                links.len()
+            ),
+        });
+    }
+    let nodeid = conf.next_nodeid();
+    conf.add_node(ConfNode {
+        nodeid,
+        name: node.to_string(),
+        addrs: links.to_vec(),
+    })
+    .map_err(|e| FormError::Invalid {
+        field: "links".into(),
+        msg: e.to_string(),
+    })?;
+    Ok((conf, nodeid))
+}
+
+/// Sign a joiner's CSR with the cluster CA.
+pub fn sign_joiner(
+    paths: &Paths,
+    node: &str,
+    links: &[String],
+    csr_pem: &str,
+) -> Result<(String, ClusterCa), FormError> {
+    let ca = ClusterCa::load(&paths.cluster_dir)?;
+    let cert = ca.sign_csr(csr_pem, &identity(node, links, &[], &[]))?;
+    Ok((cert, ca))
+}
+
+/// Read a file as base64.
+pub fn read_b64(p: &Path) -> Result<String, FormError> {
+    use base64::Engine;
+    let b = std::fs::read(p).map_err(io_err(p))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+fn from_b64(field: &str, s: &str) -> Result<Vec<u8>, FormError> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| FormError::Invalid {
+            field: field.into(),
+            msg: format!("not base64: {e}"),
+        })
+}
+
+/// Joiner side: write everything the member sent, then start the stack.
+#[allow(clippy::too_many_arguments)]
+pub fn joiner_install(
+    paths: &Paths,
+    svc: &dyn ServiceManager,
+    node: &str,
+    resp: &JoinResponse,
+    ca_key_pem: &str,
+    node_key_pem: &str,
+    members: Vec<MemberRecord>,
+    clusterd_installed: bool,
+    p: &dyn Progress,
+) -> Result<NodeCert, FormError> {
+    let conf = CorosyncConf::parse(&resp.corosync_conf)?;
+    if conf.node(node).map(|n| n.nodeid) != Some(resp.nodeid) {
+        return Err(FormError::Failed(format!(
+            "the member's corosync.conf does not list {node} as nodeid {}",
+            resp.nodeid
+        )));
+    }
+    let ca = ClusterCa::from_pem(&resp.ca_pem, ca_key_pem)?;
+    ca.save(&paths.cluster_dir)?;
+    write_file_mode(&paths.node_key(), node_key_pem.as_bytes(), 0o600)?;
+    write_file_mode(&paths.node_cert(), resp.cert_pem.as_bytes(), 0o644)?;
+    write_authkeys(
+        paths,
+        &from_b64("corosync_authkey_b64", &resp.corosync_authkey_b64)?,
+        &from_b64("pacemaker_authkey_b64", &resp.pacemaker_authkey_b64)?,
+    )?;
+    write_corosync_conf(paths, &conf)?;
+    p.log(&format!(
+        "wrote corosync.conf ({} nodes, two_node {}), authkeys, CA and node certificate",
+        conf.nodes.len(),
+        if conf.two_node() { "on" } else { "off" }
+    ));
+    for k in &resp.known_hosts {
+        append_unique_line(&paths.known_hosts, k, 0o644)?;
+    }
+    for k in &resp.authorized_keys {
+        append_unique_line(&paths.root_ssh_dir.join("authorized_keys"), k, 0o600)?;
+    }
+    p.progress(0.4);
+    start_stack(svc, node, clusterd_installed, p)?;
+    ClusterRecord {
+        name: resp.cluster_name.clone(),
+        node: node.to_string(),
+        nodeid: resp.nodeid,
+        members,
+    }
+    .save(paths)?;
+    Ok(NodeCert {
+        fingerprint: ca::fingerprint_of_pem(&resp.cert_pem)?,
+        cert_pem: resp.cert_pem.clone(),
+        key_pem: node_key_pem.to_string(),
+    })
+}
+
+/// Cluster properties for the current size (after a join or a removal).
+pub fn apply_properties_for(conf: &CorosyncConf) -> Result<(), FormError> {
+    apply_cib(&cib::set_properties(&ClusterProperties::for_size(
+        &conf.cluster_name,
+        conf.nodes.len(),
+    )))
+}
+
+/// Members as API types.
+pub fn cluster_nodes(conf: &CorosyncConf) -> Vec<ClusterNode> {
+    conf.nodes
+        .iter()
+        .map(|n| ClusterNode {
+            name: n.name.clone(),
+            nodeid: n.nodeid,
+            links: n.addrs.clone(),
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ SSH material
+
+/// This node's SSH host public keys (`TYPE KEY` of every `ssh_host_*_key.pub`).
+pub fn ssh_host_keys(paths: &Paths) -> Vec<String> {
+    let mut v = vec![];
+    if let Ok(rd) = std::fs::read_dir(&paths.ssh_dir) {
+        let mut names: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for p in names {
+            let n = p
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if n.starts_with("ssh_host_") && n.ends_with("_key.pub") {
+                if let Ok(t) = std::fs::read_to_string(&p) {
+                    let mut it = t.split_whitespace();
+                    if let (Some(a), Some(b)) = (it.next(), it.next()) {
+                        v.push(format!("{a} {b}"));
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+/// root's public key for migration transport, generated (ed25519, no passphrase) if missing.
+pub fn ensure_root_key(paths: &Paths) -> Result<String, FormError> {
+    let key = paths.root_ssh_dir.join("id_ed25519");
+    let pubk = paths.root_ssh_dir.join("id_ed25519.pub");
+    if !pubk.exists() {
+        std::fs::create_dir_all(&paths.root_ssh_dir).map_err(io_err(&paths.root_ssh_dir))?;
+        let k = key.display().to_string();
+        service::run_ok(&[
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "keel-migration",
+            "-f",
+            &k,
+        ])?;
+    }
+    let t = std::fs::read_to_string(&pubk).map_err(io_err(&pubk))?;
+    Ok(t.trim().to_string())
+}
+
+/// known_hosts lines for a member: `name,addr1,addr2 TYPE KEY`.
+pub fn known_hosts_lines(name: &str, addrs: &[String], keys: &[String]) -> Vec<String> {
+    let mut hosts = vec![name.to_string()];
+    hosts.extend(addrs.iter().cloned());
+    keys.iter()
+        .map(|k| format!("{} {k}", hosts.join(",")))
+        .collect()
+}
+
+/// Replace every known_hosts entry naming `name` or one of `addrs` by `lines` (a re-joining
+/// node has new host keys: its stale entries must go, not sit beside the new ones).
+pub fn pin_known_hosts(
+    paths: &Paths,
+    name: &str,
+    addrs: &[String],
+    lines: &[String],
+) -> Result<(), FormError> {
+    let p = &paths.known_hosts;
+    let old = std::fs::read_to_string(p).unwrap_or_default();
+    let mut out: Vec<String> = old
+        .lines()
+        .filter(|l| {
+            let hosts = l.split_whitespace().next().unwrap_or("");
+            !hosts
+                .split(',')
+                .any(|h| h == name || addrs.iter().any(|a| a == h))
+        })
+        .map(str::to_string)
+        .collect();
+    out.extend(lines.iter().cloned());
+    let mut text = out.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    Ok(write_file_mode(p, text.as_bytes(), 0o644)?)
+}
+
+/// Remove the known_hosts entries of `name`/`addrs`.
+pub fn unpin_known_hosts(paths: &Paths, name: &str, addrs: &[String]) -> Result<(), FormError> {
+    pin_known_hosts(paths, name, addrs, &[])
+}
+
+/// Append `line` to `path` unless an identical line exists.
+pub fn append_unique_line(path: &Path, line: &str, mode: u32) -> Result<(), FormError> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    if old.lines().any(|l| l.trim() == line.trim()) {
+        return Ok(());
+    }
+    let mut text = old;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(line.trim());
+    text.push('\n');
+    Ok(write_file_mode(path, text.as_bytes(), mode)?)
+}
+
+/// Remove from the corosync configuration of a member being left: stop the stack and move the
+/// cluster files away (kept as `*.removed` for inspection).
+pub fn leave(paths: &Paths, svc: &dyn ServiceManager) -> Result<(), FormError> {
+    let _ = svc.stop(Daemon::Clusterd);
+    svc.stop(Daemon::Pacemaker)?;
+    svc.stop(Daemon::Corosync)?;
+    for p in [paths.corosync_conf(), paths.record()] {
+        if p.exists() {
+            let mut to = p.clone().into_os_string();
+            to.push(".removed");
+            std::fs::rename(&p, &to).map_err(io_err(&p))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(d: &Path) -> Paths {
+        Paths {
+            corosync_dir: d.join("corosync"),
+            pacemaker_dir: d.join("pacemaker"),
+            cluster_dir: d.join("cluster"),
+            ssh_dir: d.join("ssh"),
+            known_hosts: d.join("ssh/ssh_known_hosts"),
+            root_ssh_dir: d.join("root"),
+        }
+    }
+
+    #[test]
+    fn known_hosts_replaces_stale_entries() -> Result<(), FormError> {
+        let d = tempfile::tempdir().map_err(|e| FormError::Failed(e.to_string()))?;
+        let p = paths(d.path());
+        let a = vec!["192.0.2.2".to_string()];
+        pin_known_hosts(
+            &p,
+            "node2",
+            &a,
+            &known_hosts_lines("node2", &a, &["ssh-ed25519 OLD".into()]),
+        )?;
+        pin_known_hosts(
+            &p,
+            "node3",
+            &[],
+            &known_hosts_lines("node3", &[], &["ssh-ed25519 K3".into()]),
+        )?;
+        pin_known_hosts(
+            &p,
+            "node2",
+            &a,
+            &known_hosts_lines("node2", &a, &["ssh-ed25519 NEW".into()]),
+        )?;
+        let t = std::fs::read_to_string(&p.known_hosts).map_err(io_err(&p.known_hosts))?;
+        assert!(!t.contains("OLD"), "{t}");
+        assert!(t.contains("node2,192.0.2.2 ssh-ed25519 NEW"), "{t}");
+        assert!(t.contains("node3 ssh-ed25519 K3"), "{t}");
+        let ak = p.root_ssh_dir.join("authorized_keys");
+        append_unique_line(&ak, "ssh-ed25519 AAA x", 0o600)?;
+        append_unique_line(&ak, "ssh-ed25519 AAA x", 0o600)?;
+        let t = std::fs::read_to_string(&ak).map_err(io_err(&ak))?;
+        assert_eq!(t.lines().count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn plan_add_refuses_duplicates() -> Result<(), FormError> {
+        let d = tempfile::tempdir().map_err(|e| FormError::Failed(e.to_string()))?;
+        let p = paths(d.path());
+        let conf = CorosyncConf::new(
+            "c",
+            ConfNode {
+                nodeid: 1,
+                name: "node1".into(),
+                addrs: vec!["192.0.2.1".into()],
+            },
+            LatencyClass::Lan,
+        );
+        write_corosync_conf(&p, &conf)?;
+        assert!(matches!(
+            plan_add(&p, "node1", &["192.0.2.9".into()]),
+            Err(FormError::Refused(_))
+        ));
+        assert!(matches!(
+            plan_add(&p, "node2", &["192.0.2.1".into()]),
+            Err(FormError::Refused(_))
+        ));
+        let (c, id) = plan_add(&p, "node2", &["192.0.2.2".into()])?;
+        assert_eq!(id, 2);
+        assert!(c.two_node());
+        assert!(matches!(check_unclustered(&p), Err(FormError::Refused(_))));
+        Ok(())
+    }
+}
