@@ -42,6 +42,11 @@ impl Client {
         Client::new(super::server::DEFAULT_SOCKET)
     }
 
+    /// The socket this client talks to.
+    pub fn socket_path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
     fn unavailable(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
         StoreError::unavailable(format!(
             "{what} {}: {e} (is keel-clusterd running?)",
