@@ -97,6 +97,14 @@ await step("log in and see the node overview", async () => {
   await shot("overview");
 });
 
+await step("node list shows this node, online and selected", async () => {
+  const nodes = page.getByRole("group", { name: "Nodes" }).locator("button[data-node]");
+  await nodes.first().waitFor();
+  const got = await nodes.evaluateAll((bs) => bs.map((b) => [b.dataset.node, b.dataset.state, b.getAttribute("aria-pressed")]));
+  expect(JSON.stringify(got) === JSON.stringify([[ctx.node, "online", "true"]]), `node list ${JSON.stringify(got)}`);
+  expect((await page.getByTestId("current-node").textContent()) === ctx.node, "header names the node");
+}, { critical: false });
+
 await step("VM list shows the demo VM", async () => {
   await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Virtual machines" }).click();
   await page.getByRole("table", { name: "Virtual machines" }).waitFor();

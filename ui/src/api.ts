@@ -1,12 +1,14 @@
 // HTTP client: session (CSRF token in sessionStorage, ticket in the HttpOnly cookie),
 // JSON errors, 401 handling and task following.
 
+import { upidNode } from "./cluster";
 import type { Health, LoginResponse, TaskInfo, TaskLogLine, TaskRef } from "./types";
 
 const K_CSRF = "keel.csrf";
 const K_USER = "keel.user";
 const K_NODE = "keel.node";
 const K_EXPIRES = "keel.expires";
+const K_SELECTED = "keel.selected-node";
 
 export class ApiError extends Error {
   constructor(public status: number, public code: string, message: string, public field?: string) {
@@ -26,9 +28,28 @@ export const session = {
     sessionStorage.setItem(K_EXPIRES, String(r.expires));
   },
   clear() {
-    for (const k of [K_CSRF, K_USER, K_NODE, K_EXPIRES]) sessionStorage.removeItem(k);
+    for (const k of [K_CSRF, K_USER, K_NODE, K_EXPIRES, K_SELECTED]) sessionStorage.removeItem(k);
   },
 };
+
+// The node that node-scoped pages (VMs, storage, tasks) look at: the one chosen in the
+// sidebar's node list, else the node the session logged in to. Any node's API serves the
+// whole cluster (hostd forwards node-scoped requests), so the URL names the node.
+type NodeListener = (node: string) => void;
+const nodeListeners = new Set<NodeListener>();
+export function currentNode(): string {
+  return sessionStorage.getItem(K_SELECTED) || session.node;
+}
+export function selectNode(node: string) {
+  if (node === currentNode()) return;
+  if (node === session.node) sessionStorage.removeItem(K_SELECTED);
+  else sessionStorage.setItem(K_SELECTED, node);
+  nodeListeners.forEach((l) => l(node));
+}
+export function onNodeChange(l: NodeListener): () => void {
+  nodeListeners.add(l);
+  return () => { nodeListeners.delete(l); };
+}
 
 /** Called on any 401 from an authenticated call: the app sends the user to the login page. */
 let onExpired: () => void = () => {};
@@ -80,8 +101,8 @@ export const post = <T = any>(p: string, body?: unknown): Promise<T> => request(
 export const put = <T = any>(p: string, body?: unknown): Promise<T> => request("PUT", p, body);
 export const del = <T = any>(p: string): Promise<T> => request("DELETE", p);
 
-/** Node-scoped path: `/nodes/{node}…` */
-export const np = (rest: string) => `/nodes/${encodeURIComponent(session.node)}${rest}`;
+/** Node-scoped path: `/nodes/{node}…` for the selected node (or `node`). */
+export const np = (rest: string, node = currentNode()) => `/nodes/${encodeURIComponent(node)}${rest}`;
 
 export async function login(username: string, password: string): Promise<void> {
   const health = await get<Health>("/health");
@@ -94,11 +115,12 @@ export async function logout(): Promise<void> {
   session.clear();
 }
 
+// A task lives on the node that ran it (named in its UPID), whichever node is selected now.
 export function getTask(upid: string): Promise<TaskInfo> {
-  return get(np(`/tasks/${encodeURIComponent(upid)}`));
+  return get(np(`/tasks/${encodeURIComponent(upid)}`, upidNode(upid) ?? currentNode()));
 }
 export function getTaskLog(upid: string, start: number): Promise<TaskLogLine[]> {
-  return get(np(`/tasks/${encodeURIComponent(upid)}/log?start=${start}`));
+  return get(np(`/tasks/${encodeURIComponent(upid)}/log?start=${start}`, upidNode(upid) ?? currentNode()));
 }
 
 /** Follow a task until it ends; `onUpdate` sees every poll and new log lines. */

@@ -1,11 +1,13 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import "./styles.css";
-import { getTask, logout, onRecentTasks, session, setExpiredHandler } from "./api";
+import { currentNode, get, getTask, logout, onNodeChange, onRecentTasks, selectNode, session, setExpiredHandler } from "./api";
+import { effectiveNode, isStandalone, nodeList, type NodeEntry } from "./cluster";
+import { usePoll } from "./hooks";
 import { TaskStateBadge } from "./components";
 import { taskKindLabel } from "./logic";
 import { linkClick, navigate, useRoute } from "./router";
-import type { TaskInfo } from "./types";
+import type { ClusterStatus, NodeInfo, TaskInfo } from "./types";
 import { Login } from "./pages/Login";
 import { Overview } from "./pages/Overview";
 import { VmList } from "./pages/VmList";
@@ -13,6 +15,7 @@ import { CreateVm } from "./pages/CreateVm";
 import { VmPage } from "./pages/VmPage";
 import { Storage } from "./pages/Storage";
 import { Tasks } from "./pages/Tasks";
+import { Cluster } from "./pages/Cluster";
 
 setExpiredHandler(() => {
   session.clear();
@@ -26,7 +29,42 @@ const NAV: [string, string][] = [
   ["/vms", "Virtual machines"],
   ["/storage", "Storage"],
   ["/tasks", "Tasks"],
+  ["/cluster", "Cluster"],
 ];
+
+/** Node-scoped pages (the node list switches which node they show). */
+const NODE_SCOPED = /^\/($|vms|storage|tasks)/;
+
+/** The cluster's nodes (or this node alone), with online state; a click selects one. */
+function NodeList({ nodes, current, error, clusterName }: {
+  nodes: NodeEntry[]; current: string; error: string | null; clusterName: string | null;
+}) {
+  const route = useRoute();
+  const pick = (n: string) => {
+    selectNode(n);
+    // A VM page belongs to one node: go to the VM list of the new one.
+    if (/^\/vms\/\d+/.test(route.path)) navigate("/vms");
+    else if (!NODE_SCOPED.test(route.path)) navigate("/");
+  };
+  return (
+    <div class="nodelist" role="group" aria-label="Nodes">
+      <h2 class="nodelist-title">{clusterName ? <>Cluster <span class="mono">{clusterName}</span></> : "Node"}</h2>
+      {error && <p class="small warn-text nodelist-error" title={error}>{error}</p>}
+      <ul>{nodes.map((n) => {
+        const state = n.online === null ? "unknown" : n.online ? "online" : "offline";
+        return (
+          <li><button type="button" class={`node-item${n.name === current ? " active" : ""}`} data-node={n.name} data-state={state}
+            aria-pressed={n.name === current} aria-label={`Node ${n.name} (${state}${n.local ? ", this node" : ""})`}
+            onClick={() => pick(n.name)}>
+            <span class={`node-dot node-${state}`} aria-hidden="true" />
+            <span class="node-name">{n.name}</span>
+            {n.local && <span class="node-local muted small">local</span>}
+          </button></li>
+        );
+      })}</ul>
+    </div>
+  );
+}
 
 function TaskBar() {
   const [upids, setUpids] = useState<string[]>([]);
@@ -62,11 +100,25 @@ function TaskBar() {
 function Shell() {
   const route = useRoute();
   const p = route.path;
+  const [node, setNode] = useState(currentNode());
+  useEffect(() => onNodeChange(setNode), []);
+  const loggedIn = session.loggedIn && p !== "/login";
+  // The node list: the cluster's members, or this node alone (hostd's /nodes, then the session's).
+  const cluster = usePoll(() => loggedIn ? get<ClusterStatus>("/cluster/status") : Promise.resolve(undefined), loggedIn ? 10000 : 0, [loggedIn]);
+  const standalone = !cluster.data || isStandalone(cluster.data);
+  const hostNodes = usePoll(
+    () => loggedIn && standalone ? get<NodeInfo[]>("/nodes") : Promise.resolve(undefined), 0, [loggedIn, standalone]);
+  const nodes = nodeList(cluster.data, hostNodes.data, session.node);
+  const listed = cluster.data || hostNodes.data ? nodes : null;
+  const shown = effectiveNode(node, listed, session.node);
+  useEffect(() => { if (loggedIn && shown !== currentNode()) selectNode(shown); }, [shown, loggedIn]);
   if (p === "/login" || !session.loggedIn) {
     if (p !== "/login") {
       // Not signed in: show the login page, keeping the route to come back to.
-      const to = `/login?next=${encodeURIComponent(p + location.search)}`;
-      history.replaceState(null, "", to);
+      // (From the route, not `location`: this render may repeat after the URL became /login.)
+      const qs = route.query.toString();
+      const to = `/login?next=${encodeURIComponent(p + (qs ? `?${qs}` : ""))}`;
+      if (location.pathname + location.search !== to) history.replaceState(null, "", to);
       return <Login query={new URLSearchParams(to.slice(to.indexOf("?")))} />;
     }
     return <Login query={route.query} />;
@@ -79,6 +131,7 @@ function Shell() {
   else if ((m = p.match(/^\/vms\/(\d+)$/))) page = <VmPage vmid={Number(m[1])} tab={route.query.get("tab") ?? "summary"} />;
   else if (p === "/storage") page = <Storage pool={route.query.get("pool")} />;
   else if (p === "/tasks") page = <Tasks upid={route.query.get("upid")} />;
+  else if (p === "/cluster") page = <Cluster />;
   else page = (
     <section>
       <h1>Page not found</h1>
@@ -90,7 +143,8 @@ function Shell() {
     <div class="layout" onClick={linkClick}>
       <header class="topbar">
         <a class="brand" href="/" aria-label="Keel home"><span class="brand-mark" aria-hidden="true">K</span>Keel</a>
-        <span class="topbar-node">Node <strong>{session.node}</strong></span>
+        {cluster.data?.clustered && <span class="topbar-node">Cluster <strong>{cluster.data.name}</strong></span>}
+        <span class="topbar-node">Node <strong data-testid="current-node">{shown}</strong></span>
         <span class="spacer" />
         <span class="topbar-user">Signed in as <strong>{session.user}</strong></span>
         <button type="button" class="btn btn-ghost" onClick={async () => { await logout(); navigate("/login?loggedout=1"); }}>Log out</button>
@@ -101,8 +155,11 @@ function Shell() {
             <li><a href={href} class={active(href) ? "active" : ""} aria-current={active(href) ? "page" : undefined}>{label}</a></li>
           ))}
         </ul>
+        <NodeList nodes={nodes} current={shown} clusterName={cluster.data?.clustered ? cluster.data.name : null}
+          error={cluster.error ? `cluster status: ${cluster.error.message}` : hostNodes.error ? hostNodes.error.message : null} />
       </nav>
-      <main class="content" id="main">{page}</main>
+      {/* Node-scoped pages remount when another node is selected, so they reload from it. */}
+      <main class="content" id="main" key={NODE_SCOPED.test(p) ? shown : "cluster-wide"}>{page}</main>
       <TaskBar />
     </div>
   );

@@ -122,3 +122,46 @@ export interface Health { status: string; version: string; node: string }
 export interface LoginResponse { username: string; ticket: string; csrf_token: string; expires: number }
 export interface ErrorBody { error: { code: string; message: string; field?: string } }
 export interface VncProxy { ticket: string; password: string; expires: number }
+
+// Cluster (api/src/cluster.rs)
+export interface ClusterNode { name: string; nodeid: number; links: string[] }
+export interface LinkStatus { link: number; address: string; connected: boolean }
+export interface FenceTestResult { at: number; ok: boolean; action: string; message: string }
+export interface MemberStatus {
+  name: string;
+  nodeid: number;
+  online: boolean;
+  standby?: boolean;
+  unclean?: boolean;
+  votes: number;
+  links: LinkStatus[];
+  is_dc: boolean;
+  fence_device: string | null;
+  last_fence_test: FenceTestResult | null;
+}
+export interface FailedAction { resource: string; node: string; operation: string; status: string }
+export interface ClusterStatus {
+  clustered: boolean;
+  name: string;
+  local_node: string;
+  quorate: boolean;
+  expected_votes: number;
+  total_votes: number;
+  two_node: boolean;
+  members: MemberStatus[];
+  dc: string | null;
+  stonith_enabled: boolean;
+  failed_actions: FailedAction[];
+  notes: string[];
+}
+export type FenceAgentKind = "fence_ipmilan" | "fence_redfish" | "sbd" | "fence_keellab" | "fence_keel_lab";
+export interface FenceDeviceInfo {
+  id: string;
+  node: string;
+  agent: FenceAgentKind | string;
+  params: Record<string, string>;
+  secret_keys: string[];
+  last_test: FenceTestResult | null;
+}
+/** `POST /cluster/join-token`. `fingerprint`/`address` are used when hostd sends them. */
+export interface JoinToken { token: string; expires_at: number; fingerprint?: string; address?: string }

@@ -1,6 +1,6 @@
 import RFB from "@novnc/novnc";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { ApiError, np, post, session } from "../api";
+import { ApiError, currentNode, np, post } from "../api";
 import type { VmState, VncProxy } from "../types";
 
 type Status = "connecting" | "connected" | "disconnected" | "error";
@@ -54,7 +54,7 @@ export function Console({ vmid, state }: { vmid: number; state: VmState }) {
       try { rfb.current?.disconnect(); } catch { /* already closed */ }
       rfb.current = null;
     };
-  }, [vmid, running, attempt, session.node]);
+  }, [vmid, running, attempt, currentNode()]);
 
   if (!running) {
     return (

@@ -1,0 +1,277 @@
+// End-to-end test of the web UI's cluster page and node list against a real keel-hostd
+// (a member of a real corosync/Pacemaker cluster, or a standalone node). No mocks: the page is
+// checked against what the same hostd's API answers.
+//   KEEL_UI_URL            base URL of the UI (default https://127.0.0.1:8006)
+//   KEEL_PASSWORD          root password (also KEEL_UI_PASSWORD; default /var/lib/keel/root-password)
+//   KEEL_UI_USER           user name (default root)
+//   KEEL_EXPECT_STANDALONE 1: the node is not clustered; assert the empty state instead
+//   KEEL_EXPECT_NODES      comma list of the members the page must show (exactly these)
+//   KEEL_EXPECT_OFFLINE    comma list of those expected offline/unclean (default: none)
+//   KEEL_EXPECT_QUORATE    1/0 (default 1)
+//   KEEL_EXPECT_CLUSTER    the cluster name (optional)
+//   KEEL_EXPECT_FINGERPRINT the answering node's certificate fingerprint (optional; when set,
+//                          the join command must carry exactly it)
+//   KEEL_FORBIDDEN_TEXT    comma list of strings (fence secrets) that must not appear in the page
+//   KEEL_UI_SHOTS          screenshot directory (default docs/screenshots)
+//   CHROMIUM               browser binary (default /usr/bin/chromium)
+// Runs from inside a network namespace too: it needs only the URL and a local chromium.
+// Prints "N passed, N failed" last; exits non-zero on any failure. Failure screenshots go to
+// e2e/artifacts/; docs screenshots: cluster.png (clustered) or cluster-standalone.png.
+import { chromium } from "playwright-core";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const env = process.env;
+const BASE = (env.KEEL_UI_URL ?? "https://127.0.0.1:8006").replace(/\/$/, "");
+const USER = env.KEEL_UI_USER ?? "root";
+const PASSWORD = env.KEEL_PASSWORD ?? env.KEEL_UI_PASSWORD ?? readFileSync("/var/lib/keel/root-password", "utf8").trim();
+const list = (s) => (s ?? "").split(",").map((x) => x.trim()).filter(Boolean);
+const truthy = (s, dflt) => s === undefined || s === "" ? dflt : !/^(0|false|no)$/i.test(s);
+const STANDALONE = truthy(env.KEEL_EXPECT_STANDALONE, false);
+const EXPECT_NODES = list(env.KEEL_EXPECT_NODES);
+const EXPECT_OFFLINE = list(env.KEEL_EXPECT_OFFLINE);
+const EXPECT_QUORATE = truthy(env.KEEL_EXPECT_QUORATE, true);
+const EXPECT_CLUSTER = env.KEEL_EXPECT_CLUSTER || null;
+const EXPECT_FP = env.KEEL_EXPECT_FINGERPRINT || null;
+const FORBIDDEN = list(env.KEEL_FORBIDDEN_TEXT);
+const ARTIFACTS = join(here, "artifacts");
+const SHOTS = env.KEEL_UI_SHOTS ?? join(here, "..", "..", "docs", "screenshots");
+mkdirSync(ARTIFACTS, { recursive: true });
+mkdirSync(SHOTS, { recursive: true });
+
+const userDir = mkdtempSync(join(tmpdir(), "keel-ui-cluster-"));
+const browser = await chromium.launchPersistentContext(userDir, {
+  executablePath: env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  ignoreHTTPSErrors: true,
+  viewport: { width: 1280, height: 800 },
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const page = browser.pages()[0] ?? await browser.newPage();
+page.setDefaultTimeout(20_000);
+const pageErrors = [];
+page.on("pageerror", (e) => pageErrors.push(String(e)));
+
+let passed = 0, failed = 0, broken = false;
+const ctx = {};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (...a) => console.log(...a);
+
+async function step(name, fn, { critical = true } = {}) {
+  if (broken) { failed++; log(`FAIL ${name} (skipped: an earlier step failed)`); return; }
+  const t0 = Date.now();
+  try {
+    await fn();
+    passed++;
+    log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  } catch (e) {
+    failed++;
+    if (critical) broken = true;
+    log(`FAIL ${name}: ${e?.message?.split("\n")[0] ?? e}`);
+    const f = join(ARTIFACTS, `cluster-${name.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}.png`);
+    await page.screenshot({ path: f, fullPage: true }).catch(() => {});
+    log(`     screenshot: ${f}`);
+  }
+}
+function expect(cond, msg) { if (!cond) throw new Error(msg); }
+const sameSet = (a, b) => a.length === b.length && [...a].sort().join() === [...b].sort().join();
+
+/** Call the API from the page (the UI's session cookie and CSRF token). */
+async function api(method, path) {
+  return page.evaluate(async ([method, path]) => {
+    const r = await fetch(`/api/v1${path}`, { method, headers: { CSRFPreventionToken: sessionStorage.getItem("keel.csrf") ?? "" } });
+    const text = await r.text();
+    let body = text; try { body = JSON.parse(text); } catch { /* text */ }
+    return { status: r.status, body };
+  }, [method, path]);
+}
+async function clusterStatus() {
+  const r = await api("GET", "/cluster/status");
+  expect(r.status === 200, `GET /cluster/status answered ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
+  return r.body;
+}
+const sidebarNodes = () => page.getByRole("group", { name: "Nodes" }).locator("button[data-node]");
+
+await step("log in", async () => {
+  await page.goto(`${BASE}/cluster`);
+  await page.getByLabel("User name").fill(USER);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/cluster$/);
+  await page.getByRole("heading", { name: /^Cluster/ }).waitFor();
+  ctx.local = await page.evaluate(() => sessionStorage.getItem("keel.node"));
+  ctx.status = await clusterStatus();
+  log(`     answering node ${ctx.local}; API says clustered=${ctx.status.clustered} quorate=${ctx.status.quorate} ` +
+    `votes=${ctx.status.total_votes}/${ctx.status.expected_votes} members=${ctx.status.members.map((m) => `${m.name}:${m.online ? "online" : "offline"}`).join(",")}`);
+  expect(ctx.status.clustered === !STANDALONE, `API: clustered=${ctx.status.clustered}, expected ${!STANDALONE}`);
+});
+
+if (STANDALONE) {
+  await step("standalone node: the cluster page explains how to form a cluster", async () => {
+    await page.getByText("This node is not in a cluster").waitFor();
+    const cmd = (await page.getByTestId("init-command").textContent())?.trim() ?? "";
+    expect(/^keel cluster init\b/.test(cmd), `init command shown: ${cmd}`);
+    await page.getByText("keel join …").waitFor();
+    expect(await page.getByRole("table", { name: "Cluster members" }).count() === 0, "no members table on a standalone node");
+    expect(await page.getByRole("button", { name: "Create join token" }).count() === 0, "no join token on a standalone node");
+    expect(await page.getByRole("alert").count() === 0, `no error shown: ${await page.getByRole("alert").allTextContents()}`);
+    await sleep(300);
+    await page.screenshot({ path: join(SHOTS, "cluster-standalone.png") });
+  });
+
+  await step("node list shows the local node alone, online", async () => {
+    const buttons = sidebarNodes();
+    await buttons.first().waitFor();
+    const names = await buttons.evaluateAll((bs) => bs.map((b) => b.dataset.node));
+    expect(sameSet(names, [ctx.local]), `sidebar nodes ${names} = [${ctx.local}]`);
+    expect(await buttons.first().getAttribute("data-state") === "online", "local node shown online");
+    expect((await page.getByTestId("current-node").textContent()) === ctx.local, "header names the local node");
+  });
+} else {
+  await step("cluster page shows the expected members and quorum", async () => {
+    const s = ctx.status;
+    if (EXPECT_CLUSTER) expect(s.name === EXPECT_CLUSTER, `API cluster name ${s.name} = ${EXPECT_CLUSTER}`);
+    await page.getByRole("heading", { name: `Cluster ${s.name}` }).waitFor();
+    const table = page.getByRole("table", { name: "Cluster members" });
+    await table.waitFor();
+    const want = EXPECT_NODES.length ? EXPECT_NODES : s.members.map((m) => m.name);
+    expect(sameSet(s.members.map((m) => m.name), want), `API members ${s.members.map((m) => m.name)} = ${want}`);
+    // The table follows the engines' state; poll it until it matches (membership may be settling).
+    let shown = [];
+    for (let i = 0; i < 20; i++) {
+      shown = await table.locator("tbody tr").evaluateAll((rs) => rs.map((r) => ({ node: r.dataset.node, state: r.dataset.state })));
+      const ok = sameSet(shown.map((r) => r.node), want) &&
+        shown.every((r) => EXPECT_OFFLINE.includes(r.node) ? r.state !== "online" : r.state === "online");
+      if (ok) break;
+      await sleep(1000);
+    }
+    expect(sameSet(shown.map((r) => r.node), want), `members shown ${JSON.stringify(shown)} = ${want}`);
+    for (const r of shown) {
+      const wantOnline = !EXPECT_OFFLINE.includes(r.node);
+      expect((r.state === "online") === wantOnline, `${r.node} shown ${r.state}, expected ${wantOnline ? "online" : "offline/unclean"}`);
+    }
+    const quorum = (await page.getByTestId("quorum").textContent())?.trim();
+    expect(quorum === (EXPECT_QUORATE ? "Quorate" : "Not quorate"), `quorum shown: ${quorum}`);
+    const now = await clusterStatus();
+    expect(now.quorate === EXPECT_QUORATE, `API quorate=${now.quorate}, expected ${EXPECT_QUORATE}`);
+    const votes = (await page.getByTestId("votes").textContent())?.trim() ?? "";
+    expect(votes.startsWith(`${now.total_votes} of ${now.expected_votes} expected vote`), `votes shown "${votes}" vs API ${now.total_votes}/${now.expected_votes}`);
+    if (now.dc) await page.locator(".card", { hasText: "Designated controller" }).getByText(now.dc, { exact: true }).waitFor();
+    log(`     shown: ${quorum}, ${votes}; members ${shown.map((r) => `${r.node}:${r.state}`).join(", ")}`);
+  });
+
+  await step("fence devices are listed with secrets only as set", async () => {
+    const r = await api("GET", "/cluster/fencing");
+    expect(r.status === 200, `GET /cluster/fencing answered ${r.status}`);
+    const devices = Array.isArray(r.body) ? r.body : (r.body.devices ?? []);
+    if (!devices.length) { await page.getByText("No fence devices").waitFor(); return; }
+    const table = page.getByRole("table", { name: "Fence devices" });
+    await table.waitFor();
+    for (const d of devices) {
+      const row = table.locator(`tr[data-device="${d.id}"]`);
+      await row.waitFor();
+      for (const k of d.secret_keys) {
+        const dd = row.locator("dt", { hasText: k }).locator("xpath=following-sibling::dd[1]");
+        expect((await dd.textContent())?.trim() === "set", `secret ${d.id}.${k} shown as "set"`);
+      }
+    }
+    const html = await page.content();
+    for (const f of FORBIDDEN) expect(!html.includes(f), `a forbidden string (fence secret) appears in the page`);
+    log(`     ${devices.length} fence device(s): ${devices.map((d) => `${d.id}→${d.node}`).join(", ")}`);
+  });
+
+  await step("sidebar lists every member with its online state", async () => {
+    const want = EXPECT_NODES.length ? EXPECT_NODES : ctx.status.members.map((m) => m.name);
+    const buttons = sidebarNodes();
+    let got = [];
+    for (let i = 0; i < 15; i++) {
+      got = await buttons.evaluateAll((bs) => bs.map((b) => ({ node: b.dataset.node, state: b.dataset.state })));
+      if (sameSet(got.map((g) => g.node), want) && got.every((g) => (g.state === "online") !== EXPECT_OFFLINE.includes(g.node))) break;
+      await sleep(1000);
+    }
+    expect(sameSet(got.map((g) => g.node), want), `sidebar nodes ${JSON.stringify(got)} = ${want}`);
+    for (const g of got) expect((g.state === "online") !== EXPECT_OFFLINE.includes(g.node), `sidebar: ${g.node} ${g.state}`);
+  });
+
+  await step("create a join token and show the exact join command", async () => {
+    await page.getByRole("button", { name: "Create join token" }).click();
+    const region = page.getByRole("region", { name: "Join token" });
+    await region.waitFor();
+    const token = (await region.getByTestId("join-token").textContent())?.trim() ?? "";
+    const cmd = (await region.getByTestId("join-command").textContent())?.trim() ?? "";
+    const expiry = (await region.getByTestId("join-expiry").textContent()) ?? "";
+    expect(token.length >= 16, `token shown (${token.length} chars)`);
+    expect(/expires in /.test(expiry), `expiry in the future: ${expiry}`);
+    const host = new URL(BASE).host.replace(/:8006$/, "");
+    const m = cmd.match(/^keel join (\S+) --fingerprint (\S+) --token (\S+)$/);
+    expect(m, `command shape: ${cmd}`);
+    expect(m[1] === host, `address ${m[1]} = ${host}`);
+    expect(m[3] === token, "the command carries the token shown");
+    if (EXPECT_FP) expect(m[2] === EXPECT_FP, `fingerprint ${m[2]} = ${EXPECT_FP}`);
+    else expect(/^([0-9A-F]{2}:){31}[0-9A-F]{2}$/.test(m[2]) || m[2] === "<FINGERPRINT>", `fingerprint form: ${m[2]}`);
+    ctx.token = token;
+    log(`     ${cmd.replace(token, "<token>")}; ${expiry}`);
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await sleep(300);
+    await page.screenshot({ path: join(SHOTS, "cluster.png"), fullPage: true });
+  });
+
+  await step("another node selected in the sidebar scopes the VM list to it", async () => {
+    const other = (EXPECT_NODES.length ? EXPECT_NODES : ctx.status.members.map((m) => m.name))
+      .find((n) => n !== ctx.local && !EXPECT_OFFLINE.includes(n));
+    if (!other) { log("     (no other online member: skipped)"); return; }
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Virtual machines" }).click();
+    const resp = page.waitForResponse((r) => r.url().includes(`/api/v1/nodes/${encodeURIComponent(other)}/vms`));
+    await sidebarNodes().and(page.locator(`[data-node="${other}"]`)).click();
+    const r = await resp;
+    expect(r.status() === 200, `GET /nodes/${other}/vms answered ${r.status()}`);
+    expect((await page.getByTestId("current-node").textContent()) === other, "header names the selected node");
+    await page.getByRole("table", { name: "Virtual machines" }).or(page.getByText(/No virtual machines|no VMs/i)).first().waitFor();
+    await sidebarNodes().and(page.locator(`[data-node="${ctx.local}"]`)).click();
+    expect((await page.getByTestId("current-node").textContent()) === ctx.local, "back on the local node");
+  }, { critical: false });
+}
+
+await step("the page refreshes itself, and pauses while the tab is hidden", async () => {
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Cluster" }).click();
+  await page.getByRole("heading", { name: /^Cluster/ }).waitFor();
+  let n = 0;
+  const count = (r) => { if (r.url().endsWith("/api/v1/cluster/status")) n++; };
+  page.on("request", count);
+  await sleep(7000);
+  const visible = n;
+  expect(visible >= 2, `${visible} status requests in 7 s while visible (every 3 s)`);
+  await page.evaluate(() => {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+    document.dispatchEvent(new Event("visibilitychange"));
+  });
+  await sleep(500);
+  n = 0;
+  await sleep(7000);
+  const hidden = n;
+  await page.evaluate(() => {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
+    document.dispatchEvent(new Event("visibilitychange"));
+  });
+  await sleep(1500);
+  const resumed = n - hidden;
+  page.off("request", count);
+  log(`     status requests: ${visible} in 7 s visible, ${hidden} in 7 s hidden, ${resumed} within 1.5 s of showing again`);
+  expect(hidden === 0, `no polling while hidden (${hidden} requests)`);
+  expect(resumed >= 1, "polling resumes when the tab is shown");
+}, { critical: false });
+
+await step("log out", async () => {
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.getByText("You are signed out").waitFor();
+}, { critical: false });
+
+if (pageErrors.length) { log(`page errors: ${pageErrors.join(" | ")}`); failed++; }
+await browser.close();
+rmSync(userDir, { recursive: true, force: true });
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

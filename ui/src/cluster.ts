@@ -1,0 +1,153 @@
+// Pure logic of the cluster page and the node list (no DOM): status → view model.
+// Unit-tested in test/cluster.test.ts.
+
+import type { ClusterStatus, FenceDeviceInfo, FenceTestResult, LinkStatus, MemberStatus, NodeInfo } from "./types";
+
+export type Tone = "ok" | "warn" | "bad" | "off" | "info";
+export interface Badge { label: string; tone: Tone }
+
+/** A fence test older than this is shown as stale (the node may have changed since). */
+export const FENCE_TEST_STALE_S = 30 * 24 * 3600;
+
+/** `clustered: false` (or no status at all) means a standalone node. */
+export function isStandalone(s: ClusterStatus | null | undefined): boolean {
+  return !s || !s.clustered;
+}
+
+/** Votes corosync needs for quorum: a majority of the expected votes, 1 in two_node mode. */
+export function votesNeeded(s: Pick<ClusterStatus, "expected_votes" | "two_node">): number {
+  if (s.two_node) return 1;
+  return Math.floor(s.expected_votes / 2) + 1;
+}
+
+/** "Quorate · 3 of 3 votes" / "Not quorate · 1 of 3 votes (needs 2)". */
+export function quorumView(s: ClusterStatus): { badge: Badge; text: string; detail: string } {
+  const need = votesNeeded(s);
+  const votes = `${s.total_votes} of ${s.expected_votes} expected vote${s.expected_votes === 1 ? "" : "s"}`;
+  if (s.quorate) {
+    const spare = s.total_votes - need;
+    const detail = s.two_node
+      ? "two-node mode: the survivor of a split keeps quorum; fencing decides which one"
+      : spare > 0
+        ? `can lose ${spare} more vote${spare === 1 ? "" : "s"} and stay quorate`
+        : "losing one more vote costs quorum";
+    return { badge: { label: "Quorate", tone: "ok" }, text: votes, detail };
+  }
+  return {
+    badge: { label: "Not quorate", tone: "bad" },
+    text: `${votes} (needs ${need})`,
+    detail: "cluster writes and resource changes are blocked until quorum returns",
+  };
+}
+
+/** State of a member: unclean (needs fencing) beats offline beats standby. */
+export function memberBadge(m: Pick<MemberStatus, "online" | "standby" | "unclean">): Badge {
+  if (m.unclean) return { label: "Unclean", tone: "bad" };
+  if (!m.online) return { label: "Offline", tone: "bad" };
+  if (m.standby) return { label: "Standby", tone: "warn" };
+  return { label: "Online", tone: "ok" };
+}
+
+/** Summary of a member's knet links as seen from the answering node. */
+export function linkSummary(links: LinkStatus[], isLocal: boolean): Badge {
+  if (isLocal) return { label: "local node", tone: "off" };
+  if (!links.length) return { label: "no link data", tone: "warn" };
+  const up = links.filter((l) => l.connected).length;
+  if (up === links.length) return { label: links.length === 1 ? "link up" : `${up}/${links.length} links up`, tone: "ok" };
+  if (up === 0) return { label: links.length === 1 ? "link down" : "all links down", tone: "bad" };
+  return { label: `${up}/${links.length} links up`, tone: "warn" };
+}
+
+/** "42s", "5 min", "3 h", "12 d". */
+export function formatAge(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h`;
+  return `${Math.floor(s / 86400)} d`;
+}
+
+/** Freshness of a node's last fence test (Keel refuses HA until every node has passed one). */
+export function fenceTestView(t: FenceTestResult | null | undefined, now = Date.now() / 1000): Badge & { detail: string } {
+  if (!t) return { label: "Never tested", tone: "warn", detail: "run `keel fence test NODE` before enabling HA" };
+  const age = now - t.at;
+  const when = age < -60 ? "in the future (check the clocks)" : `${formatAge(age)} ago`;
+  const detail = `${t.action}: ${t.message}`.trim();
+  if (!t.ok) return { label: `Failed ${when}`, tone: "bad", detail };
+  if (age > FENCE_TEST_STALE_S) return { label: `Passed ${when} (stale)`, tone: "warn", detail };
+  return { label: `Passed ${when}`, tone: "ok", detail };
+}
+
+/** Parameter names that hold secrets even when a device lists them as plain params. */
+const SECRET_NAME = /(^|[_-])(pass|passwd|password|secret|token|community|privkey|private[_-]?key)($|[_-])/i;
+export function looksSecret(name: string): boolean {
+  return SECRET_NAME.test(name);
+}
+
+export interface ParamRow { name: string; value: string; secret: boolean }
+
+/** A device's parameters for display: secrets (declared, or by their name) only as "set". */
+export function deviceParams(d: Pick<FenceDeviceInfo, "params" | "secret_keys">): ParamRow[] {
+  const rows: ParamRow[] = Object.entries(d.params ?? {}).map(([name, value]) =>
+    looksSecret(name) || d.secret_keys.includes(name) ? { name, value: "set", secret: true } : { name, value, secret: false });
+  for (const k of d.secret_keys ?? []) if (!rows.some((r) => r.name === k)) rows.push({ name: k, value: "set", secret: true });
+  return rows.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** The address a joiner uses for this node: what the browser reached (port 8006 is the default). */
+export function joinAddress(host: string): string {
+  return host.endsWith(":8006") ? host.slice(0, -":8006".length) : host;
+}
+
+/** Shell-quote a value when it needs it (tokens and fingerprints normally do not). */
+function sq(v: string): string {
+  return /^[A-Za-z0-9_.:\-\[\]\/+=@]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`;
+}
+
+/** `keel join ADDRESS --fingerprint FP --token TOKEN`, run on the new node. */
+export function joinCommand(address: string, fingerprint: string | null | undefined, token: string): string {
+  return `keel join ${sq(address)} --fingerprint ${fingerprint ? sq(fingerprint) : "<FINGERPRINT>"} --token ${sq(token)}`;
+}
+
+/** "expires in 59 min (2026-11-22 01:30:00)" or "expired". */
+export function expiryText(expiresAt: number, now = Date.now() / 1000): string {
+  const left = expiresAt - now;
+  return left <= 0 ? "expired" : `expires in ${formatAge(left)}`;
+}
+
+export interface NodeEntry { name: string; online: boolean | null; local: boolean }
+
+/**
+ * The node list of the sidebar: the cluster's members when clustered, else the nodes
+ * hostd lists (a standalone node: just itself), else the node the session logged in to.
+ */
+export function nodeList(status: ClusterStatus | null | undefined, nodes: NodeInfo[] | null | undefined, sessionNode: string): NodeEntry[] {
+  if (status && status.clustered && status.members.length) {
+    return [...status.members]
+      .sort((a, b) => a.nodeid - b.nodeid || a.name.localeCompare(b.name))
+      .map((m) => ({ name: m.name, online: m.online && !m.unclean, local: m.name === status.local_node }));
+  }
+  if (nodes && nodes.length) return nodes.map((n) => ({ name: n.node, online: true, local: n.node === sessionNode }));
+  return sessionNode ? [{ name: sessionNode, online: null, local: true }] : [];
+}
+
+/**
+ * The node to use for node-scoped URLs: the chosen one if it is still listed (or while the list
+ * is not loaded yet), else the local one.
+ */
+export function effectiveNode(selected: string | null, list: NodeEntry[] | null, sessionNode: string): string {
+  if (!list) return selected || sessionNode;
+  if (selected && list.some((n) => n.name === selected)) return selected;
+  return list.find((n) => n.local)?.name ?? sessionNode;
+}
+
+/** Failed actions grouped for display, newest engine wording kept verbatim. */
+export function failedActionText(a: { resource: string; node: string; operation: string; status: string }): string {
+  return `${a.resource} ${a.operation} on ${a.node}: ${a.status}`;
+}
+
+/** The node a task ran on, from its UPID (`UPID:{node}:…`); null if it is not a UPID. */
+export function upidNode(upid: string): string | null {
+  const m = /^UPID:([^:]+):/.exec(upid);
+  return m ? m[1] : null;
+}

@@ -1,0 +1,226 @@
+import { useState } from "preact/hooks";
+import { ApiError, get, post } from "../api";
+import { Badge, Empty, ErrorBox, Loading } from "../components";
+import { usePoll } from "../hooks";
+import {
+  deviceParams, expiryText, failedActionText, fenceTestView, isStandalone, joinAddress, joinCommand, linkSummary,
+  memberBadge, quorumView,
+} from "../cluster";
+import { formatTime } from "../logic";
+import type { ClusterStatus, FenceDeviceInfo, FenceTestResult, JoinToken, MemberStatus } from "../types";
+
+/** Refresh period of the cluster page (paused while the tab is hidden). */
+export const CLUSTER_POLL_MS = 3000;
+
+function FenceTest({ t }: { t: FenceTestResult | null }) {
+  const v = fenceTestView(t);
+  return (
+    <span class="fence-test">
+      <Badge tone={v.tone}>{v.label}</Badge>
+      {t && <span class="small muted" title={v.detail}> {formatTime(t.at)}</span>}
+      {t && !t.ok && <div class="small warn-text">{v.detail}</div>}
+    </span>
+  );
+}
+
+function Members({ s }: { s: ClusterStatus }) {
+  return (
+    <table class="table" aria-label="Cluster members">
+      <thead><tr>
+        <th>Node</th><th class="num">ID</th><th>State</th><th class="num">Votes</th><th>Links</th><th>Fence device</th><th>Last fence test</th>
+      </tr></thead>
+      <tbody>{s.members.map((m: MemberStatus) => {
+        const b = memberBadge(m);
+        const local = m.name === s.local_node;
+        const ls = linkSummary(m.links, local);
+        return (
+          <tr data-node={m.name} data-state={b.label.toLowerCase()}>
+            <td><strong>{m.name}</strong>
+              {local && <span class="tag">this node</span>}
+              {m.is_dc && <span class="tag" title="Pacemaker's designated controller">DC</span>}</td>
+            <td class="num">{m.nodeid}</td>
+            <td><Badge tone={b.tone}><span class="dot" aria-hidden="true" />{b.label}</Badge></td>
+            <td class="num">{m.votes}</td>
+            <td>
+              <Badge tone={ls.tone}>{ls.label}</Badge>
+              {!local && m.links.length > 0 && (
+                <ul class="links small">{m.links.map((l) => (
+                  <li><span class={l.connected ? "ok-text" : "bad-text"}>{l.connected ? "●" : "○"}</span>{" "}
+                    link{l.link} <span class="mono">{l.address}</span> {l.connected ? "connected" : "down"}</li>
+                ))}</ul>
+              )}
+            </td>
+            <td>{m.fence_device ? <span class="mono small">{m.fence_device}</span> : <Badge tone="warn">none</Badge>}</td>
+            <td><FenceTest t={m.last_fence_test} /></td>
+          </tr>
+        );
+      })}</tbody>
+    </table>
+  );
+}
+
+function FenceDevices({ devices, error }: { devices: FenceDeviceInfo[] | undefined; error: ApiError | null }) {
+  return (
+    <>
+      <div class="panel-head section-gap"><h2>Fence devices</h2></div>
+      <ErrorBox error={error} title="Cannot list fence devices" />
+      {!devices && !error && <Loading what="fence devices" />}
+      {devices && devices.length === 0 && (
+        <Empty title="No fence devices">
+          Every node needs one (<code>keel fence add</code>), and Keel refuses HA and cluster storage until every node
+          has passed <code>keel fence test NODE</code>.
+        </Empty>
+      )}
+      {devices && devices.length > 0 && (
+        <table class="table" aria-label="Fence devices">
+          <thead><tr><th>Device</th><th>Fences node</th><th>Agent</th><th>Parameters</th><th>Last test</th></tr></thead>
+          <tbody>{devices.map((d) => (
+            <tr data-device={d.id}>
+              <td class="mono">{d.id}</td>
+              <td>{d.node}</td>
+              <td class="mono">{d.agent}</td>
+              <td><dl class="params small">{deviceParams(d).map((p) => (
+                <><dt class="mono">{p.name}</dt><dd class={p.secret ? "secret" : "mono"}>{p.secret ? <em>set</em> : p.value}</dd></>
+              ))}</dl></td>
+              <td><FenceTest t={d.last_test} /></td>
+            </tr>
+          ))}</tbody>
+        </table>
+      )}
+    </>
+  );
+}
+
+function JoinTokenPanel() {
+  const [token, setToken] = useState<JoinToken | null>(null);
+  const [error, setError] = useState<ApiError | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [copied, setCopied] = useState(false);
+  const create = async () => {
+    setBusy(true); setError(null); setCopied(false);
+    try {
+      setToken(await post<JoinToken>("/cluster/join-token", {}));
+    } catch (e) {
+      setError(e instanceof ApiError ? e : new ApiError(0, "client", String(e)));
+    } finally { setBusy(false); }
+  };
+  const address = token?.address ?? joinAddress(location.host);
+  const cmd = token ? joinCommand(address, token.fingerprint, token.token) : "";
+  const copy = async () => {
+    try { await navigator.clipboard.writeText(cmd); setCopied(true); } catch { /* no clipboard (plain http): select it by hand */ }
+  };
+  return (
+    <section class="panel" aria-labelledby="jt-title">
+      <div class="panel-head">
+        <h2 id="jt-title">Add a node</h2>
+        <button type="button" class="btn btn-primary" onClick={create} disabled={busy}>{busy ? "Creating…" : "Create join token"}</button>
+      </div>
+      <p class="small muted">A join token lets one new node join this cluster. It works once and expires; it is shown only here, now.</p>
+      <ErrorBox error={error} title="Cannot create a join token" />
+      {token && (
+        <div class="join-token" role="region" aria-label="Join token">
+          <dl class="kv small">
+            <dt>Token</dt><dd class="mono wrap" data-testid="join-token">{token.token}</dd>
+            <dt>Expires</dt><dd data-testid="join-expiry">{formatTime(token.expires_at)} ({expiryText(token.expires_at)})</dd>
+          </dl>
+          <p class="small">On the new node, as root, run:</p>
+          <pre class="code" aria-label="Join command" data-testid="join-command">{cmd}</pre>
+          <div class="toolbar">
+            <button type="button" class="btn btn-sm" onClick={copy}>{copied ? "Copied" : "Copy command"}</button>
+          </div>
+          {!token.fingerprint && (
+            <p class="small muted">Replace <code>&lt;FINGERPRINT&gt;</code> with this node's certificate fingerprint: keel-hostd
+              prints it at start and keeps it in <code>/var/lib/keel/hostd.fingerprint</code>. Compare it out of band; never
+              copy it from a page you reached without checking the certificate.</p>
+          )}
+        </div>
+      )}
+    </section>
+  );
+}
+
+function Standalone({ s }: { s: ClusterStatus }) {
+  return (
+    <>
+      <Empty title="This node is not in a cluster">
+        <p>{s.local_node ? <><strong>{s.local_node}</strong> runs</> : "It runs"} standalone: its VMs, storage and tasks are
+          managed here, without quorum or fencing.</p>
+        <p>To start a cluster with this node as its first member, run as root on it:</p>
+        <pre class="code cmd" data-testid="init-command">keel cluster init --name CLUSTER-NAME</pre>
+        <p>To add it to an existing cluster instead, create a join token on a member's cluster page and run
+          the <code>keel join …</code> command shown there on this node.</p>
+      </Empty>
+      {s.notes.length > 0 && <Notes notes={s.notes} />}
+    </>
+  );
+}
+
+function Notes({ notes }: { notes: string[] }) {
+  return (
+    <section class="panel" aria-labelledby="notes-title">
+      <h2 id="notes-title">Notes</h2>
+      <ul class="notes">{notes.map((n) => <li>{n}</li>)}</ul>
+    </section>
+  );
+}
+
+export function Cluster() {
+  const status = usePoll(() => get<ClusterStatus>("/cluster/status"), CLUSTER_POLL_MS);
+  const s = status.data;
+  const clustered = !!s && !isStandalone(s);
+  const fencing = usePoll(
+    () => clustered ? get<FenceDeviceInfo[]>("/cluster/fencing") : Promise.resolve(undefined),
+    clustered ? CLUSTER_POLL_MS : 0, [clustered]);
+  const q = clustered && s ? quorumView(s) : null;
+  const online = s ? s.members.filter((m) => m.online && !m.unclean).length : 0;
+  return (
+    <section aria-labelledby="cl-title">
+      <div class="page-head">
+        <h1 id="cl-title">{clustered && s ? `Cluster ${s.name}` : "Cluster"}</h1>
+        {q && <Badge tone={q.badge.tone}>{q.badge.label}</Badge>}
+        <span class="spacer" />
+        {status.loadedAt && <span class="small muted" role="status" aria-label="Last refresh">
+          updated {new Date(status.loadedAt).toLocaleTimeString()} · every {CLUSTER_POLL_MS / 1000} s</span>}
+      </div>
+      <ErrorBox error={status.error} title={s ? "Cannot refresh the cluster status (showing the last one)" : "Cannot load the cluster status"} />
+      {!s && !status.error && <Loading what="cluster status" />}
+      {s && !clustered && <Standalone s={s} />}
+      {s && clustered && q && (
+        <>
+          <div class="cards">
+            <div class="card" aria-label="Quorum"><h2>Quorum</h2>
+              <p class="big" data-testid="quorum">{q.badge.label}</p>
+              <p data-testid="votes">{q.text}</p>
+              <p class="small muted">{q.detail}</p></div>
+            <div class="card"><h2>Members</h2>
+              <p class="big">{online} <span class="muted small">of {s.members.length} online</span></p>
+              <p class="small">{s.two_node ? <Badge tone="info">two_node</Badge> : <span class="muted">majority quorum</span>}</p></div>
+            <div class="card"><h2>Designated controller</h2>
+              <p class="big">{s.dc ?? "—"}</p>
+              <p class="small muted">answered by {s.local_node}</p></div>
+            <div class="card"><h2>Fencing</h2>
+              <p class="big">{s.stonith_enabled ? "Enabled" : <span class="bad-text">Disabled</span>}</p>
+              <p class="small">{s.members.filter((m) => m.fence_device).length} of {s.members.length} nodes have a device,{" "}
+                {s.members.filter((m) => m.last_fence_test?.ok).length} passed a test</p></div>
+          </div>
+          {!s.stonith_enabled && <div class="alert alert-error" role="alert"><strong>Fencing is off.</strong> A node that
+            stops responding cannot be fenced, so its resources cannot be recovered safely.</div>}
+          <Members s={s} />
+          <FenceDevices devices={fencing.data} error={fencing.error} />
+          <div class="panel-head section-gap"><h2>Failed actions</h2></div>
+          {s.failed_actions.length === 0
+            ? <p class="muted small">None.</p>
+            : <table class="table" aria-label="Failed actions">
+                <thead><tr><th>Resource</th><th>Operation</th><th>Node</th><th>Status</th></tr></thead>
+                <tbody>{s.failed_actions.map((a) => (
+                  <tr title={failedActionText(a)}><td class="mono">{a.resource}</td><td>{a.operation}</td><td>{a.node}</td>
+                    <td class="bad-text">{a.status}</td></tr>
+                ))}</tbody>
+              </table>}
+          {s.notes.length > 0 && <Notes notes={s.notes} />}
+          <JoinTokenPanel />
+        </>
+      )}
+    </section>
+  );
+}
