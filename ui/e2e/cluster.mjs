@@ -11,6 +11,9 @@
 //   KEEL_EXPECT_CLUSTER    the cluster name (optional)
 //   KEEL_EXPECT_FINGERPRINT the answering node's certificate fingerprint (optional; when set,
 //                          the join command must carry exactly it)
+//   KEEL_FENCE_TEST_NODE   a member to fence for real from the page (optional; not the answering node):
+//                          the dialog needs its name typed, the task must succeed and the member's
+//                          last fence test must then show "Passed"
 //   KEEL_FORBIDDEN_TEXT    comma list of strings (fence secrets) that must not appear in the page
 //   KEEL_UI_SHOTS          screenshot directory (default docs/screenshots)
 //   CHROMIUM               browser binary (default /usr/bin/chromium)
@@ -37,6 +40,7 @@ const EXPECT_QUORATE = truthy(env.KEEL_EXPECT_QUORATE, true);
 const EXPECT_CLUSTER = env.KEEL_EXPECT_CLUSTER || null;
 const EXPECT_FP = env.KEEL_EXPECT_FINGERPRINT || null;
 const FORBIDDEN = list(env.KEEL_FORBIDDEN_TEXT);
+const FENCE_TEST_NODE = env.KEEL_FENCE_TEST_NODE || null;
 const ARTIFACTS = join(here, "artifacts");
 const SHOTS = env.KEEL_UI_SHOTS ?? join(here, "..", "..", "docs", "screenshots");
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -102,7 +106,7 @@ await step("log in", async () => {
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.waitForURL(/\/cluster$/);
-  await page.getByRole("heading", { name: /^Cluster/ }).waitFor();
+  await page.getByRole("heading", { level: 1, name: /^Cluster/ }).waitFor();
   ctx.local = await page.evaluate(() => sessionStorage.getItem("keel.node"));
   ctx.status = await clusterStatus();
   log(`     answering node ${ctx.local}; API says clustered=${ctx.status.clustered} quorate=${ctx.status.quorate} ` +
@@ -220,6 +224,29 @@ if (STANDALONE) {
     await page.screenshot({ path: join(SHOTS, "cluster.png"), fullPage: true });
   });
 
+  if (FENCE_TEST_NODE) {
+    await step(`fence test of ${FENCE_TEST_NODE} from the page`, async () => {
+      const row = page.getByRole("table", { name: "Cluster members" }).locator(`tr[data-node="${FENCE_TEST_NODE}"]`);
+      await row.getByRole("button", { name: `Test fencing of ${FENCE_TEST_NODE}` }).click();
+      const dialog = page.getByRole("dialog", { name: `Test fencing of ${FENCE_TEST_NODE}` });
+      await dialog.waitFor();
+      const go = dialog.getByRole("button", { name: "Fence node" });
+      expect(await go.isDisabled(), "Fence node is disabled before the name is typed");
+      await dialog.getByLabel(/Type the node name/).fill(`${FENCE_TEST_NODE}x`);
+      expect(await go.isDisabled(), "Fence node stays disabled with a wrong name");
+      await dialog.getByLabel(/Type the node name/).fill(FENCE_TEST_NODE);
+      const t0 = Date.now();
+      await go.click();
+      const outcome = await Promise.race([
+        dialog.waitFor({ state: "detached", timeout: 240_000 }).then(() => null),
+        dialog.locator(".alert-error").waitFor({ timeout: 240_000 }).then(() => dialog.locator(".alert-error").textContent()),
+      ]);
+      expect(outcome === null, `fence test failed: ${outcome}`);
+      await row.locator(".fence-test .badge", { hasText: /^Passed/ }).waitFor({ timeout: 30_000 });
+      log(`     ${FENCE_TEST_NODE} fenced from the page in ${((Date.now() - t0) / 1000).toFixed(1)}s; row: ${(await row.textContent())?.replace(/\s+/g, " ")}`);
+    });
+  }
+
   await step("another node selected in the sidebar scopes the VM list to it", async () => {
     const other = (EXPECT_NODES.length ? EXPECT_NODES : ctx.status.members.map((m) => m.name))
       .find((n) => n !== ctx.local && !EXPECT_OFFLINE.includes(n));
@@ -238,7 +265,7 @@ if (STANDALONE) {
 
 await step("the page refreshes itself, and pauses while the tab is hidden", async () => {
   await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Cluster" }).click();
-  await page.getByRole("heading", { name: /^Cluster/ }).waitFor();
+  await page.getByRole("heading", { level: 1, name: /^Cluster/ }).waitFor();
   let n = 0;
   const count = (r) => { if (r.url().endsWith("/api/v1/cluster/status")) n++; };
   page.on("request", count);

@@ -240,6 +240,7 @@ export function taskKindLabel(kind: string): string {
     vmreboot: "Reboot VM", vmreset: "Reset VM", vmsuspend: "Suspend VM", vmresume: "Resume VM",
     vmdelete: "Delete VM", vmupdate: "Update VM", vmadopt: "Adopt VM", volupload: "Upload volume",
     volcreate: "Create volume", voldelete: "Delete volume", netcreate: "Create network", netdelete: "Delete network",
+    clusterinit: "Create cluster", clusterjoin: "Join cluster", clusterremove: "Remove node", fencetest: "Fence test",
   };
   return map[kind] ?? kind;
 }

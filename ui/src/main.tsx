@@ -48,7 +48,7 @@ function NodeList({ nodes, current, error, clusterName }: {
   };
   return (
     <div class="nodelist" role="group" aria-label="Nodes">
-      <h2 class="nodelist-title">{clusterName ? <>Cluster <span class="mono">{clusterName}</span></> : "Node"}</h2>
+      <p class="nodelist-title">{clusterName ? <>Cluster <span class="mono">{clusterName}</span></> : "Node"}</p>
       {error && <p class="small warn-text nodelist-error" title={error}>{error}</p>}
       <ul>{nodes.map((n) => {
         const state = n.online === null ? "unknown" : n.online ? "online" : "offline";

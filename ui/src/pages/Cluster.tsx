@@ -1,6 +1,6 @@
 import { useState } from "preact/hooks";
-import { ApiError, get, post } from "../api";
-import { Badge, Empty, ErrorBox, Loading } from "../components";
+import { ApiError, get, post, runTask } from "../api";
+import { Badge, Empty, ErrorBox, Loading, Modal } from "../components";
 import { usePoll } from "../hooks";
 import {
   deviceParams, expiryText, failedActionText, fenceTestView, isStandalone, joinAddress, joinCommand, linkSummary,
@@ -23,11 +23,58 @@ function FenceTest({ t }: { t: FenceTestResult | null }) {
   );
 }
 
-function Members({ s }: { s: ClusterStatus }) {
+/** `POST /cluster/fencing/{node}/test`: really fences the node (a task), after typing its name. */
+function FenceTestDialog({ node, onClose }: { node: string; onClose: () => void }) {
+  const [typed, setTyped] = useState("");
+  const [action, setAction] = useState<"reboot" | "off">("reboot");
+  const [busy, setBusy] = useState(false);
+  const [progress, setProgress] = useState<string | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true); setError(null);
+    try {
+      await runTask("POST", `/cluster/fencing/${encodeURIComponent(node)}/test?action=${action}`, undefined,
+        (_t, lines) => { if (lines.length) setProgress(lines[lines.length - 1].line); });
+      onClose();
+    } catch (err) {
+      setError((err as Error).message);
+      setBusy(false);
+    }
+  };
   return (
+    <Modal title={`Test fencing of ${node}`} onClose={() => { if (!busy) onClose(); }}>
+      <form onSubmit={submit}>
+        <div class="alert alert-warn">This really fences <strong>{node}</strong> through its fence device
+          ({action === "reboot" ? "power cycle" : "power off"}): everything running on it stops at once. Pacemaker
+          recovers its resources elsewhere.</div>
+        <div class="field-inline">
+          <label class="check"><input type="radio" name="fence-action" checked={action === "reboot"} onChange={() => setAction("reboot")} /> Reboot</label>
+          <label class="check"><input type="radio" name="fence-action" checked={action === "off"} onChange={() => setAction("off")} /> Power off</label>
+        </div>
+        <div class="field">
+          <label for="fence-confirm">Type the node name <strong class="mono">{node}</strong> to confirm</label>
+          <input id="fence-confirm" value={typed} autoComplete="off" onInput={(e) => setTyped(e.currentTarget.value)} />
+        </div>
+        {busy && <p class="small muted" role="status">Fencing… {progress ?? ""}</p>}
+        {error && <div class="alert alert-error" role="alert">{error}</div>}
+        <div class="modal-actions">
+          <button type="button" class="btn" onClick={onClose} disabled={busy}>Cancel</button>
+          <button type="submit" class="btn btn-danger" disabled={typed !== node || busy}>{busy ? "Fencing…" : "Fence node"}</button>
+        </div>
+      </form>
+    </Modal>
+  );
+}
+
+function Members({ s, onChanged }: { s: ClusterStatus; onChanged: () => void }) {
+  const [testing, setTesting] = useState<string | null>(null);
+  return (
+    <>
+    {testing && <FenceTestDialog node={testing} onClose={() => { setTesting(null); onChanged(); }} />}
     <table class="table" aria-label="Cluster members">
       <thead><tr>
-        <th>Node</th><th class="num">ID</th><th>State</th><th class="num">Votes</th><th>Links</th><th>Fence device</th><th>Last fence test</th>
+        <th>Node</th><th class="num">ID</th><th>State</th><th class="num">Votes</th><th>Links</th><th>Fence device</th><th>Last fence test</th><th><span class="sr-only">Actions</span></th>
       </tr></thead>
       <tbody>{s.members.map((m: MemberStatus) => {
         const b = memberBadge(m);
@@ -52,10 +99,15 @@ function Members({ s }: { s: ClusterStatus }) {
             </td>
             <td>{m.fence_device ? <span class="mono small">{m.fence_device}</span> : <Badge tone="warn">none</Badge>}</td>
             <td><FenceTest t={m.last_fence_test} /></td>
+            <td class="actions">{m.fence_device && (local
+              ? <span class="small muted" title="A node cannot test its own fencing: open this page on another member">from another node</span>
+              : <button type="button" class="btn btn-sm btn-danger-outline" aria-label={`Test fencing of ${m.name}`}
+                  onClick={() => setTesting(m.name)}>Test…</button>)}</td>
           </tr>
         );
       })}</tbody>
     </table>
+    </>
   );
 }
 
@@ -79,9 +131,9 @@ function FenceDevices({ devices, error }: { devices: FenceDeviceInfo[] | undefin
               <td class="mono">{d.id}</td>
               <td>{d.node}</td>
               <td class="mono">{d.agent}</td>
-              <td><dl class="params small">{deviceParams(d).map((p) => (
+              <td>{deviceParams(d).length === 0 ? <span class="muted">—</span> : <dl class="params small">{deviceParams(d).map((p) => (
                 <><dt class="mono">{p.name}</dt><dd class={p.secret ? "secret" : "mono"}>{p.secret ? <em>set</em> : p.value}</dd></>
-              ))}</dl></td>
+              ))}</dl>}</td>
               <td><FenceTest t={d.last_test} /></td>
             </tr>
           ))}</tbody>
@@ -150,7 +202,9 @@ function Standalone({ s }: { s: ClusterStatus }) {
         <p>To add it to an existing cluster instead, create a join token on a member's cluster page and run
           the <code>keel join …</code> command shown there on this node.</p>
       </Empty>
-      {s.notes.length > 0 && <Notes notes={s.notes} />}
+      {/* hostd's own notes, minus the one the heading already says */}
+      {s.notes.filter((n) => !/not in a cluster/i.test(n)).length > 0 &&
+        <Notes notes={s.notes.filter((n) => !/not in a cluster/i.test(n))} />}
     </>
   );
 }
@@ -205,7 +259,7 @@ export function Cluster() {
           </div>
           {!s.stonith_enabled && <div class="alert alert-error" role="alert"><strong>Fencing is off.</strong> A node that
             stops responding cannot be fenced, so its resources cannot be recovered safely.</div>}
-          <Members s={s} />
+          <Members s={s} onChanged={status.refresh} />
           <FenceDevices devices={fencing.data} error={fencing.error} />
           <div class="panel-head section-gap"><h2>Failed actions</h2></div>
           {s.failed_actions.length === 0
