@@ -3,13 +3,22 @@
 //! plan into files for Debian (systemd-networkd, chrony, hosts, ssh) and RHEL-family nodes
 //! (a kickstart).
 //!
-//! This crate must not touch the machine: no disk writes, no network calls. The install program
-//! and the ISO build sit on top of it.
+//! The pure part (answer, validate, hw, plan, render, prompt) never touches the machine. On top
+//! of it: the ISO build ([`iso`]), the answer sources ([`source`], [`fetch`]), the install
+//! program ([`program`], [`install`], [`system`]) and the first-boot agent ([`firstboot`]).
 
 pub mod answer;
+pub mod fetch;
+pub mod firstboot;
 pub mod hw;
+pub mod install;
+pub mod iso;
 pub mod plan;
+pub mod program;
+pub mod prompt;
 pub mod render;
+pub mod source;
+pub mod system;
 pub mod util;
 pub mod validate;
 

@@ -1,4 +1,5 @@
-//! `keel-installer`: validate an answer file, or render the provisioning files for one node.
+//! `keel-installer`: validate an answer file, render the provisioning files for one node, build
+//! the installer ISO, run the install program (on the ISO) and the first-boot agent (on a node).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,6 +51,52 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "debian")]
         target: TargetArg,
     },
+    /// Build the hybrid BIOS+UEFI installer ISO (the answer file, if given, is embedded).
+    BuildIso {
+        #[arg(long)]
+        answer: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra kernel parameter for the installer's boot entries (repeatable), e.g.
+        /// keel.answer_url=https://… keel.answer_fingerprint=AB:CD:…
+        #[arg(long = "kernel-arg")]
+        kernel_args: Vec<String>,
+        /// The product rootfs recipe (iso/installer of the source tree).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../iso/installer"))]
+        recipe: PathBuf,
+        /// Where keel-hostd, keel, keel-installer (and keel-clusterd) are; default: next to this
+        /// program.
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        #[arg(long, default_value = "/var/cache/keel/installer")]
+        cache: PathBuf,
+        /// Print the build report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The install program (runs on the booted installer ISO; erases the disk the answer selects).
+    Install {
+        /// Running from the installer medium (set by the ISO's systemd unit).
+        #[arg(long)]
+        live: bool,
+        /// Use this answer file instead of looking for one.
+        #[arg(long)]
+        answer: Option<PathBuf>,
+        #[arg(long, default_value = "/mnt/target")]
+        target: PathBuf,
+        /// The medium's keel/ directory.
+        #[arg(long, default_value = "/mnt/keel/iso/keel")]
+        image_dir: PathBuf,
+        /// Validate and plan against this machine, print the plan, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a real install outside the installer ISO (without keel.live on the kernel
+        /// command line).
+        #[arg(long)]
+        not_live_ok: bool,
+    },
+    /// The first-boot agent (keel-firstboot.service on an installed node).
+    Firstboot,
 }
 
 fn issues_of(r: Result<installer::answer::Answer, Error>) -> Vec<Issue> {
@@ -152,7 +199,89 @@ fn run() -> Result<ExitCode> {
             write_files(&out, &all)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::BuildIso {
+            answer,
+            out,
+            kernel_args,
+            recipe,
+            bin_dir,
+            cache,
+            json,
+        } => {
+            let answer = match answer {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let bin_dir = match bin_dir {
+                Some(d) => d,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .context("locating this program's directory")?,
+            };
+            let report = installer::iso::build(&installer::iso::BuildOptions {
+                answer,
+                out,
+                recipe,
+                bin_dir,
+                cache,
+                kernel_args,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{}: {} MiB (rootfs {:.0}s, binaries {:.0}s, assembly {:.0}s, total {:.0}s)",
+                    report.iso.display(),
+                    report.bytes >> 20,
+                    report.rootfs_seconds,
+                    report.bins_seconds,
+                    report.assemble_seconds,
+                    report.total_seconds
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Install {
+            live,
+            answer,
+            target,
+            image_dir,
+            dry_run,
+            not_live_ok,
+        } => {
+            let on_medium = installer::system::KernelArgs::read().live;
+            if !dry_run && !on_medium && !not_live_ok {
+                anyhow::bail!(
+                    "refusing to install: this is not the installer ISO (no keel.live on the kernel command line); use --dry-run to check an answer against this machine, or --not-live-ok if you really mean it"
+                );
+            }
+            Ok(code(installer::program::run(
+                &installer::program::InstallOptions {
+                    live: live && on_medium,
+                    answer,
+                    target,
+                    image_dir,
+                    dry_run,
+                },
+            )))
+        }
+        Cmd::Firstboot => {
+            let mut log = installer::install::Log::new(None);
+            Ok(if installer::firstboot::run(&mut log) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
     }
+}
+
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(c).unwrap_or(1))
 }
 
 fn main() -> ExitCode {

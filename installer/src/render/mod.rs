@@ -1,6 +1,7 @@
 //! Renderers from a [`Plan`](crate::plan::Plan) to files, through small models (an INI-style
 //! unit file, a chrony directive list, a kickstart command list) rather than format strings.
 
+pub mod boot;
 pub mod debian;
 pub mod rhel;
 

@@ -1,0 +1,126 @@
+#!/bin/bash
+# Build (or reuse) Keel's product root filesystem: the system the installer ISO runs live and the
+# one the install program copies to the target disk. Prints the output directory on stdout
+# (last line):
+#   DIR/root.squashfs (zstd)  DIR/vmlinuz  DIR/initrd-live.gz (busybox: finds the ISO, mounts the
+#   squashfs under a tmpfs overlay)  DIR/manifest.json
+# Keel's own binaries are NOT in here: `keel-installer build-iso` packs them into a second, small
+# squashfs per ISO, so a code change never rebuilds this image.
+# Cache: ${KEEL_INSTALLER_CACHE:-/var/cache/keel/installer}/<content-hash>/, keyed by the sha256 of
+# every file of this recipe. A miss always rebuilds; the result is renamed into place atomically.
+# Stage 1 (debootstrap + apt-get of packages.txt) is cached as a tarball keyed by packages.txt and
+# STAGE1_REV, so edits to files/ only redo the configure + squashfs steps.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${KEEL_INSTALLER_CACHE:-/var/cache/keel/installer}
+suite=bookworm
+mirror=${KEEL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+STAGE1_REV=1
+log() { echo "[installer-rootfs] $*" >&2; }
+
+key=$( (cd "$repo" && find iso/installer -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
+out=$cache/$key
+mkdir -p "$cache"
+exec 9>"$cache/.lock"; flock 9
+if [ -f "$out/manifest.json" ]; then log "cache hit $key"; echo "$out"; exit 0; fi
+log "cache miss $key: building"
+t0=$(date +%s)
+tmp=$cache/.tmp-$key-$$
+R=$tmp/rootfs
+mounts=()
+cleanup() {
+  for ((i=${#mounts[@]}-1; i>=0; i--)); do umount -l "${mounts[$i]}" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+rm -rf "$tmp"; mkdir -p "$tmp"
+chroot_mounts() {
+  for d in proc sys dev; do mkdir -p "$R/$d"; done
+  mount -t proc proc "$R/proc"; mounts+=("$R/proc")
+  mount -t sysfs sys "$R/sys"; mounts+=("$R/sys")
+  mount --bind /dev "$R/dev"; mounts+=("$R/dev")
+}
+chroot_umounts() {
+  for ((i=${#mounts[@]}-1; i>=0; i--)); do umount -l "${mounts[$i]}"; done
+  mounts=()
+}
+pkgs=$(grep -v '^\s*#' "$here/packages.txt" | grep -v '^\s*$' | tr '\n' ' ')
+
+# ---- stage 1: debootstrap + packages (cached tarball) -----------------------------------------
+skey=$( (cat "$here/packages.txt"; echo "$suite $STAGE1_REV") | sha256sum | cut -c1-16)
+stage=$cache/stage1-$skey.tar
+if [ ! -f "$stage" ]; then
+  mkdir -p "$cache/debs"
+  # Reuse the lab node image's downloaded packages when present (hard links, same filesystem).
+  if [ -d /var/cache/keel/node-image/debs ]; then cp -lnr /var/cache/keel/node-image/debs/. "$cache/debs/" 2>/dev/null || true; fi
+  log "debootstrap $suite (minbase)"
+  debootstrap --variant=minbase --cache-dir="$cache/debs" "$suite" "$R" "$mirror" >&2
+  chroot_mounts
+  mkdir -p "$R/var/cache/apt/archives"
+  mount --bind "$cache/debs" "$R/var/cache/apt/archives"; mounts+=("$R/var/cache/apt/archives")
+  printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"; chmod 0755 "$R/usr/sbin/policy-rc.d"
+  log "apt-get install ($pkgs)"
+  chroot "$R" apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive chroot "$R" apt-get install -y -q --no-install-recommends $pkgs >&2
+  chroot_umounts
+  rm -f "$R/usr/sbin/policy-rc.d"
+  rm -rf "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/*.bin
+  tar -C "$R" -cf "$stage.part" . && mv "$stage.part" "$stage"
+  log "stage 1 done in $(( $(date +%s) - t0 ))s"
+else
+  mkdir -p "$R"; tar -C "$R" -xf "$stage"
+fi
+
+# ---- stage 2: configure ------------------------------------------------------------------------
+kver=$(ls "$R/lib/modules" | sort -V | tail -1)
+cp -a "$here/files/." "$R/"
+chmod 0755 "$R/usr/local/sbin/"* 2>/dev/null || true
+: > "$R/etc/machine-id"                       # empty: each boot (live) / each install gets its own
+rm -f "$R/var/lib/dbus/machine-id" "$R"/etc/ssh/ssh_host_*   # host keys are made per node
+echo keel-installer > "$R/etc/hostname"
+chroot "$R" passwd -l root >/dev/null
+chroot "$R" systemctl enable keel-install.service keel-hostd.service keel-firstboot.service \
+  systemd-networkd.service >&2
+# Cluster daemons are started by clusterd when the node joins; nothing slow on a fresh node.
+for u in corosync pacemaker dlm lvmlockd lvmlocks open-iscsi iscsid.socket iscsid rtslib-fb-targetctl \
+         apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap \
+         fstrim.timer blk-availability logd drbd networking.service ifupdown-pre.service; do
+  chroot "$R" systemctl disable "$u" >/dev/null 2>&1 || true
+done
+chroot "$R" systemctl mask systemd-pstore.service >/dev/null 2>&1 || true
+chroot "$R" systemctl set-default multi-user.target >/dev/null 2>&1
+# The installed system's initramfs (initramfs-tools, MODULES=most, root from root=UUID=… on the
+# command line), made once here instead of in every install under emulation.
+chroot_mounts
+chroot "$R" update-initramfs -u -k "$kver" >&2
+chroot_umounts
+log "configured (kernel $kver)"
+
+# ---- live initramfs (busybox): find the ISO, mount the squashfs layers under a tmpfs overlay ----
+cp "$R/boot/vmlinuz-$kver" "$tmp/vmlinuz"
+I=$tmp/initramfs.d; mkdir -p "$I"/{bin,dev,proc,sys,newroot,mod,run}
+cp "$(command -v busybox)" "$I/bin/busybox"
+for a in sh mount umount switch_root insmod mkdir sleep cat echo ls losetup grep; do ln -s busybox "$I/bin/$a"; done
+install -m 0755 "$here/initramfs-init" "$I/init"
+for m in virtio_pci virtio_blk virtio_scsi ata_piix ahci sr_mod sd_mod cdrom isofs squashfs overlay loop \
+         usb_storage uas xhci_pci ehci_pci nvme vfat nls_cp437 nls_ascii; do
+  chroot "$R" modprobe -S "$kver" --show-depends "$m"
+done | awk '$1=="insmod"{print $2}' | awk '!seen[$0]++' | while read -r m; do
+  b=$(basename "$m"); cp "$R$m" "$I/mod/$b"; echo "$b" >> "$I/mod/order"
+done
+(cd "$I" && find . | cpio -o -H newc --quiet | gzip -1) > "$tmp/initrd-live.gz"
+rm -rf "$I"
+
+# ---- squashfs ------------------------------------------------------------------------------------
+mksquashfs "$R" "$tmp/root.squashfs" -comp zstd -Xcompression-level 6 -noappend -quiet -no-progress >&2
+rsize=$(du -sb "$R" | awk '{print $1}')
+rm -rf "$R"
+size=$(stat -c %s "$tmp/root.squashfs")
+cat > "$tmp/manifest.json" <<J
+{"key":"$key","suite":"$suite","kernel":"$kver","rootfs_bytes":$rsize,"squashfs_bytes":$size,"build_seconds":$(( $(date +%s) - t0 )),"built":"$(date -u +%FT%TZ)"}
+J
+mv -T "$tmp" "$out"
+trap - EXIT
+log "built $out in $(( $(date +%s) - t0 ))s (squashfs $((size / 1048576)) MiB of $((rsize / 1048576)) MiB)"
+echo "$out"
