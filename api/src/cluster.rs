@@ -268,6 +268,15 @@ pub struct JoinRequest {
     pub root_ssh_key: Option<String>,
     /// The joiner's certificate signing request (PEM) for its API certificate.
     pub csr_pem: String,
+    /// Port of the joiner's API (its address is link0).
+    #[serde(default = "default_api_port")]
+    pub api_port: u16,
+}
+
+pub const DEFAULT_API_PORT: u16 = 8006;
+
+fn default_api_port() -> u16 {
+    DEFAULT_API_PORT
 }
 
 impl std::fmt::Debug for JoinRequest {
@@ -351,6 +360,8 @@ pub struct JoinResponse {
     pub cert_pem: String,
     /// The cluster CA certificate (PEM).
     pub ca_pem: String,
+    /// The cluster CA key (PEM): every member can sign the next joiner's certificate.
+    pub ca_key_pem: String,
     /// `ssh_known_hosts` lines for every member (`name,addr… TYPE KEY`).
     pub known_hosts: Vec<String>,
     /// Root public keys of every member (for `authorized_keys`).
@@ -376,6 +387,9 @@ pub struct ClusterNode {
     pub nodeid: u32,
     /// link0, link1 addresses.
     pub links: Vec<String>,
+    /// `HOST:PORT` of the member's API.
+    #[serde(default)]
+    pub api: String,
 }
 
 /// One knet link of a member as seen from the answering node.
@@ -640,6 +654,7 @@ mod tests {
             ssh_host_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA== root@n".into()],
             root_ssh_key: None,
             csr_pem: "-----BEGIN CERTIFICATE REQUEST-----\n".into(),
+            api_port: 8006,
         };
         assert!(r.validate().is_ok());
         let mut b = r.clone();

@@ -1,6 +1,7 @@
 //! `keel`: Keel's API from a shell.
 
 mod client;
+mod cluster;
 mod config;
 mod output;
 mod spec;
@@ -114,8 +115,19 @@ enum Command {
     /// API tokens of the logged-in user
     #[command(subcommand)]
     Token(TokenCmd),
-    /// Show the node: accelerator, CPUs, memory, load, versions
-    Node,
+    /// Show the node: accelerator, CPUs, memory, load, versions; `node remove` leaves a cluster
+    Node {
+        #[command(subcommand)]
+        cmd: Option<cluster::NodeCmd>,
+    },
+    /// Cluster: init, join tokens, status, members
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+    /// Join this node to a cluster (as root on the new node): keel join ADDRESS --fingerprint FP --token T
+    Join(cluster::JoinArgs),
+    /// Fence devices and fence tests
+    #[command(subcommand)]
+    Fence(cluster::FenceCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -363,6 +375,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<Outcome> {
     let g = cli.global;
+    if let Command::Join(j) = cli.cmd {
+        let mode = Mode {
+            json: g.json,
+            no_wait: g.no_wait,
+        };
+        return cluster::join(j, &g, mode).await;
+    }
     let file = config::load(g.config.as_deref())?;
     let settings = config::resolve(
         config::FlagConfig {
@@ -413,7 +432,11 @@ async fn task_outcome(client: &Client, node: &str, answer: Value, mode: Mode) ->
 async fn dispatch(c: &Client, cmd: Command, mode: Mode) -> Result<Outcome> {
     let json = mode.json;
     match cmd {
-        Command::Node => {
+        Command::Node { cmd: Some(n) } => return cluster::node_cmd(c, n, mode).await,
+        Command::Cluster(x) => return cluster::cluster(c, x, mode).await,
+        Command::Fence(x) => return cluster::fence(c, x, mode).await,
+        Command::Join(_) => return Err(anyhow!("internal: join is dispatched before connecting")),
+        Command::Node { cmd: None } => {
             let node = c.node().await?;
             show(c.get(&["nodes", node], &[]).await?, json, |n: NodeInfo| {
                 output::node(&n)

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keel_api::cluster::{ClusterNode, JoinResponse};
+use keel_api::cluster::JoinResponse;
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{self, write_file_mode, ClusterCa, NodeIdentity};
@@ -573,18 +573,6 @@ pub fn apply_properties_for(conf: &CorosyncConf) -> Result<(), FormError> {
         &conf.cluster_name,
         conf.nodes.len(),
     )))
-}
-
-/// Members as API types.
-pub fn cluster_nodes(conf: &CorosyncConf) -> Vec<ClusterNode> {
-    conf.nodes
-        .iter()
-        .map(|n| ClusterNode {
-            name: n.name.clone(),
-            nodeid: n.nodeid,
-            links: n.addrs.clone(),
-        })
-        .collect()
 }
 
 // ------------------------------------------------------------------ SSH material

@@ -273,11 +273,13 @@ pub fn router(node: Arc<Node>) -> Router {
             "/api/v1/nodes/{node}/networks/{name}",
             delete(delete_network),
         )
+        .merge(crate::cluster::protected_routes())
         .layer(middleware::from_fn_with_state(node.clone(), require_auth));
     let ui_dir = node.cfg.ui_dir.clone();
     let app = Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/access/ticket", post(login))
+        .merge(crate::cluster::public_routes())
         .merge(protected)
         .route("/api", axum::routing::any(not_found))
         .route("/api/{*rest}", axum::routing::any(not_found));
@@ -1070,6 +1072,17 @@ async fn delete_network(
         list_networks,
         create_network,
         delete_network,
+        crate::cluster::init,
+        crate::cluster::join_token,
+        crate::cluster::local_join,
+        crate::cluster::join,
+        crate::cluster::status,
+        crate::cluster::nodes,
+        crate::cluster::remove_node,
+        crate::cluster::list_fencing,
+        crate::cluster::put_fencing,
+        crate::cluster::delete_fencing,
+        crate::cluster::test_fencing,
         openapi_json
     ),
     components(schemas(
@@ -1086,7 +1099,12 @@ async fn delete_network(
         VolumeInfo,
         NetworkInfo,
         NodeInfo,
-        LoginResponse
+        LoginResponse,
+        keel_api::cluster::ClusterStatus,
+        keel_api::cluster::ClusterInit,
+        keel_api::cluster::JoinToken,
+        keel_api::cluster::FenceDeviceSpec,
+        keel_api::cluster::FenceDeviceInfo
     ))
 )]
 pub struct ApiDoc;

@@ -34,6 +34,53 @@ pub struct Config {
     pub default_pool: String,
     /// Directory of the built web UI, served at `/` when present.
     pub ui_dir: Option<PathBuf>,
+    /// How cluster daemons (corosync, Pacemaker, keel-clusterd) are started.
+    pub service_manager: ServiceManagerKind,
+    /// Cluster formation paths and settings (`[cluster]`).
+    pub cluster: ClusterConfig,
+}
+
+/// `service_manager`: `systemd` units, or `direct` (hostd spawns the daemons with pidfiles:
+/// hosts without systemd, the netns lab). `auto`: systemd when it runs (`/run/systemd/system`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceManagerKind {
+    #[default]
+    Auto,
+    Systemd,
+    Direct,
+}
+
+/// `[cluster]` in hostd.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub corosync_dir: PathBuf,
+    pub pacemaker_dir: PathBuf,
+    /// Where the node's SSH host keys (`ssh_host_*_key.pub`) are.
+    pub ssh_dir: PathBuf,
+    /// The system-wide known_hosts file Keel pins members' host keys in.
+    pub known_hosts: PathBuf,
+    /// root's `.ssh` (migration key, authorized_keys).
+    pub root_ssh_dir: PathBuf,
+    /// keel-clusterd binary (default: next to keel-hostd, else not started).
+    pub clusterd_bin: Option<PathBuf>,
+    /// Default lifetime of join tokens, seconds.
+    pub join_token_ttl_s: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            corosync_dir: "/etc/corosync".into(),
+            pacemaker_dir: "/etc/pacemaker".into(),
+            ssh_dir: "/etc/ssh".into(),
+            known_hosts: "/etc/ssh/ssh_known_hosts".into(),
+            root_ssh_dir: "/root/.ssh".into(),
+            clusterd_bin: None,
+            join_token_ttl_s: keel_api::cluster::JOIN_TOKEN_DEFAULT_TTL_S,
+        }
+    }
 }
 
 impl Default for Config {
@@ -49,6 +96,8 @@ impl Default for Config {
             tls_key: None,
             default_pool: "local".into(),
             ui_dir: None,
+            service_manager: ServiceManagerKind::Auto,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -130,6 +179,28 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return inv("tls_cert", "tls_cert and tls_key go together".into());
+        }
+        let c = &self.cluster;
+        for (field, p) in [
+            ("cluster.corosync_dir", &c.corosync_dir),
+            ("cluster.pacemaker_dir", &c.pacemaker_dir),
+            ("cluster.ssh_dir", &c.ssh_dir),
+            ("cluster.known_hosts", &c.known_hosts),
+            ("cluster.root_ssh_dir", &c.root_ssh_dir),
+        ] {
+            if !p.is_absolute() {
+                return inv(field, format!("{} is not an absolute path", p.display()));
+            }
+        }
+        if c.join_token_ttl_s == 0 || c.join_token_ttl_s > keel_api::cluster::JOIN_TOKEN_MAX_TTL_S {
+            return inv(
+                "cluster.join_token_ttl_s",
+                format!(
+                    "{} is out of range: use 1 to {} seconds",
+                    c.join_token_ttl_s,
+                    keel_api::cluster::JOIN_TOKEN_MAX_TTL_S
+                ),
+            );
         }
         if !keel_api::vm::valid_object_name(&self.default_pool) {
             return inv(

@@ -11,6 +11,8 @@
 pub mod accel;
 pub mod api;
 pub mod auth;
+pub mod cluster;
+pub mod cluster_net;
 pub mod config;
 pub mod console;
 pub mod db;
@@ -44,6 +46,8 @@ pub struct Node {
     pub accel: AccelDecision,
     /// One-time console tickets: ticket → (vmid, user, expiry).
     pub vnc_tickets: console::Tickets,
+    /// Cluster formation state (paths, service manager, live TLS config).
+    pub cluster: cluster::ClusterState,
 }
 
 /// What opening a node's state did, for the operator.
@@ -77,6 +81,7 @@ impl Node {
         }
         let db = Db::open(&cfg.db_path())?;
         let tasks = Tasks::open(db.clone(), &cfg.node)?;
+        let cluster = cluster::ClusterState::open(&cfg, db.clone())?;
         let auth = Auth::new(db);
         let mut report = OpenReport {
             generated_root_password: None,
@@ -103,6 +108,7 @@ impl Node {
                 auth,
                 accel,
                 vnc_tickets: console::Tickets::default(),
+                cluster,
             },
             report,
         ))

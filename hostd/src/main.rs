@@ -107,6 +107,21 @@ fn main() -> Result<()> {
     )?;
     let addr: SocketAddr = cfg.listen.parse().context("listen address")?;
     let (node, report) = Node::open(cfg, Arc::new(hv), decision)?;
+    // a cluster member serves its CA-signed certificate
+    let mut id = id;
+    if let Some((cert_pem, key_pem)) = node.cluster.node_identity() {
+        let fingerprint = clusterd::ca::fingerprint_of_pem(&String::from_utf8_lossy(&cert_pem))
+            .context("the cluster node certificate")?;
+        std::fs::write(
+            node.cfg.state_dir.join("hostd.fingerprint"),
+            format!("{fingerprint}\n"),
+        )?;
+        id.cert_pem = cert_pem;
+        id.key_pem = key_pem;
+        id.fingerprint = fingerprint;
+    }
+    let local_token = hostd::cluster::write_local_token(&node)?;
+    info!(path = %local_token.display(), "root-only local API token written");
     if let Some(pw) = report.generated_root_password {
         println!(
             "initial root password: {pw}  (stored 0600 in {})",
@@ -146,7 +161,11 @@ fn main() -> Result<()> {
             info!("shutting down");
             h2.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
         });
-        let app = api::router(Arc::new(node));
+        let node = Arc::new(node);
+        let _ = node.cluster.tls.set(tls_cfg.clone());
+        let n = node.clone();
+        tokio::task::spawn_blocking(move || hostd::cluster::boot(&n));
+        let app = api::router(node);
         axum_server::bind_rustls(addr, tls_cfg)
             .handle(handle)
             .serve(app.into_make_service())

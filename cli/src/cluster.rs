@@ -1,0 +1,471 @@
+//! `keel cluster …`, `keel join`, `keel node remove`, `keel fence …`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use keel_api::cluster::{
+    parse_duration_s, ClusterInit, ClusterNode, ClusterStatus, FenceAgentKind, FenceDeviceInfo,
+    FenceDeviceSpec, JoinAuth, JoinToken, JoinTokenCreate, LocalJoin,
+};
+use keel_api::task::TaskRef;
+use reqwest::Method;
+
+use crate::client::{typed, Client};
+use crate::config::Settings;
+use crate::task::{self, Mode};
+use crate::{output, show, task_outcome, Global, Outcome};
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Create a cluster with this node as its first member (corosync + Pacemaker, fencing on)
+    Init {
+        /// Cluster name: letters, digits, '-'
+        #[arg(long)]
+        name: String,
+        /// This node's address on the cluster network [default: the management address]
+        #[arg(long, value_name = "ADDR")]
+        link0: Option<String>,
+        /// A second, independent cluster network (knet redundancy)
+        #[arg(long, value_name = "ADDR")]
+        link1: Option<String>,
+        /// corosync token timeout in ms [default: chosen for the link]
+        #[arg(long, value_name = "MS")]
+        token_ms: Option<u32>,
+    },
+    /// Create a one-time join token for `keel join`
+    JoinToken {
+        /// Lifetime, e.g. 30m, 1h, 3600 [default: 1h]
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// Members, quorum, links, DC, fencing and failed actions
+    Status,
+    /// Members as configured in corosync
+    Nodes,
+}
+
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    /// HOST or HOST:PORT of a member's API (port 8006 by default)
+    pub address: String,
+    /// This node's state directory (for the local root token and certificate fingerprint)
+    #[arg(long, env = "KEEL_STATE_DIR", default_value = "/var/lib/keel")]
+    pub state_dir: PathBuf,
+    /// This node's API
+    #[arg(long, default_value = "https://127.0.0.1:8006")]
+    pub local_url: String,
+    /// This node's address on the cluster network [default: the address that reaches the member]
+    #[arg(long, value_name = "ADDR")]
+    pub link0: Option<String>,
+    #[arg(long, value_name = "ADDR")]
+    pub link1: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Remove a node from the cluster (refuses if that would cost quorum, unless --force)
+    Remove {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FenceCmd {
+    /// Fence devices (one per node)
+    #[command(visible_alias = "ls")]
+    List,
+    /// Configure the fence device of NODE
+    Add {
+        node: String,
+        /// fence_ipmilan, fence_redfish, sbd, fence_keellab, fence_keel_lab
+        #[arg(long)]
+        agent: String,
+        /// Agent parameter KEY=VALUE (repeat)
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Secret parameter KEY=VALUE, e.g. password (stored by Pacemaker, never logged)
+        #[arg(long = "secret", value_name = "KEY=VALUE")]
+        secrets: Vec<String>,
+        /// Delay (s) before fencing NODE: set it on the node that should win a two-node split
+        #[arg(long, value_name = "SECONDS")]
+        delay: Option<u32>,
+    },
+    /// Remove the fence device of NODE
+    #[command(visible_alias = "rm")]
+    Delete { node: String },
+    /// Really fence NODE (reboot, or power off with --off) and record the result
+    Test {
+        node: String,
+        /// Confirm: NODE will be reset
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        off: bool,
+    },
+}
+
+fn kv(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for s in list {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--{what} {s:?}: expected KEY=VALUE"))?;
+        m.insert(k.to_string(), v.to_string());
+    }
+    Ok(m)
+}
+
+fn agent_kind(s: &str) -> Result<FenceAgentKind> {
+    Ok(match s {
+        "fence_ipmilan" | "ipmilan" => FenceAgentKind::FenceIpmilan,
+        "fence_redfish" | "redfish" => FenceAgentKind::FenceRedfish,
+        "sbd" | "fence_sbd" => FenceAgentKind::Sbd,
+        "fence_keellab" => FenceAgentKind::FenceKeellab,
+        "fence_keel_lab" => FenceAgentKind::FenceKeelLab,
+        _ => bail!(
+            "--agent {s:?}: use fence_ipmilan, fence_redfish, sbd, fence_keellab or fence_keel_lab"
+        ),
+    })
+}
+
+fn local_node(upid: &str) -> String {
+    task::node_of_upid(upid).unwrap_or("").to_string()
+}
+
+pub async fn cluster(c: &Client, cmd: ClusterCmd, mode: Mode) -> Result<Outcome> {
+    let json = mode.json;
+    match cmd {
+        ClusterCmd::Init {
+            name,
+            link0,
+            link1,
+            token_ms,
+        } => {
+            let body = ClusterInit {
+                name,
+                link0,
+                link1,
+                token_ms,
+            };
+            body.validate().map_err(|e| anyhow!("{e}"))?;
+            let a = c
+                .call(Method::POST, &["cluster", "init"], &[], Some(&body))
+                .await?;
+            let r: TaskRef = typed(a.clone())?;
+            let node = local_node(&r.upid);
+            let out = task_outcome(c, &node, a, mode).await?;
+            if !json && !mode.no_wait {
+                let st: ClusterStatus = typed(c.get(&["cluster", "status"], &[]).await?)?;
+                output_status(&st);
+                eprintln!(
+                    "\nThe API certificate changed (now signed by the cluster CA); see the task log above for its fingerprint."
+                );
+            }
+            return Ok(out);
+        }
+        ClusterCmd::JoinToken { ttl } => {
+            let ttl_s = ttl
+                .map(|t| {
+                    parse_duration_s(&t)
+                        .ok_or_else(|| anyhow!("--ttl {t:?}: use e.g. 30m, 1h or seconds"))
+                })
+                .transpose()?;
+            let body = JoinTokenCreate { ttl_s };
+            body.validate().map_err(|e| anyhow!("{e}"))?;
+            let v = c
+                .call(Method::POST, &["cluster", "join-token"], &[], Some(&body))
+                .await?;
+            show(v, json, |t: JoinToken| {
+                println!("{}", t.token);
+                eprintln!(
+                    "one-time join token, valid until {}: on the new node run\n  keel join ADDRESS --fingerprint FINGERPRINT --token {}",
+                    output::time(t.expires_at),
+                    t.token
+                );
+            })?;
+        }
+        ClusterCmd::Status => show(
+            c.get(&["cluster", "status"], &[]).await?,
+            json,
+            |s: ClusterStatus| output_status(&s),
+        )?,
+        ClusterCmd::Nodes => show(
+            c.get(&["cluster", "nodes"], &[]).await?,
+            json,
+            |ns: Vec<ClusterNode>| {
+                println!("{:<20} {:>6}  {:<40} API", "NAME", "NODEID", "LINKS");
+                for n in ns {
+                    println!(
+                        "{:<20} {:>6}  {:<40} {}",
+                        n.name,
+                        n.nodeid,
+                        n.links.join(","),
+                        n.api
+                    );
+                }
+            },
+        )?,
+    }
+    Ok(Outcome::Done)
+}
+
+pub fn output_status(s: &ClusterStatus) {
+    if !s.clustered {
+        println!("not in a cluster");
+        for n in &s.notes {
+            println!("note: {n}");
+        }
+        return;
+    }
+    println!("cluster:  {}  (answered by {})", s.name, s.local_node);
+    println!(
+        "quorum:   {}  votes {}/{} expected{}",
+        if s.quorate { "yes" } else { "NO" },
+        s.total_votes,
+        s.expected_votes,
+        if s.two_node { "  (two_node)" } else { "" }
+    );
+    println!("DC:       {}", s.dc.as_deref().unwrap_or("-"));
+    println!(
+        "fencing:  {}",
+        if s.stonith_enabled {
+            "enabled"
+        } else {
+            "DISABLED"
+        }
+    );
+    println!();
+    println!(
+        "{:<16} {:>6} {:<8} {:>5} {:<3} {:<30} {:<18} LAST FENCE TEST",
+        "NODE", "NODEID", "STATE", "VOTES", "DC", "LINKS", "FENCE DEVICE"
+    );
+    for m in &s.members {
+        let state = if m.unclean {
+            "unclean"
+        } else if !m.online {
+            "offline"
+        } else if m.standby {
+            "standby"
+        } else {
+            "online"
+        };
+        let links: Vec<String> = m
+            .links
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}:{}{}",
+                    l.link,
+                    l.address,
+                    if l.connected { "" } else { "(down)" }
+                )
+            })
+            .collect();
+        let test = m
+            .last_fence_test
+            .as_ref()
+            .map(|t| {
+                format!(
+                    "{} {} ({})",
+                    if t.ok { "ok" } else { "FAILED" },
+                    output::time(t.at),
+                    t.action
+                )
+            })
+            .unwrap_or_else(|| "never".into());
+        println!(
+            "{:<16} {:>6} {:<8} {:>5} {:<3} {:<30} {:<18} {}",
+            m.name,
+            m.nodeid,
+            state,
+            m.votes,
+            if m.is_dc { "*" } else { "" },
+            links.join(" "),
+            m.fence_device.as_deref().unwrap_or("-"),
+            test
+        );
+    }
+    if !s.failed_actions.is_empty() {
+        println!("\nfailed actions:");
+        for f in &s.failed_actions {
+            println!(
+                "  {} on {}: {} {}",
+                f.resource, f.node, f.operation, f.status
+            );
+        }
+    }
+    for n in &s.notes {
+        println!("note: {n}");
+    }
+}
+
+pub async fn node_cmd(c: &Client, cmd: NodeCmd, mode: Mode) -> Result<Outcome> {
+    match cmd {
+        NodeCmd::Remove { name, force } => {
+            let q = if force {
+                vec![("force", "true".to_string())]
+            } else {
+                vec![]
+            };
+            let a = c
+                .call::<()>(Method::DELETE, &["cluster", "nodes", &name], &q, None)
+                .await?;
+            let r: TaskRef = typed(a.clone())?;
+            let node = local_node(&r.upid);
+            task_outcome(c, &node, a, mode).await
+        }
+    }
+}
+
+pub async fn fence(c: &Client, cmd: FenceCmd, mode: Mode) -> Result<Outcome> {
+    let json = mode.json;
+    match cmd {
+        FenceCmd::List => show(
+            c.get(&["cluster", "fencing"], &[]).await?,
+            json,
+            |ds: Vec<FenceDeviceInfo>| {
+                println!("{:<20} {:<16} {:<16} LAST TEST", "ID", "NODE", "AGENT");
+                for d in ds {
+                    let t = d
+                        .last_test
+                        .map(|t| {
+                            format!(
+                                "{} {}",
+                                if t.ok { "ok" } else { "FAILED" },
+                                output::time(t.at)
+                            )
+                        })
+                        .unwrap_or_else(|| "never".into());
+                    println!(
+                        "{:<20} {:<16} {:<16} {t}",
+                        d.id,
+                        d.node,
+                        output::wire_name(&d.agent)
+                    );
+                }
+            },
+        )?,
+        FenceCmd::Add {
+            node,
+            agent,
+            params,
+            secrets,
+            delay,
+        } => {
+            let spec = FenceDeviceSpec {
+                node,
+                agent: agent_kind(&agent)?,
+                params: kv(&params, "param")?,
+                secrets: kv(&secrets, "secret")?,
+                delay_base_s: delay,
+            };
+            spec.validate().map_err(|e| anyhow!("{e}"))?;
+            let v = c
+                .call(Method::POST, &["cluster", "fencing"], &[], Some(&spec))
+                .await?;
+            show(v, json, |d: FenceDeviceInfo| {
+                println!("fence device {} for {} configured", d.id, d.node)
+            })?;
+        }
+        FenceCmd::Delete { node } => {
+            c.call::<()>(Method::DELETE, &["cluster", "fencing", &node], &[], None)
+                .await?;
+            if !json {
+                println!("fence device of {node} deleted");
+            }
+        }
+        FenceCmd::Test { node, yes, off } => {
+            if !yes {
+                bail!("`keel fence test {node}` really resets {node}: add --yes to confirm");
+            }
+            let q = vec![("action", if off { "off" } else { "reboot" }.to_string())];
+            let a = c
+                .call::<()>(
+                    Method::POST,
+                    &["cluster", "fencing", &node, "test"],
+                    &q,
+                    None,
+                )
+                .await?;
+            let r: TaskRef = typed(a.clone())?;
+            let n = local_node(&r.upid);
+            return task_outcome(c, &n, a, mode).await;
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+fn read_trim(p: &std::path::Path) -> Result<String> {
+    Ok(std::fs::read_to_string(p)
+        .with_context(|| {
+            format!(
+                "reading {} (run `keel join` as root on the joining node)",
+                p.display()
+            )
+        })?
+        .trim()
+        .to_string())
+}
+
+async fn local_client(j: &JoinArgs) -> Result<Client> {
+    let s = Settings {
+        url: j.local_url.clone(),
+        fingerprint: Some(read_trim(&j.state_dir.join("hostd.fingerprint"))?),
+        token: Some(read_trim(&j.state_dir.join("local-root.token"))?),
+        user: "root".into(),
+        password: None,
+        node: None,
+    };
+    Client::connect(&s).await
+}
+
+/// `keel join ADDRESS --fingerprint FP (--token T | --password PW)`: the global `--fingerprint`,
+/// `--token` and `--password` here mean the member's certificate, a join token and the
+/// member's root password; this node's own API is reached with its local root token.
+pub async fn join(j: JoinArgs, g: &Global, mode: Mode) -> Result<Outcome> {
+    let fingerprint = g
+        .fingerprint
+        .clone()
+        .ok_or_else(|| anyhow!("--fingerprint: give the member's certificate fingerprint (printed by `keel cluster init`, or in its hostd.fingerprint)"))?;
+    let auth = match (&g.token, &g.password) {
+        (Some(t), None) => JoinAuth::Token(t.clone()),
+        (None, Some(p)) => JoinAuth::Password(p.clone()),
+        _ => bail!("give exactly one of --token JOIN_TOKEN (from `keel cluster join-token`) or --password (the member's root password; or KEEL_PASSWORD)"),
+    };
+    let req = LocalJoin {
+        address: j.address.clone(),
+        fingerprint,
+        auth,
+        link0: j.link0.clone(),
+        link1: j.link1.clone(),
+    };
+    req.validate().map_err(|e| anyhow!("{e}"))?;
+    let c = local_client(&j).await?;
+    let a = c
+        .call(Method::POST, &["cluster", "local-join"], &[], Some(&req))
+        .await?;
+    let r: TaskRef = typed(a.clone())?;
+    let node = local_node(&r.upid);
+    if mode.no_wait {
+        return task_outcome(&c, &node, a, mode).await;
+    }
+    // The local API swaps to its CA-signed certificate at the end of the join: on a handshake
+    // failure, reconnect with the fingerprint hostd wrote and keep following the task.
+    let (info, raw) = match task::wait(&c, &node, &r.upid, mode.json).await {
+        Ok(x) => x,
+        Err(_) => {
+            let c2 = local_client(&j).await?;
+            task::wait(&c2, &node, &r.upid, mode.json).await?
+        }
+    };
+    task::conclude(&info, &raw, mode.json)?;
+    if !mode.json {
+        let fp = read_trim(&j.state_dir.join("hostd.fingerprint")).unwrap_or_default();
+        println!("joined; this node's API certificate fingerprint is now {fp}");
+    }
+    Ok(Outcome::Done)
+}

@@ -1,0 +1,1575 @@
+//! Cluster formation and status in hostd: the `/api/v1/cluster/...` routes, the init/join/
+//! remove tasks, join tokens, the member-to-member peer endpoints and the live swap of the API
+//! certificate to the CA-signed one. The procedures on local files and daemons are in
+//! `clusterd::form`; this module adds HTTP, tasks and authorization.
+//!
+//! Join, member side (`POST /api/v1/cluster/join`, authenticated by a one-time token or the
+//! root password inside the body): add the node to corosync.conf, push the new file to every
+//! other member (peer endpoint), write it here, `corosync-cfgtool -R` (all members re-read),
+//! sign the joiner's CSR, answer with the material. Only then does the joiner start corosync —
+//! the order pcs uses, so the existing membership never sees an unknown node.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use clusterd::corosync_conf::{CorosyncConf, LatencyClass};
+use clusterd::fence::{FenceAgent, FenceDevice, Secret};
+use clusterd::form::{self, ClusterRecord, FormError, MemberRecord, Paths, Progress};
+use clusterd::service::{self, Daemon, Direct, ServiceManager, Systemd};
+use keel_api::cluster::{
+    normalize_fingerprint, ClusterInit, ClusterNode, ClusterStatus, FailedAction, FenceAgentKind,
+    FenceDeviceInfo, FenceDeviceSpec, FenceTestResult, JoinAuth, JoinRequest, JoinResponse,
+    JoinToken, JoinTokenCreate, LinkStatus, LocalJoin, MemberStatus, NodeRemoveQuery,
+};
+use keel_api::task::TaskRef;
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::api::{ApiError, JsonBody, Path, Query};
+use crate::auth::Principal;
+use crate::cluster_net::{self, PEER_HEADER};
+use crate::config::{Config, ServiceManagerKind};
+use crate::db::{now, Db};
+use crate::error::{Error, Result};
+use crate::tasks::{self, TaskHandle};
+use crate::Node;
+
+type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// Name of the root-only API token hostd writes for local commands (`keel join`).
+pub const LOCAL_TOKEN_ID: &str = "local-root";
+pub const LOCAL_TOKEN_FILE: &str = "local-root.token";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cluster_join_tokens (
+    hash TEXT PRIMARY KEY,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    used INTEGER
+);
+CREATE TABLE IF NOT EXISTS cluster_fence_tests (
+    node TEXT PRIMARY KEY,
+    at INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+";
+
+/// Cluster state of this hostd.
+pub struct ClusterState {
+    pub paths: Paths,
+    pub svc: Arc<dyn ServiceManager>,
+    /// The live TLS config of the API listener (set by main once serving).
+    pub tls: OnceLock<axum_server::tls_rustls::RustlsConfig>,
+    db: Db,
+    clusterd_bin: Option<PathBuf>,
+    token_ttl_s: u64,
+    api_port: u16,
+    listen_ip: std::net::IpAddr,
+    fingerprint_file: PathBuf,
+    /// One membership change at a time on this node.
+    change: Mutex<()>,
+}
+
+impl From<FormError> for Error {
+    fn from(e: FormError) -> Self {
+        match e {
+            FormError::Refused(m) => Error::Conflict(m),
+            FormError::Invalid { field, msg } => Error::validation(&field, msg),
+            FormError::Failed(m) => Error::Internal(m),
+        }
+    }
+}
+
+impl ClusterState {
+    pub fn open(cfg: &Config, db: Db) -> Result<ClusterState> {
+        db.conn().execute_batch(SCHEMA)?;
+        let c = &cfg.cluster;
+        let paths = Paths {
+            corosync_dir: c.corosync_dir.clone(),
+            pacemaker_dir: c.pacemaker_dir.clone(),
+            cluster_dir: cfg.state_dir.join("cluster"),
+            ssh_dir: c.ssh_dir.clone(),
+            known_hosts: c.known_hosts.clone(),
+            root_ssh_dir: c.root_ssh_dir.clone(),
+        };
+        let clusterd_bin = c.clusterd_bin.clone().or_else(|| {
+            let p = std::env::current_exe()
+                .ok()?
+                .parent()?
+                .join("keel-clusterd");
+            p.exists().then_some(p)
+        });
+        let kind = match cfg.service_manager {
+            ServiceManagerKind::Auto if std::path::Path::new("/run/systemd/system").exists() => {
+                ServiceManagerKind::Systemd
+            }
+            ServiceManagerKind::Auto => ServiceManagerKind::Direct,
+            k => k,
+        };
+        let svc: Arc<dyn ServiceManager> = match kind {
+            ServiceManagerKind::Systemd => Arc::new(Systemd),
+            _ => Arc::new(Direct::new(
+                &cfg.state_dir,
+                clusterd_bin.clone(),
+                vec![
+                    "--db".into(),
+                    cfg.state_dir
+                        .join("cluster/config.db")
+                        .display()
+                        .to_string(),
+                ],
+            )),
+        };
+        let addr: std::net::SocketAddr = cfg
+            .listen
+            .parse()
+            .map_err(|_| Error::Internal("listen address".into()))?;
+        Ok(ClusterState {
+            paths,
+            svc,
+            tls: OnceLock::new(),
+            db,
+            clusterd_bin,
+            token_ttl_s: c.join_token_ttl_s,
+            api_port: addr.port(),
+            listen_ip: addr.ip(),
+            fingerprint_file: cfg.state_dir.join("hostd.fingerprint"),
+            change: Mutex::new(()),
+        })
+    }
+
+    pub fn record(&self) -> Result<Option<ClusterRecord>> {
+        Ok(ClusterRecord::load(&self.paths)?)
+    }
+
+    /// The CA-signed API certificate and key, when this node is clustered.
+    pub fn node_identity(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let c = std::fs::read(self.paths.node_cert()).ok()?;
+        let k = std::fs::read(self.paths.node_key()).ok()?;
+        self.paths.record().exists().then_some((c, k))
+    }
+
+    /// Serve `cert`/`key` from now on (new connections) and record the fingerprint.
+    fn swap_cert(&self, cert: &form::NodeCert) -> Result<()> {
+        std::fs::write(&self.fingerprint_file, format!("{}\n", cert.fingerprint))?;
+        if let Some(tls) = self.tls.get() {
+            let tls = tls.clone();
+            let (c, k) = (
+                cert.cert_pem.clone().into_bytes(),
+                cert.key_pem.clone().into_bytes(),
+            );
+            tokio::runtime::Handle::current()
+                .block_on(tls.reload_from_pem(c, k))
+                .map_err(|e| Error::Internal(format!("reloading the API certificate: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn authkey(&self) -> Result<Vec<u8>> {
+        let p = self.paths.corosync_authkey();
+        std::fs::read(&p).map_err(|e| Error::Internal(format!("{}: {e}", p.display())))
+    }
+
+    fn ca_pem(&self) -> Result<String> {
+        let p = self.paths.cluster_dir.join("ca.crt");
+        std::fs::read_to_string(&p).map_err(|e| Error::Internal(format!("{}: {e}", p.display())))
+    }
+}
+
+/// Write `<state>/local-root.token` (0600): a fresh API token of root for local commands.
+pub fn write_local_token(node: &Node) -> Result<PathBuf> {
+    let _ = node.auth.delete_token("root", LOCAL_TOKEN_ID);
+    let t = node.auth.create_token(
+        "root",
+        LOCAL_TOKEN_ID,
+        Some("local commands (keel join); rewritten at every start"),
+    )?;
+    let p = node.cfg.state_dir.join(LOCAL_TOKEN_FILE);
+    clusterd::ca::write_file_mode(
+        &p,
+        format!("{}={}\n", t.full_tokenid, t.secret).as_bytes(),
+        0o600,
+    )
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(p)
+}
+
+/// After a restart: a clustered node on the `direct` service manager starts its daemons again
+/// (systemd units are enabled and do this themselves).
+pub fn boot(node: &Node) {
+    let cs = &node.cluster;
+    if cs.svc.kind() != "direct" || !matches!(cs.record(), Ok(Some(_))) {
+        return;
+    }
+    let mut ds = vec![Daemon::Corosync, Daemon::Pacemaker];
+    if cs.clusterd_bin.is_some() {
+        ds.push(Daemon::Clusterd);
+    }
+    for d in ds {
+        if let Err(e) = cs.svc.start(d) {
+            tracing::warn!(daemon = d.name(), error = %e, "cannot start cluster daemon");
+        }
+    }
+}
+
+struct TaskProgress<'a>(&'a TaskHandle);
+impl Progress for TaskProgress<'_> {
+    fn log(&self, line: &str) {
+        self.0.log(line);
+    }
+    fn progress(&self, p: f64) {
+        self.0.progress(p);
+    }
+}
+
+fn is_root(p: &Principal) -> Result<()> {
+    if p.user != "root" {
+        return Err(Error::Forbidden(
+            "cluster membership changes need root".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(Error::Internal(format!("worker failed: {e}"))))?
+        .map_err(ApiError)
+}
+
+fn accepted(upid: String) -> Response {
+    (StatusCode::ACCEPTED, Json(TaskRef { upid })).into_response()
+}
+
+/// Routes that need a logged-in user.
+pub fn protected_routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/api/v1/cluster/init", post(init))
+        .route("/api/v1/cluster/join-token", post(join_token))
+        .route("/api/v1/cluster/local-join", post(local_join))
+        .route("/api/v1/cluster/status", get(status))
+        .route("/api/v1/cluster/nodes", get(nodes))
+        .route("/api/v1/cluster/nodes/{name}", delete(remove_node))
+        .route(
+            "/api/v1/cluster/fencing",
+            get(list_fencing).post(put_fencing),
+        )
+        .route("/api/v1/cluster/fencing/{node}", delete(delete_fencing))
+        .route("/api/v1/cluster/fencing/{node}/test", post(test_fencing))
+}
+
+/// Routes authenticated by their own means (join credentials in the body; peer HMAC).
+pub fn public_routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/api/v1/cluster/join", post(join))
+        .route("/api/v1/cluster/peer/update", post(peer_update))
+        .route("/api/v1/cluster/peer/leave", post(peer_leave))
+}
+
+// ------------------------------------------------------------------ init
+
+/// The local source address used to reach `dst` (`ip route get`).
+fn source_addr_for(dst: &str) -> Option<String> {
+    let (ok, out, _) = service::run(&["ip", "-o", "route", "get", dst]).ok()?;
+    if !ok {
+        return None;
+    }
+    let mut it = out.split_whitespace();
+    while let Some(w) = it.next() {
+        if w == "src" {
+            return it.next().map(str::to_string);
+        }
+    }
+    None
+}
+
+fn default_link0(cs: &ClusterState) -> Result<String> {
+    if !cs.listen_ip.is_unspecified() && !cs.listen_ip.is_loopback() {
+        return Ok(cs.listen_ip.to_string());
+    }
+    for probe in ["192.0.2.1", "2001:db8::1"] {
+        if let Some(a) = source_addr_for(probe) {
+            return Ok(a);
+        }
+    }
+    Err(Error::validation(
+        "link0",
+        "cannot tell this node's management address (no default route and the API listens on a wildcard address): give link0",
+    ))
+}
+
+/// Link latency class from the RTT to ourselves is meaningless; assume a LAN unless the link is
+/// on a loopback-like lab network (ULA/private with no default route) — the operator can always
+/// override `token_ms`.
+fn latency_class() -> LatencyClass {
+    if source_addr_for("192.0.2.1").is_none() && source_addr_for("2001:db8::1").is_none() {
+        LatencyClass::Local
+    } else {
+        LatencyClass::Lan
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/init", tag = "cluster", request_body = ClusterInit,
+    responses((status = 202, body = TaskRef), (status = 400, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
+async fn init(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    JsonBody(req): JsonBody<ClusterInit>,
+) -> ApiResult<Response> {
+    is_root(&p)?;
+    req.validate()?;
+    let upid = blocking(move || {
+        let cs = &node.cluster;
+        form::check_unclustered(&cs.paths)?;
+        let link0 = match &req.link0 {
+            Some(a) => a.clone(),
+            None => default_link0(cs)?,
+        };
+        let mut links = vec![link0.clone()];
+        links.extend(req.link1.clone());
+        let plan = form::InitPlan {
+            cluster_name: req.name.clone(),
+            node: node.cfg.node.clone(),
+            links,
+            token_ms: req.token_ms,
+            latency: latency_class(),
+            api: form::api_addr(&link0, cs.api_port),
+            dns: vec!["localhost".into()],
+            extra_ips: vec![
+                cs.listen_ip,
+                "127.0.0.1"
+                    .parse()
+                    .map_err(|_| Error::Internal("ip".into()))?,
+            ],
+            clusterd_installed: cs.clusterd_bin.is_some(),
+        };
+        let n = node.clone();
+        tasks::spawn(
+            &node.tasks,
+            "clusterinit",
+            "cluster",
+            &p.user,
+            true,
+            move |t| {
+                let cs = &n.cluster;
+                let _g = cs.change.lock().unwrap_or_else(|p| p.into_inner());
+                let cert = form::init(
+                    &cs.paths,
+                    clusterd_svc(cs).as_ref(),
+                    &plan,
+                    &TaskProgress(t),
+                )?;
+                pin_self(&n, &plan.links)?;
+                cs.swap_cert(&cert)?;
+                t.log(format!("API certificate fingerprint: {}", cert.fingerprint));
+                Ok(())
+            },
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+/// The service manager, wrapped so a failing keel-clusterd start is a warning: the store
+/// daemon is not what membership depends on.
+fn clusterd_svc(cs: &ClusterState) -> Arc<dyn ServiceManager> {
+    struct Lenient(Arc<dyn ServiceManager>);
+    impl ServiceManager for Lenient {
+        fn start(&self, d: Daemon) -> std::result::Result<(), service::ServiceError> {
+            match (d, self.0.start(d)) {
+                (Daemon::Clusterd, Err(e)) => {
+                    tracing::warn!(error = %e, "keel-clusterd did not start; the config store is unavailable");
+                    Ok(())
+                }
+                (_, r) => r,
+            }
+        }
+        fn stop(&self, d: Daemon) -> std::result::Result<(), service::ServiceError> {
+            self.0.stop(d)
+        }
+        fn is_active(&self, d: Daemon) -> std::result::Result<bool, service::ServiceError> {
+            self.0.is_active(d)
+        }
+        fn kind(&self) -> &'static str {
+            self.0.kind()
+        }
+    }
+    Arc::new(Lenient(cs.svc.clone()))
+}
+
+/// Pin this node's own host keys in known_hosts (so the file handed to joiners lists it) and
+/// make sure root has a migration key.
+fn pin_self(node: &Node, links: &[String]) -> Result<()> {
+    let cs = &node.cluster;
+    let keys = form::ssh_host_keys(&cs.paths);
+    let lines = form::known_hosts_lines(&node.cfg.node, links, &keys);
+    form::pin_known_hosts(&cs.paths, &node.cfg.node, links, &lines)?;
+    form::ensure_root_key(&cs.paths)?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ join tokens
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/join-token", tag = "cluster", request_body = JoinTokenCreate,
+    responses((status = 201, body = JoinToken), (status = 409, body = keel_api::ErrorBody)))]
+async fn join_token(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    JsonBody(req): JsonBody<JoinTokenCreate>,
+) -> ApiResult<Response> {
+    is_root(&p)?;
+    req.validate()?;
+    let t = blocking(move || {
+        let cs = &node.cluster;
+        if cs.record()?.is_none() {
+            return Err(Error::Conflict(
+                "this node is not in a cluster: run `keel cluster init` first".into(),
+            ));
+        }
+        let token = crate::auth::generate_password() + &crate::auth::generate_password();
+        let ttl = req.ttl_s.unwrap_or(cs.token_ttl_s);
+        let expires_at = now() + ttl as i64;
+        cs.db.conn().execute(
+            "INSERT INTO cluster_join_tokens(hash,created,expires,used) VALUES (?1,?2,?3,NULL)",
+            params![sha256_hex(&token), now(), expires_at],
+        )?;
+        Ok(JoinToken { token, expires_at })
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+/// Redeem a join token (exactly once).
+fn consume_token(cs: &ClusterState, token: &str, by: &str) -> Result<()> {
+    let h = sha256_hex(token);
+    let c = cs.db.conn();
+    let row: Option<(i64, Option<i64>)> = c
+        .query_row(
+            "SELECT expires, used FROM cluster_join_tokens WHERE hash=?1",
+            params![h],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
+    match row {
+        None => Err(Error::Unauthorized("invalid join token".into())),
+        Some((_, Some(_))) => Err(Error::Unauthorized(
+            "this join token was already used: create a new one with `keel cluster join-token`"
+                .into(),
+        )),
+        Some((exp, None)) if exp <= now() => Err(Error::Unauthorized(format!(
+            "this join token expired {}s ago: create a new one with `keel cluster join-token`",
+            now() - exp
+        ))),
+        Some(_) => {
+            let n = c.execute(
+                "UPDATE cluster_join_tokens SET used=?2 WHERE hash=?1 AND used IS NULL",
+                params![h, now()],
+            )?;
+            if n != 1 {
+                return Err(Error::Unauthorized(
+                    "this join token was already used".into(),
+                ));
+            }
+            tracing::info!(joiner = by, "join token redeemed");
+            Ok(())
+        }
+    }
+}
+
+// ------------------------------------------------------------------ join: member side
+
+/// What a member pushes to the other members on a membership change.
+#[derive(Debug, Serialize, Deserialize)]
+struct PeerUpdate {
+    corosync_conf: String,
+    members: Vec<MemberRecord>,
+    /// known_hosts entries to (re)pin: name, addresses, lines.
+    #[serde(default)]
+    pin: Option<(String, Vec<String>, Vec<String>)>,
+    /// known_hosts entries to drop: name, addresses.
+    #[serde(default)]
+    unpin: Option<(String, Vec<String>)>,
+    #[serde(default)]
+    authorized_key: Option<String>,
+}
+
+fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()> {
+    let conf =
+        CorosyncConf::parse(&u.corosync_conf).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let mut rec = cs
+        .record()?
+        .ok_or_else(|| Error::Conflict("not a cluster member".into()))?;
+    if conf.cluster_name != rec.name {
+        return Err(Error::Conflict(format!(
+            "update for cluster {:?}, this node is in {:?}",
+            conf.cluster_name, rec.name
+        )));
+    }
+    form::write_corosync_conf(&cs.paths, &conf)?;
+    rec.members = u.members.clone();
+    rec.save(&cs.paths)?;
+    if let Some((name, addrs, lines)) = &u.pin {
+        form::pin_known_hosts(&cs.paths, name, addrs, lines)?;
+    }
+    if let Some((name, addrs)) = &u.unpin {
+        form::unpin_known_hosts(&cs.paths, name, addrs)?;
+    }
+    if let Some(k) = &u.authorized_key {
+        form::append_unique_line(&cs.paths.root_ssh_dir.join("authorized_keys"), k, 0o600)?;
+    }
+    Ok(())
+}
+
+/// Push `u` to every member but this node (member → member, CA-verified, HMAC-signed).
+fn push_to_members(node: &Node, rec: &ClusterRecord, u: &PeerUpdate) -> Result<Vec<String>> {
+    let cs = &node.cluster;
+    let key = cs.authkey()?;
+    let client = cluster_net::ca_client(&cs.ca_pem()?)?;
+    let mut done = vec![];
+    let rt = tokio::runtime::Handle::current();
+    for m in rec.members.iter().filter(|m| m.name != node.cfg.node) {
+        rt.block_on(cluster_net::peer_post(
+            &client,
+            &key,
+            &node.cfg.node,
+            &m.api,
+            "/api/v1/cluster/peer/update",
+            u,
+        ))
+        .map_err(|e| Error::Internal(format!("updating member {}: {e}", m.name)))?;
+        done.push(m.name.clone());
+    }
+    Ok(done)
+}
+
+fn ssh_key_line(key: &str, node: &str) -> String {
+    let mut it = key.split_whitespace();
+    match (it.next(), it.next()) {
+        (Some(t), Some(b)) => format!("{t} {b} keel:{node}"),
+        _ => key.to_string(),
+    }
+}
+
+fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse> {
+    use clusterd::form::read_b64;
+    req.validate()?;
+    let cs = &node.cluster;
+    let Some(rec) = cs.record()? else {
+        return Err(Error::Conflict(format!(
+            "{} is not in a cluster: run `keel cluster init` on it first",
+            node.cfg.node
+        )));
+    };
+    match &req.auth {
+        JoinAuth::Token(t) => consume_token(cs, t, &req.node)?,
+        JoinAuth::Password(pw) => {
+            let s = node
+                .auth
+                .login("root", pw)
+                .map_err(|_| Error::Unauthorized("wrong root password".into()))?;
+            let _ = node.auth.logout(&s.ticket);
+        }
+    }
+    let _g = cs.change.lock().unwrap_or_else(|p| p.into_inner());
+    match form::quorum() {
+        Some(q) if q.quorate => {}
+        _ => {
+            return Err(Error::Conflict(format!(
+                "{} is not quorate: nodes can join only a quorate cluster",
+                node.cfg.node
+            )))
+        }
+    }
+    let (conf, nodeid) = form::plan_add(&cs.paths, &req.node, &req.links)?;
+    let (cert_pem, ca) = form::sign_joiner(&cs.paths, &req.node, &req.links, &req.csr_pem)?;
+    let joiner_api = form::api_addr(&req.links[0], req.api_port);
+    let mut members = rec.members.clone();
+    members.push(MemberRecord {
+        name: req.node.clone(),
+        nodeid,
+        api: joiner_api,
+    });
+    let kh = form::known_hosts_lines(&req.node, &req.links, &req.ssh_host_keys);
+    let update = PeerUpdate {
+        corosync_conf: conf.render().map_err(|e| Error::Internal(e.to_string()))?,
+        members: members.clone(),
+        pin: Some((req.node.clone(), req.links.clone(), kh)),
+        unpin: None,
+        authorized_key: req
+            .root_ssh_key
+            .as_ref()
+            .map(|k| ssh_key_line(k, &req.node)),
+    };
+    tracing::info!(joiner = %req.node, nodeid, "adding node: updating members");
+    let old = form::read_corosync_conf(&cs.paths)?;
+    if let Err(e) = push_to_members(node, &rec, &update) {
+        // put back what the others got
+        let back = PeerUpdate {
+            corosync_conf: old.render().map_err(|e| Error::Internal(e.to_string()))?,
+            members: rec.members.clone(),
+            pin: None,
+            unpin: Some((req.node.clone(), req.links.clone())),
+            authorized_key: None,
+        };
+        let _ = push_to_members(node, &rec, &back);
+        return Err(e);
+    }
+    apply_peer_update(cs, &update)?;
+    service::reload_corosync().map_err(|e| Error::Internal(e.to_string()))?;
+    tracing::info!(joiner = %req.node, "corosync.conf reloaded on every member");
+    if let Err(e) = form::apply_properties_for(&conf) {
+        tracing::warn!(error = %e, "updating cluster properties for the new size");
+    }
+    let own_key = form::ensure_root_key(&cs.paths)?;
+    let mut authorized = vec![ssh_key_line(&own_key, &node.cfg.node)];
+    let ak =
+        std::fs::read_to_string(cs.paths.root_ssh_dir.join("authorized_keys")).unwrap_or_default();
+    authorized.extend(
+        ak.lines()
+            .filter(|l| l.contains(" keel:") && !l.ends_with(&format!(" keel:{}", req.node)))
+            .map(str::to_string),
+    );
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    let known_hosts: Vec<String> = std::fs::read_to_string(&cs.paths.known_hosts)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|h| h.split(',').any(|x| names.contains(&x)))
+        })
+        .map(str::to_string)
+        .collect();
+    Ok(JoinResponse {
+        cluster_name: rec.name.clone(),
+        nodeid,
+        corosync_conf: update.corosync_conf.clone(),
+        corosync_authkey_b64: read_b64(&cs.paths.corosync_authkey())?,
+        pacemaker_authkey_b64: read_b64(&cs.paths.pacemaker_authkey())?,
+        cert_pem,
+        ca_pem: ca.cert_pem().to_string(),
+        ca_key_pem: ca.key_pem(),
+        known_hosts,
+        authorized_keys: authorized,
+        members: members
+            .iter()
+            .map(|m| ClusterNode {
+                name: m.name.clone(),
+                nodeid: m.nodeid,
+                links: conf
+                    .node(&m.name)
+                    .map(|n| n.addrs.clone())
+                    .unwrap_or_default(),
+                api: m.api.clone(),
+            })
+            .collect(),
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/join", tag = "cluster", request_body = JoinRequest,
+    responses((status = 200, body = JoinResponse), (status = 401, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
+async fn join(
+    State(node): State<Arc<Node>>,
+    JsonBody(req): JsonBody<JoinRequest>,
+) -> ApiResult<Json<JoinResponse>> {
+    Ok(Json(blocking(move || member_join(&node, req)).await?))
+}
+
+fn check_peer(node: &Node, headers: &HeaderMap, path: &str, body: &[u8]) -> Result<String> {
+    let h = headers
+        .get(PEER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Unauthorized(format!("{PEER_HEADER} header required")))?;
+    let key = node
+        .cluster
+        .authkey()
+        .map_err(|_| Error::Conflict("this node is not in a cluster".into()))?;
+    cluster_net::check_peer_header(&key, h, now(), "POST", path, body)
+}
+
+async fn peer_update(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    blocking(move || {
+        let from = check_peer(&node, &headers, "/api/v1/cluster/peer/update", &body)?;
+        let u: PeerUpdate = serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("peer update: {e}")))?;
+        apply_peer_update(&node.cluster, &u)?;
+        tracing::info!(from = %from, "cluster membership files updated by a peer");
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn peer_leave(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    blocking(move || {
+        let from = check_peer(&node, &headers, "/api/v1/cluster/peer/leave", &body)?;
+        tracing::warn!(by = %from, "this node is being removed from the cluster: stopping the stack");
+        form::leave(&node.cluster.paths, node.cluster.svc.as_ref())?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------------ join: joiner side
+
+fn joiner_checks(node: &Node) -> Result<()> {
+    form::check_unclustered(&node.cluster.paths)?;
+    let doms = node.hv.list_domains()?;
+    if !doms.is_empty() {
+        let names: Vec<&str> = doms.iter().map(|d| d.name.as_str()).take(5).collect();
+        return Err(Error::Conflict(format!(
+            "this node holds {} VM(s) ({}): a joining node must be empty (its VM ids could collide with the cluster's); move or delete them first",
+            doms.len(),
+            names.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn host_of(address: &str) -> String {
+    // [v6]:port, v6, host:port, host
+    if let Some(r) = address.strip_prefix('[') {
+        return r.split(']').next().unwrap_or(r).to_string();
+    }
+    if address.parse::<std::net::IpAddr>().is_ok() {
+        return address.to_string();
+    }
+    address
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(address)
+        .to_string()
+}
+
+fn with_port(address: &str) -> String {
+    let has_port = if address.starts_with('[') {
+        address.contains("]:")
+    } else {
+        address.parse::<std::net::IpAddr>().is_err() && address.contains(':')
+    };
+    if has_port {
+        address.to_string()
+    } else {
+        form::api_addr(&host_of(address), keel_api::cluster::DEFAULT_API_PORT)
+    }
+}
+
+fn joiner_join(node: &Node, req: &LocalJoin, t: &TaskHandle) -> Result<()> {
+    let cs = &node.cluster;
+    let fp = normalize_fingerprint(&req.fingerprint)
+        .ok_or_else(|| Error::validation("fingerprint", "not a SHA-256 fingerprint"))?;
+    let addr = with_port(&req.address);
+    let host = host_of(&req.address);
+    t.log(format!("contacting {addr}, pinned to {fp}"));
+    let (client, seen) = cluster_net::pinned_client(&fp)?;
+    let rt = tokio::runtime::Handle::current();
+    // 1. the pin is checked on a request that carries no secret
+    let health = rt.block_on(client.get(format!("https://{addr}/api/v1/health")).send());
+    match health {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => {
+            return Err(Error::Internal(format!(
+                "{addr} answered {} to /api/v1/health: is it a Keel node?",
+                r.status()
+            )))
+        }
+        Err(e) => {
+            let presented = seen.lock().ok().and_then(|s| s.clone());
+            return Err(match presented {
+                Some(p) if p != fp => Error::Conflict(format!(
+                    "wrong fingerprint: {addr} presented certificate {p}, expected {fp}; nothing was sent. Check the fingerprint printed by `keel cluster init` (or in the member's hostd.fingerprint)"
+                )),
+                _ => Error::Internal(format!(
+                    "cannot reach {addr}: {}",
+                    cluster_net::error_chain(&e)
+                )),
+            });
+        }
+    }
+    t.log("member certificate matches the fingerprint");
+    let link0 = match &req.link0 {
+        Some(a) => a.clone(),
+        None => source_addr_for(&host).ok_or_else(|| {
+            Error::validation(
+                "link0",
+                format!("cannot tell the local address that reaches {host}: give link0"),
+            )
+        })?,
+    };
+    let mut links = vec![link0.clone()];
+    links.extend(req.link1.clone());
+    let id = clusterd::ca::NodeIdentity {
+        name: node.cfg.node.clone(),
+        dns: vec!["localhost".into()],
+        addrs: links.iter().filter_map(|a| a.parse().ok()).collect(),
+    };
+    let (csr_pem, key_pem) =
+        clusterd::ca::node_csr(&id).map_err(|e| Error::Internal(e.to_string()))?;
+    let root_key = form::ensure_root_key(&cs.paths)?;
+    let jr = JoinRequest {
+        auth: req.auth.clone(),
+        node: node.cfg.node.clone(),
+        links: links.clone(),
+        ssh_host_keys: form::ssh_host_keys(&cs.paths),
+        root_ssh_key: Some(root_key),
+        csr_pem,
+        api_port: cs.api_port,
+    };
+    jr.validate()?;
+    t.log(format!(
+        "asking {addr} to add {} with links {links:?}",
+        jr.node
+    ));
+    t.progress(0.1);
+    let resp = rt.block_on(async {
+        let r = client
+            .post(format!("https://{addr}/api/v1/cluster/join"))
+            .json(&jr)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "join request to {addr}: {}",
+                    cluster_net::error_chain(&e)
+                ))
+            })?;
+        if !r.status().is_success() {
+            let st = r.status();
+            let msg = cluster_net::api_error_message(r).await;
+            return Err(match st.as_u16() {
+                401 | 403 => Error::Unauthorized(format!("the member refused the join: {msg}")),
+                409 => Error::Conflict(format!("the member refused the join: {msg}")),
+                400 => Error::BadRequest(format!("the member refused the join: {msg}")),
+                _ => Error::Internal(format!("the member failed the join ({st}): {msg}")),
+            });
+        }
+        r.json::<JoinResponse>()
+            .await
+            .map_err(|e| Error::Internal(format!("join response: {e}")))
+    })?;
+    t.log(format!(
+        "member added {} as nodeid {} to cluster {:?} ({} members)",
+        jr.node,
+        resp.nodeid,
+        resp.cluster_name,
+        resp.members.len()
+    ));
+    t.progress(0.3);
+    let members: Vec<MemberRecord> = resp
+        .members
+        .iter()
+        .map(|m| MemberRecord {
+            name: m.name.clone(),
+            nodeid: m.nodeid,
+            api: m.api.clone(),
+        })
+        .collect();
+    for m in &resp.members {
+        let lines: Vec<String> = resp
+            .known_hosts
+            .iter()
+            .filter(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|h| h.split(',').any(|x| x == m.name))
+            })
+            .cloned()
+            .collect();
+        form::pin_known_hosts(&cs.paths, &m.name, &m.links, &lines)?;
+    }
+    let cert = form::joiner_install(
+        &cs.paths,
+        clusterd_svc(cs).as_ref(),
+        &node.cfg.node,
+        &resp,
+        &resp.ca_key_pem,
+        &key_pem,
+        members,
+        cs.clusterd_bin.is_some(),
+        &TaskProgress(t),
+    )?;
+    cs.swap_cert(&cert)?;
+    t.log(format!(
+        "joined; API certificate fingerprint: {}",
+        cert.fingerprint
+    ));
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/local-join", tag = "cluster", request_body = LocalJoin,
+    responses((status = 202, body = TaskRef), (status = 409, body = keel_api::ErrorBody)))]
+async fn local_join(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    JsonBody(req): JsonBody<LocalJoin>,
+) -> ApiResult<Response> {
+    is_root(&p)?;
+    req.validate()?;
+    let upid = blocking(move || {
+        joiner_checks(&node)?;
+        let n = node.clone();
+        tasks::spawn(
+            &node.tasks,
+            "clusterjoin",
+            "cluster",
+            &p.user,
+            true,
+            move |t| {
+                let _g = n.cluster.change.lock().unwrap_or_else(|p| p.into_inner());
+                joiner_checks(&n)?;
+                joiner_join(&n, &req, t)
+            },
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+// ------------------------------------------------------------------ status
+
+fn cib_stonith_devices() -> Vec<(String, String, String)> {
+    // (id, agent type, target node) from the live CIB
+    let Ok((true, out, _)) = service::run(&["cibadmin", "--query", "--scope", "resources"]) else {
+        return vec![];
+    };
+    let Ok(root) = keel_xml::Element::parse(&out) else {
+        return vec![];
+    };
+    root.descendants("primitive")
+        .into_iter()
+        .filter(|p| p.get_attr("class") == Some("stonith"))
+        .filter_map(|p| {
+            let target = p
+                .descendants("nvpair")
+                .into_iter()
+                .find(|nv| nv.get_attr("name") == Some("pcmk_host_list"))?
+                .get_attr("value")?
+                .to_string();
+            Some((
+                p.get_attr("id")?.to_string(),
+                p.get_attr("type").unwrap_or("").to_string(),
+                target,
+            ))
+        })
+        .collect()
+}
+
+fn fence_test_of(cs: &ClusterState, node: &str) -> Option<FenceTestResult> {
+    cs.db
+        .conn()
+        .query_row(
+            "SELECT at, ok, action, message FROM cluster_fence_tests WHERE node=?1",
+            params![node],
+            |r| {
+                Ok(FenceTestResult {
+                    at: r.get(0)?,
+                    ok: r.get::<_, i64>(1)? != 0,
+                    action: r.get(2)?,
+                    message: r.get(3)?,
+                })
+            },
+        )
+        .ok()
+}
+
+pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
+    let cs = &node.cluster;
+    let Some(rec) = cs.record()? else {
+        return Ok(ClusterStatus {
+            clustered: false,
+            name: String::new(),
+            local_node: node.cfg.node.clone(),
+            quorate: false,
+            expected_votes: 0,
+            total_votes: 0,
+            two_node: false,
+            members: vec![],
+            dc: None,
+            stonith_enabled: false,
+            failed_actions: vec![],
+            notes: vec!["this node is not in a cluster".into()],
+        });
+    };
+    let conf = form::read_corosync_conf(&cs.paths)?;
+    let q = form::quorum();
+    let links = service::run(&["corosync-cfgtool", "-n"])
+        .ok()
+        .and_then(|(_, out, _)| clusterd::crm::LinkStatus::parse(&out).ok());
+    let crm = form::crm_status();
+    let devices = cib_stonith_devices();
+    let mut notes = vec![];
+    if q.is_none() {
+        notes.push("corosync is not running on this node".into());
+    }
+    if crm.is_none() {
+        notes.push("Pacemaker does not answer on this node".into());
+    }
+    if conf.nodes.len() == 1 {
+        notes.push("single node: no redundancy until a second node joins".into());
+    }
+    let mut members = vec![];
+    for n in &conf.nodes {
+        let qm = q
+            .as_ref()
+            .and_then(|q| q.members.iter().find(|m| m.nodeid == n.nodeid));
+        let cn = crm.as_ref().and_then(|c| c.node(&n.name));
+        let local = q.as_ref().is_some_and(|q| q.node_id == n.nodeid);
+        let peer = links
+            .as_ref()
+            .and_then(|l| l.peers.iter().find(|p| p.nodeid == n.nodeid));
+        let ls = n
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| LinkStatus {
+                link: i as u32,
+                address: a.clone(),
+                connected: local && q.is_some()
+                    || peer.is_some_and(|p| {
+                        p.links.iter().any(|l| l.link as usize == i && l.connected)
+                    }),
+            })
+            .collect();
+        let dev = devices.iter().find(|d| d.2 == n.name);
+        if dev.is_none() && conf.nodes.len() > 1 {
+            notes.push(format!(
+                "{} has no fence device: it cannot be fenced",
+                n.name
+            ));
+        }
+        members.push(MemberStatus {
+            name: n.name.clone(),
+            nodeid: n.nodeid,
+            online: cn.is_some_and(|c| c.online) && qm.is_some(),
+            standby: cn.is_some_and(|c| c.standby),
+            unclean: cn.is_some_and(|c| c.unclean),
+            votes: qm.map(|m| m.votes).unwrap_or(0),
+            links: ls,
+            is_dc: cn.is_some_and(|c| c.is_dc),
+            fence_device: dev.map(|d| d.0.clone()),
+            last_fence_test: fence_test_of(cs, &n.name),
+        });
+    }
+    Ok(ClusterStatus {
+        clustered: true,
+        name: rec.name,
+        local_node: node.cfg.node.clone(),
+        quorate: q.as_ref().is_some_and(|q| q.quorate),
+        expected_votes: q.as_ref().map(|q| q.expected_votes).unwrap_or(0),
+        total_votes: q.as_ref().map(|q| q.total_votes).unwrap_or(0),
+        two_node: conf.two_node(),
+        members,
+        dc: crm.as_ref().and_then(|c| c.dc.clone()),
+        stonith_enabled: crm
+            .as_ref()
+            .and_then(|c| c.stonith_enabled)
+            .unwrap_or(false),
+        failed_actions: crm
+            .map(|c| {
+                c.failures
+                    .into_iter()
+                    .map(|f| FailedAction {
+                        resource: f.op_key,
+                        node: f.node,
+                        operation: f.task,
+                        status: f.exit_status,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        notes,
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster/status", tag = "cluster", responses((status = 200, body = ClusterStatus)))]
+async fn status(State(node): State<Arc<Node>>) -> ApiResult<Json<ClusterStatus>> {
+    Ok(Json(blocking(move || cluster_status(&node)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster/nodes", tag = "cluster", responses((status = 200, body = [ClusterNode])))]
+async fn nodes(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<ClusterNode>>> {
+    Ok(Json(
+        blocking(move || {
+            let cs = &node.cluster;
+            let Some(rec) = cs.record()? else {
+                return Ok(vec![]);
+            };
+            let conf = form::read_corosync_conf(&cs.paths)?;
+            Ok(conf
+                .nodes
+                .iter()
+                .map(|n| ClusterNode {
+                    name: n.name.clone(),
+                    nodeid: n.nodeid,
+                    links: n.addrs.clone(),
+                    api: rec
+                        .members
+                        .iter()
+                        .find(|m| m.name == n.name)
+                        .map(|m| m.api.clone())
+                        .unwrap_or_default(),
+                })
+                .collect())
+        })
+        .await?,
+    ))
+}
+
+// ------------------------------------------------------------------ remove
+
+fn quorum_needed(nodes: usize) -> usize {
+    if nodes == 2 {
+        1
+    } else {
+        nodes / 2 + 1
+    }
+}
+
+#[utoipa::path(delete, path = "/api/v1/cluster/nodes/{name}", tag = "cluster", params(("name" = String, Path)),
+    responses((status = 202, body = TaskRef), (status = 409, body = keel_api::ErrorBody)))]
+async fn remove_node(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    Query(q): Query<NodeRemoveQuery>,
+) -> ApiResult<Response> {
+    is_root(&p)?;
+    let upid = blocking(move || {
+        let cs = &node.cluster;
+        let rec = cs
+            .record()?
+            .ok_or_else(|| Error::Conflict("this node is not in a cluster".into()))?;
+        if name == node.cfg.node {
+            return Err(Error::Conflict(format!(
+                "{name} is the node answering this request: run `keel node remove {name}` on another member"
+            )));
+        }
+        let conf = form::read_corosync_conf(&cs.paths)?;
+        if conf.node(&name).is_none() {
+            return Err(Error::NotFound(format!("{name:?} is not a cluster member")));
+        }
+        let qi = form::quorum();
+        let online: Vec<u32> = qi
+            .as_ref()
+            .map(|q| q.members.iter().map(|m| m.nodeid).collect())
+            .unwrap_or_default();
+        let removed_id = conf.node(&name).map(|n| n.nodeid).unwrap_or(0);
+        let online_after = online.iter().filter(|id| **id != removed_id).count();
+        let need = quorum_needed(conf.nodes.len() - 1);
+        if online_after < need && !q.force {
+            return Err(Error::Conflict(format!(
+                "removing {name} would leave {online_after} online member(s) of {} while {need} are needed for quorum: the cluster would lose quorum. Bring members back online, or use --force",
+                conf.nodes.len() - 1
+            )));
+        }
+        let n = node.clone();
+        let force = q.force;
+        let tgt = name.clone();
+        tasks::spawn(&node.tasks, "clusterremove", &tgt, &p.user, true, move |t| {
+            remove_task(&n, rec, &name, force, t)
+        })
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+fn remove_task(
+    node: &Node,
+    rec: ClusterRecord,
+    name: &str,
+    force: bool,
+    t: &TaskHandle,
+) -> Result<()> {
+    let cs = &node.cluster;
+    let _g = cs.change.lock().unwrap_or_else(|p| p.into_inner());
+    let mut conf = form::read_corosync_conf(&cs.paths)?;
+    let gone = conf
+        .remove_node(name)
+        .map_err(|e| Error::Conflict(e.to_string()))?;
+    let removed = rec.members.iter().find(|m| m.name == name).cloned();
+    // 1. the removed node stops its stack and forgets the cluster (if reachable)
+    if let Some(m) = &removed {
+        let key = cs.authkey()?;
+        let client = cluster_net::ca_client(&cs.ca_pem()?)?;
+        let r = tokio::runtime::Handle::current().block_on(cluster_net::peer_post(
+            &client,
+            &key,
+            &node.cfg.node,
+            &m.api,
+            "/api/v1/cluster/peer/leave",
+            &serde_json::json!({}),
+        ));
+        match r {
+            Ok(()) => t.log(format!("{name} stopped corosync and Pacemaker and left")),
+            Err(e) if force => t.log(format!("{name} unreachable ({e}); continuing (--force)")),
+            Err(e) => {
+                return Err(Error::Conflict(format!(
+                    "{name} could not be told to leave ({e}); if it is down for good, use --force"
+                )))
+            }
+        }
+    }
+    // 2. every remaining member drops it from corosync.conf, then one reload for all
+    let members: Vec<MemberRecord> = rec
+        .members
+        .iter()
+        .filter(|m| m.name != name)
+        .cloned()
+        .collect();
+    let update = PeerUpdate {
+        corosync_conf: conf.render().map_err(|e| Error::Internal(e.to_string()))?,
+        members: members.clone(),
+        pin: None,
+        unpin: Some((gone.name.clone(), gone.addrs.clone())),
+        authorized_key: None,
+    };
+    let mut rest = rec.clone();
+    rest.members = members;
+    push_to_members(node, &rest, &update)?;
+    apply_peer_update(cs, &update)?;
+    // its root key goes from authorized_keys here (others keep theirs until their next update)
+    let ak = cs.paths.root_ssh_dir.join("authorized_keys");
+    if let Ok(text) = std::fs::read_to_string(&ak) {
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.ends_with(&format!(" keel:{name}")))
+            .collect();
+        let mut out = kept.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        clusterd::ca::write_file_mode(&ak, out.as_bytes(), 0o600)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+    }
+    service::reload_corosync().map_err(|e| Error::Internal(e.to_string()))?;
+    t.log(format!(
+        "removed {name} from corosync.conf on every member and reloaded"
+    ));
+    // 3. Pacemaker forgets it; its fence device goes
+    for (id, _, target) in cib_stonith_devices().into_iter().filter(|d| d.2 == name) {
+        let dev = lab_shell_device(&id, &target);
+        form::apply_cib(&clusterd::cib::delete_fence_device(&dev))?;
+        t.log(format!("deleted fence device {id}"));
+    }
+    match service::run(&["crm_node", "-R", name, "--force"]) {
+        Ok((true, _, _)) => t.log(format!("crm_node -R {name}: Pacemaker forgot it")),
+        Ok((false, o, e)) => t.log(format!("crm_node -R {name}: {}{}", e.trim(), o.trim())),
+        Err(e) => t.log(format!("crm_node -R {name}: {e}")),
+    }
+    form::apply_properties_for(&conf)?;
+    let _ = cs.db.conn().execute(
+        "DELETE FROM cluster_fence_tests WHERE node=?1",
+        params![name],
+    );
+    Ok(())
+}
+
+/// A FenceDevice with only the identity fields needed to delete it from the CIB.
+fn lab_shell_device(id: &str, node: &str) -> FenceDevice {
+    FenceDevice {
+        id: id.to_string(),
+        node: node.to_string(),
+        agent: FenceAgent::KeelNetnsLab {
+            lab_dir: String::new(),
+        },
+        delay_s: None,
+        action: None,
+    }
+}
+
+// ------------------------------------------------------------------ fencing
+
+fn param(spec: &FenceDeviceSpec, k: &str) -> Result<String> {
+    spec.params.get(k).cloned().ok_or_else(|| {
+        Error::validation(
+            &format!("params.{k}"),
+            format!("{k} is required for this agent"),
+        )
+    })
+}
+
+fn secret(spec: &FenceDeviceSpec, k: &str) -> Result<Secret> {
+    spec.secrets
+        .get(k)
+        .map(|s| Secret::new(s.clone()))
+        .ok_or_else(|| {
+            Error::validation(
+                &format!("secrets.{k}"),
+                format!("{k} is required for this agent"),
+            )
+        })
+}
+
+fn port(spec: &FenceDeviceSpec, k: &str) -> Result<Option<u16>> {
+    spec.params
+        .get(k)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                Error::validation(&format!("params.{k}"), format!("{v:?} is not a port"))
+            })
+        })
+        .transpose()
+}
+
+fn to_device(spec: &FenceDeviceSpec) -> Result<FenceDevice> {
+    spec.validate()?;
+    let agent = match spec.agent {
+        FenceAgentKind::FenceIpmilan => FenceAgent::Ipmilan {
+            ip: param(spec, "ip")?,
+            port: port(spec, "ipport")?,
+            username: param(spec, "username")?,
+            password: secret(spec, "password")?,
+            lanplus: spec.params.get("lanplus").map(|v| v != "0").unwrap_or(true),
+            privlvl: spec.params.get("privlvl").cloned(),
+        },
+        FenceAgentKind::FenceRedfish => FenceAgent::Redfish {
+            ip: param(spec, "ip")?,
+            port: port(spec, "ipport")?,
+            username: param(spec, "username")?,
+            password: secret(spec, "password")?,
+            ssl_insecure: spec.params.get("ssl_insecure").is_some_and(|v| v == "1"),
+            systems_uri: spec.params.get("systems_uri").cloned(),
+        },
+        FenceAgentKind::Sbd => FenceAgent::Sbd {
+            devices: param(spec, "devices")?
+                .split(',')
+                .map(str::to_string)
+                .collect(),
+        },
+        FenceAgentKind::FenceKeellab => FenceAgent::KeelNetnsLab {
+            lab_dir: param(spec, "lab_dir")?,
+        },
+        FenceAgentKind::FenceKeelLab => FenceAgent::KeelVmLab {
+            ipaddr: spec.params.get("ipaddr").cloned(),
+            ipport: port(spec, "ipport")?,
+        },
+    };
+    Ok(FenceDevice {
+        id: format!("fence-{}", spec.node),
+        node: spec.node.clone(),
+        agent,
+        delay_s: spec.delay_base_s,
+        action: spec.params.get("action").cloned(),
+    })
+}
+
+fn agent_kind(program: &str) -> Option<FenceAgentKind> {
+    Some(match program {
+        "fence_ipmilan" => FenceAgentKind::FenceIpmilan,
+        "fence_redfish" => FenceAgentKind::FenceRedfish,
+        "fence_sbd" => FenceAgentKind::Sbd,
+        "fence_keellab" => FenceAgentKind::FenceKeellab,
+        "fence_keel_lab" => FenceAgentKind::FenceKeelLab,
+        _ => return None,
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster/fencing", tag = "cluster", responses((status = 200, body = [FenceDeviceInfo])))]
+async fn list_fencing(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<FenceDeviceInfo>>> {
+    Ok(Json(
+        blocking(move || {
+            Ok(cib_stonith_devices()
+                .into_iter()
+                .filter_map(|(id, ty, target)| {
+                    Some(FenceDeviceInfo {
+                        id,
+                        agent: agent_kind(&ty)?,
+                        last_test: fence_test_of(&node.cluster, &target),
+                        node: target,
+                        params: BTreeMap::new(),
+                        secret_keys: vec![],
+                    })
+                })
+                .collect())
+        })
+        .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/fencing", tag = "cluster", request_body = FenceDeviceSpec,
+    responses((status = 201, body = FenceDeviceInfo), (status = 400, body = keel_api::ErrorBody)))]
+async fn put_fencing(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    JsonBody(spec): JsonBody<FenceDeviceSpec>,
+) -> ApiResult<Response> {
+    is_root(&p)?;
+    let info = blocking(move || {
+        let cs = &node.cluster;
+        if cs.record()?.is_none() {
+            return Err(Error::Conflict("this node is not in a cluster".into()));
+        }
+        let conf = form::read_corosync_conf(&cs.paths)?;
+        let names: Vec<String> = conf.nodes.iter().map(|n| n.name.clone()).collect();
+        let dev = to_device(&spec)?;
+        if let Err(errs) = dev.validate(&names) {
+            if let Some(e) = errs.into_iter().next() {
+                return Err(Error::Validation(e));
+            }
+        }
+        form::apply_cib(&clusterd::cib::put_fence_device(&dev))?;
+        tracing::info!(device = %dev.id, node = %dev.node, agent = dev.agent.program(), "fence device configured");
+        Ok(FenceDeviceInfo {
+            id: dev.id.clone(),
+            node: dev.node.clone(),
+            agent: spec.agent,
+            params: spec.params.clone(),
+            secret_keys: spec.secrets.keys().cloned().collect(),
+            last_test: None,
+        })
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/cluster/fencing/{node}", tag = "cluster", params(("node" = String, Path)), responses((status = 204)))]
+async fn delete_fencing(
+    State(_node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path(target): Path<String>,
+) -> ApiResult<StatusCode> {
+    is_root(&p)?;
+    blocking(move || {
+        let devs: Vec<_> = cib_stonith_devices()
+            .into_iter()
+            .filter(|d| d.2 == target)
+            .collect();
+        if devs.is_empty() {
+            return Err(Error::NotFound(format!("no fence device for {target:?}")));
+        }
+        for (id, _, t) in devs {
+            form::apply_cib(&clusterd::cib::delete_fence_device(&lab_shell_device(
+                &id, &t,
+            )))?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct FenceTestQuery {
+    /// `reboot` (default) or `off`.
+    #[serde(default)]
+    pub action: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/fencing/{node}/test", tag = "cluster", params(("node" = String, Path), FenceTestQuery),
+    responses((status = 202, body = TaskRef), (status = 409, body = keel_api::ErrorBody)))]
+async fn test_fencing(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path(target): Path<String>,
+    Query(q): Query<FenceTestQuery>,
+) -> ApiResult<Response> {
+    is_root(&p)?;
+    let action = q.action.unwrap_or_else(|| "reboot".into());
+    if action != "reboot" && action != "off" {
+        return Err(ApiError(Error::validation("action", "use reboot or off")));
+    }
+    let upid = blocking(move || {
+        let cs = &node.cluster;
+        if target == node.cfg.node {
+            return Err(Error::Conflict(format!(
+                "{target} is the node answering this request: test its fencing from another member"
+            )));
+        }
+        if !cib_stonith_devices().iter().any(|d| d.2 == target) {
+            return Err(Error::Conflict(format!("{target} has no fence device: add one first")));
+        }
+        let _ = cs;
+        let n = node.clone();
+        let tgt = target.clone();
+        tasks::spawn(&node.tasks, "fencetest", &tgt, &p.user, true, move |t| {
+            let flag = if action == "off" { "--off" } else { "--reboot" };
+            t.log(format!("stonith_admin {flag} {target}: this really fences the node"));
+            let t0 = std::time::Instant::now();
+            let r = service::run(&["stonith_admin", flag, &target, "--timeout", "120"])
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let ok = r.0;
+            let msg = if ok {
+                format!("fenced ({action}) in {:.1}s", t0.elapsed().as_secs_f64())
+            } else {
+                format!("failed: {}{}", r.2.trim(), r.1.trim())
+            };
+            n.cluster.db.conn().execute(
+                "INSERT OR REPLACE INTO cluster_fence_tests(node,at,ok,action,message) VALUES (?1,?2,?3,?4,?5)",
+                params![target, now(), ok as i64, action, msg],
+            )?;
+            t.log(&msg);
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::Internal(format!("fence test of {target} {msg}")))
+            }
+        })
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+/// Refuse HA or cluster storage until every member passed a fence test.
+pub fn require_fence_tested(node: &Node) -> Result<()> {
+    let cs = &node.cluster;
+    let conf = form::read_corosync_conf(&cs.paths)?;
+    let untested: Vec<String> = conf
+        .nodes
+        .iter()
+        .filter(|n| !fence_test_of(cs, &n.name).is_some_and(|t| t.ok))
+        .map(|n| n.name.clone())
+        .collect();
+    if !untested.is_empty() {
+        return Err(Error::Conflict(format!(
+            "fencing is not proven on {}: run `keel fence test NODE --yes` for each before enabling HA or cluster storage",
+            untested.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_quorum_math() {
+        assert_eq!(host_of("[fd00::1]:8006"), "fd00::1");
+        assert_eq!(host_of("fd00::1"), "fd00::1");
+        assert_eq!(host_of("node1:8006"), "node1");
+        assert_eq!(with_port("fd00::1"), "[fd00::1]:8006");
+        assert_eq!(with_port("10.0.0.1"), "10.0.0.1:8006");
+        assert_eq!(with_port("[fd00::1]:9000"), "[fd00::1]:9000");
+        assert_eq!(with_port("node1:9000"), "node1:9000");
+        assert_eq!(quorum_needed(1), 1);
+        assert_eq!(quorum_needed(2), 1);
+        assert_eq!(quorum_needed(3), 2);
+        assert_eq!(quorum_needed(4), 3);
+    }
+}
