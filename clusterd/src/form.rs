@@ -215,6 +215,15 @@ fn write_authkeys(paths: &Paths, corosync: &[u8], pacemaker: &[u8]) -> Result<()
 /// Write corosync.conf (0644).
 pub fn write_corosync_conf(paths: &Paths, conf: &CorosyncConf) -> Result<(), FormError> {
     let text = conf.render()?;
+    // corosync does not create its log directory
+    if let Some(d) = conf
+        .logging
+        .logfile
+        .as_deref()
+        .and_then(|f| Path::new(f).parent())
+    {
+        std::fs::create_dir_all(d).map_err(io_err(d))?;
+    }
     Ok(write_file_mode(
         &paths.corosync_conf(),
         text.as_bytes(),

@@ -1508,7 +1508,7 @@ async fn test_fencing(
         let n = node.clone();
         let tgt = target.clone();
         tasks::spawn(&node.tasks, "fencetest", &tgt, &p.user, true, move |t| {
-            let flag = if action == "off" { "--off" } else { "--reboot" };
+            let flag = if action == "off" { "--fence" } else { "--reboot" };
             t.log(format!("stonith_admin {flag} {target}: this really fences the node"));
             let t0 = std::time::Instant::now();
             let r = service::run(&["stonith_admin", flag, &target, "--timeout", "120"])

@@ -1,0 +1,453 @@
+//! Keel forms the cluster itself (netns lab, no hand-written corosync or CIB): a keel-hostd per
+//! node inside the node's namespaces (libvirt's test driver, so no libvirtd), `keel cluster
+//! init` on node1, `keel join` on node2 and node3 through node1's HTTPS API pinned to its
+//! fingerprint, the join refusals, a lab fence device per node through `keel fence add`
+//! (fencing on), `keel cluster status`, a real fence test, and the status latency.
+//!
+//! Needs root and `cargo build --workspace --bins` (keel-hostd, keel, keel-clusterd).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use keel_tests::netns::{LabOpts, NetnsLab, Node, Service};
+
+/// The fields of `GET /api/v1/cluster/status` this test reads (keel-api's ClusterStatus).
+#[derive(Debug, serde::Deserialize)]
+struct ClusterStatus {
+    clustered: bool,
+    quorate: bool,
+    expected_votes: u32,
+    two_node: bool,
+    dc: Option<String>,
+    stonith_enabled: bool,
+    members: Vec<Member>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Member {
+    name: String,
+    online: bool,
+    fence_device: Option<String>,
+    last_fence_test: Option<FenceTest>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FenceTest {
+    ok: bool,
+}
+
+const PW: &str = "keel-lab-root-pw";
+const T: Duration = Duration::from_secs(180);
+
+fn bin(name: &str) -> Result<PathBuf> {
+    let t = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let p = t.join("debug").join(name);
+    ensure!(
+        p.exists(),
+        "{} is not built: run cargo build --workspace --bins",
+        p.display()
+    );
+    Ok(p)
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|v| v.split_whitespace().next() == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A lab node running keel-hostd.
+struct KNode<'a> {
+    n: &'a Node,
+    state: PathBuf,
+}
+
+impl KNode<'_> {
+    fn fingerprint(&self) -> Result<String> {
+        Ok(
+            std::fs::read_to_string(self.state.join("hostd.fingerprint"))?
+                .trim()
+                .to_string(),
+        )
+    }
+
+    /// `keel` against this node's own API, logged in as root.
+    fn keel(&self, args: &[&str]) -> Result<keel_tests::netns::CmdOut> {
+        let keel = bin("keel")?;
+        let fp = self.fingerprint()?;
+        let mut argv = vec![
+            keel.to_str().context("path")?,
+            "--url",
+            "https://127.0.0.1:8006",
+            "--fingerprint",
+            &fp,
+            "--user",
+            "root",
+            "--password",
+            PW,
+        ];
+        argv.extend_from_slice(args);
+        self.n.run(&argv)
+    }
+
+    fn keel_ok(&self, args: &[&str]) -> Result<String> {
+        let o = self.keel(args)?;
+        if !o.success() {
+            bail!(
+                "{}: keel {args:?} failed: {}{}",
+                self.n.name,
+                o.stderr,
+                o.stdout
+            );
+        }
+        Ok(o.stdout)
+    }
+
+    /// `keel join` as root on this node (local root token).
+    fn join(
+        &self,
+        address: &str,
+        fingerprint: &str,
+        token: &str,
+    ) -> Result<keel_tests::netns::CmdOut> {
+        let keel = bin("keel")?;
+        let state = self.state.display().to_string();
+        self.n.run(&[
+            keel.to_str().context("path")?,
+            "join",
+            address,
+            "--fingerprint",
+            fingerprint,
+            "--token",
+            token,
+            "--state-dir",
+            &state,
+        ])
+    }
+
+    fn status(&self) -> Result<ClusterStatus> {
+        Ok(serde_json::from_str(
+            &self.keel_ok(&["--json", "cluster", "status"])?,
+        )?)
+    }
+}
+
+/// Start keel-hostd in `n` with a libvirt test-driver file holding `domains` (XML).
+fn start_hostd<'a>(lab: &NetnsLab, n: &'a Node, domains: &str) -> Result<KNode<'a>> {
+    let d = n.dir.join("keel");
+    let state = d.join("state");
+    let ssh = d.join("ssh");
+    for x in [&state, &ssh, &d.join("root-ssh")] {
+        std::fs::create_dir_all(x)?;
+    }
+    // per-node SSH host key (the host's /etc/ssh is shared by every lab node)
+    let hk = ssh.join("ssh_host_ed25519_key");
+    if !hk.exists() {
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", &n.name, "-f"])
+            .arg(&hk)
+            .output()?;
+        ensure!(out.status.success(), "ssh-keygen failed");
+    }
+    let virt = d.join("libvirt-test.xml");
+    std::fs::write(&virt, format!("<node>{domains}</node>\n"))?;
+    let conf = d.join("hostd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"node = "{name}"
+listen = "[::]:8006"
+state_dir = "{state}"
+libvirt_uri = "test://{virt}"
+accel = "tcg"
+service_manager = "direct"
+
+[cluster]
+ssh_dir = "{ssh}"
+known_hosts = "{ssh}/ssh_known_hosts"
+root_ssh_dir = "{root}"
+"#,
+            name = n.name,
+            state = state.display(),
+            virt = virt.display(),
+            ssh = ssh.display(),
+            root = d.join("root-ssh").display(),
+        ),
+    )?;
+    let hostd = bin("keel-hostd")?;
+    let fpfile = state.join("hostd.fingerprint");
+    let _ = std::fs::remove_file(&fpfile);
+    n.spawn_daemon(
+        Service::new(
+            "keel-hostd",
+            &[
+                hostd.to_str().context("path")?,
+                "--config",
+                conf.to_str().context("path")?,
+            ],
+        )
+        .env("KEEL_ADMIN_PASSWORD", PW)
+        .env("RUST_LOG", "info")
+        .ready(&["test", "-s", fpfile.to_str().context("path")?]),
+    )?;
+    let k = KNode { n, state };
+    lab.wait_for(&format!("{} API answers", n.name), T, || {
+        Ok(k.keel(&["node"])?.success())
+    })?;
+    Ok(k)
+}
+
+fn expect_refusal(what: &str, o: keel_tests::netns::CmdOut, needle: &str) -> Result<()> {
+    let all = format!("{}{}", o.stdout, o.stderr);
+    ensure!(!o.success(), "{what}: join was not refused: {all}");
+    ensure!(
+        all.to_lowercase().contains(&needle.to_lowercase()),
+        "{what}: expected an error mentioning {needle:?}, got: {all}"
+    );
+    eprintln!(
+        "refused as expected ({what}): {}",
+        all.trim().lines().last().unwrap_or("")
+    );
+    Ok(())
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn scenario(lab: &NetnsLab) -> Result<()> {
+    let t0 = Instant::now();
+    let n1 = start_hostd(lab, lab.node(1)?, "")?;
+    let n2 = start_hostd(lab, lab.node(2)?, "")?;
+    let n3 = start_hostd(lab, lab.node(3)?, "")?;
+    let n4 = start_hostd(
+        lab,
+        lab.node(4)?,
+        "<domain type='test'><name>legacy-vm</name><memory>65536</memory><os><type>hvm</type></os></domain>",
+    )?;
+    eprintln!("METRIC hostd_x4_up={:.2}s", t0.elapsed().as_secs_f64());
+    let fp_before = n1.fingerprint()?;
+
+    // init on node1
+    let t = Instant::now();
+    let a1 = lab.node(1)?.addr6.clone();
+    n1.keel_ok(&["cluster", "init", "--name", "keeltest", "--link0", &a1])?;
+    eprintln!("METRIC cluster_init={:.2}s", t.elapsed().as_secs_f64());
+    let fp1 = n1.fingerprint()?;
+    ensure!(fp1 != fp_before, "the API certificate was not swapped");
+    let st = n1.status()?;
+    ensure!(
+        st.clustered && st.quorate && st.members.len() == 1,
+        "after init: {st:?}"
+    );
+    ensure!(st.dc.as_deref() == Some("node1"), "after init, DC: {st:?}");
+    ensure!(st.stonith_enabled, "stonith must be enabled: {st:?}");
+    let conf1 = std::fs::read_to_string(lab.node(1)?.dir.join("etc/corosync/corosync.conf"))?;
+    ensure!(conf1.contains("crypto_cipher: aes256") && !conf1.contains("two_node"));
+    let addr1 = format!("[{a1}]:8006");
+
+    // tokens
+    let token = |ttl: &str| -> Result<String> {
+        Ok(n1
+            .keel_ok(&["cluster", "join-token", "--ttl", ttl])?
+            .trim()
+            .to_string())
+    };
+    let t_a = token("10m")?;
+    let t_b = token("10m")?;
+    let t_short = token("1s")?;
+
+    // refusal: wrong fingerprint (the token is not sent: t_b works afterwards)
+    let bogus = fp1
+        .chars()
+        .map(|c| {
+            if c == 'A' {
+                'B'
+            } else if c == 'B' {
+                'A'
+            } else {
+                c
+            }
+        })
+        .collect::<String>();
+    let bogus = if bogus == fp1 {
+        fp_before.clone()
+    } else {
+        bogus
+    };
+    expect_refusal(
+        "wrong fingerprint",
+        n3.join(&addr1, &bogus, &t_b)?,
+        "wrong fingerprint",
+    )?;
+    // refusal: node holding VMs
+    expect_refusal(
+        "node holding VMs",
+        n4.join(&addr1, &fp1, &t_b)?,
+        "holds 1 VM",
+    )?;
+    // refusal: expired token
+    std::thread::sleep(Duration::from_millis(1500));
+    expect_refusal("expired token", n3.join(&addr1, &fp1, &t_short)?, "expired")?;
+
+    // node2 joins
+    let t = Instant::now();
+    let o = n2.join(&addr1, &fp1, &t_a)?;
+    ensure!(o.success(), "node2 join failed: {}{}", o.stderr, o.stdout);
+    eprintln!("METRIC join_node2={:.2}s", t.elapsed().as_secs_f64());
+    let conf2 = std::fs::read_to_string(lab.node(2)?.dir.join("etc/corosync/corosync.conf"))?;
+    ensure!(
+        conf2.contains("two_node: 1") && conf2.contains("wait_for_all: 1"),
+        "two_node not on at 2 nodes:\n{conf2}"
+    );
+    let st = n2.status()?;
+    ensure!(
+        st.quorate && st.members.len() == 2 && st.two_node,
+        "after node2: {st:?}"
+    );
+
+    // refusal: used token; node already clustered
+    expect_refusal("used token", n3.join(&addr1, &fp1, &t_a)?, "already used")?;
+    let t_c = token("10m")?;
+    expect_refusal(
+        "node already clustered",
+        n2.join(&addr1, &fp1, &t_c)?,
+        "already a member",
+    )?;
+
+    // node3 joins with the token the wrong-fingerprint attempt did not spend
+    let t = Instant::now();
+    let o = n3.join(&addr1, &fp1, &t_b)?;
+    ensure!(o.success(), "node3 join failed: {}{}", o.stderr, o.stdout);
+    eprintln!("METRIC join_node3={:.2}s", t.elapsed().as_secs_f64());
+    for i in 1..=3 {
+        let c = std::fs::read_to_string(lab.node(i)?.dir.join("etc/corosync/corosync.conf"))?;
+        ensure!(
+            !c.contains("two_node"),
+            "node{i}: two_node still on at 3 nodes"
+        );
+        ensure!(
+            c.contains("name: node3"),
+            "node{i}: corosync.conf lacks node3"
+        );
+    }
+    // SSH material: node3's host key pinned on node1, node1's root key authorized on node3
+    let kh1 = std::fs::read_to_string(lab.node(1)?.dir.join("keel/ssh/ssh_known_hosts"))?;
+    ensure!(
+        kh1.contains("node3,"),
+        "node1 known_hosts lacks node3:\n{kh1}"
+    );
+    let ak3 = std::fs::read_to_string(lab.node(3)?.dir.join("keel/root-ssh/authorized_keys"))?;
+    ensure!(
+        ak3.contains("keel:node1") && ak3.contains("keel:node2"),
+        "node3 authorized_keys:\n{ak3}"
+    );
+
+    // fencing: one lab device per node through the API
+    let labdir = lab.dir.display().to_string();
+    for i in 1..=3 {
+        n1.keel_ok(&[
+            "fence",
+            "add",
+            &format!("node{i}"),
+            "--agent",
+            "fence_keellab",
+            "--param",
+            &format!("lab_dir={labdir}"),
+            "--param",
+            "action=off",
+        ])?;
+    }
+    let mut st = n3.status()?;
+    lab.wait_for(
+        "3 members online, quorate, DC, fence devices started",
+        T,
+        || {
+            st = n3.status()?;
+            let crm = lab.node(1)?.crm_status()?;
+            let fences = (1..=3).all(|i| {
+                crm.resource(&format!("fence-node{i}")).is_some_and(|r| {
+                    r.role == "Started" && r.nodes.len() == 1 && r.nodes[0] != format!("node{i}")
+                })
+            });
+            Ok(st.quorate
+                && st.members.len() == 3
+                && st
+                    .members
+                    .iter()
+                    .all(|m| m.online && m.fence_device.is_some())
+                && st.dc.is_some()
+                && fences)
+        },
+    )?;
+    ensure!(
+        st.stonith_enabled && !st.two_node && st.expected_votes == 3,
+        "{st:?}"
+    );
+    eprintln!("{}", n1.keel_ok(&["cluster", "status"])?);
+    eprintln!(
+        "METRIC formed_3_nodes_total={:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // bench: GET /api/v1/cluster/status latency on node1 (3 members)
+    let tok = std::fs::read_to_string(n1.state.join("local-root.token"))?;
+    let script = format!(
+        "for i in $(seq 1 30); do curl -sk -o /dev/null -w '%{{time_total}}\\n' -H 'Authorization: KeelAPIToken {}' https://127.0.0.1:8006/api/v1/cluster/status; done",
+        tok.trim()
+    );
+    let out = lab.node(1)?.sh_ok(&script)?;
+    let mut v: Vec<f64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    ensure!(v.len() == 30, "latency samples: {out}");
+    let (p50, p99) = (pct(&mut v, 0.5) * 1000.0, pct(&mut v, 0.99) * 1000.0);
+    eprintln!("METRIC cluster_status_latency_3_nodes p50={p50:.1}ms p99={p99:.1}ms (n=30)");
+
+    // a real fence test: node3 powered off by the lab agent through stonith_admin
+    let t = Instant::now();
+    n1.keel_ok(&["fence", "test", "node3", "--yes", "--off"])?;
+    eprintln!("METRIC fence_test_node3={:.2}s", t.elapsed().as_secs_f64());
+    ensure!(
+        lab.fence_log().contains("off node3"),
+        "fence log: {}",
+        lab.fence_log()
+    );
+    lab.wait_for("node3 offline, 2 of 3 quorate", T, || {
+        let st = n1.status()?;
+        Ok(st.quorate
+            && st.members.iter().any(|m| m.name == "node3" && !m.online)
+            && st
+                .members
+                .iter()
+                .find(|m| m.name == "node3")
+                .and_then(|m| m.last_fence_test.as_ref())
+                .is_some_and(|t| t.ok))
+    })?;
+    Ok(())
+}
+
+#[test]
+fn keel_forms_a_three_node_cluster() -> Result<()> {
+    if !is_root() {
+        eprintln!("SKIP: needs root");
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let lab = NetnsLab::up(4, LabOpts::new("keelform"))?;
+    let r = scenario(&lab);
+    let r = lab.finish(r);
+    eprintln!(
+        "METRIC netns_keel_cluster_total={:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
+    r
+}
