@@ -322,6 +322,49 @@ fn scenario_partition(lab: &NetnsLab) -> Result<()> {
         );
     }
 
+    // the largest value (256 KiB as JSON, half of it quotes: ~0.5 MiB once escaped in the
+    // CPG message) replicates; one byte more is refused with the field named
+    let big = serde_json::Value::String("\"".repeat((256 * 1024 - 2) / 2 - 1) + "x");
+    let canon = serde_json::to_string(&big)?;
+    ensure!(
+        canon.len() <= 256 * 1024,
+        "test value is {} bytes",
+        canon.len()
+    );
+    let t0 = Instant::now();
+    let vb = s
+        .put(1, "/demo/big", big.clone())
+        .map_err(|e| anyhow::anyhow!("big put: {e}"))?;
+    eprintln!(
+        "METRIC store_write_max_value bytes={} ms={:.1}",
+        canon.len(),
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
+    lab.wait_for("big value on node3", Duration::from_secs(10), || {
+        Ok(s.get(3, "/demo/big")
+            .is_ok_and(|e| e.version == vb && e.value == big))
+    })?;
+    let too_big = serde_json::Value::String("y".repeat(256 * 1024));
+    match s.put(2, "/demo/too-big", too_big) {
+        Err(StoreError::Invalid { field, message })
+            if field == "value" && message.contains("at most 262144") => {}
+        other => bail!("oversized value: {other:?}"),
+    }
+    match s.put(2, "demo/no-slash", serde_json::json!(1)) {
+        Err(StoreError::Invalid { field, message })
+            if field == "key" && message.contains("must start with '/'") => {}
+        other => bail!("bad key: {other:?}"),
+    }
+    match s
+        .rt
+        .block_on(s.c(2).cas("/demo/hello", &serde_json::json!(2), v + 1000))
+    {
+        Err(StoreError::Conflict {
+            current_version, ..
+        }) if current_version == v => {}
+        other => bail!("stale CAS: {other:?}"),
+    }
+
     bench(&s)?;
 
     // partition node 3; give the survivors 8 s before they may fence it so the test can see
