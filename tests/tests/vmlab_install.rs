@@ -1,0 +1,495 @@
+//! VM-lab proof of the installer (issue #5), under QEMU TCG:
+//!
+//! 1. `two_nodes_install_from_one_iso`: one ISO (answer embedded), two blank machines with two
+//!    NICs each on the lab link. node A uses the embedded answer, node B the same ISO plus a
+//!    `KEEL-ANSWER` disk (answer-partition source). Both answers: hostname `node{NN}`, an
+//!    active-backup bond of both NICs, `vmbr0` (management, static address) on the bond, VLAN 100
+//!    on the bond with bridge `vmbr100` (static address) on top, the lab's chronyd as NTP
+//!    server, an SSH key. The installs finish by themselves, the machines reboot from disk, and
+//!    over SSH with that key: hostname, bond mode + slaves, VLAN + bridge + addresses, chrony
+//!    synchronised to the lab server, authorized_keys, /etc/hosts, hostd on 8006 with the
+//!    fingerprint first boot printed; node A and node B differ in hostname, machine-id and SSH
+//!    host key; VLAN 100 carries traffic node to node; pulling one bonded cable keeps node A
+//!    reachable.
+//! 2. `uefi_boot_and_bad_answer`: the same ISO under OVMF reaches the installer; a wrong answer
+//!    (golden bad case) fails with the golden message and the disk stays unwritten.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use keel_tests::installlab::{installer_iso, Firmware, Iso, Link, Machine, MachineSpec, Ssh};
+use keel_tests::vmlab::wait_for;
+
+/// The lab's SSH key (the ISO's answer embeds its public half). Kept next to the cached lab ISOs
+/// so the ISO is reused across runs; it only ever opens throwaway lab guests.
+fn key() -> &'static (std::path::PathBuf, String) {
+    static K: OnceLock<(std::path::PathBuf, String)> = OnceLock::new();
+    K.get_or_init(|| {
+        let dir = Path::new("/var/cache/keel/installer/lab-iso");
+        std::fs::create_dir_all(dir).expect("key dir");
+        let k = dir.join("id_ed25519");
+        if !k.exists() {
+            let st = std::process::Command::new("ssh-keygen")
+                .args([
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "keel-install-lab",
+                    "-f",
+                ])
+                .arg(&k)
+                .status()
+                .expect("ssh-keygen");
+            assert!(st.success());
+        }
+        let pubkey = std::fs::read_to_string(dir.join("id_ed25519.pub"))
+            .expect("pub")
+            .trim()
+            .to_string();
+        (k, pubkey)
+    })
+}
+
+fn answer(octet: u8, mac_byte: &str, pubkey: &str) -> String {
+    format!(
+        r#"# Keel install lab: node{{NN}} from the management address ({octet}).
+[global]
+hostname = "node{{NN}}"
+domain = "lab.keel"
+timezone = "Europe/Berlin"
+root_password = "keel-lab-root"
+reboot = "reboot"
+
+[disk]
+filter = {{ min_size_gib = 12 }}
+
+[disk.layout]
+root_fs = "ext4"
+root_size_gib = 8
+swap_size_gib = 1
+vg_name = "keel"
+
+[[network.nics]]
+id = "nic0"
+mac = "52:54:00:4b:{mac_byte}:01"
+
+[[network.nics]]
+id = "nic1"
+mac = "52:54:00:4b:{mac_byte}:02"
+
+[[network.bonds]]
+name = "bond0"
+slaves = ["nic0", "nic1"]
+mode = "active-backup"
+miimon = 100
+primary = "nic0"
+
+[[network.vlans]]
+parent = "bond0"
+id = 100
+
+[[network.bridges]]
+name = "vmbr0"
+ports = ["bond0"]
+role = "management"
+addresses = ["10.77.0.{octet}/24"]
+
+[[network.bridges]]
+name = "vmbr100"
+ports = ["bond0.100"]
+role = "service"
+addresses = ["10.78.0.{octet}/24"]
+
+[[network.hosts]]
+address = "10.77.0.11"
+names = ["node11.lab.keel", "node11"]
+
+[[network.hosts]]
+address = "10.77.0.12"
+names = ["node12.lab.keel", "node12"]
+
+[[network.hosts]]
+address = "10.77.0.1"
+names = ["ntp.lab.keel", "ntp"]
+
+[time]
+servers = ["10.77.0.1"]
+iburst = true
+
+[ssh]
+root_keys = ["{pubkey}"]
+"#
+    )
+}
+
+/// The shared ISO: built once per run (and cached by hash across runs).
+fn iso() -> &'static Iso {
+    static ISO: OnceLock<Iso> = OnceLock::new();
+    ISO.get_or_init(|| {
+        let a = answer(11, "0a", &key().1);
+        let iso = installer_iso(&a).expect("build the installer ISO");
+        eprintln!(
+            "installer ISO {}: {} MiB, this call {:.1}s, build report {}",
+            iso.path.display(),
+            iso.bytes >> 20,
+            iso.seconds,
+            iso.report
+                .as_ref()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "(cached)".into())
+        );
+        iso
+    })
+}
+
+fn lab_id(tag: &str) -> String {
+    format!(
+        "{tag}-{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        std::process::id()
+    )
+}
+
+/// `KEEL-HOSTD-FINGERPRINT AB:…` from the console.
+fn printed_fingerprint(console: &str) -> Option<String> {
+    console
+        .lines()
+        .filter_map(|l| l.split("KEEL-HOSTD-FINGERPRINT ").nth(1))
+        .map(|f| f.trim().to_string())
+        .next_back()
+}
+
+fn check_node(link: &Link, m: &mut Machine, ssh: &Ssh, name: &str, octet: u8, pubkey: &str) {
+    let t = Instant::now();
+    wait_for(
+        &format!("{name} answering SSH"),
+        Duration::from_secs(420),
+        || Ok(ssh.exec("true", Duration::from_secs(20))?.0 == 0),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&m.console())));
+    eprintln!(
+        "{name}: SSH after reboot in {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(ssh.run("hostname").expect("hostname").trim(), name);
+    assert_eq!(
+        ssh.run("cat /etc/hostname").expect("etc hostname").trim(),
+        name
+    );
+    let bonding = ssh.run("cat /proc/net/bonding/bond0").expect("bonding");
+    assert!(
+        bonding.contains("Bonding Mode: fault-tolerance (active-backup)"),
+        "{bonding}"
+    );
+    assert_eq!(bonding.matches("Slave Interface:").count(), 2, "{bonding}");
+    assert!(bonding.contains("Primary Slave:"), "{bonding}");
+    let vlan = ssh.run("ip -d link show bond0.100").expect("vlan");
+    assert!(vlan.contains("vlan protocol 802.1Q id 100"), "{vlan}");
+    assert!(vlan.contains("master vmbr100"), "{vlan}");
+    let br = ssh.run("ip -d link show bond0").expect("bond link");
+    assert!(br.contains("master vmbr0"), "{br}");
+    let a0 = ssh.run("ip -4 -o addr show dev vmbr0").expect("vmbr0");
+    assert!(a0.contains(&format!("10.77.0.{octet}/24")), "{a0}");
+    let a1 = ssh.run("ip -4 -o addr show dev vmbr100").expect("vmbr100");
+    assert!(a1.contains(&format!("10.78.0.{octet}/24")), "{a1}");
+    let keys = ssh.run("cat /root/.ssh/authorized_keys").expect("keys");
+    assert_eq!(keys.trim(), pubkey);
+    let hosts = ssh.run("cat /etc/hosts").expect("hosts");
+    let other = if octet == 11 { "node12" } else { "node11" };
+    assert!(
+        hosts.contains(other) && hosts.contains("10.77.0.1\tntp.lab.keel"),
+        "{hosts}"
+    );
+    // chrony: the lab server is the selected source.
+    let t = Instant::now();
+    let mut last = String::new();
+    wait_for(
+        &format!("{name}: chrony synchronised to the lab"),
+        Duration::from_secs(180),
+        || {
+            last = ssh.run("chronyc -n sources")?;
+            Ok(last
+                .lines()
+                .any(|l| l.starts_with("^*") && l.contains("10.77.0.1")))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}: {last}"));
+    eprintln!(
+        "{name}: chrony synchronised in {:.0}s:\n{last}",
+        t.elapsed().as_secs_f64()
+    );
+    // hostd answers with the certificate whose fingerprint first boot printed.
+    wait_for(
+        &format!("{name}: first boot printed the fingerprint"),
+        Duration::from_secs(240),
+        || Ok(printed_fingerprint(&m.console()).is_some()),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&m.console())));
+    let printed = printed_fingerprint(&m.console()).unwrap_or_default();
+    let log = ssh
+        .run("cat /var/log/keel/install.log")
+        .expect("install log");
+    assert!(
+        log.contains(&format!("KEEL-HOSTD-FINGERPRINT {printed}")),
+        "{log}"
+    );
+    assert!(log.contains("step 8/8: done"), "{log}");
+    let addr = format!("10.77.0.{octet}:8006");
+    let cert = link
+        .exec(&[
+            "sh",
+            "-c",
+            &format!(
+                "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+            ),
+        ])
+        .expect("openssl");
+    let presented = cert
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        presented, printed,
+        "hostd's certificate vs the printed fingerprint"
+    );
+    let health = link
+        .exec(&[
+            "curl",
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("https://{addr}/api/v1/health"),
+        ])
+        .expect("curl");
+    assert_eq!(health.trim(), "200");
+    let fb = ssh
+        .run("systemctl is-enabled keel-firstboot.service || true; test -e /etc/keel/firstboot-pending && echo pending || echo done")
+        .expect("firstboot state");
+    assert!(fb.contains("disabled") && fb.contains("done"), "{fb}");
+}
+
+fn tail(s: &str) -> String {
+    let v: Vec<&str> = s.lines().rev().take(40).collect();
+    v.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn two_nodes_install_from_one_iso() {
+    let (k, pubkey) = key();
+    let iso = iso();
+    let mut link = Link::up(&lab_id("two")).expect("lab link");
+    let spec = |name: &str, mac: &str, answer_disk: Option<String>| MachineSpec {
+        name: name.into(),
+        firmware: Firmware::Bios,
+        disk_gib: 16,
+        macs: vec![
+            format!("52:54:00:4b:{mac}:01"),
+            format!("52:54:00:4b:{mac}:02"),
+        ],
+        answer_disk,
+        mem_mib: 1536,
+    };
+    let mut a = Machine::start(&link, &iso.path, &spec("a", "0a", None)).expect("start a");
+    let mut b = Machine::start(
+        &link,
+        &iso.path,
+        &spec("b", "0b", Some(answer(12, "0b", pubkey))),
+    )
+    .expect("start b");
+    let (ta, tb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| {
+            a.wait_console(
+                "KEEL-INSTALL-DONE",
+                Some("KEEL-INSTALL-FAILED"),
+                Duration::from_secs(900),
+            )
+        });
+        let hb = s.spawn(|| {
+            b.wait_console(
+                "KEEL-INSTALL-DONE",
+                Some("KEEL-INSTALL-FAILED"),
+                Duration::from_secs(900),
+            )
+        });
+        (ha.join().expect("a"), hb.join().expect("b"))
+    });
+    let ta = ta.expect("node A install");
+    let tb = tb.expect("node B install");
+    eprintln!("install under TCG (QEMU start to KEEL-INSTALL-DONE, both concurrently): A {ta:.0}s, B {tb:.0}s");
+    assert!(a.console().contains("answer file: embedded in the ISO"));
+    assert!(
+        b.console().contains("answer file: partition"),
+        "{}",
+        tail(&b.console())
+    );
+    let sa = Ssh {
+        link: &link,
+        key: k.clone(),
+        addr: "10.77.0.11".into(),
+    };
+    let sb = Ssh {
+        link: &link,
+        key: k.clone(),
+        addr: "10.77.0.12".into(),
+    };
+    check_node(&link, &mut a, &sa, "node11", 11, pubkey);
+    check_node(&link, &mut b, &sb, "node12", 12, pubkey);
+    eprintln!(
+        "QEMU start to both nodes checked: A {:.0}s, B {:.0}s",
+        a.started.elapsed().as_secs_f64(),
+        b.started.elapsed().as_secs_f64()
+    );
+
+    // Two nodes from one ISO: different identities.
+    let id = |s: &Ssh| {
+        s.run("cat /etc/machine-id; ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
+            .expect("identity")
+    };
+    let (ia, ib) = (id(&sa), id(&sb));
+    let (ma, mb) = (
+        ia.lines().next().unwrap_or(""),
+        ib.lines().next().unwrap_or(""),
+    );
+    assert_eq!(ma.len(), 32, "{ia}");
+    assert_ne!(ma, mb, "machine-ids must differ");
+    assert_ne!(
+        ia.lines().nth(1),
+        ib.lines().nth(1),
+        "SSH host keys must differ"
+    );
+
+    // VLAN 100 carries traffic node to node (the host bridge passes the tags through).
+    sa.run("ping -c 3 -W 2 10.78.0.12")
+        .expect("ping over VLAN 100");
+
+    // Pull node A's active cable: still reachable over the other.
+    let before = sa.run("cat /proc/net/bonding/bond0").expect("bonding");
+    let active = |s: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Currently Active Slave: "))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    a.set_link(0, false).expect("cut link 1");
+    std::thread::sleep(Duration::from_secs(3));
+    let after = sa
+        .run("cat /proc/net/bonding/bond0")
+        .expect("bonding after the cut");
+    assert_ne!(active(&before), active(&after), "{after}");
+    assert_eq!(
+        sa.run("hostname").expect("hostname after the cut").trim(),
+        "node11"
+    );
+    sa.run("ping -c 2 -W 2 10.78.0.12")
+        .expect("VLAN after the cut");
+    a.set_link(0, true).expect("restore link 1");
+    eprintln!(
+        "cable pull: active slave {} -> {}, node still reachable",
+        active(&before),
+        active(&after)
+    );
+    link.passed();
+}
+
+#[test]
+fn uefi_boot_and_bad_answer() {
+    let iso = iso();
+    let mut link = Link::up(&lab_id("uefi")).expect("lab link");
+    // UEFI: no NICs, so the embedded answer cannot be planned here and nothing is written;
+    // what matters is that OVMF boots the ISO into the installer.
+    let mut u = Machine::start(
+        &link,
+        &iso.path,
+        &MachineSpec {
+            name: "u".into(),
+            firmware: Firmware::Uefi,
+            disk_gib: 16,
+            macs: vec![],
+            answer_disk: None,
+            mem_mib: 1536,
+        },
+    )
+    .expect("start uefi");
+    // A wrong answer (a golden bad case) from an answer partition, BIOS.
+    let bad = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../installer/tests/golden/bad/vlan-id-4095.toml"
+    ))
+    .expect("golden bad case");
+    let golden = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../installer/tests/golden/bad/vlan-id-4095.err"
+    ))
+    .expect("golden message");
+    let mut w = Machine::start(
+        &link,
+        &iso.path,
+        &MachineSpec {
+            name: "w".into(),
+            firmware: Firmware::Bios,
+            disk_gib: 16,
+            macs: vec!["52:54:00:4b:0c:01".into()],
+            answer_disk: Some(bad),
+            mem_mib: 1536,
+        },
+    )
+    .expect("start bad");
+    let (tu, tw) = std::thread::scope(|s| {
+        let hu =
+            s.spawn(|| u.wait_console("KEEL-INSTALLER: starting", None, Duration::from_secs(600)));
+        let hw = s.spawn(|| {
+            w.wait_console(
+                "KEEL-INSTALL-FAILED",
+                Some("KEEL-INSTALL-DONE"),
+                Duration::from_secs(600),
+            )
+        });
+        (hu.join().expect("u"), hw.join().expect("w"))
+    });
+    let tu = tu.expect("UEFI boot reaches the installer");
+    eprintln!("UEFI (OVMF, TCG): QEMU start to the installer in {tu:.0}s");
+    assert!(u.console().contains("KEEL-INITRAMFS: installer medium on"));
+    u.kill();
+    let tw = tw.expect("bad answer fails");
+    // Give the failing program a moment to print every line, then compare with the golden file.
+    std::thread::sleep(Duration::from_secs(3));
+    let console = w.console();
+    let printed: Vec<String> = console
+        .lines()
+        .filter_map(|l| l.split("KEEL-INSTALL-FAILED: ").nth(1))
+        .map(|s| s.trim_end_matches('\r').to_string())
+        .collect();
+    let expected: Vec<String> = golden.lines().map(str::to_string).collect();
+    assert!(
+        printed
+            .first()
+            .is_some_and(|l| l.contains("is not valid; nothing was written")),
+        "{printed:?}"
+    );
+    assert_eq!(
+        &printed[1..],
+        &expected[..],
+        "the installer's messages vs the golden file"
+    );
+    w.kill();
+    assert_eq!(
+        w.disk_allocated().expect("stat"),
+        0,
+        "the target disk was written to"
+    );
+    eprintln!(
+        "wrong answer: refused after {tw:.0}s with the golden message; target disk untouched"
+    );
+    link.passed();
+}
