@@ -79,9 +79,12 @@ impl Log {
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
         }
+        use std::os::unix::fs::OpenOptionsExt;
+        // 0600: the log names users, keys' fingerprints and the install's decisions.
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(io(format!("opening {}", path.display())))?;
         for l in self.lines.drain(..) {
@@ -109,6 +112,26 @@ impl Log {
         input: Option<&str>,
     ) -> Result<String, InstallError> {
         let shown = format!("{cmd:?}").replace('"', "");
+        self.run_shown(step, cmd, input, shown)
+    }
+
+    /// Like [`Log::run`], but logs `shown` instead of the command line (which holds a secret).
+    pub fn run_redacted(
+        &mut self,
+        step: &str,
+        cmd: &mut Command,
+        shown: &str,
+    ) -> Result<String, InstallError> {
+        self.run_shown(step, cmd, None, shown.to_string())
+    }
+
+    fn run_shown(
+        &mut self,
+        step: &str,
+        cmd: &mut Command,
+        input: Option<&str>,
+        shown: String,
+    ) -> Result<String, InstallError> {
         self.line(format!("  $ {shown}"));
         cmd.stdin(if input.is_some() {
             Stdio::piped()
@@ -592,7 +615,11 @@ fn install_inner(
     match &plan.root_password {
         Password::Hash(h) => {
             log.line("  root password: from the hash in the answer");
-            log.run("root password", &mut chroot(&["usermod", "-p", h, "root"]))?;
+            log.run_redacted(
+                "root password",
+                &mut chroot(&["usermod", "-p", h, "root"]),
+                "chroot usermod -p <hash> root",
+            )?;
         }
         Password::Plain(p) if !p.is_empty() => {
             log.line("  root password: set (hashed by chpasswd)");
@@ -611,9 +638,10 @@ fn install_inner(
             &mut chroot(&["useradd", "-m", "-s", "/bin/bash", &a.name]),
         )?;
         if let Some(h) = &a.password_hash {
-            log.run(
+            log.run_redacted(
                 "admin password",
                 &mut chroot(&["usermod", "-p", h, &a.name]),
+                &format!("chroot usermod -p <hash> {}", a.name),
             )?;
         }
         let home = format!("/home/{}", a.name);

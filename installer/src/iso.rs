@@ -255,7 +255,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, IsoError> {
             let name = b.file_name().unwrap_or_default();
             link_or_copy(b, &bin.join(name))?;
         }
-        let part = keel_sq.with_extension("part");
+        let part = keel_sq.with_extension(format!("{}.part", std::process::id()));
         let r = run_step(
             "Keel's binaries (keel.squashfs)",
             Command::new("mksquashfs").arg(&stage).arg(&part).args([

@@ -132,7 +132,7 @@ pub fn run(opts: &InstallOptions) -> i32 {
 
     let got = match &opts.answer {
         Some(p) => std::fs::read_to_string(p)
-            .map(|t| Some((Source::Embedded { path: p.clone() }, t)))
+            .map(|t| Some((Source::File { path: p.clone() }, t)))
             .map_err(|e| format!("reading {}: {e}", p.display())),
         None => source::obtain(
             &args,

@@ -21,9 +21,19 @@ pub const ANSWER_FILE: &str = "answer.toml";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    Https { url: String },
-    Partition { device: PathBuf },
-    Embedded { path: PathBuf },
+    Https {
+        url: String,
+    },
+    Partition {
+        device: PathBuf,
+    },
+    Embedded {
+        path: PathBuf,
+    },
+    /// `keel-installer install --answer FILE`.
+    File {
+        path: PathBuf,
+    },
     Prompt,
 }
 
@@ -35,6 +45,7 @@ impl std::fmt::Display for Source {
                 write!(f, "partition {} labelled {ANSWER_LABEL}", device.display())
             }
             Source::Embedded { path } => write!(f, "embedded in the ISO ({})", path.display()),
+            Source::File { path } => write!(f, "{} (--answer)", path.display()),
             Source::Prompt => write!(f, "console prompts"),
         }
     }
