@@ -22,6 +22,8 @@ pub enum DbError {
 pub struct Db {
     conn: Connection,
     path: String,
+    /// Inside [`Db::begin`] … [`Db::commit`]: writes join that one transaction.
+    in_batch: bool,
 }
 
 /// What a member holds: entries by key (entry version, canonical JSON) and the store version.
@@ -40,7 +42,11 @@ impl Db {
             path: p.clone(),
             source,
         })?;
-        let db = Db { conn, path: p };
+        let db = Db {
+            conn,
+            path: p,
+            in_batch: false,
+        };
         db.conn
             .execute_batch(
                 "PRAGMA journal_mode=WAL;
@@ -92,52 +98,77 @@ impl Db {
         Ok((version, m))
     }
 
-    /// Persist one applied write: set (`Some`) or delete (`None`) `key`, and the store version.
-    pub fn apply(&mut self, version: u64, key: &str, value: Option<&str>) -> Result<(), DbError> {
+    /// Start a group commit: the writes until [`Db::commit`] share one transaction (one
+    /// fsync). Nothing written in it may be acknowledged before the commit returns.
+    pub fn begin(&mut self) -> Result<(), DbError> {
+        if !self.in_batch {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| self.err(e))?;
+            self.in_batch = true;
+        }
+        Ok(())
+    }
+
+    /// End a group commit (no-op outside one).
+    pub fn commit(&mut self) -> Result<(), DbError> {
+        if self.in_batch {
+            self.in_batch = false;
+            self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Run `f` in a transaction of its own, or in the open group commit.
+    fn write<F>(&mut self, f: F) -> Result<(), DbError>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<()>,
+    {
+        if self.in_batch {
+            return f(&self.conn).map_err(|e| self.err(e));
+        }
         let tx = self.conn.transaction().map_err(|source| DbError::Sqlite {
             path: self.path.clone(),
             source,
         })?;
-        let r = (|| {
+        let r = f(&tx).and_then(|()| tx.commit());
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Persist one applied write: set (`Some`) or delete (`None`) `key`, and the store version.
+    pub fn apply(&mut self, version: u64, key: &str, value: Option<&str>) -> Result<(), DbError> {
+        self.write(|c| {
             match value {
-                Some(v) => tx.execute(
+                Some(v) => c.execute(
                     "INSERT INTO entries (key, version, value) VALUES (?1, ?2, ?3)
                      ON CONFLICT(key) DO UPDATE SET version = excluded.version, value = excluded.value",
                     params![key, version, v],
                 )?,
-                None => tx.execute("DELETE FROM entries WHERE key = ?1", params![key])?,
+                None => c.execute("DELETE FROM entries WHERE key = ?1", params![key])?,
             };
-            tx.execute(
+            c.execute(
                 "INSERT INTO meta (k, v) VALUES ('version', ?1) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
                 params![version],
             )?;
-            tx.commit()
-        })();
-        r.map_err(|e| self.err(e))
+            Ok(())
+        })
     }
 
     /// Replace everything (the end of a snapshot) in one transaction.
     pub fn replace(&mut self, version: u64, entries: &[SnapEntry]) -> Result<(), DbError> {
-        let tx = self.conn.transaction().map_err(|source| DbError::Sqlite {
-            path: self.path.clone(),
-            source,
-        })?;
-        let r = (|| {
-            tx.execute("DELETE FROM entries", [])?;
-            {
-                let mut ins =
-                    tx.prepare("INSERT INTO entries (key, version, value) VALUES (?1, ?2, ?3)")?;
-                for (k, v, val) in entries {
-                    ins.execute(params![k, v, val])?;
-                }
+        self.write(|c| {
+            c.execute("DELETE FROM entries", [])?;
+            let mut ins =
+                c.prepare("INSERT INTO entries (key, version, value) VALUES (?1, ?2, ?3)")?;
+            for (k, v, val) in entries {
+                ins.execute(params![k, v, val])?;
             }
-            tx.execute(
+            c.execute(
                 "INSERT INTO meta (k, v) VALUES ('version', ?1) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
                 params![version],
             )?;
-            tx.commit()
-        })();
-        r.map_err(|e| self.err(e))
+            Ok(())
+        })
     }
 
     /// Write a JSON copy of `content` next to the database (kept when a divergent copy is
@@ -191,6 +222,15 @@ mod tests {
         assert_eq!(v, 3);
         assert_eq!(c.len(), 1);
         assert_eq!(c.get("/b"), Some(&(2, "\"x\"".to_string())));
+        // a group commit
+        let mut db = db;
+        db.begin().expect("begin");
+        db.apply(4, "/c", Some("3")).expect("c");
+        db.replace(5, &[("/d".into(), 5, "4".into())])
+            .expect("replace in batch");
+        db.commit().expect("commit");
+        let (v, c) = Db::open(&p).expect("again").load().expect("load");
+        assert_eq!((v, c.len()), (5, 1));
         let mode: String = db
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))

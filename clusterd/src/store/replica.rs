@@ -301,6 +301,16 @@ impl Replica {
         Ok(())
     }
 
+    /// Group commit: the writes applied by the events handled until [`Replica::end_batch`]
+    /// share one SQLite transaction. Take the replies only after `end_batch` returned.
+    pub fn begin_batch(&mut self) -> Result<(), Fatal> {
+        Ok(self.db.begin()?)
+    }
+
+    pub fn end_batch(&mut self) -> Result<(), Fatal> {
+        Ok(self.db.commit()?)
+    }
+
     /// Periodic: stop waiting for a late quorum verdict.
     pub fn tick(&mut self, cpg: &mut dyn Cpg, now: Instant) {
         self.speak(cpg, now, true);

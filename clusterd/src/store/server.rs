@@ -200,8 +200,14 @@ fn corosync_thread(
                     }
                 }
             }
-            for ev in cs.drain()? {
-                replica.handle(&mut cs, ev, Instant::now())?;
+            let evs = cs.drain()?;
+            if !evs.is_empty() {
+                // one fsync for everything delivered in this round; replies only after it
+                replica.begin_batch()?;
+                for ev in evs {
+                    replica.handle(&mut cs, ev, Instant::now())?;
+                }
+                replica.end_batch()?;
             }
             for (t, r) in replica.take_replies() {
                 if let Some((tx, _)) = waiting.remove(&t) {
