@@ -1,7 +1,8 @@
 //! The web UI end to end: a real hostd serving ui/dist, real libvirt/TCG guests, driven in
 //! headless Chromium by ui/e2e/run.mjs (playwright-core): log in, create a VM booting the live
 //! ISO through the wizard, watch its noVNC console change, stop and delete it, check tasks,
-//! storage (upload), session expiry and logout.
+//! storage (upload), session expiry and logout; then ui/e2e/cluster.mjs on this standalone
+//! node (cluster page empty state, node list, polling paused in a hidden tab).
 //!
 //! Needs `ui/dist` (built by scripts/test.sh: `npm ci && npm run build` in ui/), node and
 //! Debian's chromium.
@@ -70,6 +71,29 @@ fn web_ui_in_headless_chromium() {
         "UI end-to-end run failed (screenshots in ui/e2e/artifacts/)"
     );
     assert!(stdout.trim_end().ends_with("passed, 0 failed"), "{stdout}");
+
+    // The cluster page and node list on this standalone node: the empty state with the
+    // `keel cluster init` command, the node alone in the list, polling every 3 s that pauses
+    // in a hidden tab (ui/e2e/cluster.mjs; the netns lab runs it against a real cluster).
+    let t0 = std::time::Instant::now();
+    let out = Command::new("node")
+        .arg(repo_root().join("ui/e2e/cluster.mjs"))
+        .env("KEEL_UI_URL", &h.base)
+        .env("KEEL_PASSWORD", PASSWORD)
+        .env("KEEL_EXPECT_STANDALONE", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "{stdout}{}cluster.mjs (standalone) took {:.1}s",
+        String::from_utf8_lossy(&out.stderr),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
+        "cluster page end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
+    );
+
     h.ok(h.post_empty(&format!("/vms/{demo}/status/stop")));
     h.ok(h.delete(&format!("/vms/{demo}")));
 }

@@ -210,7 +210,11 @@ if (STANDALONE) {
     const expiry = (await region.getByTestId("join-expiry").textContent()) ?? "";
     expect(token.length >= 16, `token shown (${token.length} chars)`);
     expect(/expires in /.test(expiry), `expiry in the future: ${expiry}`);
-    const host = new URL(BASE).host.replace(/:8006$/, "");
+    // The address: this node's API as the cluster records it (GET /cluster/nodes), else the URL's.
+    const nodes = await api("GET", "/cluster/nodes");
+    expect(nodes.status === 200, `GET /cluster/nodes answered ${nodes.status}`);
+    const recorded = (nodes.body ?? []).find((n) => n.name === ctx.local)?.api;
+    const host = (recorded || new URL(BASE).host).replace(/:8006$/, "").replace(/^\[([0-9a-f:.]+)\]$/i, "$1");
     const m = cmd.match(/^keel join (\S+) --fingerprint (\S+) --token (\S+)$/);
     expect(m, `command shape: ${cmd}`);
     expect(m[1] === host, `address ${m[1]} = ${host}`);

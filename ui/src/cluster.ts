@@ -94,9 +94,23 @@ export function deviceParams(d: Pick<FenceDeviceInfo, "params" | "secret_keys">)
   return rows.sort((a, b) => a.name.localeCompare(b.name));
 }
 
-/** The address a joiner uses for this node: what the browser reached (port 8006 is the default). */
+/**
+ * `HOST:PORT` without the default port 8006, as `keel join` takes it: `10.0.0.1:8006` →
+ * `10.0.0.1`, `[fd00::1]:8006` → `fd00::1` (a bare IPv6 address means port 8006), other ports kept.
+ */
 export function joinAddress(host: string): string {
-  return host.endsWith(":8006") ? host.slice(0, -":8006".length) : host;
+  const h = host.endsWith(":8006") ? host.slice(0, -":8006".length) : host;
+  return /^\[[0-9A-Fa-f:.]+\]$/.test(h) ? h.slice(1, -1) : h;
+}
+
+/**
+ * The address a new node should join through: this node's API address as the cluster records
+ * it (on the cluster network, so the joiner's link0 is chosen on that network too), else the
+ * address the browser reached.
+ */
+export function joinAddressFor(nodes: { name: string; api?: string }[] | null | undefined, local: string, browserHost: string): string {
+  const api = nodes?.find((n) => n.name === local)?.api;
+  return joinAddress(api || browserHost);
 }
 
 /** Shell-quote a value when it needs it (tokens and fingerprints normally do not). */

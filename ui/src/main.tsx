@@ -57,7 +57,7 @@ function NodeList({ nodes, current, error, clusterName }: {
             aria-pressed={n.name === current} aria-label={`Node ${n.name} (${state}${n.local ? ", this node" : ""})`}
             onClick={() => pick(n.name)}>
             <span class={`node-dot node-${state}`} aria-hidden="true" />
-            <span class="node-name">{n.name}</span>
+            <span class="node-name" title={n.name}>{n.name}</span>
             {n.local && <span class="node-local muted small">local</span>}
           </button></li>
         );

@@ -124,7 +124,7 @@ export interface ErrorBody { error: { code: string; message: string; field?: str
 export interface VncProxy { ticket: string; password: string; expires: number }
 
 // Cluster (api/src/cluster.rs)
-export interface ClusterNode { name: string; nodeid: number; links: string[] }
+export interface ClusterNode { name: string; nodeid: number; links: string[]; api?: string }
 export interface LinkStatus { link: number; address: string; connected: boolean }
 export interface FenceTestResult { at: number; ok: boolean; action: string; message: string }
 export interface MemberStatus {

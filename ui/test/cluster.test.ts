@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
-  deviceParams, effectiveNode, expiryText, FENCE_TEST_STALE_S, fenceTestView, formatAge, isStandalone, joinAddress,
+  deviceParams, effectiveNode, expiryText, FENCE_TEST_STALE_S, fenceTestView, formatAge, isStandalone, joinAddress, joinAddressFor,
   joinCommand, linkSummary, looksSecret, memberBadge, nodeList, quorumView, upidNode, votesNeeded,
 } from "../src/cluster";
 import type { ClusterStatus, MemberStatus, NodeInfo } from "../src/types";
@@ -147,9 +147,17 @@ describe("join command", () => {
   const fp = Array(32).fill("AB").join(":");
   it("address from the browser, default port dropped", () => {
     expect(joinAddress("10.0.0.1:8006")).toBe("10.0.0.1");
-    expect(joinAddress("[fd00::1]:8006")).toBe("[fd00::1]");
+    expect(joinAddress("[fd00::1]:8006")).toBe("fd00::1");
+    expect(joinAddress("[fd00::1]:9443")).toBe("[fd00::1]:9443");
     expect(joinAddress("node1.example:9443")).toBe("node1.example:9443");
     expect(joinAddress("node1")).toBe("node1");
+  });
+  it("this node's API address as the cluster records it, else the browser's", () => {
+    const nodes = [{ name: "n1", api: "[fd00::1]:8006" }, { name: "n2", api: "10.0.0.2:9443" }, { name: "n3", api: "" }];
+    expect(joinAddressFor(nodes, "n1", "mgmt.example:8006")).toBe("fd00::1");
+    expect(joinAddressFor(nodes, "n2", "mgmt.example:8006")).toBe("10.0.0.2:9443");
+    expect(joinAddressFor(nodes, "n3", "mgmt.example:8006")).toBe("mgmt.example");
+    expect(joinAddressFor(undefined, "n1", "192.0.2.1:8006")).toBe("192.0.2.1");
   });
   it("the exact command", () => {
     expect(joinCommand("10.0.0.1", fp, "abc-DEF_123")).toBe(`keel join 10.0.0.1 --fingerprint ${fp} --token abc-DEF_123`);

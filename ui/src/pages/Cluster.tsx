@@ -3,11 +3,11 @@ import { ApiError, get, post, runTask } from "../api";
 import { Badge, Empty, ErrorBox, Loading, Modal } from "../components";
 import { usePoll } from "../hooks";
 import {
-  deviceParams, expiryText, failedActionText, fenceTestView, isStandalone, joinAddress, joinCommand, linkSummary,
+  deviceParams, expiryText, failedActionText, fenceTestView, isStandalone, joinAddressFor, joinCommand, linkSummary,
   memberBadge, quorumView,
 } from "../cluster";
 import { formatTime } from "../logic";
-import type { ClusterStatus, FenceDeviceInfo, FenceTestResult, JoinToken, MemberStatus } from "../types";
+import type { ClusterNode, ClusterStatus, FenceDeviceInfo, FenceTestResult, JoinToken, MemberStatus } from "../types";
 
 /** Refresh period of the cluster page (paused while the tab is hidden). */
 export const CLUSTER_POLL_MS = 3000;
@@ -97,7 +97,7 @@ function Members({ s, onChanged }: { s: ClusterStatus; onChanged: () => void }) 
                 ))}</ul>
               )}
             </td>
-            <td>{m.fence_device ? <span class="mono small">{m.fence_device}</span> : <Badge tone="warn">none</Badge>}</td>
+            <td>{m.fence_device ? <span class="mono small nowrap">{m.fence_device}</span> : <Badge tone="warn">none</Badge>}</td>
             <td><FenceTest t={m.last_fence_test} /></td>
             <td class="actions">{m.fence_device && (local
               ? <span class="small muted" title="A node cannot test its own fencing: open this page on another member">from another node</span>
@@ -143,7 +143,7 @@ function FenceDevices({ devices, error }: { devices: FenceDeviceInfo[] | undefin
   );
 }
 
-function JoinTokenPanel() {
+function JoinTokenPanel({ address }: { address: string }) {
   const [token, setToken] = useState<JoinToken | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
   const [busy, setBusy] = useState(false);
@@ -156,8 +156,8 @@ function JoinTokenPanel() {
       setError(e instanceof ApiError ? e : new ApiError(0, "client", String(e)));
     } finally { setBusy(false); }
   };
-  const address = token?.address ?? joinAddress(location.host);
-  const cmd = token ? joinCommand(address, token.fingerprint, token.token) : "";
+  const addr = token?.address ?? address;
+  const cmd = token ? joinCommand(addr, token.fingerprint, token.token) : "";
   const copy = async () => {
     try { await navigator.clipboard.writeText(cmd); setCopied(true); } catch { /* no clipboard (plain http): select it by hand */ }
   };
@@ -175,7 +175,8 @@ function JoinTokenPanel() {
             <dt>Token</dt><dd class="mono wrap" data-testid="join-token">{token.token}</dd>
             <dt>Expires</dt><dd data-testid="join-expiry">{formatTime(token.expires_at)} ({expiryText(token.expires_at)})</dd>
           </dl>
-          <p class="small">On the new node, as root, run:</p>
+          <p class="small">On the new node, as root, run (<span class="mono">{addr}</span> is this node's API address
+            on the cluster network):</p>
           <pre class="code" aria-label="Join command" data-testid="join-command">{cmd}</pre>
           <div class="toolbar">
             <button type="button" class="btn btn-sm" onClick={copy}>{copied ? "Copied" : "Copy command"}</button>
@@ -225,6 +226,9 @@ export function Cluster() {
   const fencing = usePoll(
     () => clustered ? get<FenceDeviceInfo[]>("/cluster/fencing") : Promise.resolve(undefined),
     clustered ? CLUSTER_POLL_MS : 0, [clustered]);
+  // Members' API addresses (for the join command), once per page visit.
+  const members = usePoll(
+    () => clustered ? get<ClusterNode[]>("/cluster/nodes") : Promise.resolve(undefined), 0, [clustered]);
   const q = clustered && s ? quorumView(s) : null;
   const online = s ? s.members.filter((m) => m.online && !m.unclean).length : 0;
   return (
@@ -272,7 +276,7 @@ export function Cluster() {
                 ))}</tbody>
               </table>}
           {s.notes.length > 0 && <Notes notes={s.notes} />}
-          <JoinTokenPanel />
+          <JoinTokenPanel address={joinAddressFor(members.data, s.local_node, location.host)} />
         </>
       )}
     </section>
