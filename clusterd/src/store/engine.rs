@@ -32,4 +32,11 @@ pub enum EngineError {
 /// member of the view, the sender included, in the same total order.
 pub trait Cpg {
     fn mcast(&mut self, msg: &[u8]) -> Result<(), EngineError>;
+
+    /// Ask the quorum service synchronously whether this node is quorate now (`None` if the
+    /// engine cannot tell). Asked at each confchg: corosync settles quorum for a new ring
+    /// before it sends CPG's confchg, so a "no" here is fresher than the last notification.
+    fn quorate_now(&mut self) -> Option<bool> {
+        None
+    }
 }

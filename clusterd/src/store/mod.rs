@@ -44,11 +44,14 @@
 //!   for the view's ring and quorate**. Otherwise it is rejected with the not-quorate error —
 //!   by every member alike, since all of them see the same reports in the same order.
 //!
-//! A member that was cut off sees a new ring; until it has corosync's verdict for that ring
-//! its report is stale and the view is not writable, so a minority can never apply a write on
-//! an old "quorate" flag. The corosync thread drains quorum notifications before each CPG
-//! callback, so a member has usually heard the verdict for a ring before the CPG confchg that
-//! corosync sends after it.
+//! A member's report must not be stale either. corosync 3 (as seen in the netns lab) sends
+//! the quorum notification before the CPG confchg when a node is cut off, but after it (and
+//! after the totem change) when a node joins. So at each confchg a member also asks corosync
+//! synchronously ([`engine::Cpg::quorate_now`], `quorum_getquorate`: quorum for a new ring is
+//! settled before CPG's confchg is sent) and reports "not quorate" if the answer is no; a
+//! "yes" is reported only with a notification's ring. A member that has seen a newer totem
+//! ring than its last verdict waits up to 2 s for the verdict before reporting. The corosync
+//! thread also drains quorum notifications before each CPG callback.
 //!
 //! # Sync on membership change
 //!

@@ -273,7 +273,7 @@ impl Replica {
                 self.speak(cpg, now, false);
             }
             Event::Totem { ring } => {
-                tracing::debug!(ring, "totem ring change");
+                tracing::info!(ring, "totem ring change");
                 self.local_ring = self.local_ring.max(ring);
             }
             Event::ConfChg { mut members } => {
@@ -283,6 +283,13 @@ impl Replica {
                 // them drops the same queue, so the originators report "syncing".
                 for (from, req, _) in std::mem::take(&mut self.view.queue) {
                     self.reply(from, req, Err(StoreError::Syncing));
+                }
+                // The quorum notification for the new ring may not have arrived yet (it comes
+                // on its own connection); corosync's answer now cannot be older than this
+                // confchg. Only a "no" is taken: a "yes" waits for the notification's ring.
+                if let (Some(false), Some((ring, true))) = (cpg.quorate_now(), self.local_quorum) {
+                    tracing::info!(ring, "quorum lost before its notification arrived");
+                    self.local_quorum = Some((ring, false));
                 }
                 self.view = View::new(members);
                 self.reported = None;

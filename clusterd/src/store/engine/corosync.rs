@@ -169,4 +169,14 @@ impl Cpg for Corosync {
             }
         }
     }
+
+    fn quorate_now(&mut self) -> Option<bool> {
+        match quorum::getquorate(&self.quorum) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                tracing::warn!("quorum_getquorate: {e}");
+                None
+            }
+        }
+    }
 }

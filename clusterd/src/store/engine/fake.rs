@@ -3,10 +3,12 @@
 //!
 //! It models what the replica relies on: one total order of messages per partition, delivered
 //! to every joined member of the sender's partition (sender included); a membership change
-//! delivers, to each member of each partition, the quorum verdict for the new ring (majority of
-//! `total_nodes`, like votequorum without two_node), the totem ring change and the CPG confchg
-//! — after every message sent before it. `quorum_late` moves the quorum verdict after the
-//! confchg, to test the replica's defence against a stale verdict.
+//! delivers, to each member of each partition, after every message sent before it, the quorum
+//! verdict for the new ring (majority of `total_nodes`, like votequorum without two_node), the
+//! CPG confchg and the totem ring change — the order seen from corosync 3 in the netns lab when
+//! a node is cut off. `quorum_late` delivers the verdict last (the order seen when a node
+//! joins), to test the replica's defence against a stale verdict; `answer_quorate_now` makes
+//! [`Cpg::quorate_now`] answer the partition's real quorum, like `quorum_getquorate`.
 
 use super::{Cpg, EngineError, Event};
 use crate::store::Member;
@@ -23,6 +25,7 @@ struct Inner {
     /// partition of each node id (default 0)
     node_part: BTreeMap<u32, u32>,
     quorum_late: bool,
+    answer_quorate_now: bool,
     sent: u64,
 }
 
@@ -53,18 +56,43 @@ impl Cpg for FakeCpg {
         }
         Ok(())
     }
+
+    fn quorate_now(&mut self) -> Option<bool> {
+        let b = self.bus.0.borrow();
+        if !b.answer_quorate_now {
+            return None;
+        }
+        let part = b.members.get(&self.me)?.0;
+        let mut nodes: Vec<u32> = b
+            .members
+            .iter()
+            .filter(|(_, (p, _))| *p == part)
+            .map(|(m, _)| m.node)
+            .collect();
+        nodes.dedup();
+        Some(nodes.len() * 2 > b.total_nodes)
+    }
 }
 
 impl Bus {
     pub fn new(total_nodes: usize) -> Bus {
         let b = Bus::default();
-        b.0.borrow_mut().total_nodes = total_nodes;
+        {
+            let mut i = b.0.borrow_mut();
+            i.total_nodes = total_nodes;
+            i.answer_quorate_now = true;
+        }
         b
     }
 
     /// Deliver quorum verdicts after the confchg instead of before.
     pub fn set_quorum_late(&self, late: bool) {
         self.0.borrow_mut().quorum_late = late;
+    }
+
+    /// Let [`Cpg::quorate_now`] answer (corosync's `quorum_getquorate`).
+    pub fn set_answer_quorate_now(&self, on: bool) {
+        self.0.borrow_mut().answer_quorate_now = on;
     }
 
     /// Messages multicast so far.
@@ -138,8 +166,8 @@ impl Bus {
             if !late {
                 inbox.push_back(q.clone());
             }
-            inbox.push_back(Event::Totem { ring });
             inbox.push_back(Event::ConfChg { members });
+            inbox.push_back(Event::Totem { ring });
             if late {
                 inbox.push_back(q);
             }

@@ -269,23 +269,33 @@ fn minority_is_read_only_and_catches_up() {
 
 #[test]
 fn stale_quorum_verdict_cannot_make_a_minority_write() {
+    stale_verdict(true);
+}
+
+/// Without corosync's synchronous answer the defence is gone: proves the test can fail.
+#[test]
+#[should_panic(expected = "minority applied a write")]
+fn stale_quorum_verdict_needs_the_synchronous_answer() {
+    stale_verdict(false);
+}
+
+fn stale_verdict(answer: bool) {
     let mut s = Sim::new(3);
     s.bus.set_quorum_late(true);
+    s.bus.set_answer_quorate_now(answer);
     s.bus.partition(&[&[1, 2], &[3]]);
-    // node 3 handles its totem change + confchg before its (late) quorum verdict, and a client
-    // submits while its local flag still says quorate
-    for _ in 0..2 {
-        let me = s.r(3).me();
-        let ev = s.bus.pop(me).expect("event");
-        let n = s.nodes.get_mut(&3).expect("n3");
-        n.r.handle(&mut n.cpg, ev, s.now).expect("handle");
-    }
+    // a client on node 3 submits as the cut happens (its flag still says quorate): the write
+    // is delivered in node 3's new single-node view, before the (late) quorum verdict
     let t = s
         .submit(3, put("/minority", 1.into()))
         .expect("stale flag lets it submit");
     s.run();
-    assert_eq!(s.outcomes.remove(&t), Some(Err(StoreError::NotQuorate)));
-    assert!(s.r(3).get("/minority").is_err());
+    let outcome = s.outcomes.remove(&t);
+    assert!(
+        s.r(3).get("/minority").is_err(),
+        "minority applied a write: {outcome:?}"
+    );
+    assert_eq!(outcome, Some(Err(StoreError::NotQuorate)));
     s.write(1, put("/majority", 1.into())).expect("majority");
     s.bus.heal();
     s.run();
