@@ -559,6 +559,39 @@ pub struct FenceTestResult {
     pub message: String,
 }
 
+/// A key of the replicated config store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConfigEntry {
+    pub key: String,
+    /// Store version of the write that last set it (the compare-and-swap token).
+    pub version: u64,
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+}
+
+/// `PUT /api/v1/cluster/config/{key}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigPut {
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// Only write if the key is still at this version (0: only if it does not exist).
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+/// A config store key: 1-256 characters of letters, digits, `/`, `-`, `_`, `.`; no empty
+/// path segments.
+pub fn valid_config_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 256
+        && !k.starts_with('/')
+        && !k.ends_with('/')
+        && !k.contains("//")
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'))
+}
+
 /// `DELETE /api/v1/cluster/nodes/{name}` query.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NodeRemoveQuery {

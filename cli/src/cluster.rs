@@ -44,6 +44,33 @@ pub enum ClusterCmd {
     Status,
     /// Members as configured in corosync
     Nodes,
+    /// The replicated config store (writable while quorate)
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Keys (with their versions and values)
+    #[command(visible_alias = "ls")]
+    List {
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// One key's value
+    Get { key: String },
+    /// Set a key to a JSON value
+    Set {
+        key: String,
+        /// JSON, e.g. '{"a":1}' or '"text"'
+        value: String,
+        /// Only if the key is still at this version (0: only if absent)
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<u64>,
+    },
+    /// Delete a key
+    #[command(visible_alias = "rm")]
+    Delete { key: String },
 }
 
 #[derive(Args, Debug)]
@@ -193,6 +220,7 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd, mode: Mode) -> Result<Outcome>
             json,
             |s: ClusterStatus| output_status(&s),
         )?,
+        ClusterCmd::Config(cc) => config(c, cc, json).await?,
         ClusterCmd::Nodes => show(
             c.get(&["cluster", "nodes"], &[]).await?,
             json,
@@ -211,6 +239,62 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd, mode: Mode) -> Result<Outcome>
         )?,
     }
     Ok(Outcome::Done)
+}
+
+async fn config(c: &Client, cmd: ConfigCmd, json: bool) -> Result<()> {
+    use keel_api::cluster::{ConfigEntry, ConfigPut};
+    match cmd {
+        ConfigCmd::List { prefix } => {
+            let q: Vec<(&str, String)> = prefix.map(|p| ("prefix", p)).into_iter().collect();
+            show(
+                c.get(&["cluster", "config"], &q).await?,
+                json,
+                |es: Vec<ConfigEntry>| {
+                    for e in es {
+                        println!("{} (v{}) {}", e.key, e.version, e.value);
+                    }
+                },
+            )?;
+        }
+        ConfigCmd::Get { key } => {
+            let segs: Vec<&str> = ["cluster", "config"]
+                .into_iter()
+                .chain(key.split('/'))
+                .collect();
+            show(c.get(&segs, &[]).await?, json, |e: ConfigEntry| {
+                println!("{}", e.value)
+            })?;
+        }
+        ConfigCmd::Set {
+            key,
+            value,
+            if_version: version,
+        } => {
+            let value: serde_json::Value = serde_json::from_str(&value)
+                .map_err(|e| anyhow!("VALUE is not JSON ({e}); quote text as '\"text\"'"))?;
+            let segs: Vec<&str> = ["cluster", "config"]
+                .into_iter()
+                .chain(key.split('/'))
+                .collect();
+            let v = c
+                .call(Method::PUT, &segs, &[], Some(&ConfigPut { value, version }))
+                .await?;
+            show(v, json, |e: ConfigEntry| {
+                println!("{} set (v{})", e.key, e.version)
+            })?;
+        }
+        ConfigCmd::Delete { key } => {
+            let segs: Vec<&str> = ["cluster", "config"]
+                .into_iter()
+                .chain(key.split('/'))
+                .collect();
+            c.call::<()>(Method::DELETE, &segs, &[], None).await?;
+            if !json {
+                println!("{key} deleted");
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn output_status(s: &ClusterStatus) {

@@ -1083,6 +1083,10 @@ async fn delete_network(
         crate::cluster::put_fencing,
         crate::cluster::delete_fencing,
         crate::cluster::test_fencing,
+        crate::cluster::config_list,
+        crate::cluster::config_get,
+        crate::cluster::config_put,
+        crate::cluster::config_delete,
         openapi_json
     ),
     components(schemas(

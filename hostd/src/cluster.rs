@@ -269,6 +269,11 @@ pub fn protected_routes() -> Router<Arc<Node>> {
         )
         .route("/api/v1/cluster/fencing/{node}", delete(delete_fencing))
         .route("/api/v1/cluster/fencing/{node}/test", post(test_fencing))
+        .route("/api/v1/cluster/config", get(config_list))
+        .route(
+            "/api/v1/cluster/config/{*key}",
+            get(config_get).put(config_put).delete(config_delete),
+        )
 }
 
 /// Routes authenticated by their own means (join credentials in the body; peer HMAC).
@@ -1277,10 +1282,31 @@ fn remove_task(
         form::apply_cib(&clusterd::cib::delete_fence_device(&dev))?;
         t.log(format!("deleted fence device {id}"));
     }
-    match service::run(&["crm_node", "-R", name, "--force"]) {
-        Ok((true, _, _)) => t.log(format!("crm_node -R {name}: Pacemaker forgot it")),
-        Ok((false, o, e)) => t.log(format!("crm_node -R {name}: {}{}", e.trim(), o.trim())),
-        Err(e) => t.log(format!("crm_node -R {name}: {e}")),
+    // The controller re-creates a node entry when corosync's membership settles after the
+    // reload (up to token + consensus later): purge until the name stays gone.
+    let mut purged = false;
+    for attempt in 1..=10 {
+        let r = service::run(&["crm_node", "-R", name, "--force"]);
+        if let Ok((false, o, e)) = &r {
+            t.log(format!("crm_node -R {name}: {}{}", e.trim(), o.trim()));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let still = matches!(
+            service::run(&["cibadmin", "--query", "--scope", "nodes"]),
+            Ok((true, out, _)) if out.contains(&format!("uname=\"{name}\""))
+        );
+        if !still {
+            t.log(format!(
+                "Pacemaker forgot {name} (crm_node -R, attempt {attempt})"
+            ));
+            purged = true;
+            break;
+        }
+    }
+    if !purged {
+        t.log(format!(
+            "warning: Pacemaker still lists {name}; run crm_node -R {name} --force later"
+        ));
     }
     form::apply_properties_for(&conf)?;
     let _ = cs.db.conn().execute(
@@ -1572,4 +1598,108 @@ mod tests {
         assert_eq!(quorum_needed(3), 2);
         assert_eq!(quorum_needed(4), 3);
     }
+}
+
+// ------------------------------------------------------------------ config store
+
+fn store_err(e: clusterd::store::StoreError) -> Error {
+    use clusterd::store::StoreError as S;
+    match e {
+        S::NotQuorate => Error::Conflict(e.to_string()),
+        S::Syncing => Error::Conflict(e.to_string()),
+        S::Conflict { .. } => Error::Conflict(e.to_string()),
+        S::NotFound { .. } => Error::NotFound(e.to_string()),
+        S::Invalid { field, message } => Error::validation(&field, message),
+        S::Unavailable { .. } => Error::Internal(e.to_string()),
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if !keel_api::cluster::valid_config_key(key) {
+        return Err(Error::validation(
+            "key",
+            format!("{key:?} is not a config key: 1-256 letters, digits, '/', '-', '_', '.', no empty segments"),
+        ));
+    }
+    Ok(())
+}
+
+/// API keys are `a/b`; the store's are `/a/b`.
+fn store_key(k: &str) -> String {
+    format!("/{k}")
+}
+
+fn entry(e: clusterd::store::Entry) -> keel_api::cluster::ConfigEntry {
+    keel_api::cluster::ConfigEntry {
+        key: e.key.strip_prefix('/').unwrap_or(&e.key).to_string(),
+        version: e.version,
+        value: e.value,
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ConfigListQuery {
+    /// Only keys starting with this prefix.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster/config", tag = "cluster", params(ConfigListQuery),
+    responses((status = 200, body = [keel_api::cluster::ConfigEntry])))]
+async fn config_list(
+    Query(q): Query<ConfigListQuery>,
+) -> ApiResult<Json<Vec<keel_api::cluster::ConfigEntry>>> {
+    let c = clusterd::store::client::Client::local();
+    let v = c
+        .list(&store_key(q.prefix.as_deref().unwrap_or("")))
+        .await
+        .map_err(store_err)?;
+    Ok(Json(v.into_iter().map(entry).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster/config/{key}", tag = "cluster", params(("key" = String, Path)),
+    responses((status = 200, body = keel_api::cluster::ConfigEntry), (status = 404, body = keel_api::ErrorBody)))]
+async fn config_get(Path(key): Path<String>) -> ApiResult<Json<keel_api::cluster::ConfigEntry>> {
+    check_key(&key)?;
+    let c = clusterd::store::client::Client::local();
+    Ok(Json(entry(
+        c.get(&store_key(&key)).await.map_err(store_err)?,
+    )))
+}
+
+#[utoipa::path(put, path = "/api/v1/cluster/config/{key}", tag = "cluster", params(("key" = String, Path)),
+    request_body = keel_api::cluster::ConfigPut,
+    responses((status = 200, body = keel_api::cluster::ConfigEntry), (status = 409, body = keel_api::ErrorBody)))]
+async fn config_put(
+    Extension(p): Extension<Principal>,
+    Path(key): Path<String>,
+    JsonBody(req): JsonBody<keel_api::cluster::ConfigPut>,
+) -> ApiResult<Json<keel_api::cluster::ConfigEntry>> {
+    is_root(&p)?;
+    check_key(&key)?;
+    let c = clusterd::store::client::Client::local();
+    let version = match req.version {
+        None => c.put(&store_key(&key), &req.value).await,
+        Some(0) => c.create(&store_key(&key), &req.value).await,
+        Some(v) => c.cas(&store_key(&key), &req.value, v).await,
+    }
+    .map_err(store_err)?;
+    Ok(Json(keel_api::cluster::ConfigEntry {
+        key,
+        version,
+        value: req.value,
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/cluster/config/{key}", tag = "cluster", params(("key" = String, Path)),
+    responses((status = 204), (status = 404, body = keel_api::ErrorBody)))]
+async fn config_delete(
+    Extension(p): Extension<Principal>,
+    Path(key): Path<String>,
+) -> ApiResult<StatusCode> {
+    is_root(&p)?;
+    check_key(&key)?;
+    let c = clusterd::store::client::Client::local();
+    c.delete(&store_key(&key), None).await.map_err(store_err)?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -400,6 +400,30 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
 
+    // the replicated config store (keel-clusterd started by Keel on every member)
+    lab.wait_for(
+        "config store writable on node1",
+        Duration::from_secs(60),
+        || {
+            let o = n1.keel(&[
+                "cluster",
+                "config",
+                "set",
+                "test/hello",
+                r#"{"from":"node1"}"#,
+            ])?;
+            ensure!(o.success(), "{}{}", o.stderr, o.stdout);
+            Ok(true)
+        },
+    )?;
+    let mut got = String::new();
+    lab.wait_for("node3 reads node1's write", Duration::from_secs(60), || {
+        let o = n3.keel(&["cluster", "config", "get", "test/hello"])?;
+        got = o.stdout.clone();
+        Ok(o.success() && o.stdout.contains("node1"))
+    })?;
+    eprintln!("config store: node3 read {}", got.trim());
+
     // bench: GET /api/v1/cluster/status latency on node1 (3 members)
     let tok = std::fs::read_to_string(n1.state.join("local-root.token"))?;
     let script = format!(
@@ -431,6 +455,35 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
                 .find(|m| m.name == "node3")
                 .and_then(|m| m.last_fence_test.as_ref())
                 .is_some_and(|t| t.ok))
+    })?;
+
+    // node3 is down: removing it needs --force (it cannot be told to leave); 3 -> 2 nodes
+    // switches two_node back on everywhere
+    let o = n1.keel(&["node", "remove", "node3"])?;
+    ensure!(
+        !o.success() && o.stderr.contains("--force"),
+        "removing an unreachable node without --force: {}{}",
+        o.stderr,
+        o.stdout
+    );
+    n1.keel_ok(&["node", "remove", "node3", "--force"])?;
+    for i in 1..=2 {
+        let c = std::fs::read_to_string(lab.node(i)?.dir.join("etc/corosync/corosync.conf"))?;
+        ensure!(!c.contains("name: node3"), "node{i} still lists node3");
+        ensure!(
+            c.contains("two_node: 1"),
+            "node{i}: two_node not back on at 2 nodes"
+        );
+    }
+    let kh = std::fs::read_to_string(lab.node(2)?.dir.join("keel/ssh/ssh_known_hosts"))?;
+    ensure!(!kh.contains("node3"), "node2 still pins node3's host key");
+    lab.wait_for("2 members, quorate, node3 gone from Pacemaker", T, || {
+        let st = n2.status()?;
+        let crm = lab.node(1)?.crm_status()?;
+        Ok(st.quorate
+            && st.members.len() == 2
+            && st.two_node
+            && !crm.nodes.iter().any(|n| n.name == "node3"))
     })?;
     Ok(())
 }
