@@ -431,7 +431,9 @@ fn scenario_partition(lab: &NetnsLab) -> Result<()> {
     let sts: Vec<Status> = (1..=3)
         .map(|i| s.status(i).map_err(|e| anyhow::anyhow!("{e}")))
         .collect::<Result<_>>()?;
-    ensure!(sts.iter().all(|x| x.hash == sts[0].hash));
+    ensure!(sts
+        .iter()
+        .all(|x| x.hash == sts[0].hash && x.divergences == 0));
     ensure!(sts[0].version == before.version + 20);
     for (i, want) in during.iter().enumerate() {
         let e = s
@@ -538,6 +540,14 @@ fn random_writes(
 }
 
 fn check_model(s: &Stores, nodes: &[usize], model: &Model, seed: u64) -> Result<()> {
+    for i in nodes {
+        let st = s.status(*i).map_err(|e| anyhow::anyhow!("node{i}: {e}"))?;
+        ensure!(
+            st.divergences == 0,
+            "seed {seed}: node{i} saw {} divergence(s)/fork(s)",
+            st.divergences
+        );
+    }
     for i in nodes {
         for (k, (ver, val)) in model {
             let e = s

@@ -29,6 +29,9 @@ pub struct Db {
 /// What a member holds: entries by key (entry version, canonical JSON) and the store version.
 pub type Content = BTreeMap<String, (u64, String)>;
 
+/// How many recent versions keep their lineage hash (for fork detection at sync).
+pub const HISTORY_KEEP: u64 = 100_000;
+
 impl Db {
     /// Open (creating if needed) the database at `path`; `:memory:` for tests.
     pub fn open(path: &Path) -> Result<Db, DbError> {
@@ -52,7 +55,8 @@ impl Db {
                 "PRAGMA journal_mode=WAL;
                  PRAGMA synchronous=FULL;
                  CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, version INTEGER NOT NULL, value TEXT NOT NULL);
-                 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);",
+                 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS history (version INTEGER PRIMARY KEY, chain TEXT NOT NULL);",
             )
             .map_err(|e| db.err(e))?;
         Ok(db)
@@ -67,6 +71,21 @@ impl Db {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// Lineage hash recorded for `version` (None if never recorded or pruned).
+    pub fn chain_at(&self, version: u64) -> Result<Option<String>, DbError> {
+        if version == 0 {
+            return Ok(Some(String::new()));
+        }
+        self.conn
+            .query_row(
+                "SELECT chain FROM history WHERE version = ?1",
+                params![version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     /// Load everything: (store version, content).
@@ -135,9 +154,26 @@ impl Db {
         r.map_err(|e| self.err(e))
     }
 
-    /// Persist one applied write: set (`Some`) or delete (`None`) `key`, and the store version.
-    pub fn apply(&mut self, version: u64, key: &str, value: Option<&str>) -> Result<(), DbError> {
+    /// Persist one applied write: set (`Some`) or delete (`None`) `key`, the store version and
+    /// its lineage hash `chain`.
+    pub fn apply(
+        &mut self,
+        version: u64,
+        key: &str,
+        value: Option<&str>,
+        chain: &str,
+    ) -> Result<(), DbError> {
         self.write(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO history (version, chain) VALUES (?1, ?2)",
+                params![version, chain],
+            )?;
+            if version > HISTORY_KEEP {
+                c.execute(
+                    "DELETE FROM history WHERE version <= ?1",
+                    params![version - HISTORY_KEEP],
+                )?;
+            }
             match value {
                 Some(v) => c.execute(
                     "INSERT INTO entries (key, version, value) VALUES (?1, ?2, ?3)
@@ -154,10 +190,21 @@ impl Db {
         })
     }
 
-    /// Replace everything (the end of a snapshot) in one transaction.
-    pub fn replace(&mut self, version: u64, entries: &[SnapEntry]) -> Result<(), DbError> {
+    /// Replace everything (the end of a snapshot) in one transaction; the lineage restarts at
+    /// `(version, chain)`.
+    pub fn replace(
+        &mut self,
+        version: u64,
+        chain: &str,
+        entries: &[SnapEntry],
+    ) -> Result<(), DbError> {
         self.write(|c| {
             c.execute("DELETE FROM entries", [])?;
+            c.execute("DELETE FROM history", [])?;
+            c.execute(
+                "INSERT INTO history (version, chain) VALUES (?1, ?2)",
+                params![version, chain],
+            )?;
             let mut ins =
                 c.prepare("INSERT INTO entries (key, version, value) VALUES (?1, ?2, ?3)")?;
             for (k, v, val) in entries {
@@ -213,9 +260,9 @@ mod tests {
         let p = dir.path().join("config.db");
         {
             let mut db = Db::open(&p).expect("open");
-            db.apply(1, "/a", Some("1")).expect("a");
-            db.apply(2, "/b", Some("\"x\"")).expect("b");
-            db.apply(3, "/a", None).expect("del");
+            db.apply(1, "/a", Some("1"), "c1").expect("a");
+            db.apply(2, "/b", Some("\"x\""), "c2").expect("b");
+            db.apply(3, "/a", None, "c3").expect("del");
         }
         let db = Db::open(&p).expect("reopen");
         let (v, c) = db.load().expect("load");
@@ -225,12 +272,19 @@ mod tests {
         // a group commit
         let mut db = db;
         db.begin().expect("begin");
-        db.apply(4, "/c", Some("3")).expect("c");
-        db.replace(5, &[("/d".into(), 5, "4".into())])
+        assert_eq!(db.chain_at(2).expect("chain").as_deref(), Some("c2"));
+        db.apply(4, "/c", Some("3"), "c4").expect("c");
+        db.replace(5, "c5", &[("/d".into(), 5, "4".into())])
             .expect("replace in batch");
         db.commit().expect("commit");
         let (v, c) = Db::open(&p).expect("again").load().expect("load");
         assert_eq!((v, c.len()), (5, 1));
+        assert_eq!(db.chain_at(5).expect("chain").as_deref(), Some("c5"));
+        assert_eq!(
+            db.chain_at(2).expect("chain"),
+            None,
+            "lineage restarts at a snapshot"
+        );
         let mode: String = db
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))

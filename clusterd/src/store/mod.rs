@@ -56,14 +56,16 @@
 //! # Sync on membership change
 //!
 //! On every CPG confchg the view enters *syncing*: each member multicasts
-//! `State{members, version, hash, ring, quorate}`. When the states of all members are
+//! `State{members, version, hash, chain, ring, quorate}`. When the states of all members are
 //! delivered (the same point in the stream for everyone) the leader is the member with the
 //! highest version; ties go to the lowest `(nodeid, pid)`. Only a quorate view writes, so
-//! histories are prefixes of one another and the highest version is the newest state. Equal
-//! versions with different hashes mean divergence (a bug or a restored disk): it is logged at
-//! error level, counted in status, the leader still wins deterministically and the losing
-//! member keeps its old content in `<db>.diverged-<version>-<unix time>.json` so nothing is
-//! lost silently. If everyone already agrees, sync ends at once; otherwise the leader
+//! histories are prefixes of one another and the highest version is the newest state. That is
+//! checked: equal versions with different hashes, or an older copy whose lineage hash (chained
+//! over every applied write) differs from the leader's lineage at that version, is a divergence
+//! (a bug, a restored disk, or both halves of a cut two-node cluster writing before fencing):
+//! it is logged at error level, counted in status, the leader still wins deterministically and
+//! the losing member keeps its old content in `<db>.diverged-<version>-<unix time>.json` so
+//! nothing is lost silently. If everyone already agrees, sync ends at once; otherwise the leader
 //! multicasts a snapshot in chunks (each at most [`SNAPSHOT_CHUNK_BYTES`]), members that
 //! differ replace their content on the last chunk after checking its hash, and sync ends for
 //! everybody at that chunk. Writes delivered while syncing are queued and applied (or refused,

@@ -44,6 +44,16 @@ impl WriteOp {
 /// One entry in a snapshot: key, entry version, canonical JSON value.
 pub type SnapEntry = (String, u64, String);
 
+/// The end of a snapshot: what the copy must hash to, its lineage hash, and the leader's
+/// lineage hashes at the versions the other members reported (to detect forked histories).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapEnd {
+    pub version: u64,
+    pub hash: String,
+    pub chain: String,
+    pub lineage: Vec<(u64, String)>,
+}
+
 /// Messages multicast in the CPG group (AGREED ordering).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -55,17 +65,19 @@ pub enum GroupMsg {
         members: Vec<Member>,
         version: u64,
         hash: String,
+        /// Lineage hash: chained over every write applied since version 0 (or the last snapshot).
+        chain: String,
         ring: u64,
         quorate: bool,
     },
     /// A member's corosync quorum verdict changed.
     Quorum { ring: u64, quorate: bool },
-    /// Part of the sync leader's snapshot. `last` carries the final version and hash.
+    /// Part of the sync leader's snapshot; the last chunk carries its [`SnapEnd`].
     Snapshot {
         members: Vec<Member>,
         seq: u32,
         entries: Vec<SnapEntry>,
-        last: Option<(u64, String)>,
+        last: Option<SnapEnd>,
     },
 }
 

@@ -7,7 +7,7 @@
 
 use super::db::{Content, Db, DbError};
 use super::engine::{Cpg, Event};
-use super::proto::{GroupMsg, SnapEntry, WriteOk, WriteOp};
+use super::proto::{GroupMsg, SnapEnd, SnapEntry, WriteOk, WriteOp};
 use super::{under_prefix, Entry, Member, Status, StoreError, SNAPSHOT_CHUNK_BYTES};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -35,9 +35,9 @@ pub enum Fatal {
 
 #[derive(Debug)]
 enum Sync {
-    /// Waiting for every member's `State`.
+    /// Waiting for every member's `State`: (version, hash, chain).
     Collecting {
-        states: BTreeMap<Member, (u64, String)>,
+        states: BTreeMap<Member, (u64, String, String)>,
     },
     /// The leader is sending its snapshot; `need` = this member replaces its content at the end.
     Snapshot {
@@ -91,6 +91,8 @@ pub struct Replica {
     content: Content,
     version: u64,
     hash: Option<String>,
+    /// Lineage hash at `version` (see [`chain_next`]).
+    chain: String,
     /// Latest local quorum notification: (ring, quorate).
     local_quorum: Option<(u64, bool)>,
     /// Highest ring CPG told this member about (local knowledge only).
@@ -121,6 +123,16 @@ pub fn content_hash(c: &Content) -> String {
     hex::encode(h.finalize())
 }
 
+/// Lineage hash after applying `op` on top of `prev`: equal chains at equal versions mean the
+/// same sequence of writes; different chains at a version both copies passed mean a fork.
+pub fn chain_next(prev: &str, op: &WriteOp) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(serde_json::to_vec(op).unwrap_or_default());
+    hex::encode(h.finalize())
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -132,6 +144,7 @@ impl Replica {
     /// Load this member's copy from `db`.
     pub fn new(me: Member, db: Db) -> Result<Replica, Fatal> {
         let (version, content) = db.load()?;
+        let chain = db.chain_at(version)?.unwrap_or_default();
         tracing::info!(
             version,
             entries = content.len(),
@@ -144,6 +157,7 @@ impl Replica {
             content,
             version,
             hash: None,
+            chain,
             local_quorum: None,
             local_ring: 0,
             reported: None,
@@ -344,6 +358,7 @@ impl Replica {
                 members: self.view.members.clone(),
                 version: self.version,
                 hash: self.hash(),
+                chain: self.chain.clone(),
                 ring: q.0,
                 quorate: q.1,
             };
@@ -399,6 +414,7 @@ impl Replica {
                 members,
                 version,
                 hash,
+                chain,
                 ring,
                 quorate,
             } => {
@@ -409,7 +425,7 @@ impl Replica {
                 let Sync::Collecting { states } = &mut self.view.sync else {
                     return Ok(());
                 };
-                states.entry(from).or_insert((version, hash));
+                states.entry(from).or_insert((version, hash, chain));
                 if states.len() == self.view.members.len() {
                     let states = std::mem::take(states);
                     self.decide(cpg, states)?;
@@ -441,10 +457,12 @@ impl Replica {
                 if *need {
                     acc.extend(entries);
                 }
-                if let Some((v, h)) = last {
-                    if (v, &h) != (target.0, &target.1) {
+                if let Some(end) = last {
+                    if (end.version, &end.hash) != (target.0, &target.1) {
                         tracing::error!(
-                            "snapshot end announces {v}/{h}, state said {}/{}",
+                            "snapshot end announces {}/{}, state said {}/{}",
+                            end.version,
+                            end.hash,
                             target.0,
                             target.1
                         );
@@ -452,7 +470,7 @@ impl Replica {
                     if *need {
                         let leader = *leader;
                         let entries = std::mem::take(acc);
-                        self.install(leader, v, h, entries)?;
+                        self.install(leader, end, entries)?;
                     }
                     self.sync_done()?;
                 }
@@ -465,11 +483,11 @@ impl Replica {
     fn decide(
         &mut self,
         cpg: &mut dyn Cpg,
-        states: BTreeMap<Member, (u64, String)>,
+        states: BTreeMap<Member, (u64, String, String)>,
     ) -> Result<(), Fatal> {
         // highest version; ties to the lowest member (BTreeMap iterates in member order)
         let mut leader: Option<(Member, u64, String)> = None;
-        for (m, (v, h)) in &states {
+        for (m, (v, h, _)) in &states {
             if leader.as_ref().is_none_or(|l| *v > l.1) {
                 leader = Some((*m, *v, h.clone()));
             }
@@ -477,7 +495,7 @@ impl Replica {
         let Some((leader, lv, lh)) = leader else {
             return self.sync_done();
         };
-        for (m, (v, h)) in &states {
+        for (m, (v, h, _)) in &states {
             if *v == lv && *h != lh {
                 self.divergences += 1;
                 tracing::error!(
@@ -490,12 +508,13 @@ impl Replica {
                 );
             }
         }
-        if states.values().all(|(v, h)| *v == lv && *h == lh) {
+        if states.values().all(|(v, h, _)| *v == lv && *h == lh) {
             tracing::info!(version = lv, "config store in sync");
             return self.sync_done();
         }
-        let mine = states.get(&self.me).cloned();
-        let need = mine.as_ref() != Some(&(lv, lh.clone()));
+        let need = states
+            .get(&self.me)
+            .is_none_or(|(v, h, _)| (*v, h) != (lv, &lh));
         tracing::info!(?leader, version = lv, need, "config store sync by snapshot");
         self.view.sync = Sync::Snapshot {
             leader,
@@ -505,12 +524,21 @@ impl Replica {
             entries: vec![],
         };
         if leader == self.me {
-            self.send_snapshot(cpg);
+            let mut versions: Vec<u64> = states.values().map(|s| s.0).filter(|v| *v < lv).collect();
+            versions.sort_unstable();
+            versions.dedup();
+            let mut lineage = vec![];
+            for v in versions {
+                if let Some(c) = self.db.chain_at(v)? {
+                    lineage.push((v, c));
+                }
+            }
+            self.send_snapshot(cpg, lineage);
         }
         Ok(())
     }
 
-    fn send_snapshot(&mut self, cpg: &mut dyn Cpg) {
+    fn send_snapshot(&mut self, cpg: &mut dyn Cpg, lineage: Vec<(u64, String)>) {
         let mut chunks: Vec<Vec<SnapEntry>> = vec![vec![]];
         let mut size = 0;
         for (k, (v, val)) in &self.content {
@@ -525,13 +553,18 @@ impl Replica {
             }
         }
         let n = chunks.len();
-        let hash = self.hash();
+        let end = SnapEnd {
+            version: self.version,
+            hash: self.hash(),
+            chain: self.chain.clone(),
+            lineage,
+        };
         for (i, entries) in chunks.into_iter().enumerate() {
             let msg = GroupMsg::Snapshot {
                 members: self.view.members.clone(),
                 seq: i as u32,
                 entries,
-                last: (i + 1 == n).then(|| (self.version, hash.clone())),
+                last: (i + 1 == n).then(|| end.clone()),
             };
             if let Err(e) = cpg.mcast(&msg.encode()) {
                 // the view will not finish syncing; the next confchg restarts it
@@ -549,8 +582,7 @@ impl Replica {
     fn install(
         &mut self,
         leader: Member,
-        version: u64,
-        hash: String,
+        end: SnapEnd,
         entries: Vec<SnapEntry>,
     ) -> Result<(), Fatal> {
         let content: Content = entries
@@ -558,29 +590,56 @@ impl Replica {
             .map(|(k, v, val)| (k.clone(), (*v, val.clone())))
             .collect();
         let got = content_hash(&content);
-        if got != hash {
+        if got != end.hash {
             return Err(Fatal::SnapshotHash {
                 leader,
                 got,
-                want: hash,
+                want: end.hash,
             });
         }
-        if self.version >= version {
-            // equal version with other content (or newer?): keep ours on disk
+        // Is our history a prefix of the leader's? Equal versions were compared by hash in
+        // `decide`; an older copy is checked against the leader's lineage at our version.
+        let forked = if self.version >= end.version {
+            true
+        } else {
+            match end.lineage.iter().find(|(v, _)| *v == self.version) {
+                Some((_, c)) if *c != self.chain => {
+                    self.divergences += 1;
+                    tracing::error!(
+                        ?leader,
+                        version = self.version,
+                        ours = %self.chain,
+                        leaders = %c,
+                        "CONFIG STORE FORK: our history is not a prefix of the leader's; its copy wins, ours is saved next to the database"
+                    );
+                    true
+                }
+                Some(_) => false,
+                None => {
+                    tracing::info!(
+                        version = self.version,
+                        "leader has no lineage for our version (pruned or after a snapshot); prefix not checked"
+                    );
+                    false
+                }
+            }
+        };
+        if forked {
             match self.db.save_copy("diverged", self.version, &self.content) {
                 Ok(p) => tracing::error!(path = %p, "replaced copy saved"),
                 Err(e) => tracing::error!("saving the replaced copy: {e}"),
             }
         }
-        self.db.replace(version, &entries)?;
+        self.db.replace(end.version, &end.chain, &entries)?;
         tracing::info!(
             from = self.version,
-            to = version,
+            to = end.version,
             entries = content.len(),
             "config store brought up to date by snapshot"
         );
         self.content = content;
-        self.version = version;
+        self.version = end.version;
+        self.chain = end.chain;
         self.hash = Some(got);
         Ok(())
     }
@@ -640,8 +699,10 @@ impl Replica {
             }
         };
         let v = self.version + 1;
-        self.db.apply(v, key, new_value)?;
+        let chain = chain_next(&self.chain, op);
+        self.db.apply(v, key, new_value, &chain)?;
         self.version = v;
+        self.chain = chain;
         self.hash = None;
         match new_value {
             Some(val) => {

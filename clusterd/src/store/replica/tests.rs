@@ -382,7 +382,7 @@ fn divergence_is_detected_and_resolved_deterministically() {
     // two copies at version 1 with different content (as if a disk were restored)
     for (n, v) in [(1, "\"one\""), (2, "\"two\"")] {
         let mut db = Db::open(&dir.path().join(format!("d{n}.db"))).expect("db");
-        db.apply(1, "/x", Some(v)).expect("apply");
+        db.apply(1, "/x", Some(v), "x").expect("apply");
     }
     let bus = Bus::new(2);
     let mut nodes: Vec<(Replica, FakeCpg)> = vec![];
@@ -419,6 +419,54 @@ fn divergence_is_detected_and_resolved_deterministically() {
     assert_eq!(saved.len(), 1, "the losing copy is kept");
     let text = std::fs::read_to_string(saved[0].path()).expect("read");
     assert!(text.contains("two"));
+}
+
+#[test]
+fn forked_history_is_detected_and_the_losing_copy_kept() {
+    let mut s = Sim::new(3);
+    s.write(1, put("/a", 1.into())).expect("a");
+    s.crash(3);
+    s.run();
+    s.write(1, put("/b", 2.into())).expect("b");
+    s.write(2, put("/c", 3.into())).expect("c");
+    // node 3's copy grows a write the others never saw (as a cut-off two-node half could)
+    {
+        let mut db = Db::open(&s.db_path(3)).expect("db3");
+        db.apply(
+            2,
+            "/fork",
+            Some("\"only on node3\""),
+            "not-the-leaders-chain",
+        )
+        .expect("fork");
+    }
+    s.start(3);
+    s.run();
+    s.assert_same(&[1, 2, 3]);
+    assert_eq!(s.r(3).status().divergences, 1, "fork detected on node3");
+    assert_eq!(s.r(1).status().divergences, 0);
+    assert!(s.r(3).get("/fork").is_err());
+    let saved: Vec<_> = std::fs::read_dir(s.dir.path())
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains("node3.db.diverged-2-")
+        })
+        .collect();
+    assert_eq!(saved.len(), 1, "the forked copy is kept");
+    assert!(std::fs::read_to_string(saved[0].path())
+        .expect("read")
+        .contains("only on node3"));
+    // a plain old copy (a prefix) is not a fork
+    s.crash(2);
+    s.run();
+    s.write(1, put("/d", 4.into())).expect("d");
+    s.start(2);
+    s.run();
+    s.assert_same(&[1, 2, 3]);
+    assert_eq!(s.r(2).status().divergences, 0);
 }
 
 #[test]
