@@ -45,6 +45,10 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(
+        "cannot reach corosync after 30 s (is corosync running, is this node in a cluster?): {0}"
+    )]
+    NoCorosync(EngineError),
     #[error(transparent)]
     Fatal(#[from] Fatal),
 }
@@ -295,7 +299,7 @@ pub fn run(opts: ServerOpts) -> Result<(), ServerError> {
                 tracing::warn!("connecting to corosync: {e}; retrying");
                 std::thread::sleep(Duration::from_millis(500));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(ServerError::NoCorosync(e)),
         }
     };
     tracing::info!(
