@@ -188,6 +188,26 @@ fn hash_files(paths: &[PathBuf]) -> Result<String, IsoError> {
     Ok(hex::encode(h.finalize())[..16].to_string())
 }
 
+/// Keep the `keep` newest files named `PREFIX…SUFFIX` in `dir` (older binaries squashfs).
+fn prune(dir: &Path, prefix: &str, suffix: &str, keep: usize) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut v: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            n.starts_with(prefix) && n.ends_with(suffix)
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    v.sort();
+    let n = v.len().saturating_sub(keep);
+    for (_, p) in v.into_iter().take(n) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// Build the ISO. The answer (if any) is validated first: an invalid one builds nothing.
 pub fn build(opts: &BuildOptions) -> Result<BuildReport, IsoError> {
     let t0 = Instant::now();
@@ -269,6 +289,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, IsoError> {
         let _ = std::fs::remove_dir_all(&stage);
         r?;
         std::fs::rename(&part, &keel_sq).map_err(io("renaming keel.squashfs"))?;
+        prune(&opts.cache, "bins-", ".squashfs", 3);
     }
     let bins_seconds = t.elapsed().as_secs_f64();
 

@@ -122,5 +122,8 @@ cat > "$tmp/manifest.json" <<J
 J
 mv -T "$tmp" "$out"
 trap - EXIT
+# Keep the two newest root filesystems (an ISO being assembled holds hard links, not paths).
+ls -1dt "$cache"/[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f] 2>/dev/null |
+  tail -n +3 | while read -r old; do [ -f "$old/manifest.json" ] && rm -rf "$old"; done
 log "built $out in $(( $(date +%s) - t0 ))s (squashfs $((size / 1048576)) MiB of $((rsize / 1048576)) MiB)"
 echo "$out"
