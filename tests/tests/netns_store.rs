@@ -2,7 +2,7 @@
 //!
 //! * `netns_store_replicate_partition_fence_converge`: 3 nodes; a write on node 1 is read on
 //!   node 3; create-if-absent races are decided once cluster-wide; write/read latency and
-//!   throughput figures; node 3 partitioned → nodes 1–2 stay writable, node 3 is read-only and
+//!   throughput figures; a daemon-only restart on node 2; node 3 partitioned → nodes 1–2 stay writable, node 3 is read-only and
 //!   then fenced by the lab agent; powered on and healed it converges (equal hashes) and holds
 //!   the writes made during the partition.
 //! * `netns_store_randomized_writes_partitions_fencing`: seeded (`KEEL_STORE_LAB_SEED`), bounded
@@ -366,6 +366,43 @@ fn scenario_partition(lab: &NetnsLab) -> Result<()> {
     }
 
     bench(&s)?;
+
+    // keel-clusterd restarts on node 2 without any corosync change (a CPG-only view change):
+    // nodes 1 and 3 stay writable, node 2 catches up from its old database
+    let n2 = lab.node(2)?;
+    let pid = n2
+        .daemon_pids()?
+        .into_iter()
+        .find(|(name, _)| name == "clusterd")
+        .map(|(_, p)| p)
+        .context("node2 clusterd pid")?;
+    n2.run_ok(&["kill", "-9", &pid.to_string()])?;
+    let t0 = Instant::now();
+    wait_converged(lab, &s, &[1, 3], 2)?;
+    for i in 0..10 {
+        s.put(
+            1 + 2 * (i % 2),
+            &format!("/demo/without2/{i}"),
+            serde_json::json!(i),
+        )
+        .map_err(|e| anyhow::anyhow!("write without node2's daemon: {e}"))?;
+    }
+    let bin = clusterd_bin()?;
+    let db = n2.dir.join("keel/config.db");
+    n2.sh_ok(&format!(
+        "rm -f {SOCK}; setsid -f env RUST_LOG=info {} --db {} --socket {SOCK} >> /var/log/clusterd.out 2>&1 < /dev/null",
+        bin.display(),
+        db.display()
+    ))?;
+    wait_converged(lab, &s, &[1, 2, 3], 3)?;
+    ensure!(
+        s.get(2, "/demo/without2/9").is_ok(),
+        "node2 did not catch up after its restart"
+    );
+    eprintln!(
+        "METRIC clusterd_restart_on_node2_to_converged={:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
 
     // partition node 3; give the survivors 8 s before they may fence it so the test can see
     // node 3 read-only (a real cluster gets this window from corosync's token timeout)
