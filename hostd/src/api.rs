@@ -175,7 +175,17 @@ async fn require_auth(State(node): State<Arc<Node>>, mut req: Request, next: Nex
     let headers = req.headers().clone();
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let n = node.clone();
+    let method = req.method().to_string();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|x| x.as_str().to_string())
+        .unwrap_or_default();
     let r = blocking(move || {
+        // a request another member forwarded for its authenticated user
+        if headers.contains_key(crate::cluster::FORWARDED_USER) {
+            return crate::cluster::check_forwarded(&n, &headers, &method, &pq);
+        }
         if let Some(v) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -274,6 +284,10 @@ pub fn router(node: Arc<Node>) -> Router {
             delete(delete_network),
         )
         .merge(crate::cluster::protected_routes())
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            crate::cluster::forward,
+        ))
         .layer(middleware::from_fn_with_state(node.clone(), require_auth));
     let ui_dir = node.cfg.ui_dir.clone();
     let app = Router::new()
@@ -416,8 +430,15 @@ fn node_info(n: &Node) -> Result<NodeInfo, Error> {
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", responses((status = 200, body = [NodeInfo])))]
-async fn list_nodes(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<NodeInfo>>> {
-    Ok(Json(vec![blocking(move || node_info(&node)).await?]))
+async fn list_nodes(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<Vec<NodeInfo>>> {
+    let n = node.clone();
+    let mut v = vec![blocking(move || node_info(&n)).await?];
+    // the other members of a cluster, asked for the same user (unreachable ones are left out)
+    v.extend(crate::cluster::member_node_infos(&node, &p.user).await);
+    Ok(Json(v))
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes/{node}", tag = "nodes", params(("node" = String, Path)), responses((status = 200, body = NodeInfo), (status = 404, body = ErrorBody)))]

@@ -424,6 +424,31 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     })?;
     eprintln!("config store: node3 read {}", got.trim());
 
+    // any node's API serves the others: node-scoped requests are forwarded
+    let info: serde_json::Value =
+        serde_json::from_str(&n1.keel_ok(&["--json", "--node", "node2", "node"])?)?;
+    ensure!(
+        info["node"] == "node2",
+        "forwarded /nodes/node2 answered {info}"
+    );
+    let vms = n1.keel(&["--node", "node3", "vm", "list"])?;
+    ensure!(
+        vms.success(),
+        "forwarded vm list: {}{}",
+        vms.stderr,
+        vms.stdout
+    );
+    let tok1 = std::fs::read_to_string(n1.state.join("local-root.token"))?;
+    let list = lab.node(1)?.sh_ok(&format!(
+        "curl -sk -H 'Authorization: KeelAPIToken {}' https://127.0.0.1:8006/api/v1/nodes",
+        tok1.trim()
+    ))?;
+    let list: serde_json::Value = serde_json::from_str(&list)?;
+    ensure!(
+        list.as_array().map(|a| a.len()) == Some(3),
+        "/api/v1/nodes on node1 should list 3 members: {list}"
+    );
+
     // bench: GET /api/v1/cluster/status latency on node1 (3 members)
     let tok = std::fs::read_to_string(n1.state.join("local-root.token"))?;
     let script = format!(
