@@ -82,6 +82,46 @@ pub struct FenceEvent {
     pub completed: Option<String>,
 }
 
+impl FenceEvent {
+    /// `completed` as Unix seconds (crm_mon writes UTC: `2026-11-22 00:24:36Z`).
+    pub fn completed_unix(&self) -> Option<u64> {
+        parse_utc(self.completed.as_deref()?)
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` followed by `Z` or `+00:00` → Unix seconds.
+fn parse_utc(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let s = s
+        .strip_suffix('Z')
+        .or_else(|| s.strip_suffix("+00:00"))
+        .or_else(|| s.strip_suffix(" +00:00"))?;
+    let (date, time) = s.split_once([' ', 'T'])?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let ([y, m, day], [hh, mm, ss]) = (d.as_slice(), t.as_slice()) else {
+        return None;
+    };
+    if !(1..=12).contains(m) || !(1..=31).contains(day) || *hh > 23 || *mm > 59 || *ss > 60 {
+        return None;
+    }
+    // days from civil (proleptic Gregorian), Howard Hinnant's algorithm
+    let y = if *m <= 2 { y - 1 } else { *y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    u64::try_from(days * 86400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CrmStatus {
     /// pacemakerd's state (`running`, `shutting_down`, …).
@@ -216,6 +256,11 @@ impl CrmStatus {
 
     pub fn resource(&self, id: &str) -> Option<&CrmResource> {
         self.resources.iter().find(|r| r.id == id)
+    }
+
+    /// The node with corosync node id `id`.
+    pub fn node_by_id(&self, id: u32) -> Option<&CrmNode> {
+        self.nodes.iter().find(|n| n.id == id)
     }
 
     /// The newest fence event against `node` (crm_mon lists newest first).
@@ -547,6 +592,23 @@ mod tests {
         assert!(p.links[0].connected && p.links[0].enabled);
         assert_eq!(p.links[0].mtu, Some(1365));
         assert_eq!(p.links[0].remote_addr, "fd6b:6565:6c00:1::3%2");
+    }
+
+    #[test]
+    fn fence_completion_time() {
+        let s = CrmStatus::parse(&sample("crm_mon-node-off.xml")).expect("parse");
+        let e = s.last_fence_of("node3").expect("fence");
+        // date -u -d '2026-11-22 00:25:12' +%s
+        assert_eq!(e.completed_unix(), Some(1_795_307_112));
+        assert_eq!(s.node_by_id(3).expect("node3").name, "node3");
+        assert_eq!(parse_utc("1970-01-01 00:00:00Z"), Some(0));
+        assert_eq!(parse_utc("2000-03-01T00:00:00+00:00"), Some(951_868_800));
+        assert_eq!(
+            parse_utc("2026-11-22 00:25:12"),
+            None,
+            "no zone: not trusted"
+        );
+        assert_eq!(parse_utc("2026-13-22 00:25:12Z"), None);
     }
 
     #[test]

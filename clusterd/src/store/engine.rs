@@ -39,4 +39,19 @@ pub trait Cpg {
     fn quorate_now(&mut self) -> Option<bool> {
         None
     }
+
+    /// Whether votequorum runs with `two_node` (both halves of a cut keep quorum until one is
+    /// fenced). `None` if the engine cannot tell (treated as "no").
+    fn two_node(&mut self) -> Option<bool> {
+        None
+    }
+}
+
+/// Pacemaker's word on a lost peer, for the two-node hold (see [`crate::store`]).
+pub trait PeerFencing {
+    /// Whether Pacemaker confirms corosync node `peer` is safely down: offline and not unclean
+    /// (fenced, or shut down cleanly), or fenced successfully at or after `since_unix`. Only an
+    /// observation made after `since` counts. `None`: no answer (yet) — the real backend polls
+    /// `crm_mon` in the background and must never block the caller.
+    fn peer_down(&mut self, peer: u32, since: std::time::Instant, since_unix: u64) -> Option<bool>;
 }

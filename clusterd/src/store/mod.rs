@@ -75,6 +75,7 @@
 pub mod client;
 pub mod db;
 pub mod engine;
+pub mod fencing;
 pub mod proto;
 pub mod replica;
 pub mod server;
@@ -114,6 +115,10 @@ pub struct Status {
     pub quorate: bool,
     /// Whether writes delivered now would be applied (the view rule, see the module doc).
     pub writable: bool,
+    /// Why writes are held although the view is quorate (a lone member of a two-node cluster
+    /// waiting for Pacemaker to confirm its peer down), if they are.
+    #[serde(default)]
+    pub held: Option<String>,
     /// Node ids of the CPG view (members running keel-clusterd).
     pub members: Vec<u32>,
     pub version: u64,

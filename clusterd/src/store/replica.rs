@@ -6,7 +6,7 @@
 //! ([`Replica::tick`]), which only delays when this member speaks, never what anyone decides.
 
 use super::db::{Content, Db, DbError};
-use super::engine::{Cpg, Event};
+use super::engine::{Cpg, Event, PeerFencing};
 use super::proto::{GroupMsg, SnapEnd, SnapEntry, WriteOk, WriteOp};
 use super::{under_prefix, Entry, Member, Status, StoreError, SNAPSHOT_CHUNK_BYTES};
 use sha2::{Digest, Sha256};
@@ -85,6 +85,17 @@ impl View {
     }
 }
 
+/// The two-node hold of a lone member (see the module doc of [`crate::store`]).
+#[derive(Debug)]
+struct Hold {
+    /// The peer that left (the other node of the last synced two-node view), if known.
+    peer: Option<u32>,
+    since: Instant,
+    since_unix: u64,
+    /// Pacemaker confirmed the peer safely down after `since` (and our copy is current).
+    released: bool,
+}
+
 pub struct Replica {
     me: Member,
     db: Db,
@@ -107,6 +118,15 @@ pub struct Replica {
     replies: Vec<(Token, Result<WriteOk, StoreError>)>,
     last_sync: Option<u64>,
     divergences: u64,
+    /// Pacemaker's confirmations for the two-node hold (`None`: never confirmed).
+    fencing: Option<Box<dyn PeerFencing + Send>>,
+    /// This copy holds every write any member can have applied: set when a sync ends in a view
+    /// with another node, kept while this process runs (a peer writes alone only after
+    /// Pacemaker confirmed this node down, which ends this process). False at start.
+    current: bool,
+    /// The other node of the last synced multi-node view.
+    peer: Option<u32>,
+    hold: Option<Hold>,
 }
 
 /// SHA-256 over the sorted (key, entry version, value) triples.
@@ -168,7 +188,33 @@ impl Replica {
             replies: vec![],
             last_sync: None,
             divergences: 0,
+            fencing: None,
+            current: false,
+            peer: None,
+            hold: None,
         })
+    }
+
+    /// Where Pacemaker's confirmations for the two-node hold come from.
+    pub fn set_fencing(&mut self, f: Box<dyn PeerFencing + Send>) {
+        self.fencing = Some(f);
+    }
+
+    /// Why writes are held (the two-node rule), if they are.
+    pub fn held(&self) -> Option<StoreError> {
+        let h = self.hold.as_ref().filter(|h| !h.released)?;
+        let peer = h
+            .peer
+            .map_or_else(|| "the peer node".to_string(), |p| format!("peer node {p}"));
+        Some(StoreError::unavailable(if self.current {
+            format!(
+                "writes held: {peer} left and Pacemaker has not confirmed it down yet (two-node cluster: both halves keep quorum until one is fenced); writes resume once it is fenced or rejoins"
+            )
+        } else {
+            format!(
+                "writes held: this node is alone in a two-node cluster and keel-clusterd has not synced with {peer} since it started, so its copy may be behind; writes resume once the peer rejoins"
+            )
+        }))
     }
 
     pub fn me(&self) -> Member {
@@ -189,7 +235,7 @@ impl Replica {
     }
 
     pub fn writable(&self) -> bool {
-        self.view.writable()
+        self.view.writable() && self.held().is_none()
     }
 
     pub fn syncing(&self) -> bool {
@@ -235,6 +281,7 @@ impl Replica {
             node_id: self.me.node,
             quorate: self.local_quorum.is_some_and(|q| q.1),
             writable: self.writable(),
+            held: self.held().map(|e| e.to_string()),
             members,
             version: self.version,
             hash: self.hash(),
@@ -265,6 +312,9 @@ impl Replica {
         }
         if self.view.members.is_empty() {
             return Err(StoreError::Syncing);
+        }
+        if let Some(e) = self.held() {
+            return Err(e);
         }
         let req = self.next_req;
         self.next_req += 1;
@@ -306,6 +356,7 @@ impl Replica {
                     self.local_quorum = Some((ring, false));
                 }
                 self.view = View::new(members);
+                self.update_hold(cpg, now);
                 self.reported = None;
                 self.state_due = if self.view.members.contains(&self.me) {
                     Some(now)
@@ -332,9 +383,51 @@ impl Replica {
         Ok(self.db.commit()?)
     }
 
-    /// Periodic: stop waiting for a late quorum verdict.
+    /// Periodic: stop waiting for a late quorum verdict; ask Pacemaker about a lost peer.
     pub fn tick(&mut self, cpg: &mut dyn Cpg, now: Instant) {
         self.speak(cpg, now, true);
+        self.check_hold();
+    }
+
+    /// At a view change: a lone member of a two-node cluster holds writes. Only ever true for
+    /// a view of one node, so no two members of a view can decide differently.
+    fn update_hold(&mut self, cpg: &mut dyn Cpg, now: Instant) {
+        let alone = !self.view.members.is_empty()
+            && self.view.members.iter().all(|m| m.node == self.me.node);
+        if !alone || cpg.two_node() != Some(true) {
+            self.hold = None;
+            return;
+        }
+        tracing::warn!(
+            peer = ?self.peer,
+            current = self.current,
+            "alone in a two-node cluster: writes held until Pacemaker confirms the peer down"
+        );
+        self.hold = Some(Hold {
+            peer: self.peer,
+            since: now,
+            since_unix: unix_now(),
+            released: false,
+        });
+        self.check_hold();
+    }
+
+    /// Release the hold once Pacemaker confirms the peer down — only if our copy is current.
+    fn check_hold(&mut self) {
+        let Some(h) = self.hold.as_mut().filter(|h| !h.released) else {
+            return;
+        };
+        let (Some(peer), true, Some(f)) = (h.peer, self.current, self.fencing.as_mut()) else {
+            return;
+        };
+        if f.peer_down(peer, h.since, h.since_unix) == Some(true) {
+            h.released = true;
+            tracing::info!(
+                peer,
+                held_ms = h.since.elapsed().as_millis() as u64,
+                "Pacemaker confirms the peer down (fenced or cleanly stopped): writes resume"
+            );
+        }
     }
 
     /// Send our `State` (once per view, when we know corosync's verdict on the newest ring or
@@ -647,6 +740,11 @@ impl Replica {
     fn sync_done(&mut self) -> Result<(), Fatal> {
         self.view.sync = Sync::Done;
         self.last_sync = Some(unix_now());
+        // every member of this view now holds the same copy
+        if let Some(p) = self.view.members.iter().find(|m| m.node != self.me.node) {
+            self.peer = Some(p.node);
+            self.current = true;
+        }
         for (from, req, op) in std::mem::take(&mut self.view.queue) {
             let r = self.apply(&op)?;
             self.reply(from, req, r);
@@ -658,6 +756,9 @@ impl Replica {
     fn apply(&mut self, op: &WriteOp) -> Result<Result<WriteOk, StoreError>, Fatal> {
         if !self.view.writable() {
             return Ok(Err(StoreError::NotQuorate));
+        }
+        if let Some(e) = self.held() {
+            return Ok(Err(e));
         }
         let key = op.key();
         let cur = self.content.get(key).map(|e| e.0);

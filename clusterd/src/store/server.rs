@@ -5,6 +5,7 @@
 use super::db::Db;
 use super::engine::corosync::Corosync;
 use super::engine::EngineError;
+use super::fencing::CrmPoller;
 use super::proto::{Reply, Request, Response, WriteOk, WriteOp};
 use super::replica::{Fatal, Replica, Token};
 use super::{canonical_value, validate_key, validate_prefix, StoreError};
@@ -309,7 +310,8 @@ pub fn run(opts: ServerOpts) -> Result<(), ServerError> {
         max_atomic_msg = ?cs.max_atomic_msgsize(),
         "joined CPG group"
     );
-    let replica = Replica::new(cs.me, db)?;
+    let mut replica = Replica::new(cs.me, db)?;
+    replica.set_fencing(Box::new(CrmPoller::default()));
     let (tx, rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = oneshot::channel();
     std::thread::Builder::new()

@@ -11,7 +11,7 @@
 
 use super::{Cpg, EngineError, Event};
 use crate::store::Member;
-use rust_corosync::{cpg, quorum, CsError, DispatchFlags, NodeId, TrackFlags};
+use rust_corosync::{cpg, quorum, votequorum, CsError, DispatchFlags, NodeId, TrackFlags};
 use std::os::fd::RawFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -83,6 +83,8 @@ fn cs(call: &'static str) -> impl Fn(CsError) -> EngineError {
 pub struct Corosync {
     cpg: cpg::Handle,
     quorum: quorum::Handle,
+    /// votequorum, only asked synchronously (the `two_node` flag); no callbacks.
+    votequorum: votequorum::Handle,
     group: String,
     pub me: Member,
 }
@@ -103,12 +105,19 @@ impl Corosync {
             confchg_fn: Some(on_confchg),
             totem_confchg_fn: Some(on_totem),
         });
+        let vq = votequorum::initialize(&votequorum::Callbacks {
+            quorum_notification_fn: None,
+            nodelist_notification_fn: None,
+            expectedvotes_notification_fn: None,
+        })
+        .map_err(cs("votequorum_initialize"))?;
         let h = cpg::initialize(&model, 0).map_err(cs("cpg_initialize"))?;
         let node = cpg::local_get(&h).map_err(cs("cpg_local_get"))?;
         cpg::join(&h, group).map_err(cs("cpg_join"))?;
         Ok(Corosync {
             cpg: h,
             quorum: qh,
+            votequorum: vq,
             group: group.to_string(),
             me: Member {
                 node: u32::from(node),
@@ -176,6 +185,24 @@ impl Cpg for Corosync {
             Err(e) => {
                 tracing::warn!("quorum_getquorate: {e}");
                 None
+            }
+        }
+    }
+
+    /// votequorum_getinfo for this node: the `VOTEQUORUM_INFO_TWONODE` flag, or two expected
+    /// votes (rust-corosync drops all flags if corosync sets one it does not know; two expected
+    /// votes without two_node cannot leave a lone node quorate anyway). If corosync cannot
+    /// answer, assume two_node (the safe side: a lone member then waits for Pacemaker).
+    fn two_node(&mut self) -> Option<bool> {
+        match votequorum::get_info(&self.votequorum, NodeId::from(self.me.node)) {
+            Ok(i) => Some(
+                i.flags
+                    .contains(votequorum::NodeInfoFlags::VOTEQUORUM_INFO_TWONODE)
+                    || i.highest_expected == 2,
+            ),
+            Err(e) => {
+                tracing::warn!("votequorum_getinfo: {e}; assuming two_node");
+                Some(true)
             }
         }
     }

@@ -10,7 +10,7 @@
 //! joins), to test the replica's defence against a stale verdict; `answer_quorate_now` makes
 //! [`Cpg::quorate_now`] answer the partition's real quorum, like `quorum_getquorate`.
 
-use super::{Cpg, EngineError, Event};
+use super::{Cpg, EngineError, Event, PeerFencing};
 use crate::store::Member;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -26,7 +26,19 @@ struct Inner {
     node_part: BTreeMap<u32, u32>,
     quorum_late: bool,
     answer_quorate_now: bool,
+    /// votequorum `two_node`: any non-empty partition of a 2-node cluster is quorate.
+    two_node: bool,
     sent: u64,
+}
+
+impl Inner {
+    fn quorate(&self, nodes: usize) -> bool {
+        if self.two_node && self.total_nodes == 2 {
+            nodes >= 1
+        } else {
+            nodes * 2 > self.total_nodes
+        }
+    }
 }
 
 /// The shared bus.
@@ -70,7 +82,11 @@ impl Cpg for FakeCpg {
             .map(|(m, _)| m.node)
             .collect();
         nodes.dedup();
-        Some(nodes.len() * 2 > b.total_nodes)
+        Some(b.quorate(nodes.len()))
+    }
+
+    fn two_node(&mut self) -> Option<bool> {
+        Some(self.bus.0.borrow().two_node)
     }
 }
 
@@ -88,6 +104,11 @@ impl Bus {
     /// Deliver quorum verdicts after the confchg instead of before.
     pub fn set_quorum_late(&self, late: bool) {
         self.0.borrow_mut().quorum_late = late;
+    }
+
+    /// Run votequorum with `two_node` (only meaningful with 2 nodes).
+    pub fn set_two_node(&self, on: bool) {
+        self.0.borrow_mut().two_node = on;
     }
 
     /// Let [`Cpg::quorate_now`] answer (corosync's `quorum_getquorate`).
@@ -146,8 +167,9 @@ impl Bus {
         let mut b = self.0.borrow_mut();
         b.ring += 4;
         let ring = b.ring;
-        let total = b.total_nodes;
         let late = b.quorum_late;
+        let quorate_with = |n: usize| b.quorate(n);
+        let quorate_by_size: Vec<bool> = (0..=b.members.len()).map(quorate_with).collect();
         let parts: BTreeMap<u32, Vec<Member>> =
             b.members
                 .iter()
@@ -161,7 +183,7 @@ impl Bus {
             nodes.dedup();
             let q = Event::Quorum {
                 ring,
-                quorate: nodes.len() * 2 > total,
+                quorate: quorate_by_size[nodes.len()],
             };
             if !late {
                 inbox.push_back(q.clone());
@@ -197,5 +219,56 @@ impl Bus {
     /// Partition id of a member.
     pub fn part_of(&self, me: Member) -> Option<u32> {
         self.0.borrow().members.get(&me).map(|x| x.0)
+    }
+}
+
+/// Pacemaker's confirmations, driven by the test: `confirm(peer)` makes
+/// [`PeerFencing::peer_down`] answer yes for that node id; `answer(false)` makes it answer
+/// nothing at all (crm_mon failing).
+#[derive(Clone, Default)]
+pub struct FakeFencing(std::sync::Arc<std::sync::Mutex<FenceState>>);
+
+/// (peer → reported down, crm_mon answers, times asked)
+type FenceState = (BTreeMap<u32, bool>, bool, u64);
+
+impl FakeFencing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FenceState> {
+        match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+    pub fn new() -> FakeFencing {
+        let f = FakeFencing::default();
+        f.lock().1 = true;
+        f
+    }
+    /// Pacemaker now reports `peer` offline and clean (`true`) or online/unclean (`false`).
+    pub fn set_down(&self, peer: u32, down: bool) {
+        self.lock().0.insert(peer, down);
+    }
+    /// Whether crm_mon answers at all.
+    pub fn answer(&self, on: bool) {
+        self.lock().1 = on;
+    }
+    /// How many times the replica asked.
+    pub fn asked(&self) -> u64 {
+        self.lock().2
+    }
+}
+
+impl PeerFencing for FakeFencing {
+    fn peer_down(
+        &mut self,
+        peer: u32,
+        _since: std::time::Instant,
+        _since_unix: u64,
+    ) -> Option<bool> {
+        let mut s = self.lock();
+        s.2 += 1;
+        if !s.1 {
+            return None;
+        }
+        Some(s.0.get(&peer).copied().unwrap_or(false))
     }
 }

@@ -1,7 +1,7 @@
 //! Decision logic on the fake bus: sync, merge, quorum rule, queueing, conditional writes.
 
 use super::*;
-use crate::store::engine::fake::{Bus, FakeCpg};
+use crate::store::engine::fake::{Bus, FakeCpg, FakeFencing};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 
@@ -19,6 +19,8 @@ struct Sim {
     outcomes: HashMap<Token, Result<WriteOk, StoreError>>,
     dir: tempfile::TempDir,
     pid: u32,
+    /// Pacemaker's confirmations, shared by every member.
+    fence: FakeFencing,
 }
 
 fn put(key: &str, v: serde_json::Value) -> WriteOp {
@@ -30,14 +32,26 @@ fn put(key: &str, v: serde_json::Value) -> WriteOp {
 
 impl Sim {
     fn new(n: u32) -> Sim {
+        Sim::with_bus(n, Bus::new(n as usize))
+    }
+
+    /// Two nodes, votequorum `two_node`.
+    fn two_node() -> Sim {
+        let bus = Bus::new(2);
+        bus.set_two_node(true);
+        Sim::with_bus(2, bus)
+    }
+
+    fn with_bus(n: u32, bus: Bus) -> Sim {
         let mut s = Sim {
-            bus: Bus::new(n as usize),
+            bus,
             nodes: BTreeMap::new(),
             now: Instant::now(),
             next_token: 1,
             outcomes: HashMap::new(),
             dir: tempfile::tempdir().expect("tmp"),
             pid: 100,
+            fence: FakeFencing::new(),
         };
         for i in 1..=n {
             s.start(i);
@@ -57,7 +71,8 @@ impl Sim {
             pid: self.pid,
         };
         let db = Db::open(&self.db_path(node)).expect("db");
-        let r = Replica::new(me, db).expect("replica");
+        let mut r = Replica::new(me, db).expect("replica");
+        r.set_fencing(Box::new(self.fence.clone()));
         let cpg = self.bus.join(me);
         self.nodes.insert(node, Node { r, cpg });
     }
@@ -640,4 +655,120 @@ fn randomized_partitions_and_restarts() {
         acked_count > 100,
         "too few acknowledged writes: {acked_count}"
     );
+}
+
+fn held(r: Result<impl std::fmt::Debug, StoreError>) -> String {
+    match r {
+        Err(StoreError::Unavailable { message }) if message.starts_with("writes held") => message,
+        other => panic!("expected a held write, got {other:?}"),
+    }
+}
+
+#[test]
+fn two_node_split_holds_both_halves_until_pacemaker_confirms() {
+    let mut s = Sim::two_node();
+    s.write(1, put("/a", 1.into())).expect("both up");
+    s.write(2, put("/b", 2.into())).expect("both up");
+    // the link is cut: both halves keep corosync quorum (two_node), both are held
+    s.bus.partition(&[&[1], &[2]]);
+    s.run();
+    for n in [1, 2] {
+        assert!(s.r(n).status().quorate, "node{n} quorate under two_node");
+        assert!(!s.r(n).writable(), "node{n} must be held");
+        let m = held(s.write(n, put("/split", n.into())));
+        let other = 3 - n;
+        assert!(m.contains(&format!("peer node {other} left")), "{m}");
+        let st = s.r(n).status();
+        assert!(!st.writable && st.held.is_some(), "{st:?}");
+    }
+    let asked = s.fence.asked();
+    assert!(asked > 0, "the hold asks Pacemaker");
+    // crm_mon failing or the peer still unclean: still held
+    s.fence.answer(false);
+    s.run();
+    held(s.write(1, put("/split", 1.into())));
+    s.fence.answer(true);
+    s.fence.set_down(1, false);
+    s.run();
+    held(s.write(2, put("/split", 2.into())));
+    // Pacemaker fenced node2 (the fence delay let node1 win): node1 resumes, node2 is gone
+    s.fence.set_down(2, true);
+    s.run();
+    assert!(s.r(1).writable());
+    let after = s
+        .write(1, put("/after", 1.into()))
+        .expect("survivor writes");
+    s.crash(2);
+    s.run();
+    assert!(
+        s.r(1).writable(),
+        "still writable after the peer's process is gone"
+    );
+    // node2 powers on with its old database: it syncs before it may write
+    s.bus.heal();
+    s.start(2);
+    s.run();
+    s.assert_same(&[1, 2]);
+    assert_eq!(s.r(2).get("/after").expect("synced").version, after.version);
+    assert!(s.r(2).get("/split").is_err(), "no held write was applied");
+    for n in [1, 2] {
+        assert_eq!(s.r(n).status().divergences, 0);
+        assert!(s.r(n).writable());
+    }
+    s.write(2, put("/back", 2.into()))
+        .expect("node2 writes again");
+}
+
+#[test]
+fn two_node_daemon_gone_holds_until_its_node_is_down() {
+    let mut s = Sim::two_node();
+    s.write(1, put("/a", 1.into())).expect("a");
+    // only keel-clusterd on node2 dies: Pacemaker still has node2 online
+    s.crash(2);
+    s.run();
+    held(s.write(1, put("/b", 1.into())));
+    // it restarts: back in a two-node view, no hold
+    s.start(2);
+    s.run();
+    s.write(1, put("/b", 1.into())).expect("both up again");
+    s.assert_same(&[1, 2]);
+}
+
+#[test]
+fn two_node_alone_after_restart_waits_for_its_peer() {
+    let mut s = Sim::two_node();
+    s.write(1, put("/a", 1.into())).expect("a");
+    s.crash(1);
+    s.crash(2);
+    // node1 comes back alone; even a confirmation cannot prove its copy is the newest
+    s.fence.set_down(2, true);
+    s.start(1);
+    s.run();
+    let m = held(s.write(1, put("/b", 1.into())));
+    assert!(m.contains("has not synced"), "{m}");
+    s.start(2);
+    s.run();
+    s.write(1, put("/b", 1.into())).expect("both up");
+    // from now on node1 is current: a later loss of node2 is released by the confirmation
+    s.crash(2);
+    s.run();
+    assert!(s.r(1).writable(), "node2 confirmed down already");
+    s.assert_same(&[1]);
+}
+
+#[test]
+fn no_hold_without_two_node() {
+    // a 2-node cluster without two_node: a lone node is not quorate (the quorum rule)
+    let mut s = Sim::new(2);
+    s.write(1, put("/a", 1.into())).expect("a");
+    s.bus.partition(&[&[1], &[2]]);
+    s.run();
+    assert_eq!(s.write(1, put("/b", 1.into())), Err(StoreError::NotQuorate));
+    assert!(s.r(1).held().is_none());
+    // three nodes, one daemon gone: the others keep writing, nothing asks Pacemaker
+    let mut s = Sim::new(3);
+    s.crash(3);
+    s.run();
+    s.write(1, put("/c", 1.into())).expect("c");
+    assert_eq!(s.fence.asked(), 0);
 }
