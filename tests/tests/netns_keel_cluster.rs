@@ -625,6 +625,34 @@ fn two_node_scenario(lab: &NetnsLab) -> Result<()> {
         "METRIC two_node_split: node2 fenced {:.2}s after the cut; node1 survived and stays writable",
         t_fenced.as_secs_f64()
     );
+
+    // cable back, power on: the boot script starts keel-hostd, which (service_manager=direct)
+    // starts corosync, Pacemaker and keel-clusterd again and serves its CA-signed certificate
+    let fp2 = n2.fingerprint()?;
+    let t0 = Instant::now();
+    lab.heal(lab.node(2)?)?;
+    lab.power_on(lab.node(2)?)?;
+    lab.wait_for("node2 back: 2 members online, quorate", T, || {
+        let st = n1.status()?;
+        Ok(st.quorate && st.members.iter().all(|m| m.online))
+    })?;
+    ensure!(
+        n2.fingerprint()? == fp2,
+        "node2's API certificate changed across the restart"
+    );
+    lab.wait_for(
+        "node2 reads the write made while it was down",
+        Duration::from_secs(60),
+        || {
+            let o = n2.keel(&["cluster", "config", "get", "pair/after"])?;
+            ensure!(o.success(), "{}{}", o.stderr, o.stdout);
+            Ok(o.stdout.trim() == "2")
+        },
+    )?;
+    eprintln!(
+        "METRIC two_node_rejoin_after_power_on={:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
