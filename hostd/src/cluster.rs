@@ -204,11 +204,14 @@ pub fn write_local_token(node: &Node) -> Result<PathBuf> {
     Ok(p)
 }
 
-/// After a restart: a clustered node on the `direct` service manager starts its daemons again
-/// (systemd units are enabled and do this themselves).
+/// After a restart: a clustered node starts its daemons again — with either service manager:
+/// init and join only `systemctl start` the units (the images leave them disabled), so after a
+/// reboot (a fenced node coming back) nothing else would start corosync. A node coming back
+/// alone cannot fence its peer: two_node implies wait_for_all, so it stays inquorate until it
+/// has seen the peer.
 pub fn boot(node: &Node) {
     let cs = &node.cluster;
-    if cs.svc.kind() != "direct" || !matches!(cs.record(), Ok(Some(_))) {
+    if !matches!(cs.record(), Ok(Some(_))) {
         return;
     }
     let mut ds = vec![Daemon::Corosync, Daemon::Pacemaker];
@@ -1148,6 +1151,24 @@ async fn nodes(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<ClusterNode>
 
 // ------------------------------------------------------------------ remove
 
+/// Would the online members left after removing `removed` (of `total`) hold quorum for the new
+/// size? `Err` says why not.
+fn removal_keeps_quorum(
+    total: usize,
+    online: &[u32],
+    removed: u32,
+) -> std::result::Result<(), String> {
+    let left = total.saturating_sub(1);
+    let online_after = online.iter().filter(|id| **id != removed).count();
+    let need = quorum_needed(left);
+    if left == 0 || online_after < need {
+        return Err(format!(
+            "would leave {online_after} online member(s) of {left} while {need} are needed"
+        ));
+    }
+    Ok(())
+}
+
 fn quorum_needed(nodes: usize) -> usize {
     if nodes == 2 {
         1
@@ -1179,19 +1200,16 @@ async fn remove_node(
         if conf.node(&name).is_none() {
             return Err(Error::NotFound(format!("{name:?} is not a cluster member")));
         }
-        let qi = form::quorum();
-        let online: Vec<u32> = qi
-            .as_ref()
+        let online: Vec<u32> = form::quorum()
             .map(|q| q.members.iter().map(|m| m.nodeid).collect())
             .unwrap_or_default();
         let removed_id = conf.node(&name).map(|n| n.nodeid).unwrap_or(0);
-        let online_after = online.iter().filter(|id| **id != removed_id).count();
-        let need = quorum_needed(conf.nodes.len() - 1);
-        if online_after < need && !q.force {
-            return Err(Error::Conflict(format!(
-                "removing {name} would leave {online_after} online member(s) of {} while {need} are needed for quorum: the cluster would lose quorum. Bring members back online, or use --force",
-                conf.nodes.len() - 1
-            )));
+        if let Err(why) = removal_keeps_quorum(conf.nodes.len(), &online, removed_id) {
+            if !q.force {
+                return Err(Error::Conflict(format!(
+                    "removing {name} {why}: the cluster would lose quorum. Bring members back online, or use --force"
+                )));
+            }
         }
         let n = node.clone();
         let force = q.force;
@@ -1597,6 +1615,16 @@ mod tests {
         assert_eq!(quorum_needed(2), 1);
         assert_eq!(quorum_needed(3), 2);
         assert_eq!(quorum_needed(4), 3);
+        // 3 nodes all up: removing one leaves two (two_node): fine
+        assert!(removal_keeps_quorum(3, &[1, 2, 3], 3).is_ok());
+        // 4 nodes, 2 and 4 down: removing 3 leaves 1 online of 3 (needs 2)
+        assert!(removal_keeps_quorum(4, &[1, 3], 3).is_err());
+        // 5 nodes, 4 and 5 down: removing a down node leaves 3 of 4 online (needs 3)
+        assert!(removal_keeps_quorum(5, &[1, 2, 3], 5).is_ok());
+        // 5 nodes, 4 and 5 down: removing an online one leaves 2 of 4 (needs 3)
+        assert!(removal_keeps_quorum(5, &[1, 2, 3], 1).is_err());
+        // the last node cannot be removed
+        assert!(removal_keeps_quorum(1, &[1], 1).is_err());
     }
 }
 
