@@ -133,6 +133,28 @@ impl KNode<'_> {
         ])
     }
 
+    /// `keel join` authenticated by the member's root password (`--password`).
+    fn join_password(
+        &self,
+        address: &str,
+        fingerprint: &str,
+        pw: &str,
+    ) -> Result<keel_tests::netns::CmdOut> {
+        let keel = bin("keel")?;
+        let state = self.state.display().to_string();
+        self.n.run(&[
+            keel.to_str().context("path")?,
+            "join",
+            address,
+            "--fingerprint",
+            fingerprint,
+            "--password",
+            pw,
+            "--state-dir",
+            &state,
+        ])
+    }
+
     fn status(&self) -> Result<ClusterStatus> {
         Ok(serde_json::from_str(
             &self.keel_ok(&["--json", "cluster", "status"])?,
@@ -545,8 +567,14 @@ fn two_node_scenario(lab: &NetnsLab) -> Result<()> {
     let a1 = lab.node(1)?.addr6.clone();
     n1.keel_ok(&["cluster", "init", "--name", "pair", "--link0", &a1])?;
     let fp1 = n1.fingerprint()?;
-    let tok = n1.keel_ok(&["cluster", "join-token"])?.trim().to_string();
-    let o = n2.join(&format!("[{a1}]:8006"), &fp1, &tok)?;
+    // this time the member's root password instead of a token
+    let addr1 = format!("[{a1}]:8006");
+    expect_refusal(
+        "wrong root password",
+        n2.join_password(&addr1, &fp1, "not-the-password")?,
+        "wrong root password",
+    )?;
+    let o = n2.join_password(&addr1, &fp1, PW)?;
     ensure!(o.success(), "node2 join failed: {}{}", o.stderr, o.stdout);
     let labdir = lab.dir.display().to_string();
     let lab_param = format!("lab_dir={labdir}");
