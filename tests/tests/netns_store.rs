@@ -10,6 +10,10 @@
 //!   random node, which Pacemaker fences; the node is powered on with its old SQLite file and
 //!   must converge. Every acknowledged write must survive; every quorate member must end with
 //!   the same content.
+//! * `netns_store_two_node_split_holds_writes_until_fenced`: 2 nodes with corosync `two_node`
+//!   and a fence delay on node 1's device; writers hammer both nodes while node 2's cable is
+//!   pulled: both sides hold writes until Pacemaker fenced node 2, node 1 resumes after it,
+//!   only node 2 is fenced, and after node 2 powers on every acknowledged write is on both.
 
 use anyhow::{bail, ensure, Context, Result};
 use clusterd::store::client::Client;
@@ -20,8 +24,9 @@ use keel_tests::netns::{
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 const T: Duration = Duration::from_secs(180);
 const SOCK: &str = "/run/keel/clusterd.sock";
@@ -685,6 +690,319 @@ fn netns_store_randomized_writes_partitions_fencing() {
     drop(lab);
     eprintln!(
         "netns_store randomized wall time: {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// One write of the two-node hammer: which node, key, value, when, and how it ended.
+struct Shot {
+    node: usize,
+    key: String,
+    value: u64,
+    start: SystemTime,
+    end: SystemTime,
+    /// `Ok(version)` or the refusal's kind and message.
+    r: Result<u64, (String, String)>,
+}
+
+fn kind(e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable { message } if message.starts_with("writes held") => "held",
+        StoreError::NotQuorate => "not_quorate",
+        StoreError::Syncing => "syncing",
+        StoreError::Unavailable { .. } => "unavailable",
+        StoreError::Conflict { .. } => "conflict",
+        StoreError::NotFound { .. } => "not_found",
+        StoreError::Invalid { .. } => "invalid",
+    }
+    .to_string()
+}
+
+/// `writers` threads writing unique keys to `socket` back to back until `stop`.
+fn hammer(
+    node: usize,
+    writers: usize,
+    socket: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<Shot>>> {
+    (0..writers)
+        .map(|w| {
+            let (socket, stop) = (socket.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut shots = vec![];
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return shots;
+                };
+                let c = Client::new(&socket);
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let key = format!("/split/n{node}w{w}/{i}");
+                    let start = SystemTime::now();
+                    let r = rt.block_on(c.put(&key, &serde_json::json!(i)));
+                    let end = SystemTime::now();
+                    let failed = r.is_err();
+                    shots.push(Shot {
+                        node,
+                        key,
+                        value: i,
+                        start,
+                        end,
+                        r: r.map_err(|e| (kind(&e), e.to_string())),
+                    });
+                    if failed {
+                        // refusals come back at once: do not starve corosync's 1 s token
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                shots
+            })
+        })
+        .collect()
+}
+
+/// Time of the first fence-log line containing `needle` (lines start with `date +%FT%T.%N`).
+fn log_time(log: &str, needle: &str) -> Result<SystemTime> {
+    let line = log
+        .lines()
+        .find(|l| l.contains(needle))
+        .with_context(|| format!("no {needle:?} in the fence log:\n{log}"))?;
+    let ts = line.split_whitespace().next().unwrap_or_default();
+    let o = std::process::Command::new("date")
+        .args(["-d", ts, "+%s.%N"])
+        .output()?;
+    let secs: f64 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .with_context(|| format!("fence log time {ts:?}"))?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs))
+}
+
+fn since(t0: SystemTime, t: SystemTime) -> f64 {
+    t.duration_since(t0).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn scenario_two_node(lab: &NetnsLab) -> Result<()> {
+    let (_pcmk, s) = form(lab)?;
+    let (n1, n2) = (lab.node(1)?, lab.node(2)?);
+    // node2's device fences node1 only after 8 s: on a cut both race, node1 wins
+    n1.run_ok(&[
+        "crm_resource",
+        "--resource",
+        "fence-node1",
+        "--set-parameter",
+        "pcmk_delay_base",
+        "--parameter-value",
+        "8s",
+    ])?;
+    lab.wait_for("both fence devices started", T, || {
+        let st = n1.crm_status()?;
+        Ok(["fence-node1", "fence-node2"]
+            .iter()
+            .all(|id| st.resource(id).is_some_and(|r| r.role == "Started")))
+    })?;
+    for st in [s.status(1), s.status(2)] {
+        let st = st.map_err(|e| anyhow::anyhow!("{e}"))?;
+        ensure!(st.quorate && st.writable && st.held.is_none(), "{st:?}");
+    }
+    let clusterd1 = n1
+        .daemon_pids()?
+        .into_iter()
+        .find(|(name, _)| name == "clusterd")
+        .map(|(_, p)| p)
+        .context("node1 clusterd pid")?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = hammer(1, 2, s.c(1).socket_path(), stop.clone());
+    writers.extend(hammer(2, 2, s.c(2).socket_path(), stop.clone()));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let log0 = lab.fence_log().len();
+    let t_cut = Instant::now();
+    lab.partition(n2)?;
+    // the cut is when node-power had both ends of the cable down (writes started before it
+    // may still reach both nodes)
+    let cut = log_time(&lab.fence_log()[log0..], "cable-down node2 rc=0")?;
+    // watch both daemons: held on both sides, then node2 gone and node1 released
+    let (mut held1, mut held2, mut released1) = (None, None, None);
+    let watch = lab.wait_for(
+        "node1 writable again after node2 is fenced",
+        Duration::from_secs(60),
+        || {
+            let fenced = lab.fence_log()[log0..].contains("off node2 rc=0");
+            if let Ok(st) = s.status(1) {
+                if st.held.is_some() && held1.is_none() {
+                    held1 = Some(t_cut.elapsed());
+                }
+                if fenced && st.writable && released1.is_none() {
+                    released1 = Some(t_cut.elapsed());
+                }
+            }
+            if let Ok(st) = s.status(2) {
+                if st.held.is_some() && held2.is_none() {
+                    held2 = Some(t_cut.elapsed());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(30));
+            Ok(released1.is_some_and(|r| t_cut.elapsed() > r + Duration::from_secs(1)))
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut shots: Vec<Shot> = vec![];
+    for w in writers {
+        shots.extend(w.join().map_err(|_| anyhow::anyhow!("writer panicked"))?);
+    }
+    watch?;
+    let log = lab.fence_log()[log0..].to_string();
+    let fenced = log_time(&log, "off node2 rc=0")?;
+
+    let count = |node: usize, k: &str| {
+        shots
+            .iter()
+            .filter(|x| x.node == node && x.start > cut && x.r.as_ref().is_err_and(|e| e.0 == k))
+            .count()
+    };
+    let acked_after = |node: usize| -> Vec<&Shot> {
+        shots
+            .iter()
+            .filter(|x| x.node == node && x.start > cut && x.r.is_ok())
+            .collect()
+    };
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for x in shots.iter().filter(|x| x.start > cut) {
+        let k = match &x.r {
+            Ok(_) => "acked".to_string(),
+            Err(e) => e.0.clone(),
+        };
+        *kinds.entry(format!("node{}:{k}", x.node)).or_default() += 1;
+    }
+    eprintln!("two-node cut: write outcomes after the cut {kinds:?}");
+    // refused on both sides between the cut and the fence
+    ensure!(
+        held1.is_some() && held2.is_some(),
+        "held seen on node1 {held1:?}, node2 {held2:?}"
+    );
+    ensure!(
+        count(1, "held") > 0 && count(2, "held") > 0,
+        "both sides must refuse with 'writes held': {kinds:?}"
+    );
+    ensure!(
+        acked_after(2).is_empty(),
+        "node2 acknowledged writes after the cut: {:?}",
+        acked_after(2).iter().map(|x| &x.key).collect::<Vec<_>>()
+    );
+    let early: Vec<String> = acked_after(1)
+        .iter()
+        .filter(|x| x.end < fenced)
+        .map(|x| format!("{} at +{:.3}s", x.key, since(cut, x.end)))
+        .collect();
+    ensure!(
+        early.is_empty(),
+        "node1 acknowledged writes before node2 was powered off (+{:.3}s): {early:?}",
+        since(cut, fenced)
+    );
+    let first_ack = acked_after(1)
+        .iter()
+        .map(|x| x.end)
+        .min()
+        .context("node1 never acknowledged a write after the fence")?;
+    // the watch loop's times count from just before the cut command
+    let lag = t_cut.elapsed().as_secs_f64() - since(cut, SystemTime::now());
+    let rel = |d: Option<Duration>| d.map_or(-1.0, |d| d.as_secs_f64() - lag);
+    eprintln!(
+        "METRIC two_node_cut held_node1={:.2}s held_node2={:.2}s node2_fenced={:.2}s node1_writable={:.2}s first_ack_node1={:.2}s (from the cut)",
+        rel(held1),
+        rel(held2),
+        since(cut, fenced),
+        rel(released1),
+        since(cut, first_ack)
+    );
+
+    // node2 powers on with its old database, rejoins, syncs
+    let t1 = Instant::now();
+    lab.heal(n2)?;
+    lab.power_on(n2)?;
+    wait_converged(lab, &s, &[1, 2], 2)?;
+    eprintln!(
+        "METRIC two_node_power_on_to_store_converged={:.2}s",
+        t1.elapsed().as_secs_f64()
+    );
+    // exactly one node was fenced, even after node2's delayed attempt would have fired
+    if t_cut.elapsed() < Duration::from_secs(12) {
+        std::thread::sleep(Duration::from_secs(12) - t_cut.elapsed());
+    }
+    let log = lab.fence_log()[log0..].to_string();
+    ensure!(!log.contains("off node1"), "node1 was fenced too:\n{log}");
+    ensure!(
+        log.matches("off node2 rc=0").count() == 1,
+        "node2 fenced once:\n{log}"
+    );
+    ensure!(
+        n1.daemon_pids()?
+            .iter()
+            .any(|(name, p)| name == "clusterd" && *p == clusterd1),
+        "node1's keel-clusterd did not survive"
+    );
+    // every acknowledged write, on both nodes; no divergence
+    let sts: Vec<Status> = (1..=2)
+        .map(|i| s.status(i).map_err(|e| anyhow::anyhow!("{e}")))
+        .collect::<Result<_>>()?;
+    ensure!(
+        sts[0].hash == sts[1].hash && sts.iter().all(|x| x.divergences == 0),
+        "{sts:#?}"
+    );
+    let acked: Vec<&Shot> = shots.iter().filter(|x| x.r.is_ok()).collect();
+    for i in 1..=2 {
+        for x in &acked {
+            let e = s.get(i, &x.key).map_err(|e| {
+                anyhow::anyhow!("node{i} lost acknowledged {} (node{}): {e}", x.key, x.node)
+            })?;
+            ensure!(
+                Ok(e.version) == x.r.as_ref().map(|v| *v).map_err(|_| ())
+                    && e.value == serde_json::json!(x.value),
+                "node{i}: {} is {}@{} but {:?} was acknowledged",
+                x.key,
+                e.value,
+                e.version,
+                x.r
+            );
+        }
+    }
+    // nothing refused was applied
+    for x in shots
+        .iter()
+        .filter(|x| x.r.as_ref().is_err_and(|e| e.0 == "held"))
+    {
+        ensure!(
+            matches!(s.get(1, &x.key), Err(StoreError::NotFound { .. })),
+            "held write {} was applied",
+            x.key
+        );
+    }
+    s.put(2, "/split/after", serde_json::json!("node2 writable again"))
+        .map_err(|e| anyhow::anyhow!("node2 after rejoin: {e}"))?;
+    eprintln!(
+        "two-node: {} writes acknowledged ({} before the cut), all on both nodes; version {}",
+        acked.len(),
+        acked.iter().filter(|x| x.start <= cut).count(),
+        sts[0].version
+    );
+    Ok(())
+}
+
+#[test]
+fn netns_store_two_node_split_holds_writes_until_fenced() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let t0 = Instant::now();
+    let lab = NetnsLab::up(2, LabOpts::new("store2n")).expect("lab up");
+    let r = scenario_two_node(&lab);
+    lab.finish(r).expect("scenario");
+    drop(lab);
+    eprintln!(
+        "netns_store two-node wall time: {:.1}s",
         t0.elapsed().as_secs_f64()
     );
 }

@@ -53,8 +53,15 @@ pub struct CrmPoller {
 }
 
 impl Default for CrmPoller {
+    /// `crm_mon` from `PATH`, or `/usr/sbin/crm_mon` when that exists (a daemon started with a
+    /// PATH without sbin still finds it).
     fn default() -> Self {
-        CrmPoller::new("crm_mon")
+        let sbin = "/usr/sbin/crm_mon";
+        CrmPoller::new(if std::path::Path::new(sbin).exists() {
+            sbin
+        } else {
+            "crm_mon"
+        })
     }
 }
 

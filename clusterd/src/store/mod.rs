@@ -8,10 +8,11 @@
 //! * [`replica::Replica`] — the decision logic of one member: apply rules, the quorum rule,
 //!   sync leader choice, snapshot transfer, queueing. It talks to the group only through the
 //!   [`engine::Cpg`] trait and is fed [`engine::Event`]s in delivery order.
-//! * [`engine::corosync`] — the real backend (rust-corosync: libcpg + libquorum) and
+//! * [`engine::corosync`] — the real backend (rust-corosync: libcpg, libquorum, votequorum) and
 //!   [`engine::fake`] — an in-process totally ordered bus with partitions, for unit tests of
 //!   the decision logic only.
 //! * [`db::Db`] — SQLite (WAL, `synchronous=FULL`) persistence of entries and the store version.
+//! * [`fencing`] — Pacemaker's confirmation that a lost two-node peer is down (`crm_mon`).
 //! * [`server`] — the daemon's Unix-socket server (line-delimited JSON, [`proto`]).
 //! * [`client::Client`] — what hostd uses: async get/list/put/create/cas/delete/status.
 //!
@@ -53,6 +54,29 @@
 //! ring than its last verdict waits up to 2 s for the verdict before reporting. The corosync
 //! thread also drains quorum notifications before each CPG callback.
 //!
+//! # Two-node clusters: the hold
+//!
+//! With votequorum's `two_node` both halves of a cut link keep quorum until Pacemaker fences
+//! one, so the quorum rule alone would let both write. A member alone in its view (every
+//! member of the view is on its own node) while corosync reports `two_node`
+//! ([`engine::Cpg::two_node`]) therefore *holds* writes — refused at submit and at delivery with
+//! `unavailable: writes held: …` — until both hold:
+//!
+//! * Pacemaker confirms the lost peer safely down ([`engine::PeerFencing`]; the real backend
+//!   [`fencing::CrmPoller`] polls `crm_mon --output-as=xml` about once a second while asked,
+//!   in its own thread, each run bounded by 5 s): offline and not unclean (Pacemaker marks a
+//!   lost node unclean until fencing succeeds; a clean shutdown also ends offline and clean),
+//!   or a successful fence of it completed after the view change; only a `crm_mon` run started
+//!   after the view change counts;
+//! * this member's copy is *current*: it finished a sync with the peer since the process
+//!   started. A peer writes alone only after Pacemaker confirmed this node down, which ends this
+//!   process, so a member that ran continuously since that sync holds every write. A restarted
+//!   daemon alone in a two-node cluster waits for the peer.
+//!
+//! The hold is evaluated only for one-node views, so members of a view can never disagree on
+//! it; a view with both nodes follows the normal rules (a returning fenced node syncs before it
+//! writes, like any other).
+//!
 //! # Sync on membership change
 //!
 //! On every CPG confchg the view enters *syncing*: each member multicasts
@@ -62,7 +86,7 @@
 //! histories are prefixes of one another and the highest version is the newest state. That is
 //! checked: equal versions with different hashes, or an older copy whose lineage hash (chained
 //! over every applied write) differs from the leader's lineage at that version, is a divergence
-//! (a bug, a restored disk, or both halves of a cut two-node cluster writing before fencing):
+//! (a bug or a restored disk):
 //! it is logged at error level, counted in status, the leader still wins deterministically and
 //! the losing member keeps its old content in `<db>.diverged-<version>-<unix time>.json` so
 //! nothing is lost silently. If everyone already agrees, sync ends at once; otherwise the leader

@@ -386,6 +386,11 @@ impl Replica {
     /// Periodic: stop waiting for a late quorum verdict; ask Pacemaker about a lost peer.
     pub fn tick(&mut self, cpg: &mut dyn Cpg, now: Instant) {
         self.speak(cpg, now, true);
+        // corosync reloaded without two_node (e.g. the peer was removed from the cluster)
+        if self.held().is_some() && cpg.two_node() == Some(false) {
+            tracing::info!("corosync no longer runs two_node: writes are no longer held");
+            self.hold = None;
+        }
         self.check_hold();
     }
 

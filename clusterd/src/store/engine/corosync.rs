@@ -198,7 +198,7 @@ impl Cpg for Corosync {
             Ok(i) => Some(
                 i.flags
                     .contains(votequorum::NodeInfoFlags::VOTEQUORUM_INFO_TWONODE)
-                    || i.highest_expected == 2,
+                    || i.node_expected_votes == 2,
             ),
             Err(e) => {
                 tracing::warn!("votequorum_getinfo: {e}; assuming two_node");

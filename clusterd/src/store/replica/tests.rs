@@ -757,6 +757,19 @@ fn two_node_alone_after_restart_waits_for_its_peer() {
 }
 
 #[test]
+fn hold_ends_when_corosync_drops_two_node() {
+    let mut s = Sim::two_node();
+    s.write(1, put("/a", 1.into())).expect("a");
+    s.bus.partition(&[&[1], &[2]]);
+    s.run();
+    held(s.write(1, put("/b", 1.into())));
+    // the operator removed node2 from the cluster: one node, no two_node
+    s.bus.set_two_node(false);
+    s.run();
+    assert!(s.r(1).held().is_none());
+}
+
+#[test]
 fn no_hold_without_two_node() {
     // a 2-node cluster without two_node: a lone node is not quorate (the quorum rule)
     let mut s = Sim::new(2);
