@@ -60,6 +60,8 @@ fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> FormError + '_ {
 pub struct Paths {
     pub corosync_dir: PathBuf,
     pub pacemaker_dir: PathBuf,
+    /// Pacemaker's CIB directory (`/var/lib/pacemaker/cib`).
+    pub pacemaker_cib_dir: PathBuf,
     /// `<hostd state>/cluster`
     pub cluster_dir: PathBuf,
     /// Directory holding `ssh_host_*_key.pub` (the node's SSH host keys).
@@ -75,6 +77,7 @@ impl Paths {
         Paths {
             corosync_dir: "/etc/corosync".into(),
             pacemaker_dir: "/etc/pacemaker".into(),
+            pacemaker_cib_dir: "/var/lib/pacemaker/cib".into(),
             cluster_dir: state_dir.join("cluster"),
             ssh_dir: "/etc/ssh".into(),
             known_hosts: "/etc/ssh/ssh_known_hosts".into(),
@@ -293,6 +296,118 @@ pub fn apply_cib(updates: &[CibUpdate]) -> Result<(), FormError> {
     Ok(())
 }
 
+/// dc-deadtime of a brand-new single-node cluster's first start (removed once a DC exists):
+/// there is no one to wait for, and Pacemaker's default 20 s would only delay `init`.
+pub const SEED_DC_DEADTIME: &str = "2s";
+
+fn user_uid(name: &str) -> Option<u32> {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&name)).then(|| f.get(2)?.parse().ok())?
+        })
+}
+
+/// The newest CIB schema Pacemaker here ships (`pacemaker-X.Y`), else `pacemaker-3.0`.
+fn cib_schema() -> String {
+    let mut best: Option<(u32, u32)> = None;
+    if let Ok(rd) = std::fs::read_dir("/usr/share/pacemaker") {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let v = n
+                .strip_prefix("pacemaker-")
+                .and_then(|r| r.strip_suffix(".rng"))
+                .and_then(|r| r.split_once('.'))
+                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+            match (v, best) {
+                (Some(v), Some(b)) if v > b => best = Some(v),
+                (Some(v), None) => best = Some(v),
+                _ => {}
+            }
+        }
+    }
+    let (a, b) = best.unwrap_or((3, 0));
+    format!("pacemaker-{a}.{b}")
+}
+
+/// The first CIB of a new cluster: Keel's properties plus the seed dc-deadtime.
+pub fn seed_cib(props: &ClusterProperties) -> keel_xml::Element {
+    use keel_xml::Element;
+    let mut crm = cib::crm_config(props);
+    if let Some(set) = crm
+        .children
+        .iter_mut()
+        .find(|c| c.name == "cluster_property_set")
+    {
+        set.push(
+            Element::new("nvpair")
+                .attr("id", "cib-bootstrap-options-dc-deadtime")
+                .attr("name", "dc-deadtime")
+                .attr("value", SEED_DC_DEADTIME),
+        );
+    }
+    Element::new("cib")
+        .attr("validate-with", cib_schema())
+        .attr("epoch", "1")
+        .attr("num_updates", "0")
+        .attr("admin_epoch", "0")
+        .child(
+            Element::new("configuration")
+                .child(crm)
+                .child(Element::new("nodes"))
+                .child(Element::new("resources"))
+                .child(Element::new("constraints")),
+        )
+        .child(Element::new("status"))
+}
+
+/// Move a CIB left by an earlier cluster aside (an unclustered node's CIB is stale by
+/// definition: its devices and constraints must not come back); returns where it went.
+pub fn retire_old_cib(paths: &Paths) -> Result<Option<PathBuf>, FormError> {
+    let dir = &paths.pacemaker_cib_dir;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let old: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .map(|n| n.to_string_lossy().starts_with("cib"))
+                    .unwrap_or(false)
+        })
+        .collect();
+    if old.is_empty() {
+        return Ok(None);
+    }
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let to = dir.join(format!("keel-retired-{ts}"));
+    std::fs::create_dir_all(&to).map_err(io_err(&to))?;
+    for p in old {
+        if let Some(n) = p.file_name() {
+            std::fs::rename(&p, to.join(n)).map_err(io_err(&p))?;
+        }
+    }
+    Ok(Some(to))
+}
+
+/// Write the seed CIB (0600 hacluster:haclient) into an empty CIB directory.
+fn write_seed_cib(paths: &Paths, props: &ClusterProperties) -> Result<(), FormError> {
+    let p = paths.pacemaker_cib_dir.join("cib.xml");
+    let text = format!("{}\n", seed_cib(props).render());
+    write_file_mode(&p, text.as_bytes(), 0o600)?;
+    if let (Some(uid), Some(gid)) = (user_uid("hacluster"), group_gid("haclient")) {
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(io_err(&p))?;
+    }
+    Ok(())
+}
+
 /// Progress reporting for long procedures.
 pub trait Progress {
     fn log(&self, line: &str);
@@ -422,6 +537,14 @@ pub fn init(
             api: plan.api.clone(),
         }],
     };
+    let props = ClusterProperties::for_size(&plan.cluster_name, 1);
+    if let Some(to) = retire_old_cib(paths)? {
+        p.log(&format!(
+            "moved an earlier cluster's CIB aside to {}",
+            to.display()
+        ));
+    }
+    write_seed_cib(paths, &props)?;
     if let Err(e) = start_stack(svc, &plan.node, plan.clusterd_installed, p) {
         p.log(&format!(
             "start failed ({e}); stopping what was started and removing the configuration"
@@ -432,9 +555,17 @@ pub fn init(
         return Err(e);
     }
     rec.save(paths)?;
-    let props = ClusterProperties::for_size(&plan.cluster_name, 1);
     p.log("setting cluster properties: stonith-enabled=true, no-quorum-policy=stop");
     apply_cib(&cib::set_properties(&props))?;
+    // back to Pacemaker's default for every later start
+    service::run_ok(&[
+        "crm_attribute",
+        "--type",
+        "crm_config",
+        "--name",
+        "dc-deadtime",
+        "--delete",
+    ])?;
     p.log("single node: no redundancy and no fencing target until a second node joins");
     let fingerprint = ca::fingerprint_of_pem(&cert_pem)?;
     p.log(&format!(
@@ -559,6 +690,12 @@ pub fn joiner_install(
     }
     for k in &resp.authorized_keys {
         append_unique_line(&paths.root_ssh_dir.join("authorized_keys"), k, 0o600)?;
+    }
+    if let Some(to) = retire_old_cib(paths)? {
+        p.log(&format!(
+            "moved an earlier cluster's CIB aside to {}",
+            to.display()
+        ));
     }
     p.progress(0.4);
     start_stack(svc, node, clusterd_installed, p)?;
@@ -715,6 +852,7 @@ mod tests {
         Paths {
             corosync_dir: d.join("corosync"),
             pacemaker_dir: d.join("pacemaker"),
+            pacemaker_cib_dir: d.join("cib"),
             cluster_dir: d.join("cluster"),
             ssh_dir: d.join("ssh"),
             known_hosts: d.join("ssh/ssh_known_hosts"),
@@ -754,6 +892,21 @@ mod tests {
         append_unique_line(&ak, "ssh-ed25519 AAA x", 0o600)?;
         let t = std::fs::read_to_string(&ak).map_err(io_err(&ak))?;
         assert_eq!(t.lines().count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn seed_cib_has_properties_and_dc_deadtime_and_old_cib_is_retired() -> Result<(), FormError> {
+        let x = seed_cib(&ClusterProperties::for_size("c", 1)).render();
+        assert!(x.contains(r#"name="stonith-enabled" value="true""#), "{x}");
+        assert!(x.contains(r#"name="dc-deadtime" value="2s""#), "{x}");
+        let d = tempfile::tempdir().map_err(|e| FormError::Failed(e.to_string()))?;
+        let p = paths(d.path());
+        assert_eq!(retire_old_cib(&p)?, None);
+        std::fs::create_dir_all(&p.pacemaker_cib_dir).map_err(io_err(d.path()))?;
+        std::fs::write(p.pacemaker_cib_dir.join("cib.xml"), "<cib/>").map_err(io_err(d.path()))?;
+        let to = retire_old_cib(&p)?.ok_or_else(|| FormError::Failed("not retired".into()))?;
+        assert!(to.join("cib.xml").exists() && !p.pacemaker_cib_dir.join("cib.xml").exists());
         Ok(())
     }
 

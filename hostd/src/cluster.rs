@@ -97,6 +97,7 @@ impl ClusterState {
         let paths = Paths {
             corosync_dir: c.corosync_dir.clone(),
             pacemaker_dir: c.pacemaker_dir.clone(),
+            pacemaker_cib_dir: c.pacemaker_cib_dir.clone(),
             cluster_dir: cfg.state_dir.join("cluster"),
             ssh_dir: c.ssh_dir.clone(),
             known_hosts: c.known_hosts.clone(),

@@ -57,6 +57,8 @@ pub enum ServiceManagerKind {
 pub struct ClusterConfig {
     pub corosync_dir: PathBuf,
     pub pacemaker_dir: PathBuf,
+    /// Pacemaker's CIB directory.
+    pub pacemaker_cib_dir: PathBuf,
     /// Where the node's SSH host keys (`ssh_host_*_key.pub`) are.
     pub ssh_dir: PathBuf,
     /// The system-wide known_hosts file Keel pins members' host keys in.
@@ -74,6 +76,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             corosync_dir: "/etc/corosync".into(),
             pacemaker_dir: "/etc/pacemaker".into(),
+            pacemaker_cib_dir: "/var/lib/pacemaker/cib".into(),
             ssh_dir: "/etc/ssh".into(),
             known_hosts: "/etc/ssh/ssh_known_hosts".into(),
             root_ssh_dir: "/root/.ssh".into(),
@@ -184,6 +187,7 @@ impl Config {
         for (field, p) in [
             ("cluster.corosync_dir", &c.corosync_dir),
             ("cluster.pacemaker_dir", &c.pacemaker_dir),
+            ("cluster.pacemaker_cib_dir", &c.pacemaker_cib_dir),
             ("cluster.ssh_dir", &c.ssh_dir),
             ("cluster.known_hosts", &c.known_hosts),
             ("cluster.root_ssh_dir", &c.root_ssh_dir),

@@ -274,6 +274,13 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     );
     ensure!(st.dc.as_deref() == Some("node1"), "after init, DC: {st:?}");
     ensure!(st.stonith_enabled, "stonith must be enabled: {st:?}");
+    let crm_config = lab
+        .node(1)?
+        .run_ok(&["cibadmin", "--query", "--scope", "crm_config"])?;
+    ensure!(
+        !crm_config.contains("dc-deadtime"),
+        "the seed dc-deadtime must be gone after init: {crm_config}"
+    );
     let conf1 = std::fs::read_to_string(lab.node(1)?.dir.join("etc/corosync/corosync.conf"))?;
     ensure!(conf1.contains("crypto_cipher: aes256") && !conf1.contains("two_node"));
     let addr1 = format!("[{a1}]:8006");
