@@ -3,7 +3,7 @@
 #   DIR/rootfs.qcow2  DIR/vmlinuz  DIR/initramfs.gz  DIR/manifest.json
 # Cache: ${KEEL_NODE_IMAGE_CACHE:-/var/cache/keel/node-image}/<content-hash>/, keyed by the sha256
 # of every recipe file (this directory + the in-guest fence agent) and of Keel's binaries
-# (keel-hostd, keel from target/release or target/debug, installed at /usr/local/bin). A miss always rebuilds; the
+# (keel-hostd, keel, keel-clusterd from target/release or target/debug, installed at /usr/local/bin). A miss always rebuilds; the
 # result is renamed into place atomically. Stage 1 (debootstrap) is cached by the hash of
 # packages.txt + this script's DEBOOTSTRAP_REV, so config-only edits rebuild in seconds.
 set -euo pipefail
@@ -26,12 +26,12 @@ pick_bin() {
   elif [ -x "$d" ]; then echo "$d"
   else
     echo "[node-image] ERROR: $1 not found in $target/release or $target/debug;" \
-         "build it first: (cd $repo && cargo build -p keel-hostd -p keel-cli)" >&2
+         "build it first: (cd $repo && cargo build -p keel-hostd -p keel-cli -p keel-clusterd)" >&2
     return 1
   fi
 }
 keel_bins=()
-for b in keel-hostd keel; do keel_bins+=("$(pick_bin "$b")") || exit 1; done
+for b in keel-hostd keel keel-clusterd; do keel_bins+=("$(pick_bin "$b")") || exit 1; done
 bins_hash=$(sha256sum "${keel_bins[@]}" | awk '{print $1}' | sha256sum | cut -c1-16)
 
 key=$( (cd "$repo" && find iso/node tests/vmlab/fence_keel_lab -type f | LC_ALL=C sort | xargs sha256sum; echo "keel-bins $bins_hash") | sha256sum | cut -c1-16)
@@ -68,6 +68,8 @@ cp -a "$here/files/." "$R/"
 install -m 0755 "$agent" "$R/usr/sbin/fence_keel_lab"   # Pacemaker looks for fence agents in /usr/sbin
 for b in "${keel_bins[@]}"; do
   install -D -m 0755 "$b" "$R/usr/local/bin/$(basename "$b")"; log "installed $b -> /usr/local/bin"
+  # debug builds carry ~100 MiB of DWARF each: drop it in the image (symbols stay for backtraces)
+  if command -v strip >/dev/null; then strip --strip-debug "$R/usr/local/bin/$(basename "$b")"; fi
 done
 echo 0123456789abcdef0123456789abcdef > "$R/etc/machine-id"   # valid => no first-boot; real id per node via systemd.machine_id=
 rm -f "$R/var/lib/dbus/machine-id" "$R"/etc/ssh/ssh_host_*   # host keys are made per node at boot
@@ -75,6 +77,12 @@ echo lab > "$R/etc/hostname"
 echo 'InitiatorName=iqn.2024-01.invalid.keel:unset' > "$R/etc/iscsi/initiatorname.iscsi"
 passwd_hash=$(chroot "$R" passwd -l root >/dev/null 2>&1; echo locked)
 chroot "$R" systemctl enable lab-init.service lab-net.service >&2
+# The package's sample corosync.conf: Keel refuses to take over a corosync.conf it did not write
+# (hand-made scenarios write their own). keel-hostd.service / keel-clusterd.service are installed
+# but not enabled, corosync/pacemaker carry the installed node's drop-in (start only with a
+# corosync.conf): a scenario that mimics an installed node writes /etc/keel/hostd.toml and enables
+# keel-hostd, corosync, pacemaker and keel-clusterd itself.
+rm -f "$R/etc/corosync/corosync.conf"
 # cluster daemons are started by the scenarios; disable everything slow or irrelevant
 for u in corosync pacemaker dlm lvmlockd lvmlocks open-iscsi iscsid.socket iscsid rtslib-fb-targetctl \
          apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap \

@@ -653,6 +653,20 @@ impl VmLab {
         self.set_link(i, link, true)
     }
 
+    /// Cut node `i` off the private network completely: link 2 (the bond's backup) first, then
+    /// link 1, so the bond never fails over onto a cable about to go. With two nodes both ends
+    /// of both cables go down — corosync has no path left.
+    pub fn isolate(&self, i: usize) -> Result<()> {
+        self.cut_link(i, 2)?;
+        self.cut_link(i, 1)
+    }
+
+    /// Undo [`VmLab::isolate`] (link 1 first: the bond's primary).
+    pub fn reconnect(&self, i: usize) -> Result<()> {
+        self.restore_link(i, 1)?;
+        self.restore_link(i, 2)
+    }
+
     /// Mark the scenario as passed: on drop the run directory is then removed (it is kept otherwise).
     pub fn passed(&mut self) {
         self.passed = true;

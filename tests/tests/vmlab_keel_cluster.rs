@@ -1,0 +1,469 @@
+//! VM-lab proof of the two-node cluster Keel forms itself, fenced through QMP: in two TCG guests
+//! keel-hostd runs as a systemd unit with `service_manager = "systemd"` (the production path:
+//! corosync, Pacemaker and keel-clusterd are the distribution's / Keel's units), `keel cluster
+//! init` on node1, `keel cluster join-token`, `keel join` on node2 pinned to node1's
+//! fingerprint; one `fence_keel_lab` device per node through `keel fence add` (node1's with a
+//! fence delay, so node1 wins a split); a config-store write on node1 is read on node2. Then both
+//! private cables are pulled on both ends: node2 is fenced (the agent asks the lab host, which
+//! resets node2 through QMP), node1 survives and its store takes writes again; node2 reboots,
+//! hostd brings its daemons up, the cables come back, node2 rejoins and both stores end with the
+//! same hash and every acknowledged write.
+//!
+//! Needs root, QEMU and `cargo build -p keel-hostd -p keel-cli -p keel-clusterd` (the node
+//! image takes Keel's binaries from target/).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use keel_tests::vmlab::{wait_for, Node, VmLab};
+use serde_json::Value;
+
+const PW: &str = "keel-vmlab-root-pw";
+const STATE: &str = "/var/lib/keel";
+/// Seconds Pacemaker waits before fencing node1: node2's shot at node1 comes this late.
+const NODE1_FENCE_DELAY_S: u32 = 15;
+
+fn sq(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn hostd_toml(name: &str) -> String {
+    format!(
+        r#"node = "{name}"
+listen = "0.0.0.0:8006"
+state_dir = "{STATE}"
+libvirt_uri = "test:///etc/keel/libvirt-test.xml"
+accel = "tcg"
+service_manager = "systemd"
+"#
+    )
+}
+
+/// Configure keel-hostd (libvirt's test driver with no domains: the image has no libvirtd)
+/// and enable the units as an installed node has them: keel-hostd, and corosync, Pacemaker and
+/// keel-clusterd (which only start once Keel wrote a corosync.conf, so a fenced node that
+/// reboots brings its cluster stack back by itself).
+fn start_hostd(n: &Node) -> Result<()> {
+    let script = format!(
+        "set -e; mkdir -p /etc/keel; cat > /etc/keel/hostd.toml <<'EOF'\n{}EOF\n\
+         echo '<node></node>' > /etc/keel/libvirt-test.xml\n\
+         echo KEEL_ADMIN_PASSWORD={PW} > /etc/keel/hostd.env; chmod 600 /etc/keel/hostd.env\n\
+         systemctl enable corosync.service pacemaker.service keel-clusterd.service 2>&1\n\
+         systemctl enable --now keel-hostd.service 2>&1",
+        hostd_toml(&n.name)
+    );
+    n.ssh(&script)?;
+    Ok(())
+}
+
+/// `keel ARGS` on the node against its own API as root (pinned to the node's fingerprint).
+fn keel(n: &Node, args: &[&str], timeout: Duration) -> Result<keel_tests::vmlab::Output> {
+    let argv: Vec<String> = args.iter().map(|a| sq(a)).collect();
+    n.exec(
+        &format!(
+            "keel --url https://127.0.0.1:8006 --fingerprint \"$(cat {STATE}/hostd.fingerprint)\" \
+             --user root --password {PW} {}",
+            argv.join(" ")
+        ),
+        timeout,
+    )
+}
+
+fn keel_ok(n: &Node, args: &[&str]) -> Result<String> {
+    let o = keel(n, args, Duration::from_secs(300))?;
+    if o.code != 0 {
+        bail!(
+            "{}: keel {args:?} exited {}: {}{}",
+            n.name,
+            o.code,
+            o.stderr.trim(),
+            o.stdout.trim()
+        );
+    }
+    Ok(o.stdout)
+}
+
+fn status(n: &Node) -> Result<Value> {
+    let s = keel_ok(n, &["--json", "cluster", "status"])?;
+    serde_json::from_str(&s).with_context(|| format!("cluster status JSON: {s}"))
+}
+
+/// The local keel-clusterd's status (`{"op":"status"}` on its socket; perl-base is in the
+/// image): version, hash, members, writable, syncing, held.
+fn store_status(n: &Node) -> Result<Value> {
+    let o = n.ssh_t(
+        r#"perl -MIO::Socket::UNIX -e '$s = IO::Socket::UNIX->new(Peer => "/run/keel/clusterd.sock") or die "connect: $!\n"; print $s "{\"op\":\"status\"}\n"; print scalar <$s>'"#,
+        Duration::from_secs(30),
+    )?;
+    let v: Value = serde_json::from_str(o.trim()).with_context(|| format!("store status {o}"))?;
+    v.get("ok")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("{}: store status: {o}", n.name))
+}
+
+/// Every key → value in the node's store, through the API.
+fn store_content(n: &Node) -> Result<BTreeMap<String, Value>> {
+    let s = keel_ok(n, &["--json", "cluster", "config", "list"])?;
+    let v: Value = serde_json::from_str(&s).with_context(|| format!("config list JSON: {s}"))?;
+    let mut m = BTreeMap::new();
+    for e in v.as_array().context("config list is not an array")? {
+        m.insert(
+            e["key"].as_str().context("key")?.to_string(),
+            e["value"].clone(),
+        );
+    }
+    Ok(m)
+}
+
+fn fence_started_on_other(crm: &str, target: &str, other: &str) -> bool {
+    crm.lines()
+        .any(|l| l.contains(&format!("fence-{target}")) && l.contains(&format!("Started {other}")))
+}
+
+fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    let log = |what: &str| eprintln!("[{:7.1}s] {what}", t0.elapsed().as_secs_f64());
+
+    // --- hostd on both (systemd unit, systemd service manager) ------------------------------
+    let t = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let a = s.spawn(|| start_hostd(n1));
+        let b = s.spawn(|| start_hostd(n2));
+        a.join().map_err(|_| anyhow::anyhow!("panic"))??;
+        b.join().map_err(|_| anyhow::anyhow!("panic"))??;
+        Ok(())
+    })?;
+    for n in [n1, n2] {
+        wait_for(
+            &format!("{} API answers", n.name),
+            Duration::from_secs(120),
+            || Ok(keel(n, &["node"], Duration::from_secs(30))?.code == 0),
+        )?;
+    }
+    eprintln!("METRIC vm_hostd_x2_up={:.1}s", t.elapsed().as_secs_f64());
+    log("hostd answers on both nodes");
+
+    // --- init on node1, join node2 -------------------------------------------------------------
+    let t = Instant::now();
+    keel_ok(
+        n1,
+        &[
+            "cluster",
+            "init",
+            "--name",
+            "vmpair",
+            "--link0",
+            &n1.addr,
+            "--token-ms",
+            "3000",
+        ],
+    )?;
+    eprintln!("METRIC vm_cluster_init={:.1}s", t.elapsed().as_secs_f64());
+    log("keel cluster init on node1");
+    let fp1 = n1
+        .ssh(&format!("cat {STATE}/hostd.fingerprint"))?
+        .trim()
+        .to_string();
+    let token = keel_ok(n1, &["cluster", "join-token", "--ttl", "10m"])?
+        .trim()
+        .to_string();
+    ensure!(!token.is_empty(), "empty join token");
+    let t = Instant::now();
+    let o = n2.exec(
+        &format!(
+            "keel join {}:8006 --fingerprint {} --token {}",
+            n1.addr,
+            sq(&fp1),
+            sq(&token)
+        ),
+        Duration::from_secs(400),
+    )?;
+    ensure!(
+        o.code == 0,
+        "node2 join failed ({}): {}{}",
+        o.code,
+        o.stderr,
+        o.stdout
+    );
+    eprintln!("METRIC vm_join_node2={:.1}s", t.elapsed().as_secs_f64());
+    log("keel join on node2");
+    let conf = n2.ssh("cat /etc/corosync/corosync.conf")?;
+    ensure!(
+        conf.contains("two_node: 1") && conf.contains("crypto_cipher: aes256"),
+        "corosync.conf on node2:\n{conf}"
+    );
+
+    // --- fencing: one fence_keel_lab device per node, node1 protected by a delay --------------
+    let delay = NODE1_FENCE_DELAY_S.to_string();
+    keel_ok(
+        n1,
+        &[
+            "fence",
+            "add",
+            "node1",
+            "--agent",
+            "fence_keel_lab",
+            "--delay",
+            &delay,
+        ],
+    )?;
+    keel_ok(n1, &["fence", "add", "node2", "--agent", "fence_keel_lab"])?;
+    let mut last = Value::Null;
+    let formed = wait_for(
+        "two_node quorate, DC, both online, fence devices started on the other node",
+        Duration::from_secs(240),
+        || {
+            last = status(n1)?;
+            let crm = n1.ssh_t("crm_mon -1", Duration::from_secs(30))?;
+            let members = last["members"].as_array().cloned().unwrap_or_default();
+            Ok(last["quorate"] == true
+                && last["two_node"] == true
+                && last["stonith_enabled"] == true
+                && last["dc"].is_string()
+                && members.len() == 2
+                && members.iter().all(|m| m["online"] == true)
+                && fence_started_on_other(&crm, "node1", "node2")
+                && fence_started_on_other(&crm, "node2", "node1"))
+        },
+    )?;
+    eprintln!(
+        "METRIC vm_formed_after_fence_add={:.1}s (DC {})",
+        formed.as_secs_f64(),
+        last["dc"]
+    );
+    eprintln!("{}", keel_ok(n1, &["cluster", "status"])?);
+    log("two_node cluster formed by Keel, fencing configured");
+
+    // --- config store: node1 writes, node2 reads ---------------------------------------------
+    let mut acked: BTreeMap<String, Value> = BTreeMap::new();
+    let put = |n: &Node, k: &str, v: &Value| -> Result<keel_tests::vmlab::Output> {
+        keel(
+            n,
+            &["cluster", "config", "set", k, &v.to_string()],
+            Duration::from_secs(60),
+        )
+    };
+    let v = serde_json::json!({"from": "node1", "phase": "formed"});
+    wait_for("store writable on node1", Duration::from_secs(120), || {
+        Ok(put(n1, "vmlab/before", &v)?.code == 0)
+    })?;
+    acked.insert("vmlab/before".into(), v.clone());
+    wait_for("node2 reads node1's write", Duration::from_secs(60), || {
+        let o = keel(
+            n2,
+            &["--json", "cluster", "config", "get", "vmlab/before"],
+            Duration::from_secs(30),
+        )?;
+        Ok(o.code == 0 && o.stdout.contains("formed"))
+    })?;
+    let v2 = serde_json::json!({"from": "node2"});
+    ensure!(put(n2, "vmlab/from-node2", &v2)?.code == 0, "node2 write");
+    acked.insert("vmlab/from-node2".into(), v2);
+    log("store: node1 write read on node2, node2 write acknowledged");
+
+    // --- cut both cables on both ends -----------------------------------------------------------
+    let fence_before = lab.fence_log().len();
+    let n2_boots = n2.boots();
+    let n1_boots = n1.boots();
+    let tc = Instant::now();
+    lab.isolate(2)?;
+    log("cluster links cut on both ends (eth2 then eth1, both nodes)");
+    let mut t_fenced: Option<Duration> = None;
+    let mut t_writable: Option<Duration> = None;
+    let mut refusals: Vec<String> = Vec::new();
+    let mut attempt = 0u32;
+    while t_fenced.is_none() || t_writable.is_none() {
+        ensure!(
+            tc.elapsed() < Duration::from_secs(240),
+            "after the cut: fenced {t_fenced:?}, writable {t_writable:?}; refusals {refusals:?}; fence log:\n{}",
+            lab.fence_log()
+        );
+        if t_fenced.is_none() {
+            let l = lab.fence_log();
+            let tail = &l[fence_before..];
+            if tail
+                .lines()
+                .any(|x| x.ends_with("reboot node2") || x.ends_with("off node2"))
+                && tail.lines().any(|x| x.trim() == "OK")
+            {
+                t_fenced = Some(tc.elapsed());
+                log(&format!(
+                    "node2 fenced through QMP: {}",
+                    tail.trim().replace('\n', " | ")
+                ));
+            }
+        }
+        if t_writable.is_none() {
+            attempt += 1;
+            let k = format!("vmlab/after-cut-{attempt}");
+            let v = serde_json::json!({"attempt": attempt, "ms_after_cut": tc.elapsed().as_millis() as u64});
+            let o = put(n1, &k, &v)?;
+            if o.code == 0 {
+                t_writable = Some(tc.elapsed());
+                acked.insert(k, v);
+                log(&format!("node1 write acknowledged (attempt {attempt})"));
+            } else {
+                let msg = o.stderr.trim().lines().last().unwrap_or("").to_string();
+                if refusals.last() != Some(&msg) {
+                    log(&format!("node1 write refused: {msg}"));
+                }
+                refusals.push(msg);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let (t_fenced, t_writable) = (t_fenced.unwrap_or_default(), t_writable.unwrap_or_default());
+    eprintln!(
+        "METRIC vm_two_node_split: cut -> node2 fenced {:.1}s; cut -> node1 store writable {:.1}s ({} refused attempts before)",
+        t_fenced.as_secs_f64(),
+        t_writable.as_secs_f64(),
+        refusals.len()
+    );
+    if t_writable < t_fenced {
+        eprintln!("NOTE node1 accepted a write before node2 was fenced (no two-node write hold in this build)");
+    }
+    let hist = n1.ssh_t("stonith_admin --history node2", Duration::from_secs(30))?;
+    eprintln!("stonith history node2 (node1): {}", hist.trim());
+    ensure!(
+        hist.contains("successful") || hist.contains("succeeded"),
+        "Pacemaker on node1 records no successful fencing of node2: {hist}"
+    );
+    let st = status(n1)?;
+    ensure!(st["quorate"] == true, "survivor not quorate: {st}");
+    // a second write after the fence, acknowledged
+    let v = serde_json::json!({"phase": "survivor"});
+    let o = put(n1, "vmlab/survivor", &v)?;
+    ensure!(
+        o.code == 0,
+        "survivor write refused: {}{}",
+        o.stderr,
+        o.stdout
+    );
+    acked.insert("vmlab/survivor".into(), v);
+
+    // --- node2 comes back (the agent rebooted it), cables back, it rejoins --------------------
+    lab.reconnect(2)?;
+    log("links restored");
+    let tr = Instant::now();
+    wait_for(
+        "node2 rebooted and answers ssh",
+        Duration::from_secs(240),
+        || Ok(n2.boots() > n2_boots && n2.exec("true", Duration::from_secs(15))?.code == 0),
+    )?;
+    eprintln!(
+        "METRIC vm_node2_reboot_to_ssh={:.1}s",
+        tr.elapsed().as_secs_f64()
+    );
+    log("node2 back (ssh)");
+    let mut s1 = Value::Null;
+    let mut s2 = Value::Null;
+    wait_for(
+        "node2 rejoined: both online, stores with 2 members, writable, same version and hash",
+        Duration::from_secs(240),
+        || {
+            let st = status(n1)?;
+            let members = st["members"].as_array().cloned().unwrap_or_default();
+            if !(st["quorate"] == true
+                && members.len() == 2
+                && members.iter().all(|m| m["online"] == true))
+            {
+                return Ok(false);
+            }
+            s1 = store_status(n1)?;
+            s2 = store_status(n2)?;
+            Ok([&s1, &s2].iter().all(|s| {
+                s["members"].as_array().map(|m| m.len()) == Some(2)
+                    && s["writable"] == true
+                    && s["syncing"] == false
+            }) && s1["version"] == s2["version"]
+                && s1["hash"] == s2["hash"])
+        },
+    )?;
+    eprintln!(
+        "METRIC vm_rejoin: node2 back -> stores converged {:.1}s after the links came back (version {}, hash {})",
+        tr.elapsed().as_secs_f64(),
+        s1["version"],
+        s1["hash"]
+    );
+    ensure!(
+        s1["divergences"] == 0 && s2["divergences"] == 0,
+        "divergence counted: node1 {s1} node2 {s2}"
+    );
+    for n in [n1, n2] {
+        let c = store_content(n)?;
+        for (k, v) in &acked {
+            ensure!(
+                c.get(k) == Some(v),
+                "{}: acknowledged write {k}={v} missing or different: {:?}",
+                n.name,
+                c.get(k)
+            );
+        }
+    }
+    log(&format!(
+        "both stores equal (hash {}), all {} acknowledged writes present",
+        s1["hash"],
+        acked.len()
+    ));
+
+    // --- exactly one node was fenced, and it was node2 -----------------------------------------
+    let flog = lab.fence_log();
+    let node1_actions: Vec<&str> = flog
+        .lines()
+        .filter(|l| {
+            ["reboot node1", "off node1", "on node1"]
+                .iter()
+                .any(|a| l.ends_with(a))
+        })
+        .collect();
+    ensure!(
+        node1_actions.is_empty(),
+        "node1 was fenced: {node1_actions:?}\n{flog}"
+    );
+    ensure!(n1.boots() == n1_boots, "node1 rebooted during the scenario");
+    ensure!(n1.running()? && n2.running()?, "a guest is not running");
+    eprintln!("fence log:\n{flog}");
+    Ok(())
+}
+
+#[test]
+fn keel_two_node_cluster_fenced_through_qmp() {
+    let t0 = Instant::now();
+    let mut lab = match VmLab::up(2) {
+        Ok(l) => l,
+        Err(e) => panic!("lab up: {e:#}"),
+    };
+    eprintln!(
+        "image {:.1}s ({}); boot to ssh: node1 {:.1}s node2 {:.1}s",
+        lab.image.seconds,
+        lab.image.dir.display(),
+        lab.node(1).boot_to_ssh,
+        lab.node(2).boot_to_ssh
+    );
+    if let Err(e) = scenario(&lab, t0) {
+        for n in &lab.nodes {
+            if let Ok(o) = n.exec(
+                "journalctl -b --no-pager -u keel-hostd -u keel-clusterd -u corosync -u pacemaker | tail -n 60",
+                Duration::from_secs(30),
+            ) {
+                eprintln!("--- {} journal tail:\n{}", n.name, o.stdout);
+            }
+        }
+        panic!("{e:#}");
+    }
+    for n in &lab.nodes {
+        eprintln!(
+            "{} peak RSS {} MiB",
+            n.name,
+            n.peak_rss_kib().unwrap_or(0) / 1024
+        );
+    }
+    eprintln!(
+        "SCENARIO vmlab_keel_cluster wall time {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    lab.passed();
+}
