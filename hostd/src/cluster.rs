@@ -989,8 +989,16 @@ fn cib_stonith_devices() -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Config store key of a node's last fence test (cluster-wide record).
+fn fence_test_key(node: &str) -> String {
+    format!("/cluster/fence-tests/{node}")
+}
+
+/// The newer of this node's record and the cluster-wide one in the config store (when
+/// keel-clusterd answers): a test run through any member counts everywhere.
 fn fence_test_of(cs: &ClusterState, node: &str) -> Option<FenceTestResult> {
-    cs.db
+    let local = cs
+        .db
         .conn()
         .query_row(
             "SELECT at, ok, action, message FROM cluster_fence_tests WHERE node=?1",
@@ -1004,7 +1012,24 @@ fn fence_test_of(cs: &ClusterState, node: &str) -> Option<FenceTestResult> {
                 })
             },
         )
-        .ok()
+        .ok();
+    let shared = tokio::runtime::Handle::try_current().ok().and_then(|h| {
+        let c = clusterd::store::client::Client::local();
+        h.block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                c.get(&fence_test_key(node)),
+            )
+            .await
+            .ok()?
+            .ok()
+        })
+        .and_then(|e| serde_json::from_value::<FenceTestResult>(e.value).ok())
+    });
+    match (local, shared) {
+        (Some(a), Some(b)) => Some(if b.at > a.at { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
@@ -1332,6 +1357,8 @@ fn remove_task(
         "DELETE FROM cluster_fence_tests WHERE node=?1",
         params![name],
     );
+    let c = clusterd::store::client::Client::local();
+    let _ = tokio::runtime::Handle::current().block_on(c.delete(&fence_test_key(name), None));
     Ok(())
 }
 
@@ -1564,10 +1591,28 @@ async fn test_fencing(
             } else {
                 format!("failed: {}{}", r.2.trim(), r.1.trim())
             };
+            let at = now();
             n.cluster.db.conn().execute(
                 "INSERT OR REPLACE INTO cluster_fence_tests(node,at,ok,action,message) VALUES (?1,?2,?3,?4,?5)",
-                params![target, now(), ok as i64, action, msg],
+                params![target, at, ok as i64, action, msg],
             )?;
+            let rec = FenceTestResult {
+                at,
+                ok,
+                action: action.clone(),
+                message: msg.clone(),
+            };
+            let shared = serde_json::to_value(&rec).map_err(|e| Error::Internal(e.to_string()));
+            let put = shared.and_then(|v| {
+                let c = clusterd::store::client::Client::local();
+                tokio::runtime::Handle::current()
+                    .block_on(c.put(&fence_test_key(&target), &v))
+                    .map_err(store_err)
+            });
+            match put {
+                Ok(_) => t.log("result recorded in the cluster config store"),
+                Err(e) => t.log(format!("result recorded on this node only: {e}")),
+            }
             t.log(&msg);
             if ok {
                 Ok(())

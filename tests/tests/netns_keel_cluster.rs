@@ -499,17 +499,21 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         "fence log: {}",
         lab.fence_log()
     );
-    lab.wait_for("node3 offline, 2 of 3 quorate", T, || {
-        let st = n1.status()?;
-        Ok(st.quorate
-            && st.members.iter().any(|m| m.name == "node3" && !m.online)
-            && st
-                .members
-                .iter()
-                .find(|m| m.name == "node3")
-                .and_then(|m| m.last_fence_test.as_ref())
-                .is_some_and(|t| t.ok))
-    })?;
+    lab.wait_for(
+        "node3 offline, 2 of 3 quorate, its fence test seen on node2",
+        T,
+        || {
+            let st = n2.status()?;
+            Ok(st.quorate
+                && st.members.iter().any(|m| m.name == "node3" && !m.online)
+                && st
+                    .members
+                    .iter()
+                    .find(|m| m.name == "node3")
+                    .and_then(|m| m.last_fence_test.as_ref())
+                    .is_some_and(|t| t.ok))
+        },
+    )?;
 
     // node3 is down: removing it needs --force (it cannot be told to leave); 3 -> 2 nodes
     // switches two_node back on everywhere
