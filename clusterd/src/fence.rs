@@ -429,6 +429,7 @@ pub fn check_set(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,7 @@
 //! CIB fragments: golden renderings, accepted by Pacemaker's own `crm_verify --xml-file`, and every
 //! parameter Keel emits is one the fence agent declares in its `-o metadata`.
 //! `KEEL_BLESS=1` rewrites the golden files.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
