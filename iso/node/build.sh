@@ -115,5 +115,12 @@ cat > "$tmp/manifest.json" <<J
 J
 mv -T "$tmp" "$out"
 trap - EXIT
+# Every change of Keel's binaries makes a new ~0.9 GiB image: keep the three newest, and never
+# remove one younger than 2 hours (a lab that just resolved it may not have started QEMU yet;
+# running QEMUs hold their backing file open anyway).
+ls -1dt "$cache"/[0-9a-f]*[0-9a-f] 2>/dev/null | grep -E '/[0-9a-f]{16}$' | tail -n +4 |
+  while read -r old; do
+    [ "$old" != "$out" ] && [ -n "$(find "$old" -maxdepth 0 -mmin +120)" ] && { rm -rf "$old"; log "pruned old image $old"; }
+  done || true
 log "built $out in $(( $(date +%s) - t0 ))s (qcow2 $((size / 1048576)) MiB)"
 echo "$out"

@@ -49,25 +49,40 @@ fn start_hostd(n: &Node) -> Result<()> {
         "set -e; mkdir -p /etc/keel; cat > /etc/keel/hostd.toml <<'EOF'\n{}EOF\n\
          echo '<node></node>' > /etc/keel/libvirt-test.xml\n\
          echo KEEL_ADMIN_PASSWORD={PW} > /etc/keel/hostd.env; chmod 600 /etc/keel/hostd.env\n\
-         systemctl enable corosync.service pacemaker.service keel-clusterd.service 2>&1\n\
-         systemctl enable --now keel-hostd.service 2>&1",
+         systemctl enable corosync.service pacemaker.service keel-clusterd.service \
+           keel-hostd.service 2>&1 && systemctl start keel-hostd.service",
         hostd_toml(&n.name)
     );
     n.ssh(&script)?;
     Ok(())
 }
 
-/// `keel ARGS` on the node against its own API as root (pinned to the node's fingerprint).
+/// `keel ARGS` on the node against its own API as root (pinned to the node's fingerprint),
+/// authenticated by the root-only token hostd writes at start (a password login costs seconds
+/// of key derivation under TCG).
 fn keel(n: &Node, args: &[&str], timeout: Duration) -> Result<keel_tests::vmlab::Output> {
     let argv: Vec<String> = args.iter().map(|a| sq(a)).collect();
     n.exec(
         &format!(
             "keel --url https://127.0.0.1:8006 --fingerprint \"$(cat {STATE}/hostd.fingerprint)\" \
-             --user root --password {PW} {}",
+             --token \"$(cat {STATE}/local-root.token)\" {}",
             argv.join(" ")
         ),
         timeout,
     )
+}
+
+/// `keel node` logged in with root's password (the account hostd created from hostd.env).
+fn keel_password_login(n: &Node) -> Result<bool> {
+    Ok(n.exec(
+        &format!(
+            "keel --url https://127.0.0.1:8006 --fingerprint \"$(cat {STATE}/hostd.fingerprint)\" \
+             --user root --password {PW} node"
+        ),
+        Duration::from_secs(60),
+    )?
+    .code
+        == 0)
 }
 
 fn keel_ok(n: &Node, args: &[&str]) -> Result<String> {
@@ -141,6 +156,10 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
             || Ok(keel(n, &["node"], Duration::from_secs(30))?.code == 0),
         )?;
     }
+    ensure!(
+        keel_password_login(n1)?,
+        "node1: root password login refused"
+    );
     eprintln!("METRIC vm_hostd_x2_up={:.1}s", t.elapsed().as_secs_f64());
     log("hostd answers on both nodes");
 
@@ -269,61 +288,97 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
     let tc = Instant::now();
     lab.isolate(2)?;
     log("cluster links cut on both ends (eth2 then eth1, both nodes)");
-    let mut t_fenced: Option<Duration> = None;
-    let mut t_writable: Option<Duration> = None;
-    let mut refusals: Vec<String> = Vec::new();
-    let mut attempt = 0u32;
-    while t_fenced.is_none() || t_writable.is_none() {
-        ensure!(
-            tc.elapsed() < Duration::from_secs(240),
-            "after the cut: fenced {t_fenced:?}, writable {t_writable:?}; refusals {refusals:?}; fence log:\n{}",
-            lab.fence_log()
-        );
-        if t_fenced.is_none() {
-            let l = lab.fence_log();
-            let tail = &l[fence_before..];
-            if tail
-                .lines()
-                .any(|x| x.ends_with("reboot node2") || x.ends_with("off node2"))
-                && tail.lines().any(|x| x.trim() == "OK")
-            {
-                t_fenced = Some(tc.elapsed());
-                log(&format!(
-                    "node2 fenced through QMP: {}",
-                    tail.trim().replace('\n', " | ")
-                ));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (t_fenced, t_writable, refusals, n2_write) = std::thread::scope(|s| -> Result<_> {
+        // the host's fence log, every 100 ms: when did node2's fence request reach the host?
+        let watcher = s.spawn(|| -> Option<Duration> {
+            while tc.elapsed() < Duration::from_secs(240) {
+                let l = lab.fence_log();
+                let tail = &l[fence_before.min(l.len())..];
+                if tail
+                    .lines()
+                    .any(|x| x.ends_with("reboot node2") || x.ends_with("off node2"))
+                {
+                    return Some(tc.elapsed());
+                }
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-        }
-        if t_writable.is_none() {
+            None
+        });
+        // node2 tries a write too: it is the half about to be fenced; whatever it gets
+        // acknowledged must survive (checked at the end), a refusal is expected
+        let loser = s.spawn(|| {
+            let v = serde_json::json!({"from": "node2", "phase": "split"});
+            match put(n2, "vmlab/node2-during-split", &v) {
+                Ok(o) if o.code == 0 => Some(v),
+                _ => None,
+            }
+        });
+        let mut refusals: Vec<String> = Vec::new();
+        let mut attempt = 0u32;
+        let t_writable = loop {
+            ensure!(
+                tc.elapsed() < Duration::from_secs(240),
+                "node1 not writable 240 s after the cut; refusals {refusals:?}; fence log:\n{}",
+                lab.fence_log()
+            );
             attempt += 1;
             let k = format!("vmlab/after-cut-{attempt}");
             let v = serde_json::json!({"attempt": attempt, "ms_after_cut": tc.elapsed().as_millis() as u64});
             let o = put(n1, &k, &v)?;
             if o.code == 0 {
-                t_writable = Some(tc.elapsed());
+                let t = tc.elapsed();
                 acked.insert(k, v);
                 log(&format!("node1 write acknowledged (attempt {attempt})"));
-            } else {
-                let msg = o.stderr.trim().lines().last().unwrap_or("").to_string();
-                if refusals.last() != Some(&msg) {
-                    log(&format!("node1 write refused: {msg}"));
-                }
-                refusals.push(msg);
-                std::thread::sleep(Duration::from_millis(500));
+                break t;
             }
-        } else {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-    let (t_fenced, t_writable) = (t_fenced.unwrap_or_default(), t_writable.unwrap_or_default());
+            let msg = o.stderr.trim().lines().last().unwrap_or("").to_string();
+            if refusals.last() != Some(&msg) {
+                log(&format!("node1 write refused: {msg}"));
+            }
+            refusals.push(msg);
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let t_fenced = watcher
+            .join()
+            .map_err(|_| anyhow::anyhow!("fence log watcher panicked"))?;
+        let n2_write = loser
+            .join()
+            .map_err(|_| anyhow::anyhow!("node2 writer panicked"))?;
+        Ok((t_fenced, t_writable, refusals, n2_write))
+    })?;
+    let t_fenced = t_fenced.ok_or_else(|| {
+        anyhow::anyhow!("node2 was never fenced; fence log:\n{}", lab.fence_log())
+    })?;
+    let tail = lab.fence_log()[fence_before..].to_string();
+    log(&format!(
+        "node2 fenced through QMP (host fence log: {})",
+        tail.trim().replace('\n', " | ")
+    ));
+    ensure!(
+        tail.lines().any(|x| x.trim() == "OK"),
+        "the host did not confirm the fence action:\n{tail}"
+    );
     eprintln!(
-        "METRIC vm_two_node_split: cut -> node2 fenced {:.1}s; cut -> node1 store writable {:.1}s ({} refused attempts before)",
+        "METRIC vm_two_node_split: cut -> node2 fence request at the host {:.1}s; cut -> node1 store write acknowledged {:.1}s ({} refused attempts before; node2's write during the split {})",
         t_fenced.as_secs_f64(),
         t_writable.as_secs_f64(),
-        refusals.len()
+        refusals.len(),
+        if n2_write.is_some() { "ACKNOWLEDGED" } else { "refused/cut off" }
     );
-    if t_writable < t_fenced {
-        eprintln!("NOTE node1 accepted a write before node2 was fenced (no two-node write hold in this build)");
+    // the two-node hold: no write is acknowledged by the survivor before its peer is fenced
+    ensure!(
+        t_writable > t_fenced,
+        "node1 acknowledged a write {:.1}s after the cut, before node2 was fenced ({:.1}s)",
+        t_writable.as_secs_f64(),
+        t_fenced.as_secs_f64()
+    );
+    if let Some(v) = n2_write {
+        acked.insert("vmlab/node2-during-split".into(), v);
     }
     let hist = n1.ssh_t("stonith_admin --history node2", Duration::from_secs(30))?;
     eprintln!("stonith history node2 (node1): {}", hist.trim());
