@@ -149,6 +149,25 @@ pub struct JoinToken {
     pub token: String,
     /// Unix seconds.
     pub expires_at: i64,
+    /// SHA-256 of the issuing node's current API certificate (`AB:CD:…`), the value
+    /// `keel join --fingerprint` pins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The issuing node's API address (`HOST:PORT`) as the cluster records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+impl JoinToken {
+    /// The command to run on the new node, as root.
+    pub fn join_command(&self) -> String {
+        format!(
+            "keel join {} --fingerprint {} --token {}",
+            self.address.as_deref().unwrap_or("ADDRESS"),
+            self.fingerprint.as_deref().unwrap_or("FINGERPRINT"),
+            self.token
+        )
+    }
 }
 
 impl std::fmt::Debug for JoinToken {
@@ -156,6 +175,8 @@ impl std::fmt::Debug for JoinToken {
         f.debug_struct("JoinToken")
             .field("token", &"<redacted>")
             .field("expires_at", &self.expires_at)
+            .field("fingerprint", &self.fingerprint)
+            .field("address", &self.address)
             .finish()
     }
 }
@@ -603,6 +624,34 @@ pub struct NodeRemoveQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn join_token_command_and_wire_form() -> Result<(), serde_json::Error> {
+        let mut t = JoinToken {
+            token: "tok".into(),
+            expires_at: 5,
+            fingerprint: None,
+            address: None,
+        };
+        assert_eq!(
+            t.join_command(),
+            "keel join ADDRESS --fingerprint FINGERPRINT --token tok"
+        );
+        // an older hostd's answer (no fingerprint/address) still parses
+        let old: JoinToken = serde_json::from_str(r#"{"token":"tok","expires_at":5}"#)?;
+        assert_eq!(old, t);
+        t.fingerprint = Some("AB:CD".into());
+        t.address = Some("[fd00::1]:8006".into());
+        assert_eq!(
+            t.join_command(),
+            "keel join [fd00::1]:8006 --fingerprint AB:CD --token tok"
+        );
+        assert!(
+            !format!("{t:?}").contains("tok\""),
+            "token redacted in Debug"
+        );
+        Ok(())
+    }
 
     fn field_of(r: Result<(), FieldError>) -> String {
         match r {

@@ -206,12 +206,13 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd, mode: Mode) -> Result<Outcome>
             let v = c
                 .call(Method::POST, &["cluster", "join-token"], &[], Some(&body))
                 .await?;
+            // stdout: the bare token (scripts capture it); stderr: the whole command
             show(v, json, |t: JoinToken| {
                 println!("{}", t.token);
                 eprintln!(
-                    "one-time join token, valid until {}: on the new node run\n  keel join ADDRESS --fingerprint FINGERPRINT --token {}",
+                    "one-time join token, valid until {}: on the new node run, as root,\n  {}",
                     output::time(t.expires_at),
-                    t.token
+                    t.join_command()
                 );
             })?;
         }

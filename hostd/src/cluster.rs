@@ -176,6 +176,18 @@ impl ClusterState {
         Ok(())
     }
 
+    /// SHA-256 of the certificate the API serves now: the CA-signed node certificate of a
+    /// member (what a live swap installed), else the one recorded at start.
+    pub fn api_fingerprint(&self) -> Result<String> {
+        if let Some((cert, _)) = self.node_identity() {
+            return clusterd::ca::fingerprint_of_pem(&String::from_utf8_lossy(&cert))
+                .map_err(|e| Error::Internal(format!("the node certificate: {e}")));
+        }
+        let s = std::fs::read_to_string(&self.fingerprint_file)
+            .map_err(|e| Error::Internal(format!("{}: {e}", self.fingerprint_file.display())))?;
+        Ok(s.trim().to_string())
+    }
+
     fn authkey(&self) -> Result<Vec<u8>> {
         let p = self.paths.corosync_authkey();
         std::fs::read(&p).map_err(|e| Error::Internal(format!("{}: {e}", p.display())))
@@ -447,11 +459,17 @@ async fn join_token(
     req.validate()?;
     let t = blocking(move || {
         let cs = &node.cluster;
-        if cs.record()?.is_none() {
+        let Some(rec) = cs.record()? else {
             return Err(Error::Conflict(
                 "this node is not in a cluster: run `keel cluster init` first".into(),
             ));
-        }
+        };
+        let address = rec
+            .members
+            .iter()
+            .find(|m| m.name == rec.node)
+            .map(|m| m.api.clone());
+        let fingerprint = Some(cs.api_fingerprint()?);
         let token = crate::auth::generate_password() + &crate::auth::generate_password();
         let ttl = req.ttl_s.unwrap_or(cs.token_ttl_s);
         let expires_at = now() + ttl as i64;
@@ -459,7 +477,12 @@ async fn join_token(
             "INSERT INTO cluster_join_tokens(hash,created,expires,used) VALUES (?1,?2,?3,NULL)",
             params![sha256_hex(&token), now(), expires_at],
         )?;
-        Ok(JoinToken { token, expires_at })
+        Ok(JoinToken {
+            token,
+            expires_at,
+            fingerprint,
+            address,
+        })
     })
     .await?;
     Ok((StatusCode::CREATED, Json(t)).into_response())
