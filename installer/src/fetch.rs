@@ -9,11 +9,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
+use rustls::pki_types::ServerName;
+use rustls::CertificateError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -43,23 +40,10 @@ pub enum FetchError {
 
 /// Parse `AB:CD:…` (32 hex pairs; case and colons do not matter).
 pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], FetchError> {
-    let hexs: String = s.trim().chars().filter(|c| *c != ':').collect();
-    let mut out = [0u8; 32];
-    if hexs.len() != 64 || hex::decode_to_slice(&hexs, &mut out).is_err() {
-        return Err(FetchError::BadInput(format!(
-            "`{s}` is not a SHA-256 certificate fingerprint; expected 32 hex pairs separated by colons (AB:CD:…)"
-        )));
-    }
-    Ok(out)
+    keel_pin::parse_fingerprint(s).map_err(FetchError::BadInput)
 }
 
-/// `AB:CD:…`, upper case (as keel-hostd prints it).
-pub fn format_fingerprint(fp: &[u8]) -> String {
-    fp.iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use keel_pin::format_fingerprint;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpsUrl {
@@ -106,62 +90,6 @@ impl HttpsUrl {
     }
 }
 
-#[derive(Debug)]
-struct Pinned {
-    expected: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if got == self.expected {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                rustls::OtherError(Arc::new(Mismatch(format_fingerprint(&got)))),
-            )))
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-#[derive(Debug)]
-struct Mismatch(String);
-impl std::fmt::Display for Mismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "fingerprint {}", self.0)
-    }
-}
-impl std::error::Error for Mismatch {}
-
 /// One HTTPS request to a pinned server; returns the body of a 2xx answer.
 pub fn request(
     url: &str,
@@ -172,13 +100,8 @@ pub fn request(
 ) -> Result<Vec<u8>, FetchError> {
     let u = HttpsUrl::parse(url)?;
     let expected = parse_fingerprint(fingerprint)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| FetchError::BadInput(format!("TLS setup: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { expected, provider }))
-        .with_no_client_auth();
+    let (cfg, _seen) = keel_pin::pinned_config(Some(expected))
+        .map_err(|e| FetchError::BadInput(format!("TLS setup: {e}")))?;
     let name = ServerName::try_from(u.host.clone())
         .map_err(|_| FetchError::BadInput(format!("`{}` is not a host name", u.host)))?;
     let conn = rustls::ClientConnection::new(Arc::new(cfg), name)
@@ -216,7 +139,8 @@ pub fn request(
             .and_then(|i| i.downcast_ref::<rustls::Error>())
             .and_then(|r| match r {
                 rustls::Error::InvalidCertificate(CertificateError::Other(o)) => {
-                    o.0.downcast_ref::<Mismatch>().map(|m| m.0.clone())
+                    o.0.downcast_ref::<keel_pin::FingerprintMismatch>()
+                        .map(|m| m.presented.clone())
                 }
                 _ => None,
             })
