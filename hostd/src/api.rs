@@ -173,6 +173,11 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Authenticate; enforce CSRF for ticket sessions on mutating requests.
 async fn require_auth(State(node): State<Arc<Node>>, mut req: Request, next: Next) -> Response {
     let headers = req.headers().clone();
+    let peer_cert = req
+        .extensions()
+        .get::<crate::tls::PeerCert>()
+        .cloned()
+        .unwrap_or_default();
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let n = node.clone();
     let method = req.method().to_string();
@@ -184,7 +189,7 @@ async fn require_auth(State(node): State<Arc<Node>>, mut req: Request, next: Nex
     let r = blocking(move || {
         // a request another member forwarded for its authenticated user
         if headers.contains_key(crate::cluster::FORWARDED_USER) {
-            return crate::cluster::check_forwarded(&n, &headers, &method, &pq);
+            return crate::cluster::check_forwarded(&n, &headers, &peer_cert, &method, &pq);
         }
         if let Some(v) = headers
             .get(header::AUTHORIZATION)

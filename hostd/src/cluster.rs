@@ -70,6 +70,8 @@ pub struct ClusterState {
     pub svc: Arc<dyn ServiceManager>,
     /// The live TLS config of the API listener (set by main once serving).
     pub tls: OnceLock<axum_server::tls_rustls::RustlsConfig>,
+    /// Client certificates the API accepts: signed by the cluster CA (follows init/join).
+    pub client_verifier: Arc<crate::tls::ClusterClientVerifier>,
     db: Db,
     clusterd_bin: Option<PathBuf>,
     token_ttl_s: u64,
@@ -135,10 +137,18 @@ impl ClusterState {
             .listen
             .parse()
             .map_err(|_| Error::Internal("listen address".into()))?;
+        let client_verifier = crate::tls::ClusterClientVerifier::new();
+        let ca = cfg.state_dir.join("cluster/ca.crt");
+        if paths.record().exists() {
+            if let Ok(pem) = std::fs::read_to_string(&ca) {
+                client_verifier.set_ca(Some(&pem))?;
+            }
+        }
         Ok(ClusterState {
             paths,
             svc,
             tls: OnceLock::new(),
+            client_verifier,
             db,
             clusterd_bin,
             token_ttl_s: c.join_token_ttl_s,
@@ -163,17 +173,22 @@ impl ClusterState {
     /// Serve `cert`/`key` from now on (new connections) and record the fingerprint.
     fn swap_cert(&self, cert: &form::NodeCert) -> Result<()> {
         std::fs::write(&self.fingerprint_file, format!("{}\n", cert.fingerprint))?;
+        // members' client certificates are checked against the new CA from now on
+        self.client_verifier.set_ca(Some(&self.ca_pem()?))?;
         if let Some(tls) = self.tls.get() {
-            let tls = tls.clone();
-            let (c, k) = (
-                cert.cert_pem.clone().into_bytes(),
-                cert.key_pem.clone().into_bytes(),
-            );
-            tokio::runtime::Handle::current()
-                .block_on(tls.reload_from_pem(c, k))
-                .map_err(|e| Error::Internal(format!("reloading the API certificate: {e}")))?;
+            tls.reload_from_config(crate::tls::server_config(
+                cert.cert_pem.as_bytes(),
+                cert.key_pem.as_bytes(),
+                self.client_verifier.clone(),
+            )?);
         }
         Ok(())
+    }
+
+    /// A client for other members: trusts only the cluster CA and presents this node's
+    /// CA-signed certificate as its client certificate.
+    pub fn member_client(&self) -> Result<reqwest::Client> {
+        cluster_net::ca_client_as(&self.ca_pem()?, self.node_identity())
     }
 
     /// SHA-256 of the certificate the API serves now: the CA-signed node certificate of a
@@ -573,7 +588,7 @@ fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()> {
 fn push_to_members(node: &Node, rec: &ClusterRecord, u: &PeerUpdate) -> Result<Vec<String>> {
     let cs = &node.cluster;
     let key = cs.authkey()?;
-    let client = cluster_net::ca_client(&cs.ca_pem()?)?;
+    let client = cs.member_client()?;
     let mut done = vec![];
     let rt = tokio::runtime::Handle::current();
     for m in rec.members.iter().filter(|m| m.name != node.cfg.node) {
@@ -1288,7 +1303,7 @@ fn remove_task(
     // 1. the removed node stops its stack and forgets the cluster (if reachable)
     if let Some(m) = &removed {
         let key = cs.authkey()?;
-        let client = cluster_net::ca_client(&cs.ca_pem()?)?;
+        let client = cs.member_client()?;
         let r = tokio::runtime::Handle::current().block_on(cluster_net::peer_post(
             &client,
             &key,
@@ -1808,10 +1823,12 @@ pub const FORWARDED_USER: &str = "X-Keel-Forwarded-User";
 
 /// Authenticate a request another member forwarded: its peer signature (method, path and
 /// query; the body is protected by TLS to this node's CA-signed certificate), a member as
-/// sender, and a user that exists here.
+/// sender whose CA-signed client certificate the connection presented (mutual TLS), and a
+/// user that exists here.
 pub fn check_forwarded(
     node: &Node,
     headers: &HeaderMap,
+    peer_cert: &crate::tls::PeerCert,
     method: &str,
     pq: &str,
 ) -> Result<Principal> {
@@ -1830,6 +1847,8 @@ pub fn check_forwarded(
     if !rec.members.iter().any(|m| m.name == from) {
         return Err(Error::Unauthorized(format!("{from} is not a member")));
     }
+    // mutual TLS: the connection's CA-verified client certificate names the signing member
+    peer_cert.check_node(&from)?;
     let user = headers
         .get(FORWARDED_USER)
         .and_then(|v| v.to_str().ok())
@@ -1896,7 +1915,7 @@ async fn forward_to(
         .ok_or_else(|| Error::Unauthorized("not authenticated".into()))?;
     let cs = &node.cluster;
     let key = cs.authkey()?;
-    let client = cluster_net::ca_client(&cs.ca_pem()?)?;
+    let client = cs.member_client()?;
     let (parts, body) = req.into_parts();
     let pq = parts
         .uri
@@ -1943,10 +1962,10 @@ pub async fn member_node_infos(node: &Node, user: &str) -> Vec<keel_api::node::N
     let Ok(Some(rec)) = node.cluster.record() else {
         return vec![];
     };
-    let (Ok(key), Ok(ca)) = (node.cluster.authkey(), node.cluster.ca_pem()) else {
+    let Ok(key) = node.cluster.authkey() else {
         return vec![];
     };
-    let Ok(client) = cluster_net::ca_client(&ca) else {
+    let Ok(client) = node.cluster.member_client() else {
         return vec![];
     };
     let mut out = vec![];

@@ -108,6 +108,12 @@ pub fn pinned_client(fingerprint: &str) -> Result<(reqwest::Client, Seen)> {
 
 /// A client that trusts only the cluster CA.
 pub fn ca_client(ca_pem: &str) -> Result<reqwest::Client> {
+    ca_client_as(ca_pem, None)
+}
+
+/// A client that trusts only the cluster CA and, given `identity` (certificate and key PEM),
+/// presents it as its TLS client certificate.
+pub fn ca_client_as(ca_pem: &str, identity: Option<(Vec<u8>, Vec<u8>)>) -> Result<reqwest::Client> {
     let der = clusterd::ca::first_cert_der(ca_pem).map_err(|e| Error::Internal(e.to_string()))?;
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -117,8 +123,20 @@ pub fn ca_client(ca_pem: &str) -> Result<reqwest::Client> {
     let cfg = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let cfg = match identity {
+        None => cfg.with_no_client_auth(),
+        Some((cert, key)) => {
+            use rustls::pki_types::pem::PemObject;
+            let certs = CertificateDer::pem_slice_iter(&cert)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Internal(format!("node certificate: {e}")))?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key)
+                .map_err(|e| Error::Internal(format!("node key: {e}")))?;
+            cfg.with_client_auth_cert(certs, key)
+                .map_err(|e| Error::Internal(format!("node certificate: {e}")))?
+        }
+    };
     builder()
         .use_preconfigured_tls(cfg)
         .build()

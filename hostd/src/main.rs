@@ -143,9 +143,15 @@ fn main() -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let tls_cfg = axum_server::tls_rustls::RustlsConfig::from_pem(id.cert_pem, id.key_pem)
-            .await
-            .context("loading TLS certificate")?;
+        // optional client certificates (members), verified against the cluster CA
+        let tls_cfg = axum_server::tls_rustls::RustlsConfig::from_config(
+            tls::server_config(
+                &id.cert_pem,
+                &id.key_pem,
+                node.cluster.client_verifier.clone(),
+            )
+            .context("loading TLS certificate")?,
+        );
         let handle = axum_server::Handle::new();
         let h2 = handle.clone();
         tokio::spawn(async move {
@@ -166,7 +172,8 @@ fn main() -> Result<()> {
         let n = node.clone();
         tokio::task::spawn_blocking(move || hostd::cluster::boot(&n));
         let app = api::router(node);
-        axum_server::bind_rustls(addr, tls_cfg)
+        axum_server::bind(addr)
+            .acceptor(tls::PeerCertAcceptor::new(tls_cfg))
             .handle(handle)
             .serve(app.into_make_service())
             .await
