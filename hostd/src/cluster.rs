@@ -1902,17 +1902,14 @@ async fn forward_to(
             "a forwarded request is not forwarded again".into(),
         ));
     }
-    if req.uri().path().ends_with("/vncwebsocket") {
-        return Err(Error::BadRequest(format!(
-            "consoles are not forwarded: open the console through {}'s own API ({})",
-            m.name, m.api
-        )));
-    }
     let user = req
         .extensions()
         .get::<Principal>()
         .map(|p| p.user.clone())
         .ok_or_else(|| Error::Unauthorized("not authenticated".into()))?;
+    if req.uri().path().ends_with("/vncwebsocket") {
+        return forward_console(node, m, &user, req).await;
+    }
     let cs = &node.cluster;
     let key = cs.authkey()?;
     let client = cs.member_client()?;
@@ -1954,6 +1951,40 @@ async fn forward_to(
     }
     out.body(axum::body::Body::from_stream(r.bytes_stream()))
         .map_err(|e| Error::Internal(format!("forwarded response: {e}")))
+}
+
+/// A console WebSocket for a VM on member `m`: relayed, not redirected — the browser keeps
+/// talking to the node it logged in on (its session, the certificate it accepted); the owner
+/// may not even be reachable from the browser's network. The ticket was issued by the owner
+/// (`vncproxy` is forwarded) and is redeemed there, for the same user.
+async fn forward_console(
+    node: &Node,
+    m: &MemberRecord,
+    user: &str,
+    req: axum::extract::Request,
+) -> Result<Response> {
+    use axum::extract::{FromRequestParts, WebSocketUpgrade};
+    let (mut parts, _) = req.into_parts();
+    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
+        .await
+        .map_err(|e| Error::BadRequest(format!("console: {}", e.body_text())))?;
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|x| x.as_str().to_string())
+        .unwrap_or_default();
+    let vmid: u32 = parts
+        .uri
+        .path()
+        .rsplit('/')
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let cs = &node.cluster;
+    let sig = cluster_net::peer_header(&cs.authkey()?, &node.cfg.node, now(), "GET", &pq, b"-")?;
+    let tls = cluster_net::member_tls_config(&cs.ca_pem()?, cs.node_identity())?;
+    let headers = [(PEER_HEADER, sig), (FORWARDED_USER, user.to_string())];
+    crate::console::forward_ws(ws, tls, &m.name, &m.api, &pq, &headers, vmid).await
 }
 
 /// `GET /api/v1/nodes/{m}` of every other member, for `user` (members that do not answer within

@@ -114,6 +114,19 @@ pub fn ca_client(ca_pem: &str) -> Result<reqwest::Client> {
 /// A client that trusts only the cluster CA and, given `identity` (certificate and key PEM),
 /// presents it as its TLS client certificate.
 pub fn ca_client_as(ca_pem: &str, identity: Option<(Vec<u8>, Vec<u8>)>) -> Result<reqwest::Client> {
+    let cfg = member_tls_config(ca_pem, identity)?;
+    builder()
+        .use_preconfigured_tls(cfg)
+        .build()
+        .map_err(|e| Error::Internal(format!("HTTP client: {e}")))
+}
+
+/// TLS to another member: only the cluster CA is trusted; `identity` (certificate and key PEM)
+/// is presented as the client certificate. No ALPN (HTTP/1.1, so WebSocket upgrades work).
+pub fn member_tls_config(
+    ca_pem: &str,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<ClientConfig> {
     let der = clusterd::ca::first_cert_der(ca_pem).map_err(|e| Error::Internal(e.to_string()))?;
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -137,10 +150,7 @@ pub fn ca_client_as(ca_pem: &str, identity: Option<(Vec<u8>, Vec<u8>)>) -> Resul
                 .map_err(|e| Error::Internal(format!("node certificate: {e}")))?
         }
     };
-    builder()
-        .use_preconfigured_tls(cfg)
-        .build()
-        .map_err(|e| Error::Internal(format!("HTTP client: {e}")))
+    Ok(cfg)
 }
 
 fn mac_input(node: &str, ts: i64, method: &str, path: &str, body: &[u8]) -> Vec<u8> {

@@ -4,6 +4,12 @@
 //! for a ticket for one VM (`POST …/vms/{vmid}/vncproxy`); the browser then opens
 //! `…/vms/{vmid}/vncwebsocket?vncticket=…` with its session. The ticket is single-use, expires
 //! after 60 s and is bound to the VM and the user, so it cannot open another VM's console.
+//!
+//! A console of a VM on another member is asked for through any node: `vncproxy` is forwarded
+//! like every node-scoped request (the owner issues the ticket), and the WebSocket is relayed:
+//! the node the browser talks to opens the same WebSocket on the owner over mutual TLS (its
+//! CA-signed client certificate, the peer signature, the user) and pipes the frames
+//! ([`connect_member`], [`relay`]). The browser never needs to reach or trust the owner.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,6 +22,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::db::now;
+use crate::error::{Error, Result};
 
 pub const TICKET_LIFETIME_S: i64 = 60;
 
@@ -86,6 +93,131 @@ pub async fn proxy(socket: WebSocket, mut tcp: TcpStream, vmid: u32) {
         _ = from_vnc => {},
     }
     debug!(vmid, "console closed");
+}
+
+/// The console WebSocket of a member, over mutual TLS.
+pub type MemberWs = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// Open the WebSocket `pq` (path and query) on member `name` at `api` (`HOST:PORT`) with
+/// `tls` (cluster CA, this node's client certificate) and the extra `headers` (peer signature,
+/// user). An answer other than 101 becomes the error the member gave.
+pub async fn connect_member(
+    tls: rustls::ClientConfig,
+    name: &str,
+    api: &str,
+    pq: &str,
+    headers: &[(&str, String)],
+) -> Result<MemberWs> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    let host = api
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(api)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let sn = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|_| Error::Internal(format!("member {name}: bad API address {api:?}")))?;
+    let unreachable =
+        |e: &dyn std::fmt::Display| Error::Internal(format!("console of {name} at {api}: {e}"));
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), TcpStream::connect(api))
+        .await
+        .map_err(|_| unreachable(&"connection timed out after 10 s"))?
+        .map_err(|e| unreachable(&e))?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(sn, tcp)
+        .await
+        .map_err(|e| unreachable(&crate::cluster_net::error_chain(&e)))?;
+    let mut req = format!("wss://{api}{pq}")
+        .into_client_request()
+        .map_err(|e| unreachable(&e))?;
+    for (k, v) in headers {
+        let k = HeaderName::from_bytes(k.as_bytes()).map_err(|e| unreachable(&e))?;
+        let v = HeaderValue::from_str(v).map_err(|e| unreachable(&e))?;
+        req.headers_mut().insert(k, v);
+    }
+    req.headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static("binary"));
+    match tokio_tungstenite::client_async(req, tls).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            let body = r
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            let msg = serde_json::from_str::<keel_api::ErrorBody>(&body)
+                .map(|b| b.error.message)
+                .unwrap_or(body);
+            let msg = format!("{name} answered {}: {msg}", r.status());
+            Err(match r.status().as_u16() {
+                401 => Error::Unauthorized(msg),
+                403 => Error::Forbidden(msg),
+                404 => Error::NotFound(msg),
+                409 => Error::Conflict(msg),
+                _ => Error::Internal(msg),
+            })
+        }
+        Err(e) => Err(unreachable(&e)),
+    }
+}
+
+/// Answer the browser's upgrade with a relay to the same console on member `name` (see
+/// [`connect_member`]); a refusal by the member is answered before the upgrade.
+pub async fn forward_ws(
+    ws: axum::extract::WebSocketUpgrade,
+    tls: rustls::ClientConfig,
+    name: &str,
+    api: &str,
+    pq: &str,
+    headers: &[(&str, String)],
+    vmid: u32,
+) -> Result<axum::response::Response> {
+    let up = connect_member(tls, name, api, pq, headers).await?;
+    Ok(ws
+        .protocols(["binary"])
+        .on_upgrade(move |s| relay(s, up, vmid)))
+}
+
+/// Pipe the browser's WebSocket to a member's console WebSocket until either side closes.
+pub async fn relay(socket: WebSocket, up: MemberWs, vmid: u32) {
+    use tokio_tungstenite::tungstenite::Message as T;
+    info!(vmid, "console relayed to its node");
+    let (mut up_tx, mut up_rx) = up.split();
+    let (mut tx, mut rx) = socket.split();
+    let to_member = async {
+        while let Some(Ok(msg)) = rx.next().await {
+            let m = match msg {
+                Message::Binary(b) => T::Binary(b),
+                Message::Text(t) => T::Text(t.as_str().into()),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if up_tx.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = up_tx.close().await;
+    };
+    let from_member = async {
+        while let Some(Ok(msg)) = up_rx.next().await {
+            let m = match msg {
+                T::Binary(b) => Message::Binary(b),
+                T::Text(t) => Message::Text(t.as_str().into()),
+                T::Close(_) => break,
+                _ => continue,
+            };
+            if tx.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = tx.send(Message::Close(None)).await;
+    };
+    tokio::select! {
+        _ = to_member => {},
+        _ = from_member => {},
+    }
+    debug!(vmid, "relayed console closed");
 }
 
 #[cfg(test)]
