@@ -141,18 +141,151 @@ pub fn run(log: &mut Log) -> bool {
     ok
 }
 
+/// Where hostd writes the root-only token `keel join` uses to reach the local API.
+pub const LOCAL_TOKEN: &str = "/var/lib/keel/local-root.token";
+/// The cluster record a node has once it is a member.
+pub const CLUSTER_RECORD: &str = "/var/lib/keel/cluster/cluster.json";
+/// The local API `keel join` talks to (its default `--local-url`).
+pub const LOCAL_API: &str = "127.0.0.1:8006";
+/// Attempts of `keel join` and the pause before each retry.
+const JOIN_BACKOFF_S: [u64; 5] = [10, 20, 40, 60, 60];
+/// Bound of one `keel join` run (it follows the join task: corosync and Pacemaker start).
+const JOIN_TIMEOUT_S: u64 = 900;
+
+/// `HOST:PORT` of a member address as `keel join` reads it (`HOST`, `HOST:PORT`, an IPv6
+/// address bare or in brackets; the API port is 8006 by default).
+pub fn member_endpoint(address: &str) -> String {
+    if let Some(rest) = address.strip_prefix('[') {
+        return match rest.split_once("]:") {
+            Some(_) => address.to_string(),
+            None => format!("[{}]:8006", rest.trim_end_matches(']')),
+        };
+    }
+    if let Ok(std::net::IpAddr::V6(a)) = address.parse::<std::net::IpAddr>() {
+        return format!("[{a}]:8006");
+    }
+    if address.contains(':') {
+        address.to_string()
+    } else {
+        format!("{address}:8006")
+    }
+}
+
+/// What one `keel join` run means for the next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined,
+    /// Retrying cannot help (the member refused, the pin does not match, this node cannot
+    /// join, or it already holds a cluster record).
+    Final(String),
+    /// The member or the local API could not be reached, or the join broke off: try again.
+    Retry(String),
+}
+
+/// Classify one `keel join` run from its exit status, output, and whether this node has a
+/// cluster record afterwards.
+pub fn classify(success: bool, output: &str, clustered: bool) -> JoinOutcome {
+    if success {
+        return JoinOutcome::Joined;
+    }
+    let last = output
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .trim()
+        .to_string();
+    if clustered {
+        return JoinOutcome::Final(format!(
+            "keel join failed ({last}) but this node now has a cluster record ({CLUSTER_RECORD}): check `keel cluster status` on a member; a retry would be refused"
+        ));
+    }
+    const FINAL: [&str; 7] = [
+        "refused the join",
+        "wrong fingerprint",
+        "already a member",
+        "already running",
+        "exists: this node has a corosync configuration",
+        "holds",
+        "is not a SHA-256 fingerprint",
+    ];
+    if FINAL.iter().any(|m| output.contains(m)) {
+        JoinOutcome::Final(last)
+    } else {
+        JoinOutcome::Retry(last)
+    }
+}
+
+/// Poll `f` once a second until it holds or `timeout` passes; logs progress every 30 s.
+fn wait_until(log: &mut Log, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    let mut said = 0;
+    loop {
+        if f() {
+            log.line(format!(
+                "first boot: {what}: ok after {:.0}s",
+                t0.elapsed().as_secs_f64()
+            ));
+            return true;
+        }
+        let el = t0.elapsed();
+        if el >= timeout {
+            log.line(format!(
+                "first boot: {what}: not within {}s",
+                timeout.as_secs()
+            ));
+            return false;
+        }
+        if el.as_secs() / 30 > said {
+            said = el.as_secs() / 30;
+            log.line(format!(
+                "first boot: still waiting for {what} ({}s)",
+                el.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Can a TCP connection to `endpoint` (HOST:PORT) be opened within 3 s?
+fn tcp_reachable(endpoint: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(addrs) = endpoint.to_socket_addrs() else {
+        return false;
+    };
+    addrs
+        .into_iter()
+        .any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(3)).is_ok())
+}
+
 fn join(log: &mut Log, j: &crate::install::JoinSpec) -> bool {
+    let ok = join_inner(log, j);
+    // One greppable line on the console and in install.log either way.
+    if ok {
+        log.line(format!("KEEL-FIRSTBOOT-JOINED member={}", j.address));
+    } else {
+        log.line(format!(
+            "KEEL-FIRSTBOOT-JOIN-FAILED member={} (see the lines above; join by hand: keel join {} --fingerprint {} --token NEW_TOKEN)",
+            j.address, j.address, j.fingerprint
+        ));
+    }
+    ok
+}
+
+fn join_inner(log: &mut Log, j: &crate::install::JoinSpec) -> bool {
     // Does this keel know `join`? Its absence is reported, never papered over.
     let help = Command::new("keel").args(["join", "--help"]).output();
     match help {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
             log.line(format!(
-                "first boot: cannot join the cluster at {}: this `keel` has no `join` command ({}); join by hand once it exists: keel join {} --fingerprint {} --token …",
+                "first boot: cannot join the cluster at {}: this `keel` has no `join` command ({})",
                 j.address,
-                String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("").trim(),
-                j.address,
-                j.fingerprint
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim(),
             ));
             return false;
         }
@@ -161,28 +294,89 @@ fn join(log: &mut Log, j: &crate::install::JoinSpec) -> bool {
             return false;
         }
     }
-    for attempt in 1..=5 {
+    if Path::new(CLUSTER_RECORD).exists() {
         log.line(format!(
-            "first boot: keel join {} (attempt {attempt}/5)",
-            j.address
+            "first boot: this node already has a cluster record ({CLUSTER_RECORD}); not joining again"
         ));
-        match Command::new("keel").args(join_args(j)).output() {
+        return false;
+    }
+    // The local hostd: its root-only token and its API port (it writes the token after the
+    // certificate, and listens after that).
+    wait_until(
+        log,
+        &format!("the local API on {LOCAL_API} (keel-hostd)"),
+        Duration::from_secs(180),
+        || Path::new(LOCAL_TOKEN).exists() && tcp_reachable(LOCAL_API),
+    );
+    // The network: the member's API port must answer before a join is worth trying.
+    let ep = member_endpoint(&j.address);
+    wait_until(
+        log,
+        &format!("the member's API at {ep}"),
+        Duration::from_secs(300),
+        || tcp_reachable(&ep),
+    );
+    let attempts = JOIN_BACKOFF_S.len() + 1;
+    for attempt in 1..=attempts {
+        log.line(format!(
+            "first boot: keel join {} --fingerprint {} --token … (attempt {attempt}/{attempts})",
+            j.address, j.fingerprint
+        ));
+        let t0 = Instant::now();
+        let out = Command::new("timeout")
+            .arg(JOIN_TIMEOUT_S.to_string())
+            .arg("keel")
+            .args(join_args(j))
+            .output();
+        let outcome = match out {
             Ok(o) => {
-                for l in String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .chain(String::from_utf8_lossy(&o.stderr).lines())
-                {
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                for l in text.lines() {
                     log.line(format!("  {l}"));
                 }
-                if o.status.success() {
-                    log.line("first boot: joined the cluster");
-                    return true;
-                }
-                log.line(format!("first boot: keel join exited {}", o.status));
+                log.line(format!(
+                    "first boot: keel join exited {} after {:.0}s",
+                    o.status,
+                    t0.elapsed().as_secs_f64()
+                ));
+                classify(
+                    o.status.success(),
+                    &text,
+                    Path::new(CLUSTER_RECORD).exists(),
+                )
             }
-            Err(e) => log.line(format!("first boot: cannot run keel join: {e}")),
+            Err(e) => JoinOutcome::Final(format!("cannot run keel join: {e}")),
+        };
+        match outcome {
+            JoinOutcome::Joined => {
+                log.line(format!(
+                    "first boot: joined the cluster through {} in {:.0}s",
+                    j.address,
+                    t0.elapsed().as_secs_f64()
+                ));
+                return true;
+            }
+            JoinOutcome::Final(m) => {
+                log.line(format!("first boot: join failed, not retrying: {m}"));
+                return false;
+            }
+            JoinOutcome::Retry(m) => {
+                let Some(pause) = JOIN_BACKOFF_S.get(attempt - 1) else {
+                    log.line(format!(
+                        "first boot: join failed after {attempts} attempts: {m}"
+                    ));
+                    return false;
+                };
+                log.line(format!(
+                    "first boot: join attempt {attempt} failed ({m}); retrying in {pause}s"
+                ));
+                std::thread::sleep(Duration::from_secs(*pause));
+            }
         }
-        std::thread::sleep(Duration::from_secs(10));
     }
     false
 }
@@ -222,5 +416,48 @@ mod tests {
             serde_json::from_str(&webhook_body(&s, "abc", Some("FP"))).expect("json");
         assert_eq!(b["hostname"], "node01");
         assert_eq!(b["hostd_fingerprint"], "FP");
+    }
+
+    #[test]
+    fn member_endpoints() {
+        assert_eq!(member_endpoint("10.0.0.1"), "10.0.0.1:8006");
+        assert_eq!(member_endpoint("10.0.0.1:9000"), "10.0.0.1:9000");
+        assert_eq!(member_endpoint("node1.lab"), "node1.lab:8006");
+        assert_eq!(member_endpoint("node1.lab:8007"), "node1.lab:8007");
+        assert_eq!(member_endpoint("fd00::1"), "[fd00::1]:8006");
+        assert_eq!(member_endpoint("[fd00::1]"), "[fd00::1]:8006");
+        assert_eq!(member_endpoint("[fd00::1]:8443"), "[fd00::1]:8443");
+    }
+
+    #[test]
+    fn join_outcomes() {
+        assert_eq!(classify(true, "joined", true), JoinOutcome::Joined);
+        // Transient: the member is not up yet.
+        assert!(matches!(
+            classify(false, "Error: cannot reach 10.0.0.1:8006: connection refused\n", false),
+            JoinOutcome::Retry(m) if m.contains("cannot reach")
+        ));
+        // A refusal is final: the token is spent or wrong, retrying cannot help.
+        assert!(matches!(
+            classify(
+                false,
+                "Error: the member refused the join: this join token was already used\n",
+                false
+            ),
+            JoinOutcome::Final(_)
+        ));
+        assert!(matches!(
+            classify(
+                false,
+                "Error: wrong fingerprint: 10.0.0.1:8006 presented certificate AA, expected BB\n",
+                false
+            ),
+            JoinOutcome::Final(_)
+        ));
+        // Broke off after the member accepted: a record exists, a retry would be refused.
+        assert!(matches!(
+            classify(false, "Error: connection reset\n", true),
+            JoinOutcome::Final(m) if m.contains("cluster record")
+        ));
     }
 }

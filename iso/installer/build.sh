@@ -80,10 +80,16 @@ chmod 0755 "$R/usr/local/sbin/"* 2>/dev/null || true
 rm -f "$R/var/lib/dbus/machine-id" "$R"/etc/ssh/ssh_host_*   # host keys are made per node
 echo keel-installer > "$R/etc/hostname"
 chroot "$R" passwd -l root >/dev/null
+# The packages' sample corosync.conf and Pacemaker authkey: Keel writes its own at `keel cluster
+# init` / `keel join`, and refuses to take over a corosync.conf it did not write.
+rm -f "$R/etc/corosync/corosync.conf" "$R/etc/pacemaker/authkey"
+# corosync, Pacemaker and keel-clusterd are enabled but conditioned on /etc/corosync/corosync.conf
+# (drop-ins in files/): a fresh node starts none of them, a clustered one restarts its stack at
+# boot. hostd (service_manager = "systemd", /etc/keel/hostd.toml) starts them when it forms or
+# joins a cluster.
 chroot "$R" systemctl enable keel-install.service keel-hostd.service keel-firstboot.service \
-  systemd-networkd.service >&2
-# Cluster daemons are started by clusterd when the node joins; nothing slow on a fresh node.
-for u in corosync pacemaker dlm lvmlockd lvmlocks open-iscsi iscsid.socket iscsid rtslib-fb-targetctl \
+  systemd-networkd.service corosync.service pacemaker.service keel-clusterd.service >&2
+for u in dlm lvmlockd lvmlocks open-iscsi iscsid.socket iscsid rtslib-fb-targetctl \
          apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap \
          fstrim.timer blk-availability logd drbd networking.service ifupdown-pre.service; do
   chroot "$R" systemctl disable "$u" >/dev/null 2>&1 || true

@@ -1,16 +1,27 @@
-//! VM-lab proof of the installer (issue #5), under QEMU TCG:
+//! VM-lab proof of the installer (issue #5) and of the answer file's `cluster.join` on first boot
+//! (issue #6), under QEMU TCG:
 //!
 //! 1. `two_nodes_install_from_one_iso`: one ISO (answer embedded), two blank machines with two
-//!    NICs each on the lab link. node A uses the embedded answer, node B the same ISO plus a
-//!    `KEEL-ANSWER` disk (answer-partition source). Both answers: hostname `node{NN}`, an
-//!    active-backup bond of both NICs, `vmbr0` (management, static address) on the bond, VLAN 100
-//!    on the bond with bridge `vmbr100` (static address) on top, the lab's chronyd as NTP
-//!    server, an SSH key. The installs finish by themselves, the machines reboot from disk, and
-//!    over SSH with that key: hostname, bond mode + slaves, VLAN + bridge + addresses, chrony
-//!    synchronised to the lab server, authorized_keys, /etc/hosts, hostd on 8006 with the
-//!    fingerprint first boot printed; node A and node B differ in hostname, machine-id and SSH
-//!    host key; VLAN 100 carries traffic node to node; pulling one bonded cable keeps node A
-//!    reachable.
+//!    NICs each on the lab link. Both answers: hostname `node{NN}`, an active-backup bond of both
+//!    NICs, `vmbr0` (management, static address) on the bond, VLAN 100 on the bond with bridge
+//!    `vmbr100` (static address) on top, the lab's chronyd as NTP server, an SSH key.
+//!    node A installs from the embedded answer and boots; over SSH the test runs `keel cluster
+//!    init` on it (the CLI against A's local API; corosync and Pacemaker as systemd units) and
+//!    creates a join token. node B then installs from the same ISO plus a `KEEL-ANSWER` disk
+//!    (answer-partition source) whose answer says `[cluster] mode = "join"` with A's address,
+//!    A's new CA-signed API fingerprint and the token — so B's first boot runs `keel join` by
+//!    itself. While B installs, A is checked. Over SSH with the key, on both: hostname, bond
+//!    mode + slaves, VLAN + bridge + addresses, chrony synchronised to the lab server,
+//!    authorized_keys, /etc/hosts, hostd on 8006 with the certificate it says it has; A and B
+//!    differ in hostname, machine-id and SSH host key; VLAN 100 carries traffic node to node.
+//!    The cluster, from A: `keel cluster status --json` shows 2 members online, quorate,
+//!    two_node, stonith enabled; Pacemaker (`crm_mon`) sees both online; B's install.log and
+//!    journal show the join. Pulling one bonded cable on A keeps it reachable and the cluster
+//!    whole.
+//!    Fencing stays enabled (Pacemaker `stonith-enabled=true`), but this lab has no fence
+//!    channel (no QMP fence agent), so no fence device is registered: the scenario proves
+//!    formation only and runs no DLM/GFS2/DRBD (fencing is proven in the netns and VM-lab
+//!    cluster tests).
 //! 2. `uefi_boot_and_bad_answer`: the same ISO under OVMF reaches the installer; a wrong answer
 //!    (golden bad case) fails with the golden message and the disk stays unwritten.
 
@@ -166,7 +177,36 @@ fn printed_fingerprint(console: &str) -> Option<String> {
         .next_back()
 }
 
-fn check_node(link: &Link, m: &mut Machine, ssh: &Ssh, name: &str, octet: u8, pubkey: &str) {
+/// SHA-256 fingerprint of the certificate `addr` presents (from inside the lab namespace);
+/// waits up to 120 s for hostd to listen (it writes its fingerprint before it serves).
+fn presented_fingerprint(link: &Link, addr: &str) -> String {
+    let mut fp = String::new();
+    wait_for(
+        &format!("a TLS certificate from {addr}"),
+        Duration::from_secs(120),
+        || {
+            let cert = link.exec(&[
+                "sh",
+                "-c",
+                &format!(
+                    "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+                ),
+            ])?;
+            fp = cert
+                .trim()
+                .rsplit('=')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            Ok(!fp.is_empty())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    fp
+}
+
+/// Wait for SSH on a freshly booted node.
+fn wait_ssh(m: &Machine, ssh: &Ssh, name: &str) {
     let t = Instant::now();
     wait_for(
         &format!("{name} answering SSH"),
@@ -178,6 +218,35 @@ fn check_node(link: &Link, m: &mut Machine, ssh: &Ssh, name: &str, octet: u8, pu
         "{name}: SSH after reboot in {:.0}s",
         t.elapsed().as_secs_f64()
     );
+}
+
+/// Wait until first boot printed hostd's fingerprint on the console; returns it.
+fn wait_printed_fingerprint(m: &Machine, name: &str) -> String {
+    wait_for(
+        &format!("{name}: first boot printed the fingerprint"),
+        Duration::from_secs(240),
+        || Ok(printed_fingerprint(&m.console()).is_some()),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&m.console())));
+    printed_fingerprint(&m.console()).unwrap_or_default()
+}
+
+/// `keel` on a node, against its local API as root (the local root token hostd writes).
+const KEEL: &str = "KEEL_URL=https://127.0.0.1:8006 KEEL_FINGERPRINT=$(cat /var/lib/keel/hostd.fingerprint) KEEL_TOKEN=$(cat /var/lib/keel/local-root.token) keel";
+
+/// `api_fp`: the fingerprint hostd's API must present now (the self-signed one first boot
+/// printed, or the CA-signed one after init/join).
+#[allow(clippy::too_many_arguments)]
+fn check_node(
+    link: &Link,
+    m: &mut Machine,
+    ssh: &Ssh,
+    name: &str,
+    octet: u8,
+    pubkey: &str,
+    api_fp: &str,
+) {
+    wait_ssh(m, ssh, name);
     assert_eq!(ssh.run("hostname").expect("hostname").trim(), name);
     assert_eq!(
         ssh.run("cat /etc/hostname").expect("etc hostname").trim(),
@@ -199,8 +268,11 @@ fn check_node(link: &Link, m: &mut Machine, ssh: &Ssh, name: &str, octet: u8, pu
     assert!(a0.contains(&format!("10.77.0.{octet}/24")), "{a0}");
     let a1 = ssh.run("ip -4 -o addr show dev vmbr100").expect("vmbr100");
     assert!(a1.contains(&format!("10.78.0.{octet}/24")), "{a1}");
+    // The answer's key; a cluster member also holds the other members' root keys (`keel:NODE`,
+    // the migration transport), checked with the cluster below.
     let keys = ssh.run("cat /root/.ssh/authorized_keys").expect("keys");
-    assert_eq!(keys.trim(), pubkey);
+    let own: Vec<&str> = keys.lines().filter(|l| !l.contains(" keel:")).collect();
+    assert_eq!(own, [pubkey], "{keys}");
     let hosts = ssh.run("cat /etc/hosts").expect("hosts");
     let other = if octet == 11 { "node12" } else { "node11" };
     assert!(
@@ -225,14 +297,9 @@ fn check_node(link: &Link, m: &mut Machine, ssh: &Ssh, name: &str, octet: u8, pu
         "{name}: chrony synchronised in {:.0}s:\n{last}",
         t.elapsed().as_secs_f64()
     );
-    // hostd answers with the certificate whose fingerprint first boot printed.
-    wait_for(
-        &format!("{name}: first boot printed the fingerprint"),
-        Duration::from_secs(240),
-        || Ok(printed_fingerprint(&m.console()).is_some()),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&m.console())));
-    let printed = printed_fingerprint(&m.console()).unwrap_or_default();
+    // First boot printed hostd's fingerprint (console and install.log); hostd answers with the
+    // certificate it is expected to have now.
+    let printed = wait_printed_fingerprint(m, name);
     let log = ssh
         .run("cat /var/log/keel/install.log")
         .expect("install log");
@@ -242,24 +309,17 @@ fn check_node(link: &Link, m: &mut Machine, ssh: &Ssh, name: &str, octet: u8, pu
     );
     assert!(log.contains("step 8/8: done"), "{log}");
     let addr = format!("10.77.0.{octet}:8006");
-    let cert = link
-        .exec(&[
-            "sh",
-            "-c",
-            &format!(
-                "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
-            ),
-        ])
-        .expect("openssl");
-    let presented = cert
-        .trim()
-        .rsplit('=')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let presented = presented_fingerprint(link, &addr);
     assert_eq!(
-        presented, printed,
-        "hostd's certificate vs the printed fingerprint"
+        presented, api_fp,
+        "hostd's certificate vs the expected fingerprint"
+    );
+    assert_eq!(
+        ssh.run("cat /var/lib/keel/hostd.fingerprint")
+            .expect("hostd.fingerprint")
+            .trim(),
+        api_fp,
+        "hostd.fingerprint vs the certificate hostd presents"
     );
     let health = link
         .exec(&[
@@ -286,6 +346,7 @@ fn tail(s: &str) -> String {
 
 #[test]
 fn two_nodes_install_from_one_iso() {
+    let t_all = Instant::now();
     let (k, pubkey) = key();
     let iso = iso();
     let mut link = Link::up(&lab_id("two")).expect("lab link");
@@ -300,39 +361,6 @@ fn two_nodes_install_from_one_iso() {
         answer_disk,
         mem_mib: 1536,
     };
-    let mut a = Machine::start(&link, &iso.path, &spec("a", "0a", None)).expect("start a");
-    let mut b = Machine::start(
-        &link,
-        &iso.path,
-        &spec("b", "0b", Some(answer(12, "0b", pubkey))),
-    )
-    .expect("start b");
-    let (ta, tb) = std::thread::scope(|s| {
-        let ha = s.spawn(|| {
-            a.wait_console(
-                "KEEL-INSTALL-DONE",
-                Some("KEEL-INSTALL-FAILED"),
-                Duration::from_secs(900),
-            )
-        });
-        let hb = s.spawn(|| {
-            b.wait_console(
-                "KEEL-INSTALL-DONE",
-                Some("KEEL-INSTALL-FAILED"),
-                Duration::from_secs(900),
-            )
-        });
-        (ha.join().expect("a"), hb.join().expect("b"))
-    });
-    let ta = ta.expect("node A install");
-    let tb = tb.expect("node B install");
-    eprintln!("install under TCG (QEMU start to KEEL-INSTALL-DONE, both concurrently): A {ta:.0}s, B {tb:.0}s");
-    assert!(a.console().contains("answer file: embedded in the ISO"));
-    assert!(
-        b.console().contains("answer file: partition"),
-        "{}",
-        tail(&b.console())
-    );
     let sa = Ssh {
         link: &link,
         key: k.clone(),
@@ -343,12 +371,193 @@ fn two_nodes_install_from_one_iso() {
         key: k.clone(),
         addr: "10.77.0.12".into(),
     };
-    check_node(&link, &mut a, &sa, "node11", 11, pubkey);
-    check_node(&link, &mut b, &sb, "node12", 12, pubkey);
+
+    // ---- node A: install, boot, form the cluster.
+    let mut a = Machine::start(&link, &iso.path, &spec("a", "0a", None)).expect("start a");
+    let ta = a
+        .wait_console(
+            "KEEL-INSTALL-DONE",
+            Some("KEEL-INSTALL-FAILED"),
+            Duration::from_secs(900),
+        )
+        .expect("node A install");
+    eprintln!("node A: QEMU start to KEEL-INSTALL-DONE in {ta:.0}s");
+    assert!(a.console().contains("answer file: embedded in the ISO"));
+    wait_ssh(&a, &sa, "node11");
+    let printed_a = wait_printed_fingerprint(&a, "node11");
+    assert_eq!(
+        presented_fingerprint(&link, "10.77.0.11:8006"),
+        printed_a,
+        "node A: hostd's certificate vs the fingerprint first boot printed"
+    );
+    let t = Instant::now();
+    let init = sa
+        .run(&format!(
+            "{KEEL} cluster init --name lab --link0 10.77.0.11 --token-ms 3000 2>&1"
+        ))
+        .unwrap_or_else(|e| panic!("keel cluster init on node A: {e:#}"));
     eprintln!(
-        "QEMU start to both nodes checked: A {:.0}s, B {:.0}s",
-        a.started.elapsed().as_secs_f64(),
-        b.started.elapsed().as_secs_f64()
+        "node A: keel cluster init in {:.0}s:\n{init}",
+        t.elapsed().as_secs_f64()
+    );
+    let fp_a = sa
+        .run("cat /var/lib/keel/hostd.fingerprint")
+        .expect("A's new fingerprint")
+        .trim()
+        .to_string();
+    assert_ne!(fp_a, printed_a, "init must swap A's API certificate");
+    assert_eq!(
+        presented_fingerprint(&link, "10.77.0.11:8006"),
+        fp_a,
+        "node A presents its CA-signed certificate"
+    );
+    let token = sa
+        .run(&format!("{KEEL} cluster join-token --ttl 1h 2>/dev/null"))
+        .expect("join token")
+        .trim()
+        .to_string();
+    assert!(!token.is_empty() && !token.contains(char::is_whitespace));
+
+    // ---- node B: the answer joins A's cluster on first boot.
+    let answer_b = format!(
+        "{}\n[cluster]\nmode = \"join\"\naddress = \"10.77.0.11\"\nfingerprint = \"{fp_a}\"\ntoken = \"{token}\"\n",
+        answer(12, "0b", pubkey)
+    );
+    let mut b =
+        Machine::start(&link, &iso.path, &spec("b", "0b", Some(answer_b))).expect("start b");
+    eprintln!(
+        "node B started {:.0}s into the test (A installed, booted, cluster formed, token made)",
+        t_all.elapsed().as_secs_f64()
+    );
+
+    // While B installs: node A's provisioning.
+    check_node(&link, &mut a, &sa, "node11", 11, pubkey, &fp_a);
+
+    let tb = b
+        .wait_console(
+            "KEEL-INSTALL-DONE",
+            Some("KEEL-INSTALL-FAILED"),
+            Duration::from_secs(900),
+        )
+        .expect("node B install");
+    eprintln!("node B: QEMU start to KEEL-INSTALL-DONE in {tb:.0}s");
+    assert!(
+        b.console().contains("answer file: partition"),
+        "{}",
+        tail(&b.console())
+    );
+    let tj = b
+        .wait_console(
+            "KEEL-FIRSTBOOT-JOINED",
+            Some("KEEL-FIRSTBOOT-JOIN-FAILED"),
+            Duration::from_secs(900),
+        )
+        .unwrap_or_else(|e| panic!("node B's first-boot join: {e:#}"));
+    eprintln!(
+        "node B: QEMU start to KEEL-FIRSTBOOT-JOINED in {tj:.0}s (install done → joined {:.0}s)",
+        tj - tb
+    );
+    let fp_b = sb
+        .run("cat /var/lib/keel/hostd.fingerprint")
+        .expect("B's fingerprint")
+        .trim()
+        .to_string();
+    check_node(&link, &mut b, &sb, "node12", 12, pubkey, &fp_b);
+    let printed_b = printed_fingerprint(&b.console()).unwrap_or_default();
+    assert_ne!(
+        printed_b, fp_b,
+        "the join must swap B's API certificate to a CA-signed one"
+    );
+
+    // ---- the cluster, seen from A.
+    let t = Instant::now();
+    let mut st = serde_json::Value::Null;
+    wait_for(
+        "2 members online and quorate (keel cluster status on A)",
+        Duration::from_secs(180),
+        || {
+            st = serde_json::from_str(&sa.run(&format!("{KEEL} --json cluster status"))?)?;
+            let m = st["members"].as_array().cloned().unwrap_or_default();
+            Ok(st["quorate"] == true && m.len() == 2 && m.iter().all(|m| m["online"] == true))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{st:#}"));
+    eprintln!(
+        "cluster: 2 members online+quorate {:.0}s after B's join marker; status from A:\n{}",
+        t.elapsed().as_secs_f64(),
+        sa.run(&format!("{KEEL} cluster status"))
+            .unwrap_or_default()
+    );
+    assert_eq!(st["clustered"], true, "{st:#}");
+    assert_eq!(st["name"], "lab", "{st:#}");
+    assert_eq!(st["two_node"], true, "{st:#}");
+    assert_eq!(st["stonith_enabled"], true, "fencing must stay on: {st:#}");
+    let mut names: Vec<String> = st["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    assert_eq!(names, ["node11", "node12"], "{st:#}");
+    // Pacemaker's own view.
+    let crm = sa.run("crm_mon -1 --output-as=xml").expect("crm_mon on A");
+    for n in ["node11", "node12"] {
+        assert!(
+            crm.lines().any(|l| l.contains("<node ")
+                && l.contains(&format!("name=\"{n}\""))
+                && l.contains("online=\"true\"")),
+            "Pacemaker does not see {n} online:\n{crm}"
+        );
+    }
+    // The stack runs as systemd units on both (the production service manager).
+    for (s, n) in [(&sa, "node11"), (&sb, "node12")] {
+        let act = s
+            .run("systemctl is-active corosync pacemaker keel-clusterd || true")
+            .expect("systemctl is-active");
+        eprintln!(
+            "{n}: corosync/pacemaker/keel-clusterd: {}",
+            act.split_whitespace().collect::<Vec<_>>().join("/")
+        );
+        let v: Vec<&str> = act.split_whitespace().collect();
+        assert_eq!(&v[..2], ["active", "active"], "{n}: {act}");
+    }
+    // Root keys exchanged both ways by the join (migration transport).
+    for (s, other) in [(&sa, "node12"), (&sb, "node11")] {
+        let ak = s
+            .run("cat /root/.ssh/authorized_keys")
+            .expect("authorized_keys");
+        assert!(ak.contains(&format!(" keel:{other}")), "{ak}");
+    }
+    // B's record of the join: install.log and the journal.
+    let log_b = sb
+        .run("cat /var/log/keel/install.log")
+        .expect("B install.log");
+    assert!(
+        log_b.contains("KEEL-FIRSTBOOT-JOINED member=10.77.0.11")
+            && log_b.contains("first boot: joined the cluster through 10.77.0.11"),
+        "{log_b}"
+    );
+    assert!(
+        !log_b.contains(&token),
+        "the join token leaked into install.log"
+    );
+    let journal = sb
+        .run("journalctl -b -u keel-firstboot --no-pager -o cat")
+        .expect("B journal");
+    assert!(
+        journal.contains("KEEL-FIRSTBOOT-JOINED") && journal.contains("joined;"),
+        "{journal}"
+    );
+    eprintln!(
+        "node B's first boot, from install.log:\n{}",
+        log_b
+            .lines()
+            .filter(|l| l.contains("first boot") || l.contains("KEEL-FIRSTBOOT"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 
     // Two nodes from one ISO: different identities.
@@ -373,7 +582,7 @@ fn two_nodes_install_from_one_iso() {
     sa.run("ping -c 3 -W 2 10.78.0.12")
         .expect("ping over VLAN 100");
 
-    // Pull node A's active cable: still reachable over the other.
+    // Pull node A's active cable: still reachable over the other, and the cluster stays whole.
     let before = sa.run("cat /proc/net/bonding/bond0").expect("bonding");
     let active = |s: &str| {
         s.lines()
@@ -398,6 +607,20 @@ fn two_nodes_install_from_one_iso() {
         "cable pull: active slave {} -> {}, node still reachable",
         active(&before),
         active(&after)
+    );
+    wait_for(
+        "the cluster whole after the cable pull",
+        Duration::from_secs(90),
+        || {
+            st = serde_json::from_str(&sa.run(&format!("{KEEL} --json cluster status"))?)?;
+            let m = st["members"].as_array().cloned().unwrap_or_default();
+            Ok(st["quorate"] == true && m.len() == 2 && m.iter().all(|m| m["online"] == true))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{st:#}"));
+    eprintln!(
+        "two_nodes_install_from_one_iso: {:.0}s in all",
+        t_all.elapsed().as_secs_f64()
     );
     link.passed();
 }
