@@ -613,6 +613,25 @@ pub fn valid_config_key(k: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'))
 }
 
+/// One entry of `GET /api/v1/cluster/resources`: a VM of any member, from the config store's
+/// `/vms/<vmid>` records (written by the owning node on create, update and adopt; removed on
+/// delete).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterResource {
+    /// Always `"vm"` for now.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `vm/<vmid>`.
+    pub id: String,
+    pub vmid: u32,
+    /// The node the VM is defined on.
+    pub node: String,
+    pub name: String,
+    /// The VM's configuration as last recorded by its node.
+    #[serde(default)]
+    pub spec: Option<crate::vm::VmSpec>,
+}
+
 /// `DELETE /api/v1/cluster/nodes/{name}` query.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NodeRemoveQuery {

@@ -483,15 +483,22 @@ async fn create_vm(
     check_node(&node, &name)?;
     let upid = blocking(move || {
         vms::check_against_host(&node, &mut spec, None)?;
+        // clustered: unique cluster-wide (409 naming the holder; 503 if the store cannot answer)
+        vms::reserve_vmid(&node, spec.vmid, &spec.name)?;
         let n = node.clone();
-        tasks::spawn(
+        let vmid = spec.vmid;
+        let r = tasks::spawn(
             &node.tasks,
             "vmcreate",
-            &spec.vmid.to_string(),
+            &vmid.to_string(),
             &p.user,
             true,
             move |t| vms::create(&n, spec, q.start, t),
-        )
+        );
+        if r.is_err() {
+            let _ = vms::release_vmid(&node, vmid);
+        }
+        r
     })
     .await?;
     Ok(accepted(upid))
@@ -587,7 +594,8 @@ async fn adopt_vm(
     Ok(accepted(upid))
 }
 
-/// The lowest free vmid (≥ 100) on this node.
+/// The lowest free vmid (≥ 100) on this node and, when clustered, reserved nowhere in the
+/// cluster.
 #[utoipa::path(get, path = "/api/v1/nodes/{node}/vms/nextid", tag = "vms", params(("node" = String, Path)), responses((status = 200, body = NextId)))]
 async fn next_id(
     State(node): State<Arc<Node>>,
@@ -595,10 +603,12 @@ async fn next_id(
 ) -> ApiResult<Json<NextId>> {
     check_node(&node, &name)?;
     let used: Vec<u32> = blocking(move || {
-        Ok(vms::list(&node)?
+        let mut used: Vec<u32> = vms::list(&node)?
             .into_iter()
             .filter_map(|v| v.vmid)
-            .collect())
+            .collect();
+        used.extend(vms::reserved_vmids(&node)?);
+        Ok(used)
     })
     .await?;
     let vmid = (keel_api::vm::VMID_MIN..)
@@ -1109,6 +1119,7 @@ async fn delete_network(
         crate::cluster::put_fencing,
         crate::cluster::delete_fencing,
         crate::cluster::test_fencing,
+        crate::cluster::resources,
         crate::cluster::config_list,
         crate::cluster::config_get,
         crate::cluster::config_put,
@@ -1134,7 +1145,8 @@ async fn delete_network(
         keel_api::cluster::ClusterInit,
         keel_api::cluster::JoinToken,
         keel_api::cluster::FenceDeviceSpec,
-        keel_api::cluster::FenceDeviceInfo
+        keel_api::cluster::FenceDeviceInfo,
+        keel_api::cluster::ClusterResource
     ))
 )]
 pub struct ApiDoc;

@@ -1,14 +1,23 @@
 //! Users (argon2 password hashes), session tickets with CSRF tokens, and API tokens.
 //! Tickets and token secrets are random 256-bit values; only their SHA-256 is stored.
+//!
+//! On a standalone node users and tokens live in the node's SQLite database. On a clustered
+//! node the replicated config store is their source of truth — `/access/users/<user>`
+//! (`{hash, created}`) and `/access/tokens/<user>/<tokenid>` (`{secret_hash, comment,
+//! created}`) — read from this node's replica, so a user or token made on any member works on
+//! every member. Writes go through the store and are refused (409/503) while it is read-only
+//! or down. Sessions (tickets) stay per node, and so does the `local-root` token hostd writes
+//! for local commands at every start.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use keel_api::auth::{LoginResponse, TokenCreated, TokenInfo};
 use rand::{distributions::Alphanumeric, Rng, RngCore};
 use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::db::{now, Db};
+use crate::db::{now, Db, Store};
 use crate::error::{Error, Result};
 
 /// Session lifetime (as Proxmox: two hours).
@@ -48,16 +57,83 @@ fn valid_userid(u: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
 }
 
+/// The token id of the node-local root token (never in the config store: every node writes
+/// its own at start).
+pub const NODE_LOCAL_TOKEN: &str = "local-root";
+
+/// Config store key of a user.
+pub fn user_key(user: &str) -> String {
+    format!("/access/users/{user}")
+}
+
+/// Config store key of an API token.
+pub fn token_key(user: &str, tokenid: &str) -> String {
+    format!("/access/tokens/{user}/{tokenid}")
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredUser {
+    hash: String,
+    created: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredToken {
+    secret_hash: String,
+    #[serde(default)]
+    comment: Option<String>,
+    created: i64,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, v: serde_json::Value) -> Result<T> {
+    serde_json::from_value(v)
+        .map_err(|e| Error::Internal(format!("config store entry {key} is malformed: {e}")))
+}
+
 pub struct Auth {
     db: Db,
+    /// The cluster record file: while it exists, users and tokens are the config store's.
+    cluster_record: Option<std::path::PathBuf>,
+    store: Store,
 }
 
 impl Auth {
     pub fn new(db: Db) -> Self {
-        Auth { db }
+        Auth {
+            db,
+            cluster_record: None,
+            store: Store::local(),
+        }
+    }
+
+    /// This node's database (its standalone users and tokens).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Use the config store for users and tokens whenever `record` (the cluster record) exists.
+    pub fn in_cluster(mut self, record: std::path::PathBuf) -> Self {
+        self.cluster_record = Some(record);
+        self
+    }
+
+    /// The config store, when this node is clustered.
+    fn store(&self) -> Option<&Store> {
+        self.cluster_record
+            .as_ref()
+            .filter(|p| p.exists())
+            .map(|_| &self.store)
     }
 
     pub fn user_exists(&self, user: &str) -> Result<bool> {
+        if let Some(st) = self.store() {
+            return Ok(st.get(&user_key(user))?.is_some());
+        }
+        self.local_user_exists(user)
+    }
+
+    /// In this node's own table (the standalone copy).
+    pub fn local_user_exists(&self, user: &str) -> Result<bool> {
         Ok(self
             .db
             .conn()
@@ -86,6 +162,17 @@ impl Auth {
             .hash_password(password.as_bytes(), &salt)
             .map_err(|e| Error::Internal(format!("argon2: {e}")))?
             .to_string();
+        if let Some(st) = self.store() {
+            let created = match st.get(&user_key(user))? {
+                Some(e) => decode::<StoredUser>(&e.key, e.value)?.created,
+                None => now(),
+            };
+            st.put(
+                &user_key(user),
+                &serde_json::json!(StoredUser { hash, created }),
+            )?;
+            return Ok(());
+        }
         self.db.conn().execute(
             "INSERT INTO users(userid,hash,created) VALUES (?1,?2,?3)
              ON CONFLICT(userid) DO UPDATE SET hash=excluded.hash",
@@ -96,15 +183,21 @@ impl Auth {
 
     /// Check a password; on success open a session.
     pub fn login(&self, user: &str, password: &str) -> Result<LoginResponse> {
-        let hash: Option<String> = self
-            .db
-            .conn()
-            .query_row(
-                "SELECT hash FROM users WHERE userid=?1",
-                params![user],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let hash: Option<String> = match self.store() {
+            Some(st) => match st.get(&user_key(user))? {
+                Some(e) => Some(decode::<StoredUser>(&e.key, e.value)?.hash),
+                None => None,
+            },
+            None => self
+                .db
+                .conn()
+                .query_row(
+                    "SELECT hash FROM users WHERE userid=?1",
+                    params![user],
+                    |r| r.get(0),
+                )
+                .optional()?,
+        };
         let ok = match &hash {
             Some(h) => PasswordHash::new(h)
                 .map(|ph| {
@@ -177,15 +270,21 @@ impl Auth {
         let Some((user, tokenid)) = id.split_once('!') else {
             return Ok(None);
         };
-        let stored: Option<String> = self
-            .db
-            .conn()
-            .query_row(
-                "SELECT secret_hash FROM tokens WHERE userid=?1 AND tokenid=?2",
-                params![user, tokenid],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let stored: Option<String> = match self.store().filter(|_| tokenid != NODE_LOCAL_TOKEN) {
+            Some(st) => match st.get(&token_key(user, tokenid))? {
+                Some(e) => Some(decode::<StoredToken>(&e.key, e.value)?.secret_hash),
+                None => None,
+            },
+            None => self
+                .db
+                .conn()
+                .query_row(
+                    "SELECT secret_hash FROM tokens WHERE userid=?1 AND tokenid=?2",
+                    params![user, tokenid],
+                    |r| r.get(0),
+                )
+                .optional()?,
+        };
         let given = sha256_hex(secret);
         Ok(stored
             .filter(|s| constant_time_eq(s.as_bytes(), given.as_bytes()))
@@ -213,6 +312,23 @@ impl Auth {
             ));
         }
         let secret = random_token();
+        if let Some(st) = self.store().filter(|_| tokenid != NODE_LOCAL_TOKEN) {
+            let v = serde_json::json!(StoredToken {
+                secret_hash: sha256_hex(&secret),
+                comment: comment.map(str::to_string),
+                created: now(),
+            });
+            return match st.create(&token_key(user, tokenid), &v) {
+                Ok(_) => Ok(TokenCreated {
+                    full_tokenid: format!("{user}!{tokenid}"),
+                    secret,
+                }),
+                Err(crate::db::StoreError::Conflict { .. }) => Err(Error::Conflict(format!(
+                    "token {user}!{tokenid} already exists in the cluster; delete it first"
+                ))),
+                Err(e) => Err(e.into()),
+            };
+        }
         let n = self.db.conn().execute(
             "INSERT OR IGNORE INTO tokens(userid,tokenid,secret_hash,comment,created) VALUES (?1,?2,?3,?4,?5)",
             params![user, tokenid, sha256_hex(&secret), comment, now()],
@@ -229,6 +345,21 @@ impl Auth {
     }
 
     pub fn list_tokens(&self, user: &str) -> Result<Vec<TokenInfo>> {
+        if let Some(st) = self.store() {
+            let mut out = vec![];
+            for e in st.list(&format!("/access/tokens/{user}"))? {
+                let Some(id) = e.key.rsplit('/').next().map(str::to_string) else {
+                    continue;
+                };
+                let t: StoredToken = decode(&e.key, e.value)?;
+                out.push(TokenInfo {
+                    full_tokenid: format!("{user}!{id}"),
+                    comment: t.comment,
+                    created: t.created,
+                });
+            }
+            return Ok(out);
+        }
         let c = self.db.conn();
         let mut st = c.prepare(
             "SELECT tokenid,comment,created FROM tokens WHERE userid=?1 ORDER BY tokenid",
@@ -244,6 +375,12 @@ impl Auth {
     }
 
     pub fn delete_token(&self, user: &str, tokenid: &str) -> Result<()> {
+        if let Some(st) = self.store().filter(|_| tokenid != NODE_LOCAL_TOKEN) {
+            if !st.delete(&token_key(user, tokenid))? {
+                return Err(Error::NotFound(format!("token {user}!{tokenid} not found")));
+            }
+            return Ok(());
+        }
         let n = self.db.conn().execute(
             "DELETE FROM tokens WHERE userid=?1 AND tokenid=?2",
             params![user, tokenid],
@@ -253,6 +390,94 @@ impl Auth {
         }
         Ok(())
     }
+}
+
+/// Local users and tokens (not the node-local root token), as config store entries: what
+/// `cluster init` copies into the store.
+pub fn local_access_entries(db: &Db) -> Result<Vec<(String, serde_json::Value)>> {
+    let c = db.conn();
+    let mut out = vec![];
+    let mut st = c.prepare("SELECT userid,hash,created FROM users ORDER BY userid")?;
+    let users = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for u in users {
+        let (user, hash, created) = u?;
+        out.push((
+            user_key(&user),
+            serde_json::json!(StoredUser { hash, created }),
+        ));
+    }
+    let mut st = c.prepare(
+        "SELECT userid,tokenid,secret_hash,comment,created FROM tokens WHERE tokenid != ?1 ORDER BY userid,tokenid",
+    )?;
+    let toks = st.query_map(params![NODE_LOCAL_TOKEN], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    for t in toks {
+        let (user, id, secret_hash, comment, created) = t?;
+        out.push((
+            token_key(&user, &id),
+            serde_json::json!(StoredToken {
+                secret_hash,
+                comment,
+                created
+            }),
+        ));
+    }
+    Ok(out)
+}
+
+/// Replace this node's local users and tokens (not the node-local root token) by the config
+/// store's: what a joining node does, so it keeps the cluster's accounts if it ever leaves.
+/// Returns (users, tokens) copied.
+pub fn replace_local_access(db: &Db, store: &Store) -> Result<(usize, usize)> {
+    let users = store.list("/access/users")?;
+    let tokens = store.list("/access/tokens")?;
+    let mut c = db.conn();
+    let tx = c.transaction()?;
+    tx.execute("DELETE FROM users", [])?;
+    tx.execute(
+        "DELETE FROM tokens WHERE tokenid != ?1",
+        params![NODE_LOCAL_TOKEN],
+    )?;
+    tx.execute("DELETE FROM sessions", [])?;
+    for e in &users {
+        let Some(user) = e.key.strip_prefix("/access/users/") else {
+            continue;
+        };
+        let u: StoredUser = decode(&e.key, e.value.clone())?;
+        tx.execute(
+            "INSERT INTO users(userid,hash,created) VALUES (?1,?2,?3)",
+            params![user, u.hash, u.created],
+        )?;
+    }
+    for e in &tokens {
+        let Some((user, id)) = e
+            .key
+            .strip_prefix("/access/tokens/")
+            .and_then(|r| r.split_once('/'))
+        else {
+            continue;
+        };
+        let t: StoredToken = decode(&e.key, e.value.clone())?;
+        tx.execute(
+            "INSERT OR REPLACE INTO tokens(userid,tokenid,secret_hash,comment,created) VALUES (?1,?2,?3,?4,?5)",
+            params![user, id, t.secret_hash, t.comment, t.created],
+        )?;
+    }
+    tx.commit()?;
+    Ok((users.len(), tokens.len()))
 }
 
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -300,6 +300,7 @@ pub fn protected_routes() -> Router<Arc<Node>> {
         )
         .route("/api/v1/cluster/fencing/{node}", delete(delete_fencing))
         .route("/api/v1/cluster/fencing/{node}/test", post(test_fencing))
+        .route("/api/v1/cluster/resources", get(resources))
         .route("/api/v1/cluster/config", get(config_list))
         .route(
             "/api/v1/cluster/config/{*key}",
@@ -411,6 +412,7 @@ async fn init(
                 pin_self(&n, &plan.links)?;
                 cs.swap_cert(&cert)?;
                 t.log(format!("API certificate fingerprint: {}", cert.fingerprint));
+                copy_access_to_store(&n, t)?;
                 Ok(())
             },
         )
@@ -966,7 +968,74 @@ fn joiner_join(node: &Node, req: &LocalJoin, t: &TaskHandle) -> Result<()> {
         "joined; API certificate fingerprint: {}",
         cert.fingerprint
     ));
+    replace_access_from_store(node, t);
     Ok(())
+}
+
+/// Retry `f` while the config store is starting, syncing or not yet quorate (up to 60 s).
+fn store_retry<T>(
+    what: &str,
+    mut f: impl FnMut() -> std::result::Result<T, clusterd::store::StoreError>,
+) -> Result<T> {
+    use clusterd::store::StoreError as S;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e @ (S::Unavailable { .. } | S::Syncing | S::NotQuorate))
+                if std::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(error = %e, "{what}: waiting for the config store");
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(Error::from(e)),
+        }
+    }
+}
+
+/// `cluster init`: this node's users and API tokens become the cluster's (in the config store,
+/// hashes only). The node-local root token stays local.
+fn copy_access_to_store(node: &Node, t: &TaskHandle) -> Result<()> {
+    let entries = crate::auth::local_access_entries(node.auth.db())?;
+    let st = crate::db::Store::local();
+    let started = std::time::Instant::now();
+    for (k, v) in &entries {
+        store_retry("copying users", || st.put(k, v)).map_err(|e| {
+            Error::Internal(format!(
+                "copying users and tokens into the config store ({k}): {e}; until they are there only the node-local root token ({LOCAL_TOKEN_FILE}) authenticates"
+            ))
+        })?;
+    }
+    t.log(format!(
+        "users and API tokens are cluster-wide now: {} entries copied into the config store in {} ms",
+        entries.len(),
+        started.elapsed().as_millis()
+    ));
+    Ok(())
+}
+
+/// `join`: this node's own users and tokens are replaced by the cluster's (as Proxmox does);
+/// the local copy is refreshed from the config store once it synced.
+fn replace_access_from_store(node: &Node, t: &TaskHandle) {
+    t.log("this node's users and API tokens are replaced by the cluster's (log in with the cluster's root password from now on)");
+    let st = crate::db::Store::local();
+    let r = store_retry("reading users", || {
+        let u = st.list("/access/users")?;
+        if u.is_empty() {
+            // not synced with the members yet
+            return Err(clusterd::store::StoreError::Syncing);
+        }
+        Ok(())
+    })
+    .and_then(|_| crate::auth::replace_local_access(node.auth.db(), &st));
+    match r {
+        Ok((u, k)) => t.log(format!(
+            "local copy of the cluster's accounts: {u} users, {k} API tokens"
+        )),
+        Err(e) => t.log(format!(
+            "warning: the local copy of the cluster's accounts was not refreshed ({e}); authentication uses the config store anyway"
+        )),
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/cluster/local-join", tag = "cluster", request_body = LocalJoin,
@@ -1715,15 +1784,8 @@ mod tests {
 // ------------------------------------------------------------------ config store
 
 fn store_err(e: clusterd::store::StoreError) -> Error {
-    use clusterd::store::StoreError as S;
-    match e {
-        S::NotQuorate => Error::Conflict(e.to_string()),
-        S::Syncing => Error::Conflict(e.to_string()),
-        S::Conflict { .. } => Error::Conflict(e.to_string()),
-        S::NotFound { .. } => Error::NotFound(e.to_string()),
-        S::Invalid { field, message } => Error::validation(&field, message),
-        S::Unavailable { .. } => Error::Internal(e.to_string()),
-    }
+    // Unavailable (daemon down, writes held in a two-node split) is 503 with the store's message
+    Error::from(e)
 }
 
 fn check_key(key: &str) -> Result<()> {
@@ -1749,6 +1811,42 @@ fn entry(e: clusterd::store::Entry) -> keel_api::cluster::ConfigEntry {
     }
 }
 
+/// Password and token hashes are for root's eyes only.
+fn may_read(p: &Principal, key: &str) -> bool {
+    p.user == "root" || !(key == "access" || key.starts_with("access/"))
+}
+
+/// VMs of every member, from the config store (this node's replica).
+#[utoipa::path(get, path = "/api/v1/cluster/resources", tag = "cluster",
+    responses((status = 200, body = [keel_api::cluster::ClusterResource]), (status = 503, body = keel_api::ErrorBody)))]
+async fn resources(
+    State(node): State<Arc<Node>>,
+) -> ApiResult<Json<Vec<keel_api::cluster::ClusterResource>>> {
+    if node.cluster.record()?.is_none() {
+        return Err(ApiError(Error::Conflict(
+            "this node is not in a cluster: its VMs are at /api/v1/nodes/{node}/vms".into(),
+        )));
+    }
+    let c = clusterd::store::client::Client::local();
+    let mut out = vec![];
+    for e in c.list("/vms").await.map_err(store_err)? {
+        let Some(vmid) = e.key.rsplit('/').next().and_then(|v| v.parse::<u32>().ok()) else {
+            continue;
+        };
+        let s = |k: &str| e.value[k].as_str().unwrap_or("").to_string();
+        out.push(keel_api::cluster::ClusterResource {
+            kind: "vm".into(),
+            id: format!("vm/{vmid}"),
+            vmid,
+            node: s("node"),
+            name: s("name"),
+            spec: serde_json::from_value(e.value["spec"].clone()).ok(),
+        });
+    }
+    out.sort_by_key(|r| r.vmid);
+    Ok(Json(out))
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ConfigListQuery {
     /// Only keys starting with this prefix.
@@ -1759,6 +1857,7 @@ pub struct ConfigListQuery {
 #[utoipa::path(get, path = "/api/v1/cluster/config", tag = "cluster", params(ConfigListQuery),
     responses((status = 200, body = [keel_api::cluster::ConfigEntry])))]
 async fn config_list(
+    Extension(p): Extension<Principal>,
     Query(q): Query<ConfigListQuery>,
 ) -> ApiResult<Json<Vec<keel_api::cluster::ConfigEntry>>> {
     let c = clusterd::store::client::Client::local();
@@ -1766,13 +1865,26 @@ async fn config_list(
         .list(&store_key(q.prefix.as_deref().unwrap_or("")))
         .await
         .map_err(store_err)?;
-    Ok(Json(v.into_iter().map(entry).collect()))
+    Ok(Json(
+        v.into_iter()
+            .map(entry)
+            .filter(|e| may_read(&p, &e.key))
+            .collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/cluster/config/{key}", tag = "cluster", params(("key" = String, Path)),
     responses((status = 200, body = keel_api::cluster::ConfigEntry), (status = 404, body = keel_api::ErrorBody)))]
-async fn config_get(Path(key): Path<String>) -> ApiResult<Json<keel_api::cluster::ConfigEntry>> {
+async fn config_get(
+    Extension(p): Extension<Principal>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<keel_api::cluster::ConfigEntry>> {
     check_key(&key)?;
+    if !may_read(&p, &key) {
+        return Err(ApiError(Error::Forbidden(
+            "access/ (password and token hashes) is readable by root only".into(),
+        )));
+    }
     let c = clusterd::store::client::Client::local();
     Ok(Json(entry(
         c.get(&store_key(&key)).await.map_err(store_err)?,
@@ -1856,7 +1968,7 @@ pub fn check_forwarded(
         .to_string();
     if !node.auth.user_exists(&user)? {
         return Err(Error::Forbidden(format!(
-            "user {user:?} does not exist on {}: users are per node until the config store holds them",
+            "user {user:?} does not exist in the cluster (as seen by {})",
             node.cfg.node
         )));
     }

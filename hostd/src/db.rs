@@ -78,3 +78,120 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// A synchronous client of the local `keel-clusterd` (the replicated config store) for code on
+/// the blocking pool (auth, VM ids): one request line, one response line on the Unix socket,
+/// the protocol of [`clusterd::store::proto`]. Reads are served by this node's replica.
+#[derive(Clone, Debug)]
+pub struct Store {
+    socket: std::path::PathBuf,
+}
+
+pub use clusterd::store::{Entry as StoreEntry, StoreError};
+
+impl Store {
+    pub fn local() -> Store {
+        Store {
+            socket: clusterd::store::server::DEFAULT_SOCKET.into(),
+        }
+    }
+
+    fn call(
+        &self,
+        req: &clusterd::store::proto::Request,
+    ) -> Result<clusterd::store::proto::Reply, StoreError> {
+        use std::io::{BufRead, Write};
+        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::unavailable(format!(
+                "{what} {}: {e} (is keel-clusterd running?)",
+                self.socket.display()
+            ))
+        };
+        let mut line = serde_json::to_vec(req)
+            .map_err(|e| StoreError::invalid("request", format!("cannot encode: {e}")))?;
+        line.push(b'\n');
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket)
+            .map_err(|e| unavailable("connecting to", &e))?;
+        // the daemon answers undecided writes after 30 s
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(40)));
+        s.write_all(&line)
+            .map_err(|e| unavailable("sending to", &e))?;
+        let mut resp = Vec::new();
+        std::io::BufReader::new(&s)
+            .read_until(b'\n', &mut resp)
+            .map_err(|e| unavailable("reading from", &e))?;
+        if resp.is_empty() {
+            return Err(unavailable(
+                "connection closed (outcome unknown) by",
+                &"end of stream",
+            ));
+        }
+        match serde_json::from_slice(&resp).map_err(|e| unavailable("bad response from", &e))? {
+            clusterd::store::proto::Response::Ok(r) => Ok(r),
+            clusterd::store::proto::Response::Err(e) => Err(e),
+        }
+    }
+
+    fn unexpected(&self, r: clusterd::store::proto::Reply) -> StoreError {
+        StoreError::unavailable(format!(
+            "unexpected reply from {}: {r:?}",
+            self.socket.display()
+        ))
+    }
+
+    /// The entry at `key`, `None` when absent.
+    pub fn get(&self, key: &str) -> Result<Option<StoreEntry>, StoreError> {
+        use clusterd::store::proto::{Reply, Request};
+        match self.call(&Request::Get { key: key.into() }) {
+            Ok(Reply::Entry(e)) => Ok(Some(e)),
+            Ok(r) => Err(self.unexpected(r)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Entries at or below `prefix`, sorted by key.
+    pub fn list(&self, prefix: &str) -> Result<Vec<StoreEntry>, StoreError> {
+        use clusterd::store::proto::{Reply, Request};
+        match self.call(&Request::List {
+            prefix: prefix.into(),
+        })? {
+            Reply::Entries(e) => Ok(e),
+            r => Err(self.unexpected(r)),
+        }
+    }
+
+    fn write(&self, req: clusterd::store::proto::Request) -> Result<u64, StoreError> {
+        match self.call(&req)? {
+            clusterd::store::proto::Reply::Written(w) => Ok(w.version),
+            r => Err(self.unexpected(r)),
+        }
+    }
+
+    pub fn put(&self, key: &str, value: &serde_json::Value) -> Result<u64, StoreError> {
+        self.write(clusterd::store::proto::Request::Put {
+            key: key.into(),
+            value: value.clone(),
+        })
+    }
+
+    /// Create only if absent (`Conflict` otherwise).
+    pub fn create(&self, key: &str, value: &serde_json::Value) -> Result<u64, StoreError> {
+        self.write(clusterd::store::proto::Request::Create {
+            key: key.into(),
+            value: value.clone(),
+        })
+    }
+
+    /// Delete `key`; `Ok(false)` when it did not exist.
+    pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        match self.write(clusterd::store::proto::Request::Delete {
+            key: key.into(),
+            version: None,
+        }) {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

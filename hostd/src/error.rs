@@ -26,6 +26,9 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Internal(String),
+    /// A service this request needs is down or holding writes (the config store): 503.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<HvError> for Error {
@@ -44,6 +47,18 @@ impl From<crate::domain::DomainError> for Error {
     }
 }
 
+impl From<clusterd::store::StoreError> for Error {
+    fn from(e: clusterd::store::StoreError) -> Self {
+        use clusterd::store::StoreError as S;
+        match e {
+            S::NotQuorate | S::Syncing | S::Conflict { .. } => Error::Conflict(e.to_string()),
+            S::NotFound { .. } => Error::NotFound(e.to_string()),
+            S::Invalid { field, message } => Error::validation(&field, message),
+            S::Unavailable { .. } => Error::Unavailable(e.to_string()),
+        }
+    }
+}
+
 impl Error {
     pub fn validation(field: &str, msg: impl Into<String>) -> Self {
         Error::Validation(FieldError::new(field, msg))
@@ -59,6 +74,7 @@ impl Error {
             Error::Unauthorized(_) => (401, "unauthorized"),
             Error::Forbidden(_) => (403, "forbidden"),
             Error::Hypervisor(_) => (502, "hypervisor"),
+            Error::Unavailable(_) => (503, "unavailable"),
             Error::Db(_) | Error::Io(_) | Error::Internal(_) => (500, "internal"),
         }
     }

@@ -100,6 +100,8 @@ impl Node {
             }
         }
         hv.ensure_dir_pool(&cfg.default_pool, &cfg.images_dir().display().to_string())?;
+        // once clustered, users and tokens are the config store's (the bootstrap above is local)
+        let auth = auth.in_cluster(cluster.paths.record());
         Ok((
             Node {
                 cfg,

@@ -18,6 +18,100 @@ use crate::tasks::TaskHandle;
 use crate::xml::Element;
 use crate::Node;
 
+// ------------------------------------------------------------ cluster-wide VM ids
+
+/// The config store, when this node is clustered (VM ids and the VM view are cluster-wide).
+fn cluster_store(node: &Node) -> Option<crate::db::Store> {
+    node.cluster
+        .paths
+        .record()
+        .exists()
+        .then(crate::db::Store::local)
+}
+
+fn vmid_key(vmid: u32) -> String {
+    format!("/vmids/{vmid}")
+}
+
+fn vm_key(vmid: u32) -> String {
+    format!("/vms/{vmid}")
+}
+
+/// Reserve `vmid` cluster-wide (create-if-absent on `/vmids/<vmid>` = {node, name}). A
+/// reservation by this node (left by a failed create) is taken over; one by another node is a
+/// 409 naming it. Standalone nodes have nothing to reserve. A store that cannot answer refuses.
+pub fn reserve_vmid(node: &Node, vmid: u32, name: &str) -> Result<()> {
+    let Some(st) = cluster_store(node) else {
+        return Ok(());
+    };
+    let me = &node.cfg.node;
+    let v = serde_json::json!({"node": me, "name": name});
+    match st.create(&vmid_key(vmid), &v) {
+        Ok(_) => Ok(()),
+        Err(crate::db::StoreError::Conflict { .. }) => {
+            let held = st.get(&vmid_key(vmid))?;
+            let (hn, hname) = held
+                .as_ref()
+                .map(|e| {
+                    (
+                        e.value["node"].as_str().unwrap_or("?").to_string(),
+                        e.value["name"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .unwrap_or_default();
+            if held.is_some() && hn != *me {
+                return Err(Error::Conflict(format!(
+                    "vmid {vmid} is already used in the cluster: node {hn} holds it (VM {hname:?}); GET nextid gives a free one"
+                )));
+            }
+            // ours (a failed create left it) or released meanwhile: take it
+            st.put(&vmid_key(vmid), &v)?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Release `vmid` if this node holds it (and drop its cluster-wide VM record).
+pub fn release_vmid(node: &Node, vmid: u32) -> Result<()> {
+    let Some(st) = cluster_store(node) else {
+        return Ok(());
+    };
+    st.delete(&vm_key(vmid))?;
+    if let Some(e) = st.get(&vmid_key(vmid))? {
+        if e.value["node"].as_str() == Some(node.cfg.node.as_str()) {
+            st.delete(&vmid_key(vmid))?;
+        }
+    }
+    Ok(())
+}
+
+/// Record `/vms/<vmid>` = {node, name, spec} for the cluster-wide VM view.
+fn record_vm(node: &Node, spec: &VmSpec, task: &TaskHandle) {
+    let Some(st) = cluster_store(node) else {
+        return;
+    };
+    let v = serde_json::json!({"node": node.cfg.node, "name": spec.name, "spec": spec});
+    match st.put(&vm_key(spec.vmid), &v) {
+        Ok(_) => task.log("recorded in the cluster config store"),
+        Err(e) => task.log(format!(
+            "warning: not recorded in the cluster config store ({e}); the cluster-wide view misses this change"
+        )),
+    }
+}
+
+/// Every vmid reserved in the cluster (empty on a standalone node).
+pub fn reserved_vmids(node: &Node) -> Result<Vec<u32>> {
+    let Some(st) = cluster_store(node) else {
+        return Ok(vec![]);
+    };
+    Ok(st
+        .list("/vmids")?
+        .iter()
+        .filter_map(|e| e.key.rsplit('/').next()?.parse().ok())
+        .collect())
+}
+
 /// vmid from a Keel metadata element.
 fn vmid_of(row: &DomainRow) -> Option<u32> {
     let el = Element::parse(row.keel_metadata.as_deref()?).ok()?;
@@ -448,10 +542,20 @@ fn allocate_and_define(
     defined
 }
 
+/// Create a VM whose vmid the caller reserved ([`reserve_vmid`]); a failed definition
+/// releases the reservation.
 pub fn create(node: &Node, mut spec: VmSpec, start: bool, task: &TaskHandle) -> Result<()> {
     task.log(format!("creating VM {} ({})", spec.vmid, spec.name));
-    std::fs::create_dir_all(node.cfg.serial_dir())?;
-    allocate_and_define(node, &mut spec, &random_uuid(), None, task)?;
+    let defined = std::fs::create_dir_all(node.cfg.serial_dir())
+        .map_err(Error::from)
+        .and_then(|_| allocate_and_define(node, &mut spec, &random_uuid(), None, task));
+    if let Err(e) = defined {
+        if let Err(r) = release_vmid(node, spec.vmid) {
+            task.log(format!("warning: vmid {} stays reserved: {r}", spec.vmid));
+        }
+        return Err(e);
+    }
+    record_vm(node, &spec, task);
     task.log(format!(
         "defined domain {:?} ({} guest)",
         spec.name,
@@ -551,6 +655,16 @@ pub fn delete(node: &Node, vmid: u32, purge: bool, task: &TaskHandle) -> Result<
     }
     let log = node.cfg.serial_dir().join(format!("{vmid}.log"));
     let _ = std::fs::remove_file(log);
+    match release_vmid(node, vmid) {
+        Ok(()) => {
+            if cluster_store(node).is_some() {
+                task.log(format!("vmid {vmid} released in the cluster"));
+            }
+        }
+        Err(e) => task.log(format!(
+            "warning: vmid {vmid} stays reserved in the cluster ({e}): delete /vmids/{vmid} from the config store once it is writable"
+        )),
+    }
     Ok(())
 }
 
@@ -576,6 +690,7 @@ pub fn check_update(node: &Node, vmid: u32, spec: &mut VmSpec) -> Result<DomainR
 pub fn update(node: &Node, row: DomainRow, mut spec: VmSpec, task: &TaskHandle) -> Result<()> {
     let old = parsed(node, &row.name, true)?;
     allocate_and_define(node, &mut spec, &row.uuid, old.vnc_password.clone(), task)?;
+    record_vm(node, &spec, task);
     task.log(format!(
         "changed: {}",
         diff_fields(&old.spec, &spec).join(", ")
@@ -637,9 +752,21 @@ pub fn adopt(node: &Node, req: &AdoptRequest, task: &TaskHandle) -> Result<()> {
             req.name
         )));
     }
+    reserve_vmid(node, req.vmid, &req.name)?;
     let xml = node.hv.domain_xml(&row.name, true)?;
-    node.hv.define(&domain::adopt_xml(&xml, req.vmid)?)?;
+    let adopted = domain::adopt_xml(&xml, req.vmid)
+        .map_err(Error::from)
+        .and_then(|x| Ok(node.hv.define(&x)?));
+    if let Err(e) = adopted {
+        if let Err(r) = release_vmid(node, req.vmid) {
+            task.log(format!("warning: vmid {} stays reserved: {r}", req.vmid));
+        }
+        return Err(e);
+    }
     task.log(format!("domain {:?} adopted as VM {}", req.name, req.vmid));
+    if let Ok(p) = parsed(node, &req.name, true) {
+        record_vm(node, &p.spec, task);
+    }
     Ok(())
 }
 
