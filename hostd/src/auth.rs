@@ -117,8 +117,14 @@ impl Auth {
         self
     }
 
-    /// The config store, when this node is clustered.
-    fn store(&self) -> Option<&Store> {
+    /// Talk to `store` instead of the local keel-clusterd (tests).
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The config store, when this node is clustered (VM ids use it too).
+    pub fn store(&self) -> Option<&Store> {
         self.cluster_record
             .as_ref()
             .filter(|p| p.exists())
@@ -514,6 +520,70 @@ mod tests {
         let ok = a.check_token(&format!("{}={}", t.full_tokenid, t.secret))?;
         assert_eq!(ok.map(|p| p.user), Some("root".to_string()));
         assert_eq!(a.check_token(&format!("{}=nope", t.full_tokenid))?, None);
+        Ok(())
+    }
+
+    /// Clustered (fake store): users and tokens live in the store (hashes only), the
+    /// node-local root token stays in the local table, init's copy and join's replacement.
+    #[test]
+    fn clustered_users_and_tokens_live_in_the_store() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let sock = dir.path().join("store.sock");
+        let map = crate::db::fake_store::serve(&sock);
+        let st = Store::at(&sock);
+        let local = Db::open(&dir.path().join("a.db"))?;
+        let a = Auth::new(local.clone());
+        a.set_password("root", "correct horse")?;
+        a.create_token("root", "ci", None)?;
+        a.create_token("root", NODE_LOCAL_TOKEN, None)?;
+        // init: local users and tokens (not local-root) go to the store
+        let entries = local_access_entries(&local)?;
+        let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, vec!["/access/users/root", "/access/tokens/root/ci"]);
+        for (k, v) in &entries {
+            st.put(k, v)?;
+        }
+        let record = dir.path().join("cluster.json");
+        std::fs::write(&record, "{}")?;
+        let a = Auth::new(local.clone())
+            .in_cluster(record)
+            .with_store(Store::at(&sock));
+        // a token made here is in the store as a hash; it authenticates, local-root stays local
+        let t = a.create_token("root", "lab", Some("x"))?;
+        let stored = st
+            .get("/access/tokens/root/lab")?
+            .map(|e| e.value.to_string());
+        assert!(stored.as_deref().is_some_and(|v| !v.contains(&t.secret)));
+        assert!(a
+            .check_token(&format!("{}={}", t.full_tokenid, t.secret))?
+            .is_some());
+        assert!(matches!(
+            a.create_token("root", "lab", None),
+            Err(Error::Conflict(_))
+        ));
+        let lr = a.create_token("root", "local-root2", None)?;
+        assert!(
+            st.get("/access/tokens/root/local-root2")?.is_some(),
+            "{lr:?}"
+        );
+        assert!(st.get(&token_key("root", NODE_LOCAL_TOKEN))?.is_none());
+        // a user that exists only in the store logs in; a local-only user does not
+        let b = Auth::new(Db::open(&dir.path().join("b.db"))?);
+        b.set_password("alice", "alice-password")?;
+        assert!(a.login("alice", "alice-password").is_err());
+        a.set_password("bob", "bob-password")?;
+        assert!(a.login("bob", "bob-password").is_ok());
+        assert!(!a.local_user_exists("bob")? && a.user_exists("bob")?);
+        // deleted in the store: refused
+        a.delete_token("root", "lab")?;
+        assert!(a
+            .check_token(&format!("{}={}", t.full_tokenid, t.secret))?
+            .is_none());
+        // join: the joiner's own accounts are replaced by the cluster's
+        let (u, k) = replace_local_access(b.db(), &st)?;
+        assert_eq!((u, k), (2, 2));
+        assert!(!b.local_user_exists("alice")? && b.local_user_exists("bob")?);
+        assert!(map.lock().map(|m| m.len()).unwrap_or(0) >= 4);
         Ok(())
     }
 }

@@ -91,8 +91,13 @@ pub use clusterd::store::{Entry as StoreEntry, StoreError};
 
 impl Store {
     pub fn local() -> Store {
+        Store::at(clusterd::store::server::DEFAULT_SOCKET)
+    }
+
+    /// A client of the daemon listening on `socket`.
+    pub fn at(socket: impl Into<std::path::PathBuf>) -> Store {
         Store {
-            socket: clusterd::store::server::DEFAULT_SOCKET.into(),
+            socket: socket.into(),
         }
     }
 
@@ -193,5 +198,96 @@ impl Store {
             Err(StoreError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// An in-memory stand-in for keel-clusterd's socket protocol (get/list/put/create/delete), for
+/// unit tests of hostd's decisions on a clustered node only; replication is proven in the labs.
+#[cfg(test)]
+pub(crate) mod fake_store {
+    use clusterd::store::proto::{Reply, Request, Response, WriteOk};
+    use clusterd::store::{Entry, StoreError};
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, Write};
+    use std::sync::{Arc, Mutex};
+
+    pub type Map = Arc<Mutex<BTreeMap<String, (u64, serde_json::Value)>>>;
+
+    /// Serve the protocol on `socket` in a thread; the map is shared with the test.
+    pub fn serve(socket: &std::path::Path) -> Map {
+        let map: Map = Arc::default();
+        let l = std::os::unix::net::UnixListener::bind(socket).unwrap_or_else(|e| panic!("{e}"));
+        let m = map.clone();
+        std::thread::spawn(move || {
+            let mut version = 0u64;
+            for c in l.incoming().flatten() {
+                let mut line = Vec::new();
+                if std::io::BufReader::new(&c)
+                    .read_until(b'\n', &mut line)
+                    .is_err()
+                {
+                    continue;
+                }
+                let Ok(req) = serde_json::from_slice::<Request>(&line) else {
+                    continue;
+                };
+                let mut map = m.lock().unwrap_or_else(|p| p.into_inner());
+                let nf = |k: &str| StoreError::NotFound { key: k.into() };
+                let r = match req {
+                    Request::Get { key } => map
+                        .get(&key)
+                        .map(|(v, x)| {
+                            Reply::Entry(Entry {
+                                key: key.clone(),
+                                version: *v,
+                                value: x.clone(),
+                            })
+                        })
+                        .ok_or_else(|| nf(&key)),
+                    Request::List { prefix } => Ok(Reply::Entries(
+                        map.iter()
+                            .filter(|(k, _)| *k == &prefix || k.starts_with(&format!("{prefix}/")))
+                            .map(|(k, (v, x))| Entry {
+                                key: k.clone(),
+                                version: *v,
+                                value: x.clone(),
+                            })
+                            .collect(),
+                    )),
+                    Request::Put { key, value } => {
+                        version += 1;
+                        map.insert(key, (version, value));
+                        Ok(Reply::Written(WriteOk { version }))
+                    }
+                    Request::Create { key, value } => match map.get(&key) {
+                        Some((v, _)) => Err(StoreError::Conflict {
+                            current_version: *v,
+                            message: format!("{key} exists"),
+                        }),
+                        None => {
+                            version += 1;
+                            map.insert(key, (version, value));
+                            Ok(Reply::Written(WriteOk { version }))
+                        }
+                    },
+                    Request::Delete { key, .. } => match map.remove(&key) {
+                        Some(_) => {
+                            version += 1;
+                            Ok(Reply::Written(WriteOk { version }))
+                        }
+                        None => Err(nf(&key)),
+                    },
+                    _ => Err(StoreError::invalid("op", "not in the fake")),
+                };
+                let resp = match r {
+                    Ok(x) => Response::Ok(x),
+                    Err(e) => Response::Err(e),
+                };
+                let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+                out.push(b'\n');
+                let _ = (&c).write_all(&out);
+            }
+        });
+        map
     }
 }

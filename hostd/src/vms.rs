@@ -22,11 +22,7 @@ use crate::Node;
 
 /// The config store, when this node is clustered (VM ids and the VM view are cluster-wide).
 fn cluster_store(node: &Node) -> Option<crate::db::Store> {
-    node.cluster
-        .paths
-        .record()
-        .exists()
-        .then(crate::db::Store::local)
+    node.auth.store().cloned()
 }
 
 fn vmid_key(vmid: u32) -> String {
@@ -908,6 +904,70 @@ mod tests {
             &t,
         )?;
         assert_eq!(find(&node, 100)?.state, VmState::Stopped);
+        Ok(())
+    }
+
+    /// On a clustered node (fake store, fake hypervisor): vmids are reserved in the store, a
+    /// vmid another node holds is a 409 naming it, a stale reservation of this node is taken
+    /// over, nextid's reserved set, create records /vms, delete releases only what this node
+    /// holds; a store that cannot answer refuses with 503.
+    #[test]
+    fn vmids_are_reserved_cluster_wide() -> Result<()> {
+        let hv = Arc::new(FakeHv::new());
+        let (mut node, dir) = fake_node(hv.clone())?;
+        let sock = dir.path().join("store.sock");
+        let map = crate::db::fake_store::serve(&sock);
+        let record = dir.path().join("cluster.json");
+        std::fs::write(&record, "{}")?;
+        node.auth = crate::auth::Auth::new(crate::db::Db::open(&dir.path().join("c.db"))?)
+            .in_cluster(record.clone())
+            .with_store(crate::db::Store::at(&sock));
+        let st = crate::db::Store::at(&sock);
+        st.put(
+            "/vmids/100",
+            &serde_json::json!({"node": "n2", "name": "other"}),
+        )?;
+        match reserve_vmid(&node, 100, "a") {
+            Err(Error::Conflict(m)) => assert!(m.contains("node n2") && m.contains("other"), "{m}"),
+            r => panic!("expected 409: {r:?}"),
+        }
+        // a reservation of this node left by a failed create is taken over
+        st.put(
+            "/vmids/101",
+            &serde_json::json!({"node": "n1", "name": "old"}),
+        )?;
+        reserve_vmid(&node, 101, "b")?;
+        assert_eq!(
+            st.get("/vmids/101")?.map(|e| e.value["name"].clone()),
+            Some(serde_json::json!("b"))
+        );
+        let mut ids = reserved_vmids(&node)?;
+        ids.sort();
+        assert_eq!(ids, vec![100, 101]);
+        // create records /vms/101, delete releases /vmids/101 and /vms/101
+        let mut s = spec(101, "b");
+        check_against_host(&node, &mut s, None)?;
+        let t = node.tasks.begin("vmcreate", "101", "root", true)?;
+        create(&node, s, false, &t)?;
+        t.finish(&Ok(()));
+        assert_eq!(
+            st.get("/vms/101")?.map(|e| e.value["node"].clone()),
+            Some(serde_json::json!("n1"))
+        );
+        let t = node.tasks.begin("vmdelete", "101", "root", true)?;
+        delete(&node, 101, false, &t)?;
+        t.finish(&Ok(()));
+        assert!(st.get("/vmids/101")?.is_none() && st.get("/vms/101")?.is_none());
+        // another node's reservation is never released by this one
+        release_vmid(&node, 100)?;
+        assert!(st.get("/vmids/100")?.is_some());
+        assert_eq!(map.lock().map(|m| m.len()).unwrap_or(0), 1);
+        // store down: refuse, 503
+        node.auth = crate::auth::Auth::new(crate::db::Db::open(&dir.path().join("d.db"))?)
+            .in_cluster(record)
+            .with_store(crate::db::Store::at(dir.path().join("nothing.sock")));
+        let e = reserve_vmid(&node, 102, "c").err().map(|e| e.status().0);
+        assert_eq!(e, Some(503));
         Ok(())
     }
 }
