@@ -741,7 +741,15 @@ async fn join(
     Ok(Json(blocking(move || member_join(&node, req)).await?))
 }
 
-fn check_peer(node: &Node, headers: &HeaderMap, path: &str, body: &[u8]) -> Result<String> {
+/// A member's call: HMAC keyed by the cluster key, and (mutual TLS) the connection's
+/// CA-verified client certificate issued for the signing member.
+fn check_peer(
+    node: &Node,
+    headers: &HeaderMap,
+    peer_cert: Option<Extension<crate::tls::PeerCert>>,
+    path: &str,
+    body: &[u8],
+) -> Result<String> {
     let h = headers
         .get(PEER_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -750,16 +758,28 @@ fn check_peer(node: &Node, headers: &HeaderMap, path: &str, body: &[u8]) -> Resu
         .cluster
         .authkey()
         .map_err(|_| Error::Conflict("this node is not in a cluster".into()))?;
-    cluster_net::check_peer_header(&key, h, now(), "POST", path, body)
+    let from = cluster_net::check_peer_header(&key, h, now(), "POST", path, body)?;
+    peer_cert
+        .map(|e| e.0)
+        .unwrap_or_default()
+        .check_node(&from)?;
+    Ok(from)
 }
 
 async fn peer_update(
     State(node): State<Arc<Node>>,
+    peer_cert: Option<Extension<crate::tls::PeerCert>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     blocking(move || {
-        let from = check_peer(&node, &headers, "/api/v1/cluster/peer/update", &body)?;
+        let from = check_peer(
+            &node,
+            &headers,
+            peer_cert,
+            "/api/v1/cluster/peer/update",
+            &body,
+        )?;
         let u: PeerUpdate = serde_json::from_slice(&body)
             .map_err(|e| Error::BadRequest(format!("peer update: {e}")))?;
         apply_peer_update(&node.cluster, &u)?;
@@ -772,11 +792,18 @@ async fn peer_update(
 
 async fn peer_leave(
     State(node): State<Arc<Node>>,
+    peer_cert: Option<Extension<crate::tls::PeerCert>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     blocking(move || {
-        let from = check_peer(&node, &headers, "/api/v1/cluster/peer/leave", &body)?;
+        let from = check_peer(
+            &node,
+            &headers,
+            peer_cert,
+            "/api/v1/cluster/peer/leave",
+            &body,
+        )?;
         tracing::warn!(by = %from, "this node is being removed from the cluster: stopping the stack");
         form::leave(&node.cluster.paths, node.cluster.svc.as_ref())?;
         Ok(())

@@ -99,8 +99,11 @@ export function deviceParams(d: Pick<FenceDeviceInfo, "params" | "secret_keys">)
  * `10.0.0.1`, `[fd00::1]:8006` → `fd00::1` (a bare IPv6 address means port 8006), other ports kept.
  */
 export function joinAddress(host: string): string {
-  const h = host.endsWith(":8006") ? host.slice(0, -":8006".length) : host;
-  return /^\[[0-9A-Fa-f:.]+\]$/.test(h) ? h.slice(1, -1) : h;
+  const v6 = host.match(/^\[([0-9A-Fa-f:.]+)\](?::8006)?$/);
+  if (v6) return v6[1];
+  // a bare IPv6 address (already normalized) keeps all of its groups, even a last ":8006"
+  if ((host.match(/:/g) ?? []).length > 1) return host;
+  return host.endsWith(":8006") ? host.slice(0, -":8006".length) : host;
 }
 
 /**
@@ -118,9 +121,12 @@ function sq(v: string): string {
   return /^[A-Za-z0-9_.:\-\[\]\/+=@]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`;
 }
 
-/** `keel join ADDRESS --fingerprint FP --token TOKEN`, run on the new node. */
+/**
+ * `keel join ADDRESS --fingerprint FP --token TOKEN`, run on the new node. ADDRESS may be the
+ * join token's `address` as the cluster records it (`[v6]:8006`): shown in the short form.
+ */
 export function joinCommand(address: string, fingerprint: string | null | undefined, token: string): string {
-  return `keel join ${sq(address)} --fingerprint ${fingerprint ? sq(fingerprint) : "<FINGERPRINT>"} --token ${sq(token)}`;
+  return `keel join ${sq(joinAddress(address))} --fingerprint ${fingerprint ? sq(fingerprint) : "<FINGERPRINT>"} --token ${sq(token)}`;
 }
 
 /** "expires in 59 min (2026-11-22 01:30:00)" or "expired". */

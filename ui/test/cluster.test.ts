@@ -151,6 +151,10 @@ describe("join command", () => {
     expect(joinAddress("[fd00::1]:9443")).toBe("[fd00::1]:9443");
     expect(joinAddress("node1.example:9443")).toBe("node1.example:9443");
     expect(joinAddress("node1")).toBe("node1");
+    // already normalized IPv6 stays whole (its last group may read like the port)
+    expect(joinAddress("fd00::1")).toBe("fd00::1");
+    expect(joinAddress("fd00::8006")).toBe("fd00::8006");
+    expect(joinAddress("[fd00::8006]:8006")).toBe("fd00::8006");
   });
   it("this node's API address as the cluster records it, else the browser's", () => {
     const nodes = [{ name: "n1", api: "[fd00::1]:8006" }, { name: "n2", api: "10.0.0.2:9443" }, { name: "n3", api: "" }];
@@ -162,6 +166,9 @@ describe("join command", () => {
   it("the exact command", () => {
     expect(joinCommand("10.0.0.1", fp, "abc-DEF_123")).toBe(`keel join 10.0.0.1 --fingerprint ${fp} --token abc-DEF_123`);
     expect(joinCommand("10.0.0.1", undefined, "t")).toBe("keel join 10.0.0.1 --fingerprint <FINGERPRINT> --token t");
+    // the join token's address as the cluster records it (hostd's JoinToken.address)
+    expect(joinCommand("[fd00::1]:8006", fp, "t")).toBe(`keel join fd00::1 --fingerprint ${fp} --token t`);
+    expect(joinCommand("10.0.0.2:9443", fp, "t")).toBe(`keel join 10.0.0.2:9443 --fingerprint ${fp} --token t`);
     expect(joinCommand("10.0.0.1", fp, "a b'c")).toBe(`keel join 10.0.0.1 --fingerprint ${fp} --token 'a b'\\''c'`);
   });
   it("expiry", () => {
