@@ -8,14 +8,12 @@
 //!   the request (method, path, time, body hash) keyed with the corosync authkey, which only
 //!   members hold (0400 root). Requests older than [`PEER_MAX_SKEW_S`] are refused.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::CertificateDer;
+use rustls::ClientConfig;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -24,59 +22,7 @@ pub const PEER_HEADER: &str = "X-Keel-Peer";
 pub const PEER_MAX_SKEW_S: i64 = 300;
 
 /// What the pinned verifier saw (to explain a mismatch).
-pub type Seen = Arc<Mutex<Option<String>>>;
-
-#[derive(Debug)]
-struct Pinned {
-    expected: String,
-    provider: Arc<CryptoProvider>,
-    seen: Seen,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let got = crate::tls::fingerprint_of_der(end_entity.as_ref());
-        if let Ok(mut s) = self.seen.lock() {
-            *s = Some(got.clone());
-        }
-        if got == self.expected {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "certificate fingerprint mismatch: expected {}, server presented {got}",
-                self.expected
-            )))
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
+pub type Seen = keel_pin::SeenSlot;
 
 fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
@@ -86,19 +32,10 @@ fn builder() -> reqwest::ClientBuilder {
 
 /// A client that accepts only the certificate with SHA-256 `fingerprint` (`AB:CD:…`).
 pub fn pinned_client(fingerprint: &str) -> Result<(reqwest::Client, Seen)> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let seen: Seen = Arc::new(Mutex::new(None));
-    let v = Pinned {
-        expected: fingerprint.to_string(),
-        provider: provider.clone(),
-        seen: seen.clone(),
-    };
-    let cfg = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(v))
-        .with_no_client_auth();
+    let want = keel_pin::parse_fingerprint(fingerprint)
+        .map_err(|m| Error::validation("fingerprint", m))?;
+    let (cfg, seen) = keel_pin::pinned_config(Some(want))
+        .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?;
     let c = builder()
         .use_preconfigured_tls(cfg)
         .build()
