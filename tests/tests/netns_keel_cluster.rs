@@ -705,6 +705,24 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     ensure!(v.len() == 30, "latency samples: {out}");
     let (p50, p99) = (pct(&mut v, 0.5) * 1000.0, pct(&mut v, 0.99) * 1000.0);
     eprintln!("METRIC cluster_status_latency_3_nodes p50={p50:.1}ms p99={p99:.1}ms (n=30)");
+    // the raw engines for the same information: what one status costs without Keel
+    let raw = lab.node(1)?.sh_ok(
+        "for i in $(seq 1 30); do s=$(date +%s%N); crm_mon --output-as=xml --inactive --fence-history=2 >/dev/null; \
+         corosync-quorumtool -s >/dev/null; corosync-cfgtool -n >/dev/null; e=$(date +%s%N); \
+         echo $(( (e - s) / 1000 )); done",
+    )?;
+    // microseconds -> seconds, like curl's time_total above
+    let mut r: Vec<f64> = raw
+        .lines()
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .map(|us| us / 1e6)
+        .collect();
+    ensure!(r.len() == 30, "raw latency samples: {raw}");
+    let (r50, r99) = (pct(&mut r, 0.5) * 1000.0, pct(&mut r, 0.99) * 1000.0);
+    eprintln!(
+        "METRIC raw_engine_status (crm_mon + quorumtool + cfgtool) p50={r50:.1}ms p99={r99:.1}ms; API/raw p50 ratio {:.2}",
+        p50 / r50
+    );
 
     // a real fence test: node3 powered off by the lab agent through stonith_admin
     let t = Instant::now();
