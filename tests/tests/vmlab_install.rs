@@ -17,7 +17,7 @@
 //!    The cluster, from A: `keel cluster status --json` shows 2 members online, quorate,
 //!    two_node, stonith enabled; Pacemaker (`crm_mon`) sees both online; B's install.log and
 //!    journal show the join. Pulling one bonded cable on A keeps it reachable and the cluster
-//!    whole.
+//!    whole. Rebooting B: its stack (systemd units) comes back by itself, the cluster is whole.
 //!    Fencing stays enabled (Pacemaker `stonith-enabled=true`), but this lab has no fence
 //!    channel (no QMP fence agent), so no fence device is registered: the scenario proves
 //!    formation only and runs no DLM/GFS2/DRBD (fencing is proven in the netns and VM-lab
@@ -618,6 +618,39 @@ fn two_nodes_install_from_one_iso() {
         },
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{st:#}"));
+    // A clustered node restarts its stack at boot (units enabled behind
+    // ConditionPathExists=/etc/corosync/corosync.conf): reboot B, the cluster is whole again.
+    let boot_id = |s: &Ssh| {
+        s.run("cat /proc/sys/kernel/random/boot_id")
+            .map(|b| b.trim().to_string())
+    };
+    let before = boot_id(&sb).expect("B boot id");
+    let t = Instant::now();
+    let _ = sb.exec("systemctl reboot", Duration::from_secs(20));
+    wait_for(
+        "node B back after a reboot",
+        Duration::from_secs(420),
+        || Ok(boot_id(&sb).is_ok_and(|b| b != before)),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&b.console())));
+    wait_for(
+        "the cluster whole after B's reboot",
+        Duration::from_secs(240),
+        || {
+            st = serde_json::from_str(&sa.run(&format!("{KEEL} --json cluster status"))?)?;
+            let m = st["members"].as_array().cloned().unwrap_or_default();
+            Ok(st["quorate"] == true && m.len() == 2 && m.iter().all(|m| m["online"] == true))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{st:#}"));
+    let act = sb
+        .run("systemctl is-active corosync pacemaker keel-clusterd || true")
+        .expect("systemctl is-active after reboot");
+    eprintln!(
+        "node B rebooted: back in the cluster (2 online, quorate) {:.0}s after `systemctl reboot`; corosync/pacemaker/keel-clusterd: {}",
+        t.elapsed().as_secs_f64(),
+        act.split_whitespace().collect::<Vec<_>>().join("/")
+    );
     eprintln!(
         "two_nodes_install_from_one_iso: {:.0}s in all",
         t_all.elapsed().as_secs_f64()
