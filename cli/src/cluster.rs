@@ -114,8 +114,10 @@ pub enum FenceCmd {
         /// Agent parameter KEY=VALUE (repeat)
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
-        /// Secret parameter KEY=VALUE, e.g. password (stored by Pacemaker, never logged)
-        #[arg(long = "secret", value_name = "KEY=VALUE")]
+        /// Secret parameter, e.g. password (stored by Pacemaker, never logged): KEY=@FILE reads
+        /// the value from FILE (first line), KEY=- from standard input; KEY=VALUE also works but
+        /// leaves the secret in the process list and the shell history
+        #[arg(long = "secret", value_name = "KEY=@FILE|KEY=-")]
         secrets: Vec<String>,
         /// Delay (s) before fencing NODE: set it on the node that should win a two-node split
         #[arg(long, value_name = "SECONDS")]
@@ -142,6 +144,41 @@ fn kv(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
             .split_once('=')
             .ok_or_else(|| anyhow!("--{what} {s:?}: expected KEY=VALUE"))?;
         m.insert(k.to_string(), v.to_string());
+    }
+    Ok(m)
+}
+
+/// Resolve `@FILE` and `-` (standard input, read once) in secret values; the value is the first
+/// line, without its line ending.
+fn secret_values(
+    mut m: BTreeMap<String, String>,
+    stdin: &mut dyn std::io::BufRead,
+) -> Result<BTreeMap<String, String>> {
+    let mut stdin_used = false;
+    for (k, v) in m.iter_mut() {
+        let text = if let Some(path) = v.strip_prefix('@') {
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow!("--secret {k}=@{path}: cannot read {path}: {e}"))?
+        } else if v == "-" {
+            if stdin_used {
+                return Err(anyhow!(
+                    "--secret {k}=-: standard input is already used by another secret; use @FILE"
+                ));
+            }
+            stdin_used = true;
+            let mut line = String::new();
+            stdin
+                .read_line(&mut line)
+                .map_err(|e| anyhow!("--secret {k}=-: reading standard input: {e}"))?;
+            line
+        } else {
+            continue;
+        };
+        let first = text.lines().next().unwrap_or_default().to_string();
+        if first.is_empty() {
+            return Err(anyhow!("--secret {k}: the value read is empty"));
+        }
+        *v = first;
     }
     Ok(m)
 }
@@ -445,7 +482,7 @@ pub async fn fence(c: &Client, cmd: FenceCmd, mode: Mode) -> Result<Outcome> {
                 node,
                 agent: agent_kind(&agent)?,
                 params: kv(&params, "param")?,
-                secrets: kv(&secrets, "secret")?,
+                secrets: secret_values(kv(&secrets, "secret")?, &mut std::io::stdin().lock())?,
                 delay_base_s: delay,
             };
             spec.validate().map_err(|e| anyhow!("{e}"))?;
@@ -553,4 +590,57 @@ pub async fn join(j: JoinArgs, g: &Global, mode: Mode) -> Result<Outcome> {
         println!("joined; this node's API certificate fingerprint is now {fp}");
     }
     Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn m(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn secrets_from_a_file_stdin_or_inline() {
+        let dir = std::env::temp_dir().join(format!("keel-cli-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pw");
+        std::fs::write(&f, "s3cret\nignored\n").unwrap();
+        let mut input: &[u8] = b"from-stdin\n";
+        let out = secret_values(
+            m(&[
+                ("password", &format!("@{}", f.display())),
+                ("token", "-"),
+                ("other", "inline"),
+            ]),
+            &mut input,
+        )
+        .unwrap();
+        assert_eq!(out["password"], "s3cret");
+        assert_eq!(out["token"], "from-stdin");
+        assert_eq!(out["other"], "inline");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn secret_errors_say_what_to_do() {
+        let mut input: &[u8] = b"a\nb\n";
+        let e = secret_values(m(&[("a", "-"), ("b", "-")]), &mut input)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("use @FILE"), "{e}");
+        let mut empty: &[u8] = b"";
+        let e = secret_values(m(&[("password", "-")]), &mut empty)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty"), "{e}");
+        let e = secret_values(m(&[("password", "@/nonexistent/keel")]), &mut empty)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read /nonexistent/keel"), "{e}");
+    }
 }
