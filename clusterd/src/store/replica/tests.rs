@@ -651,9 +651,12 @@ fn randomized_partitions_and_restarts() {
         "randomized: {acked_count} acknowledged writes, final version {:?}",
         { s.nodes.values().map(|x| x.r.version()).max() }
     );
+    // Not vacuous: writes were acknowledged across the run. The count depends on the seed (long
+    // minority partitions and restarts refuse many writes: one seed gave 64), so the bound only
+    // rules out a run where (almost) nothing could be written.
     assert!(
-        acked_count > 100,
-        "too few acknowledged writes: {acked_count}"
+        acked_count >= 20,
+        "seed {seed}: too few acknowledged writes ({acked_count}) for the run to prove anything"
     );
 }
 
