@@ -15,7 +15,7 @@
 //                          the dialog needs its name typed, the task must succeed and the member's
 //                          last fence test must then show "Passed"
 //   KEEL_FORBIDDEN_TEXT    comma list of strings (fence secrets) that must not appear in the page
-//   KEEL_UI_SHOTS          screenshot directory (default docs/screenshots)
+//   KEEL_UI_SHOTS          screenshot directory (default e2e/artifacts/shots; docs/screenshots on purpose)
 //   CHROMIUM               browser binary (default /usr/bin/chromium)
 // Runs from inside a network namespace too: it needs only the URL and a local chromium.
 // Prints "N passed, N failed" last; exits non-zero on any failure. Failure screenshots go to
@@ -42,7 +42,7 @@ const EXPECT_FP = env.KEEL_EXPECT_FINGERPRINT || null;
 const FORBIDDEN = list(env.KEEL_FORBIDDEN_TEXT);
 const FENCE_TEST_NODE = env.KEEL_FENCE_TEST_NODE || null;
 const ARTIFACTS = join(here, "artifacts");
-const SHOTS = env.KEEL_UI_SHOTS ?? join(here, "..", "..", "docs", "screenshots");
+const SHOTS = env.KEEL_UI_SHOTS ?? join(ARTIFACTS, "shots");
 mkdirSync(ARTIFACTS, { recursive: true });
 mkdirSync(SHOTS, { recursive: true });
 

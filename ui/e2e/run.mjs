@@ -8,7 +8,8 @@
 //   KEEL_UI_VMID, KEEL_UI_VM_NAME         id and name of the VM the test creates
 //                     (default: the first free id >= KEEL_E2E_MIN_VMID (500), e2e-ui-<id>)
 // Prints "N passed, N failed" last; exits non-zero on any failure. Screenshots of failures go to
-// e2e/artifacts/, screenshots of the main pages to docs/screenshots/.
+// e2e/artifacts/, screenshots of the main pages to e2e/artifacts/shots/ (KEEL_UI_SHOTS=docs/screenshots
+// refreshes the documentation's pictures, on purpose only).
 import { chromium } from "playwright-core";
 import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -24,7 +25,7 @@ const POOL = process.env.KEEL_UI_POOL ?? "local";
 const DEMO_NAME = process.env.KEEL_UI_DEMO_NAME ?? "keel-demo";
 const DEMO_VMID = process.env.KEEL_UI_DEMO_VMID ?? "100";
 const ARTIFACTS = join(here, "artifacts");
-const SHOTS = process.env.KEEL_UI_SHOTS ?? join(here, "..", "..", "docs", "screenshots");
+const SHOTS = process.env.KEEL_UI_SHOTS ?? join(ARTIFACTS, "shots");
 mkdirSync(ARTIFACTS, { recursive: true });
 mkdirSync(SHOTS, { recursive: true });
 
