@@ -33,6 +33,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use utoipa::OpenApi;
 
+use crate::openapi::ErrorResponses;
+
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::hv::Power;
@@ -1076,6 +1078,7 @@ async fn delete_network(
         title = "Keel API",
         description = "Keel node API: VMs, tasks, storage, networks, access."
     ),
+    modifiers(&ErrorResponses),
     paths(
         health,
         login,

@@ -20,6 +20,7 @@ pub mod domain;
 pub mod error;
 pub mod hv;
 pub mod network;
+pub mod openapi;
 pub mod storage;
 pub mod tasks;
 pub mod tls;
