@@ -74,6 +74,23 @@ keel_install_ksvalidator() {
   command -v ksvalidator >/dev/null || die "ksvalidator is missing after installing pykickstart"
 }
 
+# schemathesis (PyPI only) checks the live API against its OpenAPI document in the tests: into
+# the machine's Python when pip may install there, else into the same venv as ksvalidator.
+keel_install_schemathesis() {
+  command -v schemathesis >/dev/null && return 0
+  log "installing schemathesis"
+  if python3 -m pip install -q schemathesis 2>/dev/null; then
+    if command -v pyenv >/dev/null; then pyenv rehash; fi
+  fi
+  command -v schemathesis >/dev/null && return 0
+  python3 -m venv --help >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  [ -x /var/cache/keel/pyvenv/bin/pip ] || python3 -m venv /var/cache/keel/pyvenv
+  /var/cache/keel/pyvenv/bin/pip install -q schemathesis
+  ln -sf /var/cache/keel/pyvenv/bin/schemathesis /usr/local/bin/schemathesis
+  command -v schemathesis >/dev/null || die "schemathesis is missing after installing it"
+}
+
 # Build the web UI into ui/dist (npm ci: exactly the versions in package-lock.json).
 keel_build_ui() {
   (cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) >&2

@@ -7,6 +7,7 @@ source scripts/lib.sh
 
 keel_install_deps "${KEEL_TEST_APT_PACKAGES[@]}"
 keel_install_ksvalidator
+keel_install_schemathesis
 keel_start_libvirt
 
 log "web UI: build and unit tests"

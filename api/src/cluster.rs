@@ -72,6 +72,11 @@ pub fn parse_duration_s(s: &str) -> Option<u64> {
 #[serde(deny_unknown_fields)]
 pub struct ClusterInit {
     /// corosync `cluster_name`: 1-63 letters, digits, '-'.
+    #[schema(
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub name: String,
     /// This node's link0 address; default: the address hostd's API listens on, or the first
     /// global address of the interface holding the default route.
@@ -82,6 +87,7 @@ pub struct ClusterInit {
     pub link1: Option<String>,
     /// Override corosync's token timeout (ms); default chosen from the link latency class.
     #[serde(default)]
+    #[schema(minimum = 300, maximum = 60_000)]
     pub token_ms: Option<u32>,
 }
 
@@ -126,6 +132,7 @@ impl ClusterInit {
 pub struct JoinTokenCreate {
     /// Lifetime in seconds (default 3600, at most a week).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604_800)]
     pub ttl_s: Option<u64>,
 }
 
@@ -278,6 +285,11 @@ impl LocalJoin {
 pub struct JoinRequest {
     pub auth: JoinAuth,
     /// The joiner's node name (becomes its corosync/Pacemaker name).
+    #[schema(
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub node: String,
     /// link0 (and optional link1) addresses of the joiner.
     pub links: Vec<String>,

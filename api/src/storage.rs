@@ -30,7 +30,14 @@ pub struct VolumeInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeCreate {
+    /// Letters, digits, `-`, `_`, `.`, `+`; not starting with a dot; at most 200 characters.
+    #[schema(
+        pattern = r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,199}$",
+        min_length = 1,
+        max_length = 200
+    )]
     pub name: String,
+    #[schema(minimum = 1, maximum = 67_108_864)]
     pub size_mib: u64,
     #[serde(default)]
     pub format: DiskFormat,
@@ -38,8 +45,19 @@ pub struct VolumeCreate {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
 pub struct UploadQuery {
-    /// Volume name to create, e.g. `debian.iso`.
+    /// Volume name to create, e.g. `debian.iso`: letters, digits, `-`, `_`, `.`, `+`, ending in
+    /// `.iso`, `.img`, `.qcow2`, `.raw` or `.vmdk`.
+    #[param(
+        pattern = r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*\.([iI][sS][oO]|[iI][mM][gG]|[qQ][cC][oO][wW]2|[rR][aA][wW]|[vV][mM][dD][kK])$",
+        max_length = 200
+    )]
+    #[schema(
+        pattern = r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*\.([iI][sS][oO]|[iI][mM][gG]|[qQ][cC][oO][wW]2|[rR][aA][wW]|[vV][mM][dD][kK])$",
+        max_length = 200
+    )]
     pub filename: String,
     /// Exact size in bytes; the upload fails (and leaves nothing) if the body differs.
+    #[param(minimum = 1)]
+    #[schema(minimum = 1)]
     pub size: u64,
 }

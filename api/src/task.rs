@@ -66,7 +66,46 @@ pub struct TaskListQuery {
     #[serde(default)]
     pub running: bool,
     /// At most this many (default 100, newest first).
+    #[param(minimum = 1, maximum = 10_000)]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub limit: Option<u32>,
+}
+
+/// Most tasks one listing returns.
+pub const TASK_LIST_MAX: u32 = 10_000;
+/// Most log lines one read returns.
+pub const TASK_LOG_MAX: u32 = 100_000;
+
+impl TaskListQuery {
+    pub fn validate(&self) -> Result<(), crate::error::FieldError> {
+        check_limit(self.limit, TASK_LIST_MAX)
+    }
+}
+
+impl TaskLogQuery {
+    pub fn validate(&self) -> Result<(), crate::error::FieldError> {
+        if self.start > i64::MAX as u64 {
+            return Err(crate::error::FieldError::new(
+                "start",
+                format!(
+                    "start {} is out of range: use 0 to {}",
+                    self.start,
+                    i64::MAX
+                ),
+            ));
+        }
+        check_limit(self.limit, TASK_LOG_MAX)
+    }
+}
+
+fn check_limit(limit: Option<u32>, max: u32) -> Result<(), crate::error::FieldError> {
+    match limit {
+        Some(l) if l == 0 || l > max => Err(crate::error::FieldError::new(
+            "limit",
+            format!("limit {l} is out of range: use 1 to {max}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[derive(
@@ -75,7 +114,11 @@ pub struct TaskListQuery {
 pub struct TaskLogQuery {
     /// First line to return (for following a running task).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub start: u64,
     /// At most this many lines (default 1000).
+    #[param(minimum = 1, maximum = 100_000)]
+    #[schema(minimum = 1, maximum = 100_000)]
     pub limit: Option<u32>,
 }

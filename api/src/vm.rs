@@ -23,25 +23,35 @@ pub const MAX_NICS: usize = 16;
 #[serde(deny_unknown_fields)]
 pub struct VmSpec {
     /// Cluster-unique id, at least 100.
+    #[schema(minimum = 100, maximum = 999_999_999)]
     pub vmid: u32,
     /// Name: letters, digits, `-` and `.`; starts with a letter or digit; at most 63 characters.
+    #[schema(
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// vCPUs online at boot.
     #[serde(default = "default_vcpus")]
+    #[schema(minimum = 1, maximum = 288)]
     pub vcpus: u32,
     /// Hot-plug maximum; vCPUs up to this can be added while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 288)]
     pub max_vcpus: Option<u32>,
     #[serde(default)]
     #[schema(value_type = String, example = "default")]
     pub cpu_model: CpuModel,
     /// Memory the guest boots with (and its maximum), MiB.
     #[serde(default = "default_memory")]
+    #[schema(minimum = 16, maximum = 16_777_216)]
     pub memory_mib: u64,
     /// Balloon target, MiB: memory given to the guest while running (≤ memory_mib).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 16, maximum = 16_777_216)]
     pub balloon_mib: Option<u64>,
     #[serde(default)]
     pub machine: Machine,
@@ -51,10 +61,12 @@ pub struct VmSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub boot: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 16)]
     pub disks: Vec<DiskSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdrom: Option<CdromSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 16)]
     pub nics: Vec<NicSpec>,
     /// VNC console on 127.0.0.1 (reached through hostd's authenticated proxy).
     #[serde(default = "default_true")]
@@ -156,6 +168,7 @@ pub struct DiskSpec {
     pub volume: Option<String>,
     /// Size of a new volume, MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 67_108_864)]
     pub size_mib: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -171,6 +184,7 @@ pub struct DiskSpec {
     pub throttle: Throttle,
     /// Serial number the guest sees (letters, digits, `-`, `_`; at most 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,20}$", min_length = 1, max_length = 20)]
     pub serial: Option<String>,
 }
 

@@ -670,9 +670,19 @@ async fn vnc_websocket(
     Extension(p): Extension<Principal>,
     Path((name, vmid)): Path<(String, u32)>,
     Query(q): Query<VncWsQuery>,
-    ws: axum::extract::WebSocketUpgrade,
+    ws: Result<
+        axum::extract::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
 ) -> ApiResult<Response> {
     check_node(&node, &name)?;
+    // a plain GET (no WebSocket handshake) gets a JSON error like every other refusal
+    let ws = ws.map_err(|r| {
+        ApiError(Error::BadRequest(format!(
+            "this endpoint speaks WebSocket only: {}",
+            r.body_text()
+        )))
+    })?;
     if !node.vnc_tickets.redeem(&q.vncticket, vmid, &p.user) {
         return Err(ApiError(Error::Forbidden(format!(
             "invalid, used or expired console ticket for VM {vmid}"
@@ -778,6 +788,7 @@ async fn vm_power(
 pub struct SerialQuery {
     /// Byte offset to read from (for following).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub start: u64,
 }
 
@@ -790,6 +801,12 @@ async fn vm_serial(
     Query(q): Query<SerialQuery>,
 ) -> ApiResult<Response> {
     check_node(&node, &name)?;
+    if q.start > i64::MAX as u64 {
+        return Err(ApiError(Error::validation(
+            "start",
+            format!("start {} is out of range: use 0 to {}", q.start, i64::MAX),
+        )));
+    }
     let text = blocking(move || {
         vms::find(&node, vmid)?;
         let path = node.cfg.serial_dir().join(format!("{vmid}.log"));
@@ -823,6 +840,7 @@ async fn list_tasks(
     Query(q): Query<TaskListQuery>,
 ) -> ApiResult<Json<Vec<TaskInfo>>> {
     check_node(&node, &name)?;
+    q.validate().map_err(Error::Validation)?;
     Ok(Json(
         blocking(move || {
             node.tasks
@@ -850,6 +868,7 @@ async fn task_log(
     Query(q): Query<TaskLogQuery>,
 ) -> ApiResult<Json<Vec<TaskLogLine>>> {
     check_node(&node, &name)?;
+    q.validate().map_err(Error::Validation)?;
     Ok(Json(
         blocking(move || node.tasks.log(&upid, q.start, q.limit.unwrap_or(1000))).await?,
     ))

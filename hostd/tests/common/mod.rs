@@ -74,6 +74,8 @@ pub struct Hostd {
     pub token: String,
     pub client: Client,
     child: Option<Child>,
+    /// `None`: the system libvirtd (qemu:///system).
+    libvirt_uri: Option<String>,
 }
 
 impl Hostd {
@@ -86,7 +88,18 @@ impl Hostd {
         Self::start_opts(Some(ui_dir.to_path_buf()))
     }
 
+    /// A hostd on libvirt's own test driver (`test:///default`: libvirt's API and XML handling,
+    /// a simulated hypervisor private to this hostd): for runs that send arbitrary valid
+    /// requests (fuzzing), which must not reach the shared system libvirtd's VMs.
+    pub fn start_on_test_driver() -> Hostd {
+        Self::start_full(None, Some("test:///default"))
+    }
+
     fn start_opts(ui_dir: Option<PathBuf>) -> Hostd {
+        Self::start_full(ui_dir, None)
+    }
+
+    fn start_full(ui_dir: Option<PathBuf>, libvirt_uri: Option<&str>) -> Hostd {
         let (ok, out) = virsh(&["version"]);
         assert!(ok, "libvirtd is not reachable at qemu:///system ({out}); the README's test command starts it");
         let seq = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -111,6 +124,7 @@ impl Hostd {
             prefix,
             seq,
             ui_dir,
+            libvirt_uri: libvirt_uri.map(str::to_string),
         };
         h.base = format!("https://127.0.0.1:{}", h.port);
         h.spawn();
@@ -136,6 +150,9 @@ impl Hostd {
         );
         if let Some(ui) = &self.ui_dir {
             text.push_str(&format!("ui_dir = \"{}\"\n", ui.display()));
+        }
+        if let Some(uri) = &self.libvirt_uri {
+            text.push_str(&format!("libvirt_uri = \"{uri}\"\n"));
         }
         std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_keel-hostd"))
@@ -417,6 +434,13 @@ pub fn console_open(
 impl Drop for Hostd {
     fn drop(&mut self) {
         self.kill();
+        if self.libvirt_uri.is_some() {
+            // a private test-driver libvirt: nothing of ours is left in the system libvirtd
+            if !std::thread::panicking() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+            return;
+        }
         // Remove what this instance created in the shared libvirtd.
         let (_, list) = virsh(&["list", "--all", "--name"]);
         for name in list
