@@ -1,0 +1,178 @@
+//! Removing a member: the quorum check before, then the removal task (the node leaves, every
+//! member drops it from corosync.conf and reloads, Pacemaker forgets it, its fence device goes).
+
+use clusterd::form::{self, ClusterRecord, MemberRecord};
+use clusterd::service;
+use rusqlite::params;
+
+use super::fencing::{cib_stonith_devices, fence_test_key, lab_shell_device};
+use super::peer::{apply_peer_update, push_to_members, PeerUpdate};
+use crate::cluster_net::{self};
+use crate::error::{Error, Result};
+use crate::tasks::TaskHandle;
+use crate::Node;
+
+// ------------------------------------------------------------------ remove
+
+/// Would the online members left after removing `removed` (of `total`) hold quorum for the new
+/// size? `Err` says why not.
+pub(super) fn removal_keeps_quorum(
+    total: usize,
+    online: &[u32],
+    removed: u32,
+) -> std::result::Result<(), String> {
+    let left = total.saturating_sub(1);
+    let online_after = online.iter().filter(|id| **id != removed).count();
+    let need = quorum_needed(left);
+    if left == 0 || online_after < need {
+        return Err(format!(
+            "would leave {online_after} online member(s) of {left} while {need} are needed"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn quorum_needed(nodes: usize) -> usize {
+    if nodes == 2 {
+        1
+    } else {
+        nodes / 2 + 1
+    }
+}
+
+pub(super) fn remove_task(
+    node: &Node,
+    rec: ClusterRecord,
+    name: &str,
+    force: bool,
+    t: &TaskHandle,
+) -> Result<()> {
+    let cs = &node.cluster;
+    let _g = cs.change.lock().unwrap_or_else(|p| p.into_inner());
+    let mut conf = form::read_corosync_conf(&cs.paths)?;
+    let gone = conf
+        .remove_node(name)
+        .map_err(|e| Error::Conflict(e.to_string()))?;
+    let removed = rec.members.iter().find(|m| m.name == name).cloned();
+    // 1. the removed node stops its stack and forgets the cluster (if reachable)
+    if let Some(m) = &removed {
+        let key = cs.authkey()?;
+        let client = cs.member_client()?;
+        let r = tokio::runtime::Handle::current().block_on(cluster_net::peer_post(
+            &client,
+            &key,
+            &node.cfg.node,
+            &m.api,
+            "/api/v1/cluster/peer/leave",
+            &serde_json::json!({}),
+        ));
+        match r {
+            Ok(()) => t.log(format!("{name} stopped corosync and Pacemaker and left")),
+            Err(e) if force => t.log(format!("{name} unreachable ({e}); continuing (--force)")),
+            Err(e) => {
+                return Err(Error::Conflict(format!(
+                    "{name} could not be told to leave ({e}); if it is down for good, use --force"
+                )))
+            }
+        }
+    }
+    // 2. every remaining member drops it from corosync.conf, then one reload for all
+    let members: Vec<MemberRecord> = rec
+        .members
+        .iter()
+        .filter(|m| m.name != name)
+        .cloned()
+        .collect();
+    let update = PeerUpdate {
+        corosync_conf: conf.render().map_err(|e| Error::Internal(e.to_string()))?,
+        members: members.clone(),
+        pin: None,
+        unpin: Some((gone.name.clone(), gone.addrs.clone())),
+        authorized_key: None,
+    };
+    let mut rest = rec.clone();
+    rest.members = members;
+    push_to_members(node, &rest, &update)?;
+    apply_peer_update(cs, &update)?;
+    // its root key goes from authorized_keys here (others keep theirs until their next update)
+    let ak = cs.paths.root_ssh_dir.join("authorized_keys");
+    if let Ok(text) = std::fs::read_to_string(&ak) {
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.ends_with(&format!(" keel:{name}")))
+            .collect();
+        let mut out = kept.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        clusterd::ca::write_file_mode(&ak, out.as_bytes(), 0o600)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+    }
+    service::reload_corosync().map_err(|e| Error::Internal(e.to_string()))?;
+    t.log(format!(
+        "removed {name} from corosync.conf on every member and reloaded"
+    ));
+    // 3. Pacemaker forgets it; its fence device goes
+    for (id, _, target) in cib_stonith_devices().into_iter().filter(|d| d.2 == name) {
+        let dev = lab_shell_device(&id, &target);
+        form::apply_cib(&clusterd::cib::delete_fence_device(&dev))?;
+        t.log(format!("deleted fence device {id}"));
+    }
+    // The controller re-creates a node entry when corosync's membership settles after the
+    // reload (up to token + consensus later): purge until the name stays gone.
+    let mut purged = false;
+    for attempt in 1..=10 {
+        let r = service::run(&["crm_node", "-R", name, "--force"]);
+        if let Ok((false, o, e)) = &r {
+            t.log(format!("crm_node -R {name}: {}{}", e.trim(), o.trim()));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let still = matches!(
+            service::run(&["cibadmin", "--query", "--scope", "nodes"]),
+            Ok((true, out, _)) if out.contains(&format!("uname=\"{name}\""))
+        );
+        if !still {
+            t.log(format!(
+                "Pacemaker forgot {name} (crm_node -R, attempt {attempt})"
+            ));
+            purged = true;
+            break;
+        }
+    }
+    if !purged {
+        t.log(format!(
+            "warning: Pacemaker still lists {name}; run crm_node -R {name} --force later"
+        ));
+    }
+    form::apply_properties_for(&conf)?;
+    let _ = cs.db.conn().execute(
+        "DELETE FROM cluster_fence_tests WHERE node=?1",
+        params![name],
+    );
+    let c = clusterd::store::client::Client::local();
+    let _ = tokio::runtime::Handle::current().block_on(c.delete(&fence_test_key(name), None));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_math() {
+        assert_eq!(quorum_needed(1), 1);
+        assert_eq!(quorum_needed(2), 1);
+        assert_eq!(quorum_needed(3), 2);
+        assert_eq!(quorum_needed(4), 3);
+        // 3 nodes all up: removing one leaves two (two_node): fine
+        assert!(removal_keeps_quorum(3, &[1, 2, 3], 3).is_ok());
+        // 4 nodes, 2 and 4 down: removing 3 leaves 1 online of 3 (needs 2)
+        assert!(removal_keeps_quorum(4, &[1, 3], 3).is_err());
+        // 5 nodes, 4 and 5 down: removing a down node leaves 3 of 4 online (needs 3)
+        assert!(removal_keeps_quorum(5, &[1, 2, 3], 5).is_ok());
+        // 5 nodes, 4 and 5 down: removing an online one leaves 2 of 4 (needs 3)
+        assert!(removal_keeps_quorum(5, &[1, 2, 3], 1).is_err());
+        // the last node cannot be removed
+        assert!(removal_keeps_quorum(1, &[1], 1).is_err());
+    }
+}
