@@ -163,7 +163,7 @@ pub enum RunError {
         after: Duration,
         stderr: String,
     },
-    #[error("{cmd} failed ({}){}", exit(*code), tail(&detail(stderr, stdout)))]
+    #[error("{cmd} failed ({}){}", exit(*code), tail(detail(stderr, stdout)))]
     Failed {
         cmd: String,
         code: Option<i32>,

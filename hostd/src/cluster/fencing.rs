@@ -2,24 +2,41 @@
 //! devices, fence tests and their records, and the gate HA and cluster storage must pass.
 
 use clusterd::fence::{FenceAgent, FenceDevice, Secret};
-use clusterd::form::{self};
-use clusterd::service;
-use keel_api::cluster::{FenceAgentKind, FenceDeviceSpec, FenceTestResult};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use clusterd::commands;
+use clusterd::form;
+use keel_api::cluster::{FenceAgentKind, FenceDeviceInfo, FenceDeviceSpec, FenceTestResult};
+use keel_runner::Runner;
 use rusqlite::params;
 
-use super::ClusterState;
+use super::store_api::store_err;
+use super::{run_err, ClusterState};
+use crate::db::now;
 use crate::error::{Error, Result};
+use crate::tasks::{self, TaskHandle};
 use crate::Node;
 
-pub(super) fn cib_stonith_devices() -> Vec<(String, String, String)> {
-    // (id, agent type, target node) from the live CIB
-    let Ok((true, out, _)) = service::run(&["cibadmin", "--query", "--scope", "resources"]) else {
-        return vec![];
-    };
-    let Ok(root) = keel_xml::Element::parse(&out) else {
-        return vec![];
-    };
-    root.descendants("primitive")
+/// Seconds `stonith_admin` may take for a fence test (its own `--timeout`).
+const FENCE_TEST_TIMEOUT_S: u32 = 120;
+
+/// (id, agent type, target node) of every stonith device in the live CIB; empty when
+/// Pacemaker does not answer (for status pages).
+pub(super) fn cib_stonith_devices(r: &dyn Runner) -> Vec<(String, String, String)> {
+    stonith_devices(r).unwrap_or_default()
+}
+
+/// (id, agent type, target node) of every stonith device in the live CIB, or why they cannot
+/// be read (the command's error, a timeout included).
+pub(super) fn stonith_devices(r: &dyn Runner) -> Result<Vec<(String, String, String)>> {
+    let out = r
+        .run_ok(&commands::cib_query("resources"))
+        .map_err(run_err)?;
+    let root = keel_xml::Element::parse(&out)
+        .map_err(|e| Error::Internal(format!("cibadmin --query --scope resources: {e}")))?;
+    Ok(root
+        .descendants("primitive")
         .into_iter()
         .filter(|p| p.get_attr("class") == Some("stonith"))
         .filter_map(|p| {
@@ -35,7 +52,7 @@ pub(super) fn cib_stonith_devices() -> Vec<(String, String, String)> {
                 target,
             ))
         })
-        .collect()
+        .collect())
 }
 
 /// Config store key of a node's last fence test (cluster-wide record).
@@ -94,9 +111,7 @@ pub(super) fn lab_shell_device(id: &str, node: &str) -> FenceDevice {
     }
 }
 
-// ------------------------------------------------------------------ fencing
-
-pub(super) fn param(spec: &FenceDeviceSpec, k: &str) -> Result<String> {
+fn param(spec: &FenceDeviceSpec, k: &str) -> Result<String> {
     spec.params.get(k).cloned().ok_or_else(|| {
         Error::validation(
             &format!("params.{k}"),
@@ -105,7 +120,7 @@ pub(super) fn param(spec: &FenceDeviceSpec, k: &str) -> Result<String> {
     })
 }
 
-pub(super) fn secret(spec: &FenceDeviceSpec, k: &str) -> Result<Secret> {
+fn secret(spec: &FenceDeviceSpec, k: &str) -> Result<Secret> {
     spec.secrets
         .get(k)
         .map(|s| Secret::new(s.clone()))
@@ -117,7 +132,7 @@ pub(super) fn secret(spec: &FenceDeviceSpec, k: &str) -> Result<Secret> {
         })
 }
 
-pub(super) fn port(spec: &FenceDeviceSpec, k: &str) -> Result<Option<u16>> {
+fn port(spec: &FenceDeviceSpec, k: &str) -> Result<Option<u16>> {
     spec.params
         .get(k)
         .map(|v| {
@@ -128,7 +143,7 @@ pub(super) fn port(spec: &FenceDeviceSpec, k: &str) -> Result<Option<u16>> {
         .transpose()
 }
 
-pub(super) fn to_device(spec: &FenceDeviceSpec) -> Result<FenceDevice> {
+fn to_device(spec: &FenceDeviceSpec) -> Result<FenceDevice> {
     spec.validate()?;
     let agent = match spec.agent {
         FenceAgentKind::FenceIpmilan => FenceAgent::Ipmilan {
@@ -170,7 +185,7 @@ pub(super) fn to_device(spec: &FenceDeviceSpec) -> Result<FenceDevice> {
     })
 }
 
-pub(super) fn agent_kind(program: &str) -> Option<FenceAgentKind> {
+fn agent_kind(program: &str) -> Option<FenceAgentKind> {
     Some(match program {
         "fence_ipmilan" => FenceAgentKind::FenceIpmilan,
         "fence_redfish" => FenceAgentKind::FenceRedfish,
@@ -198,4 +213,142 @@ pub fn require_fence_tested(node: &Node) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The devices in the live CIB Keel knows the agent of, with their last fence test.
+pub(super) fn list(node: &Node) -> Result<Vec<FenceDeviceInfo>> {
+    Ok(stonith_devices(node.cluster.runner.as_ref())?
+        .into_iter()
+        .filter_map(|(id, ty, target)| {
+            Some(FenceDeviceInfo {
+                id,
+                agent: agent_kind(&ty)?,
+                last_test: fence_test_of(&node.cluster, &target),
+                node: target,
+                params: BTreeMap::new(),
+                secret_keys: vec![],
+            })
+        })
+        .collect())
+}
+
+/// Create or replace the fence device of `spec.node`: validated against the members, then
+/// the stonith primitive and its location constraint through cibadmin (secrets on stdin).
+pub(super) fn put(node: &Node, spec: &FenceDeviceSpec) -> Result<FenceDeviceInfo> {
+    let cs = &node.cluster;
+    if cs.record()?.is_none() {
+        return Err(Error::Conflict("this node is not in a cluster".into()));
+    }
+    let conf = form::read_corosync_conf(&cs.paths)?;
+    let names: Vec<String> = conf.nodes.iter().map(|n| n.name.clone()).collect();
+    let dev = to_device(spec)?;
+    if let Err(errs) = dev.validate(&names) {
+        if let Some(e) = errs.into_iter().next() {
+            return Err(Error::Validation(e));
+        }
+    }
+    form::apply_cib(cs.runner.as_ref(), &clusterd::cib::put_fence_device(&dev))?;
+    tracing::info!(device = %dev.id, node = %dev.node, agent = dev.agent.program(), "fence device configured");
+    Ok(FenceDeviceInfo {
+        id: dev.id.clone(),
+        node: dev.node.clone(),
+        agent: spec.agent,
+        params: spec.params.clone(),
+        secret_keys: spec.secrets.keys().cloned().collect(),
+        last_test: None,
+    })
+}
+
+/// Delete the fence device(s) of `target` and their constraints.
+pub(super) fn delete(node: &Node, target: &str) -> Result<()> {
+    let r = node.cluster.runner.as_ref();
+    let devs: Vec<_> = stonith_devices(r)?
+        .into_iter()
+        .filter(|d| d.2 == target)
+        .collect();
+    if devs.is_empty() {
+        return Err(Error::NotFound(format!("no fence device for {target:?}")));
+    }
+    for (id, _, t) in devs {
+        form::apply_cib(
+            r,
+            &clusterd::cib::delete_fence_device(&lab_shell_device(&id, &t)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Refuse at once what cannot be tested (this node, a node without device), then start the
+/// `fencetest` task; its UPID.
+pub(super) fn start_test(
+    node: &Arc<Node>,
+    target: String,
+    action: String,
+    user: &str,
+) -> Result<String> {
+    if target == node.cfg.node {
+        return Err(Error::Conflict(format!(
+            "{target} is the node answering this request: test its fencing from another member"
+        )));
+    }
+    if !stonith_devices(node.cluster.runner.as_ref())?
+        .iter()
+        .any(|d| d.2 == target)
+    {
+        return Err(Error::Conflict(format!(
+            "{target} has no fence device: add one first"
+        )));
+    }
+    let n = node.clone();
+    let tgt = target.clone();
+    tasks::spawn(&node.tasks, "fencetest", &tgt, user, true, move |t| {
+        run_test(&n, &target, &action, t)
+    })
+}
+
+/// The `fencetest` task: `stonith_admin --reboot|--fence` (this really fences the node), the
+/// outcome recorded here and in the config store.
+fn run_test(n: &Node, target: &str, action: &str, t: &TaskHandle) -> Result<()> {
+    let cmd = commands::stonith(action == "off", target, FENCE_TEST_TIMEOUT_S);
+    t.log(format!("{cmd}: this really fences the node"));
+    let t0 = std::time::Instant::now();
+    let (ok, msg) = match n.cluster.runner.run(&cmd) {
+        Ok(o) if o.success() => (
+            true,
+            format!("fenced ({action}) in {:.1}s", t0.elapsed().as_secs_f64()),
+        ),
+        Ok(o) => (
+            false,
+            format!("failed: {}{}", o.stderr.trim(), o.stdout.trim()),
+        ),
+        Err(e) => (false, format!("failed: {e}")),
+    };
+    let at = now();
+    n.cluster.db.conn().execute(
+        "INSERT OR REPLACE INTO cluster_fence_tests(node,at,ok,action,message) VALUES (?1,?2,?3,?4,?5)",
+        params![target, at, ok as i64, action, msg],
+    )?;
+    let rec = FenceTestResult {
+        at,
+        ok,
+        action: action.to_string(),
+        message: msg.clone(),
+    };
+    let shared = serde_json::to_value(&rec).map_err(|e| Error::Internal(e.to_string()));
+    let put = shared.and_then(|v| {
+        let c = clusterd::store::client::Client::local();
+        tokio::runtime::Handle::current()
+            .block_on(c.put(&fence_test_key(target), &v))
+            .map_err(store_err)
+    });
+    match put {
+        Ok(_) => t.log("result recorded in the cluster config store"),
+        Err(e) => t.log(format!("result recorded on this node only: {e}")),
+    }
+    t.log(&msg);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Internal(format!("fence test of {target} {msg}")))
+    }
 }

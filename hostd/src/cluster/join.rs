@@ -2,10 +2,11 @@
 //! to corosync.conf, push it to every member, `corosync-cfgtool -R`, sign its CSR) and the
 //! joiner side (`keel join`: contact a member pinned to its fingerprint, install what it sent).
 
+use std::sync::Arc;
+
 use clusterd::form::{self, MemberRecord};
-use clusterd::service;
 use keel_api::cluster::{
-    normalize_fingerprint, ClusterNode, JoinAuth, JoinRequest, JoinResponse, LocalJoin,
+    normalize_fingerprint, ClusterNode, JoinAuth, JoinRequest, JoinResponse, JoinToken, LocalJoin,
 };
 use rusqlite::params;
 use sha2::{Digest, Sha256};
@@ -14,20 +15,20 @@ use super::init::source_addr_for;
 use super::peer::{apply_peer_update, push_to_members, PeerUpdate};
 use super::store_api::replace_access_from_store;
 use super::{clusterd_svc, ClusterState, TaskProgress};
-use crate::cluster_net::{self};
+use crate::cluster_net;
 use crate::db::now;
 use crate::error::{Error, Result};
-use crate::tasks::TaskHandle;
+use crate::tasks::{self, TaskHandle};
 use crate::Node;
 
 // ------------------------------------------------------------------ join tokens
 
-pub(super) fn sha256_hex(s: &str) -> String {
+fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 /// Redeem a join token (exactly once).
-pub(super) fn consume_token(cs: &ClusterState, token: &str, by: &str) -> Result<()> {
+fn consume_token(cs: &ClusterState, token: &str, by: &str) -> Result<()> {
     let h = sha256_hex(token);
     let c = cs.db.conn();
     let row: Option<(i64, Option<i64>)> = c
@@ -63,7 +64,35 @@ pub(super) fn consume_token(cs: &ClusterState, token: &str, by: &str) -> Result<
     }
 }
 
-pub(super) fn ssh_key_line(key: &str, node: &str) -> String {
+/// A one-time join token (stored as its hash) with what the joiner needs to reach this node.
+pub(super) fn create_token(cs: &ClusterState, ttl_s: Option<u64>) -> Result<JoinToken> {
+    let Some(rec) = cs.record()? else {
+        return Err(Error::Conflict(
+            "this node is not in a cluster: run `keel cluster init` first".into(),
+        ));
+    };
+    let address = rec
+        .members
+        .iter()
+        .find(|m| m.name == rec.node)
+        .map(|m| m.api.clone());
+    let fingerprint = Some(cs.api_fingerprint()?);
+    let token = crate::auth::generate_password() + &crate::auth::generate_password();
+    let ttl = ttl_s.unwrap_or(cs.token_ttl_s);
+    let expires_at = now() + ttl as i64;
+    cs.db.conn().execute(
+        "INSERT INTO cluster_join_tokens(hash,created,expires,used) VALUES (?1,?2,?3,NULL)",
+        params![sha256_hex(&token), now(), expires_at],
+    )?;
+    Ok(JoinToken {
+        token,
+        expires_at,
+        fingerprint,
+        address,
+    })
+}
+
+fn ssh_key_line(key: &str, node: &str) -> String {
     let mut it = key.split_whitespace();
     match (it.next(), it.next()) {
         (Some(t), Some(b)) => format!("{t} {b} keel:{node}"),
@@ -75,6 +104,7 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
     use clusterd::form::read_b64;
     req.validate()?;
     let cs = &node.cluster;
+    let r = cs.runner.as_ref();
     let Some(rec) = cs.record()? else {
         return Err(Error::Conflict(format!(
             "{} is not in a cluster: run `keel cluster init` on it first",
@@ -92,11 +122,17 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
         }
     }
     let _g = cs.change.lock().unwrap_or_else(|p| p.into_inner());
-    match form::quorum() {
-        Some(q) if q.quorate => {}
-        _ => {
+    match form::quorum_checked(r) {
+        Ok(q) if q.quorate => {}
+        Ok(_) => {
             return Err(Error::Conflict(format!(
                 "{} is not quorate: nodes can join only a quorate cluster",
+                node.cfg.node
+            )))
+        }
+        Err(e) => {
+            return Err(Error::Conflict(format!(
+                "{} cannot tell whether it is quorate ({e}): nodes can join only a quorate cluster",
                 node.cfg.node
             )))
         }
@@ -136,12 +172,12 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
         return Err(e);
     }
     apply_peer_update(cs, &update)?;
-    service::reload_corosync().map_err(|e| Error::Internal(e.to_string()))?;
+    form::reload_corosync(r)?;
     tracing::info!(joiner = %req.node, "corosync.conf reloaded on every member");
-    if let Err(e) = form::apply_properties_for(&conf) {
+    if let Err(e) = form::apply_properties_for(r, &conf) {
         tracing::warn!(error = %e, "updating cluster properties for the new size");
     }
-    let own_key = form::ensure_root_key(&cs.paths)?;
+    let own_key = form::ensure_root_key(&cs.paths, r)?;
     let mut authorized = vec![ssh_key_line(&own_key, &node.cfg.node)];
     let ak =
         std::fs::read_to_string(cs.paths.root_ssh_dir.join("authorized_keys")).unwrap_or_default();
@@ -189,8 +225,8 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
 
 // ------------------------------------------------------------------ join: joiner side
 
-pub(super) fn joiner_checks(node: &Node) -> Result<()> {
-    form::check_unclustered(&node.cluster.paths)?;
+fn joiner_checks(node: &Node) -> Result<()> {
+    form::check_unclustered(&node.cluster.paths, node.cluster.runner.as_ref())?;
     let doms = node.hv.list_domains()?;
     if !doms.is_empty() {
         let names: Vec<&str> = doms.iter().map(|d| d.name.as_str()).take(5).collect();
@@ -203,7 +239,26 @@ pub(super) fn joiner_checks(node: &Node) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn host_of(address: &str) -> String {
+/// Refuse at once what cannot join (clustered, holding VMs), then start the `clusterjoin`
+/// task; its UPID.
+pub(super) fn start_local_join(node: &Arc<Node>, req: LocalJoin, user: &str) -> Result<String> {
+    joiner_checks(node)?;
+    let n = node.clone();
+    tasks::spawn(
+        &node.tasks,
+        "clusterjoin",
+        "cluster",
+        user,
+        true,
+        move |t| {
+            let _g = n.cluster.change.lock().unwrap_or_else(|p| p.into_inner());
+            joiner_checks(&n)?;
+            joiner_join(&n, &req, t)
+        },
+    )
+}
+
+fn host_of(address: &str) -> String {
     // [v6]:port, v6, host:port, host
     if let Some(r) = address.strip_prefix('[') {
         return r.split(']').next().unwrap_or(r).to_string();
@@ -218,7 +273,7 @@ pub(super) fn host_of(address: &str) -> String {
         .to_string()
 }
 
-pub(super) fn with_port(address: &str) -> String {
+fn with_port(address: &str) -> String {
     let has_port = if address.starts_with('[') {
         address.contains("]:")
     } else {
@@ -231,7 +286,7 @@ pub(super) fn with_port(address: &str) -> String {
     }
 }
 
-pub(super) fn joiner_join(node: &Node, req: &LocalJoin, t: &TaskHandle) -> Result<()> {
+fn joiner_join(node: &Node, req: &LocalJoin, t: &TaskHandle) -> Result<()> {
     let cs = &node.cluster;
     let fp = normalize_fingerprint(&req.fingerprint)
         .ok_or_else(|| Error::validation("fingerprint", "not a SHA-256 fingerprint"))?;
@@ -266,7 +321,7 @@ pub(super) fn joiner_join(node: &Node, req: &LocalJoin, t: &TaskHandle) -> Resul
     t.log("member certificate matches the fingerprint");
     let link0 = match &req.link0 {
         Some(a) => a.clone(),
-        None => source_addr_for(&host).ok_or_else(|| {
+        None => source_addr_for(cs.runner.as_ref(), &host).ok_or_else(|| {
             Error::validation(
                 "link0",
                 format!("cannot tell the local address that reaches {host}: give link0"),
@@ -282,7 +337,7 @@ pub(super) fn joiner_join(node: &Node, req: &LocalJoin, t: &TaskHandle) -> Resul
     };
     let (csr_pem, key_pem) =
         clusterd::ca::node_csr(&id).map_err(|e| Error::Internal(e.to_string()))?;
-    let root_key = form::ensure_root_key(&cs.paths)?;
+    let root_key = form::ensure_root_key(&cs.paths, cs.runner.as_ref())?;
     let jr = JoinRequest {
         auth: req.auth.clone(),
         node: node.cfg.node.clone(),
@@ -357,6 +412,7 @@ pub(super) fn joiner_join(node: &Node, req: &LocalJoin, t: &TaskHandle) -> Resul
     let cert = form::joiner_install(
         &cs.paths,
         clusterd_svc(cs).as_ref(),
+        cs.runner.as_ref(),
         &node.cfg.node,
         &resp,
         &resp.ca_key_pem,

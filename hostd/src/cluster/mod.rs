@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use clusterd::form::{self, ClusterRecord, FormError, Paths, Progress};
 use clusterd::service::{self, Daemon, Direct, ServiceManager, Systemd};
+use keel_runner::{RunError, Runner};
 
 use crate::auth::Principal;
 use crate::cluster_net::{self};
@@ -37,6 +38,12 @@ use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::tasks::TaskHandle;
 use crate::Node;
+
+/// A command that failed or timed out, as the API error it is (its message names the command
+/// and carries its stderr).
+fn run_err(e: RunError) -> Error {
+    Error::Internal(e.to_string())
+}
 
 /// Name of the root-only API token hostd writes for local commands (`keel join`).
 pub const LOCAL_TOKEN_ID: &str = "local-root";
@@ -62,6 +69,9 @@ CREATE TABLE IF NOT EXISTS cluster_fence_tests (
 pub struct ClusterState {
     pub paths: Paths,
     pub svc: Arc<dyn ServiceManager>,
+    /// Runs every corosync/Pacemaker command of the cluster workflows (with its timeout):
+    /// `keel_runner::System`; unit tests put a `keel_runner::Fake` here.
+    pub runner: Arc<dyn Runner>,
     /// The live TLS config of the API listener (set by main once serving).
     pub tls: OnceLock<axum_server::tls_rustls::RustlsConfig>,
     /// Client certificates the API accepts: signed by the cluster CA (follows init/join).
@@ -141,6 +151,7 @@ impl ClusterState {
         Ok(ClusterState {
             paths,
             svc,
+            runner: Arc::new(keel_runner::System),
             tls: OnceLock::new(),
             client_verifier,
             db,

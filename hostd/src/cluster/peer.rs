@@ -2,7 +2,6 @@
 //! check of a peer request (HMAC keyed by the corosync authkey + mutual TLS).
 
 use axum::http::HeaderMap;
-use axum::Extension;
 use clusterd::corosync_conf::CorosyncConf;
 use clusterd::form::{self, ClusterRecord, MemberRecord};
 use serde::{Deserialize, Serialize};
@@ -11,6 +10,7 @@ use super::ClusterState;
 use crate::cluster_net::{self, PEER_HEADER};
 use crate::db::now;
 use crate::error::{Error, Result};
+use crate::tls::PeerCert;
 use crate::Node;
 
 // ------------------------------------------------------------------ join: member side
@@ -85,10 +85,10 @@ pub(super) fn push_to_members(
 
 /// A member's call: HMAC keyed by the cluster key, and (mutual TLS) the connection's
 /// CA-verified client certificate issued for the signing member.
-pub(super) fn check_peer(
+fn check_peer(
     node: &Node,
     headers: &HeaderMap,
-    peer_cert: Option<Extension<crate::tls::PeerCert>>,
+    peer_cert: &PeerCert,
     path: &str,
     body: &[u8],
 ) -> Result<String> {
@@ -101,9 +101,41 @@ pub(super) fn check_peer(
         .authkey()
         .map_err(|_| Error::Conflict("this node is not in a cluster".into()))?;
     let from = cluster_net::check_peer_header(&key, h, now(), "POST", path, body)?;
-    peer_cert
-        .map(|e| e.0)
-        .unwrap_or_default()
-        .check_node(&from)?;
+    peer_cert.check_node(&from)?;
     Ok(from)
+}
+
+/// `POST /api/v1/cluster/peer/update` from a member: apply the membership files it sent.
+pub(super) fn on_update(
+    node: &Node,
+    headers: &HeaderMap,
+    peer_cert: &PeerCert,
+    body: &[u8],
+) -> Result<()> {
+    let from = check_peer(
+        node,
+        headers,
+        peer_cert,
+        "/api/v1/cluster/peer/update",
+        body,
+    )?;
+    let u: PeerUpdate =
+        serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("peer update: {e}")))?;
+    apply_peer_update(&node.cluster, &u)?;
+    tracing::info!(from = %from, "cluster membership files updated by a peer");
+    Ok(())
+}
+
+/// `POST /api/v1/cluster/peer/leave` from a member removing this node: stop the stack and
+/// forget the cluster.
+pub(super) fn on_leave(
+    node: &Node,
+    headers: &HeaderMap,
+    peer_cert: &PeerCert,
+    body: &[u8],
+) -> Result<()> {
+    let from = check_peer(node, headers, peer_cert, "/api/v1/cluster/peer/leave", body)?;
+    tracing::warn!(by = %from, "this node is being removed from the cluster: stopping the stack");
+    form::leave(&node.cluster.paths, node.cluster.svc.as_ref())?;
+    Ok(())
 }

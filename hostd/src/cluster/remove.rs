@@ -1,22 +1,27 @@
 //! Removing a member: the quorum check before, then the removal task (the node leaves, every
 //! member drops it from corosync.conf and reloads, Pacemaker forgets it, its fence device goes).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use clusterd::commands;
 use clusterd::form::{self, ClusterRecord, MemberRecord};
-use clusterd::service;
 use rusqlite::params;
 
-use super::fencing::{cib_stonith_devices, fence_test_key, lab_shell_device};
+use super::fencing::{fence_test_key, lab_shell_device, stonith_devices};
 use super::peer::{apply_peer_update, push_to_members, PeerUpdate};
-use crate::cluster_net::{self};
+use crate::cluster_net;
 use crate::error::{Error, Result};
-use crate::tasks::TaskHandle;
+use crate::tasks::{self, TaskHandle};
 use crate::Node;
 
-// ------------------------------------------------------------------ remove
+/// Between two `crm_node -R` attempts: the controller may re-create the node entry until
+/// corosync's membership settled after the reload.
+const PURGE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Would the online members left after removing `removed` (of `total`) hold quorum for the new
 /// size? `Err` says why not.
-pub(super) fn removal_keeps_quorum(
+fn removal_keeps_quorum(
     total: usize,
     online: &[u32],
     removed: u32,
@@ -32,7 +37,7 @@ pub(super) fn removal_keeps_quorum(
     Ok(())
 }
 
-pub(super) fn quorum_needed(nodes: usize) -> usize {
+fn quorum_needed(nodes: usize) -> usize {
     if nodes == 2 {
         1
     } else {
@@ -40,7 +45,41 @@ pub(super) fn quorum_needed(nodes: usize) -> usize {
     }
 }
 
-pub(super) fn remove_task(
+/// Refuse at once what cannot be removed (this node, a non-member, a removal that would
+/// cost quorum unless forced), then start the `clusterremove` task; its UPID.
+pub(super) fn start(node: &Arc<Node>, name: String, force: bool, user: &str) -> Result<String> {
+    let cs = &node.cluster;
+    let rec = cs
+        .record()?
+        .ok_or_else(|| Error::Conflict("this node is not in a cluster".into()))?;
+    if name == node.cfg.node {
+        return Err(Error::Conflict(format!(
+            "{name} is the node answering this request: run `keel node remove {name}` on another member"
+        )));
+    }
+    let conf = form::read_corosync_conf(&cs.paths)?;
+    if conf.node(&name).is_none() {
+        return Err(Error::NotFound(format!("{name:?} is not a cluster member")));
+    }
+    let online: Vec<u32> = form::quorum(cs.runner.as_ref())
+        .map(|q| q.members.iter().map(|m| m.nodeid).collect())
+        .unwrap_or_default();
+    let removed_id = conf.node(&name).map(|n| n.nodeid).unwrap_or(0);
+    if let Err(why) = removal_keeps_quorum(conf.nodes.len(), &online, removed_id) {
+        if !force {
+            return Err(Error::Conflict(format!(
+                "removing {name} {why}: the cluster would lose quorum. Bring members back online, or use --force"
+            )));
+        }
+    }
+    let n = node.clone();
+    let tgt = name.clone();
+    tasks::spawn(&node.tasks, "clusterremove", &tgt, user, true, move |t| {
+        remove_task(&n, rec, &name, force, t)
+    })
+}
+
+fn remove_task(
     node: &Node,
     rec: ClusterRecord,
     name: &str,
@@ -48,6 +87,7 @@ pub(super) fn remove_task(
     t: &TaskHandle,
 ) -> Result<()> {
     let cs = &node.cluster;
+    let r = cs.runner.as_ref();
     let _g = cs.change.lock().unwrap_or_else(|p| p.into_inner());
     let mut conf = form::read_corosync_conf(&cs.paths)?;
     let gone = conf
@@ -108,29 +148,33 @@ pub(super) fn remove_task(
         clusterd::ca::write_file_mode(&ak, out.as_bytes(), 0o600)
             .map_err(|e| Error::Internal(e.to_string()))?;
     }
-    service::reload_corosync().map_err(|e| Error::Internal(e.to_string()))?;
+    form::reload_corosync(r)?;
     t.log(format!(
         "removed {name} from corosync.conf on every member and reloaded"
     ));
     // 3. Pacemaker forgets it; its fence device goes
-    for (id, _, target) in cib_stonith_devices().into_iter().filter(|d| d.2 == name) {
+    for (id, _, target) in stonith_devices(r)?.into_iter().filter(|d| d.2 == name) {
         let dev = lab_shell_device(&id, &target);
-        form::apply_cib(&clusterd::cib::delete_fence_device(&dev))?;
+        form::apply_cib(r, &clusterd::cib::delete_fence_device(&dev))?;
         t.log(format!("deleted fence device {id}"));
     }
     // The controller re-creates a node entry when corosync's membership settles after the
     // reload (up to token + consensus later): purge until the name stays gone.
     let mut purged = false;
     for attempt in 1..=10 {
-        let r = service::run(&["crm_node", "-R", name, "--force"]);
-        if let Ok((false, o, e)) = &r {
-            t.log(format!("crm_node -R {name}: {}{}", e.trim(), o.trim()));
+        match r.run(&commands::crm_node_remove(name)) {
+            Ok(o) if !o.success() => t.log(format!(
+                "crm_node -R {name}: {}{}",
+                o.stderr.trim(),
+                o.stdout.trim()
+            )),
+            Ok(_) => {}
+            Err(e) => t.log(e.to_string()),
         }
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        let still = matches!(
-            service::run(&["cibadmin", "--query", "--scope", "nodes"]),
-            Ok((true, out, _)) if out.contains(&format!("uname=\"{name}\""))
-        );
+        std::thread::sleep(PURGE_INTERVAL);
+        let still = r
+            .run_ok(&commands::cib_query("nodes"))
+            .is_ok_and(|out| out.contains(&format!("uname=\"{name}\"")));
         if !still {
             t.log(format!(
                 "Pacemaker forgot {name} (crm_node -R, attempt {attempt})"
@@ -144,7 +188,7 @@ pub(super) fn remove_task(
             "warning: Pacemaker still lists {name}; run crm_node -R {name} --force later"
         ));
     }
-    form::apply_properties_for(&conf)?;
+    form::apply_properties_for(r, &conf)?;
     let _ = cs.db.conn().execute(
         "DELETE FROM cluster_fence_tests WHERE node=?1",
         params![name],

@@ -1,15 +1,13 @@
 //! `GET /api/v1/cluster/status`: corosync's quorum and links, Pacemaker's view, fence devices
 //! and fence tests, assembled into one [`ClusterStatus`].
 
-use clusterd::form::{self};
-use clusterd::service;
-use keel_api::cluster::{ClusterStatus, FailedAction, LinkStatus, MemberStatus};
+use clusterd::commands;
+use clusterd::form;
+use keel_api::cluster::{ClusterNode, ClusterStatus, FailedAction, LinkStatus, MemberStatus};
 
 use super::fencing::{cib_stonith_devices, fence_test_of};
 use crate::error::Result;
 use crate::Node;
-
-// ------------------------------------------------------------------ status
 
 pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
     let cs = &node.cluster;
@@ -30,12 +28,14 @@ pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
         });
     };
     let conf = form::read_corosync_conf(&cs.paths)?;
-    let q = form::quorum();
-    let links = service::run(&["corosync-cfgtool", "-n"])
+    let r = cs.runner.as_ref();
+    let q = form::quorum(r);
+    let links = r
+        .run(&commands::link_status())
         .ok()
-        .and_then(|(_, out, _)| clusterd::crm::LinkStatus::parse(&out).ok());
-    let crm = form::crm_status();
-    let devices = cib_stonith_devices();
+        .and_then(|o| clusterd::crm::LinkStatus::parse(&o.stdout).ok());
+    let crm = form::crm_status(r);
+    let devices = cib_stonith_devices(r);
     let mut notes = vec![];
     if q.is_none() {
         notes.push("corosync is not running on this node".into());
@@ -118,4 +118,28 @@ pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
             .unwrap_or_default(),
         notes,
     })
+}
+
+/// The members as corosync.conf lists them, with their API addresses.
+pub(super) fn cluster_nodes(node: &Node) -> Result<Vec<ClusterNode>> {
+    let cs = &node.cluster;
+    let Some(rec) = cs.record()? else {
+        return Ok(vec![]);
+    };
+    let conf = form::read_corosync_conf(&cs.paths)?;
+    Ok(conf
+        .nodes
+        .iter()
+        .map(|n| ClusterNode {
+            name: n.name.clone(),
+            nodeid: n.nodeid,
+            links: n.addrs.clone(),
+            api: rec
+                .members
+                .iter()
+                .find(|m| m.name == n.name)
+                .map(|m| m.api.clone())
+                .unwrap_or_default(),
+        })
+        .collect())
 }

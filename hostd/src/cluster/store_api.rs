@@ -1,6 +1,9 @@
 //! The replicated config store seen through the API (`/cluster/config`, `/cluster/resources`)
 //! and copying users and tokens to/from it at init and join.
 
+use clusterd::store::client::Client;
+use keel_api::cluster::{ClusterResource, ConfigEntry, ConfigPut};
+
 use super::LOCAL_TOKEN_FILE;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
@@ -73,14 +76,12 @@ pub(super) fn replace_access_from_store(node: &Node, t: &TaskHandle) {
     }
 }
 
-// ------------------------------------------------------------------ config store
-
 pub(super) fn store_err(e: clusterd::store::StoreError) -> Error {
     // Unavailable (daemon down, writes held in a two-node split) is 503 with the store's message
     Error::from(e)
 }
 
-pub(super) fn check_key(key: &str) -> Result<()> {
+fn check_key(key: &str) -> Result<()> {
     if !keel_api::cluster::valid_config_key(key) {
         return Err(Error::validation(
             "key",
@@ -91,12 +92,12 @@ pub(super) fn check_key(key: &str) -> Result<()> {
 }
 
 /// API keys are `a/b`; the store's are `/a/b`.
-pub(super) fn store_key(k: &str) -> String {
+fn store_key(k: &str) -> String {
     format!("/{k}")
 }
 
-pub(super) fn entry(e: clusterd::store::Entry) -> keel_api::cluster::ConfigEntry {
-    keel_api::cluster::ConfigEntry {
+fn entry(e: clusterd::store::Entry) -> ConfigEntry {
+    ConfigEntry {
         key: e.key.strip_prefix('/').unwrap_or(&e.key).to_string(),
         version: e.version,
         value: e.value,
@@ -104,6 +105,78 @@ pub(super) fn entry(e: clusterd::store::Entry) -> keel_api::cluster::ConfigEntry
 }
 
 /// Password and token hashes are for root's eyes only.
-pub(super) fn may_read(p: &Principal, key: &str) -> bool {
+fn may_read(p: &Principal, key: &str) -> bool {
     p.user == "root" || !(key == "access" || key.starts_with("access/"))
+}
+
+/// VMs of every member, from the config store (this node's replica).
+pub(super) async fn resources(node: &Node) -> Result<Vec<ClusterResource>> {
+    if node.cluster.record()?.is_none() {
+        return Err(Error::Conflict(
+            "this node is not in a cluster: its VMs are at /api/v1/nodes/{node}/vms".into(),
+        ));
+    }
+    let c = Client::local();
+    let mut out = vec![];
+    for e in c.list("/vms").await.map_err(store_err)? {
+        let Some(vmid) = e.key.rsplit('/').next().and_then(|v| v.parse::<u32>().ok()) else {
+            continue;
+        };
+        let s = |k: &str| e.value[k].as_str().unwrap_or("").to_string();
+        out.push(ClusterResource {
+            kind: "vm".into(),
+            id: format!("vm/{vmid}"),
+            vmid,
+            node: s("node"),
+            name: s("name"),
+            spec: serde_json::from_value(e.value["spec"].clone()).ok(),
+        });
+    }
+    out.sort_by_key(|r| r.vmid);
+    Ok(out)
+}
+
+/// The entries under `prefix` that `p` may read.
+pub(super) async fn list(p: &Principal, prefix: &str) -> Result<Vec<ConfigEntry>> {
+    let c = Client::local();
+    let v = c.list(&store_key(prefix)).await.map_err(store_err)?;
+    Ok(v.into_iter()
+        .map(entry)
+        .filter(|e| may_read(p, &e.key))
+        .collect())
+}
+
+pub(super) async fn get(p: &Principal, key: &str) -> Result<ConfigEntry> {
+    check_key(key)?;
+    if !may_read(p, key) {
+        return Err(Error::Forbidden(
+            "access/ (password and token hashes) is readable by root only".into(),
+        ));
+    }
+    let c = Client::local();
+    Ok(entry(c.get(&store_key(key)).await.map_err(store_err)?))
+}
+
+/// Write `key`: unconditionally, only if absent (`version` 0), or only at `version`.
+pub(super) async fn put(key: String, req: ConfigPut) -> Result<ConfigEntry> {
+    check_key(&key)?;
+    let c = Client::local();
+    let version = match req.version {
+        None => c.put(&store_key(&key), &req.value).await,
+        Some(0) => c.create(&store_key(&key), &req.value).await,
+        Some(v) => c.cas(&store_key(&key), &req.value, v).await,
+    }
+    .map_err(store_err)?;
+    Ok(ConfigEntry {
+        key,
+        version,
+        value: req.value,
+    })
+}
+
+pub(super) async fn delete(key: &str) -> Result<()> {
+    check_key(key)?;
+    let c = Client::local();
+    c.delete(&store_key(key), None).await.map_err(store_err)?;
+    Ok(())
 }
