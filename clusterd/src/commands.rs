@@ -109,6 +109,14 @@ pub fn ssh_keygen(path: &str) -> Cmd {
     .timeout(QUERY_TIMEOUT)
 }
 
+/// `/usr/sbin/PROGRAM -o metadata`: a fence agent's parameters, where Pacemaker's fencer
+/// looks for agents.
+pub fn agent_metadata(program: &str) -> Cmd {
+    Cmd::new(format!("/usr/sbin/{program}"))
+        .args(["-o", "metadata"])
+        .timeout(QUERY_TIMEOUT)
+}
+
 /// `ip -o route get DST`: the local source address towards `dst`.
 pub fn route_get(dst: &str) -> Cmd {
     Cmd::argv(&["ip", "-o", "route", "get", dst]).timeout(Duration::from_secs(5))

@@ -103,8 +103,10 @@ pub(super) fn lab_shell_device(id: &str, node: &str) -> FenceDevice {
     FenceDevice {
         id: id.to_string(),
         node: node.to_string(),
-        agent: FenceAgent::KeelNetnsLab {
-            lab_dir: String::new(),
+        agent: FenceAgent::Agent {
+            program: String::new(),
+            params: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         },
         delay_s: None,
         action: None,
@@ -145,7 +147,7 @@ fn port(spec: &FenceDeviceSpec, k: &str) -> Result<Option<u16>> {
 
 fn to_device(spec: &FenceDeviceSpec) -> Result<FenceDevice> {
     spec.validate()?;
-    let agent = match spec.agent {
+    let agent = match &spec.agent {
         FenceAgentKind::FenceIpmilan => FenceAgent::Ipmilan {
             ip: param(spec, "ip")?,
             port: port(spec, "ipport")?,
@@ -168,12 +170,20 @@ fn to_device(spec: &FenceDeviceSpec) -> Result<FenceDevice> {
                 .map(str::to_string)
                 .collect(),
         },
-        FenceAgentKind::FenceKeellab => FenceAgent::KeelNetnsLab {
-            lab_dir: param(spec, "lab_dir")?,
-        },
-        FenceAgentKind::FenceKeelLab => FenceAgent::KeelVmLab {
-            ipaddr: spec.params.get("ipaddr").cloned(),
-            ipport: port(spec, "ipport")?,
+        FenceAgentKind::Agent(program) => FenceAgent::Agent {
+            program: program.clone(),
+            // `action` is the device's (reboot or off), not an agent parameter
+            params: spec
+                .params
+                .iter()
+                .filter(|(k, _)| k.as_str() != "action")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            secrets: spec
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
+                .collect(),
         },
     };
     Ok(FenceDevice {
@@ -185,15 +195,47 @@ fn to_device(spec: &FenceDeviceSpec) -> Result<FenceDevice> {
     })
 }
 
-fn agent_kind(program: &str) -> Option<FenceAgentKind> {
-    Some(match program {
-        "fence_ipmilan" => FenceAgentKind::FenceIpmilan,
-        "fence_redfish" => FenceAgentKind::FenceRedfish,
-        "fence_sbd" => FenceAgentKind::Sbd,
-        "fence_keellab" => FenceAgentKind::FenceKeellab,
-        "fence_keel_lab" => FenceAgentKind::FenceKeelLab,
-        _ => return None,
-    })
+/// An agent Keel has no model of must be installed where Pacemaker's fencer looks for it
+/// (/usr/sbin) and know every parameter given: its own metadata (`-o metadata`) says so.
+fn check_agent(r: &dyn Runner, dev: &FenceDevice) -> Result<()> {
+    let FenceAgent::Agent { program, .. } = &dev.agent else {
+        return Ok(());
+    };
+    let cmd = commands::agent_metadata(program);
+    let meta = r.run_ok(&cmd).map_err(|e| {
+        Error::validation(
+            "agent",
+            format!("{program} is not a usable fence agent on this node: {e}"),
+        )
+    })?;
+    let root = keel_xml::Element::parse(&meta).map_err(|e| {
+        Error::validation(
+            "agent",
+            format!("{program} -o metadata did not print its metadata: {e}"),
+        )
+    })?;
+    let known: Vec<&str> = root
+        .descendants("parameter")
+        .into_iter()
+        .filter_map(|p| p.get_attr("name"))
+        .collect();
+    for (k, _) in dev.agent.params() {
+        if !known.contains(&k) {
+            let field = if dev.agent.secret_params().contains(&k) {
+                format!("secrets.{k}")
+            } else {
+                format!("params.{k}")
+            };
+            return Err(Error::validation(
+                &field,
+                format!(
+                    "{program} has no parameter {k:?}; it knows: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuse HA or cluster storage until every member passed a fence test.
@@ -215,19 +257,17 @@ pub fn require_fence_tested(node: &Node) -> Result<()> {
     Ok(())
 }
 
-/// The devices in the live CIB Keel knows the agent of, with their last fence test.
+/// The stonith devices in the live CIB, with their last fence test.
 pub(super) fn list(node: &Node) -> Result<Vec<FenceDeviceInfo>> {
     Ok(stonith_devices(node.cluster.runner.as_ref())?
         .into_iter()
-        .filter_map(|(id, ty, target)| {
-            Some(FenceDeviceInfo {
-                id,
-                agent: agent_kind(&ty)?,
-                last_test: fence_test_of(&node.cluster, &target),
-                node: target,
-                params: BTreeMap::new(),
-                secret_keys: vec![],
-            })
+        .map(|(id, ty, target)| FenceDeviceInfo {
+            id,
+            agent: FenceAgentKind::from_name(&ty),
+            last_test: fence_test_of(&node.cluster, &target),
+            node: target,
+            params: BTreeMap::new(),
+            secret_keys: vec![],
         })
         .collect())
 }
@@ -247,12 +287,13 @@ pub(super) fn put(node: &Node, spec: &FenceDeviceSpec) -> Result<FenceDeviceInfo
             return Err(Error::Validation(e));
         }
     }
+    check_agent(cs.runner.as_ref(), &dev)?;
     form::apply_cib(cs.runner.as_ref(), &clusterd::cib::put_fence_device(&dev))?;
     tracing::info!(device = %dev.id, node = %dev.node, agent = dev.agent.program(), "fence device configured");
     Ok(FenceDeviceInfo {
         id: dev.id.clone(),
         node: dev.node.clone(),
-        agent: spec.agent,
+        agent: spec.agent.clone(),
         params: spec.params.clone(),
         secret_keys: spec.secrets.keys().cloned().collect(),
         last_test: None,
