@@ -952,4 +952,159 @@ mod tests {
         ));
         Ok(())
     }
+
+    /// Records what was started and stopped; never runs anything.
+    #[derive(Default)]
+    struct Svc(std::sync::Mutex<Vec<String>>);
+    impl ServiceManager for Svc {
+        fn start(&self, d: Daemon) -> Result<(), service::ServiceError> {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(format!("start {}", d.name()));
+            }
+            Ok(())
+        }
+        fn stop(&self, d: Daemon) -> Result<(), service::ServiceError> {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(format!("stop {}", d.name()));
+            }
+            Ok(())
+        }
+        fn is_active(&self, _: Daemon) -> Result<bool, service::ServiceError> {
+            Ok(false)
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+    }
+
+    struct Quiet;
+    impl Progress for Quiet {
+        fn log(&self, _: &str) {}
+        fn progress(&self, _: f64) {}
+    }
+
+    fn plan() -> InitPlan {
+        InitPlan {
+            cluster_name: "c1".into(),
+            node: "node1".into(),
+            links: vec!["192.0.2.1".into()],
+            token_ms: None,
+            latency: LatencyClass::Local,
+            api: "192.0.2.1:8006".into(),
+            dns: vec!["localhost".into()],
+            extra_ips: vec![],
+            clusterd_installed: false,
+        }
+    }
+
+    const QUORATE: &str = include_str!("../tests/samples/quorumtool-3-nodes.txt");
+    const CRM_MON: &str = include_str!("../tests/samples/crm_mon-3-nodes.xml");
+
+    /// `init`, formation part: the exact commands, in order, around the daemons' starts.
+    #[test]
+    fn init_runs_the_formation_commands_in_order() -> Result<(), FormError> {
+        use keel_runner::{Fake, Reply};
+        let d = tempfile::tempdir().map_err(|e| FormError::Failed(e.to_string()))?;
+        let p = paths(d.path());
+        let props = cib::set_properties(&ClusterProperties::for_size("c1", 1));
+        let fake = Fake::new()
+            // check_unclustered: no corosync answers here
+            .expect(
+                &["corosync-cfgtool", "-s"],
+                Reply::fail(1, "Could not initialize corosync configuration API error 2"),
+            )
+            // start_stack: corosync quorate, then Pacemaker with a DC and this node online
+            .expect(&["corosync-quorumtool", "-s"], Reply::ok(QUORATE))
+            .expect(&["crm_mon", "-1", "--output-as=xml"], Reply::ok(CRM_MON))
+            // Keel's properties on cibadmin's stdin, then the seed dc-deadtime goes
+            .expect_stdin(
+                &[
+                    "cibadmin",
+                    "--modify",
+                    "--allow-create",
+                    "--scope",
+                    "crm_config",
+                    "--xml-pipe",
+                ],
+                props[0].stdin.as_bytes(),
+                Reply::ok(""),
+            )
+            .expect(
+                &[
+                    "crm_attribute",
+                    "--type",
+                    "crm_config",
+                    "--name",
+                    "dc-deadtime",
+                    "--delete",
+                ],
+                Reply::ok(""),
+            );
+        let svc = Svc::default();
+        let cert = init(&p, &svc, &fake, &plan(), &Quiet)?;
+        fake.assert_done();
+        assert_eq!(
+            svc.0.lock().map(|v| v.clone()).unwrap_or_default(),
+            ["start corosync", "start pacemakerd"]
+        );
+        let conf = read_corosync_conf(&p)?;
+        assert_eq!(conf.nodes.len(), 1);
+        assert_eq!(conf.nodes[0].name, "node1");
+        assert!(p.corosync_authkey().exists() && p.pacemaker_authkey().exists());
+        assert!(p.pacemaker_cib_dir.join("cib.xml").exists());
+        let rec = ClusterRecord::load(&p)?.ok_or_else(|| FormError::Failed("no record".into()))?;
+        assert_eq!((rec.name.as_str(), rec.nodeid), ("c1", 1));
+        assert!(cert.fingerprint.contains(':'));
+        Ok(())
+    }
+
+    /// A CIB update that hangs ends `init` with an error naming the command and its bound.
+    #[test]
+    fn a_wedged_cibadmin_ends_init_with_a_timeout_error() -> Result<(), FormError> {
+        use keel_runner::{Fake, Reply};
+        let d = tempfile::tempdir().map_err(|e| FormError::Failed(e.to_string()))?;
+        let p = paths(d.path());
+        let fake = Fake::new()
+            .expect(&["corosync-cfgtool", "-s"], Reply::fail(1, "not running"))
+            .expect(&["corosync-quorumtool", "-s"], Reply::ok(QUORATE))
+            .expect(&["crm_mon", "-1", "--output-as=xml"], Reply::ok(CRM_MON))
+            .expect(
+                &[
+                    "cibadmin",
+                    "--modify",
+                    "--allow-create",
+                    "--scope",
+                    "crm_config",
+                    "--xml-pipe",
+                ],
+                Reply::Timeout,
+            );
+        let r = init(&p, &Svc::default(), &fake, &plan(), &Quiet);
+        fake.assert_done();
+        let Err(FormError::Failed(msg)) = r else {
+            return Err(FormError::Failed(format!(
+                "expected a timeout, got {:?}",
+                r.err()
+            )));
+        };
+        assert_eq!(
+            msg,
+            "cibadmin --modify --allow-create --scope crm_config --xml-pipe did not finish within 60s and was killed"
+        );
+        Ok(())
+    }
+
+    /// A running corosync (the command answers) refuses init before anything is written.
+    #[test]
+    fn init_refuses_when_corosync_answers() -> Result<(), FormError> {
+        use keel_runner::{Fake, Reply};
+        let d = tempfile::tempdir().map_err(|e| FormError::Failed(e.to_string()))?;
+        let p = paths(d.path());
+        let fake = Fake::new().expect(&["corosync-cfgtool", "-s"], Reply::ok("Local node ID 1"));
+        let r = init(&p, &Svc::default(), &fake, &plan(), &Quiet);
+        fake.assert_done();
+        assert!(matches!(r, Err(FormError::Refused(_))), "{:?}", r.err());
+        assert!(!p.corosync_conf().exists());
+        Ok(())
+    }
 }
