@@ -432,7 +432,106 @@ fn joiner_join(node: &Node, req: &LocalJoin, t: &TaskHandle) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testlab::{self, properties_call, QUORATE, SELF};
     use super::*;
+    use keel_runner::{Fake, Reply};
+
+    fn join_request() -> Result<JoinRequest> {
+        let (csr_pem, _key) = clusterd::ca::node_csr(&clusterd::ca::NodeIdentity {
+            name: "node2".into(),
+            dns: vec!["localhost".into()],
+            addrs: vec!["192.0.2.2"
+                .parse()
+                .map_err(|_| Error::Internal("ip".into()))?],
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(JoinRequest {
+            auth: JoinAuth::Password("test-password".into()),
+            node: "node2".into(),
+            links: vec!["192.0.2.2".into()],
+            ssh_host_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB== root@node2".into()],
+            root_ssh_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC== root@node2".into()),
+            csr_pem,
+            api_port: 8006,
+        })
+    }
+
+    /// Member side of a join, in pcs's order: quorate check, the joiner added to corosync.conf
+    /// (pushed to the other members — none here — and written here), `corosync-cfgtool -R`,
+    /// then the properties for the new size; the answer carries the new corosync.conf.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn member_side_join_adds_pushes_and_reloads() -> Result<()> {
+        let (props, props_xml) = properties_call(2);
+        let fake = Fake::new()
+            .expect(&["corosync-quorumtool", "-s"], Reply::ok(QUORATE))
+            .expect(&["corosync-cfgtool", "-R"], Reply::ok(""))
+            .expect_stdin(&props, &props_xml, Reply::ok(""));
+        let lab = testlab::clustered(&[(SELF, "192.0.2.1", "192.0.2.1:8006")], fake)?;
+        let (n, req) = (lab.node.clone(), join_request()?);
+        let resp = tokio::task::spawn_blocking(move || member_join(&n, req))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        lab.fake.assert_done();
+        assert_eq!(resp.nodeid, 2);
+        assert_eq!(resp.members.len(), 2);
+        let conf = form::read_corosync_conf(&lab.paths)?;
+        assert_eq!(conf.node("node2").map(|n| n.nodeid), Some(2));
+        assert!(conf.two_node(), "two nodes: two_node on");
+        assert_eq!(
+            resp.corosync_conf,
+            conf.render().map_err(|e| Error::Internal(e.to_string()))?
+        );
+        let rec = lab
+            .node
+            .cluster
+            .record()?
+            .ok_or_else(|| Error::Internal("record".into()))?;
+        assert_eq!(rec.members.len(), 2);
+        let ak = std::fs::read_to_string(lab.paths.root_ssh_dir.join("authorized_keys"))?;
+        assert!(ak.contains("keel:node2"), "{ak}");
+        Ok(())
+    }
+
+    /// A `corosync-cfgtool -R` that hangs ends the join with an error naming it, not a hung
+    /// worker.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_wedged_reload_ends_the_join_with_a_timeout_error() -> Result<()> {
+        let fake = Fake::new()
+            .expect(&["corosync-quorumtool", "-s"], Reply::ok(QUORATE))
+            .expect(&["corosync-cfgtool", "-R"], Reply::Timeout);
+        let lab = testlab::clustered(&[(SELF, "192.0.2.1", "192.0.2.1:8006")], fake)?;
+        let (n, req) = (lab.node.clone(), join_request()?);
+        let r = tokio::task::spawn_blocking(move || member_join(&n, req))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        lab.fake.assert_done();
+        let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.contains("corosync-cfgtool -R did not finish within 60s and was killed"),
+            "{e}"
+        );
+        Ok(())
+    }
+
+    /// Not quorate: refused before anything is changed.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_inquorate_member_refuses_the_join() -> Result<()> {
+        let fake = Fake::new().expect(
+            &["corosync-quorumtool", "-s"],
+            Reply::fail(2, "Cannot initialize QUORUM service"),
+        );
+        let lab = testlab::clustered(&[(SELF, "192.0.2.1", "192.0.2.1:8006")], fake)?;
+        let (n, req) = (lab.node.clone(), join_request()?);
+        let r = tokio::task::spawn_blocking(move || member_join(&n, req))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        lab.fake.assert_done();
+        assert!(matches!(r, Err(Error::Conflict(_))), "{:?}", r.err());
+        assert!(form::read_corosync_conf(&lab.paths)?
+            .node("node2")
+            .is_none());
+        Ok(())
+    }
 
     #[test]
     fn addresses() {

@@ -18,6 +18,8 @@ mod remove;
 mod routes;
 mod status;
 mod store_api;
+#[cfg(test)]
+mod testlab;
 
 pub use fencing::require_fence_tested;
 pub use forward::{check_forwarded, forward, member_node_infos, FORWARDED_USER};
