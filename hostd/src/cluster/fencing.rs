@@ -393,3 +393,160 @@ fn run_test(n: &Node, target: &str, action: &str, t: &TaskHandle) -> Result<()> 
         Err(Error::Internal(format!("fence test of {target} {msg}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testlab::{self, Lab, SELF};
+    use super::*;
+    use keel_runner::{Fake, Reply};
+
+    fn two_nodes(fake: Fake) -> Result<Lab> {
+        testlab::clustered(
+            &[
+                (SELF, "192.0.2.1", "192.0.2.1:8006"),
+                ("node2", "192.0.2.2", "192.0.2.2:8006"),
+            ],
+            fake,
+        )
+    }
+
+    fn spec(
+        agent: FenceAgentKind,
+        params: &[(&str, &str)],
+        secrets: &[(&str, &str)],
+    ) -> FenceDeviceSpec {
+        let m = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        FenceDeviceSpec {
+            node: "node2".into(),
+            agent,
+            params: m(params),
+            secrets: m(secrets),
+            delay_base_s: Some(5),
+        }
+    }
+
+    fn cib_calls(spec: &FenceDeviceSpec) -> Result<Vec<(Vec<String>, String)>> {
+        Ok(clusterd::cib::put_fence_device(&to_device(spec)?)
+            .into_iter()
+            .map(|u| {
+                let mut argv = vec!["cibadmin".to_string()];
+                argv.extend(u.args);
+                (argv, u.stdin)
+            })
+            .collect())
+    }
+
+    /// Fence device add: the stonith primitive, then its location constraint, each through
+    /// `cibadmin --modify … --xml-pipe` with the fragment on stdin — the BMC password is in
+    /// that fragment and in no argument of any command.
+    #[test]
+    fn fence_device_add_puts_the_fragment_on_stdin_only() -> Result<()> {
+        let s = spec(
+            FenceAgentKind::FenceIpmilan,
+            &[("ip", "10.0.0.12"), ("username", "admin")],
+            &[("password", "hunter2")],
+        );
+        let calls = cib_calls(&s)?;
+        assert_eq!(calls.len(), 2);
+        assert!(
+            calls[0].1.contains(r#"name="password" value="hunter2""#),
+            "{}",
+            calls[0].1
+        );
+        assert!(calls[0].1.contains(r#"name="pcmk_delay_base" value="5s""#));
+        assert!(
+            calls[1].1.contains(r#"score="-INFINITY""#),
+            "{}",
+            calls[1].1
+        );
+        assert_eq!(
+            calls[0].0[1..],
+            [
+                "--modify",
+                "--allow-create",
+                "--scope",
+                "resources",
+                "--xml-pipe"
+            ]
+        );
+        assert_eq!(
+            calls[1].0[1..],
+            [
+                "--modify",
+                "--allow-create",
+                "--scope",
+                "constraints",
+                "--xml-pipe"
+            ]
+        );
+        let mut fake = Fake::new();
+        for (argv, stdin) in &calls {
+            fake = fake.expect_stdin(argv, stdin.as_bytes(), Reply::ok(""));
+        }
+        let lab = two_nodes(fake)?;
+        let info = put(&lab.node, &s)?;
+        lab.fake.assert_done();
+        assert_eq!(info.id, "fence-node2");
+        assert_eq!(info.secret_keys, ["password"]);
+        let ran = lab.fake.ran();
+        assert!(
+            ran.iter().flatten().all(|a| !a.contains("hunter2")),
+            "a secret reached a command line: {ran:?}"
+        );
+        Ok(())
+    }
+
+    const METADATA: &str = r#"<?xml version="1.0" ?>
+<resource-agent name="fence_keellab"><parameters>
+  <parameter name="action"/><parameter name="port"/><parameter name="lab_dir"/>
+</parameters></resource-agent>"#;
+
+    /// An agent Keel has no model of (how the labs register theirs): its metadata first, then
+    /// the same two CIB updates; `action` is the device's, not passed to the agent.
+    #[test]
+    fn an_agent_by_program_name_is_checked_against_its_metadata() -> Result<()> {
+        let agent = FenceAgentKind::Agent("fence_keellab".into());
+        let s = spec(
+            agent.clone(),
+            &[("lab_dir", "/run/lab"), ("action", "off")],
+            &[],
+        );
+        let meta = ["/usr/sbin/fence_keellab", "-o", "metadata"];
+        let mut fake = Fake::new().expect(&meta, Reply::ok(METADATA));
+        for (argv, stdin) in cib_calls(&s)? {
+            assert!(!stdin.contains(r#"name="action""#), "{stdin}");
+            fake = fake.expect_stdin(&argv, stdin.as_bytes(), Reply::ok(""));
+        }
+        let lab = two_nodes(fake)?;
+        put(&lab.node, &s)?;
+        lab.fake.assert_done();
+
+        // a parameter the agent does not know: refused with its name, nothing configured
+        let typo = spec(agent, &[("labdir", "/run/lab")], &[]);
+        let lab = two_nodes(Fake::new().expect(&meta, Reply::ok(METADATA)))?;
+        match put(&lab.node, &typo) {
+            Err(Error::Validation(f)) => {
+                assert_eq!(f.field, "params.labdir");
+                assert!(f.message.contains("lab_dir"), "{}", f.message);
+            }
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+        lab.fake.assert_done();
+
+        // an agent that is not installed
+        let missing = spec(FenceAgentKind::Agent("fence_nonesuch".into()), &[], &[]);
+        let lab = two_nodes(Fake::new().expect(
+            &["/usr/sbin/fence_nonesuch", "-o", "metadata"],
+            Reply::fail(127, "No such file or directory"),
+        ))?;
+        match put(&lab.node, &missing) {
+            Err(Error::Validation(f)) => assert_eq!(f.field, "agent"),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+        Ok(())
+    }
+}

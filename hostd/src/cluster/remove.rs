@@ -200,7 +200,86 @@ fn remove_task(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testlab::{self, properties_call, SELF};
     use super::*;
+    use keel_runner::{Fake, Reply};
+
+    const CIB_RESOURCES: &str = r#"<resources>
+  <primitive id="fence-n1" class="stonith" type="fence_ipmilan"><instance_attributes id="fence-n1-instance_attributes"><nvpair id="fence-n1-instance_attributes-pcmk_host_list" name="pcmk_host_list" value="n1"/></instance_attributes></primitive>
+  <primitive id="fence-node2" class="stonith" type="fence_ipmilan"><instance_attributes id="fence-node2-instance_attributes"><nvpair id="fence-node2-instance_attributes-pcmk_host_list" name="pcmk_host_list" value="node2"/></instance_attributes></primitive>
+</resources>"#;
+
+    /// Removing node2 (unreachable, --force): every remaining member drops it from
+    /// corosync.conf, one reload, its fence device and constraint go, Pacemaker forgets it,
+    /// and the properties follow the new size — these commands, in this order.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn node_removal_runs_its_commands_in_order() -> Result<()> {
+        let gone = clusterd::cib::delete_fence_device(&lab_shell_device("fence-node2", "node2"));
+        let delete = ["cibadmin", "--delete", "--xml-pipe"];
+        let (props, props_xml) = properties_call(1);
+        let fake = Fake::new()
+            .expect(&["corosync-cfgtool", "-R"], Reply::ok(""))
+            .expect(
+                &["cibadmin", "--query", "--scope", "resources"],
+                Reply::ok(CIB_RESOURCES),
+            )
+            .expect_stdin(&delete, gone[0].stdin.as_bytes(), Reply::ok(""))
+            .expect_stdin(&delete, gone[1].stdin.as_bytes(), Reply::ok(""))
+            .expect(&["crm_node", "-R", "node2", "--force"], Reply::ok(""))
+            .expect(
+                &["cibadmin", "--query", "--scope", "nodes"],
+                Reply::ok(r#"<nodes><node id="1" uname="n1"/></nodes>"#),
+            )
+            .expect_stdin(&props, &props_xml, Reply::ok(""));
+        // node2's API does not answer (nothing listens on the discard port): --force goes on
+        let lab = testlab::clustered(
+            &[
+                (SELF, "192.0.2.1", "192.0.2.1:8006"),
+                ("node2", "192.0.2.2", "127.0.0.1:9"),
+            ],
+            fake,
+        )?;
+        let rec = lab
+            .node
+            .cluster
+            .record()?
+            .ok_or_else(|| Error::Internal("record".into()))?;
+        let h = lab
+            .node
+            .tasks
+            .begin("clusterremove", "node2", "root", true)?;
+        let n = lab.node.clone();
+        let upid = h.upid.clone();
+        tokio::task::spawn_blocking(move || remove_task(&n, rec, "node2", true, &h))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        lab.fake.assert_done();
+        let conf = form::read_corosync_conf(&lab.paths)?;
+        assert!(conf.node("node2").is_none());
+        assert_eq!(conf.nodes.len(), 1);
+        let rec = lab
+            .node
+            .cluster
+            .record()?
+            .ok_or_else(|| Error::Internal("record".into()))?;
+        assert_eq!(rec.members.len(), 1);
+        let log: Vec<String> = lab
+            .node
+            .tasks
+            .log(&upid, 0, 100)?
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        assert!(
+            log.iter().any(|l| l.contains("continuing (--force)")),
+            "{log:?}"
+        );
+        assert!(
+            log.iter().any(|l| l == "deleted fence device fence-node2"),
+            "{log:?}"
+        );
+        Ok(())
+    }
 
     #[test]
     fn quorum_math() {
