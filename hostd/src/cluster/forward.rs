@@ -16,8 +16,6 @@ use crate::error::{Error, Result};
 use crate::http::ApiError;
 use crate::Node;
 
-// ------------------------------------------------------------------ forwarding
-
 /// Header naming the user a forwarded request acts for (with a peer signature).
 pub const FORWARDED_USER: &str = "X-Keel-Forwarded-User";
 
@@ -32,19 +30,48 @@ pub fn check_forwarded(
     method: &str,
     pq: &str,
 ) -> Result<Principal> {
-    let h = headers
-        .get(PEER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| Error::Unauthorized(format!("{FORWARDED_USER} needs {PEER_HEADER}")))?;
+    if !headers.contains_key(PEER_HEADER) {
+        return Err(Error::Unauthorized(format!(
+            "{FORWARDED_USER} needs {PEER_HEADER}"
+        )));
+    }
     let key = node.cluster.authkey().map_err(|_| {
         Error::Unauthorized("forwarded request, but this node is not in a cluster".into())
     })?;
-    let from = cluster_net::check_peer_header(&key, h, now(), method, pq, b"-")?;
     let rec = node
         .cluster
         .record()?
         .ok_or_else(|| Error::Unauthorized("not in a cluster".into()))?;
-    if !rec.members.iter().any(|m| m.name == from) {
+    let members: Vec<&str> = rec.members.iter().map(|m| m.name.as_str()).collect();
+    let (_from, user) = verify_forwarded(&key, &members, headers, peer_cert, method, pq, now())?;
+    if !node.auth.user_exists(&user)? {
+        return Err(Error::Forbidden(format!(
+            "user {user:?} does not exist in the cluster (as seen by {})",
+            node.cfg.node
+        )));
+    }
+    Ok(Principal { user, csrf: None })
+}
+
+/// The part of [`check_forwarded`] that needs no node state: the peer signature keyed by the
+/// cluster key `key` over `method` and `pq` at time `now`, a signer among `members`, and the
+/// connection's CA-verified client certificate issued for that signer. Returns the signer and
+/// the user the request acts for.
+pub fn verify_forwarded(
+    key: &[u8],
+    members: &[&str],
+    headers: &HeaderMap,
+    peer_cert: &crate::tls::PeerCert,
+    method: &str,
+    pq: &str,
+    now: i64,
+) -> Result<(String, String)> {
+    let h = headers
+        .get(PEER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Unauthorized(format!("{FORWARDED_USER} needs {PEER_HEADER}")))?;
+    let from = cluster_net::check_peer_header(key, h, now, method, pq, b"-")?;
+    if !members.contains(&from.as_str()) {
         return Err(Error::Unauthorized(format!("{from} is not a member")));
     }
     // mutual TLS: the connection's CA-verified client certificate names the signing member
@@ -54,13 +81,7 @@ pub fn check_forwarded(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    if !node.auth.user_exists(&user)? {
-        return Err(Error::Forbidden(format!(
-            "user {user:?} does not exist in the cluster (as seen by {})",
-            node.cfg.node
-        )));
-    }
-    Ok(Principal { user, csrf: None })
+    Ok((from, user))
 }
 
 /// Middleware (after authentication): `/api/v1/nodes/{other}/…` for another member is sent to

@@ -22,7 +22,7 @@ mod store_api;
 mod testlab;
 
 pub use fencing::require_fence_tested;
-pub use forward::{check_forwarded, forward, member_node_infos, FORWARDED_USER};
+pub use forward::{check_forwarded, forward, member_node_infos, verify_forwarded, FORWARDED_USER};
 pub use routes::*;
 pub use status::cluster_status;
 
