@@ -92,6 +92,8 @@ pub(super) fn create_token(cs: &ClusterState, ttl_s: Option<u64>) -> Result<Join
     })
 }
 
+// ------------------------------------------------------------------ join: member side
+
 fn ssh_key_line(key: &str, node: &str) -> String {
     let mut it = key.split_whitespace();
     match (it.next(), it.next()) {

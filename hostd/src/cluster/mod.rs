@@ -8,6 +8,11 @@
 //! other member (peer endpoint), write it here, `corosync-cfgtool -R` (all members re-read),
 //! sign the joiner's CSR, answer with the material. Only then does the joiner start corosync —
 //! the order pcs uses, so the existing membership never sees an unknown node.
+//!
+//! One job per module: `routes` (thin handlers), `init`, `join`, `peer`, `remove`, `fencing`,
+//! `status`, `forward` (forwarding and its check), `store_api`; this file holds the state.
+//! Every corosync/Pacemaker command goes through [`ClusterState::runner`] with the timeout
+//! `clusterd::commands` gives it, so a wedged engine ends as an error naming the command.
 
 mod fencing;
 mod forward;
@@ -34,7 +39,7 @@ use clusterd::service::{self, Daemon, Direct, ServiceManager, Systemd};
 use keel_runner::{RunError, Runner};
 
 use crate::auth::Principal;
-use crate::cluster_net::{self};
+use crate::cluster_net;
 use crate::config::{Config, ServiceManagerKind};
 use crate::db::Db;
 use crate::error::{Error, Result};

@@ -13,8 +13,6 @@ use crate::error::{Error, Result};
 use crate::tls::PeerCert;
 use crate::Node;
 
-// ------------------------------------------------------------------ join: member side
-
 /// What a member pushes to the other members on a membership change.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct PeerUpdate {
