@@ -55,6 +55,15 @@ pub(super) fn stonith_devices(r: &dyn Runner) -> Result<Vec<(String, String, Str
         .collect())
 }
 
+/// The stonith devices of this node's cluster; none on a node that is not in one (Pacemaker
+/// is not even asked).
+fn cluster_devices(node: &Node) -> Result<Vec<(String, String, String)>> {
+    if node.cluster.record()?.is_none() {
+        return Ok(vec![]);
+    }
+    stonith_devices(node.cluster.runner.as_ref())
+}
+
 /// Config store key of a node's last fence test (cluster-wide record).
 pub(super) fn fence_test_key(node: &str) -> String {
     format!("/cluster/fence-tests/{node}")
@@ -259,7 +268,7 @@ pub fn require_fence_tested(node: &Node) -> Result<()> {
 
 /// The stonith devices in the live CIB, with their last fence test.
 pub(super) fn list(node: &Node) -> Result<Vec<FenceDeviceInfo>> {
-    Ok(stonith_devices(node.cluster.runner.as_ref())?
+    Ok(cluster_devices(node)?
         .into_iter()
         .map(|(id, ty, target)| FenceDeviceInfo {
             id,
@@ -303,7 +312,7 @@ pub(super) fn put(node: &Node, spec: &FenceDeviceSpec) -> Result<FenceDeviceInfo
 /// Delete the fence device(s) of `target` and their constraints.
 pub(super) fn delete(node: &Node, target: &str) -> Result<()> {
     let r = node.cluster.runner.as_ref();
-    let devs: Vec<_> = stonith_devices(r)?
+    let devs: Vec<_> = cluster_devices(node)?
         .into_iter()
         .filter(|d| d.2 == target)
         .collect();
@@ -332,10 +341,7 @@ pub(super) fn start_test(
             "{target} is the node answering this request: test its fencing from another member"
         )));
     }
-    if !stonith_devices(node.cluster.runner.as_ref())?
-        .iter()
-        .any(|d| d.2 == target)
-    {
+    if !cluster_devices(node)?.iter().any(|d| d.2 == target) {
         return Err(Error::Conflict(format!(
             "{target} has no fence device: add one first"
         )));
@@ -497,6 +503,23 @@ mod tests {
             ran.iter().flatten().all(|a| !a.contains("hunter2")),
             "a secret reached a command line: {ran:?}"
         );
+        Ok(())
+    }
+
+    /// A node that is not in a cluster lists no devices without asking Pacemaker, and has
+    /// none to delete or test.
+    #[test]
+    fn an_unclustered_node_has_no_devices_and_runs_nothing() -> Result<()> {
+        let (mut node, _dir) =
+            crate::tests_support::fake_node(Arc::new(crate::hv::fake::FakeHv::new()))?;
+        let fake = Arc::new(Fake::new());
+        node.cluster.runner = fake.clone();
+        let node = Arc::new(node);
+        assert!(list(&node)?.is_empty());
+        assert!(matches!(delete(&node, "node2"), Err(Error::NotFound(_))));
+        let r = start_test(&node, "node2".into(), "reboot".into(), "root");
+        assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
+        assert!(fake.ran().is_empty(), "{:?}", fake.ran());
         Ok(())
     }
 
