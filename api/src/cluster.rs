@@ -483,17 +483,82 @@ pub struct ClusterStatus {
     pub notes: Vec<String>,
 }
 
-/// Fence agents Keel configures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
+/// The fence agent of a device, by its program name on the wire (`"fence_ipmilan"`): the three
+/// Keel models with typed parameters, or any other installed fence-agents program
+/// (`fence_virsh`, …) whose parameters are passed as given and checked against the agent's own
+/// metadata (`fence_X -o metadata`) before anything is configured.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FenceAgentKind {
     FenceIpmilan,
     FenceRedfish,
     Sbd,
-    /// The netns lab's agent (tests only).
-    FenceKeellab,
-    /// The VM lab's QMP agent (tests only).
-    FenceKeelLab,
+    /// Another fence-agents program, e.g. `fence_virsh`.
+    Agent(String),
+}
+
+impl FenceAgentKind {
+    /// The wire name: `fence_ipmilan`, `fence_redfish`, `sbd`, or the program name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            FenceAgentKind::FenceIpmilan => "fence_ipmilan",
+            FenceAgentKind::FenceRedfish => "fence_redfish",
+            FenceAgentKind::Sbd => "sbd",
+            FenceAgentKind::Agent(p) => p,
+        }
+    }
+
+    /// From a wire or program name (`fence_sbd` is `sbd`).
+    pub fn from_name(s: &str) -> FenceAgentKind {
+        match s {
+            "fence_ipmilan" => FenceAgentKind::FenceIpmilan,
+            "fence_redfish" => FenceAgentKind::FenceRedfish,
+            "sbd" | "fence_sbd" => FenceAgentKind::Sbd,
+            other => FenceAgentKind::Agent(other.to_string()),
+        }
+    }
+}
+
+/// A fence-agents program name: `fence_` then lower-case letters, digits or `_`.
+pub fn valid_agent_program(s: &str) -> bool {
+    s.len() <= 64
+        && s.strip_prefix("fence_").is_some_and(|r| {
+            !r.is_empty()
+                && r.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+}
+
+impl Serialize for FenceAgentKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for FenceAgentKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(FenceAgentKind::from_name(&s))
+    }
+}
+
+impl utoipa::PartialSchema for FenceAgentKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^(sbd|fence_[a-z0-9_]{1,58})$"))
+            .description(Some(
+                "fence_ipmilan, fence_redfish, sbd, or another installed fence-agents program",
+            ))
+            .examples([serde_json::json!("fence_ipmilan")])
+            .into()
+    }
+}
+
+impl ToSchema for FenceAgentKind {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "FenceAgentKind".into()
+    }
 }
 
 /// `POST /api/v1/cluster/fencing`: a fence device for one node.
@@ -533,6 +598,16 @@ impl FenceDeviceSpec {
                 "node",
                 format!("{:?} is not a node name", self.node),
             ));
+        }
+        if let FenceAgentKind::Agent(p) = &self.agent {
+            if !valid_agent_program(p) {
+                return Err(FieldError::new(
+                    "agent",
+                    format!(
+                        "{p:?} is not a fence agent: use fence_ipmilan, fence_redfish, sbd or the name of an installed fence-agents program (fence_...)"
+                    ),
+                ));
+            }
         }
         for (k, v) in self.params.iter().chain(self.secrets.iter()) {
             if k.is_empty()
@@ -756,6 +831,32 @@ mod tests {
         assert!(f.validate().is_ok());
         f.params.insert("password".into(), "x".into());
         assert_eq!(field_of(f.validate()), "secrets.password");
+    }
+
+    #[test]
+    fn fence_agents_by_program_name() -> Result<(), serde_json::Error> {
+        for (wire, kind) in [
+            ("fence_ipmilan", FenceAgentKind::FenceIpmilan),
+            ("sbd", FenceAgentKind::Sbd),
+            ("fence_virsh", FenceAgentKind::Agent("fence_virsh".into())),
+        ] {
+            assert_eq!(serde_json::to_value(&kind)?, serde_json::json!(wire));
+            assert_eq!(
+                serde_json::from_value::<FenceAgentKind>(serde_json::json!(wire))?,
+                kind
+            );
+        }
+        let mut f = FenceDeviceSpec {
+            node: "node2".into(),
+            agent: FenceAgentKind::Agent("fence_virsh".into()),
+            params: Default::default(),
+            secrets: Default::default(),
+            delay_base_s: None,
+        };
+        assert!(f.validate().is_ok());
+        f.agent = FenceAgentKind::from_name("../../bin/sh");
+        assert_eq!(field_of(f.validate()), "agent");
+        Ok(())
     }
 
     #[test]

@@ -108,7 +108,8 @@ pub enum FenceCmd {
     /// Configure the fence device of NODE
     Add {
         node: String,
-        /// fence_ipmilan, fence_redfish, sbd, fence_keellab, fence_keel_lab
+        /// fence_ipmilan, fence_redfish, sbd, or any installed fence-agents program (fence_virsh…)
+        /// whose parameters are given as --param/--secret
         #[arg(long)]
         agent: String,
         /// Agent parameter KEY=VALUE (repeat)
@@ -188,10 +189,9 @@ fn agent_kind(s: &str) -> Result<FenceAgentKind> {
         "fence_ipmilan" | "ipmilan" => FenceAgentKind::FenceIpmilan,
         "fence_redfish" | "redfish" => FenceAgentKind::FenceRedfish,
         "sbd" | "fence_sbd" => FenceAgentKind::Sbd,
-        "fence_keellab" => FenceAgentKind::FenceKeellab,
-        "fence_keel_lab" => FenceAgentKind::FenceKeelLab,
+        p if keel_api::cluster::valid_agent_program(p) => FenceAgentKind::Agent(p.to_string()),
         _ => bail!(
-            "--agent {s:?}: use fence_ipmilan, fence_redfish, sbd, fence_keellab or fence_keel_lab"
+            "--agent {s:?}: use fence_ipmilan, fence_redfish, sbd or an installed fence-agents program (fence_...)"
         ),
     })
 }

@@ -1,9 +1,10 @@
 //! Fence devices: one per node, never run on the node it fences.
 //!
 //! A [`FenceDevice`] names the node it fences and the agent that does it. The agents are
-//! fence-agents' own (`fence_ipmilan`, `fence_redfish`, `fence_sbd`) plus the two lab agents
-//! (`fence_keellab` for the netns lab, `fence_keel_lab` for the TCG VM lab). Keel only renders
-//! them into Pacemaker stonith primitives (see [`crate::cib`]); Pacemaker's fencer runs them.
+//! fence-agents' own: `fence_ipmilan`, `fence_redfish` and `fence_sbd` with typed parameters,
+//! or any other installed agent by program name ([`FenceAgent::Agent`], e.g. `fence_virsh`;
+//! the labs register theirs this way) with its parameters as given. Keel only renders them into
+//! Pacemaker stonith primitives (see [`crate::cib`]); Pacemaker's fencer runs them.
 //!
 //! Secrets (BMC passwords) are [`Secret`]s: serialized where they must be stored (the config
 //! store, files kept 0600) but never shown by `Debug`/`Display`, so a log line or an error message
@@ -82,16 +83,20 @@ pub enum FenceAgent {
         /// Stable paths (`/dev/disk/by-id/...`), 1 to 3 devices.
         devices: Vec<String>,
     },
-    /// The netns lab's agent (`fence_keellab`).
-    KeelNetnsLab { lab_dir: String },
-    /// The TCG VM lab's agent (`fence_keel_lab`), reaching the host over QEMU's guestfwd channel.
-    KeelVmLab {
+    /// Another installed fence-agents program (`fence_virsh`, a lab's agent…): its parameters
+    /// as given (names checked against the agent's metadata by the caller, which can run it).
+    Agent {
+        /// `fence_…`, found by Pacemaker in /usr/sbin.
+        program: String,
         #[serde(default)]
-        ipaddr: Option<String>,
+        params: BTreeMap<String, String>,
         #[serde(default)]
-        ipport: Option<u16>,
+        secrets: BTreeMap<String, Secret>,
     },
 }
+
+/// Instance attributes Keel sets itself on every stonith primitive: not agent parameters.
+pub const RESERVED_PARAMS: &[&str] = &["pcmk_host_list", "pcmk_delay_base", "pcmk_reboot_action"];
 
 fn yes() -> bool {
     true
@@ -119,19 +124,18 @@ pub struct FenceDevice {
 
 impl FenceAgent {
     /// The fence-agents program name.
-    pub fn program(&self) -> &'static str {
+    pub fn program(&self) -> &str {
         match self {
             FenceAgent::Ipmilan { .. } => "fence_ipmilan",
             FenceAgent::Redfish { .. } => "fence_redfish",
             FenceAgent::Sbd { .. } => "fence_sbd",
-            FenceAgent::KeelNetnsLab { .. } => "fence_keellab",
-            FenceAgent::KeelVmLab { .. } => "fence_keel_lab",
+            FenceAgent::Agent { program, .. } => program,
         }
     }
 
     /// Agent parameters in a stable order, secrets included (they go to the engine on stdin,
     /// never onto a command line or into a log).
-    pub fn params(&self) -> Vec<(&'static str, String)> {
+    pub fn params(&self) -> Vec<(&str, String)> {
         let mut p = Vec::new();
         match self {
             FenceAgent::Ipmilan {
@@ -178,13 +182,14 @@ impl FenceAgent {
                 }
             }
             FenceAgent::Sbd { devices } => p.push(("devices", devices.join(","))),
-            FenceAgent::KeelNetnsLab { lab_dir } => p.push(("lab_dir", lab_dir.clone())),
-            FenceAgent::KeelVmLab { ipaddr, ipport } => {
-                if let Some(a) = ipaddr {
-                    p.push(("ipaddr", a.clone()));
+            FenceAgent::Agent {
+                params, secrets, ..
+            } => {
+                for (k, v) in params {
+                    p.push((k.as_str(), v.clone()));
                 }
-                if let Some(port) = ipport {
-                    p.push(("ipport", port.to_string()));
+                for (k, v) in secrets {
+                    p.push((k.as_str(), v.expose().to_string()));
                 }
             }
         }
@@ -192,10 +197,11 @@ impl FenceAgent {
     }
 
     /// Names of the parameters that are secrets.
-    pub fn secret_params(&self) -> &'static [&'static str] {
+    pub fn secret_params(&self) -> Vec<&str> {
         match self {
-            FenceAgent::Ipmilan { .. } | FenceAgent::Redfish { .. } => &["password"],
-            _ => &[],
+            FenceAgent::Ipmilan { .. } | FenceAgent::Redfish { .. } => vec!["password"],
+            FenceAgent::Agent { secrets, .. } => secrets.keys().map(String::as_str).collect(),
+            FenceAgent::Sbd { .. } => vec![],
         }
     }
 }
@@ -221,6 +227,14 @@ fn valid_host(s: &str) -> bool {
                 && !l.ends_with('-')
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
+}
+
+/// An agent parameter name as fence-agents spell them (`ipaddr`, `lab_dir`, `ssl-insecure`).
+fn valid_param_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// No control characters, no newlines: a parameter value is one line of the agent's stdin.
@@ -336,20 +350,35 @@ impl FenceDevice {
                     }
                 }
             }
-            FenceAgent::KeelNetnsLab { lab_dir } => {
-                if !lab_dir.starts_with('/') || !one_line(lab_dir) {
+            FenceAgent::Agent {
+                program,
+                params,
+                secrets,
+            } => {
+                if !keel_api::cluster::valid_agent_program(program) {
                     e.push(FieldError::new(
-                        "lab_dir",
-                        format!("{lab_dir:?} must be an absolute path"),
+                        "program",
+                        format!("{program:?} is not a fence-agents program name (fence_...)"),
                     ));
                 }
-            }
-            FenceAgent::KeelVmLab { ipaddr, .. } => {
-                if let Some(a) = ipaddr {
-                    if !valid_host(a) {
+                let values = params
+                    .iter()
+                    .map(|(k, v)| (k, v.as_str()))
+                    .chain(secrets.iter().map(|(k, v)| (k, v.expose())));
+                for (k, v) in values {
+                    if !valid_param_name(k) || RESERVED_PARAMS.contains(&k.as_str()) {
                         e.push(FieldError::new(
-                            "ipaddr",
-                            format!("{a:?} is not an address or host name"),
+                            &format!("params.{k}"),
+                            if valid_param_name(k) {
+                                format!("{k} is set by Keel itself")
+                            } else {
+                                format!("{k:?} is not a parameter name: letters, digits, '_'")
+                            },
+                        ));
+                    } else if !one_line(v) {
+                        e.push(FieldError::new(
+                            &format!("params.{k}"),
+                            "values must not contain control characters or newlines",
                         ));
                     }
                 }
@@ -534,12 +563,29 @@ mod tests {
         let d = FenceDevice {
             id: "fence-node1".into(),
             node: "node1".into(),
-            agent: FenceAgent::KeelNetnsLab {
-                lab_dir: "/tmp/x\naction=off".into(),
+            agent: FenceAgent::Agent {
+                program: "fence_keellab".into(),
+                params: [("lab_dir".to_string(), "/tmp/x\naction=off".to_string())].into(),
+                secrets: BTreeMap::new(),
             },
             delay_s: None,
             action: None,
         };
-        assert_eq!(d.validate(&nodes()).unwrap_err()[0].field, "lab_dir");
+        assert_eq!(d.validate(&nodes()).unwrap_err()[0].field, "params.lab_dir");
+        let mut d = d;
+        d.agent = FenceAgent::Agent {
+            program: "fence_keellab; rm".into(),
+            params: [("pcmk_host_list".to_string(), "node2".to_string())].into(),
+            secrets: [("passwd".to_string(), Secret::new("hunter2"))].into(),
+        };
+        let fields: Vec<_> = d
+            .validate(&nodes())
+            .unwrap_err()
+            .into_iter()
+            .map(|f| f.field)
+            .collect();
+        assert_eq!(fields, ["program", "params.pcmk_host_list"]);
+        assert!(!format!("{d:?}").contains("hunter2"));
+        assert_eq!(d.agent.secret_params(), ["passwd"]);
     }
 }

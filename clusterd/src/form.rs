@@ -9,17 +9,17 @@
 //! `/etc/ssh/ssh_known_hosts` (pinned host keys of every member), `/root/.ssh/authorized_keys`
 //! and `/root/.ssh/id_ed25519` (migration transport).
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keel_api::cluster::JoinResponse;
+use keel_runner::{RunError, Runner};
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{self, write_file_mode, ClusterCa, NodeIdentity};
 use crate::cib::{self, CibUpdate, ClusterProperties};
+use crate::commands;
 use crate::corosync_conf::{ConfNode, CorosyncConf, LatencyClass, Section};
 use crate::crm::{CrmStatus, QuorumInfo};
 use crate::service::{self, Daemon, ServiceManager};
@@ -42,6 +42,11 @@ impl From<crate::corosync_conf::ConfError> for FormError {
 }
 impl From<crate::ca::CaError> for FormError {
     fn from(e: crate::ca::CaError) -> Self {
+        FormError::Failed(e.to_string())
+    }
+}
+impl From<RunError> for FormError {
+    fn from(e: RunError) -> Self {
         FormError::Failed(e.to_string())
     }
 }
@@ -148,7 +153,7 @@ pub fn api_addr(ip: &str, port: u16) -> String {
 }
 
 /// Refuse to form or join when this node is, or looks, clustered.
-pub fn check_unclustered(paths: &Paths) -> Result<(), FormError> {
+pub fn check_unclustered(paths: &Paths, r: &dyn Runner) -> Result<(), FormError> {
     if let Some(r) = ClusterRecord::load(paths)? {
         return Err(FormError::Refused(format!(
             "this node is already a member of cluster {:?} (as {}); remove it from that cluster first",
@@ -161,7 +166,7 @@ pub fn check_unclustered(paths: &Paths) -> Result<(), FormError> {
             paths.corosync_conf().display()
         )));
     }
-    if service::corosync_running() {
+    if corosync_running(r) {
         return Err(FormError::Refused(
             "corosync is already running on this node; stop it first".into(),
         ));
@@ -240,19 +245,56 @@ pub fn read_corosync_conf(paths: &Paths) -> Result<CorosyncConf, FormError> {
     Ok(CorosyncConf::parse(&text)?)
 }
 
+/// Is a corosync answering on this host (its IPC socket)?
+pub fn corosync_running(r: &dyn Runner) -> bool {
+    r.run(&commands::corosync_answers())
+        .is_ok_and(|o| o.success())
+}
+
+/// `corosync-cfgtool -R`: every member re-reads corosync.conf.
+pub fn reload_corosync(r: &dyn Runner) -> Result<(), FormError> {
+    r.run_ok(&commands::reload_corosync())?;
+    Ok(())
+}
+
 /// `corosync-quorumtool -s` parsed; `None` while corosync does not answer.
-pub fn quorum() -> Option<QuorumInfo> {
-    let (_, out, _) = service::run(&["corosync-quorumtool", "-s"]).ok()?;
-    QuorumInfo::parse(&out).ok()
+pub fn quorum(r: &dyn Runner) -> Option<QuorumInfo> {
+    quorum_checked(r).ok()
+}
+
+/// `corosync-quorumtool -s` parsed, or why not (the command's error: not running, timed out).
+pub fn quorum_checked(r: &dyn Runner) -> Result<QuorumInfo, FormError> {
+    let o = r.run(&commands::quorum_status())?;
+    QuorumInfo::parse(&o.stdout).map_err(|e| {
+        FormError::Failed(format!(
+            "corosync-quorumtool -s: {e}{}",
+            if o.stderr.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", o.stderr.trim())
+            }
+        ))
+    })
 }
 
 /// `crm_mon --output-as=xml` parsed; `None` while Pacemaker does not answer.
-pub fn crm_status() -> Option<CrmStatus> {
-    let (ok, out, _) = service::run(&["crm_mon", "-1", "--output-as=xml"]).ok()?;
-    if !ok && out.is_empty() {
-        return None;
+pub fn crm_status(r: &dyn Runner) -> Option<CrmStatus> {
+    crm_status_checked(r).ok()
+}
+
+/// `crm_mon --output-as=xml` parsed, or why not.
+pub fn crm_status_checked(r: &dyn Runner) -> Result<CrmStatus, FormError> {
+    let o = r.run(&commands::crm_mon())?;
+    if !o.success() && o.stdout.is_empty() {
+        return Err(RunError::Failed {
+            cmd: commands::crm_mon().to_string(),
+            code: o.code,
+            stderr: o.stderr,
+            stdout: o.stdout,
+        }
+        .into());
     }
-    CrmStatus::parse(&out).ok()
+    CrmStatus::parse(&o.stdout).map_err(|e| FormError::Failed(format!("crm_mon: {e}")))
 }
 
 fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<Duration, FormError> {
@@ -269,29 +311,10 @@ fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<Du
     )))
 }
 
-/// Apply CIB updates with cibadmin (XML on stdin).
-pub fn apply_cib(updates: &[CibUpdate]) -> Result<(), FormError> {
+/// Apply CIB updates with cibadmin (XML on stdin, never in argv).
+pub fn apply_cib(r: &dyn Runner, updates: &[CibUpdate]) -> Result<(), FormError> {
     for u in updates {
-        let mut child = Command::new("cibadmin")
-            .args(&u.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| FormError::Failed(format!("cannot run cibadmin: {e}")))?;
-        if let Some(mut si) = child.stdin.take() {
-            si.write_all(u.stdin.as_bytes())
-                .map_err(|e| FormError::Failed(format!("cibadmin stdin: {e}")))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| FormError::Failed(format!("cibadmin: {e}")))?;
-        if !out.status.success() {
-            return Err(FormError::Failed(format!(
-                "{u:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        r.run_ok(&commands::cib_update(u))?;
     }
     Ok(())
 }
@@ -418,6 +441,7 @@ pub trait Progress {
 /// keel-clusterd (when installed).
 pub fn start_stack(
     svc: &dyn ServiceManager,
+    r: &dyn Runner,
     node: &str,
     clusterd_installed: bool,
     p: &dyn Progress,
@@ -425,7 +449,7 @@ pub fn start_stack(
     p.log(&format!("starting corosync ({})", svc.kind()));
     svc.start(Daemon::Corosync)?;
     let t = wait("corosync quorum", Duration::from_secs(90), || {
-        quorum().is_some_and(|q| q.quorate)
+        quorum(r).is_some_and(|q| q.quorate)
     })?;
     p.log(&format!("corosync quorate after {:.1}s", t.as_secs_f64()));
     p.progress(0.6);
@@ -434,7 +458,7 @@ pub fn start_stack(
     let t = wait(
         "pacemaker: this node online and a DC elected",
         Duration::from_secs(120),
-        || crm_status().is_some_and(|s| s.dc.is_some() && s.node(node).is_some_and(|n| n.online)),
+        || crm_status(r).is_some_and(|s| s.dc.is_some() && s.node(node).is_some_and(|n| n.online)),
     )?;
     p.log(&format!(
         "pacemaker: {node} online, DC elected after {:.1}s",
@@ -493,10 +517,11 @@ fn identity(node: &str, links: &[String], dns: &[String], extra: &[IpAddr]) -> N
 pub fn init(
     paths: &Paths,
     svc: &dyn ServiceManager,
+    r: &dyn Runner,
     plan: &InitPlan,
     p: &dyn Progress,
 ) -> Result<NodeCert, FormError> {
-    check_unclustered(paths)?;
+    check_unclustered(paths, r)?;
     let first = ConfNode {
         nodeid: 1,
         name: plan.node.clone(),
@@ -545,7 +570,7 @@ pub fn init(
         ));
     }
     write_seed_cib(paths, &props)?;
-    if let Err(e) = start_stack(svc, &plan.node, plan.clusterd_installed, p) {
+    if let Err(e) = start_stack(svc, r, &plan.node, plan.clusterd_installed, p) {
         p.log(&format!(
             "start failed ({e}); stopping what was started and removing the configuration"
         ));
@@ -556,16 +581,9 @@ pub fn init(
     }
     rec.save(paths)?;
     p.log("setting cluster properties: stonith-enabled=true, no-quorum-policy=stop");
-    apply_cib(&cib::set_properties(&props))?;
+    apply_cib(r, &cib::set_properties(&props))?;
     // back to Pacemaker's default for every later start
-    service::run_ok(&[
-        "crm_attribute",
-        "--type",
-        "crm_config",
-        "--name",
-        "dc-deadtime",
-        "--delete",
-    ])?;
+    r.run_ok(&commands::delete_dc_deadtime())?;
     p.log("single node: no redundancy and no fencing target until a second node joins");
     let fingerprint = ca::fingerprint_of_pem(&cert_pem)?;
     p.log(&format!(
@@ -655,6 +673,7 @@ fn from_b64(field: &str, s: &str) -> Result<Vec<u8>, FormError> {
 pub fn joiner_install(
     paths: &Paths,
     svc: &dyn ServiceManager,
+    r: &dyn Runner,
     node: &str,
     resp: &JoinResponse,
     ca_key_pem: &str,
@@ -698,7 +717,7 @@ pub fn joiner_install(
         ));
     }
     p.progress(0.4);
-    start_stack(svc, node, clusterd_installed, p)?;
+    start_stack(svc, r, node, clusterd_installed, p)?;
     ClusterRecord {
         name: resp.cluster_name.clone(),
         node: node.to_string(),
@@ -714,11 +733,14 @@ pub fn joiner_install(
 }
 
 /// Cluster properties for the current size (after a join or a removal).
-pub fn apply_properties_for(conf: &CorosyncConf) -> Result<(), FormError> {
-    apply_cib(&cib::set_properties(&ClusterProperties::for_size(
-        &conf.cluster_name,
-        conf.nodes.len(),
-    )))
+pub fn apply_properties_for(r: &dyn Runner, conf: &CorosyncConf) -> Result<(), FormError> {
+    apply_cib(
+        r,
+        &cib::set_properties(&ClusterProperties::for_size(
+            &conf.cluster_name,
+            conf.nodes.len(),
+        )),
+    )
 }
 
 // ------------------------------------------------------------------ SSH material
@@ -748,24 +770,13 @@ pub fn ssh_host_keys(paths: &Paths) -> Vec<String> {
 }
 
 /// root's public key for migration transport, generated (ed25519, no passphrase) if missing.
-pub fn ensure_root_key(paths: &Paths) -> Result<String, FormError> {
+pub fn ensure_root_key(paths: &Paths, r: &dyn Runner) -> Result<String, FormError> {
     let key = paths.root_ssh_dir.join("id_ed25519");
     let pubk = paths.root_ssh_dir.join("id_ed25519.pub");
     if !pubk.exists() {
         std::fs::create_dir_all(&paths.root_ssh_dir).map_err(io_err(&paths.root_ssh_dir))?;
         let k = key.display().to_string();
-        service::run_ok(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "keel-migration",
-            "-f",
-            &k,
-        ])?;
+        r.run_ok(&commands::ssh_keygen(&k))?;
     }
     let t = std::fs::read_to_string(&pubk).map_err(io_err(&pubk))?;
     Ok(t.trim().to_string())
@@ -935,7 +946,165 @@ mod tests {
         let (c, id) = plan_add(&p, "node2", &["192.0.2.2".into()])?;
         assert_eq!(id, 2);
         assert!(c.two_node());
-        assert!(matches!(check_unclustered(&p), Err(FormError::Refused(_))));
+        assert!(matches!(
+            check_unclustered(&p, &keel_runner::Fake::new()),
+            Err(FormError::Refused(_))
+        ));
+        Ok(())
+    }
+
+    /// Records what was started and stopped; never runs anything.
+    #[derive(Default)]
+    struct Svc(std::sync::Mutex<Vec<String>>);
+    impl ServiceManager for Svc {
+        fn start(&self, d: Daemon) -> Result<(), service::ServiceError> {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(format!("start {}", d.name()));
+            }
+            Ok(())
+        }
+        fn stop(&self, d: Daemon) -> Result<(), service::ServiceError> {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(format!("stop {}", d.name()));
+            }
+            Ok(())
+        }
+        fn is_active(&self, _: Daemon) -> Result<bool, service::ServiceError> {
+            Ok(false)
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+    }
+
+    struct Quiet;
+    impl Progress for Quiet {
+        fn log(&self, _: &str) {}
+        fn progress(&self, _: f64) {}
+    }
+
+    fn plan() -> InitPlan {
+        InitPlan {
+            cluster_name: "c1".into(),
+            node: "node1".into(),
+            links: vec!["192.0.2.1".into()],
+            token_ms: None,
+            latency: LatencyClass::Local,
+            api: "192.0.2.1:8006".into(),
+            dns: vec!["localhost".into()],
+            extra_ips: vec![],
+            clusterd_installed: false,
+        }
+    }
+
+    const QUORATE: &str = include_str!("../tests/samples/quorumtool-3-nodes.txt");
+    const CRM_MON: &str = include_str!("../tests/samples/crm_mon-3-nodes.xml");
+
+    /// `init`, formation part: the exact commands, in order, around the daemons' starts.
+    #[test]
+    fn init_runs_the_formation_commands_in_order() -> Result<(), FormError> {
+        use keel_runner::{Fake, Reply};
+        let d = tempfile::tempdir().map_err(|e| FormError::Failed(e.to_string()))?;
+        let p = paths(d.path());
+        let props = cib::set_properties(&ClusterProperties::for_size("c1", 1));
+        let fake = Fake::new()
+            // check_unclustered: no corosync answers here
+            .expect(
+                &["corosync-cfgtool", "-s"],
+                Reply::fail(1, "Could not initialize corosync configuration API error 2"),
+            )
+            // start_stack: corosync quorate, then Pacemaker with a DC and this node online
+            .expect(&["corosync-quorumtool", "-s"], Reply::ok(QUORATE))
+            .expect(&["crm_mon", "-1", "--output-as=xml"], Reply::ok(CRM_MON))
+            // Keel's properties on cibadmin's stdin, then the seed dc-deadtime goes
+            .expect_stdin(
+                &[
+                    "cibadmin",
+                    "--modify",
+                    "--allow-create",
+                    "--scope",
+                    "crm_config",
+                    "--xml-pipe",
+                ],
+                props[0].stdin.as_bytes(),
+                Reply::ok(""),
+            )
+            .expect(
+                &[
+                    "crm_attribute",
+                    "--type",
+                    "crm_config",
+                    "--name",
+                    "dc-deadtime",
+                    "--delete",
+                ],
+                Reply::ok(""),
+            );
+        let svc = Svc::default();
+        let cert = init(&p, &svc, &fake, &plan(), &Quiet)?;
+        fake.assert_done();
+        assert_eq!(
+            svc.0.lock().map(|v| v.clone()).unwrap_or_default(),
+            ["start corosync", "start pacemakerd"]
+        );
+        let conf = read_corosync_conf(&p)?;
+        assert_eq!(conf.nodes.len(), 1);
+        assert_eq!(conf.nodes[0].name, "node1");
+        assert!(p.corosync_authkey().exists() && p.pacemaker_authkey().exists());
+        assert!(p.pacemaker_cib_dir.join("cib.xml").exists());
+        let rec = ClusterRecord::load(&p)?.ok_or_else(|| FormError::Failed("no record".into()))?;
+        assert_eq!((rec.name.as_str(), rec.nodeid), ("c1", 1));
+        assert!(cert.fingerprint.contains(':'));
+        Ok(())
+    }
+
+    /// A CIB update that hangs ends `init` with an error naming the command and its bound.
+    #[test]
+    fn a_wedged_cibadmin_ends_init_with_a_timeout_error() -> Result<(), FormError> {
+        use keel_runner::{Fake, Reply};
+        let d = tempfile::tempdir().map_err(|e| FormError::Failed(e.to_string()))?;
+        let p = paths(d.path());
+        let fake = Fake::new()
+            .expect(&["corosync-cfgtool", "-s"], Reply::fail(1, "not running"))
+            .expect(&["corosync-quorumtool", "-s"], Reply::ok(QUORATE))
+            .expect(&["crm_mon", "-1", "--output-as=xml"], Reply::ok(CRM_MON))
+            .expect(
+                &[
+                    "cibadmin",
+                    "--modify",
+                    "--allow-create",
+                    "--scope",
+                    "crm_config",
+                    "--xml-pipe",
+                ],
+                Reply::Timeout,
+            );
+        let r = init(&p, &Svc::default(), &fake, &plan(), &Quiet);
+        fake.assert_done();
+        let Err(FormError::Failed(msg)) = r else {
+            return Err(FormError::Failed(format!(
+                "expected a timeout, got {:?}",
+                r.err()
+            )));
+        };
+        assert_eq!(
+            msg,
+            "cibadmin --modify --allow-create --scope crm_config --xml-pipe did not finish within 60s and was killed"
+        );
+        Ok(())
+    }
+
+    /// A running corosync (the command answers) refuses init before anything is written.
+    #[test]
+    fn init_refuses_when_corosync_answers() -> Result<(), FormError> {
+        use keel_runner::{Fake, Reply};
+        let d = tempfile::tempdir().map_err(|e| FormError::Failed(e.to_string()))?;
+        let p = paths(d.path());
+        let fake = Fake::new().expect(&["corosync-cfgtool", "-s"], Reply::ok("Local node ID 1"));
+        let r = init(&p, &Svc::default(), &fake, &plan(), &Quiet);
+        fake.assert_done();
+        assert!(matches!(r, Err(FormError::Refused(_))), "{:?}", r.err());
+        assert!(!p.corosync_conf().exists());
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ pub mod service;
 
 // --- CIB fragments, fence devices, cluster status parsing ---
 pub mod cib;
+pub mod commands;
 pub mod crm;
 pub mod fence;
 

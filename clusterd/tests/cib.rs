@@ -72,8 +72,11 @@ fn cases() -> Vec<(&'static str, u32, Vec<FenceDevice>)> {
     let lab = |node: &str| FenceDevice {
         id: format!("fence-{node}"),
         node: node.into(),
-        agent: FenceAgent::KeelNetnsLab {
-            lab_dir: "/var/tmp/keel-lab/x-1-0".into(),
+        // the netns lab registers its agent as an ordinary one, by program name
+        agent: FenceAgent::Agent {
+            program: "fence_keellab".into(),
+            params: [("lab_dir".to_string(), "/var/tmp/keel-lab/x-1-0".to_string())].into(),
+            secrets: Default::default(),
         },
         delay_s: None,
         action: None,
@@ -81,9 +84,10 @@ fn cases() -> Vec<(&'static str, u32, Vec<FenceDevice>)> {
     let vmlab = |node: &str, delay| FenceDevice {
         id: format!("fence-{node}"),
         node: node.into(),
-        agent: FenceAgent::KeelVmLab {
-            ipaddr: None,
-            ipport: None,
+        agent: FenceAgent::Agent {
+            program: "fence_keel_lab".into(),
+            params: Default::default(),
+            secrets: Default::default(),
         },
         delay_s: delay,
         action: None,

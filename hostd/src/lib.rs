@@ -18,6 +18,7 @@ pub mod console;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod http;
 pub mod hv;
 pub mod network;
 pub mod openapi;

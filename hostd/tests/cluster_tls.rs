@@ -109,9 +109,10 @@ struct Ticket {
     vncticket: String,
 }
 
-/// Node B's side of a forwarded console request, with the checks of hostd's
-/// `check_forwarded`: the peer signature over method + path + query, then the connection's
-/// verified client certificate issued for the signer; then the real WebSocket ↔ VNC proxy.
+/// Node B's side of a forwarded console request: hostd's own check of a forwarded request
+/// (`cluster::verify_forwarded`, what `check_forwarded` runs: the peer signature over method +
+/// path + query, a member as signer, the connection's verified client certificate issued for
+/// the signer); then the real WebSocket ↔ VNC proxy.
 async fn b_console(
     Extension(pc): Extension<PeerCert>,
     Extension(VncPort(vnc_port)): Extension<VncPort>,
@@ -122,19 +123,14 @@ async fn b_console(
     ws: WebSocketUpgrade,
 ) -> Response {
     let pq = uri.path_and_query().map(|x| x.as_str()).unwrap_or("");
-    let h = headers
-        .get(PEER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let from = match cluster_net::check_peer_header(&KEY, h, now(), "GET", pq, b"-") {
-        Ok(f) => f,
-        Err(e) => return (StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
-    };
-    if let Err(e) = pc.check_node(&from) {
-        let body = serde_json::json!({"error": {"code": "unauthorized", "message": e.to_string()}});
-        return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
-    }
-    assert_eq!(headers.get(FORWARDED_USER).unwrap(), "root");
+    let members = ["node-a", "node-b", "node-c"];
+    let (from, user) =
+        match hostd::cluster::verify_forwarded(&KEY, &members, &headers, &pc, "GET", pq, now()) {
+            Ok(x) => x,
+            // the JSON error hostd answers with (401 for these)
+            Err(e) => return hostd::http::ApiError(e).into_response(),
+        };
+    assert_eq!((from.as_str(), user.as_str()), ("node-a", "root"));
     assert_eq!(q.vncticket, "t1");
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", vnc_port))
         .await
@@ -237,6 +233,22 @@ async fn forwarded_requests_need_the_member_certificate_and_consoles_are_relayed
         .expect_err("node-c's certificate cannot speak for node-a")
         .to_string();
     assert!(e.contains("not issued for node node-a"), "{e}");
+
+    // a certificate of the cluster's CA and a valid signature, but not from a member
+    let (d_cert, d_key) = ca.issue(&ident("node-d")).unwrap();
+    let r = hostd::console::connect_member(
+        member(Some((&d_cert, &d_key))),
+        "node-b",
+        &b_api,
+        pq,
+        &signed(pq, "node-d"),
+    )
+    .await;
+    let e = r.expect_err("a non-member must be refused").to_string();
+    assert!(
+        e.contains("401") && e.contains("node-d is not a member"),
+        "{e}"
+    );
 
     // the right certificate, but a bad signature
     let mut bad = signed(pq, "node-a");

@@ -154,7 +154,8 @@ export interface ClusterStatus {
   failed_actions: FailedAction[];
   notes: string[];
 }
-export type FenceAgentKind = "fence_ipmilan" | "fence_redfish" | "sbd" | "fence_keellab" | "fence_keel_lab";
+// The three Keel models, or any installed fence-agents program by name (how the labs add theirs).
+export type FenceAgentKind = "fence_ipmilan" | "fence_redfish" | "sbd" | `fence_${string}`;
 export interface FenceDeviceInfo {
   id: string;
   node: string;

@@ -1,0 +1,575 @@
+//! Fence devices (API spec → `clusterd::fence::FenceDevice` → CIB), the live list of stonith
+//! devices, fence tests and their records, and the gate HA and cluster storage must pass.
+
+use clusterd::fence::{FenceAgent, FenceDevice, Secret};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use clusterd::commands;
+use clusterd::form;
+use keel_api::cluster::{FenceAgentKind, FenceDeviceInfo, FenceDeviceSpec, FenceTestResult};
+use keel_runner::Runner;
+use rusqlite::params;
+
+use super::store_api::store_err;
+use super::{run_err, ClusterState};
+use crate::db::now;
+use crate::error::{Error, Result};
+use crate::tasks::{self, TaskHandle};
+use crate::Node;
+
+/// Seconds `stonith_admin` may take for a fence test (its own `--timeout`).
+const FENCE_TEST_TIMEOUT_S: u32 = 120;
+
+/// (id, agent type, target node) of every stonith device in the live CIB; empty when
+/// Pacemaker does not answer (for status pages).
+pub(super) fn cib_stonith_devices(r: &dyn Runner) -> Vec<(String, String, String)> {
+    stonith_devices(r).unwrap_or_default()
+}
+
+/// (id, agent type, target node) of every stonith device in the live CIB, or why they cannot
+/// be read (the command's error, a timeout included).
+pub(super) fn stonith_devices(r: &dyn Runner) -> Result<Vec<(String, String, String)>> {
+    let out = r
+        .run_ok(&commands::cib_query("resources"))
+        .map_err(run_err)?;
+    let root = keel_xml::Element::parse(&out)
+        .map_err(|e| Error::Internal(format!("cibadmin --query --scope resources: {e}")))?;
+    Ok(root
+        .descendants("primitive")
+        .into_iter()
+        .filter(|p| p.get_attr("class") == Some("stonith"))
+        .filter_map(|p| {
+            let target = p
+                .descendants("nvpair")
+                .into_iter()
+                .find(|nv| nv.get_attr("name") == Some("pcmk_host_list"))?
+                .get_attr("value")?
+                .to_string();
+            Some((
+                p.get_attr("id")?.to_string(),
+                p.get_attr("type").unwrap_or("").to_string(),
+                target,
+            ))
+        })
+        .collect())
+}
+
+/// The stonith devices of this node's cluster; none on a node that is not in one (Pacemaker
+/// is not even asked).
+fn cluster_devices(node: &Node) -> Result<Vec<(String, String, String)>> {
+    if node.cluster.record()?.is_none() {
+        return Ok(vec![]);
+    }
+    stonith_devices(node.cluster.runner.as_ref())
+}
+
+/// Config store key of a node's last fence test (cluster-wide record).
+pub(super) fn fence_test_key(node: &str) -> String {
+    format!("/cluster/fence-tests/{node}")
+}
+
+/// The newer of this node's record and the cluster-wide one in the config store (when
+/// keel-clusterd answers): a test run through any member counts everywhere.
+pub(super) fn fence_test_of(cs: &ClusterState, node: &str) -> Option<FenceTestResult> {
+    let local = cs
+        .db
+        .conn()
+        .query_row(
+            "SELECT at, ok, action, message FROM cluster_fence_tests WHERE node=?1",
+            params![node],
+            |r| {
+                Ok(FenceTestResult {
+                    at: r.get(0)?,
+                    ok: r.get::<_, i64>(1)? != 0,
+                    action: r.get(2)?,
+                    message: r.get(3)?,
+                })
+            },
+        )
+        .ok();
+    let shared = tokio::runtime::Handle::try_current().ok().and_then(|h| {
+        let c = clusterd::store::client::Client::local();
+        h.block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                c.get(&fence_test_key(node)),
+            )
+            .await
+            .ok()?
+            .ok()
+        })
+        .and_then(|e| serde_json::from_value::<FenceTestResult>(e.value).ok())
+    });
+    match (local, shared) {
+        (Some(a), Some(b)) => Some(if b.at > a.at { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A FenceDevice with only the identity fields needed to delete it from the CIB.
+pub(super) fn lab_shell_device(id: &str, node: &str) -> FenceDevice {
+    FenceDevice {
+        id: id.to_string(),
+        node: node.to_string(),
+        agent: FenceAgent::Agent {
+            program: String::new(),
+            params: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+        },
+        delay_s: None,
+        action: None,
+    }
+}
+
+fn param(spec: &FenceDeviceSpec, k: &str) -> Result<String> {
+    spec.params.get(k).cloned().ok_or_else(|| {
+        Error::validation(
+            &format!("params.{k}"),
+            format!("{k} is required for this agent"),
+        )
+    })
+}
+
+fn secret(spec: &FenceDeviceSpec, k: &str) -> Result<Secret> {
+    spec.secrets
+        .get(k)
+        .map(|s| Secret::new(s.clone()))
+        .ok_or_else(|| {
+            Error::validation(
+                &format!("secrets.{k}"),
+                format!("{k} is required for this agent"),
+            )
+        })
+}
+
+fn port(spec: &FenceDeviceSpec, k: &str) -> Result<Option<u16>> {
+    spec.params
+        .get(k)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                Error::validation(&format!("params.{k}"), format!("{v:?} is not a port"))
+            })
+        })
+        .transpose()
+}
+
+fn to_device(spec: &FenceDeviceSpec) -> Result<FenceDevice> {
+    spec.validate()?;
+    let agent = match &spec.agent {
+        FenceAgentKind::FenceIpmilan => FenceAgent::Ipmilan {
+            ip: param(spec, "ip")?,
+            port: port(spec, "ipport")?,
+            username: param(spec, "username")?,
+            password: secret(spec, "password")?,
+            lanplus: spec.params.get("lanplus").map(|v| v != "0").unwrap_or(true),
+            privlvl: spec.params.get("privlvl").cloned(),
+        },
+        FenceAgentKind::FenceRedfish => FenceAgent::Redfish {
+            ip: param(spec, "ip")?,
+            port: port(spec, "ipport")?,
+            username: param(spec, "username")?,
+            password: secret(spec, "password")?,
+            ssl_insecure: spec.params.get("ssl_insecure").is_some_and(|v| v == "1"),
+            systems_uri: spec.params.get("systems_uri").cloned(),
+        },
+        FenceAgentKind::Sbd => FenceAgent::Sbd {
+            devices: param(spec, "devices")?
+                .split(',')
+                .map(str::to_string)
+                .collect(),
+        },
+        FenceAgentKind::Agent(program) => FenceAgent::Agent {
+            program: program.clone(),
+            // `action` is the device's (reboot or off), not an agent parameter
+            params: spec
+                .params
+                .iter()
+                .filter(|(k, _)| k.as_str() != "action")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            secrets: spec
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
+                .collect(),
+        },
+    };
+    Ok(FenceDevice {
+        id: format!("fence-{}", spec.node),
+        node: spec.node.clone(),
+        agent,
+        delay_s: spec.delay_base_s,
+        action: spec.params.get("action").cloned(),
+    })
+}
+
+/// An agent Keel has no model of must be installed where Pacemaker's fencer looks for it
+/// (/usr/sbin) and know every parameter given: its own metadata (`-o metadata`) says so.
+fn check_agent(r: &dyn Runner, dev: &FenceDevice) -> Result<()> {
+    let FenceAgent::Agent { program, .. } = &dev.agent else {
+        return Ok(());
+    };
+    let cmd = commands::agent_metadata(program);
+    let meta = r.run_ok(&cmd).map_err(|e| {
+        Error::validation(
+            "agent",
+            format!("{program} is not a usable fence agent on this node: {e}"),
+        )
+    })?;
+    let root = keel_xml::Element::parse(&meta).map_err(|e| {
+        Error::validation(
+            "agent",
+            format!("{program} -o metadata did not print its metadata: {e}"),
+        )
+    })?;
+    let known: Vec<&str> = root
+        .descendants("parameter")
+        .into_iter()
+        .filter_map(|p| p.get_attr("name"))
+        .collect();
+    for (k, _) in dev.agent.params() {
+        if !known.contains(&k) {
+            let field = if dev.agent.secret_params().contains(&k) {
+                format!("secrets.{k}")
+            } else {
+                format!("params.{k}")
+            };
+            return Err(Error::validation(
+                &field,
+                format!(
+                    "{program} has no parameter {k:?}; it knows: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuse HA or cluster storage until every member passed a fence test.
+pub fn require_fence_tested(node: &Node) -> Result<()> {
+    let cs = &node.cluster;
+    let conf = form::read_corosync_conf(&cs.paths)?;
+    let untested: Vec<String> = conf
+        .nodes
+        .iter()
+        .filter(|n| !fence_test_of(cs, &n.name).is_some_and(|t| t.ok))
+        .map(|n| n.name.clone())
+        .collect();
+    if !untested.is_empty() {
+        return Err(Error::Conflict(format!(
+            "fencing is not proven on {}: run `keel fence test NODE --yes` for each before enabling HA or cluster storage",
+            untested.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The stonith devices in the live CIB, with their last fence test.
+pub(super) fn list(node: &Node) -> Result<Vec<FenceDeviceInfo>> {
+    Ok(cluster_devices(node)?
+        .into_iter()
+        .map(|(id, ty, target)| FenceDeviceInfo {
+            id,
+            agent: FenceAgentKind::from_name(&ty),
+            last_test: fence_test_of(&node.cluster, &target),
+            node: target,
+            params: BTreeMap::new(),
+            secret_keys: vec![],
+        })
+        .collect())
+}
+
+/// Create or replace the fence device of `spec.node`: validated against the members, then
+/// the stonith primitive and its location constraint through cibadmin (secrets on stdin).
+pub(super) fn put(node: &Node, spec: &FenceDeviceSpec) -> Result<FenceDeviceInfo> {
+    let cs = &node.cluster;
+    if cs.record()?.is_none() {
+        return Err(Error::Conflict("this node is not in a cluster".into()));
+    }
+    let conf = form::read_corosync_conf(&cs.paths)?;
+    let names: Vec<String> = conf.nodes.iter().map(|n| n.name.clone()).collect();
+    let dev = to_device(spec)?;
+    if let Err(errs) = dev.validate(&names) {
+        if let Some(e) = errs.into_iter().next() {
+            return Err(Error::Validation(e));
+        }
+    }
+    check_agent(cs.runner.as_ref(), &dev)?;
+    form::apply_cib(cs.runner.as_ref(), &clusterd::cib::put_fence_device(&dev))?;
+    tracing::info!(device = %dev.id, node = %dev.node, agent = dev.agent.program(), "fence device configured");
+    Ok(FenceDeviceInfo {
+        id: dev.id.clone(),
+        node: dev.node.clone(),
+        agent: spec.agent.clone(),
+        params: spec.params.clone(),
+        secret_keys: spec.secrets.keys().cloned().collect(),
+        last_test: None,
+    })
+}
+
+/// Delete the fence device(s) of `target` and their constraints.
+pub(super) fn delete(node: &Node, target: &str) -> Result<()> {
+    let r = node.cluster.runner.as_ref();
+    let devs: Vec<_> = cluster_devices(node)?
+        .into_iter()
+        .filter(|d| d.2 == target)
+        .collect();
+    if devs.is_empty() {
+        return Err(Error::NotFound(format!("no fence device for {target:?}")));
+    }
+    for (id, _, t) in devs {
+        form::apply_cib(
+            r,
+            &clusterd::cib::delete_fence_device(&lab_shell_device(&id, &t)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Refuse at once what cannot be tested (this node, a node without device), then start the
+/// `fencetest` task; its UPID.
+pub(super) fn start_test(
+    node: &Arc<Node>,
+    target: String,
+    action: String,
+    user: &str,
+) -> Result<String> {
+    if target == node.cfg.node {
+        return Err(Error::Conflict(format!(
+            "{target} is the node answering this request: test its fencing from another member"
+        )));
+    }
+    if !cluster_devices(node)?.iter().any(|d| d.2 == target) {
+        return Err(Error::Conflict(format!(
+            "{target} has no fence device: add one first"
+        )));
+    }
+    let n = node.clone();
+    let tgt = target.clone();
+    tasks::spawn(&node.tasks, "fencetest", &tgt, user, true, move |t| {
+        run_test(&n, &target, &action, t)
+    })
+}
+
+/// The `fencetest` task: `stonith_admin --reboot|--fence` (this really fences the node), the
+/// outcome recorded here and in the config store.
+fn run_test(n: &Node, target: &str, action: &str, t: &TaskHandle) -> Result<()> {
+    let cmd = commands::stonith(action == "off", target, FENCE_TEST_TIMEOUT_S);
+    t.log(format!("{cmd}: this really fences the node"));
+    let t0 = std::time::Instant::now();
+    let (ok, msg) = match n.cluster.runner.run(&cmd) {
+        Ok(o) if o.success() => (
+            true,
+            format!("fenced ({action}) in {:.1}s", t0.elapsed().as_secs_f64()),
+        ),
+        Ok(o) => (
+            false,
+            format!("failed: {}{}", o.stderr.trim(), o.stdout.trim()),
+        ),
+        Err(e) => (false, format!("failed: {e}")),
+    };
+    let at = now();
+    n.cluster.db.conn().execute(
+        "INSERT OR REPLACE INTO cluster_fence_tests(node,at,ok,action,message) VALUES (?1,?2,?3,?4,?5)",
+        params![target, at, ok as i64, action, msg],
+    )?;
+    let rec = FenceTestResult {
+        at,
+        ok,
+        action: action.to_string(),
+        message: msg.clone(),
+    };
+    let shared = serde_json::to_value(&rec).map_err(|e| Error::Internal(e.to_string()));
+    let put = shared.and_then(|v| {
+        let c = clusterd::store::client::Client::local();
+        tokio::runtime::Handle::current()
+            .block_on(c.put(&fence_test_key(target), &v))
+            .map_err(store_err)
+    });
+    match put {
+        Ok(_) => t.log("result recorded in the cluster config store"),
+        Err(e) => t.log(format!("result recorded on this node only: {e}")),
+    }
+    t.log(&msg);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Internal(format!("fence test of {target} {msg}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testlab::{self, Lab, SELF};
+    use super::*;
+    use keel_runner::{Fake, Reply};
+
+    fn two_nodes(fake: Fake) -> Result<Lab> {
+        testlab::clustered(
+            &[
+                (SELF, "192.0.2.1", "192.0.2.1:8006"),
+                ("node2", "192.0.2.2", "192.0.2.2:8006"),
+            ],
+            fake,
+        )
+    }
+
+    fn spec(
+        agent: FenceAgentKind,
+        params: &[(&str, &str)],
+        secrets: &[(&str, &str)],
+    ) -> FenceDeviceSpec {
+        let m = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        FenceDeviceSpec {
+            node: "node2".into(),
+            agent,
+            params: m(params),
+            secrets: m(secrets),
+            delay_base_s: Some(5),
+        }
+    }
+
+    fn cib_calls(spec: &FenceDeviceSpec) -> Result<Vec<(Vec<String>, String)>> {
+        Ok(clusterd::cib::put_fence_device(&to_device(spec)?)
+            .into_iter()
+            .map(|u| {
+                let mut argv = vec!["cibadmin".to_string()];
+                argv.extend(u.args);
+                (argv, u.stdin)
+            })
+            .collect())
+    }
+
+    /// Fence device add: the stonith primitive, then its location constraint, each through
+    /// `cibadmin --modify … --xml-pipe` with the fragment on stdin — the BMC password is in
+    /// that fragment and in no argument of any command.
+    #[test]
+    fn fence_device_add_puts_the_fragment_on_stdin_only() -> Result<()> {
+        let s = spec(
+            FenceAgentKind::FenceIpmilan,
+            &[("ip", "10.0.0.12"), ("username", "admin")],
+            &[("password", "hunter2")],
+        );
+        let calls = cib_calls(&s)?;
+        assert_eq!(calls.len(), 2);
+        assert!(
+            calls[0].1.contains(r#"name="password" value="hunter2""#),
+            "{}",
+            calls[0].1
+        );
+        assert!(calls[0].1.contains(r#"name="pcmk_delay_base" value="5s""#));
+        assert!(
+            calls[1].1.contains(r#"score="-INFINITY""#),
+            "{}",
+            calls[1].1
+        );
+        assert_eq!(
+            calls[0].0[1..],
+            [
+                "--modify",
+                "--allow-create",
+                "--scope",
+                "resources",
+                "--xml-pipe"
+            ]
+        );
+        assert_eq!(
+            calls[1].0[1..],
+            [
+                "--modify",
+                "--allow-create",
+                "--scope",
+                "constraints",
+                "--xml-pipe"
+            ]
+        );
+        let mut fake = Fake::new();
+        for (argv, stdin) in &calls {
+            fake = fake.expect_stdin(argv, stdin.as_bytes(), Reply::ok(""));
+        }
+        let lab = two_nodes(fake)?;
+        let info = put(&lab.node, &s)?;
+        lab.fake.assert_done();
+        assert_eq!(info.id, "fence-node2");
+        assert_eq!(info.secret_keys, ["password"]);
+        let ran = lab.fake.ran();
+        assert!(
+            ran.iter().flatten().all(|a| !a.contains("hunter2")),
+            "a secret reached a command line: {ran:?}"
+        );
+        Ok(())
+    }
+
+    /// A node that is not in a cluster lists no devices without asking Pacemaker, and has
+    /// none to delete or test.
+    #[test]
+    fn an_unclustered_node_has_no_devices_and_runs_nothing() -> Result<()> {
+        let (mut node, _dir) =
+            crate::tests_support::fake_node(Arc::new(crate::hv::fake::FakeHv::new()))?;
+        let fake = Arc::new(Fake::new());
+        node.cluster.runner = fake.clone();
+        let node = Arc::new(node);
+        assert!(list(&node)?.is_empty());
+        assert!(matches!(delete(&node, "node2"), Err(Error::NotFound(_))));
+        let r = start_test(&node, "node2".into(), "reboot".into(), "root");
+        assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
+        assert!(fake.ran().is_empty(), "{:?}", fake.ran());
+        Ok(())
+    }
+
+    const METADATA: &str = r#"<?xml version="1.0" ?>
+<resource-agent name="fence_keellab"><parameters>
+  <parameter name="action"/><parameter name="port"/><parameter name="lab_dir"/>
+</parameters></resource-agent>"#;
+
+    /// An agent Keel has no model of (how the labs register theirs): its metadata first, then
+    /// the same two CIB updates; `action` is the device's, not passed to the agent.
+    #[test]
+    fn an_agent_by_program_name_is_checked_against_its_metadata() -> Result<()> {
+        let agent = FenceAgentKind::Agent("fence_keellab".into());
+        let s = spec(
+            agent.clone(),
+            &[("lab_dir", "/run/lab"), ("action", "off")],
+            &[],
+        );
+        let meta = ["/usr/sbin/fence_keellab", "-o", "metadata"];
+        let mut fake = Fake::new().expect(&meta, Reply::ok(METADATA));
+        for (argv, stdin) in cib_calls(&s)? {
+            assert!(!stdin.contains(r#"name="action""#), "{stdin}");
+            fake = fake.expect_stdin(&argv, stdin.as_bytes(), Reply::ok(""));
+        }
+        let lab = two_nodes(fake)?;
+        put(&lab.node, &s)?;
+        lab.fake.assert_done();
+
+        // a parameter the agent does not know: refused with its name, nothing configured
+        let typo = spec(agent, &[("labdir", "/run/lab")], &[]);
+        let lab = two_nodes(Fake::new().expect(&meta, Reply::ok(METADATA)))?;
+        match put(&lab.node, &typo) {
+            Err(Error::Validation(f)) => {
+                assert_eq!(f.field, "params.labdir");
+                assert!(f.message.contains("lab_dir"), "{}", f.message);
+            }
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+        lab.fake.assert_done();
+
+        // an agent that is not installed
+        let missing = spec(FenceAgentKind::Agent("fence_nonesuch".into()), &[], &[]);
+        let lab = two_nodes(Fake::new().expect(
+            &["/usr/sbin/fence_nonesuch", "-o", "metadata"],
+            Reply::fail(127, "No such file or directory"),
+        ))?;
+        match put(&lab.node, &missing) {
+            Err(Error::Validation(f)) => assert_eq!(f.field, "agent"),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,249 @@
+//! Requests for another member: `/api/v1/nodes/{other}/…` forwarded (for the same user, signed
+//! as this node, over mutual TLS), console WebSockets relayed, and the check a member applies
+//! to a request forwarded to it ([`check_forwarded`]).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use clusterd::form::MemberRecord;
+
+use crate::auth::Principal;
+use crate::cluster_net::{self, PEER_HEADER};
+use crate::db::now;
+use crate::error::{Error, Result};
+use crate::http::ApiError;
+use crate::Node;
+
+/// Header naming the user a forwarded request acts for (with a peer signature).
+pub const FORWARDED_USER: &str = "X-Keel-Forwarded-User";
+
+/// Authenticate a request another member forwarded: its peer signature (method, path and
+/// query; the body is protected by TLS to this node's CA-signed certificate), a member as
+/// sender whose CA-signed client certificate the connection presented (mutual TLS), and a
+/// user that exists here.
+pub fn check_forwarded(
+    node: &Node,
+    headers: &HeaderMap,
+    peer_cert: &crate::tls::PeerCert,
+    method: &str,
+    pq: &str,
+) -> Result<Principal> {
+    if !headers.contains_key(PEER_HEADER) {
+        return Err(Error::Unauthorized(format!(
+            "{FORWARDED_USER} needs {PEER_HEADER}"
+        )));
+    }
+    let key = node.cluster.authkey().map_err(|_| {
+        Error::Unauthorized("forwarded request, but this node is not in a cluster".into())
+    })?;
+    let rec = node
+        .cluster
+        .record()?
+        .ok_or_else(|| Error::Unauthorized("not in a cluster".into()))?;
+    let members: Vec<&str> = rec.members.iter().map(|m| m.name.as_str()).collect();
+    let (_from, user) = verify_forwarded(&key, &members, headers, peer_cert, method, pq, now())?;
+    if !node.auth.user_exists(&user)? {
+        return Err(Error::Forbidden(format!(
+            "user {user:?} does not exist in the cluster (as seen by {})",
+            node.cfg.node
+        )));
+    }
+    Ok(Principal { user, csrf: None })
+}
+
+/// The part of [`check_forwarded`] that needs no node state: the peer signature keyed by the
+/// cluster key `key` over `method` and `pq` at time `now`, a signer among `members`, and the
+/// connection's CA-verified client certificate issued for that signer. Returns the signer and
+/// the user the request acts for.
+pub fn verify_forwarded(
+    key: &[u8],
+    members: &[&str],
+    headers: &HeaderMap,
+    peer_cert: &crate::tls::PeerCert,
+    method: &str,
+    pq: &str,
+    now: i64,
+) -> Result<(String, String)> {
+    let h = headers
+        .get(PEER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Unauthorized(format!("{FORWARDED_USER} needs {PEER_HEADER}")))?;
+    let from = cluster_net::check_peer_header(key, h, now, method, pq, b"-")?;
+    if !members.contains(&from.as_str()) {
+        return Err(Error::Unauthorized(format!("{from} is not a member")));
+    }
+    // mutual TLS: the connection's CA-verified client certificate names the signing member
+    peer_cert.check_node(&from)?;
+    let user = headers
+        .get(FORWARDED_USER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Ok((from, user))
+}
+
+/// Middleware (after authentication): `/api/v1/nodes/{other}/…` for another member is sent to
+/// that member over CA-verified TLS, signed as this node, acting for the logged-in user; the
+/// answer (status, type, body) is streamed back.
+pub async fn forward(
+    State(node): State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    let Some(rest) = path.strip_prefix("/api/v1/nodes/") else {
+        return next.run(req).await;
+    };
+    let target = rest.split('/').next().unwrap_or("").to_string();
+    if target.is_empty() || target == node.cfg.node {
+        return next.run(req).await;
+    }
+    let member = match node.cluster.record() {
+        Ok(Some(r)) => r.members.into_iter().find(|m| m.name == target),
+        _ => None,
+    };
+    let Some(member) = member else {
+        return next.run(req).await; // the handler answers 404
+    };
+    match forward_to(&node, &member, req).await {
+        Ok(r) => r,
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
+pub(super) async fn forward_to(
+    node: &Node,
+    m: &MemberRecord,
+    req: axum::extract::Request,
+) -> Result<Response> {
+    if req.headers().contains_key(FORWARDED_USER) {
+        return Err(Error::Conflict(
+            "a forwarded request is not forwarded again".into(),
+        ));
+    }
+    let user = req
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.user.clone())
+        .ok_or_else(|| Error::Unauthorized("not authenticated".into()))?;
+    if req.uri().path().ends_with("/vncwebsocket") {
+        return forward_console(node, m, &user, req).await;
+    }
+    let cs = &node.cluster;
+    let key = cs.authkey()?;
+    let client = cs.member_client()?;
+    let (parts, body) = req.into_parts();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|x| x.as_str().to_string())
+        .unwrap_or_default();
+    let method = parts.method.to_string();
+    let sig = cluster_net::peer_header(&key, &node.cfg.node, now(), &method, &pq, b"-")?;
+    let rm = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| Error::BadRequest(format!("method {method}")))?;
+    let mut rb = client
+        .request(rm, format!("https://{}{pq}", m.api))
+        .header(PEER_HEADER, sig)
+        .header(FORWARDED_USER, &user)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    for h in ["content-type", "content-length"] {
+        if let Some(v) = parts.headers.get(h).and_then(|v| v.to_str().ok()) {
+            rb = rb.header(h, v);
+        }
+    }
+    let r = rb.send().await.map_err(|e| {
+        Error::Internal(format!(
+            "forwarding to {} at {}: {}",
+            m.name,
+            m.api,
+            cluster_net::error_chain(&e)
+        ))
+    })?;
+    let mut out = Response::builder().status(r.status().as_u16());
+    if let Some(ct) = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+    {
+        out = out.header("content-type", ct);
+    }
+    out.body(axum::body::Body::from_stream(r.bytes_stream()))
+        .map_err(|e| Error::Internal(format!("forwarded response: {e}")))
+}
+
+/// A console WebSocket for a VM on member `m`: relayed, not redirected — the browser keeps
+/// talking to the node it logged in on (its session, the certificate it accepted); the owner
+/// may not even be reachable from the browser's network. The ticket was issued by the owner
+/// (`vncproxy` is forwarded) and is redeemed there, for the same user.
+pub(super) async fn forward_console(
+    node: &Node,
+    m: &MemberRecord,
+    user: &str,
+    req: axum::extract::Request,
+) -> Result<Response> {
+    use axum::extract::{FromRequestParts, WebSocketUpgrade};
+    let (mut parts, _) = req.into_parts();
+    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
+        .await
+        .map_err(|e| Error::BadRequest(format!("console: {}", e.body_text())))?;
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|x| x.as_str().to_string())
+        .unwrap_or_default();
+    let vmid: u32 = parts
+        .uri
+        .path()
+        .rsplit('/')
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let cs = &node.cluster;
+    let sig = cluster_net::peer_header(&cs.authkey()?, &node.cfg.node, now(), "GET", &pq, b"-")?;
+    let tls = cluster_net::member_tls_config(&cs.ca_pem()?, cs.node_identity())?;
+    let headers = [(PEER_HEADER, sig), (FORWARDED_USER, user.to_string())];
+    crate::console::forward_ws(ws, tls, &m.name, &m.api, &pq, &headers, vmid).await
+}
+
+/// `GET /api/v1/nodes/{m}` of every other member, for `user` (members that do not answer within
+/// the client timeout are left out, with a warning).
+pub async fn member_node_infos(node: &Node, user: &str) -> Vec<keel_api::node::NodeInfo> {
+    let Ok(Some(rec)) = node.cluster.record() else {
+        return vec![];
+    };
+    let Ok(key) = node.cluster.authkey() else {
+        return vec![];
+    };
+    let Ok(client) = node.cluster.member_client() else {
+        return vec![];
+    };
+    let mut out = vec![];
+    for m in rec.members.iter().filter(|m| m.name != node.cfg.node) {
+        let pq = format!("/api/v1/nodes/{}", m.name);
+        let Ok(sig) = cluster_net::peer_header(&key, &node.cfg.node, now(), "GET", &pq, b"-")
+        else {
+            continue;
+        };
+        let r = client
+            .get(format!("https://{}{pq}", m.api))
+            .header(PEER_HEADER, sig)
+            .header(FORWARDED_USER, user)
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => match r.json::<keel_api::node::NodeInfo>().await {
+                Ok(i) => out.push(i),
+                Err(e) => tracing::warn!(member = %m.name, error = %e, "node info"),
+            },
+            Ok(r) => tracing::warn!(member = %m.name, status = %r.status(), "node info"),
+            Err(e) => {
+                tracing::warn!(member = %m.name, error = %cluster_net::error_chain(&e), "node info")
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,301 @@
+//! Removing a member: the quorum check before, then the removal task (the node leaves, every
+//! member drops it from corosync.conf and reloads, Pacemaker forgets it, its fence device goes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clusterd::commands;
+use clusterd::form::{self, ClusterRecord, MemberRecord};
+use rusqlite::params;
+
+use super::fencing::{fence_test_key, lab_shell_device, stonith_devices};
+use super::peer::{apply_peer_update, push_to_members, PeerUpdate};
+use crate::cluster_net;
+use crate::error::{Error, Result};
+use crate::tasks::{self, TaskHandle};
+use crate::Node;
+
+/// Between two `crm_node -R` attempts: the controller may re-create the node entry until
+/// corosync's membership settled after the reload.
+const PURGE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Would the online members left after removing `removed` (of `total`) hold quorum for the new
+/// size? `Err` says why not.
+fn removal_keeps_quorum(
+    total: usize,
+    online: &[u32],
+    removed: u32,
+) -> std::result::Result<(), String> {
+    let left = total.saturating_sub(1);
+    let online_after = online.iter().filter(|id| **id != removed).count();
+    let need = quorum_needed(left);
+    if left == 0 || online_after < need {
+        return Err(format!(
+            "would leave {online_after} online member(s) of {left} while {need} are needed"
+        ));
+    }
+    Ok(())
+}
+
+fn quorum_needed(nodes: usize) -> usize {
+    if nodes == 2 {
+        1
+    } else {
+        nodes / 2 + 1
+    }
+}
+
+/// Refuse at once what cannot be removed (this node, a non-member, a removal that would
+/// cost quorum unless forced), then start the `clusterremove` task; its UPID.
+pub(super) fn start(node: &Arc<Node>, name: String, force: bool, user: &str) -> Result<String> {
+    let cs = &node.cluster;
+    let rec = cs
+        .record()?
+        .ok_or_else(|| Error::Conflict("this node is not in a cluster".into()))?;
+    if name == node.cfg.node {
+        return Err(Error::Conflict(format!(
+            "{name} is the node answering this request: run `keel node remove {name}` on another member"
+        )));
+    }
+    let conf = form::read_corosync_conf(&cs.paths)?;
+    if conf.node(&name).is_none() {
+        return Err(Error::NotFound(format!("{name:?} is not a cluster member")));
+    }
+    let online: Vec<u32> = form::quorum(cs.runner.as_ref())
+        .map(|q| q.members.iter().map(|m| m.nodeid).collect())
+        .unwrap_or_default();
+    let removed_id = conf.node(&name).map(|n| n.nodeid).unwrap_or(0);
+    if let Err(why) = removal_keeps_quorum(conf.nodes.len(), &online, removed_id) {
+        if !force {
+            return Err(Error::Conflict(format!(
+                "removing {name} {why}: the cluster would lose quorum. Bring members back online, or use --force"
+            )));
+        }
+    }
+    let n = node.clone();
+    let tgt = name.clone();
+    tasks::spawn(&node.tasks, "clusterremove", &tgt, user, true, move |t| {
+        remove_task(&n, rec, &name, force, t)
+    })
+}
+
+fn remove_task(
+    node: &Node,
+    rec: ClusterRecord,
+    name: &str,
+    force: bool,
+    t: &TaskHandle,
+) -> Result<()> {
+    let cs = &node.cluster;
+    let r = cs.runner.as_ref();
+    let _g = cs.change.lock().unwrap_or_else(|p| p.into_inner());
+    let mut conf = form::read_corosync_conf(&cs.paths)?;
+    let gone = conf
+        .remove_node(name)
+        .map_err(|e| Error::Conflict(e.to_string()))?;
+    let removed = rec.members.iter().find(|m| m.name == name).cloned();
+    // 1. the removed node stops its stack and forgets the cluster (if reachable)
+    if let Some(m) = &removed {
+        let key = cs.authkey()?;
+        let client = cs.member_client()?;
+        let r = tokio::runtime::Handle::current().block_on(cluster_net::peer_post(
+            &client,
+            &key,
+            &node.cfg.node,
+            &m.api,
+            "/api/v1/cluster/peer/leave",
+            &serde_json::json!({}),
+        ));
+        match r {
+            Ok(()) => t.log(format!("{name} stopped corosync and Pacemaker and left")),
+            Err(e) if force => t.log(format!("{name} unreachable ({e}); continuing (--force)")),
+            Err(e) => {
+                return Err(Error::Conflict(format!(
+                    "{name} could not be told to leave ({e}); if it is down for good, use --force"
+                )))
+            }
+        }
+    }
+    // 2. every remaining member drops it from corosync.conf, then one reload for all
+    let members: Vec<MemberRecord> = rec
+        .members
+        .iter()
+        .filter(|m| m.name != name)
+        .cloned()
+        .collect();
+    let update = PeerUpdate {
+        corosync_conf: conf.render().map_err(|e| Error::Internal(e.to_string()))?,
+        members: members.clone(),
+        pin: None,
+        unpin: Some((gone.name.clone(), gone.addrs.clone())),
+        authorized_key: None,
+    };
+    let mut rest = rec.clone();
+    rest.members = members;
+    push_to_members(node, &rest, &update)?;
+    apply_peer_update(cs, &update)?;
+    // its root key goes from authorized_keys here (others keep theirs until their next update)
+    let ak = cs.paths.root_ssh_dir.join("authorized_keys");
+    if let Ok(text) = std::fs::read_to_string(&ak) {
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.ends_with(&format!(" keel:{name}")))
+            .collect();
+        let mut out = kept.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        clusterd::ca::write_file_mode(&ak, out.as_bytes(), 0o600)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+    }
+    form::reload_corosync(r)?;
+    t.log(format!(
+        "removed {name} from corosync.conf on every member and reloaded"
+    ));
+    // 3. Pacemaker forgets it; its fence device goes
+    for (id, _, target) in stonith_devices(r)?.into_iter().filter(|d| d.2 == name) {
+        let dev = lab_shell_device(&id, &target);
+        form::apply_cib(r, &clusterd::cib::delete_fence_device(&dev))?;
+        t.log(format!("deleted fence device {id}"));
+    }
+    // The controller re-creates a node entry when corosync's membership settles after the
+    // reload (up to token + consensus later): purge until the name stays gone.
+    let mut purged = false;
+    for attempt in 1..=10 {
+        match r.run(&commands::crm_node_remove(name)) {
+            Ok(o) if !o.success() => t.log(format!(
+                "crm_node -R {name}: {}{}",
+                o.stderr.trim(),
+                o.stdout.trim()
+            )),
+            Ok(_) => {}
+            Err(e) => t.log(e.to_string()),
+        }
+        std::thread::sleep(PURGE_INTERVAL);
+        let still = r
+            .run_ok(&commands::cib_query("nodes"))
+            .is_ok_and(|out| out.contains(&format!("uname=\"{name}\"")));
+        if !still {
+            t.log(format!(
+                "Pacemaker forgot {name} (crm_node -R, attempt {attempt})"
+            ));
+            purged = true;
+            break;
+        }
+    }
+    if !purged {
+        t.log(format!(
+            "warning: Pacemaker still lists {name}; run crm_node -R {name} --force later"
+        ));
+    }
+    form::apply_properties_for(r, &conf)?;
+    let _ = cs.db.conn().execute(
+        "DELETE FROM cluster_fence_tests WHERE node=?1",
+        params![name],
+    );
+    let c = clusterd::store::client::Client::local();
+    let _ = tokio::runtime::Handle::current().block_on(c.delete(&fence_test_key(name), None));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testlab::{self, properties_call, SELF};
+    use super::*;
+    use keel_runner::{Fake, Reply};
+
+    const CIB_RESOURCES: &str = r#"<resources>
+  <primitive id="fence-n1" class="stonith" type="fence_ipmilan"><instance_attributes id="fence-n1-instance_attributes"><nvpair id="fence-n1-instance_attributes-pcmk_host_list" name="pcmk_host_list" value="n1"/></instance_attributes></primitive>
+  <primitive id="fence-node2" class="stonith" type="fence_ipmilan"><instance_attributes id="fence-node2-instance_attributes"><nvpair id="fence-node2-instance_attributes-pcmk_host_list" name="pcmk_host_list" value="node2"/></instance_attributes></primitive>
+</resources>"#;
+
+    /// Removing node2 (unreachable, --force): every remaining member drops it from
+    /// corosync.conf, one reload, its fence device and constraint go, Pacemaker forgets it,
+    /// and the properties follow the new size — these commands, in this order.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn node_removal_runs_its_commands_in_order() -> Result<()> {
+        let gone = clusterd::cib::delete_fence_device(&lab_shell_device("fence-node2", "node2"));
+        let delete = ["cibadmin", "--delete", "--xml-pipe"];
+        let (props, props_xml) = properties_call(1);
+        let fake = Fake::new()
+            .expect(&["corosync-cfgtool", "-R"], Reply::ok(""))
+            .expect(
+                &["cibadmin", "--query", "--scope", "resources"],
+                Reply::ok(CIB_RESOURCES),
+            )
+            .expect_stdin(&delete, gone[0].stdin.as_bytes(), Reply::ok(""))
+            .expect_stdin(&delete, gone[1].stdin.as_bytes(), Reply::ok(""))
+            .expect(&["crm_node", "-R", "node2", "--force"], Reply::ok(""))
+            .expect(
+                &["cibadmin", "--query", "--scope", "nodes"],
+                Reply::ok(r#"<nodes><node id="1" uname="n1"/></nodes>"#),
+            )
+            .expect_stdin(&props, &props_xml, Reply::ok(""));
+        // node2's API does not answer (nothing listens on the discard port): --force goes on
+        let lab = testlab::clustered(
+            &[
+                (SELF, "192.0.2.1", "192.0.2.1:8006"),
+                ("node2", "192.0.2.2", "127.0.0.1:9"),
+            ],
+            fake,
+        )?;
+        let rec = lab
+            .node
+            .cluster
+            .record()?
+            .ok_or_else(|| Error::Internal("record".into()))?;
+        let h = lab
+            .node
+            .tasks
+            .begin("clusterremove", "node2", "root", true)?;
+        let n = lab.node.clone();
+        let upid = h.upid.clone();
+        tokio::task::spawn_blocking(move || remove_task(&n, rec, "node2", true, &h))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        lab.fake.assert_done();
+        let conf = form::read_corosync_conf(&lab.paths)?;
+        assert!(conf.node("node2").is_none());
+        assert_eq!(conf.nodes.len(), 1);
+        let rec = lab
+            .node
+            .cluster
+            .record()?
+            .ok_or_else(|| Error::Internal("record".into()))?;
+        assert_eq!(rec.members.len(), 1);
+        let log: Vec<String> = lab
+            .node
+            .tasks
+            .log(&upid, 0, 100)?
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        assert!(
+            log.iter().any(|l| l.contains("continuing (--force)")),
+            "{log:?}"
+        );
+        assert!(
+            log.iter().any(|l| l == "deleted fence device fence-node2"),
+            "{log:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn quorum_math() {
+        assert_eq!(quorum_needed(1), 1);
+        assert_eq!(quorum_needed(2), 1);
+        assert_eq!(quorum_needed(3), 2);
+        assert_eq!(quorum_needed(4), 3);
+        // 3 nodes all up: removing one leaves two (two_node): fine
+        assert!(removal_keeps_quorum(3, &[1, 2, 3], 3).is_ok());
+        // 4 nodes, 2 and 4 down: removing 3 leaves 1 online of 3 (needs 2)
+        assert!(removal_keeps_quorum(4, &[1, 3], 3).is_err());
+        // 5 nodes, 4 and 5 down: removing a down node leaves 3 of 4 online (needs 3)
+        assert!(removal_keeps_quorum(5, &[1, 2, 3], 5).is_ok());
+        // 5 nodes, 4 and 5 down: removing an online one leaves 2 of 4 (needs 3)
+        assert!(removal_keeps_quorum(5, &[1, 2, 3], 1).is_err());
+        // the last node cannot be removed
+        assert!(removal_keeps_quorum(1, &[1], 1).is_err());
+    }
+}

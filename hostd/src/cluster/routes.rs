@@ -1,0 +1,259 @@
+//! The `/api/v1/cluster/...` routes. Handlers only extract, check the caller, call a domain
+//! function of a sibling module (on the blocking pool when it touches files, the database or an
+//! engine) and respond; the OpenAPI annotations are here.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use keel_api::cluster::{
+    ClusterInit, ClusterNode, ClusterResource, ClusterStatus, ConfigEntry, ConfigPut,
+    FenceDeviceInfo, FenceDeviceSpec, JoinRequest, JoinResponse, JoinToken, JoinTokenCreate,
+    LocalJoin, NodeRemoveQuery,
+};
+use keel_api::task::TaskRef;
+use serde::Deserialize;
+
+use super::{fencing, init, is_root, join, peer, remove, status, store_api};
+use crate::auth::Principal;
+use crate::error::Error;
+use crate::http::{accepted, blocking, ApiError, ApiResult, JsonBody, Path, Query};
+use crate::tls::PeerCert;
+use crate::Node;
+
+/// Routes that need a logged-in user.
+pub fn protected_routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/api/v1/cluster/init", post(init))
+        .route("/api/v1/cluster/join-token", post(join_token))
+        .route("/api/v1/cluster/local-join", post(local_join))
+        .route("/api/v1/cluster/status", get(status))
+        .route("/api/v1/cluster/nodes", get(nodes))
+        .route("/api/v1/cluster/nodes/{name}", delete(remove_node))
+        .route(
+            "/api/v1/cluster/fencing",
+            get(list_fencing).post(put_fencing),
+        )
+        .route("/api/v1/cluster/fencing/{node}", delete(delete_fencing))
+        .route("/api/v1/cluster/fencing/{node}/test", post(test_fencing))
+        .route("/api/v1/cluster/resources", get(resources))
+        .route("/api/v1/cluster/config", get(config_list))
+        .route(
+            "/api/v1/cluster/config/{*key}",
+            get(config_get).put(config_put).delete(config_delete),
+        )
+}
+
+/// Routes authenticated by their own means (join credentials in the body; peer HMAC).
+pub fn public_routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/api/v1/cluster/join", post(join))
+        .route("/api/v1/cluster/peer/update", post(peer_update))
+        .route("/api/v1/cluster/peer/leave", post(peer_leave))
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/init", tag = "cluster", request_body = ClusterInit,
+    responses((status = 202, body = TaskRef), (status = 400, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
+async fn init(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    JsonBody(req): JsonBody<ClusterInit>,
+) -> ApiResult<Response> {
+    is_root(&p)?;
+    req.validate()?;
+    let upid = blocking(move || init::start(&node, req, &p.user)).await?;
+    Ok(accepted(upid))
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/join-token", tag = "cluster", request_body = JoinTokenCreate,
+    responses((status = 201, body = JoinToken), (status = 409, body = keel_api::ErrorBody)))]
+async fn join_token(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    JsonBody(req): JsonBody<JoinTokenCreate>,
+) -> ApiResult<Response> {
+    is_root(&p)?;
+    req.validate()?;
+    let t = blocking(move || join::create_token(&node.cluster, req.ttl_s)).await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/join", tag = "cluster", request_body = JoinRequest,
+    responses((status = 200, body = JoinResponse), (status = 401, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
+async fn join(
+    State(node): State<Arc<Node>>,
+    JsonBody(req): JsonBody<JoinRequest>,
+) -> ApiResult<Json<JoinResponse>> {
+    Ok(Json(blocking(move || join::member_join(&node, req)).await?))
+}
+
+async fn peer_update(
+    State(node): State<Arc<Node>>,
+    peer_cert: Option<Extension<PeerCert>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let cert = peer_cert.map(|e| e.0).unwrap_or_default();
+    blocking(move || peer::on_update(&node, &headers, &cert, &body)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn peer_leave(
+    State(node): State<Arc<Node>>,
+    peer_cert: Option<Extension<PeerCert>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let cert = peer_cert.map(|e| e.0).unwrap_or_default();
+    blocking(move || peer::on_leave(&node, &headers, &cert, &body)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/local-join", tag = "cluster", request_body = LocalJoin,
+    responses((status = 202, body = TaskRef), (status = 409, body = keel_api::ErrorBody)))]
+async fn local_join(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    JsonBody(req): JsonBody<LocalJoin>,
+) -> ApiResult<Response> {
+    is_root(&p)?;
+    req.validate()?;
+    let upid = blocking(move || join::start_local_join(&node, req, &p.user)).await?;
+    Ok(accepted(upid))
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster/status", tag = "cluster", responses((status = 200, body = ClusterStatus)))]
+async fn status(State(node): State<Arc<Node>>) -> ApiResult<Json<ClusterStatus>> {
+    Ok(Json(blocking(move || status::cluster_status(&node)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster/nodes", tag = "cluster", responses((status = 200, body = [ClusterNode])))]
+async fn nodes(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<ClusterNode>>> {
+    Ok(Json(blocking(move || status::cluster_nodes(&node)).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/cluster/nodes/{name}", tag = "cluster", params(("name" = String, Path)),
+    responses((status = 202, body = TaskRef), (status = 409, body = keel_api::ErrorBody)))]
+async fn remove_node(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    Query(q): Query<NodeRemoveQuery>,
+) -> ApiResult<Response> {
+    is_root(&p)?;
+    let upid = blocking(move || remove::start(&node, name, q.force, &p.user)).await?;
+    Ok(accepted(upid))
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster/fencing", tag = "cluster", responses((status = 200, body = [FenceDeviceInfo])))]
+async fn list_fencing(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<FenceDeviceInfo>>> {
+    Ok(Json(blocking(move || fencing::list(&node)).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/fencing", tag = "cluster", request_body = FenceDeviceSpec,
+    responses((status = 201, body = FenceDeviceInfo), (status = 400, body = keel_api::ErrorBody)))]
+async fn put_fencing(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    JsonBody(spec): JsonBody<FenceDeviceSpec>,
+) -> ApiResult<Response> {
+    is_root(&p)?;
+    let info = blocking(move || fencing::put(&node, &spec)).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/cluster/fencing/{node}", tag = "cluster", params(("node" = String, Path)), responses((status = 204)))]
+async fn delete_fencing(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path(target): Path<String>,
+) -> ApiResult<StatusCode> {
+    is_root(&p)?;
+    blocking(move || fencing::delete(&node, &target)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct FenceTestQuery {
+    /// `reboot` (default) or `off`.
+    #[serde(default)]
+    pub action: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/fencing/{node}/test", tag = "cluster", params(("node" = String, Path), FenceTestQuery),
+    responses((status = 202, body = TaskRef), (status = 409, body = keel_api::ErrorBody)))]
+async fn test_fencing(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path(target): Path<String>,
+    Query(q): Query<FenceTestQuery>,
+) -> ApiResult<Response> {
+    is_root(&p)?;
+    let action = q.action.unwrap_or_else(|| "reboot".into());
+    if action != "reboot" && action != "off" {
+        return Err(ApiError(Error::validation("action", "use reboot or off")));
+    }
+    let upid = blocking(move || fencing::start_test(&node, target, action, &p.user)).await?;
+    Ok(accepted(upid))
+}
+
+/// VMs of every member, from the config store (this node's replica).
+#[utoipa::path(get, path = "/api/v1/cluster/resources", tag = "cluster",
+    responses((status = 200, body = [keel_api::cluster::ClusterResource]), (status = 503, body = keel_api::ErrorBody)))]
+async fn resources(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<ClusterResource>>> {
+    Ok(Json(store_api::resources(&node).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ConfigListQuery {
+    /// Only keys starting with this prefix.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster/config", tag = "cluster", params(ConfigListQuery),
+    responses((status = 200, body = [keel_api::cluster::ConfigEntry])))]
+async fn config_list(
+    Extension(p): Extension<Principal>,
+    Query(q): Query<ConfigListQuery>,
+) -> ApiResult<Json<Vec<ConfigEntry>>> {
+    Ok(Json(
+        store_api::list(&p, q.prefix.as_deref().unwrap_or("")).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster/config/{key}", tag = "cluster", params(("key" = String, Path)),
+    responses((status = 200, body = keel_api::cluster::ConfigEntry), (status = 404, body = keel_api::ErrorBody)))]
+async fn config_get(
+    Extension(p): Extension<Principal>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<ConfigEntry>> {
+    Ok(Json(store_api::get(&p, &key).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/cluster/config/{key}", tag = "cluster", params(("key" = String, Path)),
+    request_body = keel_api::cluster::ConfigPut,
+    responses((status = 200, body = keel_api::cluster::ConfigEntry), (status = 409, body = keel_api::ErrorBody)))]
+async fn config_put(
+    Extension(p): Extension<Principal>,
+    Path(key): Path<String>,
+    JsonBody(req): JsonBody<ConfigPut>,
+) -> ApiResult<Json<ConfigEntry>> {
+    is_root(&p)?;
+    Ok(Json(store_api::put(key, req).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/cluster/config/{key}", tag = "cluster", params(("key" = String, Path)),
+    responses((status = 204), (status = 404, body = keel_api::ErrorBody)))]
+async fn config_delete(
+    Extension(p): Extension<Principal>,
+    Path(key): Path<String>,
+) -> ApiResult<StatusCode> {
+    is_root(&p)?;
+    store_api::delete(&key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
