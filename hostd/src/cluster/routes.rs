@@ -218,42 +218,46 @@ pub struct ConfigListQuery {
 #[utoipa::path(get, path = "/api/v1/cluster/config", tag = "cluster", params(ConfigListQuery),
     responses((status = 200, body = [keel_api::cluster::ConfigEntry])))]
 async fn config_list(
+    State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
     Query(q): Query<ConfigListQuery>,
 ) -> ApiResult<Json<Vec<ConfigEntry>>> {
     Ok(Json(
-        store_api::list(&p, q.prefix.as_deref().unwrap_or("")).await?,
+        store_api::list(&node, &p, q.prefix.as_deref().unwrap_or("")).await?,
     ))
 }
 
 #[utoipa::path(get, path = "/api/v1/cluster/config/{key}", tag = "cluster", params(("key" = String, Path)),
     responses((status = 200, body = keel_api::cluster::ConfigEntry), (status = 404, body = keel_api::ErrorBody)))]
 async fn config_get(
+    State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
     Path(key): Path<String>,
 ) -> ApiResult<Json<ConfigEntry>> {
-    Ok(Json(store_api::get(&p, &key).await?))
+    Ok(Json(store_api::get(&node, &p, &key).await?))
 }
 
 #[utoipa::path(put, path = "/api/v1/cluster/config/{key}", tag = "cluster", params(("key" = String, Path)),
     request_body = keel_api::cluster::ConfigPut,
     responses((status = 200, body = keel_api::cluster::ConfigEntry), (status = 409, body = keel_api::ErrorBody)))]
 async fn config_put(
+    State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
     Path(key): Path<String>,
     JsonBody(req): JsonBody<ConfigPut>,
 ) -> ApiResult<Json<ConfigEntry>> {
     is_root(&p)?;
-    Ok(Json(store_api::put(key, req).await?))
+    Ok(Json(store_api::put(&node, key, req).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/cluster/config/{key}", tag = "cluster", params(("key" = String, Path)),
     responses((status = 204), (status = 404, body = keel_api::ErrorBody)))]
 async fn config_delete(
+    State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
     Path(key): Path<String>,
 ) -> ApiResult<StatusCode> {
     is_root(&p)?;
-    store_api::delete(&key).await?;
+    store_api::delete(&node, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -136,8 +136,20 @@ pub(super) async fn resources(node: &Node) -> Result<Vec<ClusterResource>> {
     Ok(out)
 }
 
+/// The config store exists only on a clustered node: a standalone node says so (409) instead of
+/// reporting its absent daemon as unavailable (503).
+fn require_clustered(node: &Node) -> Result<()> {
+    if node.cluster.record()?.is_none() {
+        return Err(Error::Conflict(
+            "this node is not in a cluster, so it has no cluster config store: run keel cluster init, or keel join a cluster".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The entries under `prefix` that `p` may read.
-pub(super) async fn list(p: &Principal, prefix: &str) -> Result<Vec<ConfigEntry>> {
+pub(super) async fn list(node: &Node, p: &Principal, prefix: &str) -> Result<Vec<ConfigEntry>> {
+    require_clustered(node)?;
     let c = Client::local();
     let v = c.list(&store_key(prefix)).await.map_err(store_err)?;
     Ok(v.into_iter()
@@ -146,8 +158,9 @@ pub(super) async fn list(p: &Principal, prefix: &str) -> Result<Vec<ConfigEntry>
         .collect())
 }
 
-pub(super) async fn get(p: &Principal, key: &str) -> Result<ConfigEntry> {
+pub(super) async fn get(node: &Node, p: &Principal, key: &str) -> Result<ConfigEntry> {
     check_key(key)?;
+    require_clustered(node)?;
     if !may_read(p, key) {
         return Err(Error::Forbidden(
             "access/ (password and token hashes) is readable by root only".into(),
@@ -158,8 +171,9 @@ pub(super) async fn get(p: &Principal, key: &str) -> Result<ConfigEntry> {
 }
 
 /// Write `key`: unconditionally, only if absent (`version` 0), or only at `version`.
-pub(super) async fn put(key: String, req: ConfigPut) -> Result<ConfigEntry> {
+pub(super) async fn put(node: &Node, key: String, req: ConfigPut) -> Result<ConfigEntry> {
     check_key(&key)?;
+    require_clustered(node)?;
     let c = Client::local();
     let version = match req.version {
         None => c.put(&store_key(&key), &req.value).await,
@@ -174,8 +188,9 @@ pub(super) async fn put(key: String, req: ConfigPut) -> Result<ConfigEntry> {
     })
 }
 
-pub(super) async fn delete(key: &str) -> Result<()> {
+pub(super) async fn delete(node: &Node, key: &str) -> Result<()> {
     check_key(key)?;
+    require_clustered(node)?;
     let c = Client::local();
     c.delete(&store_key(key), None).await.map_err(store_err)?;
     Ok(())
