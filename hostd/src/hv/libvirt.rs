@@ -69,21 +69,27 @@ impl Libvirt {
         })
     }
 
-    /// Run `f` with a live connection, reconnecting once if libvirtd restarted.
-    fn with<T>(&self, f: impl FnOnce(&Connect) -> HvResult<T>) -> HvResult<T> {
+    /// A live connection, reconnecting once if libvirtd restarted. The lock covers only this
+    /// check: libvirt's connection is thread-safe, so calls run concurrently on their own
+    /// reference (one slow domain operation never queues every other request behind it;
+    /// exclusion per VM, pool or network is the task layer's job).
+    fn conn(&self) -> HvResult<Connect> {
         let mut g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let alive = g.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false));
         if !alive {
             debug!(uri = %self.uri, "reconnecting to libvirt");
             *g = Some(Connect::open(Some(&self.uri)).map_err(engine("connect"))?);
         }
-        match g.as_ref() {
-            Some(c) => f(c),
-            None => Err(HvError::Engine {
-                op: "connect",
-                msg: "no connection".into(),
-            }),
-        }
+        g.as_ref().cloned().ok_or_else(|| HvError::Engine {
+            op: "connect",
+            msg: "no connection".into(),
+        })
+    }
+
+    /// Run `f` with a live connection (see [`Libvirt::conn`]).
+    fn with<T>(&self, f: impl FnOnce(&Connect) -> HvResult<T>) -> HvResult<T> {
+        let c = self.conn()?;
+        f(&c)
     }
 
     fn dom(c: &Connect, name: &str) -> HvResult<Domain> {
