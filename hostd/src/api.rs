@@ -22,6 +22,7 @@ use keel_api::auth::{
 };
 use keel_api::network::{NetworkCreate, NetworkInfo};
 use keel_api::node::{Health, NodeInfo};
+use keel_api::password::PasswordChange;
 use keel_api::storage::{PoolInfo, UploadQuery, VolumeCreate, VolumeInfo};
 use keel_api::task::{TaskInfo, TaskListQuery, TaskLogLine, TaskLogQuery, TaskRef};
 use keel_api::vm::{
@@ -69,7 +70,12 @@ impl IntoResponse for ApiError {
             },
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(body)).into_response()
+        let mut r = (status, Json(body)).into_response();
+        if let Some(s) = self.0.retry_after() {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+        }
+        r
     }
 }
 
@@ -114,9 +120,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "expected a JSON body (Content-Type: application/json)".into(),
             )));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError(Error::BadRequest(format!("cannot read body: {e}"))))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError(Error::TooLarge(format!("request body too large: {e}")))
+            } else {
+                ApiError(Error::BadRequest(format!("cannot read body: {e}")))
+            }
+        })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(de)
             .map(JsonBody)
@@ -242,6 +252,10 @@ pub fn router(node: Arc<Node>) -> Router {
     let protected = Router::new()
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/access/ticket", delete(logout))
+        .route(
+            "/api/v1/access/password",
+            axum::routing::put(change_password),
+        )
         .route("/api/v1/access/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/access/tokens/{tokenid}", delete(delete_token))
         .route("/api/v1/nodes", get(list_nodes))
@@ -310,8 +324,13 @@ pub fn router(node: Arc<Node>) -> Router {
         ),
         None => app.fallback(not_found),
     };
-    app.layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(node)
+    // Body limits per endpoint (crate::limits) come first; the upload endpoint streams.
+    app.layer(axum::extract::DefaultBodyLimit::max(
+        crate::limits::DEFAULT_MAX,
+    ))
+    .layer(middleware::from_fn(crate::limits::enforce))
+    .layer(middleware::from_fn(crate::limits::security_headers))
+    .with_state(node)
 }
 
 async fn not_found() -> ApiError {
@@ -329,19 +348,45 @@ async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
     })
 }
 
+/// Log in. Failed logins are throttled: per source address (429 with `Retry-After` after a few
+/// failures, for a doubling window) and per user (failures answered after a growing delay);
+/// password checks run on a bounded pool (503 with `Retry-After` when it is full). The body
+/// is limited to 4 KiB (413).
 #[utoipa::path(post, path = "/api/v1/access/ticket", tag = "access", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody, headers(("Retry-After" = u64, description = "seconds to wait"))),
+        (status = 503, body = ErrorBody, headers(("Retry-After" = u64, description = "seconds to wait")))))]
 async fn login(
     State(node): State<Arc<Node>>,
+    ext: axum::http::Extensions,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> ApiResult<Response> {
-    let s = blocking(move || node.auth.login(&req.username, &req.password)).await?;
+    let s = crate::login::login(&node, crate::login::remote_ip(&ext), req).await?;
     let cookie = format!(
         "{TICKET_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         s.ticket,
         crate::auth::TICKET_LIFETIME_S
     );
     Ok(([(header::SET_COOKIE, cookie)], Json(s)).into_response())
+}
+
+/// Change a password: your own (give `old_password`), or as root another user's. Ends the
+/// user's other sessions on this node.
+#[utoipa::path(put, path = "/api/v1/access/password", tag = "access", request_body = PasswordChange,
+    responses((status = 204, description = "changed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody, headers(("Retry-After" = u64, description = "seconds to wait"))),
+        (status = 503, body = ErrorBody, headers(("Retry-After" = u64, description = "seconds to wait")))))]
+async fn change_password(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    ext: axum::http::Extensions,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<PasswordChange>,
+) -> ApiResult<StatusCode> {
+    let ticket = cookie_value(&headers, TICKET_COOKIE).map(str::to_string);
+    crate::login::change_password(&node, crate::login::remote_ip(&ext), &p, ticket, req).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(delete, path = "/api/v1/access/ticket", tag = "access", responses((status = 204)))]
@@ -1080,6 +1125,7 @@ async fn delete_network(
         health,
         login,
         logout,
+        change_password,
         list_tokens,
         create_token,
         delete_token,

@@ -19,6 +19,8 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod hv;
+pub mod limits;
+pub mod login;
 pub mod network;
 pub mod storage;
 pub mod tasks;
@@ -48,6 +50,8 @@ pub struct Node {
     pub vnc_tickets: console::Tickets,
     /// Cluster formation state (paths, service manager, live TLS config).
     pub cluster: cluster::ClusterState,
+    /// Login throttling and the bounded password hashing pool.
+    pub guard: login::Guard,
 }
 
 /// What opening a node's state did, for the operator.
@@ -111,6 +115,7 @@ impl Node {
                 accel,
                 vnc_tickets: console::Tickets::default(),
                 cluster,
+                guard: login::Guard::default(),
             },
             report,
         ))

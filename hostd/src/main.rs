@@ -175,7 +175,8 @@ fn main() -> Result<()> {
         axum_server::bind(addr)
             .acceptor(tls::PeerCertAcceptor::new(tls_cfg))
             .handle(handle)
-            .serve(app.into_make_service())
+            // the peer address feeds login throttling and the fail2ban log lines
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await
             .context("serving the API")
     })

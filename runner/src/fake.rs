@@ -151,10 +151,15 @@ mod tests {
             .expect(&["sleep", "1"], Reply::Timeout);
         f.run_ok(&Cmd::argv(&["crm_verify", "-L"]))?;
         let wrong = f.run(&Cmd::argv(&["cibadmin", "--xml-pipe"]).stdin("<y/>"));
-        assert!(matches!(wrong, Err(RunError::Unexpected { .. })), "{wrong:?}");
+        assert!(
+            matches!(wrong, Err(RunError::Unexpected { .. })),
+            "{wrong:?}"
+        );
         let e = f.run_ok(&Cmd::argv(&["cibadmin", "--xml-pipe"]).stdin("<x/>"));
         assert!(e.is_err_and(|e| e.stderr() == "nope"));
-        assert!(f.run(&Cmd::argv(&["sleep", "1"])).is_err_and(|e| e.is_timeout()));
+        assert!(f
+            .run(&Cmd::argv(&["sleep", "1"]))
+            .is_err_and(|e| e.is_timeout()));
         f.assert_done();
         let extra = f.run(&Cmd::argv(&["crm_mon"]));
         assert!(extra.is_err_and(|e| e.to_string().contains("no more commands")));

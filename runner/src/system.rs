@@ -140,7 +140,8 @@ mod tests {
 
     #[test]
     fn output_exit_code_and_stdin() -> Result<(), RunError> {
-        let o = System.run(&Cmd::argv(&["sh", "-c", "cat; echo oops >&2; exit 3"]).stdin("hello"))?;
+        let o =
+            System.run(&Cmd::argv(&["sh", "-c", "cat; echo oops >&2; exit 3"]).stdin("hello"))?;
         assert_eq!(o.code, Some(3));
         assert_eq!(o.stdout, "hello");
         assert_eq!(o.stderr, "oops\n");
