@@ -1,7 +1,7 @@
 //! The API's TLS identity: a bring-your-own certificate, or a self-signed one generated on
 //! first start (key 0600), whose SHA-256 fingerprint is printed and stored for pinning.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -83,7 +83,7 @@ pub fn load_or_generate(
     })
 }
 
-fn generate(cert_path: &PathBuf, key_path: &PathBuf, names: &[String]) -> Result<()> {
+fn generate(cert_path: &Path, key_path: &Path, names: &[String]) -> Result<()> {
     if let Some(d) = cert_path.parent() {
         std::fs::create_dir_all(d)?;
     }
