@@ -41,6 +41,11 @@ const page = browser.pages()[0] ?? await browser.newPage();
 page.setDefaultTimeout(20_000);
 const consoleErrors = [];
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
+// hostd serves a Content-Security-Policy: anything it blocks is reported on the console
+const cspViolations = [];
+page.on("console", (m) => {
+  if (m.type() === "error" && /Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+});
 
 let passed = 0, failed = 0, broken = false;
 const ctx = {};
@@ -297,6 +302,14 @@ if (ctx.created && ctx.vmid && ctx.node) {
     expect(d.status === 202 || d.status === 404, `delete answered ${d.status}`);
   }, { always: true });
 }
+
+await step("everything above ran under hostd's Content-Security-Policy, nothing blocked", async () => {
+  const r = await page.request.get(`${BASE}/`);
+  const csp = r.headers()["content-security-policy"] ?? "";
+  expect(csp.includes("frame-ancestors 'none'") && csp.includes("script-src 'self'"), `CSP header: ${csp}`);
+  expect(r.headers()["x-frame-options"] === "DENY", "X-Frame-Options DENY");
+  expect(cspViolations.length === 0, `CSP violations: ${cspViolations.join(" | ")}`);
+}, { always: true });
 
 if (consoleErrors.length) log(`page errors: ${consoleErrors.join(" | ")}`);
 await browser.close();
