@@ -96,7 +96,7 @@ await step("log in and see the node overview", async () => {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("heading", { name: /^Node / }).waitFor();
   await page.getByText("logical CPUs").waitFor();
-  await page.getByRole("meter", { name: /Pool local used/ }).waitFor();
+  await page.getByRole("meter", { name: `Pool ${POOL} used` }).waitFor();
   ctx.node = await page.evaluate(() => sessionStorage.getItem("keel.node"));
   await sleep(300);
   await shot("overview");
