@@ -127,22 +127,50 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError(Error::BadRequest(format!("cannot read body: {e}")))
             }
         })?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de)
-            .map(JsonBody)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                let inner = match inner.find(" at line ") {
-                    Some(i) => inner[..i].to_string(),
-                    None => inner,
-                };
-                if path == "." || path.is_empty() {
-                    ApiError(Error::validation("body", inner))
-                } else {
-                    ApiError(Error::validation(&path, inner))
+        parse_json(&bytes).map(JsonBody).map_err(ApiError)
+    }
+}
+
+/// Parse a JSON body into `T`; errors name the field (`disks[0].bus`). Numbers written with a
+/// zero fraction (`970.0`, `1e3`) are integers, as JSON Schema's `integer` has it.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let strip = |m: String| match m.find(" at line ") {
+        Some(i) => m[..i].to_string(),
+        None => m,
+    };
+    let mut v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::validation("body", strip(e.to_string())))?;
+    integral_floats(&mut v);
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = strip(e.into_inner().to_string());
+        if path == "." || path.is_empty() {
+            Error::validation("body", inner)
+        } else {
+            Error::validation(&path, inner)
+        }
+    })
+}
+
+/// `970.0` → `970` (exactly representable whole numbers only; `970.5` stays and is refused
+/// where an integer is expected).
+fn integral_floats(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+                    *v = if f >= 0.0 {
+                        Value::from(f as u64)
+                    } else {
+                        Value::from(f as i64)
+                    };
                 }
-            })
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(integral_floats),
+        Value::Object(o) => o.values_mut().for_each(integral_floats),
+        _ => {}
     }
 }
 
@@ -616,7 +644,7 @@ async fn delete_vm(
 }
 
 #[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/adopt", tag = "vms", params(("node" = String, Path)), request_body = AdoptRequest,
-    responses((status = 202, body = TaskRef), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 202, body = TaskRef), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn adopt_vm(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
@@ -626,6 +654,8 @@ async fn adopt_vm(
     check_node(&node, &name)?;
     let n = node.clone();
     let upid = blocking(move || {
+        // refuse at once (400/404/409) what the task would fail on
+        vms::check_adopt(&node, &req)?;
         tasks::spawn(
             &node.tasks,
             "vmadopt",
@@ -757,8 +787,8 @@ async fn vm_status(
 /// optional JSON body `{ "timeout_s": 60, "force_stop": false }`.
 #[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/{vmid}/status/{op}", tag = "vms",
     params(("node" = String, Path), ("vmid" = u32, Path), ("op" = String, Path, description = "start|shutdown|stop|reboot|reset|suspend|resume")),
-    request_body(content = Option<ShutdownRequest>, description = "only for shutdown"),
-    responses((status = 202, body = TaskRef), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    request_body(content = Option<ShutdownRequest>, description = "only for shutdown; no body or `null` means the defaults (and is all the other operations take)"),
+    responses((status = 202, body = TaskRef), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn vm_power(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
@@ -776,12 +806,12 @@ async fn vm_power(
         "resume" => Power::Resume,
         other => return Err(ApiError(Error::NotFound(format!("unknown operation {other:?}: use start, shutdown, stop, reboot, reset, suspend or resume")))),
     };
-    let shutdown_req: ShutdownRequest = if body.is_empty() {
+    let given = body.trim_ascii();
+    // no body, or JSON null (the document's optional body), means the defaults
+    let shutdown_req: ShutdownRequest = if given.is_empty() || given == b"null" {
         ShutdownRequest::default()
     } else if power == Power::Shutdown {
-        let de = &mut serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| Error::validation(&e.path().to_string(), e.into_inner().to_string()))?
+        parse_json(given)?
     } else {
         return Err(ApiError(Error::BadRequest(format!("{op} takes no body"))));
     };
@@ -1119,7 +1149,7 @@ async fn delete_network(
 #[openapi(
     info(
         title = "Keel API",
-        description = "Keel node API: VMs, tasks, storage, networks, access."
+        description = "Keel node API: VMs, tasks, storage, networks, access. Integers may be written with a zero fraction (`970.0`); other fractions are refused where an integer is expected. Request bodies are limited: 4 KiB for the login, 64 KiB for a cluster join, 256 KiB for member calls, 1 MiB elsewhere (413); only uploads stream."
     ),
     paths(
         health,

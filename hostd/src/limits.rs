@@ -220,6 +220,35 @@ mod tests {
         assert_eq!(human(1000), "1000 bytes");
     }
 
+    /// JSON bodies: whole numbers written with a zero fraction are integers; other fractions,
+    /// wrong types and unknown fields are refused naming the field.
+    #[test]
+    fn json_bodies_take_integral_floats() {
+        use keel_api::vm::{AdoptRequest, ShutdownRequest};
+        let a: AdoptRequest = crate::api::parse_json(br#"{"name":"d","vmid":970.0}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.vmid, 970);
+        let a: AdoptRequest =
+            crate::api::parse_json(br#"{"name":"d","vmid":1e3}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.vmid, 1000);
+        let field = |b: &[u8]| match crate::api::parse_json::<AdoptRequest>(b) {
+            Err(Error::Validation(f)) => (f.field, f.message),
+            other => panic!("{:?}", other.map(|a| a.vmid)),
+        };
+        assert_eq!(
+            field(br#"{"name":"d","vmid":970.5}"#),
+            (
+                "vmid".to_string(),
+                "invalid type: floating point `970.5`, expected u32".to_string()
+            )
+        );
+        assert_eq!(field(br#"{"name":"d","vmid":-1.0}"#).0, "vmid");
+        assert_eq!(field(br#"{"name":"d""#).0, "body");
+        let s: ShutdownRequest =
+            crate::api::parse_json(br#"{"timeout_s":60.0}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.timeout_s, Some(60));
+    }
+
     /// The unauthenticated limits fit what the cluster really sends: a join request with an
     /// RSA-4096 SSH host key, every other key type, a root key and a CSR is a few KiB, far
     /// below [`JOIN_MAX`].
