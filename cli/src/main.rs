@@ -765,6 +765,11 @@ async fn net(c: &Client, cmd: NetCmd, mode: Mode) -> Result<Outcome> {
                 },
                 _ => return Err(anyhow!("give exactly one of --nat CIDR or --bridge BRIDGE")),
             };
+            // the API's own rules, before anything is sent
+            body.validate().map_err(|e| {
+                let flag = if e.field == "cidr" { "--nat" } else { "NAME" };
+                anyhow!("{flag}: {}", e.message)
+            })?;
             let a = c
                 .call(Method::POST, &["nodes", node, "networks"], &[], Some(&body))
                 .await?;
