@@ -692,7 +692,9 @@ async fn next_id(
     Ok(Json(NextId { vmid }))
 }
 
-/// A one-time ticket (60 s) to open this VM's console through `vncwebsocket`.
+/// A one-time ticket (60 s) to open this VM's console through `vncwebsocket`, with a VNC
+/// password valid for this ticket only (set on the running VM; the previous one stops working
+/// for new connections).
 #[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/{vmid}/vncproxy", tag = "vms", params(("node" = String, Path), ("vmid" = u32, Path)),
     responses((status = 200, body = VncTicket), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn vnc_proxy(
@@ -702,23 +704,9 @@ async fn vnc_proxy(
 ) -> ApiResult<Json<VncTicket>> {
     check_node(&node, &name)?;
     let n = node.clone();
-    let password = blocking(move || {
-        let row = vms::find(&n, vmid)?;
-        if !row.state.is_active() {
-            return Err(Error::Conflict(format!(
-                "VM {vmid} is {}: start it to open its console",
-                row.state.as_str()
-            )));
-        }
-        let parsed = crate::domain::parse(&n.hv.domain_xml(&row.name, false)?)?;
-        if !parsed.spec.vnc {
-            return Err(Error::Conflict(format!(
-                "VM {vmid} has no VNC console (vnc is off in its spec)"
-            )));
-        }
-        Ok(parsed.vnc_password.unwrap_or_default())
-    })
-    .await?;
+    let valid_to = crate::db::now() + crate::console::TICKET_LIFETIME_S;
+    // a password for this ticket only, set on the running VNC server
+    let password = blocking(move || crate::console::fresh_password(&n, vmid, valid_to)).await?;
     let (ticket, expires) = node.vnc_tickets.issue(vmid, &p.user);
     Ok(Json(VncTicket {
         ticket,
