@@ -116,12 +116,9 @@ pub async fn enforce(req: Request, next: Next) -> Response {
         _ => Body::new(http_body_util::Limited::new(body, max)),
     };
     let resp = next.run(Request::from_parts(parts, body)).await;
-    // An extractor that hit the wrapped limit answers axum's plain-text 413: make it ours.
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+    // An extractor that hit the wrapped limit answers 413 without knowing the limit (axum's
+    // own is plain text): answer ours, which names it.
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return too_large(&path, max);
     }
     resp
