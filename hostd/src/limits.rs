@@ -217,6 +217,47 @@ mod tests {
         assert_eq!(human(1000), "1000 bytes");
     }
 
+    /// A member's peer update (corosync.conf, the member list, SSH pins, a root key — the
+    /// fields of `cluster::PeerUpdate`) for a 64-node cluster with two IPv6 links per node
+    /// stays well below [`PEER_MAX`].
+    #[test]
+    fn peer_update_of_a_large_cluster_fits_its_limit() -> Result<(), Box<dyn std::error::Error>> {
+        use clusterd::corosync_conf::{ConfNode, CorosyncConf, LatencyClass};
+        let node = |i: u32| ConfNode {
+            nodeid: i,
+            name: format!("node-with-a-long-name-{i:02}"),
+            addrs: vec![
+                format!("fd00:1234:5678:9abc:def0:1234:5678:{i:x}"),
+                format!("fd00:1234:5678:9abc:def0:4321:8765:{i:x}"),
+            ],
+        };
+        let mut conf = CorosyncConf::new("a-cluster-name", node(1), LatencyClass::Lan);
+        for i in 2..=64 {
+            conf.add_node(node(i))?;
+        }
+        let text = conf.render()?;
+        let rsa = format!("ssh-rsa {} root@n", "A".repeat(716));
+        let members: Vec<serde_json::Value> = (1..=64)
+            .map(|i| {
+                serde_json::json!({"name": format!("node-with-a-long-name-{i:02}"), "nodeid": i,
+                    "api": format!("[fd00:1234:5678:9abc:def0:1234:5678:{i:x}]:8006")})
+            })
+            .collect();
+        let update = serde_json::json!({
+            "corosync_conf": text,
+            "members": members,
+            "pin": ["node-with-a-long-name-64", ["fd00::1", "fd00::2"], [rsa.clone(), rsa.clone(), rsa.clone()]],
+            "authorized_key": rsa,
+        });
+        let n = serde_json::to_vec(&update)?.len();
+        eprintln!("peer update of 64 nodes: {n} bytes");
+        assert!(
+            n * 4 < PEER_MAX,
+            "peer update {n} bytes vs limit {PEER_MAX}"
+        );
+        Ok(())
+    }
+
     /// JSON bodies: whole numbers written with a zero fraction are integers; other fractions,
     /// wrong types and unknown fields are refused naming the field.
     #[test]
@@ -270,6 +311,7 @@ mod tests {
             "api_port": 8006,
         });
         let n = serde_json::to_vec(&req)?.len();
+        eprintln!("join request: {n} bytes");
         assert!(
             n * 8 < JOIN_MAX,
             "join request {n} bytes vs limit {JOIN_MAX}"
