@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod error;
 pub mod network;
 pub mod node;
+pub mod password;
 pub mod storage;
 pub mod task;
 pub mod vm;

@@ -789,6 +789,28 @@ pub struct AdoptRequest {
     pub vmid: u32,
 }
 
+impl AdoptRequest {
+    /// The vmid in range and a domain name given.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !(VMID_MIN..=VMID_MAX).contains(&self.vmid) {
+            return Err(FieldError::new(
+                "vmid",
+                format!(
+                    "vmid {} is out of range: use {VMID_MIN} to {VMID_MAX}",
+                    self.vmid
+                ),
+            ));
+        }
+        if self.name.is_empty() {
+            return Err(FieldError::new(
+                "name",
+                "give the name of the libvirt domain to adopt",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A one-time console ticket for one VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VncTicket {

@@ -4,6 +4,7 @@ mod client;
 mod cluster;
 mod config;
 mod output;
+mod passwd;
 mod spec;
 mod task;
 mod tls;
@@ -115,6 +116,13 @@ enum Command {
     /// API tokens of the logged-in user
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Change your password (the current one is asked for), or as root USER's; the new one is
+    /// read twice without echo, or one line from standard input when it is not a terminal
+    Passwd {
+        /// Whose password [default: your own]
+        #[arg(value_name = "USER")]
+        whose: Option<String>,
+    },
     /// Show the node: accelerator, CPUs, memory, load, versions; `node remove` leaves a cluster
     Node {
         #[command(subcommand)]
@@ -447,6 +455,7 @@ async fn dispatch(c: &Client, cmd: Command, mode: Mode) -> Result<Outcome> {
         Command::Storage(s) => return storage(c, s, mode).await,
         Command::Net(n) => return net(c, n, mode).await,
         Command::Token(t) => token(c, t, json).await?,
+        Command::Passwd { whose } => passwd::passwd(c, whose).await?,
     }
     Ok(Outcome::Done)
 }
@@ -756,6 +765,11 @@ async fn net(c: &Client, cmd: NetCmd, mode: Mode) -> Result<Outcome> {
                 },
                 _ => return Err(anyhow!("give exactly one of --nat CIDR or --bridge BRIDGE")),
             };
+            // the API's own rules, before anything is sent
+            body.validate().map_err(|e| {
+                let flag = if e.field == "cidr" { "--nat" } else { "NAME" };
+                anyhow!("{flag}: {}", e.message)
+            })?;
             let a = c
                 .call(Method::POST, &["nodes", node, "networks"], &[], Some(&body))
                 .await?;

@@ -21,6 +21,7 @@ use keel_api::auth::{
 };
 use keel_api::network::{NetworkCreate, NetworkInfo};
 use keel_api::node::{Health, NodeInfo};
+use keel_api::password::PasswordChange;
 use keel_api::storage::{PoolInfo, UploadQuery, VolumeCreate, VolumeInfo};
 use keel_api::task::{TaskInfo, TaskListQuery, TaskLogLine, TaskLogQuery, TaskRef};
 use keel_api::vm::{
@@ -36,7 +37,8 @@ use crate::openapi::ErrorResponses;
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::http::{
-    accepted, blocking, check_node, cookie_value, ApiError, ApiResult, JsonBody, Path, Query,
+    accepted, blocking, check_node, cookie_value, parse_json, ApiError, ApiResult, JsonBody, Path,
+    Query,
 };
 use crate::hv::Power;
 use crate::{network, storage, tasks, vms, Node};
@@ -113,6 +115,10 @@ pub fn router(node: Arc<Node>) -> Router {
     let protected = Router::new()
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/access/ticket", delete(logout))
+        .route(
+            "/api/v1/access/password",
+            axum::routing::put(change_password),
+        )
         .route("/api/v1/access/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/access/tokens/{tokenid}", delete(delete_token))
         .route("/api/v1/nodes", get(list_nodes))
@@ -181,8 +187,13 @@ pub fn router(node: Arc<Node>) -> Router {
         ),
         None => app.fallback(not_found),
     };
-    app.layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(node)
+    // Body limits per endpoint (crate::limits) come first; the upload endpoint streams.
+    app.layer(axum::extract::DefaultBodyLimit::max(
+        crate::limits::DEFAULT_MAX,
+    ))
+    .layer(middleware::from_fn(crate::limits::enforce))
+    .layer(middleware::from_fn(crate::limits::security_headers))
+    .with_state(node)
 }
 
 async fn not_found() -> ApiError {
@@ -200,19 +211,45 @@ async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
     })
 }
 
+/// Log in. Failed logins are throttled: per source address (429 with `Retry-After` after a few
+/// failures, for a doubling window) and per user (failures answered after a growing delay);
+/// password checks run on a bounded pool (503 with `Retry-After` when it is full). The body
+/// is limited to 4 KiB (413).
 #[utoipa::path(post, path = "/api/v1/access/ticket", tag = "access", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody, headers(("Retry-After" = u64, description = "seconds to wait"))),
+        (status = 503, body = ErrorBody, headers(("Retry-After" = u64, description = "seconds to wait")))))]
 async fn login(
     State(node): State<Arc<Node>>,
+    ext: axum::http::Extensions,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> ApiResult<Response> {
-    let s = blocking(move || node.auth.login(&req.username, &req.password)).await?;
+    let s = crate::login::login(&node, crate::login::remote_ip(&ext), req).await?;
     let cookie = format!(
         "{TICKET_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         s.ticket,
         crate::auth::TICKET_LIFETIME_S
     );
     Ok(([(header::SET_COOKIE, cookie)], Json(s)).into_response())
+}
+
+/// Change a password: your own (give `old_password`), or as root another user's. Ends the
+/// user's other sessions on this node.
+#[utoipa::path(put, path = "/api/v1/access/password", tag = "access", request_body = PasswordChange,
+    responses((status = 204, description = "changed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody, headers(("Retry-After" = u64, description = "seconds to wait"))),
+        (status = 503, body = ErrorBody, headers(("Retry-After" = u64, description = "seconds to wait")))))]
+async fn change_password(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    ext: axum::http::Extensions,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<PasswordChange>,
+) -> ApiResult<StatusCode> {
+    let ticket = cookie_value(&headers, TICKET_COOKIE).map(str::to_string);
+    crate::login::change_password(&node, crate::login::remote_ip(&ext), &p, ticket, req).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(delete, path = "/api/v1/access/ticket", tag = "access", responses((status = 204)))]
@@ -442,7 +479,7 @@ async fn delete_vm(
 }
 
 #[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/adopt", tag = "vms", params(("node" = String, Path)), request_body = AdoptRequest,
-    responses((status = 202, body = TaskRef), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 202, body = TaskRef), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn adopt_vm(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
@@ -452,6 +489,8 @@ async fn adopt_vm(
     check_node(&node, &name)?;
     let n = node.clone();
     let upid = blocking(move || {
+        // refuse at once (400/404/409) what the task would fail on
+        vms::check_adopt(&node, &req)?;
         tasks::spawn(
             &node.tasks,
             "vmadopt",
@@ -488,7 +527,9 @@ async fn next_id(
     Ok(Json(NextId { vmid }))
 }
 
-/// A one-time ticket (60 s) to open this VM's console through `vncwebsocket`.
+/// A one-time ticket (60 s) to open this VM's console through `vncwebsocket`, with a VNC
+/// password valid for this ticket only (set on the running VM; the previous one stops working
+/// for new connections).
 #[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/{vmid}/vncproxy", tag = "vms", params(("node" = String, Path), ("vmid" = u32, Path)),
     responses((status = 200, body = VncTicket), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn vnc_proxy(
@@ -498,23 +539,9 @@ async fn vnc_proxy(
 ) -> ApiResult<Json<VncTicket>> {
     check_node(&node, &name)?;
     let n = node.clone();
-    let password = blocking(move || {
-        let row = vms::find(&n, vmid)?;
-        if !row.state.is_active() {
-            return Err(Error::Conflict(format!(
-                "VM {vmid} is {}: start it to open its console",
-                row.state.as_str()
-            )));
-        }
-        let parsed = crate::domain::parse(&n.hv.domain_xml(&row.name, false)?)?;
-        if !parsed.spec.vnc {
-            return Err(Error::Conflict(format!(
-                "VM {vmid} has no VNC console (vnc is off in its spec)"
-            )));
-        }
-        Ok(parsed.vnc_password.unwrap_or_default())
-    })
-    .await?;
+    let valid_to = crate::db::now() + crate::console::TICKET_LIFETIME_S;
+    // a password for this ticket only, set on the running VNC server
+    let password = blocking(move || crate::console::fresh_password(&n, vmid, valid_to)).await?;
     let (ticket, expires) = node.vnc_tickets.issue(vmid, &p.user);
     Ok(Json(VncTicket {
         ticket,
@@ -593,8 +620,8 @@ async fn vm_status(
 /// optional JSON body `{ "timeout_s": 60, "force_stop": false }`.
 #[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/{vmid}/status/{op}", tag = "vms",
     params(("node" = String, Path), ("vmid" = u32, Path), ("op" = String, Path, description = "start|shutdown|stop|reboot|reset|suspend|resume")),
-    request_body(content = Option<ShutdownRequest>, description = "only for shutdown"),
-    responses((status = 202, body = TaskRef), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    request_body(content = Option<ShutdownRequest>, description = "only for shutdown; no body or `null` means the defaults (and is all the other operations take)"),
+    responses((status = 202, body = TaskRef), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn vm_power(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
@@ -612,12 +639,12 @@ async fn vm_power(
         "resume" => Power::Resume,
         other => return Err(ApiError(Error::NotFound(format!("unknown operation {other:?}: use start, shutdown, stop, reboot, reset, suspend or resume")))),
     };
-    let shutdown_req: ShutdownRequest = if body.is_empty() {
+    let given = body.trim_ascii();
+    // no body, or JSON null (the document's optional body), means the defaults
+    let shutdown_req: ShutdownRequest = if given.is_empty() || given == b"null" {
         ShutdownRequest::default()
     } else if power == Power::Shutdown {
-        let de = &mut serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| Error::validation(&e.path().to_string(), e.into_inner().to_string()))?
+        parse_json(given)?
     } else {
         return Err(ApiError(Error::BadRequest(format!("{op} takes no body"))));
     };
@@ -964,13 +991,14 @@ async fn delete_network(
 #[openapi(
     info(
         title = "Keel API",
-        description = "Keel node API: VMs, tasks, storage, networks, access."
+        description = "Keel node API: VMs, tasks, storage, networks, access. Integers may be written with a zero fraction (`970.0`); other fractions are refused where an integer is expected. Request bodies are limited: 4 KiB for the login, 64 KiB for a cluster join, 256 KiB for member calls, 1 MiB elsewhere (413); only uploads stream."
     ),
     modifiers(&ErrorResponses),
     paths(
         health,
         login,
         logout,
+        change_password,
         list_tokens,
         create_token,
         delete_token,

@@ -57,6 +57,47 @@ fn valid_userid(u: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
 }
 
+/// A user name and a new password acceptable to [`Auth::set_password`].
+pub fn check_new_password(user: &str, password: &str) -> Result<()> {
+    if !valid_userid(user) {
+        return Err(Error::validation(
+            "username",
+            format!("{user:?} is not a valid user name"),
+        ));
+    }
+    keel_api::password::validate_password("password", password)?;
+    Ok(())
+}
+
+/// An argon2 hash of `password` (CPU- and memory-heavy: call it on the bounded pool of
+/// [`crate::login`] from request handlers).
+pub fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| Error::Internal(format!("argon2: {e}")))?
+        .to_string())
+}
+
+/// Does `password` match `hash`? An unknown user (`None`) costs the same as a known one, so
+/// timing does not reveal which users exist.
+pub fn verify_password(hash: Option<&str>, password: &str) -> bool {
+    match hash {
+        Some(h) => PasswordHash::new(h)
+            .map(|ph| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &ph)
+                    .is_ok()
+            })
+            .unwrap_or(false),
+        None => {
+            let salt = SaltString::generate(&mut rand::rngs::OsRng);
+            let _ = Argon2::default().hash_password(password.as_bytes(), &salt);
+            false
+        }
+    }
+}
+
 /// The token id of the node-local root token (never in the config store: every node writes
 /// its own at start).
 pub const NODE_LOCAL_TOKEN: &str = "local-root";
@@ -151,23 +192,15 @@ impl Auth {
     }
 
     pub fn set_password(&self, user: &str, password: &str) -> Result<()> {
-        if !valid_userid(user) {
-            return Err(Error::validation(
-                "username",
-                format!("{user:?} is not a valid user name"),
-            ));
-        }
-        if password.len() < 8 {
-            return Err(Error::validation(
-                "password",
-                "a password needs at least 8 characters",
-            ));
-        }
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        let hash = Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| Error::Internal(format!("argon2: {e}")))?
-            .to_string();
+        check_new_password(user, password)?;
+        let hash = hash_password(password)?;
+        self.store_password_hash(user, &hash)
+    }
+
+    /// Store `hash` (from [`hash_password`]) as `user`'s password: in the config store when
+    /// clustered, else in this node's table. Creates the user if absent.
+    pub fn store_password_hash(&self, user: &str, hash: &str) -> Result<()> {
+        let hash = hash.to_string();
         if let Some(st) = self.store() {
             let created = match st.get(&user_key(user))? {
                 Some(e) => decode::<StoredUser>(&e.key, e.value)?.created,
@@ -187,9 +220,9 @@ impl Auth {
         Ok(())
     }
 
-    /// Check a password; on success open a session.
-    pub fn login(&self, user: &str, password: &str) -> Result<LoginResponse> {
-        let hash: Option<String> = match self.store() {
+    /// The stored argon2 hash of `user`'s password, `None` for an unknown user.
+    pub fn password_hash(&self, user: &str) -> Result<Option<String>> {
+        Ok(match self.store() {
             Some(st) => match st.get(&user_key(user))? {
                 Some(e) => Some(decode::<StoredUser>(&e.key, e.value)?.hash),
                 None => None,
@@ -203,27 +236,32 @@ impl Auth {
                     |r| r.get(0),
                 )
                 .optional()?,
-        };
-        let ok = match &hash {
-            Some(h) => PasswordHash::new(h)
-                .map(|ph| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &ph)
-                        .is_ok()
-                })
-                .unwrap_or(false),
-            None => {
-                // Same cost for unknown users, so timing does not reveal which users exist.
-                let salt = SaltString::generate(&mut rand::rngs::OsRng);
-                let _ = Argon2::default().hash_password(password.as_bytes(), &salt);
-                false
-            }
-        };
-        if !ok {
+        })
+    }
+
+    /// End `user`'s sessions on this node, except the one of `keep` (a ticket).
+    pub fn end_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize> {
+        let keep = keep.map(sha256_hex).unwrap_or_default();
+        Ok(self.db.conn().execute(
+            "DELETE FROM sessions WHERE userid=?1 AND ticket_hash != ?2",
+            params![user, keep],
+        )?)
+    }
+
+    /// Check a password; on success open a session. (The API checks passwords on the bounded
+    /// pool of [`crate::login`] with throttling; this is the plain sequence.)
+    pub fn login(&self, user: &str, password: &str) -> Result<LoginResponse> {
+        let hash = self.password_hash(user)?;
+        if !verify_password(hash.as_deref(), password) {
             return Err(Error::Unauthorized(
                 "authentication failed: wrong user name or password".into(),
             ));
         }
+        self.open_session(user)
+    }
+
+    /// Open a session for `user` (whose password was checked).
+    pub fn open_session(&self, user: &str) -> Result<LoginResponse> {
         let ticket = random_token();
         let csrf = random_token();
         let expires = now() + TICKET_LIFETIME_S;

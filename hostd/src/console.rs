@@ -1,7 +1,8 @@
 //! VM consoles: one-time VNC tickets and the WebSocket ↔ VNC proxy.
 //!
-//! A VM's VNC server listens on 127.0.0.1 only, with a per-VM password. A logged-in user asks
-//! for a ticket for one VM (`POST …/vms/{vmid}/vncproxy`); the browser then opens
+//! A VM's VNC server listens on 127.0.0.1 only. A logged-in user asks for a ticket for one VM
+//! (`POST …/vms/{vmid}/vncproxy`), which comes with a fresh VNC password set on the running
+//! domain for that ticket only ([`fresh_password`]); the browser then opens
 //! `…/vms/{vmid}/vncwebsocket?vncticket=…` with its session. The ticket is single-use, expires
 //! after 60 s and is bound to the VM and the user, so it cannot open another VM's console.
 //!
@@ -50,6 +51,34 @@ impl Tickets {
             None => false,
         }
     }
+}
+
+/// A VNC password for one console ticket (as Proxmox does): 8 random letters and digits (VNC
+/// authentication uses 8 characters), set live on the running domain and valid for new
+/// connections until the ticket expires. The password in the domain's definition is never
+/// handed out; each ticket replaces the previous ticket's password.
+pub fn fresh_password(node: &crate::Node, vmid: u32, valid_to: i64) -> Result<String> {
+    use rand::{distributions::Alphanumeric, Rng};
+    let row = crate::vms::find(node, vmid)?;
+    if !row.state.is_active() {
+        return Err(Error::Conflict(format!(
+            "VM {vmid} is {}: start it to open its console",
+            row.state.as_str()
+        )));
+    }
+    let parsed = crate::domain::parse(&node.hv.domain_xml(&row.name, false)?)?;
+    if !parsed.spec.vnc {
+        return Err(Error::Conflict(format!(
+            "VM {vmid} has no VNC console (vnc is off in its spec)"
+        )));
+    }
+    let pw: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(8)
+        .map(char::from)
+        .collect();
+    node.hv.set_vnc_password(&row.name, &pw, valid_to)?;
+    Ok(pw)
 }
 
 /// Pipe a WebSocket to the VM's VNC server until either side closes.
@@ -235,5 +264,54 @@ mod tests {
         assert!(t.redeem(&c, 100, "root"));
         assert!(!t.redeem(&c, 100, "root"), "second use");
         assert!(!t.redeem("made-up", 100, "root"));
+    }
+}
+
+#[cfg(test)]
+mod password_tests {
+    use super::*;
+    use crate::hv::fake::FakeHv;
+    use crate::hv::Hypervisor;
+    use crate::tests_support::fake_node;
+    use std::sync::Arc;
+
+    /// Each ticket gets its own password, set live on the running domain with the ticket's
+    /// expiry; it is never the one in the domain's definition; a stopped VM gets none.
+    #[test]
+    fn a_fresh_password_per_ticket() -> Result<()> {
+        let hv = Arc::new(FakeHv::new());
+        let (node, _dir) = fake_node(hv.clone())?;
+        let spec: keel_api::vm::VmSpec =
+            serde_json::from_value(serde_json::json!({"vmid": 100, "name": "a"}))
+                .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut spec = spec;
+        crate::vms::check_against_host(&node, &mut spec, None)?;
+        let t = node.tasks.begin("vmcreate", "100", "root", true)?;
+        crate::vms::create(&node, spec, false, &t)?;
+        assert!(matches!(
+            fresh_password(&node, 100, 1000),
+            Err(Error::Conflict(_))
+        ));
+        crate::vms::power(&node, 100, crate::hv::Power::Start, &t)?;
+        t.finish(&Ok(()));
+        let defined = crate::domain::parse(&hv.domain_xml("a", true)?)?.vnc_password;
+        let p1 = fresh_password(&node, 100, 1000)?;
+        let p2 = fresh_password(&node, 100, 2000)?;
+        assert_eq!(p1.len(), 8);
+        assert_ne!(p1, p2);
+        assert!(defined.is_some() && defined != Some(p1.clone()));
+        let calls: Vec<String> = hv
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("set_vnc_password"))
+            .collect();
+        assert_eq!(
+            calls,
+            vec![
+                format!("set_vnc_password a {p1} 1000"),
+                format!("set_vnc_password a {p2} 2000")
+            ]
+        );
+        Ok(())
     }
 }

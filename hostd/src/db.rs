@@ -51,7 +51,16 @@ CREATE TABLE IF NOT EXISTS tokens (
 pub struct Db(Arc<Mutex<Connection>>);
 
 impl Db {
+    /// Open (or create) the database. It holds password hashes and session hashes: the file is
+    /// created 0600 before SQLite writes a byte, and SQLite gives its -wal and -shm files the
+    /// database file's mode. An older, wider file is narrowed.
     pub fn open(path: &Path) -> rusqlite::Result<Db> {
+        create_private(path).map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("cannot create {} (mode 0600): {e}", path.display())),
+            )
+        })?;
         let c = Connection::open(path)?;
         c.pragma_update(None, "journal_mode", "WAL")?;
         c.pragma_update(None, "synchronous", "NORMAL")?;
@@ -62,6 +71,27 @@ impl Db {
 
     pub fn conn(&self) -> MutexGuard<'_, Connection> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Create `path` empty with mode 0600 if it does not exist; narrow it to 0600 if it does.
+pub fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let m = std::fs::metadata(path)?.permissions().mode();
+            if m & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -29,6 +29,15 @@ pub enum Error {
     /// A service this request needs is down or holding writes (the config store): 503.
     #[error("{0}")]
     Unavailable(String),
+    /// A request body over the endpoint's limit: 413.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Too many attempts (failed logins from one address): 429 with `Retry-After`.
+    #[error("{message}")]
+    Throttled { message: String, retry_after_s: u64 },
+    /// Too much work queued already (password hashing): 503 with `Retry-After`.
+    #[error("{message}")]
+    Busy { message: String, retry_after_s: u64 },
 }
 
 impl From<HvError> for Error {
@@ -64,6 +73,16 @@ impl Error {
         Error::Validation(FieldError::new(field, msg))
     }
 
+    /// Seconds a client should wait before retrying (the `Retry-After` header), if any.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::Throttled { retry_after_s, .. } | Error::Busy { retry_after_s, .. } => {
+                Some(*retry_after_s)
+            }
+            _ => None,
+        }
+    }
+
     /// (HTTP status, stable code)
     pub fn status(&self) -> (u16, &'static str) {
         match self {
@@ -75,6 +94,9 @@ impl Error {
             Error::Forbidden(_) => (403, "forbidden"),
             Error::Hypervisor(_) => (502, "hypervisor"),
             Error::Unavailable(_) => (503, "unavailable"),
+            Error::TooLarge(_) => (413, "too_large"),
+            Error::Throttled { .. } => (429, "throttled"),
+            Error::Busy { .. } => (503, "busy"),
             Error::Db(_) | Error::Io(_) | Error::Internal(_) => (500, "internal"),
         }
     }

@@ -48,7 +48,12 @@ impl IntoResponse for ApiError {
             },
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(body)).into_response()
+        let mut r = (status, Json(body)).into_response();
+        if let Some(s) = self.0.retry_after() {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+        }
+        r
     }
 }
 
@@ -93,25 +98,57 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "expected a JSON body (Content-Type: application/json)".into(),
             )));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError(Error::BadRequest(format!("cannot read body: {e}"))))?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de)
-            .map(JsonBody)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                let inner = match inner.find(" at line ") {
-                    Some(i) => inner[..i].to_string(),
-                    None => inner,
-                };
-                if path == "." || path.is_empty() {
-                    ApiError(Error::validation("body", inner))
-                } else {
-                    ApiError(Error::validation(&path, inner))
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError(Error::TooLarge(format!("request body too large: {e}")))
+            } else {
+                ApiError(Error::BadRequest(format!("cannot read body: {e}")))
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody).map_err(ApiError)
+    }
+}
+
+/// Parse a JSON body into `T`; errors name the field (`disks[0].bus`). Numbers written with a
+/// zero fraction (`970.0`, `1e3`) are integers, as JSON Schema's `integer` has it.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let strip = |m: String| match m.find(" at line ") {
+        Some(i) => m[..i].to_string(),
+        None => m,
+    };
+    let mut v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::validation("body", strip(e.to_string())))?;
+    integral_floats(&mut v);
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = strip(e.into_inner().to_string());
+        if path == "." || path.is_empty() {
+            Error::validation("body", inner)
+        } else {
+            Error::validation(&path, inner)
+        }
+    })
+}
+
+/// `970.0` → `970` (exactly representable whole numbers only; `970.5` stays and is refused
+/// where an integer is expected).
+fn integral_floats(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+                    *v = if f >= 0.0 {
+                        Value::from(f as u64)
+                    } else {
+                        Value::from(f as i64)
+                    };
                 }
-            })
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(integral_floats),
+        Value::Object(o) => o.values_mut().for_each(integral_floats),
+        _ => {}
     }
 }
 

@@ -20,6 +20,8 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod hv;
+pub mod limits;
+pub mod login;
 pub mod network;
 pub mod openapi;
 pub mod storage;
@@ -50,6 +52,8 @@ pub struct Node {
     pub vnc_tickets: console::Tickets,
     /// Cluster formation state (paths, service manager, live TLS config).
     pub cluster: cluster::ClusterState,
+    /// Login throttling and the bounded password hashing pool.
+    pub guard: login::Guard,
 }
 
 /// What opening a node's state did, for the operator.
@@ -95,9 +99,7 @@ impl Node {
             };
             auth.set_password("root", &pw)?;
             if generated {
-                let f = cfg.state_dir.join("root-password");
-                std::fs::write(&f, format!("{pw}\n"))?;
-                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))?;
+                write_root_password(&cfg.state_dir, &pw)?;
                 report.generated_root_password = Some(pw);
             }
         }
@@ -113,9 +115,56 @@ impl Node {
                 accel,
                 vnc_tickets: console::Tickets::default(),
                 cluster,
+                guard: login::Guard::default(),
             },
             report,
         ))
+    }
+}
+
+/// `<state>/root-password`, 0600 from its first byte.
+fn write_root_password(state_dir: &std::path::Path, pw: &str) -> Result<std::path::PathBuf> {
+    let f = state_dir.join("root-password");
+    clusterd::ca::write_file_mode(&f, format!("{pw}\n").as_bytes(), 0o600)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &std::path::Path) -> Result<u32> {
+        Ok(std::fs::metadata(p)?.permissions().mode() & 0o777)
+    }
+
+    /// The database (and its WAL and shared-memory files), the generated root password, the
+    /// local root token and the TLS key are 0600 — created so, never narrowed after writing.
+    #[test]
+    fn secrets_are_private_from_the_first_byte() -> Result<()> {
+        let (node, dir) = tests_support::fake_node(Arc::new(hv::fake::FakeHv::new()))?;
+        // a write, so the WAL exists
+        node.auth.set_password("alice", "alice-password")?;
+        let state = dir.path();
+        for f in ["hostd.db", "hostd.db-wal", "hostd.db-shm"] {
+            let p = state.join(f);
+            assert!(p.exists(), "{f} missing");
+            assert_eq!(mode(&p)?, 0o600, "{f}");
+        }
+        let token = cluster::write_local_token(&node)?;
+        assert_eq!(mode(&token)?, 0o600);
+        let pw = write_root_password(state, "x")?;
+        assert_eq!(mode(&pw)?, 0o600);
+        let id = tls::load_or_generate(state, None, None, &["n1".to_string()])?;
+        assert!(id.generated);
+        assert_eq!(mode(&state.join("tls/hostd.key"))?, 0o600);
+        // an older database readable by others is narrowed when opened
+        let old = state.join("old.db");
+        std::fs::write(&old, b"")?;
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644))?;
+        Db::open(&old)?;
+        assert_eq!(mode(&old)?, 0o600);
+        Ok(())
     }
 }
 

@@ -77,6 +77,8 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // plain lines in the journal and log files (fail2ban reads them)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let cfg = load(&cli)?;
@@ -175,7 +177,8 @@ fn main() -> Result<()> {
         axum_server::bind(addr)
             .acceptor(tls::PeerCertAcceptor::new(tls_cfg))
             .handle(handle)
-            .serve(app.into_make_service())
+            // the peer address feeds login throttling and the fail2ban log lines
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await
             .context("serving the API")
     })

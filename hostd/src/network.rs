@@ -3,7 +3,6 @@
 use std::net::Ipv4Addr;
 
 use keel_api::network::{NetworkCreate, NetworkInfo, NetworkKind};
-use keel_api::vm::valid_object_name;
 
 use crate::error::{Error, Result};
 use crate::tasks::TaskHandle;
@@ -54,12 +53,8 @@ fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u32)> {
 
 /// Validate and render the libvirt network XML for a create request.
 pub fn render(req: &NetworkCreate, existing: &[NetworkInfo]) -> Result<String> {
-    if !valid_object_name(&req.name) || req.name.len() > 50 {
-        return Err(Error::validation(
-            "name",
-            format!("{:?} is not a valid network name", req.name),
-        ));
-    }
+    // name and subnet rules (keel-api, shared with the CLI): prefix, special ranges, gateway
+    req.validate()?;
     if existing.iter().any(|n| n.name == req.name) {
         return Err(Error::Conflict(format!(
             "network {:?} already exists",

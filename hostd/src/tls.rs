@@ -1,8 +1,7 @@
 //! The API's TLS identity: a bring-your-own certificate, or a self-signed one generated on
 //! first start (key 0600), whose SHA-256 fingerprint is printed and stored for pinning.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -84,16 +83,15 @@ pub fn load_or_generate(
     })
 }
 
-fn generate(cert_path: &PathBuf, key_path: &PathBuf, names: &[String]) -> Result<()> {
+fn generate(cert_path: &Path, key_path: &Path, names: &[String]) -> Result<()> {
     if let Some(d) = cert_path.parent() {
         std::fs::create_dir_all(d)?;
     }
     let ck = rcgen::generate_simple_self_signed(names.to_vec())
         .map_err(|e| Error::Internal(format!("certificate: {e}")))?;
-    let tmp_key = key_path.with_extension("key.tmp");
-    std::fs::write(&tmp_key, ck.key_pair.serialize_pem())?;
-    std::fs::set_permissions(&tmp_key, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp_key, key_path)?;
+    // the private key is 0600 from its first byte (created with that mode, then renamed)
+    clusterd::ca::write_file_mode(key_path, ck.key_pair.serialize_pem().as_bytes(), 0o600)
+        .map_err(|e| Error::Internal(format!("writing {}: {e}", key_path.display())))?;
     std::fs::write(cert_path, ck.cert.pem())?;
     Ok(())
 }

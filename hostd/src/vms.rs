@@ -722,13 +722,10 @@ pub fn update(node: &Node, row: DomainRow, mut spec: VmSpec, task: &TaskHandle) 
 }
 
 /// Give a domain defined outside Keel a vmid.
-pub fn adopt(node: &Node, req: &AdoptRequest, task: &TaskHandle) -> Result<()> {
-    if !(keel_api::vm::VMID_MIN..=keel_api::vm::VMID_MAX).contains(&req.vmid) {
-        return Err(Error::validation(
-            "vmid",
-            format!("vmid {} is out of range: use 100 to 999999999", req.vmid),
-        ));
-    }
+/// What adoption checks before a task exists (and again inside it): a vmid in range and free,
+/// a domain of that name that Keel does not manage yet.
+pub fn check_adopt(node: &Node, req: &AdoptRequest) -> Result<()> {
+    req.validate()?;
     let rows = node.hv.list_domains()?;
     if let Some(r) = rows.iter().find(|r| vmid_of(r) == Some(req.vmid)) {
         return Err(Error::Conflict(format!(
@@ -737,10 +734,13 @@ pub fn adopt(node: &Node, req: &AdoptRequest, task: &TaskHandle) -> Result<()> {
         )));
     }
     let row = rows.iter().find(|r| r.name == req.name).ok_or_else(|| {
-        Error::NotFound(format!(
-            "no domain named {:?} on node {}",
-            req.name, node.cfg.node
-        ))
+        Error::validation(
+            "name",
+            format!(
+                "no libvirt domain named {:?} on node {} (virsh list --all shows them)",
+                req.name, node.cfg.node
+            ),
+        )
     })?;
     if row.keel_metadata.is_some() {
         return Err(Error::Conflict(format!(
@@ -748,8 +748,13 @@ pub fn adopt(node: &Node, req: &AdoptRequest, task: &TaskHandle) -> Result<()> {
             req.name
         )));
     }
+    Ok(())
+}
+
+pub fn adopt(node: &Node, req: &AdoptRequest, task: &TaskHandle) -> Result<()> {
+    check_adopt(node, req)?;
     reserve_vmid(node, req.vmid, &req.name)?;
-    let xml = node.hv.domain_xml(&row.name, true)?;
+    let xml = node.hv.domain_xml(&req.name, true)?;
     let adopted = domain::adopt_xml(&xml, req.vmid)
         .map_err(Error::from)
         .and_then(|x| Ok(node.hv.define(&x)?));

@@ -42,6 +42,11 @@ const page = browser.pages()[0] ?? await browser.newPage();
 page.setDefaultTimeout(20_000);
 const consoleErrors = [];
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
+// hostd serves a Content-Security-Policy: anything it blocks is reported on the console
+const cspViolations = [];
+page.on("console", (m) => {
+  if (m.type() === "error" && /Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+});
 
 let passed = 0, failed = 0, broken = false;
 const ctx = {};
@@ -92,7 +97,7 @@ await step("log in and see the node overview", async () => {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("heading", { name: /^Node / }).waitFor();
   await page.getByText("logical CPUs").waitFor();
-  await page.getByRole("meter", { name: /Pool local used/ }).waitFor();
+  await page.getByRole("meter", { name: `Pool ${POOL} used` }).waitFor();
   ctx.node = await page.evaluate(() => sessionStorage.getItem("keel.node"));
   await sleep(300);
   await shot("overview");
@@ -298,6 +303,14 @@ if (ctx.created && ctx.vmid && ctx.node) {
     expect(d.status === 202 || d.status === 404, `delete answered ${d.status}`);
   }, { always: true });
 }
+
+await step("everything above ran under hostd's Content-Security-Policy, nothing blocked", async () => {
+  const r = await page.request.get(`${BASE}/`);
+  const csp = r.headers()["content-security-policy"] ?? "";
+  expect(csp.includes("frame-ancestors 'none'") && csp.includes("script-src 'self'"), `CSP header: ${csp}`);
+  expect(r.headers()["x-frame-options"] === "DENY", "X-Frame-Options DENY");
+  expect(cspViolations.length === 0, `CSP violations: ${cspViolations.join(" | ")}`);
+}, { always: true });
 
 if (consoleErrors.length) log(`page errors: ${consoleErrors.join(" | ")}`);
 await browser.close();

@@ -157,6 +157,16 @@ impl Hypervisor for FakeHv {
         Ok(NetCounters::default())
     }
 
+    fn set_vnc_password(&self, name: &str, password: &str, valid_to: i64) -> HvResult<()> {
+        let mut s = self.lock();
+        if !s.domains.contains_key(name) {
+            return Err(HvError::NotFound(format!("domain {name:?} not found")));
+        }
+        s.calls
+            .push(format!("set_vnc_password {name} {password} {valid_to}"));
+        Ok(())
+    }
+
     fn set_live_vcpus(&self, name: &str, vcpus: u32) -> HvResult<()> {
         self.lock()
             .calls

@@ -355,6 +355,19 @@ impl Hypervisor for Libvirt {
         })
     }
 
+    fn set_vnc_password(&self, name: &str, password: &str, valid_to: i64) -> HvResult<()> {
+        self.with(|c| {
+            let dom = Self::dom(c, name)?;
+            let live = dom
+                .xml_desc(sys::VIR_DOMAIN_XML_SECURE)
+                .map_err(engine("dumpxml"))?;
+            let xml = vnc_password_update(&live, password, valid_to)?;
+            dom.update_device_flags(&xml, sys::VIR_DOMAIN_AFFECT_LIVE)
+                .map(|_| ())
+                .map_err(engine("set the VNC password"))
+        })
+    }
+
     fn set_live_vcpus(&self, name: &str, vcpus: u32) -> HvResult<()> {
         self.with(|c| {
             Self::dom(c, name)?
@@ -520,5 +533,82 @@ impl Hypervisor for Libvirt {
             }
             n.undefine().map_err(engine("undefine network"))
         })
+    }
+}
+
+/// The live `<graphics type='vnc'>` device of `domain_xml` with `passwd` and `passwdValidTo`
+/// replaced: what `virDomainUpdateDeviceFlags` takes to change the password of a running VNC
+/// server (everything else must stay as it is).
+pub fn vnc_password_update(domain_xml: &str, password: &str, valid_to: i64) -> HvResult<String> {
+    let bad = |m: String| HvError::Engine {
+        op: "set the VNC password",
+        msg: m,
+    };
+    let root = crate::xml::Element::parse(domain_xml).map_err(|e| bad(e.to_string()))?;
+    let mut g = root
+        .path("devices")
+        .into_iter()
+        .flat_map(|d| d.find_all("graphics"))
+        .find(|g| g.get_attr("type") == Some("vnc"))
+        .cloned()
+        .ok_or_else(|| bad("the domain has no VNC graphics device".into()))?;
+    g.attrs
+        .retain(|(k, _)| k != "passwd" && k != "passwdValidTo");
+    g.attrs.push(("passwd".into(), password.into()));
+    g.attrs
+        .push(("passwdValidTo".into(), utc_timestamp(valid_to)));
+    Ok(g.render())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` in UTC (libvirt's `passwdValidTo` format).
+pub fn utc_timestamp(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // civil date from days since 1970-01-01 (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod vnc_tests {
+    use super::*;
+
+    #[test]
+    fn utc_timestamps() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00");
+        assert_eq!(utc_timestamp(1_795_000_000), "2026-11-18T11:06:40");
+        assert_eq!(utc_timestamp(4_102_444_799), "2099-12-31T23:59:59");
+    }
+
+    /// Only the VNC device, as it runs, with the new password and its expiry.
+    #[test]
+    fn vnc_password_update_keeps_the_device() {
+        let live = "<domain type='qemu'><name>x</name><devices>\
+            <graphics type='spice' port='5901'/>\
+            <graphics type='vnc' port='5900' autoport='yes' listen='127.0.0.1' passwd='old'>\
+            <listen type='address' address='127.0.0.1'/></graphics></devices></domain>";
+        let g = vnc_password_update(live, "n3wPassw", 0).unwrap_or_else(|e| panic!("{e}"));
+        let el = crate::xml::Element::parse(&g).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(el.get_attr("type"), Some("vnc"));
+        assert_eq!(el.get_attr("port"), Some("5900"));
+        assert_eq!(el.get_attr("passwd"), Some("n3wPassw"));
+        assert_eq!(el.get_attr("passwdValidTo"), Some("1970-01-01T00:00:00"));
+        assert!(el.find("listen").is_some());
+        assert!(!g.contains("old"));
+        assert!(vnc_password_update("<domain><devices/></domain>", "x", 0).is_err());
     }
 }

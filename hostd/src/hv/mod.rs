@@ -85,6 +85,9 @@ pub trait Hypervisor: Send + Sync {
     fn net_counters(&self, name: &str, mac: &str) -> HvResult<NetCounters>;
     fn set_live_vcpus(&self, name: &str, vcpus: u32) -> HvResult<()>;
     fn set_live_memory(&self, name: &str, mib: u64) -> HvResult<()>;
+    /// Give the running domain's VNC server a new password (live only; the persistent config
+    /// keeps its own), accepted for new connections until `valid_to` (Unix seconds, UTC).
+    fn set_vnc_password(&self, name: &str, password: &str, valid_to: i64) -> HvResult<()>;
 
     fn list_pools(&self) -> HvResult<Vec<PoolInfo>>;
     fn pool(&self, name: &str) -> HvResult<PoolInfo>;

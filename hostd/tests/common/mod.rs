@@ -190,6 +190,26 @@ impl Hostd {
         }
     }
 
+    /// The PID of our keel-hostd process.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .unwrap_or_else(|| panic!("keel-hostd is not running"))
+    }
+
+    /// Resident memory of our keel-hostd process (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_else(|e| panic!("reading hostd's /proc status: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in hostd's /proc status"))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("hostd.log")).unwrap_or_default()
     }
