@@ -238,19 +238,7 @@ pub fn write_local_token(node: &Node) -> Result<PathBuf> {
 /// alone cannot fence its peer: two_node implies wait_for_all, so it stays inquorate until it
 /// has seen the peer.
 pub fn boot(node: &Node) {
-    let cs = &node.cluster;
-    if !matches!(cs.record(), Ok(Some(_))) {
-        return;
-    }
-    let mut ds = vec![Daemon::Corosync, Daemon::Pacemaker];
-    if cs.clusterd_bin.is_some() {
-        ds.push(Daemon::Clusterd);
-    }
-    for d in ds {
-        if let Err(e) = cs.svc.start(d) {
-            tracing::warn!(daemon = d.name(), error = %e, "cannot start cluster daemon");
-        }
-    }
+    crate::daemons::boot(node);
 }
 
 struct TaskProgress<'a>(&'a TaskHandle);
@@ -1182,6 +1170,8 @@ pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
             stonith_enabled: false,
             failed_actions: vec![],
             notes: vec!["this node is not in a cluster".into()],
+            daemons: vec![],
+            store: None,
         });
     };
     let conf = form::read_corosync_conf(&cs.paths)?;
@@ -1201,6 +1191,9 @@ pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
     if conf.nodes.len() == 1 {
         notes.push("single node: no redundancy until a second node joins".into());
     }
+    let daemons = crate::daemons::daemon_statuses(node);
+    let store = crate::daemons::store_state();
+    notes.extend(crate::daemons::status_notes(&daemons, &store));
     let mut members = vec![];
     for n in &conf.nodes {
         let qm = q
@@ -1272,6 +1265,8 @@ pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
             })
             .unwrap_or_default(),
         notes,
+        daemons,
+        store: Some(store),
     })
 }
 
