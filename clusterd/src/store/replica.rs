@@ -7,7 +7,7 @@
 
 use super::db::{Content, Db, DbError};
 use super::engine::{Cpg, Event, PeerFencing};
-use super::proto::{GroupMsg, SnapEnd, SnapEntry, WriteOk, WriteOp};
+use super::proto::{AppliedKey, GroupMsg, Outcome, SnapEnd, SnapEntry, WriteOk, WriteOp};
 use super::{under_prefix, Entry, Member, Status, StoreError, SNAPSHOT_CHUNK_BYTES};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +15,12 @@ use std::time::{Duration, Instant};
 
 /// How long a member waits for corosync's verdict on a new ring before it reports anyway.
 pub const QUORUM_WAIT: Duration = Duration::from_secs(2);
+
+/// How many decided request ids the replicated record keeps (the oldest go first).
+pub const MAX_APPLIED: usize = 10_000;
+/// A request id is forgotten once a keyed write stamped this much later (origin clocks) is
+/// decided: retries must come sooner.
+pub const APPLIED_TTL_S: u64 = 24 * 3600;
 
 /// Caller's handle for a write in flight (the daemon maps it to a client connection).
 pub type Token = u64;
@@ -50,14 +56,82 @@ enum Sync {
     Done,
 }
 
+/// A write delivered while syncing: origin, its request number there, the op, its
+/// idempotency key and origin time.
+#[derive(Debug)]
+struct Queued {
+    from: Member,
+    req: u64,
+    op: WriteOp,
+    id: Option<String>,
+    at: u64,
+}
+
+/// The replicated record of decided request ids (see [`Replica::submit_keyed`]).
+#[derive(Debug, Default)]
+struct Applied {
+    by_id: HashMap<String, (u64, u64, Outcome)>,
+    /// seq → id, oldest first.
+    order: BTreeMap<u64, String>,
+    last_seq: u64,
+}
+
+impl Applied {
+    fn from_records(recs: Vec<AppliedKey>) -> Applied {
+        let mut a = Applied::default();
+        for (id, seq, at, o) in recs {
+            a.last_seq = a.last_seq.max(seq);
+            a.order.insert(seq, id.clone());
+            a.by_id.insert(id, (seq, at, o));
+        }
+        a
+    }
+
+    fn records(&self) -> Vec<AppliedKey> {
+        self.order
+            .iter()
+            .filter_map(|(seq, id)| {
+                let (_, at, o) = self.by_id.get(id)?;
+                Some((id.clone(), *seq, *at, o.clone()))
+            })
+            .collect()
+    }
+
+    /// Record `id` decided at origin time `at`; returns the record and the ids forgotten to
+    /// make room (the oldest beyond [`MAX_APPLIED`], and those older than [`APPLIED_TTL_S`]
+    /// before `at`) — a function of the record and the write only, so every member forgets
+    /// the same ones.
+    fn remember(&mut self, id: &str, at: u64, o: Outcome) -> (AppliedKey, Vec<String>) {
+        let mut forget = vec![];
+        while let Some((&seq, old)) = self.order.iter().next() {
+            let expired = self
+                .by_id
+                .get(old)
+                .is_some_and(|r| r.1.saturating_add(APPLIED_TTL_S) < at);
+            if self.order.len() < MAX_APPLIED && !expired {
+                break;
+            }
+            if let Some(old) = self.order.remove(&seq) {
+                self.by_id.remove(&old);
+                forget.push(old);
+            }
+        }
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        self.order.insert(seq, id.to_string());
+        self.by_id.insert(id.to_string(), (seq, at, o.clone()));
+        ((id.to_string(), seq, at, o), forget)
+    }
+}
+
 #[derive(Debug)]
 struct View {
     members: Vec<Member>,
     /// Latest `(ring, quorate)` reported by each member through the group.
     reports: BTreeMap<Member, (u64, bool)>,
     sync: Sync,
-    /// Writes delivered while syncing: (origin, request id, op).
-    queue: Vec<(Member, u64, WriteOp)>,
+    /// Writes delivered while syncing.
+    queue: Vec<Queued>,
 }
 
 impl View {
@@ -127,6 +201,8 @@ pub struct Replica {
     /// The other node of the last synced multi-node view.
     peer: Option<u32>,
     hold: Option<Hold>,
+    /// Decided request ids and their outcomes (replicated: every member records the same).
+    applied: Applied,
 }
 
 /// SHA-256 over the sorted (key, entry version, value) triples.
@@ -165,6 +241,7 @@ impl Replica {
     pub fn new(me: Member, db: Db) -> Result<Replica, Fatal> {
         let (version, content) = db.load()?;
         let chain = db.chain_at(version)?.unwrap_or_default();
+        let applied = Applied::from_records(db.load_applied()?);
         tracing::info!(
             version,
             entries = content.len(),
@@ -192,6 +269,7 @@ impl Replica {
             current: false,
             peer: None,
             hold: None,
+            applied,
         })
     }
 
@@ -307,6 +385,30 @@ impl Replica {
         op: WriteOp,
         token: Token,
     ) -> Result<(), StoreError> {
+        self.submit_keyed(cpg, op, None, 0, token).map(|_| ())
+    }
+
+    /// How the write with request id `id` was decided on this copy, if it was.
+    pub fn outcome(&self, id: &str) -> Option<Outcome> {
+        self.applied.by_id.get(id).map(|r| r.2.clone())
+    }
+
+    /// Submit a write carrying the client's idempotency key `id` (and the origin's clock
+    /// `at`, unix seconds). A write whose id was already decided is not sent again: its first
+    /// outcome is returned at once (`Some`). Otherwise as [`Replica::submit`] (`None`: the
+    /// outcome comes through [`Replica::take_replies`]); should two copies of the same id be
+    /// delivered, the second gets the first's outcome without being applied.
+    pub fn submit_keyed(
+        &mut self,
+        cpg: &mut dyn Cpg,
+        op: WriteOp,
+        id: Option<String>,
+        at: u64,
+        token: Token,
+    ) -> Result<Option<Result<WriteOk, StoreError>>, StoreError> {
+        if let Some(o) = id.as_deref().and_then(|i| self.outcome(i)) {
+            return Ok(Some(o.result()));
+        }
         if !self.local_quorum.is_some_and(|q| q.1) {
             return Err(StoreError::NotQuorate);
         }
@@ -318,11 +420,11 @@ impl Replica {
         }
         let req = self.next_req;
         self.next_req += 1;
-        let msg = GroupMsg::Write { req, op }.encode();
+        let msg = GroupMsg::Write { req, op, id, at }.encode();
         cpg.mcast(&msg)
             .map_err(|e| StoreError::unavailable(format!("multicast failed: {e}")))?;
         self.pending.insert(req, token);
-        Ok(())
+        Ok(None)
     }
 
     // ------------------------------------------------------------------ events
@@ -345,8 +447,8 @@ impl Replica {
                 tracing::info!(?members, "config store view change: syncing");
                 // Writes queued in the old view were seen only by its members: every one of
                 // them drops the same queue, so the originators report "syncing".
-                for (from, req, _) in std::mem::take(&mut self.view.queue) {
-                    self.reply(from, req, Err(StoreError::Syncing));
+                for q in std::mem::take(&mut self.view.queue) {
+                    self.reply(q.from, q.req, Err(StoreError::Syncing));
                 }
                 // The quorum notification for the new ring may not have arrived yet (it comes
                 // on its own connection); corosync's answer now cannot be older than this
@@ -497,12 +599,18 @@ impl Replica {
             return Ok(());
         }
         match m {
-            GroupMsg::Write { req, op } => {
+            GroupMsg::Write { req, op, id, at } => {
                 if matches!(self.view.sync, Sync::Done) {
-                    let r = self.apply(&op)?;
+                    let r = self.apply_keyed(&op, id.as_deref(), at)?;
                     self.reply(from, req, r);
                 } else {
-                    self.view.queue.push((from, req, op));
+                    self.view.queue.push(Queued {
+                        from,
+                        req,
+                        op,
+                        id,
+                        at,
+                    });
                 }
             }
             GroupMsg::Quorum { ring, quorate } => {
@@ -656,6 +764,7 @@ impl Replica {
             hash: self.hash(),
             chain: self.chain.clone(),
             lineage,
+            applied: self.applied.records(),
         };
         for (i, entries) in chunks.into_iter().enumerate() {
             let msg = GroupMsg::Snapshot {
@@ -729,6 +838,8 @@ impl Replica {
             }
         }
         self.db.replace(end.version, &end.chain, &entries)?;
+        self.db.replace_applied(&end.applied)?;
+        self.applied = Applied::from_records(end.applied);
         tracing::info!(
             from = self.version,
             to = end.version,
@@ -750,11 +861,45 @@ impl Replica {
             self.peer = Some(p.node);
             self.current = true;
         }
-        for (from, req, op) in std::mem::take(&mut self.view.queue) {
-            let r = self.apply(&op)?;
-            self.reply(from, req, r);
+        for q in std::mem::take(&mut self.view.queue) {
+            let r = self.apply_keyed(&q.op, q.id.as_deref(), q.at)?;
+            self.reply(q.from, q.req, r);
         }
         Ok(())
+    }
+
+    /// A delivered write with its idempotency key: an id already decided gets its first
+    /// outcome and is not applied again; a new decision (applied, or refused on the data:
+    /// conflict, not found) is recorded under the id. A refusal by the quorum rule or the hold
+    /// is not recorded: nothing was applied, a retry may still be.
+    fn apply_keyed(
+        &mut self,
+        op: &WriteOp,
+        id: Option<&str>,
+        at: u64,
+    ) -> Result<Result<WriteOk, StoreError>, Fatal> {
+        if let Some(o) = id.and_then(|i| self.outcome(i)) {
+            tracing::info!(
+                request_id = id,
+                "write already decided: its first outcome answers the retry"
+            );
+            return Ok(o.result());
+        }
+        let r = self.apply(op)?;
+        let decided = match &r {
+            Ok(_) => true,
+            Err(e) => matches!(
+                e,
+                StoreError::Conflict { .. }
+                    | StoreError::NotFound { .. }
+                    | StoreError::Invalid { .. }
+            ),
+        };
+        if let (Some(id), true) = (id, decided) {
+            let (rec, forget) = self.applied.remember(id, at, Outcome::of(&r));
+            self.db.record_applied(&rec, &forget)?;
+        }
+        Ok(r)
     }
 
     /// Apply one delivered write, or refuse it — the same decision on every member.
