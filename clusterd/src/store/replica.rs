@@ -159,6 +159,27 @@ impl View {
     }
 }
 
+impl View {
+    /// Why a delivered write is refused when the view is not writable. Every member quorate
+    /// but not all for the newest ring means a verdict on the new ring is still on its way
+    /// (only a side that holds quorum produces quorate verdicts for a newer ring): that is a
+    /// transient "syncing", not "not quorate" — a majority that lost one node is not told it
+    /// is read-only. Anything else (a member reports not quorate, or no report) is the
+    /// not-quorate refusal.
+    fn refusal(&self) -> StoreError {
+        let all_quorate = !self.members.is_empty()
+            && self
+                .members
+                .iter()
+                .all(|m| matches!(self.reports.get(m), Some(&(_, true))));
+        if all_quorate {
+            StoreError::Syncing
+        } else {
+            StoreError::NotQuorate
+        }
+    }
+}
+
 /// The two-node hold of a lone member (see the module doc of [`crate::store`]).
 #[derive(Debug)]
 struct Hold {
@@ -905,7 +926,7 @@ impl Replica {
     /// Apply one delivered write, or refuse it — the same decision on every member.
     fn apply(&mut self, op: &WriteOp) -> Result<Result<WriteOk, StoreError>, Fatal> {
         if !self.view.writable() {
-            return Ok(Err(StoreError::NotQuorate));
+            return Ok(Err(self.view.refusal()));
         }
         if let Some(e) = self.held() {
             return Ok(Err(e));

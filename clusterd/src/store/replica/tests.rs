@@ -950,3 +950,24 @@ fn the_record_of_ids_is_bounded_and_expires() {
     assert_eq!(back.last_seq, a.last_seq);
     assert_eq!(back.order.len(), MAX_APPLIED);
 }
+
+/// The fault run saw a majority write refused "not quorate" while one node was lost: a
+/// member's verdict on the new ring was still on its way, so the members' reports (all
+/// quorate) named different rings. That is a transient state of a quorate side: "syncing"
+/// (clients retry it with the same request id), not "read-only".
+#[test]
+fn a_late_verdict_on_a_quorate_side_is_syncing_not_read_only() {
+    let m = |node| Member { node, pid: 1 };
+    let mut v = View::new(vec![m(1), m(2)]);
+    v.sync = Sync::Done;
+    v.reports.insert(m(1), (8, true));
+    v.reports.insert(m(2), (4, true));
+    assert!(!v.writable());
+    assert_eq!(v.refusal(), StoreError::Syncing);
+    v.reports.insert(m(2), (8, false));
+    assert_eq!(v.refusal(), StoreError::NotQuorate);
+    v.reports.remove(&m(2));
+    assert_eq!(v.refusal(), StoreError::NotQuorate, "no report at all");
+    v.reports.insert(m(2), (8, true));
+    assert!(v.writable());
+}
