@@ -323,7 +323,7 @@ fn write_loop(socket: PathBuf, stop: Arc<AtomicBool>, out: Arc<Mutex<Loop>>) -> 
             };
             let took = t0.elapsed();
             let mut repeat = None;
-            if i % 5 == 0 {
+            if i.is_multiple_of(5) {
                 // the same id again, with another value: answered, not applied
                 let r = c
                     .put_with_id(&key, &serde_json::json!(i + 1_000_000), &id)
@@ -454,7 +454,11 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     }
     let is_whole = || -> Result<bool> {
         let st = n1.status()?;
-        let mut ok = st.quorate && st.members.len() == 3 && st.members.iter().all(|m| m.online);
+        let mut ok = st.quorate
+            && st.members.len() == 3
+            && ["node1", "node2", "node3"]
+                .iter()
+                .all(|n| st.members.iter().any(|m| m.name == *n && m.online));
         for k in [&n1, &n2, &n3] {
             let Ok(s) = k.status() else { return Ok(false) };
             ok &= s.daemons.len() == 3 && s.daemons.iter().all(|d| d.state == "running");
