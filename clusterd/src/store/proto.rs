@@ -79,10 +79,6 @@ pub struct SnapEnd {
     pub hash: String,
     pub chain: String,
     pub lineage: Vec<(u64, String)>,
-    /// The leader's record of decided request ids (idempotent retries), replaced with the
-    /// content.
-    #[serde(default)]
-    pub applied: Vec<AppliedKey>,
 }
 
 /// Messages multicast in the CPG group (AGREED ordering).
@@ -117,6 +113,10 @@ pub enum GroupMsg {
         members: Vec<Member>,
         seq: u32,
         entries: Vec<SnapEntry>,
+        /// Part of the leader's record of decided request ids (it replaces the receiver's
+        /// with the content), chunked like the entries.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        applied: Vec<AppliedKey>,
         last: Option<SnapEnd>,
     },
 }

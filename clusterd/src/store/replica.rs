@@ -52,6 +52,7 @@ enum Sync {
         need: bool,
         next_seq: u32,
         entries: Vec<SnapEntry>,
+        applied: Vec<AppliedKey>,
     },
     Done,
 }
@@ -662,6 +663,7 @@ impl Replica {
                 members,
                 seq,
                 entries,
+                applied,
                 last,
             } => {
                 if members != self.view.members {
@@ -673,6 +675,7 @@ impl Replica {
                     need,
                     next_seq,
                     entries: acc,
+                    applied: acc_applied,
                 } = &mut self.view.sync
                 else {
                     return Ok(());
@@ -683,6 +686,7 @@ impl Replica {
                 *next_seq += 1;
                 if *need {
                     acc.extend(entries);
+                    acc_applied.extend(applied);
                 }
                 if let Some(end) = last {
                     if (end.version, &end.hash) != (target.0, &target.1) {
@@ -697,7 +701,8 @@ impl Replica {
                     if *need {
                         let leader = *leader;
                         let entries = std::mem::take(acc);
-                        self.install(leader, end, entries)?;
+                        let applied = std::mem::take(acc_applied);
+                        self.install(leader, end, entries, applied)?;
                     }
                     self.sync_done()?;
                 }
@@ -749,6 +754,7 @@ impl Replica {
             need,
             next_seq: 0,
             entries: vec![],
+            applied: vec![],
         };
         if leader == self.me {
             let mut versions: Vec<u64> = states.values().map(|s| s.0).filter(|v| *v < lv).collect();
@@ -766,17 +772,27 @@ impl Replica {
     }
 
     fn send_snapshot(&mut self, cpg: &mut dyn Cpg, lineage: Vec<(u64, String)>) {
-        let mut chunks: Vec<Vec<SnapEntry>> = vec![vec![]];
+        type Chunk = (Vec<SnapEntry>, Vec<AppliedKey>);
+        let mut chunks: Vec<Chunk> = vec![(vec![], vec![])];
         let mut size = 0;
-        for (k, (v, val)) in &self.content {
-            let sz = k.len() + val.len() + 48;
+        let mut room = |chunks: &mut Vec<Chunk>, sz: usize| {
             if size + sz > SNAPSHOT_CHUNK_BYTES && size > 0 {
-                chunks.push(vec![]);
+                chunks.push((vec![], vec![]));
                 size = 0;
             }
             size += sz;
+        };
+        for (k, (v, val)) in &self.content {
+            room(&mut chunks, k.len() + val.len() + 48);
             if let Some(c) = chunks.last_mut() {
-                c.push((k.clone(), *v, val.clone()));
+                c.0.push((k.clone(), *v, val.clone()));
+            }
+        }
+        // the record of decided request ids travels in the same chunks, after the entries
+        for rec in self.applied.records() {
+            room(&mut chunks, rec.0.len() + 160);
+            if let Some(c) = chunks.last_mut() {
+                c.1.push(rec);
             }
         }
         let n = chunks.len();
@@ -785,13 +801,13 @@ impl Replica {
             hash: self.hash(),
             chain: self.chain.clone(),
             lineage,
-            applied: self.applied.records(),
         };
-        for (i, entries) in chunks.into_iter().enumerate() {
+        for (i, (entries, applied)) in chunks.into_iter().enumerate() {
             let msg = GroupMsg::Snapshot {
                 members: self.view.members.clone(),
                 seq: i as u32,
                 entries,
+                applied,
                 last: (i + 1 == n).then(|| end.clone()),
             };
             if let Err(e) = cpg.mcast(&msg.encode()) {
@@ -812,6 +828,7 @@ impl Replica {
         leader: Member,
         end: SnapEnd,
         entries: Vec<SnapEntry>,
+        applied: Vec<AppliedKey>,
     ) -> Result<(), Fatal> {
         let content: Content = entries
             .iter()
@@ -859,8 +876,8 @@ impl Replica {
             }
         }
         self.db.replace(end.version, &end.chain, &entries)?;
-        self.db.replace_applied(&end.applied)?;
-        self.applied = Applied::from_records(end.applied);
+        self.db.replace_applied(&applied)?;
+        self.applied = Applied::from_records(applied);
         tracing::info!(
             from = self.version,
             to = end.version,

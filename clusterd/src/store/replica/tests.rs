@@ -971,3 +971,36 @@ fn a_late_verdict_on_a_quorate_side_is_syncing_not_read_only() {
     v.reports.insert(m(2), (8, true));
     assert!(v.writable());
 }
+
+/// A large record of request ids is chunked with the entries (no snapshot message grows past
+/// the chunk bound because of it) and arrives whole.
+#[test]
+fn a_large_record_of_ids_is_sent_in_chunks() {
+    let mut s = Sim::new(3);
+    s.crash(3);
+    s.run();
+    let id = |i: usize| format!("{i:0>128}");
+    for batch in 0..25 {
+        for i in batch * 100..(batch + 1) * 100 {
+            s.submit_id(1, put("/same", i.into()), &id(i))
+                .expect("submit")
+                .expect("in flight");
+        }
+        s.run();
+    }
+    assert_eq!(s.r(1).version(), 2500);
+    let sent_before = s.bus.sent();
+    s.start(3);
+    s.run();
+    s.assert_same(&[1, 2, 3]);
+    // 2500 ids of 128 bytes: more than one chunk's worth on their own
+    assert!(
+        s.bus.sent() - sent_before >= 5,
+        "states + at least two snapshot chunks"
+    );
+    for i in [0, 1249, 2499] {
+        assert_eq!(s.r(3).outcome(&id(i)), s.r(1).outcome(&id(i)), "id {i}");
+        assert!(s.r(3).outcome(&id(i)).is_some());
+    }
+    assert_eq!(s.r(3).applied.by_id.len(), 2500);
+}
