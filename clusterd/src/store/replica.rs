@@ -133,6 +133,8 @@ struct View {
     sync: Sync,
     /// Writes delivered while syncing.
     queue: Vec<Queued>,
+    /// When this view began (for the log only: how long writes waited for its sync).
+    began: Option<Instant>,
 }
 
 impl View {
@@ -144,6 +146,7 @@ impl View {
                 states: BTreeMap::new(),
             },
             queue: vec![],
+            began: None,
         }
     }
 
@@ -480,6 +483,7 @@ impl Replica {
                     self.local_quorum = Some((ring, false));
                 }
                 self.view = View::new(members);
+                self.view.began = Some(now);
                 self.update_hold(cpg, now);
                 self.reported = None;
                 self.state_due = if self.view.members.contains(&self.me) {
@@ -893,6 +897,14 @@ impl Replica {
 
     fn sync_done(&mut self) -> Result<(), Fatal> {
         self.view.sync = Sync::Done;
+        // how long writes of this view waited (view change → every state in → snapshot end):
+        // the figure to look at when writes stall around a membership change
+        tracing::info!(
+            members = self.view.members.len(),
+            queued = self.view.queue.len(),
+            sync_ms = self.view.began.map(|t| t.elapsed().as_millis() as u64),
+            "config store sync done"
+        );
         self.last_sync = Some(unix_now());
         // every member of this view now holds the same copy
         if let Some(p) = self.view.members.iter().find(|m| m.node != self.me.node) {
