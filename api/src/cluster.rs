@@ -481,6 +481,80 @@ pub struct ClusterStatus {
     pub failed_actions: Vec<FailedAction>,
     /// Operator-facing remarks (e.g. "single node: no redundancy until a second node joins").
     pub notes: Vec<String>,
+    /// The cluster daemons of the node that answered (corosync, Pacemaker, keel-clusterd).
+    #[serde(default)]
+    pub daemons: Vec<DaemonStatus>,
+    /// The replicated config store as seen from the node that answered (`None` when not
+    /// clustered).
+    #[serde(default)]
+    pub store: Option<StoreState>,
+}
+
+/// How a cluster daemon of this node is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DaemonRunState {
+    /// Its process is alive (not a zombie).
+    Running,
+    /// It died (or never started) and is not being restarted: see `message`.
+    Dead,
+    /// It died and Keel restarts it (after `next_attempt`).
+    Restarting,
+    /// Stopped on purpose by Keel (node removal, leave): not restarted.
+    Stopped,
+}
+
+/// How a daemon's last process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DaemonExit {
+    /// Unix time (seconds) of the exit, when known.
+    pub at: Option<u64>,
+    /// `exit status 1`, `killed by signal 9 (SIGKILL)`, …
+    pub status: String,
+    pub pid: Option<u32>,
+}
+
+/// One cluster daemon of the node that answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DaemonStatus {
+    /// `corosync`, `pacemaker` or `keel-clusterd`.
+    pub name: String,
+    pub state: DaemonRunState,
+    pub pid: Option<u32>,
+    /// Unix time (seconds) since when it is in this state (started, or died).
+    pub since: Option<u64>,
+    /// Restarts after an unexpected exit since hostd (or systemd) started.
+    pub restarts: u32,
+    pub last_exit: Option<DaemonExit>,
+    /// Unix time (seconds) of the next restart attempt (`restarting`).
+    #[serde(default)]
+    pub next_attempt: Option<u64>,
+    /// Why it is not running or not restarted (e.g. "waiting for corosync: …").
+    #[serde(default)]
+    pub message: Option<String>,
+    /// `direct` or `systemd`.
+    pub manager: String,
+}
+
+/// The replicated config store as seen from one node (its keel-clusterd).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StoreState {
+    /// keel-clusterd answered on its socket.
+    pub reachable: bool,
+    /// Why it did not (when `reachable` is false).
+    pub error: Option<String>,
+    /// Writes delivered now would be applied.
+    pub writable: bool,
+    /// Why writes are refused, when they are (not quorate, syncing, held, unreachable).
+    pub read_only_reason: Option<String>,
+    /// The two-node hold, when writes are held.
+    pub held: Option<String>,
+    /// Store version of this node's copy.
+    pub version: Option<u64>,
+    pub syncing: bool,
+    /// Node ids running keel-clusterd in this node's view.
+    pub members: Vec<u32>,
+    pub entries: Option<u64>,
 }
 
 /// The fence agent of a device, by its program name on the wire (`"fence_ipmilan"`): the three

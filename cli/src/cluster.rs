@@ -360,6 +360,12 @@ pub fn output_status(s: &ClusterStatus) {
             "DISABLED"
         }
     );
+    if let Some(st) = &s.store {
+        println!("store:    {}", store_line(st));
+    }
+    for d in &s.daemons {
+        println!("daemon:   {}", daemon_line(d));
+    }
     println!();
     println!(
         "{:<16} {:>6} {:<8} {:>5} {:<3} {:<30} {:<18} LAST FENCE TEST",
@@ -423,6 +429,66 @@ pub fn output_status(s: &ClusterStatus) {
     for n in &s.notes {
         println!("note: {n}");
     }
+}
+
+/// `writable, version 42, 3 members` / `READ-ONLY: why` / `UNREACHABLE: error`.
+pub fn store_line(st: &keel_api::cluster::StoreState) -> String {
+    if !st.reachable {
+        return format!(
+            "UNREACHABLE on this node: {}",
+            st.error.as_deref().unwrap_or("no answer")
+        );
+    }
+    let mut line = if st.writable {
+        "writable".to_string()
+    } else {
+        format!(
+            "READ-ONLY: {}",
+            st.read_only_reason.as_deref().unwrap_or("unknown")
+        )
+    };
+    if let Some(v) = st.version {
+        line.push_str(&format!(", version {v}"));
+    }
+    line.push_str(&format!(", {} member(s)", st.members.len()));
+    if st.syncing {
+        line.push_str(", syncing");
+    }
+    line
+}
+
+/// `corosync       running  pid 812 since 12:00:01, 0 restarts` / `pacemaker DEAD …`.
+pub fn daemon_line(d: &keel_api::cluster::DaemonStatus) -> String {
+    use keel_api::cluster::DaemonRunState as S;
+    let state = match d.state {
+        S::Running => "running",
+        S::Dead => "DEAD",
+        S::Restarting => "RESTARTING",
+        S::Stopped => "stopped",
+    };
+    let mut line = format!("{:<14} {:<10}", d.name, state);
+    if let Some(p) = d.pid {
+        line.push_str(&format!(" pid {p}"));
+    }
+    if let Some(t) = d.since {
+        line.push_str(&format!(" since {}", output::time(t as i64)));
+    }
+    line.push_str(&format!(", {} restart(s)", d.restarts));
+    if let Some(e) = &d.last_exit {
+        line.push_str(&format!(
+            ", last exit: {}{}",
+            e.status,
+            e.at.map(|t| format!(" at {}", output::time(t as i64)))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(t) = d.next_attempt {
+        line.push_str(&format!(", next attempt {}", output::time(t as i64)));
+    }
+    if let Some(m) = &d.message {
+        line.push_str(&format!(" — {m}"));
+    }
+    line
 }
 
 pub async fn node_cmd(c: &Client, cmd: NodeCmd, mode: Mode) -> Result<Outcome> {
@@ -602,6 +668,45 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn daemon_and_store_lines_say_what_is_down() {
+        use keel_api::cluster::{DaemonExit, DaemonRunState, DaemonStatus, StoreState};
+        let d = DaemonStatus {
+            name: "keel-clusterd".into(),
+            state: DaemonRunState::Restarting,
+            pid: None,
+            since: None,
+            restarts: 2,
+            last_exit: Some(DaemonExit {
+                at: None,
+                status: "killed by signal 9 (SIGKILL)".into(),
+                pid: Some(42),
+            }),
+            next_attempt: None,
+            message: Some("died; restart in 4 s".into()),
+            manager: "direct".into(),
+        };
+        assert_eq!(
+            daemon_line(&d),
+            "keel-clusterd  RESTARTING, 2 restart(s), last exit: killed by signal 9 (SIGKILL) — died; restart in 4 s"
+        );
+        let st = StoreState {
+            reachable: false,
+            error: Some("connecting to /run/keel/clusterd.sock: refused".into()),
+            writable: false,
+            read_only_reason: None,
+            held: None,
+            version: None,
+            syncing: false,
+            members: vec![],
+            entries: None,
+        };
+        assert_eq!(
+            store_line(&st),
+            "UNREACHABLE on this node: connecting to /run/keel/clusterd.sock: refused"
+        );
     }
 
     #[test]

@@ -344,19 +344,33 @@ async fn or_interrupt<T>(fut: impl std::future::Future<Output = Result<T>>) -> R
     }
 }
 
-/// Die quietly on a closed stdout (`keel vm list | head`), as command-line tools do, instead
-/// of panicking inside `println!`.
-#[allow(unsafe_code)]
-fn restore_sigpipe() {
-    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid
-    // disposition for SIGPIPE and no Rust code relies on SIGPIPE being ignored.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+/// SIGPIPE stays ignored (Rust's default), so a write to a connection hostd dropped is an
+/// `EPIPE` error the CLI reports ("error: … connection closed …", exit 1) instead of a silent
+/// death by SIGPIPE (exit 141). A closed standard output (`keel vm list | head`) still ends
+/// the command quietly, with the shell's SIGPIPE status 141, as command-line tools do.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if stdout_closed(msg) {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
+/// The panic `println!` raises when standard output is a closed pipe.
+fn stdout_closed(panic_msg: &str) -> bool {
+    panic_msg.starts_with("failed printing to stdout") && panic_msg.contains("Broken pipe")
 }
 
 fn main() -> ExitCode {
-    restore_sigpipe();
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

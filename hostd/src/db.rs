@@ -154,7 +154,7 @@ impl Store {
         let mut resp = Vec::new();
         std::io::BufReader::new(&s)
             .read_until(b'\n', &mut resp)
-            .map_err(|e| unavailable("reading from", &e))?;
+            .map_err(|e| unavailable("reading (outcome unknown) from", &e))?;
         if resp.is_empty() {
             return Err(unavailable(
                 "connection closed (outcome unknown) by",
@@ -196,17 +196,35 @@ impl Store {
         }
     }
 
-    fn write(&self, req: clusterd::store::proto::Request) -> Result<u64, StoreError> {
-        match self.call(&req)? {
-            clusterd::store::proto::Reply::Written(w) => Ok(w.version),
-            r => Err(self.unexpected(r)),
+    /// A write with an idempotency key, sent again with the same key while its outcome is
+    /// unknown (the store applies a key at most once and answers a repeat with the first
+    /// outcome).
+    fn write(&self, mut req: clusterd::store::proto::Request) -> Result<u64, StoreError> {
+        if req.id().is_none() {
+            req.set_id(clusterd::store::client::new_request_id());
         }
+        let attempts = clusterd::store::client::WRITE_ATTEMPTS;
+        for attempt in 1.. {
+            match self.call(&req) {
+                Ok(clusterd::store::proto::Reply::Written(w)) => return Ok(w.version),
+                Ok(r) => return Err(self.unexpected(r)),
+                Err(StoreError::Unavailable { message })
+                    if message.contains("outcome unknown") && attempt < attempts =>
+                {
+                    tracing::warn!(request_id = ?req.id(), attempt, %message, "config store write: outcome unknown; sending it again with the same request id");
+                    std::thread::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::unavailable("no attempt made"))
     }
 
     pub fn put(&self, key: &str, value: &serde_json::Value) -> Result<u64, StoreError> {
         self.write(clusterd::store::proto::Request::Put {
             key: key.into(),
             value: value.clone(),
+            id: None,
         })
     }
 
@@ -215,6 +233,7 @@ impl Store {
         self.write(clusterd::store::proto::Request::Create {
             key: key.into(),
             value: value.clone(),
+            id: None,
         })
     }
 
@@ -223,6 +242,7 @@ impl Store {
         match self.write(clusterd::store::proto::Request::Delete {
             key: key.into(),
             version: None,
+            id: None,
         }) {
             Ok(_) => Ok(true),
             Err(StoreError::NotFound { .. }) => Ok(false),
@@ -284,12 +304,12 @@ pub(crate) mod fake_store {
                             })
                             .collect(),
                     )),
-                    Request::Put { key, value } => {
+                    Request::Put { key, value, .. } => {
                         version += 1;
                         map.insert(key, (version, value));
                         Ok(Reply::Written(WriteOk { version }))
                     }
-                    Request::Create { key, value } => match map.get(&key) {
+                    Request::Create { key, value, .. } => match map.get(&key) {
                         Some((v, _)) => Err(StoreError::Conflict {
                             current_version: *v,
                             message: format!("{key} exists"),

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod cluster_net;
 pub mod config;
 pub mod console;
+pub mod daemons;
 pub mod db;
 pub mod domain;
 pub mod error;

@@ -58,6 +58,8 @@ fn live_api_conforms_to_its_openapi_document() {
     let seed = std::env::var("KEEL_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261202".into());
     let t0 = Instant::now();
     let out = Command::new("schemathesis")
+        // its cache (.schemathesis/) goes into the test's own directory, not the checkout
+        .current_dir(&h.dir)
         .arg("run")
         .arg(&spec)
         .args(["--url", &h.base])

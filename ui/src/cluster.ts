@@ -1,7 +1,7 @@
 // Pure logic of the cluster page and the node list (no DOM): status → view model.
 // Unit-tested in test/cluster.test.ts.
 
-import type { ClusterStatus, FenceDeviceInfo, FenceTestResult, LinkStatus, MemberStatus, NodeInfo } from "./types";
+import type { ClusterStatus, DaemonStatus, FenceDeviceInfo, FenceTestResult, LinkStatus, MemberStatus, NodeInfo, StoreState } from "./types";
 
 export type Tone = "ok" | "warn" | "bad" | "off" | "info";
 export interface Badge { label: string; tone: Tone }
@@ -170,4 +170,34 @@ export function failedActionText(a: { resource: string; node: string; operation:
 export function upidNode(upid: string): string | null {
   const m = /^UPID:([^:]+):/.exec(upid);
   return m ? m[1] : null;
+}
+
+/** A cluster daemon of the answering node: running / restarting / dead / stopped on purpose. */
+export function daemonBadge(d: Pick<DaemonStatus, "state">): Badge {
+  switch (d.state) {
+    case "running": return { label: "Running", tone: "ok" };
+    case "restarting": return { label: "Restarting", tone: "warn" };
+    case "stopped": return { label: "Stopped", tone: "off" };
+    default: return { label: "Dead", tone: "bad" };
+  }
+}
+
+/** "killed by signal 9 (SIGKILL), pid 812" — how a daemon's last process ended. */
+export function lastExitText(d: Pick<DaemonStatus, "last_exit">): string {
+  const e = d.last_exit;
+  if (!e) return "—";
+  return e.pid ? `${e.status}, pid ${e.pid}` : e.status;
+}
+
+/** The config store as the answering node sees it; `null` when the status has none. */
+export function storeView(st: StoreState | null | undefined): { badge: Badge; detail: string } | null {
+  if (!st) return null;
+  if (!st.reachable) {
+    return { badge: { label: "Unreachable", tone: "bad" }, detail: st.error ?? "keel-clusterd does not answer" };
+  }
+  const where = `version ${st.version ?? "?"} · ${st.members.length} member${st.members.length === 1 ? "" : "s"}`;
+  if (st.writable) return { badge: { label: "Writable", tone: "ok" }, detail: where };
+  if (st.held) return { badge: { label: "Held", tone: "warn" }, detail: st.held };
+  if (st.syncing) return { badge: { label: "Syncing", tone: "warn" }, detail: where };
+  return { badge: { label: "Read-only", tone: "bad" }, detail: st.read_only_reason ?? where };
 }

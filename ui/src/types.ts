@@ -153,6 +153,38 @@ export interface ClusterStatus {
   stonith_enabled: boolean;
   failed_actions: FailedAction[];
   notes: string[];
+  /** The cluster daemons of the node that answered (absent from older hostds). */
+  daemons?: DaemonStatus[];
+  /** The config store as the answering node sees it (null when not clustered). */
+  store?: StoreState | null;
+}
+export type DaemonRunState = "running" | "dead" | "restarting" | "stopped";
+export interface DaemonExit {
+  at: number | null;
+  status: string;
+  pid: number | null;
+}
+export interface DaemonStatus {
+  name: string;
+  state: DaemonRunState;
+  pid: number | null;
+  since: number | null;
+  restarts: number;
+  last_exit: DaemonExit | null;
+  next_attempt?: number | null;
+  message?: string | null;
+  manager: string;
+}
+export interface StoreState {
+  reachable: boolean;
+  error: string | null;
+  writable: boolean;
+  read_only_reason: string | null;
+  held: string | null;
+  version: number | null;
+  syncing: boolean;
+  members: number[];
+  entries: number | null;
 }
 // The three Keel models, or any installed fence-agents program by name (how the labs add theirs).
 export type FenceAgentKind = "fence_ipmilan" | "fence_redfish" | "sbd" | `fence_${string}`;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
-  deviceParams, effectiveNode, expiryText, FENCE_TEST_STALE_S, fenceTestView, formatAge, isStandalone, joinAddress, joinAddressFor,
-  joinCommand, linkSummary, looksSecret, memberBadge, nodeList, quorumView, upidNode, votesNeeded,
+  daemonBadge, deviceParams, effectiveNode, expiryText, FENCE_TEST_STALE_S, fenceTestView, formatAge, isStandalone, joinAddress, joinAddressFor,
+  joinCommand, lastExitText, linkSummary, looksSecret, memberBadge, nodeList, quorumView, storeView, upidNode, votesNeeded,
 } from "../src/cluster";
 import type { ClusterStatus, MemberStatus, NodeInfo } from "../src/types";
 
@@ -204,5 +204,29 @@ describe("node list", () => {
   it("a task's node from its UPID", () => {
     expect(upidNode("UPID:node2:00001234:00000007:67500000:vmstart:100:root:")).toBe("node2");
     expect(upidNode("nonsense")).toBeNull();
+  });
+});
+
+describe("daemons and the config store", () => {
+  it("a dead or restarting daemon is not shown as fine", () => {
+    expect(daemonBadge({ state: "running" })).toEqual({ label: "Running", tone: "ok" });
+    expect(daemonBadge({ state: "restarting" }).tone).toBe("warn");
+    expect(daemonBadge({ state: "dead" })).toEqual({ label: "Dead", tone: "bad" });
+    expect(daemonBadge({ state: "stopped" }).tone).toBe("off");
+    expect(lastExitText({ last_exit: { at: 5, status: "killed by signal 9 (SIGKILL)", pid: 812 } }))
+      .toBe("killed by signal 9 (SIGKILL), pid 812");
+    expect(lastExitText({ last_exit: null })).toBe("—");
+  });
+  it("the store says unreachable, held or read-only with the reason", () => {
+    const base = { reachable: true, error: null, writable: true, read_only_reason: null, held: null, version: 42,
+      syncing: false, members: [1, 2, 3], entries: 7 };
+    expect(storeView(undefined)).toBeNull();
+    expect(storeView(base)).toEqual({ badge: { label: "Writable", tone: "ok" }, detail: "version 42 · 3 members" });
+    const down = storeView({ ...base, reachable: false, writable: false, error: "connecting: refused" });
+    expect(down?.badge).toEqual({ label: "Unreachable", tone: "bad" });
+    expect(down?.detail).toBe("connecting: refused");
+    expect(storeView({ ...base, writable: false, held: "writes held: peer node 2 left" })?.badge.label).toBe("Held");
+    const ro = storeView({ ...base, writable: false, read_only_reason: "not quorate" });
+    expect(ro).toEqual({ badge: { label: "Read-only", tone: "bad" }, detail: "not quorate" });
   });
 });

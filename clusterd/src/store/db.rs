@@ -2,7 +2,7 @@
 //! version in `meta`. WAL journal, `synchronous=FULL`: a write is on disk before it is
 //! acknowledged, so an acknowledged write survives a power cut of every member but one.
 
-use super::proto::SnapEntry;
+use super::proto::{AppliedKey, Outcome, SnapEntry};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -56,7 +56,8 @@ impl Db {
                  PRAGMA synchronous=FULL;
                  CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, version INTEGER NOT NULL, value TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
-                 CREATE TABLE IF NOT EXISTS history (version INTEGER PRIMARY KEY, chain TEXT NOT NULL);",
+                 CREATE TABLE IF NOT EXISTS history (version INTEGER PRIMARY KEY, chain TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS applied (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL, outcome TEXT NOT NULL);",
             )
             .map_err(|e| db.err(e))?;
         Ok(db)
@@ -115,6 +116,69 @@ impl Db {
             m.insert(k, (v, val));
         }
         Ok((version, m))
+    }
+
+    /// The record of decided request ids, in decision order.
+    pub fn load_applied(&self) -> Result<Vec<AppliedKey>, DbError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, seq, at, outcome FROM applied ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u64>(1)?,
+                    r.get::<_, u64>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut v = vec![];
+        for row in rows {
+            let (id, seq, at, o) = row.map_err(|e| self.err(e))?;
+            let o: Outcome = serde_json::from_str(&o).map_err(|e| DbError::Io {
+                path: self.path.clone(),
+                message: format!("applied request {id}: {e}"),
+            })?;
+            v.push((id, seq, at, o));
+        }
+        Ok(v)
+    }
+
+    /// Record a decided request id and forget the expired ones (with the write itself, in
+    /// the same transaction or group commit).
+    pub fn record_applied(&mut self, rec: &AppliedKey, forget: &[String]) -> Result<(), DbError> {
+        let o = serde_json::to_string(&rec.3).unwrap_or_default();
+        self.write(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO applied (id, seq, at, outcome) VALUES (?1, ?2, ?3, ?4)",
+                params![rec.0, rec.1, rec.2, o],
+            )?;
+            let mut del = c.prepare("DELETE FROM applied WHERE id = ?1")?;
+            for id in forget {
+                del.execute(params![id])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Replace the record of request ids (the end of a snapshot).
+    pub fn replace_applied(&mut self, all: &[AppliedKey]) -> Result<(), DbError> {
+        self.write(|c| {
+            c.execute("DELETE FROM applied", [])?;
+            let mut ins =
+                c.prepare("INSERT INTO applied (id, seq, at, outcome) VALUES (?1, ?2, ?3, ?4)")?;
+            for (id, seq, at, o) in all {
+                ins.execute(params![
+                    id,
+                    seq,
+                    at,
+                    serde_json::to_string(o).unwrap_or_default()
+                ])?;
+            }
+            Ok(())
+        })
     }
 
     /// Start a group commit: the writes until [`Db::commit`] share one transaction (one

@@ -235,6 +235,28 @@ pub fn validate_key(field: &str, key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Longest request id (idempotency key), in bytes.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Check a write's request id: 1–128 ASCII letters, digits and `- _ . :`.
+pub fn validate_request_id(id: &str) -> Result<(), StoreError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            "id",
+            format!(
+                "request id {id:?} must be 1-{MAX_REQUEST_ID_LEN} ASCII letters, digits and - _ . :"
+            ),
+        ))
+    }
+}
+
 /// Check a list prefix: `/` (everything) or a key path (its entry and everything below it).
 pub fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
     if prefix == "/" {

@@ -44,6 +44,33 @@ impl WriteOp {
 /// One entry in a snapshot: key, entry version, canonical JSON value.
 pub type SnapEntry = (String, u64, String);
 
+/// How a keyed write was decided: what a retry with the same request id gets back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok(WriteOk),
+    Err(StoreError),
+}
+
+impl Outcome {
+    pub fn of(r: &Result<WriteOk, StoreError>) -> Outcome {
+        match r {
+            Ok(w) => Outcome::Ok(w.clone()),
+            Err(e) => Outcome::Err(e.clone()),
+        }
+    }
+    pub fn result(self) -> Result<WriteOk, StoreError> {
+        match self {
+            Outcome::Ok(w) => Ok(w),
+            Outcome::Err(e) => Err(e),
+        }
+    }
+}
+
+/// A decided keyed write in the replicated record of request ids: id, decision sequence
+/// number, origin time (unix seconds), outcome.
+pub type AppliedKey = (String, u64, u64, Outcome);
+
 /// The end of a snapshot: what the copy must hash to, its lineage hash, and the leader's
 /// lineage hashes at the versions the other members reported (to detect forked histories).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,8 +85,17 @@ pub struct SnapEnd {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum GroupMsg {
-    /// A client write; `req` identifies it at its origin (the sender).
-    Write { req: u64, op: WriteOp },
+    /// A client write; `req` identifies it at its origin (the sender). `id` is the client's
+    /// idempotency key (a retry carries the same), `at` the origin's clock (unix seconds),
+    /// which only ages the record of ids.
+    Write {
+        req: u64,
+        op: WriteOp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(default)]
+        at: u64,
+    },
     /// Sent by every member after each confchg.
     State {
         members: Vec<Member>,
@@ -77,6 +113,10 @@ pub enum GroupMsg {
         members: Vec<Member>,
         seq: u32,
         entries: Vec<SnapEntry>,
+        /// Part of the leader's record of decided request ids (it replaces the receiver's
+        /// with the content), chunked like the entries.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        applied: Vec<AppliedKey>,
         last: Option<SnapEnd>,
     },
 }
@@ -104,22 +144,83 @@ pub enum Request {
     Put {
         key: String,
         value: serde_json::Value,
+
+        /// Idempotency key: a write with an id already decided is not applied again; its
+        /// first outcome is returned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     Create {
         key: String,
         value: serde_json::Value,
+
+        /// Idempotency key: a write with an id already decided is not applied again; its
+        /// first outcome is returned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     Cas {
         key: String,
         value: serde_json::Value,
         version: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     Delete {
         key: String,
         #[serde(default)]
         version: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     Status,
+    /// How the write with this request id was decided, if it was (on this node's copy).
+    Outcome {
+        id: String,
+    },
+}
+
+impl Request {
+    /// The idempotency key of a write.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Request::Put { id, .. }
+            | Request::Create { id, .. }
+            | Request::Cas { id, .. }
+            | Request::Delete { id, .. } => id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Give a write its idempotency key (no-op for reads).
+    pub fn set_id(&mut self, new: String) {
+        match self {
+            Request::Put { id, .. }
+            | Request::Create { id, .. }
+            | Request::Cas { id, .. }
+            | Request::Delete { id, .. } => *id = Some(new),
+            _ => {}
+        }
+    }
+
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Request::Put { .. }
+                | Request::Create { .. }
+                | Request::Cas { .. }
+                | Request::Delete { .. }
+        )
+    }
+}
+
+/// The answer to [`Request::Outcome`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyOutcome {
+    pub request_id: String,
+    /// `None`: no write with this id was decided on this node's copy (never sent, refused
+    /// before ordering, still in flight, or its record expired).
+    pub outcome: Option<Outcome>,
 }
 
 /// Result of a successful write.
@@ -136,6 +237,8 @@ pub enum Reply {
     Entry(Entry),
     Entries(Vec<Entry>),
     Status(Status),
+    /// Before `Written`: untagged, and `Written` matches any object with a `version`.
+    Outcome(KeyOutcome),
     Written(WriteOk),
 }
 
@@ -161,7 +264,8 @@ mod tests {
             Request::Cas {
                 key: "/a".into(),
                 value: serde_json::json!({"x":1}),
-                version: 3
+                version: 3,
+                id: None,
             }
         );
         let e = Response::Err(StoreError::Conflict {
@@ -183,7 +287,37 @@ mod tests {
                 key: "/a".into(),
                 version: None,
             },
+            id: Some("r1".into()),
+            at: 5,
         };
         assert_eq!(GroupMsg::decode(&m.encode()).expect("dec"), m);
+        // an older member's write (no id) still decodes
+        let old: GroupMsg = serde_json::from_str(
+            r#"{"t":"write","req":2,"op":{"op":"delete","key":"/a","version":null}}"#,
+        )
+        .expect("old write");
+        assert!(matches!(
+            old,
+            GroupMsg::Write {
+                id: None,
+                at: 0,
+                ..
+            }
+        ));
+        let o = Response::Ok(Reply::Outcome(KeyOutcome {
+            request_id: "r1".into(),
+            outcome: Some(Outcome::Ok(WriteOk { version: 9 })),
+        }));
+        let s = serde_json::to_string(&o).expect("enc");
+        assert_eq!(
+            s,
+            r#"{"ok":{"request_id":"r1","outcome":{"ok":{"version":9}}}}"#
+        );
+        assert_eq!(serde_json::from_str::<Response>(&s).expect("dec"), o);
+        let none = r#"{"ok":{"request_id":"r2","outcome":null}}"#;
+        assert!(matches!(
+            serde_json::from_str::<Response>(none).expect("dec"),
+            Response::Ok(Reply::Outcome(KeyOutcome { outcome: None, .. }))
+        ));
     }
 }

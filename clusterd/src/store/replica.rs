@@ -7,7 +7,7 @@
 
 use super::db::{Content, Db, DbError};
 use super::engine::{Cpg, Event, PeerFencing};
-use super::proto::{GroupMsg, SnapEnd, SnapEntry, WriteOk, WriteOp};
+use super::proto::{AppliedKey, GroupMsg, Outcome, SnapEnd, SnapEntry, WriteOk, WriteOp};
 use super::{under_prefix, Entry, Member, Status, StoreError, SNAPSHOT_CHUNK_BYTES};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +15,12 @@ use std::time::{Duration, Instant};
 
 /// How long a member waits for corosync's verdict on a new ring before it reports anyway.
 pub const QUORUM_WAIT: Duration = Duration::from_secs(2);
+
+/// How many decided request ids the replicated record keeps (the oldest go first).
+pub const MAX_APPLIED: usize = 10_000;
+/// A request id is forgotten once a keyed write stamped this much later (origin clocks) is
+/// decided: retries must come sooner.
+pub const APPLIED_TTL_S: u64 = 24 * 3600;
 
 /// Caller's handle for a write in flight (the daemon maps it to a client connection).
 pub type Token = u64;
@@ -46,8 +52,77 @@ enum Sync {
         need: bool,
         next_seq: u32,
         entries: Vec<SnapEntry>,
+        applied: Vec<AppliedKey>,
     },
     Done,
+}
+
+/// A write delivered while syncing: origin, its request number there, the op, its
+/// idempotency key and origin time.
+#[derive(Debug)]
+struct Queued {
+    from: Member,
+    req: u64,
+    op: WriteOp,
+    id: Option<String>,
+    at: u64,
+}
+
+/// The replicated record of decided request ids (see [`Replica::submit_keyed`]).
+#[derive(Debug, Default)]
+struct Applied {
+    by_id: HashMap<String, (u64, u64, Outcome)>,
+    /// seq → id, oldest first.
+    order: BTreeMap<u64, String>,
+    last_seq: u64,
+}
+
+impl Applied {
+    fn from_records(recs: Vec<AppliedKey>) -> Applied {
+        let mut a = Applied::default();
+        for (id, seq, at, o) in recs {
+            a.last_seq = a.last_seq.max(seq);
+            a.order.insert(seq, id.clone());
+            a.by_id.insert(id, (seq, at, o));
+        }
+        a
+    }
+
+    fn records(&self) -> Vec<AppliedKey> {
+        self.order
+            .iter()
+            .filter_map(|(seq, id)| {
+                let (_, at, o) = self.by_id.get(id)?;
+                Some((id.clone(), *seq, *at, o.clone()))
+            })
+            .collect()
+    }
+
+    /// Record `id` decided at origin time `at`; returns the record and the ids forgotten to
+    /// make room (the oldest beyond [`MAX_APPLIED`], and those older than [`APPLIED_TTL_S`]
+    /// before `at`) — a function of the record and the write only, so every member forgets
+    /// the same ones.
+    fn remember(&mut self, id: &str, at: u64, o: Outcome) -> (AppliedKey, Vec<String>) {
+        let mut forget = vec![];
+        while let Some((&seq, old)) = self.order.iter().next() {
+            let expired = self
+                .by_id
+                .get(old)
+                .is_some_and(|r| r.1.saturating_add(APPLIED_TTL_S) < at);
+            if self.order.len() < MAX_APPLIED && !expired {
+                break;
+            }
+            if let Some(old) = self.order.remove(&seq) {
+                self.by_id.remove(&old);
+                forget.push(old);
+            }
+        }
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        self.order.insert(seq, id.to_string());
+        self.by_id.insert(id.to_string(), (seq, at, o.clone()));
+        ((id.to_string(), seq, at, o), forget)
+    }
 }
 
 #[derive(Debug)]
@@ -56,8 +131,10 @@ struct View {
     /// Latest `(ring, quorate)` reported by each member through the group.
     reports: BTreeMap<Member, (u64, bool)>,
     sync: Sync,
-    /// Writes delivered while syncing: (origin, request id, op).
-    queue: Vec<(Member, u64, WriteOp)>,
+    /// Writes delivered while syncing.
+    queue: Vec<Queued>,
+    /// When this view began (for the log only: how long writes waited for its sync).
+    began: Option<Instant>,
 }
 
 impl View {
@@ -69,6 +146,7 @@ impl View {
                 states: BTreeMap::new(),
             },
             queue: vec![],
+            began: None,
         }
     }
 
@@ -82,6 +160,27 @@ impl View {
         self.members
             .iter()
             .all(|m| matches!(self.reports.get(m), Some(&(r, true)) if r == ring))
+    }
+}
+
+impl View {
+    /// Why a delivered write is refused when the view is not writable. Every member quorate
+    /// but not all for the newest ring means a verdict on the new ring is still on its way
+    /// (only a side that holds quorum produces quorate verdicts for a newer ring): that is a
+    /// transient "syncing", not "not quorate" — a majority that lost one node is not told it
+    /// is read-only. Anything else (a member reports not quorate, or no report) is the
+    /// not-quorate refusal.
+    fn refusal(&self) -> StoreError {
+        let all_quorate = !self.members.is_empty()
+            && self
+                .members
+                .iter()
+                .all(|m| matches!(self.reports.get(m), Some(&(_, true))));
+        if all_quorate {
+            StoreError::Syncing
+        } else {
+            StoreError::NotQuorate
+        }
     }
 }
 
@@ -127,6 +226,8 @@ pub struct Replica {
     /// The other node of the last synced multi-node view.
     peer: Option<u32>,
     hold: Option<Hold>,
+    /// Decided request ids and their outcomes (replicated: every member records the same).
+    applied: Applied,
 }
 
 /// SHA-256 over the sorted (key, entry version, value) triples.
@@ -165,6 +266,7 @@ impl Replica {
     pub fn new(me: Member, db: Db) -> Result<Replica, Fatal> {
         let (version, content) = db.load()?;
         let chain = db.chain_at(version)?.unwrap_or_default();
+        let applied = Applied::from_records(db.load_applied()?);
         tracing::info!(
             version,
             entries = content.len(),
@@ -192,6 +294,7 @@ impl Replica {
             current: false,
             peer: None,
             hold: None,
+            applied,
         })
     }
 
@@ -307,6 +410,30 @@ impl Replica {
         op: WriteOp,
         token: Token,
     ) -> Result<(), StoreError> {
+        self.submit_keyed(cpg, op, None, 0, token).map(|_| ())
+    }
+
+    /// How the write with request id `id` was decided on this copy, if it was.
+    pub fn outcome(&self, id: &str) -> Option<Outcome> {
+        self.applied.by_id.get(id).map(|r| r.2.clone())
+    }
+
+    /// Submit a write carrying the client's idempotency key `id` (and the origin's clock
+    /// `at`, unix seconds). A write whose id was already decided is not sent again: its first
+    /// outcome is returned at once (`Some`). Otherwise as [`Replica::submit`] (`None`: the
+    /// outcome comes through [`Replica::take_replies`]); should two copies of the same id be
+    /// delivered, the second gets the first's outcome without being applied.
+    pub fn submit_keyed(
+        &mut self,
+        cpg: &mut dyn Cpg,
+        op: WriteOp,
+        id: Option<String>,
+        at: u64,
+        token: Token,
+    ) -> Result<Option<Result<WriteOk, StoreError>>, StoreError> {
+        if let Some(o) = id.as_deref().and_then(|i| self.outcome(i)) {
+            return Ok(Some(o.result()));
+        }
         if !self.local_quorum.is_some_and(|q| q.1) {
             return Err(StoreError::NotQuorate);
         }
@@ -318,11 +445,11 @@ impl Replica {
         }
         let req = self.next_req;
         self.next_req += 1;
-        let msg = GroupMsg::Write { req, op }.encode();
+        let msg = GroupMsg::Write { req, op, id, at }.encode();
         cpg.mcast(&msg)
             .map_err(|e| StoreError::unavailable(format!("multicast failed: {e}")))?;
         self.pending.insert(req, token);
-        Ok(())
+        Ok(None)
     }
 
     // ------------------------------------------------------------------ events
@@ -345,8 +472,8 @@ impl Replica {
                 tracing::info!(?members, "config store view change: syncing");
                 // Writes queued in the old view were seen only by its members: every one of
                 // them drops the same queue, so the originators report "syncing".
-                for (from, req, _) in std::mem::take(&mut self.view.queue) {
-                    self.reply(from, req, Err(StoreError::Syncing));
+                for q in std::mem::take(&mut self.view.queue) {
+                    self.reply(q.from, q.req, Err(StoreError::Syncing));
                 }
                 // The quorum notification for the new ring may not have arrived yet (it comes
                 // on its own connection); corosync's answer now cannot be older than this
@@ -356,6 +483,7 @@ impl Replica {
                     self.local_quorum = Some((ring, false));
                 }
                 self.view = View::new(members);
+                self.view.began = Some(now);
                 self.update_hold(cpg, now);
                 self.reported = None;
                 self.state_due = if self.view.members.contains(&self.me) {
@@ -497,12 +625,18 @@ impl Replica {
             return Ok(());
         }
         match m {
-            GroupMsg::Write { req, op } => {
+            GroupMsg::Write { req, op, id, at } => {
                 if matches!(self.view.sync, Sync::Done) {
-                    let r = self.apply(&op)?;
+                    let r = self.apply_keyed(&op, id.as_deref(), at)?;
                     self.reply(from, req, r);
                 } else {
-                    self.view.queue.push((from, req, op));
+                    self.view.queue.push(Queued {
+                        from,
+                        req,
+                        op,
+                        id,
+                        at,
+                    });
                 }
             }
             GroupMsg::Quorum { ring, quorate } => {
@@ -533,6 +667,7 @@ impl Replica {
                 members,
                 seq,
                 entries,
+                applied,
                 last,
             } => {
                 if members != self.view.members {
@@ -544,6 +679,7 @@ impl Replica {
                     need,
                     next_seq,
                     entries: acc,
+                    applied: acc_applied,
                 } = &mut self.view.sync
                 else {
                     return Ok(());
@@ -554,6 +690,7 @@ impl Replica {
                 *next_seq += 1;
                 if *need {
                     acc.extend(entries);
+                    acc_applied.extend(applied);
                 }
                 if let Some(end) = last {
                     if (end.version, &end.hash) != (target.0, &target.1) {
@@ -568,7 +705,8 @@ impl Replica {
                     if *need {
                         let leader = *leader;
                         let entries = std::mem::take(acc);
-                        self.install(leader, end, entries)?;
+                        let applied = std::mem::take(acc_applied);
+                        self.install(leader, end, entries, applied)?;
                     }
                     self.sync_done()?;
                 }
@@ -620,6 +758,7 @@ impl Replica {
             need,
             next_seq: 0,
             entries: vec![],
+            applied: vec![],
         };
         if leader == self.me {
             let mut versions: Vec<u64> = states.values().map(|s| s.0).filter(|v| *v < lv).collect();
@@ -637,17 +776,27 @@ impl Replica {
     }
 
     fn send_snapshot(&mut self, cpg: &mut dyn Cpg, lineage: Vec<(u64, String)>) {
-        let mut chunks: Vec<Vec<SnapEntry>> = vec![vec![]];
+        type Chunk = (Vec<SnapEntry>, Vec<AppliedKey>);
+        let mut chunks: Vec<Chunk> = vec![(vec![], vec![])];
         let mut size = 0;
-        for (k, (v, val)) in &self.content {
-            let sz = k.len() + val.len() + 48;
+        let mut room = |chunks: &mut Vec<Chunk>, sz: usize| {
             if size + sz > SNAPSHOT_CHUNK_BYTES && size > 0 {
-                chunks.push(vec![]);
+                chunks.push((vec![], vec![]));
                 size = 0;
             }
             size += sz;
+        };
+        for (k, (v, val)) in &self.content {
+            room(&mut chunks, k.len() + val.len() + 48);
             if let Some(c) = chunks.last_mut() {
-                c.push((k.clone(), *v, val.clone()));
+                c.0.push((k.clone(), *v, val.clone()));
+            }
+        }
+        // the record of decided request ids travels in the same chunks, after the entries
+        for rec in self.applied.records() {
+            room(&mut chunks, rec.0.len() + 160);
+            if let Some(c) = chunks.last_mut() {
+                c.1.push(rec);
             }
         }
         let n = chunks.len();
@@ -657,11 +806,12 @@ impl Replica {
             chain: self.chain.clone(),
             lineage,
         };
-        for (i, entries) in chunks.into_iter().enumerate() {
+        for (i, (entries, applied)) in chunks.into_iter().enumerate() {
             let msg = GroupMsg::Snapshot {
                 members: self.view.members.clone(),
                 seq: i as u32,
                 entries,
+                applied,
                 last: (i + 1 == n).then(|| end.clone()),
             };
             if let Err(e) = cpg.mcast(&msg.encode()) {
@@ -682,6 +832,7 @@ impl Replica {
         leader: Member,
         end: SnapEnd,
         entries: Vec<SnapEntry>,
+        applied: Vec<AppliedKey>,
     ) -> Result<(), Fatal> {
         let content: Content = entries
             .iter()
@@ -729,6 +880,8 @@ impl Replica {
             }
         }
         self.db.replace(end.version, &end.chain, &entries)?;
+        self.db.replace_applied(&applied)?;
+        self.applied = Applied::from_records(applied);
         tracing::info!(
             from = self.version,
             to = end.version,
@@ -744,23 +897,65 @@ impl Replica {
 
     fn sync_done(&mut self) -> Result<(), Fatal> {
         self.view.sync = Sync::Done;
+        // how long writes of this view waited (view change → every state in → snapshot end):
+        // the figure to look at when writes stall around a membership change
+        tracing::info!(
+            members = self.view.members.len(),
+            queued = self.view.queue.len(),
+            sync_ms = self.view.began.map(|t| t.elapsed().as_millis() as u64),
+            "config store sync done"
+        );
         self.last_sync = Some(unix_now());
         // every member of this view now holds the same copy
         if let Some(p) = self.view.members.iter().find(|m| m.node != self.me.node) {
             self.peer = Some(p.node);
             self.current = true;
         }
-        for (from, req, op) in std::mem::take(&mut self.view.queue) {
-            let r = self.apply(&op)?;
-            self.reply(from, req, r);
+        for q in std::mem::take(&mut self.view.queue) {
+            let r = self.apply_keyed(&q.op, q.id.as_deref(), q.at)?;
+            self.reply(q.from, q.req, r);
         }
         Ok(())
+    }
+
+    /// A delivered write with its idempotency key: an id already decided gets its first
+    /// outcome and is not applied again; a new decision (applied, or refused on the data:
+    /// conflict, not found) is recorded under the id. A refusal by the quorum rule or the hold
+    /// is not recorded: nothing was applied, a retry may still be.
+    fn apply_keyed(
+        &mut self,
+        op: &WriteOp,
+        id: Option<&str>,
+        at: u64,
+    ) -> Result<Result<WriteOk, StoreError>, Fatal> {
+        if let Some(o) = id.and_then(|i| self.outcome(i)) {
+            tracing::info!(
+                request_id = id,
+                "write already decided: its first outcome answers the retry"
+            );
+            return Ok(o.result());
+        }
+        let r = self.apply(op)?;
+        let decided = match &r {
+            Ok(_) => true,
+            Err(e) => matches!(
+                e,
+                StoreError::Conflict { .. }
+                    | StoreError::NotFound { .. }
+                    | StoreError::Invalid { .. }
+            ),
+        };
+        if let (Some(id), true) = (id, decided) {
+            let (rec, forget) = self.applied.remember(id, at, Outcome::of(&r));
+            self.db.record_applied(&rec, &forget)?;
+        }
+        Ok(r)
     }
 
     /// Apply one delivered write, or refuse it — the same decision on every member.
     fn apply(&mut self, op: &WriteOp) -> Result<Result<WriteOk, StoreError>, Fatal> {
         if !self.view.writable() {
-            return Ok(Err(StoreError::NotQuorate));
+            return Ok(Err(self.view.refusal()));
         }
         if let Some(e) = self.held() {
             return Ok(Err(e));

@@ -6,9 +6,9 @@ use super::db::Db;
 use super::engine::corosync::Corosync;
 use super::engine::EngineError;
 use super::fencing::CrmPoller;
-use super::proto::{Reply, Request, Response, WriteOk, WriteOp};
+use super::proto::{KeyOutcome, Reply, Request, Response, WriteOk, WriteOp};
 use super::replica::{Fatal, Replica, Token};
-use super::{canonical_value, validate_key, validate_prefix, StoreError};
+use super::{canonical_value, validate_key, validate_prefix, validate_request_id, StoreError};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
@@ -75,7 +75,8 @@ enum Checked {
     Get(String),
     List(String),
     Status,
-    Write(WriteOp),
+    Outcome(String),
+    Write(WriteOp, Option<String>),
 }
 
 fn check(req: Request) -> Result<Checked, StoreError> {
@@ -89,37 +90,69 @@ fn check(req: Request) -> Result<Checked, StoreError> {
             Checked::List(prefix)
         }
         Request::Status => Checked::Status,
-        Request::Put { key, value } => {
-            validate_key("key", &key)?;
-            Checked::Write(WriteOp::Put {
-                value: canonical_value(&value)?,
-                key,
-            })
+        Request::Outcome { id } => {
+            validate_request_id(&id)?;
+            Checked::Outcome(id)
         }
-        Request::Create { key, value } => {
+        Request::Put { key, value, id } => {
             validate_key("key", &key)?;
-            Checked::Write(WriteOp::Create {
-                value: canonical_value(&value)?,
-                key,
-            })
+            checked_id(&id)?;
+            Checked::Write(
+                WriteOp::Put {
+                    value: canonical_value(&value)?,
+                    key,
+                },
+                id,
+            )
+        }
+        Request::Create { key, value, id } => {
+            validate_key("key", &key)?;
+            checked_id(&id)?;
+            Checked::Write(
+                WriteOp::Create {
+                    value: canonical_value(&value)?,
+                    key,
+                },
+                id,
+            )
         }
         Request::Cas {
             key,
             value,
             version,
+            id,
         } => {
             validate_key("key", &key)?;
-            Checked::Write(WriteOp::Cas {
-                value: canonical_value(&value)?,
-                key,
-                version,
-            })
+            checked_id(&id)?;
+            Checked::Write(
+                WriteOp::Cas {
+                    value: canonical_value(&value)?,
+                    key,
+                    version,
+                },
+                id,
+            )
         }
-        Request::Delete { key, version } => {
+        Request::Delete { key, version, id } => {
             validate_key("key", &key)?;
-            Checked::Write(WriteOp::Delete { key, version })
+            checked_id(&id)?;
+            Checked::Write(WriteOp::Delete { key, version }, id)
         }
     })
+}
+
+fn checked_id(id: &Option<String>) -> Result<(), StoreError> {
+    match id {
+        Some(i) => validate_request_id(i),
+        None => Ok(()),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn written(r: Result<WriteOk, StoreError>) -> Response {
@@ -173,11 +206,17 @@ fn corosync_thread(
                         }),
                         Ok(Checked::List(p)) => Ok(Response::Ok(Reply::Entries(replica.list(&p)))),
                         Ok(Checked::Status) => Ok(Response::Ok(Reply::Status(replica.status()))),
-                        Ok(Checked::Write(op)) => {
+                        Ok(Checked::Outcome(id)) => Ok(Response::Ok(Reply::Outcome(KeyOutcome {
+                            outcome: replica.outcome(&id),
+                            request_id: id,
+                        }))),
+                        Ok(Checked::Write(op, id)) => {
                             let t = next_token;
                             next_token += 1;
-                            match replica.submit(&mut cs, op, t) {
-                                Ok(()) => Err(t),
+                            match replica.submit_keyed(&mut cs, op, id, unix_now(), t) {
+                                Ok(None) => Err(t),
+                                // decided before: the first outcome, nothing applied again
+                                Ok(Some(r)) => Ok(written(r)),
                                 Err(e) => Ok(Response::Err(e)),
                             }
                         }
@@ -199,7 +238,7 @@ fn corosync_thread(
                     for t in late {
                         if let Some((tx, _)) = waiting.remove(&t) {
                             let _ = tx.send(Response::Err(StoreError::unavailable(
-                                "no outcome within 30 s (the write may or may not be applied; read before retrying)",
+                                "no outcome within 30 s: outcome unknown (the write may or may not be applied; retry with the same request id, or ask for its outcome)",
                             )));
                         }
                     }

@@ -250,19 +250,7 @@ pub fn write_local_token(node: &Node) -> Result<PathBuf> {
 /// alone cannot fence its peer: two_node implies wait_for_all, so it stays inquorate until it
 /// has seen the peer.
 pub fn boot(node: &Node) {
-    let cs = &node.cluster;
-    if !matches!(cs.record(), Ok(Some(_))) {
-        return;
-    }
-    let mut ds = vec![Daemon::Corosync, Daemon::Pacemaker];
-    if cs.clusterd_bin.is_some() {
-        ds.push(Daemon::Clusterd);
-    }
-    for d in ds {
-        if let Err(e) = cs.svc.start(d) {
-            tracing::warn!(daemon = d.name(), error = %e, "cannot start cluster daemon");
-        }
-    }
+    crate::daemons::boot(node);
 }
 
 struct TaskProgress<'a>(pub(super) &'a TaskHandle);

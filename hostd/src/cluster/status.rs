@@ -25,6 +25,8 @@ pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
             stonith_enabled: false,
             failed_actions: vec![],
             notes: vec!["this node is not in a cluster".into()],
+            daemons: vec![],
+            store: None,
         });
     };
     let conf = form::read_corosync_conf(&cs.paths)?;
@@ -46,6 +48,9 @@ pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
     if conf.nodes.len() == 1 {
         notes.push("single node: no redundancy until a second node joins".into());
     }
+    let daemons = crate::daemons::daemon_statuses(node);
+    let store = crate::daemons::store_state();
+    notes.extend(crate::daemons::status_notes(&daemons, &store));
     let mut members = vec![];
     for n in &conf.nodes {
         let qm = q
@@ -117,6 +122,8 @@ pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
             })
             .unwrap_or_default(),
         notes,
+        daemons,
+        store: Some(store),
     })
 }
 

@@ -3,11 +3,13 @@ import { ApiError, get, post, runTask } from "../api";
 import { Badge, Empty, ErrorBox, Loading, Modal } from "../components";
 import { usePoll } from "../hooks";
 import {
-  deviceParams, expiryText, failedActionText, fenceTestView, isStandalone, joinAddressFor, joinCommand, linkSummary,
-  memberBadge, quorumView,
+  daemonBadge, deviceParams, expiryText, failedActionText, fenceTestView, isStandalone, joinAddressFor, joinCommand,
+  lastExitText, linkSummary, memberBadge, quorumView, storeView,
 } from "../cluster";
 import { formatTime } from "../logic";
-import type { ClusterNode, ClusterStatus, FenceDeviceInfo, FenceTestResult, JoinToken, MemberStatus } from "../types";
+import type {
+  ClusterNode, ClusterStatus, DaemonStatus, FenceDeviceInfo, FenceTestResult, JoinToken, MemberStatus,
+} from "../types";
 
 /** Refresh period of the cluster page (paused while the tab is hidden). */
 export const CLUSTER_POLL_MS = 3000;
@@ -210,6 +212,33 @@ function Standalone({ s }: { s: ClusterStatus }) {
   );
 }
 
+/** corosync, Pacemaker and keel-clusterd on the node that answered. */
+function Daemons({ daemons, node }: { daemons: DaemonStatus[]; node: string }) {
+  if (daemons.length === 0) return null;
+  return (
+    <>
+      <div class="panel-head section-gap"><h2>Daemons on {node}</h2></div>
+      <table class="table" aria-label="Cluster daemons">
+        <thead><tr><th>Daemon</th><th>State</th><th>PID</th><th>Since</th><th>Restarts</th><th>Last exit</th><th /></tr></thead>
+        <tbody>{daemons.map((d) => {
+          const b = daemonBadge(d);
+          return (
+            <tr data-testid={`daemon-${d.name}`}>
+              <td class="mono">{d.name}</td>
+              <td><Badge tone={b.tone}>{b.label}</Badge></td>
+              <td class="mono">{d.pid ?? "—"}</td>
+              <td class="small">{d.since ? formatTime(d.since) : "—"}</td>
+              <td>{d.restarts}</td>
+              <td class="small">{lastExitText(d)}</td>
+              <td class="small muted">{d.message ?? ""}{d.next_attempt ? ` (next attempt ${formatTime(d.next_attempt)})` : ""}</td>
+            </tr>
+          );
+        })}</tbody>
+      </table>
+    </>
+  );
+}
+
 function Notes({ notes }: { notes: string[] }) {
   return (
     <section class="panel" aria-labelledby="notes-title">
@@ -230,6 +259,7 @@ export function Cluster() {
   const members = usePoll(
     () => clustered ? get<ClusterNode[]>("/cluster/nodes") : Promise.resolve(undefined), 0, [clustered]);
   const q = clustered && s ? quorumView(s) : null;
+  const store = s ? storeView(s.store) : null;
   const online = s ? s.members.filter((m) => m.online && !m.unclean).length : 0;
   return (
     <section aria-labelledby="cl-title">
@@ -260,10 +290,14 @@ export function Cluster() {
               <p class="big">{s.stonith_enabled ? "Enabled" : <span class="bad-text">Disabled</span>}</p>
               <p class="small">{s.members.filter((m) => m.fence_device).length} of {s.members.length} nodes have a device,{" "}
                 {s.members.filter((m) => m.last_fence_test?.ok).length} passed a test</p></div>
+            {store && <div class="card" aria-label="Config store"><h2>Config store</h2>
+              <p class="big" data-testid="store"><Badge tone={store.badge.tone}>{store.badge.label}</Badge></p>
+              <p class="small muted">{store.detail}</p></div>}
           </div>
           {!s.stonith_enabled && <div class="alert alert-error" role="alert"><strong>Fencing is off.</strong> A node that
             stops responding cannot be fenced, so its resources cannot be recovered safely.</div>}
           <Members s={s} onChanged={status.refresh} />
+          <Daemons daemons={s.daemons ?? []} node={s.local_node} />
           <FenceDevices devices={fencing.data} error={fencing.error} />
           <div class="panel-head section-gap"><h2>Failed actions</h2></div>
           {s.failed_actions.length === 0

@@ -788,3 +788,219 @@ fn no_hold_without_two_node() {
     s.write(1, put("/c", 1.into())).expect("c");
     assert_eq!(s.fence.asked(), 0);
 }
+
+// ------------------------------------------------------------------ idempotent writes
+
+impl Sim {
+    /// Submit a keyed write: `Ok(Ok(token))` in flight, `Ok(Err(outcome))` answered at once
+    /// from the record of decided ids.
+    #[allow(clippy::type_complexity)]
+    fn submit_id(
+        &mut self,
+        node: u32,
+        op: WriteOp,
+        id: &str,
+    ) -> Result<Result<Token, Result<WriteOk, StoreError>>, StoreError> {
+        let t = self.next_token;
+        self.next_token += 1;
+        let n = self.nodes.get_mut(&node).expect("node");
+        Ok(
+            match n.r.submit_keyed(&mut n.cpg, op, Some(id.into()), 1000, t)? {
+                None => Ok(t),
+                Some(r) => Err(r),
+            },
+        )
+    }
+
+    fn write_id(&mut self, node: u32, op: WriteOp, id: &str) -> Result<WriteOk, StoreError> {
+        match self.submit_id(node, op, id)? {
+            Ok(t) => {
+                self.run();
+                self.outcomes.remove(&t).expect("an outcome")
+            }
+            Err(r) => r,
+        }
+    }
+}
+
+/// The fault run's finding: a write whose answer was lost was sent again and applied twice.
+/// With the same request id, the copy delivered second (and any later retry, from any node)
+/// gets the first outcome and applies nothing.
+#[test]
+fn a_retried_write_is_applied_once() {
+    let mut s = Sim::new(3);
+    s.write(1, put("/n", 0.into())).expect("put");
+    let incr = |v: i64| put("/n", v.into());
+    // first attempt and its retry both in flight (the client gave up waiting on the first)
+    let a = s
+        .submit_id(1, incr(1), "req-1")
+        .expect("submit")
+        .expect("in flight");
+    let b = s
+        .submit_id(1, incr(1), "req-1")
+        .expect("submit")
+        .expect("in flight");
+    s.run();
+    let ra = s.outcomes.remove(&a).expect("a");
+    let rb = s.outcomes.remove(&b).expect("b");
+    assert_eq!(ra, Ok(WriteOk { version: 2 }));
+    assert_eq!(rb, ra, "the retry gets the first outcome");
+    for n in 1..=3 {
+        assert_eq!(s.r(n).version(), 2, "node{n}: applied once");
+        assert_eq!(
+            s.r(n).outcome("req-1"),
+            Some(Outcome::Ok(WriteOk { version: 2 }))
+        );
+    }
+    // a later retry through another node, even with another value: answered from the record
+    let r = s.submit_id(2, incr(99), "req-1").expect("submit");
+    assert_eq!(r, Err(Ok(WriteOk { version: 2 })), "answered at submit");
+    assert_eq!(s.r(3).get("/n").expect("n").value, serde_json::json!(1));
+    // refusals on the data are outcomes too: the retry of a losing create still loses
+    let create = |v: &str| WriteOp::Create {
+        key: "/vmid/100".into(),
+        value: format!("\"{v}\""),
+    };
+    s.write_id(1, create("node1"), "c1").expect("create");
+    let lost = s.write_id(3, create("node3"), "c3");
+    assert!(matches!(lost, Err(StoreError::Conflict { .. })), "{lost:?}");
+    s.write(
+        1,
+        WriteOp::Delete {
+            key: "/vmid/100".into(),
+            version: None,
+        },
+    )
+    .expect("delete");
+    assert_eq!(
+        s.write_id(3, create("node3"), "c3"),
+        lost,
+        "first outcome, not a new create"
+    );
+    assert!(s.r(2).get("/vmid/100").is_err());
+    s.assert_same(&[1, 2, 3]);
+    assert_eq!(s.r(1).outcome("never-sent"), None);
+}
+
+/// A write refused by the quorum rule applied nothing: its id is not recorded, and the retry
+/// after the partition heals is applied.
+#[test]
+fn a_refused_write_is_not_recorded_and_its_retry_applies() {
+    let mut s = Sim::new(3);
+    s.bus.partition(&[&[1, 2], &[3]]);
+    s.run();
+    let r = s.write_id(3, put("/x", 1.into()), "x1");
+    assert_eq!(r, Err(StoreError::NotQuorate));
+    assert_eq!(s.r(3).outcome("x1"), None);
+    s.bus.heal();
+    s.run();
+    let r = s
+        .write_id(3, put("/x", 1.into()), "x1")
+        .expect("applied after heal");
+    for n in 1..=3 {
+        assert_eq!(s.r(n).outcome("x1"), Some(Outcome::Ok(r.clone())));
+    }
+}
+
+/// The record travels with the data: a member brought up to date by snapshot, and a member
+/// restarted from its database, answer a retry exactly as the others do.
+#[test]
+fn the_record_of_ids_is_replicated_by_snapshot_and_survives_a_restart() {
+    let mut s = Sim::new(3);
+    s.crash(3);
+    s.run();
+    let w = s.write_id(1, put("/a", 1.into()), "a1").expect("put");
+    s.write_id(2, put("/b", 1.into()), "b1").expect("put");
+    // node3 comes back behind: synced by snapshot, with the record
+    s.start(3);
+    s.run();
+    s.assert_same(&[1, 2, 3]);
+    assert_eq!(s.r(3).outcome("a1"), Some(Outcome::Ok(w.clone())));
+    let v = s.r(3).version();
+    assert_eq!(s.write_id(3, put("/a", 2.into()), "a1"), Ok(w.clone()));
+    assert_eq!(s.r(1).version(), v, "not applied again");
+    // a restart reloads it from the database
+    s.crash(1);
+    s.run();
+    s.start(1);
+    s.run();
+    assert_eq!(s.r(1).outcome("a1"), Some(Outcome::Ok(w)));
+    assert!(s.r(1).outcome("b1").is_some());
+}
+
+#[test]
+fn the_record_of_ids_is_bounded_and_expires() {
+    let mut a = Applied::default();
+    let ok = |v| Outcome::Ok(WriteOk { version: v });
+    let (_, forgot) = a.remember("old", 1000, ok(1));
+    assert!(forgot.is_empty());
+    a.remember("mid", 1000 + APPLIED_TTL_S, ok(2));
+    // a write stamped more than the TTL after "old": it goes, "mid" stays
+    let (rec, forgot) = a.remember("new", 1001 + APPLIED_TTL_S, ok(3));
+    assert_eq!(forgot, vec!["old".to_string()]);
+    assert_eq!(rec.1, 3, "sequence numbers keep counting");
+    assert!(a.by_id.contains_key("mid") && a.by_id.contains_key("new"));
+    for i in 0..MAX_APPLIED {
+        a.remember(&format!("bulk-{i}"), 5000 + APPLIED_TTL_S, ok(4));
+    }
+    assert_eq!(a.by_id.len(), MAX_APPLIED);
+    assert!(!a.by_id.contains_key("mid") && !a.by_id.contains_key("new"));
+    assert_eq!(a.records().len(), MAX_APPLIED);
+    let back = Applied::from_records(a.records());
+    assert_eq!(back.last_seq, a.last_seq);
+    assert_eq!(back.order.len(), MAX_APPLIED);
+}
+
+/// The fault run saw a majority write refused "not quorate" while one node was lost: a
+/// member's verdict on the new ring was still on its way, so the members' reports (all
+/// quorate) named different rings. That is a transient state of a quorate side: "syncing"
+/// (clients retry it with the same request id), not "read-only".
+#[test]
+fn a_late_verdict_on_a_quorate_side_is_syncing_not_read_only() {
+    let m = |node| Member { node, pid: 1 };
+    let mut v = View::new(vec![m(1), m(2)]);
+    v.sync = Sync::Done;
+    v.reports.insert(m(1), (8, true));
+    v.reports.insert(m(2), (4, true));
+    assert!(!v.writable());
+    assert_eq!(v.refusal(), StoreError::Syncing);
+    v.reports.insert(m(2), (8, false));
+    assert_eq!(v.refusal(), StoreError::NotQuorate);
+    v.reports.remove(&m(2));
+    assert_eq!(v.refusal(), StoreError::NotQuorate, "no report at all");
+    v.reports.insert(m(2), (8, true));
+    assert!(v.writable());
+}
+
+/// A large record of request ids is chunked with the entries (no snapshot message grows past
+/// the chunk bound because of it) and arrives whole.
+#[test]
+fn a_large_record_of_ids_is_sent_in_chunks() {
+    let mut s = Sim::new(3);
+    s.crash(3);
+    s.run();
+    let id = |i: usize| format!("{i:0>128}");
+    for batch in 0..25 {
+        for i in batch * 100..(batch + 1) * 100 {
+            s.submit_id(1, put("/same", i.into()), &id(i))
+                .expect("submit")
+                .expect("in flight");
+        }
+        s.run();
+    }
+    assert_eq!(s.r(1).version(), 2500);
+    let sent_before = s.bus.sent();
+    s.start(3);
+    s.run();
+    s.assert_same(&[1, 2, 3]);
+    // 2500 ids of 128 bytes: more than one chunk's worth on their own
+    assert!(
+        s.bus.sent() - sent_before >= 5,
+        "states + at least two snapshot chunks"
+    );
+    for i in [0, 1249, 2499] {
+        assert_eq!(s.r(3).outcome(&id(i)), s.r(1).outcome(&id(i)), "id {i}");
+        assert!(s.r(3).outcome(&id(i)).is_some());
+    }
+    assert_eq!(s.r(3).applied.by_id.len(), 2500);
+}
