@@ -13,38 +13,35 @@ use crate::client::{ApiError, Client};
 
 /// Echo off on the terminal while it lives (restored on drop).
 struct NoEcho {
-    saved: Option<libc::termios>,
+    saved: Option<rustix::termios::Termios>,
 }
 
 impl NoEcho {
-    #[allow(unsafe_code)]
     fn new() -> NoEcho {
-        // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed termios that tcgetattr fills in;
-        // a failure (not a terminal) leaves the settings untouched and `saved` empty.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return NoEcho { saved: None };
-            }
-            let saved = t;
-            t.c_lflag &= !libc::ECHO;
-            t.c_lflag |= libc::ECHONL;
-            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
-                return NoEcho { saved: None };
-            }
-            NoEcho { saved: Some(saved) }
+        use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+        let stdin = std::io::stdin();
+        // not a terminal: nothing to turn off, and nothing to restore
+        let Ok(saved) = tcgetattr(&stdin) else {
+            return NoEcho { saved: None };
+        };
+        let mut t = saved.clone();
+        t.local_modes.remove(LocalModes::ECHO);
+        t.local_modes.insert(LocalModes::ECHONL);
+        if tcsetattr(&stdin, OptionalActions::Now, &t).is_err() {
+            return NoEcho { saved: None };
         }
+        NoEcho { saved: Some(saved) }
     }
 }
 
 impl Drop for NoEcho {
-    #[allow(unsafe_code)]
     fn drop(&mut self) {
         if let Some(t) = &self.saved {
-            // SAFETY: restores the settings tcgetattr returned for the same descriptor.
-            unsafe {
-                libc::tcsetattr(0, libc::TCSANOW, t);
-            }
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                t,
+            );
         }
     }
 }
