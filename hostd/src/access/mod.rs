@@ -1,0 +1,132 @@
+//! Users, groups, roles and permissions (Proxmox VE's model, adapted).
+//!
+//! - [`eval`] — the access configuration and its evaluation (pure).
+//! - [`store`] — where it lives (this node's database, or the config store when clustered).
+//! - [`rules`] — the route → (privilege, path) table and the one middleware that checks it.
+//! - [`handlers`] — `/api/v1/access/{users,groups,roles,acl,tokens,permissions}`.
+//!
+//! See docs/access.md.
+
+pub mod eval;
+pub mod handlers;
+pub mod rules;
+pub mod store;
+
+use keel_api::vm::VmSpec;
+use utoipa::OpenApi;
+
+pub use eval::{AccessConfig, Subject};
+pub use rules::{enforce, FORWARDED_TOKEN};
+
+use crate::error::{Error, Result};
+
+/// Whether the subject is root with root's full powers: a session or a token without
+/// privilege separation.
+pub fn is_full_root(cfg: &AccessConfig, s: &Subject) -> bool {
+    s.user == eval::ROOT
+        && !s
+            .full_tokenid()
+            .is_some_and(|t| cfg.tokens.get(&t).is_some_and(|m| m.privsep))
+}
+
+/// Raw host paths as VM disks or CD-ROMs are root's only: refuse any path `spec` names that
+/// `old` (the VM's current spec, on update) does not already have, unless the caller is root.
+pub fn check_raw_paths(
+    cfg: &AccessConfig,
+    s: &Subject,
+    spec: &VmSpec,
+    old: Option<&VmSpec>,
+) -> Result<()> {
+    if is_full_root(cfg, s) {
+        return Ok(());
+    }
+    let kept: Vec<String> = old
+        .map(|o| {
+            keel_api::access::raw_paths(o)
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect()
+        })
+        .unwrap_or_default();
+    for (field, path) in keel_api::access::raw_paths(spec) {
+        if !kept.contains(&path) {
+            return Err(Error::Forbidden(format!(
+                "{field}: a raw host path ({path:?}) as a VM disk or CD-ROM is allowed for root only \
+                 (QEMU would get that host file); use a volume in a storage pool (pool + volume)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The whole OpenAPI document: the API's, the access endpoints', each operation annotated with
+/// the permission it needs.
+pub fn api_doc() -> utoipa::openapi::OpenApi {
+    let mut doc = crate::api::ApiDoc::openapi();
+    doc.merge(handlers::AccessDoc::openapi());
+    rules::annotate(&mut doc);
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_api::access::{AclEntry, UgidType};
+
+    fn spec(json: serde_json::Value) -> VmSpec {
+        serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn raw_paths_are_root_only() {
+        let mut cfg = AccessConfig::default();
+        cfg.acl.push(AclEntry {
+            path: "/".into(),
+            ugid_type: UgidType::User,
+            ugid: "adm".into(),
+            roleid: "Administrator".into(),
+            propagate: true,
+        });
+        cfg.tokens.insert(
+            "root!sep".into(),
+            eval::TokenMeta {
+                privsep: true,
+                expire: None,
+            },
+        );
+        let raw = spec(serde_json::json!({
+            "vmid": 100, "name": "x", "vcpus": 1, "memory_mib": 64,
+            "disks": [{"path": "/etc/shadow"}], "cdrom": {"path": "/root/x.iso"}
+        }));
+        let adm = Subject {
+            user: "adm".into(),
+            token: None,
+        };
+        let e = check_raw_paths(&cfg, &adm, &raw, None);
+        assert!(
+            matches!(&e, Err(Error::Forbidden(m)) if m.starts_with("disks[0].path") && m.contains("root")),
+            "{e:?}"
+        );
+        let root = Subject {
+            user: "root".into(),
+            token: None,
+        };
+        assert!(check_raw_paths(&cfg, &root, &raw, None).is_ok());
+        let root_sep = Subject {
+            user: "root".into(),
+            token: Some("sep".into()),
+        };
+        assert!(check_raw_paths(&cfg, &root_sep, &raw, None).is_err());
+        // an update that keeps the paths a VM already has is fine; a new one is not
+        assert!(check_raw_paths(&cfg, &adm, &raw, Some(&raw)).is_ok());
+        let mut changed = raw.clone();
+        if let Some(c) = changed.cdrom.as_mut() {
+            c.path = Some("/etc/passwd".into());
+        }
+        let e = check_raw_paths(&cfg, &adm, &changed, Some(&raw));
+        assert!(
+            matches!(&e, Err(Error::Forbidden(m)) if m.starts_with("cdrom.path")),
+            "{e:?}"
+        );
+    }
+}
