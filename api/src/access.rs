@@ -424,9 +424,10 @@ pub struct TokenSpec {
     /// Unix seconds after which the token is refused; absent = never.
     #[serde(default)]
     pub expire: Option<i64>,
-    /// Privilege separation (default true): the token has only what ACL entries grant the
-    /// token itself, and never more than its user.
-    #[serde(default = "yes")]
+    /// Privilege separation (default false: the token acts with its user's privileges). With
+    /// it, the token has only what ACL entries grant the token itself, and never more than its
+    /// user.
+    #[serde(default)]
     pub privsep: bool,
 }
 

@@ -641,7 +641,7 @@ async fn list_tokens(
     ))
 }
 
-/// Create an API token for the caller. With `privsep` (the default) it has only what ACL
+/// Create an API token for the caller. With `privsep` it has only what ACL
 /// entries grant the token itself, never more than its user. A token with privilege
 /// separation cannot create tokens.
 #[utoipa::path(post, path = "/api/v1/access/tokens", tag = "access", request_body = TokenSpec,
