@@ -775,6 +775,33 @@ mod tests {
     }
 
     #[test]
+    fn subjects_of_tokens_sessions_and_forwarded_requests() {
+        let p = Principal {
+            user: "bob".into(),
+            csrf: None,
+        };
+        let mut h = HeaderMap::new();
+        assert_eq!(subject_of(&h, &p).token, None);
+        h.insert(
+            header::AUTHORIZATION,
+            header::HeaderValue::from_static("KeelAPIToken bob!ci=secret"),
+        );
+        assert_eq!(subject_of(&h, &p).token.as_deref(), Some("ci"));
+        // the token header counts only on a forwarded request (checked by check_forwarded)
+        let mut f = HeaderMap::new();
+        f.insert(FORWARDED_TOKEN, header::HeaderValue::from_static("ci"));
+        assert_eq!(subject_of(&f, &p).token, None);
+        f.insert(
+            crate::cluster::FORWARDED_USER,
+            header::HeaderValue::from_static("bob"),
+        );
+        let s = subject_of(&f, &p);
+        assert_eq!((s.user.as_str(), s.token.as_deref()), ("bob", Some("ci")));
+        f.insert(FORWARDED_TOKEN, header::HeaderValue::from_static("x/../y"));
+        assert_eq!(subject_of(&f, &p).token, None);
+    }
+
+    #[test]
     fn decisions() {
         use keel_api::access::{AclEntry, UgidType};
         let mut cfg = AccessConfig::default();
