@@ -55,14 +55,16 @@ export function refreshPermissions(force = false): Promise<void> {
 }
 
 export function usePermissions(): Permissions | undefined {
-  const [p, setP] = useState<Permissions | undefined>(current?.userid === session.user ? current : undefined);
+  const [p, setP] = useState<Permissions | undefined>(current);
+  const user = session.user;
   useEffect(() => {
     subs.add(setP);
-    refreshPermissions();
-    const t = window.setInterval(() => { if (!document.hidden) refreshPermissions(); }, 30000);
+    const t = window.setInterval(() => { if (!document.hidden && session.loggedIn) refreshPermissions(); }, 30000);
     return () => { subs.delete(setP); clearInterval(t); };
   }, []);
-  return p;
+  // another user signed in (the shell outlives sessions): fetch theirs at once
+  useEffect(() => { if (user) refreshPermissions(); }, [user]);
+  return p && p.userid === user ? p : undefined;
 }
 
 /** `90` days from now in Unix seconds; blank → undefined (never). */

@@ -164,7 +164,7 @@ function Shell() {
           ))}
         </ul>
         <NodeList nodes={nodes} current={shown} clusterName={cluster.data?.clustered ? cluster.data.name : null}
-          error={cluster.error ? `cluster status: ${cluster.error.message}` : hostNodes.error ? hostNodes.error.message : null} />
+          error={cluster.error && cluster.error.status !== 403 ? `cluster status: ${cluster.error.message}` : hostNodes.error ? hostNodes.error.message : null} />
       </nav>
       {/* Node-scoped pages remount when another node is selected, so they reload from it. */}
       <main class="content" id="main" key={NODE_SCOPED.test(p) ? shown : "cluster-wide"}>{page}</main>
