@@ -345,6 +345,15 @@ fn permission_matrix_tokens_consoles_and_raw_paths() {
         Some(json!({"tokenid": "escape"})),
     );
     assert_eq!(s, 403, "{e}");
+    // nor remove its user's other tokens
+    let (s, e) = call(
+        &h,
+        &Cred::Token(ro.clone()),
+        "DELETE",
+        "/api/v1/access/tokens/full",
+        None,
+    );
+    assert_eq!(s, 403, "{e}");
     // the caller's effective privileges, per path
     let (s, p) = call(
         &h,

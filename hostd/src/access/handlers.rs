@@ -612,6 +612,20 @@ async fn update_acl(
 
 // ------------------------------------------------------------------ tokens
 
+/// A token with privilege separation must not manage its user's tokens (it could make one
+/// without separation, or remove the user's others).
+fn no_privsep_token(cfg: &AccessConfig, s: &Subject, what: &str) -> Result<()> {
+    if let Some(full) = s.full_tokenid() {
+        if cfg.tokens.get(&full).is_some_and(|m| m.privsep) {
+            return Err(Error::Forbidden(format!(
+                "API token {full} has privilege separation: it cannot {what} tokens (log in as {} instead)",
+                s.user
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[utoipa::path(get, path = "/api/v1/access/tokens", tag = "access",
     responses((status = 200, body = [TokenEntry]), (status = 401, body = ErrorBody)))]
 async fn list_tokens(
@@ -654,14 +668,7 @@ async fn create_token(
     JsonBody(req): JsonBody<TokenSpec>,
 ) -> ApiResult<Response> {
     let t = blocking(move || {
-        if let Some(full) = s.full_tokenid() {
-            if cfg.tokens.get(&full).is_some_and(|m| m.privsep) {
-                return Err(Error::Forbidden(format!(
-                    "API token {full} has privilege separation: it cannot create tokens (log in as {} instead)",
-                    s.user
-                )));
-            }
-        }
+        no_privsep_token(&cfg, &s, "create")?;
         check_expire("expire", req.expire)?;
         let t = node
             .auth
@@ -684,7 +691,7 @@ async fn create_token(
 }
 
 #[utoipa::path(delete, path = "/api/v1/access/tokens/{tokenid}", tag = "access", params(("tokenid" = String, Path)),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_token(
     State(node): State<Arc<Node>>,
     Extension(cfg): Cfg,
@@ -692,6 +699,7 @@ async fn delete_token(
     Path(tokenid): Path<String>,
 ) -> ApiResult<StatusCode> {
     blocking(move || {
+        no_privsep_token(&cfg, &s, "delete")?;
         node.auth.delete_token(&s.user, &tokenid)?;
         let b = Backend::of(&node);
         b.delete(&tokenmeta_key(&s.user, &tokenid))?;

@@ -513,6 +513,9 @@ pub async fn enforce(State(node): State<Arc<Node>>, req: Request, next: Next) ->
         return next.run(req).await; // no route matched: the fallback answers 404
     };
     let Some(rule) = rule_for(method.as_str(), &route) else {
+        if RULES.iter().any(|r| r.route == route) {
+            return next.run(req).await; // a method the route does not have: axum answers 405
+        }
         return ApiError(Error::Forbidden(format!(
             "no permission rule for {method} {route}: refused (this is a bug in keel-hostd's access table)"
         )))
@@ -540,7 +543,9 @@ pub async fn enforce(State(node): State<Arc<Node>>, req: Request, next: Next) ->
             // store is down (root needs no ACL), so the operator can see and repair the node
             Err(e)
                 if s.user == super::eval::ROOT
-                    && s.token.as_deref().is_none_or(|t| t == crate::auth::NODE_LOCAL_TOKEN) =>
+                    && s.token
+                        .as_deref()
+                        .is_none_or(|t| t == crate::auth::NODE_LOCAL_TOKEN) =>
             {
                 tracing::warn!(error = %e, "access configuration unreadable; root proceeds");
                 AccessConfig::default()
@@ -629,6 +634,21 @@ pub fn annotate(doc: &mut utoipa::openapi::OpenApi) {
             op.extensions
                 .get_or_insert_with(Default::default)
                 .insert("x-keel-permission".into(), ext);
+            // what the authentication and this check can answer, on every guarded operation
+            if rule.check != Check::Public {
+                add_error(
+                    op,
+                    "401",
+                    "not authenticated, or a disabled or expired user or token",
+                );
+            }
+            if !matches!(rule.check, Check::Public | Check::Authenticated) {
+                add_error(
+                    op,
+                    "403",
+                    "the privilege is missing (the message names it and the path)",
+                );
+            }
             let line = format!("Permission: {}.", describe(rule.check));
             op.description = Some(match op.description.take() {
                 Some(d) if !d.is_empty() => format!("{d}\n\n{line}"),
@@ -636,6 +656,23 @@ pub fn annotate(doc: &mut utoipa::openapi::OpenApi) {
             });
         }
     }
+}
+
+fn add_error(op: &mut utoipa::openapi::path::Operation, code: &str, why: &str) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    if op.responses.responses.contains_key(code) {
+        return;
+    }
+    let r = ResponseBuilder::new()
+        .description(why)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    op.responses.responses.insert(code.into(), r.into());
 }
 
 fn check_kind(c: Check) -> &'static str {
@@ -777,6 +814,12 @@ mod tests {
                 );
                 let desc = op["description"].as_str().unwrap_or("");
                 assert!(desc.contains("Permission: "), "{m} {path}: {desc}");
+                if ext["check"] != "public" {
+                    assert!(op["responses"]["401"].is_object(), "{m} {path}: no 401");
+                }
+                if ext["check"] != "public" && ext["check"] != "authenticated" {
+                    assert!(op["responses"]["403"].is_object(), "{m} {path}: no 403");
+                }
             }
         }
         assert!(n > 60, "only {n} operations");
