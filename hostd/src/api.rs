@@ -336,7 +336,13 @@ async fn login(
     State(node): State<Arc<Node>>,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> ApiResult<Response> {
-    let s = blocking(move || node.auth.login(&req.username, &req.password)).await?;
+    let s = blocking(move || {
+        let s = node.auth.login(&req.username, &req.password)?;
+        // access: a disabled or expired user gets 401 (after the password, so it tells nothing)
+        crate::access::check_login(&node, &s)?;
+        Ok(s)
+    })
+    .await?;
     let cookie = format!(
         "{TICKET_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         s.ticket,

@@ -409,6 +409,20 @@ fn permission_matrix_tokens_consoles_and_raw_paths() {
     );
     assert_eq!(call(&h, &Cred::Token(full), "GET", &vm_get, None).0, 401);
     assert_eq!(call(&h, &sep_user, "GET", &vm_get, None).0, 401);
+    let r = client()
+        .post(h.url("/api/v1/access/ticket"))
+        .json(&json!({"username": "m-sep", "password": PW}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401, "a disabled user logs in");
+    let e: Value = r.json().unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("disabled"),
+        "{e}"
+    );
 
     // ---- raw host paths as disks or CD-ROMs: refused for a non-root administrator
     let adm = login(&h, "m-administrator", PW);

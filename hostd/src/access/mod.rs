@@ -59,6 +59,21 @@ pub fn check_raw_paths(
     Ok(())
 }
 
+/// After a successful password check: refuse (401) a disabled or expired user, dropping the
+/// session just opened.
+pub fn check_login(node: &crate::Node, s: &keel_api::auth::LoginResponse) -> Result<()> {
+    let cfg = store::Backend::of(node).load()?;
+    let who = Subject {
+        user: s.username.clone(),
+        token: None,
+    };
+    if let Some(why) = eval::refusal(&cfg, &who, store::unix_now()) {
+        node.auth.logout(&s.ticket)?;
+        return Err(Error::Unauthorized(format!("authentication failed: {why}")));
+    }
+    Ok(())
+}
+
 /// The whole OpenAPI document: the API's, the access endpoints', each operation annotated with
 /// the permission it needs.
 pub fn api_doc() -> utoipa::openapi::OpenApi {
