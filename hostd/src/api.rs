@@ -455,8 +455,8 @@ async fn create_vm(
     JsonBody(mut spec): JsonBody<VmSpec>,
 ) -> ApiResult<Response> {
     check_node(&node, &name)?;
-    // raw host paths as disks or CD-ROMs: root only (403)
-    crate::access::check_raw_paths(&acl, &who, &spec, None)?;
+    // access: raw host paths root only, pools need their Datastore privileges (403)
+    crate::access::check_vm_spec(&acl, &who, &spec, None)?;
     let upid = blocking(move || {
         vms::check_against_host(&node, &mut spec, None)?;
         // clustered: unique cluster-wide (409 naming the holder; 503 if the store cannot answer)
@@ -502,9 +502,10 @@ async fn update_vm(
 ) -> ApiResult<Response> {
     check_node(&node, &name)?;
     let upid = blocking(move || {
-        // raw host paths: root only, except those the VM already has (403)
+        // access: raw host paths root only, pools need their Datastore privileges, except
+        // what the VM already has (403)
         let old = vms::config(&node, vmid)?.spec;
-        crate::access::check_raw_paths(&acl, &who, &spec, Some(&old))?;
+        crate::access::check_vm_spec(&acl, &who, &spec, Some(&old))?;
         let row = vms::check_update(&node, vmid, &mut spec)?;
         let n = node.clone();
         tasks::spawn(

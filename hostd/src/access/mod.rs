@@ -59,6 +59,62 @@ pub fn check_raw_paths(
     Ok(())
 }
 
+/// What a VM spec asks of storage, beyond the VM privilege the route needs: raw host paths are
+/// root's only ([`check_raw_paths`]); a new volume needs `Datastore.AllocateSpace` on its pool,
+/// and using an existing volume or ISO `Datastore.Audit` on its pool — unless the VM (`old`)
+/// already uses it.
+pub fn check_vm_spec(
+    cfg: &AccessConfig,
+    s: &Subject,
+    spec: &VmSpec,
+    old: Option<&VmSpec>,
+) -> Result<()> {
+    check_raw_paths(cfg, s, spec, old)?;
+    let refs = |v: &VmSpec| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = v
+            .disks
+            .iter()
+            .filter_map(|d| Some((d.pool.clone()?, d.volume.clone()?)))
+            .collect();
+        if let Some(c) = &v.cdrom {
+            if let (Some(p), Some(vol)) = (&c.pool, &c.volume) {
+                out.push((p.clone(), vol.clone()));
+            }
+        }
+        out
+    };
+    let kept = old.map(refs).unwrap_or_default();
+    let need = |p: keel_api::access::Privilege, pool: &str, field: String| -> Result<()> {
+        let path = format!("/storage/{pool}");
+        if cfg.has(s, p, &path) {
+            return Ok(());
+        }
+        Err(Error::Forbidden(format!(
+            "permission denied: {field} needs {p} on {path}"
+        )))
+    };
+    for (i, d) in spec.disks.iter().enumerate() {
+        let Some(pool) = &d.pool else { continue };
+        if d.volume.is_none() {
+            need(
+                keel_api::access::Privilege::DatastoreAllocateSpace,
+                pool,
+                format!("disks[{i}] (a new volume)"),
+            )?;
+        }
+    }
+    for (pool, vol) in refs(spec) {
+        if !kept.contains(&(pool.clone(), vol.clone())) {
+            need(
+                keel_api::access::Privilege::DatastoreAudit,
+                &pool,
+                format!("volume {pool}:{vol}"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// After a successful password check: refuse (401) a disabled or expired user, dropping the
 /// session just opened.
 pub fn check_login(node: &crate::Node, s: &keel_api::auth::LoginResponse) -> Result<()> {
@@ -90,6 +146,58 @@ mod tests {
 
     fn spec(json: serde_json::Value) -> VmSpec {
         serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn vm_specs_need_their_pools() {
+        let mut cfg = AccessConfig::default();
+        for (path, role) in [("/vms", "VMAdmin"), ("/storage/fast", "NoAccess")] {
+            cfg.acl.push(AclEntry {
+                path: path.into(),
+                ugid_type: UgidType::User,
+                ugid: "vmadm".into(),
+                roleid: role.into(),
+                propagate: true,
+            });
+        }
+        cfg.acl.push(AclEntry {
+            path: "/storage/local".into(),
+            ugid_type: UgidType::User,
+            ugid: "vmadm".into(),
+            roleid: "StorageAdmin".into(),
+            propagate: true,
+        });
+        let who = Subject {
+            user: "vmadm".into(),
+            token: None,
+        };
+        let base = serde_json::json!({"vmid": 100, "name": "x", "vcpus": 1, "memory_mib": 64});
+        let with = |disks: serde_json::Value| {
+            let mut v = base.clone();
+            v["disks"] = disks;
+            spec(v)
+        };
+        assert!(check_vm_spec(
+            &cfg,
+            &who,
+            &with(serde_json::json!([{"pool": "local", "size_mib": 8}])),
+            None
+        )
+        .is_ok());
+        let e = check_vm_spec(
+            &cfg,
+            &who,
+            &with(serde_json::json!([{"pool": "fast", "size_mib": 8}])),
+            None,
+        );
+        assert!(
+            matches!(&e, Err(Error::Forbidden(m)) if m.contains("Datastore.AllocateSpace on /storage/fast")),
+            "{e:?}"
+        );
+        let existing = with(serde_json::json!([{"pool": "fast", "volume": "a.qcow2"}]));
+        assert!(check_vm_spec(&cfg, &who, &existing, None).is_err());
+        // a volume the VM already has stays usable
+        assert!(check_vm_spec(&cfg, &who, &existing, Some(&existing)).is_ok());
     }
 
     #[test]
