@@ -51,6 +51,8 @@ pub enum Filter {
     Pools,
     /// `[{user}]`: the caller's own tasks, all of them with Sys.Audit on `/nodes/{node}`.
     Tasks,
+    /// `[{key}]`: config store entries; those under `access/` for root only.
+    Config,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -320,11 +322,12 @@ pub const RULES: &[Rule] = &[
         Priv(ClusterModify, "/cluster"),
     ),
     listed("GET", "/api/v1/cluster/resources", Filter::Vms),
-    r(
-        "GET",
-        "/api/v1/cluster/config",
-        Priv(ClusterAudit, "/cluster"),
-    ),
+    Rule {
+        method: "GET",
+        route: "/api/v1/cluster/config",
+        check: Priv(ClusterAudit, "/cluster"),
+        filter: Some(Filter::Config),
+    },
     r(
         "GET",
         "/api/v1/cluster/config/{*key}",
@@ -497,6 +500,10 @@ pub fn filter_list(
                 cfg.has(s, DatastoreAudit, &format!("/storage/{name}"))
             }
             Filter::Tasks => all_tasks || e["user"].as_str() == Some(s.user.as_str()),
+            Filter::Config => {
+                let k = e["key"].as_str().unwrap_or("");
+                !(k == "access" || k.starts_with("access/")) || super::is_full_root(cfg, s)
+            }
         })
         .collect()
 }
@@ -935,5 +942,17 @@ mod tests {
             1
         );
         assert_eq!(filter_list(&cfg, &adm, Filter::Vms, &[], vms).len(), 3);
+        let entries = vec![
+            serde_json::json!({"key": "access/users/root"}),
+            serde_json::json!({"key": "vms/100"}),
+        ];
+        assert_eq!(
+            filter_list(&cfg, &adm, Filter::Config, &[], entries.clone()).len(),
+            1
+        );
+        assert_eq!(
+            filter_list(&cfg, &root, Filter::Config, &[], entries).len(),
+            2
+        );
     }
 }
