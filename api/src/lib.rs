@@ -3,6 +3,7 @@
 //! Owns the shapes and their validation (bad input becomes a [`FieldError`] naming the field).
 //! Must not depend on anything heavy: no libvirt, no HTTP stack, no database.
 
+pub mod access;
 pub mod auth;
 pub mod cluster;
 pub mod error;

@@ -1,5 +1,6 @@
 //! `keel`: Keel's API from a shell.
 
+mod access;
 mod client;
 mod cluster;
 mod config;
@@ -16,7 +17,6 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use keel_api::auth::{TokenCreate, TokenCreated, TokenInfo};
 use keel_api::network::{NetworkCreate, NetworkInfo, NetworkKind};
 use keel_api::node::NodeInfo;
 use keel_api::storage::{PoolInfo, VolumeCreate, VolumeInfo};
@@ -113,15 +113,33 @@ enum Command {
     /// Virtual networks
     #[command(subcommand)]
     Net(NetCmd),
-    /// API tokens of the logged-in user
+    /// API tokens of the logged-in user (expiry, privilege separation)
     #[command(subcommand)]
-    Token(TokenCmd),
+    Token(access::TokenCmd),
     /// Change your password (the current one is asked for), or as root USER's; the new one is
     /// read twice without echo, or one line from standard input when it is not a terminal
     Passwd {
         /// Whose password [default: your own]
         #[arg(value_name = "USER")]
         whose: Option<String>,
+    },
+    /// Users: list, add, modify (groups, enable, expiry), delete
+    #[command(subcommand)]
+    User(access::UserCmd),
+    /// Groups of users
+    #[command(subcommand)]
+    Group(access::GroupCmd),
+    /// Roles: built-in and custom (sets of privileges)
+    #[command(subcommand)]
+    Role(access::RoleCmd),
+    /// ACL: grant or revoke a role on a path to users, groups, tokens
+    #[command(subcommand)]
+    Acl(access::AclCmd),
+    /// Your effective privileges, per path
+    Permissions {
+        /// Only this path (e.g. /vms/100)
+        #[arg(long)]
+        path: Option<String>,
     },
     /// Show the node: accelerator, CPUs, memory, load, versions; `node remove` leaves a cluster
     Node {
@@ -313,23 +331,6 @@ enum NetCmd {
     Delete { name: String },
 }
 
-#[derive(Subcommand, Debug)]
-enum TokenCmd {
-    /// Create an API token (its secret is shown once)
-    Create {
-        /// Token id: letters, digits, '-', '_'
-        id: String,
-        #[arg(long)]
-        comment: Option<String>,
-    },
-    /// List your API tokens
-    #[command(visible_alias = "ls")]
-    List,
-    /// Delete an API token
-    #[command(visible_alias = "rm")]
-    Delete { id: String },
-}
-
 /// Why the command did not finish (beyond an ordinary error).
 enum Outcome {
     Done,
@@ -468,8 +469,13 @@ async fn dispatch(c: &Client, cmd: Command, mode: Mode) -> Result<Outcome> {
         Command::Task(t) => return task_cmd(c, t, mode).await,
         Command::Storage(s) => return storage(c, s, mode).await,
         Command::Net(n) => return net(c, n, mode).await,
-        Command::Token(t) => token(c, t, json).await?,
+        Command::Token(t) => access::token(c, t, json).await?,
         Command::Passwd { whose } => passwd::passwd(c, whose).await?,
+        Command::User(x) => access::user(c, x, json).await?,
+        Command::Group(x) => access::group(c, x, json).await?,
+        Command::Role(x) => access::role(c, x, json).await?,
+        Command::Acl(x) => access::acl(c, x, json).await?,
+        Command::Permissions { path } => access::permissions(c, path, json).await?,
     }
     Ok(Outcome::Done)
 }
@@ -802,45 +808,6 @@ async fn net(c: &Client, cmd: NetCmd, mode: Mode) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Done)
-}
-
-async fn token(c: &Client, cmd: TokenCmd, json: bool) -> Result<()> {
-    match cmd {
-        TokenCmd::Create { id, comment } => {
-            let body = TokenCreate {
-                tokenid: id,
-                comment,
-            };
-            let v = c
-                .call(Method::POST, &["access", "tokens"], &[], Some(&body))
-                .await?;
-            show(v, json, |t: TokenCreated| {
-                println!("token:  {}", t.full_tokenid);
-                println!("secret: {}", t.secret);
-                println!();
-                println!("The secret is shown only now. Use it as:");
-                println!("  export KEEL_TOKEN='{}={}'", t.full_tokenid, t.secret);
-            })?;
-        }
-        TokenCmd::List => show(
-            c.get(&["access", "tokens"], &[]).await?,
-            json,
-            |t: Vec<TokenInfo>| output::tokens(&t),
-        )?,
-        TokenCmd::Delete { id } => {
-            let v = c
-                .call::<()>(Method::DELETE, &["access", "tokens", &id], &[], None)
-                .await?;
-            if json {
-                if !v.is_null() {
-                    output::print_json(&v);
-                }
-            } else {
-                println!("token {id} deleted");
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

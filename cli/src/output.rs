@@ -2,7 +2,6 @@
 
 use comfy_table::presets::NOTHING;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
-use keel_api::auth::TokenInfo;
 use keel_api::network::NetworkInfo;
 use keel_api::node::NodeInfo;
 use keel_api::storage::{PoolInfo, VolumeInfo};
@@ -19,7 +18,7 @@ pub fn print_json(v: &Value) {
 }
 
 /// Print a table without its trailing padding.
-fn print_table(t: &mut Table) {
+pub(crate) fn print_table(t: &mut Table) {
     for i in 0..t.column_count() {
         if let Some(c) = t.column_mut(i) {
             c.set_padding((0, 2));
@@ -30,7 +29,7 @@ fn print_table(t: &mut Table) {
     }
 }
 
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(NOTHING)
         .set_content_arrangement(ContentArrangement::Dynamic)
@@ -415,18 +414,6 @@ pub fn networks(nets: &[NetworkInfo]) {
             opt(n.cidr.clone()),
             yes_no(n.active),
             yes_no(n.autostart),
-        ]);
-    }
-    print_table(&mut t);
-}
-
-pub fn tokens(tokens: &[TokenInfo]) {
-    let mut t = table(&["TOKEN", "CREATED (UTC)", "COMMENT"]);
-    for x in tokens {
-        t.add_row(vec![
-            x.full_tokenid.clone(),
-            time(x.created),
-            x.comment.clone().unwrap_or_default(),
         ]);
     }
     print_table(&mut t);

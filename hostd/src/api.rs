@@ -15,10 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
-use keel_api::auth::{
-    LoginRequest, LoginResponse, TokenCreate, TokenCreated, TokenInfo, CSRF_HEADER, TICKET_COOKIE,
-    TOKEN_SCHEME,
-};
+use keel_api::auth::{LoginRequest, LoginResponse, CSRF_HEADER, TICKET_COOKIE, TOKEN_SCHEME};
 use keel_api::network::{NetworkCreate, NetworkInfo};
 use keel_api::node::{Health, NodeInfo};
 use keel_api::password::PasswordChange;
@@ -119,8 +116,6 @@ pub fn router(node: Arc<Node>) -> Router {
             "/api/v1/access/password",
             axum::routing::put(change_password),
         )
-        .route("/api/v1/access/tokens", get(list_tokens).post(create_token))
-        .route("/api/v1/access/tokens/{tokenid}", delete(delete_token))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{node}", get(get_node))
         .route("/api/v1/nodes/{node}/vms", get(list_vms).post(create_vm))
@@ -166,9 +161,15 @@ pub fn router(node: Arc<Node>) -> Router {
             delete(delete_network),
         )
         .merge(crate::cluster::protected_routes())
+        .merge(crate::access::handlers::routes())
         .layer(middleware::from_fn_with_state(
             node.clone(),
             crate::cluster::forward,
+        ))
+        // access: the route's privilege on its path (crate::access::rules), after authentication
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            crate::access::enforce,
         ))
         .layer(middleware::from_fn_with_state(node.clone(), require_auth));
     let ui_dir = node.cfg.ui_dir.clone();
@@ -225,6 +226,13 @@ async fn login(
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> ApiResult<Response> {
     let s = crate::login::login(&node, crate::login::remote_ip(&ext), req).await?;
+    // access: a disabled or expired user gets 401 (after the password, so it tells nothing)
+    let n = node.clone();
+    let s = blocking(move || {
+        crate::access::check_login(&n, &s)?;
+        Ok(s)
+    })
+    .await?;
     let cookie = format!(
         "{TICKET_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         s.ticket,
@@ -259,41 +267,6 @@ async fn logout(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult<
     }
     let clear = format!("{TICKET_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response())
-}
-
-#[utoipa::path(get, path = "/api/v1/access/tokens", tag = "access", responses((status = 200, body = [TokenInfo])))]
-async fn list_tokens(
-    State(node): State<Arc<Node>>,
-    Extension(p): Extension<Principal>,
-) -> ApiResult<Json<Vec<TokenInfo>>> {
-    Ok(Json(
-        blocking(move || node.auth.list_tokens(&p.user)).await?,
-    ))
-}
-
-#[utoipa::path(post, path = "/api/v1/access/tokens", tag = "access", request_body = TokenCreate,
-    responses((status = 201, body = TokenCreated), (status = 409, body = ErrorBody)))]
-async fn create_token(
-    State(node): State<Arc<Node>>,
-    Extension(p): Extension<Principal>,
-    JsonBody(req): JsonBody<TokenCreate>,
-) -> ApiResult<Response> {
-    let t = blocking(move || {
-        node.auth
-            .create_token(&p.user, &req.tokenid, req.comment.as_deref())
-    })
-    .await?;
-    Ok((StatusCode::CREATED, Json(t)).into_response())
-}
-
-#[utoipa::path(delete, path = "/api/v1/access/tokens/{tokenid}", tag = "access", params(("tokenid" = String, Path)), responses((status = 204)))]
-async fn delete_token(
-    State(node): State<Arc<Node>>,
-    Extension(p): Extension<Principal>,
-    Path(tokenid): Path<String>,
-) -> ApiResult<StatusCode> {
-    blocking(move || node.auth.delete_token(&p.user, &tokenid)).await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 fn node_info(n: &Node) -> Result<NodeInfo, Error> {
@@ -384,11 +357,15 @@ pub struct CreateQuery {
 async fn create_vm(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
+    Extension(who): Extension<crate::access::Subject>,
+    Extension(acl): Extension<Arc<crate::access::AccessConfig>>,
     Path(name): Path<String>,
     Query(q): Query<CreateQuery>,
     JsonBody(mut spec): JsonBody<VmSpec>,
 ) -> ApiResult<Response> {
     check_node(&node, &name)?;
+    // access: raw host paths root only, pools need their Datastore privileges (403)
+    crate::access::check_vm_spec(&acl, &who, &spec, None)?;
     let upid = blocking(move || {
         vms::check_against_host(&node, &mut spec, None)?;
         // clustered: unique cluster-wide (409 naming the holder; 503 if the store cannot answer)
@@ -427,11 +404,17 @@ async fn get_vm(
 async fn update_vm(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
+    Extension(who): Extension<crate::access::Subject>,
+    Extension(acl): Extension<Arc<crate::access::AccessConfig>>,
     Path((name, vmid)): Path<(String, u32)>,
     JsonBody(mut spec): JsonBody<VmSpec>,
 ) -> ApiResult<Response> {
     check_node(&node, &name)?;
     let upid = blocking(move || {
+        // access: raw host paths root only, pools need their Datastore privileges, except
+        // what the VM already has (403)
+        let old = vms::config(&node, vmid)?.spec;
+        crate::access::check_vm_spec(&acl, &who, &spec, Some(&old))?;
         let row = vms::check_update(&node, vmid, &mut spec)?;
         let n = node.clone();
         tasks::spawn(
@@ -999,9 +982,6 @@ async fn delete_network(
         login,
         logout,
         change_password,
-        list_tokens,
-        create_token,
-        delete_token,
         list_nodes,
         get_node,
         list_vms,
@@ -1072,5 +1052,6 @@ pub struct ApiDoc;
 
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "access", responses((status = 200, description = "this document")))]
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    // with the access endpoints, each operation annotated with its permission
+    Json(crate::access::api_doc())
 }

@@ -439,6 +439,8 @@ impl Auth {
 /// Local users and tokens (not the node-local root token), as config store entries: what
 /// `cluster init` copies into the store.
 pub fn local_access_entries(db: &Db) -> Result<Vec<(String, serde_json::Value)>> {
+    // access: groups, roles, ACL, user and token settings (crate::access::store)
+    let access = crate::access::store::local_entries(db)?;
     let c = db.conn();
     let mut out = vec![];
     let mut st = c.prepare("SELECT userid,hash,created FROM users ORDER BY userid")?;
@@ -479,6 +481,7 @@ pub fn local_access_entries(db: &Db) -> Result<Vec<(String, serde_json::Value)>>
             }),
         ));
     }
+    out.extend(access);
     Ok(out)
 }
 
@@ -486,6 +489,8 @@ pub fn local_access_entries(db: &Db) -> Result<Vec<(String, serde_json::Value)>>
 /// store's: what a joining node does, so it keeps the cluster's accounts if it ever leaves.
 /// Returns (users, tokens) copied.
 pub fn replace_local_access(db: &Db, store: &Store) -> Result<(usize, usize)> {
+    // access: groups, roles, ACL, user and token settings (crate::access::store)
+    crate::access::store::replace_local(db, store)?;
     let users = store.list("/access/users")?;
     let tokens = store.list("/access/tokens")?;
     let mut c = db.conn();

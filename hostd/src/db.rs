@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS tokens (
     created INTEGER NOT NULL,
     PRIMARY KEY (userid, tokenid)
 );
+-- access::store: groups, roles, ACL, user and token settings (the config store's keys)
+CREATE TABLE IF NOT EXISTS access_kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
 
 #[derive(Clone)]

@@ -9,6 +9,7 @@
 //! → [`hv`] → libvirtd. Specs become XML through [`domain`] and the [`xml`] model.
 
 pub mod accel;
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod cluster;

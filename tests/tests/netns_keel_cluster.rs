@@ -352,6 +352,7 @@ fn cluster_wide_state(lab: &NetnsLab, n1: &KNode, n2: &KNode, n3: &KNode) -> Res
     eprintln!(
         "cluster-wide API token: made on node1, used on node3, deleted on node1 -> 401 on node3"
     );
+    cluster_wide_access(n1, n2, n3)?;
 
     // vmids unique cluster-wide
     let (c, b) = api(n1, "GET", "/api/v1/nodes/node1/vms/nextid", None, None)?;
@@ -422,6 +423,75 @@ fn cluster_wide_state(lab: &NetnsLab, n1: &KNode, n2: &KNode, n3: &KNode) -> Res
         "deleted VM still in node3's /cluster/resources: {b}"
     );
     eprintln!("cluster-wide vmid {vmid}: reserved by node1, refused on node2, skipped by nextid, listed on node3, released by the delete");
+    Ok(())
+}
+
+/// Log in as `user` on `k` and create an API token there: `user!id=secret`.
+fn user_token(k: &KNode, user: &str, pw: &str, id: &str) -> Result<String> {
+    let login = k.n.sh_ok(&format!(
+        "curl -sk -X POST -H 'content-type: application/json' -d '{{\"username\":\"{user}\",\"password\":\"{pw}\"}}' https://127.0.0.1:8006/api/v1/access/ticket"
+    ))?;
+    let v: serde_json::Value =
+        serde_json::from_str(login.trim()).with_context(|| format!("login of {user}: {login}"))?;
+    let ticket = v["ticket"].as_str().context("ticket")?;
+    let csrf = v["csrf_token"].as_str().context("csrf_token")?;
+    let out = k.n.sh_ok(&format!(
+        "curl -sk -X POST -H 'content-type: application/json' -H 'Cookie: KeelAuthCookie={ticket}' -H 'CSRFPreventionToken: {csrf}' -d '{{\"tokenid\":\"{id}\"}}' https://127.0.0.1:8006/api/v1/access/tokens"
+    ))?;
+    let t: serde_json::Value =
+        serde_json::from_str(out.trim()).with_context(|| format!("token of {user}: {out}"))?;
+    Ok(format!(
+        "{}={}",
+        t["full_tokenid"].as_str().context("full_tokenid")?,
+        t["secret"].as_str().context("secret")?
+    ))
+}
+
+/// Users and the ACL are cluster-wide (docs/access.md): a user and its ACL entry made on
+/// node1 log in and are enforced on node3, and on the owner of a request node2 forwards; the
+/// user deleted on node1 is refused on node3.
+fn cluster_wide_access(n1: &KNode, n2: &KNode, n3: &KNode) -> Result<()> {
+    let (c, b) = api(
+        n1,
+        "POST",
+        "/api/v1/access/users",
+        Some(&serde_json::json!({"userid": "labop", "password": "labop-password"})),
+        None,
+    )?;
+    ensure!(c == 201, "user create on node1: {c} {b}");
+    let (c, b) = api(
+        n1,
+        "PUT",
+        "/api/v1/access/acl",
+        Some(&serde_json::json!({"path": "/nodes/node3", "roleid": "Auditor", "users": ["labop"]})),
+        None,
+    )?;
+    ensure!(c == 200, "ACL grant on node1: {c} {b}");
+    let op = user_token(n3, "labop", "labop-password", "lab")?;
+    let (c, b) = api(n3, "GET", "/api/v1/nodes/node3", None, Some(&op))?;
+    ensure!(
+        c == 200,
+        "labop (Auditor on /nodes/node3) reads node3 on node3: {c} {b}"
+    );
+    let (c, b) = api(n2, "GET", "/api/v1/nodes/node3", None, Some(&op))?;
+    ensure!(
+        c == 200 && b["node"] == "node3",
+        "labop reads node3 through node2 (forwarded): {c} {b}"
+    );
+    let (c, b) = api(n3, "GET", "/api/v1/nodes/node2/networks", None, Some(&op))?;
+    ensure!(
+        c == 403
+            && b["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Sys.Audit on /nodes/node2"),
+        "labop reads node2's networks through node3: {c} {b}"
+    );
+    let (c, b) = api(n1, "DELETE", "/api/v1/access/users/labop", None, None)?;
+    ensure!(c == 204, "user delete on node1: {c} {b}");
+    let (c, b) = api(n3, "GET", "/api/v1/nodes/node3", None, Some(&op))?;
+    ensure!(c == 401, "the deleted user's token on node3: {c} {b}");
+    eprintln!("cluster-wide access: user and ACL made on node1, enforced on node3 and through node2's forwarding, deleted on node1 -> 401 on node3");
     Ok(())
 }
 

@@ -16,6 +16,8 @@ import { VmPage } from "./pages/VmPage";
 import { Storage } from "./pages/Storage";
 import { Tasks } from "./pages/Tasks";
 import { Cluster } from "./pages/Cluster";
+import { Access } from "./pages/Access";
+import { can, usePermissions } from "./access";
 
 setExpiredHandler(() => {
   session.clear();
@@ -30,7 +32,11 @@ const NAV: [string, string][] = [
   ["/storage", "Storage"],
   ["/tasks", "Tasks"],
   ["/cluster", "Cluster"],
+  ["/access", "Access"],
 ];
+
+/** Pages shown only with a privilege (access: hidden from who may not use them). */
+const NAV_NEEDS: Record<string, [string, string]> = { "/cluster": ["Cluster.Audit", "/cluster"] };
 
 /** Node-scoped pages (the node list switches which node they show). */
 const NODE_SCOPED = /^\/($|vms|storage|tasks)/;
@@ -103,6 +109,7 @@ function Shell() {
   const [node, setNode] = useState(currentNode());
   useEffect(() => onNodeChange(setNode), []);
   const loggedIn = session.loggedIn && p !== "/login";
+  const perms = usePermissions();
   // The node list: the cluster's members, or this node alone (hostd's /nodes, then the session's).
   const cluster = usePoll(() => loggedIn ? get<ClusterStatus>("/cluster/status") : Promise.resolve(undefined), loggedIn ? 10000 : 0, [loggedIn]);
   const standalone = !cluster.data || isStandalone(cluster.data);
@@ -132,6 +139,7 @@ function Shell() {
   else if (p === "/storage") page = <Storage pool={route.query.get("pool")} />;
   else if (p === "/tasks") page = <Tasks upid={route.query.get("upid")} />;
   else if (p === "/cluster") page = <Cluster />;
+  else if (p === "/access") page = <Access tab={route.query.get("tab") ?? "tokens"} />;
   else page = (
     <section>
       <h1>Page not found</h1>
@@ -151,12 +159,12 @@ function Shell() {
       </header>
       <nav class="sidebar" aria-label="Main">
         <ul>
-          {NAV.map(([href, label]) => (
+          {NAV.filter(([href]) => !NAV_NEEDS[href] || can(perms, ...NAV_NEEDS[href])).map(([href, label]) => (
             <li><a href={href} class={active(href) ? "active" : ""} aria-current={active(href) ? "page" : undefined}>{label}</a></li>
           ))}
         </ul>
         <NodeList nodes={nodes} current={shown} clusterName={cluster.data?.clustered ? cluster.data.name : null}
-          error={cluster.error ? `cluster status: ${cluster.error.message}` : hostNodes.error ? hostNodes.error.message : null} />
+          error={cluster.error && cluster.error.status !== 403 ? `cluster status: ${cluster.error.message}` : hostNodes.error ? hostNodes.error.message : null} />
       </nav>
       {/* Node-scoped pages remount when another node is selected, so they reload from it. */}
       <main class="content" id="main" key={NODE_SCOPED.test(p) ? shown : "cluster-wide"}>{page}</main>

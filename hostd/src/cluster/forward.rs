@@ -149,6 +149,14 @@ pub(super) async fn forward_to(
         .header(PEER_HEADER, sig)
         .header(FORWARDED_USER, &user)
         .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    // access: the owner applies the token's privilege separation too
+    if let Some(t) = parts
+        .extensions
+        .get::<crate::access::Subject>()
+        .and_then(|s| s.token.clone())
+    {
+        rb = rb.header(crate::access::FORWARDED_TOKEN, t);
+    }
     for h in ["content-type", "content-length"] {
         if let Some(v) = parts.headers.get(h).and_then(|v| v.to_str().ok()) {
             rb = rb.header(h, v);

@@ -38,7 +38,6 @@ use clusterd::form::{self, ClusterRecord, FormError, Paths, Progress};
 use clusterd::service::{self, Daemon, Direct, ServiceManager, Systemd};
 use keel_runner::{RunError, Runner};
 
-use crate::auth::Principal;
 use crate::cluster_net;
 use crate::config::{Config, ServiceManagerKind};
 use crate::db::Db;
@@ -261,15 +260,6 @@ impl Progress for TaskProgress<'_> {
     fn progress(&self, p: f64) {
         self.0.progress(p);
     }
-}
-
-fn is_root(p: &Principal) -> Result<()> {
-    if p.user != "root" {
-        return Err(Error::Forbidden(
-            "cluster membership changes need root".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// The service manager, wrapped so a failing keel-clusterd start is a warning: the store

@@ -18,7 +18,7 @@ use keel_api::cluster::{
 use keel_api::task::TaskRef;
 use serde::Deserialize;
 
-use super::{fencing, init, is_root, join, peer, remove, status, store_api};
+use super::{fencing, init, join, peer, remove, status, store_api};
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::http::{accepted, blocking, ApiError, ApiResult, JsonBody, Path, Query};
@@ -63,7 +63,6 @@ async fn init(
     Extension(p): Extension<Principal>,
     JsonBody(req): JsonBody<ClusterInit>,
 ) -> ApiResult<Response> {
-    is_root(&p)?;
     req.validate()?;
     let upid = blocking(move || init::start(&node, req, &p.user)).await?;
     Ok(accepted(upid))
@@ -73,10 +72,8 @@ async fn init(
     responses((status = 201, body = JoinToken), (status = 409, body = keel_api::ErrorBody)))]
 async fn join_token(
     State(node): State<Arc<Node>>,
-    Extension(p): Extension<Principal>,
     JsonBody(req): JsonBody<JoinTokenCreate>,
 ) -> ApiResult<Response> {
-    is_root(&p)?;
     req.validate()?;
     let t = blocking(move || join::create_token(&node.cluster, req.ttl_s)).await?;
     Ok((StatusCode::CREATED, Json(t)).into_response())
@@ -120,7 +117,6 @@ async fn local_join(
     Extension(p): Extension<Principal>,
     JsonBody(req): JsonBody<LocalJoin>,
 ) -> ApiResult<Response> {
-    is_root(&p)?;
     req.validate()?;
     let upid = blocking(move || join::start_local_join(&node, req, &p.user)).await?;
     Ok(accepted(upid))
@@ -144,7 +140,6 @@ async fn remove_node(
     Path(name): Path<String>,
     Query(q): Query<NodeRemoveQuery>,
 ) -> ApiResult<Response> {
-    is_root(&p)?;
     let upid = blocking(move || remove::start(&node, name, q.force, &p.user)).await?;
     Ok(accepted(upid))
 }
@@ -158,10 +153,8 @@ async fn list_fencing(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<Fence
     responses((status = 201, body = FenceDeviceInfo), (status = 400, body = keel_api::ErrorBody)))]
 async fn put_fencing(
     State(node): State<Arc<Node>>,
-    Extension(p): Extension<Principal>,
     JsonBody(spec): JsonBody<FenceDeviceSpec>,
 ) -> ApiResult<Response> {
-    is_root(&p)?;
     let info = blocking(move || fencing::put(&node, &spec)).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
@@ -169,10 +162,8 @@ async fn put_fencing(
 #[utoipa::path(delete, path = "/api/v1/cluster/fencing/{node}", tag = "cluster", params(("node" = String, Path)), responses((status = 204)))]
 async fn delete_fencing(
     State(node): State<Arc<Node>>,
-    Extension(p): Extension<Principal>,
     Path(target): Path<String>,
 ) -> ApiResult<StatusCode> {
-    is_root(&p)?;
     blocking(move || fencing::delete(&node, &target)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -192,7 +183,6 @@ async fn test_fencing(
     Path(target): Path<String>,
     Query(q): Query<FenceTestQuery>,
 ) -> ApiResult<Response> {
-    is_root(&p)?;
     let action = q.action.unwrap_or_else(|| "reboot".into());
     if action != "reboot" && action != "off" {
         return Err(ApiError(Error::validation("action", "use reboot or off")));
@@ -242,11 +232,9 @@ async fn config_get(
     responses((status = 200, body = keel_api::cluster::ConfigEntry), (status = 409, body = keel_api::ErrorBody)))]
 async fn config_put(
     State(node): State<Arc<Node>>,
-    Extension(p): Extension<Principal>,
     Path(key): Path<String>,
     JsonBody(req): JsonBody<ConfigPut>,
 ) -> ApiResult<Json<ConfigEntry>> {
-    is_root(&p)?;
     Ok(Json(store_api::put(&node, key, req).await?))
 }
 
@@ -254,10 +242,8 @@ async fn config_put(
     responses((status = 204), (status = 404, body = keel_api::ErrorBody)))]
 async fn config_delete(
     State(node): State<Arc<Node>>,
-    Extension(p): Extension<Principal>,
     Path(key): Path<String>,
 ) -> ApiResult<StatusCode> {
-    is_root(&p)?;
     store_api::delete(&node, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,6 +2,7 @@ import { useRef, useState } from "preact/hooks";
 import { ApiError, del, followTask, get, notifyTask, np, upload } from "../api";
 import { Empty, ErrorBox, Loading, Modal, UsageBar } from "../components";
 import { usePoll } from "../hooks";
+import { usePermissions, whyNot } from "../access";
 import { formatBytes, percent, uploadNameProblem } from "../logic";
 
 import type { PoolInfo, TaskRef, VolumeInfo } from "../types";
@@ -13,6 +14,8 @@ export function Storage({ pool }: { pool: string | null }) {
     () => current ? get<VolumeInfo[]>(np(`/storage/${encodeURIComponent(current)}/content`)) : Promise.resolve([] as VolumeInfo[]),
     10000, [current]);
   const [toDelete, setToDelete] = useState<VolumeInfo | null>(null);
+  const perms = usePermissions();
+  const noDelete = current ? whyNot(perms, "Datastore.Allocate", `/storage/${current}`) : null;
   return (
     <section aria-labelledby="st-title">
       <div class="page-head"><h1 id="st-title">Storage</h1></div>
@@ -37,7 +40,7 @@ export function Storage({ pool }: { pool: string | null }) {
       {current && (
         <>
           <div class="panel-head section-gap"><h2>Volumes in {current}</h2></div>
-          <Upload pool={current} onDone={vols.refresh} />
+          <Upload pool={current} onDone={vols.refresh} denied={whyNot(perms, "Datastore.AllocateSpace", `/storage/${current}`)} />
           <ErrorBox error={vols.error} title="Cannot list volumes" />
           {vols.data && vols.data.length === 0 && <Empty title="This pool is empty">Upload an ISO above, or create a VM with a new disk.</Empty>}
           {vols.data && vols.data.length > 0 && (
@@ -45,7 +48,7 @@ export function Storage({ pool }: { pool: string | null }) {
               <thead><tr><th>Name</th><th>Format</th><th class="num">Size</th><th class="num">Allocated</th><th><span class="sr-only">Actions</span></th></tr></thead>
               <tbody>{vols.data.map((v) => (
                 <tr><td class="mono">{v.name}</td><td>{v.format}</td><td class="num">{formatBytes(v.capacity)}</td><td class="num">{formatBytes(v.allocation)}</td>
-                  <td class="actions"><button type="button" class="btn btn-sm btn-danger-outline" aria-label={`Delete volume ${v.name}`} onClick={() => setToDelete(v)}>Delete</button></td></tr>
+                  <td class="actions"><button type="button" class="btn btn-sm btn-danger-outline" aria-label={`Delete volume ${v.name}`} disabled={!!noDelete} title={noDelete ?? undefined} onClick={() => setToDelete(v)}>Delete</button></td></tr>
               ))}</tbody>
             </table>
           )}
@@ -56,7 +59,7 @@ export function Storage({ pool }: { pool: string | null }) {
   );
 }
 
-function Upload({ pool, onDone }: { pool: string; onDone: () => void }) {
+function Upload({ pool, onDone, denied = null }: { pool: string; onDone: () => void; denied?: string | null }) {
   const fileRef = useRef<HTMLInputElement>(null);
   const [file, setFile] = useState<File | null>(null);
   const [progress, setProgress] = useState<number | null>(null);
@@ -92,7 +95,7 @@ function Upload({ pool, onDone }: { pool: string; onDone: () => void }) {
           onChange={(e) => { setFile(e.currentTarget.files?.[0] ?? null); setMsg(null); }} />
       </div>
       {file && <span class="small muted">{formatBytes(file.size)}</span>}
-      <button type="submit" class="btn btn-primary" disabled={!file || !!problem || progress !== null}>Upload to {pool}</button>
+      <button type="submit" class="btn btn-primary" disabled={!file || !!problem || progress !== null || !!denied} title={denied ?? undefined}>Upload to {pool}</button>
       {xhr && <button type="button" class="btn" onClick={() => xhr.abort()}>Cancel</button>}
       {progress !== null && (
         <div class="progress" role="progressbar" aria-label="Upload progress" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round(progress)}>

@@ -2,6 +2,7 @@ import { useState } from "preact/hooks";
 import { ApiError, get, notifyTask, np, post } from "../api";
 import { Empty, ErrorBox, Loading, VmStateBadge } from "../components";
 import { usePoll } from "../hooks";
+import { usePermissions, whyNot } from "../access";
 import { formatMib, formatUptime, powerAllowed, vmStateBadge } from "../logic";
 import type { TaskRef, VmState, VmSummary } from "../types";
 
@@ -9,6 +10,7 @@ const STATES: VmState[] = ["running", "paused", "suspended", "shutdown", "stoppe
 
 export function VmList() {
   const { data, error, refresh } = usePoll(() => get<VmSummary[]>(np("/vms")), 2500);
+  const noCreate = whyNot(usePermissions(), "VM.Allocate", "/vms");
   const [filter, setFilter] = useState("");
   const [stateFilter, setStateFilter] = useState("");
   const [selected, setSelected] = useState<Set<number>>(new Set());
@@ -43,7 +45,9 @@ export function VmList() {
       <div class="page-head">
         <h1 id="vms-title">Virtual machines</h1>
         <span class="spacer" />
-        <a class="btn btn-primary" href="/vms/new">Create VM</a>
+        {noCreate
+          ? <button type="button" class="btn btn-primary" disabled title={noCreate}>Create VM</button>
+          : <a class="btn btn-primary" href="/vms/new">Create VM</a>}
       </div>
       <div class="toolbar" role="search">
         <div class="field-inline">

@@ -2,6 +2,7 @@ import { useState } from "preact/hooks";
 import { ApiError, del, followTask, get, notifyTask, np, post } from "../api";
 import { ErrorBox, Loading, Modal, TaskStateBadge, Tabs, VmStateBadge } from "../components";
 import { usePoll } from "../hooks";
+import { usePermissions, whyNot } from "../access";
 import {
   type PowerOp, POWER_OPS, canDelete, formatBytes, formatDuration, formatMib, formatTime, formatUptime, powerAllowed, taskKindLabel,
 } from "../logic";
@@ -24,6 +25,9 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
   const [busy, setBusy] = useState<string | null>(null);
   const [actionMsg, setActionMsg] = useState<{ tone: string; text: string } | null>(null);
   const [deleting, setDeleting] = useState(false);
+  const perms = usePermissions();
+  const noPower = whyNot(perms, "VM.PowerMgmt", `/vms/${vmid}`);
+  const noDelete = whyNot(perms, "VM.Allocate", `/vms/${vmid}`);
   const active = (["summary", "hardware", "console", "serial", "tasks"].includes(tab) ? tab : "summary") as Tab;
   const setTab = (t: Tab) => navigate(`/vms/${vmid}${t === "summary" ? "" : `?tab=${t}`}`, true);
   const s = status.data;
@@ -66,13 +70,13 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
       <div class="toolbar" role="toolbar" aria-label="VM actions">
         {POWER_OPS.map((op) => (
           <button type="button" class={`btn${op === "start" ? " btn-primary" : op === "stop" || op === "reset" ? " btn-danger-outline" : ""}`}
-            disabled={!s || !powerAllowed(op, s.state) || busy !== null} title={OP_HINT[op]} onClick={() => power(op)}>
+            disabled={!s || !powerAllowed(op, s.state) || busy !== null || !!noPower} title={noPower ?? OP_HINT[op]} onClick={() => power(op)}>
             {busy === op ? `${OP_LABEL[op]}…` : OP_LABEL[op]}
           </button>
         ))}
         <span class="spacer" />
-        <button type="button" class="btn btn-danger" disabled={!s || busy !== null} onClick={() => setDeleting(true)}
-          title={s && !canDelete(s.state) ? "Stop the VM before deleting it" : "Delete this VM"}>Delete…</button>
+        <button type="button" class="btn btn-danger" disabled={!s || busy !== null || !!noDelete} onClick={() => setDeleting(true)}
+          title={noDelete ?? (s && !canDelete(s.state) ? "Stop the VM before deleting it" : "Delete this VM")}>Delete…</button>
       </div>
       {actionMsg && <div class={`alert alert-${actionMsg.tone}`} role={actionMsg.tone === "error" ? "alert" : "status"}>{actionMsg.text}</div>}
       <ErrorBox error={status.error} title="Cannot read the VM's status" />
