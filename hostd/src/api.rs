@@ -194,7 +194,19 @@ pub fn router(node: Arc<Node>) -> Router {
     ))
     .layer(middleware::from_fn(crate::limits::enforce))
     .layer(middleware::from_fn(crate::limits::security_headers))
+    .layer(middleware::from_fn(changes_invalidate_status))
     .with_state(node)
+}
+
+/// A mutating request may change what the cluster status shows: the cached one is not served
+/// after it (see `cluster::status::StatusCache`).
+async fn changes_invalidate_status(req: axum::extract::Request, next: Next) -> Response {
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let r = next.run(req).await;
+    if mutating {
+        crate::cluster::note_change();
+    }
+    r
 }
 
 async fn not_found() -> ApiError {

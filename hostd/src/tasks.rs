@@ -286,6 +286,7 @@ impl TaskHandle {
         if self.exclusive {
             self.tasks.release(&self.target, &self.upid);
         }
+        crate::cluster::note_change();
     }
 }
 

@@ -29,7 +29,7 @@ mod testlab;
 pub use fencing::require_fence_tested;
 pub use forward::{check_forwarded, forward, member_node_infos, verify_forwarded, FORWARDED_USER};
 pub use routes::*;
-pub use status::cluster_status;
+pub use status::{cluster_status, note_change};
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,7 +48,12 @@ use crate::Node;
 /// A command that failed or timed out, as the API error it is (its message names the command
 /// and carries its stderr).
 fn run_err(e: RunError) -> Error {
-    Error::Internal(e.to_string())
+    if e.is_timeout() {
+        // the engine did not answer in time: 503, the same request may work later
+        Error::Unavailable(e.to_string())
+    } else {
+        Error::Internal(e.to_string())
+    }
 }
 
 /// Name of the root-only API token hostd writes for local commands (`keel join`).
@@ -90,6 +95,8 @@ pub struct ClusterState {
     fingerprint_file: PathBuf,
     /// One membership change at a time on this node.
     change: Mutex<()>,
+    /// The last cluster status (see [`status::StatusCache`]).
+    pub(crate) status_cache: status::StatusCache,
 }
 
 impl From<FormError> for Error {
@@ -167,6 +174,7 @@ impl ClusterState {
             listen_ip: addr.ip(),
             fingerprint_file: cfg.state_dir.join("hostd.fingerprint"),
             change: Mutex::new(()),
+            status_cache: status::StatusCache::default(),
         })
     }
 

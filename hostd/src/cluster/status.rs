@@ -1,6 +1,10 @@
 //! `GET /api/v1/cluster/status`: corosync's quorum and links, Pacemaker's view, fence devices
 //! and fence tests, assembled into one [`ClusterStatus`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use clusterd::commands;
 use clusterd::form;
 use keel_api::cluster::{ClusterNode, ClusterStatus, FailedAction, LinkStatus, MemberStatus};
@@ -9,7 +13,58 @@ use super::fencing::{cib_stonith_devices, fence_test_of};
 use crate::error::Result;
 use crate::Node;
 
+/// How long a computed status is served again: UI pages poll every 2-3 s from any number of
+/// browsers, and each computation runs `corosync-quorumtool`, `corosync-cfgtool`, `crm_mon`
+/// and `cibadmin`. Within this time, and while nothing changed, a request gets the last answer.
+pub const STATUS_TTL: Duration = Duration::from_secs(1);
+
+/// Bumped by every mutating API request and every task end on this node: a status computed
+/// before a change is never served after it.
+static CHANGES: AtomicU64 = AtomicU64::new(0);
+
+/// Something on this node may have changed what the cluster status shows.
+pub fn note_change() {
+    CHANGES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The last status, and one computation at a time: requests that arrive while one runs wait
+/// for it and share its answer instead of each starting its own engine calls (a wedged
+/// `crm_mon` costs one timeout, not one per poll).
+#[derive(Default)]
+pub struct StatusCache {
+    last: Mutex<Option<(Instant, u64, ClusterStatus)>>,
+    computing: Mutex<()>,
+}
+
+impl StatusCache {
+    fn fresh(&self, generation: u64) -> Option<ClusterStatus> {
+        let g = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        g.as_ref()
+            .filter(|(at, gen, _)| *gen == generation && at.elapsed() < STATUS_TTL)
+            .map(|(_, _, s)| s.clone())
+    }
+}
+
+/// The cluster status, from [`StatusCache`] when fresh.
 pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
+    let cache = &node.cluster.status_cache;
+    let generation = CHANGES.load(Ordering::Relaxed);
+    if let Some(s) = cache.fresh(generation) {
+        return Ok(s);
+    }
+    let _one = cache.computing.lock().unwrap_or_else(|p| p.into_inner());
+    // another request may have computed it while this one waited
+    let generation = CHANGES.load(Ordering::Relaxed);
+    if let Some(s) = cache.fresh(generation) {
+        return Ok(s);
+    }
+    let s = compute_status(node)?;
+    *cache.last.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some((Instant::now(), generation, s.clone()));
+    Ok(s)
+}
+
+fn compute_status(node: &Node) -> Result<ClusterStatus> {
     let cs = &node.cluster;
     let Some(rec) = cs.record()? else {
         return Ok(ClusterStatus {
@@ -149,4 +204,132 @@ pub(super) fn cluster_nodes(node: &Node) -> Result<Vec<ClusterNode>> {
                 .unwrap_or_default(),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use keel_runner::{Cmd, Output, RunError, Runner, System};
+    use tower::ServiceExt;
+
+    use crate::error::{Error, Result};
+
+    /// Runs each command's stand-in from `dir` (same arguments and stdin, the production
+    /// timeout capped at `cap` to keep the test short) on the real runner.
+    struct StandIns {
+        dir: PathBuf,
+        cap: Duration,
+    }
+
+    impl Runner for StandIns {
+        fn run(&self, cmd: &Cmd) -> std::result::Result<Output, RunError> {
+            let mut c = Cmd::new(self.dir.join(cmd.program()).display().to_string())
+                .args(cmd.get_args().iter().cloned())
+                .timeout(cmd.get_timeout().min(self.cap));
+            if let Some(i) = cmd.get_stdin() {
+                c = c.stdin(i);
+            }
+            System.run(&c)
+        }
+    }
+
+    fn err(e: impl std::fmt::Display) -> Error {
+        Error::Internal(e.to_string())
+    }
+
+    /// Pacemaker and corosync wedged (stand-ins that never answer): the fencing list ends as a
+    /// 503 naming the command and its timeout, concurrent status polls cost one computation, and
+    /// other endpoints answer at once meanwhile.
+    #[test]
+    fn a_wedged_engine_command_times_out_while_other_endpoints_answer() -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        for prog in [
+            "cibadmin",
+            "crm_mon",
+            "corosync-quorumtool",
+            "corosync-cfgtool",
+        ] {
+            let p = dir.path().join(prog);
+            let calls = dir.path().join("calls.log");
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\necho {prog} >> '{}'\necho wedged >&2\nexec sleep 1000\n",
+                    calls.display()
+                ),
+            )?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let cap = Duration::from_millis(1500);
+        let runner = Arc::new(StandIns {
+            dir: dir.path().to_path_buf(),
+            cap,
+        });
+        let (node, _paths, _s, _f) =
+            super::super::testlab::clustered_on(&[("n1", "127.0.0.1", "127.0.0.1:8006")], runner)?;
+        let tok = node.auth.create_token("root", "wedge", None)?;
+        let auth = format!(
+            "{} {}={}",
+            keel_api::auth::TOKEN_SCHEME,
+            tok.full_tokenid,
+            tok.secret
+        );
+        let app = crate::api::router(node.clone());
+        let get = |path: &str| -> Result<Request<Body>> {
+            Request::get(path)
+                .header("Authorization", &auth)
+                .body(Body::empty())
+                .map_err(err)
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let t0 = Instant::now();
+            let fencing = tokio::spawn(app.clone().oneshot(get("/api/v1/cluster/fencing")?));
+            let statuses: Vec<_> = (0..4)
+                .map(|_| get("/api/v1/cluster/status").map(|r| tokio::spawn(app.clone().oneshot(r))))
+                .collect::<Result<_>>()?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            // meanwhile, VMs and the node answer promptly
+            for path in ["/api/v1/nodes/n1/vms", "/api/v1/nodes/n1", "/api/v1/health"] {
+                let t1 = Instant::now();
+                let r = app.clone().oneshot(get(path)?).await.map_err(err)?;
+                assert_eq!(r.status(), StatusCode::OK, "{path}");
+                assert!(
+                    t1.elapsed() < Duration::from_secs(1),
+                    "{path} took {:?} while the engine was wedged",
+                    t1.elapsed()
+                );
+            }
+            let r = fencing.await.map_err(err)?.map_err(err)?;
+            let took = t0.elapsed();
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.map_err(err)?;
+            let text = String::from_utf8_lossy(&body);
+            assert!(
+                text.contains("cibadmin --query --scope resources did not finish within 1.5s and was killed: wedged"),
+                "{text}"
+            );
+            assert!(took >= cap && took < Duration::from_secs(5), "took {took:?}");
+            // four concurrent polls: all answered (the wedged engine is a note in the status,
+            // not a failure), by ONE computation — crm_mon ran once, not once per poll
+            for s in statuses {
+                let r = s.await.map_err(err)?.map_err(err)?;
+                assert_eq!(r.status(), StatusCode::OK);
+            }
+            let calls = std::fs::read_to_string(dir.path().join("calls.log"))?;
+            let crm_mon = calls.lines().filter(|l| *l == "crm_mon").count();
+            assert_eq!(crm_mon, 1, "status computations for 4 concurrent polls: {calls}");
+            assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+            Ok::<_, Error>(())
+        })
+    }
 }

@@ -31,6 +31,22 @@ fn err(e: impl std::fmt::Display) -> Error {
 /// `c1` is formed on disk: CA, this node's certificate, authkeys, corosync.conf, the record,
 /// root's migration key; nothing runs.
 pub(super) fn clustered(members: &[(&str, &str, &str)], fake: Fake) -> Result<Lab> {
+    let fake = Arc::new(fake);
+    let (node, paths, state, files) = clustered_on(members, fake.clone())?;
+    Ok(Lab {
+        node,
+        fake,
+        paths,
+        _state: state,
+        _files: files,
+    })
+}
+
+/// [`clustered`], with any runner for the engine commands.
+pub(super) fn clustered_on(
+    members: &[(&str, &str, &str)],
+    runner: Arc<dyn keel_runner::Runner>,
+) -> Result<(Arc<Node>, Paths, tempfile::TempDir, tempfile::TempDir)> {
     let (mut node, state) = crate::tests_support::fake_node(Arc::new(FakeHv::new()))?;
     let files = tempfile::tempdir()?;
     let d = files.path();
@@ -91,16 +107,9 @@ pub(super) fn clustered(members: &[(&str, &str, &str)], fake: Fake) -> Result<La
         members: recs,
     }
     .save(&paths)?;
-    let fake = Arc::new(fake);
     node.cluster.paths = paths.clone();
-    node.cluster.runner = fake.clone();
-    Ok(Lab {
-        node: Arc::new(node),
-        fake,
-        paths,
-        _state: state,
-        _files: files,
-    })
+    node.cluster.runner = runner;
+    Ok((Arc::new(node), paths, state, files))
 }
 
 /// `cibadmin --modify … --scope crm_config` with Keel's properties for `nodes` members.
