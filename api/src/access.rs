@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::FieldError;
 
 macro_rules! privileges {
-    ($( $(#[doc = $doc:literal])* $v:ident = $s:literal ),* $(,)?) => {
+    ($( $(#[doc = $doc:literal])* $v:ident = $s:tt ),* $(,)?) => {
         /// One privilege. The list is fixed: custom roles are made from it.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
         pub enum Privilege {

@@ -388,7 +388,16 @@ impl Hypervisor for Libvirt {
     fn list_pools(&self) -> HvResult<Vec<PoolInfo>> {
         self.with(|c| {
             let pools = c.list_all_storage_pools(0).map_err(engine("list pools"))?;
-            pools.iter().map(Self::pool_info).collect()
+            // a pool removed between the listing and its details is simply gone
+            let mut out = Vec::with_capacity(pools.len());
+            for p in &pools {
+                match Self::pool_info(p) {
+                    Ok(i) => out.push(i),
+                    Err(HvError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -433,8 +442,15 @@ impl Hypervisor for Libvirt {
         self.with(|c| {
             let p = Self::pool_h(c, pool)?;
             let vols = p.list_all_volumes(0).map_err(engine("list volumes"))?;
-            let mut out: Vec<VolumeInfo> =
-                vols.iter().map(Self::vol_info).collect::<HvResult<_>>()?;
+            let mut out: Vec<VolumeInfo> = Vec::with_capacity(vols.len());
+            for v in &vols {
+                match Self::vol_info(v) {
+                    Ok(i) => out.push(i),
+                    // deleted between the listing and its details
+                    Err(HvError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(out)
         })
@@ -504,7 +520,16 @@ impl Hypervisor for Libvirt {
     fn list_networks(&self) -> HvResult<Vec<NetworkInfo>> {
         self.with(|c| {
             let nets = c.list_all_networks(0).map_err(engine("list networks"))?;
-            nets.iter().map(Self::net_info).collect()
+            // a network removed between the listing and its details is simply gone
+            let mut out = Vec::with_capacity(nets.len());
+            for n in &nets {
+                match Self::net_info(n) {
+                    Ok(i) => out.push(i),
+                    Err(HvError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
         })
     }
 
