@@ -42,7 +42,12 @@ use crate::hv::Power;
 use crate::{network, storage, tasks, vms, Node};
 
 /// Authenticate; enforce CSRF for ticket sessions on mutating requests.
-async fn require_auth(State(node): State<Arc<Node>>, mut req: Request, next: Next) -> Response {
+async fn require_auth(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    // a forwarded request's MAC covers its body: buffered (bounded) and digested first
+    let (mut req, fwd_body) = match crate::cluster::forwarded_body(req).await {
+        Ok(x) => x,
+        Err(e) => return crate::http::ApiError(e).into_response(),
+    };
     let headers = req.headers().clone();
     let peer_cert = req
         .extensions()
@@ -60,7 +65,8 @@ async fn require_auth(State(node): State<Arc<Node>>, mut req: Request, next: Nex
     let r = blocking(move || {
         // a request another member forwarded for its authenticated user
         if headers.contains_key(crate::cluster::FORWARDED_USER) {
-            return crate::cluster::check_forwarded(&n, &headers, &peer_cert, &method, &pq);
+            let body = fwd_body.as_deref().unwrap_or(crate::cluster_net::STREAMED);
+            return crate::cluster::check_forwarded(&n, &headers, &peer_cert, &method, &pq, body);
         }
         if let Some(v) = headers
             .get(header::AUTHORIZATION)

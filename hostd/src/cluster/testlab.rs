@@ -89,6 +89,7 @@ pub(super) fn clustered(members: &[(&str, &str, &str)], fake: Fake) -> Result<La
         node: SELF.into(),
         nodeid: 1,
         members: recs,
+        removed: vec![],
     }
     .save(&paths)?;
     let fake = Arc::new(fake);
