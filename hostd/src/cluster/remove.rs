@@ -220,7 +220,7 @@ mod tests {
 </resources>"#;
 
     /// Removing node2 (unreachable, --force): every remaining member drops it from
-    /// corosync.conf, revokes it, installs a new corosync authkey, one reload, its fence device and constraint go, Pacemaker forgets it,
+    /// corosync.conf, revokes it, installs a new corosync authkey, one reload, its fence device
     /// and the properties follow the new size — these commands, in this order.
     #[tokio::test(flavor = "multi_thread")]
     async fn node_removal_runs_its_commands_in_order() -> Result<()> {
