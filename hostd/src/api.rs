@@ -65,7 +65,7 @@ async fn require_auth(State(node): State<Arc<Node>>, req: Request, next: Next) -
     let r = blocking(move || {
         // a request another member forwarded for its authenticated user
         if headers.contains_key(crate::cluster::FORWARDED_USER) {
-            let body = fwd_body.as_deref().unwrap_or(crate::cluster_net::STREAMED);
+            let body = fwd_body.as_deref().unwrap_or("");
             return crate::cluster::check_forwarded(&n, &headers, &peer_cert, &method, &pq, body);
         }
         if let Some(v) = headers

@@ -244,8 +244,9 @@ impl NonceCache {
             return Err(Error::Unauthorized("replayed peer request".into()));
         }
         if mine.set.len() >= MAX_NONCES_PER_SENDER {
-            return Err(Error::Unavailable(format!(
-                "too many peer requests from {} within {}s",
+            // 401 like every other refusal of a peer request (documented on every endpoint)
+            return Err(Error::Unauthorized(format!(
+                "too many peer requests from {} within {}s: refused until older ones expire",
                 sig.node,
                 2 * PEER_MAX_SKEW_S
             )));
@@ -464,7 +465,7 @@ mod tests {
         };
         assert!(matches!(
             cache.admit(&one_more, 1000),
-            Err(Error::Unavailable(_))
+            Err(Error::Unauthorized(m)) if m.contains("too many")
         ));
         // other senders are not affected
         cache.admit(

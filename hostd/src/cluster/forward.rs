@@ -112,6 +112,13 @@ pub fn verify_member_request(
     signed: &Signed,
     now: i64,
 ) -> Result<String> {
+    // revocation, right after the handshake: a certificate issued for a removed node (still
+    // signed by the cluster CA) is refused whatever the request says
+    for r in t.removed {
+        if !t.members.contains(&r.as_str()) && peer_cert.check_node(r).is_ok() {
+            return Err(removed(r));
+        }
+    }
     let h = headers
         .get(PEER_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -120,9 +127,7 @@ pub fn verify_member_request(
     let from = sig.node.as_str();
     if !t.members.contains(&from) {
         if t.removed.iter().any(|r| r == from) {
-            return Err(Error::Unauthorized(format!(
-                "{from} was removed from the cluster: its certificate and key are no longer accepted"
-            )));
+            return Err(removed(from));
         }
         return Err(Error::Unauthorized(format!("{from} is not a member")));
     }
@@ -130,6 +135,12 @@ pub fn verify_member_request(
     peer_cert.check_node(from)?;
     t.nonces.admit(&sig, now)?;
     Ok(sig.node)
+}
+
+fn removed(name: &str) -> Error {
+    Error::Unauthorized(format!(
+        "{name} was removed from the cluster: its certificate and key are no longer accepted"
+    ))
 }
 
 /// [`verify_member_request`] for a forwarded request (method, path and query, the user in
