@@ -989,7 +989,28 @@ fn peer_trust_after_removal(lab: &NetnsLab, n1: &KNode, n3: &KNode) -> Result<()
         st == 401 && b.contains("replayed peer request"),
         "the same signed request again: {st} {b}"
     );
-    eprintln!("peer trust after removal: node3 refused by node1 and node2 (old and new key), replay refused");
+    // forwarded JSON bodies are digested: node1's hostd forwards a POST to node2 (node2 judges
+    // the body: 400, not 401), and a body other than the one signed is refused
+    let (c, b) = api(
+        n1,
+        "POST",
+        "/api/v1/nodes/node2/vms",
+        Some(&serde_json::json!({})),
+        None,
+    )?;
+    ensure!(c == 400, "forwarded POST with a JSON body: {c} {b}");
+    let pq = "/api/v1/nodes/node2/vms";
+    let h = peer_header(&key1, "node1", "POST", pq, "root", b"{}");
+    let headers = [
+        ("X-Keel-Peer", h),
+        ("X-Keel-Forwarded-User", "root".to_string()),
+    ];
+    let (st, b) = send(&n1dir, &a(2)?, "POST", pq, &headers, r#"{"vmid":1}"#)?;
+    ensure!(
+        st == 401 && b.contains("not signed with this cluster's key"),
+        "a forwarded body other than the signed one: {st} {b}"
+    );
+    eprintln!("peer trust after removal: node3 refused by node1 and node2 (old and new key), replay refused, altered body refused");
     Ok(())
 }
 
