@@ -41,7 +41,12 @@ use crate::hv::Power;
 use crate::{network, storage, tasks, vms, Node};
 
 /// Authenticate; enforce CSRF for ticket sessions on mutating requests.
-async fn require_auth(State(node): State<Arc<Node>>, mut req: Request, next: Next) -> Response {
+async fn require_auth(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    // a forwarded request's MAC covers its body: buffered (bounded) and digested first
+    let (mut req, fwd_body) = match crate::cluster::forwarded_body(req).await {
+        Ok(x) => x,
+        Err(e) => return crate::http::ApiError(e).into_response(),
+    };
     let headers = req.headers().clone();
     let peer_cert = req
         .extensions()
@@ -59,7 +64,8 @@ async fn require_auth(State(node): State<Arc<Node>>, mut req: Request, next: Nex
     let r = blocking(move || {
         // a request another member forwarded for its authenticated user
         if headers.contains_key(crate::cluster::FORWARDED_USER) {
-            return crate::cluster::check_forwarded(&n, &headers, &peer_cert, &method, &pq);
+            let body = fwd_body.as_deref().unwrap_or("");
+            return crate::cluster::check_forwarded(&n, &headers, &peer_cert, &method, &pq, body);
         }
         if let Some(v) = headers
             .get(header::AUTHORIZATION)
@@ -194,17 +200,24 @@ pub fn router(node: Arc<Node>) -> Router {
     ))
     .layer(middleware::from_fn(crate::limits::enforce))
     .layer(middleware::from_fn(crate::limits::security_headers))
-    .layer(middleware::from_fn(changes_invalidate_status))
+    .layer(middleware::from_fn_with_state(
+        node.clone(),
+        changes_invalidate_status,
+    ))
     .with_state(node)
 }
 
 /// A mutating request may change what the cluster status shows: the cached one is not served
 /// after it (see `cluster::status::StatusCache`).
-async fn changes_invalidate_status(req: axum::extract::Request, next: Next) -> Response {
+async fn changes_invalidate_status(
+    State(node): State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let r = next.run(req).await;
     if mutating {
-        crate::cluster::note_change();
+        node.tasks.note_change();
     }
     r
 }

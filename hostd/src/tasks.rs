@@ -3,7 +3,7 @@
 //! off by a crash and ends as error "interrupted".
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keel_api::task::{TaskInfo, TaskLogLine, TaskState};
@@ -19,6 +19,9 @@ pub struct Tasks {
     seq: AtomicU32,
     /// target → upid of the running exclusive task (one mutating task per VM at a time).
     busy: Mutex<HashMap<String, String>>,
+    /// Bumped by every task end and every mutating API request on this node: cached views
+    /// (the cluster status) computed before a change are not served after it.
+    changes: AtomicU64,
 }
 
 /// Build a UPID: `UPID:{node}:{pid:08X}:{seq:08X}:{start:08X}:{kind}:{target}:{user}:`.
@@ -94,7 +97,18 @@ impl Tasks {
             node: node.to_string(),
             seq: AtomicU32::new(0),
             busy: Mutex::new(HashMap::new()),
+            changes: AtomicU64::new(0),
         }))
+    }
+
+    /// Something on this node may have changed (see the `changes` field).
+    pub fn note_change(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many changes were noted so far.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     /// Register a new running task. With `exclusive`, refuse while another exclusive task
@@ -286,7 +300,7 @@ impl TaskHandle {
         if self.exclusive {
             self.tasks.release(&self.target, &self.upid);
         }
-        crate::cluster::note_change();
+        self.tasks.note_change();
     }
 }
 

@@ -32,6 +32,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 const KEY: [u8; 64] = [7u8; 64];
+/// Node B's revocation list: node-r was removed (its certificate is still CA-signed).
+const REMOVED: [&str; 1] = ["node-r"];
+/// Node B's nonce cache.
+static NONCES: std::sync::LazyLock<cluster_net::NonceCache> =
+    std::sync::LazyLock::new(cluster_net::NonceCache::default);
 const BANNER: &[u8] = b"RFB 003.008\n";
 
 fn ident(name: &str) -> NodeIdentity {
@@ -124,8 +129,15 @@ async fn b_console(
 ) -> Response {
     let pq = uri.path_and_query().map(|x| x.as_str()).unwrap_or("");
     let members = ["node-a", "node-b", "node-c"];
+    let trust = hostd::cluster::Trust {
+        key: &KEY,
+        members: &members,
+        removed: &REMOVED.map(String::from),
+        nonces: &NONCES,
+    };
+    let empty = cluster_net::body_digest(b"");
     let (from, user) =
-        match hostd::cluster::verify_forwarded(&KEY, &members, &headers, &pc, "GET", pq, now()) {
+        match hostd::cluster::verify_forwarded(&trust, &headers, &pc, "GET", pq, &empty, now()) {
             Ok(x) => x,
             // the JSON error hostd answers with (401 for these)
             Err(e) => return hostd::http::ApiError(e).into_response(),
@@ -146,7 +158,7 @@ async fn a_console(
     ws: WebSocketUpgrade,
 ) -> Response {
     let pq = uri.path_and_query().map(|x| x.as_str()).unwrap_or("");
-    let sig = cluster_net::peer_header(&KEY, "node-a", now(), "GET", pq, b"-").unwrap();
+    let sig = cluster_net::peer_header(&KEY, "node-a", now(), &get_signed(pq)).unwrap();
     let headers = [(PEER_HEADER, sig), (FORWARDED_USER, "root".to_string())];
     match hostd::console::forward_ws(ws, tls, "node-b", &b_api, pq, &headers, 100).await {
         Ok(r) => r,
@@ -154,11 +166,24 @@ async fn a_console(
     }
 }
 
+/// What a forwarded console GET for root signs.
+fn get_signed(pq: &str) -> cluster_net::Signed<'_> {
+    cluster_net::Signed {
+        method: "GET",
+        path: pq,
+        user: "root",
+        body: EMPTY_DIGEST,
+    }
+}
+
+/// SHA-256 of an empty body.
+const EMPTY_DIGEST: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 fn signed(pq: &str, from: &str) -> Vec<(&'static str, String)> {
     vec![
         (
             PEER_HEADER,
-            cluster_net::peer_header(&KEY, from, now(), "GET", pq, b"-").unwrap(),
+            cluster_net::peer_header(&KEY, from, now(), &get_signed(pq)).unwrap(),
         ),
         (FORWARDED_USER, "root".to_string()),
     ]
@@ -250,9 +275,54 @@ async fn forwarded_requests_need_the_member_certificate_and_consoles_are_relayed
         "{e}"
     );
 
+    // a removed node: its certificate is still signed by the cluster's CA, its signature valid
+    // with the key it held (here the same key: the revocation alone must refuse it)
+    let (r_cert, r_key) = ca.issue(&ident("node-r")).unwrap();
+    let r = hostd::console::connect_member(
+        member(Some((&r_cert, &r_key))),
+        "node-b",
+        &b_api,
+        pq,
+        &signed(pq, "node-r"),
+    )
+    .await;
+    let e = r.expect_err("a removed node must be refused").to_string();
+    assert!(
+        e.contains("401") && e.contains("node-r was removed from the cluster"),
+        "{e}"
+    );
+
+    // a replay: the same signed headers twice, over node-a's own certificate
+    let once = signed(pq, "node-a");
+    let mut ws = hostd::console::connect_member(
+        member(Some((&a_cert, &a_key))),
+        "node-b",
+        &b_api,
+        pq,
+        &once,
+    )
+    .await
+    .expect("first use of a signature");
+    let _ = ws.close(None).await;
+    let r = hostd::console::connect_member(
+        member(Some((&a_cert, &a_key))),
+        "node-b",
+        &b_api,
+        pq,
+        &once,
+    )
+    .await;
+    let e = r
+        .expect_err("a replayed request must be refused")
+        .to_string();
+    assert!(
+        e.contains("401") && e.contains("replayed peer request"),
+        "{e}"
+    );
+
     // the right certificate, but a bad signature
     let mut bad = signed(pq, "node-a");
-    bad[0].1 = cluster_net::peer_header(&[9u8; 64], "node-a", now(), "GET", pq, b"-").unwrap();
+    bad[0].1 = cluster_net::peer_header(&[9u8; 64], "node-a", now(), &get_signed(pq)).unwrap();
     let r =
         hostd::console::connect_member(member(Some((&a_cert, &a_key))), "node-b", &b_api, pq, &bad)
             .await;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use clusterd::form::MemberRecord;
 
 use crate::auth::Principal;
-use crate::cluster_net::{self, PEER_HEADER};
+use crate::cluster_net::{self, Signed, PEER_HEADER};
 use crate::db::now;
 use crate::error::{Error, Result};
 use crate::http::ApiError;
@@ -19,31 +19,30 @@ use crate::Node;
 /// Header naming the user a forwarded request acts for (with a peer signature).
 pub const FORWARDED_USER: &str = "X-Keel-Forwarded-User";
 
-/// Authenticate a request another member forwarded: its peer signature (method, path and
-/// query; the body is protected by TLS to this node's CA-signed certificate), a member as
-/// sender whose CA-signed client certificate the connection presented (mutual TLS), and a
-/// user that exists here.
+/// Authenticate a request another member forwarded: [`check_member_request`] over method,
+/// path and query, the user it acts for and `body` (the digest of the body, buffered by
+/// [`forwarded_body`], or [`cluster_net::STREAMED`] for an upload), and a user that exists here.
 pub fn check_forwarded(
     node: &Node,
     headers: &HeaderMap,
     peer_cert: &crate::tls::PeerCert,
     method: &str,
     pq: &str,
+    body: &str,
 ) -> Result<Principal> {
     if !headers.contains_key(PEER_HEADER) {
         return Err(Error::Unauthorized(format!(
             "{FORWARDED_USER} needs {PEER_HEADER}"
         )));
     }
-    let key = node.cluster.authkey().map_err(|_| {
-        Error::Unauthorized("forwarded request, but this node is not in a cluster".into())
-    })?;
-    let rec = node
-        .cluster
-        .record()?
-        .ok_or_else(|| Error::Unauthorized("not in a cluster".into()))?;
-    let members: Vec<&str> = rec.members.iter().map(|m| m.name.as_str()).collect();
-    let (_from, user) = verify_forwarded(&key, &members, headers, peer_cert, method, pq, now())?;
+    let user = forwarded_user(headers);
+    let signed = Signed {
+        method,
+        path: pq,
+        user: &user,
+        body,
+    };
+    check_member_request(node, headers, peer_cert, &signed)?;
     if !node.auth.user_exists(&user)? {
         return Err(Error::Forbidden(format!(
             "user {user:?} does not exist in the cluster (as seen by {})",
@@ -53,35 +52,158 @@ pub fn check_forwarded(
     Ok(Principal { user, csrf: None })
 }
 
-/// The part of [`check_forwarded`] that needs no node state: the peer signature keyed by the
-/// cluster key `key` over `method` and `pq` at time `now`, a signer among `members`, and the
-/// connection's CA-verified client certificate issued for that signer. Returns the signer and
-/// the user the request acts for.
+fn forwarded_user(headers: &HeaderMap) -> String {
+    headers
+        .get(FORWARDED_USER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The one check of a request from another member, forwarded or to a peer endpoint: this
+/// node's cluster key, its current member list and the names removed from the cluster, then
+/// [`verify_member_request`] with this process's nonce cache. Returns the sender.
+pub fn check_member_request(
+    node: &Node,
+    headers: &HeaderMap,
+    peer_cert: &crate::tls::PeerCert,
+    signed: &Signed,
+) -> Result<String> {
+    let key = node.cluster.authkey().map_err(|_| {
+        Error::Unauthorized("member request, but this node is not in a cluster".into())
+    })?;
+    let rec = node.cluster.record()?.ok_or_else(|| {
+        Error::Unauthorized("member request, but this node is not in a cluster".into())
+    })?;
+    let members: Vec<&str> = rec.members.iter().map(|m| m.name.as_str()).collect();
+    verify_member_request(
+        &Trust {
+            key: &key,
+            members: &members,
+            removed: &rec.removed,
+            nonces: cluster_net::seen_nonces(),
+        },
+        headers,
+        peer_cert,
+        signed,
+        now(),
+    )
+}
+
+/// What a member checks another member's request against.
+pub struct Trust<'a> {
+    /// The cluster key (the corosync authkey, as installed now).
+    pub key: &'a [u8],
+    /// The current members' names.
+    pub members: &'a [&'a str],
+    /// Names removed from the cluster (their certificates are refused).
+    pub removed: &'a [String],
+    pub nonces: &'a cluster_net::NonceCache,
+}
+
+/// The part of [`check_member_request`] that needs no node state: the peer signature keyed by
+/// the cluster key over `signed` at time `now`; a signer that is a current member and not
+/// removed; the connection's CA-verified client certificate issued for that signer (mutual
+/// TLS); a nonce not seen before (else 401 "replayed peer request"). Returns the signer.
+pub fn verify_member_request(
+    t: &Trust,
+    headers: &HeaderMap,
+    peer_cert: &crate::tls::PeerCert,
+    signed: &Signed,
+    now: i64,
+) -> Result<String> {
+    // revocation, right after the handshake: a certificate issued for a removed node (still
+    // signed by the cluster CA) is refused whatever the request says
+    for r in t.removed {
+        if !t.members.contains(&r.as_str()) && peer_cert.check_node(r).is_ok() {
+            return Err(removed(r));
+        }
+    }
+    let h = headers
+        .get(PEER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Unauthorized(format!("{PEER_HEADER} header required")))?;
+    let sig = cluster_net::check_peer_header(t.key, h, now, signed)?;
+    let from = sig.node.as_str();
+    if !t.members.contains(&from) {
+        if t.removed.iter().any(|r| r == from) {
+            return Err(removed(from));
+        }
+        return Err(Error::Unauthorized(format!("{from} is not a member")));
+    }
+    // mutual TLS: the connection's CA-verified client certificate names the signing member
+    peer_cert.check_node(from)?;
+    t.nonces.admit(&sig, now)?;
+    Ok(sig.node)
+}
+
+fn removed(name: &str) -> Error {
+    Error::Unauthorized(format!(
+        "{name} was removed from the cluster: its certificate and key are no longer accepted"
+    ))
+}
+
+/// [`verify_member_request`] for a forwarded request (method, path and query, the user in
+/// [`FORWARDED_USER`], the body token): the signer and the user.
 pub fn verify_forwarded(
-    key: &[u8],
-    members: &[&str],
+    t: &Trust,
     headers: &HeaderMap,
     peer_cert: &crate::tls::PeerCert,
     method: &str,
     pq: &str,
+    body: &str,
     now: i64,
 ) -> Result<(String, String)> {
-    let h = headers
-        .get(PEER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| Error::Unauthorized(format!("{FORWARDED_USER} needs {PEER_HEADER}")))?;
-    let from = cluster_net::check_peer_header(key, h, now, method, pq, b"-")?;
-    if !members.contains(&from.as_str()) {
-        return Err(Error::Unauthorized(format!("{from} is not a member")));
-    }
-    // mutual TLS: the connection's CA-verified client certificate names the signing member
-    peer_cert.check_node(&from)?;
-    let user = headers
-        .get(FORWARDED_USER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let user = forwarded_user(headers);
+    let signed = Signed {
+        method,
+        path: pq,
+        user: &user,
+        body,
+    };
+    let from = verify_member_request(t, headers, peer_cert, &signed, now)?;
     Ok((from, user))
+}
+
+/// Before [`check_forwarded`] (a request carrying [`FORWARDED_USER`]): the body token its MAC
+/// covers. An upload the sender marked [`cluster_net::STREAMED`] keeps its streamed body (only
+/// `…/upload` paths may be streamed; the body is protected by mutual TLS to this node's
+/// CA-signed certificate); any other body is buffered (at most
+/// [`cluster_net::MAX_SIGNED_BODY`]) and digested, and the request goes on with the buffered
+/// body. `None` for a request that was not forwarded.
+pub async fn forwarded_body(
+    req: axum::extract::Request,
+) -> Result<(axum::extract::Request, Option<String>)> {
+    if !req.headers().contains_key(FORWARDED_USER) {
+        return Ok((req, None));
+    }
+    let streamed = req
+        .headers()
+        .get(cluster_net::PEER_BODY_HEADER)
+        .is_some_and(|v| v.as_bytes() == cluster_net::STREAMED.as_bytes());
+    if streamed {
+        if !req.uri().path().ends_with("/upload") {
+            return Err(Error::BadRequest(format!(
+                "{}: only uploads are forwarded with a streamed body",
+                cluster_net::PEER_BODY_HEADER
+            )));
+        }
+        return Ok((req, Some(cluster_net::STREAMED.to_string())));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, cluster_net::MAX_SIGNED_BODY)
+        .await
+        .map_err(|e| {
+            Error::BadRequest(format!(
+                "forwarded request body over {} bytes or unreadable: {e}",
+                cluster_net::MAX_SIGNED_BODY
+            ))
+        })?;
+    let digest = cluster_net::body_digest(&bytes);
+    Ok((
+        axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)),
+        Some(digest),
+    ))
 }
 
 /// Middleware (after authentication): `/api/v1/nodes/{other}/…` for another member is sent to
@@ -141,14 +263,43 @@ pub(super) async fn forward_to(
         .map(|x| x.as_str().to_string())
         .unwrap_or_default();
     let method = parts.method.to_string();
-    let sig = cluster_net::peer_header(&key, &node.cfg.node, now(), &method, &pq, b"-")?;
     let rm = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|_| Error::BadRequest(format!("method {method}")))?;
-    let mut rb = client
+    let rb = client
         .request(rm, format!("https://{}{pq}", m.api))
-        .header(PEER_HEADER, sig)
-        .header(FORWARDED_USER, &user)
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+        .header(FORWARDED_USER, &user);
+    // An upload is streamed (its body is protected by mutual TLS to the CA-verified member);
+    // any other body is bounded: buffered and its digest signed.
+    let mut rb = if parts.uri.path().ends_with("/upload") {
+        let signed = Signed {
+            method: &method,
+            path: &pq,
+            user: &user,
+            body: cluster_net::STREAMED,
+        };
+        let sig = cluster_net::peer_header(&key, &node.cfg.node, now(), &signed)?;
+        rb.header(PEER_HEADER, sig)
+            .header(cluster_net::PEER_BODY_HEADER, cluster_net::STREAMED)
+            .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+    } else {
+        let bytes = axum::body::to_bytes(body, cluster_net::MAX_SIGNED_BODY)
+            .await
+            .map_err(|e| {
+                Error::BadRequest(format!(
+                    "request body over {} bytes or unreadable: {e}",
+                    cluster_net::MAX_SIGNED_BODY
+                ))
+            })?;
+        let digest = cluster_net::body_digest(&bytes);
+        let signed = Signed {
+            method: &method,
+            path: &pq,
+            user: &user,
+            body: &digest,
+        };
+        let sig = cluster_net::peer_header(&key, &node.cfg.node, now(), &signed)?;
+        rb.header(PEER_HEADER, sig).body(bytes)
+    };
     // access: the owner applies the token's privilege separation too
     if let Some(t) = parts
         .extensions
@@ -210,7 +361,14 @@ pub(super) async fn forward_console(
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let cs = &node.cluster;
-    let sig = cluster_net::peer_header(&cs.authkey()?, &node.cfg.node, now(), "GET", &pq, b"-")?;
+    let empty = cluster_net::body_digest(b"");
+    let signed = Signed {
+        method: "GET",
+        path: &pq,
+        user,
+        body: &empty,
+    };
+    let sig = cluster_net::peer_header(&cs.authkey()?, &node.cfg.node, now(), &signed)?;
     let tls = cluster_net::member_tls_config(&cs.ca_pem()?, cs.node_identity())?;
     let headers = [(PEER_HEADER, sig), (FORWARDED_USER, user.to_string())];
     crate::console::forward_ws(ws, tls, &m.name, &m.api, &pq, &headers, vmid).await
@@ -229,10 +387,16 @@ pub async fn member_node_infos(node: &Node, user: &str) -> Vec<keel_api::node::N
         return vec![];
     };
     let mut out = vec![];
+    let empty = cluster_net::body_digest(b"");
     for m in rec.members.iter().filter(|m| m.name != node.cfg.node) {
         let pq = format!("/api/v1/nodes/{}", m.name);
-        let Ok(sig) = cluster_net::peer_header(&key, &node.cfg.node, now(), "GET", &pq, b"-")
-        else {
+        let signed = Signed {
+            method: "GET",
+            path: &pq,
+            user,
+            body: &empty,
+        };
+        let Ok(sig) = cluster_net::peer_header(&key, &node.cfg.node, now(), &signed) else {
             continue;
         };
         let r = client

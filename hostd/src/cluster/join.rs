@@ -158,6 +158,8 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
             .root_ssh_key
             .as_ref()
             .map(|k| ssh_key_line(k, &req.node)),
+        removed: vec![],
+        corosync_authkey_b64: None,
     };
     tracing::info!(joiner = %req.node, nodeid, "adding node: updating members");
     let old = form::read_corosync_conf(&cs.paths)?;
@@ -169,6 +171,8 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
             pin: None,
             unpin: Some((req.node.clone(), req.links.clone())),
             authorized_key: None,
+            removed: vec![],
+            corosync_authkey_b64: None,
         };
         let _ = push_to_members(node, &rec, &back);
         return Err(e);

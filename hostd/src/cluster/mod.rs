@@ -27,9 +27,12 @@ mod store_api;
 mod testlab;
 
 pub use fencing::require_fence_tested;
-pub use forward::{check_forwarded, forward, member_node_infos, verify_forwarded, FORWARDED_USER};
+pub use forward::{
+    check_forwarded, check_member_request, forward, forwarded_body, member_node_infos,
+    verify_forwarded, verify_member_request, Trust, FORWARDED_USER,
+};
 pub use routes::*;
-pub use status::{cluster_status, note_change};
+pub use status::cluster_status;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};

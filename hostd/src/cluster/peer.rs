@@ -6,9 +6,9 @@ use clusterd::corosync_conf::CorosyncConf;
 use clusterd::form::{self, ClusterRecord, MemberRecord};
 use serde::{Deserialize, Serialize};
 
+use super::forward::check_member_request;
 use super::ClusterState;
-use crate::cluster_net::{self, PEER_HEADER};
-use crate::db::now;
+use crate::cluster_net::{self, Signed};
 use crate::error::{Error, Result};
 use crate::tls::PeerCert;
 use crate::Node;
@@ -26,6 +26,13 @@ pub(super) struct PeerUpdate {
     pub(super) unpin: Option<(String, Vec<String>)>,
     #[serde(default)]
     pub(super) authorized_key: Option<String>,
+    /// Names removed from the cluster (added to every member's revocation list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) removed: Vec<String>,
+    /// A new corosync authkey (base64) to install: rotated when a node is removed. Sent only
+    /// over mutual TLS to CA-verified members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) corosync_authkey_b64: Option<String>,
 }
 
 pub(super) fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()> {
@@ -41,8 +48,32 @@ pub(super) fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()>
         )));
     }
     form::write_corosync_conf(&cs.paths, &conf)?;
+    let new_key = match &u.corosync_authkey_b64 {
+        Some(k) => {
+            use base64::Engine;
+            let k = base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .map_err(|e| Error::BadRequest(format!("corosync_authkey_b64: {e}")))?;
+            Some(k)
+        }
+        None => None,
+    };
     rec.members = u.members.clone();
+    for r in &u.removed {
+        if !rec.removed.contains(r) {
+            rec.removed.push(r.clone());
+        }
+    }
+    // a name that joined again is a member, not removed
+    rec.removed
+        .retain(|r| !rec.members.iter().any(|m| &m.name == r));
     rec.save(&cs.paths)?;
+    if let Some(k) = new_key {
+        // the cluster key follows at once (the HMAC reads the file); corosync after the
+        // `corosync-cfgtool -R` that ends the change
+        form::install_corosync_authkey(&cs.paths, &k)?;
+        tracing::info!("corosync authkey rotated (a member was removed)");
+    }
     if let Some((name, addrs, lines)) = &u.pin {
         form::pin_known_hosts(&cs.paths, name, addrs, lines)?;
     }
@@ -81,8 +112,9 @@ pub(super) fn push_to_members(
     Ok(done)
 }
 
-/// A member's call: HMAC keyed by the cluster key, and (mutual TLS) the connection's
-/// CA-verified client certificate issued for the signing member.
+/// A member's call: the same check as a forwarded request ([`check_member_request`]: current
+/// member, not removed, its CA-verified client certificate, HMAC keyed by the cluster key over
+/// method, path, no user and the body's digest, a fresh nonce).
 fn check_peer(
     node: &Node,
     headers: &HeaderMap,
@@ -90,17 +122,14 @@ fn check_peer(
     path: &str,
     body: &[u8],
 ) -> Result<String> {
-    let h = headers
-        .get(PEER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| Error::Unauthorized(format!("{PEER_HEADER} header required")))?;
-    let key = node
-        .cluster
-        .authkey()
-        .map_err(|_| Error::Conflict("this node is not in a cluster".into()))?;
-    let from = cluster_net::check_peer_header(&key, h, now(), "POST", path, body)?;
-    peer_cert.check_node(&from)?;
-    Ok(from)
+    let digest = cluster_net::body_digest(body);
+    let signed = Signed {
+        method: "POST",
+        path,
+        user: "",
+        body: &digest,
+    };
+    check_member_request(node, headers, peer_cert, &signed)
 }
 
 /// `POST /api/v1/cluster/peer/update` from a member: apply the membership files it sent.

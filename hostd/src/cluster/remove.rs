@@ -79,6 +79,12 @@ pub(super) fn start(node: &Arc<Node>, name: String, force: bool, user: &str) -> 
     })
 }
 
+/// A new corosync authkey, base64 for the peer update.
+fn rotated_authkey_b64() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(form::new_corosync_authkey())
+}
+
 fn remove_task(
     node: &Node,
     rec: ClusterRecord,
@@ -116,7 +122,9 @@ fn remove_task(
             }
         }
     }
-    // 2. every remaining member drops it from corosync.conf, then one reload for all
+    // 2. every remaining member drops it from corosync.conf, puts it on its revocation list
+    //    and installs a new corosync authkey (the removed node keeps the old one), then one
+    //    reload for all makes corosync use the new key
     let members: Vec<MemberRecord> = rec
         .members
         .iter()
@@ -129,6 +137,8 @@ fn remove_task(
         pin: None,
         unpin: Some((gone.name.clone(), gone.addrs.clone())),
         authorized_key: None,
+        removed: vec![name.to_string()],
+        corosync_authkey_b64: Some(rotated_authkey_b64()),
     };
     let mut rest = rec.clone();
     rest.members = members;
@@ -150,7 +160,7 @@ fn remove_task(
     }
     form::reload_corosync(r)?;
     t.log(format!(
-        "removed {name} from corosync.conf on every member and reloaded"
+        "removed {name} from corosync.conf on every member, revoked its certificate, rotated the corosync authkey and reloaded"
     ));
     // 3. Pacemaker forgets it; its fence device goes
     for (id, _, target) in stonith_devices(r)?.into_iter().filter(|d| d.2 == name) {
@@ -210,7 +220,7 @@ mod tests {
 </resources>"#;
 
     /// Removing node2 (unreachable, --force): every remaining member drops it from
-    /// corosync.conf, one reload, its fence device and constraint go, Pacemaker forgets it,
+    /// corosync.conf, revokes it, installs a new corosync authkey, one reload, its fence device
     /// and the properties follow the new size — these commands, in this order.
     #[tokio::test(flavor = "multi_thread")]
     async fn node_removal_runs_its_commands_in_order() -> Result<()> {
@@ -263,6 +273,11 @@ mod tests {
             .record()?
             .ok_or_else(|| Error::Internal("record".into()))?;
         assert_eq!(rec.members.len(), 1);
+        // revoked here, and the corosync authkey rotated (the HMAC key follows the file)
+        assert_eq!(rec.removed, vec!["node2".to_string()]);
+        let key = std::fs::read(lab.paths.corosync_authkey())?;
+        assert_eq!(key.len(), form::COROSYNC_AUTHKEY_LEN);
+        assert_ne!(key, vec![7u8; 128], "the corosync authkey was not rotated");
         let log: Vec<String> = lab
             .node
             .tasks

@@ -1,7 +1,6 @@
 //! `GET /api/v1/cluster/status`: corosync's quorum and links, Pacemaker's view, fence devices
 //! and fence tests, assembled into one [`ClusterStatus`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,17 +14,9 @@ use crate::Node;
 
 /// How long a computed status is served again: UI pages poll every 2-3 s from any number of
 /// browsers, and each computation runs `corosync-quorumtool`, `corosync-cfgtool`, `crm_mon`
-/// and `cibadmin`. Within this time, and while nothing changed, a request gets the last answer.
+/// and `cibadmin`. Within this time, and while nothing changed on this node (no task ended, no
+/// mutating request: `Tasks::changes`), a request gets the last answer.
 pub const STATUS_TTL: Duration = Duration::from_secs(1);
-
-/// Bumped by every mutating API request and every task end on this node: a status computed
-/// before a change is never served after it.
-static CHANGES: AtomicU64 = AtomicU64::new(0);
-
-/// Something on this node may have changed what the cluster status shows.
-pub fn note_change() {
-    CHANGES.fetch_add(1, Ordering::Relaxed);
-}
 
 /// The last status, and one computation at a time: requests that arrive while one runs wait
 /// for it and share its answer instead of each starting its own engine calls (a wedged
@@ -48,13 +39,13 @@ impl StatusCache {
 /// The cluster status, from [`StatusCache`] when fresh.
 pub fn cluster_status(node: &Node) -> Result<ClusterStatus> {
     let cache = &node.cluster.status_cache;
-    let generation = CHANGES.load(Ordering::Relaxed);
+    let generation = node.tasks.changes();
     if let Some(s) = cache.fresh(generation) {
         return Ok(s);
     }
     let _one = cache.computing.lock().unwrap_or_else(|p| p.into_inner());
     // another request may have computed it while this one waited
-    let generation = CHANGES.load(Ordering::Relaxed);
+    let generation = node.tasks.changes();
     if let Some(s) = cache.fresh(generation) {
         return Ok(s);
     }

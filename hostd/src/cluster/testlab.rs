@@ -105,6 +105,7 @@ pub(super) fn clustered_on(
         node: SELF.into(),
         nodeid: 1,
         members: recs,
+        removed: vec![],
     }
     .save(&paths)?;
     node.cluster.paths = paths.clone();
