@@ -199,6 +199,10 @@ pub fn router(node: Arc<Node>) -> Router {
         crate::limits::DEFAULT_MAX,
     ))
     .layer(middleware::from_fn(crate::limits::enforce))
+    .layer(middleware::from_fn_with_state(
+        std::time::Duration::from_secs(node.cfg.client_idle_timeout_s.max(1)),
+        crate::limits::body_idle_timeout,
+    ))
     .layer(middleware::from_fn(crate::limits::security_headers))
     .layer(middleware::from_fn_with_state(
         node.clone(),

@@ -38,6 +38,10 @@ pub struct Config {
     pub service_manager: ServiceManagerKind,
     /// Cluster formation paths and settings (`[cluster]`).
     pub cluster: ClusterConfig,
+    /// Seconds a client may take to send its request headers, and may stay silent while
+    /// sending a body, before the connection is dropped (slow-client protection; an upload
+    /// that keeps sending is never cut).
+    pub client_idle_timeout_s: u64,
 }
 
 /// `service_manager`: `systemd` units, or `direct` (hostd spawns the daemons with pidfiles:
@@ -101,6 +105,7 @@ impl Default for Config {
             ui_dir: None,
             service_manager: ServiceManagerKind::Auto,
             cluster: ClusterConfig::default(),
+            client_idle_timeout_s: 20,
         }
     }
 }

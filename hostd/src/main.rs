@@ -173,10 +173,18 @@ fn main() -> Result<()> {
         let _ = node.cluster.tls.set(tls_cfg.clone());
         let n = node.clone();
         tokio::task::spawn_blocking(move || hostd::cluster::boot(&n));
+        let idle = std::time::Duration::from_secs(node.cfg.client_idle_timeout_s.max(1));
         let app = api::router(node);
-        axum_server::bind(addr)
+        let mut server = axum_server::bind(addr)
             .acceptor(tls::PeerCertAcceptor::new(tls_cfg))
-            .handle(handle)
+            .handle(handle);
+        // a client that does not finish its request headers in time is dropped
+        server
+            .http_builder()
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(idle);
+        server
             // the peer address feeds login throttling and the fail2ban log lines
             .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await

@@ -479,3 +479,108 @@ fn password_change() {
     assert_eq!(vms(&c1, &t1), 401, "a change by token ends every session");
     assert_eq!(login_status(&c, &h, "root", PASSWORD).0, 200);
 }
+
+/// A TLS connection to `h` (pinned to its certificate).
+async fn tls_to(h: &Hostd) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let fp = std::fs::read_to_string(h.dir.join("state/hostd.fingerprint"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fp = keel_pin::parse_fingerprint(fp.trim()).unwrap_or_else(|e| panic!("{e}"));
+    let (cfg, _) = keel_pin::pinned_config(Some(fp)).unwrap_or_else(|e| panic!("{e}"));
+    let conn = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", h.port))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let name =
+        rustls::pki_types::ServerName::try_from("localhost").unwrap_or_else(|e| panic!("{e}"));
+    conn.connect(name, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("TLS: {e}"))
+}
+
+/// Read until the server closes the connection or answers; (what it sent, when).
+async fn until_answer_or_close(
+    s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    bound: Duration,
+) -> (String, Duration) {
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(bound, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            if String::from_utf8_lossy(&out).contains("\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    (String::from_utf8_lossy(&out).into_owned(), t0.elapsed())
+}
+
+/// Slow clients (slowloris): unfinished headers and a body that goes silent are dropped after
+/// the idle timeout (2 s here, 20 s by default); a body that keeps dripping is not cut.
+#[test]
+fn slow_clients_are_dropped_after_the_idle_timeout() {
+    let h = Hostd::start_with_config("client_idle_timeout_s = 2");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        // 1. headers never finished
+        let mut s = tls_to(&h).await;
+        s.write_all(b"POST /api/v1/access/ticket HTTP/1.1\r\nHost: local")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (got, took) = until_answer_or_close(&mut s, Duration::from_secs(15)).await;
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+            "unfinished headers: dropped after {took:?} ({got:?})"
+        );
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
+        eprintln!("unfinished headers: dropped after {took:?}");
+
+        // 2. a body that goes silent
+        let mut s = tls_to(&h).await;
+        s.write_all(b"POST /api/v1/access/ticket HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"username\":")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (got, took) = until_answer_or_close(&mut s, Duration::from_secs(15)).await;
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+            "silent body: answered after {took:?} ({got:?})"
+        );
+        assert!(
+            got.is_empty() || got.starts_with("HTTP/1.1 400"),
+            "silent body: {got}"
+        );
+        eprintln!("silent body: dropped after {took:?}");
+
+        // 3. a body that keeps dripping (a byte group each second, 4 s in all) is read whole
+        let body = br#"{"username":"root","password":"not-the-password-at-all-0123456789"}"#;
+        let mut s = tls_to(&h).await;
+        let head = format!(
+            "POST /api/v1/access/ticket HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for part in body.chunks(body.len().div_ceil(4)) {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            s.write_all(part).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (got, _) = until_answer_or_close(&mut s, Duration::from_secs(15)).await;
+        assert!(
+            got.starts_with("HTTP/1.1 401"),
+            "a dripping body must be read whole (wrong password: 401): {got}"
+        );
+    });
+    // the daemon still serves
+    let r = h.get("/vms");
+    assert_eq!(r.status(), 200);
+}

@@ -76,6 +76,8 @@ pub struct Hostd {
     child: Option<Child>,
     /// `None`: the system libvirtd (qemu:///system).
     libvirt_uri: Option<String>,
+    /// Lines appended to hostd.toml's top level.
+    extra_config: String,
 }
 
 impl Hostd {
@@ -92,14 +94,19 @@ impl Hostd {
     /// a simulated hypervisor private to this hostd): for runs that send arbitrary valid
     /// requests (fuzzing), which must not reach the shared system libvirtd's VMs.
     pub fn start_on_test_driver() -> Hostd {
-        Self::start_full(None, Some("test:///default"))
+        Self::start_full(None, Some("test:///default"), "")
     }
 
     fn start_opts(ui_dir: Option<PathBuf>) -> Hostd {
-        Self::start_full(ui_dir, None)
+        Self::start_full(ui_dir, None, "")
     }
 
-    fn start_full(ui_dir: Option<PathBuf>, libvirt_uri: Option<&str>) -> Hostd {
+    /// A hostd whose hostd.toml also has these lines (top-level settings).
+    pub fn start_with_config(extra: &str) -> Hostd {
+        Self::start_full(None, None, extra)
+    }
+
+    fn start_full(ui_dir: Option<PathBuf>, libvirt_uri: Option<&str>, extra: &str) -> Hostd {
         let (ok, out) = virsh(&["version"]);
         assert!(ok, "libvirtd is not reachable at qemu:///system ({out}); the README's test command starts it");
         let seq = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -125,6 +132,7 @@ impl Hostd {
             seq,
             ui_dir,
             libvirt_uri: libvirt_uri.map(str::to_string),
+            extra_config: extra.to_string(),
         };
         h.base = format!("https://127.0.0.1:{}", h.port);
         h.spawn();
@@ -150,6 +158,10 @@ impl Hostd {
         );
         if let Some(ui) = &self.ui_dir {
             text.push_str(&format!("ui_dir = \"{}\"\n", ui.display()));
+        }
+        if !self.extra_config.is_empty() {
+            text.push_str(&self.extra_config);
+            text.push('\n');
         }
         if let Some(uri) = &self.libvirt_uri {
             text.push_str(&format!("libvirt_uri = \"{uri}\"\n"));
