@@ -175,6 +175,20 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     resp
 }
 
+/// A request body that goes silent for longer than the node's `client_idle_timeout_s` fails
+/// to read (the handler answers 400 and the connection is closed): a client that opens many
+/// connections and drips bytes into them cannot hold the daemon's connections and buffers
+/// indefinitely. An upload that keeps sending is never cut: the clock restarts with each chunk.
+pub async fn body_idle_timeout(
+    axum::extract::State(idle): axum::extract::State<std::time::Duration>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::Body::new(tower_http::timeout::TimeoutBody::new(idle, body));
+    next.run(Request::from_parts(parts, body)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,18 +332,4 @@ mod tests {
         );
         Ok(())
     }
-}
-
-/// A request body that goes silent for longer than the node's `client_idle_timeout_s` fails
-/// to read (the handler answers 400 and the connection is closed): a client that opens many
-/// connections and drips bytes into them cannot hold the daemon's connections and buffers
-/// indefinitely. An upload that keeps sending is never cut: the clock restarts with each chunk.
-pub async fn body_idle_timeout(
-    axum::extract::State(idle): axum::extract::State<std::time::Duration>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = axum::body::Body::new(tower_http::timeout::TimeoutBody::new(idle, body));
-    next.run(Request::from_parts(parts, body)).await
 }
