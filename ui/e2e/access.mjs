@@ -1,7 +1,8 @@
 // End-to-end test of the access pages against a real keel-hostd (no mocks): root creates a
 // group, a user in it, grants the user VMUser on one VM and makes a privilege-separated token
 // through the UI; the user then signs in and finds the pages and buttons it may not use hidden
-// or disabled with the privilege they need, while its own VM's power buttons stay usable.
+// or disabled with the privilege they need, while its own VM's power buttons stay usable; it
+// changes its own password (a short one refused before sending).
 //   KEEL_UI_URL        base URL (hostd serving ui/dist)
 //   KEEL_UI_PASSWORD   root's password
 //   KEEL_UI_VMID       a running VM the test user is granted VMUser on
@@ -155,7 +156,7 @@ await step("the Access page explains what the user may not see or change", async
 });
 
 await step("the user makes a privilege-separated API token", async () => {
-  await page.getByRole("tab", { name: "API tokens" }).click();
+  await page.getByRole("tab", { name: "Password and API tokens" }).click();
   await page.getByLabel("Token id").fill("ci");
   await page.getByLabel("Expires after (days, blank = never)").fill("0");
   await page.getByRole("alert").filter({ hasText: "whole number of days" }).waitFor();
@@ -164,6 +165,24 @@ await step("the user makes a privilege-separated API token", async () => {
   await page.getByTestId("token-secret").filter({ hasText: `${USER}!ci=` }).waitFor();
   const row = page.getByRole("table", { name: "API tokens" }).getByRole("row").filter({ hasText: `${USER}!ci` });
   await row.getByText("yes", { exact: true }).waitFor();
+});
+
+await step("the user changes its own password; the old one stops working", async () => {
+  const NEW_PW = `${USER_PW}-2`;
+  const form = page.getByRole("form", { name: "Change your password" });
+  await form.getByLabel("Current password").fill(USER_PW);
+  await form.getByLabel("New password", { exact: true }).fill("short");
+  await form.getByLabel("New password, again").fill("short");
+  await form.getByRole("alert").filter({ hasText: "at least 8 characters" }).waitFor();
+  expect(await form.getByRole("button", { name: "Change password" }).isDisabled(), "a short password can be sent");
+  await form.getByLabel("New password", { exact: true }).fill(NEW_PW);
+  await form.getByLabel("New password, again").fill(NEW_PW);
+  await form.getByRole("button", { name: "Change password" }).click();
+  await form.getByText("Password changed").waitFor();
+  const tryLogin = async (pw) => (await page.request.post(`${BASE}/api/v1/access/ticket`, {
+    data: { username: USER, password: pw }, failOnStatusCode: false })).status();
+  expect(await tryLogin(NEW_PW) === 200, "the new password does not log in");
+  expect(await tryLogin(USER_PW) === 401, "the old password still logs in");
 });
 
 if (pageErrors.length) { failed++; log(`FAIL page errors: ${pageErrors.join(" | ")}`); }

@@ -87,3 +87,13 @@ export function aclPathProblem(path: string): string | null {
   if (top === "nodes" || top === "storage") return /^[A-Za-z0-9._-]{1,64}$/.test(sub) ? null : `${sub} is not a valid name`;
   return `${path} is not an ACL path`;
 }
+
+/** The new-password rules of keel-api's `validate_password`, checked before sending. */
+export function passwordProblem(pw: string, again: string): string | null {
+  const n = [...pw].length;
+  if (n < 8) return `A password needs at least 8 characters (this one has ${n}).`;
+  if (n > 1024) return "A password may have at most 1024 characters.";
+  if (/[\u0000-\u001f\u007f]/.test(pw)) return "A password cannot contain control characters.";
+  if (pw !== again) return "The two new passwords differ.";
+  return null;
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { aclPathProblem, can, expireFromDays, pathChain, privsAt, whyNot, type Permissions } from "../src/access";
+import { aclPathProblem, can, expireFromDays, passwordProblem, pathChain, privsAt, whyNot, type Permissions } from "../src/access";
 
 const p: Permissions = {
   userid: "bob",
@@ -32,5 +32,15 @@ describe("permissions", () => {
   it("ACL paths like the API", () => {
     for (const ok of ["/", "/vms", "/vms/100", "/nodes/n1", "/storage/local", "/cluster", "/access"]) expect(aclPathProblem(ok)).toBeNull();
     for (const bad of ["", "vms", "/vms/x", "/vms/0", "/foo", "/nodes/a/b", "/vms/"]) expect(aclPathProblem(bad)).not.toBeNull();
+  });
+});
+
+
+describe("passwordProblem (mirrors keel-api's validate_password)", () => {
+  it("refuses short, control characters and a mismatch; accepts a good pair", () => {
+    expect(passwordProblem("short", "short")).toMatch("at least 8 characters (this one has 5)");
+    expect(passwordProblem("long enough\u0007", "long enough\u0007")).toMatch("control characters");
+    expect(passwordProblem("long enough", "long enougH")).toMatch("differ");
+    expect(passwordProblem("long enough", "long enough")).toBeNull();
   });
 });

@@ -1,6 +1,6 @@
 import { useState } from "preact/hooks";
 import { ApiError, del, get, post, put } from "../api";
-import { aclPathProblem, expireFromDays, refreshPermissions, usePermissions, whyNot, type Permissions } from "../access";
+import { aclPathProblem, expireFromDays, passwordProblem, refreshPermissions, usePermissions, whyNot, type Permissions } from "../access";
 import { Empty, ErrorBox, Loading, Tabs } from "../components";
 import { usePoll } from "../hooks";
 import { formatTime } from "../logic";
@@ -192,6 +192,37 @@ function Tokens({ perms }: { perms: Permissions | undefined }) {
   );
 }
 
+function Password({ perms }: { perms: Permissions | undefined }) {
+  const [f, setF] = useState({ old: "", pw: "", again: "" });
+  const [msg, setMsg] = useState<{ tone: string; text: string } | null>(null);
+  const problem = f.pw || f.again ? passwordProblem(f.pw, f.again) : null;
+  const change = async (e: Event) => {
+    e.preventDefault();
+    setMsg(null);
+    if (passwordProblem(f.pw, f.again)) return;
+    try {
+      await put("/access/password", { password: f.pw, old_password: f.old });
+      setF({ old: "", pw: "", again: "" });
+      setMsg({ tone: "info", text: "Password changed. Your other sessions on this node have ended." });
+    } catch (err) { setMsg({ tone: "error", text: (err as ApiError).message }); }
+  };
+  if (perms?.token) return null; // an API token has no password
+  return (
+    <form class="card form-grid" aria-label="Change your password" onSubmit={change}>
+      <h2>Change your password</h2>
+      <Notice msg={msg} />
+      <div class="field-inline"><label for="pw-old">Current password</label>
+        <input id="pw-old" type="password" autocomplete="current-password" required value={f.old} onInput={(e) => setF({ ...f, old: e.currentTarget.value })} /></div>
+      <div class="field-inline"><label for="pw-new">New password</label>
+        <input id="pw-new" type="password" autocomplete="new-password" required value={f.pw} onInput={(e) => setF({ ...f, pw: e.currentTarget.value })} /></div>
+      <div class="field-inline"><label for="pw-again">New password, again</label>
+        <input id="pw-again" type="password" autocomplete="new-password" required value={f.again} onInput={(e) => setF({ ...f, again: e.currentTarget.value })} />
+        {problem && <div class="field-error" role="alert">{problem}</div>}</div>
+      <button type="submit" class="btn btn-primary" disabled={problem !== null}>Change password</button>
+    </form>
+  );
+}
+
 function AclTab({ perms }: { perms: Permissions | undefined }) {
   const acl = usePoll(() => get<AclEntry[]>("/access/acl"), 10000);
   const roles = usePoll(() => get<RoleInfo[]>("/access/roles"), 0);
@@ -266,11 +297,11 @@ export function Access({ tab }: { tab: string }) {
       <div class="page-head"><h1 id="access-title">Access</h1>
         {perms?.token && <span class="muted small">(API token {perms.token})</span>}</div>
       <Tabs<Tab> label="Access sections" active={active} onChange={setTab}
-        tabs={[["users", "Users"], ["groups", "Groups"], ["tokens", "API tokens"], ["permissions", "Permissions"]]} />
+        tabs={[["users", "Users"], ["groups", "Groups"], ["tokens", "Password and API tokens"], ["permissions", "Permissions"]]} />
       <div role="tabpanel" id={`panel-${active}`} aria-labelledby={`tab-${active}`}>
         {active === "users" && <Users perms={perms} />}
         {active === "groups" && <Groups perms={perms} />}
-        {active === "tokens" && <Tokens perms={perms} />}
+        {active === "tokens" && <><Password perms={perms} /><Tokens perms={perms} /></>}
         {active === "permissions" && <AclTab perms={perms} />}
       </div>
     </section>
