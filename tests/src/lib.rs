@@ -4,11 +4,14 @@
 //!   to run corosync, Pacemaker, a private libvirtd and Keel's daemons, with a lab fence agent.
 //! - [`vmlab`]: N QEMU TCG guests booted from Keel's node image, on private socket links, with
 //!   QMP fault injection and a fence agent that acts through QMP.
+//! - [`keelnode`]: Keel's own daemons on a netns node (keel-hostd started there, the `keel` CLI
+//!   against it, the built binaries).
 //! - [`installlab`]: Keel's installer ISO booted under TCG on blank disks (BIOS or UEFI), on a
 //!   lab link (a namespace bridge with the host's chronyd) the tests SSH over.
 //!
 //! Labs only ever stop processes they started, by PID, and keep their run directory on failure.
 
 pub mod installlab;
+pub mod keelnode;
 pub mod netns;
 pub mod vmlab;

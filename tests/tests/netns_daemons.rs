@@ -14,7 +14,7 @@
 //! Needs root and the binaries: `cargo build --bins -p keel-hostd -p keel-cli -p keel-clusterd`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use clusterd::store::client::Client;
 use clusterd::store::StoreError;
-use keel_tests::netns::{LabOpts, NetnsLab, Node, Service};
+use keel_tests::keelnode::{self, bin, is_root, KNode};
+use keel_tests::netns::{LabOpts, NetnsLab, Node};
 
-const PW: &str = "keel-lab-root-pw";
 const T: Duration = Duration::from_secs(180);
 const SOCK: &str = "/run/keel/clusterd.sock";
 
@@ -64,98 +64,14 @@ impl Status {
     }
 }
 
-fn bin(name: &str) -> Result<PathBuf> {
-    let t = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let p = t.join("debug").join(name);
-    ensure!(
-        p.exists(),
-        "{} is not built: run cargo build --bins -p keel-hostd -p keel-cli -p keel-clusterd",
-        p.display()
-    );
-    Ok(p)
+/// What these scenarios ask of a lab node beyond [`keel_tests::keelnode::KNode`].
+trait DaemonsExt {
+    fn status(&self) -> Result<Status>;
+    fn hostd_pid(&self) -> Result<u32>;
+    fn daemon_pid(&self, prog: &str) -> Result<u32>;
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|v| v.split_whitespace().next() == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-struct KNode<'a> {
-    n: &'a Node,
-    state: PathBuf,
-}
-
-impl KNode<'_> {
-    fn fingerprint(&self) -> Result<String> {
-        Ok(
-            std::fs::read_to_string(self.state.join("hostd.fingerprint"))?
-                .trim()
-                .to_string(),
-        )
-    }
-
-    fn keel(&self, args: &[&str]) -> Result<keel_tests::netns::CmdOut> {
-        let keel = bin("keel")?;
-        let fp = self.fingerprint()?;
-        let mut argv = vec![
-            keel.to_str().context("path")?,
-            "--url",
-            "https://127.0.0.1:8006",
-            "--fingerprint",
-            &fp,
-            "--user",
-            "root",
-            "--password",
-            PW,
-        ];
-        argv.extend_from_slice(args);
-        self.n.run(&argv)
-    }
-
-    fn keel_ok(&self, args: &[&str]) -> Result<String> {
-        let o = self.keel(args)?;
-        ensure!(
-            o.success(),
-            "{}: keel {args:?} failed: {}{}",
-            self.n.name,
-            o.stderr,
-            o.stdout
-        );
-        Ok(o.stdout)
-    }
-
-    fn join(&self, address: &str, fp: &str, token: &str) -> Result<()> {
-        let keel = bin("keel")?;
-        let state = self.state.display().to_string();
-        let o = self.n.run(&[
-            keel.to_str().context("path")?,
-            "join",
-            address,
-            "--fingerprint",
-            fp,
-            "--token",
-            token,
-            "--state-dir",
-            &state,
-        ])?;
-        ensure!(
-            o.success(),
-            "{} join: {}{}",
-            self.n.name,
-            o.stderr,
-            o.stdout
-        );
-        Ok(())
-    }
-
+impl DaemonsExt for KNode<'_> {
     /// The status API with the node-local root token (no login: works while the store is
     /// down); bounded by curl's own timeout.
     fn status(&self) -> Result<Status> {
@@ -209,65 +125,7 @@ fn kill(sig: &str, pid: u32) -> Result<()> {
 }
 
 fn start_hostd<'a>(lab: &NetnsLab, n: &'a Node) -> Result<KNode<'a>> {
-    let d = n.dir.join("keel");
-    let state = d.join("state");
-    let ssh = d.join("ssh");
-    for x in [&state, &ssh, &d.join("root-ssh")] {
-        std::fs::create_dir_all(x)?;
-    }
-    let hk = ssh.join("ssh_host_ed25519_key");
-    if !hk.exists() {
-        let out = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", &n.name, "-f"])
-            .arg(&hk)
-            .output()?;
-        ensure!(out.status.success(), "ssh-keygen failed");
-    }
-    let virt = d.join("libvirt-test.xml");
-    std::fs::write(&virt, "<node></node>\n")?;
-    let conf = d.join("hostd.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"node = "{name}"
-listen = "[::]:8006"
-state_dir = "{state}"
-libvirt_uri = "test://{virt}"
-accel = "tcg"
-service_manager = "direct"
-[cluster]
-ssh_dir = "{ssh}"
-known_hosts = "{ssh}/ssh_known_hosts"
-root_ssh_dir = "{root}"
-"#,
-            name = n.name,
-            state = state.display(),
-            virt = virt.display(),
-            ssh = ssh.display(),
-            root = d.join("root-ssh").display(),
-        ),
-    )?;
-    let hostd = bin("keel-hostd")?;
-    let fpfile = state.join("hostd.fingerprint");
-    let _ = std::fs::remove_file(&fpfile);
-    n.spawn_daemon(
-        Service::new(
-            "keel-hostd",
-            &[
-                hostd.to_str().context("path")?,
-                "--config",
-                conf.to_str().context("path")?,
-            ],
-        )
-        .env("KEEL_ADMIN_PASSWORD", PW)
-        .env("RUST_LOG", "info")
-        .ready(&["test", "-s", fpfile.to_str().context("path")?]),
-    )?;
-    let k = KNode { n, state };
-    lab.wait_for(&format!("{} API answers", n.name), T, || {
-        Ok(k.keel(&["node"])?.success())
-    })?;
-    Ok(k)
+    keelnode::start_hostd(lab, n, "")
 }
 
 /// What the write loop saw.
@@ -436,7 +294,8 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     let addr1 = format!("[{a1}]:8006");
     for k in [&n2, &n3] {
         let tok = n1.keel_ok(&["cluster", "join-token", "--ttl", "10m"])?;
-        k.join(&addr1, &fp1, tok.trim())?;
+        let o = k.join(&addr1, &fp1, tok.trim())?;
+        ensure!(o.success(), "{} join: {}{}", k.n.name, o.stderr, o.stdout);
     }
     let labdir = lab.dir.display().to_string();
     for i in 1..=3 {

@@ -6,11 +6,12 @@
 //!
 //! Needs root and `cargo build --workspace --bins` (keel-hostd, keel, keel-clusterd).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use keel_tests::netns::{LabOpts, NetnsLab, Node, Service};
+use anyhow::{ensure, Context, Result};
+use keel_tests::keelnode::{self, is_root, KNode, PW};
+use keel_tests::netns::{LabOpts, NetnsLab, Node};
 
 /// The fields of `GET /api/v1/cluster/status` this test reads (keel-api's ClusterStatus).
 #[derive(Debug, serde::Deserialize)]
@@ -37,124 +38,14 @@ struct FenceTest {
     ok: bool,
 }
 
-const PW: &str = "keel-lab-root-pw";
 const T: Duration = Duration::from_secs(180);
 
-fn bin(name: &str) -> Result<PathBuf> {
-    let t = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let p = t.join("debug").join(name);
-    ensure!(
-        p.exists(),
-        "{} is not built: run cargo build --workspace --bins",
-        p.display()
-    );
-    Ok(p)
+/// What these scenarios ask of a lab node beyond [`keel_tests::keelnode::KNode`].
+trait StatusExt {
+    fn status(&self) -> Result<ClusterStatus>;
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|v| v.split_whitespace().next() == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A lab node running keel-hostd.
-struct KNode<'a> {
-    n: &'a Node,
-    state: PathBuf,
-}
-
-impl KNode<'_> {
-    fn fingerprint(&self) -> Result<String> {
-        Ok(
-            std::fs::read_to_string(self.state.join("hostd.fingerprint"))?
-                .trim()
-                .to_string(),
-        )
-    }
-
-    /// `keel` against this node's own API, logged in as root.
-    fn keel(&self, args: &[&str]) -> Result<keel_tests::netns::CmdOut> {
-        let keel = bin("keel")?;
-        let fp = self.fingerprint()?;
-        let mut argv = vec![
-            keel.to_str().context("path")?,
-            "--url",
-            "https://127.0.0.1:8006",
-            "--fingerprint",
-            &fp,
-            "--user",
-            "root",
-            "--password",
-            PW,
-        ];
-        argv.extend_from_slice(args);
-        self.n.run(&argv)
-    }
-
-    fn keel_ok(&self, args: &[&str]) -> Result<String> {
-        let o = self.keel(args)?;
-        if !o.success() {
-            bail!(
-                "{}: keel {args:?} failed: {}{}",
-                self.n.name,
-                o.stderr,
-                o.stdout
-            );
-        }
-        Ok(o.stdout)
-    }
-
-    /// `keel join` as root on this node (local root token).
-    fn join(
-        &self,
-        address: &str,
-        fingerprint: &str,
-        token: &str,
-    ) -> Result<keel_tests::netns::CmdOut> {
-        let keel = bin("keel")?;
-        let state = self.state.display().to_string();
-        self.n.run(&[
-            keel.to_str().context("path")?,
-            "join",
-            address,
-            "--fingerprint",
-            fingerprint,
-            "--token",
-            token,
-            "--state-dir",
-            &state,
-        ])
-    }
-
-    /// `keel join` authenticated by the member's root password (`--password`).
-    fn join_password(
-        &self,
-        address: &str,
-        fingerprint: &str,
-        pw: &str,
-    ) -> Result<keel_tests::netns::CmdOut> {
-        let keel = bin("keel")?;
-        let state = self.state.display().to_string();
-        self.n.run(&[
-            keel.to_str().context("path")?,
-            "join",
-            address,
-            "--fingerprint",
-            fingerprint,
-            "--password",
-            pw,
-            "--state-dir",
-            &state,
-        ])
-    }
-
+impl StatusExt for KNode<'_> {
     fn status(&self) -> Result<ClusterStatus> {
         Ok(serde_json::from_str(
             &self.keel_ok(&["--json", "cluster", "status"])?,
@@ -162,80 +53,8 @@ impl KNode<'_> {
     }
 }
 
-/// `ui_dir = <repo>/ui/dist` when the UI is built (scripts/test.sh builds it before cargo test).
-fn ui_line() -> String {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/dist");
-    if d.join("index.html").exists() {
-        format!("ui_dir = \"{}\"\n", d.display())
-    } else {
-        String::new()
-    }
-}
-
-/// Start keel-hostd in `n` with a libvirt test-driver file holding `domains` (XML).
 fn start_hostd<'a>(lab: &NetnsLab, n: &'a Node, domains: &str) -> Result<KNode<'a>> {
-    let d = n.dir.join("keel");
-    let state = d.join("state");
-    let ssh = d.join("ssh");
-    for x in [&state, &ssh, &d.join("root-ssh")] {
-        std::fs::create_dir_all(x)?;
-    }
-    // per-node SSH host key (the host's /etc/ssh is shared by every lab node)
-    let hk = ssh.join("ssh_host_ed25519_key");
-    if !hk.exists() {
-        let out = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", &n.name, "-f"])
-            .arg(&hk)
-            .output()?;
-        ensure!(out.status.success(), "ssh-keygen failed");
-    }
-    let virt = d.join("libvirt-test.xml");
-    std::fs::write(&virt, format!("<node>{domains}</node>\n"))?;
-    let conf = d.join("hostd.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"node = "{name}"
-listen = "[::]:8006"
-state_dir = "{state}"
-libvirt_uri = "test://{virt}"
-accel = "tcg"
-service_manager = "direct"
-{ui}
-[cluster]
-ssh_dir = "{ssh}"
-known_hosts = "{ssh}/ssh_known_hosts"
-root_ssh_dir = "{root}"
-"#,
-            name = n.name,
-            state = state.display(),
-            virt = virt.display(),
-            ssh = ssh.display(),
-            root = d.join("root-ssh").display(),
-            ui = ui_line(),
-        ),
-    )?;
-    let hostd = bin("keel-hostd")?;
-    let fpfile = state.join("hostd.fingerprint");
-    let _ = std::fs::remove_file(&fpfile);
-    n.spawn_daemon(
-        Service::new(
-            "keel-hostd",
-            &[
-                hostd.to_str().context("path")?,
-                "--config",
-                conf.to_str().context("path")?,
-            ],
-        )
-        .env("KEEL_ADMIN_PASSWORD", PW)
-        .env("RUST_LOG", "info")
-        .ready(&["test", "-s", fpfile.to_str().context("path")?]),
-    )?;
-    let k = KNode { n, state };
-    lab.wait_for(&format!("{} API answers", n.name), T, || {
-        Ok(k.keel(&["node"])?.success())
-    })?;
-    Ok(k)
+    keelnode::start_hostd(lab, n, domains)
 }
 
 fn expect_refusal(what: &str, o: keel_tests::netns::CmdOut, needle: &str) -> Result<()> {

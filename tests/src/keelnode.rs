@@ -1,0 +1,200 @@
+//! Keel's own daemons on a netns lab node: the built binaries, a keel-hostd started in a node
+//! (libvirt's test driver, the direct service manager, per-node SSH files) and the `keel` CLI
+//! against it — shared by the scenarios that form clusters with Keel.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+
+use crate::netns::{CmdOut, NetnsLab, Node, Service};
+
+/// root's password on every lab node's hostd.
+pub const PW: &str = "keel-lab-root-pw";
+/// How long a node's API may take to answer after its start.
+pub const START: Duration = Duration::from_secs(180);
+
+/// A workspace binary from this build (`keel`, `keel-hostd`, `keel-clusterd`).
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let t = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let p = t.join("debug").join(name);
+    ensure!(
+        p.exists(),
+        "{} is not built: run cargo build --workspace --bins",
+        p.display()
+    );
+    Ok(p)
+}
+
+/// Does this process run as root (the labs need it)?
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|v| v.split_whitespace().next() == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A lab node running keel-hostd.
+pub struct KNode<'a> {
+    pub n: &'a Node,
+    pub state: PathBuf,
+}
+
+impl KNode<'_> {
+    /// The SHA-256 fingerprint of this node's API certificate.
+    pub fn fingerprint(&self) -> Result<String> {
+        Ok(
+            std::fs::read_to_string(self.state.join("hostd.fingerprint"))?
+                .trim()
+                .to_string(),
+        )
+    }
+
+    /// `keel` against this node's own API, logged in as root.
+    pub fn keel(&self, args: &[&str]) -> Result<CmdOut> {
+        let keel = bin("keel")?;
+        let fp = self.fingerprint()?;
+        let mut argv = vec![
+            keel.to_str().context("path")?,
+            "--url",
+            "https://127.0.0.1:8006",
+            "--fingerprint",
+            &fp,
+            "--user",
+            "root",
+            "--password",
+            PW,
+        ];
+        argv.extend_from_slice(args);
+        self.n.run(&argv)
+    }
+
+    /// [`KNode::keel`] that must succeed; its stdout.
+    pub fn keel_ok(&self, args: &[&str]) -> Result<String> {
+        let o = self.keel(args)?;
+        ensure!(
+            o.success(),
+            "{}: keel {args:?} failed: {}{}",
+            self.n.name,
+            o.stderr,
+            o.stdout
+        );
+        Ok(o.stdout)
+    }
+
+    /// `keel join ADDRESS --fingerprint FP` with a join token (`--token`) or the member's root
+    /// password (`--password`), as `auth` says: `("--token", T)` or `("--password", PW)`.
+    pub fn join_with(
+        &self,
+        address: &str,
+        fingerprint: &str,
+        auth: (&str, &str),
+    ) -> Result<CmdOut> {
+        let keel = bin("keel")?;
+        let state = self.state.display().to_string();
+        self.n.run(&[
+            keel.to_str().context("path")?,
+            "join",
+            address,
+            "--fingerprint",
+            fingerprint,
+            auth.0,
+            auth.1,
+            "--state-dir",
+            &state,
+        ])
+    }
+
+    /// `keel join` with a join token.
+    pub fn join(&self, address: &str, fingerprint: &str, token: &str) -> Result<CmdOut> {
+        self.join_with(address, fingerprint, ("--token", token))
+    }
+
+    /// `keel join` authenticated by the member's root password.
+    pub fn join_password(&self, address: &str, fingerprint: &str, pw: &str) -> Result<CmdOut> {
+        self.join_with(address, fingerprint, ("--password", pw))
+    }
+}
+
+/// `ui_dir = <repo>/ui/dist` when the UI is built (scripts/test.sh builds it before cargo test).
+fn ui_line() -> String {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/dist");
+    if d.join("index.html").exists() {
+        format!("ui_dir = \"{}\"\n", d.display())
+    } else {
+        String::new()
+    }
+}
+
+/// Start keel-hostd in `n` with a libvirt test-driver file holding `domains` (XML), the
+/// direct service manager and per-node SSH files; waits until its API answers.
+pub fn start_hostd<'a>(lab: &NetnsLab, n: &'a Node, domains: &str) -> Result<KNode<'a>> {
+    let d = n.dir.join("keel");
+    let state = d.join("state");
+    let ssh = d.join("ssh");
+    for x in [&state, &ssh, &d.join("root-ssh")] {
+        std::fs::create_dir_all(x)?;
+    }
+    // per-node SSH host key (the host's /etc/ssh is shared by every lab node)
+    let hk = ssh.join("ssh_host_ed25519_key");
+    if !hk.exists() {
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", &n.name, "-f"])
+            .arg(&hk)
+            .output()?;
+        ensure!(out.status.success(), "ssh-keygen failed");
+    }
+    let virt = d.join("libvirt-test.xml");
+    std::fs::write(&virt, format!("<node>{domains}</node>\n"))?;
+    let conf = d.join("hostd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"node = "{name}"
+listen = "[::]:8006"
+state_dir = "{state}"
+libvirt_uri = "test://{virt}"
+accel = "tcg"
+service_manager = "direct"
+{ui}
+[cluster]
+ssh_dir = "{ssh}"
+known_hosts = "{ssh}/ssh_known_hosts"
+root_ssh_dir = "{root}"
+"#,
+            name = n.name,
+            state = state.display(),
+            virt = virt.display(),
+            ssh = ssh.display(),
+            root = d.join("root-ssh").display(),
+            ui = ui_line(),
+        ),
+    )?;
+    let hostd = bin("keel-hostd")?;
+    let fpfile = state.join("hostd.fingerprint");
+    let _ = std::fs::remove_file(&fpfile);
+    n.spawn_daemon(
+        Service::new(
+            "keel-hostd",
+            &[
+                hostd.to_str().context("path")?,
+                "--config",
+                conf.to_str().context("path")?,
+            ],
+        )
+        .env("KEEL_ADMIN_PASSWORD", PW)
+        .env("RUST_LOG", "info")
+        .ready(&["test", "-s", fpfile.to_str().context("path")?]),
+    )?;
+    let k = KNode { n, state };
+    lab.wait_for(&format!("{} API answers", n.name), START, || {
+        Ok(k.keel(&["node"])?.success())
+    })?;
+    Ok(k)
+}
