@@ -12,6 +12,7 @@ pub mod node;
 pub mod password;
 pub mod storage;
 pub mod task;
+pub mod time;
 pub mod vm;
 
 pub use error::{ErrorBody, ErrorDetail, FieldError};

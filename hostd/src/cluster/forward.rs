@@ -191,19 +191,25 @@ pub async fn forwarded_body(
         return Ok((req, Some(cluster_net::STREAMED.to_string())));
     }
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, cluster_net::MAX_SIGNED_BODY)
-        .await
-        .map_err(|e| {
-            Error::BadRequest(format!(
-                "forwarded request body over {} bytes or unreadable: {e}",
-                cluster_net::MAX_SIGNED_BODY
-            ))
-        })?;
-    let digest = cluster_net::body_digest(&bytes);
+    let (bytes, digest) = signed_body(body, "forwarded request body").await?;
     Ok((
         axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)),
         Some(digest),
     ))
+}
+
+/// A body that is signed: read whole (at most [`cluster_net::MAX_SIGNED_BODY`]) and digested.
+async fn signed_body(body: axum::body::Body, what: &str) -> Result<(axum::body::Bytes, String)> {
+    let bytes = axum::body::to_bytes(body, cluster_net::MAX_SIGNED_BODY)
+        .await
+        .map_err(|e| {
+            Error::BadRequest(format!(
+                "{what} over {} bytes or unreadable: {e}",
+                cluster_net::MAX_SIGNED_BODY
+            ))
+        })?;
+    let digest = cluster_net::body_digest(&bytes);
+    Ok((bytes, digest))
 }
 
 /// Middleware (after authentication): `/api/v1/nodes/{other}/…` for another member is sent to
@@ -282,15 +288,7 @@ pub(super) async fn forward_to(
             .header(cluster_net::PEER_BODY_HEADER, cluster_net::STREAMED)
             .body(reqwest::Body::wrap_stream(body.into_data_stream()))
     } else {
-        let bytes = axum::body::to_bytes(body, cluster_net::MAX_SIGNED_BODY)
-            .await
-            .map_err(|e| {
-                Error::BadRequest(format!(
-                    "request body over {} bytes or unreadable: {e}",
-                    cluster_net::MAX_SIGNED_BODY
-                ))
-            })?;
-        let digest = cluster_net::body_digest(&bytes);
+        let (bytes, digest) = signed_body(body, "request body").await?;
         let signed = Signed {
             method: &method,
             path: &pq,
