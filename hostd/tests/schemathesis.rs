@@ -70,6 +70,10 @@ fn live_api_conforms_to_its_openapi_document() {
         .args(["--seed", &seed])
         .args(["--exclude-path-regex", EXCLUDED_PATHS])
         .args(["--request-timeout", "30"])
+        // a connection dropped in its TLS handshake on a starved 2-core machine is retried
+        // (seen once: "EOF occurred in violation of protocol" while a build ran beside the
+        // suite); answers are still all checked
+        .args(["--request-retries", "2"])
         .args(["--workers", "2"])
         .args(["--max-time", "90"])
         .args(["--output-truncate", "false"])
