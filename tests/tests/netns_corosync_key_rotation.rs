@@ -33,10 +33,18 @@ fn corosync(n: &Node) -> Result<u32> {
     ]))
 }
 
-fn stop_corosync(lab: &NetnsLab, n: &Node) -> Result<()> {
+/// Shut corosync (PID `pid`) down cleanly and wait until the process is gone (a zombie left
+/// for the lab to reap counts as gone): its IPC closes before it exits, and a new corosync
+/// started before that finds the old one's PID lock and exits.
+fn stop_corosync(lab: &NetnsLab, n: &Node, pid: u32) -> Result<()> {
     n.run_ok(&["corosync-cfgtool", "-H", "--force"])?;
-    lab.wait_for(&format!("corosync on {} stopped", n.name), T, || {
-        Ok(!n.run(&["corosync-cfgtool", "-s"])?.success())
+    lab.wait_for(&format!("corosync on {} exited", n.name), T, || {
+        Ok(match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(st) => st
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        })
     })?;
     Ok(())
 }
@@ -51,10 +59,6 @@ fn set_key(n: &Node, key: &[u8]) -> Result<()> {
 fn log(n: &Node) -> Result<String> {
     let p = n.dir.join("log/cluster/corosync.log");
     std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
-}
-
-fn count(n: &Node, needle: &str) -> Result<usize> {
-    Ok(log(n)?.matches(needle).count())
 }
 
 /// The corosync log lines about the knet crypto switch, for the record.
@@ -73,47 +77,35 @@ fn lines(n: &Node) -> Result<usize> {
     Ok(log(n)?.lines().count())
 }
 
-/// Rotate: a new key on `members` only, then one `corosync-cfgtool -R` on `reloader`; wait
-/// until every member logged the switch and the old key's cleanup. Returns the time taken.
-fn rotate(lab: &NetnsLab, members: &[&Node], reloader: &Node) -> Result<Duration> {
+/// Rotate: a new key on `members` only, then one `corosync-cfgtool -R` on `reloader`. The
+/// members' corosync log lines about the switch are printed for the record (after
+/// `corosync-cfgtool -L`, which reopens the log file: corosync's file log is buffered, and
+/// reading it right away once showed nothing although the switch had happened). The proof is
+/// the behaviour checked by the caller, not the log.
+fn rotate(lab: &NetnsLab, members: &[&Node], reloader: &Node) -> Result<()> {
     let key: Vec<u8> = (0..128).map(|_| rand::random::<u8>()).collect();
-    let before: Vec<(usize, usize, usize)> = members
-        .iter()
-        .map(|n| {
-            Ok((
-                count(n, "kronosnet crypto reconfigured")?,
-                count(n, "Clearing old knet crypto config")?,
-                lines(n)?,
-            ))
-        })
-        .collect::<Result<_>>()?;
+    let before: Vec<usize> = members.iter().map(|n| lines(n)).collect::<Result<_>>()?;
     for n in members {
         set_key(n, &key)?;
     }
-    let t0 = Instant::now();
     reloader.run_ok(&["corosync-cfgtool", "-R"])?;
-    let r = lab.wait_for(
-        "every member logged 'kronosnet crypto reconfigured' and 'Clearing old knet crypto config'",
-        T,
-        || {
-            for (n, b) in members.iter().zip(&before) {
-                if count(n, "kronosnet crypto reconfigured")? <= b.0
-                    || count(n, "Clearing old knet crypto config")? <= b.1
-                {
-                    return Ok(false);
-                }
+    lab.wait_for("members quorate after the reload", T, || {
+        for n in members {
+            if !n.quorum()?.1 {
+                return Ok(false);
             }
-            Ok(true)
-        },
-    );
+        }
+        Ok(true)
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
     for (n, b) in members.iter().zip(&before) {
+        let _ = n.run(&["corosync-cfgtool", "-L"]);
         eprintln!("{} after the reload from {}:", n.name, reloader.name);
-        for l in crypto_lines(n, b.2)? {
+        for l in crypto_lines(n, *b)? {
             eprintln!("  {l}");
         }
     }
-    r?;
-    Ok(t0.elapsed())
+    Ok(())
 }
 
 fn scenario(lab: &NetnsLab) -> Result<()> {
@@ -134,8 +126,12 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     }
     let (n1, n2, n3) = (lab.node(1)?, lab.node(2)?, lab.node(3)?);
     let t0 = Instant::now();
+    let mut pid3 = 0;
     for n in &lab.nodes {
-        corosync(n)?;
+        let pid = corosync(n)?;
+        if n.index == 3 {
+            pid3 = pid;
+        }
     }
     lab.wait_for("3 corosync members, quorate everywhere", T, || {
         for n in &lab.nodes {
@@ -152,12 +148,11 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     let old_key = std::fs::read(n3.dir.join("etc/corosync/authkey"))?;
 
     // 1. node3 down; node1 and node2 switch to a new key with one reload from node1
-    stop_corosync(lab, n3)?;
+    stop_corosync(lab, n3, pid3)?;
     lab.wait_for("node1 and node2: 2 members, quorate", T, || {
         Ok(n1.quorum()? == (2, true) && n2.quorum()? == (2, true))
     })?;
-    let t = rotate(lab, &[n1, n2], n1)?;
-    eprintln!("METRIC key_switch_both_members={:.2}s", t.as_secs_f64());
+    rotate(lab, &[n1, n2], n1)?;
     ensure!(
         n1.quorum()? == (2, true) && n2.quorum()? == (2, true),
         "node1/node2 not 2 quorate members after the key switch"
@@ -167,7 +162,7 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         std::fs::read(n3.dir.join("etc/corosync/authkey"))? == old_key,
         "node3 must still hold the old key"
     );
-    corosync(n3)?;
+    let pid3 = corosync(n3)?;
     let t = Instant::now();
     while t.elapsed() < OLD_KEY_GRACE {
         ensure!(
@@ -187,7 +182,7 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     );
 
     // 2. control: with the new key node3 joins
-    stop_corosync(lab, n3)?;
+    stop_corosync(lab, n3, pid3)?;
     let new_key = std::fs::read(n1.dir.join("etc/corosync/authkey"))?;
     set_key(n3, &new_key)?;
     let t = Instant::now();
@@ -206,11 +201,7 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     );
 
     // 3. node3 running as a member; node1 and node2 rotate without it (reload from node2)
-    let t = rotate(lab, &[n1, n2], n2)?;
-    eprintln!(
-        "METRIC key_switch_with_old_key_member_running={:.2}s",
-        t.as_secs_f64()
-    );
+    rotate(lab, &[n1, n2], n2)?;
     let t = Instant::now();
     lab.wait_for(
         "node3 (old key, running) cut out: node1/node2 2 quorate members, node3 alone",
