@@ -2,10 +2,12 @@
 //! member drops it from corosync.conf and reloads, Pacemaker forgets it, its fence device goes).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clusterd::commands;
+use clusterd::corosync_conf::CorosyncConf;
 use clusterd::form::{self, ClusterRecord, MemberRecord};
+use keel_runner::Runner;
 use rusqlite::params;
 
 use super::fencing::{fence_test_key, lab_shell_device, stonith_devices};
@@ -18,6 +20,65 @@ use crate::Node;
 /// Between two `crm_node -R` attempts: the controller may re-create the node entry until
 /// corosync's membership settled after the reload.
 const PURGE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Between two looks at corosync's membership after the key switch.
+const KEY_SWITCH_POLL: Duration = Duration::from_secs(1);
+/// How long, beyond the stability window, the members get to be all back after the reload.
+const KEY_SWITCH_SLACK: Duration = Duration::from_secs(30);
+
+/// How long every member that was online must stay in this node's membership after the reload
+/// that switches the key: longer than corosync takes to drop a member whose packets it no
+/// longer accepts (token timeout, plus `token_coefficient` per node above two, plus the
+/// consensus timeout of 1.2 tokens), with a margin.
+fn key_switch_window(conf: &CorosyncConf) -> Duration {
+    let nodes = conf.nodes.len() as u64;
+    let coefficient = u64::from(conf.token_coefficient_ms.unwrap_or(650));
+    let token = u64::from(conf.token_ms) + nodes.saturating_sub(2) * coefficient;
+    // token + consensus (1.2 token) = 2.2 token; 2.5 token leaves a margin
+    Duration::from_millis(token * 5 / 2)
+}
+
+/// After the reload that makes corosync use the rotated key: wait until every node id in
+/// `expected` (the remaining members that were online before) has been in this node's quorate
+/// membership without a break for `window`. A member whose corosync did not switch to the new
+/// key is dropped by the others once they clear the old key, so it is missing here.
+/// `Err`: the ids missing at the last look (empty when the membership kept changing or
+/// corosync did not answer).
+fn wait_key_switch(
+    r: &dyn Runner,
+    expected: &[u32],
+    window: Duration,
+    poll: Duration,
+    wait: Duration,
+) -> std::result::Result<(), Vec<u32>> {
+    let t0 = Instant::now();
+    let mut since: Option<Instant> = None;
+    let mut missing = vec![];
+    loop {
+        match form::quorum_checked(r) {
+            Ok(q) => {
+                missing = expected
+                    .iter()
+                    .filter(|id| !q.members.iter().any(|m| m.nodeid == **id))
+                    .copied()
+                    .collect();
+                if missing.is_empty() && q.quorate {
+                    let s = *since.get_or_insert_with(Instant::now);
+                    if s.elapsed() >= window {
+                        return Ok(());
+                    }
+                } else {
+                    since = None;
+                }
+            }
+            Err(_) => since = None,
+        }
+        if t0.elapsed() >= wait {
+            return Err(missing);
+        }
+        std::thread::sleep(poll);
+    }
+}
 
 /// Would the online members left after removing `removed` (of `total`) hold quorum for the new
 /// size? `Err` says why not.
@@ -122,9 +183,21 @@ fn remove_task(
             }
         }
     }
+    // the remaining members corosync sees now: each must still be there after the key switch
+    let online_before: Vec<u32> = form::quorum(r)
+        .map(|q| {
+            q.members
+                .iter()
+                .map(|m| m.nodeid)
+                .filter(|id| *id != gone.nodeid)
+                .collect()
+        })
+        .unwrap_or_default();
     // 2. every remaining member drops it from corosync.conf, puts it on its revocation list
-    //    and installs a new corosync authkey (the removed node keeps the old one), then one
-    //    reload for all makes corosync use the new key
+    //    and installs a new corosync authkey (the removed node keeps the old one); only then
+    //    one reload: corosync sends it to every member, each re-reads its files, loads the new
+    //    key beside the old one, switches to it, and clears the old one (measured in
+    //    tests/tests/netns_corosync_key_rotation.rs)
     let members: Vec<MemberRecord> = rec
         .members
         .iter()
@@ -162,6 +235,48 @@ fn remove_task(
     t.log(format!(
         "removed {name} from corosync.conf on every member, revoked its certificate, rotated the corosync authkey and reloaded"
     ));
+    let window = key_switch_window(&conf);
+    let key_problem = match wait_key_switch(
+        r,
+        &online_before,
+        window,
+        KEY_SWITCH_POLL,
+        window + KEY_SWITCH_SLACK,
+    ) {
+        Ok(()) => {
+            t.log(format!(
+                "corosync uses the new key: the {} online member(s) stayed in the membership for {:.1} s after the reload",
+                online_before.len(),
+                window.as_secs_f64()
+            ));
+            None
+        }
+        Err(missing) => {
+            let names: Vec<String> = missing
+                .iter()
+                .map(|id| {
+                    conf.nodes
+                        .iter()
+                        .find(|n| n.nodeid == *id)
+                        .map(|n| n.name.clone())
+                        .unwrap_or_else(|| format!("nodeid {id}"))
+                })
+                .collect();
+            let msg = if names.is_empty() {
+                format!(
+                    "corosync's membership did not settle within {:.0} s after the key rotation; check `keel cluster status` and the corosync log of every member",
+                    (window + KEY_SWITCH_SLACK).as_secs_f64()
+                )
+            } else {
+                format!(
+                    "after the corosync key rotation, {} left this node's corosync membership: probably still on the old key. On each of them check that /etc/corosync/authkey matches this node's (Keel pushed it), then run `corosync-cfgtool -R` there (or restart corosync there); `keel cluster status` shows when they are back",
+                    names.join(", ")
+                )
+            };
+            t.log(format!("warning: {msg}"));
+            Some(msg)
+        }
+    };
     // 3. Pacemaker forgets it; its fence device goes
     for (id, _, target) in stonith_devices(r)?.into_iter().filter(|d| d.2 == name) {
         let dev = lab_shell_device(&id, &target);
@@ -205,7 +320,11 @@ fn remove_task(
     );
     let c = clusterd::store::client::Client::local();
     let _ = tokio::runtime::Handle::current().block_on(c.delete(&fence_test_key(name), None));
-    Ok(())
+    match key_problem {
+        // the removal itself is done; the task fails so the operator sees what is left to do
+        Some(msg) => Err(Error::Conflict(format!("{name} was removed, but {msg}"))),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -227,8 +346,17 @@ mod tests {
         let gone = clusterd::cib::delete_fence_device(&lab_shell_device("fence-node2", "node2"));
         let delete = ["cibadmin", "--delete", "--xml-pipe"];
         let (props, props_xml) = properties_call(1);
-        let fake = Fake::new()
-            .expect(&["corosync-cfgtool", "-R"], Reply::ok(""))
+        let quorum = ["corosync-quorumtool", "-s"];
+        let mut fake = Fake::new()
+            // the members corosync sees before (node2 is down: n1 alone)
+            .expect(&quorum, Reply::ok(quorum_out(&[1], true)))
+            .expect(&["corosync-cfgtool", "-R"], Reply::ok(""));
+        // n1 stays in its membership for the whole window (token 1000 ms: 2.5 s, one look a
+        // second)
+        for _ in 0..4 {
+            fake = fake.expect(&quorum, Reply::ok(quorum_out(&[1], true)));
+        }
+        let fake = fake
             .expect(
                 &["cibadmin", "--query", "--scope", "resources"],
                 Reply::ok(CIB_RESOURCES),
@@ -293,6 +421,85 @@ mod tests {
             log.iter().any(|l| l == "deleted fence device fence-node2"),
             "{log:?}"
         );
+        Ok(())
+    }
+
+    /// `corosync-quorumtool -s` as corosync 3.1 prints it, with these members (n1 local).
+    fn quorum_out(ids: &[u32], quorate: bool) -> String {
+        let mut out = format!(
+            "Quorum information\n------------------\nDate:             Wed Dec  2 11:00:00 2026\n\
+             Quorum provider:  corosync_votequorum\nNodes:            {}\nNode ID:          1\n\
+             Ring ID:          1.10\nQuorate:          {}\n\nVotequorum information\n\
+             ----------------------\nExpected votes:   3\nHighest expected: 3\n\
+             Total votes:      {}\nQuorum:           2\nFlags:            {}\n\n\
+             Membership information\n----------------------\n    Nodeid      Votes Name\n",
+            ids.len(),
+            if quorate { "Yes" } else { "No" },
+            ids.len(),
+            if quorate { "Quorate" } else { "" },
+        );
+        for id in ids {
+            let name = if *id == 1 {
+                "n1 (local)".to_string()
+            } else {
+                format!("node{id}")
+            };
+            out.push_str(&format!("         {id}          1 {name}\n"));
+        }
+        out
+    }
+
+    /// The key switch is confirmed only when every member that was online stays in the
+    /// membership for the whole window; a member missing at the deadline is named.
+    #[test]
+    fn key_switch_needs_every_online_member_to_stay() {
+        let quorum = ["corosync-quorumtool", "-s"];
+        let z = Duration::ZERO;
+        // all there at once, no window: one look
+        let fake = Fake::new().expect(&quorum, Reply::ok(quorum_out(&[1, 2, 3], true)));
+        assert_eq!(wait_key_switch(&fake, &[1, 2, 3], z, z, z), Ok(()));
+        fake.assert_done();
+        // node3 dropped out (still on the old key) until the deadline: named
+        let fake = Fake::new().expect(&quorum, Reply::ok(quorum_out(&[1, 2], true)));
+        assert_eq!(wait_key_switch(&fake, &[1, 2, 3], z, z, z), Err(vec![3]));
+        fake.assert_done();
+        // a membership change in the window restarts it: absent, back, then stable
+        let long = Duration::from_secs(60);
+        let fake = Fake::new()
+            .expect(&quorum, Reply::ok(quorum_out(&[1, 2, 3], true)))
+            .expect(&quorum, Reply::ok(quorum_out(&[1, 2], true)))
+            .expect(&quorum, Reply::ok(quorum_out(&[1, 2, 3], true)))
+            .expect(&quorum, Reply::ok(quorum_out(&[1, 2, 3], true)));
+        let w = Duration::from_millis(10);
+        let poll = Duration::from_millis(20);
+        assert_eq!(wait_key_switch(&fake, &[1, 2, 3], w, poll, long), Ok(()));
+        fake.assert_done();
+        // not quorate counts as not settled; corosync not answering too
+        let fake = Fake::new()
+            .expect(&quorum, Reply::ok(quorum_out(&[1, 2, 3], false)))
+            .expect(&quorum, Reply::fail(1, "Cannot initialize QUORUM service"))
+            .expect(&quorum, Reply::ok(quorum_out(&[1, 2, 3], true)));
+        assert_eq!(wait_key_switch(&fake, &[1, 2, 3], z, z, long), Ok(()));
+        fake.assert_done();
+    }
+
+    /// The window covers corosync's failure detection: token (+650 ms per node above two)
+    /// plus consensus, with a margin.
+    #[test]
+    fn key_switch_window_follows_the_token() -> Result<()> {
+        use clusterd::corosync_conf::{ConfNode, LatencyClass};
+        let n = |id: u32| ConfNode {
+            nodeid: id,
+            name: format!("n{id}"),
+            addrs: vec![format!("192.0.2.{id}")],
+        };
+        let mut c = CorosyncConf::new("c1", n(1), LatencyClass::Lan);
+        c.add_node(n(2))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        assert_eq!(key_switch_window(&c), Duration::from_millis(7500));
+        c.add_node(n(3))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        assert_eq!(key_switch_window(&c), Duration::from_millis(9125));
         Ok(())
     }
 
