@@ -48,6 +48,24 @@ keel_install_deps() {
   keel_need_node 20 "the web UI build (Vite 8)"
 }
 
+# Build outputs live outside the clone, so a fresh clone (CI) reuses the compiled dependencies
+# of the last run: cargo still rebuilds whatever changed (it fingerprints every input). An
+# explicit CARGO_TARGET_DIR wins. The cache is dropped when it passes KEEL_TARGET_CACHE_GIB
+# (default 20), so incremental leftovers cannot fill the disk.
+keel_cargo_target_cache() {
+  if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+    export CARGO_TARGET_DIR=/var/cache/keel/cargo-target
+  fi
+  mkdir -p "$CARGO_TARGET_DIR"
+  local kib
+  kib=$(du -sk "$CARGO_TARGET_DIR" | cut -f1)
+  if [ "$kib" -gt $(( ${KEEL_TARGET_CACHE_GIB:-20} * 1024 * 1024 )) ]; then
+    log "cargo target cache $CARGO_TARGET_DIR is $((kib / 1024 / 1024)) GiB: starting it afresh"
+    rm -rf "$CARGO_TARGET_DIR" && mkdir -p "$CARGO_TARGET_DIR"
+  fi
+  log "cargo target dir: $CARGO_TARGET_DIR"
+}
+
 # keel_need_node MAJOR WHAT: the UI's build and test tools need Node.js 20 (Debian 12 ships 18:
 # install 20 from another source first).
 keel_need_node() {

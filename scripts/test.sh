@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 keel_install_deps "${KEEL_TEST_APT_PACKAGES[@]}"
+keel_cargo_target_cache
 keel_install_ksvalidator
 keel_install_schemathesis
 keel_start_libvirt

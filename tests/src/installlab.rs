@@ -168,6 +168,8 @@ pub struct Link {
 impl Link {
     pub fn up(id: &str) -> Result<Link> {
         let dir = Path::new(crate::vmlab::RUN_ROOT).join(format!("install-{id}"));
+        // Two installed nodes hold about 2 GiB each; the raw disks are sparse.
+        crate::vmlab::require_free_space(&dir, 8, "the install lab")?;
         fs::create_dir_all(&dir)?;
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -423,13 +425,19 @@ impl Machine {
             if t0.elapsed() > timeout {
                 let tail: Vec<&str> = c.lines().rev().take(30).collect();
                 bail!(
-                    "{}: no {marker:?} on the console within {timeout:?}; last lines:\n{}",
+                    "{}: no {marker:?} on the console within {timeout:?} (QEMU state: {}); last lines:\n{}",
                     self.name,
+                    self.run_state(),
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
             std::thread::sleep(Duration::from_secs(1));
         }
+    }
+
+    /// QEMU's run state (`running`, `io-error`, …) for failure messages.
+    pub fn run_state(&self) -> String {
+        crate::vmlab::qemu_run_state(&self.qmp)
     }
 
     /// Cable pull / plug on NIC `i` (0-based; QEMU id `l{i+1}`).

@@ -32,6 +32,47 @@ use sha2::{Digest, Sha256};
 /// Root of all lab run directories.
 pub const RUN_ROOT: &str = "/var/tmp/keel-lab";
 
+/// Fail early, with what to do, when the file system holding `dir` has less than `need_gib`
+/// GiB free. A lab that runs out of space mid-way does not fail cleanly: QEMU pauses a guest
+/// whose disk write hits ENOSPC, and the test then times out waiting for SSH or a console line.
+pub fn require_free_space(dir: &Path, need_gib: u64, what: &str) -> Result<()> {
+    fs::create_dir_all(dir)?;
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(dir)
+        .output()
+        .context("running df")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let avail: u64 = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "df printed no free-space figure for {}: {text}",
+                dir.display()
+            )
+        })?;
+    let gib = avail >> 30;
+    if gib < need_gib {
+        bail!(
+            "{what} needs {need_gib} GiB free under {} but only {gib} GiB is free: \
+             free space there (old lab runs under {RUN_ROOT}, stale cargo target dirs) and rerun",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// QEMU's run state from QMP (`running`, `paused`, `io-error`, …), for failure messages: a
+/// guest stopped by an I/O error otherwise looks like a hung boot.
+pub fn qemu_run_state(qmp: &Path) -> String {
+    match qmp_call(qmp, "query-status", None) {
+        Ok(v) => v["status"].as_str().unwrap_or("unknown").to_string(),
+        Err(e) => format!("unknown ({e:#})"),
+    }
+}
+
 /// The built node image (see `iso/node/build.sh`).
 #[derive(Debug, Clone)]
 pub struct NodeImage {
@@ -375,6 +416,7 @@ impl VmLab {
         if cfg.nodes == 0 || cfg.nodes > 9 {
             bail!("a lab has 1..=9 nodes");
         }
+        require_free_space(Path::new(RUN_ROOT), 4 + 2 * cfg.nodes as u64, "the VM lab")?;
         let image = node_image()?;
         let id = format!(
             "lab-{}-{}",

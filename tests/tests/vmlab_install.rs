@@ -213,7 +213,13 @@ fn wait_ssh(m: &Machine, ssh: &Ssh, name: &str) {
         Duration::from_secs(420),
         || Ok(ssh.exec("true", Duration::from_secs(20))?.0 == 0),
     )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&m.console())));
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#} (QEMU state: {})\n{}",
+            m.run_state(),
+            tail(&m.console())
+        )
+    });
     eprintln!(
         "{name}: SSH after reboot in {:.0}s",
         t.elapsed().as_secs_f64()
