@@ -13,7 +13,9 @@ KEEL_APT_PACKAGES=(
 )
 # Only the tests need these: a browser (Debian's; the test tools never download one) and the
 # cluster stack the netns lab runs, and what builds and drives the VM lab's node image.
-KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource-agents fence-agents corosync-qnetd corosync-qdevice debootstrap socat e2fsprogs openssh-client chrony openssl)
+KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource-agents fence-agents corosync-qnetd corosync-qdevice debootstrap socat e2fsprogs openssh-client chrony openssl
+  # keel-storage's engine tests: drbd-utils' own parser, LVM and mkfs.gfs2 on loop devices
+  drbd-utils lvm2 gfs2-utils)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
