@@ -575,14 +575,16 @@ mod tests {
     const GEN: &str = "g1";
 
     fn cib_calls(spec: &FenceDeviceSpec) -> Result<Vec<(Vec<String>, String)>> {
-        Ok(clusterd::cib::put_fence_device_generation(&to_device(spec)?, GEN)
-            .into_iter()
-            .map(|u| {
-                let mut argv = vec!["cibadmin".to_string()];
-                argv.extend(u.args);
-                (argv, u.stdin)
-            })
-            .collect())
+        Ok(
+            clusterd::cib::put_fence_device_generation(&to_device(spec)?, GEN)
+                .into_iter()
+                .map(|u| {
+                    let mut argv = vec!["cibadmin".to_string()];
+                    argv.extend(u.args);
+                    (argv, u.stdin)
+                })
+                .collect(),
+        )
     }
 
     /// Fence device add: the stonith primitive, then its location constraint, each through
@@ -795,7 +797,11 @@ mod tests {
         assert!(t.ok, "{t:?}");
         assert_eq!(t.action, "off", "{t:?}");
         assert!(t.message.starts_with("fenced (off) in "), "{}", t.message);
-        assert!(t.message.contains("pcmk_reboot_action=off"), "{}", t.message);
+        assert!(
+            t.message.contains("pcmk_reboot_action=off"),
+            "{}",
+            t.message
+        );
         assert_eq!(t.device_generation.as_deref(), Some("g7"));
         Ok(())
     }
@@ -833,10 +839,7 @@ mod tests {
         let lab = two_nodes(fake)?;
         // nothing tested
         let m = gate_error(&lab);
-        assert!(
-            m.contains("n1 (never tested), node2 (never tested)"),
-            "{m}"
-        );
+        assert!(m.contains("n1 (never tested), node2 (never tested)"), "{m}");
         assert!(m.contains("keel fence test"), "{m}");
         // n1 passed, node2 failed
         record(&lab, SELF, true, Some("a1"))?;
@@ -857,7 +860,8 @@ mod tests {
         // node2's device changed (g8): its test no longer counts
         let m = gate_error(&lab);
         assert!(
-            m.contains("node2 (device added or changed since its last test)") && !m.contains("n1 ("),
+            m.contains("node2 (device added or changed since its last test)")
+                && !m.contains("n1 ("),
             "{m}"
         );
         lab.fake.assert_done();
