@@ -737,8 +737,15 @@ pub struct FenceTestResult {
     /// Unix seconds.
     pub at: i64,
     pub ok: bool,
+    /// The action the device performed: `off` when the test asked for it or when the device is
+    /// set to `action=off` (Pacemaker then turns a reboot into an off), `reboot` otherwise.
     pub action: String,
     pub message: String,
+    /// The configuration generation of the device the test went through (its
+    /// `keel-generation` meta attribute in the CIB). A test proves fencing only while the
+    /// device still has this generation: any change through `keel fence add` makes a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_generation: Option<String>,
 }
 
 /// A key of the replicated config store.

@@ -522,9 +522,10 @@ pub async fn fence(c: &Client, cmd: FenceCmd, mode: Mode) -> Result<Outcome> {
                         .last_test
                         .map(|t| {
                             format!(
-                                "{} {}",
+                                "{} {} ({})",
                                 if t.ok { "ok" } else { "FAILED" },
-                                output::time(t.at)
+                                output::time(t.at),
+                                t.action
                             )
                         })
                         .unwrap_or_else(|| "never".into());

@@ -196,6 +196,30 @@ pub fn put_fence_device(d: &FenceDevice) -> Vec<CibUpdate> {
     ]
 }
 
+/// Meta attribute of a stonith primitive naming its configuration generation: Keel writes a
+/// new value with every change of the device, and a fence test records the value it went
+/// through, so a test proves only the configuration it tested.
+pub const GENERATION_META: &str = "keel-generation";
+
+/// [`put_fence_device`] with the device's configuration generation in the same update as the
+/// primitive (one `cibadmin` call: the device never changes without its generation).
+pub fn put_fence_device_generation(d: &FenceDevice, generation: &str) -> Vec<CibUpdate> {
+    let ma = format!("{}-meta_attributes", d.id);
+    let mut p = stonith_primitive(d);
+    p.push(
+        Element::new("meta_attributes")
+            .attr("id", &ma)
+            .child(nvpair(&ma, GENERATION_META, generation)),
+    );
+    vec![
+        CibUpdate::modify("resources", &Element::new("resources").child(p)),
+        CibUpdate::modify(
+            "constraints",
+            &Element::new("constraints").child(avoid_self(d)),
+        ),
+    ]
+}
+
 /// The calls that remove one fence device and its constraint (constraint first).
 pub fn delete_fence_device(d: &FenceDevice) -> Vec<CibUpdate> {
     vec![
@@ -286,6 +310,27 @@ mod tests {
         assert!(!s.contains("s3cret"), "{s}");
         assert!(u[0].stdin.contains("s3cret"));
         assert!(!u[0].args.iter().any(|a| a.contains("s3cret")));
+    }
+
+    /// The generation travels in the same update as the primitive, as a meta attribute (not
+    /// an instance attribute: those are handed to the agent).
+    #[test]
+    fn the_generation_is_a_meta_attribute_of_the_same_update() {
+        let d = dev("node2", None);
+        let u = put_fence_device_generation(&d, "g42");
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[1], put_fence_device(&d)[1]);
+        let root = Element::parse(&u[0].stdin).expect("xml");
+        let ma = root.descendants("meta_attributes");
+        assert_eq!(ma.len(), 1, "{}", u[0].stdin);
+        let nv = ma[0].descendants("nvpair");
+        assert_eq!(nv[0].get_attr("name"), Some(GENERATION_META));
+        assert_eq!(nv[0].get_attr("value"), Some("g42"));
+        let ia = root.descendants("instance_attributes");
+        assert!(ia[0]
+            .descendants("nvpair")
+            .iter()
+            .all(|n| n.get_attr("name") != Some(GENERATION_META)));
     }
 
     #[test]

@@ -224,3 +224,30 @@ fn params_exist_in_agent_metadata() {
         }
     }
 }
+
+/// The device generation Keel writes with every `keel fence add` (a meta attribute of the
+/// stonith primitive, in the same update) is accepted by Pacemaker.
+#[test]
+fn the_device_generation_is_accepted_by_crm_verify() {
+    let props = ClusterProperties::for_size("keel-lab", 2);
+    let devs = [ipmi("node1", "10.0.9.1"), ipmi("node2", "10.0.9.2")];
+    let mut doc = cib::verification_document(&nodes(2), &props, &devs);
+    let res = doc.children[0]
+        .children
+        .iter_mut()
+        .find(|c| c.name == "resources")
+        .unwrap();
+    for (i, d) in devs.iter().enumerate() {
+        let update = &cib::put_fence_device_generation(d, &format!("18a{i}"))[0];
+        let frag = keel_xml::Element::parse(&update.stdin).unwrap();
+        res.children[i] = frag.children[0].clone();
+    }
+    let text = doc.render();
+    let attr = format!(r#"name="{}""#, cib::GENERATION_META);
+    assert_eq!(text.matches(&attr).count(), 2, "{text}");
+    let (ok, out) = crm_verify(&text);
+    assert!(
+        ok,
+        "crm_verify rejected the device generation:\n{out}\n{text}"
+    );
+}

@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 pub const LAB_V6_PREFIX: &str = "fd6b:6565:6c00:1";
 /// IPv4 /24 of the lab network (same bridge; used by libvirt migration traffic).
 pub const LAB_V4_PREFIX: &str = "10.231.0";
+/// IPv6 /64 of the optional second lab network ([`LabOpts::link1`]: corosync's link1).
+pub const LAB_V6_PREFIX_LINK1: &str = "fd6b:6565:6c00:2";
 /// Where run directories live.
 pub const LAB_ROOT: &str = "/var/tmp/keel-lab";
 
@@ -47,6 +49,10 @@ pub struct LabOpts {
     pub libvirt: bool,
     /// Keep the run directory even when the lab ends successfully.
     pub keep_run_dir: bool,
+    /// A second, independent network: bridge `br1` in the switch, veth `e1` per node with an
+    /// address in [`LAB_V6_PREFIX_LINK1`] ([`Node::addr6_link1`]). A cable pull or a power off
+    /// takes both networks down; [`NetnsLab::cut_link`] only one.
+    pub link1: bool,
 }
 
 impl LabOpts {
@@ -55,6 +61,7 @@ impl LabOpts {
             name: name.to_string(),
             libvirt: false,
             keep_run_dir: std::env::var_os("KEEL_LAB_KEEP").is_some(),
+            link1: false,
         }
     }
 }
@@ -110,6 +117,8 @@ pub struct Node {
     pub addr6: String,
     /// Lab IPv4 address (libvirt, migration).
     pub addr4: String,
+    /// Address on the second network (`e1`), when the lab has one ([`LabOpts::link1`]).
+    pub addr6_link1: Option<String>,
     pub dir: PathBuf,
     anchor: u32,
     lab_dir: PathBuf,
@@ -572,6 +581,23 @@ impl NetnsLab {
             "0",
         ])?;
         swx(&["ip", "link", "set", "br0", "up"])?;
+        if self.opts.link1 {
+            swx(&[
+                "ip",
+                "link",
+                "add",
+                "br1",
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+                "mcast_snooping",
+                "0",
+            ])?;
+            swx(&["ip", "link", "set", "br1", "up"])?;
+        }
 
         let mut hosts = String::from("127.0.0.1 localhost\n::1 localhost\n");
         for i in 1..=n {
@@ -629,6 +655,10 @@ impl NetnsLab {
                 name: name.clone(),
                 addr6: format!("{LAB_V6_PREFIX}::{i}"),
                 addr4: format!("{LAB_V4_PREFIX}.{i}"),
+                addr6_link1: self
+                    .opts
+                    .link1
+                    .then(|| format!("{LAB_V6_PREFIX_LINK1}::{i}")),
                 dir: nd.clone(),
                 anchor: pid,
                 lab_dir: self.dir.clone(),
@@ -676,6 +706,27 @@ impl NetnsLab {
                 "e0",
             ])?;
             nx(&["ip", "link", "set", "e0", "up"])?;
+            if let Some(a1) = &node.addr6_link1 {
+                // the second network: veth e1 to br1 (node-power reads port1/addrs1)
+                let port1 = format!("q{i}");
+                fs::write(nd.join("port1"), &port1)?;
+                fs::write(nd.join("addrs1"), format!("{a1}/64\n"))?;
+                nx(&[
+                    "ip", "link", "add", "e1", "type", "veth", "peer", "name", &port1, "netns",
+                    &swp,
+                ])?;
+                swx(&["ip", "link", "set", &port1, "master", "br1", "up"])?;
+                nx(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{a1}/64"),
+                    "dev",
+                    "e1",
+                    "nodad",
+                ])?;
+                nx(&["ip", "link", "set", "e1", "up"])?;
+            }
 
             let d = nd.to_string_lossy().to_string();
             let mut m = format!(
@@ -770,6 +821,38 @@ mount --bind {d}/libvirt/cache /var/cache/libvirt
     /// Plug the node's cable back in.
     pub fn heal(&self, node: &Node) -> Result<()> {
         self.power("cable-up", node)
+    }
+
+    /// Pull one network's cable of the node (0: `e0`, 1: `e1` of a [`LabOpts::link1`] lab), on
+    /// both ends; the other network stays up. A power on keeps it pulled.
+    pub fn cut_link(&self, node: &Node, link: usize) -> Result<()> {
+        self.link_power("link-down", node, link)
+    }
+
+    /// Plug one network's cable back in (unless the whole node is partitioned or off).
+    pub fn heal_link(&self, node: &Node, link: usize) -> Result<()> {
+        self.link_power("link-up", node, link)
+    }
+
+    fn link_power(&self, act: &str, node: &Node, link: usize) -> Result<()> {
+        if link > 1 || (link == 1 && node.addr6_link1.is_none()) {
+            bail!("{} has no network {link}", node.name);
+        }
+        let o = host(&[
+            &self.dir.join("bin/node-power").to_string_lossy(),
+            act,
+            &self.dir.to_string_lossy(),
+            &node.name,
+            &link.to_string(),
+        ])?;
+        if !o.success() {
+            bail!(
+                "node-power {act} {} {link} failed: {}",
+                node.name,
+                o.stderr.trim()
+            );
+        }
+        Ok(())
     }
 
     /// Power the node off exactly like the fence agent does: SIGKILL all its processes, cable

@@ -925,15 +925,20 @@ fn keel_forms_a_three_node_cluster() -> Result<()> {
     r
 }
 
-/// Two nodes: init + join (two_node on), a lab fence device per node with a fence delay on
-/// node1's, then the link is cut on both ends: both nodes stay quorate (two_node) and race to
-/// fence each other; the delay makes node1 win, so exactly one node survives, and it stays
-/// writable.
+/// Two nodes on two lab networks: init + join with link0 and link1 (two_node on), a lab fence
+/// device per node with a fence delay on node1's; link0 cut on both ends of both nodes →
+/// corosync carries on over link1 (no fencing, quorate, store writable, status shows link0
+/// down and link1 up per node), healed; then both networks are cut on both ends of node2:
+/// both nodes stay quorate (two_node) and race to fence each other; the delay makes node1 win,
+/// so exactly one node survives, and it stays writable.
 fn two_node_scenario(lab: &NetnsLab) -> Result<()> {
     let n1 = start_hostd(lab, lab.node(1)?, "")?;
     let n2 = start_hostd(lab, lab.node(2)?, "")?;
     let a1 = lab.node(1)?.addr6.clone();
-    n1.keel_ok(&["cluster", "init", "--name", "pair", "--link0", &a1])?;
+    let b1 = link1_addr(lab.node(1)?)?;
+    n1.keel_ok(&[
+        "cluster", "init", "--name", "pair", "--link0", &a1, "--link1", &b1,
+    ])?;
     let fp1 = n1.fingerprint()?;
     // this time the member's root password instead of a token
     let addr1 = format!("[{a1}]:8006");
@@ -942,7 +947,7 @@ fn two_node_scenario(lab: &NetnsLab) -> Result<()> {
         n2.join_password(&addr1, &fp1, "not-the-password")?,
         "wrong root password",
     )?;
-    let o = n2.join_password(&addr1, &fp1, PW)?;
+    let o = join_two_links(&n2, &addr1, &fp1)?;
     ensure!(o.success(), "node2 join failed: {}{}", o.stderr, o.stdout);
     let labdir = lab.dir.display().to_string();
     let lab_param = format!("lab_dir={labdir}");
@@ -995,6 +1000,14 @@ fn two_node_scenario(lab: &NetnsLab) -> Result<()> {
         Ok(true)
     })?;
 
+    let t = Instant::now();
+    link0_cut_keeps_the_pair(lab, &n1, &n2)?;
+    eprintln!(
+        "METRIC two_node_link0_cut_steps={:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // both networks cut on both of node2's ends: the normal fencing path
     let before = lab.fence_log().len();
     let t0 = Instant::now();
     lab.partition(lab.node(2)?)?;
@@ -1052,6 +1065,170 @@ fn two_node_scenario(lab: &NetnsLab) -> Result<()> {
     Ok(())
 }
 
+/// Node `n`'s address on the lab's second network (corosync link1).
+fn link1_addr(n: &Node) -> Result<String> {
+    n.addr6_link1
+        .clone()
+        .with_context(|| format!("{} has no second network (LabOpts::link1)", n.name))
+}
+
+/// `keel join` with the member's root password and both links given (the node's address on
+/// each lab network).
+fn join_two_links(
+    k: &KNode,
+    address: &str,
+    fingerprint: &str,
+) -> Result<keel_tests::netns::CmdOut> {
+    let keel = keelnode::bin("keel")?;
+    let state = k.state.display().to_string();
+    let l1 = link1_addr(k.n)?;
+    k.n.run(&[
+        keel.to_str().context("path")?,
+        "join",
+        address,
+        "--fingerprint",
+        fingerprint,
+        "--password",
+        PW,
+        "--state-dir",
+        &state,
+        "--link0",
+        &k.n.addr6,
+        "--link1",
+        &l1,
+    ])
+}
+
+/// (quorate, each member's (name, online, connected per link)) from `keel --json cluster
+/// status` on `k`.
+type LinkView = (bool, Vec<(String, bool, Vec<bool>)>);
+
+fn link_view(k: &KNode) -> Result<LinkView> {
+    let v: serde_json::Value = serde_json::from_str(&k.keel_ok(&["--json", "cluster", "status"])?)?;
+    let members = v["members"]
+        .as_array()
+        .context("status without members")?
+        .iter()
+        .map(|m| {
+            let links = m["links"]
+                .as_array()
+                .map(|ls| ls.iter().map(|l| l["connected"] == true).collect())
+                .unwrap_or_default();
+            (
+                m["name"].as_str().unwrap_or_default().to_string(),
+                m["online"] == true,
+                links,
+            )
+        })
+        .collect();
+    Ok((v["quorate"] == true, members))
+}
+
+/// Both members online and quorate, and every member's links as `want` (link0, link1) in
+/// `k`'s status.
+fn links_are(k: &KNode, want: [bool; 2]) -> Result<bool> {
+    let (quorate, members) = link_view(k)?;
+    Ok(quorate
+        && members.len() == 2
+        && members
+            .iter()
+            .all(|(_, online, links)| *online && links.as_slice() == want))
+}
+
+/// link0 cut on both ends of both nodes: corosync carries on over link1 — no fencing, both
+/// quorate and online, the config store writable from either node, and `keel cluster status`
+/// shows link0 down and link1 up for each node on each node; then link0 is healed.
+fn link0_cut_keeps_the_pair(lab: &NetnsLab, n1: &KNode, n2: &KNode) -> Result<()> {
+    for k in [n1, n2] {
+        lab.wait_for(
+            &format!("{}: both links up for both nodes", k.n.name),
+            Duration::from_secs(60),
+            || links_are(k, [true, true]),
+        )?;
+    }
+    let fence_before = lab.fence_log().len();
+    let t0 = Instant::now();
+    lab.cut_link(lab.node(1)?, 0)?;
+    lab.cut_link(lab.node(2)?, 0)?;
+    for k in [n1, n2] {
+        lab.wait_for(
+            &format!("{}: link0 down, link1 up for both nodes", k.n.name),
+            Duration::from_secs(60),
+            || links_are(k, [false, true]),
+        )?;
+    }
+    let t_noticed = t0.elapsed();
+    let text = n1.keel_ok(&["cluster", "status"])?;
+    eprintln!("{text}");
+    let b2 = link1_addr(lab.node(2)?)?;
+    let a2 = &lab.node(2)?.addr6;
+    ensure!(
+        text.contains(&format!("0:{a2}(down)")) && text.contains(&format!("1:{b2} ")),
+        "keel cluster status on node1 does not show node2's link0 down and link1 up:
+{text}"
+    );
+    for (i, k) in [(1, n1), (2, n2)] {
+        let o = k.keel(&[
+            "cluster",
+            "config",
+            "set",
+            &format!("pair/link1-only-{i}"),
+            "1",
+        ])?;
+        ensure!(
+            o.success(),
+            "{}: store write over link1 refused: {}{}",
+            k.n.name,
+            o.stderr,
+            o.stdout
+        );
+    }
+    lab.wait_for(
+        "each node reads the other's write over link1",
+        Duration::from_secs(30),
+        || {
+            let a = n1.keel(&["cluster", "config", "get", "pair/link1-only-2"])?;
+            let b = n2.keel(&["cluster", "config", "get", "pair/link1-only-1"])?;
+            Ok(a.success() && b.success())
+        },
+    )?;
+    // a lost membership fences within token + consensus (1 s + 1.2 s in this lab) plus the
+    // agent's run: the race below fences node2 2.4-3.5 s after its cut. The cut is older than
+    // twice that by the end of this pause.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = lab.fence_log()[fence_before..].to_string();
+    ensure!(
+        !log.contains("fence_keellab"),
+        "a node was fenced with link1 still up:\n{log}"
+    );
+    for i in 1..=2 {
+        ensure!(
+            !lab.node(i)?.pids().is_empty(),
+            "node{i} lost its processes during the link0 cut"
+        );
+    }
+    ensure!(
+        links_are(n1, [false, true])? && links_are(n2, [false, true])?,
+        "the pair did not stay quorate and online on link1"
+    );
+    lab.heal_link(lab.node(1)?, 0)?;
+    lab.heal_link(lab.node(2)?, 0)?;
+    let t1 = Instant::now();
+    for k in [n1, n2] {
+        lab.wait_for(
+            &format!("{}: link0 back for both nodes", k.n.name),
+            Duration::from_secs(60),
+            || links_are(k, [true, true]),
+        )?;
+    }
+    eprintln!(
+        "METRIC two_links: corosync showed link0 down on both nodes {:.2}s after the cut (no fencing, store writable over link1); link0 back {:.2}s after the heal",
+        t_noticed.as_secs_f64(),
+        t1.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 #[test]
 fn keel_two_node_split_leaves_exactly_one() -> Result<()> {
     anyhow::ensure!(
@@ -1060,7 +1237,13 @@ fn keel_two_node_split_leaves_exactly_one() -> Result<()> {
     );
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let t0 = Instant::now();
-    let lab = NetnsLab::up(2, LabOpts::new("keelpair"))?;
+    let lab = NetnsLab::up(
+        2,
+        LabOpts {
+            link1: true,
+            ..LabOpts::new("keelpair")
+        },
+    )?;
     let r = two_node_scenario(&lab);
     let r = lab.finish(r);
     eprintln!(

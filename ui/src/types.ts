@@ -126,7 +126,8 @@ export interface VncProxy { ticket: string; password: string; expires: number }
 // Cluster (api/src/cluster.rs)
 export interface ClusterNode { name: string; nodeid: number; links: string[]; api?: string }
 export interface LinkStatus { link: number; address: string; connected: boolean }
-export interface FenceTestResult { at: number; ok: boolean; action: string; message: string }
+/** `action` is what the device performed (`off` for a device set to action=off, whatever was asked). */
+export interface FenceTestResult { at: number; ok: boolean; action: string; message: string; device_generation?: string }
 export interface MemberStatus {
   name: string;
   nodeid: number;

@@ -30,29 +30,81 @@ pub(super) fn cib_stonith_devices(r: &dyn Runner) -> Vec<(String, String, String
 /// (id, agent type, target node) of every stonith device in the live CIB, or why they cannot
 /// be read (the command's error, a timeout included).
 pub(super) fn stonith_devices(r: &dyn Runner) -> Result<Vec<(String, String, String)>> {
+    Ok(cib_devices(r)?
+        .into_iter()
+        .map(|d| (d.id, d.agent, d.target))
+        .collect())
+}
+
+/// A stonith device as the live CIB has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CibDevice {
+    pub id: String,
+    /// The agent program (`type`).
+    pub agent: String,
+    /// The node it fences (`pcmk_host_list`).
+    pub target: String,
+    /// `pcmk_reboot_action`: what the agent is told to do when a reboot is asked for.
+    pub reboot_action: Option<String>,
+    /// The `keel-generation` meta attribute (see [`clusterd::cib::GENERATION_META`]).
+    pub generation: Option<String>,
+}
+
+/// Every stonith device in the live CIB, or why they cannot be read.
+pub(super) fn cib_devices(r: &dyn Runner) -> Result<Vec<CibDevice>> {
     let out = r
         .run_ok(&commands::cib_query("resources"))
         .map_err(run_err)?;
-    let root = keel_xml::Element::parse(&out)
+    parse_cib_devices(&out)
+}
+
+fn parse_cib_devices(xml: &str) -> Result<Vec<CibDevice>> {
+    let root = keel_xml::Element::parse(xml)
         .map_err(|e| Error::Internal(format!("cibadmin --query --scope resources: {e}")))?;
+    let nv = |p: &keel_xml::Element, set: &str, name: &str| -> Option<String> {
+        p.descendants(set)
+            .into_iter()
+            .flat_map(|s| s.descendants("nvpair"))
+            .find(|nv| nv.get_attr("name") == Some(name))?
+            .get_attr("value")
+            .map(str::to_string)
+    };
     Ok(root
         .descendants("primitive")
         .into_iter()
         .filter(|p| p.get_attr("class") == Some("stonith"))
         .filter_map(|p| {
-            let target = p
-                .descendants("nvpair")
-                .into_iter()
-                .find(|nv| nv.get_attr("name") == Some("pcmk_host_list"))?
-                .get_attr("value")?
-                .to_string();
-            Some((
-                p.get_attr("id")?.to_string(),
-                p.get_attr("type").unwrap_or("").to_string(),
-                target,
-            ))
+            Some(CibDevice {
+                id: p.get_attr("id")?.to_string(),
+                agent: p.get_attr("type").unwrap_or("").to_string(),
+                target: nv(p, "instance_attributes", "pcmk_host_list")?,
+                reboot_action: nv(p, "instance_attributes", "pcmk_reboot_action"),
+                generation: nv(p, "meta_attributes", clusterd::cib::GENERATION_META),
+            })
         })
         .collect())
+}
+
+/// What a fence test through a device really does: `stonith_admin --fence` is an off; a
+/// `--reboot` is handed to the agent as the device's `pcmk_reboot_action` when it has one
+/// (Keel sets `off` there for `--param action=off`).
+pub(super) fn performed_action(requested: &str, reboot_action: Option<&str>) -> String {
+    match (requested, reboot_action) {
+        ("off", _) => "off".into(),
+        (_, Some(a)) if !a.is_empty() => a.to_string(),
+        (r, _) => r.to_string(),
+    }
+}
+
+/// A fresh configuration generation for a device being put: Unix time in nanoseconds (one
+/// change at a time per device; a later change gets a larger value on a sane clock, and any
+/// different value is enough: the gate compares for equality).
+fn new_generation() -> String {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{ns:x}")
 }
 
 /// The stonith devices of this node's cluster; none on a node that is not in one (Pacemaker
@@ -76,7 +128,8 @@ pub(super) fn fence_test_of(cs: &ClusterState, node: &str) -> Option<FenceTestRe
         .db
         .conn()
         .query_row(
-            "SELECT at, ok, action, message FROM cluster_fence_tests WHERE node=?1",
+            "SELECT t.at, t.ok, t.action, t.message, g.generation FROM cluster_fence_tests t \
+             LEFT JOIN cluster_fence_test_generations g ON g.node = t.node WHERE t.node=?1",
             params![node],
             |r| {
                 Ok(FenceTestResult {
@@ -84,6 +137,7 @@ pub(super) fn fence_test_of(cs: &ClusterState, node: &str) -> Option<FenceTestRe
                     ok: r.get::<_, i64>(1)? != 0,
                     action: r.get(2)?,
                     message: r.get(3)?,
+                    device_generation: r.get(4)?,
                 })
             },
         )
@@ -247,15 +301,42 @@ fn check_agent(r: &dyn Runner, dev: &FenceDevice) -> Result<()> {
     Ok(())
 }
 
-/// Refuse HA or cluster storage until every member passed a fence test.
+/// Why `node`'s fencing is not proven, or None when its device passed a test in its current
+/// configuration: a device, a successful test, and that test made through the device's
+/// current generation (a test before the device was added or last changed proves nothing).
+pub(super) fn unproven_reason(
+    device: Option<&CibDevice>,
+    test: Option<&FenceTestResult>,
+) -> Option<&'static str> {
+    let Some(d) = device else {
+        return Some("no fence device");
+    };
+    let Some(t) = test else {
+        return Some("never tested");
+    };
+    if !t.ok {
+        return Some("its last test failed");
+    }
+    match (&d.generation, &t.device_generation) {
+        (Some(g), Some(tg)) if g == tg => None,
+        _ => Some("device added or changed since its last test"),
+    }
+}
+
+/// Refuse HA or cluster storage until every member's fence device passed a test since it was
+/// added or last changed; the error names each node and why.
 pub fn require_fence_tested(node: &Node) -> Result<()> {
     let cs = &node.cluster;
     let conf = form::read_corosync_conf(&cs.paths)?;
+    let devices = cib_devices(cs.runner.as_ref())?;
     let untested: Vec<String> = conf
         .nodes
         .iter()
-        .filter(|n| !fence_test_of(cs, &n.name).is_some_and(|t| t.ok))
-        .map(|n| n.name.clone())
+        .filter_map(|n| {
+            let dev = devices.iter().find(|d| d.target == n.name);
+            let test = fence_test_of(cs, &n.name);
+            unproven_reason(dev, test.as_ref()).map(|why| format!("{} ({why})", n.name))
+        })
         .collect();
     if !untested.is_empty() {
         return Err(Error::Conflict(format!(
@@ -268,14 +349,21 @@ pub fn require_fence_tested(node: &Node) -> Result<()> {
 
 /// The stonith devices in the live CIB, with their last fence test.
 pub(super) fn list(node: &Node) -> Result<Vec<FenceDeviceInfo>> {
-    Ok(cluster_devices(node)?
+    if node.cluster.record()?.is_none() {
+        return Ok(vec![]);
+    }
+    Ok(cib_devices(node.cluster.runner.as_ref())?
         .into_iter()
-        .map(|(id, ty, target)| FenceDeviceInfo {
-            id,
-            agent: FenceAgentKind::from_name(&ty),
-            last_test: fence_test_of(&node.cluster, &target),
-            node: target,
-            params: BTreeMap::new(),
+        .map(|d| FenceDeviceInfo {
+            id: d.id,
+            agent: FenceAgentKind::from_name(&d.agent),
+            last_test: fence_test_of(&node.cluster, &d.target),
+            node: d.target,
+            // what a reboot through this device does (`off`: the node stays down)
+            params: d
+                .reboot_action
+                .map(|a| BTreeMap::from([("action".to_string(), a)]))
+                .unwrap_or_default(),
             secret_keys: vec![],
         })
         .collect())
@@ -284,6 +372,15 @@ pub(super) fn list(node: &Node) -> Result<Vec<FenceDeviceInfo>> {
 /// Create or replace the fence device of `spec.node`: validated against the members, then
 /// the stonith primitive and its location constraint through cibadmin (secrets on stdin).
 pub(super) fn put(node: &Node, spec: &FenceDeviceSpec) -> Result<FenceDeviceInfo> {
+    put_generation(node, spec, &new_generation())
+}
+
+/// [`put`] with the device's new configuration generation given.
+fn put_generation(
+    node: &Node,
+    spec: &FenceDeviceSpec,
+    generation: &str,
+) -> Result<FenceDeviceInfo> {
     let cs = &node.cluster;
     if cs.record()?.is_none() {
         return Err(Error::Conflict("this node is not in a cluster".into()));
@@ -297,7 +394,11 @@ pub(super) fn put(node: &Node, spec: &FenceDeviceSpec) -> Result<FenceDeviceInfo
         }
     }
     check_agent(cs.runner.as_ref(), &dev)?;
-    form::apply_cib(cs.runner.as_ref(), &clusterd::cib::put_fence_device(&dev))?;
+    // a new generation with every change: the node's earlier fence tests no longer count
+    form::apply_cib(
+        cs.runner.as_ref(),
+        &clusterd::cib::put_fence_device_generation(&dev, generation),
+    )?;
     tracing::info!(device = %dev.id, node = %dev.node, agent = dev.agent.program(), "fence device configured");
     Ok(FenceDeviceInfo {
         id: dev.id.clone(),
@@ -341,28 +442,56 @@ pub(super) fn start_test(
             "{target} is the node answering this request: test its fencing from another member"
         )));
     }
-    if !cluster_devices(node)?.iter().any(|d| d.2 == target) {
+    let dev = if node.cluster.record()?.is_none() {
+        None
+    } else {
+        cib_devices(node.cluster.runner.as_ref())?
+            .into_iter()
+            .find(|d| d.target == target)
+    };
+    let Some(dev) = dev else {
         return Err(Error::Conflict(format!(
             "{target} has no fence device: add one first"
         )));
-    }
+    };
     let n = node.clone();
     let tgt = target.clone();
     tasks::spawn(&node.tasks, "fencetest", &tgt, user, true, move |t| {
-        run_test(&n, &target, &action, t)
+        run_test(&n, &target, &action, &dev, t)
     })
 }
 
 /// The `fencetest` task: `stonith_admin --reboot|--fence` (this really fences the node), the
 /// outcome recorded here and in the config store.
-fn run_test(n: &Node, target: &str, action: &str, t: &TaskHandle) -> Result<()> {
-    let cmd = commands::stonith(action == "off", target, FENCE_TEST_TIMEOUT_S);
+fn run_test(
+    n: &Node,
+    target: &str,
+    requested: &str,
+    dev: &CibDevice,
+    t: &TaskHandle,
+) -> Result<()> {
+    let cmd = commands::stonith(requested == "off", target, FENCE_TEST_TIMEOUT_S);
+    let action = performed_action(requested, dev.reboot_action.as_deref());
     t.log(format!("{cmd}: this really fences the node"));
+    let why = if action == requested {
+        String::new()
+    } else {
+        format!(
+            " ({requested} asked; {} has pcmk_reboot_action={action})",
+            dev.id
+        )
+    };
+    if !why.is_empty() {
+        t.log(format!("the device performs {action}{why}"));
+    }
     let t0 = std::time::Instant::now();
     let (ok, msg) = match n.cluster.runner.run(&cmd) {
         Ok(o) if o.success() => (
             true,
-            format!("fenced ({action}) in {:.1}s", t0.elapsed().as_secs_f64()),
+            format!(
+                "fenced ({action}) in {:.1}s{why}",
+                t0.elapsed().as_secs_f64()
+            ),
         ),
         Ok(o) => (
             false,
@@ -371,15 +500,23 @@ fn run_test(n: &Node, target: &str, action: &str, t: &TaskHandle) -> Result<()> 
         Err(e) => (false, format!("failed: {e}")),
     };
     let at = now();
-    n.cluster.db.conn().execute(
-        "INSERT OR REPLACE INTO cluster_fence_tests(node,at,ok,action,message) VALUES (?1,?2,?3,?4,?5)",
-        params![target, at, ok as i64, action, msg],
-    )?;
+    {
+        let conn = n.cluster.db.conn();
+        conn.execute(
+            "INSERT OR REPLACE INTO cluster_fence_tests(node,at,ok,action,message) VALUES (?1,?2,?3,?4,?5)",
+            params![target, at, ok as i64, action, msg],
+        )?;
+        conn.execute(
+            "INSERT OR REPLACE INTO cluster_fence_test_generations(node,generation) VALUES (?1,?2)",
+            params![target, dev.generation],
+        )?;
+    }
     let rec = FenceTestResult {
         at,
         ok,
-        action: action.to_string(),
+        action: action.clone(),
         message: msg.clone(),
+        device_generation: dev.generation.clone(),
     };
     let shared = serde_json::to_value(&rec).map_err(|e| Error::Internal(e.to_string()));
     let put = shared.and_then(|v| {
@@ -435,15 +572,19 @@ mod tests {
         }
     }
 
+    const GEN: &str = "g1";
+
     fn cib_calls(spec: &FenceDeviceSpec) -> Result<Vec<(Vec<String>, String)>> {
-        Ok(clusterd::cib::put_fence_device(&to_device(spec)?)
-            .into_iter()
-            .map(|u| {
-                let mut argv = vec!["cibadmin".to_string()];
-                argv.extend(u.args);
-                (argv, u.stdin)
-            })
-            .collect())
+        Ok(
+            clusterd::cib::put_fence_device_generation(&to_device(spec)?, GEN)
+                .into_iter()
+                .map(|u| {
+                    let mut argv = vec!["cibadmin".to_string()];
+                    argv.extend(u.args);
+                    (argv, u.stdin)
+                })
+                .collect(),
+        )
     }
 
     /// Fence device add: the stonith primitive, then its location constraint, each through
@@ -494,7 +635,7 @@ mod tests {
             fake = fake.expect_stdin(argv, stdin.as_bytes(), Reply::ok(""));
         }
         let lab = two_nodes(fake)?;
-        let info = put(&lab.node, &s)?;
+        let info = put_generation(&lab.node, &s, GEN)?;
         lab.fake.assert_done();
         assert_eq!(info.id, "fence-node2");
         assert_eq!(info.secret_keys, ["password"]);
@@ -545,7 +686,7 @@ mod tests {
             fake = fake.expect_stdin(&argv, stdin.as_bytes(), Reply::ok(""));
         }
         let lab = two_nodes(fake)?;
-        put(&lab.node, &s)?;
+        put_generation(&lab.node, &s, GEN)?;
         lab.fake.assert_done();
 
         // a parameter the agent does not know: refused with its name, nothing configured
@@ -571,5 +712,180 @@ mod tests {
             other => panic!("expected a validation error, got {other:?}"),
         }
         Ok(())
+    }
+
+    /// node2's device as the CIB has it after `keel fence add node2 … --param action=off`
+    /// (generation `gen`), n1's without action.
+    fn cib_resources(gen: &str) -> String {
+        format!(
+            r#"<resources>
+  <primitive id="fence-n1" class="stonith" type="fence_keellab"><instance_attributes id="fence-n1-instance_attributes"><nvpair id="fence-n1-instance_attributes-pcmk_host_list" name="pcmk_host_list" value="n1"/></instance_attributes><meta_attributes id="fence-n1-meta_attributes"><nvpair id="fence-n1-meta_attributes-keel-generation" name="keel-generation" value="a1"/></meta_attributes></primitive>
+  <primitive id="fence-node2" class="stonith" type="fence_keellab"><instance_attributes id="fence-node2-instance_attributes"><nvpair id="fence-node2-instance_attributes-pcmk_host_list" name="pcmk_host_list" value="node2"/><nvpair id="fence-node2-instance_attributes-pcmk_reboot_action" name="pcmk_reboot_action" value="off"/></instance_attributes><meta_attributes id="fence-node2-meta_attributes"><nvpair id="fence-node2-meta_attributes-keel-generation" name="keel-generation" value="{gen}"/></meta_attributes></primitive>
+</resources>"#
+        )
+    }
+
+    /// What a test really does: `--fence` is an off; `--reboot` is the device's
+    /// `pcmk_reboot_action` when it has one.
+    #[test]
+    fn the_action_performed_follows_the_device() {
+        assert_eq!(performed_action("reboot", None), "reboot");
+        assert_eq!(performed_action("reboot", Some("off")), "off");
+        assert_eq!(performed_action("off", None), "off");
+        assert_eq!(performed_action("off", Some("reboot")), "off");
+        assert_eq!(performed_action("reboot", Some("")), "reboot");
+    }
+
+    #[test]
+    fn cib_devices_carry_their_action_and_generation() -> Result<()> {
+        let d = parse_cib_devices(&cib_resources("g7"))?;
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].target, "n1");
+        assert_eq!(d[0].reboot_action, None);
+        assert_eq!(d[0].generation.as_deref(), Some("a1"));
+        assert_eq!(d[1].id, "fence-node2");
+        assert_eq!(d[1].agent, "fence_keellab");
+        assert_eq!(d[1].reboot_action.as_deref(), Some("off"));
+        assert_eq!(d[1].generation.as_deref(), Some("g7"));
+        Ok(())
+    }
+
+    /// A device set to `action=off` tested with the default (reboot): `stonith_admin --reboot`
+    /// runs, and the recorded (and shown) action is the off the device performed.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_test_through_an_off_device_records_off() -> Result<()> {
+        let query = ["cibadmin", "--query", "--scope", "resources"];
+        let lab = two_nodes(
+            Fake::new()
+                .expect(&query, Reply::ok(cib_resources("g7")))
+                .expect(
+                    &["stonith_admin", "--reboot", "node2", "--timeout", "120"],
+                    Reply::ok(""),
+                )
+                // the listing
+                .expect(&query, Reply::ok(cib_resources("g7"))),
+        )?;
+        let upid = start_test(&lab.node, "node2".into(), "reboot".into(), "root")?;
+        let mut state = String::new();
+        for _ in 0..200 {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            let n = lab.node.clone();
+            let u = upid.clone();
+            let info = tokio::task::spawn_blocking(move || n.tasks.get(&u))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+            state = format!("{:?}", info.state);
+            if !state.to_lowercase().contains("running") {
+                break;
+            }
+        }
+        assert!(state.to_lowercase().contains("ok"), "task state {state}");
+        let n = lab.node.clone();
+        let devs = tokio::task::spawn_blocking(move || list(&n))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        lab.fake.assert_done();
+        let d2 = devs
+            .iter()
+            .find(|d| d.node == "node2")
+            .ok_or_else(|| Error::Internal("node2's device not listed".into()))?;
+        assert_eq!(d2.params.get("action").map(String::as_str), Some("off"));
+        let t = d2
+            .last_test
+            .clone()
+            .ok_or_else(|| Error::Internal("no test recorded".into()))?;
+        assert!(t.ok, "{t:?}");
+        assert_eq!(t.action, "off", "{t:?}");
+        assert!(t.message.starts_with("fenced (off) in "), "{}", t.message);
+        assert!(
+            t.message.contains("pcmk_reboot_action=off"),
+            "{}",
+            t.message
+        );
+        assert_eq!(t.device_generation.as_deref(), Some("g7"));
+        Ok(())
+    }
+
+    fn record(lab: &Lab, node: &str, ok: bool, generation: Option<&str>) -> Result<()> {
+        let c = lab.node.cluster.db.conn();
+        c.execute(
+            "INSERT OR REPLACE INTO cluster_fence_tests(node,at,ok,action,message) VALUES (?1,100,?2,'off','x')",
+            params![node, ok as i64],
+        )?;
+        c.execute(
+            "INSERT OR REPLACE INTO cluster_fence_test_generations(node,generation) VALUES (?1,?2)",
+            params![node, generation],
+        )?;
+        Ok(())
+    }
+
+    fn gate_error(lab: &Lab) -> String {
+        match require_fence_tested(&lab.node) {
+            Err(Error::Conflict(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// The gate: refused before any test, naming every node and why; refused while one node's
+    /// test failed or predates its device's change; allowed once each device passed a test
+    /// through its current generation; refused again after a device change.
+    #[test]
+    fn the_gate_names_the_nodes_not_proven() -> Result<()> {
+        let query = ["cibadmin", "--query", "--scope", "resources"];
+        let mut fake = Fake::new();
+        for g in ["g7", "g7", "g7", "g7", "g8"] {
+            fake = fake.expect(&query, Reply::ok(cib_resources(g)));
+        }
+        let lab = two_nodes(fake)?;
+        // nothing tested
+        let m = gate_error(&lab);
+        assert!(m.contains("n1 (never tested), node2 (never tested)"), "{m}");
+        assert!(m.contains("keel fence test"), "{m}");
+        // n1 passed, node2 failed
+        record(&lab, SELF, true, Some("a1"))?;
+        record(&lab, "node2", false, Some("g7"))?;
+        let m = gate_error(&lab);
+        assert!(!m.contains("n1 ("), "{m}");
+        assert!(m.contains("node2 (its last test failed)"), "{m}");
+        // node2 passed through an older configuration (or a record without generation)
+        record(&lab, "node2", true, Some("g6"))?;
+        let m = gate_error(&lab);
+        assert!(
+            m.contains("node2 (device added or changed since its last test)"),
+            "{m}"
+        );
+        // both proven
+        record(&lab, "node2", true, Some("g7"))?;
+        require_fence_tested(&lab.node)?;
+        // node2's device changed (g8): its test no longer counts
+        let m = gate_error(&lab);
+        assert!(
+            m.contains("node2 (device added or changed since its last test)")
+                && !m.contains("n1 ("),
+            "{m}"
+        );
+        lab.fake.assert_done();
+        Ok(())
+    }
+
+    #[test]
+    fn a_node_without_device_is_not_proven() {
+        let t = FenceTestResult {
+            at: 1,
+            ok: true,
+            action: "reboot".into(),
+            message: String::new(),
+            device_generation: None,
+        };
+        assert_eq!(unproven_reason(None, Some(&t)), Some("no fence device"));
+        let d = CibDevice {
+            id: "fence-x".into(),
+            agent: "fence_ipmilan".into(),
+            target: "x".into(),
+            reboot_action: None,
+            generation: None,
+        };
+        // a device Keel did not put (no generation) is never proven by a test
+        assert!(unproven_reason(Some(&d), Some(&t)).is_some());
     }
 }

@@ -77,6 +77,10 @@ CREATE TABLE IF NOT EXISTS cluster_fence_tests (
     action TEXT NOT NULL,
     message TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cluster_fence_test_generations (
+    node TEXT PRIMARY KEY,
+    generation TEXT
+);
 ";
 
 /// Cluster state of this hostd.

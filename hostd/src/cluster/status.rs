@@ -114,10 +114,13 @@ fn compute_status(node: &Node) -> Result<ClusterStatus> {
             .map(|(i, a)| LinkStatus {
                 link: i as u32,
                 address: a.clone(),
-                connected: local && q.is_some()
-                    || peer.is_some_and(|p| {
+                connected: if local {
+                    q.is_some() && local_link_up(conf.nodes.len(), links.as_ref(), i)
+                } else {
+                    peer.is_some_and(|p| {
                         p.links.iter().any(|l| l.link as usize == i && l.connected)
-                    }),
+                    })
+                },
             })
             .collect();
         let dev = devices.iter().find(|d| d.2 == n.name);
@@ -170,6 +173,20 @@ fn compute_status(node: &Node) -> Result<ClusterStatus> {
         notes,
         daemons,
         store: Some(store),
+    })
+}
+
+/// This node's own link `i` is up when it carries traffic to some peer (knet reports links per
+/// peer only); a single node has no peer and counts its links up while corosync runs. A link
+/// cut on this node's side then shows down on this node too, not only on the peers' lines.
+fn local_link_up(members: usize, links: Option<&clusterd::crm::LinkStatus>, i: usize) -> bool {
+    if members <= 1 {
+        return true;
+    }
+    links.is_some_and(|l| {
+        l.peers
+            .iter()
+            .any(|p| p.links.iter().any(|k| k.link as usize == i && k.connected))
     })
 }
 
@@ -322,5 +339,20 @@ mod tests {
             assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
             Ok::<_, Error>(())
         })
+    }
+
+    /// With link0 cut, knet lists the peer with link 1 only connected: this node's link0 is
+    /// down and its link1 up; alone, its links count as up.
+    #[test]
+    fn the_local_links_follow_the_peers() -> Result<()> {
+        let text = "Local node ID 1, transport knet\nnodeid: 2 reachable\n   LINK: 0 udp (10.0.0.1->10.0.0.2) enabled disconnected mtu: 1397\n   LINK: 1 udp (10.1.0.1->10.1.0.2) enabled connected mtu: 1397\n";
+        let l =
+            clusterd::crm::LinkStatus::parse(text).map_err(|e| Error::Internal(e.to_string()))?;
+        use super::local_link_up;
+        assert!(!local_link_up(2, Some(&l), 0));
+        assert!(local_link_up(2, Some(&l), 1));
+        assert!(!local_link_up(2, None, 1));
+        assert!(local_link_up(1, None, 0));
+        Ok(())
     }
 }
