@@ -386,14 +386,28 @@ pub fn check_against_host(
         .collect();
     for (i, n) in spec.nics.iter_mut().enumerate() {
         if let Some(net) = &n.network {
-            if !nets.iter().any(|x| &x.name == net) {
-                return Err(Error::validation(
-                    &format!("nics[{i}].network"),
-                    format!(
-                        "libvirt network {net:?} does not exist on node {}",
-                        node.cfg.node
-                    ),
-                ));
+            match nets.iter().find(|x| &x.name == net) {
+                None => {
+                    return Err(Error::validation(
+                        &format!("nics[{i}].network"),
+                        format!(
+                            "libvirt network {net:?} does not exist on node {} (`keel net list` shows the networks; `keel net create` makes one)",
+                            node.cfg.node
+                        ),
+                    ))
+                }
+                // A new VM on a stopped network could be defined but never started (libvirt
+                // refuses at start); say so now, with the fix.
+                Some(x) if !x.active && current.is_none() => {
+                    return Err(Error::validation(
+                        &format!("nics[{i}].network"),
+                        format!(
+                            "libvirt network {net:?} is not active on node {}: start it with `virsh net-start {net}` (and `virsh net-autostart {net}` to start it at boot), then create the VM",
+                            node.cfg.node
+                        ),
+                    ))
+                }
+                Some(_) => {}
             }
         }
         if let Some(br) = &n.bridge {
