@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use keel_api::storage::VolumeInfo;
 use keel_api::vm::{
     AdoptRequest, DiskStats, NicStats, ShutdownRequest, VmConfig, VmSpec, VmState, VmStatus,
     VmSummary, MAC_PREFIX,
@@ -785,35 +786,62 @@ pub fn adopt(node: &Node, req: &AdoptRequest, task: &TaskHandle) -> Result<()> {
     Ok(())
 }
 
-/// Names (pool, volume) referenced by any VM's disks or CD-ROM.
-pub fn volume_users(node: &Node, pool: &str, volume: &str) -> Result<Vec<String>> {
-    let mut users = Vec::new();
+/// Every VM's label (`VM 100 (web1)`) and its parsed definition, for volume-use checks.
+fn parsed_domains(node: &Node) -> Result<Vec<(String, ParsedDomain)>> {
+    let mut out = Vec::new();
     for r in node.hv.list_domains()? {
         let Ok(xml) = node.hv.domain_xml(&r.name, true) else {
             continue;
         };
         let Ok(p) = domain::parse(&xml) else { continue };
-        let path = node
-            .hv
-            .volume(pool, volume)
-            .map(|v| v.path)
-            .unwrap_or_default();
-        let uses = p
-            .spec
-            .disks
-            .iter()
-            .any(|d| d.pool.as_deref() == Some(pool) && d.volume.as_deref() == Some(volume))
-            || p.spec.cdrom.as_ref().is_some_and(|c| {
-                c.pool.as_deref() == Some(pool) && c.volume.as_deref() == Some(volume)
-            })
-            || (!path.is_empty()
-                && (p.disk_paths.contains(&path)
-                    || p.cdrom_path.as_deref() == Some(path.as_str())));
-        if uses {
-            users.push(vmid_of(&r).map_or(r.name.clone(), |v| format!("VM {v} ({})", r.name)));
-        }
+        out.push((
+            vmid_of(&r).map_or(r.name.clone(), |v| format!("VM {v} ({})", r.name)),
+            p,
+        ));
     }
-    Ok(users)
+    Ok(out)
+}
+
+/// Whether a VM's disks or CD-ROM use `pool`/`volume` (by name, or by `path` when known).
+fn uses_volume(p: &ParsedDomain, pool: &str, volume: &str, path: &str) -> bool {
+    p.spec
+        .disks
+        .iter()
+        .any(|d| d.pool.as_deref() == Some(pool) && d.volume.as_deref() == Some(volume))
+        || p.spec
+            .cdrom
+            .as_ref()
+            .is_some_and(|c| c.pool.as_deref() == Some(pool) && c.volume.as_deref() == Some(volume))
+        || (!path.is_empty()
+            && (p.disk_paths.iter().any(|x| x == path) || p.cdrom_path.as_deref() == Some(path)))
+}
+
+/// Names (pool, volume) referenced by any VM's disks or CD-ROM.
+pub fn volume_users(node: &Node, pool: &str, volume: &str) -> Result<Vec<String>> {
+    let path = node
+        .hv
+        .volume(pool, volume)
+        .map(|v| v.path)
+        .unwrap_or_default();
+    Ok(parsed_domains(node)?
+        .into_iter()
+        .filter(|(_, p)| uses_volume(p, pool, volume, &path))
+        .map(|(l, _)| l)
+        .collect())
+}
+
+/// A pool's volumes with the VMs using each (`used_by`), every VM definition read once.
+pub fn volumes_with_users(node: &Node, pool: &str) -> Result<Vec<VolumeInfo>> {
+    let mut vols = node.hv.list_volumes(pool)?;
+    let doms = parsed_domains(node)?;
+    for v in &mut vols {
+        v.used_by = doms
+            .iter()
+            .filter(|(_, p)| uses_volume(p, pool, &v.name, &v.path))
+            .map(|(l, _)| l.clone())
+            .collect();
+    }
+    Ok(vols)
 }
 
 #[cfg(test)]

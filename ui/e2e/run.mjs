@@ -225,10 +225,10 @@ await step("serial tab shows the guest's serial output", async () => {
 await step("stop the VM", async () => {
   await page.getByRole("tab", { name: "Summary" }).click();
   await page.getByRole("button", { name: "Stop", exact: true }).click();
-  await page.locator(".page-head .badge", { hasText: "Stopped" }).waitFor({ timeout: 60_000 });
-  // "Stop: done." is shown, then clears itself after a few seconds
+  // "Stop: done." is shown when the task ends, then clears itself after a few seconds
   const done = page.getByRole("status").filter({ hasText: "Stop: done." });
-  await done.waitFor({ timeout: 30_000 });
+  await done.waitFor({ timeout: 60_000 });
+  await page.locator(".page-head .badge", { hasText: "Stopped" }).waitFor({ timeout: 60_000 });
   await done.waitFor({ state: "detached", timeout: 10_000 });
 });
 
@@ -280,6 +280,9 @@ await step("storage page lists pools and volumes with upload", async () => {
   await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Storage" }).click();
   await page.getByRole("table", { name: "Storage pools" }).getByRole("link", { name: POOL, exact: true }).click();
   await page.getByRole("table", { name: `Volumes in ${POOL}` }).getByText("keel-live.iso").waitFor();
+  // the demo VM boots from keel-live.iso: the volume says so and cannot be deleted
+  await page.getByTestId("used-by-keel-live.iso").filter({ hasText: `VM ${DEMO_VMID} (${DEMO_NAME})` }).waitFor();
+  expect(await page.getByRole("button", { name: "Delete volume keel-live.iso" }).isDisabled(), "Delete of a volume in use is disabled");
   await page.getByLabel("ISO or disk image").waitFor();
   await shot("storage");
 }, { critical: false });

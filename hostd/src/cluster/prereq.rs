@@ -153,7 +153,11 @@ mod tests {
         assert!(missing(Some(&clusterd), &path, None).is_empty());
 
         // a configured binary that is not there; systemd without Keel's unit
-        let m = missing(Some(&bin.join("nope")), &path, Some(&[units.clone()]));
+        let m = missing(
+            Some(&bin.join("nope")),
+            &path,
+            Some(std::slice::from_ref(&units)),
+        );
         assert_eq!(m.len(), 2, "{m:?}");
         assert!(m[0].contains("nope does not exist"), "{m:?}");
         assert!(m[1].contains("keel-clusterd.service"), "{m:?}");
