@@ -304,8 +304,25 @@ await step("upload an ISO with progress, then delete the volume", async () => {
 }, { critical: false });
 
 await step("VM page of the demo VM with its console", async () => {
-  await page.goto(`${BASE}/vms/${DEMO_VMID}?tab=console`);
+  // through the UI, not a reload: the recent-tasks bar (this session's tasks) stays shown
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Virtual machines" }).click();
+  await page.getByRole("link", { name: DEMO_NAME }).click();
+  await page.getByRole("tab", { name: "Console" }).click();
+  expect(page.url().endsWith(`/vms/${DEMO_VMID}?tab=console`), `console tab URL: ${page.url()}`);
   await page.locator(".console .badge", { hasText: "Connected" }).waitFor({ timeout: 30_000 });
+  // scrolled into view (as focusing the console does), its bottom edge is not under the fixed
+  // recent-tasks bar
+  await page.locator(".taskbar").waitFor();
+  await page.setViewportSize({ width: 1280, height: 600 }); // a laptop's window: the page scrolls
+  const hit = await page.evaluate(() => {
+    const c = document.querySelector(".console-screen");
+    c.scrollIntoView({ block: "end" });
+    const r = c.getBoundingClientRect();
+    const e = document.elementFromPoint(r.left + r.width / 2, r.bottom - 3);
+    return { inside: !!e && c.contains(e), at: e?.className ?? String(e) };
+  });
+  await page.setViewportSize({ width: 1280, height: 800 });
+  expect(hit.inside, `the console's bottom edge is covered by ${hit.at}`);
   await sleep(3000);
   await shot("vm-page-demo-console");
 }, { critical: false });
