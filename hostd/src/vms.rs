@@ -870,6 +870,14 @@ mod tests {
         let t = node.tasks.begin("vmcreate", "100", "root", true)?;
         create(&node, s, true, &t)?;
         t.finish(&Ok(()));
+        // the pool's listing names the VM using its disk
+        let vols = volumes_with_users(&node, "local")?;
+        let disk = vols.iter().find(|v| v.name == "vm-100-disk-0.qcow2");
+        assert_eq!(
+            disk.map(|v| v.used_by.clone()),
+            Some(vec!["VM 100 (a)".to_string()]),
+            "{vols:?}"
+        );
         let t = node.tasks.begin("vmdelete", "100", "root", true)?;
         assert!(matches!(
             delete(&node, 100, true, &t),
