@@ -264,7 +264,8 @@ await step("tasks page lists create, stop and delete with logs", async () => {
   const lines = ((await logPanel.locator(".log").textContent()) ?? "").split("\n").filter((l) => l.trim());
   expect(lines.length > 0 && lines.every((l) => /^\d\d:\d\d:\d\d  /.test(l)), `log times: ${lines.slice(0, 3).join(" | ")}`);
   // the log panel sits beside the tasks table, not over it
-  // (the table's visible right edge: clipped by any scrolling ancestor)
+  // (the table's visible right edge: clipped by any scrolling ancestor), in a narrow window
+  await page.setViewportSize({ width: 1024, height: 800 });
   const [right, left] = await page.evaluate(() => {
     const t = document.querySelector('table[aria-label="Tasks"]');
     let r = t.getBoundingClientRect().right;
@@ -272,6 +273,7 @@ await step("tasks page lists create, stop and delete with logs", async () => {
       if (getComputedStyle(e).overflowX !== "visible") r = Math.min(r, e.getBoundingClientRect().right);
     return [r, document.querySelector(".task-log").getBoundingClientRect().left];
   });
+  await page.setViewportSize({ width: 1280, height: 800 });
   expect(right <= left + 1, `the tasks table (visible to x=${right}) runs under the log panel (x=${left})`);
   await shot("tasks");
 });
