@@ -141,3 +141,23 @@ keel_start_libvirt() {
   done
   die "libvirtd did not come up (see /var/log/libvirt/libvirtd.log)"
 }
+
+# Debian defines libvirt's `default` NAT network but leaves it stopped, and a VM on it is refused
+# at create: start it and start it at boot, so `--net network=default` works. A network that
+# cannot start (its 192.168.122.0/24 already used on the host) stops setup with libvirt's reason.
+keel_default_network() {
+  local v="virsh -q -c qemu:///system"
+  if ! $v net-info default >/dev/null 2>&1; then
+    [ -f /usr/share/libvirt/networks/default.xml ] \
+      || die "libvirt has no network named default and no /usr/share/libvirt/networks/default.xml to define it from"
+    log "defining libvirt's default network"
+    $v net-define /usr/share/libvirt/networks/default.xml >/dev/null
+  fi
+  if ! $v net-info default | grep -Eq '^Active:[[:space:]]+yes'; then
+    log "starting libvirt's default network"
+    $v net-start default >/dev/null || die "libvirt's default network does not start (see above); fix it or remove it with 'virsh net-undefine default'"
+  fi
+  if ! $v net-info default | grep -Eq '^Autostart:[[:space:]]+yes'; then
+    $v net-autostart default >/dev/null
+  fi
+}

@@ -18,9 +18,21 @@ PIDFILE=/run/keel-hostd.pid
 keel_install_deps
 keel_start_libvirt
 
+keel_default_network
+
 log "building Keel (release)"
-cargo build --release --quiet -p keel-hostd -p keel-cli
-BIN=$PWD/target/release
+cargo build --release --quiet -p keel-hostd -p keel-cli -p keel-clusterd
+# Every binary a node runs, together in /usr/local/bin as on an installed node: hostd finds
+# keel-clusterd next to itself (`keel cluster init` and `keel join` refuse without it), and
+# keel-clusterd.service starts it from there. `install` replaces a running binary safely.
+BIN=/usr/local/bin
+for b in keel-hostd keel keel-clusterd; do
+  install -m 0755 "target/release/$b" "$BIN/$b"
+done
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  install -m 0644 iso/installer/files/etc/systemd/system/keel-clusterd.service /etc/systemd/system/
+  systemctl daemon-reload
+fi
 
 log "building the web UI"
 keel_build_ui

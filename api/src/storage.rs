@@ -25,6 +25,10 @@ pub struct VolumeInfo {
     pub format: String,
     pub capacity: u64,
     pub allocation: u64,
+    /// The VMs whose disks or CD-ROM use this volume (`VM 100 (web1)`); such a volume cannot be
+    /// deleted.
+    #[serde(default)]
+    pub used_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

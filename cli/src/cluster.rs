@@ -619,11 +619,11 @@ pub async fn join(j: JoinArgs, g: &Global, mode: Mode) -> Result<Outcome> {
     let fingerprint = g
         .fingerprint
         .clone()
-        .ok_or_else(|| anyhow!("--fingerprint: give the member's certificate fingerprint (printed by `keel cluster init`, or in its hostd.fingerprint)"))?;
+        .ok_or_else(|| anyhow!("--fingerprint: give the member's certificate fingerprint (printed by `keel cluster init`, or in its hostd.fingerprint); KEEL_FINGERPRINT is not used by `keel join`"))?;
     let auth = match (&g.token, &g.password) {
         (Some(t), None) => JoinAuth::Token(t.clone()),
         (None, Some(p)) => JoinAuth::Password(p.clone()),
-        _ => bail!("give exactly one of --token JOIN_TOKEN (from `keel cluster join-token`) or --password (the member's root password; or KEEL_PASSWORD)"),
+        _ => bail!("give exactly one of --token JOIN_TOKEN (from `keel cluster join-token`) or --password (the member's root password) on the join command line; KEEL_TOKEN and KEEL_PASSWORD are not used by `keel join` (they belong to the node you were talking to)"),
     };
     let req = LocalJoin {
         address: j.address.clone(),

@@ -370,9 +370,43 @@ fn stdout_closed(panic_msg: &str) -> bool {
     panic_msg.starts_with("failed printing to stdout") && panic_msg.contains("Broken pipe")
 }
 
+/// Parses the command line. `keel join` runs on a new node whose shell often still has the
+/// `KEEL_FINGERPRINT`, `KEEL_TOKEN` and `KEEL_PASSWORD` of the node the operator used before
+/// (the README exports them for the local API): for a join those would pin the wrong
+/// certificate or send the wrong credential to the member, so there they count only when given
+/// as flags on the join command line.
+fn parse_cli<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let m = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&m)?;
+    if let Command::Join(_) = cli.cmd {
+        let sub = m.subcommand_matches("join").unwrap_or(&m);
+        let from_env = |id: &str| {
+            [sub, &m]
+                .iter()
+                .any(|x| x.value_source(id) == Some(ValueSource::EnvVariable))
+        };
+        if from_env("fingerprint") {
+            cli.global.fingerprint = None;
+        }
+        if from_env("token") {
+            cli.global.token = None;
+        }
+        if from_env("password") {
+            cli.global.password = None;
+        }
+    }
+    Ok(cli)
+}
+
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
-    let cli = Cli::parse();
+    let cli = parse_cli(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -814,6 +848,69 @@ async fn net(c: &Client, cmd: NetCmd, mode: Mode) -> Result<Outcome> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// Run by `join_ignores_credentials_exported_for_the_local_node` in a child process whose
+    /// environment carries the local node's KEEL_* variables (environment is process-wide).
+    #[test]
+    #[ignore = "helper: run by join_ignores_credentials_exported_for_the_local_node"]
+    fn join_env_probe() {
+        assert_eq!(std::env::var("KEEL_PASSWORD").as_deref(), Ok("local-pw"));
+        let j = parse_cli(["keel", "join", "10.0.0.1"]).map_err(|e| e.to_string());
+        let Ok(j) = j else { panic!("{j:?}") };
+        assert_eq!(j.global.fingerprint, None);
+        assert_eq!(j.global.token, None);
+        assert_eq!(j.global.password, None);
+        let j = parse_cli([
+            "keel",
+            "join",
+            "10.0.0.1",
+            "--fingerprint",
+            "AA:BB",
+            "--password",
+            "member-pw",
+        ])
+        .map_err(|e| e.to_string());
+        let Ok(j) = j else { panic!("{j:?}") };
+        assert_eq!(j.global.fingerprint.as_deref(), Some("AA:BB"));
+        assert_eq!(j.global.password.as_deref(), Some("member-pw"));
+        assert_eq!(j.global.token, None);
+        let j = parse_cli(["keel", "--token", "root!t=s", "join", "10.0.0.1"])
+            .map_err(|e| e.to_string());
+        let Ok(j) = j else { panic!("{j:?}") };
+        assert_eq!(j.global.token.as_deref(), Some("root!t=s"));
+        assert_eq!(j.global.password, None);
+        // Every other command still takes them from the environment.
+        let l = parse_cli(["keel", "vm", "list"]).map_err(|e| e.to_string());
+        let Ok(l) = l else { panic!("{l:?}") };
+        assert_eq!(l.global.fingerprint.as_deref(), Some("11:22"));
+        assert_eq!(l.global.token.as_deref(), Some("root!local=x"));
+        assert_eq!(l.global.password.as_deref(), Some("local-pw"));
+    }
+
+    #[test]
+    fn join_ignores_credentials_exported_for_the_local_node() {
+        let exe = std::env::current_exe().map_err(|e| e.to_string());
+        let Ok(exe) = exe else { panic!("{exe:?}") };
+        let out = std::process::Command::new(exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "tests::join_env_probe",
+                "--test-threads=1",
+            ])
+            .env("KEEL_FINGERPRINT", "11:22")
+            .env("KEEL_TOKEN", "root!local=x")
+            .env("KEEL_PASSWORD", "local-pw")
+            .output()
+            .map_err(|e| e.to_string());
+        let Ok(out) = out else { panic!("{out:?}") };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "probe failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

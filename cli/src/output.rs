@@ -373,13 +373,18 @@ pub fn pools(pools: &[PoolInfo]) {
 }
 
 pub fn volumes(vols: &[VolumeInfo]) {
-    let mut t = table(&["NAME", "FORMAT", "SIZE", "ALLOCATED", "PATH"]);
+    let mut t = table(&["NAME", "FORMAT", "SIZE", "ALLOCATED", "USED BY", "PATH"]);
     for v in vols {
         t.add_row(vec![
             v.name.clone(),
             v.format.clone(),
             bytes(v.capacity),
             bytes(v.allocation),
+            if v.used_by.is_empty() {
+                "-".to_string()
+            } else {
+                v.used_by.join(", ")
+            },
             v.path.clone(),
         ]);
     }

@@ -799,7 +799,7 @@ async fn list_volumes(
 ) -> ApiResult<Json<Vec<VolumeInfo>>> {
     check_node(&node, &name)?;
     Ok(Json(
-        blocking(move || Ok(node.hv.list_volumes(&pool)?)).await?,
+        blocking(move || crate::vms::volumes_with_users(&node, &pool)).await?,
     ))
 }
 

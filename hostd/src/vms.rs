@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use keel_api::storage::VolumeInfo;
 use keel_api::vm::{
     AdoptRequest, DiskStats, NicStats, ShutdownRequest, VmConfig, VmSpec, VmState, VmStatus,
     VmSummary, MAC_PREFIX,
@@ -386,14 +387,28 @@ pub fn check_against_host(
         .collect();
     for (i, n) in spec.nics.iter_mut().enumerate() {
         if let Some(net) = &n.network {
-            if !nets.iter().any(|x| &x.name == net) {
-                return Err(Error::validation(
-                    &format!("nics[{i}].network"),
-                    format!(
-                        "libvirt network {net:?} does not exist on node {}",
-                        node.cfg.node
-                    ),
-                ));
+            match nets.iter().find(|x| &x.name == net) {
+                None => {
+                    return Err(Error::validation(
+                        &format!("nics[{i}].network"),
+                        format!(
+                            "libvirt network {net:?} does not exist on node {} (`keel net list` shows the networks; `keel net create` makes one)",
+                            node.cfg.node
+                        ),
+                    ))
+                }
+                // A new VM on a stopped network could be defined but never started (libvirt
+                // refuses at start); say so now, with the fix.
+                Some(x) if !x.active && current.is_none() => {
+                    return Err(Error::validation(
+                        &format!("nics[{i}].network"),
+                        format!(
+                            "libvirt network {net:?} is not active on node {}: start it with `virsh net-start {net}` (and `virsh net-autostart {net}` to start it at boot), then create the VM",
+                            node.cfg.node
+                        ),
+                    ))
+                }
+                Some(_) => {}
             }
         }
         if let Some(br) = &n.bridge {
@@ -771,35 +786,62 @@ pub fn adopt(node: &Node, req: &AdoptRequest, task: &TaskHandle) -> Result<()> {
     Ok(())
 }
 
-/// Names (pool, volume) referenced by any VM's disks or CD-ROM.
-pub fn volume_users(node: &Node, pool: &str, volume: &str) -> Result<Vec<String>> {
-    let mut users = Vec::new();
+/// Every VM's label (`VM 100 (web1)`) and its parsed definition, for volume-use checks.
+fn parsed_domains(node: &Node) -> Result<Vec<(String, ParsedDomain)>> {
+    let mut out = Vec::new();
     for r in node.hv.list_domains()? {
         let Ok(xml) = node.hv.domain_xml(&r.name, true) else {
             continue;
         };
         let Ok(p) = domain::parse(&xml) else { continue };
-        let path = node
-            .hv
-            .volume(pool, volume)
-            .map(|v| v.path)
-            .unwrap_or_default();
-        let uses = p
-            .spec
-            .disks
-            .iter()
-            .any(|d| d.pool.as_deref() == Some(pool) && d.volume.as_deref() == Some(volume))
-            || p.spec.cdrom.as_ref().is_some_and(|c| {
-                c.pool.as_deref() == Some(pool) && c.volume.as_deref() == Some(volume)
-            })
-            || (!path.is_empty()
-                && (p.disk_paths.contains(&path)
-                    || p.cdrom_path.as_deref() == Some(path.as_str())));
-        if uses {
-            users.push(vmid_of(&r).map_or(r.name.clone(), |v| format!("VM {v} ({})", r.name)));
-        }
+        out.push((
+            vmid_of(&r).map_or(r.name.clone(), |v| format!("VM {v} ({})", r.name)),
+            p,
+        ));
     }
-    Ok(users)
+    Ok(out)
+}
+
+/// Whether a VM's disks or CD-ROM use `pool`/`volume` (by name, or by `path` when known).
+fn uses_volume(p: &ParsedDomain, pool: &str, volume: &str, path: &str) -> bool {
+    p.spec
+        .disks
+        .iter()
+        .any(|d| d.pool.as_deref() == Some(pool) && d.volume.as_deref() == Some(volume))
+        || p.spec
+            .cdrom
+            .as_ref()
+            .is_some_and(|c| c.pool.as_deref() == Some(pool) && c.volume.as_deref() == Some(volume))
+        || (!path.is_empty()
+            && (p.disk_paths.iter().any(|x| x == path) || p.cdrom_path.as_deref() == Some(path)))
+}
+
+/// Names (pool, volume) referenced by any VM's disks or CD-ROM.
+pub fn volume_users(node: &Node, pool: &str, volume: &str) -> Result<Vec<String>> {
+    let path = node
+        .hv
+        .volume(pool, volume)
+        .map(|v| v.path)
+        .unwrap_or_default();
+    Ok(parsed_domains(node)?
+        .into_iter()
+        .filter(|(_, p)| uses_volume(p, pool, volume, &path))
+        .map(|(l, _)| l)
+        .collect())
+}
+
+/// A pool's volumes with the VMs using each (`used_by`), every VM definition read once.
+pub fn volumes_with_users(node: &Node, pool: &str) -> Result<Vec<VolumeInfo>> {
+    let mut vols = node.hv.list_volumes(pool)?;
+    let doms = parsed_domains(node)?;
+    for v in &mut vols {
+        v.used_by = doms
+            .iter()
+            .filter(|(_, p)| uses_volume(p, pool, &v.name, &v.path))
+            .map(|(l, _)| l.clone())
+            .collect();
+    }
+    Ok(vols)
 }
 
 #[cfg(test)]
@@ -828,6 +870,14 @@ mod tests {
         let t = node.tasks.begin("vmcreate", "100", "root", true)?;
         create(&node, s, true, &t)?;
         t.finish(&Ok(()));
+        // the pool's listing names the VM using its disk
+        let vols = volumes_with_users(&node, "local")?;
+        let disk = vols.iter().find(|v| v.name == "vm-100-disk-0.qcow2");
+        assert_eq!(
+            disk.map(|v| v.used_by.clone()),
+            Some(vec!["VM 100 (a)".to_string()]),
+            "{vols:?}"
+        );
         let t = node.tasks.begin("vmdelete", "100", "root", true)?;
         assert!(matches!(
             delete(&node, 100, true, &t),

@@ -1,6 +1,7 @@
 //! Bad input is refused with 400 (a field and a message) before any task exists, on a real
 //! hostd + libvirtd: adoption of vmid 0 or of a missing domain, NAT subnets libvirt would
-//! refuse or that are not routable, power operations with the documented `null` body, and
+//! refuse or that are not routable, a VM on a libvirt network that is missing or not active,
+//! power operations with the documented `null` body, and
 //! integers written as `970.0`.
 
 mod common;
@@ -64,6 +65,36 @@ fn refused_before_a_task_exists() {
         assert_eq!(f, "cidr", "{cidr}");
         assert!(m.contains(words), "{cidr}: {m}");
     }
+
+    // a VM on a libvirt network that is defined but not active (the state Debian leaves
+    // `default` in) or that does not exist: refused at create, naming the network and the fix
+    let off = format!("{}-off", h.prefix);
+    let xml = std::env::temp_dir().join(format!("{off}.xml"));
+    std::fs::write(
+        &xml,
+        format!(
+            "<network><name>{off}</name><bridge name='ko{}'/></network>",
+            std::process::id() % 100_000
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out) = common::virsh(&["net-define", &xml.to_string_lossy()]);
+    let _ = std::fs::remove_file(&xml);
+    assert!(ok, "virsh net-define: {out}");
+    let vm = |net: &str| {
+        json!({"vmid": h.id(3), "name": format!("{}-net", h.prefix), "memory_mib": 64,
+               "nics": [{"network": net}]})
+    };
+    let (f, m) = field(h.post("/vms", vm(&off)));
+    assert_eq!(f, "nics[0].network");
+    assert!(
+        m.contains(&format!("{off:?} is not active"))
+            && m.contains(&format!("virsh net-start {off}")),
+        "{m}"
+    );
+    let (f, m) = field(h.post("/vms", vm(&ghost)));
+    assert_eq!(f, "nics[0].network");
+    assert!(m.contains("does not exist"), "{m}");
 
     // power: a null body is the documented "no body"; the VM does not exist, so 404 (not 400)
     let vmid = h.id(2);

@@ -35,12 +35,31 @@ cleanup() {
 }
 trap cleanup EXIT
 rm -rf "$tmp"; mkdir -p "$tmp"
+# The chroot gets a private /dev (a tmpfs with the few nodes package scripts use), never the
+# host's: with /dev bind-mounted, a postinst chgrp'ed the host's /dev/kvm to the chroot's kvm gid
+# (another group on the host) and libvirtd re-probed QEMU on every call from then on.
 chroot_mounts() {
   for d in proc sys dev; do mkdir -p "$R/$d"; done
   mount -t proc proc "$R/proc"; mounts+=("$R/proc")
   mount -t sysfs sys "$R/sys"; mounts+=("$R/sys")
-  mount --bind /dev "$R/dev"; mounts+=("$R/dev")
+  mount -t tmpfs -o mode=0755,nosuid,size=16m keel-chroot-dev "$R/dev"; mounts+=("$R/dev")
+  local n
+  for n in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
+    set -- $n; mknod -m 0666 "$R/dev/$1" c "$2" "$3"
+  done
+  mkdir -p "$R/dev/pts" "$R/dev/shm"
+  mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 keel-chroot-pts "$R/dev/pts"; mounts+=("$R/dev/pts")
+  ln -s pts/ptmx "$R/dev/ptmx"
+  mount -t tmpfs -o mode=1777,nosuid,nodev,size=64m keel-chroot-shm "$R/dev/shm"; mounts+=("$R/dev/shm")
+  ln -s /proc/self/fd "$R/dev/fd"
+  ln -s /proc/self/fd/0 "$R/dev/stdin"; ln -s /proc/self/fd/1 "$R/dev/stdout"; ln -s /proc/self/fd/2 "$R/dev/stderr"
 }
+# Owner, group and mode of the host's device nodes (/dev and /dev/net): the build must leave
+# them as they were (checked at the end; a node that appears or goes meanwhile is not compared).
+host_dev_state() {
+  find /dev /dev/net -maxdepth 1 \( -type c -o -type b \) -printf '%p %U:%G:%m\n' 2>/dev/null | LC_ALL=C sort -k1,1
+}
+dev_before=$(host_dev_state)
 chroot_umounts() {
   for ((i=${#mounts[@]}-1; i>=0; i--)); do umount -l "${mounts[$i]}"; done
   mounts=()
@@ -123,6 +142,14 @@ mksquashfs "$R" "$tmp/root.squashfs" -comp zstd -Xcompression-level 6 -noappend 
 rsize=$(du -sb "$R" | awk '{print $1}')
 rm -rf "$R"
 size=$(stat -c %s "$tmp/root.squashfs")
+# Nothing on the host changed: the host's device nodes kept their owner, group and mode.
+changed=$(LC_ALL=C join <(echo "$dev_before") <(host_dev_state) | awk '$2 != $3 {print "  " $1 ": " $2 " -> " $3 " (uid:gid:mode)"}')
+if [ -n "$changed" ]; then
+  log "FAILED: the build changed the host's device nodes:"
+  echo "$changed" >&2
+  exit 1
+fi
+log "the host's device nodes are unchanged ($(echo "$dev_before" | wc -l) checked)"
 cat > "$tmp/manifest.json" <<J
 {"key":"$key","suite":"$suite","kernel":"$kver","rootfs_bytes":$rsize,"squashfs_bytes":$size,"build_seconds":$(( $(date +%s) - t0 )),"built":"$(date -u +%FT%TZ)"}
 J

@@ -82,6 +82,12 @@ async function api(method, path) {
   }, [method, path]);
 }
 
+await step("a deep link while signed out asks to sign in to continue there", async () => {
+  await page.goto(`${BASE}/tasks`);
+  await page.getByRole("status").filter({ hasText: "Sign in to continue to /tasks" }).waitFor();
+  expect(page.url().includes("next=%2Ftasks"), `next route kept: ${page.url()}`);
+}, { critical: false });
+
 await step("login page rejects a wrong password", async () => {
   await page.goto(`${BASE}/`);
   await page.getByLabel("User name").waitFor();
@@ -90,6 +96,7 @@ await step("login page rejects a wrong password", async () => {
   await page.getByLabel("Password").fill("definitely-wrong");
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("alert").filter({ hasText: "Wrong user name or password" }).waitFor();
+  expect((await page.getByLabel("Password").inputValue()) === "", "the refused password is cleared");
 });
 
 await step("log in and see the node overview", async () => {
@@ -97,6 +104,11 @@ await step("log in and see the node overview", async () => {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("heading", { name: /^Node / }).waitFor();
   await page.getByText("logical CPUs").waitFor();
+  const tcg = page.getByTestId("tcg-reason");
+  if (await tcg.count()) {
+    const why = (await tcg.textContent()) ?? "";
+    expect(!/Assertion|qemu-system/.test(why), `TCG reason in words: ${why}`);
+  }
   await page.getByRole("meter", { name: `Pool ${POOL} used` }).waitFor();
   ctx.node = await page.evaluate(() => sessionStorage.getItem("keel.node"));
   await sleep(300);
@@ -147,6 +159,11 @@ await step("create wizard validates and creates a VM booting keel-live.iso", asy
   await page.getByRole("button", { name: "Next" }).click();
   await page.locator("#f-name-error").waitFor();
   await page.getByLabel("Name").fill(ctx.name);
+  // a vmid already used is refused at this first step, naming the VM that has it
+  await vmidBox.fill(String(DEMO_VMID));
+  await page.getByRole("button", { name: "Next" }).click();
+  await page.locator("#f-vmid-error").filter({ hasText: `already used by VM "${DEMO_NAME}"` }).waitFor();
+  await vmidBox.fill(String(ctx.vmid));
   await page.getByRole("button", { name: "Next" }).click();
   await page.getByLabel("vCPUs").fill("1");
   await page.getByLabel("Memory (MiB)").fill("8");
@@ -154,8 +171,13 @@ await step("create wizard validates and creates a VM booting keel-live.iso", asy
   await page.locator("#f-memory_mib-error").filter({ hasText: "16" }).waitFor();
   await page.getByLabel("Memory (MiB)").fill("256");
   await page.getByRole("button", { name: "Next" }).click();
-  await page.getByRole("checkbox", { name: "Add a new disk" }).check();
+  const addDisk = page.getByRole("checkbox", { name: "Add a new disk" });
+  expect(await addDisk.isChecked(), "a new disk is added by default");
+  // the size hint follows the number typed
+  await page.getByLabel("Disk size (MiB)").fill("20480");
+  await page.locator("#f-disks_0__size_mib-hint").filter({ hasText: "20480 MiB = 20.0 GiB." }).waitFor();
   await page.getByLabel("Disk size (MiB)").fill("16");
+  await page.locator("#f-disks_0__size_mib-hint").filter({ hasText: "16 MiB" }).waitFor();
   await page.getByLabel("CD-ROM ISO").selectOption(`${POOL}/keel-live.iso`);
   await page.getByRole("button", { name: "Next" }).click();
   await page.getByRole("checkbox", { name: "Add a network interface" }).waitFor();
@@ -203,7 +225,11 @@ await step("serial tab shows the guest's serial output", async () => {
 await step("stop the VM", async () => {
   await page.getByRole("tab", { name: "Summary" }).click();
   await page.getByRole("button", { name: "Stop", exact: true }).click();
+  // "Stop: done." is shown when the task ends, then clears itself after a few seconds
+  const done = page.getByRole("status").filter({ hasText: "Stop: done." });
+  await done.waitFor({ timeout: 60_000 });
   await page.locator(".page-head .badge", { hasText: "Stopped" }).waitFor({ timeout: 60_000 });
+  await done.waitFor({ state: "detached", timeout: 10_000 });
 });
 
 await step("delete the VM with typed confirmation", async () => {
@@ -217,6 +243,7 @@ await step("delete the VM with typed confirmation", async () => {
   await dialog.getByLabel(/Type the VM name/).fill(ctx.name);
   await del.click();
   await page.waitForURL(/\/vms$/, { timeout: 60_000 });
+  await page.getByTestId("flash").filter({ hasText: `VM ${ctx.vmid} (${ctx.name}) deleted.` }).waitFor();
   await page.getByRole("link", { name: DEMO_NAME }).waitFor();
   expect(await page.getByRole("link", { name: ctx.name }).count() === 0, "deleted VM is gone from the list");
   ctx.created = false;
@@ -233,6 +260,21 @@ await step("tasks page lists create, stop and delete with logs", async () => {
   await logPanel.waitFor();
   await logPanel.locator(".badge", { hasText: "OK" }).waitFor();
   await page.waitForFunction(() => !(document.querySelector(".task-log .log")?.textContent ?? "").includes("(no log lines)"));
+  // log times are 24-hour HH:MM:SS, like the table's
+  const lines = ((await logPanel.locator(".log").textContent()) ?? "").split("\n").filter((l) => l.trim());
+  expect(lines.length > 0 && lines.every((l) => /^\d\d:\d\d:\d\d  /.test(l)), `log times: ${lines.slice(0, 3).join(" | ")}`);
+  // the log panel sits beside the tasks table, not over it
+  // (the table's visible right edge: clipped by any scrolling ancestor), in a narrow window
+  await page.setViewportSize({ width: 1024, height: 800 });
+  const [right, left] = await page.evaluate(() => {
+    const t = document.querySelector('table[aria-label="Tasks"]');
+    let r = t.getBoundingClientRect().right;
+    for (let e = t.parentElement; e && e !== document.body; e = e.parentElement)
+      if (getComputedStyle(e).overflowX !== "visible") r = Math.min(r, e.getBoundingClientRect().right);
+    return [r, document.querySelector(".task-log").getBoundingClientRect().left];
+  });
+  await page.setViewportSize({ width: 1280, height: 800 });
+  expect(right <= left + 1, `the tasks table (visible to x=${right}) runs under the log panel (x=${left})`);
   await shot("tasks");
 });
 
@@ -240,6 +282,9 @@ await step("storage page lists pools and volumes with upload", async () => {
   await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Storage" }).click();
   await page.getByRole("table", { name: "Storage pools" }).getByRole("link", { name: POOL, exact: true }).click();
   await page.getByRole("table", { name: `Volumes in ${POOL}` }).getByText("keel-live.iso").waitFor();
+  // the demo VM boots from keel-live.iso: the volume says so and cannot be deleted
+  await page.getByTestId("used-by-keel-live.iso").filter({ hasText: `VM ${DEMO_VMID} (${DEMO_NAME})` }).waitFor();
+  expect(await page.getByRole("button", { name: "Delete volume keel-live.iso" }).isDisabled(), "Delete of a volume in use is disabled");
   await page.getByLabel("ISO or disk image").waitFor();
   await shot("storage");
 }, { critical: false });
@@ -261,8 +306,25 @@ await step("upload an ISO with progress, then delete the volume", async () => {
 }, { critical: false });
 
 await step("VM page of the demo VM with its console", async () => {
-  await page.goto(`${BASE}/vms/${DEMO_VMID}?tab=console`);
+  // through the UI, not a reload: the recent-tasks bar (this session's tasks) stays shown
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Virtual machines" }).click();
+  await page.getByRole("link", { name: DEMO_NAME }).click();
+  await page.getByRole("tab", { name: "Console" }).click();
+  expect(page.url().endsWith(`/vms/${DEMO_VMID}?tab=console`), `console tab URL: ${page.url()}`);
   await page.locator(".console .badge", { hasText: "Connected" }).waitFor({ timeout: 30_000 });
+  // scrolled into view (as focusing the console does), its bottom edge is not under the fixed
+  // recent-tasks bar
+  await page.locator(".taskbar").waitFor();
+  await page.setViewportSize({ width: 1280, height: 600 }); // a laptop's window: the page scrolls
+  const hit = await page.evaluate(() => {
+    const c = document.querySelector(".console-screen");
+    c.scrollIntoView({ block: "end" });
+    const r = c.getBoundingClientRect();
+    const e = document.elementFromPoint(r.left + r.width / 2, r.bottom - 3);
+    return { inside: !!e && c.contains(e), at: e?.className ?? String(e) };
+  });
+  await page.setViewportSize({ width: 1280, height: 800 });
+  expect(hit.inside, `the console's bottom edge is covered by ${hit.at}`);
   await sleep(3000);
   await shot("vm-page-demo-console");
 }, { critical: false });

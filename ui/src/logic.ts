@@ -244,3 +244,39 @@ export function taskKindLabel(kind: string): string {
   };
   return map[kind] ?? kind;
 }
+
+/** The hint under a size field in MiB: what the number typed means (`"8192"` → 8192 MiB = 8.00 GiB). */
+export function mibHint(typed: string): string {
+  const t = typed.trim();
+  if (!/^\d+$/.test(t)) return "A whole number of MiB; 1024 MiB = 1 GiB.";
+  const n = Number(t);
+  return n >= 1024 ? `${n} MiB = ${formatMib(n)}.` : `${n} MiB; 1024 MiB = 1 GiB.`;
+}
+
+/** A wall-clock time of day, 24-hour `HH:MM:SS` in local time (the format of `formatTime`). */
+export function formatClock(ms: number): string {
+  const d = new Date(ms);
+  const p = (x: number) => String(x).padStart(2, "0");
+  return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+/** Why guests run under TCG, in words: hostd's probe reason when QEMU died under KVM is QEMU's
+ * own last line (often an assertion); that goes to `detail`. */
+export function tcgReason(raw: string | null | undefined): { text: string; detail: string | null } {
+  const r = (raw ?? "").trim();
+  if (r.startsWith("probe: QEMU with KVM exited"))
+    return {
+      text: "/dev/kvm exists, but QEMU stopped when it tried to use it (a host or nested-virtualization problem), so guests use software emulation.",
+      detail: r,
+    };
+  if (r.startsWith("probe: a kernel under KVM printed nothing"))
+    return { text: "/dev/kvm exists, but a test guest hung under KVM on this host, so guests use software emulation.", detail: r };
+  return { text: r || "unknown", detail: null };
+}
+
+/** The VM ids taken on this node (to refuse a duplicate at the wizard's first step). */
+export function vmidTaken(typed: string, vms: { vmid: number | null; name: string }[]): string | null {
+  const id = Number(typed.trim());
+  const v = vms.find((x) => x.vmid !== null && x.vmid === id);
+  return v ? `VM ID ${id} is already used by VM "${v.name}".` : null;
+}

@@ -92,7 +92,11 @@ export interface PoolInfo {
   allocation: number;
   available: number;
 }
-export interface VolumeInfo { name: string; path: string; format: string; capacity: number; allocation: number }
+export interface VolumeInfo {
+  name: string; path: string; format: string; capacity: number; allocation: number;
+  /** VMs using it (`VM 100 (web1)`): it cannot be deleted */
+  used_by?: string[];
+}
 
 export type NetworkKind = "nat" | "bridge" | "isolated" | "host_bridge" | "other";
 export interface NetworkInfo {

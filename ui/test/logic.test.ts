@@ -156,3 +156,34 @@ describe("misc", () => {
     expect(g.cdrom).toBeUndefined();
   });
 });
+
+describe("first-hour fixes", () => {
+  it("the disk-size hint follows the number typed", async () => {
+    const { mibHint } = await import("../src/logic");
+    expect(mibHint("8192")).toBe("8192 MiB = 8.00 GiB.");
+    expect(mibHint("20480")).toBe("20480 MiB = 20.0 GiB.");
+    expect(mibHint("16")).toBe("16 MiB; 1024 MiB = 1 GiB.");
+    expect(mibHint("8G")).toMatch(/whole number/);
+  });
+  it("log times are 24-hour", async () => {
+    const { formatClock } = await import("../src/logic");
+    const t = new Date(2026, 0, 2, 15, 4, 5).getTime();
+    expect(formatClock(t)).toBe("15:04:05");
+    expect(formatClock(new Date(2026, 0, 2, 0, 0, 9).getTime())).toBe("00:00:09");
+  });
+  it("a QEMU assertion as the TCG reason is explained in words, kept as detail", async () => {
+    const { tcgReason } = await import("../src/logic");
+    const raw = "probe: QEMU with KVM exited (signal: 6 (SIGABRT)) before the kernel printed: qemu-system-x86_64: ../../accel/kvm/kvm-all.c:1803: kvm_irqchip_commit_routes: Assertion `ret == 0' failed.";
+    const r = tcgReason(raw);
+    expect(r.text).not.toMatch(/Assertion/);
+    expect(r.text).toMatch(/QEMU stopped/);
+    expect(r.detail).toBe(raw);
+    expect(tcgReason("/dev/kvm is missing or not accessible")).toEqual({ text: "/dev/kvm is missing or not accessible", detail: null });
+  });
+  it("a vmid already used is named with its VM", async () => {
+    const { vmidTaken } = await import("../src/logic");
+    const vms = [{ vmid: 100, name: "keel-demo" }, { vmid: null, name: "foreign" }];
+    expect(vmidTaken("100", vms)).toBe('VM ID 100 is already used by VM "keel-demo".');
+    expect(vmidTaken("101", vms)).toBeNull();
+  });
+});

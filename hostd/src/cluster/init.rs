@@ -54,11 +54,12 @@ fn latency_class(r: &dyn Runner) -> LatencyClass {
     }
 }
 
-/// Refuse at once what cannot work (already clustered, no address), then start the
-/// `clusterinit` task; its UPID.
+/// Refuse at once what cannot work (already clustered, missing programs, no address), then
+/// start the `clusterinit` task; its UPID.
 pub(super) fn start(node: &Arc<Node>, req: ClusterInit, user: &str) -> Result<String> {
     let cs = &node.cluster;
     form::check_unclustered(&cs.paths, cs.runner.as_ref())?;
+    super::prereq::check(cs, "cluster init")?;
     let link0 = match &req.link0 {
         Some(a) => a.clone(),
         None => default_link0(cs)?,

@@ -233,6 +233,7 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
 
 fn joiner_checks(node: &Node) -> Result<()> {
     form::check_unclustered(&node.cluster.paths, node.cluster.runner.as_ref())?;
+    super::prereq::check(&node.cluster, "joining a cluster")?;
     let doms = node.hv.list_domains()?;
     if !doms.is_empty() {
         let names: Vec<&str> = doms.iter().map(|d| d.name.as_str()).take(5).collect();

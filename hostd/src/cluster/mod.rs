@@ -19,6 +19,7 @@ mod forward;
 mod init;
 mod join;
 mod peer;
+mod prereq;
 mod remove;
 mod routes;
 mod status;

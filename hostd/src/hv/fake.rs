@@ -230,6 +230,7 @@ impl Hypervisor for FakeHv {
                 format: f.clone(),
                 capacity: *b,
                 allocation: 0,
+                used_by: Vec::new(),
             })
             .collect())
     }

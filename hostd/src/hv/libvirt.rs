@@ -190,6 +190,7 @@ impl Libvirt {
             format,
             capacity: info.capacity,
             allocation: info.allocation,
+            used_by: Vec::new(),
         })
     }
 

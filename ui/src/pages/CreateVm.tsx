@@ -2,7 +2,7 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, followTask, get, notifyTask, np, post } from "../api";
 import { ErrorBox, Field } from "../components";
 import {
-  type CreateForm, type FieldErrors, fieldForError, formatBytes, nextFreeVmid, specFromForm, stepOfField, validateSpec,
+  type CreateForm, type FieldErrors, fieldForError, formatBytes, mibHint, nextFreeVmid, specFromForm, stepOfField, validateSpec, vmidTaken,
 } from "../logic";
 import { navigate } from "../router";
 import type { NetworkInfo, PoolInfo, TaskInfo, TaskLogLine, TaskRef, VmSummary, VolumeInfo } from "../types";
@@ -16,7 +16,7 @@ const controlId = (f: string) => "f-" + f.replace(/[[\].]/g, "_");
 export function CreateVm() {
   const [form, setForm] = useState<CreateForm>({
     vmid: "", name: "", vcpus: "1", memory_mib: "512", firmware: "bios", machine: "q35",
-    addDisk: false, diskPool: "local", diskSize: "8192", diskFormat: "qcow2", diskBus: "virtio",
+    addDisk: true, diskPool: "local", diskSize: "8192", diskFormat: "qcow2", diskBus: "virtio",
     iso: "", addNic: false, nic: "", nicModel: "virtio", start: true,
   });
   const [step, setStep] = useState(0);
@@ -29,13 +29,17 @@ export function CreateVm() {
   const [log, setLog] = useState<TaskLogLine[]>([]);
   const [busy, setBusy] = useState(false);
   const [formError, setFormError] = useState<string | null>(null);
+  // This node's VMs: a vmid already taken is refused at the first step, not after the last.
+  const [vms, setVms] = useState<VmSummary[]>([]);
 
   useEffect(() => {
     (async () => {
       try {
+        const list = await get<VmSummary[]>(np("/vms"));
+        setVms(list);
         let id: number;
         try { id = (await get<{ vmid: number }>(np("/vms/nextid"))).vmid; }
-        catch { id = nextFreeVmid((await get<VmSummary[]>(np("/vms"))).map((v) => v.vmid)); }
+        catch { id = nextFreeVmid(list.map((v) => v.vmid)); }
         setForm((f) => (f.vmid ? f : { ...f, vmid: String(id), name: f.name || `vm${id}` }));
         const ps = await get<PoolInfo[]>(np("/storage"));
         setPools(ps);
@@ -66,6 +70,8 @@ export function CreateVm() {
 
   const validate = (): FieldErrors => {
     const errs = validateSpec(specFromForm(form));
+    const taken = errs.vmid ? null : vmidTaken(form.vmid, vms);
+    if (taken) errs.vmid = taken;
     if (form.addNic && !form.nic) errs["nics[0]"] = "Choose a network or bridge (or untick the NIC).";
     const mapped: FieldErrors = {};
     for (const [k, v] of Object.entries(errs)) mapped[fieldForError(k, KNOWN)] = v;
@@ -149,7 +155,10 @@ export function CreateVm() {
                 {input("name", "name", { autoFocus: true, autoComplete: "off" })}
               </Field>
               <Field id={controlId("vmid")} label="VM ID" error={errors.vmid} hint="Unique on the node, 100 or more. Prefilled with the next free id.">
-                {input("vmid", "vmid", { inputMode: "numeric" })}
+                {input("vmid", "vmid", {
+                  inputMode: "numeric",
+                  onBlur: () => { const t = vmidTaken(form.vmid, vms); if (t) setErrors((e) => ({ ...e, vmid: t })); },
+                })}
               </Field>
             </fieldset>
           )}
@@ -183,7 +192,7 @@ export function CreateVm() {
                         {pools.map((p) => <option value={p.name} disabled={!p.active}>{p.name}{p.active ? "" : " (inactive)"}</option>)}
                       </select>
                     </Field>
-                    <Field id={controlId("disks[0].size_mib")} label="Disk size (MiB)" error={errors["disks[0].size_mib"]} hint="8192 MiB = 8 GiB.">
+                    <Field id={controlId("disks[0].size_mib")} label="Disk size (MiB)" error={errors["disks[0].size_mib"]} hint={mibHint(form.diskSize)}>
                       {input("disks[0].size_mib", "diskSize", { inputMode: "numeric" })}
                     </Field>
                     <Field id={controlId("disks[0].format")} label="Disk format" error={errors["disks[0].format"]}>

@@ -9,6 +9,7 @@ export function Login({ query }: { query: URLSearchParams }) {
   const [busy, setBusy] = useState(false);
   const expired = query.get("expired") === "1";
   const loggedOut = query.get("loggedout") === "1";
+  const nextPage = query.get("next");
   const submit = async (e: Event) => {
     e.preventDefault();
     setBusy(true);
@@ -20,6 +21,8 @@ export function Login({ query }: { query: URLSearchParams }) {
     } catch (err) {
       const a = err as ApiError;
       setError(a.status === 401 ? "Wrong user name or password." : a.message);
+      // a refused password is not kept in the field (nor offered again by the browser)
+      setPassword("");
       setBusy(false);
     }
   };
@@ -30,6 +33,8 @@ export function Login({ query }: { query: URLSearchParams }) {
         <h1 id="login-title">Sign in</h1>
         {expired && !error && <div class="alert alert-warn" role="status">Your session expired. Sign in again to continue where you were.</div>}
         {loggedOut && !error && <div class="alert alert-info" role="status">You are signed out.</div>}
+        {!expired && !loggedOut && !error && nextPage && nextPage !== "/" &&
+          <div class="alert alert-info" role="status">Sign in to continue to <code>{nextPage}</code>.</div>}
         {error && <div class="alert alert-error" role="alert">{error}</div>}
         <div class="field">
           <label for="login-user">User name</label>

@@ -1,7 +1,7 @@
 import { get, np } from "../api";
 import { ErrorBox, Loading, UsageBar, VmStateBadge } from "../components";
 import { usePoll } from "../hooks";
-import { formatBytes, formatUptime } from "../logic";
+import { formatBytes, formatUptime, tcgReason } from "../logic";
 import type { NodeInfo, PoolInfo, VmState, VmSummary } from "../types";
 
 export function Overview() {
@@ -24,7 +24,8 @@ export function Overview() {
           {n.accel === "tcg" ? (
             <div class="alert alert-warn" role="status">
               <strong>Software emulation (TCG).</strong> Guests run without hardware acceleration: correct but 10–50× slower.
-              <div class="small">Reason: {n.accel_reason}</div>
+              <div class="small" data-testid="tcg-reason">Reason: {tcgReason(n.accel_reason).text}</div>
+              {tcgReason(n.accel_reason).detail && <details class="small"><summary>QEMU's words</summary><pre class="code">{tcgReason(n.accel_reason).detail}</pre></details>}
             </div>
           ) : null}
           <div class="cards">

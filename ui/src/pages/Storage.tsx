@@ -45,10 +45,14 @@ export function Storage({ pool }: { pool: string | null }) {
           {vols.data && vols.data.length === 0 && <Empty title="This pool is empty">Upload an ISO above, or create a VM with a new disk.</Empty>}
           {vols.data && vols.data.length > 0 && (
             <table class="table" aria-label={`Volumes in ${current}`}>
-              <thead><tr><th>Name</th><th>Format</th><th class="num">Size</th><th class="num">Allocated</th><th><span class="sr-only">Actions</span></th></tr></thead>
+              <thead><tr><th>Name</th><th>Format</th><th class="num">Size</th><th class="num">Allocated</th><th>Used by</th><th><span class="sr-only">Actions</span></th></tr></thead>
               <tbody>{vols.data.map((v) => (
                 <tr><td class="mono">{v.name}</td><td>{v.format}</td><td class="num">{formatBytes(v.capacity)}</td><td class="num">{formatBytes(v.allocation)}</td>
-                  <td class="actions"><button type="button" class="btn btn-sm btn-danger-outline" aria-label={`Delete volume ${v.name}`} disabled={!!noDelete} title={noDelete ?? undefined} onClick={() => setToDelete(v)}>Delete</button></td></tr>
+                  <td class="small" data-testid={`used-by-${v.name}`}>{v.used_by?.length ? v.used_by.join(", ") : <span class="muted">—</span>}</td>
+                  <td class="actions"><button type="button" class="btn btn-sm btn-danger-outline" aria-label={`Delete volume ${v.name}`}
+                    disabled={!!noDelete || !!v.used_by?.length}
+                    title={noDelete ?? (v.used_by?.length ? `Used by ${v.used_by.join(", ")}: detach it or delete the VM first` : undefined)}
+                    onClick={() => setToDelete(v)}>Delete</button></td></tr>
               ))}</tbody>
             </table>
           )}

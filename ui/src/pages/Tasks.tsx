@@ -2,7 +2,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { getTask, getTaskLog, get, np } from "../api";
 import { Empty, ErrorBox, Loading, TaskStateBadge } from "../components";
 import { usePoll } from "../hooks";
-import { formatDuration, formatTime, taskKindLabel } from "../logic";
+import { formatClock, formatDuration, formatTime, taskKindLabel } from "../logic";
 import { navigate } from "../router";
 import type { TaskInfo, TaskLogLine } from "../types";
 
@@ -22,7 +22,7 @@ export function Tasks({ upid }: { upid: string | null }) {
         <label class="check"><input type="checkbox" checked={runningOnly} onChange={(e) => setRunningOnly(e.currentTarget.checked)} /> Running only</label>
       </div>
       <div class={upid ? "split" : ""}>
-        <div>
+        <div class="split-main">
           <ErrorBox error={error} title="Cannot list tasks" />
           {!data && !error && <Loading what="tasks" />}
           {data && data.length === 0 && <Empty title="No tasks">Every change (create, start, stop, upload…) is recorded here as a task.</Empty>}
@@ -91,7 +91,7 @@ export function TaskLog({ upid }: { upid: string }) {
         </dl>
       )}
       <pre class="log" ref={pre} aria-label="Log lines" tabIndex={0}>
-        {lines.length ? lines.map((l) => `${new Date(l.t).toLocaleTimeString()}  ${l.line}`).join("\n") : task?.state === "running" ? "Waiting for output…" : "(no log lines)"}
+        {lines.length ? lines.map((l) => `${formatClock(l.t)}  ${l.line}`).join("\n") : task?.state === "running" ? "Waiting for output…" : "(no log lines)"}
       </pre>
     </aside>
   );

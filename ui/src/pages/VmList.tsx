@@ -1,4 +1,5 @@
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
+import { NOTICE_MS, takeFlash } from "../flash";
 import { ApiError, get, notifyTask, np, post } from "../api";
 import { Empty, ErrorBox, Loading, VmStateBadge } from "../components";
 import { usePoll } from "../hooks";
@@ -15,6 +16,13 @@ export function VmList() {
   const [stateFilter, setStateFilter] = useState("");
   const [selected, setSelected] = useState<Set<number>>(new Set());
   const [bulkMsg, setBulkMsg] = useState<{ ok: string[]; failed: string[] } | null>(null);
+  // "VM 500 (web1) deleted." after the delete dialog came back here, for a few seconds
+  const [flash, setFlashText] = useState<string | null>(() => takeFlash());
+  useEffect(() => {
+    if (!flash) return;
+    const t = window.setTimeout(() => setFlashText(null), NOTICE_MS);
+    return () => clearTimeout(t);
+  }, [flash]);
   const vms = (data ?? []).filter((v) =>
     v.name.toLowerCase().includes(filter.trim().toLowerCase()) && (!stateFilter || v.state === stateFilter));
   const ids = vms.filter((v) => v.vmid !== null).map((v) => v.vmid!);
@@ -67,6 +75,7 @@ export function VmList() {
         <button type="button" class="btn" disabled={!nSel} onClick={() => bulk("shutdown")}>Shut down selected</button>
         <button type="button" class="btn btn-danger-outline" disabled={!nSel} onClick={() => bulk("stop")}>Stop selected</button>
       </div>
+      {flash && <div class="alert alert-info" role="status" data-testid="flash">{flash}</div>}
       {bulkMsg && (
         <div class={`alert ${bulkMsg.failed.length ? "alert-warn" : "alert-info"}`} role="status">
           {bulkMsg.ok.length > 0 && <div>Task started for VM {bulkMsg.ok.join(", ")}.</div>}

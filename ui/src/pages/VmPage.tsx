@@ -1,4 +1,5 @@
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
+import { NOTICE_MS, setFlash } from "../flash";
 import { ApiError, del, followTask, get, notifyTask, np, post } from "../api";
 import { ErrorBox, Loading, Modal, TaskStateBadge, Tabs, VmStateBadge } from "../components";
 import { usePoll } from "../hooks";
@@ -32,6 +33,13 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
   const setTab = (t: Tab) => navigate(`/vms/${vmid}${t === "summary" ? "" : `?tab=${t}`}`, true);
   const s = status.data;
   const name = s?.name ?? config.data?.spec.name ?? "";
+
+  // "Start: done." and the like clear themselves after a few seconds; errors stay.
+  useEffect(() => {
+    if (actionMsg?.tone !== "info" || !actionMsg.text.endsWith(": done.")) return;
+    const t = window.setTimeout(() => setActionMsg(null), NOTICE_MS);
+    return () => clearTimeout(t);
+  }, [actionMsg]);
 
   const power = async (op: PowerOp) => {
     setBusy(op);
@@ -220,7 +228,7 @@ function DeleteDialog({ vmid, name, state, onClose }: { vmid: number; name: stri
       const r = await del<TaskRef>(np(`/vms/${vmid}${purge ? "?purge_volumes=true" : ""}`));
       notifyTask(r.upid);
       const t = await followTask(r.upid);
-      if (t.state === "ok") { navigate("/vms"); return; }
+      if (t.state === "ok") { setFlash(`VM ${vmid} (${name}) deleted.`); navigate("/vms"); return; }
       setError(`Deleting failed: ${t.message}`);
     } catch (err) {
       setError((err as ApiError).message);
