@@ -88,6 +88,9 @@ pub struct NodeFacts {
     pub files: Vec<FileFact>,
     /// Each member name as this node resolves it (`getent ahosts`); empty: does not resolve.
     pub resolved: BTreeMap<String, Vec<String>>,
+    /// The node's own addresses (`ip -o addr show`, without prefix length).
+    #[serde(default)]
+    pub addresses: Vec<String>,
     /// `None`: `corosync-cfgtool -n` did not answer.
     pub links: Option<Vec<PeerLinkFact>>,
     /// libvirt networks defined on the node.
@@ -216,8 +219,10 @@ pub fn evaluate(c: &ClusterFacts, answers: &[NodeAnswer]) -> Vec<Finding> {
             clock(a, f, &mut o);
             files(f, &mut o);
             links(c, f, &mut o);
-            names(c, f, &mut o);
         }
+    }
+    for f in &facts {
+        names(c, &facts, f, &mut o);
     }
     conf_diff(c, &facts, &mut o);
     networks(&facts, &mut o);
@@ -460,7 +465,7 @@ fn bare(a: &str) -> String {
     a.split('%').next().unwrap_or(a).to_ascii_lowercase()
 }
 
-fn names(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
+fn names(c: &ClusterFacts, all: &[&NodeFacts], f: &NodeFacts, o: &mut Out) {
     for m in &c.members {
         let Some(addrs) = f.resolved.get(&m.name) else {
             continue;
@@ -481,10 +486,17 @@ fn names(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
             );
             continue;
         }
+        // the member's own addresses as it reports them; its configured ones when it did not
+        let own = all
+            .iter()
+            .find(|g| g.node == m.name)
+            .map(|g| g.addresses.clone())
+            .unwrap_or_default();
         let known: BTreeSet<String> = m
             .addrs
             .iter()
             .chain(std::iter::once(&m.api_host))
+            .chain(own.iter())
             .map(|a| bare(a))
             .collect();
         let wrong: Vec<&String> = addrs.iter().filter(|a| !known.contains(&bare(a))).collect();
@@ -501,7 +513,7 @@ fn names(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
                 Some(&f.node),
                 format!("name {}", m.name),
                 format!(
-                    "{} resolves {} to {} which is not one of its addresses ({})",
+                    "{} resolves {} to {}, which is not an address of {} (cluster addresses {})",
                     f.node,
                     m.name,
                     wrong
@@ -509,7 +521,8 @@ fn names(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
                         .map(|s| s.as_str())
                         .collect::<Vec<_>>()
                         .join(", "),
-                    known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    m.name,
+                    m.addrs.join(", ")
                 ),
                 format!(
                     "fix /etc/hosts (or DNS) on {} so {} resolves to its cluster address",
@@ -723,6 +736,10 @@ pub fn local_facts(node: &Node) -> Result<NodeFacts> {
                 })
                 .collect()
         });
+    let addresses = r
+        .run(&Cmd::argv(&["ip", "-o", "addr", "show"]).timeout(Duration::from_secs(5)))
+        .map(|o| parse_ip_addr(&o.stdout))
+        .unwrap_or_default();
     let networks = node
         .hv
         .list_networks()?
@@ -761,12 +778,27 @@ pub fn local_facts(node: &Node) -> Result<NodeFacts> {
         corosync_conf_sha256,
         files,
         resolved,
+        addresses,
         links,
         networks,
         bridges: crate::network::host_bridges(),
         vm_nics,
         pools,
     })
+}
+
+/// The addresses of `ip -o addr show` (`2: eth0    inet 10.0.0.1/24 brd …`), no prefix.
+pub fn parse_ip_addr(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().skip(2);
+            match w.next() {
+                Some("inet") | Some("inet6") => w.next(),
+                _ => None,
+            }
+        })
+        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        .collect()
 }
 
 fn test_clock_offset(node: &Node) -> i64 {
@@ -1125,6 +1157,12 @@ mod tests {
                 .iter()
                 .map(|m| (m.name.clone(), m.addrs.clone()))
                 .collect(),
+            addresses: me
+                .addrs
+                .iter()
+                .cloned()
+                .chain(["192.0.2.1".into()])
+                .collect(),
             links: Some(
                 c.members
                     .iter()
@@ -1281,6 +1319,10 @@ mod tests {
             .resolved
             .insert("n3".into(), vec!["10.9.9.9".into()]);
         facts_of(&mut a, "n2").resolved.insert("n3".into(), vec![]);
+        // another address the member has (it reports it) is fine
+        facts_of(&mut a, "n3")
+            .resolved
+            .insert("n1".into(), vec!["192.0.2.1".into()]);
         // the node's own name on Debian's 127.0.1.1 is fine
         facts_of(&mut a, "n3")
             .resolved
@@ -1388,6 +1430,12 @@ mod tests {
         c.stonith_enabled = None;
         c.devices = None;
         assert_eq!(codes(&c, &answers(&c)), one("EPCMKDOWN", Some("n1")));
+    }
+
+    #[test]
+    fn addresses_from_ip_addr() {
+        let out = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n2: eth0    inet6 fd00::1/64 scope global \\       valid_lft forever\n3: eth1    link/ether 02:00:00:00:00:01\n";
+        assert_eq!(parse_ip_addr(out), vec!["127.0.0.1", "fd00::1"]);
     }
 
     #[test]
