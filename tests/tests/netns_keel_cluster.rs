@@ -13,6 +13,7 @@ use anyhow::{ensure, Context, Result};
 use keel_tests::keelnode::{self, is_root, KNode, PW};
 use keel_tests::netns::{LabOpts, NetnsLab, Node};
 
+#[path = "netns_keel_cluster/verify.rs"]
 mod verify;
 
 /// The fields of `GET /api/v1/cluster/status` this test reads (keel-api's ClusterStatus).
