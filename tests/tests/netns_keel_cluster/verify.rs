@@ -61,7 +61,10 @@ fn expect(k: &KNode, base: &BTreeSet<Key>, code: &str, node: Option<&str>) -> Re
     let t = Instant::now();
     let (ok, v) = run(k)?;
     let new: Vec<Key> = keys(&v).difference(base).cloned().collect();
-    ensure!(!ok, "{code}: verify succeeded with the fault in place: {v:#}");
+    ensure!(
+        !ok,
+        "{code}: verify succeeded with the fault in place: {v:#}"
+    );
     ensure!(
         !new.is_empty()
             && new
@@ -96,22 +99,15 @@ pub fn verify_faults(lab: &NetnsLab, n1: &KNode, n2: &KNode, n3: &KNode) -> Resu
 fn faults(lab: &NetnsLab, n1: &KNode, n2: &KNode, n3: &KNode) -> Result<()> {
     // healthy: no errors; the golden file pins the whole answer
     let (ok, healthy) = run(n1)?;
-    ensure!(
-        ok && healthy["errors"] == 0,
-        "healthy cluster: {healthy:#}"
-    );
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/netns_keel_cluster/verify-healthy.json");
+    ensure!(ok && healthy["errors"] == 0, "healthy cluster: {healthy:#}");
+    let golden =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns_keel_cluster/verify-healthy.json");
     let got = normalized(&healthy, lab)?;
     if std::env::var_os("KEEL_UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &got)?;
     }
-    let want = std::fs::read_to_string(&golden).with_context(|| {
-        format!(
-            "{} (KEEL_UPDATE_GOLDEN=1 writes it)",
-            golden.display()
-        )
-    })?;
+    let want = std::fs::read_to_string(&golden)
+        .with_context(|| format!("{} (KEEL_UPDATE_GOLDEN=1 writes it)", golden.display()))?;
     ensure!(
         got == want,
         "the healthy verify answer differs from {}:\n{got}",
@@ -124,12 +120,28 @@ fn faults(lab: &NetnsLab, n1: &KNode, n2: &KNode, n3: &KNode) -> Result<()> {
     let cib = |i: usize, args: &[&str]| -> Result<String> { lab.node(i)?.run_ok(args) };
     cib(
         1,
-        &["crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update", "false"],
+        &[
+            "crm_attribute",
+            "--type",
+            "crm_config",
+            "--name",
+            "stonith-enabled",
+            "--update",
+            "false",
+        ],
     )?;
     let r = expect(n1, &base, "EFENCEOFF", None);
     cib(
         1,
-        &["crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update", "true"],
+        &[
+            "crm_attribute",
+            "--type",
+            "crm_config",
+            "--name",
+            "stonith-enabled",
+            "--update",
+            "true",
+        ],
     )?;
     r?;
 
@@ -137,7 +149,12 @@ fn faults(lab: &NetnsLab, n1: &KNode, n2: &KNode, n3: &KNode) -> Result<()> {
     let loc = "location-fence-node2-avoids-node2";
     cib(
         1,
-        &["cibadmin", "--delete", "--xml-text", &format!("<rsc_location id='{loc}'/>")],
+        &[
+            "cibadmin",
+            "--delete",
+            "--xml-text",
+            &format!("<rsc_location id='{loc}'/>"),
+        ],
     )?;
     let r = expect(n1, &base, "EFENCESELF", Some("node2"));
     cib(
@@ -183,7 +200,9 @@ fn faults(lab: &NetnsLab, n1: &KNode, n2: &KNode, n3: &KNode) -> Result<()> {
         let (path, body) = match method {
             "POST" => (
                 format!("/api/v1/nodes/{node}/networks"),
-                Some(serde_json::json!({"name": "verifynet", "kind": "nat", "cidr": "10.98.0.1/24"})),
+                Some(
+                    serde_json::json!({"name": "verifynet", "kind": "nat", "cidr": "10.98.0.1/24"}),
+                ),
             ),
             _ => (format!("/api/v1/nodes/{node}/networks/verifynet"), None),
         };
@@ -212,7 +231,13 @@ fn faults(lab: &NetnsLab, n1: &KNode, n2: &KNode, n3: &KNode) -> Result<()> {
     );
     net(n3, "node3", "DELETE")?;
     let r = expect(n1, &base, "ENETMISSING", Some("node3"));
-    let (c, b) = api(n1, "DELETE", &format!("/api/v1/nodes/node1/vms/{vmid}"), None, None)?;
+    let (c, b) = api(
+        n1,
+        "DELETE",
+        &format!("/api/v1/nodes/node1/vms/{vmid}"),
+        None,
+        None,
+    )?;
     ensure!(c == 202, "delete VM {vmid}: {c} {b}");
     let t = wait_task(lab, n1, b["upid"].as_str().context("upid")?)?;
     ensure!(t["state"] == "ok", "delete VM {vmid}: {t}");
