@@ -53,6 +53,29 @@ pub struct FileFact {
     pub uid: u32,
 }
 
+/// What chrony says about a node's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChronyFact {
+    /// The system clock's offset from NTP time (ms; "System time").
+    pub offset_ms: i64,
+    /// Leap status is not "Not synchronised".
+    pub synchronised: bool,
+}
+
+/// `chronyc -c tracking` (CSV; the 5th field is the system time's offset in seconds, the last
+/// the leap status).
+pub fn parse_chrony_tracking(out: &str) -> Option<ChronyFact> {
+    let f: Vec<&str> = out.lines().next()?.split(',').collect();
+    if f.len() < 14 {
+        return None;
+    }
+    let secs: f64 = f[4].trim().parse().ok()?;
+    Some(ChronyFact {
+        offset_ms: (secs * 1000.0).round() as i64,
+        synchronised: f[f.len() - 1].trim() != "Not synchronised",
+    })
+}
+
 /// The links to one peer as a node's corosync sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerLinkFact {
@@ -91,6 +114,9 @@ pub struct NodeFacts {
     /// The node's own addresses (`ip -o addr show`, without prefix length).
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// chrony's view (`chronyc -c tracking`); `None` when chronyd does not answer.
+    #[serde(default)]
+    pub chrony: Option<ChronyFact>,
     /// `None`: `corosync-cfgtool -n` did not answer.
     pub links: Option<Vec<PeerLinkFact>>,
     /// libvirt networks defined on the node.
@@ -345,6 +371,33 @@ fn fencing(c: &ClusterFacts, o: &mut Out) {
 }
 
 fn clock(a: &NodeAnswer, f: &NodeFacts, o: &mut Out) {
+    if let Some(ch) = &f.chrony {
+        if ch.offset_ms.abs() > CLOCK_SKEW_MAX_MS {
+            o.add(
+                "ECLOCKSKEW",
+                E,
+                Some(&f.node),
+                "chrony",
+                format!(
+                    "chrony on {}: the system clock is {:+.1} s off NTP time (limit {:.1} s)",
+                    f.node,
+                    ch.offset_ms as f64 / 1000.0,
+                    CLOCK_SKEW_MAX_MS as f64 / 1000.0
+                ),
+                "let chrony step the clock (`chronyc makestep`) and check its sources (`chronyc sources`)",
+            );
+        }
+        if !ch.synchronised {
+            o.add(
+                "ECLOCKUNSYNC",
+                W,
+                Some(&f.node),
+                "chrony",
+                format!("chrony on {} is not synchronised to any source", f.node),
+                "check the NTP sources and their reachability (`chronyc sources`, UDP 123)",
+            );
+        }
+    }
     let mid = (a.sent_ms + a.received_ms) / 2;
     let uncertainty = (a.received_ms - a.sent_ms).max(0) / 2;
     let skew = f.clock_ms - mid;
@@ -740,6 +793,10 @@ pub fn local_facts(node: &Node) -> Result<NodeFacts> {
         .run(&Cmd::argv(&["ip", "-o", "addr", "show"]).timeout(Duration::from_secs(5)))
         .map(|o| parse_ip_addr(&o.stdout))
         .unwrap_or_default();
+    let chrony = r
+        .run(&Cmd::argv(&["chronyc", "-c", "tracking"]).timeout(Duration::from_secs(3)))
+        .ok()
+        .and_then(|o| parse_chrony_tracking(&o.stdout));
     let networks = node
         .hv
         .list_networks()?
@@ -779,6 +836,7 @@ pub fn local_facts(node: &Node) -> Result<NodeFacts> {
         files,
         resolved,
         addresses,
+        chrony,
         links,
         networks,
         bridges: crate::network::host_bridges(),
@@ -1163,6 +1221,10 @@ mod tests {
                 .cloned()
                 .chain(["192.0.2.1".into()])
                 .collect(),
+            chrony: Some(ChronyFact {
+                offset_ms: 3,
+                synchronised: true,
+            }),
             links: Some(
                 c.members
                     .iter()
@@ -1309,6 +1371,24 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].code, "ECLOCKSKEW");
         assert!(f[0].message.contains("+5.0 s"), "{}", f[0].message);
+    }
+
+    #[test]
+    fn chrony_offset_and_unsynchronised() {
+        let c = healthy_cluster(3);
+        let mut a = answers(&c);
+        facts_of(&mut a, "n3").chrony = parse_chrony_tracking(
+            "C0A80001,192.168.0.1,3,1700000000.1,-2.500000,0.0001,0.0002,-1.2,0.0,0.1,0.01,0.02,64.0,Not synchronised\n",
+        );
+        let f = evaluate(&c, &a);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(
+            (f[0].code.as_str(), f[0].object.as_str()),
+            ("ECLOCKSKEW", "chrony")
+        );
+        assert!(f[0].message.contains("-2.5 s"), "{}", f[0].message);
+        assert_eq!((f[1].code.as_str(), f[1].severity), ("ECLOCKUNSYNC", W));
+        assert_eq!(parse_chrony_tracking("506 Cannot talk to daemon"), None);
     }
 
     #[test]
