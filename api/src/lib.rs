@@ -13,6 +13,7 @@ pub mod password;
 pub mod storage;
 pub mod task;
 pub mod time;
+pub mod verify;
 pub mod vm;
 
 pub use error::{ErrorBody, ErrorDetail, FieldError};

@@ -44,6 +44,9 @@ pub enum ClusterCmd {
     Status,
     /// Members as configured in corosync
     Nodes,
+    /// Check the cluster for the known traps (fencing, links, clocks, keys, config drift…);
+    /// exits non-zero when any error is found (codes: docs/verify.md)
+    Verify,
     /// The replicated config store (writable while quorate)
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -259,6 +262,7 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd, mode: Mode) -> Result<Outcome>
             |s: ClusterStatus| output_status(&s),
         )?,
         ClusterCmd::Config(cc) => config(c, cc, json).await?,
+        ClusterCmd::Verify => crate::verify::verify(c, json).await?,
         ClusterCmd::Nodes => show(
             c.get(&["cluster", "nodes"], &[]).await?,
             json,

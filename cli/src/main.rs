@@ -10,6 +10,7 @@ mod spec;
 mod task;
 mod tls;
 mod upload;
+mod verify;
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -1052,6 +1052,7 @@ async fn delete_network(
         crate::cluster::config_get,
         crate::cluster::config_put,
         crate::cluster::config_delete,
+        crate::cluster::verify::cluster_verify,
         openapi_json
     ),
     components(schemas(
@@ -1074,7 +1075,10 @@ async fn delete_network(
         keel_api::cluster::JoinToken,
         keel_api::cluster::FenceDeviceSpec,
         keel_api::cluster::FenceDeviceInfo,
-        keel_api::cluster::ClusterResource
+        keel_api::cluster::ClusterResource,
+        keel_api::verify::VerifyReport,
+        keel_api::verify::Finding,
+        keel_api::verify::Severity
     ))
 )]
 pub struct ApiDoc;

@@ -13,6 +13,9 @@ use anyhow::{ensure, Context, Result};
 use keel_tests::keelnode::{self, is_root, KNode, PW};
 use keel_tests::netns::{LabOpts, NetnsLab, Node};
 
+#[path = "netns_keel_cluster/verify.rs"]
+mod verify;
+
 /// The fields of `GET /api/v1/cluster/status` this test reads (keel-api's ClusterStatus).
 #[derive(Debug, serde::Deserialize)]
 struct ClusterStatus {
@@ -580,6 +583,7 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     let t = Instant::now();
     ui_cluster_e2e(lab)?;
     eprintln!("METRIC ui_cluster_e2e={:.2}s", t.elapsed().as_secs_f64());
+    verify::verify_faults(lab, &n1, &n2, &n3)?;
 
     // bench: GET /api/v1/cluster/status latency on node1 (3 members)
     let tok = std::fs::read_to_string(n1.state.join("local-root.token"))?;

@@ -14,6 +14,7 @@
 //   KEEL_FENCE_TEST_NODE   a member to fence for real from the page (optional; not the answering node):
 //                          the dialog needs its name typed, the task must succeed and the member's
 //                          last fence test must then show "Passed"
+// On a cluster, the Verify panel is run and must list exactly what GET /cluster/verify answers.
 //   KEEL_FORBIDDEN_TEXT    comma list of strings (fence secrets) that must not appear in the page
 //   KEEL_UI_SHOTS          screenshot directory (default e2e/artifacts/shots; docs/screenshots on purpose)
 //   CHROMIUM               browser binary (default /usr/bin/chromium)
@@ -226,6 +227,21 @@ if (STANDALONE) {
     await page.evaluate(() => window.scrollTo(0, 0));
     await sleep(300);
     await page.screenshot({ path: join(SHOTS, "cluster.png"), fullPage: true });
+  });
+
+  await step("Verify lists the same findings as GET /cluster/verify, with severity", async () => {
+    const region = page.getByRole("region", { name: "Verify" });
+    await region.getByRole("button", { name: "Run verify" }).click();
+    const summary = (await region.getByTestId("verify-summary").textContent({ timeout: 60_000 })) ?? "";
+    const r = await api("GET", "/cluster/verify");
+    expect(r.status === 200, `GET /cluster/verify answered ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
+    expect(summary.includes(`${r.body.errors} error(s)`) || (r.body.errors === 0 && r.body.warnings === 0 && summary.includes("No findings")),
+      `summary "${summary}" for ${r.body.errors} error(s), ${r.body.warnings} warning(s)`);
+    const rows = await region.locator("tr[data-code]").evaluateAll((trs) =>
+      trs.map((t) => `${t.dataset.severity} ${t.dataset.code} ${t.children[2].textContent}`));
+    const want = r.body.findings.map((f) => `${f.severity} ${f.code} ${f.node ?? "—"}`);
+    expect(JSON.stringify(rows.sort()) === JSON.stringify(want.sort()), `rows ${JSON.stringify(rows)} = ${JSON.stringify(want)}`);
+    log(`     verify: ${summary.trim()}`);
   });
 
   if (FENCE_TEST_NODE) {

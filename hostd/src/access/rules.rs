@@ -93,6 +93,7 @@ pub const RULES: &[Rule] = &[
     r("POST", "/api/v1/cluster/join", Public),
     r("POST", "/api/v1/cluster/peer/update", Public),
     r("POST", "/api/v1/cluster/peer/leave", Public),
+    r("POST", "/api/v1/cluster/peer/verify-facts", Public),
     r("ANY", "/api", Public),
     r("ANY", "/api/{*rest}", Public),
     // ---- the caller's own things
@@ -296,6 +297,11 @@ pub const RULES: &[Rule] = &[
     r(
         "GET",
         "/api/v1/cluster/nodes",
+        Priv(ClusterAudit, "/cluster"),
+    ),
+    r(
+        "GET",
+        "/api/v1/cluster/verify",
         Priv(ClusterAudit, "/cluster"),
     ),
     r(

@@ -26,6 +26,7 @@ mod status;
 mod store_api;
 #[cfg(test)]
 mod testlab;
+pub mod verify;
 
 pub use fencing::require_fence_tested;
 pub use forward::{

@@ -46,6 +46,7 @@ pub fn protected_routes() -> Router<Arc<Node>> {
             "/api/v1/cluster/config/{*key}",
             get(config_get).put(config_put).delete(config_delete),
         )
+        .merge(super::verify::protected_routes())
 }
 
 /// Routes authenticated by their own means (join credentials in the body; peer HMAC).
@@ -54,6 +55,7 @@ pub fn public_routes() -> Router<Arc<Node>> {
         .route("/api/v1/cluster/join", post(join))
         .route("/api/v1/cluster/peer/update", post(peer_update))
         .route("/api/v1/cluster/peer/leave", post(peer_leave))
+        .merge(super::verify::public_routes())
 }
 
 #[utoipa::path(post, path = "/api/v1/cluster/init", tag = "cluster", request_body = ClusterInit,

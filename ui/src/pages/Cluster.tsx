@@ -7,6 +7,7 @@ import {
   lastExitText, linkSummary, memberBadge, quorumView, storeView,
 } from "../cluster";
 import { formatTime } from "../logic";
+import { VerifyPanel } from "./ClusterVerify";
 import type {
   ClusterNode, ClusterStatus, DaemonStatus, FenceDeviceInfo, FenceTestResult, JoinToken, MemberStatus,
 } from "../types";
@@ -310,6 +311,7 @@ export function Cluster() {
                 ))}</tbody>
               </table>}
           {s.notes.length > 0 && <Notes notes={s.notes} />}
+          <VerifyPanel />
           <JoinTokenPanel address={joinAddressFor(members.data, s.local_node, location.host)} />
         </>
       )}
