@@ -65,6 +65,12 @@ pub fn error_statuses(
             "too many failed logins from this address or for this user: retry after the Retry-After delay",
         ));
     }
+    if path.starts_with("/api/v1/nodes/") {
+        v.push((
+            502,
+            "the hypervisor (libvirt) or a member node failed the call; `message` carries its words",
+        ));
+    }
     if path.starts_with("/api/v1/cluster") || path.starts_with("/api/v1/access") {
         v.push((
             503,
@@ -137,11 +143,11 @@ mod tests {
         );
         assert_eq!(
             codes("get", "/api/v1/nodes/{node}/vms/{vmid}", true, false),
-            vec![400, 401, 403, 404]
+            vec![400, 401, 403, 404, 502]
         );
         assert_eq!(
             codes("post", "/api/v1/nodes/{node}/vms", true, true),
-            vec![400, 401, 403, 404, 409, 413]
+            vec![400, 401, 403, 404, 409, 413, 502]
         );
         assert_eq!(
             codes("get", "/api/v1/cluster/status", false, false),
