@@ -40,6 +40,11 @@ fn engine(op: &'static str) -> impl Fn(virt::error::Error) -> HvError {
             HvError::NotFound(msg)
         } else if code.is_known_and(|c| matches!(c, ErrorNumber::OperationInvalid)) {
             HvError::Conflict(msg)
+        } else if code.is_known_and(|c| matches!(c, ErrorNumber::NoSupport)) {
+            // Not a failure of the engine: this node's libvirt driver cannot do it (libvirt's
+            // test driver setting a VNC password, say). The caller can do nothing but choose
+            // another node or operation: 409, with libvirt's words.
+            HvError::Conflict(format!("this node's libvirt cannot {op}: {msg}"))
         } else {
             HvError::Engine { op, msg }
         }
