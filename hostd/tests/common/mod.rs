@@ -501,3 +501,74 @@ impl Drop for Hostd {
         }
     }
 }
+
+/// A disk image the live guest treats as its scratch disk (header `KEEL-SCRATCH`, see
+/// iso/live/init): `size_mib` MiB, written to `dir/name` as raw or qcow2 (per `name`'s
+/// extension) with `qemu-img`. Upload it with [`Hostd::upload`] and give it to a VM as
+/// `{"pool": .., "volume": name}`; the guest then records one tick per 2 s on it.
+pub fn scratch_image(dir: &Path, name: &str, size_mib: u64) -> PathBuf {
+    let raw = dir.join(format!("{name}.raw-src"));
+    let mut data = vec![0u8; 4096];
+    data[..13].copy_from_slice(b"KEEL-SCRATCH\n");
+    std::fs::write(&raw, &data).unwrap_or_else(|e| panic!("{e}"));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&raw)
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.set_len(size_mib * 1024 * 1024)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.join(name);
+    let fmt = if name.ends_with(".qcow2") { "qcow2" } else { "raw" };
+    let st = Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", fmt])
+        .arg(&raw)
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("qemu-img is needed for scratch disks: {e}"));
+    assert!(st.success(), "qemu-img convert failed for {}", out.display());
+    let _ = std::fs::remove_file(&raw);
+    out
+}
+
+/// The ticks the live guest recorded on a scratch disk image (any format qemu-img reads):
+/// `n` when blocks 2..=n+1 hold ticks 1..=n in order. Panics if the run has a hole or a tick
+/// out of place — a torn or mixed-up copy — so a returned count is a consistent point in time.
+pub fn scratch_ticks(image: &Path) -> u32 {
+    let tmp = image.with_extension("ticks-raw");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(image)
+        .arg(&tmp)
+        .status()
+        .unwrap_or_else(|e| panic!("qemu-img is needed to read scratch disks: {e}"));
+    assert!(st.success(), "qemu-img convert failed for {}", image.display());
+    let data = std::fs::read(&tmp).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_file(&tmp);
+    assert!(
+        data.starts_with(b"KEEL-SCRATCH"),
+        "{} is not a scratch disk (header missing)",
+        image.display()
+    );
+    let mut n = 0u32;
+    for (i, block) in data.chunks(4096).enumerate().skip(2) {
+        if !block.starts_with(b"KEEL-TICK ") {
+            // Everything after the run must be untouched.
+            let rest = &data[i * 4096..];
+            assert!(
+                rest.iter().all(|b| *b == 0),
+                "{}: the tick run ends at {n} but later blocks were written (torn copy)",
+                image.display()
+            );
+            break;
+        }
+        let want = format!("KEEL-TICK {:08}\n", i - 1);
+        assert!(
+            block.starts_with(want.as_bytes()),
+            "{}: block {i} holds {:?}, expected {want:?}",
+            image.display(),
+            String::from_utf8_lossy(&block[..20])
+        );
+        n = (i - 1) as u32;
+    }
+    n
+}
