@@ -481,7 +481,7 @@ impl Drop for Hostd {
             .filter(|n| n.starts_with(&self.prefix))
         {
             let _ = virsh(&["destroy", name]);
-            let _ = virsh(&["undefine", "--nvram", name]);
+            let _ = virsh(&["undefine", "--nvram", "--snapshots-metadata", name]);
         }
         let (_, nets) = virsh(&["net-list", "--all", "--name"]);
         for name in nets
