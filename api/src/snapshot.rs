@@ -16,7 +16,11 @@ pub const SNAPSHOT_DESCRIPTION_MAX: usize = 1024;
 #[serde(deny_unknown_fields)]
 pub struct SnapshotCreate {
     /// Starts with a letter; letters, digits, `-`, `_`; at most 40 characters.
-    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$", min_length = 1, max_length = 40)]
+    #[schema(
+        pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$",
+        min_length = 1,
+        max_length = 40
+    )]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 1024)]

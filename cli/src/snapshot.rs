@@ -70,9 +70,7 @@ pub async fn snapshot(c: &Client, node: &str, cmd: SnapshotCmd, mode: Mode) -> R
         SnapshotCmd::Rollback { vmid, name } => {
             call(Method::POST, vmid, vec![name, "rollback".into()], None).await?
         }
-        SnapshotCmd::Delete { vmid, name } => {
-            call(Method::DELETE, vmid, vec![name], None).await?
-        }
+        SnapshotCmd::Delete { vmid, name } => call(Method::DELETE, vmid, vec![name], None).await?,
     };
     task_outcome(c, node, a, mode).await
 }
@@ -92,7 +90,15 @@ pub async fn resize(
     let a = c
         .call(
             Method::POST,
-            &["nodes", node, "vms", &vmid.to_string(), "disks", disk, "resize"],
+            &[
+                "nodes",
+                node,
+                "vms",
+                &vmid.to_string(),
+                "disks",
+                disk,
+                "resize",
+            ],
             &[],
             Some(&req),
         )
@@ -110,7 +116,10 @@ pub fn tree_table(list: &[SnapshotInfo]) -> String {
         let mut p = s.parent.clone();
         while let Some(name) = p {
             d += 1;
-            p = list.iter().find(|x| x.name == name).and_then(|x| x.parent.clone());
+            p = list
+                .iter()
+                .find(|x| x.name == name)
+                .and_then(|x| x.parent.clone());
             if d > list.len() {
                 break;
             }
@@ -159,7 +168,11 @@ mod tests {
 
     #[test]
     fn tree_is_indented_and_marks_current() {
-        let t = tree_table(&[s("A", None, false), s("B", Some("A"), false), s("C", Some("B"), true)]);
+        let t = tree_table(&[
+            s("A", None, false),
+            s("B", Some("A"), false),
+            s("C", Some("B"), true),
+        ]);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[1].starts_with("A "), "{t}");
         assert!(lines[2].starts_with("  B "), "{t}");

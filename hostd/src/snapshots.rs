@@ -372,7 +372,9 @@ pub fn before_undefine(node: &Node, name: &str, purge: bool, task: &TaskHandle) 
     let snaps = match node.hv.list_snapshots(name) {
         Ok(s) => s,
         Err(e) => {
-            task.log(format!("snapshots not listed ({e}): only their metadata is removed"));
+            task.log(format!(
+                "snapshots not listed ({e}): only their metadata is removed"
+            ));
             return Ok(());
         }
     };
@@ -431,7 +433,12 @@ pub struct ResizePlan {
     pub bytes: u64,
 }
 
-pub fn check_resize_req(node: &Node, vmid: u32, disk: &str, req: &DiskResize) -> Result<ResizePlan> {
+pub fn check_resize_req(
+    node: &Node,
+    vmid: u32,
+    disk: &str,
+    req: &DiskResize,
+) -> Result<ResizePlan> {
     req.validate()?;
     let row = vms::find(node, vmid)?;
     let p = parsed_inactive(node, &row.name)?;
@@ -470,20 +477,28 @@ pub fn check_resize_req(node: &Node, vmid: u32, disk: &str, req: &DiskResize) ->
     })
 }
 
-pub fn resize(node: &Node, vmid: u32, disk: &str, req: &DiskResize, task: &TaskHandle) -> Result<()> {
+pub fn resize(
+    node: &Node,
+    vmid: u32,
+    disk: &str,
+    req: &DiskResize,
+    task: &TaskHandle,
+) -> Result<()> {
     let plan = check_resize_req(node, vmid, disk, req)?;
     if plan.row.state.is_active() {
         task.log(format!(
             "growing {} ({}, {}/{}) of running VM {vmid} to {} MiB (block resize: the guest sees it at once)",
             plan.id, plan.target, plan.pool, plan.volume, req.size_mib
         ));
-        node.hv.block_resize(&plan.row.name, &plan.target, plan.bytes)?;
+        node.hv
+            .block_resize(&plan.row.name, &plan.target, plan.bytes)?;
     } else {
         task.log(format!(
             "growing volume {}/{} ({} of VM {vmid}) to {} MiB",
             plan.pool, plan.volume, plan.id, req.size_mib
         ));
-        node.hv.resize_volume(&plan.pool, &plan.volume, plan.bytes)?;
+        node.hv
+            .resize_volume(&plan.pool, &plan.volume, plan.bytes)?;
     }
     let _ = node.hv.refresh_pool(&plan.pool);
     task.log(format!("{} is now {} MiB", plan.id, req.size_mib));
@@ -734,9 +749,15 @@ mod tests {
         let e = check_resize("disk0", m(64), 32, "local", m(1000)).unwrap_err();
         let s = e.to_string();
         assert!(matches!(e, Error::Validation(_)));
-        assert!(s.contains("disk0 is 64 MiB") && s.contains("shrinking is not supported"), "{s}");
+        assert!(
+            s.contains("disk0 is 64 MiB") && s.contains("shrinking is not supported"),
+            "{s}"
+        );
         assert!(check_resize("disk0", m(64), 64, "local", m(1000)).is_err());
-        assert_eq!(check_resize("disk0", m(64), 96, "local", m(32)).unwrap(), m(96));
+        assert_eq!(
+            check_resize("disk0", m(64), 96, "local", m(32)).unwrap(),
+            m(96)
+        );
         let s = check_resize("disk0", m(64), 97, "local", m(32))
             .unwrap_err()
             .to_string();
@@ -770,7 +791,10 @@ mod tests {
             .collect();
         assert_eq!(
             disks,
-            [("vda".into(), "internal".into()), ("sda".into(), "no".into())]
+            [
+                ("vda".into(), "internal".into()),
+                ("sda".into(), "no".into())
+            ]
         );
     }
 }

@@ -121,7 +121,10 @@ fn web_ui_in_headless_chromium() {
         "snapshots end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
     );
     let (ok, snaps) = common::virsh(&["snapshot-list", "--name", &format!("{}-snap", h.prefix)]);
-    assert!(ok && snaps.trim() == "first", "libvirt's snapshots after the UI run: {snaps}");
+    assert!(
+        ok && snaps.trim() == "first",
+        "libvirt's snapshots after the UI run: {snaps}"
+    );
     h.ok(h.delete(&format!("/vms/{snap_vm}?purge_volumes=true")));
 
     h.ok(h.post_empty(&format!("/vms/{demo}/status/stop")));

@@ -27,13 +27,16 @@ fn last_tick(text: &str) -> Option<(u32, u32)> {
 fn first_tick_after(h: &Hostd, vmid: u32, from: usize) -> Option<(u32, u32)> {
     let s = h.serial(vmid);
     let tail = s.get(from..)?;
-    tail.lines().find_map(|l| last_tick(l))
+    tail.lines().find_map(last_tick)
 }
 
 fn err_of(r: reqwest::blocking::Response) -> (u16, String) {
     let status = r.status().as_u16();
     let v: Value = r.json().unwrap_or_default();
-    (status, v["error"]["message"].as_str().unwrap_or("").to_string())
+    (
+        status,
+        v["error"]["message"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 #[test]
@@ -83,7 +86,10 @@ fn snapshot_tree_rollbacks_and_live_grow() {
     ));
     let (st, msg) = err_of(h.post(&format!("/vms/{b}/snapshots"), json!({"name": "s1"})));
     assert_eq!(st, 409, "{msg}");
-    assert!(msg.contains("disk0 (vda,") && msg.contains("is raw"), "{msg}");
+    assert!(
+        msg.contains("disk0 (vda,") && msg.contains("is raw"),
+        "{msg}"
+    );
     assert!(snaps(b).is_empty());
     h.ok(h.delete(&format!("/vms/{b}?purge_volumes=true")));
     let (st, msg) = err_of(snapshot(json!({"name": "1bad"})));
@@ -137,7 +143,11 @@ fn snapshot_tree_rollbacks_and_live_grow() {
     // ---- back to A (stopped VM): exactly A's disk
     h.ok(rollback("A"));
     assert_eq!(h.state(a), "stopped");
-    assert_eq!(scratch_ticks(&disk), ticks_a, "disk content after rollback to A");
+    assert_eq!(
+        scratch_ticks(&disk),
+        ticks_a,
+        "disk content after rollback to A"
+    );
 
     // ---- C on A: running, with memory. Paused right after a tick line, so the guest sleeps
     // and its disk holds exactly the tick the line names.
@@ -147,8 +157,13 @@ fn snapshot_tree_rollbacks_and_live_grow() {
         let s = h.serial(a);
         let first = s.get(from..).and_then(|t| t.lines().find_map(last_tick));
         // the rolled-back disk carries on from A's last tick
-        assert!(first.is_none_or(|(_, m)| m == ticks_a + 1), "{first:?} after A={ticks_a}");
-        s.get(from..).and_then(last_tick).is_some_and(|(_, m)| m > ticks_a + 1)
+        assert!(
+            first.is_none_or(|(_, m)| m == ticks_a + 1),
+            "{first:?} after A={ticks_a}"
+        );
+        s.get(from..)
+            .and_then(last_tick)
+            .is_some_and(|(_, m)| m > ticks_a + 1)
     });
     let (st, msg) = err_of(snapshot(json!({"name": "nomem"})));
     assert_eq!(st, 409, "running VM, no memory: {msg}");
@@ -214,13 +229,19 @@ fn snapshot_tree_rollbacks_and_live_grow() {
     let tree = snaps(a);
     assert!(tree.iter().all(|s| s["parent"].is_null()), "{tree:?}");
     h.ok(rollback("B"));
-    assert_eq!(scratch_ticks(&disk), ticks_b, "disk content after rollback to B");
+    assert_eq!(
+        scratch_ticks(&disk),
+        ticks_b,
+        "disk content after rollback to B"
+    );
     let from = h.serial(a).len();
     h.ok(rollback("C"));
     assert_eq!(h.state(a), "running", "a memory snapshot resumes the guest");
-    h.wait_for("the guest's first tick after rolling back to C again", 30, || {
-        first_tick_after(&h, a, from).is_some()
-    });
+    h.wait_for(
+        "the guest's first tick after rolling back to C again",
+        30,
+        || first_tick_after(&h, a, from).is_some(),
+    );
     assert_eq!(
         first_tick_after(&h, a, from),
         Some((tick_c + 1, disk_c + 1)),
@@ -251,7 +272,10 @@ fn snapshot_tree_rollbacks_and_live_grow() {
     let left: Vec<_> = std::fs::read_dir(&meta)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert!(left.is_empty(), "snapshot metadata left in {meta:?}: {left:?}");
+    assert!(
+        left.is_empty(),
+        "snapshot metadata left in {meta:?}: {left:?}"
+    );
     // the kept volume holds no internal snapshot any more
     let info = std::process::Command::new("qemu-img")
         .args(["snapshot", "-l"])
@@ -259,6 +283,9 @@ fn snapshot_tree_rollbacks_and_live_grow() {
         .output()
         .unwrap_or_else(|e| panic!("qemu-img: {e}"));
     let listed = String::from_utf8_lossy(&info.stdout).to_string();
-    assert!(info.status.success() && listed.trim().is_empty(), "{listed}");
+    assert!(
+        info.status.success() && listed.trim().is_empty(),
+        "{listed}"
+    );
     eprintln!("vm_snapshots: {:.1}s", t0.elapsed().as_secs_f64());
 }
