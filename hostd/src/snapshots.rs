@@ -193,6 +193,26 @@ pub fn check_resize(
     Ok(new)
 }
 
+/// `(version, internal snapshots)` from a qcow2 image's first 64 bytes; `None` if not qcow2.
+pub fn qcow2_header(head: &[u8]) -> Option<(u32, u32)> {
+    let be = |o: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(head.get(o..o + 4)?.try_into().ok()?))
+    };
+    (head.get(..4)? == b"QFI\xfb").then_some(())?;
+    Some((be(4)?, be(60)?))
+}
+
+/// QEMU cannot resize a qcow2 version 2 image that holds internal snapshots: a 409 saying what
+/// to do, before the task.
+pub fn check_qcow2_resizable(disk: &str, path: &str, header: Option<(u32, u32)>) -> Result<()> {
+    match header {
+        Some((2, n)) if n > 0 => Err(Error::Conflict(format!(
+            "{disk} ({path}) is a qcow2 version 2 image (compat 0.10) holding {n} internal snapshot(s), which QEMU cannot resize: delete the VM's snapshots first, or stop the VM and upgrade the image with qemu-img amend -o compat=1.1 {path}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `<domainsnapshot>` for libvirt: internal snapshots of the writable disks, none of
 /// read-only ones (a CD-ROM); the memory goes with it when the domain is active.
 pub fn snapshot_xml(req: &SnapshotCreate, domain_xml: &str) -> Result<String> {
@@ -463,6 +483,14 @@ pub fn check_resize_req(
             "VM {vmid} is {}: wait until it is running or stopped",
             row.state.as_str()
         )));
+    }
+    if d.format == DiskFormat::Qcow2 {
+        let mut head = [0u8; 64];
+        let header = std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .ok()
+            .and_then(|()| qcow2_header(&head));
+        check_qcow2_resizable(&id, &path, header)?;
     }
     let cur = node.hv.volume(&pool, &volume)?.capacity;
     let avail = node.hv.pool(&pool)?.available;
@@ -762,6 +790,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(s.contains("by 33 MiB") && s.contains("32 MiB free"), "{s}");
+    }
+
+    #[test]
+    fn qcow2_v2_with_snapshots_cannot_grow() {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"QFI\xfb");
+        h[7] = 2;
+        h[63] = 3;
+        assert_eq!(qcow2_header(&h), Some((2, 3)));
+        let e = check_qcow2_resizable("disk0", "/i/a.qcow2", qcow2_header(&h)).unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)));
+        assert!(
+            e.to_string()
+                .contains("qemu-img amend -o compat=1.1 /i/a.qcow2"),
+            "{e}"
+        );
+        h[7] = 3;
+        assert!(check_qcow2_resizable("disk0", "/i/a.qcow2", qcow2_header(&h)).is_ok());
+        h[7] = 2;
+        h[63] = 0;
+        assert!(check_qcow2_resizable("disk0", "/i/a.qcow2", qcow2_header(&h)).is_ok());
+        assert_eq!(qcow2_header(b"KEEL-SCRATCH"), None);
+        assert_eq!(qcow2_header(&h[..10]), None);
     }
 
     #[test]

@@ -498,7 +498,13 @@ impl Hypervisor for Libvirt {
                 .child(Element::new("allocation").attr("unit", "bytes").text(0))
                 .child(
                     Element::new("target")
-                        .child(Element::new("format").attr("type", format.as_str())),
+                        .child(Element::new("format").attr("type", format.as_str()))
+                        // qcow2 version 3: libvirt's default (0.10, version 2) cannot be grown
+                        // once it holds internal snapshots
+                        .child_opt(
+                            (format == DiskFormat::Qcow2)
+                                .then(|| Element::new("compat").text("1.1")),
+                        ),
                 )
                 .render();
             let v = StorageVol::create_xml(&p, &xml, 0).map_err(engine("create volume"))?;
