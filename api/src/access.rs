@@ -63,7 +63,7 @@ privileges! {
     VmMigrate = "VM.Migrate",
     /// Back the VM up and restore it (reserved for the backup work).
     VmBackup = "VM.Backup",
-    /// Take and roll back snapshots (reserved).
+    /// Take, roll back and delete the VM's snapshots.
     VmSnapshot = "VM.Snapshot",
     /// See a storage pool and its volumes.
     DatastoreAudit = "Datastore.Audit",

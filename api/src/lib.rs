@@ -10,6 +10,7 @@ pub mod error;
 pub mod network;
 pub mod node;
 pub mod password;
+pub mod snapshot;
 pub mod storage;
 pub mod task;
 pub mod time;

@@ -6,6 +6,7 @@ mod cluster;
 mod config;
 mod output;
 mod passwd;
+mod snapshot;
 mod spec;
 mod task;
 mod tls;
@@ -203,6 +204,16 @@ enum VmCmd {
         /// Keep printing new output (polls every second; Ctrl-C to stop)
         #[arg(long, short)]
         follow: bool,
+    },
+    /// Snapshots: create, list (as a tree), roll back, delete
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
+    /// Grow a disk to SIZE (MiB, or e.g. 20G; absolute, never smaller), live when running
+    Resize {
+        vmid: u32,
+        /// disk0, disk1… or its target (vda…)
+        disk: String,
+        size: String,
     },
 }
 
@@ -651,6 +662,10 @@ async fn vm(c: &Client, cmd: VmCmd, mode: Mode) -> Result<Outcome> {
             };
             // Ctrl-C is the normal way to end --follow.
             or_interrupt(run).await?;
+        }
+        VmCmd::Snapshot(s) => return snapshot::snapshot(c, node, s, mode).await,
+        VmCmd::Resize { vmid, disk, size } => {
+            return snapshot::resize(c, node, vmid, &disk, &size, mode).await
         }
     }
     Ok(Outcome::Done)

@@ -167,6 +167,7 @@ pub fn router(node: Arc<Node>) -> Router {
             delete(delete_network),
         )
         .merge(crate::cluster::protected_routes())
+        .merge(crate::snapshots::routes())
         .merge(crate::access::handlers::routes())
         .layer(middleware::from_fn_with_state(
             node.clone(),
@@ -1053,7 +1054,12 @@ async fn delete_network(
         crate::cluster::config_put,
         crate::cluster::config_delete,
         crate::cluster::verify::cluster_verify,
-        openapi_json
+        openapi_json,
+        crate::snapshots::list_snapshots,
+        crate::snapshots::create_snapshot,
+        crate::snapshots::rollback_snapshot,
+        crate::snapshots::delete_snapshot_h,
+        crate::snapshots::resize_disk
     ),
     components(schemas(
         ErrorBody,

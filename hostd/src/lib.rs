@@ -26,6 +26,7 @@ pub mod limits;
 pub mod login;
 pub mod network;
 pub mod openapi;
+pub mod snapshots;
 pub mod storage;
 pub mod tasks;
 pub mod tls;

@@ -654,6 +654,7 @@ pub fn delete(node: &Node, vmid: u32, purge: bool, task: &TaskHandle) -> Result<
         )));
     }
     let p = parsed(node, &row.name, true)?;
+    crate::snapshots::before_undefine(node, &row.name, purge, task)?;
     node.hv.undefine(&row.name)?;
     task.log(format!("undefined domain {:?}", row.name));
     if purge {

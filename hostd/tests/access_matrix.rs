@@ -147,6 +147,8 @@ fn permission_matrix_tokens_consoles_and_raw_paths() {
         ("roleid", "MatrixNoRole".into()),
         ("op", "bogus".into()),
         ("key", "matrix/none".into()),
+        ("snapshot", "matrix-none".into()),
+        ("disk", "disk9".into()),
     ]
     .into_iter()
     .collect();

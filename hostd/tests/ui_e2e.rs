@@ -94,6 +94,39 @@ fn web_ui_in_headless_chromium() {
         "cluster page end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
     );
 
+    // The Snapshots tab and the disk resize action (ui/e2e/snapshots.mjs) on a stopped VM with
+    // one qcow2 disk.
+    let t0 = std::time::Instant::now();
+    let snap_vm = h.id(2);
+    h.ok(h.post(
+        "/vms",
+        json!({"vmid": snap_vm, "name": format!("{}-snap", h.prefix), "memory_mib": 64,
+               "disks": [{"pool": h.pool, "size_mib": 16, "format": "qcow2"}]}),
+    ));
+    let out = Command::new("node")
+        .arg(repo_root().join("ui/e2e/snapshots.mjs"))
+        .env("KEEL_UI_URL", &h.base)
+        .env("KEEL_UI_PASSWORD", PASSWORD)
+        .env("KEEL_UI_VMID", snap_vm.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "{stdout}{}snapshots.mjs took {:.1}s",
+        String::from_utf8_lossy(&out.stderr),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
+        "snapshots end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
+    );
+    let (ok, snaps) = common::virsh(&["snapshot-list", "--name", &format!("{}-snap", h.prefix)]);
+    assert!(
+        ok && snaps.trim() == "first",
+        "libvirt's snapshots after the UI run: {snaps}"
+    );
+    h.ok(h.delete(&format!("/vms/{snap_vm}?purge_volumes=true")));
+
     h.ok(h.post_empty(&format!("/vms/{demo}/status/stop")));
     h.ok(h.delete(&format!("/vms/{demo}")));
 }

@@ -241,6 +241,7 @@ export function taskKindLabel(kind: string): string {
     vmdelete: "Delete VM", vmupdate: "Update VM", vmadopt: "Adopt VM", volupload: "Upload volume",
     volcreate: "Create volume", voldelete: "Delete volume", netcreate: "Create network", netdelete: "Delete network",
     clusterinit: "Create cluster", clusterjoin: "Join cluster", clusterremove: "Remove node", fencetest: "Fence test",
+    vmsnapshot: "Snapshot VM", vmrollback: "Roll back VM", vmdelsnapshot: "Delete snapshot", vmresize: "Resize disk",
   };
   return map[kind] ?? kind;
 }

@@ -223,6 +223,32 @@ pub const RULES: &[Rule] = &[
         "/api/v1/nodes/{node}/vms/{vmid}/serial",
         Priv(VmConsole, "/vms/{vmid}"),
     ),
+    // ---- snapshots and disk growth (crate::snapshots)
+    r(
+        "GET",
+        "/api/v1/nodes/{node}/vms/{vmid}/snapshots",
+        Priv(VmAudit, "/vms/{vmid}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/vms/{vmid}/snapshots",
+        Priv(VmSnapshot, "/vms/{vmid}"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/nodes/{node}/vms/{vmid}/snapshots/{snapshot}",
+        Priv(VmSnapshot, "/vms/{vmid}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/vms/{vmid}/snapshots/{snapshot}/rollback",
+        Priv(VmSnapshot, "/vms/{vmid}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/vms/{vmid}/disks/{disk}/resize",
+        Priv(VmConfig, "/vms/{vmid}"),
+    ),
     // ---- tasks
     listed("GET", "/api/v1/nodes/{node}/tasks", Filter::Tasks),
     r(

@@ -14,7 +14,9 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
 
-use super::{BlockCounters, DomainRow, HvError, HvResult, Hypervisor, NetCounters, Power};
+use super::{
+    BlockCounters, DomainRow, HvError, HvResult, Hypervisor, NetCounters, Power, SnapshotRow,
+};
 use crate::domain::KEEL_NS;
 use crate::xml::Element;
 
@@ -296,8 +298,12 @@ impl Hypervisor for Libvirt {
     fn undefine(&self, name: &str) -> HvResult<()> {
         self.with(|c| {
             let d = Self::dom(c, name)?;
+            // snapshot metadata goes with the definition (hostd::snapshots removes the
+            // snapshots themselves first when the volumes stay)
             match d.undefine_flags(
-                sys::VIR_DOMAIN_UNDEFINE_NVRAM | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
+                sys::VIR_DOMAIN_UNDEFINE_NVRAM
+                    | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
             ) {
                 Ok(()) => Ok(()),
                 // Drivers without NVRAM/managed-save support (libvirt's test driver, some remote
@@ -492,7 +498,13 @@ impl Hypervisor for Libvirt {
                 .child(Element::new("allocation").attr("unit", "bytes").text(0))
                 .child(
                     Element::new("target")
-                        .child(Element::new("format").attr("type", format.as_str())),
+                        .child(Element::new("format").attr("type", format.as_str()))
+                        // qcow2 version 3: libvirt's default (0.10, version 2) cannot be grown
+                        // once it holds internal snapshots
+                        .child_opt(
+                            (format == DiskFormat::Qcow2)
+                                .then(|| Element::new("compat").text("1.1")),
+                        ),
                 )
                 .render();
             let v = StorageVol::create_xml(&p, &xml, 0).map_err(engine("create volume"))?;
@@ -565,6 +577,102 @@ impl Hypervisor for Libvirt {
             n.undefine().map_err(engine("undefine network"))
         })
     }
+
+    fn list_snapshots(&self, name: &str) -> HvResult<Vec<SnapshotRow>> {
+        self.with(|c| {
+            let d = Self::dom(c, name)?;
+            let snaps = d.list_all_snapshots(0).map_err(engine("list snapshots"))?;
+            let mut out = Vec::with_capacity(snaps.len());
+            for s in &snaps {
+                let xml = s.xml_desc(0).map_err(engine("snapshot XML"))?;
+                let current = s.is_current(0).map_err(engine("current snapshot"))?;
+                out.push(snapshot_row(&xml, current)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn create_snapshot(&self, name: &str, xml: &str) -> HvResult<()> {
+        self.with(|c| {
+            Self::dom(c, name)?
+                .create_snapshot_xml(xml, 0)
+                .map(|_| ())
+                .map_err(engine("create snapshot"))
+        })
+    }
+
+    fn revert_snapshot(&self, name: &str, snapshot: &str, run: bool) -> HvResult<()> {
+        self.with(|c| {
+            let d = Self::dom(c, name)?;
+            let s = Domain::lookup_snapshot_by_name(&d, snapshot, 0)
+                .map_err(|_| HvError::NotFound(format!("snapshot {snapshot:?} not found")))?;
+            let flags = if run {
+                sys::VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING
+            } else {
+                0
+            };
+            s.revert(flags).map_err(engine("revert snapshot"))
+        })
+    }
+
+    fn delete_snapshot(&self, name: &str, snapshot: &str) -> HvResult<()> {
+        self.with(|c| {
+            let d = Self::dom(c, name)?;
+            let s = Domain::lookup_snapshot_by_name(&d, snapshot, 0)
+                .map_err(|_| HvError::NotFound(format!("snapshot {snapshot:?} not found")))?;
+            s.delete(0).map_err(engine("delete snapshot"))
+        })
+    }
+
+    fn block_resize(&self, name: &str, target: &str, bytes: u64) -> HvResult<()> {
+        self.with(|c| {
+            Self::dom(c, name)?
+                .block_resize(target, bytes, sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+                .map_err(engine("block resize"))
+        })
+    }
+
+    fn resize_volume(&self, pool: &str, volume: &str, bytes: u64) -> HvResult<()> {
+        self.with(|c| {
+            let p = Self::pool_h(c, pool)?;
+            let v = p.lookup_storage_vol_by_name(volume).map_err(|_| {
+                HvError::NotFound(format!("volume {volume:?} in pool {pool:?} not found"))
+            })?;
+            v.resize(bytes, 0).map_err(engine("resize volume"))
+        })
+    }
+}
+
+/// A snapshot's facts from libvirt's `<domainsnapshot>` XML.
+pub fn snapshot_row(xml: &str, current: bool) -> HvResult<SnapshotRow> {
+    let bad = |m: String| HvError::Engine {
+        op: "snapshot XML",
+        msg: m,
+    };
+    let el = Element::parse(xml).map_err(|e| bad(e.to_string()))?;
+    let name = el
+        .path_text("name")
+        .ok_or_else(|| bad("snapshot without a name".into()))?
+        .to_string();
+    let memory = el
+        .find("memory")
+        .and_then(|m| m.get_attr("snapshot"))
+        .is_some_and(|m| m == "internal" || m == "external");
+    Ok(SnapshotRow {
+        description: el
+            .find("description")
+            .and_then(|d| d.text.clone())
+            .filter(|d| !d.is_empty()),
+        parent: el.path_text("parent/name").map(str::to_string),
+        created: el
+            .path_text("creationTime")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
+        state: el.path_text("state").unwrap_or("").to_string(),
+        memory,
+        current,
+        name,
+    })
 }
 
 /// The live `<graphics type='vnc'>` device of `domain_xml` with `passwd` and `passwdValidTo`

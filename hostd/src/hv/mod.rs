@@ -112,4 +112,55 @@ pub trait Hypervisor: Send + Sync {
     /// Define, start and optionally autostart a network.
     fn create_network(&self, xml: &str, autostart: bool) -> HvResult<()>;
     fn delete_network(&self, name: &str) -> HvResult<()>;
+
+    // ---- snapshots and disk growth (hostd/src/snapshots.rs). Engines without them say so.
+    /// The domain's snapshots as libvirt describes them (any order).
+    fn list_snapshots(&self, name: &str) -> HvResult<Vec<SnapshotRow>> {
+        let _ = name;
+        Err(unsupported("list snapshots"))
+    }
+    /// Create a snapshot from `<domainsnapshot>` XML (internal: memory too when running).
+    fn create_snapshot(&self, name: &str, xml: &str) -> HvResult<()> {
+        let _ = (name, xml);
+        Err(unsupported("create snapshots"))
+    }
+    /// Revert to a snapshot; `run`: leave the guest running afterwards.
+    fn revert_snapshot(&self, name: &str, snapshot: &str, run: bool) -> HvResult<()> {
+        let _ = (name, snapshot, run);
+        Err(unsupported("revert to snapshots"))
+    }
+    /// Delete one snapshot; its children are re-parented onto its parent.
+    fn delete_snapshot(&self, name: &str, snapshot: &str) -> HvResult<()> {
+        let _ = (name, snapshot);
+        Err(unsupported("delete snapshots"))
+    }
+    /// Grow a running domain's disk (by target, e.g. `vda`) to `bytes`.
+    fn block_resize(&self, name: &str, target: &str, bytes: u64) -> HvResult<()> {
+        let _ = (name, target, bytes);
+        Err(unsupported("resize a running disk"))
+    }
+    /// Grow a volume to `bytes`.
+    fn resize_volume(&self, pool: &str, volume: &str, bytes: u64) -> HvResult<()> {
+        let _ = (pool, volume, bytes);
+        Err(unsupported("resize volumes"))
+    }
+}
+
+fn unsupported(what: &str) -> HvError {
+    HvError::Conflict(format!("this hypervisor engine cannot {what}"))
+}
+
+/// One snapshot of a domain, from libvirt's snapshot XML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRow {
+    pub name: String,
+    pub description: Option<String>,
+    pub parent: Option<String>,
+    /// Unix seconds.
+    pub created: i64,
+    /// libvirt's word for the domain state: `running`, `paused`, `shutoff`, `disk-snapshot`…
+    pub state: String,
+    /// Memory state included (internal snapshot of an active domain).
+    pub memory: bool,
+    pub current: bool,
 }

@@ -10,6 +10,7 @@ import {
 import { navigate } from "../router";
 import type { TaskInfo, TaskRef, VmConfig, VmStatus } from "../types";
 import { Console, Serial } from "./Console";
+import { ResizeDisk, Snapshots } from "./Snapshots";
 
 const OP_LABEL: Record<PowerOp, string> = {
   start: "Start", shutdown: "Shut down", stop: "Stop", reboot: "Reboot", reset: "Reset", suspend: "Suspend", resume: "Resume",
@@ -18,7 +19,7 @@ const OP_HINT: Record<PowerOp, string> = {
   start: "Boot the VM", shutdown: "Ask the guest OS to power off (ACPI)", stop: "Power off at once, like pulling the plug",
   reboot: "Ask the guest OS to reboot (ACPI)", reset: "Hard reset, like the reset button", suspend: "Pause the vCPUs", resume: "Continue paused vCPUs",
 };
-type Tab = "summary" | "hardware" | "console" | "serial" | "tasks";
+type Tab = "summary" | "hardware" | "console" | "serial" | "tasks" | "snapshots";
 
 export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
   const status = usePoll(() => get<VmStatus>(np(`/vms/${vmid}/status/current`)), 2000, [vmid]);
@@ -29,7 +30,7 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
   const perms = usePermissions();
   const noPower = whyNot(perms, "VM.PowerMgmt", `/vms/${vmid}`);
   const noDelete = whyNot(perms, "VM.Allocate", `/vms/${vmid}`);
-  const active = (["summary", "hardware", "console", "serial", "tasks"].includes(tab) ? tab : "summary") as Tab;
+  const active = (["summary", "hardware", "console", "serial", "tasks", "snapshots"].includes(tab) ? tab : "summary") as Tab;
   const setTab = (t: Tab) => navigate(`/vms/${vmid}${t === "summary" ? "" : `?tab=${t}`}`, true);
   const s = status.data;
   const name = s?.name ?? config.data?.spec.name ?? "";
@@ -89,13 +90,14 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
       {actionMsg && <div class={`alert alert-${actionMsg.tone}`} role={actionMsg.tone === "error" ? "alert" : "status"}>{actionMsg.text}</div>}
       <ErrorBox error={status.error} title="Cannot read the VM's status" />
       <Tabs<Tab> label="VM sections" active={active} onChange={setTab}
-        tabs={[["summary", "Summary"], ["hardware", "Hardware"], ["console", "Console"], ["serial", "Serial"], ["tasks", "Tasks"]]} />
+        tabs={[["summary", "Summary"], ["hardware", "Hardware"], ["console", "Console"], ["serial", "Serial"], ["tasks", "Tasks"], ["snapshots", "Snapshots"]]} />
       <div role="tabpanel" id={`panel-${active}`} aria-labelledby={`tab-${active}`} class="tabpanel">
         {active === "summary" && (s ? <Summary s={s} /> : <Loading what="status" />)}
-        {active === "hardware" && <Hardware config={config.data} error={config.error} />}
+        {active === "hardware" && <Hardware config={config.data} error={config.error} vmid={vmid} />}
         {active === "console" && s && <Console vmid={vmid} state={s.state} />}
         {active === "serial" && <Serial vmid={vmid} />}
         {active === "tasks" && <VmTasks vmid={vmid} />}
+        {active === "snapshots" && <Snapshots vmid={vmid} state={s?.state} />}
       </div>
       {deleting && s && <DeleteDialog vmid={vmid} name={name} state={s.state} onClose={() => setDeleting(false)} />}
     </section>
@@ -137,7 +139,7 @@ function Summary({ s }: { s: VmStatus }) {
   );
 }
 
-function Hardware({ config, error }: { config?: VmConfig; error: ApiError | null }) {
+function Hardware({ config, error, vmid }: { config?: VmConfig; error: ApiError | null; vmid: number }) {
   if (error) return <ErrorBox error={error} title="Cannot read the configuration" />;
   if (!config) return <Loading what="configuration" />;
   const sp = config.spec;
@@ -170,12 +172,13 @@ function Hardware({ config, error }: { config?: VmConfig; error: ApiError | null
         <h2>Disks <P f="disks" /></h2>
         {(sp.disks ?? []).length === 0 ? <p class="muted">No disks.</p> : (
           <table class="table" aria-label="Disks">
-            <thead><tr><th>#</th><th>Source</th><th>Format</th><th>Bus</th><th>Cache / IO</th><th>Limits</th></tr></thead>
+            <thead><tr><th>#</th><th>Source</th><th>Format</th><th>Bus</th><th>Cache / IO</th><th>Limits</th><th /></tr></thead>
             <tbody>{(sp.disks ?? []).map((d, i) => (
               <tr><td class="mono">disk{i} <P f={`disks[${i}]`} /></td>
                 <td class="mono">{d.path ?? `${d.pool}:${d.volume ?? `(new, ${d.size_mib} MiB)`}`}</td>
                 <td>{d.format ?? "qcow2"}</td><td>{d.bus ?? "virtio"}</td><td>{d.cache ?? "none"} / {d.io ?? "native"}</td>
-                <td class="small">{d.throttle && Object.keys(d.throttle).length ? Object.entries(d.throttle).map(([k, v]) => `${k}=${v}`).join(", ") : "—"}</td></tr>
+                <td class="small">{d.throttle && Object.keys(d.throttle).length ? Object.entries(d.throttle).map(([k, v]) => `${k}=${v}`).join(", ") : "—"}</td>
+                <td><ResizeDisk vmid={vmid} disk={i} /></td></tr>
             ))}</tbody>
           </table>
         )}
