@@ -2,6 +2,7 @@
 
 mod access;
 mod client;
+mod clone;
 mod cluster;
 mod config;
 mod output;
@@ -204,6 +205,10 @@ enum VmCmd {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Clone a stopped VM or a template (full copy, or --linked on a template)
+    Clone(clone::CloneArgs),
+    /// Convert a stopped VM to a template (never started again; clone it)
+    Template { vmid: u32 },
 }
 
 #[derive(Args, Debug)]
@@ -652,6 +657,8 @@ async fn vm(c: &Client, cmd: VmCmd, mode: Mode) -> Result<Outcome> {
             // Ctrl-C is the normal way to end --follow.
             or_interrupt(run).await?;
         }
+        VmCmd::Clone(a) => return clone::clone(c, node, &a, mode).await,
+        VmCmd::Template { vmid } => return clone::template(c, node, vmid, mode).await,
     }
     Ok(Outcome::Done)
 }
