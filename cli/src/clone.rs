@@ -88,7 +88,11 @@ mod tests {
             new_vmid: Some(5),
             ..a
         };
-        let e = bad.request().err().map(|e| e.to_string()).unwrap_or_default();
+        let e = bad
+            .request()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.starts_with("--vmid:"), "{e}");
     }
 }

@@ -751,7 +751,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::hv::fake::FakeHv;
-    use crate::hv::Hypervisor;
     use crate::tests_support::fake_node;
 
     fn spec(v: serde_json::Value) -> VmSpec {
