@@ -1001,4 +1001,100 @@ mod tests {
         // overlays take no space up front
         check_space(100, &[disk("small", 0)], &[pool("small", 0)]).unwrap();
     }
+
+    /// A full clone whose second disk copy fails: the first copy is removed again, the vmid
+    /// released, nothing defined; the commands are exactly the two copies, in order.
+    #[test]
+    fn a_failed_clone_undoes_what_it_made() {
+        let hv = Arc::new(FakeHv::new());
+        let (mut node, _d) = node_with(hv.clone());
+        for n in ["a.qcow2", "b.raw"] {
+            let f = if n.ends_with("raw") {
+                DiskFormat::Raw
+            } else {
+                DiskFormat::Qcow2
+            };
+            node.hv.create_volume("local", n, 1 << 20, f).unwrap();
+        }
+        let s = spec(serde_json::json!({
+            "vmid": 100, "name": "two",
+            "disks": [{"pool": "local", "volume": "a.qcow2"}, {"pool": "local", "volume": "b.raw", "format": "raw"}]
+        }));
+        let xml = vms::render(&node, &s, &fresh_uuid(&[], rand_bytes::<16>), None).unwrap();
+        node.hv.define(&xml).unwrap();
+        let plan = check_clone(
+            &node,
+            100,
+            &CloneRequest {
+                vmid: Some(300),
+                name: Some("copy".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (d0, d1) = (plan.disks[0].clone(), plan.disks[1].clone());
+        assert_eq!(
+            (d0.volume.as_str(), d1.volume.as_str()),
+            ("vm-300-disk-0.qcow2", "vm-300-disk-1.raw")
+        );
+        let fake = Arc::new(
+            keel_runner::Fake::new()
+                .expect(
+                    &[
+                        "qemu-img",
+                        "convert",
+                        "-f",
+                        "qcow2",
+                        "-O",
+                        "qcow2",
+                        &d0.src_path,
+                        &d0.path,
+                    ],
+                    keel_runner::Reply::ok(""),
+                )
+                .expect(
+                    &[
+                        "qemu-img",
+                        "convert",
+                        "-f",
+                        "raw",
+                        "-O",
+                        "raw",
+                        &d1.src_path,
+                        &d1.path,
+                    ],
+                    keel_runner::Reply::fail(1, "No space left on device"),
+                ),
+        );
+        node.cluster.runner = fake.clone();
+        let t = node.tasks.begin("vmclone", "100", "root", true).unwrap();
+        let r = run_clone(&node, plan, &t);
+        let upid = t.upid.clone();
+        t.finish(&r);
+        match r {
+            Err(e) => assert!(e.to_string().contains("No space left on device"), "{e}"),
+            Ok(()) => panic!("the clone must fail"),
+        }
+        fake.assert_done();
+        let log: Vec<String> = node
+            .tasks
+            .log(&upid, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        for p in [&d1.path, &d0.path] {
+            assert!(
+                log.iter()
+                    .any(|l| l == &format!("rolling back: removing {p}")),
+                "{log:?}"
+            );
+        }
+        assert!(vms::find(&node, 300).is_err(), "nothing defined");
+        assert!(
+            !hv.calls().iter().any(|c| c == "define copy"),
+            "{:?}",
+            hv.calls()
+        );
+    }
 }
