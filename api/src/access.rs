@@ -59,6 +59,8 @@ privileges! {
     VmConfig = "VM.Config",
     /// Create, adopt and delete VMs (`/vms` for new ones, `/vms/{vmid}` to delete).
     VmAllocate = "VM.Allocate",
+    /// Clone the VM or template (the new VM also needs `VM.Allocate` on `/vms`, its disks `Datastore.AllocateSpace` on their pool).
+    VmClone = "VM.Clone",
     /// Migrate the VM to another node (reserved for the migration work).
     VmMigrate = "VM.Migrate",
     /// Back the VM up and restore it (reserved for the backup work).
@@ -105,6 +107,7 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<Privilege>, &'static str)> {
                 VmPowerMgmt,
                 VmConfig,
                 VmAllocate,
+                VmClone,
                 VmMigrate,
                 VmBackup,
                 VmSnapshot,

@@ -300,7 +300,7 @@ impl NicModel {
     }
 }
 
-fn valid_name(s: &str) -> bool {
+pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.chars()
@@ -707,6 +707,9 @@ pub struct VmSummary {
     pub uptime_s: Option<u64>,
     /// Defined by Keel (carries Keel metadata).
     pub managed: bool,
+    /// A template: never started, its disks never written; clone it (docs/clones.md).
+    #[serde(default)]
+    pub template: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -757,6 +760,9 @@ pub struct VmConfig {
     pub managed: bool,
     /// Fields whose persistent value differs from the running guest's.
     pub pending: Vec<String>,
+    /// A template: never started, its disks never written; clone it (docs/clones.md).
+    #[serde(default)]
+    pub template: bool,
 }
 
 /// Request to shut a VM down with ACPI.

@@ -2,6 +2,7 @@
 
 mod access;
 mod client;
+mod clone;
 mod cluster;
 mod config;
 mod output;
@@ -215,6 +216,10 @@ enum VmCmd {
         disk: String,
         size: String,
     },
+    /// Clone a stopped VM or a template (full copy, or --linked on a template)
+    Clone(clone::CloneArgs),
+    /// Convert a stopped VM to a template (never started again; clone it)
+    Template { vmid: u32 },
 }
 
 #[derive(Args, Debug)]
@@ -667,6 +672,8 @@ async fn vm(c: &Client, cmd: VmCmd, mode: Mode) -> Result<Outcome> {
         VmCmd::Resize { vmid, disk, size } => {
             return snapshot::resize(c, node, vmid, &disk, &size, mode).await
         }
+        VmCmd::Clone(a) => return clone::clone(c, node, &a, mode).await,
+        VmCmd::Template { vmid } => return clone::template(c, node, vmid, mode).await,
     }
     Ok(Outcome::Done)
 }

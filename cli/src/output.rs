@@ -125,7 +125,9 @@ pub fn vm_list(mut vms: Vec<VmSummary>) {
     let mut t = table(&["VMID", "NAME", "STATE", "VCPUS", "MEMORY", "UPTIME"]);
     let mut foreign = false;
     for v in &vms {
-        let name = if v.managed {
+        let name = if v.template {
+            format!("{} [template]", v.name)
+        } else if v.managed {
             v.name.clone()
         } else {
             foreign = true;

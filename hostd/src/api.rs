@@ -145,6 +145,14 @@ pub fn router(node: Arc<Node>) -> Router {
             post(vm_power),
         )
         .route("/api/v1/nodes/{node}/vms/{vmid}/serial", get(vm_serial))
+        .route(
+            "/api/v1/nodes/{node}/vms/{vmid}/clone",
+            post(crate::clones::clone_vm),
+        )
+        .route(
+            "/api/v1/nodes/{node}/vms/{vmid}/template",
+            post(crate::clones::template_vm),
+        )
         .route("/api/v1/nodes/{node}/tasks", get(list_tasks))
         .route("/api/v1/nodes/{node}/tasks/{upid}", get(get_task))
         .route("/api/v1/nodes/{node}/tasks/{upid}/log", get(task_log))
@@ -471,6 +479,7 @@ async fn delete_vm(
     check_node(&node, &name)?;
     let upid = blocking(move || {
         let row = vms::find(&node, vmid)?;
+        crate::clones::check_delete(&node, vmid)?;
         if row.state.is_active() {
             return Err(Error::Conflict(format!(
                 "VM {vmid} is {}: stop it before deleting",
@@ -665,6 +674,9 @@ async fn vm_power(
     let upid = blocking(move || {
         // Refuse at once what cannot work (404, 409) rather than failing inside the task.
         let row = vms::find(&node, vmid)?;
+        if power == Power::Start {
+            crate::clones::refuse_template(&row, vmid)?;
+        }
         let ok = match power {
             Power::Start => !row.state.is_active(),
             Power::Resume => row.state == keel_api::vm::VmState::Paused,
@@ -1054,6 +1066,8 @@ async fn delete_network(
         crate::cluster::config_put,
         crate::cluster::config_delete,
         crate::cluster::verify::cluster_verify,
+        crate::clones::clone_vm,
+        crate::clones::template_vm,
         openapi_json,
         crate::snapshots::list_snapshots,
         crate::snapshots::create_snapshot,
@@ -1084,7 +1098,8 @@ async fn delete_network(
         keel_api::cluster::ClusterResource,
         keel_api::verify::VerifyReport,
         keel_api::verify::Finding,
-        keel_api::verify::Severity
+        keel_api::verify::Severity,
+        keel_api::clone::CloneRequest
     ))
 )]
 pub struct ApiDoc;

@@ -291,6 +291,7 @@ fn find_snapshot(node: &Node, vmid: u32, row: &DomainRow, name: &str) -> Result<
 pub fn check_create(node: &Node, vmid: u32, req: &SnapshotCreate) -> Result<DomainRow> {
     req.validate()?;
     let row = vms::find(node, vmid)?;
+    crate::clones::refuse_template(&row, vmid)?;
     check_snapshot_disks(vmid, &disk_facts(node, &parsed_inactive(node, &row.name)?)?)?;
     check_snapshot_state(vmid, row.state, req.memory)?;
     if node
@@ -333,6 +334,7 @@ pub fn create(node: &Node, vmid: u32, req: &SnapshotCreate, task: &TaskHandle) -
 /// Checks of a rollback before its task; `(row, run afterwards)`.
 pub fn check_rollback_req(node: &Node, vmid: u32, snap: &str) -> Result<(DomainRow, bool)> {
     let row = vms::find(node, vmid)?;
+    crate::clones::refuse_template(&row, vmid)?;
     let s = find_snapshot(node, vmid, &row, snap)?;
     let run = check_rollback(vmid, row.state, &s)?;
     Ok((row, run))
@@ -359,6 +361,7 @@ pub fn rollback(node: &Node, vmid: u32, snap: &str, task: &TaskHandle) -> Result
 
 pub fn check_delete(node: &Node, vmid: u32, snap: &str) -> Result<(DomainRow, SnapshotInfo)> {
     let row = vms::find(node, vmid)?;
+    crate::clones::refuse_template(&row, vmid)?;
     let s = find_snapshot(node, vmid, &row, snap)?;
     Ok((row, s))
 }
@@ -461,6 +464,7 @@ pub fn check_resize_req(
 ) -> Result<ResizePlan> {
     req.validate()?;
     let row = vms::find(node, vmid)?;
+    crate::clones::refuse_template(&row, vmid)?;
     let p = parsed_inactive(node, &row.name)?;
     let i = find_disk(vmid, &p, disk)?;
     let id = format!("disk{i}");

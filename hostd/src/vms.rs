@@ -84,7 +84,7 @@ pub fn release_vmid(node: &Node, vmid: u32) -> Result<()> {
 }
 
 /// Record `/vms/<vmid>` = {node, name, spec} for the cluster-wide VM view.
-fn record_vm(node: &Node, spec: &VmSpec, task: &TaskHandle) {
+pub(crate) fn record_vm(node: &Node, spec: &VmSpec, task: &TaskHandle) {
     let Some(st) = cluster_store(node) else {
         return;
     };
@@ -110,7 +110,7 @@ pub fn reserved_vmids(node: &Node) -> Result<Vec<u32>> {
 }
 
 /// vmid from a Keel metadata element.
-fn vmid_of(row: &DomainRow) -> Option<u32> {
+pub(crate) fn vmid_of(row: &DomainRow) -> Option<u32> {
     let el = Element::parse(row.keel_metadata.as_deref()?).ok()?;
     el.children
         .iter()
@@ -131,6 +131,7 @@ pub fn list(node: &Node) -> Result<Vec<VmSummary>> {
         .map(|r| VmSummary {
             vmid: vmid_of(&r),
             managed: r.keel_metadata.is_some(),
+            template: crate::clones::is_template(&r),
             uptime_s: uptime(&r),
             vcpus: r.vcpus,
             memory_mib: r.memory_kib / 1024,
@@ -193,6 +194,7 @@ pub fn config(node: &Node, vmid: u32) -> Result<VmConfig> {
     Ok(VmConfig {
         pending: pending(node, &row)?,
         managed: p.managed,
+        template: crate::clones::is_template(&row),
         spec: p.spec,
     })
 }
@@ -435,7 +437,12 @@ pub fn check_against_host(
 }
 
 /// Resolve volume paths and render.
-fn render(node: &Node, spec: &VmSpec, uuid: &str, vnc_password: Option<String>) -> Result<String> {
+pub(crate) fn render(
+    node: &Node,
+    spec: &VmSpec,
+    uuid: &str,
+    vnc_password: Option<String>,
+) -> Result<String> {
     let mut disk_paths = Vec::new();
     for d in &spec.disks {
         let path = match (&d.pool, &d.volume, &d.path) {
@@ -584,6 +591,9 @@ pub fn create(node: &Node, mut spec: VmSpec, start: bool, task: &TaskHandle) -> 
 /// Simple power operations; each checks the state it needs first.
 pub fn power(node: &Node, vmid: u32, op: Power, task: &TaskHandle) -> Result<()> {
     let row = find(node, vmid)?;
+    if op == Power::Start {
+        crate::clones::refuse_template(&row, vmid)?;
+    }
     let need = match op {
         Power::Start => (!row.state.is_active(), "already running"),
         Power::Resume => (row.state == VmState::Paused, "not paused"),
@@ -646,6 +656,7 @@ pub fn shutdown(node: &Node, vmid: u32, req: &ShutdownRequest, task: &TaskHandle
 }
 
 pub fn delete(node: &Node, vmid: u32, purge: bool, task: &TaskHandle) -> Result<()> {
+    crate::clones::check_delete(node, vmid)?;
     let row = find(node, vmid)?;
     if row.state.is_active() {
         return Err(Error::Conflict(format!(
@@ -689,6 +700,7 @@ pub fn check_update(node: &Node, vmid: u32, spec: &mut VmSpec) -> Result<DomainR
         ));
     }
     let row = find(node, vmid)?;
+    crate::clones::refuse_template(&row, vmid)?;
     if spec.name != row.name {
         return Err(Error::validation(
             "name",
@@ -788,7 +800,7 @@ pub fn adopt(node: &Node, req: &AdoptRequest, task: &TaskHandle) -> Result<()> {
 }
 
 /// Every VM's label (`VM 100 (web1)`) and its parsed definition, for volume-use checks.
-fn parsed_domains(node: &Node) -> Result<Vec<(String, ParsedDomain)>> {
+pub(crate) fn parsed_domains(node: &Node) -> Result<Vec<(String, ParsedDomain)>> {
     let mut out = Vec::new();
     for r in node.hv.list_domains()? {
         let Ok(xml) = node.hv.domain_xml(&r.name, true) else {

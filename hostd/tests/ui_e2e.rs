@@ -2,7 +2,8 @@
 //! headless Chromium by ui/e2e/run.mjs (playwright-core): log in, create a VM booting the live
 //! ISO through the wizard, watch its noVNC console change, stop and delete it, check tasks,
 //! storage (upload), session expiry and logout; then ui/e2e/cluster.mjs on this standalone
-//! node (cluster page empty state, node list, polling paused in a hidden tab).
+//! node (cluster page empty state, node list, polling paused in a hidden tab); then
+//! ui/e2e/clones.mjs (convert to template, template badge, a linked clone through the dialog).
 //!
 //! Needs `ui/dist` (built by scripts/test.sh: `npm ci && npm run build` in ui/), node and
 //! Debian's chromium.
@@ -97,7 +98,7 @@ fn web_ui_in_headless_chromium() {
     // The Snapshots tab and the disk resize action (ui/e2e/snapshots.mjs) on a stopped VM with
     // one qcow2 disk.
     let t0 = std::time::Instant::now();
-    let snap_vm = h.id(2);
+    let snap_vm = h.id(4);
     h.ok(h.post(
         "/vms",
         json!({"vmid": snap_vm, "name": format!("{}-snap", h.prefix), "memory_mib": 64,
@@ -126,6 +127,38 @@ fn web_ui_in_headless_chromium() {
         "libvirt's snapshots after the UI run: {snaps}"
     );
     h.ok(h.delete(&format!("/vms/{snap_vm}?purge_volumes=true")));
+
+    // Templates and clones (ui/e2e/clones.mjs): a stopped VM with a disk is converted to a
+    // template on its page, shows the badge there and in the list, and is linked-cloned
+    // through the Clone dialog.
+    let (src, clone) = (h.id(2), h.id(3));
+    h.ok(h.post(
+        "/vms",
+        json!({"vmid": src, "name": format!("{}-tpl", h.prefix), "memory_mib": 64,
+               "disks": [{"pool": h.pool, "size_mib": 8}]}),
+    ));
+    let t0 = std::time::Instant::now();
+    let out = Command::new("node")
+        .arg(repo_root().join("ui/e2e/clones.mjs"))
+        .env("KEEL_UI_URL", &h.base)
+        .env("KEEL_UI_PASSWORD", PASSWORD)
+        .env("KEEL_CLONE_SRC", src.to_string())
+        .env("KEEL_CLONE_VMID", clone.to_string())
+        .env("KEEL_CLONE_NAME", format!("{}-lnk", h.prefix))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "{stdout}{}clones.mjs took {:.1}s",
+        String::from_utf8_lossy(&out.stderr),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
+        "clones end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
+    );
+    h.ok(h.delete(&format!("/vms/{clone}?purge_volumes=true")));
+    h.ok(h.delete(&format!("/vms/{src}?purge_volumes=true")));
 
     h.ok(h.post_empty(&format!("/vms/{demo}/status/stop")));
     h.ok(h.delete(&format!("/vms/{demo}")));

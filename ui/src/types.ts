@@ -48,6 +48,7 @@ export interface VmSummary {
   memory_mib: number;
   uptime_s: number | null;
   managed: boolean;
+  template?: boolean;
 }
 
 export interface VmStatus {
@@ -66,7 +67,7 @@ export interface VmStatus {
   domain_type: string;
 }
 
-export interface VmConfig { spec: VmSpec; managed: boolean; pending: string[] }
+export interface VmConfig { spec: VmSpec; managed: boolean; pending: string[]; template?: boolean }
 
 export interface TaskInfo {
   upid: string;

@@ -249,6 +249,17 @@ pub const RULES: &[Rule] = &[
         "/api/v1/nodes/{node}/vms/{vmid}/disks/{disk}/resize",
         Priv(VmConfig, "/vms/{vmid}"),
     ),
+    // the new VM also needs VM.Allocate on /vms, its disks Datastore.AllocateSpace (handler)
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/vms/{vmid}/clone",
+        Priv(VmClone, "/vms/{vmid}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/vms/{vmid}/template",
+        Priv(VmAllocate, "/vms/{vmid}"),
+    ),
     // ---- tasks
     listed("GET", "/api/v1/nodes/{node}/tasks", Filter::Tasks),
     r(

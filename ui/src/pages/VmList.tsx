@@ -2,6 +2,7 @@ import { useEffect, useState } from "preact/hooks";
 import { NOTICE_MS, takeFlash } from "../flash";
 import { ApiError, get, notifyTask, np, post } from "../api";
 import { Empty, ErrorBox, Loading, VmStateBadge } from "../components";
+import { TemplateBadge } from "./Clone";
 import { usePoll } from "../hooks";
 import { usePermissions, whyNot } from "../access";
 import { formatMib, formatUptime, powerAllowed, vmStateBadge } from "../logic";
@@ -37,6 +38,7 @@ export function VmList() {
     const ok: string[] = [];
     const failed: string[] = [];
     await Promise.all(targets.map(async (v) => {
+      if (op === "start" && v.template) { failed.push(`${v.vmid} ${v.name}: is a template (clone it)`); return; }
       if (!powerAllowed(op, v.state)) { failed.push(`${v.vmid} ${v.name}: is ${v.state}`); return; }
       try {
         const r = await post<TaskRef>(np(`/vms/${v.vmid}/status/${op}`));
@@ -105,7 +107,8 @@ export function VmList() {
                 <td class="col-check">{v.vmid !== null &&
                   <input type="checkbox" aria-label={`Select VM ${v.vmid} ${v.name}`} checked={selected.has(v.vmid)} onChange={() => toggle(v.vmid!)} />}</td>
                 <td class="mono">{v.vmid ?? <span class="muted" title="Defined outside Keel: adopt it to manage it">—</span>}</td>
-                <td>{v.vmid !== null ? <a href={`/vms/${v.vmid}`}>{v.name}</a> : <>{v.name} <span class="muted small">(not managed)</span></>}</td>
+                <td>{v.vmid !== null ? <a href={`/vms/${v.vmid}`}>{v.name}</a> : <>{v.name} <span class="muted small">(not managed)</span></>}
+                  {v.template && <> <TemplateBadge /> <a class="small" href={`/vms/${v.vmid}`} title="Open the template to clone it">Clone…</a></>}</td>
                 <td><VmStateBadge state={v.state} /></td>
                 <td class="num">{v.vcpus}</td>
                 <td class="num">{formatMib(v.memory_mib)}</td>

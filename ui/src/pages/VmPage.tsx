@@ -11,6 +11,7 @@ import { navigate } from "../router";
 import type { TaskInfo, TaskRef, VmConfig, VmStatus } from "../types";
 import { Console, Serial } from "./Console";
 import { ResizeDisk, Snapshots } from "./Snapshots";
+import { CloneActions, TemplateBadge } from "./Clone";
 
 const OP_LABEL: Record<PowerOp, string> = {
   start: "Start", shutdown: "Shut down", stop: "Stop", reboot: "Reboot", reset: "Reset", suspend: "Suspend", resume: "Resume",
@@ -74,16 +75,20 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
       <div class="page-head">
         <h1 id="vm-title">{vmid} · {name}</h1>
         {s && <VmStateBadge state={s.state} />}
+        {config.data?.template && <TemplateBadge />}
         {s?.pending_changes && <span class="badge badge-warn" title="Changes apply at the next cold boot (stop + start)">Pending changes</span>}
       </div>
       <div class="toolbar" role="toolbar" aria-label="VM actions">
         {POWER_OPS.map((op) => (
           <button type="button" class={`btn${op === "start" ? " btn-primary" : op === "stop" || op === "reset" ? " btn-danger-outline" : ""}`}
-            disabled={!s || !powerAllowed(op, s.state) || busy !== null || !!noPower} title={noPower ?? OP_HINT[op]} onClick={() => power(op)}>
+            disabled={!s || !powerAllowed(op, s.state) || busy !== null || !!noPower || !!config.data?.template}
+            title={config.data?.template ? "A template never starts: clone it" : noPower ?? OP_HINT[op]} onClick={() => power(op)}>
             {busy === op ? `${OP_LABEL[op]}…` : OP_LABEL[op]}
           </button>
         ))}
         <span class="spacer" />
+        <CloneActions vmid={vmid} name={name} state={s?.state} template={!!config.data?.template}
+          onChanged={() => { status.refresh(); config.refresh(); }} />
         <button type="button" class="btn btn-danger" disabled={!s || busy !== null || !!noDelete} onClick={() => setDeleting(true)}
           title={noDelete ?? (s && !canDelete(s.state) ? "Stop the VM before deleting it" : "Delete this VM")}>Delete…</button>
       </div>

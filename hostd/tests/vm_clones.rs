@@ -1,0 +1,300 @@
+//! Templates, full and linked clones on the real engine (libvirtd + QEMU TCG, qemu-img),
+//! driven through hostd's API and checked from outside: the disks' content (the live guest's
+//! tick run on a KEEL-SCRATCH disk, read with qemu-img), the template's sha256, virsh's view of
+//! UUIDs, MACs and serials, and each guest's own serial output.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use common::{live_dir, scratch_image, scratch_ticks, virsh, Hostd};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+fn sha256(p: &Path) -> String {
+    let data = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    hex::encode(Sha256::digest(&data))
+}
+
+/// The highest `disk N` the guest printed (`KEEL-LIVE: tick n disk N`): its last tick on disk.
+fn last_disk_tick(serial: &str) -> u32 {
+    serial
+        .split(" disk ")
+        .skip(1)
+        .filter_map(|r| {
+            r.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|d| d.parse().ok())
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn run(cmd: &str, args: &[&str]) -> (bool, String) {
+    let o = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+/// What the test made outside hostd's own objects: a host bridge, a tiny tmpfs pool.
+struct Extras {
+    bridge: String,
+    tiny_pool: String,
+    tiny_dir: PathBuf,
+    mounted: bool,
+}
+
+impl Drop for Extras {
+    fn drop(&mut self) {
+        let _ = virsh(&["pool-destroy", &self.tiny_pool]);
+        let _ = virsh(&["pool-undefine", &self.tiny_pool]);
+        if self.mounted {
+            let _ = run("umount", &[&self.tiny_dir.display().to_string()]);
+        }
+        let _ = run("ip", &["link", "del", &self.bridge]);
+    }
+}
+
+fn dumpxml_facts(name: &str) -> (String, Vec<String>, Vec<String>) {
+    let (ok, xml) = virsh(&["dumpxml", "--inactive", name]);
+    assert!(ok, "{xml}");
+    let grab = |open: &str, close: char| -> Vec<String> {
+        xml.split(open)
+            .skip(1)
+            .filter_map(|r| r.split(close).next().map(str::to_string))
+            .collect()
+    };
+    let uuid = grab("<uuid>", '<').pop().unwrap_or_default();
+    (uuid, grab("<mac address='", '\''), grab("<serial>", '<'))
+}
+
+#[test]
+fn template_full_and_linked_clones_boot_independently() {
+    let t0 = Instant::now();
+    let h = Hostd::start();
+    let (base, plain, full, linked, refused) = (h.id(0), h.id(1), h.id(2), h.id(3), h.id(4));
+    let mut extras = Extras {
+        bridge: format!("{}c", &h.prefix[..h.prefix.len().min(12)]),
+        tiny_pool: format!("{}-tiny", h.prefix),
+        tiny_dir: h.dir.join("tiny"),
+        mounted: false,
+    };
+    // A host bridge with no address and no uplink: the NICs exist, no traffic leaves.
+    let (ok, out) = run("ip", &["link", "add", &extras.bridge, "type", "bridge"]);
+    assert!(ok, "ip link add: {out}");
+    h.upload(&live_dir().join("keel-live.iso"), "keel-live.iso");
+    let img = scratch_image(&h.dir, "base.qcow2", 16);
+    h.upload(&img, "base.qcow2");
+    let pools = h.get_json("/storage");
+    let pool_dir = pools
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == h.pool.as_str()))
+        .and_then(|p| p["path"].as_str())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("our pool in {pools}"));
+    let vol = |n: &str| pool_dir.join(n);
+
+    // 1. A VM with a scratch qcow2 disk boots and records ticks.
+    let bname = format!("{}-base", h.prefix);
+    h.ok(h.post(
+        "/vms?start=true",
+        json!({
+            "vmid": base, "name": bname, "memory_mib": 256,
+            "disks": [{"pool": h.pool, "volume": "base.qcow2", "format": "qcow2", "serial": "base-disk"}],
+            "cdrom": {"pool": h.pool, "volume": "keel-live.iso"},
+            "nics": [{"bridge": extras.bridge}],
+            "boot": ["cdrom", "disk0"]
+        }),
+    ));
+    h.wait_for("the base VM's ticks on its scratch disk", 180, || {
+        last_disk_tick(&h.serial(base)) >= 3
+    });
+    h.ok(h.post(
+        &format!("/vms/{base}/status/shutdown"),
+        json!({"timeout_s": 60, "force_stop": true}),
+    ));
+
+    // 2. Converted to a template: start refused, listed as a template, content recorded.
+    let t = h.ok(h.post_empty(&format!("/vms/{base}/template")));
+    assert_eq!(t.kind, "vmtemplate");
+    let tticks = scratch_ticks(&vol("base.qcow2"));
+    assert!(tticks >= 3, "{tticks}");
+    let tsha = sha256(&vol("base.qcow2"));
+    let r = h.post_empty(&format!("/vms/{base}/status/start"));
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().unwrap_or_default();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("VM {base} is a template; clone it")),
+        "{body}"
+    );
+    let cfg = h.get_json(&format!("/vms/{base}"));
+    assert_eq!(cfg["template"], true, "{cfg}");
+    let list = h.get_json("/vms");
+    let row = list
+        .as_array()
+        .and_then(|a| a.iter().find(|v| v["vmid"] == base))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["template"], true, "{list}");
+    let r = h.put(&format!("/vms/{base}"), cfg["spec"].clone());
+    assert_eq!(r.status(), 409, "a template's config is not changed");
+
+    // A linked clone of an ordinary VM is refused with the reason.
+    h.ok(h.post(
+        "/vms",
+        json!({"vmid": plain, "name": format!("{}-plain", h.prefix), "memory_mib": 64}),
+    ));
+    let r = h.post(&format!("/vms/{plain}/clone"), json!({"linked": true}));
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().unwrap_or_default();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a template"),
+        "{body}"
+    );
+
+    // 3. A full and a linked clone; both boot at the same time and carry on the tick run.
+    let fname = format!("{}-full", h.prefix);
+    let lname = format!("{}-linked", h.prefix);
+    let t = h.ok(h.post(
+        &format!("/vms/{base}/clone"),
+        json!({"vmid": full, "name": fname}),
+    ));
+    assert_eq!(t.kind, "vmclone");
+    h.ok(h.post(
+        &format!("/vms/{base}/clone"),
+        json!({"vmid": linked, "name": lname, "linked": true}),
+    ));
+    let fvol = vol(&format!("vm-{full}-disk-0.qcow2"));
+    let lvol = vol(&format!("vm-{linked}-disk-0.qcow2"));
+    let (ok, info) = run(
+        "qemu-img",
+        &["info", "-U", "--output=json", &lvol.display().to_string()],
+    );
+    assert!(ok, "{info}");
+    let info: Value = serde_json::from_str(&info).unwrap_or_default();
+    assert_eq!(
+        info["full-backing-filename"].as_str(),
+        Some(vol("base.qcow2").display().to_string().as_str()),
+        "{info}"
+    );
+    assert_eq!(info["backing-filename-format"], "qcow2", "{info}");
+    let (ok, finfo) = run(
+        "qemu-img",
+        &["info", "-U", "--output=json", &fvol.display().to_string()],
+    );
+    assert!(ok && !finfo.contains("backing-filename"), "{finfo}");
+    h.ok(h.post_empty(&format!("/vms/{full}/status/start")));
+    h.ok(h.post_empty(&format!("/vms/{linked}/status/start")));
+    for v in [full, linked] {
+        h.wait_for(
+            &format!("VM {v} continuing the template's tick run"),
+            180,
+            || {
+                let s = h.serial(v);
+                s.contains(&format!("next tick block {}", tticks + 2))
+                    && last_disk_tick(&s) >= tticks + 2
+            },
+        );
+    }
+    h.ok(h.post_empty(&format!("/vms/{full}/status/stop")));
+    h.ok(h.post_empty(&format!("/vms/{linked}/status/stop")));
+    let (fticks, lticks) = (scratch_ticks(&fvol), scratch_ticks(&lvol));
+    assert!(
+        fticks > tticks && lticks > tticks,
+        "{tticks} {fticks} {lticks}"
+    );
+    assert_eq!(
+        scratch_ticks(&vol("base.qcow2")),
+        tticks,
+        "the template's disk holds its own run"
+    );
+    assert_eq!(sha256(&vol("base.qcow2")), tsha, "template disk unchanged");
+
+    // UUIDs, MACs and disk serials: all different (virsh's view).
+    let facts: Vec<_> = [&bname, &fname, &lname]
+        .iter()
+        .map(|n| dumpxml_facts(n))
+        .collect();
+    for (i, a) in facts.iter().enumerate() {
+        assert_eq!((a.1.len(), a.2.len()), (1, 1), "{a:?}");
+        for b in &facts[i + 1..] {
+            assert_ne!(a.0, b.0, "UUIDs");
+            assert_ne!(a.1, b.1, "MACs");
+            assert_ne!(a.2, b.2, "serials");
+        }
+    }
+
+    // 4. The template cannot be deleted while the linked clone exists (named in the refusal).
+    let r = h.delete(&format!("/vms/{base}"));
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().unwrap_or_default();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("VM {linked} ({lname})")),
+        "{body}"
+    );
+
+    // 5. A full clone into a pool without the space: 400 before a task, nothing left behind.
+    std::fs::create_dir_all(&extras.tiny_dir).unwrap_or_else(|e| panic!("{e}"));
+    let tiny = extras.tiny_dir.display().to_string();
+    let (ok, out) = run("mount", &["-t", "tmpfs", "-o", "size=64k", "tmpfs", &tiny]);
+    assert!(ok, "mount tmpfs: {out}");
+    extras.mounted = true;
+    let (ok, out) = virsh(&[
+        "pool-create-as",
+        &extras.tiny_pool,
+        "dir",
+        "--target",
+        &tiny,
+    ]);
+    assert!(ok, "{out}");
+    let vms_before = h.get_json("/vms");
+    let tasks_before = h.get_json("/tasks?limit=500").as_array().map(Vec::len);
+    let r = h.post(
+        &format!("/vms/{base}/clone"),
+        json!({"vmid": refused, "pool": extras.tiny_pool}),
+    );
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().unwrap_or_default();
+    assert_eq!(body["error"]["field"], "pool", "{body}");
+    let msg = body["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("free") && msg.contains("needs"), "{msg}");
+    assert_eq!(h.get_json("/vms"), vms_before);
+    assert_eq!(
+        h.get_json("/tasks?limit=500").as_array().map(Vec::len),
+        tasks_before,
+        "no task was started"
+    );
+    let left: Vec<_> = std::fs::read_dir(&extras.tiny_dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // another target: a pool that does not exist
+    let r = h.post(
+        &format!("/vms/{base}/clone"),
+        json!({"pool": "no-such-pool"}),
+    );
+    assert_eq!(r.status(), 400);
+
+    // 6. With the linked clone gone, the template can be deleted.
+    h.ok(h.delete(&format!("/vms/{linked}?purge_volumes=true")));
+    h.ok(h.delete(&format!("/vms/{base}")));
+    assert!(!virsh(&["dominfo", &bname]).0);
+    assert_eq!(scratch_ticks(&fvol), fticks);
+    eprintln!("vm_clones: {:.1}s", t0.elapsed().as_secs_f64());
+}
