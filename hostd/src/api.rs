@@ -168,6 +168,7 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .merge(crate::cluster::protected_routes())
         .merge(crate::access::handlers::routes())
+        .merge(crate::backup::routes())
         .layer(middleware::from_fn_with_state(
             node.clone(),
             crate::cluster::forward,
@@ -1053,6 +1054,13 @@ async fn delete_network(
         crate::cluster::config_put,
         crate::cluster::config_delete,
         crate::cluster::verify::cluster_verify,
+        crate::backup::routes::list_targets,
+        crate::backup::routes::create_target,
+        crate::backup::routes::delete_target,
+        crate::backup::routes::list_backups,
+        crate::backup::routes::create_backup,
+        crate::backup::routes::verify_backup,
+        crate::backup::routes::restore_backup,
         openapi_json
     ),
     components(schemas(
@@ -1078,7 +1086,15 @@ async fn delete_network(
         keel_api::cluster::ClusterResource,
         keel_api::verify::VerifyReport,
         keel_api::verify::Finding,
-        keel_api::verify::Severity
+        keel_api::verify::Severity,
+        keel_api::backup::BackupTarget,
+        keel_api::backup::BackupTargetCreate,
+        keel_api::backup::BackupCreate,
+        keel_api::backup::BackupInfo,
+        keel_api::backup::BackupKind,
+        keel_api::backup::BackupManifest,
+        keel_api::backup::BackupDisk,
+        keel_api::backup::RestoreRequest
     ))
 )]
 pub struct ApiDoc;

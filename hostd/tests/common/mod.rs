@@ -518,14 +518,22 @@ pub fn scratch_image(dir: &Path, name: &str, size_mib: u64) -> PathBuf {
     f.set_len(size_mib * 1024 * 1024)
         .unwrap_or_else(|e| panic!("{e}"));
     let out = dir.join(name);
-    let fmt = if name.ends_with(".qcow2") { "qcow2" } else { "raw" };
+    let fmt = if name.ends_with(".qcow2") {
+        "qcow2"
+    } else {
+        "raw"
+    };
     let st = Command::new("qemu-img")
         .args(["convert", "-f", "raw", "-O", fmt])
         .arg(&raw)
         .arg(&out)
         .status()
         .unwrap_or_else(|e| panic!("qemu-img is needed for scratch disks: {e}"));
-    assert!(st.success(), "qemu-img convert failed for {}", out.display());
+    assert!(
+        st.success(),
+        "qemu-img convert failed for {}",
+        out.display()
+    );
     let _ = std::fs::remove_file(&raw);
     out
 }
@@ -541,7 +549,11 @@ pub fn scratch_ticks(image: &Path) -> u32 {
         .arg(&tmp)
         .status()
         .unwrap_or_else(|e| panic!("qemu-img is needed to read scratch disks: {e}"));
-    assert!(st.success(), "qemu-img convert failed for {}", image.display());
+    assert!(
+        st.success(),
+        "qemu-img convert failed for {}",
+        image.display()
+    );
     let data = std::fs::read(&tmp).unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_file(&tmp);
     assert!(
