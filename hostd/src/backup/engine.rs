@@ -209,6 +209,16 @@ impl Engine<'_> {
         Ok(())
     }
 
+    /// Drop libvirt's record of one checkpoint whose bitmap is already gone from the disk.
+    /// One checkpoint, never `--children`: `--children --metadata` on a broken chain crashed
+    /// libvirtd 9.0 (backup-ha-probe).
+    pub fn delete_checkpoint_metadata(&self, dom: &str, name: &str) -> Result<()> {
+        self.runner
+            .run_ok(&self.virsh(&["checkpoint-delete", dom, name, "--metadata"]))
+            .map_err(engine_err)?;
+        Ok(())
+    }
+
     /// Virtual size of an image, bytes (`-U`: the VM may hold it open).
     pub fn virtual_size(&self, path: &str) -> Result<u64> {
         let out = self

@@ -91,9 +91,41 @@ pub fn plan(
 
 /// Check a backup request before its task exists; returns the target's directory.
 pub fn check_create(node: &Node, vmid: u32, req: &BackupCreate) -> Result<String> {
-    vms::find(node, vmid)?;
+    let row = vms::find(node, vmid)?;
     let t = targets::usable(node, &req.target)?;
+    if row.state.is_active() {
+        if let Some(why) = qemu_cannot_see(&row.name, &t.path) {
+            return Err(Error::Conflict(why));
+        }
+    }
     Ok(t.path)
+}
+
+/// A live backup's files are opened by the VM's QEMU, inside the private mount namespace
+/// libvirt gives it: a file system mounted after the VM started may not be visible there
+/// (private mount propagation). Checked through `/proc/<qemu pid>/root` when libvirt's pid
+/// file is readable.
+fn qemu_cannot_see(dom: &str, path: &str) -> Option<String> {
+    let pid = std::fs::read_to_string(format!("/run/libvirt/qemu/{dom}.pid")).ok()?;
+    let pid: u32 = pid.trim().parse().ok()?;
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    if !root.exists() {
+        return None;
+    }
+    let inside = root.join(path.trim_start_matches('/'));
+    let same = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    };
+    if same(&inside, Path::new(path)) {
+        return None;
+    }
+    Some(format!(
+        "the VM's QEMU (pid {pid}) does not see the target directory {path}: its file system was probably mounted after the VM started and mount propagation into libvirt's QEMU namespace is private; restart the VM or mount the target before starting VMs"
+    ))
 }
 
 pub fn create(
@@ -351,7 +383,8 @@ fn live(
             begin(None)?;
         }
     }
-    wait_job(eng, dom, task)?;
+    let need = disks.iter().map(|(_, s)| *s).sum();
+    wait_job(eng, dom, partial, need, task)?;
     if let Some(p) = &parent {
         for f in &files {
             let backing = format!("../{p}/{f}");
@@ -371,7 +404,7 @@ fn clear_files(partial: &Path, files: &[String]) {
 }
 
 /// Follow the backup job to its end, with progress; its failure is the task's error.
-fn wait_job(eng: &Engine, dom: &str, task: &TaskHandle) -> Result<()> {
+fn wait_job(eng: &Engine, dom: &str, out_dir: &Path, need: u64, task: &TaskHandle) -> Result<()> {
     let t0 = Instant::now();
     let mut last_log = Instant::now();
     loop {
@@ -404,11 +437,25 @@ fn wait_job(eng: &Engine, dom: &str, task: &TaskHandle) -> Result<()> {
             ));
             Ok(())
         }
-        4 | 5 => Err(Error::Conflict(format!(
-            "the backup job failed: {}",
-            c.error
-                .unwrap_or_else(|| "libvirt gave no reason (see libvirtd's log)".into())
-        ))),
+        4 | 5 => {
+            // libvirt 9.0 often reports no reason for a failed backup job; the usual one is
+            // a full target, which the file system tells
+            let full = super::targets::space(out_dir)
+                .filter(|(_, avail)| *avail < need)
+                .map(|(_, avail)| {
+                    format!(
+                        "probably no space left on the target: its file system has {avail} bytes free at {} for disks of {need} bytes; free space or use another target",
+                        out_dir.display()
+                    )
+                });
+            let why = match (c.error, full) {
+                (Some(e), Some(f)) => format!("{e}; {f}"),
+                (Some(e), None) => e,
+                (None, Some(f)) => f,
+                (None, None) => "libvirt gave no reason (see libvirtd's log)".into(),
+            };
+            Err(Error::Conflict(format!("the backup job failed: {why}")))
+        }
         k => Err(Error::Internal(format!(
             "the backup job ended in an unknown state ({k})"
         ))),
@@ -466,6 +513,22 @@ fn prune_checkpoints(node: &Node, eng: &Engine, dom: &str, vmid: u32, task: &Tas
     {
         match eng.delete_checkpoint(dom, c) {
             Ok(()) => task.log(format!("removed checkpoint {c} (no chain needs it)")),
+            // after an unclean QEMU exit the bitmap itself is gone from the image: only
+            // libvirt's record of it is left, and dropping that record (this one checkpoint,
+            // no --children) touches no data
+            Err(e) if e.to_string().contains("not found") => {
+                match eng.delete_checkpoint_metadata(dom, c) {
+                    Ok(()) => task.log(format!(
+                        "removed checkpoint {c}: its bitmap was already gone from the disk (unclean QEMU exit), so only libvirt's record of it was dropped"
+                    )),
+                    Err(e) => {
+                        task.log(format!(
+                            "warning: checkpoint {c} could not be removed ({e}); left in place"
+                        ));
+                        return;
+                    }
+                }
+            }
             Err(e) => {
                 task.log(format!(
                     "warning: checkpoint {c} could not be removed ({e}); left in place"
