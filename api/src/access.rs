@@ -61,7 +61,7 @@ privileges! {
     VmAllocate = "VM.Allocate",
     /// Migrate the VM to another node (reserved for the migration work).
     VmMigrate = "VM.Migrate",
-    /// Back the VM up and restore it (reserved for the backup work).
+    /// Back the VM up and verify its backups; restore them (with VM.Allocate on `/vms`).
     VmBackup = "VM.Backup",
     /// Take and roll back snapshots (reserved).
     VmSnapshot = "VM.Snapshot",

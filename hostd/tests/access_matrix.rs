@@ -147,6 +147,8 @@ fn permission_matrix_tokens_consoles_and_raw_paths() {
         ("roleid", "MatrixNoRole".into()),
         ("op", "bogus".into()),
         ("key", "matrix/none".into()),
+        ("target", "matrix-none".into()),
+        ("backup", "matrix-none".into()),
     ]
     .into_iter()
     .collect();
