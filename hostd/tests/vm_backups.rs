@@ -312,6 +312,26 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
     let st_r = h.get_json(&format!("/vms/{rv}/status/current"));
     assert_ne!(st_a["uuid"], st_r["uuid"]);
     h.ok(h.post_empty(&format!("/vms/{rv}/status/stop")));
+    // a stopped VM is copied whole (qemu-img), no checkpoint: its disk as the guest left it
+    let last_written = disk_tick(&h.serial(rv)).unwrap_or(0);
+    let t = h.ok(h.post(&format!("/vms/{rv}/backups"), json!({"target": "main"})));
+    let cold = backups(&h, rv, "main");
+    assert_eq!(cold.len(), 1);
+    assert_eq!(
+        (cold[0]["kind"].clone(), cold[0]["live"].clone()),
+        (json!("full"), json!(false)),
+        "{}",
+        task_log(&h, &t.upid)
+    );
+    let cold_file = bkdir
+        .join(rv.to_string())
+        .join(cold[0]["id"].as_str().unwrap_or(""))
+        .join("vda.qcow2");
+    assert_eq!(
+        scratch_ticks(&cold_file),
+        last_written,
+        "the copy is the stopped disk"
+    );
 
     // ---- negative control: one incremental altered → verify says broken, restore refused
     let t = h.ok(h.post_empty(&format!(

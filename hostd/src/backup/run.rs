@@ -430,11 +430,15 @@ fn wait_job(eng: &Engine, dom: &str, out_dir: &Path, need: u64, task: &TaskHandl
     let c = eng.completed_job(dom)?;
     match c.kind {
         3 => {
-            task.log(format!(
-                "backup job completed: {} bytes in {:.1}s",
-                c.processed.max(c.total),
-                t0.elapsed().as_secs_f64()
-            ));
+            let bytes = c.processed.max(c.total);
+            task.log(if bytes > 0 {
+                format!(
+                    "backup job completed: {bytes} bytes in {:.1}s",
+                    t0.elapsed().as_secs_f64()
+                )
+            } else {
+                format!("backup job completed in {:.1}s", t0.elapsed().as_secs_f64())
+            });
             Ok(())
         }
         4 | 5 => {
