@@ -37,7 +37,9 @@ pub enum BackupCmd {
     /// Re-read a backup and its chain, compare every file with its manifest's SHA-256
     Verify {
         vmid: u32,
+        /// The backup's id (`keel backup list` shows them)
         backup: String,
+        /// The target holding it
         #[arg(long)]
         target: String,
     },
@@ -45,7 +47,9 @@ pub enum BackupCmd {
     Restore {
         /// The backed-up VM
         vmid: u32,
+        /// The backup's id: any point of a chain
         backup: String,
+        /// The target holding it
         #[arg(long)]
         target: String,
         /// The new VM's id
