@@ -83,6 +83,19 @@ fn own_data(file: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// If the test stops half-way: the VM carries checkpoints, which the harness's plain
+/// `virsh undefine` refuses; drop them with it (runs before the harness's cleanup).
+struct Undefine(String);
+
+impl Drop for Undefine {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = common::virsh(&["destroy", &self.0]);
+            let _ = common::virsh(&["undefine", "--checkpoints-metadata", "--nvram", &self.0]);
+        }
+    }
+}
+
 /// A host bridge for the test, deleted when dropped.
 struct Bridge(String);
 
@@ -160,6 +173,7 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
     let small_dir = h.dir.join("small");
     let _m = Mount::tmpfs(&small_dir, "8m");
     let name = format!("{}-bk", h.prefix);
+    let _undefine = Undefine(name.clone());
     h.ok(h.post(
         "/vms?start=true",
         json!({
@@ -497,5 +511,13 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
         "/vms/{a}/backups/{}/verify?target=small",
         first[0]["id"].as_str().unwrap_or("")
     )));
+    // a VM with backups (libvirt checkpoints) is deleted like any other
+    h.ok(h.post_empty(&format!("/vms/{a}/status/stop")));
+    h.ok(h.delete(&format!("/vms/{a}")));
+    let (_, left) = common::virsh(&["list", "--all", "--name"]);
+    assert!(
+        !left.lines().any(|l| l.trim() == name),
+        "{name} still defined"
+    );
     eprintln!("vm_backups took {:.1}s", t_start.elapsed().as_secs_f64());
 }

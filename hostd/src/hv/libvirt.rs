@@ -296,8 +296,11 @@ impl Hypervisor for Libvirt {
     fn undefine(&self, name: &str) -> HvResult<()> {
         self.with(|c| {
             let d = Self::dom(c, name)?;
+            // checkpoints (backups' dirty bitmaps, docs/backups.md) would make libvirt refuse
             match d.undefine_flags(
-                sys::VIR_DOMAIN_UNDEFINE_NVRAM | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
+                sys::VIR_DOMAIN_UNDEFINE_NVRAM
+                    | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA,
             ) {
                 Ok(()) => Ok(()),
                 // Drivers without NVRAM/managed-save support (libvirt's test driver, some remote
