@@ -63,7 +63,7 @@ privileges! {
     VmClone = "VM.Clone",
     /// Migrate the VM to another node (reserved for the migration work).
     VmMigrate = "VM.Migrate",
-    /// Back the VM up and restore it (reserved for the backup work).
+    /// Back the VM up and verify its backups; restore them (with VM.Allocate on `/vms`).
     VmBackup = "VM.Backup",
     /// Take, roll back and delete the VM's snapshots.
     VmSnapshot = "VM.Snapshot",

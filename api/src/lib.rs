@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod backup;
 pub mod clone;
 pub mod cluster;
 pub mod error;

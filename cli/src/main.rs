@@ -1,6 +1,7 @@
 //! `keel`: Keel's API from a shell.
 
 mod access;
+mod backup;
 mod client;
 mod clone;
 mod cluster;
@@ -157,6 +158,9 @@ enum Command {
     /// Fence devices and fence tests
     #[command(subcommand)]
     Fence(cluster::FenceCmd),
+    /// Backups: targets, backup now, list, verify, restore
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -509,6 +513,7 @@ async fn dispatch(c: &Client, cmd: Command, mode: Mode) -> Result<Outcome> {
         Command::Node { cmd: Some(n) } => return cluster::node_cmd(c, n, mode).await,
         Command::Cluster(x) => return cluster::cluster(c, x, mode).await,
         Command::Fence(x) => return cluster::fence(c, x, mode).await,
+        Command::Backup(x) => return backup::backup(c, x, mode).await,
         Command::Join(_) => return Err(anyhow!("internal: join is dispatched before connecting")),
         Command::Node { cmd: None } => {
             let node = c.node().await?;

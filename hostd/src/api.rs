@@ -177,6 +177,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::cluster::protected_routes())
         .merge(crate::snapshots::routes())
         .merge(crate::access::handlers::routes())
+        .merge(crate::backup::routes())
         .layer(middleware::from_fn_with_state(
             node.clone(),
             crate::cluster::forward,
@@ -1073,7 +1074,14 @@ async fn delete_network(
         crate::snapshots::create_snapshot,
         crate::snapshots::rollback_snapshot,
         crate::snapshots::delete_snapshot_h,
-        crate::snapshots::resize_disk
+        crate::snapshots::resize_disk,
+        crate::backup::routes::list_targets,
+        crate::backup::routes::create_target,
+        crate::backup::routes::delete_target,
+        crate::backup::routes::list_backups,
+        crate::backup::routes::create_backup,
+        crate::backup::routes::verify_backup,
+        crate::backup::routes::restore_backup
     ),
     components(schemas(
         ErrorBody,
@@ -1099,7 +1107,15 @@ async fn delete_network(
         keel_api::verify::VerifyReport,
         keel_api::verify::Finding,
         keel_api::verify::Severity,
-        keel_api::clone::CloneRequest
+        keel_api::clone::CloneRequest,
+        keel_api::backup::BackupTarget,
+        keel_api::backup::BackupTargetCreate,
+        keel_api::backup::BackupCreate,
+        keel_api::backup::BackupInfo,
+        keel_api::backup::BackupKind,
+        keel_api::backup::BackupManifest,
+        keel_api::backup::BackupDisk,
+        keel_api::backup::RestoreRequest
     ))
 )]
 pub struct ApiDoc;

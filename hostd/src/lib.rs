@@ -12,6 +12,7 @@ pub mod accel;
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod clones;
 pub mod cluster;
 pub mod cluster_net;

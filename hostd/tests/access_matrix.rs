@@ -149,6 +149,8 @@ fn permission_matrix_tokens_consoles_and_raw_paths() {
         ("key", "matrix/none".into()),
         ("snapshot", "matrix-none".into()),
         ("disk", "disk9".into()),
+        ("target", "matrix-none".into()),
+        ("backup", "matrix-none".into()),
     ]
     .into_iter()
     .collect();

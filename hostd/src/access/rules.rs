@@ -388,6 +388,43 @@ pub const RULES: &[Rule] = &[
         "/api/v1/cluster/config/{*key}",
         ConfigKey(ClusterModify),
     ),
+    // ---- backups (targets are storage; restore also checks VM.Backup and the pool's
+    // Datastore.AllocateSpace in its handler)
+    r(
+        "GET",
+        "/api/v1/nodes/{node}/backup-targets",
+        Priv(DatastoreAudit, "/storage"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/backup-targets",
+        Priv(DatastoreAllocate, "/storage"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/nodes/{node}/backup-targets/{target}",
+        Priv(DatastoreAllocate, "/storage"),
+    ),
+    r(
+        "GET",
+        "/api/v1/nodes/{node}/vms/{vmid}/backups",
+        Priv(VmAudit, "/vms/{vmid}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/vms/{vmid}/backups",
+        Priv(VmBackup, "/vms/{vmid}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}/verify",
+        Priv(VmBackup, "/vms/{vmid}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}/restore",
+        Priv(VmAllocate, "/vms"),
+    ),
 ];
 
 /// The rule of a matched route (`HEAD` is checked as `GET`).

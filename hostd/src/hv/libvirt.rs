@@ -299,11 +299,13 @@ impl Hypervisor for Libvirt {
         self.with(|c| {
             let d = Self::dom(c, name)?;
             // snapshot metadata goes with the definition (hostd::snapshots removes the
-            // snapshots themselves first when the volumes stay)
+            // snapshots themselves first when the volumes stay); checkpoints (backups' dirty
+            // bitmaps, docs/backups.md) would otherwise make libvirt refuse
             match d.undefine_flags(
                 sys::VIR_DOMAIN_UNDEFINE_NVRAM
                     | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                    | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
+                    | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                    | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA,
             ) {
                 Ok(()) => Ok(()),
                 // Drivers without NVRAM/managed-save support (libvirt's test driver, some remote

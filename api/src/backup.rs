@@ -1,0 +1,223 @@
+//! Backups: targets (where backups are kept), backups of a VM, verification and restore.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::FieldError;
+
+/// A backup target name: letters, digits, `-`, `_`; 1–64 characters.
+pub fn valid_target_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A backup id as Keel makes them: `YYYYMMDDTHHMMSSZ` plus an optional `-N` suffix.
+pub fn valid_backup_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Define a backup target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupTargetCreate {
+    /// Letters, digits, `-`, `_`; at most 64 characters.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
+    pub name: String,
+    /// Only `dir` (a directory on this node) for now.
+    #[serde(default = "dir_kind")]
+    pub kind: String,
+    /// Absolute path of an existing, writable directory.
+    #[schema(min_length = 2, max_length = 1024)]
+    pub path: String,
+}
+
+fn dir_kind() -> String {
+    "dir".into()
+}
+
+impl BackupTargetCreate {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !valid_target_name(&self.name) {
+            return Err(FieldError::new(
+                "name",
+                format!(
+                    "{:?} is not a valid target name: letters, digits, '-', '_' (1-64)",
+                    self.name
+                ),
+            ));
+        }
+        if self.kind != "dir" {
+            return Err(FieldError::new(
+                "kind",
+                format!(
+                    "target kind {:?} is not supported: only \"dir\" (a directory on the node)",
+                    self.kind
+                ),
+            ));
+        }
+        if !self.path.starts_with('/')
+            || self.path.len() > 1024
+            || self.path.split('/').any(|c| c == "..")
+            || self.path.contains('\n')
+        {
+            return Err(FieldError::new(
+                "path",
+                format!(
+                    "{:?} is not an absolute directory path (no '..')",
+                    self.path
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A backup target and its state now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BackupTarget {
+    pub name: String,
+    pub kind: String,
+    pub path: String,
+    /// Usable: the directory exists and is writable.
+    pub ok: bool,
+    /// Why it is not usable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Bytes of the file system holding the directory.
+    pub total: u64,
+    /// Bytes free for new backups.
+    pub available: u64,
+}
+
+/// Start a backup of a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupCreate {
+    /// The target's name.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
+    pub target: String,
+    /// Take a full backup even when an incremental one is possible.
+    #[serde(default)]
+    pub full: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// Every disk copied whole.
+    Full,
+    /// Only the blocks changed since the parent backup (qcow2 files backed by the parent's).
+    Incremental,
+}
+
+/// One disk of a backup in its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupDisk {
+    /// Guest device (`vda`).
+    pub target: String,
+    /// File name inside the backup directory (`vda.qcow2`).
+    pub file: String,
+    /// Format of that file (`qcow2`).
+    pub format: String,
+    /// The disk's format in the VM (`qcow2`, `raw`): a restore creates that.
+    pub source_format: String,
+    /// The disk's size as the guest sees it, bytes.
+    pub virtual_size: u64,
+    /// Size of the stored file, bytes.
+    pub file_size: u64,
+    /// SHA-256 of the stored file (hex).
+    pub sha256: String,
+    /// The backing file of an incremental, relative to this backup's directory
+    /// (`../<parent-id>/vda.qcow2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing: Option<String>,
+    /// Path of the disk in the VM when it was backed up.
+    pub source_path: String,
+}
+
+/// `manifest.json` of a backup (the on-disk format, docs/backups.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BackupManifest {
+    /// Format version (1).
+    pub version: u32,
+    pub id: String,
+    pub vmid: u32,
+    pub node: String,
+    pub kind: BackupKind,
+    /// The backup this one's disks are backed by (incremental only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The libvirt checkpoint created with this backup (none for a stopped VM's copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// Live (libvirt backup job) or a stopped VM's copy.
+    pub live: bool,
+    /// Unix seconds.
+    pub start_time: i64,
+    pub end_time: i64,
+    /// The VM's spec (Keel's form).
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    /// The domain XML (libvirt's form), for a restore without Keel.
+    pub domain_xml: String,
+    pub disks: Vec<BackupDisk>,
+}
+
+/// One backup in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BackupInfo {
+    pub id: String,
+    pub vmid: u32,
+    pub target: String,
+    pub kind: BackupKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    pub live: bool,
+    pub start_time: i64,
+    pub end_time: i64,
+    /// Bytes stored by this backup (its own files only).
+    pub size: u64,
+    /// `unverified`, `ok` or `broken`.
+    pub verify_state: String,
+    /// Unix seconds of the last verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_time: Option<i64>,
+    /// Why the last verification failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_error: Option<String>,
+}
+
+/// `?target=` of a VM's backup listing (optional: every target) and of verify (required).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct BackupTargetQuery {
+    /// The target's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// Restore a backup (any point of a chain) into a new VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The target holding the backup.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
+    pub target: String,
+    /// The new VM's id (must be free).
+    #[schema(minimum = 100, maximum = 999_999_999)]
+    pub new_vmid: u32,
+    /// The pool the restored disks are created in.
+    #[schema(min_length = 1, max_length = 200)]
+    pub pool: String,
+    /// The new VM's name (default: the original's name with `-restore-<new_vmid>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Start the VM once restored.
+    #[serde(default)]
+    pub start: bool,
+}

@@ -1,0 +1,248 @@
+//! `keel backup …`: backup targets, backup now, list, verify, restore (docs/backups.md).
+
+use anyhow::Result;
+use clap::Subcommand;
+use keel_api::backup::{
+    BackupCreate, BackupInfo, BackupKind, BackupTarget, BackupTargetCreate, RestoreRequest,
+};
+use reqwest::Method;
+
+use crate::client::Client;
+use crate::task::Mode;
+use crate::{output, show, task_outcome, Outcome};
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCmd {
+    /// Backup targets: where backups are kept
+    #[command(subcommand)]
+    Target(TargetCmd),
+    /// Back a VM up now: live when it runs (incremental when its chain on the target is
+    /// whole), a copy of its disks when it is stopped
+    Create {
+        vmid: u32,
+        /// The target's name
+        #[arg(long)]
+        target: String,
+        /// A full backup even when an incremental is possible
+        #[arg(long)]
+        full: bool,
+    },
+    /// A VM's backups (id, time, kind, size, parent, verify state)
+    List {
+        vmid: u32,
+        /// Only this target [default: every target]
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Re-read a backup and its chain, compare every file with its manifest's SHA-256
+    Verify {
+        vmid: u32,
+        /// The backup's id (`keel backup list` shows them)
+        backup: String,
+        /// The target holding it
+        #[arg(long)]
+        target: String,
+    },
+    /// Restore a backup (any point of a chain) into a new VM
+    Restore {
+        /// The backed-up VM
+        vmid: u32,
+        /// The backup's id: any point of a chain
+        backup: String,
+        /// The target holding it
+        #[arg(long)]
+        target: String,
+        /// The new VM's id
+        #[arg(long = "new-vmid")]
+        new_vmid: u32,
+        /// The pool the disks are created in
+        #[arg(long)]
+        pool: String,
+        /// The new VM's name [default: <name>-restore-<new vmid>]
+        #[arg(long)]
+        name: Option<String>,
+        /// Start it once restored
+        #[arg(long)]
+        start: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TargetCmd {
+    /// Add a `dir` target: an existing, writable directory on the node
+    Add {
+        name: String,
+        /// Absolute path of the directory
+        #[arg(long)]
+        path: String,
+    },
+    /// The node's targets with free space and whether each is usable
+    List,
+    /// Forget a target (its backups stay in the directory)
+    Remove { name: String },
+}
+
+fn targets_table(ts: &[BackupTarget]) {
+    println!(
+        "{:<16} {:<5} {:<10} {:>10} {:>10} PATH",
+        "NAME", "KIND", "STATE", "FREE", "SIZE"
+    );
+    for t in ts {
+        println!(
+            "{:<16} {:<5} {:<10} {:>10} {:>10} {}",
+            t.name,
+            t.kind,
+            if t.ok { "ok" } else { "unusable" },
+            output::bytes(t.available),
+            output::bytes(t.total),
+            t.path
+        );
+        if let Some(e) = &t.error {
+            println!("{:<16} -> {e}", "");
+        }
+    }
+}
+
+fn backups_table(bs: &[BackupInfo]) {
+    println!(
+        "{:<22} {:<10} {:<19} {:<11} {:>10} {:<22} VERIFY",
+        "ID", "TARGET", "TIME (UTC)", "KIND", "SIZE", "PARENT"
+    );
+    for b in bs {
+        println!(
+            "{:<22} {:<10} {:<19} {:<11} {:>10} {:<22} {}",
+            b.id,
+            b.target,
+            output::time(b.start_time),
+            match b.kind {
+                BackupKind::Full => "full",
+                BackupKind::Incremental => "incremental",
+            },
+            output::bytes(b.size),
+            b.parent.as_deref().unwrap_or("-"),
+            b.verify_state
+        );
+        if let Some(e) = &b.verify_error {
+            println!("{:<22} -> {e}", "");
+        }
+    }
+}
+
+pub async fn backup(c: &Client, cmd: BackupCmd, mode: Mode) -> Result<Outcome> {
+    let node = c.node().await?.to_string();
+    let node = node.as_str();
+    let json = mode.json;
+    match cmd {
+        BackupCmd::Target(TargetCmd::List) => show(
+            c.get(&["nodes", node, "backup-targets"], &[]).await?,
+            json,
+            |t: Vec<BackupTarget>| targets_table(&t),
+        )?,
+        BackupCmd::Target(TargetCmd::Add { name, path }) => {
+            let body = BackupTargetCreate {
+                name,
+                kind: "dir".into(),
+                path,
+            };
+            let v = c
+                .call(
+                    Method::POST,
+                    &["nodes", node, "backup-targets"],
+                    &[],
+                    Some(&body),
+                )
+                .await?;
+            show(v, json, |t: BackupTarget| targets_table(&[t]))?;
+        }
+        BackupCmd::Target(TargetCmd::Remove { name }) => {
+            c.call::<()>(
+                Method::DELETE,
+                &["nodes", node, "backup-targets", &name],
+                &[],
+                None,
+            )
+            .await?;
+            if !json {
+                println!("backup target {name} removed (its backups stay in the directory)");
+            }
+        }
+        BackupCmd::Create { vmid, target, full } => {
+            let a = c
+                .call(
+                    Method::POST,
+                    &["nodes", node, "vms", &vmid.to_string(), "backups"],
+                    &[],
+                    Some(&BackupCreate { target, full }),
+                )
+                .await?;
+            return task_outcome(c, node, a, mode).await;
+        }
+        BackupCmd::List { vmid, target } => {
+            let q: Vec<(&str, String)> = target.map(|t| ("target", t)).into_iter().collect();
+            show(
+                c.get(&["nodes", node, "vms", &vmid.to_string(), "backups"], &q)
+                    .await?,
+                json,
+                |b: Vec<BackupInfo>| backups_table(&b),
+            )?
+        }
+        BackupCmd::Verify {
+            vmid,
+            backup,
+            target,
+        } => {
+            let a = c
+                .call::<()>(
+                    Method::POST,
+                    &[
+                        "nodes",
+                        node,
+                        "vms",
+                        &vmid.to_string(),
+                        "backups",
+                        &backup,
+                        "verify",
+                    ],
+                    &[("target", target)],
+                    None,
+                )
+                .await?;
+            return task_outcome(c, node, a, mode).await;
+        }
+        BackupCmd::Restore {
+            vmid,
+            backup,
+            target,
+            new_vmid,
+            pool,
+            name,
+            start,
+        } => {
+            let body = RestoreRequest {
+                target,
+                new_vmid,
+                pool,
+                name,
+                start,
+            };
+            let a = c
+                .call(
+                    Method::POST,
+                    &[
+                        "nodes",
+                        node,
+                        "vms",
+                        &vmid.to_string(),
+                        "backups",
+                        &backup,
+                        "restore",
+                    ],
+                    &[],
+                    Some(&body),
+                )
+                .await?;
+            return task_outcome(c, node, a, mode).await;
+        }
+    }
+    Ok(Outcome::Done)
+}

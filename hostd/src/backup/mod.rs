@@ -1,0 +1,18 @@
+//! Backups of VMs to backup targets (docs/backups.md).
+//!
+//! - [`targets`]: where backups go (a `dir` target: a directory on this node), kept in this
+//!   node's `hostd.db`.
+//! - [`engine`]: the commands (virsh's backup/checkpoint verbs, qemu-img) through
+//!   `keel-runner`; the `virt` crate has no binding for libvirt's backup API.
+//! - [`store`]: the on-disk format: `<target>/<vmid>/<id>/manifest.json` plus one file per
+//!   disk, written into `.partial-<id>` and renamed once complete and fsync'ed.
+//! - [`run`]: backup now (live through libvirt's backup job with a checkpoint, or a stopped
+//!   VM's copy), verify and restore.
+
+pub mod engine;
+pub mod routes;
+pub mod run;
+pub mod store;
+pub mod targets;
+
+pub use routes::routes;
