@@ -56,33 +56,37 @@ fn live_api_conforms_to_its_openapi_document() {
     assert!(ops > 30, "the document lists only {ops} paths");
 
     let seed = std::env::var("KEEL_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261202".into());
+    let run = |extra: &[&str]| -> (bool, String) {
+        let out = Command::new("schemathesis")
+            // its cache (.schemathesis/) goes into the test's own directory, not the checkout
+            .current_dir(&h.dir)
+            .arg("run")
+            .arg(&spec)
+            .args(["--url", &h.base])
+            .args(["--tls-verify", "false"])
+            .args(["-H", &format!("Authorization: KeelAPIToken {}", h.token)])
+            .args(["--checks", CHECKS])
+            .args(["--max-examples", "8"])
+            .args(["--seed", &seed])
+            .args(["--exclude-path-regex", EXCLUDED_PATHS])
+            .args(["--request-timeout", "30"])
+            // a connection dropped in its TLS handshake on a starved 2-core machine is retried
+            // (seen once: "EOF occurred in violation of protocol" while a build ran beside the
+            // suite); answers are still all checked
+            .args(["--request-retries", "2"])
+            .args(["--max-time", "90"])
+            .args(["--output-truncate", "false"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .env("SCHEMATHESIS_HOOKS", "")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run schemathesis: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
     let t0 = Instant::now();
-    let out = Command::new("schemathesis")
-        // its cache (.schemathesis/) goes into the test's own directory, not the checkout
-        .current_dir(&h.dir)
-        .arg("run")
-        .arg(&spec)
-        .args(["--url", &h.base])
-        .args(["--tls-verify", "false"])
-        .args(["-H", &format!("Authorization: KeelAPIToken {}", h.token)])
-        .args(["--checks", CHECKS])
-        .args(["--max-examples", "8"])
-        .args(["--seed", &seed])
-        .args(["--exclude-path-regex", EXCLUDED_PATHS])
-        .args(["--request-timeout", "30"])
-        // a connection dropped in its TLS handshake on a starved 2-core machine is retried
-        // (seen once: "EOF occurred in violation of protocol" while a build ran beside the
-        // suite); answers are still all checked
-        .args(["--request-retries", "2"])
-        .args(["--workers", "2"])
-        .args(["--max-time", "90"])
-        .args(["--output-truncate", "false"])
-        .env("NO_COLOR", "1")
-        .env("SCHEMATHESIS_HOOKS", "")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run schemathesis: {e}"));
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (mut ok, text) = run(&["--workers", "2"]);
     let took = t0.elapsed();
 
     eprintln!(
@@ -100,9 +104,87 @@ fn live_api_conforms_to_its_openapi_document() {
         "METRIC schemathesis {version}: {ops} paths, seed {seed}, {:.1}s",
         took.as_secs_f64()
     );
+    // CPython 3.11's AST constructor can raise "AST constructor recursion depth mismatch" while
+    // Hypothesis reads a lambda's source to describe a strategy: an error inside the tool, not
+    // an answer of hostd's. When every error of the run is that one (and no test case failed),
+    // each operation it hit is run again, alone, in the phase it hit; those runs must pass.
+    if !ok {
+        if let Some(retry) = tool_only_errors(&text) {
+            eprintln!(
+                "schemathesis hit the CPython AST bug on {retry:?}; running those operations again alone"
+            );
+            ok = retry.iter().all(|(method, path)| {
+                let (ok1, text1) = run(&[
+                    "--workers",
+                    "1",
+                    "--phases",
+                    "coverage",
+                    "--include-method",
+                    method,
+                    "--include-path",
+                    path,
+                ]);
+                if !ok1 {
+                    eprintln!("rerun of {method} {path} failed:\n{text1}");
+                }
+                ok1
+            });
+        }
+    }
     assert!(
-        out.status.success(),
+        ok,
         "schemathesis found failures against the live API (seed {seed}; replay with KEEL_SCHEMATHESIS_SEED):\n{text}\nhostd log:\n{}",
         h.log()
+    );
+}
+
+/// The operations (method, path) of a run whose only errors are CPython's AST recursion bug
+/// inside Hypothesis and in which no test case failed; `None` when anything else went wrong.
+fn tool_only_errors(text: &str) -> Option<Vec<(String, String)>> {
+    const BUG: &str = "AST constructor recursion depth mismatch";
+    // "4377 generated, 4377 passed": every generated case passed
+    let summary_ok = text.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.len() == 4 && w[1] == "generated," && w[3] == "passed" && w[0] == w[2]
+    });
+    if !summary_ok || text.contains("FAILURES") {
+        return None;
+    }
+    let errors = text.split("= ERRORS =").nth(1)?;
+    let errors = errors.split("= SUMMARY =").next()?;
+    let mut ops = Vec::new();
+    for block in errors.split("\n___").skip(1) {
+        let head = block.lines().next()?.trim_matches(|c| c == '_' || c == ' ');
+        let (method, path) = head.split_once(' ')?;
+        if !block.contains(BUG) {
+            return None;
+        }
+        ops.push((method.to_string(), path.to_string()));
+    }
+    (!ops.is_empty()).then_some(ops)
+}
+
+#[test]
+fn only_the_cpython_ast_bug_is_retried() {
+    let run = |errors: &str, cases: &str| {
+        format!("Coverage\n==== ERRORS ====\n{errors}\n==== SUMMARY ====\nTest cases:\n  {cases}\n")
+    };
+    let bug = "___ POST /api/v1/cluster/fencing/{node}/test ___\nRuntime Error\n\nAST constructor recursion depth mismatch (before=66, after=200)\n";
+    assert_eq!(
+        tool_only_errors(&run(bug, "4377 generated, 4377 passed")),
+        Some(vec![(
+            "POST".to_string(),
+            "/api/v1/cluster/fencing/{node}/test".to_string()
+        )])
+    );
+    // a failed case, or any other error, is never retried away
+    assert_eq!(
+        tool_only_errors(&run(bug, "4377 generated, 4376 passed")),
+        None
+    );
+    let other = "___ GET /api/v1/version ___\nServer error\n";
+    assert_eq!(
+        tool_only_errors(&run(&format!("{bug}{other}"), "10 generated, 10 passed")),
+        None
     );
 }
