@@ -56,7 +56,7 @@ function CloneDialog({ vmid, name, template, onClose }: { vmid: number; name: st
   const [progress, setProgress] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
-    get<{ vmid: number }>(np("/vms/nextid")).then((n) => setNewId(String(n.vmid))).catch(() => {});
+    get<{ vmid: number }>(np("/vms/nextid")).then((n) => setNewId((v) => v || String(n.vmid))).catch(() => {});
     get<PoolInfo[]>(np("/storage")).then((p) => setPools(p.filter((x) => x.kind === "dir" && x.active))).catch(() => {});
   }, []);
   const submit = async (e: Event) => {

@@ -35,7 +35,7 @@ export function depths(list: SnapshotInfo[]): Record<string, number> {
 type Msg = { tone: "info" | "error"; text: string } | null;
 
 /** Run one task, reporting its latest log line and progress through `say`. */
-async function runShown(what: string, method: string, path: string, body: unknown, say: (m: Msg) => void): Promise<boolean> {
+export async function runShown(what: string, method: string, path: string, body: unknown, say: (m: Msg) => void): Promise<boolean> {
   say({ tone: "info", text: `${what}: task started…` });
   try {
     const r = await request(method, path, body) as TaskRef;

@@ -1,0 +1,132 @@
+// End-to-end test of the VM page's Backups tab against a real keel-hostd (no mocks): on a
+// stopped VM with one qcow2 disk and one dir backup target, take a full backup through the
+// "Back up now" dialog and see it listed (kind, size, unverified), verify it (state "ok"
+// shown), see a bad restore VM ID refused before sending, restore it into a new VM and see the
+// task succeed and the new VM exist.
+//   KEEL_UI_URL          base URL (hostd serving ui/dist)
+//   KEEL_UI_PASSWORD     root's password
+//   KEEL_UI_VMID         a stopped VM with one small qcow2 disk and no backups
+//   KEEL_BACKUP_TARGET   the name of a dir backup target on the node
+//   KEEL_RESTORE_VMID    a free VM id to restore into
+//   KEEL_RESTORE_NAME    the restored VM's name
+//   CHROMIUM             browser binary (default /usr/bin/chromium)
+// Prints "N passed, N failed" last; exits non-zero on any failure (screenshots in e2e/artifacts/).
+import { chromium } from "playwright-core";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BASE = (process.env.KEEL_UI_URL ?? "https://127.0.0.1:8006").replace(/\/$/, "");
+const PASSWORD = process.env.KEEL_UI_PASSWORD;
+const VMID = process.env.KEEL_UI_VMID;
+const TARGET = process.env.KEEL_BACKUP_TARGET;
+const NEW_VMID = process.env.KEEL_RESTORE_VMID;
+const NEW_NAME = process.env.KEEL_RESTORE_NAME;
+if (!PASSWORD || !VMID || !TARGET || !NEW_VMID || !NEW_NAME) {
+  console.error("KEEL_UI_PASSWORD, KEEL_UI_VMID, KEEL_BACKUP_TARGET, KEEL_RESTORE_VMID and KEEL_RESTORE_NAME are required");
+  process.exit(2);
+}
+const ARTIFACTS = join(here, "artifacts");
+mkdirSync(ARTIFACTS, { recursive: true });
+
+const userDir = mkdtempSync(join(tmpdir(), "keel-ui-backup-"));
+const browser = await chromium.launchPersistentContext(userDir, {
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  ignoreHTTPSErrors: true,
+  viewport: { width: 1280, height: 800 },
+  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const page = browser.pages()[0] ?? await browser.newPage();
+page.setDefaultTimeout(30_000);
+const pageErrors = [];
+page.on("pageerror", (e) => pageErrors.push(String(e)));
+
+let passed = 0, failed = 0, broken = false;
+const log = (...a) => console.log(...a);
+async function step(name, fn) {
+  if (broken) { failed++; log(`FAIL ${name} (skipped: an earlier step failed)`); return; }
+  const t0 = Date.now();
+  try {
+    await fn();
+    passed++;
+    log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  } catch (e) {
+    failed++;
+    broken = true;
+    log(`FAIL ${name}: ${e?.message?.split("\n")[0] ?? e}`);
+    const f = join(ARTIFACTS, `backups-${name.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}.png`);
+    await page.screenshot({ path: f, fullPage: true }).catch(() => {});
+    log(`     screenshot: ${f}`);
+  }
+}
+function expect(cond, msg) { if (!cond) throw new Error(msg); }
+const table = () => page.getByRole("table", { name: "Backups" });
+const rows = () => table().locator("tbody tr");
+let id = null;
+
+await step("sign in and open the Backups tab", async () => {
+  await page.goto(`${BASE}/login`);
+  await page.getByLabel("User name").fill("root");
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("navigation", { name: "Main" }).waitFor();
+  await page.goto(`${BASE}/vms/${VMID}?tab=backups`);
+  await page.getByRole("tab", { name: "Backups" }).waitFor();
+  await page.getByText("No backups of this VM yet.").waitFor();
+  expect(await page.getByRole("region", { name: "No backup target" }).count() === 0, "the no-target help is shown although a target exists");
+});
+
+await step("back up now (full) to the target: listed with kind, size and unverified", async () => {
+  await page.getByRole("button", { name: "Back up now…" }).click();
+  await page.getByLabel("Target", { exact: true }).selectOption(TARGET);
+  await page.locator("#backup-full").check();
+  await page.getByRole("button", { name: "Back up", exact: true }).click();
+  await page.getByText(`Backup to ${TARGET}: done.`).waitFor({ timeout: 120_000 });
+  await rows().first().waitFor();
+  expect(await rows().count() === 1, `expected one backup, got ${await rows().count()}`);
+  const r = rows().first();
+  id = await r.getAttribute("data-backup");
+  expect(/^\d{8}T\d{6}Z/.test(id ?? ""), `backup id ${id}`);
+  const text = await r.innerText();
+  expect(text.includes(TARGET) && text.includes("full") && text.includes("unverified"), `row: ${text}`);
+  expect(/\d+(\.\d+)? (B|KiB|MiB)/.test(text), `no size in the row: ${text}`);
+});
+
+await step("verify it: state ok shown", async () => {
+  const r = table().locator(`tr[data-backup="${id}"]`);
+  await r.getByRole("button", { name: "Verify" }).click();
+  await page.getByText(`Verify ${id}: done.`).waitFor({ timeout: 60_000 });
+  await r.locator('td[data-verify="ok"]').waitFor();
+  expect((await r.innerText()).includes("ok"), "verify state not shown");
+});
+
+await step("a bad new VM ID is refused before sending", async () => {
+  await table().locator(`tr[data-backup="${id}"]`).getByRole("button", { name: "Restore…" }).click();
+  await page.getByLabel("New VM ID").fill("12");
+  await page.getByText("The new VM ID must be a number").waitFor();
+  expect(await page.getByRole("button", { name: "Restore", exact: true }).isDisabled(), "submit enabled with a bad VM ID");
+  await page.getByRole("button", { name: "Cancel" }).click();
+});
+
+await step("restore it into a new VM: the task succeeds and the VM exists", async () => {
+  await table().locator(`tr[data-backup="${id}"]`).getByRole("button", { name: "Restore…" }).click();
+  await page.getByLabel("New VM ID").fill(NEW_VMID);
+  await page.getByLabel("New name").fill(NEW_NAME);
+  expect(await page.getByLabel("Pool for the disks").inputValue() !== "", "no pool chosen");
+  await page.getByRole("button", { name: "Restore", exact: true }).click();
+  await page.getByText(`Restore ${id} to VM ${NEW_VMID}: done.`).waitFor({ timeout: 120_000 });
+  await page.goto(`${BASE}/vms/${NEW_VMID}`);
+  await page.getByText(NEW_NAME).first().waitFor();
+});
+
+await step("no page errors", async () => {
+  expect(pageErrors.length === 0, pageErrors.join("; "));
+});
+
+await browser.close();
+rmSync(userDir, { recursive: true, force: true });
+log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
