@@ -105,14 +105,29 @@ await step("verify it: state ok shown", async () => {
 
 await step("a bad new VM ID is refused before sending", async () => {
   await table().locator(`tr[data-backup="${id}"]`).getByRole("button", { name: "Restore…" }).click();
-  await page.getByLabel("New VM ID").fill("12");
-  await page.getByText("The new VM ID must be a number").waitFor();
-  expect(await page.getByRole("button", { name: "Restore", exact: true }).isDisabled(), "submit enabled with a bad VM ID");
-  await page.getByRole("button", { name: "Cancel" }).click();
+  const dlg = page.getByRole("dialog", { name: `Restore backup ${id} of VM ${VMID}` });
+  await dlg.waitFor();
+  const input = dlg.getByLabel("New VM ID");
+  // the dialog asks for the next free VM ID when it opens; type only once it is filled in, the
+  // way a person would, and say what the dialog shows if the error does not appear
+  await page.waitForFunction(() => document.querySelector("#restore-vmid")?.value !== "", null, { timeout: 30_000 })
+    .catch(() => {});
+  await input.fill("12");
+  const shown = await dlg.getByText("The new VM ID must be a number").waitFor({ timeout: 15_000 }).then(() => true, () => false);
+  if (!shown) {
+    const open = await dlg.isVisible();
+    throw new Error(`no VM ID error after typing 12: dialog ${open ? "open" : "closed"}, field holds ` +
+      `${open ? JSON.stringify(await input.inputValue()) : "-"}, dialog text: ${open ? JSON.stringify(await dlg.innerText()) : "-"}`);
+  }
+  expect(await dlg.getByRole("button", { name: "Restore", exact: true }).isDisabled(), "submit enabled with a bad VM ID");
+  await dlg.getByRole("button", { name: "Cancel" }).click();
+  await dlg.waitFor({ state: "detached" });
 });
 
 await step("restore it into a new VM: the task succeeds and the VM exists", async () => {
   await table().locator(`tr[data-backup="${id}"]`).getByRole("button", { name: "Restore…" }).click();
+  await page.waitForFunction(() => document.querySelector("#restore-vmid")?.value !== "", null, { timeout: 30_000 })
+    .catch(() => {});
   await page.getByLabel("New VM ID").fill(NEW_VMID);
   await page.getByLabel("New name").fill(NEW_NAME);
   expect(await page.getByLabel("Pool for the disks").inputValue() !== "", "no pool chosen");
