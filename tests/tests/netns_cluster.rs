@@ -179,7 +179,20 @@ fn scenario(lab: &NetnsLab, t_up: Duration) -> Result<()> {
         "svc not started after rejoin: {st:?}"
     );
 
-    // the agent's reboot path (off, then on = the node's boot script) through Pacemaker
+    // the agent's reboot path (off, then on = the node's boot script) through Pacemaker. The
+    // lab runs with stonith-action=off (a fenced node stays off until the test powers it on);
+    // a node rebooted from the outside leaves the membership unexpectedly, and the DC then
+    // fences it with the cluster's action, merged with the reboot in flight only when that
+    // action is also reboot (as on a production cluster, and Keel's own CIB).
+    n1.run_ok(&[
+        "crm_attribute",
+        "--type",
+        "crm_config",
+        "--name",
+        "stonith-action",
+        "--update",
+        "reboot",
+    ])?;
     let t2 = Instant::now();
     obs.run_ok(&["stonith_admin", "--reboot", &owner, "--timeout", "60"])?;
     lab.wait_for("reboot of the node in the fencing history", T, || {
