@@ -26,6 +26,26 @@ pub struct NetworkInfo {
     pub autostart: bool,
     /// Address of the network's gateway with prefix, e.g. `10.99.0.1/24` (NAT networks).
     pub cidr: Option<String>,
+    /// VMs on this node with a NIC on this network (or, for a host bridge, on the bridge),
+    /// with whether each is running.
+    #[serde(default)]
+    pub used_by: Vec<NetworkUser>,
+}
+
+/// A VM with a NIC on a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkUser {
+    pub vmid: u32,
+    pub name: String,
+    pub running: bool,
+}
+
+/// Change a libvirt network's settings (`PUT .../networks/{name}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkUpdate {
+    /// Start the network when the host boots.
+    pub autostart: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

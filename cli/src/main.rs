@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use keel_api::network::{NetworkCreate, NetworkInfo, NetworkKind};
+use keel_api::network::{NetworkCreate, NetworkInfo, NetworkKind, NetworkUpdate};
 use keel_api::node::NodeInfo;
 use keel_api::storage::{PoolInfo, VolumeCreate, VolumeInfo};
 use keel_api::task::TaskInfo;
@@ -347,9 +347,19 @@ enum NetCmd {
         #[arg(long)]
         no_autostart: bool,
     },
-    /// Delete a libvirt network
+    /// Delete a libvirt network (refused while a VM has a NIC on it)
     #[command(visible_alias = "rm")]
     Delete { name: String },
+    /// Start a libvirt network
+    Start { name: String },
+    /// Stop a libvirt network (refused while a running VM has a NIC on it)
+    Stop { name: String },
+    /// Start a libvirt network when the host boots, or not
+    Autostart {
+        name: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
 }
 
 /// Why the command did not finish (beyond an ordinary error).
@@ -868,6 +878,42 @@ async fn net(c: &Client, cmd: NetCmd, mode: Mode) -> Result<Outcome> {
                 .await?;
             return task_outcome(c, node, a, mode).await;
         }
+        NetCmd::Start { name } => {
+            let a = c
+                .call::<()>(
+                    Method::POST,
+                    &["nodes", node, "networks", &name, "start"],
+                    &[],
+                    None,
+                )
+                .await?;
+            return task_outcome(c, node, a, mode).await;
+        }
+        NetCmd::Stop { name } => {
+            let a = c
+                .call::<()>(
+                    Method::POST,
+                    &["nodes", node, "networks", &name, "stop"],
+                    &[],
+                    None,
+                )
+                .await?;
+            return task_outcome(c, node, a, mode).await;
+        }
+        NetCmd::Autostart { name, state } => {
+            let body = NetworkUpdate {
+                autostart: state == "on",
+            };
+            let v = c
+                .call(
+                    Method::PUT,
+                    &["nodes", node, "networks", &name],
+                    &[],
+                    Some(&body),
+                )
+                .await?;
+            show(v, mode.json, |n: NetworkInfo| output::networks(&[n]))?;
+        }
     }
     Ok(Outcome::Done)
 }
@@ -974,6 +1020,20 @@ mod tests {
             "keel", "vm", "create", "--vmid", "900", "--name", "t", "--disk", "bad"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn net_start_stop_autostart() {
+        for a in [
+            &["keel", "net", "start", "lab"][..],
+            &["keel", "net", "stop", "lab"],
+            &["keel", "net", "autostart", "lab", "on"],
+            &["keel", "net", "autostart", "lab", "off"],
+        ] {
+            assert!(Cli::try_parse_from(a).is_ok(), "{a:?}");
+        }
+        assert!(Cli::try_parse_from(["keel", "net", "autostart", "lab", "yes"]).is_err());
+        assert!(Cli::try_parse_from(["keel", "net", "autostart", "lab"]).is_err());
     }
 
     #[test]

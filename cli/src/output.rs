@@ -395,8 +395,21 @@ pub fn volumes(vols: &[VolumeInfo]) {
 }
 
 pub fn networks(nets: &[NetworkInfo]) {
-    let mut t = table(&["NAME", "KIND", "BRIDGE", "CIDR", "ACTIVE", "AUTOSTART"]);
+    let mut t = table(&[
+        "NAME",
+        "KIND",
+        "BRIDGE",
+        "CIDR",
+        "ACTIVE",
+        "AUTOSTART",
+        "USED BY",
+    ]);
     for n in nets {
+        let users: Vec<String> = n
+            .used_by
+            .iter()
+            .map(|u| format!("{}{}", u.vmid, if u.running { "" } else { " (stopped)" }))
+            .collect();
         t.add_row(vec![
             n.name.clone(),
             wire_name(&n.kind),
@@ -404,6 +417,11 @@ pub fn networks(nets: &[NetworkInfo]) {
             opt(n.cidr.clone()),
             yes_no(n.active),
             yes_no(n.autostart),
+            if users.is_empty() {
+                "-".into()
+            } else {
+                users.join(", ")
+            },
         ]);
     }
     print_table(&mut t);

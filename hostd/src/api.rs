@@ -16,7 +16,7 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
 use keel_api::auth::{LoginRequest, LoginResponse, CSRF_HEADER, TICKET_COOKIE, TOKEN_SCHEME};
-use keel_api::network::{NetworkCreate, NetworkInfo};
+use keel_api::network::{NetworkCreate, NetworkInfo, NetworkUpdate, NetworkUser};
 use keel_api::node::{Health, NodeInfo};
 use keel_api::password::PasswordChange;
 use keel_api::storage::{PoolInfo, UploadQuery, VolumeCreate, VolumeInfo};
@@ -172,7 +172,15 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route(
             "/api/v1/nodes/{node}/networks/{name}",
-            delete(delete_network),
+            delete(delete_network).put(update_network),
+        )
+        .route(
+            "/api/v1/nodes/{node}/networks/{name}/start",
+            post(start_network),
+        )
+        .route(
+            "/api/v1/nodes/{node}/networks/{name}/stop",
+            post(stop_network),
         )
         .merge(crate::cluster::protected_routes())
         .merge(crate::snapshots::routes())
@@ -994,11 +1002,7 @@ async fn delete_network(
 ) -> ApiResult<Response> {
     check_node(&node, &name)?;
     let upid = blocking(move || {
-        if !node.hv.list_networks()?.iter().any(|n| n.name == net) {
-            return Err(Error::NotFound(format!(
-                "libvirt network {net:?} not found"
-            )));
-        }
+        network::check_unused(&node, &net, network::Unused::ByAnyVm)?;
         let n = node.clone();
         tasks::spawn(
             &node.tasks,
@@ -1007,6 +1011,76 @@ async fn delete_network(
             &p.user,
             true,
             move |t| network::delete(&n, &net, t),
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+#[utoipa::path(put, path = "/api/v1/nodes/{node}/networks/{name}", tag = "networks", params(("node" = String, Path), ("name" = String, Path)),
+    request_body = NetworkUpdate,
+    responses((status = 200, description = "The network with its new setting", body = NetworkInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "A host bridge, not a libvirt network", body = ErrorBody)))]
+async fn update_network(
+    State(node): State<Arc<Node>>,
+    Path((name, net)): Path<(String, String)>,
+    JsonBody(req): JsonBody<NetworkUpdate>,
+) -> ApiResult<Json<NetworkInfo>> {
+    check_node(&node, &name)?;
+    Ok(Json(
+        blocking(move || network::set_autostart(&node, &net, req.autostart)).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/networks/{name}/start", tag = "networks", params(("node" = String, Path), ("name" = String, Path)),
+    responses((status = 202, body = TaskRef), (status = 404, body = ErrorBody), (status = 409, description = "A host bridge, or the network is already active", body = ErrorBody)))]
+async fn start_network(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, net)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || {
+        if network::find_libvirt(&node, &net)?.active {
+            return Err(Error::Conflict(format!(
+                "network {net:?} is already active"
+            )));
+        }
+        let n = node.clone();
+        tasks::spawn(
+            &node.tasks,
+            "netstart",
+            &net.clone(),
+            &p.user,
+            true,
+            move |t| network::start(&n, &net, t),
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/networks/{name}/stop", tag = "networks", params(("node" = String, Path), ("name" = String, Path)),
+    responses((status = 202, body = TaskRef), (status = 404, body = ErrorBody), (status = 409, description = "A host bridge, already inactive, or running VMs have a NIC on it (named)", body = ErrorBody)))]
+async fn stop_network(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, net)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || {
+        if !network::check_unused(&node, &net, network::Unused::ByRunningVms)?.active {
+            return Err(Error::Conflict(format!(
+                "network {net:?} is already inactive"
+            )));
+        }
+        let n = node.clone();
+        tasks::spawn(
+            &node.tasks,
+            "netstop",
+            &net.clone(),
+            &p.user,
+            true,
+            move |t| network::stop(&n, &net, t),
         )
     })
     .await?;
@@ -1050,6 +1124,9 @@ async fn delete_network(
         list_networks,
         create_network,
         delete_network,
+        update_network,
+        start_network,
+        stop_network,
         crate::cluster::init,
         crate::cluster::join_token,
         crate::cluster::local_join,
@@ -1096,6 +1173,8 @@ async fn delete_network(
         PoolInfo,
         VolumeInfo,
         NetworkInfo,
+        NetworkUser,
+        NetworkUpdate,
         NodeInfo,
         LoginResponse,
         keel_api::cluster::ClusterStatus,

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use keel_api::network::{NetworkCreate, NetworkInfo, NetworkKind};
+use keel_api::network::{NetworkCreate, NetworkInfo, NetworkKind, NetworkUser};
 
 use crate::error::{Error, Result};
 use crate::tasks::TaskHandle;
@@ -23,6 +23,140 @@ pub fn host_bridges() -> Vec<String> {
     v
 }
 
+/// A VM, the libvirt networks and the host bridges its NICs are on.
+type NicUse = (NetworkUser, Vec<String>, Vec<String>);
+
+/// Each defined VM with its NICs' networks and bridges (a VM whose XML cannot be read is skipped:
+/// it is being defined or removed right now).
+fn nic_users(node: &Node) -> Result<Vec<NicUse>> {
+    let mut out = Vec::new();
+    for r in node.hv.list_domains()? {
+        let Ok(p) = node
+            .hv
+            .domain_xml(&r.name, true)
+            .map_err(Error::from)
+            .and_then(|x| Ok(crate::domain::parse(&x)?))
+        else {
+            continue;
+        };
+        let nets = p
+            .spec
+            .nics
+            .iter()
+            .filter_map(|n| n.network.clone())
+            .collect();
+        let brs = p
+            .spec
+            .nics
+            .iter()
+            .filter_map(|n| n.bridge.clone())
+            .collect();
+        out.push((
+            NetworkUser {
+                vmid: p.spec.vmid,
+                name: r.name.clone(),
+                running: r.state.is_active(),
+            },
+            nets,
+            brs,
+        ));
+    }
+    out.sort_by_key(|u| u.0.vmid);
+    Ok(out)
+}
+
+/// The VMs with a NIC on libvirt network `name`.
+fn users_of(node: &Node, name: &str) -> Result<Vec<NetworkUser>> {
+    Ok(nic_users(node)?
+        .into_iter()
+        .filter(|(_, nets, _)| nets.iter().any(|n| n == name))
+        .map(|(u, _, _)| u)
+        .collect())
+}
+
+fn vm_list(users: &[NetworkUser]) -> String {
+    users
+        .iter()
+        .map(|u| format!("{} ({})", u.vmid, u.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The libvirt network `name`, or why it cannot be changed through Keel: 404 when there is no
+/// such network, 409 for a host bridge (the host's network configuration owns it).
+pub fn find_libvirt(node: &Node, name: &str) -> Result<NetworkInfo> {
+    if let Some(n) = node
+        .hv
+        .list_networks()?
+        .into_iter()
+        .find(|n| n.name == name)
+    {
+        return Ok(n);
+    }
+    if host_bridges().iter().any(|b| b == name) {
+        return Err(Error::Conflict(format!(
+            "{name:?} is a host bridge, not a libvirt network: it is configured on the host \
+             (systemd-networkd), not started or stopped through libvirt"
+        )));
+    }
+    Err(Error::NotFound(format!(
+        "libvirt network {name:?} not found (GET .../networks lists them)"
+    )))
+}
+
+/// What a change of a network needs of the VMs on it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Unused {
+    /// Stopping: no running VM may have a NIC on it (it would lose its link).
+    ByRunningVms,
+    /// Deleting: no VM at all (a stopped one could not start again).
+    ByAnyVm,
+}
+
+/// Refuse to stop (or delete) a network that VMs use.
+pub fn check_unused(node: &Node, name: &str, need: Unused) -> Result<NetworkInfo> {
+    let info = find_libvirt(node, name)?;
+    let users = users_of(node, name)?;
+    let running: Vec<NetworkUser> = users.iter().filter(|u| u.running).cloned().collect();
+    if need == Unused::ByRunningVms && !running.is_empty() {
+        return Err(Error::Conflict(format!(
+            "network {name:?} carries running VMs {}: stop them or move their NICs first",
+            vm_list(&running)
+        )));
+    }
+    if need == Unused::ByAnyVm && !users.is_empty() {
+        return Err(Error::Conflict(format!(
+            "network {name:?} is used by VMs {}: remove their NICs on it first",
+            vm_list(&users)
+        )));
+    }
+    Ok(info)
+}
+
+pub fn start(node: &Node, name: &str, task: &TaskHandle) -> Result<()> {
+    node.hv.set_network_active(name, true)?;
+    task.log(format!("network {name:?} started"));
+    Ok(())
+}
+
+pub fn stop(node: &Node, name: &str, task: &TaskHandle) -> Result<()> {
+    // checked again inside the task: a VM may have started since the request was accepted
+    check_unused(node, name, Unused::ByRunningVms)?;
+    node.hv.set_network_active(name, false)?;
+    task.log(format!("network {name:?} stopped"));
+    Ok(())
+}
+
+/// Set autostart (quick, no task) and return the network as it now is.
+pub fn set_autostart(node: &Node, name: &str, autostart: bool) -> Result<NetworkInfo> {
+    find_libvirt(node, name)?;
+    node.hv.set_network_autostart(name, autostart)?;
+    list(node)?
+        .into_iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| Error::NotFound(format!("libvirt network {name:?} vanished")))
+}
+
 pub fn list(node: &Node) -> Result<Vec<NetworkInfo>> {
     let mut nets = node.hv.list_networks()?;
     for br in host_bridges() {
@@ -37,8 +171,23 @@ pub fn list(node: &Node) -> Result<Vec<NetworkInfo>> {
                 active: true,
                 autostart: true,
                 cidr: None,
+                used_by: Vec::new(),
             });
         }
+    }
+    let users = nic_users(node)?;
+    for n in &mut nets {
+        n.used_by = users
+            .iter()
+            .filter(|(_, nets, brs)| {
+                if n.kind == NetworkKind::HostBridge {
+                    brs.iter().any(|b| Some(b.as_str()) == n.bridge.as_deref())
+                } else {
+                    nets.iter().any(|x| x == &n.name)
+                }
+            })
+            .map(|(u, _, _)| u.clone())
+            .collect();
     }
     Ok(nets)
 }
@@ -186,26 +335,8 @@ pub fn create(node: &Node, xml: &str, autostart: bool, task: &TaskHandle) -> Res
 }
 
 pub fn delete(node: &Node, name: &str, task: &TaskHandle) -> Result<()> {
-    // Refuse while a defined VM has a NIC on it.
-    for r in node.hv.list_domains()? {
-        if let Ok(p) = node
-            .hv
-            .domain_xml(&r.name, true)
-            .map_err(Error::from)
-            .and_then(|x| Ok(crate::domain::parse(&x)?))
-        {
-            if p.spec
-                .nics
-                .iter()
-                .any(|n| n.network.as_deref() == Some(name))
-            {
-                return Err(Error::Conflict(format!(
-                    "network {name:?} is used by VM {:?}; remove its NIC first",
-                    r.name
-                )));
-            }
-        }
-    }
+    // Refuse while a defined VM has a NIC on it (checked before the task, and again here).
+    check_unused(node, name, Unused::ByAnyVm)?;
     node.hv.delete_network(name)?;
     task.log(format!("network {name:?} removed"));
     Ok(())

@@ -289,6 +289,59 @@ fn storage_networks_and_openapi() {
         json!({"name": format!("{net}2"), "kind": "nat", "cidr": "10.254.99.1/25"}),
     ));
     assert_eq!(s, 409, "overlapping subnet");
+
+    // Day 2: a stopped VM with a NIC on it is listed as a user; delete is refused naming it;
+    // stop (no running VM on it), autostart off, start again.
+    let vm = h.id(0);
+    h.ok(h.post(
+        "/vms",
+        json!({"vmid": vm, "name": format!("{}-netuser", h.prefix), "memory_mib": 64, "nics": [{"network": net}]}),
+    ));
+    let nets = h.get_json("/networks");
+    let entry = nets
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == json!(net)))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        entry["used_by"],
+        json!([{"vmid": vm, "name": format!("{}-netuser", h.prefix), "running": false}]),
+        "{nets}"
+    );
+    let (s, b) = err_of(h.delete(&format!("/networks/{net}")));
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("{vm} ({}-netuser)", h.prefix)),
+        "{b}"
+    );
+    h.ok(h.post_empty(&format!("/networks/{net}/stop")));
+    let (_, info) = virsh(&["net-info", &net]);
+    assert!(info.contains("Active:         no"), "{info}");
+    let (s, b) = err_of(h.post_empty(&format!("/networks/{net}/stop")));
+    assert_eq!(s, 409, "stopping an inactive network: {b}");
+    let (s, b) = err_of(h.put(&format!("/networks/{net}"), json!({"autostart": "no"})));
+    assert_eq!(s, 400, "{b}");
+    let r = h.put(&format!("/networks/{net}"), json!({"autostart": false}));
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().unwrap_or_default();
+    assert_eq!(
+        (v["autostart"].clone(), v["active"].clone()),
+        (json!(false), json!(false)),
+        "{v}"
+    );
+    let (_, info) = virsh(&["net-info", &net]);
+    assert!(info.contains("Autostart:      no"), "{info}");
+    h.ok(h.post_empty(&format!("/networks/{net}/start")));
+    let (_, info) = virsh(&["net-info", &net]);
+    assert!(info.contains("Active:         yes"), "{info}");
+    let (s, _) = err_of(h.post_empty(&format!("/networks/{net}/start")));
+    assert_eq!(s, 409, "starting an active network");
+    let (s, _) = err_of(h.post_empty("/networks/no-such-net/start"));
+    assert_eq!(s, 404);
+    h.ok(h.delete(&format!("/vms/{vm}")));
     h.ok(h.delete(&format!("/networks/{net}")));
     assert!(!virsh(&["net-info", &net]).0);
 
@@ -312,6 +365,8 @@ fn storage_networks_and_openapi() {
         (400, json!("bridge")),
         "{b}"
     );
+    let (s, b) = err_of(h.post_empty(&format!("/networks/{br}/stop")));
+    assert_eq!(s, 409, "a host bridge is not stopped through libvirt: {b}");
     h.ok(h.post(
         "/networks",
         json!({"name": bnet, "kind": "bridge", "bridge": br}),

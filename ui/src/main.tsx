@@ -14,6 +14,7 @@ import { VmList } from "./pages/VmList";
 import { CreateVm } from "./pages/CreateVm";
 import { VmPage } from "./pages/VmPage";
 import { Storage } from "./pages/Storage";
+import { Networks } from "./pages/Networks";
 import { Tasks } from "./pages/Tasks";
 import { Cluster } from "./pages/Cluster";
 import { Access } from "./pages/Access";
@@ -30,6 +31,7 @@ const NAV: [string, string][] = [
   ["/", "Overview"],
   ["/vms", "Virtual machines"],
   ["/storage", "Storage"],
+  ["/networks", "Networks"],
   ["/tasks", "Tasks"],
   ["/cluster", "Cluster"],
   ["/access", "Access"],
@@ -39,7 +41,7 @@ const NAV: [string, string][] = [
 const NAV_NEEDS: Record<string, [string, string]> = { "/cluster": ["Cluster.Audit", "/cluster"] };
 
 /** Node-scoped pages (the node list switches which node they show). */
-const NODE_SCOPED = /^\/($|vms|storage|tasks)/;
+const NODE_SCOPED = /^\/($|vms|storage|networks|tasks)/;
 
 /** The cluster's nodes (or this node alone), with online state; a click selects one. */
 function NodeList({ nodes, current, error, clusterName }: {
@@ -137,6 +139,7 @@ function Shell() {
   else if (p === "/vms/new") page = <CreateVm />;
   else if ((m = p.match(/^\/vms\/(\d+)$/))) page = <VmPage vmid={Number(m[1])} tab={route.query.get("tab") ?? "summary"} />;
   else if (p === "/storage") page = <Storage pool={route.query.get("pool")} />;
+  else if (p === "/networks") page = <Networks />;
   else if (p === "/tasks") page = <Tasks upid={route.query.get("upid")} />;
   else if (p === "/cluster") page = <Cluster />;
   else if (p === "/access") page = <Access tab={route.query.get("tab") ?? "tokens"} />;

@@ -107,6 +107,14 @@ export interface NetworkInfo {
   active: boolean;
   autostart: boolean;
   cidr: string | null;
+  /** VMs on this node with a NIC on it (a host bridge: on the bridge). */
+  used_by: NetworkUser[];
+}
+
+export interface NetworkUser {
+  vmid: number;
+  name: string;
+  running: boolean;
 }
 
 export interface NodeInfo {

@@ -310,6 +310,21 @@ pub const RULES: &[Rule] = &[
         "/api/v1/nodes/{node}/networks/{name}",
         Priv(SysModify, "/nodes/{node}"),
     ),
+    r(
+        "PUT",
+        "/api/v1/nodes/{node}/networks/{name}",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/networks/{name}/start",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/networks/{name}/stop",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
     // ---- cluster
     r(
         "POST",

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use keel_api::network::NetworkInfo;
+use keel_api::network::{NetworkInfo, NetworkKind};
 use keel_api::storage::{PoolInfo, VolumeInfo};
 use keel_api::vm::{DiskFormat, VmState};
 
@@ -19,7 +19,8 @@ struct State {
     domains: BTreeMap<String, (String, VmState)>,
     /// pool → (path, volumes name → (bytes, format))
     pools: BTreeMap<String, FakePool>,
-    networks: BTreeMap<String, String>,
+    /// name → (XML, active, autostart)
+    networks: BTreeMap<String, (String, bool, bool)>,
     calls: Vec<String>,
     /// Guests that ignore the ACPI power button.
     deaf: Vec<String>,
@@ -289,16 +290,51 @@ impl Hypervisor for FakeHv {
     }
 
     fn list_networks(&self) -> HvResult<Vec<NetworkInfo>> {
-        Ok(Vec::new())
+        Ok(self
+            .lock()
+            .networks
+            .iter()
+            .map(|(name, (_, active, autostart))| NetworkInfo {
+                name: name.clone(),
+                kind: NetworkKind::Other,
+                bridge: None,
+                active: *active,
+                autostart: *autostart,
+                cidr: None,
+                used_by: Vec::new(),
+            })
+            .collect())
     }
 
-    fn create_network(&self, xml: &str, _autostart: bool) -> HvResult<()> {
+    fn set_network_active(&self, name: &str, active: bool) -> HvResult<()> {
+        let mut g = self.lock();
+        let n = g
+            .networks
+            .get_mut(name)
+            .ok_or_else(|| HvError::NotFound(format!("network {name:?} not found")))?;
+        n.1 = active;
+        Ok(())
+    }
+
+    fn set_network_autostart(&self, name: &str, autostart: bool) -> HvResult<()> {
+        let mut g = self.lock();
+        let n = g
+            .networks
+            .get_mut(name)
+            .ok_or_else(|| HvError::NotFound(format!("network {name:?} not found")))?;
+        n.2 = autostart;
+        Ok(())
+    }
+
+    fn create_network(&self, xml: &str, autostart: bool) -> HvResult<()> {
         let el = Element::parse(xml).map_err(|e| HvError::Engine {
             op: "network",
             msg: e.to_string(),
         })?;
         let name = el.path_text("name").unwrap_or("").to_string();
-        self.lock().networks.insert(name, xml.to_string());
+        self.lock()
+            .networks
+            .insert(name, (xml.to_string(), true, autostart));
         Ok(())
     }
 

@@ -236,6 +236,7 @@ impl Libvirt {
             active: n.is_active().unwrap_or(false),
             autostart: n.autostart().unwrap_or(false),
             cidr,
+            used_by: Vec::new(),
         })
     }
 }
@@ -565,6 +566,31 @@ impl Hypervisor for Libvirt {
             n.set_autostart(autostart)
                 .map_err(engine("autostart network"))?;
             Ok(())
+        })
+    }
+
+    fn set_network_active(&self, name: &str, active: bool) -> HvResult<()> {
+        self.with(|c| {
+            let n = c
+                .lookup_network_by_name(name)
+                .map_err(|_| HvError::NotFound(format!("network {name:?} not found")))?;
+            if n.is_active().map_err(engine("network state"))? == active {
+                return Ok(());
+            }
+            if active {
+                n.create().map_err(engine("start network"))
+            } else {
+                n.destroy().map_err(engine("stop network"))
+            }
+        })
+    }
+
+    fn set_network_autostart(&self, name: &str, autostart: bool) -> HvResult<()> {
+        self.with(|c| {
+            c.lookup_network_by_name(name)
+                .map_err(|_| HvError::NotFound(format!("network {name:?} not found")))?
+                .set_autostart(autostart)
+                .map_err(engine("autostart network"))
         })
     }
 

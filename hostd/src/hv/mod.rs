@@ -112,6 +112,9 @@ pub trait Hypervisor: Send + Sync {
     /// Define, start and optionally autostart a network.
     fn create_network(&self, xml: &str, autostart: bool) -> HvResult<()>;
     fn delete_network(&self, name: &str) -> HvResult<()>;
+    /// Start or stop a defined network (nothing to do when it already is).
+    fn set_network_active(&self, name: &str, active: bool) -> HvResult<()>;
+    fn set_network_autostart(&self, name: &str, autostart: bool) -> HvResult<()>;
 
     // ---- snapshots and disk growth (hostd/src/snapshots.rs). Engines without them say so.
     /// The domain's snapshots as libvirt describes them (any order).
