@@ -960,3 +960,25 @@ mod tests {
         assert_eq!(field_of(b.validate()), "ssh_host_keys[0]");
     }
 }
+
+/// `PUT /api/v1/cluster/vip`: the cluster's floating management address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VipSet {
+    /// `ADDRESS/PREFIX` on the nodes' management network, e.g. `192.0.2.10/24`; not a node's
+    /// own address.
+    pub address: String,
+}
+
+/// The floating management address and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VipStatus {
+    /// `ADDRESS/PREFIX`, or null when none is configured.
+    pub address: Option<String>,
+    /// The node holding it now (null: not started, or Pacemaker does not answer).
+    pub running_on: Option<String>,
+    /// Pacemaker recorded a failed operation on it (see the cluster status's failed actions).
+    pub failed: bool,
+    /// `https://ADDRESS:PORT/` of the UI and API when configured.
+    pub url: Option<String>,
+}

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use keel_api::cluster::{
     parse_duration_s, ClusterInit, ClusterNode, ClusterStatus, FenceAgentKind, FenceDeviceInfo,
-    FenceDeviceSpec, JoinAuth, JoinToken, JoinTokenCreate, LocalJoin,
+    FenceDeviceSpec, JoinAuth, JoinToken, JoinTokenCreate, LocalJoin, VipSet, VipStatus,
 };
 use keel_api::task::TaskRef;
 use reqwest::Method;
@@ -50,6 +50,20 @@ pub enum ClusterCmd {
     /// The replicated config store (writable while quorate)
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// The floating management address: one address for the UI and API of the whole cluster
+    #[command(subcommand)]
+    Vip(VipCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VipCmd {
+    /// The address, its URL and the node holding it
+    Show,
+    /// Set (or change) it: ADDRESS/PREFIX on a network the nodes are on, e.g. 192.0.2.10/24
+    Set { address: String },
+    /// Remove it
+    #[command(visible_alias = "rm")]
+    Remove,
 }
 
 #[derive(Subcommand, Debug)]
@@ -262,6 +276,29 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd, mode: Mode) -> Result<Outcome>
             |s: ClusterStatus| output_status(&s),
         )?,
         ClusterCmd::Config(cc) => config(c, cc, json).await?,
+        ClusterCmd::Vip(VipCmd::Show) => {
+            show(c.get(&["cluster", "vip"], &[]).await?, json, output_vip)?
+        }
+        ClusterCmd::Vip(VipCmd::Set { address }) => {
+            // the API's own check of the form, before anything is sent
+            check_vip_shape(&address)?;
+            let v = c
+                .call(
+                    Method::PUT,
+                    &["cluster", "vip"],
+                    &[],
+                    Some(&VipSet { address }),
+                )
+                .await?;
+            show(v, json, output_vip)?;
+        }
+        ClusterCmd::Vip(VipCmd::Remove) => {
+            c.call::<()>(Method::DELETE, &["cluster", "vip"], &[], None)
+                .await?;
+            if !json {
+                println!("floating management address removed");
+            }
+        }
         ClusterCmd::Verify => crate::verify::verify(c, json).await?,
         ClusterCmd::Nodes => show(
             c.get(&["cluster", "nodes"], &[]).await?,
@@ -661,6 +698,38 @@ pub async fn join(j: JoinArgs, g: &Global, mode: Mode) -> Result<Outcome> {
         println!("joined; this node's API certificate fingerprint is now {fp}");
     }
     Ok(Outcome::Done)
+}
+
+/// `ADDRESS/PREFIX` shape only (the server checks members, interfaces and address kinds).
+fn check_vip_shape(address: &str) -> Result<()> {
+    let (a, p) = address
+        .trim()
+        .split_once('/')
+        .ok_or_else(|| anyhow!("{address:?}: write ADDRESS/PREFIX, e.g. 192.0.2.10/24"))?;
+    a.parse::<std::net::IpAddr>()
+        .map_err(|_| anyhow!("{a:?} is not an IPv4 or IPv6 address"))?;
+    p.parse::<u8>()
+        .map_err(|_| anyhow!("prefix {p:?} is not a number"))?;
+    Ok(())
+}
+
+fn output_vip(v: VipStatus) {
+    match v.address {
+        None => println!("no floating management address (keel cluster vip set ADDRESS/PREFIX)"),
+        Some(a) => {
+            println!("address     {a}");
+            println!("url         {}", v.url.unwrap_or_default());
+            println!(
+                "running on  {}{}",
+                v.running_on.as_deref().unwrap_or("(not running)"),
+                if v.failed {
+                    "  (failed actions: see keel cluster status)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1037,6 +1037,18 @@ mod tests {
     }
 
     #[test]
+    fn cluster_vip_commands() {
+        for a in [
+            &["keel", "cluster", "vip", "show"][..],
+            &["keel", "cluster", "vip", "set", "192.0.2.10/24"],
+            &["keel", "cluster", "vip", "rm"],
+        ] {
+            assert!(Cli::try_parse_from(a).is_ok(), "{a:?}");
+        }
+        assert!(Cli::try_parse_from(["keel", "cluster", "vip", "set"]).is_err());
+    }
+
+    #[test]
     fn net_create_needs_exactly_one_kind() {
         assert!(
             Cli::try_parse_from(["keel", "net", "create", "n", "--nat", "10.9.0.1/24"]).is_ok()

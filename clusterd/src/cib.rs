@@ -161,7 +161,7 @@ impl std::fmt::Debug for CibUpdate {
 }
 
 impl CibUpdate {
-    fn modify(scope: &str, el: &Element) -> Self {
+    pub(crate) fn modify(scope: &str, el: &Element) -> Self {
         CibUpdate {
             args: ["--modify", "--allow-create", "--scope", scope, "--xml-pipe"]
                 .map(String::from)
@@ -169,7 +169,7 @@ impl CibUpdate {
             stdin: el.render(),
         }
     }
-    fn delete(el: &Element) -> Self {
+    pub(crate) fn delete(el: &Element) -> Self {
         CibUpdate {
             args: ["--delete", "--xml-pipe"].map(String::from).to_vec(),
             stdin: el.render(),

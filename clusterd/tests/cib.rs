@@ -251,3 +251,30 @@ fn the_device_generation_is_accepted_by_crm_verify() {
         "crm_verify rejected the device generation:\n{out}\n{text}"
     );
 }
+
+#[test]
+fn floating_address_accepted_by_crm_verify() {
+    // the keel-vip primitive next to a 3-node cluster's fence devices, IPv4 and IPv6
+    for addr in ["192.0.2.10/24", "fd6b:6565:6c00:1::100/64"] {
+        let v = clusterd::vip::Vip::parse(addr).expect("valid address");
+        let props = ClusterProperties::for_size("keel-lab", 3);
+        let devs = vec![
+            ipmi("node1", "10.0.9.1"),
+            ipmi("node2", "10.0.9.2"),
+            ipmi("node3", "10.0.9.3"),
+        ];
+        let mut doc = cib::verification_document(&nodes(3), &props, &devs);
+        let res = doc.children[0]
+            .children
+            .iter_mut()
+            .find(|c| c.name == "resources")
+            .expect("resources");
+        res.push(clusterd::vip::primitive(&v));
+        let doc = doc.render();
+        let (ok, out) = crm_verify(&doc);
+        assert!(
+            ok,
+            "crm_verify rejected the floating address {addr}:\n{out}\n{doc}"
+        );
+    }
+}

@@ -319,7 +319,7 @@ fn cluster_wide_access(n1: &KNode, n2: &KNode, n3: &KNode) -> Result<()> {
 
 /// The UI's real-cluster check (`ui/e2e/cluster.mjs`, playwright-core + chromium) inside node1's
 /// namespaces against node1's API.
-fn ui_cluster_e2e(lab: &NetnsLab) -> Result<()> {
+fn ui_cluster_e2e(lab: &NetnsLab, vip: &str) -> Result<()> {
     let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui");
     anyhow::ensure!(
         ui.join("dist/index.html").exists() && ui.join("node_modules/playwright-core").exists(),
@@ -328,7 +328,7 @@ fn ui_cluster_e2e(lab: &NetnsLab) -> Result<()> {
     let a1 = &lab.node(1)?.addr6;
     let shots = lab.dir.join("ui-shots");
     let o = lab.node(1)?.sh(&format!(
-        "cd '{}' && KEEL_UI_URL='https://[{a1}]:8006' KEEL_PASSWORD='{PW}' KEEL_EXPECT_NODES=node1,node2,node3 KEEL_EXPECT_QUORATE=1 KEEL_EXPECT_CLUSTER=keeltest KEEL_UI_SHOTS='{}' node e2e/cluster.mjs 2>&1",
+        "cd '{}' && KEEL_UI_URL='https://[{a1}]:8006' KEEL_PASSWORD='{PW}' KEEL_EXPECT_NODES=node1,node2,node3 KEEL_EXPECT_QUORATE=1 KEEL_EXPECT_CLUSTER=keeltest KEEL_EXPECT_VIP='{vip}' KEEL_UI_SHOTS='{}' node e2e/cluster.mjs 2>&1",
         ui.display(),
         shots.display()
     ))?;
@@ -580,8 +580,52 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         "METRIC cluster_wide_state_checks={:.2}s",
         t.elapsed().as_secs_f64()
     );
+    // the floating management address: refused on a member's own address, set through the
+    // CLI, placed by Pacemaker and answering the API (the UI check below shows it)
+    let vip = format!("{}::100", keel_tests::netns::LAB_V6_PREFIX);
+    let o = n1.keel(&[
+        "cluster",
+        "vip",
+        "set",
+        &format!("{}/64", lab.node(2)?.addr6),
+    ])?;
+    ensure!(
+        !o.success() && o.stderr.contains("node2's own address"),
+        "a member's address as the floating address: {}{}",
+        o.stderr,
+        o.stdout
+    );
     let t = Instant::now();
-    ui_cluster_e2e(lab)?;
+    n1.keel_ok(&["cluster", "vip", "set", &format!("{vip}/64")])?;
+    let vip_on = |k: &KNode| -> Result<Option<String>> {
+        let v: serde_json::Value =
+            serde_json::from_str(&k.keel_ok(&["cluster", "vip", "show", "--json"])?)?;
+        Ok(v["running_on"].as_str().map(str::to_string))
+    };
+    let via_vip = || -> Result<Option<String>> {
+        let o = lab.node(1)?.sh(&format!(
+            "curl -sk --max-time 3 'https://[{vip}]:8006/api/v1/health'"
+        ))?;
+        Ok(serde_json::from_str::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|v| v["node"].as_str().map(str::to_string)))
+    };
+    let mut holder = String::new();
+    lab.wait_for("the floating address running and answering", T, || {
+        match (vip_on(&n2)?, via_vip()?) {
+            (Some(a), Some(b)) if a == b => {
+                holder = a;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    })?;
+    eprintln!(
+        "METRIC vip_set_to_answering={:.2}s (on {holder})",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    ui_cluster_e2e(lab, &format!("{vip}/64"))?;
     eprintln!("METRIC ui_cluster_e2e={:.2}s", t.elapsed().as_secs_f64());
     verify::verify_faults(lab, &n1, &n2, &n3)?;
 
@@ -615,10 +659,51 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         p50 / r50
     );
 
+    // pinned to node3 with the raw engine (crm_resource --move), so the fence test below must
+    // move it
+    if holder != "node3" {
+        lab.node(1)?.run_ok(&[
+            "crm_resource",
+            "--move",
+            "--resource",
+            "keel-vip",
+            "--node",
+            "node3",
+        ])?;
+    }
+    lab.wait_for("the floating address on node3", T, || {
+        Ok(vip_on(&n1)?.as_deref() == Some("node3") && via_vip()?.as_deref() == Some("node3"))
+    })?;
+
     // a real fence test: node3 powered off by the lab agent through stonith_admin
     let t = Instant::now();
     n1.keel_ok(&["fence", "test", "node3", "--yes", "--off"])?;
     eprintln!("METRIC fence_test_node3={:.2}s", t.elapsed().as_secs_f64());
+    let mut survivor = String::new();
+    lab.wait_for(
+        "the floating address answering from a survivor",
+        T,
+        || match via_vip()? {
+            Some(n) if n != "node3" => {
+                survivor = n;
+                Ok(true)
+            }
+            _ => Ok(false),
+        },
+    )?;
+    eprintln!(
+        "METRIC vip_answering_again_after_node3_fenced={:.2}s (from the fence test's start; on {survivor})",
+        t.elapsed().as_secs_f64()
+    );
+    // the move constraint names node3, which is removed below; then the address itself
+    lab.node(1)?
+        .run_ok(&["crm_resource", "--clear", "--resource", "keel-vip"])?;
+    n1.keel_ok(&["cluster", "vip", "remove"])?;
+    ensure!(
+        n1.keel_ok(&["cluster", "vip", "show"])?
+            .contains("no floating management address"),
+        "the floating address is still configured after remove"
+    );
     ensure!(
         lab.fence_log().contains("off node3"),
         "fence log: {}",

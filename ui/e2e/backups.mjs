@@ -11,68 +11,16 @@
 //   KEEL_RESTORE_NAME    the restored VM's name
 //   CHROMIUM             browser binary (default /usr/bin/chromium)
 // Prints "N passed, N failed" last; exits non-zero on any failure (screenshots in e2e/artifacts/).
-import { chromium } from "playwright-core";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { BASE, env, expect, open, signIn } from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BASE = (process.env.KEEL_UI_URL ?? "https://127.0.0.1:8006").replace(/\/$/, "");
-const PASSWORD = process.env.KEEL_UI_PASSWORD;
-const VMID = process.env.KEEL_UI_VMID;
-const TARGET = process.env.KEEL_BACKUP_TARGET;
-const NEW_VMID = process.env.KEEL_RESTORE_VMID;
-const NEW_NAME = process.env.KEEL_RESTORE_NAME;
-if (!PASSWORD || !VMID || !TARGET || !NEW_VMID || !NEW_NAME) {
-  console.error("KEEL_UI_PASSWORD, KEEL_UI_VMID, KEEL_BACKUP_TARGET, KEEL_RESTORE_VMID and KEEL_RESTORE_NAME are required");
-  process.exit(2);
-}
-const ARTIFACTS = join(here, "artifacts");
-mkdirSync(ARTIFACTS, { recursive: true });
-
-const userDir = mkdtempSync(join(tmpdir(), "keel-ui-backup-"));
-const browser = await chromium.launchPersistentContext(userDir, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  ignoreHTTPSErrors: true,
-  viewport: { width: 1280, height: 800 },
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const page = browser.pages()[0] ?? await browser.newPage();
-page.setDefaultTimeout(30_000);
-const pageErrors = [];
-page.on("pageerror", (e) => pageErrors.push(String(e)));
-
-let passed = 0, failed = 0, broken = false;
-const log = (...a) => console.log(...a);
-async function step(name, fn) {
-  if (broken) { failed++; log(`FAIL ${name} (skipped: an earlier step failed)`); return; }
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-  } catch (e) {
-    failed++;
-    broken = true;
-    log(`FAIL ${name}: ${e?.message?.split("\n")[0] ?? e}`);
-    const f = join(ARTIFACTS, `backups-${name.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}.png`);
-    await page.screenshot({ path: f, fullPage: true }).catch(() => {});
-    log(`     screenshot: ${f}`);
-  }
-}
-function expect(cond, msg) { if (!cond) throw new Error(msg); }
+const [VMID, TARGET, NEW_VMID, NEW_NAME] = env("KEEL_UI_VMID", "KEEL_BACKUP_TARGET", "KEEL_RESTORE_VMID", "KEEL_RESTORE_NAME");
+const { page, step, finish } = await open("backups");
 const table = () => page.getByRole("table", { name: "Backups" });
 const rows = () => table().locator("tbody tr");
 let id = null;
 
 await step("sign in and open the Backups tab", async () => {
-  await page.goto(`${BASE}/login`);
-  await page.getByLabel("User name").fill("root");
-  await page.getByLabel("Password").fill(PASSWORD);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("navigation", { name: "Main" }).waitFor();
+  await signIn(page);
   await page.goto(`${BASE}/vms/${VMID}?tab=backups`);
   await page.getByRole("tab", { name: "Backups" }).waitFor();
   await page.getByText("No backups of this VM yet.").waitFor();
@@ -137,11 +85,4 @@ await step("restore it into a new VM: the task succeeds and the VM exists", asyn
   await page.getByText(NEW_NAME).first().waitFor();
 });
 
-await step("no page errors", async () => {
-  expect(pageErrors.length === 0, pageErrors.join("; "));
-});
-
-await browser.close();
-rmSync(userDir, { recursive: true, force: true });
-log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await finish();

@@ -9,57 +9,10 @@
 //   KEEL_CLONE_NAME    name for the linked clone
 //   CHROMIUM           browser binary (default /usr/bin/chromium)
 // Prints "N passed, N failed" last; exits non-zero on any failure (screenshots in e2e/artifacts/).
-import { chromium } from "playwright-core";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { BASE, PASSWORD, env, expect, open } from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const env = process.env;
-const need = (k) => { if (!env[k]) { console.log(`${k} is not set`); process.exit(2); } return env[k]; };
-const BASE = need("KEEL_UI_URL").replace(/\/$/, "");
-const PASSWORD = need("KEEL_UI_PASSWORD");
-const SRC = need("KEEL_CLONE_SRC");
-const NEW_ID = need("KEEL_CLONE_VMID");
-const NEW_NAME = need("KEEL_CLONE_NAME");
-const ARTIFACTS = join(here, "artifacts");
-mkdirSync(ARTIFACTS, { recursive: true });
-
-const userDir = mkdtempSync(join(tmpdir(), "keel-ui-clones-"));
-const browser = await chromium.launchPersistentContext(userDir, {
-  executablePath: env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  ignoreHTTPSErrors: true,
-  viewport: { width: 1280, height: 800 },
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
-const page = browser.pages()[0] ?? await browser.newPage();
-page.setDefaultTimeout(20_000);
-const pageErrors = [];
-page.on("pageerror", (e) => pageErrors.push(String(e)));
-
-let passed = 0, failed = 0, broken = false;
-const log = (...a) => console.log(...a);
-function expect(cond, msg) { if (!cond) throw new Error(msg); }
-
-async function step(name, fn) {
-  if (broken) { failed++; log(`FAIL ${name} (skipped: an earlier step failed)`); return; }
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-  } catch (e) {
-    failed++;
-    broken = true;
-    log(`FAIL ${name}: ${e?.message?.split("\n")[0] ?? e}`);
-    const f = join(ARTIFACTS, `clones-${name.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}.png`);
-    await page.screenshot({ path: f, fullPage: true }).catch(() => {});
-    log(`     screenshot: ${f}`);
-  }
-}
+const [SRC, NEW_ID, NEW_NAME] = env("KEEL_CLONE_SRC", "KEEL_CLONE_VMID", "KEEL_CLONE_NAME");
+const { page, step, finish } = await open("clones");
 
 /** Call the API from the page (the UI's session cookie and CSRF token). */
 async function api(method, path) {
@@ -116,8 +69,4 @@ await step("a linked clone through the Clone dialog", async () => {
   expect(await page.getByRole("button", { name: "Start", exact: true }).isEnabled(), "the clone can be started");
 });
 
-if (pageErrors.length) { log(`page errors: ${pageErrors.join(" | ")}`); failed++; }
-await browser.close();
-rmSync(userDir, { recursive: true, force: true });
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await finish();

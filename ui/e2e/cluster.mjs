@@ -9,6 +9,8 @@
 //   KEEL_EXPECT_OFFLINE    comma list of those expected offline/unclean (default: none)
 //   KEEL_EXPECT_QUORATE    1/0 (default 1)
 //   KEEL_EXPECT_CLUSTER    the cluster name (optional)
+//   KEEL_EXPECT_VIP        the floating management address ADDRESS/PREFIX (optional; else
+//                          the card must say none is set)
 //   KEEL_EXPECT_FINGERPRINT the answering node's certificate fingerprint (optional; when set,
 //                          the join command must carry exactly it)
 //   KEEL_FENCE_TEST_NODE   a member to fence for real from the page (optional; not the answering node):
@@ -42,6 +44,7 @@ const EXPECT_CLUSTER = env.KEEL_EXPECT_CLUSTER || null;
 const EXPECT_FP = env.KEEL_EXPECT_FINGERPRINT || null;
 const FORBIDDEN = list(env.KEEL_FORBIDDEN_TEXT);
 const FENCE_TEST_NODE = env.KEEL_FENCE_TEST_NODE || null;
+const EXPECT_VIP = env.KEEL_EXPECT_VIP || null;
 const ARTIFACTS = join(here, "artifacts");
 const SHOTS = env.KEEL_UI_SHOTS ?? join(ARTIFACTS, "shots");
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -167,6 +170,19 @@ if (STANDALONE) {
     expect(votes.startsWith(`${now.total_votes} of ${now.expected_votes} expected vote`), `votes shown "${votes}" vs API ${now.total_votes}/${now.expected_votes}`);
     if (now.dc) await page.locator(".card", { hasText: "Designated controller" }).getByText(now.dc, { exact: true }).waitFor();
     log(`     shown: ${quorum}, ${votes}; members ${shown.map((r) => `${r.node}:${r.state}`).join(", ")}`);
+  });
+
+  await step("the floating address card shows the address and its node as the API does", async () => {
+    const card = page.getByRole("generic", { name: "Floating address" }).or(page.locator('.card[aria-label="Floating address"]')).first();
+    await card.waitFor();
+    if (!EXPECT_VIP) {
+      await card.getByText("keel cluster vip set").waitFor();
+      return;
+    }
+    await card.getByTestId("vip").getByText(EXPECT_VIP, { exact: true }).waitFor();
+    const v = await page.evaluate(async () => (await fetch("/api/v1/cluster/vip")).json());
+    expect(v.address === EXPECT_VIP && v.running_on, `API: ${JSON.stringify(v)}`);
+    await card.getByTestId("vip-node").getByText(v.running_on, { exact: true }).waitFor({ timeout: 10_000 });
   });
 
   await step("fence devices are listed with secrets only as set", async () => {

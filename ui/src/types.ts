@@ -212,3 +212,11 @@ export interface FenceDeviceInfo {
 }
 /** `POST /cluster/join-token`. `fingerprint`/`address` are used when hostd sends them. */
 export interface JoinToken { token: string; expires_at: number; fingerprint?: string; address?: string }
+
+/** `GET /api/v1/cluster/vip`: the floating management address. */
+export interface VipStatus {
+  address: string | null;
+  running_on: string | null;
+  failed: boolean;
+  url: string | null;
+}

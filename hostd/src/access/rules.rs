@@ -382,6 +382,17 @@ pub const RULES: &[Rule] = &[
         Priv(ClusterModify, "/cluster"),
     ),
     listed("GET", "/api/v1/cluster/resources", Filter::Vms),
+    r("GET", "/api/v1/cluster/vip", Priv(ClusterAudit, "/cluster")),
+    r(
+        "PUT",
+        "/api/v1/cluster/vip",
+        Priv(ClusterModify, "/cluster"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/cluster/vip",
+        Priv(ClusterModify, "/cluster"),
+    ),
     Rule {
         method: "GET",
         route: "/api/v1/cluster/config",

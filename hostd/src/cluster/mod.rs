@@ -27,6 +27,7 @@ mod store_api;
 #[cfg(test)]
 mod testlab;
 pub mod verify;
+mod vip;
 
 pub use fencing::require_fence_tested;
 pub use forward::{

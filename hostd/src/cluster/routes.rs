@@ -13,12 +13,12 @@ use axum::{Extension, Json, Router};
 use keel_api::cluster::{
     ClusterInit, ClusterNode, ClusterResource, ClusterStatus, ConfigEntry, ConfigPut,
     FenceDeviceInfo, FenceDeviceSpec, JoinRequest, JoinResponse, JoinToken, JoinTokenCreate,
-    LocalJoin, NodeRemoveQuery,
+    LocalJoin, NodeRemoveQuery, VipSet, VipStatus,
 };
 use keel_api::task::TaskRef;
 use serde::Deserialize;
 
-use super::{fencing, init, join, peer, remove, status, store_api};
+use super::{fencing, init, join, peer, remove, status, store_api, vip};
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::http::{accepted, blocking, ApiError, ApiResult, JsonBody, Path, Query};
@@ -41,6 +41,10 @@ pub fn protected_routes() -> Router<Arc<Node>> {
         .route("/api/v1/cluster/fencing/{node}", delete(delete_fencing))
         .route("/api/v1/cluster/fencing/{node}/test", post(test_fencing))
         .route("/api/v1/cluster/resources", get(resources))
+        .route(
+            "/api/v1/cluster/vip",
+            get(get_vip).put(put_vip).delete(delete_vip),
+        )
         .route("/api/v1/cluster/config", get(config_list))
         .route(
             "/api/v1/cluster/config/{*key}",
@@ -247,5 +251,29 @@ async fn config_delete(
     Path(key): Path<String>,
 ) -> ApiResult<StatusCode> {
     store_api::delete(&node, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster/vip", tag = "cluster",
+    responses((status = 200, description = "The floating management address (address null: none configured)", body = VipStatus)))]
+async fn get_vip(State(node): State<Arc<Node>>) -> ApiResult<Json<VipStatus>> {
+    Ok(Json(blocking(move || vip::get(&node)).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/cluster/vip", tag = "cluster", request_body = VipSet,
+    responses((status = 200, description = "Set (Pacemaker starts it on a node within seconds)", body = VipStatus),
+        (status = 400, description = "Not ADDRESS/PREFIX, a member's own address, or on no network of this node", body = keel_api::ErrorBody),
+        (status = 409, description = "Not in a cluster", body = keel_api::ErrorBody)))]
+async fn put_vip(
+    State(node): State<Arc<Node>>,
+    JsonBody(req): JsonBody<VipSet>,
+) -> ApiResult<Json<VipStatus>> {
+    Ok(Json(blocking(move || vip::set(&node, &req.address)).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/cluster/vip", tag = "cluster",
+    responses((status = 204), (status = 404, description = "None configured", body = keel_api::ErrorBody), (status = 409, description = "Not in a cluster", body = keel_api::ErrorBody)))]
+async fn delete_vip(State(node): State<Arc<Node>>) -> ApiResult<StatusCode> {
+    blocking(move || vip::remove(&node)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,7 +9,7 @@ import {
 import { formatTime } from "../logic";
 import { VerifyPanel } from "./ClusterVerify";
 import type {
-  ClusterNode, ClusterStatus, DaemonStatus, FenceDeviceInfo, FenceTestResult, JoinToken, MemberStatus,
+  ClusterNode, ClusterStatus, DaemonStatus, FenceDeviceInfo, FenceTestResult, JoinToken, MemberStatus, VipStatus,
 } from "../types";
 
 /** Refresh period of the cluster page (paused while the tab is hidden). */
@@ -259,6 +259,9 @@ export function Cluster() {
   // Members' API addresses (for the join command), once per page visit.
   const members = usePoll(
     () => clustered ? get<ClusterNode[]>("/cluster/nodes") : Promise.resolve(undefined), 0, [clustered]);
+  const vip = usePoll(
+    () => clustered ? get<VipStatus>("/cluster/vip") : Promise.resolve(undefined),
+    clustered ? CLUSTER_POLL_MS : 0, [clustered]);
   const q = clustered && s ? quorumView(s) : null;
   const store = s ? storeView(s.store) : null;
   const online = s ? s.members.filter((m) => m.online && !m.unclean).length : 0;
@@ -291,6 +294,19 @@ export function Cluster() {
               <p class="big">{s.stonith_enabled ? "Enabled" : <span class="bad-text">Disabled</span>}</p>
               <p class="small">{s.members.filter((m) => m.fence_device).length} of {s.members.length} nodes have a device,{" "}
                 {s.members.filter((m) => m.last_fence_test?.ok).length} passed a test</p></div>
+            <div class="card" aria-label="Floating address"><h2>Floating address</h2>
+              {vip.data?.address ? (
+                <>
+                  <p class="big mono" data-testid="vip">{vip.data.address}</p>
+                  <p class="small">{vip.data.running_on
+                    ? <>on <strong data-testid="vip-node">{vip.data.running_on}</strong>{vip.data.url && <> · <a href={vip.data.url}>{vip.data.url}</a></>}</>
+                    : <span class="bad-text">not running{vip.data.failed ? " (failed: see failed actions)" : ""}</span>}</p>
+                </>
+              ) : (
+                <p class="small muted">None. One address for the UI and API of the whole cluster:{" "}
+                  <code>keel cluster vip set ADDRESS/PREFIX</code></p>
+              )}
+            </div>
             {store && <div class="card" aria-label="Config store"><h2>Config store</h2>
               <p class="big" data-testid="store"><Badge tone={store.badge.tone}>{store.badge.label}</Badge></p>
               <p class="small muted">{store.detail}</p></div>}
