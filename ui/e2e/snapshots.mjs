@@ -12,6 +12,7 @@ import { BASE, env, expect, open, signIn } from "./harness.mjs";
 
 const [VMID] = env("KEEL_UI_VMID");
 const { page, step, finish } = await open("snapshots");
+page.on("dialog", (d) => d.accept()); // the rollback and delete confirmations
 const table = () => page.getByRole("table", { name: "Snapshots" });
 const row = (n) => table().locator(`tr[data-snapshot="${n}"]`);
 const taskMsg = () => page.getByRole("status", { name: "Snapshot task" });
