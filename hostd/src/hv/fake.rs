@@ -309,4 +309,23 @@ impl Hypervisor for FakeHv {
             .map(|_| ())
             .ok_or_else(|| HvError::NotFound(format!("network {name:?} not found")))
     }
+
+    fn attach_device_live(&self, name: &str, xml: &str) -> HvResult<()> {
+        self.lock()
+            .calls
+            .push(format!("attach_device_live {name} {}", xml.len()));
+        Ok(())
+    }
+
+    fn detach_device_live(&self, name: &str, xml: &str) -> HvResult<()> {
+        self.lock()
+            .calls
+            .push(format!("detach_device_live {name} {}", xml.len()));
+        Ok(())
+    }
+
+    fn set_live_metadata(&self, name: &str, _xml: &str) -> HvResult<()> {
+        self.lock().calls.push(format!("set_live_metadata {name}"));
+        Ok(())
+    }
 }
