@@ -158,7 +158,7 @@ fn disks_and_nics_hot_plug_vcpu_and_balloon_live() {
 
     // stop and delete cleanly
     h.ok(h.post_empty(&format!("/vms/{a}/status/stop")));
-    h.ok(h.delete(&format!("/vms/{a}?purge=true")));
+    h.ok(h.delete(&format!("/vms/{a}?purge_volumes=true")));
     let (exists, _) = virsh(&["dominfo", &name]);
     assert!(!exists, "domain {name} still defined");
     let _ = std::process::Command::new("ip")
