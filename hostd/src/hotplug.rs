@@ -320,6 +320,10 @@ fn still_live(node: &Node, name: &str, c: &Change) -> Result<bool> {
 /// not release within [`DETACH_TIMEOUT`] ends the task with an error (the persistent definition
 /// already has it removed: it goes at the next cold boot).
 pub fn apply(node: &Node, name: &str, task: &TaskHandle) -> Result<()> {
+    apply_within(node, name, task, DETACH_TIMEOUT)
+}
+
+fn apply_within(node: &Node, name: &str, task: &TaskHandle, wait: Duration) -> Result<()> {
     let live = node.hv.domain_xml(name, false)?;
     let new = node.hv.domain_xml(name, true)?;
     let p = plan(&live, &new)?;
@@ -344,16 +348,16 @@ pub fn apply(node: &Node, name: &str, task: &TaskHandle) -> Result<()> {
                 ));
                 break;
             }
-            if t0.elapsed() >= DETACH_TIMEOUT {
+            if t0.elapsed() >= wait {
                 task.log(format!(
                     "the guest did not release {} within {}s",
                     c.label,
-                    DETACH_TIMEOUT.as_secs()
+                    wait.as_secs()
                 ));
                 failed.push(format!(
                     "{}: the guest did not release it within {}s (it may not support hot-unplug, or the device is in use); it is removed at the next cold boot",
                     c.label,
-                    DETACH_TIMEOUT.as_secs()
+                    wait.as_secs()
                 ));
                 break;
             }
@@ -525,6 +529,77 @@ mod tests {
             nic("02:4b:45:00:00:01", "default")
         ));
         assert_eq!(plan(&x, &x)?, Plan::default());
+        Ok(())
+    }
+
+    /// The workflow on the fake engine: a running domain whose new definition drops a disk and
+    /// a NIC and adds a disk. A guest that releases devices: detach, attach, live metadata,
+    /// done. A guest that ignores the request: the task fails naming the device, after the
+    /// attach was still made.
+    #[test]
+    fn apply_detaches_attaches_and_reports_a_guest_that_keeps_a_device() -> Result<()> {
+        use crate::hv::fake::FakeHv;
+        use crate::hv::{Hypervisor, Power};
+        use std::sync::Arc;
+        let run = |deaf: bool| -> Result<(Vec<String>, Result<()>, String)> {
+            let hv = Arc::new(FakeHv::new());
+            let (node, _dir) = crate::tests_support::fake_node(hv.clone())?;
+            let live = dom(&format!(
+                "{}{}{}",
+                disk("/i/a", "vda", "virtio", Some(1)),
+                disk("/i/b", "vdb", "virtio", None),
+                nic("02:4b:45:00:00:01", "default")
+            ));
+            let new = dom(&format!(
+                "{}{}",
+                disk("/i/a", "vda", "virtio", Some(1)),
+                disk("/i/c", "vdb", "virtio", None)
+            ));
+            hv.define(&new)?;
+            hv.power("a", Power::Start)?;
+            hv.set_live_xml("a", &live);
+            if deaf {
+                hv.ignore_acpi("a");
+            }
+            let t = node.tasks.begin("vmupdate", "100", "root", true)?;
+            let r = apply_within(&node, "a", &t, Duration::from_millis(300));
+            let log = node
+                .tasks
+                .log(&t.upid, 0, 100)?
+                .into_iter()
+                .map(|l| l.line)
+                .collect::<Vec<_>>()
+                .join("\n");
+            let calls = hv.calls().into_iter().skip(2).collect();
+            Ok((calls, r, log))
+        };
+        let (calls, r, log) = run(false)?;
+        r?;
+        assert_eq!(
+            calls,
+            [
+                "detach_device_live a disk",
+                "detach_device_live a interface",
+                "attach_device_live a disk",
+                "set_live_metadata a"
+            ],
+            "{log}"
+        );
+        assert!(
+            log.contains("disk /i/b (vdb) detached (the guest released it")
+                && log.contains("attached disk /i/c (vdc, virtio) live"),
+            "{log}"
+        );
+        let (_, r, log) = run(true)?;
+        match r {
+            Err(Error::Conflict(m)) => assert!(
+                m.contains("disk /i/b (vdb): the guest did not release it")
+                    && m.contains("removed at the next cold boot"),
+                "{m}"
+            ),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert!(log.contains("attached disk /i/c"), "{log}");
         Ok(())
     }
 
