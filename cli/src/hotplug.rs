@@ -56,11 +56,15 @@ fn index_of(word: &str, prefix: &str, len: usize) -> Result<usize> {
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| anyhow!("{word:?}: expected {prefix}0, {prefix}1…"))?;
     if i >= len {
-        return Err(anyhow!(
-            "{word:?}: this VM has {len} {} ({prefix}0…{prefix}{})",
-            if prefix == "disk" { "disks" } else { "NICs" },
-            len.saturating_sub(1)
-        ));
+        let what = if prefix == "disk" { "disk" } else { "NIC" };
+        return Err(match len {
+            0 => anyhow!("{word:?}: this VM has no {what}"),
+            1 => anyhow!("{word:?}: this VM has one {what}, {prefix}0"),
+            n => anyhow!(
+                "{word:?}: this VM has {n} {what}s, {prefix}0…{prefix}{}",
+                n - 1
+            ),
+        });
     }
     Ok(i)
 }
@@ -155,7 +159,7 @@ mod tests {
         let e = index_of("disk2", "disk", 2).err().map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
-            Some("\"disk2\": this VM has 2 disks (disk0…disk1)")
+            Some("\"disk2\": this VM has 2 disks, disk0…disk1")
         );
         assert!(index_of("vdb", "disk", 2).is_err());
         let mut s = spec();
