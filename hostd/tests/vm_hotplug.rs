@@ -34,6 +34,17 @@ fn nets(line: &str) -> String {
         .to_string()
 }
 
+/// A host bridge deleted when the test ends, passed or not.
+struct Bridge(String);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
+    }
+}
+
 #[test]
 fn disks_and_nics_hot_plug_vcpu_and_balloon_live() {
     let t0 = Instant::now();
@@ -49,6 +60,7 @@ fn disks_and_nics_hot_plug_vcpu_and_balloon_live() {
         st.is_ok_and(|s| s.success()),
         "ip link add {br} type bridge failed (root needed)"
     );
+    let _bridge = Bridge(br.clone());
     let name = format!("{}-hp", h.prefix);
     let spec = json!({
         "vmid": a, "name": name, "memory_mib": 256, "vcpus": 1, "max_vcpus": 2,
@@ -161,9 +173,6 @@ fn disks_and_nics_hot_plug_vcpu_and_balloon_live() {
     h.ok(h.delete(&format!("/vms/{a}?purge_volumes=true")));
     let (exists, _) = virsh(&["dominfo", &name]);
     assert!(!exists, "domain {name} still defined");
-    let _ = std::process::Command::new("ip")
-        .args(["link", "del", &br])
-        .status();
     eprintln!(
         "vm_hotplug: boot {booted:.1}s, total {:.1}s",
         t0.elapsed().as_secs_f64()
