@@ -6,6 +6,7 @@ mod client;
 mod clone;
 mod cluster;
 mod config;
+mod hotplug;
 mod output;
 mod passwd;
 mod snapshot;
@@ -224,6 +225,12 @@ enum VmCmd {
     Clone(clone::CloneArgs),
     /// Convert a stopped VM to a template (never started again; clone it)
     Template { vmid: u32 },
+    /// Add or remove a disk (live on a running VM where possible: docs/hotplug.md)
+    #[command(subcommand)]
+    Disk(hotplug::DiskCmd),
+    /// Add or remove a NIC (live on a running VM: docs/hotplug.md)
+    #[command(subcommand)]
+    Nic(hotplug::NicCmd),
 }
 
 #[derive(Args, Debug)]
@@ -689,6 +696,8 @@ async fn vm(c: &Client, cmd: VmCmd, mode: Mode) -> Result<Outcome> {
         }
         VmCmd::Clone(a) => return clone::clone(c, node, &a, mode).await,
         VmCmd::Template { vmid } => return clone::template(c, node, vmid, mode).await,
+        VmCmd::Disk(d) => return hotplug::disk(c, node, d, mode).await,
+        VmCmd::Nic(n) => return hotplug::nic(c, node, n, mode).await,
     }
     Ok(Outcome::Done)
 }

@@ -446,6 +446,9 @@ async fn get_vm(
     Ok(Json(blocking(move || vms::config(&node, vmid)).await?))
 }
 
+/// Replace a VM's spec. A running VM gets live what can be: virtio disks and NICs attached or
+/// detached, vCPUs up to `max_vcpus`, the balloon; the rest is listed as `pending` until the
+/// next cold boot, with the reason in the task log (docs/hotplug.md).
 #[utoipa::path(put, path = "/api/v1/nodes/{node}/vms/{vmid}", tag = "vms", params(("node" = String, Path), ("vmid" = u32, Path)), request_body = VmSpec,
     responses((status = 202, body = TaskRef), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn update_vm(

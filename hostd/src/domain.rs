@@ -17,6 +17,8 @@ use crate::xml::{Element, XmlError};
 /// XML namespace of Keel's domain metadata.
 pub const KEEL_NS: &str = "https://keel.dev/xmlns/vm/1";
 const KEEL_PREFIX: &str = "keel";
+/// Free PCIe root ports a q35 guest gets for disks and NICs hot-plugged while it runs.
+pub const HOTPLUG_PORTS: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -344,6 +346,35 @@ pub fn render_element(spec: &VmSpec, ctx: &RenderCtx) -> Result<Element, DomainE
                 .attr("index", 0)
                 .attr("model", "virtio-scsi"),
         );
+    }
+    if spec.machine == Machine::Q35 {
+        // PCIe has no hot-plug into the root complex: each hot-plugged disk or NIC needs a free
+        // root port, and libvirt adds at most one spare. Enough ports for the devices this
+        // spec needs (USB, virtio disks, SCSI controller, NICs, balloon, RNG, agent channel)
+        // plus HOTPLUG_PORTS free ones (docs/hotplug.md); libvirt fills them in order.
+        let needed = 3
+            + spec
+                .disks
+                .iter()
+                .filter(|d| d.bus == DiskBus::Virtio)
+                .count()
+            + usize::from(spec.disks.iter().any(|d| d.bus == DiskBus::Scsi))
+            + spec.nics.len()
+            + usize::from(spec.guest_agent);
+        devices.push(
+            Element::new("controller")
+                .attr("type", "pci")
+                .attr("index", 0)
+                .attr("model", "pcie-root"),
+        );
+        for i in 1..=needed + HOTPLUG_PORTS {
+            devices.push(
+                Element::new("controller")
+                    .attr("type", "pci")
+                    .attr("index", i)
+                    .attr("model", "pcie-root-port"),
+            );
+        }
     }
     for (i, n) in spec.nics.iter().enumerate() {
         let mac = n

@@ -721,6 +721,9 @@ pub fn update(node: &Node, row: DomainRow, mut spec: VmSpec, task: &TaskHandle) 
     ));
     let state = node.hv.domain(&row.name)?.state;
     if state.is_active() {
+        // disks and NICs first (hot-plug), so a refused detach still lets vCPUs and the
+        // balloon apply below; its error ends the task after them
+        let plugged = crate::hotplug::apply(node, &row.name, task);
         let live = parsed(node, &row.name, false)?;
         if live.spec.vcpus != spec.vcpus
             && spec.vcpus <= live.spec.max_vcpus.unwrap_or(live.spec.vcpus)
@@ -745,6 +748,7 @@ pub fn update(node: &Node, row: DomainRow, mut spec: VmSpec, task: &TaskHandle) 
                 still.join(", ")
             ));
         }
+        plugged?;
     }
     Ok(())
 }

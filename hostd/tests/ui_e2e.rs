@@ -4,7 +4,8 @@
 //! storage (upload), session expiry and logout; then ui/e2e/cluster.mjs on this standalone
 //! node (cluster page empty state, node list, polling paused in a hidden tab); then
 //! ui/e2e/clones.mjs (convert to template, template badge, a linked clone through the dialog);
-//! then ui/e2e/backups.mjs (the Backups tab: back up now, verify, restore into a new VM).
+//! then ui/e2e/backups.mjs (the Backups tab: back up now, verify, restore into a new VM);
+//! then ui/e2e/hotplug.mjs (disks and NICs added and removed on a running VM).
 //!
 //! Needs `ui/dist` (built by scripts/test.sh: `npm ci && npm run build` in ui/), node and
 //! Debian's chromium.
@@ -218,6 +219,56 @@ fn web_ui_in_headless_chromium() {
         "remove target: {}",
         r.text().unwrap_or_default()
     );
+
+    // Hot-plug from the Hardware tab (ui/e2e/hotplug.mjs): a running live guest with one disk
+    // gets a virtio disk and a NIC attached live and removed again, no pending badge; a SATA
+    // disk is reported pending, with the badge.
+    let t0 = std::time::Instant::now();
+    let hp_vm = h.id(7);
+    let hp_name = format!("{}-hp", h.prefix);
+    let hp_br = format!("{}u", &h.prefix[..h.prefix.len().min(12)]);
+    let st = Command::new("ip")
+        .args(["link", "add", &hp_br, "type", "bridge"])
+        .status();
+    assert!(
+        st.is_ok_and(|s| s.success()),
+        "ip link add {hp_br} type bridge failed (root needed)"
+    );
+    h.ok(h.post(
+        "/vms?start=true",
+        json!({"vmid": hp_vm, "name": hp_name, "memory_mib": 128,
+               "disks": [{"pool": h.pool, "size_mib": 16}],
+               "cdrom": {"pool": h.pool, "volume": "keel-live.iso"}, "boot": ["cdrom", "disk0"]}),
+    ));
+    h.wait_for("the hot-plug guest's device line", 180, || {
+        h.serial(hp_vm).contains("KEEL-LIVE: disks: vda=")
+    });
+    let out = Command::new("node")
+        .arg(repo_root().join("ui/e2e/hotplug.mjs"))
+        .env("KEEL_UI_URL", &h.base)
+        .env("KEEL_UI_PASSWORD", PASSWORD)
+        .env("KEEL_UI_VMID", hp_vm.to_string())
+        .env("KEEL_UI_BRIDGE", &hp_br)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "{stdout}{}hotplug.mjs took {:.1}s (with the boot)",
+        String::from_utf8_lossy(&out.stderr),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
+        "hotplug end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
+    );
+    let (_, xml) = common::virsh(&["dumpxml", &hp_name]);
+    assert!(
+        !xml.contains("<interface") && !xml.contains("<target dev='vdb'"),
+        "the live domain still has the removed NIC or disk: {xml}"
+    );
+    h.ok(h.post_empty(&format!("/vms/{hp_vm}/status/stop")));
+    h.ok(h.delete(&format!("/vms/{hp_vm}?purge_volumes=true")));
+    let _ = Command::new("ip").args(["link", "del", &hp_br]).status();
 
     h.ok(h.post_empty(&format!("/vms/{demo}/status/stop")));
     h.ok(h.delete(&format!("/vms/{demo}")));

@@ -96,8 +96,9 @@ mknod -m 600 "$root/dev/console" c 5 1 ||
   log "warning: cannot mknod /dev/console (not root?); the kernel will warn at boot"
 
 # button + evdev: ACPI power button -> /dev/input/eventN -> acpid -> poweroff.
-# virtio_*: extras, so the guest can see virtio NICs and disks.
-wanted=(button evdev virtio_pci virtio_net virtio_blk)
+# virtio_*: extras, so the guest can see virtio NICs and disks, and the balloon
+# (virtio_balloon: hot-plug tests lower a running guest's memory).
+wanted=(button evdev virtio_pci virtio_net virtio_blk virtio_balloon)
 order=()
 add_module() {  # $1: path relative to $moddir; appends its dependencies first
   local dep

@@ -22,8 +22,10 @@ struct State {
     /// name → (XML, active, autostart)
     networks: BTreeMap<String, (String, bool, bool)>,
     calls: Vec<String>,
-    /// Guests that ignore the ACPI power button.
+    /// Guests that ignore the ACPI power button (and hot-unplug requests, also ACPI).
     deaf: Vec<String>,
+    /// Running definitions that differ from the persistent one (hot-plug tests).
+    live: BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -48,6 +50,34 @@ impl FakeHv {
     /// Make a guest ignore ACPI shutdown requests.
     pub fn ignore_acpi(&self, name: &str) {
         self.lock().deaf.push(name.to_string());
+    }
+
+    /// Give a domain a running definition of its own (what `domain_xml(name, false)` returns
+    /// until it stops); live attach and detach then edit it.
+    pub fn set_live_xml(&self, name: &str, xml: &str) {
+        self.lock().live.insert(name.to_string(), xml.to_string());
+    }
+
+    /// Edit the live definition's `<devices>` with `f`.
+    fn edit_live(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Vec<Element>) -> HvResult<()>,
+    ) -> HvResult<()> {
+        let mut s = self.lock();
+        let Some(xml) = s.live.get(name) else {
+            return Ok(());
+        };
+        let bad = |e: crate::xml::XmlError| HvError::Engine {
+            op: "live XML",
+            msg: e.to_string(),
+        };
+        let mut dom = Element::parse(xml).map_err(bad)?;
+        if let Some(d) = dom.children.iter_mut().find(|c| c.name == "devices") {
+            f(&mut d.children)?;
+        }
+        s.live.insert(name.to_string(), dom.render());
+        Ok(())
     }
 }
 
@@ -88,8 +118,11 @@ impl Hypervisor for FakeHv {
         })
     }
 
-    fn domain_xml(&self, name: &str, _inactive: bool) -> HvResult<String> {
+    fn domain_xml(&self, name: &str, inactive: bool) -> HvResult<String> {
         let s = self.lock();
+        if let (false, Some(x)) = (inactive, s.live.get(name)) {
+            return Ok(x.clone());
+        }
         s.domains
             .get(name)
             .map(|d| d.0.clone())
@@ -147,6 +180,9 @@ impl Hypervisor for FakeHv {
             (Power::Resume, _) => VmState::Running,
         };
         d.1 = next;
+        if !next.is_active() {
+            s.live.remove(name);
+        }
         Ok(())
     }
 
@@ -344,5 +380,44 @@ impl Hypervisor for FakeHv {
             .remove(name)
             .map(|_| ())
             .ok_or_else(|| HvError::NotFound(format!("network {name:?} not found")))
+    }
+
+    fn attach_device_live(&self, name: &str, xml: &str) -> HvResult<()> {
+        let dev = Element::parse(xml).map_err(|e| HvError::Engine {
+            op: "attach device",
+            msg: e.to_string(),
+        })?;
+        self.lock()
+            .calls
+            .push(format!("attach_device_live {name} {}", dev.name));
+        self.edit_live(name, |d| {
+            d.push(dev);
+            Ok(())
+        })
+    }
+
+    fn detach_device_live(&self, name: &str, xml: &str) -> HvResult<()> {
+        let dev = Element::parse(xml).map_err(|e| HvError::Engine {
+            op: "detach device",
+            msg: e.to_string(),
+        })?;
+        let deaf = {
+            let mut s = self.lock();
+            s.calls
+                .push(format!("detach_device_live {name} {}", dev.name));
+            s.deaf.iter().any(|d| d == name)
+        };
+        if deaf {
+            return Ok(());
+        }
+        self.edit_live(name, |d| {
+            d.retain(|x| *x != dev);
+            Ok(())
+        })
+    }
+
+    fn set_live_metadata(&self, name: &str, _xml: &str) -> HvResult<()> {
+        self.lock().calls.push(format!("set_live_metadata {name}"));
+        Ok(())
     }
 }

@@ -669,6 +669,36 @@ impl Hypervisor for Libvirt {
             v.resize(bytes, 0).map_err(engine("resize volume"))
         })
     }
+
+    fn attach_device_live(&self, name: &str, xml: &str) -> HvResult<()> {
+        self.with(|c| {
+            Self::dom(c, name)?
+                .attach_device_flags(xml, sys::VIR_DOMAIN_AFFECT_LIVE)
+                .map_err(engine("attach device"))
+        })
+    }
+
+    fn detach_device_live(&self, name: &str, xml: &str) -> HvResult<()> {
+        self.with(|c| {
+            Self::dom(c, name)?
+                .detach_device_flags(xml, sys::VIR_DOMAIN_AFFECT_LIVE)
+                .map_err(engine("detach device"))
+        })
+    }
+
+    fn set_live_metadata(&self, name: &str, xml: &str) -> HvResult<()> {
+        self.with(|c| {
+            Self::dom(c, name)?
+                .set_metadata(
+                    sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                    Some(xml),
+                    Some("keel"),
+                    Some(KEEL_NS),
+                    sys::VIR_DOMAIN_AFFECT_LIVE,
+                )
+                .map_err(engine("set metadata"))
+        })
+    }
 }
 
 /// A snapshot's facts from libvirt's `<domainsnapshot>` XML.

@@ -147,6 +147,26 @@ pub trait Hypervisor: Send + Sync {
         let _ = (pool, volume, bytes);
         Err(unsupported("resize volumes"))
     }
+
+    // ---- hot-plug (hostd/src/hotplug.rs): the running domain only; the persistent
+    // definition is changed by `define`.
+    /// Attach a device (`<disk>`, `<interface>` XML) to the running domain.
+    fn attach_device_live(&self, name: &str, xml: &str) -> HvResult<()> {
+        let _ = (name, xml);
+        Err(unsupported("hot-plug devices"))
+    }
+    /// Ask the running domain's guest to release a device; returns once requested (the
+    /// device may stay until the guest lets go: callers poll the live XML).
+    fn detach_device_live(&self, name: &str, xml: &str) -> HvResult<()> {
+        let _ = (name, xml);
+        Err(unsupported("hot-unplug devices"))
+    }
+    /// Replace Keel's metadata element of the running domain (`xml` without namespace
+    /// prefixes: libvirt puts it into Keel's namespace).
+    fn set_live_metadata(&self, name: &str, xml: &str) -> HvResult<()> {
+        let _ = (name, xml);
+        Err(unsupported("change live metadata"))
+    }
 }
 
 fn unsupported(what: &str) -> HvError {

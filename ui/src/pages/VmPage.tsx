@@ -13,6 +13,7 @@ import { Console, Serial } from "./Console";
 import { ResizeDisk, Snapshots } from "./Snapshots";
 import { Backups } from "./Backups";
 import { CloneActions, TemplateBadge } from "./Clone";
+import { DeviceActions, type Msg as DeviceMsg, RemoveDevice } from "./Hotplug";
 
 const OP_LABEL: Record<PowerOp, string> = {
   start: "Start", shutdown: "Shut down", stop: "Stop", reboot: "Reboot", reset: "Reset", suspend: "Suspend", resume: "Resume",
@@ -99,7 +100,8 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
         tabs={[["summary", "Summary"], ["hardware", "Hardware"], ["console", "Console"], ["serial", "Serial"], ["tasks", "Tasks"], ["snapshots", "Snapshots"], ["backups", "Backups"]]} />
       <div role="tabpanel" id={`panel-${active}`} aria-labelledby={`tab-${active}`} class="tabpanel">
         {active === "summary" && (s ? <Summary s={s} /> : <Loading what="status" />)}
-        {active === "hardware" && <Hardware config={config.data} error={config.error} vmid={vmid} />}
+        {active === "hardware" && <Hardware config={config.data} error={config.error} vmid={vmid}
+          onChanged={() => { config.refresh(); status.refresh(); }} />}
         {active === "console" && s && <Console vmid={vmid} state={s.state} />}
         {active === "serial" && <Serial vmid={vmid} />}
         {active === "tasks" && <VmTasks vmid={vmid} />}
@@ -146,7 +148,8 @@ function Summary({ s }: { s: VmStatus }) {
   );
 }
 
-function Hardware({ config, error, vmid }: { config?: VmConfig; error: ApiError | null; vmid: number }) {
+function Hardware({ config, error, vmid, onChanged }: { config?: VmConfig; error: ApiError | null; vmid: number; onChanged: () => void }) {
+  const [dmsg, say] = useState<DeviceMsg>(null);
   if (error) return <ErrorBox error={error} title="Cannot read the configuration" />;
   if (!config) return <Loading what="configuration" />;
   const sp = config.spec;
@@ -175,6 +178,7 @@ function Hardware({ config, error, vmid }: { config?: VmConfig; error: ApiError 
           <dt>On crash</dt><dd>{sp.on_crash ?? "destroy"}</dd>
         </dl>
       </div>
+      <DeviceActions vmid={vmid} spec={sp} onChanged={onChanged} msg={dmsg} say={say} />
       <div class="panel">
         <h2>Disks <P f="disks" /></h2>
         {(sp.disks ?? []).length === 0 ? <p class="muted">No disks.</p> : (
@@ -185,7 +189,7 @@ function Hardware({ config, error, vmid }: { config?: VmConfig; error: ApiError 
                 <td class="mono">{d.path ?? `${d.pool}:${d.volume ?? `(new, ${d.size_mib} MiB)`}`}</td>
                 <td>{d.format ?? "qcow2"}</td><td>{d.bus ?? "virtio"}</td><td>{d.cache ?? "none"} / {d.io ?? "native"}</td>
                 <td class="small">{d.throttle && Object.keys(d.throttle).length ? Object.entries(d.throttle).map(([k, v]) => `${k}=${v}`).join(", ") : "—"}</td>
-                <td><ResizeDisk vmid={vmid} disk={i} /></td></tr>
+                <td><ResizeDisk vmid={vmid} disk={i} /> <RemoveDevice vmid={vmid} spec={sp} kind="disks" index={i} onChanged={onChanged} say={say} /></td></tr>
             ))}</tbody>
           </table>
         )}
@@ -194,10 +198,11 @@ function Hardware({ config, error, vmid }: { config?: VmConfig; error: ApiError 
         <h2>Network interfaces <P f="nics" /></h2>
         {(sp.nics ?? []).length === 0 ? <p class="muted">No network interfaces.</p> : (
           <table class="table" aria-label="Network interfaces">
-            <thead><tr><th>#</th><th>Attached to</th><th>Model</th><th>MAC</th></tr></thead>
+            <thead><tr><th>#</th><th>Attached to</th><th>Model</th><th>MAC</th><th /></tr></thead>
             <tbody>{(sp.nics ?? []).map((n, i) => (
               <tr><td class="mono">net{i} <P f={`nics[${i}]`} /></td><td>{n.network ? `network ${n.network}` : `bridge ${n.bridge}`}</td>
-                <td>{n.model ?? "virtio"}</td><td class="mono">{n.mac ?? "—"}</td></tr>
+                <td>{n.model ?? "virtio"}</td><td class="mono">{n.mac ?? "—"}</td>
+                <td><RemoveDevice vmid={vmid} spec={sp} kind="nics" index={i} onChanged={onChanged} say={say} /></td></tr>
             ))}</tbody>
           </table>
         )}
