@@ -221,3 +221,135 @@ pub struct RestoreRequest {
     #[serde(default)]
     pub start: bool,
 }
+
+/// A retention policy (docs/backups.md, "Retention"): how many backups each rule keeps.
+/// Unset or 0: the rule keeps nothing. A backup is kept when any rule selects it, or when a
+/// kept incremental needs it (its chain back to its full backup).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeepPolicy {
+    /// The newest N backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_last: Option<u32>,
+    /// The newest backup of each of the last N hours that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_hourly: Option<u32>,
+    /// The newest backup of each of the last N days that have one (local time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_daily: Option<u32>,
+    /// The newest backup of each of the last N ISO weeks (Monday to Sunday) that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_weekly: Option<u32>,
+    /// The newest backup of each of the last N months that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_monthly: Option<u32>,
+    /// The newest backup of each of the last N years that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_yearly: Option<u32>,
+}
+
+impl KeepPolicy {
+    /// The rules in the order they are applied, with their names (`keep-last`…).
+    pub fn rules(&self) -> [(&'static str, u32); 6] {
+        let g = |v: Option<u32>| v.unwrap_or(0);
+        [
+            ("keep-last", g(self.keep_last)),
+            ("keep-hourly", g(self.keep_hourly)),
+            ("keep-daily", g(self.keep_daily)),
+            ("keep-weekly", g(self.keep_weekly)),
+            ("keep-monthly", g(self.keep_monthly)),
+            ("keep-yearly", g(self.keep_yearly)),
+        ]
+    }
+
+    /// At least one rule keeps something (a policy keeping nothing would delete every
+    /// backup: refused), and no count is absurd.
+    pub fn validate(&self, field_prefix: &str) -> Result<(), FieldError> {
+        for (name, n) in self.rules() {
+            if n > 10_000 {
+                return Err(FieldError::new(
+                    &format!("{field_prefix}{}", name.replace('-', "_")),
+                    format!("{name} {n} is too large: at most 10000"),
+                ));
+            }
+        }
+        if self.rules().iter().all(|(_, n)| *n == 0) {
+            return Err(FieldError::new(
+                &format!("{field_prefix}keep_last"),
+                "give at least one of keep-last, keep-hourly, keep-daily, keep-weekly, keep-monthly, keep-yearly above 0 (a policy keeping nothing would delete every backup)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Prune a VM's backups on one target by a retention policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRequest {
+    /// The target holding the backups.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_hourly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_monthly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_yearly: Option<u32>,
+    /// Only say what would be kept and removed (200 with the lists), change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl PruneRequest {
+    pub fn policy(&self) -> KeepPolicy {
+        KeepPolicy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+        }
+    }
+}
+
+/// One backup in a prune's answer, with the reason it is kept or removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PruneEntry {
+    pub id: String,
+    pub kind: BackupKind,
+    pub start_time: i64,
+    /// `keep-last`, `keep-daily 2026-12-02`, `needed by incremental <id>`, `not selected`.
+    pub reason: String,
+}
+
+/// What a prune keeps and removes (the answer of a dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PruneResult {
+    pub vmid: u32,
+    pub target: String,
+    pub dry_run: bool,
+    /// Newest first.
+    pub kept: Vec<PruneEntry>,
+    /// Newest first (deleted in this order: incrementals before their parents).
+    pub removed: Vec<PruneEntry>,
+}

@@ -3,7 +3,8 @@
 use anyhow::Result;
 use clap::Subcommand;
 use keel_api::backup::{
-    BackupCreate, BackupInfo, BackupKind, BackupTarget, BackupTargetCreate, RestoreRequest,
+    BackupCreate, BackupInfo, BackupKind, BackupTarget, BackupTargetCreate, KeepPolicy, PruneEntry,
+    PruneRequest, PruneResult, RestoreRequest,
 };
 use reqwest::Method;
 
@@ -65,6 +66,91 @@ pub enum BackupCmd {
         #[arg(long)]
         start: bool,
     },
+    /// Remove a VM's backups on a target that a retention policy does not keep (a kept
+    /// incremental keeps its whole chain)
+    Prune {
+        vmid: u32,
+        /// The target holding the backups
+        #[arg(long)]
+        target: String,
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Only show what would be kept and removed, and why
+        #[arg(long = "dry-run")]
+        dry_run: bool,
+    },
+    /// Delete one backup (refused while incrementals depend on it)
+    Delete {
+        vmid: u32,
+        /// The backup's id
+        backup: String,
+        /// The target holding it
+        #[arg(long)]
+        target: String,
+    },
+}
+
+/// A retention policy on the command line (docs/backups.md, "Retention").
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct KeepArgs {
+    /// Keep the newest N backups
+    #[arg(long = "keep-last")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N hours that have one
+    #[arg(long = "keep-hourly")]
+    pub keep_hourly: Option<u32>,
+    /// … of each of the last N days (local time)
+    #[arg(long = "keep-daily")]
+    pub keep_daily: Option<u32>,
+    /// … of each of the last N ISO weeks
+    #[arg(long = "keep-weekly")]
+    pub keep_weekly: Option<u32>,
+    /// … of each of the last N months
+    #[arg(long = "keep-monthly")]
+    pub keep_monthly: Option<u32>,
+    /// … of each of the last N years
+    #[arg(long = "keep-yearly")]
+    pub keep_yearly: Option<u32>,
+}
+
+impl KeepArgs {
+    pub fn policy(&self) -> KeepPolicy {
+        KeepPolicy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+        }
+    }
+}
+
+fn prune_table(r: &PruneResult) {
+    println!(
+        "{:<22} {:<7} {:<19} {:<11} REASON",
+        "ID", "ACTION", "TIME (UTC)", "KIND"
+    );
+    let mut rows: Vec<(&PruneEntry, &str)> = r
+        .kept
+        .iter()
+        .map(|e| (e, "keep"))
+        .chain(r.removed.iter().map(|e| (e, "remove")))
+        .collect();
+    rows.sort_by(|a, b| (b.0.start_time, &b.0.id).cmp(&(a.0.start_time, &a.0.id)));
+    for (e, a) in rows {
+        println!(
+            "{:<22} {:<7} {:<19} {:<11} {}",
+            e.id,
+            a,
+            output::time(e.start_time),
+            match e.kind {
+                BackupKind::Full => "full",
+                BackupKind::Incremental => "incremental",
+            },
+            e.reason
+        );
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -239,6 +325,52 @@ pub async fn backup(c: &Client, cmd: BackupCmd, mode: Mode) -> Result<Outcome> {
                     ],
                     &[],
                     Some(&body),
+                )
+                .await?;
+            return task_outcome(c, node, a, mode).await;
+        }
+        BackupCmd::Prune {
+            vmid,
+            target,
+            keep,
+            dry_run,
+        } => {
+            let p = keep.policy();
+            let body = PruneRequest {
+                target,
+                keep_last: p.keep_last,
+                keep_hourly: p.keep_hourly,
+                keep_daily: p.keep_daily,
+                keep_weekly: p.keep_weekly,
+                keep_monthly: p.keep_monthly,
+                keep_yearly: p.keep_yearly,
+                dry_run,
+            };
+            let v = c
+                .call(
+                    Method::POST,
+                    &["nodes", node, "vms", &vmid.to_string(), "backups", "prune"],
+                    &[],
+                    Some(&body),
+                )
+                .await?;
+            if dry_run {
+                show(v, json, |r: PruneResult| prune_table(&r))?;
+            } else {
+                return task_outcome(c, node, v, mode).await;
+            }
+        }
+        BackupCmd::Delete {
+            vmid,
+            backup,
+            target,
+        } => {
+            let a = c
+                .call::<()>(
+                    Method::DELETE,
+                    &["nodes", node, "vms", &vmid.to_string(), "backups", &backup],
+                    &[("target", target)],
+                    None,
                 )
                 .await?;
             return task_outcome(c, node, a, mode).await;

@@ -1081,7 +1081,9 @@ async fn delete_network(
         crate::backup::routes::list_backups,
         crate::backup::routes::create_backup,
         crate::backup::routes::verify_backup,
-        crate::backup::routes::restore_backup
+        crate::backup::routes::restore_backup,
+        crate::backup::routes::prune_backups,
+        crate::backup::routes::delete_backup
     ),
     components(schemas(
         ErrorBody,
@@ -1115,7 +1117,11 @@ async fn delete_network(
         keel_api::backup::BackupKind,
         keel_api::backup::BackupManifest,
         keel_api::backup::BackupDisk,
-        keel_api::backup::RestoreRequest
+        keel_api::backup::RestoreRequest,
+        keel_api::backup::KeepPolicy,
+        keel_api::backup::PruneRequest,
+        keel_api::backup::PruneEntry,
+        keel_api::backup::PruneResult
     ))
 )]
 pub struct ApiDoc;

@@ -425,6 +425,16 @@ pub const RULES: &[Rule] = &[
         "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}/restore",
         Priv(VmAllocate, "/vms"),
     ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/vms/{vmid}/backups/prune",
+        Priv(VmBackup, "/vms/{vmid}"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}",
+        Priv(VmBackup, "/vms/{vmid}"),
+    ),
 ];
 
 /// The rule of a matched route (`HEAD` is checked as `GET`).

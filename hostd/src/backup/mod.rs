@@ -10,6 +10,7 @@
 //!   VM's copy), verify and restore.
 
 pub mod engine;
+pub mod prune;
 pub mod routes;
 pub mod run;
 pub mod store;

@@ -8,11 +8,12 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use keel_api::access::Privilege;
 use keel_api::backup::{
-    BackupCreate, BackupInfo, BackupTarget, BackupTargetCreate, BackupTargetQuery, RestoreRequest,
+    BackupCreate, BackupInfo, BackupTarget, BackupTargetCreate, BackupTargetQuery, PruneRequest,
+    PruneResult, RestoreRequest,
 };
 use keel_api::task::TaskRef;
 
-use super::{run, targets};
+use super::{prune, run, targets};
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::http::{accepted, blocking, check_node, ApiResult, JsonBody, Path, Query};
@@ -39,6 +40,14 @@ pub fn routes() -> Router<Arc<Node>> {
         .route(
             "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}/restore",
             post(restore_backup),
+        )
+        .route(
+            "/api/v1/nodes/{node}/vms/{vmid}/backups/prune",
+            post(prune_backups),
+        )
+        .route(
+            "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}",
+            delete(delete_backup),
         )
 }
 
@@ -220,4 +229,73 @@ pub async fn restore_backup(
 
 fn vms_reserve(node: &Node, plan: &run::RestorePlan) -> Result<(), Error> {
     crate::vms::reserve_vmid(node, plan.spec.vmid, &plan.spec.name)
+}
+
+/// Prune a VM's backups on a target by a retention policy (keep-last/hourly/daily/weekly/
+/// monthly/yearly; a kept incremental keeps its whole chain). `dry_run`: 200 with what would
+/// be kept and removed and why; otherwise task `backupprune` on the VM.
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/{vmid}/backups/prune", tag = "backups",
+    params(("node" = String, Path), ("vmid" = u32, Path)), request_body = PruneRequest,
+    responses((status = 200, body = PruneResult, description = "dry run: what would be kept and removed"),
+        (status = 202, body = TaskRef), (status = 400, body = keel_api::ErrorBody),
+        (status = 404, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
+pub async fn prune_backups(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, vmid)): Path<(String, u32)>,
+    JsonBody(req): JsonBody<PruneRequest>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    blocking(move || {
+        let policy = prune::check(&node, &req)?;
+        if req.dry_run {
+            return Ok(Json(prune::plan(&node, vmid, &req.target, &policy)?).into_response());
+        }
+        let n = node.clone();
+        let upid = tasks::spawn(
+            &node.tasks,
+            "backupprune",
+            &vmid.to_string(),
+            &p.user,
+            true,
+            move |t| prune::run(&n, vmid, &req.target, &policy, t).map(|_| ()),
+        )?;
+        Ok(accepted(upid))
+    })
+    .await
+}
+
+/// Delete one backup (task `backupdelete` on the VM). Refused (409, naming them) while
+/// incrementals depend on it.
+#[utoipa::path(delete, path = "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}", tag = "backups",
+    params(("node" = String, Path), ("vmid" = u32, Path), ("backup" = String, Path), BackupTargetQuery),
+    responses((status = 202, body = TaskRef), (status = 400, body = keel_api::ErrorBody),
+        (status = 404, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
+pub async fn delete_backup(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, vmid, backup)): Path<(String, u32, String)>,
+    Query(q): Query<BackupTargetQuery>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || {
+        let Some(target) = q.target else {
+            return Err(Error::validation(
+                "target",
+                "give the backup's target: ?target=NAME",
+            ));
+        };
+        prune::check_delete(&node, vmid, &backup, &target)?;
+        let n = node.clone();
+        tasks::spawn(
+            &node.tasks,
+            "backupdelete",
+            &vmid.to_string(),
+            &p.user,
+            true,
+            move |t| prune::run_delete(&n, vmid, &backup, &target, t),
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
 }
