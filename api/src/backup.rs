@@ -353,3 +353,122 @@ pub struct PruneResult {
     /// Newest first (deleted in this order: incrementals before their parents).
     pub removed: Vec<PruneEntry>,
 }
+
+/// A backup job's definition (docs/backups.md, "Backup jobs"): create (POST) and replace
+/// (PUT) take the same body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupJobConfig {
+    /// Letters, digits, `-`, `_`; at most 64 characters.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
+    pub id: String,
+    /// The VMs backed up, in this order (empty with `all_vms`).
+    #[serde(default)]
+    #[schema(max_items = 1000)]
+    pub vms: Vec<u32>,
+    /// Every VM of the node at the time of each run, by vmid.
+    #[serde(default)]
+    pub all_vms: bool,
+    /// The target's name.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
+    pub target: String,
+    /// When it runs, a subset of systemd calendar events in local time: `daily`, `hourly`,
+    /// `weekly`, `monthly`, `minutely`, `sat 02:30`, `mon..fri 21:00`, `*:0/15`, `02:00`.
+    #[schema(min_length = 1, max_length = 100)]
+    pub schedule: String,
+    /// Force a full backup every N runs (1: always full). Default: full only when an
+    /// incremental is not possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub full_every: Option<u32>,
+    /// Prune each VM's backups on the target after its backup (absent: keep all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<KeepPolicy>,
+    /// Run on schedule (a disabled job still runs when asked to).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl BackupJobConfig {
+    /// The checks that need no host state (the schedule's syntax is checked by hostd).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !valid_target_name(&self.id) {
+            return Err(FieldError::new(
+                "id",
+                format!(
+                    "{:?} is not a valid job id: letters, digits, '-', '_' (1-64)",
+                    self.id
+                ),
+            ));
+        }
+        if self.all_vms && !self.vms.is_empty() {
+            return Err(FieldError::new(
+                "vms",
+                "give either a list of VMs or all_vms, not both",
+            ));
+        }
+        if !self.all_vms && self.vms.is_empty() {
+            return Err(FieldError::new(
+                "vms",
+                "give the VMs to back up (or all_vms for every VM of the node)",
+            ));
+        }
+        if self.vms.len() > 1000 {
+            return Err(FieldError::new("vms", "at most 1000 VMs per job"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for v in &self.vms {
+            if !seen.insert(*v) {
+                return Err(FieldError::new("vms", format!("VM {v} is listed twice")));
+            }
+        }
+        if !valid_target_name(&self.target) {
+            return Err(FieldError::new(
+                "target",
+                format!("{:?} is not a valid target name", self.target),
+            ));
+        }
+        if let Some(n) = self.full_every {
+            if n == 0 || n > 1000 {
+                return Err(FieldError::new(
+                    "full_every",
+                    format!("full_every {n}: give 1 to 1000 (runs between full backups)"),
+                ));
+            }
+        }
+        if let Some(r) = &self.retention {
+            r.validate("retention.")?;
+        }
+        Ok(())
+    }
+}
+
+/// The last run of a backup job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupJobRun {
+    /// Unix seconds it started.
+    pub time: i64,
+    /// The run's task.
+    pub upid: String,
+    /// `running`, `ok` or `error`.
+    pub state: String,
+    /// The task's message (the failures' summary when `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A backup job with its next and last run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupJob {
+    /// The job's definition (what PUT takes).
+    pub config: BackupJobConfig,
+    /// Unix seconds of the next scheduled run (absent when disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<BackupJobRun>,
+}

@@ -1083,7 +1083,13 @@ async fn delete_network(
         crate::backup::routes::verify_backup,
         crate::backup::routes::restore_backup,
         crate::backup::routes::prune_backups,
-        crate::backup::routes::delete_backup
+        crate::backup::routes::delete_backup,
+        crate::backup::routes::list_jobs,
+        crate::backup::routes::create_job,
+        crate::backup::routes::get_job,
+        crate::backup::routes::update_job,
+        crate::backup::routes::delete_job,
+        crate::backup::routes::run_job
     ),
     components(schemas(
         ErrorBody,
@@ -1121,7 +1127,10 @@ async fn delete_network(
         keel_api::backup::KeepPolicy,
         keel_api::backup::PruneRequest,
         keel_api::backup::PruneEntry,
-        keel_api::backup::PruneResult
+        keel_api::backup::PruneResult,
+        keel_api::backup::BackupJobConfig,
+        keel_api::backup::BackupJobRun,
+        keel_api::backup::BackupJob
     ))
 )]
 pub struct ApiDoc;

@@ -8,12 +8,12 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use keel_api::access::Privilege;
 use keel_api::backup::{
-    BackupCreate, BackupInfo, BackupTarget, BackupTargetCreate, BackupTargetQuery, PruneRequest,
-    PruneResult, RestoreRequest,
+    BackupCreate, BackupInfo, BackupJob, BackupJobConfig, BackupTarget, BackupTargetCreate,
+    BackupTargetQuery, PruneRequest, PruneResult, RestoreRequest,
 };
 use keel_api::task::TaskRef;
 
-use super::{prune, run, targets};
+use super::{jobs, prune, run, targets};
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::http::{accepted, blocking, check_node, ApiResult, JsonBody, Path, Query};
@@ -49,6 +49,15 @@ pub fn routes() -> Router<Arc<Node>> {
             "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}",
             delete(delete_backup),
         )
+        .route(
+            "/api/v1/nodes/{node}/backup-jobs",
+            get(list_jobs).post(create_job),
+        )
+        .route(
+            "/api/v1/nodes/{node}/backup-jobs/{job}",
+            get(get_job).put(update_job).delete(delete_job),
+        )
+        .route("/api/v1/nodes/{node}/backup-jobs/{job}/run", post(run_job))
 }
 
 /// This node's backup targets, with free space and whether each is usable now.
@@ -297,5 +306,81 @@ pub async fn delete_backup(
         )
     })
     .await?;
+    Ok(accepted(upid))
+}
+
+/// This node's backup jobs with their next and last run.
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/backup-jobs", tag = "backups", params(("node" = String, Path)),
+    responses((status = 200, body = [BackupJob])))]
+pub async fn list_jobs(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<BackupJob>>> {
+    check_node(&node, &name)?;
+    Ok(Json(blocking(move || jobs::list(&node)).await?))
+}
+
+/// Define a backup job: VMs (or all), target, schedule, full-every, retention.
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/backup-jobs", tag = "backups", params(("node" = String, Path)),
+    request_body = BackupJobConfig, responses((status = 201, body = BackupJob), (status = 400, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
+pub async fn create_job(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<BackupJobConfig>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let j = blocking(move || jobs::create(&node, &req)).await?;
+    Ok((StatusCode::CREATED, Json(j)).into_response())
+}
+
+/// One backup job.
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/backup-jobs/{job}", tag = "backups",
+    params(("node" = String, Path), ("job" = String, Path)), responses((status = 200, body = BackupJob), (status = 404, body = keel_api::ErrorBody)))]
+pub async fn get_job(
+    State(node): State<Arc<Node>>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Json<BackupJob>> {
+    check_node(&node, &name)?;
+    Ok(Json(blocking(move || jobs::get(&node, &id)).await?))
+}
+
+/// Replace a backup job's definition (the next run is computed again).
+#[utoipa::path(put, path = "/api/v1/nodes/{node}/backup-jobs/{job}", tag = "backups",
+    params(("node" = String, Path), ("job" = String, Path)), request_body = BackupJobConfig,
+    responses((status = 200, body = BackupJob), (status = 400, body = keel_api::ErrorBody), (status = 404, body = keel_api::ErrorBody)))]
+pub async fn update_job(
+    State(node): State<Arc<Node>>,
+    Path((name, id)): Path<(String, String)>,
+    JsonBody(req): JsonBody<BackupJobConfig>,
+) -> ApiResult<Json<BackupJob>> {
+    check_node(&node, &name)?;
+    Ok(Json(
+        blocking(move || jobs::update(&node, &id, &req)).await?,
+    ))
+}
+
+/// Remove a backup job (its backups stay).
+#[utoipa::path(delete, path = "/api/v1/nodes/{node}/backup-jobs/{job}", tag = "backups",
+    params(("node" = String, Path), ("job" = String, Path)), responses((status = 204), (status = 404, body = keel_api::ErrorBody)))]
+pub async fn delete_job(
+    State(node): State<Arc<Node>>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    check_node(&node, &name)?;
+    blocking(move || jobs::delete(&node, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Run a backup job now (task `backupjob`; 409 while a run of it is going on).
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/backup-jobs/{job}/run", tag = "backups",
+    params(("node" = String, Path), ("job" = String, Path)),
+    responses((status = 202, body = TaskRef), (status = 404, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
+pub async fn run_job(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || jobs::start(&node, &id, &p.user)).await?;
     Ok(accepted(upid))
 }
