@@ -3,8 +3,8 @@
 use anyhow::Result;
 use clap::Subcommand;
 use keel_api::backup::{
-    BackupCreate, BackupInfo, BackupKind, BackupTarget, BackupTargetCreate, KeepPolicy, PruneEntry,
-    PruneRequest, PruneResult, RestoreRequest,
+    BackupCreate, BackupInfo, BackupJob, BackupJobConfig, BackupKind, BackupTarget,
+    BackupTargetCreate, KeepPolicy, PruneEntry, PruneRequest, PruneResult, RestoreRequest,
 };
 use reqwest::Method;
 
@@ -79,6 +79,9 @@ pub enum BackupCmd {
         #[arg(long = "dry-run")]
         dry_run: bool,
     },
+    /// Backup jobs: scheduled backups of VMs with retention
+    #[command(subcommand)]
+    Job(JobCmd),
     /// Delete one backup (refused while incrementals depend on it)
     Delete {
         vmid: u32,
@@ -151,6 +154,236 @@ fn prune_table(r: &PruneResult) {
             e.reason
         );
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCmd {
+    /// Define a job
+    Add {
+        /// The job's id (letters, digits, '-', '_')
+        id: String,
+        /// The VMs, comma-separated (or --all)
+        #[arg(long, value_delimiter = ',')]
+        vms: Vec<u32>,
+        /// Every VM of the node at each run
+        #[arg(long)]
+        all: bool,
+        /// The target's name
+        #[arg(long)]
+        target: String,
+        /// When: daily, hourly, weekly, monthly, "sat 02:30", "mon..fri 21:00", "*:0/15"
+        /// (local time; docs/backups.md)
+        #[arg(long)]
+        schedule: String,
+        /// A full backup every N runs
+        #[arg(long = "full-every")]
+        full_every: Option<u32>,
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Defined but not run on schedule
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// The node's jobs with their next and last run
+    List,
+    /// Change a job (only the options given)
+    Set {
+        id: String,
+        #[arg(long, value_delimiter = ',')]
+        vms: Option<Vec<u32>>,
+        /// Every VM of the node at each run
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        schedule: Option<String>,
+        #[arg(long = "full-every")]
+        full_every: Option<u32>,
+        /// Replaces the retention policy when any keep option is given
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Keep every backup (drop the retention policy)
+        #[arg(long = "no-retention")]
+        no_retention: bool,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Remove a job (its backups stay)
+    Remove { id: String },
+    /// Run a job now and follow its task
+    Run { id: String },
+}
+
+fn jobs_table(js: &[BackupJob]) {
+    println!(
+        "{:<16} {:<16} {:<10} {:<18} {:<8} {:<19} LAST RUN",
+        "ID", "VMS", "TARGET", "SCHEDULE", "ENABLED", "NEXT RUN (UTC)"
+    );
+    for j in js {
+        let c = &j.config;
+        let vms = if c.all_vms {
+            "all".to_string()
+        } else {
+            c.vms
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let last = match &j.last_run {
+            Some(r) => format!("{} {}", output::time(r.time), r.state),
+            None => "-".into(),
+        };
+        println!(
+            "{:<16} {:<16} {:<10} {:<18} {:<8} {:<19} {}",
+            c.id,
+            vms,
+            c.target,
+            c.schedule,
+            if c.enabled { "yes" } else { "no" },
+            j.next_run.map(output::time).unwrap_or_else(|| "-".into()),
+            last
+        );
+        if let Some(m) = j.last_run.as_ref().and_then(|r| r.message.as_ref()) {
+            if j.last_run.as_ref().is_some_and(|r| r.state == "error") {
+                println!("{:<16} -> {m}", "");
+            }
+        }
+    }
+}
+
+fn keep_given(k: &KeepArgs) -> bool {
+    [
+        k.keep_last,
+        k.keep_hourly,
+        k.keep_daily,
+        k.keep_weekly,
+        k.keep_monthly,
+        k.keep_yearly,
+    ]
+    .iter()
+    .any(Option::is_some)
+}
+
+async fn job(c: &Client, node: &str, cmd: JobCmd, mode: Mode) -> Result<Outcome> {
+    let json = mode.json;
+    match cmd {
+        JobCmd::List => show(
+            c.get(&["nodes", node, "backup-jobs"], &[]).await?,
+            json,
+            |j: Vec<BackupJob>| jobs_table(&j),
+        )?,
+        JobCmd::Add {
+            id,
+            vms,
+            all,
+            target,
+            schedule,
+            full_every,
+            keep,
+            disabled,
+        } => {
+            let body = BackupJobConfig {
+                id,
+                vms,
+                all_vms: all,
+                target,
+                schedule,
+                full_every,
+                retention: keep_given(&keep).then(|| keep.policy()),
+                enabled: !disabled,
+            };
+            let v = c
+                .call(
+                    Method::POST,
+                    &["nodes", node, "backup-jobs"],
+                    &[],
+                    Some(&body),
+                )
+                .await?;
+            show(v, json, |j: BackupJob| jobs_table(&[j]))?;
+        }
+        JobCmd::Set {
+            id,
+            vms,
+            all,
+            target,
+            schedule,
+            full_every,
+            keep,
+            no_retention,
+            enable,
+            disable,
+        } => {
+            let cur: BackupJob =
+                crate::client::typed(c.get(&["nodes", node, "backup-jobs", &id], &[]).await?)?;
+            let mut cfg = cur.config;
+            if let Some(v) = vms {
+                cfg.vms = v;
+                cfg.all_vms = false;
+            }
+            if all {
+                cfg.vms.clear();
+                cfg.all_vms = true;
+            }
+            if let Some(t) = target {
+                cfg.target = t;
+            }
+            if let Some(s) = schedule {
+                cfg.schedule = s;
+            }
+            if full_every.is_some() {
+                cfg.full_every = full_every;
+            }
+            if no_retention {
+                cfg.retention = None;
+            } else if keep_given(&keep) {
+                cfg.retention = Some(keep.policy());
+            }
+            if enable {
+                cfg.enabled = true;
+            }
+            if disable {
+                cfg.enabled = false;
+            }
+            let v = c
+                .call(
+                    Method::PUT,
+                    &["nodes", node, "backup-jobs", &id],
+                    &[],
+                    Some(&cfg),
+                )
+                .await?;
+            show(v, json, |j: BackupJob| jobs_table(&[j]))?;
+        }
+        JobCmd::Remove { id } => {
+            c.call::<()>(
+                Method::DELETE,
+                &["nodes", node, "backup-jobs", &id],
+                &[],
+                None,
+            )
+            .await?;
+            if !json {
+                println!("backup job {id} removed (its backups stay)");
+            }
+        }
+        JobCmd::Run { id } => {
+            let a = c
+                .call::<()>(
+                    Method::POST,
+                    &["nodes", node, "backup-jobs", &id, "run"],
+                    &[],
+                    None,
+                )
+                .await?;
+            return task_outcome(c, node, a, mode).await;
+        }
+    }
+    Ok(Outcome::Done)
 }
 
 #[derive(Subcommand, Debug)]
@@ -360,6 +593,7 @@ pub async fn backup(c: &Client, cmd: BackupCmd, mode: Mode) -> Result<Outcome> {
                 return task_outcome(c, node, v, mode).await;
             }
         }
+        BackupCmd::Job(j) => return job(c, node, j, mode).await,
         BackupCmd::Delete {
             vmid,
             backup,
