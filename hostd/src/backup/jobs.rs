@@ -320,6 +320,16 @@ pub fn tick(node: &Arc<Node>) -> Result<()> {
         if !due(c.enabled, next, t) {
             continue;
         }
+        // a wall-clock time that occurs twice (the hour repeated when daylight saving ends)
+        // runs at its first occurrence only
+        let new_next = match (next, new_next) {
+            (Some(prev), Some(n))
+                if n + prune::local_offset(n) == prev + prune::local_offset(prev) =>
+            {
+                next_run(&c.schedule, n)?
+            }
+            _ => new_next,
+        };
         match start(node, &id, SCHEDULER_USER) {
             Ok(upid) => info!(job = %id, %upid, "scheduled backup job started"),
             Err(e) => warn!(job = %id, error = %e, "scheduled backup job not started"),
