@@ -17,6 +17,7 @@ import { Storage } from "./pages/Storage";
 import { Tasks } from "./pages/Tasks";
 import { Cluster } from "./pages/Cluster";
 import { Access } from "./pages/Access";
+import { BackupJobs } from "./pages/BackupJobs";
 import { can, usePermissions } from "./access";
 
 setExpiredHandler(() => {
@@ -30,6 +31,7 @@ const NAV: [string, string][] = [
   ["/", "Overview"],
   ["/vms", "Virtual machines"],
   ["/storage", "Storage"],
+  ["/backup-jobs", "Backup jobs"],
   ["/tasks", "Tasks"],
   ["/cluster", "Cluster"],
   ["/access", "Access"],
@@ -39,7 +41,7 @@ const NAV: [string, string][] = [
 const NAV_NEEDS: Record<string, [string, string]> = { "/cluster": ["Cluster.Audit", "/cluster"] };
 
 /** Node-scoped pages (the node list switches which node they show). */
-const NODE_SCOPED = /^\/($|vms|storage|tasks)/;
+const NODE_SCOPED = /^\/($|vms|storage|tasks|backup-jobs)/;
 
 /** The cluster's nodes (or this node alone), with online state; a click selects one. */
 function NodeList({ nodes, current, error, clusterName }: {
@@ -139,6 +141,7 @@ function Shell() {
   else if (p === "/storage") page = <Storage pool={route.query.get("pool")} />;
   else if (p === "/tasks") page = <Tasks upid={route.query.get("upid")} />;
   else if (p === "/cluster") page = <Cluster />;
+  else if (p === "/backup-jobs") page = <BackupJobs />;
   else if (p === "/access") page = <Access tab={route.query.get("tab") ?? "tokens"} />;
   else page = (
     <section>
