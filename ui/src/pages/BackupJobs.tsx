@@ -155,14 +155,16 @@ export function BackupJobs() {
 
 function KeepFields({ keep, setKeep, prefix }: { keep: Record<string, string>; setKeep: (k: Record<string, string>) => void; prefix: string }) {
   return (
-    <fieldset class="keep-fields"><legend>Retention (empty: keep all)</legend>
-      {KEEPS.map(([f, label]) => (
-        <span class="field inline">
-          <label for={`${prefix}-${f}`}>{label}</label>
-          <input id={`${prefix}-${f}`} inputMode="numeric" size={4} value={keep[f] ?? ""}
-            onInput={(e) => setKeep({ ...keep, [f]: e.currentTarget.value })} />
-        </span>
-      ))}
+    <fieldset style={{ marginBottom: "8px" }}><legend class="small">Retention (empty: keep all)</legend>
+      <div style={{ display: "grid", gridTemplateColumns: "repeat(3, 1fr)", gap: "4px 12px" }}>
+        {KEEPS.map(([f, label]) => (
+          <div class="field" style={{ marginBottom: "4px" }}>
+            <label for={`${prefix}-${f}`}>{label}</label>
+            <input id={`${prefix}-${f}`} inputMode="numeric" value={keep[f] ?? ""}
+              onInput={(e) => setKeep({ ...keep, [f]: e.currentTarget.value })} />
+          </div>
+        ))}
+      </div>
     </fieldset>
   );
 }
