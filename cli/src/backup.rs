@@ -612,3 +612,108 @@ pub async fn backup(c: &Client, cmd: BackupCmd, mode: Mode) -> Result<Outcome> {
     }
     Ok(Outcome::Done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_cli, Command};
+
+    fn backup_cmd(args: &[&str]) -> BackupCmd {
+        let mut v = vec!["keel", "backup"];
+        v.extend_from_slice(args);
+        match parse_cli(v).map(|c| c.cmd) {
+            Ok(Command::Backup(b)) => b,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prune_delete_and_job_command_lines() {
+        match backup_cmd(&[
+            "prune",
+            "100",
+            "--target",
+            "main",
+            "--keep-last",
+            "3",
+            "--keep-daily",
+            "7",
+            "--dry-run",
+        ]) {
+            BackupCmd::Prune {
+                vmid,
+                target,
+                keep,
+                dry_run,
+            } => {
+                assert_eq!((vmid, target.as_str(), dry_run), (100, "main", true));
+                let p = keep.policy();
+                assert_eq!(
+                    (p.keep_last, p.keep_daily, p.keep_weekly),
+                    (Some(3), Some(7), None)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            backup_cmd(&["delete", "100", "20261202T172316Z", "--target", "main"]),
+            BackupCmd::Delete { vmid: 100, .. }
+        ));
+        match backup_cmd(&[
+            "job",
+            "add",
+            "nightly",
+            "--vms",
+            "100,101",
+            "--target",
+            "main",
+            "--schedule",
+            "mon..fri 21:00",
+            "--keep-last",
+            "7",
+            "--full-every",
+            "7",
+        ]) {
+            BackupCmd::Job(JobCmd::Add {
+                id,
+                vms,
+                all,
+                schedule,
+                full_every,
+                keep,
+                disabled,
+                ..
+            }) => {
+                assert_eq!(id, "nightly");
+                assert_eq!(vms, vec![100, 101]);
+                assert!(!all && !disabled);
+                assert_eq!(schedule, "mon..fri 21:00");
+                assert_eq!(full_every, Some(7));
+                assert!(keep_given(&keep));
+            }
+            other => panic!("{other:?}"),
+        }
+        match backup_cmd(&[
+            "job",
+            "set",
+            "nightly",
+            "--all",
+            "--no-retention",
+            "--disable",
+        ]) {
+            BackupCmd::Job(JobCmd::Set {
+                all,
+                no_retention,
+                disable,
+                keep,
+                ..
+            }) => assert!(all && no_retention && disable && !keep_given(&keep)),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_cli(["keel", "backup", "job", "set", "j", "--enable", "--disable"]).is_err());
+        assert!(matches!(
+            backup_cmd(&["job", "run", "nightly"]),
+            BackupCmd::Job(JobCmd::Run { .. })
+        ));
+    }
+}
