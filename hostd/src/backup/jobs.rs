@@ -193,7 +193,7 @@ fn task_target(id: &str) -> String {
     format!("backupjob-{id}")
 }
 
-/// Start a run of a job now (409 while one runs). `scheduled`: started by the scheduler.
+/// Start a run of a job now as `user` (409 while one runs); counts the run for `full_every`.
 pub fn start(node: &Arc<Node>, id: &str, user: &str) -> Result<String> {
     let (config, _, runs, _, _) = row(node, id)?;
     let c: BackupJobConfig = serde_json::from_str(&config)
