@@ -303,8 +303,8 @@ pub fn tick(node: &Arc<Node>) -> Result<()> {
             warn!(job = %id, "stored backup job is unreadable; skipped");
             continue;
         };
-        let new_next = match next_run(&c.schedule, t) {
-            Ok(n) => n,
+        let sched = match schedule::parse(&c.schedule) {
+            Ok(s) => s,
             Err(e) => {
                 warn!(job = %id, error = %e, "backup job schedule");
                 continue;
@@ -313,27 +313,18 @@ pub fn tick(node: &Arc<Node>) -> Result<()> {
         if next.is_none() && c.enabled {
             db(node)?.conn().execute(
                 "UPDATE backup_jobs SET next_run=?2 WHERE id=?1",
-                params![id, new_next],
+                params![id, sched.next_after(t, &prune::local_offset)],
             )?;
             continue;
         }
         if !due(c.enabled, next, t) {
             continue;
         }
-        // a wall-clock time that occurs twice (the hour repeated when daylight saving ends)
-        // runs at its first occurrence only
-        let new_next = match (next, new_next) {
-            (Some(prev), Some(n))
-                if n + prune::local_offset(n) == prev + prune::local_offset(prev) =>
-            {
-                next_run(&c.schedule, n)?
-            }
-            _ => new_next,
-        };
         match start(node, &id, SCHEDULER_USER) {
             Ok(upid) => info!(job = %id, %upid, "scheduled backup job started"),
             Err(e) => warn!(job = %id, error = %e, "scheduled backup job not started"),
         }
+        let new_next = schedule::next_after_run(&sched, next, t, &prune::local_offset);
         db(node)?.conn().execute(
             "UPDATE backup_jobs SET next_run=?2 WHERE id=?1",
             params![id, new_next],

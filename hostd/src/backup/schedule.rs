@@ -207,6 +207,22 @@ impl Schedule {
     }
 }
 
+/// The next run after a run of the slot `prev` started at `now`: from now (so a run missed
+/// while hostd was down is run once, not once per missed slot), skipping the second
+/// occurrence of the same wall-clock time (the hour repeated when daylight saving ends).
+pub fn next_after_run(
+    s: &Schedule,
+    prev: Option<i64>,
+    now: i64,
+    offset: &dyn Fn(i64) -> i64,
+) -> Option<i64> {
+    let n = s.next_after(now, offset)?;
+    match prev {
+        Some(p) if n + offset(n) == p + offset(p) => s.next_after(n, offset),
+        _ => Some(n),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -263,6 +279,28 @@ mod tests {
         let dst = |t: i64| if t < T0 + 13 * 3600 { 3600 } else { 7200 };
         let n = parse("03:30").unwrap().next_after(T0, &dst).unwrap();
         assert_eq!(keel_api::time::utc(n, ' '), "2026-12-03 01:30:00");
+    }
+
+    /// When daylight saving ends, 02:30 local happens twice: the job runs at the first one
+    /// only; a missed slot days ago gives the next slot from now.
+    #[test]
+    fn repeated_wall_clock_time_runs_once() {
+        // offset +2h until 00:45 UTC on 12-03, +1h after: local 02:30 on 12-03 is 00:30 UTC
+        // (+2h) and again 01:30 UTC (+1h)
+        let change = T0 + 12 * 3600 + 2700;
+        let off = move |t: i64| if t < change { 7200 } else { 3600 };
+        let s = parse("02:30").unwrap();
+        let first = s.next_after(T0, &off).unwrap();
+        assert_eq!(keel_api::time::utc(first, ' '), "2026-12-03 00:30:00");
+        // the naive next run from just after the first is the repeated 02:30
+        let naive = s.next_after(first + 5, &off).unwrap();
+        assert_eq!(keel_api::time::utc(naive, ' '), "2026-12-03 01:30:00");
+        let next = next_after_run(&s, Some(first), first + 5, &off).unwrap();
+        assert_eq!(keel_api::time::utc(next, ' '), "2026-12-04 01:30:00");
+        // a slot missed three days ago: the next one is tomorrow's, once
+        let missed = first - 3 * 86_400;
+        let n = next_after_run(&s, Some(missed), T0 + 14 * 3600, &off).unwrap();
+        assert_eq!(keel_api::time::utc(n, ' '), "2026-12-04 01:30:00");
     }
 
     #[test]
