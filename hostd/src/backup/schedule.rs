@@ -303,6 +303,17 @@ mod tests {
         assert_eq!(keel_api::time::utc(n, ' '), "2026-12-04 01:30:00");
     }
 
+    /// When daylight saving starts, local 02:00-03:00 does not exist: 02:30 is skipped that
+    /// day and runs the next.
+    #[test]
+    fn missing_wall_clock_time_is_skipped() {
+        // offset +1h until 01:00 UTC on 12-03 (local 02:00), +2h after (local 03:00)
+        let change = T0 + 13 * 3600;
+        let off = move |t: i64| if t < change { 3600 } else { 7200 };
+        let n = parse("02:30").unwrap().next_after(T0, &off).unwrap();
+        assert_eq!(keel_api::time::utc(n, ' '), "2026-12-04 00:30:00");
+    }
+
     #[test]
     fn clear_errors() {
         for (s, part) in [
