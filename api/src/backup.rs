@@ -221,3 +221,254 @@ pub struct RestoreRequest {
     #[serde(default)]
     pub start: bool,
 }
+
+/// A retention policy (docs/backups.md, "Retention"): how many backups each rule keeps.
+/// Unset or 0: the rule keeps nothing. A backup is kept when any rule selects it, or when a
+/// kept incremental needs it (its chain back to its full backup).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeepPolicy {
+    /// The newest N backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_last: Option<u32>,
+    /// The newest backup of each of the last N hours that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_hourly: Option<u32>,
+    /// The newest backup of each of the last N days that have one (local time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_daily: Option<u32>,
+    /// The newest backup of each of the last N ISO weeks (Monday to Sunday) that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_weekly: Option<u32>,
+    /// The newest backup of each of the last N months that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_monthly: Option<u32>,
+    /// The newest backup of each of the last N years that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_yearly: Option<u32>,
+}
+
+impl KeepPolicy {
+    /// The rules in the order they are applied, with their names (`keep-last`…).
+    pub fn rules(&self) -> [(&'static str, u32); 6] {
+        let g = |v: Option<u32>| v.unwrap_or(0);
+        [
+            ("keep-last", g(self.keep_last)),
+            ("keep-hourly", g(self.keep_hourly)),
+            ("keep-daily", g(self.keep_daily)),
+            ("keep-weekly", g(self.keep_weekly)),
+            ("keep-monthly", g(self.keep_monthly)),
+            ("keep-yearly", g(self.keep_yearly)),
+        ]
+    }
+
+    /// At least one rule keeps something (a policy keeping nothing would delete every
+    /// backup: refused), and no count is absurd.
+    pub fn validate(&self, field_prefix: &str) -> Result<(), FieldError> {
+        for (name, n) in self.rules() {
+            if n > 10_000 {
+                return Err(FieldError::new(
+                    &format!("{field_prefix}{}", name.replace('-', "_")),
+                    format!("{name} {n} is too large: at most 10000"),
+                ));
+            }
+        }
+        if self.rules().iter().all(|(_, n)| *n == 0) {
+            return Err(FieldError::new(
+                &format!("{field_prefix}keep_last"),
+                "give at least one of keep-last, keep-hourly, keep-daily, keep-weekly, keep-monthly, keep-yearly above 0 (a policy keeping nothing would delete every backup)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Prune a VM's backups on one target by a retention policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRequest {
+    /// The target holding the backups.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_hourly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_monthly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub keep_yearly: Option<u32>,
+    /// Only say what would be kept and removed (200 with the lists), change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl PruneRequest {
+    pub fn policy(&self) -> KeepPolicy {
+        KeepPolicy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+        }
+    }
+}
+
+/// One backup in a prune's answer, with the reason it is kept or removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PruneEntry {
+    pub id: String,
+    pub kind: BackupKind,
+    pub start_time: i64,
+    /// `keep-last`, `keep-daily 2026-12-02`, `needed by incremental <id>`, `not selected`.
+    pub reason: String,
+}
+
+/// What a prune keeps and removes (the answer of a dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PruneResult {
+    pub vmid: u32,
+    pub target: String,
+    pub dry_run: bool,
+    /// Newest first.
+    pub kept: Vec<PruneEntry>,
+    /// Newest first (deleted in this order: incrementals before their parents).
+    pub removed: Vec<PruneEntry>,
+}
+
+/// A backup job's definition (docs/backups.md, "Backup jobs"): create (POST) and replace
+/// (PUT) take the same body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupJobConfig {
+    /// Letters, digits, `-`, `_`; at most 64 characters.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
+    pub id: String,
+    /// The VMs backed up, in this order (empty with `all_vms`).
+    #[serde(default)]
+    #[schema(max_items = 1000)]
+    pub vms: Vec<u32>,
+    /// Every VM of the node at the time of each run, by vmid.
+    #[serde(default)]
+    pub all_vms: bool,
+    /// The target's name.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
+    pub target: String,
+    /// When it runs, a subset of systemd calendar events in local time: `daily`, `hourly`,
+    /// `weekly`, `monthly`, `minutely`, `sat 02:30`, `mon..fri 21:00`, `*:0/15`, `02:00`.
+    #[schema(min_length = 1, max_length = 100)]
+    pub schedule: String,
+    /// Force a full backup every N runs (1: always full). Default: full only when an
+    /// incremental is not possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub full_every: Option<u32>,
+    /// Prune each VM's backups on the target after its backup (absent: keep all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<KeepPolicy>,
+    /// Run on schedule (a disabled job still runs when asked to).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl BackupJobConfig {
+    /// The checks that need no host state (the schedule's syntax is checked by hostd).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !valid_target_name(&self.id) {
+            return Err(FieldError::new(
+                "id",
+                format!(
+                    "{:?} is not a valid job id: letters, digits, '-', '_' (1-64)",
+                    self.id
+                ),
+            ));
+        }
+        if self.all_vms && !self.vms.is_empty() {
+            return Err(FieldError::new(
+                "vms",
+                "give either a list of VMs or all_vms, not both",
+            ));
+        }
+        if !self.all_vms && self.vms.is_empty() {
+            return Err(FieldError::new(
+                "vms",
+                "give the VMs to back up (or all_vms for every VM of the node)",
+            ));
+        }
+        if self.vms.len() > 1000 {
+            return Err(FieldError::new("vms", "at most 1000 VMs per job"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for v in &self.vms {
+            if !seen.insert(*v) {
+                return Err(FieldError::new("vms", format!("VM {v} is listed twice")));
+            }
+        }
+        if !valid_target_name(&self.target) {
+            return Err(FieldError::new(
+                "target",
+                format!("{:?} is not a valid target name", self.target),
+            ));
+        }
+        if let Some(n) = self.full_every {
+            if n == 0 || n > 1000 {
+                return Err(FieldError::new(
+                    "full_every",
+                    format!("full_every {n}: give 1 to 1000 (runs between full backups)"),
+                ));
+            }
+        }
+        if let Some(r) = &self.retention {
+            r.validate("retention.")?;
+        }
+        Ok(())
+    }
+}
+
+/// The last run of a backup job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupJobRun {
+    /// Unix seconds it started.
+    pub time: i64,
+    /// The run's task.
+    pub upid: String,
+    /// `running`, `ok` or `error`.
+    pub state: String,
+    /// The task's message (the failures' summary when `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A backup job with its next and last run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupJob {
+    /// The job's definition (what PUT takes).
+    pub config: BackupJobConfig,
+    /// Unix seconds of the next scheduled run (absent when disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<BackupJobRun>,
+}

@@ -3,7 +3,8 @@
 use anyhow::Result;
 use clap::Subcommand;
 use keel_api::backup::{
-    BackupCreate, BackupInfo, BackupKind, BackupTarget, BackupTargetCreate, RestoreRequest,
+    BackupCreate, BackupInfo, BackupJob, BackupJobConfig, BackupKind, BackupTarget,
+    BackupTargetCreate, KeepPolicy, PruneEntry, PruneRequest, PruneResult, RestoreRequest,
 };
 use reqwest::Method;
 
@@ -65,6 +66,324 @@ pub enum BackupCmd {
         #[arg(long)]
         start: bool,
     },
+    /// Remove a VM's backups on a target that a retention policy does not keep (a kept
+    /// incremental keeps its whole chain)
+    Prune {
+        vmid: u32,
+        /// The target holding the backups
+        #[arg(long)]
+        target: String,
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Only show what would be kept and removed, and why
+        #[arg(long = "dry-run")]
+        dry_run: bool,
+    },
+    /// Backup jobs: scheduled backups of VMs with retention
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Delete one backup (refused while incrementals depend on it)
+    Delete {
+        vmid: u32,
+        /// The backup's id
+        backup: String,
+        /// The target holding it
+        #[arg(long)]
+        target: String,
+    },
+}
+
+/// A retention policy on the command line (docs/backups.md, "Retention").
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct KeepArgs {
+    /// Keep the newest N backups
+    #[arg(long = "keep-last")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N hours that have one
+    #[arg(long = "keep-hourly")]
+    pub keep_hourly: Option<u32>,
+    /// … of each of the last N days (local time)
+    #[arg(long = "keep-daily")]
+    pub keep_daily: Option<u32>,
+    /// … of each of the last N ISO weeks
+    #[arg(long = "keep-weekly")]
+    pub keep_weekly: Option<u32>,
+    /// … of each of the last N months
+    #[arg(long = "keep-monthly")]
+    pub keep_monthly: Option<u32>,
+    /// … of each of the last N years
+    #[arg(long = "keep-yearly")]
+    pub keep_yearly: Option<u32>,
+}
+
+impl KeepArgs {
+    pub fn policy(&self) -> KeepPolicy {
+        KeepPolicy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+        }
+    }
+}
+
+fn prune_table(r: &PruneResult) {
+    println!(
+        "{:<22} {:<7} {:<19} {:<11} REASON",
+        "ID", "ACTION", "TIME (UTC)", "KIND"
+    );
+    let mut rows: Vec<(&PruneEntry, &str)> = r
+        .kept
+        .iter()
+        .map(|e| (e, "keep"))
+        .chain(r.removed.iter().map(|e| (e, "remove")))
+        .collect();
+    rows.sort_by(|a, b| (b.0.start_time, &b.0.id).cmp(&(a.0.start_time, &a.0.id)));
+    for (e, a) in rows {
+        println!(
+            "{:<22} {:<7} {:<19} {:<11} {}",
+            e.id,
+            a,
+            output::time(e.start_time),
+            match e.kind {
+                BackupKind::Full => "full",
+                BackupKind::Incremental => "incremental",
+            },
+            e.reason
+        );
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCmd {
+    /// Define a job
+    Add {
+        /// The job's id (letters, digits, '-', '_')
+        id: String,
+        /// The VMs, comma-separated (or --all)
+        #[arg(long, value_delimiter = ',')]
+        vms: Vec<u32>,
+        /// Every VM of the node at each run
+        #[arg(long)]
+        all: bool,
+        /// The target's name
+        #[arg(long)]
+        target: String,
+        /// When: daily, hourly, weekly, monthly, "sat 02:30", "mon..fri 21:00", "*:0/15"
+        /// (local time; docs/backups.md)
+        #[arg(long)]
+        schedule: String,
+        /// A full backup every N runs
+        #[arg(long = "full-every")]
+        full_every: Option<u32>,
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Defined but not run on schedule
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// The node's jobs with their next and last run
+    List,
+    /// Change a job (only the options given)
+    Set {
+        id: String,
+        #[arg(long, value_delimiter = ',')]
+        vms: Option<Vec<u32>>,
+        /// Every VM of the node at each run
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        schedule: Option<String>,
+        #[arg(long = "full-every")]
+        full_every: Option<u32>,
+        /// Replaces the retention policy when any keep option is given
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Keep every backup (drop the retention policy)
+        #[arg(long = "no-retention")]
+        no_retention: bool,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Remove a job (its backups stay)
+    Remove { id: String },
+    /// Run a job now and follow its task
+    Run { id: String },
+}
+
+fn jobs_table(js: &[BackupJob]) {
+    println!(
+        "{:<16} {:<16} {:<10} {:<18} {:<8} {:<19} LAST RUN",
+        "ID", "VMS", "TARGET", "SCHEDULE", "ENABLED", "NEXT RUN (UTC)"
+    );
+    for j in js {
+        let c = &j.config;
+        let vms = if c.all_vms {
+            "all".to_string()
+        } else {
+            c.vms
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let last = match &j.last_run {
+            Some(r) => format!("{} {}", output::time(r.time), r.state),
+            None => "-".into(),
+        };
+        println!(
+            "{:<16} {:<16} {:<10} {:<18} {:<8} {:<19} {}",
+            c.id,
+            vms,
+            c.target,
+            c.schedule,
+            if c.enabled { "yes" } else { "no" },
+            j.next_run.map(output::time).unwrap_or_else(|| "-".into()),
+            last
+        );
+        if let Some(m) = j.last_run.as_ref().and_then(|r| r.message.as_ref()) {
+            if j.last_run.as_ref().is_some_and(|r| r.state == "error") {
+                println!("{:<16} -> {m}", "");
+            }
+        }
+    }
+}
+
+fn keep_given(k: &KeepArgs) -> bool {
+    [
+        k.keep_last,
+        k.keep_hourly,
+        k.keep_daily,
+        k.keep_weekly,
+        k.keep_monthly,
+        k.keep_yearly,
+    ]
+    .iter()
+    .any(Option::is_some)
+}
+
+async fn job(c: &Client, node: &str, cmd: JobCmd, mode: Mode) -> Result<Outcome> {
+    let json = mode.json;
+    match cmd {
+        JobCmd::List => show(
+            c.get(&["nodes", node, "backup-jobs"], &[]).await?,
+            json,
+            |j: Vec<BackupJob>| jobs_table(&j),
+        )?,
+        JobCmd::Add {
+            id,
+            vms,
+            all,
+            target,
+            schedule,
+            full_every,
+            keep,
+            disabled,
+        } => {
+            let body = BackupJobConfig {
+                id,
+                vms,
+                all_vms: all,
+                target,
+                schedule,
+                full_every,
+                retention: keep_given(&keep).then(|| keep.policy()),
+                enabled: !disabled,
+            };
+            let v = c
+                .call(
+                    Method::POST,
+                    &["nodes", node, "backup-jobs"],
+                    &[],
+                    Some(&body),
+                )
+                .await?;
+            show(v, json, |j: BackupJob| jobs_table(&[j]))?;
+        }
+        JobCmd::Set {
+            id,
+            vms,
+            all,
+            target,
+            schedule,
+            full_every,
+            keep,
+            no_retention,
+            enable,
+            disable,
+        } => {
+            let cur: BackupJob =
+                crate::client::typed(c.get(&["nodes", node, "backup-jobs", &id], &[]).await?)?;
+            let mut cfg = cur.config;
+            if let Some(v) = vms {
+                cfg.vms = v;
+                cfg.all_vms = false;
+            }
+            if all {
+                cfg.vms.clear();
+                cfg.all_vms = true;
+            }
+            if let Some(t) = target {
+                cfg.target = t;
+            }
+            if let Some(s) = schedule {
+                cfg.schedule = s;
+            }
+            if full_every.is_some() {
+                cfg.full_every = full_every;
+            }
+            if no_retention {
+                cfg.retention = None;
+            } else if keep_given(&keep) {
+                cfg.retention = Some(keep.policy());
+            }
+            if enable {
+                cfg.enabled = true;
+            }
+            if disable {
+                cfg.enabled = false;
+            }
+            let v = c
+                .call(
+                    Method::PUT,
+                    &["nodes", node, "backup-jobs", &id],
+                    &[],
+                    Some(&cfg),
+                )
+                .await?;
+            show(v, json, |j: BackupJob| jobs_table(&[j]))?;
+        }
+        JobCmd::Remove { id } => {
+            c.call::<()>(
+                Method::DELETE,
+                &["nodes", node, "backup-jobs", &id],
+                &[],
+                None,
+            )
+            .await?;
+            if !json {
+                println!("backup job {id} removed (its backups stay)");
+            }
+        }
+        JobCmd::Run { id } => {
+            let a = c
+                .call::<()>(
+                    Method::POST,
+                    &["nodes", node, "backup-jobs", &id, "run"],
+                    &[],
+                    None,
+                )
+                .await?;
+            return task_outcome(c, node, a, mode).await;
+        }
+    }
+    Ok(Outcome::Done)
 }
 
 #[derive(Subcommand, Debug)]
@@ -243,6 +562,158 @@ pub async fn backup(c: &Client, cmd: BackupCmd, mode: Mode) -> Result<Outcome> {
                 .await?;
             return task_outcome(c, node, a, mode).await;
         }
+        BackupCmd::Prune {
+            vmid,
+            target,
+            keep,
+            dry_run,
+        } => {
+            let p = keep.policy();
+            let body = PruneRequest {
+                target,
+                keep_last: p.keep_last,
+                keep_hourly: p.keep_hourly,
+                keep_daily: p.keep_daily,
+                keep_weekly: p.keep_weekly,
+                keep_monthly: p.keep_monthly,
+                keep_yearly: p.keep_yearly,
+                dry_run,
+            };
+            let v = c
+                .call(
+                    Method::POST,
+                    &["nodes", node, "vms", &vmid.to_string(), "backups", "prune"],
+                    &[],
+                    Some(&body),
+                )
+                .await?;
+            if dry_run {
+                show(v, json, |r: PruneResult| prune_table(&r))?;
+            } else {
+                return task_outcome(c, node, v, mode).await;
+            }
+        }
+        BackupCmd::Job(j) => return job(c, node, j, mode).await,
+        BackupCmd::Delete {
+            vmid,
+            backup,
+            target,
+        } => {
+            let a = c
+                .call::<()>(
+                    Method::DELETE,
+                    &["nodes", node, "vms", &vmid.to_string(), "backups", &backup],
+                    &[("target", target)],
+                    None,
+                )
+                .await?;
+            return task_outcome(c, node, a, mode).await;
+        }
     }
     Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_cli, Command};
+
+    fn backup_cmd(args: &[&str]) -> BackupCmd {
+        let mut v = vec!["keel", "backup"];
+        v.extend_from_slice(args);
+        match parse_cli(v).map(|c| c.cmd) {
+            Ok(Command::Backup(b)) => b,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prune_delete_and_job_command_lines() {
+        match backup_cmd(&[
+            "prune",
+            "100",
+            "--target",
+            "main",
+            "--keep-last",
+            "3",
+            "--keep-daily",
+            "7",
+            "--dry-run",
+        ]) {
+            BackupCmd::Prune {
+                vmid,
+                target,
+                keep,
+                dry_run,
+            } => {
+                assert_eq!((vmid, target.as_str(), dry_run), (100, "main", true));
+                let p = keep.policy();
+                assert_eq!(
+                    (p.keep_last, p.keep_daily, p.keep_weekly),
+                    (Some(3), Some(7), None)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            backup_cmd(&["delete", "100", "20261202T172316Z", "--target", "main"]),
+            BackupCmd::Delete { vmid: 100, .. }
+        ));
+        match backup_cmd(&[
+            "job",
+            "add",
+            "nightly",
+            "--vms",
+            "100,101",
+            "--target",
+            "main",
+            "--schedule",
+            "mon..fri 21:00",
+            "--keep-last",
+            "7",
+            "--full-every",
+            "7",
+        ]) {
+            BackupCmd::Job(JobCmd::Add {
+                id,
+                vms,
+                all,
+                schedule,
+                full_every,
+                keep,
+                disabled,
+                ..
+            }) => {
+                assert_eq!(id, "nightly");
+                assert_eq!(vms, vec![100, 101]);
+                assert!(!all && !disabled);
+                assert_eq!(schedule, "mon..fri 21:00");
+                assert_eq!(full_every, Some(7));
+                assert!(keep_given(&keep));
+            }
+            other => panic!("{other:?}"),
+        }
+        match backup_cmd(&[
+            "job",
+            "set",
+            "nightly",
+            "--all",
+            "--no-retention",
+            "--disable",
+        ]) {
+            BackupCmd::Job(JobCmd::Set {
+                all,
+                no_retention,
+                disable,
+                keep,
+                ..
+            }) => assert!(all && no_retention && disable && !keep_given(&keep)),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_cli(["keel", "backup", "job", "set", "j", "--enable", "--disable"]).is_err());
+        assert!(matches!(
+            backup_cmd(&["job", "run", "nightly"]),
+            BackupCmd::Job(JobCmd::Run { .. })
+        ));
+    }
 }

@@ -1164,7 +1164,15 @@ async fn stop_network(
         crate::backup::routes::list_backups,
         crate::backup::routes::create_backup,
         crate::backup::routes::verify_backup,
-        crate::backup::routes::restore_backup
+        crate::backup::routes::restore_backup,
+        crate::backup::routes::prune_backups,
+        crate::backup::routes::delete_backup,
+        crate::backup::routes::list_jobs,
+        crate::backup::routes::create_job,
+        crate::backup::routes::get_job,
+        crate::backup::routes::update_job,
+        crate::backup::routes::delete_job,
+        crate::backup::routes::run_job
     ),
     components(schemas(
         ErrorBody,
@@ -1202,7 +1210,14 @@ async fn stop_network(
         keel_api::backup::BackupKind,
         keel_api::backup::BackupManifest,
         keel_api::backup::BackupDisk,
-        keel_api::backup::RestoreRequest
+        keel_api::backup::RestoreRequest,
+        keel_api::backup::KeepPolicy,
+        keel_api::backup::PruneRequest,
+        keel_api::backup::PruneEntry,
+        keel_api::backup::PruneResult,
+        keel_api::backup::BackupJobConfig,
+        keel_api::backup::BackupJobRun,
+        keel_api::backup::BackupJob
     ))
 )]
 pub struct ApiDoc;

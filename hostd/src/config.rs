@@ -42,6 +42,8 @@ pub struct Config {
     /// sending a body, before the connection is dropped (slow-client protection; an upload
     /// that keeps sending is never cut).
     pub client_idle_timeout_s: u64,
+    /// Milliseconds between the backup scheduler's passes (default 20000).
+    pub backup_scheduler_tick_ms: u64,
 }
 
 /// `service_manager`: `systemd` units, or `direct` (hostd spawns the daemons with pidfiles:
@@ -106,6 +108,7 @@ impl Default for Config {
             service_manager: ServiceManagerKind::Auto,
             cluster: ClusterConfig::default(),
             client_idle_timeout_s: 20,
+            backup_scheduler_tick_ms: 20_000,
         }
     }
 }

@@ -271,6 +271,26 @@ impl TaskHandle {
         }
     }
 
+    /// Hold another target (a VM) for this task, as an exclusive task on it would: a task
+    /// working on several VMs in turn (a backup job) holds each while it works on it. 409
+    /// while another exclusive task holds it; released when the hold is dropped.
+    pub fn hold(&self, target: &str) -> Result<TargetHold> {
+        {
+            let mut b = self.tasks.busy.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(other) = b.get(target) {
+                return Err(Error::Conflict(format!(
+                    "{target} is busy with task {other}; wait for it to finish"
+                )));
+            }
+            b.insert(target.to_string(), self.upid.clone());
+        }
+        Ok(TargetHold {
+            tasks: self.tasks.clone(),
+            target: target.to_string(),
+            upid: self.upid.clone(),
+        })
+    }
+
     /// End the task: `Ok` → state ok, `Err` → state error with the message.
     pub fn finish(mut self, r: &Result<()>) {
         self.end(r);
@@ -312,6 +332,20 @@ impl Drop for TaskHandle {
                 "task worker ended unexpectedly".into(),
             )));
         }
+    }
+}
+
+/// A target held by a running task ([`TaskHandle::hold`]), released on drop.
+pub struct TargetHold {
+    tasks: Arc<Tasks>,
+    target: String,
+    upid: String,
+}
+
+impl Drop for TargetHold {
+    fn drop(&mut self) {
+        self.tasks.release(&self.target, &self.upid);
+        self.tasks.note_change();
     }
 }
 

@@ -151,6 +151,7 @@ fn permission_matrix_tokens_consoles_and_raw_paths() {
         ("disk", "disk9".into()),
         ("target", "matrix-none".into()),
         ("backup", "matrix-none".into()),
+        ("job", "matrix-none".into()),
     ]
     .into_iter()
     .collect();

@@ -5,7 +5,8 @@
 //! node (cluster page empty state, node list, polling paused in a hidden tab); then
 //! ui/e2e/clones.mjs (convert to template, template badge, a linked clone through the dialog);
 //! then ui/e2e/backups.mjs (the Backups tab: back up now, verify, restore into a new VM);
-//! then ui/e2e/hotplug.mjs (disks and NICs added and removed on a running VM).
+//! then ui/e2e/hotplug.mjs (disks and NICs added and removed on a running VM);
+//! then ui/e2e/backup_jobs.mjs (the Backup jobs page and the Backups tab's Prune… dialog).
 //!
 //! Needs `ui/dist` (built by scripts/test.sh: `npm ci && npm run build` in ui/), node and
 //! Debian's chromium.
@@ -269,6 +270,61 @@ fn web_ui_in_headless_chromium() {
     h.ok(h.post_empty(&format!("/vms/{hp_vm}/status/stop")));
     h.ok(h.delete(&format!("/vms/{hp_vm}?purge_volumes=true")));
     let _ = Command::new("ip").args(["link", "del", &hp_br]).status();
+
+    // Backup jobs and prune (ui/e2e/backup_jobs.mjs): a stopped VM and a dir target made
+    // through the API; a job created, run twice, the VM's backups pruned, the job edited and
+    // deleted through the UI.
+    let t0 = std::time::Instant::now();
+    let bj_vm = h.id(8);
+    let bj_dir = h.dir.join("backup-jobs");
+    std::fs::create_dir_all(&bj_dir).unwrap_or_else(|e| panic!("{}: {e}", bj_dir.display()));
+    let bj_target = format!("{}-bj", h.prefix);
+    let r = h.post(
+        "/backup-targets",
+        json!({"name": bj_target, "kind": "dir", "path": bj_dir.to_string_lossy()}),
+    );
+    assert_eq!(
+        r.status(),
+        201,
+        "add target: {}",
+        r.text().unwrap_or_default()
+    );
+    h.ok(h.post(
+        "/vms",
+        json!({"vmid": bj_vm, "name": format!("{}-bj", h.prefix), "memory_mib": 64,
+               "disks": [{"pool": h.pool, "size_mib": 16, "format": "qcow2"}]}),
+    ));
+    let out = Command::new("node")
+        .arg(repo_root().join("ui/e2e/backup_jobs.mjs"))
+        .env("KEEL_UI_URL", &h.base)
+        .env("KEEL_UI_PASSWORD", PASSWORD)
+        .env("KEEL_UI_VMID", bj_vm.to_string())
+        .env("KEEL_BACKUP_TARGET", &bj_target)
+        .env("KEEL_JOB_ID", format!("{}-job", h.prefix))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "{stdout}{}backup_jobs.mjs took {:.1}s",
+        String::from_utf8_lossy(&out.stderr),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
+        "backup jobs end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
+    );
+    // what the UI did, checked through the API: one backup left, no job
+    let left = h.get_json(&format!("/vms/{bj_vm}/backups?target={bj_target}"));
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");
+    assert_eq!(h.get_json("/backup-jobs").as_array().map(Vec::len), Some(0));
+    h.ok(h.delete(&format!("/vms/{bj_vm}?purge_volumes=true")));
+    let r = h.delete(&format!("/backup-targets/{bj_target}"));
+    assert_eq!(
+        r.status(),
+        204,
+        "remove target: {}",
+        r.text().unwrap_or_default()
+    );
 
     h.ok(h.post_empty(&format!("/vms/{demo}/status/stop")));
     h.ok(h.delete(&format!("/vms/{demo}")));

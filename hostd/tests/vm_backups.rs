@@ -278,6 +278,32 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
         .collect();
     assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
 
+    // ---- retention's chain rule on a real chain: the full backup cannot be deleted while
+    // incrementals depend on it (409 naming them), and keep-last 1 keeps the whole chain
+    let r = h.delete(&format!("/vms/{a}/backups/{}?target=main", points[0].0));
+    assert_eq!(r.status(), 409);
+    let e: Value = r.json().unwrap_or_default();
+    let m = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        points[1..].iter().all(|p| m.contains(&p.0)) && m.contains("depend on it"),
+        "{e}"
+    );
+    let r = h.post(
+        &format!("/vms/{a}/backups/prune"),
+        json!({"target": "main", "keep_last": 1, "dry_run": true}),
+    );
+    assert_eq!(r.status(), 200);
+    let p: Value = r.json().unwrap_or_default();
+    assert_eq!(p["removed"].as_array().map(Vec::len), Some(0), "{p}");
+    assert_eq!(p["kept"].as_array().map(Vec::len), Some(4), "{p}");
+    assert_eq!(p["kept"][0]["reason"], "keep-last", "{p}");
+    assert!(
+        p["kept"][3]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("needed by kept incremental {}", points[3].0))),
+        "{p}"
+    );
+
     // ---- restore every point; its content is the guest's disk at that backup
     let mut last_ticks = 0;
     let mut restored = Vec::new();

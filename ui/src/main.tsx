@@ -18,6 +18,7 @@ import { Networks } from "./pages/Networks";
 import { Tasks } from "./pages/Tasks";
 import { Cluster } from "./pages/Cluster";
 import { Access } from "./pages/Access";
+import { BackupJobs } from "./pages/BackupJobs";
 import { can, usePermissions } from "./access";
 
 setExpiredHandler(() => {
@@ -32,6 +33,7 @@ const NAV: [string, string][] = [
   ["/vms", "Virtual machines"],
   ["/storage", "Storage"],
   ["/networks", "Networks"],
+  ["/backup-jobs", "Backup jobs"],
   ["/tasks", "Tasks"],
   ["/cluster", "Cluster"],
   ["/access", "Access"],
@@ -41,7 +43,7 @@ const NAV: [string, string][] = [
 const NAV_NEEDS: Record<string, [string, string]> = { "/cluster": ["Cluster.Audit", "/cluster"] };
 
 /** Node-scoped pages (the node list switches which node they show). */
-const NODE_SCOPED = /^\/($|vms|storage|networks|tasks)/;
+const NODE_SCOPED = /^\/($|vms|storage|networks|tasks|backup-jobs)/;
 
 /** The cluster's nodes (or this node alone), with online state; a click selects one. */
 function NodeList({ nodes, current, error, clusterName }: {
@@ -142,6 +144,7 @@ function Shell() {
   else if (p === "/networks") page = <Networks />;
   else if (p === "/tasks") page = <Tasks upid={route.query.get("upid")} />;
   else if (p === "/cluster") page = <Cluster />;
+  else if (p === "/backup-jobs") page = <BackupJobs />;
   else if (p === "/access") page = <Access tab={route.query.get("tab") ?? "tokens"} />;
   else page = (
     <section>

@@ -451,6 +451,47 @@ pub const RULES: &[Rule] = &[
         "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}/restore",
         Priv(VmAllocate, "/vms"),
     ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/vms/{vmid}/backups/prune",
+        Priv(VmBackup, "/vms/{vmid}"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}",
+        Priv(VmBackup, "/vms/{vmid}"),
+    ),
+    // backup jobs back up any VM of the node: node configuration
+    r(
+        "GET",
+        "/api/v1/nodes/{node}/backup-jobs",
+        Priv(SysAudit, "/nodes/{node}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/backup-jobs",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
+    r(
+        "GET",
+        "/api/v1/nodes/{node}/backup-jobs/{job}",
+        Priv(SysAudit, "/nodes/{node}"),
+    ),
+    r(
+        "PUT",
+        "/api/v1/nodes/{node}/backup-jobs/{job}",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/nodes/{node}/backup-jobs/{job}",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/backup-jobs/{job}/run",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
 ];
 
 /// The rule of a matched route (`HEAD` is checked as `GET`).

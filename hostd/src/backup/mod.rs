@@ -10,8 +10,11 @@
 //!   VM's copy), verify and restore.
 
 pub mod engine;
+pub mod jobs;
+pub mod prune;
 pub mod routes;
 pub mod run;
+pub mod schedule;
 pub mod store;
 pub mod targets;
 

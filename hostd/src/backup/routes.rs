@@ -8,11 +8,12 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use keel_api::access::Privilege;
 use keel_api::backup::{
-    BackupCreate, BackupInfo, BackupTarget, BackupTargetCreate, BackupTargetQuery, RestoreRequest,
+    BackupCreate, BackupInfo, BackupJob, BackupJobConfig, BackupTarget, BackupTargetCreate,
+    BackupTargetQuery, PruneRequest, PruneResult, RestoreRequest,
 };
 use keel_api::task::TaskRef;
 
-use super::{run, targets};
+use super::{jobs, prune, run, targets};
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::http::{accepted, blocking, check_node, ApiResult, JsonBody, Path, Query};
@@ -40,6 +41,23 @@ pub fn routes() -> Router<Arc<Node>> {
             "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}/restore",
             post(restore_backup),
         )
+        .route(
+            "/api/v1/nodes/{node}/vms/{vmid}/backups/prune",
+            post(prune_backups),
+        )
+        .route(
+            "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}",
+            delete(delete_backup),
+        )
+        .route(
+            "/api/v1/nodes/{node}/backup-jobs",
+            get(list_jobs).post(create_job),
+        )
+        .route(
+            "/api/v1/nodes/{node}/backup-jobs/{job}",
+            get(get_job).put(update_job).delete(delete_job),
+        )
+        .route("/api/v1/nodes/{node}/backup-jobs/{job}/run", post(run_job))
 }
 
 /// This node's backup targets, with free space and whether each is usable now.
@@ -220,4 +238,149 @@ pub async fn restore_backup(
 
 fn vms_reserve(node: &Node, plan: &run::RestorePlan) -> Result<(), Error> {
     crate::vms::reserve_vmid(node, plan.spec.vmid, &plan.spec.name)
+}
+
+/// Prune a VM's backups on a target by a retention policy (keep-last/hourly/daily/weekly/
+/// monthly/yearly; a kept incremental keeps its whole chain). `dry_run`: 200 with what would
+/// be kept and removed and why; otherwise task `backupprune` on the VM.
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/{vmid}/backups/prune", tag = "backups",
+    params(("node" = String, Path), ("vmid" = u32, Path)), request_body = PruneRequest,
+    responses((status = 200, body = PruneResult, description = "dry run: what would be kept and removed"),
+        (status = 202, body = TaskRef), (status = 400, body = keel_api::ErrorBody),
+        (status = 404, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
+pub async fn prune_backups(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, vmid)): Path<(String, u32)>,
+    JsonBody(req): JsonBody<PruneRequest>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    blocking(move || {
+        let policy = prune::check(&node, &req)?;
+        if req.dry_run {
+            return Ok(Json(prune::plan(&node, vmid, &req.target, &policy)?).into_response());
+        }
+        let n = node.clone();
+        let upid = tasks::spawn(
+            &node.tasks,
+            "backupprune",
+            &vmid.to_string(),
+            &p.user,
+            true,
+            move |t| prune::run(&n, vmid, &req.target, &policy, t).map(|_| ()),
+        )?;
+        Ok(accepted(upid))
+    })
+    .await
+}
+
+/// Delete one backup (task `backupdelete` on the VM). Refused (409, naming them) while
+/// incrementals depend on it.
+#[utoipa::path(delete, path = "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}", tag = "backups",
+    params(("node" = String, Path), ("vmid" = u32, Path), ("backup" = String, Path), BackupTargetQuery),
+    responses((status = 202, body = TaskRef), (status = 400, body = keel_api::ErrorBody),
+        (status = 404, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
+pub async fn delete_backup(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, vmid, backup)): Path<(String, u32, String)>,
+    Query(q): Query<BackupTargetQuery>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || {
+        let Some(target) = q.target else {
+            return Err(Error::validation(
+                "target",
+                "give the backup's target: ?target=NAME",
+            ));
+        };
+        prune::check_delete(&node, vmid, &backup, &target)?;
+        let n = node.clone();
+        tasks::spawn(
+            &node.tasks,
+            "backupdelete",
+            &vmid.to_string(),
+            &p.user,
+            true,
+            move |t| prune::run_delete(&n, vmid, &backup, &target, t),
+        )
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+/// This node's backup jobs with their next and last run.
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/backup-jobs", tag = "backups", params(("node" = String, Path)),
+    responses((status = 200, body = [BackupJob])))]
+pub async fn list_jobs(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<BackupJob>>> {
+    check_node(&node, &name)?;
+    Ok(Json(blocking(move || jobs::list(&node)).await?))
+}
+
+/// Define a backup job: VMs (or all), target, schedule, full-every, retention.
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/backup-jobs", tag = "backups", params(("node" = String, Path)),
+    request_body = BackupJobConfig, responses((status = 201, body = BackupJob), (status = 400, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
+pub async fn create_job(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<BackupJobConfig>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let j = blocking(move || jobs::create(&node, &req)).await?;
+    Ok((StatusCode::CREATED, Json(j)).into_response())
+}
+
+/// One backup job.
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/backup-jobs/{job}", tag = "backups",
+    params(("node" = String, Path), ("job" = String, Path)), responses((status = 200, body = BackupJob), (status = 404, body = keel_api::ErrorBody)))]
+pub async fn get_job(
+    State(node): State<Arc<Node>>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Json<BackupJob>> {
+    check_node(&node, &name)?;
+    Ok(Json(blocking(move || jobs::get(&node, &id)).await?))
+}
+
+/// Replace a backup job's definition (the next run is computed again).
+#[utoipa::path(put, path = "/api/v1/nodes/{node}/backup-jobs/{job}", tag = "backups",
+    params(("node" = String, Path), ("job" = String, Path)), request_body = BackupJobConfig,
+    responses((status = 200, body = BackupJob), (status = 400, body = keel_api::ErrorBody), (status = 404, body = keel_api::ErrorBody)))]
+pub async fn update_job(
+    State(node): State<Arc<Node>>,
+    Path((name, id)): Path<(String, String)>,
+    JsonBody(req): JsonBody<BackupJobConfig>,
+) -> ApiResult<Json<BackupJob>> {
+    check_node(&node, &name)?;
+    Ok(Json(
+        blocking(move || jobs::update(&node, &id, &req)).await?,
+    ))
+}
+
+/// Remove a backup job (its backups stay).
+#[utoipa::path(delete, path = "/api/v1/nodes/{node}/backup-jobs/{job}", tag = "backups",
+    params(("node" = String, Path), ("job" = String, Path)), responses((status = 204), (status = 404, body = keel_api::ErrorBody)))]
+pub async fn delete_job(
+    State(node): State<Arc<Node>>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    check_node(&node, &name)?;
+    blocking(move || jobs::delete(&node, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Run a backup job now (task `backupjob`; 409 while a run of it is going on).
+#[utoipa::path(post, path = "/api/v1/nodes/{node}/backup-jobs/{job}/run", tag = "backups",
+    params(("node" = String, Path), ("job" = String, Path)),
+    responses((status = 202, body = TaskRef), (status = 404, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
+pub async fn run_job(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    check_node(&node, &name)?;
+    let upid = blocking(move || jobs::start(&node, &id, &p.user)).await?;
+    Ok(accepted(upid))
 }

@@ -10,6 +10,7 @@ import { usePermissions, whyNot } from "../access";
 import { formatBytes, formatTime, parseIntField, validName, VMID_MAX, VMID_MIN } from "../logic";
 import type { PoolInfo } from "../types";
 import { runShown } from "./Snapshots";
+import { PruneDialog } from "./BackupJobs";
 
 export interface BackupTarget {
   name: string; kind: string; path: string; ok: boolean; error?: string; total: number; available: number;
@@ -54,6 +55,7 @@ export function Backups({ vmid }: { vmid: number }) {
   const [busy, setBusy] = useState(false);
   const [creating, setCreating] = useState(false);
   const [restoring, setRestoring] = useState<BackupInfo | null>(null);
+  const [pruning, setPruning] = useState(false);
   const act = async (what: string, path: string, body?: unknown) => {
     setBusy(true);
     const ok = await runShown(what, "POST", path, body, setMsg);
@@ -68,6 +70,9 @@ export function Backups({ vmid }: { vmid: number }) {
         <button type="button" class="btn btn-primary" disabled={busy || !!noBackup || !targets.data?.length}
           title={noBackup ?? (targets.data?.length ? "Back up every disk of this VM now" : "Add a backup target first")}
           onClick={() => setCreating(true)}>Back up now…</button>
+        <button type="button" class="btn" disabled={busy || !!noBackup || !list.data?.length}
+          title={noBackup ?? "Remove backups a retention policy does not keep (preview first)"}
+          onClick={() => setPruning(true)}>Prune…</button>
       </div>
       {msg && <div class={`alert alert-${msg.tone}`} role={msg.tone === "error" ? "alert" : "status"} aria-label="Backup task">{msg.text}</div>}
       <ErrorBox error={targets.error} title="Cannot list backup targets" />
@@ -103,6 +108,7 @@ export function Backups({ vmid }: { vmid: number }) {
       )}
       {creating && targets.data && <CreateDialog targets={targets.data} onClose={() => setCreating(false)}
         onSubmit={(body) => { setCreating(false); act(`Backup to ${body.target}`, np(`/vms/${vmid}/backups`), body); }} />}
+      {pruning && targets.data && <PruneDialog vmid={vmid} targets={targets.data} onClose={() => setPruning(false)} onDone={list.refresh} />}
       {restoring && <RestoreDialog vmid={vmid} backup={restoring} onClose={() => setRestoring(null)}
         onSubmit={(body) => {
           setRestoring(null);

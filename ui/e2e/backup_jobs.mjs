@@ -1,0 +1,149 @@
+// End-to-end test of the Backup jobs page and the Backups tab's Prune… dialog against a real
+// keel-hostd (no mocks): create a job for a stopped VM through the dialog (a misspelled weekday
+// refused before sending), run it now twice and see its last run ok with a next run shown;
+// prune the VM's backups to the newest one (dry-run preview, then the task); edit the job's
+// schedule; delete the job.
+//   KEEL_UI_URL          base URL (hostd serving ui/dist)
+//   KEEL_UI_PASSWORD     root's password
+//   KEEL_UI_VMID         a stopped VM with one small qcow2 disk and no backups
+//   KEEL_BACKUP_TARGET   the name of a dir backup target on the node (the only one)
+//   KEEL_JOB_ID          the job's id
+//   CHROMIUM             browser binary (default /usr/bin/chromium)
+// Prints "N passed, N failed" last; exits non-zero on any failure (screenshots in e2e/artifacts/).
+import { chromium } from "playwright-core";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BASE = (process.env.KEEL_UI_URL ?? "https://127.0.0.1:8006").replace(/\/$/, "");
+const PASSWORD = process.env.KEEL_UI_PASSWORD;
+const VMID = process.env.KEEL_UI_VMID;
+const TARGET = process.env.KEEL_BACKUP_TARGET;
+const JOB = process.env.KEEL_JOB_ID;
+if (!PASSWORD || !VMID || !TARGET || !JOB) {
+  console.error("KEEL_UI_PASSWORD, KEEL_UI_VMID, KEEL_BACKUP_TARGET and KEEL_JOB_ID are required");
+  process.exit(2);
+}
+const ARTIFACTS = join(here, "artifacts");
+mkdirSync(ARTIFACTS, { recursive: true });
+
+const userDir = mkdtempSync(join(tmpdir(), "keel-ui-jobs-"));
+const browser = await chromium.launchPersistentContext(userDir, {
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  ignoreHTTPSErrors: true,
+  viewport: { width: 1280, height: 800 },
+  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const page = browser.pages()[0] ?? await browser.newPage();
+page.setDefaultTimeout(30_000);
+const pageErrors = [];
+page.on("pageerror", (e) => pageErrors.push(String(e)));
+page.on("dialog", (d) => d.accept());
+
+let passed = 0, failed = 0, broken = false;
+const log = (...a) => console.log(...a);
+async function step(name, fn) {
+  if (broken) { failed++; log(`FAIL ${name} (skipped: an earlier step failed)`); return; }
+  const t0 = Date.now();
+  try {
+    await fn();
+    passed++;
+    log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  } catch (e) {
+    failed++;
+    broken = true;
+    log(`FAIL ${name}: ${e?.message?.split("\n")[0] ?? e}`);
+    const f = join(ARTIFACTS, `backup-jobs-${name.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}.png`);
+    await page.screenshot({ path: f, fullPage: true }).catch(() => {});
+    log(`     screenshot: ${f}`);
+  }
+}
+function expect(cond, msg) { if (!cond) throw new Error(msg); }
+const jobRow = () => page.getByRole("table", { name: "Backup jobs" }).locator(`tr[data-job="${JOB}"]`);
+
+await step("sign in and open Backup jobs from the navigation", async () => {
+  await page.goto(`${BASE}/login`);
+  await page.getByLabel("User name").fill("root");
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  const nav = page.getByRole("navigation", { name: "Main" });
+  await nav.waitFor();
+  await nav.getByRole("link", { name: "Backup jobs" }).click();
+  await page.getByRole("heading", { name: "Backup jobs" }).waitFor();
+  await page.getByText("No backup jobs on this node.").waitFor();
+});
+
+await step("create a job: a misspelled weekday refused before sending, then saved", async () => {
+  await page.getByRole("button", { name: "New job…" }).click();
+  const dlg = page.getByRole("dialog", { name: "New backup job" });
+  await dlg.waitFor();
+  await dlg.getByLabel("Job ID", { exact: true }).fill(JOB);
+  await dlg.getByLabel("VMs", { exact: true }).fill(VMID);
+  await dlg.getByLabel("Target", { exact: true }).selectOption(TARGET);
+  await dlg.getByLabel("Schedule", { exact: true }).fill("mon..fry 21:00");
+  await dlg.getByText('"fry" is not a weekday').waitFor();
+  expect(await dlg.getByRole("button", { name: "Save" }).isDisabled(), "Save enabled with a bad schedule");
+  await dlg.getByLabel("Schedule", { exact: true }).fill("sat 02:30");
+  await dlg.getByLabel("Keep last", { exact: true }).fill("2");
+  await dlg.getByRole("button", { name: "Save" }).click();
+  await dlg.waitFor({ state: "detached" });
+  await jobRow().waitFor();
+  const text = await jobRow().innerText();
+  expect(text.includes("sat 02:30") && text.includes(VMID) && text.includes("last 2") && text.includes("never"), `row: ${text}`);
+  const next = await jobRow().locator("td[data-next]").innerText();
+  expect(/\d{2}:\d{2}/.test(next), `no next run shown: ${next}`);
+});
+
+await step("run it now twice: last run ok", async () => {
+  for (let i = 0; i < 2; i++) {
+    await jobRow().getByRole("button", { name: "Run now" }).click();
+    await page.getByText(`Backup job ${JOB}: done.`).waitFor({ timeout: 60_000 });
+    // the second run's end is checked by the two backups the next step waits for
+  }
+  await jobRow().locator('td[data-last="ok"]').waitFor();
+});
+
+await step("prune the VM's backups to the newest: preview, then the task", async () => {
+  await page.goto(`${BASE}/vms/${VMID}?tab=backups`);
+  const rows = page.getByRole("table", { name: "Backups" }).locator("tbody tr");
+  await page.waitForFunction(() => document.querySelectorAll('table[aria-label="Backups"] tbody tr').length === 2, null, { timeout: 15_000 });
+  await page.getByRole("button", { name: "Prune…" }).click();
+  const dlg = page.getByRole("dialog", { name: `Prune backups of VM ${VMID}` });
+  await dlg.waitFor();
+  await dlg.getByLabel("Keep last", { exact: true }).fill("1");
+  await dlg.getByRole("button", { name: "Preview" }).click();
+  const prev = dlg.getByRole("table", { name: "Prune preview" });
+  await prev.waitFor();
+  expect(await prev.locator('tr[data-prune="keep"]').count() === 1, "preview: not one kept");
+  expect(await prev.locator('tr[data-prune="remove"]').count() === 1, "preview: not one removed");
+  expect((await prev.innerText()).includes("keep-last"), "preview gives no reason");
+  await dlg.getByRole("button", { name: "Prune (remove 1)" }).click();
+  await dlg.waitFor({ state: "detached", timeout: 30_000 });
+  await page.waitForFunction(() => document.querySelectorAll('table[aria-label="Backups"] tbody tr').length === 1, null, { timeout: 15_000 });
+  expect(await rows.count() === 1, "not one backup left");
+});
+
+await step("edit the schedule, then delete the job", async () => {
+  await page.goto(`${BASE}/backup-jobs`);
+  await jobRow().getByRole("button", { name: "Edit…" }).click();
+  const dlg = page.getByRole("dialog", { name: `Edit backup job ${JOB}` });
+  await dlg.waitFor();
+  await dlg.getByLabel("Schedule", { exact: true }).fill("daily");
+  await dlg.getByRole("button", { name: "Save" }).click();
+  await dlg.waitFor({ state: "detached" });
+  await page.waitForFunction((j) => document.querySelector(`tr[data-job="${j}"]`)?.textContent?.includes("daily"), JOB);
+  await jobRow().getByRole("button", { name: "Delete" }).click();
+  await page.getByText("No backup jobs on this node.").waitFor();
+});
+
+await step("no page errors", async () => {
+  expect(pageErrors.length === 0, pageErrors.join("; "));
+});
+
+await browser.close();
+rmSync(userDir, { recursive: true, force: true });
+log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
