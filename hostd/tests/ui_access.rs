@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{repo_root, Hostd, PASSWORD};
+use common::{repo_root, Hostd};
 use serde_json::json;
 
 #[test]
@@ -31,23 +29,11 @@ fn access_pages_in_headless_chromium() {
             json!({"vmid": v, "name": format!("{}-ui{v}", h.prefix), "memory_mib": 64}),
         ));
     }
-    let t0 = std::time::Instant::now();
-    let out = Command::new("node")
-        .arg(repo_root().join("ui/e2e/access.mjs"))
-        .env("KEEL_UI_URL", &h.base)
-        .env("KEEL_UI_PASSWORD", PASSWORD)
-        .env("KEEL_UI_VMID", a.to_string())
-        .env("KEEL_UI_OTHER_VMID", b.to_string())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "{stdout}{}access.mjs took {:.1}s",
-        String::from_utf8_lossy(&out.stderr),
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
-        "access pages end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
+    h.run_ui_script(
+        "access.mjs",
+        &[
+            ("KEEL_UI_VMID", a.to_string()),
+            ("KEEL_UI_OTHER_VMID", b.to_string()),
+        ],
     );
 }

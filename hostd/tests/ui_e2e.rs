@@ -15,7 +15,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{live_dir, repo_root, Hostd, PASSWORD};
+use common::{live_dir, repo_root, Hostd};
 use serde_json::json;
 
 #[test]
@@ -57,73 +57,31 @@ fn web_ui_in_headless_chromium() {
         h.serial(demo).contains("KEEL-LIVE: guest booted")
     });
 
-    let out = Command::new("node")
-        .arg(repo_root().join("ui/e2e/run.mjs"))
-        .env("KEEL_UI_URL", &h.base)
-        .env("KEEL_UI_PASSWORD", PASSWORD)
-        .env("KEEL_UI_POOL", &h.pool)
-        .env("KEEL_UI_DEMO_NAME", &demo_name)
-        .env("KEEL_UI_DEMO_VMID", demo.to_string())
-        .env("KEEL_UI_VMID", h.id(1).to_string())
-        .env("KEEL_UI_VM_NAME", format!("{}-ui", h.prefix))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "UI end-to-end run failed (screenshots in ui/e2e/artifacts/)"
+    h.run_ui_script(
+        "run.mjs",
+        &[
+            ("KEEL_UI_POOL", h.pool.clone()),
+            ("KEEL_UI_DEMO_NAME", demo_name.clone()),
+            ("KEEL_UI_DEMO_VMID", demo.to_string()),
+            ("KEEL_UI_VMID", h.id(1).to_string()),
+            ("KEEL_UI_VM_NAME", format!("{}-ui", h.prefix)),
+        ],
     );
-    assert!(stdout.trim_end().ends_with("passed, 0 failed"), "{stdout}");
 
     // The cluster page and node list on this standalone node: the empty state with the
     // `keel cluster init` command, the node alone in the list, polling every 3 s that pauses
     // in a hidden tab (ui/e2e/cluster.mjs; the netns lab runs it against a real cluster).
-    let t0 = std::time::Instant::now();
-    let out = Command::new("node")
-        .arg(repo_root().join("ui/e2e/cluster.mjs"))
-        .env("KEEL_UI_URL", &h.base)
-        .env("KEEL_PASSWORD", PASSWORD)
-        .env("KEEL_EXPECT_STANDALONE", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "{stdout}{}cluster.mjs (standalone) took {:.1}s",
-        String::from_utf8_lossy(&out.stderr),
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
-        "cluster page end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
-    );
+    h.run_ui_script("cluster.mjs", &[("KEEL_EXPECT_STANDALONE", "1".into())]);
 
     // The Snapshots tab and the disk resize action (ui/e2e/snapshots.mjs) on a stopped VM with
     // one qcow2 disk.
-    let t0 = std::time::Instant::now();
     let snap_vm = h.id(4);
     h.ok(h.post(
         "/vms",
         json!({"vmid": snap_vm, "name": format!("{}-snap", h.prefix), "memory_mib": 64,
                "disks": [{"pool": h.pool, "size_mib": 16, "format": "qcow2"}]}),
     ));
-    let out = Command::new("node")
-        .arg(repo_root().join("ui/e2e/snapshots.mjs"))
-        .env("KEEL_UI_URL", &h.base)
-        .env("KEEL_UI_PASSWORD", PASSWORD)
-        .env("KEEL_UI_VMID", snap_vm.to_string())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "{stdout}{}snapshots.mjs took {:.1}s",
-        String::from_utf8_lossy(&out.stderr),
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
-        "snapshots end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
-    );
+    h.run_ui_script("snapshots.mjs", &[("KEEL_UI_VMID", snap_vm.to_string())]);
     let (ok, snaps) = common::virsh(&["snapshot-list", "--name", &format!("{}-snap", h.prefix)]);
     assert!(
         ok && snaps.trim() == "first",
@@ -140,25 +98,13 @@ fn web_ui_in_headless_chromium() {
         json!({"vmid": src, "name": format!("{}-tpl", h.prefix), "memory_mib": 64,
                "disks": [{"pool": h.pool, "size_mib": 8}]}),
     ));
-    let t0 = std::time::Instant::now();
-    let out = Command::new("node")
-        .arg(repo_root().join("ui/e2e/clones.mjs"))
-        .env("KEEL_UI_URL", &h.base)
-        .env("KEEL_UI_PASSWORD", PASSWORD)
-        .env("KEEL_CLONE_SRC", src.to_string())
-        .env("KEEL_CLONE_VMID", clone.to_string())
-        .env("KEEL_CLONE_NAME", format!("{}-lnk", h.prefix))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "{stdout}{}clones.mjs took {:.1}s",
-        String::from_utf8_lossy(&out.stderr),
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
-        "clones end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
+    h.run_ui_script(
+        "clones.mjs",
+        &[
+            ("KEEL_CLONE_SRC", src.to_string()),
+            ("KEEL_CLONE_VMID", clone.to_string()),
+            ("KEEL_CLONE_NAME", format!("{}-lnk", h.prefix)),
+        ],
     );
     h.ok(h.delete(&format!("/vms/{clone}?purge_volumes=true")));
     h.ok(h.delete(&format!("/vms/{src}?purge_volumes=true")));
@@ -166,7 +112,6 @@ fn web_ui_in_headless_chromium() {
     // The Backups tab (ui/e2e/backups.mjs): a stopped VM with one qcow2 disk and a dir target
     // made through the API; a full backup taken, listed, verified and restored into a new VM
     // through the UI.
-    let t0 = std::time::Instant::now();
     let (bk_vm, bk_new) = (h.id(5), h.id(6));
     let bk_dir = h.dir.join("backups");
     std::fs::create_dir_all(&bk_dir).unwrap_or_else(|e| panic!("{}: {e}", bk_dir.display()));
@@ -186,25 +131,14 @@ fn web_ui_in_headless_chromium() {
         json!({"vmid": bk_vm, "name": format!("{}-bk", h.prefix), "memory_mib": 64,
                "disks": [{"pool": h.pool, "size_mib": 16, "format": "qcow2"}]}),
     ));
-    let out = Command::new("node")
-        .arg(repo_root().join("ui/e2e/backups.mjs"))
-        .env("KEEL_UI_URL", &h.base)
-        .env("KEEL_UI_PASSWORD", PASSWORD)
-        .env("KEEL_UI_VMID", bk_vm.to_string())
-        .env("KEEL_BACKUP_TARGET", &bk_target)
-        .env("KEEL_RESTORE_VMID", bk_new.to_string())
-        .env("KEEL_RESTORE_NAME", format!("{}-bkr", h.prefix))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "{stdout}{}backups.mjs took {:.1}s",
-        String::from_utf8_lossy(&out.stderr),
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
-        "backups end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
+    h.run_ui_script(
+        "backups.mjs",
+        &[
+            ("KEEL_UI_VMID", bk_vm.to_string()),
+            ("KEEL_BACKUP_TARGET", bk_target.clone()),
+            ("KEEL_RESTORE_VMID", bk_new.to_string()),
+            ("KEEL_RESTORE_NAME", format!("{}-bkr", h.prefix)),
+        ],
     );
     let (ok, _) = common::virsh(&["dominfo", &format!("{}-bkr", h.prefix)]);
     assert!(
@@ -224,7 +158,6 @@ fn web_ui_in_headless_chromium() {
     // Hot-plug from the Hardware tab (ui/e2e/hotplug.mjs): a running live guest with one disk
     // gets a virtio disk and a NIC attached live and removed again, no pending badge; a SATA
     // disk is reported pending, with the badge.
-    let t0 = std::time::Instant::now();
     let hp_vm = h.id(7);
     let hp_name = format!("{}-hp", h.prefix);
     let hp_br = format!("{}u", &h.prefix[..h.prefix.len().min(12)]);
@@ -244,23 +177,12 @@ fn web_ui_in_headless_chromium() {
     h.wait_for("the hot-plug guest's device line", 180, || {
         h.serial(hp_vm).contains("KEEL-LIVE: disks: vda=")
     });
-    let out = Command::new("node")
-        .arg(repo_root().join("ui/e2e/hotplug.mjs"))
-        .env("KEEL_UI_URL", &h.base)
-        .env("KEEL_UI_PASSWORD", PASSWORD)
-        .env("KEEL_UI_VMID", hp_vm.to_string())
-        .env("KEEL_UI_BRIDGE", &hp_br)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "{stdout}{}hotplug.mjs took {:.1}s (with the boot)",
-        String::from_utf8_lossy(&out.stderr),
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
-        "hotplug end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
+    h.run_ui_script(
+        "hotplug.mjs",
+        &[
+            ("KEEL_UI_VMID", hp_vm.to_string()),
+            ("KEEL_UI_BRIDGE", hp_br.clone()),
+        ],
     );
     let (_, xml) = common::virsh(&["dumpxml", &hp_name]);
     assert!(
@@ -274,7 +196,6 @@ fn web_ui_in_headless_chromium() {
     // Backup jobs and prune (ui/e2e/backup_jobs.mjs): a stopped VM and a dir target made
     // through the API; a job created, run twice, the VM's backups pruned, the job edited and
     // deleted through the UI.
-    let t0 = std::time::Instant::now();
     let bj_vm = h.id(8);
     let bj_dir = h.dir.join("backup-jobs");
     std::fs::create_dir_all(&bj_dir).unwrap_or_else(|e| panic!("{}: {e}", bj_dir.display()));
@@ -294,24 +215,13 @@ fn web_ui_in_headless_chromium() {
         json!({"vmid": bj_vm, "name": format!("{}-bj", h.prefix), "memory_mib": 64,
                "disks": [{"pool": h.pool, "size_mib": 16, "format": "qcow2"}]}),
     ));
-    let out = Command::new("node")
-        .arg(repo_root().join("ui/e2e/backup_jobs.mjs"))
-        .env("KEEL_UI_URL", &h.base)
-        .env("KEEL_UI_PASSWORD", PASSWORD)
-        .env("KEEL_UI_VMID", bj_vm.to_string())
-        .env("KEEL_BACKUP_TARGET", &bj_target)
-        .env("KEEL_JOB_ID", format!("{}-job", h.prefix))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "{stdout}{}backup_jobs.mjs took {:.1}s",
-        String::from_utf8_lossy(&out.stderr),
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
-        "backup jobs end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
+    h.run_ui_script(
+        "backup_jobs.mjs",
+        &[
+            ("KEEL_UI_VMID", bj_vm.to_string()),
+            ("KEEL_BACKUP_TARGET", bj_target.clone()),
+            ("KEEL_JOB_ID", format!("{}-job", h.prefix)),
+        ],
     );
     // what the UI did, checked through the API: one backup left, no job
     let left = h.get_json(&format!("/vms/{bj_vm}/backups?target={bj_target}"));

@@ -8,9 +8,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{repo_root, virsh, Hostd, PASSWORD};
+use common::{repo_root, virsh, Hostd};
 use serde_json::json;
 
 #[test]
@@ -60,26 +58,14 @@ fn networks_page_in_headless_chromium() {
         );
     }
 
-    let t0 = std::time::Instant::now();
-    let out = Command::new("node")
-        .arg(repo_root().join("ui/e2e/networks.mjs"))
-        .env("KEEL_UI_URL", &h.base)
-        .env("KEEL_UI_PASSWORD", PASSWORD)
-        .env("KEEL_NET_USED", &used)
-        .env("KEEL_NET_USED_VMID", vm.to_string())
-        .env("KEEL_NET_NEW", &new)
-        .env("KEEL_NET_CIDR", &new_cidr)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "{stdout}{}networks.mjs took {:.1}s",
-        String::from_utf8_lossy(&out.stderr),
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
-        "networks page end-to-end run failed (screenshots in ui/e2e/artifacts/): {stdout}"
+    h.run_ui_script(
+        "networks.mjs",
+        &[
+            ("KEEL_NET_USED", used.clone()),
+            ("KEEL_NET_USED_VMID", vm.to_string()),
+            ("KEEL_NET_NEW", new.clone()),
+            ("KEEL_NET_CIDR", new_cidr.clone()),
+        ],
     );
     assert!(
         !virsh(&["net-info", &new]).0,

@@ -10,58 +10,11 @@
 //   KEEL_JOB_ID          the job's id
 //   CHROMIUM             browser binary (default /usr/bin/chromium)
 // Prints "N passed, N failed" last; exits non-zero on any failure (screenshots in e2e/artifacts/).
-import { chromium } from "playwright-core";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { BASE, PASSWORD, env, expect, open } from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BASE = (process.env.KEEL_UI_URL ?? "https://127.0.0.1:8006").replace(/\/$/, "");
-const PASSWORD = process.env.KEEL_UI_PASSWORD;
-const VMID = process.env.KEEL_UI_VMID;
-const TARGET = process.env.KEEL_BACKUP_TARGET;
-const JOB = process.env.KEEL_JOB_ID;
-if (!PASSWORD || !VMID || !TARGET || !JOB) {
-  console.error("KEEL_UI_PASSWORD, KEEL_UI_VMID, KEEL_BACKUP_TARGET and KEEL_JOB_ID are required");
-  process.exit(2);
-}
-const ARTIFACTS = join(here, "artifacts");
-mkdirSync(ARTIFACTS, { recursive: true });
-
-const userDir = mkdtempSync(join(tmpdir(), "keel-ui-jobs-"));
-const browser = await chromium.launchPersistentContext(userDir, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  ignoreHTTPSErrors: true,
-  viewport: { width: 1280, height: 800 },
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const page = browser.pages()[0] ?? await browser.newPage();
-page.setDefaultTimeout(30_000);
-const pageErrors = [];
-page.on("pageerror", (e) => pageErrors.push(String(e)));
-page.on("dialog", (d) => d.accept());
-
-let passed = 0, failed = 0, broken = false;
-const log = (...a) => console.log(...a);
-async function step(name, fn) {
-  if (broken) { failed++; log(`FAIL ${name} (skipped: an earlier step failed)`); return; }
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-  } catch (e) {
-    failed++;
-    broken = true;
-    log(`FAIL ${name}: ${e?.message?.split("\n")[0] ?? e}`);
-    const f = join(ARTIFACTS, `backup-jobs-${name.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}.png`);
-    await page.screenshot({ path: f, fullPage: true }).catch(() => {});
-    log(`     screenshot: ${f}`);
-  }
-}
-function expect(cond, msg) { if (!cond) throw new Error(msg); }
+const [VMID, TARGET, JOB] = env("KEEL_UI_VMID", "KEEL_BACKUP_TARGET", "KEEL_JOB_ID");
+const { page, step, finish } = await open("backup-jobs");
+page.on("dialog", (d) => d.accept()); // confirmations
 const jobRow = () => page.getByRole("table", { name: "Backup jobs" }).locator(`tr[data-job="${JOB}"]`);
 
 await step("sign in and open Backup jobs from the navigation", async () => {
@@ -139,11 +92,4 @@ await step("edit the schedule, then delete the job", async () => {
   await page.getByText("No backup jobs on this node.").waitFor();
 });
 
-await step("no page errors", async () => {
-  expect(pageErrors.length === 0, pageErrors.join("; "));
-});
-
-await browser.close();
-rmSync(userDir, { recursive: true, force: true });
-log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await finish();

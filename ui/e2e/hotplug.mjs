@@ -8,58 +8,11 @@
 //   KEEL_UI_BRIDGE     a host bridge for the NIC
 //   CHROMIUM           browser binary (default /usr/bin/chromium)
 // Prints "N passed, N failed" last; exits non-zero on any failure (screenshots in e2e/artifacts/).
-import { chromium } from "playwright-core";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { BASE, env, expect, open, signIn } from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BASE = (process.env.KEEL_UI_URL ?? "https://127.0.0.1:8006").replace(/\/$/, "");
-const PASSWORD = process.env.KEEL_UI_PASSWORD;
-const VMID = process.env.KEEL_UI_VMID;
-const BRIDGE = process.env.KEEL_UI_BRIDGE;
-if (!PASSWORD || !VMID || !BRIDGE) {
-  console.error("KEEL_UI_PASSWORD, KEEL_UI_VMID and KEEL_UI_BRIDGE are required");
-  process.exit(2);
-}
-const ARTIFACTS = join(here, "artifacts");
-mkdirSync(ARTIFACTS, { recursive: true });
-
-const userDir = mkdtempSync(join(tmpdir(), "keel-ui-hp-"));
-const browser = await chromium.launchPersistentContext(userDir, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  ignoreHTTPSErrors: true,
-  viewport: { width: 1280, height: 800 },
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const page = browser.pages()[0] ?? await browser.newPage();
-page.setDefaultTimeout(30_000);
-const pageErrors = [];
-page.on("pageerror", (e) => pageErrors.push(String(e)));
-// Remove asks for confirmation
-page.on("dialog", (d) => d.accept());
-
-let passed = 0, failed = 0, broken = false;
-const log = (...a) => console.log(...a);
-async function step(name, fn) {
-  if (broken) { failed++; log(`FAIL ${name} (skipped: an earlier step failed)`); return; }
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-  } catch (e) {
-    failed++;
-    broken = true;
-    log(`FAIL ${name}: ${e?.message?.split("\n")[0] ?? e}`);
-    const f = join(ARTIFACTS, `hotplug-${name.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}.png`);
-    await page.screenshot({ path: f, fullPage: true }).catch(() => {});
-    log(`     screenshot: ${f}`);
-  }
-}
-function expect(cond, msg) { if (!cond) throw new Error(msg); }
+const [VMID, BRIDGE] = env("KEEL_UI_VMID", "KEEL_UI_BRIDGE");
+const { page, step, finish } = await open("hotplug");
+page.on("dialog", (d) => d.accept()); // confirmations
 const msg = () => page.getByRole("status", { name: "Device task" });
 const badge = () => page.locator(".page-head").getByText("Pending changes");
 const disks = () => page.getByRole("table", { name: "Disks" });
@@ -70,11 +23,7 @@ async function outcome(prefix) {
 }
 
 await step("sign in and open the running VM's Hardware tab", async () => {
-  await page.goto(`${BASE}/login`);
-  await page.getByLabel("User name").fill("root");
-  await page.getByLabel("Password").fill(PASSWORD);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("navigation", { name: "Main" }).waitFor();
+  await signIn(page);
   await page.goto(`${BASE}/vms/${VMID}?tab=hardware`);
   await page.locator(".page-head").getByText(/running/i).waitFor();
   await disks().waitFor();
@@ -125,11 +74,4 @@ await step("a SATA disk is saved but pending, with the badge", async () => {
   await badge().waitFor();
 });
 
-await step("no page errors", async () => {
-  expect(pageErrors.length === 0, pageErrors.join("; "));
-});
-
-await browser.close();
-rmSync(userDir, { recursive: true, force: true });
-log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await finish();

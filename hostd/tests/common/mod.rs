@@ -81,6 +81,34 @@ pub struct Hostd {
 }
 
 impl Hostd {
+    /// Run the browser test `ui/e2e/SCRIPT` (playwright-core in Debian's chromium) against this
+    /// hostd, as root with the test password, plus `env`; print its steps and time, and panic
+    /// unless every step passed (screenshots of a failed step land in `ui/e2e/artifacts/`).
+    /// Returns its standard output.
+    #[allow(dead_code)]
+    pub fn run_ui_script(&self, script: &str, env: &[(&str, String)]) -> String {
+        let t0 = Instant::now();
+        let out = Command::new("node")
+            .arg(repo_root().join("ui/e2e").join(script))
+            .env("KEEL_UI_URL", &self.base)
+            .env("KEEL_UI_PASSWORD", PASSWORD)
+            .env("KEEL_PASSWORD", PASSWORD)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run node (ui/e2e/{script}): {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!(
+            "{stdout}{}{script} took {:.1}s",
+            String::from_utf8_lossy(&out.stderr),
+            t0.elapsed().as_secs_f64()
+        );
+        assert!(
+            out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
+            "ui/e2e/{script} failed (screenshots in ui/e2e/artifacts/): {stdout}"
+        );
+        stdout
+    }
+
     pub fn start() -> Hostd {
         Self::start_opts(None)
     }
