@@ -58,6 +58,20 @@ await step("autostart off, then stop and start it", async () => {
   await row(NEW).locator('td[data-active="true"]').waitFor();
 });
 
+await step("on a short window the dialog stays inside it and scrolls", async () => {
+  await page.setViewportSize({ width: 1280, height: 360 });
+  await page.getByRole("button", { name: "Create network…" }).click();
+  const dlg = page.getByRole("dialog", { name: "Create a network" });
+  await dlg.waitFor();
+  const box = await dlg.boundingBox();
+  expect(box && box.y >= 0 && box.y + box.height <= 360, `dialog box ${JSON.stringify(box)} outside a 360 px window`);
+  const [sh, ch] = await dlg.evaluate((e) => [e.scrollHeight, e.clientHeight]);
+  expect(sh > ch, `the dialog does not scroll (scrollHeight ${sh}, clientHeight ${ch})`);
+  await dlg.getByRole("button", { name: "Cancel" }).click();
+  await dlg.waitFor({ state: "detached" });
+  await page.setViewportSize({ width: 1280, height: 800 });
+});
+
 await step("delete it with confirmation", async () => {
   await row(NEW).getByRole("button", { name: "Delete…" }).click();
   await page.getByRole("dialog", { name: `Delete network ${NEW}` }).getByRole("button", { name: "Delete", exact: true }).click();
