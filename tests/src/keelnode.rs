@@ -135,6 +135,20 @@ fn ui_line() -> String {
 /// Start keel-hostd in `n` with a libvirt test-driver file holding `domains` (XML), the
 /// direct service manager and per-node SSH files; waits until its API answers.
 pub fn start_hostd<'a>(lab: &NetnsLab, n: &'a Node, domains: &str) -> Result<KNode<'a>> {
+    let virt = n.dir.join("keel/libvirt-test.xml");
+    std::fs::create_dir_all(n.dir.join("keel"))?;
+    std::fs::write(&virt, format!("<node>{domains}</node>\n"))?;
+    start_hostd_on(lab, n, &format!("test://{}", virt.display()))
+}
+
+/// Start keel-hostd in `n` against the node's own private libvirtd (`qemu:///system` inside
+/// the node's mount namespace: the lab must be up with `LabOpts::libvirt` and
+/// [`NetnsLab::start_libvirtd`] called), so its VMs are real QEMU (TCG) guests.
+pub fn start_hostd_qemu<'a>(lab: &NetnsLab, n: &'a Node) -> Result<KNode<'a>> {
+    start_hostd_on(lab, n, "qemu:///system")
+}
+
+fn start_hostd_on<'a>(lab: &NetnsLab, n: &'a Node, libvirt_uri: &str) -> Result<KNode<'a>> {
     let d = n.dir.join("keel");
     let state = d.join("state");
     let ssh = d.join("ssh");
@@ -150,8 +164,6 @@ pub fn start_hostd<'a>(lab: &NetnsLab, n: &'a Node, domains: &str) -> Result<KNo
             .output()?;
         ensure!(out.status.success(), "ssh-keygen failed");
     }
-    let virt = d.join("libvirt-test.xml");
-    std::fs::write(&virt, format!("<node>{domains}</node>\n"))?;
     let conf = d.join("hostd.toml");
     std::fs::write(
         &conf,
@@ -159,7 +171,7 @@ pub fn start_hostd<'a>(lab: &NetnsLab, n: &'a Node, domains: &str) -> Result<KNo
             r#"node = "{name}"
 listen = "[::]:8006"
 state_dir = "{state}"
-libvirt_uri = "test://{virt}"
+libvirt_uri = "{libvirt_uri}"
 accel = "tcg"
 service_manager = "direct"
 {ui}
@@ -170,7 +182,6 @@ root_ssh_dir = "{root}"
 "#,
             name = n.name,
             state = state.display(),
-            virt = virt.display(),
             ssh = ssh.display(),
             root = d.join("root-ssh").display(),
             ui = ui_line(),
@@ -197,4 +208,36 @@ root_ssh_dir = "{root}"
         Ok(k.keel(&["node"])?.success())
     })?;
     Ok(k)
+}
+
+/// Form a Keel cluster named `name` from `nodes` (already running hostd): `keel cluster init`
+/// on the first with its lab IPv6 address as link0, `keel join` of the others with one-time
+/// tokens through the first's pinned API, then one lab fence device per node
+/// (`fence_keellab`, `action` = `off` or `reboot`) through `keel fence add`: fencing is on.
+pub fn form_cluster(lab: &NetnsLab, nodes: &[&KNode], name: &str, action: &str) -> Result<()> {
+    let (first, rest) = nodes.split_first().context("no nodes")?;
+    let a1 = first.n.addr6.clone();
+    first.keel_ok(&["cluster", "init", "--name", name, "--link0", &a1])?;
+    let fp1 = first.fingerprint()?;
+    let addr1 = format!("[{a1}]:8006");
+    for k in rest {
+        let tok = first.keel_ok(&["cluster", "join-token", "--ttl", "10m"])?;
+        let o = k.join(&addr1, &fp1, tok.trim())?;
+        ensure!(o.success(), "{} join: {}{}", k.n.name, o.stderr, o.stdout);
+    }
+    let labdir = lab.dir.display().to_string();
+    for k in nodes {
+        first.keel_ok(&[
+            "fence",
+            "add",
+            &k.n.name,
+            "--agent",
+            "fence_keellab",
+            "--param",
+            &format!("lab_dir={labdir}"),
+            "--param",
+            &format!("action={action}"),
+        ])?;
+    }
+    Ok(())
 }
