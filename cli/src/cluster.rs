@@ -53,6 +53,11 @@ pub enum ClusterCmd {
     /// The floating management address: one address for the UI and API of the whole cluster
     #[command(subcommand)]
     Vip(VipCmd),
+    /// HA VMs: where Pacemaker runs each, its target state and failures
+    Ha,
+    /// Shared pools: directories every node mounts from the same storage (for HA VMs' disks)
+    #[command(subcommand)]
+    SharedPool(crate::ha::SharedPoolCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -276,6 +281,8 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd, mode: Mode) -> Result<Outcome>
             |s: ClusterStatus| output_status(&s),
         )?,
         ClusterCmd::Config(cc) => config(c, cc, json).await?,
+        ClusterCmd::Ha => crate::ha::list(c, json).await?,
+        ClusterCmd::SharedPool(cmd) => crate::ha::shared_pool(c, cmd, json).await?,
         ClusterCmd::Vip(VipCmd::Show) => {
             show(c.get(&["cluster", "vip"], &[]).await?, json, output_vip)?
         }

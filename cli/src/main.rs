@@ -6,6 +6,7 @@ mod client;
 mod clone;
 mod cluster;
 mod config;
+mod ha;
 mod hotplug;
 mod output;
 mod passwd;
@@ -176,6 +177,19 @@ enum VmCmd {
     Create(Box<CreateArgs>),
     /// Start a stopped VM
     Start { vmid: u32 },
+    /// High availability: Pacemaker restarts the VM on a survivor when its node dies
+    /// (its disks must be on a shared pool; every node must have passed a fence test)
+    Ha {
+        vmid: u32,
+        #[arg(value_enum)]
+        state: ha::OnOff,
+        /// When not every HA VM fits, higher priorities run first [default: 0]
+        #[arg(long)]
+        priority: Option<u32>,
+        /// Failures on one node before the VM moves to another [default: 3]
+        #[arg(long, value_name = "N")]
+        max_restarts: Option<u32>,
+    },
     /// Ask the guest to shut down (ACPI)
     Shutdown {
         vmid: u32,
@@ -637,6 +651,12 @@ async fn vm(c: &Client, cmd: VmCmd, mode: Mode) -> Result<Outcome> {
             return task_outcome(c, node, ans, mode).await;
         }
         VmCmd::Start { vmid } => return power("start", vmid, None).await,
+        VmCmd::Ha {
+            vmid,
+            state,
+            priority,
+            max_restarts,
+        } => return ha::vm_ha(c, node, vmid, state, priority, max_restarts, mode).await,
         VmCmd::Shutdown {
             vmid,
             timeout,

@@ -20,6 +20,7 @@ pub mod cib;
 pub mod commands;
 pub mod crm;
 pub mod fence;
+pub mod ha;
 pub mod vip;
 
 // --- replicated config store ---

@@ -278,3 +278,32 @@ fn floating_address_accepted_by_crm_verify() {
         );
     }
 }
+
+#[test]
+fn ha_vm_accepted_by_crm_verify() {
+    // two HA VMs (one stopped) next to a 3-node cluster's fence devices
+    let props = ClusterProperties::for_size("keel-lab", 3);
+    let devs = vec![
+        ipmi("node1", "10.0.9.1"),
+        ipmi("node2", "10.0.9.2"),
+        ipmi("node3", "10.0.9.3"),
+    ];
+    let mut doc = cib::verification_document(&nodes(3), &props, &devs);
+    let res = doc.children[0]
+        .children
+        .iter_mut()
+        .find(|c| c.name == "resources")
+        .expect("resources");
+    for (vmid, started) in [(100, true), (101, false)] {
+        res.push(clusterd::ha::primitive(&clusterd::ha::HaVm {
+            vmid,
+            config: format!("/var/lib/keel/ha/{vmid}.xml"),
+            priority: 1,
+            max_restarts: 3,
+            started,
+        }));
+    }
+    let doc = doc.render();
+    let (ok, out) = crm_verify(&doc);
+    assert!(ok, "crm_verify rejected the HA VMs:\n{out}\n{doc}");
+}

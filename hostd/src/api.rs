@@ -184,6 +184,7 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .merge(crate::cluster::protected_routes())
         .merge(crate::snapshots::routes())
+        .merge(crate::ha::routes::routes())
         .merge(crate::access::handlers::routes())
         .merge(crate::backup::routes())
         .layer(middleware::from_fn_with_state(
@@ -491,6 +492,7 @@ async fn delete_vm(
     check_node(&node, &name)?;
     let upid = blocking(move || {
         let row = vms::find(&node, vmid)?;
+        crate::ha::refuse_if_ha(&node, vmid, "deleting it")?;
         crate::clones::check_delete(&node, vmid)?;
         if row.state.is_active() {
             return Err(Error::Conflict(format!(
@@ -1154,6 +1156,11 @@ async fn stop_network(
         crate::clones::template_vm,
         openapi_json,
         crate::snapshots::list_snapshots,
+        crate::ha::routes::set_ha,
+        crate::ha::routes::list_ha,
+        crate::ha::routes::list_shared,
+        crate::ha::routes::create_shared,
+        crate::ha::routes::delete_shared,
         crate::snapshots::create_snapshot,
         crate::snapshots::rollback_snapshot,
         crate::snapshots::delete_snapshot_h,
@@ -1175,6 +1182,10 @@ async fn stop_network(
         crate::backup::routes::run_job
     ),
     components(schemas(
+        keel_api::ha::HaSet,
+        keel_api::ha::HaVmStatus,
+        keel_api::ha::SharedPoolCreate,
+        keel_api::ha::SharedPoolInfo,
         ErrorBody,
         ErrorDetail,
         VmSpec,

@@ -75,6 +75,11 @@ pub struct ClusterConfig {
     pub clusterd_bin: Option<PathBuf>,
     /// Default lifetime of join tokens, seconds.
     pub join_token_ttl_s: u64,
+    /// Where HA VMs' domain XML is materialized from the config store (the same path on every
+    /// node: Pacemaker's VirtualDomain starts the VM from it).
+    pub ha_config_dir: PathBuf,
+    /// Memory (MiB) each node keeps for itself in the N+1 check of HA VMs.
+    pub ha_host_reserve_mib: u64,
 }
 
 impl Default for ClusterConfig {
@@ -88,6 +93,8 @@ impl Default for ClusterConfig {
             root_ssh_dir: "/root/.ssh".into(),
             clusterd_bin: None,
             join_token_ttl_s: keel_api::cluster::JOIN_TOKEN_DEFAULT_TTL_S,
+            ha_config_dir: "/var/lib/keel/ha".into(),
+            ha_host_reserve_mib: 1024,
         }
     }
 }

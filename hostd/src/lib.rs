@@ -22,6 +22,7 @@ pub mod daemons;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod ha;
 pub mod hotplug;
 pub mod http;
 pub mod hv;

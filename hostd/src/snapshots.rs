@@ -289,6 +289,7 @@ fn find_snapshot(node: &Node, vmid: u32, row: &DomainRow, name: &str) -> Result<
 
 /// Everything a snapshot request is refused for, before its task.
 pub fn check_create(node: &Node, vmid: u32, req: &SnapshotCreate) -> Result<DomainRow> {
+    crate::ha::refuse_if_ha(node, vmid, "taking a snapshot")?;
     req.validate()?;
     let row = vms::find(node, vmid)?;
     crate::clones::refuse_template(&row, vmid)?;

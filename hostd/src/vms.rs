@@ -140,6 +140,7 @@ pub fn list(node: &Node) -> Result<Vec<VmSummary>> {
             name: r.name,
         })
         .collect();
+    out.extend(crate::ha::stopped_here(node, &out));
     out.sort_by(|a, b| {
         (a.vmid.is_none(), a.vmid, &a.name).cmp(&(b.vmid.is_none(), b.vmid, &b.name))
     });
@@ -590,6 +591,14 @@ pub fn create(node: &Node, mut spec: VmSpec, start: bool, task: &TaskHandle) -> 
 
 /// Simple power operations; each checks the state it needs first.
 pub fn power(node: &Node, vmid: u32, op: Power, task: &TaskHandle) -> Result<()> {
+    if crate::ha::record(node, vmid)?.is_some() {
+        // an HA VM is started and stopped by Pacemaker (target-role), wherever it runs
+        match op {
+            Power::Start => return crate::ha::set_started(node, vmid, true, task),
+            Power::Destroy => return crate::ha::set_started(node, vmid, false, task),
+            _ => {}
+        }
+    }
     let row = find(node, vmid)?;
     if op == Power::Start {
         crate::clones::refuse_template(&row, vmid)?;
@@ -620,6 +629,10 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_S: u64 = 60;
 
 pub fn shutdown(node: &Node, vmid: u32, req: &ShutdownRequest, task: &TaskHandle) -> Result<()> {
     let timeout = Duration::from_secs(req.timeout_s.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_S));
+    if crate::ha::record(node, vmid)?.is_some() {
+        task.log("HA VM: Pacemaker stops it (ACPI shutdown, then a hard stop at its stop timeout)");
+        return crate::ha::set_started(node, vmid, false, task);
+    }
     power(node, vmid, Power::Shutdown, task)?;
     task.log(format!(
         "ACPI shutdown sent; waiting up to {}s",
@@ -656,6 +669,7 @@ pub fn shutdown(node: &Node, vmid: u32, req: &ShutdownRequest, task: &TaskHandle
 }
 
 pub fn delete(node: &Node, vmid: u32, purge: bool, task: &TaskHandle) -> Result<()> {
+    crate::ha::refuse_if_ha(node, vmid, "deleting it")?;
     crate::clones::check_delete(node, vmid)?;
     let row = find(node, vmid)?;
     if row.state.is_active() {
@@ -693,6 +707,7 @@ pub fn delete(node: &Node, vmid: u32, purge: bool, task: &TaskHandle) -> Result<
 
 /// Validate an update before its task starts.
 pub fn check_update(node: &Node, vmid: u32, spec: &mut VmSpec) -> Result<DomainRow> {
+    crate::ha::refuse_if_ha(node, vmid, "changing its configuration")?;
     if spec.vmid != vmid {
         return Err(Error::validation(
             "vmid",

@@ -138,17 +138,29 @@ pub fn start_hostd<'a>(lab: &NetnsLab, n: &'a Node, domains: &str) -> Result<KNo
     let virt = n.dir.join("keel/libvirt-test.xml");
     std::fs::create_dir_all(n.dir.join("keel"))?;
     std::fs::write(&virt, format!("<node>{domains}</node>\n"))?;
-    start_hostd_on(lab, n, &format!("test://{}", virt.display()))
+    start_hostd_on(lab, n, &format!("test://{}", virt.display()), "")
 }
 
 /// Start keel-hostd in `n` against the node's own private libvirtd (`qemu:///system` inside
 /// the node's mount namespace: the lab must be up with `LabOpts::libvirt` and
-/// [`NetnsLab::start_libvirtd`] called), so its VMs are real QEMU (TCG) guests.
-pub fn start_hostd_qemu<'a>(lab: &NetnsLab, n: &'a Node) -> Result<KNode<'a>> {
-    start_hostd_on(lab, n, "qemu:///system")
+/// [`NetnsLab::start_libvirtd`] called), so its VMs are real QEMU (TCG) guests. HA domain
+/// XMLs go to `/var/lib/libvirt/keel-ha`, node-private in the lab like on a real node.
+/// `cluster_extra`: more `[cluster]` lines of hostd.toml.
+pub fn start_hostd_qemu<'a>(lab: &NetnsLab, n: &'a Node, cluster_extra: &str) -> Result<KNode<'a>> {
+    start_hostd_on(
+        lab,
+        n,
+        "qemu:///system",
+        &format!("ha_config_dir = \"/var/lib/libvirt/keel-ha\"\n{cluster_extra}"),
+    )
 }
 
-fn start_hostd_on<'a>(lab: &NetnsLab, n: &'a Node, libvirt_uri: &str) -> Result<KNode<'a>> {
+fn start_hostd_on<'a>(
+    lab: &NetnsLab,
+    n: &'a Node,
+    libvirt_uri: &str,
+    cluster_extra: &str,
+) -> Result<KNode<'a>> {
     let d = n.dir.join("keel");
     let state = d.join("state");
     let ssh = d.join("ssh");
@@ -179,6 +191,7 @@ service_manager = "direct"
 ssh_dir = "{ssh}"
 known_hosts = "{ssh}/ssh_known_hosts"
 root_ssh_dir = "{root}"
+{cluster_extra}
 "#,
             name = n.name,
             state = state.display(),

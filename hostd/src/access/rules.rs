@@ -383,6 +383,27 @@ pub const RULES: &[Rule] = &[
     ),
     listed("GET", "/api/v1/cluster/resources", Filter::Vms),
     r("GET", "/api/v1/cluster/vip", Priv(ClusterAudit, "/cluster")),
+    r("GET", "/api/v1/cluster/ha", Priv(ClusterAudit, "/cluster")),
+    r(
+        "PUT",
+        "/api/v1/nodes/{node}/vms/{vmid}/ha",
+        Priv(ClusterModify, "/cluster"),
+    ),
+    r(
+        "GET",
+        "/api/v1/cluster/shared-pools",
+        Priv(ClusterAudit, "/cluster"),
+    ),
+    r(
+        "POST",
+        "/api/v1/cluster/shared-pools",
+        Priv(ClusterModify, "/cluster"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/cluster/shared-pools/{name}",
+        Priv(ClusterModify, "/cluster"),
+    ),
     r(
         "PUT",
         "/api/v1/cluster/vip",

@@ -1,0 +1,66 @@
+//! HA VMs and shared pools (`/api/v1/nodes/{node}/vms/{vmid}/ha`, `/api/v1/cluster/ha`,
+//! `/api/v1/cluster/shared-pools`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `PUT /api/v1/nodes/{node}/vms/{vmid}/ha`: make the VM highly available, or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HaSet {
+    /// `true`: Pacemaker keeps the VM running, restarting it on a survivor when its node dies.
+    /// `false`: the VM leaves Pacemaker's hands and keeps running where it is.
+    pub enabled: bool,
+    /// When not every HA VM fits, higher priorities run first (0–1000000, default 0).
+    #[serde(default)]
+    #[schema(maximum = 1000000)]
+    pub priority: Option<u32>,
+    /// Failures on one node before the VM is moved to another (1–1000, default 3).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_restarts: Option<u32>,
+}
+
+/// One HA VM as Pacemaker runs it (`GET /api/v1/cluster/ha`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HaVmStatus {
+    pub vmid: u32,
+    pub name: String,
+    /// The Pacemaker resource (`keel-vm-<vmid>`).
+    pub resource: String,
+    /// `started` or `stopped`: what Pacemaker is asked to keep.
+    pub target: String,
+    /// Where it runs now (none while stopped or recovering).
+    pub node: Option<String>,
+    pub active: bool,
+    /// A failed operation is recorded for it (see `failures`).
+    pub failed: bool,
+    pub managed: bool,
+    pub priority: u32,
+    pub max_restarts: u32,
+    /// Failed operations Pacemaker recorded for it: "node: operation: reason".
+    pub failures: Vec<String>,
+}
+
+/// `POST /api/v1/cluster/shared-pools`: a directory every node mounts from the same shared
+/// storage (an NFS export, a cluster file system), usable for HA VMs' disks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SharedPoolCreate {
+    /// Pool name (letters, digits, '-', '_', '.', '+'); the libvirt `dir` pool on every node.
+    pub name: String,
+    /// Absolute path of the shared directory, the same on every node.
+    pub path: String,
+}
+
+/// A shared pool and how each node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SharedPoolInfo {
+    pub name: String,
+    pub path: String,
+    /// Per node: `ok`, or why the node cannot use it (e.g. the marker is missing: the shared
+    /// storage is not mounted there).
+    pub nodes: BTreeMap<String, String>,
+}

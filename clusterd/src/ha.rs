@@ -1,0 +1,251 @@
+//! HA VMs as Pacemaker resources: each VM one `ocf:heartbeat:VirtualDomain` primitive
+//! (`keel-vm-<vmid>`) whose `config` is the domain XML that hostd materializes on every node
+//! from the config store. Pacemaker restarts it on a survivor when its node dies (after
+//! fencing), and may live-migrate it (`allow-migrate`).
+//!
+//! [`primitive`] renders one resource, [`put`]/[`delete`]/[`set_target_role`] are the
+//! `cibadmin` calls, [`from_resources`] reads the HA VMs back from
+//! `cibadmin --query --scope resources`.
+
+use keel_xml::Element;
+
+use crate::cib::CibUpdate;
+
+/// Prefix of every HA VM's resource id.
+pub const PREFIX: &str = "keel-vm-";
+/// Seconds between monitor operations: the guest's own death is noticed this fast (a node's
+/// death is corosync's token timeout, not this).
+pub const MONITOR_S: u32 = 5;
+/// Stop timeout: VirtualDomain asks the guest to shut down (ACPI) and destroys it when it is
+/// still running shortly before this timeout.
+pub const STOP_TIMEOUT_S: u32 = 60;
+/// Stickiness: a recovered VM stays on the survivor when its node comes back.
+pub const STICKINESS: u32 = 100;
+
+/// One HA VM as Pacemaker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaVm {
+    pub vmid: u32,
+    /// The domain XML file VirtualDomain starts from (the same path on every node).
+    pub config: String,
+    /// Pacemaker's resource priority: when not every HA VM can run, higher ones win.
+    pub priority: u32,
+    /// Failures on one node before the VM is moved away from it (Pacemaker's
+    /// `migration-threshold`; 0 = never moved for failures alone).
+    pub max_restarts: u32,
+    /// `target-role`: the VM should run (`true`) or stay stopped.
+    pub started: bool,
+}
+
+/// The resource id of VM `vmid`.
+pub fn resource_id(vmid: u32) -> String {
+    format!("{PREFIX}{vmid}")
+}
+
+/// The vmid of a Keel HA resource id.
+pub fn vmid_of(id: &str) -> Option<u32> {
+    id.strip_prefix(PREFIX)?.parse().ok()
+}
+
+fn nvpair(set: &str, name: &str, value: impl ToString) -> Element {
+    Element::new("nvpair")
+        .attr("id", format!("{set}-{name}"))
+        .attr("name", name)
+        .attr("value", value)
+}
+
+fn op(id: &str, name: &str, interval: &str, timeout: u32) -> Element {
+    Element::new("op")
+        .attr("id", format!("{id}-{name}-{interval}"))
+        .attr("name", name)
+        .attr("interval", interval)
+        .attr("timeout", format!("{timeout}s"))
+}
+
+/// The `target-role` value for `started`.
+pub fn target_role(started: bool) -> &'static str {
+    if started {
+        "Started"
+    } else {
+        "Stopped"
+    }
+}
+
+/// The VirtualDomain primitive of `v`.
+pub fn primitive(v: &HaVm) -> Element {
+    let id = resource_id(v.vmid);
+    let ia = format!("{id}-instance_attributes");
+    let ma = format!("{id}-meta_attributes");
+    Element::new("primitive")
+        .attr("id", &id)
+        .attr("class", "ocf")
+        .attr("provider", "heartbeat")
+        .attr("type", "VirtualDomain")
+        .child(
+            Element::new("instance_attributes")
+                .attr("id", &ia)
+                .child(nvpair(&ia, "config", &v.config))
+                .child(nvpair(&ia, "hypervisor", "qemu:///system"))
+                .child(nvpair(&ia, "force_stop", "false")),
+        )
+        .child(
+            Element::new("meta_attributes")
+                .attr("id", &ma)
+                .child(nvpair(&ma, "target-role", target_role(v.started)))
+                .child(nvpair(&ma, "allow-migrate", "true"))
+                .child(nvpair(&ma, "priority", v.priority))
+                .child(nvpair(&ma, "migration-threshold", v.max_restarts))
+                .child(nvpair(&ma, "resource-stickiness", STICKINESS)),
+        )
+        .child(
+            Element::new("operations")
+                .child(op(&id, "start", "0s", 90))
+                .child(op(&id, "stop", "0s", STOP_TIMEOUT_S))
+                .child(op(&id, "monitor", &format!("{MONITOR_S}s"), 30))
+                .child(op(&id, "migrate_to", "0s", 300))
+                .child(op(&id, "migrate_from", "0s", 120)),
+        )
+}
+
+/// The call that creates or replaces `v`'s resource.
+pub fn put(v: &HaVm) -> Vec<CibUpdate> {
+    vec![CibUpdate::modify(
+        "resources",
+        &Element::new("resources").child(primitive(v)),
+    )]
+}
+
+/// The call that removes VM `vmid`'s resource.
+pub fn delete(vmid: u32) -> Vec<CibUpdate> {
+    vec![CibUpdate::delete(
+        &Element::new("primitive").attr("id", resource_id(vmid)),
+    )]
+}
+
+/// `crm_resource` arguments that set VM `vmid`'s target-role (start or stop it through
+/// Pacemaker).
+pub fn set_target_role(vmid: u32, started: bool) -> Vec<String> {
+    [
+        "crm_resource",
+        "--resource",
+        &resource_id(vmid),
+        "--meta",
+        "--set-parameter",
+        "target-role",
+        "--parameter-value",
+        target_role(started),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `crm_resource` arguments that take VM `vmid` out of Pacemaker's hands while it keeps
+/// running (`is-managed=false`): the first step of turning HA off.
+pub fn unmanage(vmid: u32) -> Vec<String> {
+    [
+        "crm_resource",
+        "--resource",
+        &resource_id(vmid),
+        "--meta",
+        "--set-parameter",
+        "is-managed",
+        "--parameter-value",
+        "false",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Every Keel HA VM in a `cibadmin --query --scope resources` answer.
+pub fn from_resources(xml: &str) -> Result<Vec<HaVm>, String> {
+    let root = Element::parse(xml).map_err(|e| format!("CIB resources: {e}"))?;
+    let mut out = vec![];
+    for p in root.children.iter().filter(|c| c.name == "primitive") {
+        let Some(vmid) = p.get_attr("id").and_then(vmid_of) else {
+            continue;
+        };
+        let attr = |set: &str, name: &str| -> Option<String> {
+            p.children
+                .iter()
+                .filter(|c| c.name == set)
+                .flat_map(|s| s.children.iter())
+                .find(|n| n.get_attr("name") == Some(name))
+                .and_then(|n| n.get_attr("value"))
+                .map(str::to_string)
+        };
+        out.push(HaVm {
+            vmid,
+            config: attr("instance_attributes", "config").unwrap_or_default(),
+            priority: attr("meta_attributes", "priority")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            max_restarts: attr("meta_attributes", "migration-threshold")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            started: attr("meta_attributes", "target-role").as_deref() != Some("Stopped"),
+        });
+    }
+    out.sort_by_key(|v| v.vmid);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm() -> HaVm {
+        HaVm {
+            vmid: 100,
+            config: "/var/lib/keel/ha/vm100.xml".into(),
+            priority: 5,
+            max_restarts: 3,
+            started: true,
+        }
+    }
+
+    #[test]
+    fn renders_and_reads_back() -> Result<(), String> {
+        let v = vm();
+        let xml = Element::new("resources").child(primitive(&v)).render();
+        assert!(xml.contains(r#"type="VirtualDomain""#), "{xml}");
+        assert!(
+            xml.contains(r#"name="allow-migrate" value="true""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"name="monitor" interval="5s" timeout="30s""#),
+            "{xml}"
+        );
+        assert_eq!(from_resources(&xml)?, vec![v.clone()]);
+        let stopped = HaVm {
+            started: false,
+            ..v
+        };
+        let xml = Element::new("resources")
+            .child(primitive(&stopped))
+            .render();
+        assert!(xml.contains(r#"value="Stopped""#));
+        assert_eq!(from_resources(&xml)?, vec![stopped]);
+        Ok(())
+    }
+
+    #[test]
+    fn other_resources_are_not_ha_vms() -> Result<(), String> {
+        let xml = r#"<resources><primitive id="keel-vip" class="ocf" provider="heartbeat" type="IPaddr2"/><primitive id="keel-vm-x" class="ocf" provider="heartbeat" type="VirtualDomain"/></resources>"#;
+        assert!(from_resources(xml)?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn target_role_and_unmanage_commands() {
+        assert_eq!(
+            set_target_role(7, false).join(" "),
+            "crm_resource --resource keel-vm-7 --meta --set-parameter target-role --parameter-value Stopped"
+        );
+        assert!(unmanage(7)
+            .join(" ")
+            .ends_with("is-managed --parameter-value false"));
+    }
+}
