@@ -64,3 +64,33 @@ pub struct SharedPoolInfo {
     /// storage is not mounted there).
     pub nodes: BTreeMap<String, String>,
 }
+
+/// `GET /api/v1/cluster/what-if?node_fail=NODE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WhatIfQuery {
+    /// The member whose failure Pacemaker's scheduler simulates.
+    pub node_fail: String,
+}
+
+/// What Pacemaker would do with the HA VMs if a node failed now (`crm_simulate` on the live
+/// CIB; nothing is changed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WhatIf {
+    pub node_fail: String,
+    pub vms: Vec<WhatIfVm>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WhatIfVm {
+    pub vmid: u32,
+    pub name: String,
+    /// Where it runs now.
+    pub now: Option<String>,
+    /// Where it would run after the failure (none: it would stay down).
+    pub after: Option<String>,
+    /// `unaffected`, `restarts`, `moves`, `stays-down` or `stopped`.
+    pub outcome: String,
+    /// In words, with the reason when it would stay down.
+    pub detail: String,
+}

@@ -55,6 +55,12 @@ pub enum ClusterCmd {
     Vip(VipCmd),
     /// HA VMs: where Pacemaker runs each, its target state and failures
     Ha,
+    /// What would happen to the HA VMs if NODE failed now (Pacemaker's own scheduler on the
+    /// live configuration; nothing is changed)
+    WhatIf {
+        #[arg(long, value_name = "NODE")]
+        node_fail: String,
+    },
     /// Shared pools: directories every node mounts from the same storage (for HA VMs' disks)
     #[command(subcommand)]
     SharedPool(crate::ha::SharedPoolCmd),
@@ -282,6 +288,7 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd, mode: Mode) -> Result<Outcome>
         )?,
         ClusterCmd::Config(cc) => config(c, cc, json).await?,
         ClusterCmd::Ha => crate::ha::list(c, json).await?,
+        ClusterCmd::WhatIf { node_fail } => crate::ha::what_if(c, &node_fail, json).await?,
         ClusterCmd::SharedPool(cmd) => crate::ha::shared_pool(c, cmd, json).await?,
         ClusterCmd::Vip(VipCmd::Show) => {
             show(c.get(&["cluster", "vip"], &[]).await?, json, output_vip)?

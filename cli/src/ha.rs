@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use clap::{Subcommand, ValueEnum};
-use keel_api::ha::{HaSet, HaVmStatus, SharedPoolCreate, SharedPoolInfo};
+use keel_api::ha::{HaSet, HaVmStatus, SharedPoolCreate, SharedPoolInfo, WhatIf};
 use reqwest::Method;
 
 use crate::client::Client;
@@ -143,4 +143,25 @@ pub async fn shared_pool(c: &Client, cmd: SharedPoolCmd, json: bool) -> Result<(
         }
     }
     Ok(())
+}
+
+/// `keel cluster what-if --node-fail NODE`.
+pub async fn what_if(c: &Client, node: &str, json: bool) -> Result<()> {
+    show(
+        c.get(&["cluster", "what-if"], &[("node_fail", node.to_string())])
+            .await?,
+        json,
+        |w: WhatIf| {
+            println!(
+                "if {} failed now (Pacemaker's scheduler on the live CIB):",
+                w.node_fail
+            );
+            if w.vms.is_empty() {
+                println!("  no HA VMs");
+            }
+            for v in w.vms {
+                println!("  VM {:<6} {:<20} {}", v.vmid, v.name, v.detail);
+            }
+        },
+    )
 }

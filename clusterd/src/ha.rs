@@ -191,6 +191,71 @@ pub fn from_resources(xml: &str) -> Result<Vec<HaVm>, String> {
     Ok(out)
 }
 
+/// `crm_simulate` on the live CIB with `node` failed: Pacemaker's own scheduler answers
+/// "what if this node dies" (read-only: nothing is changed).
+pub fn what_if_cmd(node: &str) -> keel_runner::Cmd {
+    keel_runner::Cmd::argv(&[
+        "crm_simulate",
+        "--live-check",
+        "--simulate",
+        "--node-fail",
+        node,
+        "--output-as=xml",
+    ])
+    .timeout(std::time::Duration::from_secs(30))
+}
+
+/// One HA VM in a simulation: where it runs now and where it would run after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Simulated {
+    pub vmid: u32,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+fn running_on(status: Option<&Element>) -> Vec<(u32, Option<String>)> {
+    let Some(res) = status.and_then(|s| s.find("resources")) else {
+        return vec![];
+    };
+    res.children
+        .iter()
+        .filter(|r| r.name == "resource")
+        .filter_map(|r| {
+            let vmid = vmid_of(r.get_attr("id")?)?;
+            let active = r.get_attr("active") == Some("true");
+            let node = r
+                .find("node")
+                .and_then(|n| n.get_attr("name"))
+                .map(str::to_string);
+            Some((vmid, if active { node } else { None }))
+        })
+        .collect()
+}
+
+/// The HA VMs of a `crm_simulate --output-as=xml` answer: `cluster_status` (now) against
+/// `revised_cluster_status` (after the simulated transition).
+pub fn parse_simulation(xml: &str) -> Result<Vec<Simulated>, String> {
+    let root = Element::parse(xml).map_err(|e| format!("crm_simulate output: {e}"))?;
+    if root.find("revised_cluster_status").is_none() {
+        return Err("crm_simulate output has no revised cluster status".into());
+    }
+    let before = running_on(root.find("cluster_status"));
+    let after = running_on(root.find("revised_cluster_status"));
+    let mut out: Vec<Simulated> = before
+        .iter()
+        .map(|(vmid, b)| Simulated {
+            vmid: *vmid,
+            before: b.clone(),
+            after: after
+                .iter()
+                .find(|(v, _)| v == vmid)
+                .and_then(|(_, a)| a.clone()),
+        })
+        .collect();
+    out.sort_by_key(|s| s.vmid);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +300,24 @@ mod tests {
     fn other_resources_are_not_ha_vms() -> Result<(), String> {
         let xml = r#"<resources><primitive id="keel-vip" class="ocf" provider="heartbeat" type="IPaddr2"/><primitive id="keel-vm-x" class="ocf" provider="heartbeat" type="VirtualDomain"/></resources>"#;
         assert!(from_resources(xml)?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn simulation_of_a_node_failure_captured_in_the_lab() -> Result<(), String> {
+        // crm_simulate --live-check --simulate --node-fail node1 --output-as=xml on the
+        // netns_ha lab: VM 100 on node1, the fence devices elsewhere
+        let xml = include_str!("../tests/samples/crm_simulate-node-fail.xml");
+        let sim = parse_simulation(xml)?;
+        assert_eq!(
+            sim,
+            vec![Simulated {
+                vmid: 100,
+                before: Some("node1".into()),
+                after: Some("node2".into()),
+            }]
+        );
+        assert!(parse_simulation("<pacemaker-result/>").is_err());
         Ok(())
     }
 

@@ -68,6 +68,27 @@ fn crash_round(lab: &NetnsLab, holder: &str, log: &Path) -> Result<(f64, f64, St
         .find(|n| n.name != holder)
         .context("a survivor")?;
     let dc = watcher.crm_status()?.dc.unwrap_or_default();
+    // Pacemaker's own prediction, through Keel, before the crash
+    let k = KNode {
+        n: watcher,
+        state: watcher.dir.join("keel/state"),
+    };
+    let w: serde_json::Value = serde_json::from_str(&k.keel_ok(&[
+        "--json",
+        "cluster",
+        "what-if",
+        "--node-fail",
+        holder,
+    ])?)?;
+    let vm = w["vms"]
+        .as_array()
+        .and_then(|v| v.iter().find(|x| x["vmid"] == 100))
+        .with_context(|| format!("what-if lacks VM 100: {w}"))?;
+    ensure!(
+        vm["now"] == holder && vm["outcome"] == "restarts",
+        "what-if for {holder}: {vm}"
+    );
+    let predicted = vm["after"].as_str().unwrap_or_default().to_string();
     let t_crash = Instant::now();
     lab.power_off(lab.node_by_name(holder)?)?;
     let mut started = None;
@@ -97,7 +118,13 @@ fn crash_round(lab: &NetnsLab, holder: &str, log: &Path) -> Result<(f64, f64, St
         .iter()
         .any(|e| e.status == "success");
     ensure!(fenced, "no successful fencing of {holder} recorded");
-    eprintln!("{holder} crashed (the DC was {dc}); fenced, VM 100 on {survivor}");
+    ensure!(
+        survivor == predicted,
+        "what-if predicted VM 100 on {predicted:?}, it went to {survivor}"
+    );
+    eprintln!(
+        "{holder} crashed (the DC was {dc}); fenced, VM 100 on {survivor} as what-if predicted"
+    );
     Ok((started.as_secs_f64(), ticking.as_secs_f64(), survivor))
 }
 

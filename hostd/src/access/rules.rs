@@ -385,6 +385,11 @@ pub const RULES: &[Rule] = &[
     r("GET", "/api/v1/cluster/vip", Priv(ClusterAudit, "/cluster")),
     r("GET", "/api/v1/cluster/ha", Priv(ClusterAudit, "/cluster")),
     r(
+        "GET",
+        "/api/v1/cluster/what-if",
+        Priv(ClusterAudit, "/cluster"),
+    ),
+    r(
         "PUT",
         "/api/v1/nodes/{node}/vms/{vmid}/ha",
         Priv(ClusterModify, "/cluster"),

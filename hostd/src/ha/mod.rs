@@ -189,9 +189,11 @@ pub fn needs_of(spec: &VmSpec) -> std::result::Result<Needs, String> {
     for (i, d) in spec.disks.iter().enumerate() {
         match &d.pool {
             Some(p) => n.pools.push(p.clone()),
-            None => return Err(format!(
+            None => {
+                return Err(format!(
                 "disk {i} is a path, not a volume of a shared pool: move it to a shared pool first"
-            )),
+            ))
+            }
         }
     }
     if let Some(c) = &spec.cdrom {
@@ -657,6 +659,66 @@ pub fn stopped_here(
     out
 }
 
+/// What if `fail` died now: Pacemaker's scheduler (`crm_simulate` on the live CIB) says where
+/// each HA VM would run.
+pub fn what_if(node: &Node, fail: &str) -> Result<keel_api::ha::WhatIf> {
+    let st = store(node)?;
+    let members = members(node)?;
+    if !members.iter().any(|m| m == fail) {
+        return Err(Error::validation(
+            "node_fail",
+            format!("{fail:?} is not a member (members: {})", members.join(", ")),
+        ));
+    }
+    let r = node.cluster.runner.as_ref();
+    let sim = cha::parse_simulation(&r.run_ok(&cha::what_if_cmd(fail)).map_err(run_err)?)
+        .map_err(Error::Internal)?;
+    let names: BTreeMap<u32, String> = records(&st)?
+        .into_iter()
+        .map(|r| (r.vmid, r.name))
+        .collect();
+    Ok(keel_api::ha::WhatIf {
+        node_fail: fail.to_string(),
+        vms: sim
+            .into_iter()
+            .map(|s| {
+                let (outcome, detail) = outcome(fail, s.before.as_deref(), s.after.as_deref());
+                keel_api::ha::WhatIfVm {
+                    vmid: s.vmid,
+                    name: names.get(&s.vmid).cloned().unwrap_or_default(),
+                    now: s.before,
+                    after: s.after,
+                    outcome: outcome.into(),
+                    detail,
+                }
+            })
+            .collect(),
+    })
+}
+
+/// The outcome of one VM in a simulation, in a word and in words.
+pub fn outcome(fail: &str, before: Option<&str>, after: Option<&str>) -> (&'static str, String) {
+    match (before, after) {
+        (None, None) => ("stopped", "stopped now; stays stopped".into()),
+        (Some(b), Some(a)) if a == b => ("unaffected", format!("keeps running on {b}")),
+        (Some(b), Some(a)) if b == fail => (
+            "restarts",
+            format!("restarts on {a} after {fail} is fenced (a reboot for the guest)"),
+        ),
+        (_, Some(a)) => ("moves", format!("moves to {a} (placement rules or priorities)")),
+        (Some(b), None) if b == fail => (
+            "stays-down",
+            format!(
+                "stays down: no other node may run it (placement rules, failures, or capacity); check keel cluster ha and the Pacemaker constraints"
+            ),
+        ),
+        (Some(b), None) => (
+            "stays-down",
+            format!("stops on {b}: Pacemaker would stop it to make room (priorities)"),
+        ),
+    }
+}
+
 // ------------------------------------------------------------------ shared pools
 
 /// Create a shared pool: the directory must exist here; a marker with a fresh id is written
@@ -852,6 +914,15 @@ mod tests {
         let e = n_plus_one(&m(&[2048, 8192]), 1024, 2000).unwrap_err();
         assert!(e.contains("after losing n2"), "{e}");
         assert!(n_plus_one(&m(&[8192]), 0, 1).is_err());
+    }
+
+    #[test]
+    fn what_if_outcomes() {
+        assert_eq!(outcome("n1", Some("n1"), Some("n2")).0, "restarts");
+        assert_eq!(outcome("n1", Some("n2"), Some("n2")).0, "unaffected");
+        assert_eq!(outcome("n1", Some("n1"), None).0, "stays-down");
+        assert_eq!(outcome("n1", Some("n2"), Some("n3")).0, "moves");
+        assert_eq!(outcome("n1", None, None).0, "stopped");
     }
 
     #[test]

@@ -7,12 +7,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{delete, get, put};
 use axum::{Extension, Json, Router};
-use keel_api::ha::{HaSet, HaVmStatus, SharedPoolCreate, SharedPoolInfo};
+use keel_api::ha::{HaSet, HaVmStatus, SharedPoolCreate, SharedPoolInfo, WhatIf, WhatIfQuery};
 use keel_api::task::TaskRef;
 use keel_api::ErrorBody;
 
 use crate::auth::Principal;
-use crate::http::{accepted, blocking, check_node, ApiResult, JsonBody, Path};
+use crate::http::{accepted, blocking, check_node, ApiResult, JsonBody, Path, Query};
 use crate::tasks;
 use crate::Node;
 
@@ -20,6 +20,7 @@ pub fn routes() -> Router<Arc<Node>> {
     Router::new()
         .route("/api/v1/nodes/{node}/vms/{vmid}/ha", put(set_ha))
         .route("/api/v1/cluster/ha", get(list_ha))
+        .route("/api/v1/cluster/what-if", get(what_if))
         .route(
             "/api/v1/cluster/shared-pools",
             get(list_shared).post(create_shared),
@@ -109,4 +110,19 @@ pub async fn delete_shared(
 ) -> ApiResult<StatusCode> {
     blocking(move || super::delete_shared(&node, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What Pacemaker would do with the HA VMs if a node failed now: its own scheduler
+/// (`crm_simulate`) on the live CIB. Read-only.
+#[utoipa::path(get, path = "/api/v1/cluster/what-if", tag = "ha", params(WhatIfQuery),
+    responses((status = 200, body = WhatIf),
+        (status = 400, description = "node_fail is not a member", body = ErrorBody),
+        (status = 409, description = "Not in a cluster", body = ErrorBody)))]
+pub async fn what_if(
+    State(node): State<Arc<Node>>,
+    Query(q): Query<WhatIfQuery>,
+) -> ApiResult<Json<WhatIf>> {
+    Ok(Json(
+        blocking(move || super::what_if(&node, &q.node_fail)).await?,
+    ))
 }
