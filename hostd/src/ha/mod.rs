@@ -708,9 +708,7 @@ pub fn outcome(fail: &str, before: Option<&str>, after: Option<&str>) -> (&'stat
         (_, Some(a)) => ("moves", format!("moves to {a} (placement rules or priorities)")),
         (Some(b), None) if b == fail => (
             "stays-down",
-            format!(
-                "stays down: no other node may run it (placement rules, failures, or capacity); check keel cluster ha and the Pacemaker constraints"
-            ),
+            "stays down: no other node may run it (placement rules, failures, or capacity); check keel cluster ha and the Pacemaker constraints".to_string(),
         ),
         (Some(b), None) => (
             "stays-down",
