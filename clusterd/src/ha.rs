@@ -158,6 +158,28 @@ pub fn unmanage(vmid: u32) -> Vec<String> {
     .collect()
 }
 
+/// `crm_attribute` arguments that switch Pacemaker's `stop-orphan-resources` off (around the
+/// removal of a running HA VM's resource, so the VM is not stopped as an orphan) or back to its
+/// default (on).
+pub fn stop_orphans(on: bool) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "crm_attribute",
+        "--type",
+        "crm_config",
+        "--name",
+        "stop-orphan-resources",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if on {
+        v.push("--delete".into());
+    } else {
+        v.extend(["--update".to_string(), "false".to_string()]);
+    }
+    v
+}
+
 /// Every Keel HA VM in a `cibadmin --query --scope resources` answer.
 pub fn from_resources(xml: &str) -> Result<Vec<HaVm>, String> {
     let root = Element::parse(xml).map_err(|e| format!("CIB resources: {e}"))?;

@@ -128,6 +128,30 @@ fn crash_round(lab: &NetnsLab, holder: &str, log: &Path) -> Result<(f64, f64, St
     Ok((started.as_secs_f64(), ticking.as_secs_f64(), survivor))
 }
 
+/// ui/e2e/ha.mjs in `k`'s node against its own API.
+fn ui_ha(k: &KNode) -> Result<()> {
+    let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui");
+    ensure!(
+        ui.join("dist/index.html").exists() && ui.join("node_modules/playwright-core").exists(),
+        "ui/dist or ui/node_modules is missing: the HA page cannot be checked (scripts/test.sh builds them; by hand: cd ui && npm ci && npm run build)"
+    );
+    let o = k.n.sh(&format!(
+        "cd '{}' && KEEL_UI_URL='https://[{}]:8006' KEEL_UI_PASSWORD='{}' KEEL_HA_VM=100 KEEL_HA_LOCAL_VM=101 KEEL_HA_POOL=san node e2e/ha.mjs 2>&1",
+        ui.display(),
+        k.n.addr6,
+        keelnode::PW
+    ))?;
+    let tail: Vec<&str> = o.stdout.lines().rev().take(3).collect();
+    eprintln!("ui/e2e/ha.mjs: {}", tail.join(" | "));
+    ensure!(
+        o.success(),
+        "ui/e2e/ha.mjs failed:\n{}{}",
+        o.stdout,
+        o.stderr
+    );
+    Ok(())
+}
+
 fn scenario(lab: &NetnsLab) -> Result<()> {
     let t0 = Instant::now();
     let shared = lab.shared_dir();
@@ -317,6 +341,12 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     // HA off on the survivor: the VM keeps running there, defined persistently again
     k_surv.keel_ok(&["vm", "ha", "100", "off"])?;
     let n_surv = lab.node_by_name(&survivor)?;
+    // still running a while later: Pacemaker did not stop it as an orphan
+    std::thread::sleep(Duration::from_secs(5));
+    ensure!(
+        n_surv.crm_status()?.resource("keel-vm-100").is_none(),
+        "keel-vm-100 still known to Pacemaker after HA off"
+    );
     ensure!(
         n_surv.virsh(&["domstate", "ha100"])?.trim() == "running",
         "VM 100 stopped when HA was turned off"
@@ -333,6 +363,11 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         "HA VMs left: {:?}",
         ha_list(k_surv)?
     );
+
+    // the High availability page drives the same: refusals, HA on, what-if, HA off
+    let t = Instant::now();
+    ui_ha(k_surv)?;
+    eprintln!("METRIC ha_ui_e2e={:.2}s", t.elapsed().as_secs_f64());
     eprintln!("METRIC netns_ha_total={:.2}s", t0.elapsed().as_secs_f64());
     Ok(())
 }

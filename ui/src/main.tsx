@@ -15,6 +15,7 @@ import { CreateVm } from "./pages/CreateVm";
 import { VmPage } from "./pages/VmPage";
 import { Storage } from "./pages/Storage";
 import { Networks } from "./pages/Networks";
+import { Ha } from "./pages/Ha";
 import { Tasks } from "./pages/Tasks";
 import { Cluster } from "./pages/Cluster";
 import { Access } from "./pages/Access";
@@ -36,11 +37,15 @@ const NAV: [string, string][] = [
   ["/backup-jobs", "Backup jobs"],
   ["/tasks", "Tasks"],
   ["/cluster", "Cluster"],
+  ["/ha", "High availability"],
   ["/access", "Access"],
 ];
 
 /** Pages shown only with a privilege (access: hidden from who may not use them). */
-const NAV_NEEDS: Record<string, [string, string]> = { "/cluster": ["Cluster.Audit", "/cluster"] };
+const NAV_NEEDS: Record<string, [string, string]> = {
+  "/cluster": ["Cluster.Audit", "/cluster"],
+  "/ha": ["Cluster.Audit", "/cluster"],
+};
 
 /** Node-scoped pages (the node list switches which node they show). */
 const NODE_SCOPED = /^\/($|vms|storage|networks|tasks|backup-jobs)/;
@@ -144,6 +149,7 @@ function Shell() {
   else if (p === "/networks") page = <Networks />;
   else if (p === "/tasks") page = <Tasks upid={route.query.get("upid")} />;
   else if (p === "/cluster") page = <Cluster />;
+  else if (p === "/ha") page = <Ha />;
   else if (p === "/backup-jobs") page = <BackupJobs />;
   else if (p === "/access") page = <Access tab={route.query.get("tab") ?? "tokens"} />;
   else page = (

@@ -220,3 +220,40 @@ export interface VipStatus {
   failed: boolean;
   url: string | null;
 }
+
+/** GET /api/v1/cluster/ha */
+export interface HaVmStatus {
+  vmid: number;
+  name: string;
+  resource: string;
+  target: "started" | "stopped";
+  node: string | null;
+  active: boolean;
+  failed: boolean;
+  managed: boolean;
+  priority: number;
+  max_restarts: number;
+  failures: string[];
+}
+
+/** GET /api/v1/cluster/shared-pools */
+export interface SharedPoolInfo {
+  name: string;
+  path: string;
+  nodes: Record<string, string>;
+}
+
+/** GET /api/v1/cluster/what-if?node_fail=NODE */
+export interface WhatIf {
+  node_fail: string;
+  vms: { vmid: number; name: string; now: string | null; after: string | null; outcome: string; detail: string }[];
+}
+
+/** GET /api/v1/cluster/resources (the cluster-wide VM view) */
+export interface ClusterVm {
+  kind: string;
+  id: string;
+  vmid: number;
+  node: string;
+  name: string;
+}

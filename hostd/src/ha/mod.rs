@@ -520,12 +520,27 @@ pub fn disable(node: &Node, vmid: u32, t: &TaskHandle) -> Result<()> {
         t.log(format!(
             "{rid} unmanaged: Pacemaker no longer stops or starts it"
         ));
-        form::apply_cib(r, &cha::delete(vmid))?;
-        let _ = r.run_ok(
-            &Cmd::argv(&["crm_resource", "--cleanup", "--resource", &rid])
-                .timeout(Duration::from_secs(30)),
-        );
-        t.log(format!("{rid} removed from the CIB"));
+        // A resource deleted from the configuration while its history says it runs is an
+        // orphan, and Pacemaker stops orphans: hold that off until its history is forgotten.
+        let q = Duration::from_secs(30);
+        r.run_ok(&Cmd::argv(&cha::stop_orphans(false)).timeout(q))
+            .map_err(run_err)?;
+        let removed = (|| -> Result<()> {
+            form::apply_cib(r, &cha::delete(vmid))?;
+            r.run_ok(&Cmd::argv(&["crm_resource", "--refresh", "--resource", &rid]).timeout(q))
+                .map_err(run_err)?;
+            wait_for(
+                "Pacemaker to forget the removed resource",
+                Duration::from_secs(30),
+                || Ok(crm(node)?.resource(&rid).is_none()),
+            )
+        })();
+        let restored = r
+            .run_ok(&Cmd::argv(&cha::stop_orphans(true)).timeout(q))
+            .map_err(run_err);
+        removed?;
+        restored?;
+        t.log(format!("{rid} removed from the CIB; the VM keeps running"));
     }
     node.hv.define(&rec.xml)?;
     t.log("defined again as a persistent libvirt domain on this node");

@@ -1,0 +1,74 @@
+// End-to-end test of the High availability page against a Keel-formed netns cluster (real
+// corosync, Pacemaker, libvirtd; no mocks), run by tests/tests/netns_ha.rs once every node has
+// passed a fence test: the shared pool is seen "ok" by every node and a pool on a missing
+// directory is refused; HA on for a VM with a disk on node-local storage is refused with the
+// reason; HA on for a VM on the shared pool through the dialog, the VM shown running under
+// Pacemaker; the what-if preview of its node's failure names where it would restart; HA off.
+//   KEEL_HA_VM        a running VM whose disk and ISO are on the shared pool (not HA)
+//   KEEL_HA_LOCAL_VM  a VM with a disk on node-local storage
+//   KEEL_HA_POOL      the shared pool's name
+// (and KEEL_UI_URL, KEEL_UI_PASSWORD, CHROMIUM: see harness.mjs)
+import { BASE, env, expect, open, signIn } from "./harness.mjs";
+
+const [VM, LOCAL_VM, POOL] = env("KEEL_HA_VM", "KEEL_HA_LOCAL_VM", "KEEL_HA_POOL");
+const { page, step, finish } = await open("ha");
+const haRow = (v) => page.getByRole("table", { name: "HA VMs" }).locator(`tr[data-vmid="${v}"]`);
+const status = () => page.getByRole("status", { name: "HA task" });
+const alert = () => page.getByRole("alert", { name: "HA task" });
+
+await step("sign in and open High availability from the navigation", async () => {
+  await signIn(page);
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "High availability" }).click();
+  await page.getByRole("heading", { name: "High availability", level: 1 }).waitFor();
+  expect(page.url() === `${BASE}/ha`, `at ${page.url()}`);
+});
+
+await step("the shared pool is usable on every node; a missing directory is refused", async () => {
+  const r = page.getByRole("table", { name: "Shared pools" }).locator(`tr[data-pool="${POOL}"]`);
+  await r.waitFor();
+  expect(await r.locator('[data-ok="true"]').count() === 3, `not ok on 3 nodes: ${await r.innerText()}`);
+  await page.getByLabel("Name", { exact: true }).fill("nowhere");
+  await page.getByLabel("Path", { exact: true }).fill("/nonexistent/keel-ui");
+  await page.getByRole("button", { name: "Add shared pool" }).click();
+  await alert().getByText("is not a directory").waitFor();
+});
+
+await step("HA on for a VM with a node-local disk is refused with the reason", async () => {
+  await page.getByRole("button", { name: "Make a VM highly available…" }).click();
+  await page.getByLabel("VM", { exact: true }).selectOption(LOCAL_VM);
+  await page.getByLabel("Priority").fill("x");
+  await page.getByText("Priority is a whole number").waitFor();
+  await page.getByLabel("Priority").fill("");
+  await page.getByRole("button", { name: "Turn HA on" }).click();
+  await alert().getByText("node-local storage").waitFor({ timeout: 60_000 });
+});
+
+await step("HA on through the dialog: the VM runs under Pacemaker", async () => {
+  await page.getByRole("button", { name: "Make a VM highly available…" }).click();
+  await page.getByLabel("VM", { exact: true }).selectOption(VM);
+  await page.getByLabel("Priority").fill("5");
+  await page.getByRole("button", { name: "Turn HA on" }).click();
+  await status().getByText(`HA on for VM ${VM}: done.`).waitFor({ timeout: 90_000 });
+  await haRow(VM).locator('td[data-node^="node"]').waitFor({ timeout: 30_000 });
+  expect((await haRow(VM).innerText()).includes("started"), await haRow(VM).innerText());
+});
+
+await step("what-if: its node's failure restarts it on another node", async () => {
+  const on = await haRow(VM).locator("td[data-node]").getAttribute("data-node");
+  await page.getByLabel("Node", { exact: true }).selectOption(on);
+  await page.getByRole("button", { name: "Simulate" }).click();
+  const r = page.getByRole("table", { name: "What-if result" }).locator(`tr[data-vmid="${VM}"]`);
+  await r.waitFor({ timeout: 30_000 });
+  expect(await r.getAttribute("data-outcome") === "restarts", `outcome ${await r.getAttribute("data-outcome")}`);
+  const after = await r.locator("td[data-after]").getAttribute("data-after");
+  expect(after && after !== on, `would restart on ${after}, now on ${on}`);
+});
+
+await step("HA off: the VM leaves the table", async () => {
+  await haRow(VM).getByRole("button", { name: "Turn HA off…" }).click();
+  await page.getByRole("button", { name: "Turn HA off", exact: true }).click();
+  await status().getByText(`HA off for VM ${VM}: done.`).waitFor({ timeout: 90_000 });
+  await haRow(VM).waitFor({ state: "detached", timeout: 30_000 });
+});
+
+await finish();

@@ -1,0 +1,237 @@
+import { useState } from "preact/hooks";
+import { ApiError, del, get, np, post } from "../api";
+import { Empty, ErrorBox, Loading, Modal } from "../components";
+import { usePoll } from "../hooks";
+import { usePermissions, whyNot } from "../access";
+import { runShown } from "./Snapshots";
+
+import type { ClusterVm, HaVmStatus, SharedPoolInfo, WhatIf } from "../types";
+
+type Msg = { tone: "info" | "error"; text: string } | null;
+
+/** Client-side checks of the HA form (the server checks again). */
+export function haFormError(priority: string, restarts: string): string | null {
+  if (priority && !/^\d+$/.test(priority)) return "Priority is a whole number from 0 to 1000000.";
+  if (priority && Number(priority) > 1000000) return "Priority is at most 1000000.";
+  if (restarts && (!/^\d+$/.test(restarts) || Number(restarts) < 1 || Number(restarts) > 1000)) return "Restarts is a whole number from 1 to 1000.";
+  return null;
+}
+
+/** High availability: HA VMs with where Pacemaker runs them, turning HA on and off, the
+ * what-if preview of a node failure, and the shared pools HA VMs' disks live on. */
+export function Ha() {
+  const ha = usePoll(() => get<HaVmStatus[]>("/cluster/ha"), 3000);
+  const vms = usePoll(() => get<ClusterVm[]>("/cluster/resources"), 10000);
+  const pools = usePoll(() => get<SharedPoolInfo[]>("/cluster/shared-pools"), 10000);
+  const nodes = usePoll(() => get<{ name: string }[]>("/cluster/nodes"), 0);
+  const perms = usePermissions();
+  const noModify = whyNot(perms, "Cluster.Modify", "/cluster");
+  const [msg, setMsg] = useState<Msg>(null);
+  const [busy, setBusy] = useState(false);
+  const [adding, setAdding] = useState(false);
+  const [off, setOff] = useState<HaVmStatus | null>(null);
+  const act = async (what: string, method: string, path: string, body?: unknown) => {
+    setBusy(true);
+    await runShown(what, method, path, body, setMsg);
+    setBusy(false);
+    ha.refresh();
+    vms.refresh();
+  };
+  const nodeOf = (vmid: number) => vms.data?.find((v) => v.vmid === vmid)?.node;
+  const candidates = (vms.data ?? []).filter((v) => !(ha.data ?? []).some((h) => h.vmid === v.vmid));
+  return (
+    <section aria-labelledby="ha-title">
+      <div class="page-head"><h1 id="ha-title">High availability</h1></div>
+      <p class="muted">Pacemaker restarts an HA VM on a surviving node after its node is fenced. Its disks must be on a shared pool, and every node must have passed a fence test.</p>
+      <div class="toolbar" role="toolbar" aria-label="HA actions">
+        <button type="button" class="btn btn-primary" disabled={busy || !!noModify || candidates.length === 0}
+          title={noModify ?? (candidates.length ? "Make a VM highly available" : "Every VM is HA already")}
+          onClick={() => setAdding(true)}>Make a VM highly available…</button>
+      </div>
+      {msg && <div class={`alert alert-${msg.tone}`} role={msg.tone === "error" ? "alert" : "status"} aria-label="HA task">{msg.text}</div>}
+      <ErrorBox error={ha.error} title="Cannot list HA VMs" />
+      {!ha.data && !ha.error && <Loading what="HA VMs" />}
+      {ha.data && ha.data.length === 0 && <Empty title="No HA VMs">Make a VM whose disks are on a shared pool highly available.</Empty>}
+      {ha.data && ha.data.length > 0 && (
+        <table class="table" aria-label="HA VMs">
+          <thead><tr><th>VM</th><th>Name</th><th>Target</th><th>Running on</th><th>Priority</th><th>Max restarts</th><th>Failures</th><th><span class="sr-only">Actions</span></th></tr></thead>
+          <tbody>{ha.data.map((h) => (
+            <tr data-vmid={h.vmid}>
+              <td class="mono">{h.vmid}</td>
+              <td>{h.name}</td>
+              <td>{h.target}</td>
+              <td data-node={h.node ?? ""}>{h.node ?? <span class="muted">{h.target === "started" ? "recovering" : "—"}</span>}
+                {h.failed && <span class="badge badge-err"> failed</span>}</td>
+              <td>{h.priority}</td>
+              <td>{h.max_restarts}</td>
+              <td class="small">{h.failures.length ? h.failures.join("; ") : <span class="muted">—</span>}</td>
+              <td class="actions nowrap">
+                <button type="button" class="btn btn-sm" disabled={busy || !!noModify} title={noModify ?? "Pacemaker lets go of the VM; it keeps running where it is"}
+                  onClick={() => setOff(h)}>Turn HA off…</button>
+              </td>
+            </tr>
+          ))}</tbody>
+        </table>
+      )}
+      <WhatIfPanel nodes={(nodes.data ?? []).map((n) => n.name)} />
+      <SharedPools pools={pools.data} error={pools.error} noModify={noModify} busy={busy}
+        onChanged={() => pools.refresh()} say={setMsg} />
+      {adding && <AddHa vms={candidates} onClose={() => setAdding(false)} onSubmit={(vmid, node, body) => {
+        setAdding(false);
+        act(`HA on for VM ${vmid}`, "PUT", np(`/vms/${vmid}/ha`, node), body);
+      }} />}
+      {off && (
+        <Modal title={`Turn HA off for VM ${off.vmid}`} onClose={() => setOff(null)}>
+          <p>Pacemaker stops managing <strong>{off.name}</strong>; it keeps running{off.node ? ` on ${off.node}` : ""} as an ordinary VM of that node, and is no longer restarted when its node fails.</p>
+          <div class="modal-actions">
+            <button type="button" class="btn" onClick={() => setOff(null)}>Cancel</button>
+            <button type="button" class="btn btn-primary" onClick={() => {
+              const h = off;
+              setOff(null);
+              const node = h.node ?? nodeOf(h.vmid);
+              if (!node) { setMsg({ tone: "error", text: `VM ${h.vmid}: its node is not known` }); return; }
+              act(`HA off for VM ${h.vmid}`, "PUT", np(`/vms/${h.vmid}/ha`, node), { enabled: false });
+            }}>Turn HA off</button>
+          </div>
+        </Modal>
+      )}
+    </section>
+  );
+}
+
+function AddHa({ vms, onClose, onSubmit }: {
+  vms: ClusterVm[]; onClose: () => void;
+  onSubmit: (vmid: number, node: string, body: { enabled: true; priority?: number; max_restarts?: number }) => void;
+}) {
+  const [vmid, setVmid] = useState(String(vms[0]?.vmid ?? ""));
+  const [priority, setPriority] = useState("");
+  const [restarts, setRestarts] = useState("");
+  const err = haFormError(priority, restarts);
+  const vm = vms.find((v) => String(v.vmid) === vmid);
+  return (
+    <Modal title="Make a VM highly available" onClose={onClose}>
+      <form aria-label="Make a VM highly available" onSubmit={(e) => {
+        e.preventDefault();
+        if (err || !vm) return;
+        onSubmit(vm.vmid, vm.node, {
+          enabled: true,
+          ...(priority ? { priority: Number(priority) } : {}),
+          ...(restarts ? { max_restarts: Number(restarts) } : {}),
+        });
+      }}>
+        <div class="field"><label for="ha-vm">VM</label>
+          <select id="ha-vm" value={vmid} onChange={(e) => setVmid(e.currentTarget.value)}>
+            {vms.map((v) => <option value={String(v.vmid)}>{v.vmid} {v.name} (on {v.node})</option>)}
+          </select></div>
+        <div class="field"><label for="ha-priority">Priority</label>
+          <input id="ha-priority" inputMode="numeric" value={priority} placeholder="0" onInput={(e) => setPriority(e.currentTarget.value)} />
+          <p class="muted small">When not every HA VM fits on the survivors, higher priorities run first.</p></div>
+        <div class="field"><label for="ha-restarts">Max restarts on one node</label>
+          <input id="ha-restarts" inputMode="numeric" value={restarts} placeholder="3" onInput={(e) => setRestarts(e.currentTarget.value)} /></div>
+        {err && <div class="field-error" role="alert">{err}</div>}
+        <div class="modal-actions">
+          <button type="button" class="btn" onClick={onClose}>Cancel</button>
+          <button type="submit" class="btn btn-primary" disabled={!vm || !!err}>Turn HA on</button>
+        </div>
+      </form>
+    </Modal>
+  );
+}
+
+function WhatIfPanel({ nodes }: { nodes: string[] }) {
+  const [node, setNode] = useState("");
+  const [res, setRes] = useState<WhatIf | null>(null);
+  const [err, setErr] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const pick = node || nodes[0] || "";
+  const run = async () => {
+    setBusy(true);
+    setErr(null);
+    try {
+      setRes(await get<WhatIf>(`/cluster/what-if?node_fail=${encodeURIComponent(pick)}`));
+    } catch (e) {
+      setRes(null);
+      setErr((e as ApiError).message);
+    }
+    setBusy(false);
+  };
+  return (
+    <section class="card" aria-labelledby="whatif-title">
+      <h2 id="whatif-title">What if a node fails?</h2>
+      <p class="muted small">Pacemaker's own scheduler runs on the live configuration with the node marked failed. Nothing changes.</p>
+      <div class="toolbar">
+        <label for="whatif-node">Node</label>{" "}
+        <select id="whatif-node" value={pick} onChange={(e) => setNode(e.currentTarget.value)}>
+          {nodes.map((n) => <option value={n}>{n}</option>)}
+        </select>{" "}
+        <button type="button" class="btn" disabled={busy || !pick} onClick={run}>Simulate</button>
+      </div>
+      {err && <div class="alert alert-error" role="alert">{err}</div>}
+      {res && (res.vms.length === 0 ? <p>No HA VMs would be affected.</p> : (
+        <table class="table" aria-label="What-if result">
+          <thead><tr><th>VM</th><th>Name</th><th>Now on</th><th>Then on</th><th>What happens</th></tr></thead>
+          <tbody>{res.vms.map((v) => (
+            <tr data-vmid={v.vmid} data-outcome={v.outcome}>
+              <td class="mono">{v.vmid}</td><td>{v.name}</td><td>{v.now ?? "—"}</td>
+              <td data-after={v.after ?? ""}>{v.after ?? "—"}</td><td>{v.detail}</td>
+            </tr>
+          ))}</tbody>
+        </table>
+      ))}
+    </section>
+  );
+}
+
+function SharedPools({ pools, error, noModify, busy, onChanged, say }: {
+  pools: SharedPoolInfo[] | undefined; error: ApiError | null | undefined; noModify: string | null; busy: boolean;
+  onChanged: () => void; say: (m: Msg) => void;
+}) {
+  const [name, setName] = useState("");
+  const [path, setPath] = useState("");
+  const add = async () => {
+    try {
+      await post("/cluster/shared-pools", { name, path });
+      say({ tone: "info", text: `Shared pool ${name} added: every node checks its marker.` });
+      setName(""); setPath("");
+    } catch (e) {
+      say({ tone: "error", text: `Shared pool ${name} refused: ${(e as ApiError).message}` });
+    }
+    onChanged();
+  };
+  const remove = async (p: string) => {
+    try {
+      await del(`/cluster/shared-pools/${encodeURIComponent(p)}`);
+      say({ tone: "info", text: `Shared pool ${p} removed (its files stay).` });
+    } catch (e) {
+      say({ tone: "error", text: `Removing ${p} refused: ${(e as ApiError).message}` });
+    }
+    onChanged();
+  };
+  return (
+    <section class="card" aria-labelledby="shared-title">
+      <h2 id="shared-title">Shared pools</h2>
+      <p class="muted small">A directory every node mounts from the same storage (an NFS export, a cluster file system). Keel writes a marker into it and each node checks it sees the same one.</p>
+      <ErrorBox error={error} title="Cannot list shared pools" />
+      {pools && pools.length > 0 && (
+        <table class="table" aria-label="Shared pools">
+          <thead><tr><th>Name</th><th>Path</th><th>Nodes</th><th><span class="sr-only">Actions</span></th></tr></thead>
+          <tbody>{pools.map((p) => (
+            <tr data-pool={p.name}>
+              <td class="mono">{p.name}</td><td class="mono small">{p.path}</td>
+              <td class="small">{Object.entries(p.nodes).map(([n, s]) => (
+                <div data-node={n} data-ok={String(s === "ok")}>{n}: {s === "ok" ? <span class="badge badge-ok">ok</span> : <span class="badge badge-err">{s}</span>}</div>
+              ))}</td>
+              <td class="actions"><button type="button" class="btn btn-sm btn-danger-outline" disabled={busy || !!noModify}
+                title={noModify ?? "Remove from the cluster (refused while a VM's disk is on it)"} onClick={() => remove(p.name)}>Remove</button></td>
+            </tr>
+          ))}</tbody>
+        </table>
+      )}
+      <form class="inline-form" aria-label="Add a shared pool" onSubmit={(e) => { e.preventDefault(); if (name && path) add(); }}>
+        <label for="sp-name">Name</label> <input id="sp-name" value={name} onInput={(e) => setName(e.currentTarget.value)} />{" "}
+        <label for="sp-path">Path</label> <input id="sp-path" value={path} placeholder="/mnt/shared" onInput={(e) => setPath(e.currentTarget.value)} />{" "}
+        <button type="submit" class="btn" disabled={busy || !!noModify || !name || !path} title={noModify ?? "Declare the shared pool"}>Add shared pool</button>
+      </form>
+    </section>
+  );
+}
