@@ -94,3 +94,56 @@ pub struct WhatIfVm {
     /// In words, with the reason when it would stay down.
     pub detail: String,
 }
+
+/// A placement rule for HA VMs (`/api/v1/cluster/ha/rules`), rendered as Pacemaker constraints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HaRule {
+    /// 1–40 letters, digits, '-' and '_'.
+    pub id: String,
+    pub kind: HaRuleKind,
+    /// The HA VMs it applies to (node-affinity: 1 or more; together/apart: 2 or more).
+    pub vms: Vec<u32>,
+    /// node-affinity only: the nodes, each with a priority (a higher one is preferred).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<HaRuleNode>,
+    /// Hard: Pacemaker never breaks it (a VM stays down rather). Soft: a preference.
+    /// For node-affinity, hard means "only on these nodes".
+    #[serde(default)]
+    pub hard: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum HaRuleKind {
+    /// Run the VMs on these nodes (preferred, or only there when hard).
+    NodeAffinity,
+    /// Run the VMs on the same node.
+    Together,
+    /// Run the VMs on different nodes.
+    Apart,
+}
+
+impl HaRuleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HaRuleKind::NodeAffinity => "node-affinity",
+            HaRuleKind::Together => "together",
+            HaRuleKind::Apart => "apart",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HaRuleNode {
+    pub node: String,
+    /// 0–1000000 (default 100).
+    #[serde(default = "default_rule_priority")]
+    #[schema(maximum = 1000000)]
+    pub priority: u32,
+}
+
+fn default_rule_priority() -> u32 {
+    100
+}

@@ -55,6 +55,9 @@ pub enum ClusterCmd {
     Vip(VipCmd),
     /// HA VMs: where Pacemaker runs each, its target state and failures
     Ha,
+    /// Placement rules of HA VMs: node affinity, together, apart (docs/ha.md)
+    #[command(subcommand)]
+    HaRule(crate::ha::HaRuleCmd),
     /// What would happen to the HA VMs if NODE failed now (Pacemaker's own scheduler on the
     /// live configuration; nothing is changed)
     WhatIf {
@@ -288,6 +291,7 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd, mode: Mode) -> Result<Outcome>
         )?,
         ClusterCmd::Config(cc) => config(c, cc, json).await?,
         ClusterCmd::Ha => crate::ha::list(c, json).await?,
+        ClusterCmd::HaRule(cmd) => crate::ha::rule(c, cmd, json).await?,
         ClusterCmd::WhatIf { node_fail } => crate::ha::what_if(c, &node_fail, json).await?,
         ClusterCmd::SharedPool(cmd) => crate::ha::shared_pool(c, cmd, json).await?,
         ClusterCmd::Vip(VipCmd::Show) => {

@@ -3,7 +3,9 @@
 
 use anyhow::{bail, Result};
 use clap::{Subcommand, ValueEnum};
-use keel_api::ha::{HaSet, HaVmStatus, SharedPoolCreate, SharedPoolInfo, WhatIf};
+use keel_api::ha::{
+    HaRule, HaRuleKind, HaRuleNode, HaSet, HaVmStatus, SharedPoolCreate, SharedPoolInfo, WhatIf,
+};
 use reqwest::Method;
 
 use crate::client::Client;
@@ -27,6 +29,127 @@ pub enum SharedPoolCmd {
     /// Remove a shared pool from the cluster (its files stay); refused while a VM uses it
     #[command(visible_alias = "rm")]
     Remove { name: String },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleKind {
+    NodeAffinity,
+    Together,
+    Apart,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HaRuleCmd {
+    /// Placement rules
+    #[command(visible_alias = "ls")]
+    List,
+    /// Add a rule: node-affinity (--nodes), together or apart; --hard makes Pacemaker never
+    /// break it (a VM stays down rather). Conflicts are refused when added
+    Add {
+        id: String,
+        #[arg(long, value_enum)]
+        kind: RuleKind,
+        /// HA VMs, e.g. 100,101
+        #[arg(long, value_delimiter = ',', required = true)]
+        vms: Vec<u32>,
+        /// node-affinity: NODE[:PRIORITY],… (priority default 100; higher preferred)
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
+        #[arg(long)]
+        hard: bool,
+    },
+    /// Remove a rule
+    #[command(visible_alias = "rm")]
+    Remove { id: String },
+}
+
+fn parse_rule_node(s: &str) -> Result<HaRuleNode> {
+    match s.split_once(':') {
+        None => Ok(HaRuleNode {
+            node: s.to_string(),
+            priority: 100,
+        }),
+        Some((n, p)) => Ok(HaRuleNode {
+            node: n.to_string(),
+            priority: p.parse().map_err(|_| {
+                anyhow::anyhow!("--nodes {s:?}: the priority after ':' is a number")
+            })?,
+        }),
+    }
+}
+
+/// `keel cluster ha-rule …`.
+pub async fn rule(c: &Client, cmd: HaRuleCmd, json: bool) -> Result<()> {
+    match cmd {
+        HaRuleCmd::List => show(
+            c.get(&["cluster", "ha", "rules"], &[]).await?,
+            json,
+            |v: Vec<HaRule>| {
+                if v.is_empty() {
+                    println!("no placement rules (keel cluster ha-rule add …)");
+                }
+                for r in v {
+                    let nodes: Vec<String> = r
+                        .nodes
+                        .iter()
+                        .map(|n| format!("{}:{}", n.node, n.priority))
+                        .collect();
+                    println!(
+                        "{:<16} {:<14} {:<5} VMs {}{}",
+                        r.id,
+                        r.kind.as_str(),
+                        if r.hard { "hard" } else { "soft" },
+                        r.vms
+                            .iter()
+                            .map(|v| v.to_string())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        if nodes.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" on {}", nodes.join(","))
+                        }
+                    );
+                }
+            },
+        )?,
+        HaRuleCmd::Add {
+            id,
+            kind,
+            vms,
+            nodes,
+            hard,
+        } => {
+            let kind = match kind {
+                RuleKind::NodeAffinity => HaRuleKind::NodeAffinity,
+                RuleKind::Together => HaRuleKind::Together,
+                RuleKind::Apart => HaRuleKind::Apart,
+            };
+            let nodes = nodes
+                .iter()
+                .map(|n| parse_rule_node(n))
+                .collect::<Result<Vec<_>>>()?;
+            let body = HaRule {
+                id,
+                kind,
+                vms,
+                nodes,
+                hard,
+            };
+            let v = c
+                .call(Method::POST, &["cluster", "ha", "rules"], &[], Some(&body))
+                .await?;
+            show(v, json, |r: HaRule| println!("rule {} added", r.id))?;
+        }
+        HaRuleCmd::Remove { id } => {
+            c.call::<()>(Method::DELETE, &["cluster", "ha", "rules", &id], &[], None)
+                .await?;
+            if !json {
+                println!("rule {id} removed");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `keel vm ha VMID on|off`.

@@ -278,6 +278,122 @@ pub fn parse_simulation(xml: &str) -> Result<Vec<Simulated>, String> {
     Ok(out)
 }
 
+// ------------------------------------------------------------------ placement rules
+
+/// Prefix of every constraint a placement rule renders.
+pub const RULE_PREFIX: &str = "keel-rule-";
+/// Score of a soft rule (a preference Pacemaker weighs against stickiness 100).
+pub const SOFT_SCORE: i64 = 200;
+
+/// The Pacemaker constraints of a placement rule (ids `keel-rule-<id>-…`):
+/// * node-affinity: a location per VM and node with the node's priority as score; hard adds a
+///   `-INFINITY` rule on every other node;
+/// * together: each VM colocated with the first (`INFINITY` hard, +200 soft);
+/// * apart: every pair colocated with `-INFINITY` (hard) or -200 (soft).
+pub fn rule_constraints(r: &keel_api::ha::HaRule) -> Vec<Element> {
+    use keel_api::ha::HaRuleKind as K;
+    let base = format!("{RULE_PREFIX}{}", r.id);
+    let mut out = vec![];
+    match r.kind {
+        K::NodeAffinity => {
+            for vm in &r.vms {
+                let rsc = resource_id(*vm);
+                for n in &r.nodes {
+                    out.push(
+                        Element::new("rsc_location")
+                            .attr("id", format!("{base}-{vm}-{}", n.node))
+                            .attr("rsc", &rsc)
+                            .attr("node", &n.node)
+                            .attr("score", n.priority),
+                    );
+                }
+                if r.hard {
+                    let rid = format!("{base}-{vm}-only");
+                    let mut rule = Element::new("rule")
+                        .attr("id", format!("{rid}-rule"))
+                        .attr("score", "-INFINITY")
+                        .attr("boolean-op", "and");
+                    for (i, n) in r.nodes.iter().enumerate() {
+                        rule = rule.child(
+                            Element::new("expression")
+                                .attr("id", format!("{rid}-rule-expr-{i}"))
+                                .attr("attribute", "#uname")
+                                .attr("operation", "ne")
+                                .attr("value", &n.node),
+                        );
+                    }
+                    out.push(
+                        Element::new("rsc_location")
+                            .attr("id", &rid)
+                            .attr("rsc", &rsc)
+                            .child(rule),
+                    );
+                }
+            }
+        }
+        K::Together => {
+            let first = r.vms.first().copied().unwrap_or_default();
+            for vm in r.vms.iter().skip(1) {
+                out.push(
+                    Element::new("rsc_colocation")
+                        .attr("id", format!("{base}-{vm}-with-{first}"))
+                        .attr("rsc", resource_id(*vm))
+                        .attr("with-rsc", resource_id(first))
+                        .attr(
+                            "score",
+                            if r.hard {
+                                "INFINITY".to_string()
+                            } else {
+                                SOFT_SCORE.to_string()
+                            },
+                        ),
+                );
+            }
+        }
+        K::Apart => {
+            for (i, a) in r.vms.iter().enumerate() {
+                for b in r.vms.iter().skip(i + 1) {
+                    out.push(
+                        Element::new("rsc_colocation")
+                            .attr("id", format!("{base}-{b}-apart-{a}"))
+                            .attr("rsc", resource_id(*b))
+                            .attr("with-rsc", resource_id(*a))
+                            .attr(
+                                "score",
+                                if r.hard {
+                                    "-INFINITY".to_string()
+                                } else {
+                                    format!("-{SOFT_SCORE}")
+                                },
+                            ),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The call that adds a rule's constraints.
+pub fn put_rule(r: &keel_api::ha::HaRule) -> Vec<CibUpdate> {
+    let mut c = Element::new("constraints");
+    for e in rule_constraints(r) {
+        c = c.child(e);
+    }
+    vec![CibUpdate::modify("constraints", &c)]
+}
+
+/// The calls that remove a rule's constraints.
+pub fn delete_rule(r: &keel_api::ha::HaRule) -> Vec<CibUpdate> {
+    rule_constraints(r)
+        .into_iter()
+        .map(|e| {
+            let id = e.get_attr("id").unwrap_or_default().to_string();
+            CibUpdate::delete(&Element::new(e.name.as_str()).attr("id", id))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -307,3 +307,68 @@ fn ha_vm_accepted_by_crm_verify() {
     let (ok, out) = crm_verify(&doc);
     assert!(ok, "crm_verify rejected the HA VMs:\n{out}\n{doc}");
 }
+
+#[test]
+fn placement_rules_accepted_by_crm_verify() {
+    use keel_api::ha::{HaRule, HaRuleKind, HaRuleNode};
+    let props = ClusterProperties::for_size("keel-lab", 3);
+    let devs = vec![
+        ipmi("node1", "10.0.9.1"),
+        ipmi("node2", "10.0.9.2"),
+        ipmi("node3", "10.0.9.3"),
+    ];
+    let mut doc = cib::verification_document(&nodes(3), &props, &devs);
+    let cfg = &mut doc.children[0];
+    let res = cfg
+        .children
+        .iter_mut()
+        .find(|c| c.name == "resources")
+        .expect("resources");
+    for vmid in [100, 101, 102] {
+        res.push(clusterd::ha::primitive(&clusterd::ha::HaVm {
+            vmid,
+            config: format!("/var/lib/keel/ha/{vmid}.xml"),
+            priority: 0,
+            max_restarts: 3,
+            started: true,
+        }));
+    }
+    let rule = |id: &str, kind, vms: &[u32], nodes: &[&str], hard| HaRule {
+        id: id.into(),
+        kind,
+        vms: vms.to_vec(),
+        nodes: nodes
+            .iter()
+            .map(|n| HaRuleNode {
+                node: n.to_string(),
+                priority: 50,
+            })
+            .collect(),
+        hard,
+    };
+    let rules = [
+        rule(
+            "pin",
+            HaRuleKind::NodeAffinity,
+            &[100],
+            &["node1", "node2"],
+            true,
+        ),
+        rule("pref", HaRuleKind::NodeAffinity, &[101], &["node3"], false),
+        rule("pair", HaRuleKind::Together, &[101, 102], &[], false),
+        rule("spread", HaRuleKind::Apart, &[100, 101], &[], true),
+    ];
+    let cons = cfg
+        .children
+        .iter_mut()
+        .find(|c| c.name == "constraints")
+        .expect("constraints");
+    for r in &rules {
+        for c in clusterd::ha::rule_constraints(r) {
+            cons.push(c);
+        }
+    }
+    let doc = doc.render();
+    let (ok, out) = crm_verify(&doc);
+    assert!(ok, "crm_verify rejected the placement rules:\n{out}\n{doc}");
+}

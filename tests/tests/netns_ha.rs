@@ -122,8 +122,18 @@ fn crash_round(lab: &NetnsLab, holder: &str, log: &Path) -> Result<(f64, f64, St
         survivor == predicted,
         "what-if predicted VM 100 on {predicted:?}, it went to {survivor}"
     );
+    // the hard apart rule holds after the crash
+    let st = watcher.crm_status()?;
+    let vm103 = st
+        .resource("keel-vm-103")
+        .and_then(|r| r.nodes.first().cloned())
+        .context("VM 103 not running")?;
+    ensure!(
+        vm103 != survivor,
+        "VM 100 and VM 103 both run on {survivor}: the apart rule was broken"
+    );
     eprintln!(
-        "{holder} crashed (the DC was {dc}); fenced, VM 100 on {survivor} as what-if predicted"
+        "{holder} crashed (the DC was {dc}); fenced, VM 100 on {survivor} as what-if predicted, apart from VM 103 on {vm103}"
     );
     Ok((started.as_secs_f64(), ticking.as_secs_f64(), survivor))
 }
@@ -292,6 +302,51 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         "highly available",
     )?;
 
+    // VM 103, HA on node2, kept apart from VM 100 by a hard rule: every crash below must put
+    // VM 100 on the third node; a rule that contradicts it is refused when added
+    let f = lab.dir.join("vm103.json");
+    std::fs::write(&f, spec(103, "san", 160))?;
+    k2.keel_ok(&["vm", "create", "--spec", &f.display().to_string()])?;
+    k2.keel_ok(&["vm", "start", "103"])?;
+    k2.keel_ok(&["vm", "ha", "103", "on"])?;
+    k1.keel_ok(&[
+        "cluster", "ha-rule", "add", "apart", "--kind", "apart", "--vms", "100,103", "--hard",
+    ])?;
+    refused(
+        "a rule contradicting another",
+        k1.keel(&[
+            "cluster", "ha-rule", "add", "together", "--kind", "together", "--vms", "103,100",
+            "--hard",
+        ])?,
+        "would have to run together (rule together) and apart (rule apart)",
+    )?;
+    refused(
+        "a rule on a VM that is not HA",
+        k1.keel(&[
+            "cluster",
+            "ha-rule",
+            "add",
+            "pin",
+            "--kind",
+            "node-affinity",
+            "--vms",
+            "101",
+            "--nodes",
+            "node1",
+        ])?,
+        "VM 101 is not highly available",
+    )?;
+    let cib = lab
+        .node(3)?
+        .run_ok(&["cibadmin", "--query", "--scope", "constraints"])?;
+    ensure!(
+        cib.contains("keel-rule-apart-103-apart-100") && cib.contains("-INFINITY"),
+        "the apart rule is not in the CIB: {cib}"
+    );
+    lab.wait_for("VM 103 running on node2 under Pacemaker", T, || {
+        Ok(ha_node(&k1, 103)?.as_deref() == Some("node2"))
+    })?;
+
     // three rounds: crash the VM's node → fenced → VM 100 started on a survivor → the guest
     // ticks again; the crashed node is powered on and rejoins before the next round
     let mut holder = "node1".to_string();
@@ -339,6 +394,12 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     })?;
 
     // HA off on the survivor: the VM keeps running there, defined persistently again
+    refused(
+        "HA off for a VM in a placement rule",
+        k_surv.keel(&["vm", "ha", "100", "off"])?,
+        "placement rule(s) apart",
+    )?;
+    k_surv.keel_ok(&["cluster", "ha-rule", "remove", "apart"])?;
     k_surv.keel_ok(&["vm", "ha", "100", "off"])?;
     let n_surv = lab.node_by_name(&survivor)?;
     // still running a while later: Pacemaker did not stop it as an orphan
@@ -359,8 +420,8 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         "VM 100 is not defined persistently on {survivor} after HA off"
     );
     ensure!(
-        ha_list(k_surv)?.is_empty(),
-        "HA VMs left: {:?}",
+        ha_list(k_surv)?.iter().all(|h| h["vmid"] != 100),
+        "VM 100 still HA: {:?}",
         ha_list(k_surv)?
     );
 

@@ -390,6 +390,21 @@ pub const RULES: &[Rule] = &[
         Priv(ClusterAudit, "/cluster"),
     ),
     r(
+        "GET",
+        "/api/v1/cluster/ha/rules",
+        Priv(ClusterAudit, "/cluster"),
+    ),
+    r(
+        "POST",
+        "/api/v1/cluster/ha/rules",
+        Priv(ClusterModify, "/cluster"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/cluster/ha/rules/{id}",
+        Priv(ClusterModify, "/cluster"),
+    ),
+    r(
         "PUT",
         "/api/v1/nodes/{node}/vms/{vmid}/ha",
         Priv(ClusterModify, "/cluster"),

@@ -20,6 +20,7 @@
 
 mod reconcile;
 pub mod routes;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -489,6 +490,13 @@ pub fn enable(node: &Node, vmid: u32, req: &HaSet, t: &TaskHandle) -> Result<()>
 pub fn check_disable(node: &Node, vmid: u32) -> Result<HaRecord> {
     let rec = record(node, vmid)?
         .ok_or_else(|| Error::Conflict(format!("VM {vmid} is not highly available")))?;
+    let named = rules::naming(&store(node)?, vmid)?;
+    if !named.is_empty() {
+        return Err(Error::Conflict(format!(
+            "VM {vmid} is in placement rule(s) {}: remove them first (keel cluster ha-rule remove ID)",
+            named.join(", ")
+        )));
+    }
     let c = crm(node)?;
     if let Some(res) = c.resource(&cha::resource_id(vmid)) {
         if let Some(other) = res.nodes.iter().find(|n| **n != node.cfg.node) {

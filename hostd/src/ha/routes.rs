@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{delete, get, put};
 use axum::{Extension, Json, Router};
-use keel_api::ha::{HaSet, HaVmStatus, SharedPoolCreate, SharedPoolInfo, WhatIf, WhatIfQuery};
+use keel_api::ha::{
+    HaRule, HaSet, HaVmStatus, SharedPoolCreate, SharedPoolInfo, WhatIf, WhatIfQuery,
+};
 use keel_api::task::TaskRef;
 use keel_api::ErrorBody;
 
@@ -21,6 +23,8 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/api/v1/nodes/{node}/vms/{vmid}/ha", put(set_ha))
         .route("/api/v1/cluster/ha", get(list_ha))
         .route("/api/v1/cluster/what-if", get(what_if))
+        .route("/api/v1/cluster/ha/rules", get(list_rules).post(add_rule))
+        .route("/api/v1/cluster/ha/rules/{id}", delete(delete_rule))
         .route(
             "/api/v1/cluster/shared-pools",
             get(list_shared).post(create_shared),
@@ -125,4 +129,36 @@ pub async fn what_if(
     Ok(Json(
         blocking(move || super::what_if(&node, &q.node_fail)).await?,
     ))
+}
+
+/// Placement rules of HA VMs.
+#[utoipa::path(get, path = "/api/v1/cluster/ha/rules", tag = "ha",
+    responses((status = 200, body = Vec<HaRule>), (status = 409, description = "Not in a cluster", body = ErrorBody)))]
+pub async fn list_rules(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<HaRule>>> {
+    Ok(Json(blocking(move || super::rules::list(&node)).await?))
+}
+
+/// Add a placement rule: checked against the HA VMs, the members and every other rule first
+/// (a conflict, or a hard rule that could not hold after a node fails, is refused).
+#[utoipa::path(post, path = "/api/v1/cluster/ha/rules", tag = "ha", request_body = HaRule,
+    responses((status = 201, body = HaRule),
+        (status = 409, description = "Not in a cluster, a VM not HA, an unknown node, or a conflict with another rule", body = ErrorBody)))]
+pub async fn add_rule(
+    State(node): State<Arc<Node>>,
+    JsonBody(req): JsonBody<HaRule>,
+) -> ApiResult<(StatusCode, Json<HaRule>)> {
+    let r = blocking(move || super::rules::add(&node, &req)).await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+/// Remove a placement rule (its constraints leave the CIB).
+#[utoipa::path(delete, path = "/api/v1/cluster/ha/rules/{id}", tag = "ha",
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, description = "Not in a cluster", body = ErrorBody)))]
+pub async fn delete_rule(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    blocking(move || super::rules::remove(&node, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
