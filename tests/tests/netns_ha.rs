@@ -146,7 +146,7 @@ fn ui_ha(k: &KNode) -> Result<()> {
         "ui/dist or ui/node_modules is missing: the HA page cannot be checked (scripts/test.sh builds them; by hand: cd ui && npm ci && npm run build)"
     );
     let o = k.n.sh(&format!(
-        "cd '{}' && KEEL_UI_URL='https://[{}]:8006' KEEL_UI_PASSWORD='{}' KEEL_HA_VM=100 KEEL_HA_LOCAL_VM=101 KEEL_HA_POOL=san node e2e/ha.mjs 2>&1",
+        "cd '{}' && KEEL_UI_URL='https://[{}]:8006' KEEL_UI_PASSWORD='{}' KEEL_HA_VM=100 KEEL_HA_OTHER_VM=103 KEEL_HA_LOCAL_VM=101 KEEL_HA_POOL=san node e2e/ha.mjs 2>&1",
         ui.display(),
         k.n.addr6,
         keelnode::PW

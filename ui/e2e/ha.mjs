@@ -64,6 +64,28 @@ await step("what-if: its node's failure restarts it on another node", async () =
   expect(after && after !== on, `would restart on ${after}, now on ${on}`);
 });
 
+await step("placement rules: a hard apart rule added, a contradicting one refused, then removed", async () => {
+  const other = process.env.KEEL_HA_OTHER_VM;
+  expect(other, "KEEL_HA_OTHER_VM (another HA VM) is required");
+  await page.getByLabel("Rule id").fill("ui-apart");
+  await page.getByLabel("Kind", { exact: true }).selectOption("apart");
+  await page.getByLabel("VMs", { exact: true }).fill(VM);
+  await page.getByText("An apart rule needs at least 2 VMs").waitFor();
+  await page.getByLabel("VMs", { exact: true }).fill(`${VM},${other}`);
+  await page.getByLabel("Hard").check();
+  await page.getByRole("button", { name: "Add rule" }).click();
+  await status().getByText("Rule ui-apart added.").waitFor();
+  await page.getByRole("table", { name: "Placement rules" }).locator('tr[data-rule="ui-apart"]').waitFor();
+  await page.getByLabel("Rule id").fill("ui-together");
+  await page.getByLabel("Kind", { exact: true }).selectOption("together");
+  await page.getByLabel("VMs", { exact: true }).fill(`${VM},${other}`);
+  await page.getByLabel("Hard").check();
+  await page.getByRole("button", { name: "Add rule" }).click();
+  await alert().getByText("would have to run together").waitFor();
+  await page.getByRole("table", { name: "Placement rules" }).locator('tr[data-rule="ui-apart"]').getByRole("button", { name: "Remove" }).click();
+  await status().getByText("Rule ui-apart removed.").waitFor();
+});
+
 await step("HA off: the VM leaves the table", async () => {
   await haRow(VM).getByRole("button", { name: "Turn HA off…" }).click();
   await page.getByRole("button", { name: "Turn HA off", exact: true }).click();

@@ -257,3 +257,12 @@ export interface ClusterVm {
   node: string;
   name: string;
 }
+
+/** GET/POST /api/v1/cluster/ha/rules */
+export interface HaRule {
+  id: string;
+  kind: "node-affinity" | "together" | "apart";
+  vms: number[];
+  nodes?: { node: string; priority: number }[];
+  hard: boolean;
+}

@@ -75,8 +75,13 @@ pub fn check(
         2
     };
     if vms.len() < min {
+        let a = if new.kind == HaRuleKind::Apart {
+            "an"
+        } else {
+            "a"
+        };
         return Err(format!(
-            "a {} rule needs at least {min} VM(s)",
+            "{a} {} rule needs at least {min} VM(s)",
             new.kind.as_str()
         ));
     }
@@ -106,7 +111,7 @@ pub fn check(
         }
         _ if !new.nodes.is_empty() => {
             return Err(format!(
-                "a {} rule names VMs only, no nodes",
+                "{} rules name VMs only, no nodes",
                 new.kind.as_str()
             ))
         }

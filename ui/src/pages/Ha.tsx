@@ -5,7 +5,7 @@ import { usePoll } from "../hooks";
 import { usePermissions, whyNot } from "../access";
 import { runShown } from "./Snapshots";
 
-import type { ClusterVm, HaVmStatus, SharedPoolInfo, WhatIf } from "../types";
+import type { ClusterVm, HaRule, HaVmStatus, SharedPoolInfo, WhatIf } from "../types";
 
 type Msg = { tone: "info" | "error"; text: string } | null;
 
@@ -15,6 +15,24 @@ export function haFormError(priority: string, restarts: string): string | null {
   if (priority && Number(priority) > 1000000) return "Priority is at most 1000000.";
   if (restarts && (!/^\d+$/.test(restarts) || Number(restarts) < 1 || Number(restarts) > 1000)) return "Restarts is a whole number from 1 to 1000.";
   return null;
+}
+
+/** The body of a new placement rule from the form's fields, or why not. */
+export function ruleFromForm(id: string, kind: string, vms: string, nodes: string, hard: boolean): HaRule | string {
+  if (!/^[A-Za-z0-9_-]{1,40}$/.test(id)) return "The rule id holds 1-40 letters, digits, '-' and '_'.";
+  const ids = vms.split(",").map((v) => v.trim()).filter(Boolean);
+  if (ids.some((v) => !/^\d+$/.test(v))) return "VMs are VM ids separated by commas, e.g. 100,101.";
+  const min = kind === "node-affinity" ? 1 : 2;
+  if (ids.length < min) return `${kind === "apart" ? "An" : "A"} ${kind} rule needs at least ${min} VM${min > 1 ? "s" : ""}.`;
+  const rule: HaRule = { id, kind: kind as HaRule["kind"], vms: ids.map(Number), hard };
+  if (kind === "node-affinity") {
+    const ns = nodes.split(",").map((n) => n.trim()).filter(Boolean);
+    if (!ns.length) return "Name the nodes, e.g. node1:100,node2:50.";
+    const parsed = ns.map((n) => { const [node, p] = n.split(":"); return { node, priority: p === undefined ? 100 : Number(p) }; });
+    if (parsed.some((n) => !n.node || !Number.isInteger(n.priority) || n.priority < 0)) return "Nodes are NODE or NODE:PRIORITY, separated by commas.";
+    rule.nodes = parsed;
+  }
+  return rule;
 }
 
 /** High availability: HA VMs with where Pacemaker runs them, turning HA on and off, the
@@ -74,6 +92,7 @@ export function Ha() {
         </table>
       )}
       <WhatIfPanel nodes={(nodes.data ?? []).map((n) => n.name)} />
+      <Rules noModify={noModify} say={setMsg} />
       <SharedPools pools={pools.data} error={pools.error} noModify={noModify} busy={busy}
         onChanged={() => pools.refresh()} say={setMsg} />
       {adding && <AddHa vms={candidates} onClose={() => setAdding(false)} onSubmit={(vmid, node, body) => {
@@ -231,6 +250,70 @@ function SharedPools({ pools, error, noModify, busy, onChanged, say }: {
         <label for="sp-name">Name</label> <input id="sp-name" value={name} onInput={(e) => setName(e.currentTarget.value)} />{" "}
         <label for="sp-path">Path</label> <input id="sp-path" value={path} placeholder="/mnt/shared" onInput={(e) => setPath(e.currentTarget.value)} />{" "}
         <button type="submit" class="btn" disabled={busy || !!noModify || !name || !path} title={noModify ?? "Declare the shared pool"}>Add shared pool</button>
+      </form>
+    </section>
+  );
+}
+
+function Rules({ noModify, say }: { noModify: string | null; say: (m: Msg) => void }) {
+  const rules = usePoll(() => get<HaRule[]>("/cluster/ha/rules"), 10000);
+  const [id, setId] = useState("");
+  const [kind, setKind] = useState("apart");
+  const [vms, setVms] = useState("");
+  const [nodes, setNodes] = useState("");
+  const [hard, setHard] = useState(false);
+  const body = id || vms ? ruleFromForm(id, kind, vms, nodes, hard) : null;
+  const err = typeof body === "string" ? body : null;
+  const add = async () => {
+    if (!body || typeof body === "string") return;
+    try {
+      await post("/cluster/ha/rules", body);
+      say({ tone: "info", text: `Rule ${body.id} added.` });
+      setId(""); setVms(""); setNodes("");
+    } catch (e) {
+      say({ tone: "error", text: `Rule ${body.id} refused: ${(e as ApiError).message}` });
+    }
+    rules.refresh();
+  };
+  const remove = async (r: string) => {
+    try {
+      await del(`/cluster/ha/rules/${encodeURIComponent(r)}`);
+      say({ tone: "info", text: `Rule ${r} removed.` });
+    } catch (e) {
+      say({ tone: "error", text: `Removing rule ${r} refused: ${(e as ApiError).message}` });
+    }
+    rules.refresh();
+  };
+  return (
+    <section class="card" aria-labelledby="rules-title">
+      <h2 id="rules-title">Placement rules</h2>
+      <p class="muted small">Where HA VMs may run: on chosen nodes, together, or apart. Hard rules are never broken (a VM stays down rather); rules that conflict, or that could not hold after a node fails, are refused when added.</p>
+      <ErrorBox error={rules.error} title="Cannot list placement rules" />
+      {rules.data && rules.data.length > 0 && (
+        <table class="table" aria-label="Placement rules">
+          <thead><tr><th>Rule</th><th>Kind</th><th>VMs</th><th>Nodes</th><th>Hard</th><th><span class="sr-only">Actions</span></th></tr></thead>
+          <tbody>{rules.data.map((r) => (
+            <tr data-rule={r.id}>
+              <td class="mono">{r.id}</td><td>{r.kind}</td><td>{r.vms.join(", ")}</td>
+              <td class="small">{r.nodes?.length ? r.nodes.map((n) => `${n.node}:${n.priority}`).join(", ") : "—"}</td>
+              <td>{r.hard ? "hard" : "soft"}</td>
+              <td class="actions"><button type="button" class="btn btn-sm btn-danger-outline" disabled={!!noModify}
+                title={noModify ?? "Remove the rule"} onClick={() => remove(r.id)}>Remove</button></td>
+            </tr>
+          ))}</tbody>
+        </table>
+      )}
+      <form class="inline-form" aria-label="Add a placement rule" onSubmit={(e) => { e.preventDefault(); add(); }}>
+        <label for="rule-id">Rule id</label> <input id="rule-id" value={id} onInput={(e) => setId(e.currentTarget.value)} />{" "}
+        <label for="rule-kind">Kind</label>{" "}
+        <select id="rule-kind" value={kind} onChange={(e) => setKind(e.currentTarget.value)}>
+          <option value="apart">apart</option><option value="together">together</option><option value="node-affinity">node affinity</option>
+        </select>{" "}
+        <label for="rule-vms">VMs</label> <input id="rule-vms" value={vms} placeholder="100,101" onInput={(e) => setVms(e.currentTarget.value)} />{" "}
+        {kind === "node-affinity" && <><label for="rule-nodes">Nodes</label> <input id="rule-nodes" value={nodes} placeholder="node1:100,node2:50" onInput={(e) => setNodes(e.currentTarget.value)} />{" "}</>}
+        <label class="check"><input type="checkbox" id="rule-hard" checked={hard} onChange={(e) => setHard(e.currentTarget.checked)} /> Hard</label>{" "}
+        <button type="submit" class="btn" disabled={!!noModify || !body || !!err} title={noModify ?? "Add the rule"}>Add rule</button>
+        {err && <div class="field-error" role="alert">{err}</div>}
       </form>
     </section>
   );
