@@ -9,6 +9,7 @@ pub mod backup;
 pub mod clone;
 pub mod cluster;
 pub mod error;
+pub mod migration;
 pub mod network;
 pub mod node;
 pub mod password;
