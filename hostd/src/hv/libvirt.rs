@@ -751,7 +751,9 @@ impl Hypervisor for Libvirt {
     fn completed_job_at(&self, uri: &str, name: &str) -> HvResult<Option<super::JobProgress>> {
         let c = Connect::open(Some(uri)).map_err(engine("connect to the migration target"))?;
         let r = Self::dom(&c, name).and_then(|d| {
-            d.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
+            d.job_stats(
+                sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
+            )
                 .map_err(engine("domjobinfo --completed"))
         });
         drop(c);

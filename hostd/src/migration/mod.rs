@@ -114,11 +114,12 @@ pub fn plan(me: &str, src: &SourceVm, t: &TargetFacts, memory_mib: u64) -> Resul
         ));
     }
     let live = match src.state {
-        VmState::Running => true,
+        // a paused VM migrates live too and stays paused on the target
+        VmState::Running | VmState::Paused => true,
         VmState::Stopped => false,
         s => {
             return Err(conflict(format!(
-                "{vm} is {s:?}: only a running VM (live) or a stopped one (offline) can be migrated"
+                "{vm} is {s:?}: only a running or paused VM (live) or a stopped one (offline) can be migrated"
             )))
         }
     };

@@ -145,11 +145,15 @@ fn refusals_name_the_reason() {
     v.snapshots = 2;
     let (s, m) = refusal(plan("node1", &v, &target(), 512));
     assert!(s == 409 && m.contains("snapshots would be lost"), "{m}");
-    // a paused VM
+    // a crashed VM
     let mut v = src();
-    v.state = VmState::Paused;
+    v.state = VmState::Crashed;
     let (s, _) = refusal(plan("node1", &v, &target(), 512));
     assert_eq!(s, 409);
+    // a paused one moves live
+    let mut v = src();
+    v.state = VmState::Paused;
+    assert!(plan("node1", &v, &target(), 512).unwrap().live);
     // a stopped VM moves offline (memory not needed)
     let mut v = src();
     v.state = VmState::Stopped;
