@@ -427,8 +427,7 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
     );
 
     // 4. refusals before anything moves, then 5. offline migration of a stopped VM
-    n1.run_ok(&["ip", "link", "add", "migbr0", "type", "bridge"])?;
-    k1.keel_ok(&["--node", "node1", "net", "create", "mignet", "--bridge", "migbr0"])?;
+    k1.keel_ok(&["--node", "node1", "net", "create", "mignet", "--nat", "10.231.7.1/24"])?;
     k1.keel_ok(&[
         "--node", "node1", "vm", "create", "--vmid", "101", "--name", "mig-off",
         "--memory-mib", "64", "--disk", "local:16:qcow2", "--net", "network=mignet",
@@ -453,8 +452,7 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
         o.stderr
     );
     ensure!(o1.exists() && !o2.exists(), "a refusal moved something");
-    n2.run_ok(&["ip", "link", "add", "migbr0", "type", "bridge"])?;
-    k2.keel_ok(&["--node", "node2", "net", "create", "mignet", "--bridge", "migbr0"])?;
+    k2.keel_ok(&["--node", "node2", "net", "create", "mignet", "--nat", "10.231.7.1/24"])?;
     let t_off = Instant::now();
     k1.keel_ok(&["--node", "node1", "vm", "migrate", "101", "node2"])?;
     ensure!(n2.virsh(&["domstate", "mig-off"])?.trim() == "shut off", "mig-off on node2");

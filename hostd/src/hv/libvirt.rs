@@ -729,8 +729,7 @@ impl Hypervisor for Libvirt {
     fn job_progress(&self, name: &str) -> HvResult<Option<super::JobProgress>> {
         self.with(|c| {
             let d = Self::dom(c, name)?;
-            let s = d.job_stats(0).map_err(engine("domjobinfo"))?;
-            Ok(job_progress(&s))
+            Ok(job_progress(&job_stats(&d, 0).map_err(engine("domjobinfo"))?))
         })
     }
 
@@ -751,10 +750,11 @@ impl Hypervisor for Libvirt {
     fn completed_job_at(&self, uri: &str, name: &str) -> HvResult<Option<super::JobProgress>> {
         let c = Connect::open(Some(uri)).map_err(engine("connect to the migration target"))?;
         let r = Self::dom(&c, name).and_then(|d| {
-            d.job_stats(
+            job_stats(
+                &d,
                 sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
             )
-                .map_err(engine("domjobinfo --completed"))
+            .map_err(engine("domjobinfo --completed"))
         });
         drop(c);
         Ok(job_progress(&r?))
@@ -838,6 +838,26 @@ impl Hypervisor for Libvirt {
         }
     }
 
+    fn cpu_models_at(&self, uri: &str, virttype: &str) -> HvResult<Vec<String>> {
+        let dc = Connect::open(Some(uri)).map_err(engine("connect to the migration target"))?;
+        let xml = dc
+            .domain_capabilities(None, Some("x86_64"), None, Some(virttype), 0)
+            .map_err(engine("domcapabilities"))?;
+        drop(dc);
+        let el = Element::parse(&xml).map_err(|e| HvError::Engine {
+            op: "domcapabilities",
+            msg: e.to_string(),
+        })?;
+        Ok(el
+            .descendants("mode")
+            .into_iter()
+            .filter(|m| m.get_attr("name") == Some("custom"))
+            .flat_map(|m| m.find_all("model"))
+            .filter(|m| m.get_attr("usable") != Some("no"))
+            .filter_map(|m| m.text.as_deref().map(|t| t.trim().to_string()))
+            .collect())
+    }
+
     fn define_at(&self, uri: &str, xml: &str) -> HvResult<()> {
         let dc = Connect::open(Some(uri)).map_err(engine("connect to the migration target"))?;
         dc.define_domain_xml(xml)
@@ -861,6 +881,43 @@ impl Hypervisor for Libvirt {
 }
 
 /// A snapshot's facts from libvirt's `<domainsnapshot>` XML.
+/// virDomainGetJobStats. The `virt` crate's `Domain::job_stats` builds a `Vec` from the
+/// pointer libvirt returns, which is NULL when no job runs (the moment a migration ends or
+/// before it starts): undefined behaviour that aborts the process. Here the parameters are
+/// copied out of libvirt's array (strings are copied too) and the array is freed by libvirt.
+fn job_stats(d: &Domain, flags: u32) -> Result<virt::domain::JobStats, virt::error::Error> {
+    let mut kind: std::os::raw::c_int = 0;
+    let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+    let mut n: std::os::raw::c_int = 0;
+    // SAFETY: `d` is a live domain handle; the out-pointers are valid locals; libvirt either
+    // fails (nothing allocated) or sets `params` to an array of `n` parameters it allocated.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        sys::virDomainGetJobStats(d.as_ptr(), &mut kind, &mut params, &mut n, flags)
+    };
+    if r < 0 {
+        return Err(virt::error::Error::last_error());
+    }
+    if params.is_null() || n <= 0 {
+        return Ok(virt::domain::JobStats {
+            r#type: kind,
+            ..Default::default()
+        });
+    }
+    // SAFETY: libvirt returned `n` initialised parameters at `params` (checked non-null);
+    // they are copied (the type is Copy, and the conversion below copies strings) before
+    // libvirt frees its array, and never used afterwards.
+    #[allow(unsafe_code)]
+    let copied = unsafe { std::slice::from_raw_parts(params, n as usize) }.to_vec();
+    let stats = virt::domain::JobStats::from((kind, copied));
+    // SAFETY: the array and its strings were allocated by libvirt for this call.
+    #[allow(unsafe_code)]
+    unsafe {
+        sys::virTypedParamsFree(params, n)
+    };
+    Ok(stats)
+}
+
 /// libvirt's job statistics as Keel's progress (None: no job, or none recorded).
 fn job_progress(s: &virt::domain::JobStats) -> Option<super::JobProgress> {
     if s.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 {

@@ -214,6 +214,12 @@ pub trait Hypervisor: Send + Sync {
         let _ = (uri, pool, volume);
         Err(unsupported("delete volumes on another node"))
     }
+    /// CPU models the libvirtd at `uri` can give a `virttype` (`kvm`, `qemu`) guest (its
+    /// domain capabilities' custom models not marked unusable).
+    fn cpu_models_at(&self, uri: &str, virttype: &str) -> HvResult<Vec<String>> {
+        let _ = (uri, virttype);
+        Err(unsupported("read a peer's CPU models"))
+    }
     /// Define a domain on the libvirtd at `uri`.
     fn define_at(&self, uri: &str, xml: &str) -> HvResult<()> {
         let _ = (uri, xml);

@@ -336,6 +336,24 @@ async fn target_facts(node: &Node, target: &str, src: &SourceVm, user: &str) -> 
             member_json(node, target, &format!("{base}/storage/{p}/content"), user).await?;
         volumes.push((p, v));
     }
+    // a named CPU model must be one the target's QEMU can give this kind of guest (libvirt's
+    // domain capabilities, read over the same TLS connection the migration uses)
+    let cpu_models = match &spec.cpu_model {
+        CpuModel::Named(_) => {
+            let uri = node.cluster.migration_tls.peer_uri(&host);
+            let virttype = src.parsed.domain_type.clone();
+            let hv = node.hv.clone();
+            let r = tokio::task::spawn_blocking(move || hv.cpu_models_at(&uri, &virttype))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            r.map_err(|e| {
+                conflict(format!(
+                    "cannot read {target}'s CPU models over libvirt TLS (is its libvirtd listening on TLS with the cluster certificate?): {e}"
+                ))
+            })?
+        }
+        _ => vec![],
+    };
     Ok(TargetFacts {
         name: target.to_string(),
         host,
@@ -343,7 +361,7 @@ async fn target_facts(node: &Node, target: &str, src: &SourceVm, user: &str) -> 
         networks,
         pools,
         volumes,
-        cpu_models: vec![],
+        cpu_models,
     })
 }
 
@@ -369,6 +387,9 @@ fn bracketed(host: &str) -> String {
 // ------------------------------------------------------------------ the task
 
 fn describe(p: &JobProgress) -> String {
+    if p.data_total == 0 && p.disk_total == 0 {
+        return "setting up (libvirt reports no figures yet)".into();
+    }
     let mut s = format!(
         "{} of {} MiB remaining, {} MiB sent",
         p.data_remaining / MIB,
@@ -524,13 +545,16 @@ fn run_live(
     task.progress(1.0);
     match node.hv.completed_job_at(&dest_uri, &src.name) {
         Ok(Some(p)) => task.log(format!(
-            "migrated to {} in {:.2} s (libvirt: {} ms), downtime {} ms, {} MiB of memory transferred, disks: at least {} MiB copied",
+            "migrated to {} in {:.2} s (libvirt: {} ms), downtime {} ms, {} MiB of memory transferred{}",
             t.name,
             wall.as_secs_f64(),
             p.time_elapsed_ms,
             p.downtime_ms.map(|d| d.to_string()).unwrap_or_else(|| "?".into()),
             p.data_processed / MIB,
-            disk_seen.max(p.disk_processed) / MIB
+            match disk_seen.max(p.disk_processed) / MIB {
+                0 => String::new(),
+                d => format!(", {d} MiB of disk seen copied"),
+            }
         )),
         Ok(None) | Err(_) => task.log(format!(
             "migrated to {} in {:.2} s (the target kept no job statistics)",
