@@ -86,13 +86,22 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         assert!(req("node2").validate().is_ok());
-        assert_eq!(req("no de").validate().map_err(|e| e.field), Err("target".into()));
+        assert_eq!(
+            req("no de").validate().map_err(|e| e.field),
+            Err("target".into())
+        );
         let mut r = req("node2");
         r.bandwidth_mib_s = Some(0);
-        assert_eq!(r.validate().map_err(|e| e.field), Err("bandwidth_mib_s".into()));
+        assert_eq!(
+            r.validate().map_err(|e| e.field),
+            Err("bandwidth_mib_s".into())
+        );
         let mut r = req("node2");
         r.max_downtime_ms = Some(60_001);
-        assert_eq!(r.validate().map_err(|e| e.field), Err("max_downtime_ms".into()));
+        assert_eq!(
+            r.validate().map_err(|e| e.field),
+            Err("max_downtime_ms".into())
+        );
         let r: MigrateRequest = serde_json::from_str(r#"{"target":"n2"}"#).unwrap_or(req("x"));
         assert!(r.auto_converge && r.target == "n2");
     }

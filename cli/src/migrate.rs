@@ -76,7 +76,9 @@ pub async fn cancel(c: &Client, node: &str, vmid: u32, mode: Mode) -> Result<Out
     } else {
         println!(
             "{}",
-            ans.get("message").and_then(Value::as_str).unwrap_or("cancelled")
+            ans.get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("cancelled")
         );
     }
     Ok(Outcome::Done)
@@ -105,7 +107,11 @@ mod tests {
         a.bandwidth = Some(0);
         let e = a.request().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.starts_with("--bandwidth:"), "{e}");
-        let e = args("bad name").request().err().map(|e| e.to_string()).unwrap_or_default();
+        let e = args("bad name")
+            .request()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.starts_with("NODE:"), "{e}");
         Ok(())
     }

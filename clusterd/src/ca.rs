@@ -176,7 +176,9 @@ pub fn tls_usage_problems(cert_pem: &str, name: &str) -> Result<Vec<String>, CaE
         _ => false,
     });
     if !has_name {
-        out.push(format!("{name:?} is not among its subject alternative names"));
+        out.push(format!(
+            "{name:?} is not among its subject alternative names"
+        ));
     }
     Ok(out)
 }

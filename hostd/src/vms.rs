@@ -110,7 +110,10 @@ pub(crate) fn record_vm_moved(node: &Node, spec: &VmSpec, to: &str, task: &TaskH
         )
     });
     match r {
-        Ok(_) => task.log(format!("cluster config store: /vms/{} is on {to}", spec.vmid)),
+        Ok(_) => task.log(format!(
+            "cluster config store: /vms/{} is on {to}",
+            spec.vmid
+        )),
         Err(e) => task.log(format!(
             "warning: the cluster config store still places VM {} here ({e})",
             spec.vmid

@@ -78,7 +78,10 @@ fn web_ui_in_headless_chromium() {
     // bandwidth, then the server's refusal (no other member) shown; the demo VM stays here.
     h.run_ui_script("migrate.mjs", &[("KEEL_MIGRATE_VMID", demo.to_string())]);
     let st = h.get_json(&format!("/vms/{demo}/status/current"));
-    assert_eq!(st["state"], "running", "the refused migration changed the VM: {st}");
+    assert_eq!(
+        st["state"], "running",
+        "the refused migration changed the VM: {st}"
+    );
 
     // The Snapshots tab and the disk resize action (ui/e2e/snapshots.mjs) on a stopped VM with
     // one qcow2 disk.

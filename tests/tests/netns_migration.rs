@@ -233,8 +233,15 @@ fn vm_serial(ks: &[&KNode], vmid: u32) -> (usize, Vec<u64>) {
 }
 
 fn continuous(boots: usize, ticks: &[u64]) -> Result<()> {
-    ensure!(boots == 1, "guest booted {boots} times (restart, not migration)");
-    ensure!(ticks.first() == Some(&1), "first tick is {:?}", ticks.first());
+    ensure!(
+        boots == 1,
+        "guest booted {boots} times (restart, not migration)"
+    );
+    ensure!(
+        ticks.first() == Some(&1),
+        "first tick is {:?}",
+        ticks.first()
+    );
     for w in ticks.windows(2) {
         if w[1] != w[0] + 1 {
             bail!("tick gap/repeat: {} then {} (all: {ticks:?})", w[0], w[1]);
@@ -300,13 +307,8 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
     // node1 reaches node2's libvirtd over TLS with its cluster certificate; without a client
     // certificate signed by the cluster CA it is refused
     let pki1 = keelnode::pki_dir(n1).join("client");
-    let tls_uri = |pki: &Path| {
-        format!(
-            "qemu+tls://[{}]/system?pkipath={}",
-            n2.addr6,
-            pki.display()
-        )
-    };
+    let tls_uri =
+        |pki: &Path| format!("qemu+tls://[{}]/system?pkipath={}", n2.addr6, pki.display());
     n1.run_ok(&["virsh", "-c", &tls_uri(&pki1), "version"])
         .context("node1 → node2 libvirt over TLS")?;
     let bogus = lab.shared_dir().join("bogus-pki");
@@ -316,13 +318,24 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
     }
     // a self-signed client certificate for the same name: not signed by the cluster CA
     let o = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
         .args(["-nodes", "-days", "2", "-subj", "/CN=node1", "-keyout"])
         .arg(bogus.join("clientkey.pem"))
         .arg("-out")
         .arg(bogus.join("clientcert.pem"))
         .output()?;
-    ensure!(o.status.success(), "openssl: {}", String::from_utf8_lossy(&o.stderr));
+    ensure!(
+        o.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = n1.run(&["virsh", "-c", &tls_uri(&bogus), "version"])?;
     ensure!(
         !o.success(),
@@ -341,13 +354,33 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
     k2.keel_ok(&["--node", "node2", "storage", "upload", "local", &iso_s])?;
     let k = [&k1, &k2];
     k1.keel_ok(&[
-        "--node", "node1", "vm", "create", "--vmid", "100", "--name", "mig-live",
-        "--memory-mib", "160", "--disk", "local:64:qcow2", "--cdrom", "local:keel-live.iso",
-        "--boot", "cdrom,disk0",
+        "--node",
+        "node1",
+        "vm",
+        "create",
+        "--vmid",
+        "100",
+        "--name",
+        "mig-live",
+        "--memory-mib",
+        "160",
+        "--disk",
+        "local:64:qcow2",
+        "--cdrom",
+        "local:keel-live.iso",
+        "--boot",
+        "cdrom,disk0",
     ])?;
     let disk = "images/vm-100-disk-0.qcow2";
     let (d1, d2) = (k1.state.join(disk), k2.state.join(disk));
-    n1.run_ok(&["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 32M", &d1.to_string_lossy()])?;
+    n1.run_ok(&[
+        "qemu-io",
+        "-f",
+        "qcow2",
+        "-c",
+        "write -P 0x5a 0 32M",
+        &d1.to_string_lossy(),
+    ])?;
     k1.keel_ok(&["--node", "node1", "vm", "start", "100"])?;
     wait_ticks(lab, &k, 100, 3, "Keel VM ticking (tick 3) on node1")?;
 
@@ -356,19 +389,39 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
     let t_mig = Instant::now();
     let out = k1.keel_ok(&["--node", "node1", "vm", "migrate", "100", "node2"])?;
     let wall = t_mig.elapsed().as_secs_f64();
-    ensure!(n2.virsh(&["domstate", "mig-live"])?.trim() == "running", "not running on node2");
-    ensure!(!domains(n1)?.contains(&"mig-live".to_string()), "still defined on node1");
-    ensure!(!d1.exists(), "node1's volume was not released: {}", d1.display());
+    ensure!(
+        n2.virsh(&["domstate", "mig-live"])?.trim() == "running",
+        "not running on node2"
+    );
+    ensure!(
+        !domains(n1)?.contains(&"mig-live".to_string()),
+        "still defined on node1"
+    );
+    ensure!(
+        !d1.exists(),
+        "node1's volume was not released: {}",
+        d1.display()
+    );
     ensure!(d2.exists(), "no disk on node2 at {}", d2.display());
     let job = n2.virsh(&["domjobinfo", "mig-live", "--completed"])?;
     // the 32 MiB written on node1 arrived in node2's copy (read beside the running guest)
     n2.run_ok(&[
-        "qemu-io", "-r", "-U", "-f", "qcow2", "-c", "read -P 0x5a 0 32M", &d2.to_string_lossy(),
+        "qemu-io",
+        "-r",
+        "-U",
+        "-f",
+        "qcow2",
+        "-c",
+        "read -P 0x5a 0 32M",
+        &d2.to_string_lossy(),
     ])
     .context("node2's disk lacks the data written on node1")?;
     let downtime = jobfield(&job, "Total downtime:");
     let rec = k2.keel_ok(&["cluster", "config", "get", "vms/100"])?;
-    ensure!(rec.contains("\"node2\""), "/vms/100 does not name node2: {rec}");
+    ensure!(
+        rec.contains("\"node2\""),
+        "/vms/100 does not name node2: {rec}"
+    );
     wait_ticks(lab, &k, 100, before + 4, "Keel VM ticking on node2")?;
     let (boots, ticks) = vm_serial(&k, 100);
     continuous(boots, &ticks)?;
@@ -390,7 +443,10 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
     n2.virsh(&["suspend", "mig-live"])?;
     let h2 = sha256(&d2)?;
     k2.keel_ok(&["--node", "node2", "vm", "migrate", "100", "node1"])?;
-    ensure!(n1.virsh(&["domstate", "mig-live"])?.trim() == "paused", "not paused on node1");
+    ensure!(
+        n1.virsh(&["domstate", "mig-live"])?.trim() == "paused",
+        "not paused on node1"
+    );
     let h1 = sha256(&d1)?;
     ensure!(h1 == h2, "disk sha256 differs: node2 {h2}, node1 {h1}");
     ensure!(!d2.exists(), "node2's volume was not released");
@@ -401,7 +457,15 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
 
     // 3. cancel: at 1 MiB/s the 32 MiB disk takes half a minute; abort it on the way
     let upid = k1.keel_ok(&[
-        "--node", "node1", "--no-wait", "vm", "migrate", "100", "node2", "--bandwidth", "1",
+        "--node",
+        "node1",
+        "--no-wait",
+        "vm",
+        "migrate",
+        "100",
+        "node2",
+        "--bandwidth",
+        "1",
     ])?;
     let upid = upid.trim().to_string();
     lab.wait_for("the slow migration copies", T, || {
@@ -412,13 +476,34 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
     k1.keel_ok(&["--node", "node1", "vm", "migrate-cancel", "100"])?;
     let log = k1.keel(&["--node", "node1", "task", "log", "--follow", &upid])?;
     let log = format!("{}{}", log.stdout, log.stderr);
+    eprintln!("cancelled migration's task log:\n{log}");
     ensure!(log.contains("migration failed"), "task log: {log}");
+    ensure!(
+        log.contains("MiB remaining"),
+        "no progress from libvirt's job statistics in the task log: {log}"
+    );
     ensure!(log.contains("stays on node1"), "task log: {log}");
-    ensure!(n1.virsh(&["domstate", "mig-live"])?.trim() == "running", "not running on node1");
-    ensure!(!domains(n2)?.contains(&"mig-live".to_string()), "left on node2");
-    ensure!(!d2.exists(), "a partial copy was left on node2: {}", d2.display());
+    ensure!(
+        n1.virsh(&["domstate", "mig-live"])?.trim() == "running",
+        "not running on node1"
+    );
+    ensure!(
+        !domains(n2)?.contains(&"mig-live".to_string()),
+        "left on node2"
+    );
+    ensure!(
+        !d2.exists(),
+        "a partial copy was left on node2: {}",
+        d2.display()
+    );
     let before = vm_serial(&k, 100).1.last().copied().unwrap_or(0);
-    wait_ticks(lab, &k, 100, before + 2, "Keel VM ticking on node1 after the cancel")?;
+    wait_ticks(
+        lab,
+        &k,
+        100,
+        before + 2,
+        "Keel VM ticking on node1 after the cancel",
+    )?;
     let (boots, ticks) = vm_serial(&k, 100);
     continuous(boots, &ticks)?;
     eprintln!(
@@ -427,16 +512,43 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
     );
 
     // 4. refusals before anything moves, then 5. offline migration of a stopped VM
-    k1.keel_ok(&["--node", "node1", "net", "create", "mignet", "--nat", "10.231.7.1/24"])?;
     k1.keel_ok(&[
-        "--node", "node1", "vm", "create", "--vmid", "101", "--name", "mig-off",
-        "--memory-mib", "64", "--disk", "local:16:qcow2", "--net", "network=mignet",
+        "--node",
+        "node1",
+        "net",
+        "create",
+        "mignet",
+        "--nat",
+        "10.231.7.1/24",
+    ])?;
+    k1.keel_ok(&[
+        "--node",
+        "node1",
+        "vm",
+        "create",
+        "--vmid",
+        "101",
+        "--name",
+        "mig-off",
+        "--memory-mib",
+        "64",
+        "--disk",
+        "local:16:qcow2",
+        "--net",
+        "network=mignet",
     ])?;
     let (o1, o2) = (
         k1.state.join("images/vm-101-disk-0.qcow2"),
         k2.state.join("images/vm-101-disk-0.qcow2"),
     );
-    n1.run_ok(&["qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 4M", &o1.to_string_lossy()])?;
+    n1.run_ok(&[
+        "qemu-io",
+        "-f",
+        "qcow2",
+        "-c",
+        "write -P 0x33 0 4M",
+        &o1.to_string_lossy(),
+    ])?;
     let h_off = sha256(&o1)?;
     let o = k1.keel(&["--node", "node1", "vm", "migrate", "101", "node2"])?;
     ensure!(
@@ -452,11 +564,25 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
         o.stderr
     );
     ensure!(o1.exists() && !o2.exists(), "a refusal moved something");
-    k2.keel_ok(&["--node", "node2", "net", "create", "mignet", "--nat", "10.231.7.1/24"])?;
+    k2.keel_ok(&[
+        "--node",
+        "node2",
+        "net",
+        "create",
+        "mignet",
+        "--nat",
+        "10.231.7.1/24",
+    ])?;
     let t_off = Instant::now();
     k1.keel_ok(&["--node", "node1", "vm", "migrate", "101", "node2"])?;
-    ensure!(n2.virsh(&["domstate", "mig-off"])?.trim() == "shut off", "mig-off on node2");
-    ensure!(!domains(n1)?.contains(&"mig-off".to_string()), "mig-off still on node1");
+    ensure!(
+        n2.virsh(&["domstate", "mig-off"])?.trim() == "shut off",
+        "mig-off on node2"
+    );
+    ensure!(
+        !domains(n1)?.contains(&"mig-off".to_string()),
+        "mig-off still on node1"
+    );
     ensure!(!o1.exists(), "node1's volume of VM 101 was not released");
     ensure!(sha256(&o2)? == h_off, "offline copy differs");
     eprintln!(

@@ -729,7 +729,9 @@ impl Hypervisor for Libvirt {
     fn job_progress(&self, name: &str) -> HvResult<Option<super::JobProgress>> {
         self.with(|c| {
             let d = Self::dom(c, name)?;
-            Ok(job_progress(&job_stats(&d, 0).map_err(engine("domjobinfo"))?))
+            Ok(job_progress(
+                &job_stats(&d, 0).map_err(engine("domjobinfo"))?,
+            ))
         })
     }
 
@@ -770,13 +772,16 @@ impl Hypervisor for Libvirt {
         let c = self.conn()?;
         let v = Self::pool_h(&c, pool)?
             .lookup_storage_vol_by_name(volume)
-            .map_err(|_| HvError::NotFound(format!("volume {volume:?} in pool {pool:?} not found")))?;
+            .map_err(|_| {
+                HvError::NotFound(format!("volume {volume:?} in pool {pool:?} not found"))
+            })?;
         let info = v.info().map_err(engine("volume info"))?;
-        let vxml = Element::parse(&v.xml_desc(0).map_err(engine("volume XML"))?)
-            .map_err(|e| HvError::Engine {
+        let vxml = Element::parse(&v.xml_desc(0).map_err(engine("volume XML"))?).map_err(|e| {
+            HvError::Engine {
                 op: "volume XML",
                 msg: e.to_string(),
-            })?;
+            }
+        })?;
         let format = vxml
             .path("target/format")
             .and_then(|f| f.get_attr("type"))
@@ -794,15 +799,21 @@ impl Hypervisor for Libvirt {
         }
         let xml = Element::new("volume")
             .child(Element::new("name").text(volume))
-            .child(Element::new("capacity").attr("unit", "bytes").text(info.capacity))
+            .child(
+                Element::new("capacity")
+                    .attr("unit", "bytes")
+                    .text(info.capacity),
+            )
             .child(Element::new("allocation").attr("unit", "bytes").text(0))
             .child(Element::new("target").child(Element::new("format").attr("type", &format)))
             .render();
-        let dv = StorageVol::create_xml(&dpool, &xml, 0).map_err(engine("create volume on the target"))?;
+        let dv = StorageVol::create_xml(&dpool, &xml, 0)
+            .map_err(engine("create volume on the target"))?;
         let up = virt::stream::Stream::new(&dc, 0).map_err(engine("stream"))?;
         dv.upload(&up, 0, 0, 0).map_err(engine("volume upload"))?;
         let down = virt::stream::Stream::new(&c, 0).map_err(engine("stream"))?;
-        v.download(&down, 0, 0, 0).map_err(engine("volume download"))?;
+        v.download(&down, 0, 0, 0)
+            .map_err(engine("volume download"))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut done = 0u64;
         loop {
@@ -892,9 +903,7 @@ fn job_stats(d: &Domain, flags: u32) -> Result<virt::domain::JobStats, virt::err
     // SAFETY: `d` is a live domain handle; the out-pointers are valid locals; libvirt either
     // fails (nothing allocated) or sets `params` to an array of `n` parameters it allocated.
     #[allow(unsafe_code)]
-    let r = unsafe {
-        sys::virDomainGetJobStats(d.as_ptr(), &mut kind, &mut params, &mut n, flags)
-    };
+    let r = unsafe { sys::virDomainGetJobStats(d.as_ptr(), &mut kind, &mut params, &mut n, flags) };
     if r < 0 {
         return Err(virt::error::Error::last_error());
     }

@@ -34,8 +34,8 @@ use serde::de::DeserializeOwned;
 use crate::auth::Principal;
 use crate::domain::ParsedDomain;
 use crate::error::{Error, Result};
-use crate::hv::{JobProgress, MigrateCall};
 use crate::http::{accepted, blocking, check_node, ApiResult, JsonBody, Path};
+use crate::hv::{JobProgress, MigrateCall};
 use crate::tasks::{self, TaskHandle};
 use crate::xml::Element;
 use crate::{vms, Node};
@@ -269,7 +269,11 @@ fn source_vm(node: &Node, vmid: u32) -> Result<SourceVm> {
     let row = vms::find(node, vmid)?;
     let xml = node.hv.domain_xml(&row.name, true)?;
     let parsed = crate::domain::parse(&xml)?;
-    let snapshots = node.hv.list_snapshots(&row.name).map(|v| v.len()).unwrap_or(0);
+    let snapshots = node
+        .hv
+        .list_snapshots(&row.name)
+        .map(|v| v.len())
+        .unwrap_or(0);
     Ok(SourceVm {
         name: row.name,
         vmid,
@@ -285,8 +289,7 @@ async fn member_json<T: DeserializeOwned>(
     pq: &str,
     user: &str,
 ) -> Result<T> {
-    let (status, body) =
-        crate::cluster::member_request(node, target, "GET", pq, user).await?;
+    let (status, body) = crate::cluster::member_request(node, target, "GET", pq, user).await?;
     if status != 200 {
         let msg = serde_json::from_slice::<ErrorBody>(&body)
             .map(|e| e.error.message)
@@ -300,21 +303,30 @@ async fn member_json<T: DeserializeOwned>(
 }
 
 /// The target's facts from its API (a member that does not answer is refused as offline).
-async fn target_facts(node: &Node, target: &str, src: &SourceVm, user: &str) -> Result<TargetFacts> {
+async fn target_facts(
+    node: &Node,
+    target: &str,
+    src: &SourceVm,
+    user: &str,
+) -> Result<TargetFacts> {
     let rec = node.cluster.record()?.ok_or_else(|| {
         conflict(format!(
             "{} is not in a cluster: there is no other node to migrate to",
             node.cfg.node
         ))
     })?;
-    let m = rec.members.iter().find(|m| m.name == target).ok_or_else(|| {
-        let names: Vec<&str> = rec.members.iter().map(|m| m.name.as_str()).collect();
-        conflict(format!(
-            "{target:?} is not a member of cluster {} (members: {})",
-            rec.name,
-            names.join(", ")
-        ))
-    })?;
+    let m = rec
+        .members
+        .iter()
+        .find(|m| m.name == target)
+        .ok_or_else(|| {
+            let names: Vec<&str> = rec.members.iter().map(|m| m.name.as_str()).collect();
+            conflict(format!(
+                "{target:?} is not a member of cluster {} (members: {})",
+                rec.name,
+                names.join(", ")
+            ))
+        })?;
     let host = api_host(&m.api);
     let base = format!("/api/v1/nodes/{target}");
     let info: NodeInfo = member_json(node, target, &base, user)
@@ -331,7 +343,10 @@ async fn target_facts(node: &Node, target: &str, src: &SourceVm, user: &str) -> 
     wanted.sort();
     wanted.dedup();
     let mut volumes = vec![];
-    for p in wanted.into_iter().filter(|p| pools.iter().any(|x| &x.name == p)) {
+    for p in wanted
+        .into_iter()
+        .filter(|p| pools.iter().any(|x| &x.name == p))
+    {
         let v: Vec<VolumeInfo> =
             member_json(node, target, &format!("{base}/storage/{p}/content"), user).await?;
         volumes.push((p, v));
@@ -449,7 +464,10 @@ fn clean_target(node: &Node, t: &TargetFacts, plan: &Plan, user: &str, task: &Ta
                     Err(e) => task.log(format!("warning: {}: {e}", t.name)),
                 }
             }
-            Err(e) => task.log(format!("warning: cannot check {} on {}: {e}", d.volume, t.name)),
+            Err(e) => task.log(format!(
+                "warning: cannot check {} on {}: {e}",
+                d.volume, t.name
+            )),
         }
     }
 }
@@ -525,11 +543,12 @@ fn run_live(
                 }
             }
         }
-        h.join()
-            .unwrap_or_else(|_| Err(crate::hv::HvError::Engine {
+        h.join().unwrap_or_else(|_| {
+            Err(crate::hv::HvError::Engine {
                 op: "migrate",
                 msg: "the migration thread panicked".into(),
-            }))
+            })
+        })
     });
     let wall = t0.elapsed();
     if let Err(e) = r {
@@ -672,7 +691,10 @@ pub async fn migrate_vm(
     if req.target == node.cfg.node {
         return Err(Error::validation(
             "target",
-            format!("VM {vmid} already runs on {}: choose another node", req.target),
+            format!(
+                "VM {vmid} already runs on {}: choose another node",
+                req.target
+            ),
         )
         .into());
     }

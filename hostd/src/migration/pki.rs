@@ -99,8 +99,13 @@ pub fn write_logged(files: &TlsFiles, paths: &Paths) {
         return;
     }
     match files.write(paths) {
-        Ok(v) => tracing::info!(files = v.len(), "libvirt/QEMU TLS files written for migration"),
-        Err(e) => tracing::warn!(error = %e, "libvirt/QEMU TLS files not written: migration will fail"),
+        Ok(v) => tracing::info!(
+            files = v.len(),
+            "libvirt/QEMU TLS files written for migration"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "libvirt/QEMU TLS files not written: migration will fail")
+        }
     }
 }
 
@@ -111,27 +116,31 @@ mod tests {
     #[test]
     fn uri_and_files() -> Result<()> {
         let d = tempfile::tempdir()?;
-        let mut cfg = MigrationConfig::default();
-        cfg.client_pkipath = Some(d.path().join("pki"));
-        cfg.ca_file = d.path().join("CA/cacert.pem");
-        cfg.server_cert = d.path().join("libvirt/servercert.pem");
-        cfg.server_key = d.path().join("libvirt/private/serverkey.pem");
-        cfg.client_cert = d.path().join("libvirt/clientcert.pem");
-        cfg.client_key = d.path().join("libvirt/private/clientkey.pem");
-        cfg.qemu_tls_dir = d.path().join("qemu");
+        let cfg = MigrationConfig {
+            client_pkipath: Some(d.path().join("pki")),
+            ca_file: d.path().join("CA/cacert.pem"),
+            server_cert: d.path().join("libvirt/servercert.pem"),
+            server_key: d.path().join("libvirt/private/serverkey.pem"),
+            client_cert: d.path().join("libvirt/clientcert.pem"),
+            client_key: d.path().join("libvirt/private/clientkey.pem"),
+            qemu_tls_dir: d.path().join("qemu"),
+        };
         let f = TlsFiles {
             cfg,
             node: "node2".into(),
         };
         assert_eq!(
             f.peer_uri("fd00::2"),
-            format!("qemu+tls://[fd00::2]/system?pkipath={}", d.path().join("pki").display())
+            format!(
+                "qemu+tls://[fd00::2]/system?pkipath={}",
+                d.path().join("pki").display()
+            )
         );
         // a member's cluster material
         let cluster = d.path().join("cluster");
         std::fs::create_dir_all(&cluster)?;
-        let ca = clusterd::ca::ClusterCa::generate("c")
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let ca =
+            clusterd::ca::ClusterCa::generate("c").map_err(|e| Error::Internal(e.to_string()))?;
         let id = |n: &str| clusterd::ca::NodeIdentity {
             name: n.into(),
             dns: vec![],
@@ -160,13 +169,20 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(std::fs::read_to_string(d.path().join("pki/clientcert.pem"))?, cert);
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("pki/clientcert.pem"))?,
+            cert
+        );
         // a certificate for another name is refused with the reason
         let (cert3, _) = ca
             .issue(&id("node3"))
             .map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(cluster.join("node.crt"), &cert3)?;
-        let e = f.write(&paths).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = f
+            .write(&paths)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("\"node2\" is not among"), "{e}");
         Ok(())
     }

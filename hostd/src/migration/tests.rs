@@ -95,13 +95,19 @@ fn plan_copies_the_disk_and_maps_the_iso() {
         )]
     );
     let x = retarget_xml(LIVE, &p).unwrap();
-    assert!(x.contains("file=\"/srv/n2/images/vm-100-disk-0.qcow2\""), "{x}");
+    assert!(
+        x.contains("file=\"/srv/n2/images/vm-100-disk-0.qcow2\""),
+        "{x}"
+    );
     assert!(x.contains("file=\"/srv/n2/images/keel-live.iso\""));
     assert!(!x.contains("/tmp/k1/state/images"));
     // the rest of the definition is kept (Keel's metadata, the name)
     let back = crate::domain::parse(&x).unwrap();
     assert_eq!(back.spec.vmid, src().parsed.spec.vmid);
-    assert_eq!(back.disk_paths, vec!["/srv/n2/images/vm-100-disk-0.qcow2".to_string()]);
+    assert_eq!(
+        back.disk_paths,
+        vec!["/srv/n2/images/vm-100-disk-0.qcow2".to_string()]
+    );
 }
 
 #[test]
@@ -125,9 +131,10 @@ fn refusals_name_the_reason() {
     assert!(s == 409 && m.contains("no storage pool \"local\""), "{m}");
     // the volume exists there already
     let mut t = target();
-    t.volumes[0]
-        .1
-        .push(vol("vm-100-disk-0.qcow2", "/srv/n2/images/vm-100-disk-0.qcow2"));
+    t.volumes[0].1.push(vol(
+        "vm-100-disk-0.qcow2",
+        "/srv/n2/images/vm-100-disk-0.qcow2",
+    ));
     let (s, m) = refusal(plan("node1", &src(), &t, 512));
     assert!(s == 409 && m.contains("already has a volume"), "{m}");
     // the ISO missing there
