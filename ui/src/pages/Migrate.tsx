@@ -68,7 +68,7 @@ function MigrateDialog({ vmid, name, live, onClose }: { vmid: number; name: stri
         setProgress(`${Math.round((t.progress ?? 0) * 100)}%`);
         if (lines.length) setLastLine(lines[lines.length - 1].line);
       });
-      setDone(`VM ${vmid} now runs on ${target.trim()}.`);
+      setDone(`VM ${vmid} is now on ${target.trim()}.`);
     } catch (err) {
       setError((err as ApiError).message);
     }
