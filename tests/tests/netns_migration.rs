@@ -498,6 +498,11 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
         let j = n1.virsh(&["domjobinfo", "mig-live"]).unwrap_or_default();
         Ok(jobfield(&j, "Data processed:").is_some_and(|v| v > 0.0))
     })?;
+    // the task reports libvirt's figures as they come
+    lab.wait_for("progress in the migration task's log", T, || {
+        let o = k1.keel(&["--node", "node1", "task", "log", &upid])?;
+        Ok(o.stdout.contains("MiB remaining"))
+    })?;
     let t_cancel = Instant::now();
     k1.keel_ok(&["--node", "node1", "vm", "migrate-cancel", "100"])?;
     let log = k1.keel(&["--node", "node1", "task", "log", "--follow", &upid])?;

@@ -695,7 +695,11 @@ impl Hypervisor for Libvirt {
     }
 
     fn migrate(&self, name: &str, call: &super::MigrateCall) -> HvResult<()> {
-        self.with(|c| {
+        // A connection of its own: on the shared one, libvirt's job queries (progress,
+        // abort) wait behind the migration call for its whole length.
+        let own = Connect::open(Some(&self.uri)).map_err(engine("connect"))?;
+        let r = (|| {
+            let c = &own;
             let d = Self::dom(c, name)?;
             if let Some(ms) = call.max_downtime_ms {
                 d.migrate_set_max_downtime(ms, 0)
@@ -723,7 +727,9 @@ impl Hypervisor for Libvirt {
             }
             d.migrate_to_uri3(Some(&call.dest_uri), params, flags)
                 .map_err(engine("migrate"))
-        })
+        })();
+        drop(own);
+        r
     }
 
     fn job_progress(&self, name: &str) -> HvResult<Option<super::JobProgress>> {

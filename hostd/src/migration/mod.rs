@@ -527,6 +527,7 @@ fn run_live(
     let r = std::thread::scope(|s| {
         let h = s.spawn(|| hv.migrate(&name, &call));
         let mut best = 0.0f64;
+        let mut had_figures = false;
         let mut last_log = Instant::now() - Duration::from_secs(10);
         while !h.is_finished() {
             std::thread::sleep(Duration::from_millis(250));
@@ -537,10 +538,13 @@ fn run_live(
                     best = best.max(f.clamp(0.0, 0.99));
                     task.progress(best);
                 }
-                if last_log.elapsed() >= Duration::from_secs(2) {
+                // every 2 s, and at once when libvirt's first figures arrive
+                let has_figures = p.data_total > 0 || p.disk_total > 0;
+                if last_log.elapsed() >= Duration::from_secs(2) || (has_figures && !had_figures) {
                     task.log(describe(&p));
                     last_log = Instant::now();
                 }
+                had_figures |= has_figures;
             }
         }
         h.join().unwrap_or_else(|_| {
