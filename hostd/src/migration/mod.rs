@@ -741,6 +741,18 @@ pub async fn cancel_migration(
     check_node(&node, &name)?;
     let r = blocking(move || {
         let row = vms::find(&node, vmid)?;
+        // only a migration started by Keel here (a backup job is no migration to abort)
+        let migrating = node
+            .tasks
+            .list(Some(&vmid.to_string()), true, 100)?
+            .iter()
+            .any(|t| t.kind == "vmmigrate");
+        if !migrating {
+            return Err(conflict(format!(
+                "VM {vmid} has no migration running on {}",
+                node.cfg.node
+            )));
+        }
         match node.hv.job_progress(&row.name)? {
             None => Err(conflict(format!(
                 "VM {vmid} has no migration running on {}",
