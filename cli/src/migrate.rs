@@ -17,7 +17,7 @@ pub struct MigrateArgs {
     pub vmid: u32,
     /// The cluster member to move it to
     pub target: String,
-    /// Limit of the migration stream, MiB/s [default: unlimited]
+    /// Limit of the memory migration stream, MiB/s (not the disk copy) [default: unlimited]
     #[arg(long, value_name = "MIB_S")]
     pub bandwidth: Option<u64>,
     /// Longest pause of the guest at the switch-over, ms [default: QEMU's, 300]
