@@ -61,7 +61,7 @@ privileges! {
     VmAllocate = "VM.Allocate",
     /// Clone the VM or template (the new VM also needs `VM.Allocate` on `/vms`, its disks `Datastore.AllocateSpace` on their pool).
     VmClone = "VM.Clone",
-    /// Migrate the VM to another node (reserved for the migration work).
+    /// Migrate the VM to another node (live or offline) and cancel its migration.
     VmMigrate = "VM.Migrate",
     /// Back the VM up and verify its backups; restore them (with VM.Allocate on `/vms`).
     VmBackup = "VM.Backup",

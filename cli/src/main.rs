@@ -8,6 +8,7 @@ mod cluster;
 mod config;
 mod ha;
 mod hotplug;
+mod migrate;
 mod output;
 mod passwd;
 mod snapshot;
@@ -239,6 +240,11 @@ enum VmCmd {
     Clone(clone::CloneArgs),
     /// Convert a stopped VM to a template (never started again; clone it)
     Template { vmid: u32 },
+    /// Move a VM to another cluster member: live when running (disks on node-local pools
+    /// copied while it runs), offline when stopped (docs/migration.md)
+    Migrate(migrate::MigrateArgs),
+    /// Abort a running live migration (the VM keeps running where it is)
+    MigrateCancel { vmid: u32 },
     /// Add or remove a disk (live on a running VM where possible: docs/hotplug.md)
     #[command(subcommand)]
     Disk(hotplug::DiskCmd),
@@ -716,6 +722,8 @@ async fn vm(c: &Client, cmd: VmCmd, mode: Mode) -> Result<Outcome> {
         }
         VmCmd::Clone(a) => return clone::clone(c, node, &a, mode).await,
         VmCmd::Template { vmid } => return clone::template(c, node, vmid, mode).await,
+        VmCmd::Migrate(a) => return migrate::migrate(c, node, &a, mode).await,
+        VmCmd::MigrateCancel { vmid } => return migrate::cancel(c, node, vmid, mode).await,
         VmCmd::Disk(d) => return hotplug::disk(c, node, d, mode).await,
         VmCmd::Nic(n) => return hotplug::nic(c, node, n, mode).await,
     }

@@ -129,7 +129,12 @@ impl NodeIdentity {
         dn.push(DnType::OrganizationName, "Keel cluster node");
         p.distinguished_name = dn;
         p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        // keyEncipherment too: libvirt's and QEMU 7's GnuTLS checks refuse a TLS certificate
+        // whose critical key usage lacks it (migration between members uses this certificate)
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -139,6 +144,43 @@ impl NodeIdentity {
         p.not_after = rcgen::date_time_ymd(2049, 12, 31);
         Ok(p)
     }
+}
+
+/// What keeps a node certificate from serving libvirt's and QEMU's TLS (migration between
+/// members) for `name`: the problems, one sentence each (empty: usable). libvirt and QEMU
+/// check that the key usage allows digital signature and key encipherment, that the extended
+/// key usage allows both TLS server and client, and that the name connected to is in the
+/// subject alternative names.
+pub fn tls_usage_problems(cert_pem: &str, name: &str) -> Result<Vec<String>, CaError> {
+    let p = CertificateParams::from_ca_cert_pem(cert_pem)?;
+    let mut out = vec![];
+    for (k, what) in [
+        (KeyUsagePurpose::DigitalSignature, "digital signature"),
+        (KeyUsagePurpose::KeyEncipherment, "key encipherment"),
+    ] {
+        if !p.key_usages.is_empty() && !p.key_usages.contains(&k) {
+            out.push(format!("its key usage does not allow {what}"));
+        }
+    }
+    for (k, what) in [
+        (ExtendedKeyUsagePurpose::ServerAuth, "TLS server"),
+        (ExtendedKeyUsagePurpose::ClientAuth, "TLS client"),
+    ] {
+        if !p.extended_key_usages.is_empty() && !p.extended_key_usages.contains(&k) {
+            out.push(format!("its extended key usage does not allow {what}"));
+        }
+    }
+    let has_name = p.subject_alt_names.iter().any(|s| match s {
+        rcgen::SanType::DnsName(d) => d.as_str() == name,
+        rcgen::SanType::IpAddress(a) => a.to_string() == name,
+        _ => false,
+    });
+    if !has_name {
+        out.push(format!(
+            "{name:?} is not among its subject alternative names"
+        ));
+    }
+    Ok(out)
 }
 
 /// A fresh node key (ECDSA P-256, PEM) and a CSR for `id`. The key stays on the node.
@@ -288,6 +330,22 @@ mod tests {
         assert!(ClusterCa::from_pem(ca.cert_pem(), &other.key_pem()).is_err());
         assert!(ca.sign_csr("garbage", &id("x")).is_err());
         assert!(!format!("{ca:?}").contains("PRIVATE"));
+        Ok(())
+    }
+
+    /// A node certificate serves libvirt/QEMU TLS for its name and addresses, not for others.
+    #[test]
+    fn node_certificates_suit_libvirt_tls() -> Result<(), CaError> {
+        let ca = ClusterCa::generate("c1")?;
+        let (csr, _key) = node_csr(&id("node2"))?;
+        let cert = ca.sign_csr(&csr, &id("node2"))?;
+        assert_eq!(tls_usage_problems(&cert, "node2")?, Vec::<String>::new());
+        assert!(tls_usage_problems(&cert, "192.0.2.1")?.is_empty());
+        let p = tls_usage_problems(&cert, "node3")?;
+        assert!(p.len() == 1 && p[0].contains("node3"), "{p:?}");
+        // the CA certificate itself is no TLS server certificate
+        let p = tls_usage_problems(ca.cert_pem(), "c1")?;
+        assert!(p.iter().any(|x| x.contains("key encipherment")), "{p:?}");
         Ok(())
     }
 

@@ -185,6 +185,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::cluster::protected_routes())
         .merge(crate::snapshots::routes())
         .merge(crate::ha::routes::routes())
+        .merge(crate::migration::routes())
         .merge(crate::access::handlers::routes())
         .merge(crate::backup::routes())
         .layer(middleware::from_fn_with_state(
@@ -1169,6 +1170,8 @@ async fn stop_network(
         crate::snapshots::rollback_snapshot,
         crate::snapshots::delete_snapshot_h,
         crate::snapshots::resize_disk,
+        crate::migration::migrate_vm,
+        crate::migration::cancel_migration,
         crate::backup::routes::list_targets,
         crate::backup::routes::create_target,
         crate::backup::routes::delete_target,

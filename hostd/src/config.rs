@@ -44,6 +44,46 @@ pub struct Config {
     pub client_idle_timeout_s: u64,
     /// Milliseconds between the backup scheduler's passes (default 20000).
     pub backup_scheduler_tick_ms: u64,
+    /// Where libvirt's and QEMU's TLS files for migration are written (`[migration]`).
+    pub migration: MigrationConfig,
+}
+
+/// `[migration]` in hostd.toml: the TLS files hostd writes from the node's cluster certificate
+/// at init/join (and at every start of a member) so libvirtd (`listen_tls`) and QEMU (native
+/// TLS migration, NBD disk copy) authenticate members by the cluster CA. Defaults: Debian's
+/// locations, which libvirtd and QEMU read without configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationConfig {
+    /// libvirt's CA certificate (`ca_file` of libvirtd.conf, and the client's).
+    pub ca_file: PathBuf,
+    /// libvirtd's server certificate and key (`cert_file`, `key_file`).
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// The libvirt client certificate and key this node's libvirtd presents to a peer's.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A directory holding `cacert.pem`, `clientcert.pem` and `clientkey.pem`, passed as
+    /// `?pkipath=` in the peer URI when the client files are not at libvirt's defaults (the
+    /// netns lab); hostd writes the three files there too.
+    pub client_pkipath: Option<PathBuf>,
+    /// QEMU's `default_tls_x509_cert_dir`: `ca-cert.pem`, `server-cert.pem`,
+    /// `server-key.pem`, `client-cert.pem`, `client-key.pem`.
+    pub qemu_tls_dir: PathBuf,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        MigrationConfig {
+            ca_file: "/etc/pki/CA/cacert.pem".into(),
+            server_cert: "/etc/pki/libvirt/servercert.pem".into(),
+            server_key: "/etc/pki/libvirt/private/serverkey.pem".into(),
+            client_cert: "/etc/pki/libvirt/clientcert.pem".into(),
+            client_key: "/etc/pki/libvirt/private/clientkey.pem".into(),
+            client_pkipath: None,
+            qemu_tls_dir: "/etc/pki/qemu".into(),
+        }
+    }
 }
 
 /// `service_manager`: `systemd` units, or `direct` (hostd spawns the daemons with pidfiles:
@@ -116,6 +156,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             client_idle_timeout_s: 20,
             backup_scheduler_tick_ms: 20_000,
+            migration: MigrationConfig::default(),
         }
     }
 }
@@ -207,6 +248,25 @@ impl Config {
             ("cluster.known_hosts", &c.known_hosts),
             ("cluster.root_ssh_dir", &c.root_ssh_dir),
         ] {
+            if !p.is_absolute() {
+                return inv(field, format!("{} is not an absolute path", p.display()));
+            }
+        }
+        let m = &self.migration;
+        for (field, p) in [
+            ("migration.ca_file", &m.ca_file),
+            ("migration.server_cert", &m.server_cert),
+            ("migration.server_key", &m.server_key),
+            ("migration.client_cert", &m.client_cert),
+            ("migration.client_key", &m.client_key),
+            ("migration.qemu_tls_dir", &m.qemu_tls_dir),
+        ]
+        .into_iter()
+        .chain(
+            m.client_pkipath
+                .as_ref()
+                .map(|p| ("migration.client_pkipath", p)),
+        ) {
             if !p.is_absolute() {
                 return inv(field, format!("{} is not an absolute path", p.display()));
             }

@@ -97,6 +97,30 @@ pub(crate) fn record_vm(node: &Node, spec: &VmSpec, task: &TaskHandle) {
     }
 }
 
+/// After a migration: `/vms/<vmid>` and the vmid's reservation name node `to`.
+pub(crate) fn record_vm_moved(node: &Node, spec: &VmSpec, to: &str, task: &TaskHandle) {
+    let Some(st) = cluster_store(node) else {
+        return;
+    };
+    let v = serde_json::json!({"node": to, "name": spec.name, "spec": spec});
+    let r = st.put(&vm_key(spec.vmid), &v).and_then(|_| {
+        st.put(
+            &vmid_key(spec.vmid),
+            &serde_json::json!({"node": to, "name": spec.name}),
+        )
+    });
+    match r {
+        Ok(_) => task.log(format!(
+            "cluster config store: /vms/{} is on {to}",
+            spec.vmid
+        )),
+        Err(e) => task.log(format!(
+            "warning: the cluster config store still places VM {} here ({e})",
+            spec.vmid
+        )),
+    }
+}
+
 /// Every vmid reserved in the cluster (empty on a standalone node).
 pub fn reserved_vmids(node: &Node) -> Result<Vec<u32>> {
     let Some(st) = cluster_store(node) else {

@@ -6,7 +6,8 @@
 //! ui/e2e/clones.mjs (convert to template, template badge, a linked clone through the dialog);
 //! then ui/e2e/backups.mjs (the Backups tab: back up now, verify, restore into a new VM);
 //! then ui/e2e/hotplug.mjs (disks and NICs added and removed on a running VM);
-//! then ui/e2e/backup_jobs.mjs (the Backup jobs page and the Backups tab's Prune… dialog).
+//! then ui/e2e/backup_jobs.mjs (the Backup jobs page and the Backups tab's Prune… dialog);
+//! ui/e2e/migrate.mjs (the Migrate dialog's refusal on a standalone node).
 //!
 //! Needs `ui/dist` (built by scripts/test.sh: `npm ci && npm run build` in ui/), node and
 //! Debian's chromium.
@@ -72,6 +73,15 @@ fn web_ui_in_headless_chromium() {
     // `keel cluster init` command, the node alone in the list, polling every 3 s that pauses
     // in a hidden tab (ui/e2e/cluster.mjs; the netns lab runs it against a real cluster).
     h.run_ui_script("cluster.mjs", &[("KEEL_EXPECT_STANDALONE", "1".into())]);
+
+    // The Migrate dialog on this standalone node (ui/e2e/migrate.mjs): its own check of a bad
+    // bandwidth, then the server's refusal (no other member) shown; the demo VM stays here.
+    h.run_ui_script("migrate.mjs", &[("KEEL_MIGRATE_VMID", demo.to_string())]);
+    let st = h.get_json(&format!("/vms/{demo}/status/current"));
+    assert_eq!(
+        st["state"], "running",
+        "the refused migration changed the VM: {st}"
+    );
 
     // The Snapshots tab and the disk resize action (ui/e2e/snapshots.mjs) on a stopped VM with
     // one qcow2 disk.

@@ -192,11 +192,21 @@ ssh_dir = "{ssh}"
 known_hosts = "{ssh}/ssh_known_hosts"
 root_ssh_dir = "{root}"
 {cluster_extra}
+
+[migration]
+ca_file = "{pki}/CA/cacert.pem"
+server_cert = "{pki}/libvirt/servercert.pem"
+server_key = "{pki}/libvirt/private/serverkey.pem"
+client_cert = "{pki}/libvirt/clientcert.pem"
+client_key = "{pki}/libvirt/private/clientkey.pem"
+client_pkipath = "{pki}/client"
+qemu_tls_dir = "{pki}/qemu"
 "#,
             name = n.name,
             state = state.display(),
             ssh = ssh.display(),
             root = d.join("root-ssh").display(),
+            pki = pki_dir(n).display(),
             ui = ui_line(),
         ),
     )?;
@@ -221,6 +231,23 @@ root_ssh_dir = "{root}"
         Ok(k.keel(&["node"])?.success())
     })?;
     Ok(k)
+}
+
+/// The node-private directory keel-hostd writes libvirt's and QEMU's TLS files into (its
+/// `[migration]` paths: never the host's /etc/pki, which every lab node shares).
+pub fn pki_dir(n: &Node) -> PathBuf {
+    n.dir.join("keel/pki")
+}
+
+/// The TLS files hostd wrote for `n`, as the lab's libvirtd configuration takes them.
+pub fn libvirt_tls(n: &Node) -> crate::netns::LibvirtTls {
+    let p = pki_dir(n);
+    crate::netns::LibvirtTls {
+        ca_file: p.join("CA/cacert.pem"),
+        server_cert: p.join("libvirt/servercert.pem"),
+        server_key: p.join("libvirt/private/serverkey.pem"),
+        qemu_dir: p.join("qemu"),
+    }
 }
 
 /// Form a Keel cluster named `name` from `nodes` (already running hostd): `keel cluster init`

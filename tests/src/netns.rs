@@ -330,6 +330,45 @@ impl Node {
         Ok(pid)
     }
 
+    /// Stop the tracked daemon `name` (SIGTERM to its PID, then SIGKILL after 20 s) and start
+    /// it again with the same command and readiness check; its new PID.
+    pub fn restart_daemon(&self, name: &str) -> Result<u32> {
+        let svc = self
+            .services
+            .lock()
+            .map_err(|_| anyhow!("poisoned"))?
+            .iter()
+            .rev()
+            .find(|s| s.name == name)
+            .cloned()
+            .ok_or_else(|| anyhow!("{}: no daemon {name} was started", self.name))?;
+        let child = {
+            let mut ch = self.children.lock().map_err(|_| anyhow!("poisoned"))?;
+            let i = ch
+                .iter()
+                .rposition(|(n, _)| n == name)
+                .ok_or_else(|| anyhow!("{}: daemon {name} is not tracked", self.name))?;
+            ch.remove(i).1
+        };
+        let mut child = child;
+        let pid = child.id().to_string();
+        let _ = host(&["kill", "-TERM", &pid]);
+        let t0 = std::time::Instant::now();
+        while child.try_wait()?.is_none() {
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.services
+            .lock()
+            .map_err(|_| anyhow!("poisoned"))?
+            .retain(|s| s.name != name);
+        self.spawn_daemon(svc)
+    }
+
     /// PIDs of tracked daemons still running (by name).
     pub fn daemon_pids(&self) -> Result<Vec<(String, u32)>> {
         let mut v = vec![];
@@ -1087,6 +1126,40 @@ mount --bind {d}/libvirt/cache /var/cache/libvirt
         Ok(())
     }
 
+    /// Switch `node`'s private libvirtd to TLS with the given files (libvirtd's `listen_tls` on
+    /// every address with `key_file`/`cert_file`/`ca_file`; QEMU's
+    /// `default_tls_x509_cert_dir` with peer verification) and restart it. The plain TCP
+    /// listener stays for the raw `virsh migrate` baseline. The files are the ones keel-hostd
+    /// wrote from the node's cluster certificate (its `[migration]` paths).
+    pub fn enable_libvirt_tls(&self, node: &Node, tls: &LibvirtTls) -> Result<()> {
+        if !self.opts.libvirt {
+            bail!("lab {} was not created with libvirt", self.name);
+        }
+        let d = node.dir.join("libvirt/etc");
+        let conf = format!(
+            "host_uuid = \"4b45454c-6c61-4200-8000-{i:012}\"\n\
+             unix_sock_group = \"root\"\nunix_sock_rw_perms = \"0770\"\nauth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n\
+             listen_tls = 1\nlisten_tcp = 1\nauth_tcp = \"none\"\nauth_tls = \"none\"\n\
+             ca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n\
+             tls_no_verify_certificate = 0\n\
+             log_outputs = \"3:file:/var/log/libvirt/libvirtd.log\"\n",
+            i = node.index,
+            ca = tls.ca_file.display(),
+            cert = tls.server_cert.display(),
+            key = tls.server_key.display(),
+        );
+        write_file(&d.join("libvirtd.conf"), &conf, 0o644)?;
+        let q = format!(
+            "user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\nsecurity_driver = \"none\"\n\
+             cgroup_controllers = [ ]\nstdio_handler = \"file\"\nremember_owner = 0\n\
+             default_tls_x509_cert_dir = \"{}\"\ndefault_tls_x509_verify = 1\n",
+            tls.qemu_dir.display()
+        );
+        write_file(&d.join("qemu.conf"), &q, 0o644)?;
+        node.restart_daemon("libvirtd")?;
+        Ok(())
+    }
+
     /// Leave the lab running after this handle goes away (used by `keel-lab up --netns`):
     /// anchors, switch and daemons keep running; nothing is killed or removed. The PIDs are in
     /// `sw.pid` and `<node>/anchor.pid`. Returns the run directory.
@@ -1175,6 +1248,16 @@ impl Node {
         write_file(&d.join("qemu.conf"), q, 0o644)?;
         Ok(())
     }
+}
+
+/// Where a node's libvirtd and QEMU find their TLS files ([`NetnsLab::enable_libvirt_tls`]).
+#[derive(Debug, Clone)]
+pub struct LibvirtTls {
+    pub ca_file: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// QEMU's `default_tls_x509_cert_dir` (ca-cert.pem, server-*.pem, client-*.pem).
+    pub qemu_dir: PathBuf,
 }
 
 /// Cross-run cache of libvirt's QEMU capabilities probe (libvirtd takes ~15 s on a TCG host

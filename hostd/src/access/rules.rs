@@ -223,6 +223,17 @@ pub const RULES: &[Rule] = &[
         "/api/v1/nodes/{node}/vms/{vmid}/serial",
         Priv(VmConsole, "/vms/{vmid}"),
     ),
+    // ---- migration (crate::migration)
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/vms/{vmid}/migrate",
+        Priv(VmMigrate, "/vms/{vmid}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/vms/{vmid}/migrate/cancel",
+        Priv(VmMigrate, "/vms/{vmid}"),
+    ),
     // ---- snapshots and disk growth (crate::snapshots)
     r(
         "GET",

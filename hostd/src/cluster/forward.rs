@@ -417,3 +417,60 @@ pub async fn member_node_infos(node: &Node, user: &str) -> Vec<keel_api::node::N
     }
     out
 }
+
+/// A request without a body to member `member`'s API (`pq`: path and query) for `user`,
+/// signed as this node over mutual TLS (the way [`member_node_infos`] asks): the answer's
+/// status and body. A member that is unknown or cannot be reached is a 409 naming it.
+pub async fn member_request(
+    node: &Node,
+    member: &str,
+    method: &'static str,
+    pq: &str,
+    user: &str,
+) -> Result<(u16, Vec<u8>)> {
+    let rec = node
+        .cluster
+        .record()?
+        .ok_or_else(|| Error::Conflict("this node is not in a cluster".into()))?;
+    let m = rec
+        .members
+        .iter()
+        .find(|m| m.name == member)
+        .ok_or_else(|| Error::Conflict(format!("{member:?} is not a member of this cluster")))?;
+    let key = node.cluster.authkey()?;
+    let client = node.cluster.member_client()?;
+    let empty = cluster_net::body_digest(b"");
+    let signed = Signed {
+        method,
+        path: pq,
+        user,
+        body: &empty,
+    };
+    let sig = cluster_net::peer_header(&key, &node.cfg.node, now(), &signed)
+        .map_err(|e| Error::Internal(format!("signing a request to {member}: {e}")))?;
+    let url = format!("https://{}{pq}", m.api);
+    let rb = match method {
+        "DELETE" => client.delete(&url),
+        "POST" => client.post(&url),
+        _ => client.get(&url),
+    };
+    let r = rb
+        .header(PEER_HEADER, sig)
+        .header(FORWARDED_USER, user)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| {
+            Error::Conflict(format!(
+                "member {member} cannot be reached at {}: {}",
+                m.api,
+                cluster_net::error_chain(&e)
+            ))
+        })?;
+    let status = r.status().as_u16();
+    let body = r
+        .bytes()
+        .await
+        .map_err(|e| Error::Conflict(format!("member {member}: {e}")))?;
+    Ok((status, body.to_vec()))
+}

@@ -32,7 +32,7 @@ mod vip;
 pub use fencing::require_fence_tested;
 pub use forward::{
     check_forwarded, check_member_request, forward, forwarded_body, member_node_infos,
-    verify_forwarded, verify_member_request, Trust, FORWARDED_USER,
+    member_request, verify_forwarded, verify_member_request, Trust, FORWARDED_USER,
 };
 pub use routes::*;
 pub use status::cluster_status;
@@ -107,6 +107,8 @@ pub struct ClusterState {
     change: Mutex<()>,
     /// The last cluster status (see [`status::StatusCache`]).
     pub(crate) status_cache: status::StatusCache,
+    /// libvirt's and QEMU's TLS files for migration, written from the node certificate.
+    pub migration_tls: crate::migration::pki::TlsFiles,
 }
 
 impl From<FormError> for Error {
@@ -185,6 +187,10 @@ impl ClusterState {
             fingerprint_file: cfg.state_dir.join("hostd.fingerprint"),
             change: Mutex::new(()),
             status_cache: status::StatusCache::default(),
+            migration_tls: crate::migration::pki::TlsFiles {
+                cfg: cfg.migration.clone(),
+                node: cfg.node.clone(),
+            },
         })
     }
 
@@ -211,6 +217,8 @@ impl ClusterState {
                 self.client_verifier.clone(),
             )?);
         }
+        // libvirtd and QEMU authenticate migrations between members by the same certificate
+        crate::migration::pki::write_logged(&self.migration_tls, &self.paths);
         Ok(())
     }
 
@@ -267,6 +275,7 @@ pub fn write_local_token(node: &Node) -> Result<PathBuf> {
 /// alone cannot fence its peer: two_node implies wait_for_all, so it stays inquorate until it
 /// has seen the peer.
 pub fn boot(node: &Node) {
+    crate::migration::pki::write_logged(&node.cluster.migration_tls, &node.cluster.paths);
     crate::daemons::boot(node);
 }
 

@@ -686,6 +686,202 @@ impl Hypervisor for Libvirt {
         })
     }
 
+    fn migratable_xml(&self, name: &str) -> HvResult<String> {
+        self.with(|c| {
+            Self::dom(c, name)?
+                .xml_desc(sys::VIR_DOMAIN_XML_SECURE | sys::VIR_DOMAIN_XML_MIGRATABLE)
+                .map_err(engine("dumpxml --migratable"))
+        })
+    }
+
+    fn migrate(&self, name: &str, call: &super::MigrateCall) -> HvResult<()> {
+        // A connection of its own: on the shared one, libvirt's job queries (progress,
+        // abort) wait behind the migration call for its whole length.
+        let own = Connect::open(Some(&self.uri)).map_err(engine("connect"))?;
+        let r = (|| {
+            let c = &own;
+            let d = Self::dom(c, name)?;
+            if let Some(ms) = call.max_downtime_ms {
+                d.migrate_set_max_downtime(ms, 0)
+                    .map_err(engine("migrate-setmaxdowntime"))?;
+            }
+            let params = virt::domain::MigrateParameters {
+                uri: Some(call.migrate_uri.clone()),
+                tls_destination: Some(call.tls_destination.clone()),
+                dest_xml: Some(call.dest_xml.clone()),
+                persist_xml: Some(call.persist_xml.clone()),
+                migrate_disks: call.copy_disks.clone(),
+                bandwidth: call.bandwidth_mib_s,
+                ..Default::default()
+            };
+            let mut flags = sys::VIR_MIGRATE_LIVE
+                | sys::VIR_MIGRATE_PEER2PEER
+                | sys::VIR_MIGRATE_PERSIST_DEST
+                | sys::VIR_MIGRATE_UNDEFINE_SOURCE
+                | sys::VIR_MIGRATE_TLS;
+            if !call.copy_disks.is_empty() {
+                flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
+            }
+            if call.auto_converge {
+                flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
+            }
+            d.migrate_to_uri3(Some(&call.dest_uri), params, flags)
+                .map_err(engine("migrate"))
+        })();
+        drop(own);
+        r
+    }
+
+    fn job_progress(&self, name: &str) -> HvResult<Option<super::JobProgress>> {
+        self.with(|c| {
+            let d = Self::dom(c, name)?;
+            Ok(job_progress(
+                &job_stats(&d, 0).map_err(engine("domjobinfo"))?,
+            ))
+        })
+    }
+
+    fn abort_job(&self, name: &str) -> HvResult<()> {
+        self.with(|c| {
+            let d = Self::dom(c, name)?;
+            // SAFETY: `d` is a live domain handle for the whole call; virDomainAbortJob only
+            // reads it. The `virt` crate has no binding for this call.
+            #[allow(unsafe_code)]
+            let r = unsafe { sys::virDomainAbortJob(d.as_ptr()) };
+            if r < 0 {
+                return Err(engine("domjobabort")(virt::error::Error::last_error()));
+            }
+            Ok(())
+        })
+    }
+
+    fn completed_job_at(&self, uri: &str, name: &str) -> HvResult<Option<super::JobProgress>> {
+        let c = Connect::open(Some(uri)).map_err(engine("connect to the migration target"))?;
+        let r = Self::dom(&c, name).and_then(|d| {
+            job_stats(
+                &d,
+                sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
+            )
+            .map_err(engine("domjobinfo --completed"))
+        });
+        drop(c);
+        Ok(job_progress(&r?))
+    }
+
+    fn copy_volume_to(
+        &self,
+        uri: &str,
+        pool: &str,
+        volume: &str,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> HvResult<u64> {
+        let c = self.conn()?;
+        let v = Self::pool_h(&c, pool)?
+            .lookup_storage_vol_by_name(volume)
+            .map_err(|_| {
+                HvError::NotFound(format!("volume {volume:?} in pool {pool:?} not found"))
+            })?;
+        let info = v.info().map_err(engine("volume info"))?;
+        let vxml = Element::parse(&v.xml_desc(0).map_err(engine("volume XML"))?).map_err(|e| {
+            HvError::Engine {
+                op: "volume XML",
+                msg: e.to_string(),
+            }
+        })?;
+        let format = vxml
+            .path("target/format")
+            .and_then(|f| f.get_attr("type"))
+            .unwrap_or("raw")
+            .to_string();
+        let size = std::fs::metadata(v.path().map_err(engine("volume path"))?)
+            .map(|m| m.len())
+            .unwrap_or(info.allocation);
+        let dc = Connect::open(Some(uri)).map_err(engine("connect to the migration target"))?;
+        let dpool = Self::pool_h(&dc, pool)?;
+        if dpool.lookup_storage_vol_by_name(volume).is_ok() {
+            return Err(HvError::Conflict(format!(
+                "volume {volume:?} already exists in pool {pool:?} on the target"
+            )));
+        }
+        let xml = Element::new("volume")
+            .child(Element::new("name").text(volume))
+            .child(
+                Element::new("capacity")
+                    .attr("unit", "bytes")
+                    .text(info.capacity),
+            )
+            .child(Element::new("allocation").attr("unit", "bytes").text(0))
+            .child(Element::new("target").child(Element::new("format").attr("type", &format)))
+            .render();
+        let dv = StorageVol::create_xml(&dpool, &xml, 0)
+            .map_err(engine("create volume on the target"))?;
+        let up = virt::stream::Stream::new(&dc, 0).map_err(engine("stream"))?;
+        dv.upload(&up, 0, 0, 0).map_err(engine("volume upload"))?;
+        let down = virt::stream::Stream::new(&c, 0).map_err(engine("stream"))?;
+        v.download(&down, 0, 0, 0)
+            .map_err(engine("volume download"))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        loop {
+            let n = down.recv(&mut buf).map_err(engine("volume download"))?;
+            if n <= 0 {
+                break;
+            }
+            let chunk = &buf[..n as usize];
+            let mut off = 0;
+            while off < chunk.len() {
+                let w = up.send(&chunk[off..]).map_err(engine("volume upload"))?;
+                if w <= 0 {
+                    return Err(HvError::Engine {
+                        op: "volume upload",
+                        msg: "the target stopped accepting data".into(),
+                    });
+                }
+                off += w as usize;
+            }
+            done += n as u64;
+            progress(done, size);
+        }
+        down.finish().map_err(engine("volume download"))?;
+        up.finish().map_err(engine("volume upload"))?;
+        Ok(done)
+    }
+
+    fn delete_volume_at(&self, uri: &str, pool: &str, volume: &str) -> HvResult<()> {
+        let dc = Connect::open(Some(uri)).map_err(engine("connect to the migration target"))?;
+        match Self::pool_h(&dc, pool)?.lookup_storage_vol_by_name(volume) {
+            Ok(v) => v.delete(0).map_err(engine("delete volume on the target")),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn cpu_models_at(&self, uri: &str, virttype: &str) -> HvResult<Vec<String>> {
+        let dc = Connect::open(Some(uri)).map_err(engine("connect to the migration target"))?;
+        let xml = dc
+            .domain_capabilities(None, Some("x86_64"), None, Some(virttype), 0)
+            .map_err(engine("domcapabilities"))?;
+        drop(dc);
+        let el = Element::parse(&xml).map_err(|e| HvError::Engine {
+            op: "domcapabilities",
+            msg: e.to_string(),
+        })?;
+        Ok(el
+            .descendants("mode")
+            .into_iter()
+            .filter(|m| m.get_attr("name") == Some("custom"))
+            .flat_map(|m| m.find_all("model"))
+            .filter(|m| m.get_attr("usable") != Some("no"))
+            .filter_map(|m| m.text.as_deref().map(|t| t.trim().to_string()))
+            .collect())
+    }
+
+    fn define_at(&self, uri: &str, xml: &str) -> HvResult<()> {
+        let dc = Connect::open(Some(uri)).map_err(engine("connect to the migration target"))?;
+        dc.define_domain_xml(xml)
+            .map(|_| ())
+            .map_err(engine("define on the target"))
+    }
+
     fn set_live_metadata(&self, name: &str, xml: &str) -> HvResult<()> {
         self.with(|c| {
             Self::dom(c, name)?
@@ -702,6 +898,59 @@ impl Hypervisor for Libvirt {
 }
 
 /// A snapshot's facts from libvirt's `<domainsnapshot>` XML.
+/// virDomainGetJobStats. The `virt` crate's `Domain::job_stats` builds a `Vec` from the
+/// pointer libvirt returns, which is NULL when no job runs (the moment a migration ends or
+/// before it starts): undefined behaviour that aborts the process. Here the parameters are
+/// copied out of libvirt's array (strings are copied too) and the array is freed by libvirt.
+fn job_stats(d: &Domain, flags: u32) -> Result<virt::domain::JobStats, virt::error::Error> {
+    let mut kind: std::os::raw::c_int = 0;
+    let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+    let mut n: std::os::raw::c_int = 0;
+    // SAFETY: `d` is a live domain handle; the out-pointers are valid locals; libvirt either
+    // fails (nothing allocated) or sets `params` to an array of `n` parameters it allocated.
+    #[allow(unsafe_code)]
+    let r = unsafe { sys::virDomainGetJobStats(d.as_ptr(), &mut kind, &mut params, &mut n, flags) };
+    if r < 0 {
+        return Err(virt::error::Error::last_error());
+    }
+    if params.is_null() || n <= 0 {
+        return Ok(virt::domain::JobStats {
+            r#type: kind,
+            ..Default::default()
+        });
+    }
+    // SAFETY: libvirt returned `n` initialised parameters at `params` (checked non-null);
+    // they are copied (the type is Copy, and the conversion below copies strings) before
+    // libvirt frees its array, and never used afterwards.
+    #[allow(unsafe_code)]
+    let copied = unsafe { std::slice::from_raw_parts(params, n as usize) }.to_vec();
+    let stats = virt::domain::JobStats::from((kind, copied));
+    // SAFETY: the array and its strings were allocated by libvirt for this call.
+    #[allow(unsafe_code)]
+    unsafe {
+        sys::virTypedParamsFree(params, n)
+    };
+    Ok(stats)
+}
+
+/// libvirt's job statistics as Keel's progress (None: no job, or none recorded).
+fn job_progress(s: &virt::domain::JobStats) -> Option<super::JobProgress> {
+    if s.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 {
+        return None;
+    }
+    Some(super::JobProgress {
+        data_total: s.data_total.unwrap_or(0),
+        data_processed: s.data_processed.unwrap_or(0),
+        data_remaining: s.data_remaining.unwrap_or(0),
+        mem_dirty_rate: s.mem_dirty_rate.unwrap_or(0),
+        mem_iteration: s.mem_iteration.unwrap_or(0),
+        disk_total: s.disk_total.unwrap_or(0),
+        disk_processed: s.disk_processed.unwrap_or(0),
+        time_elapsed_ms: s.time_elapsed.unwrap_or(0),
+        downtime_ms: s.downtime,
+    })
+}
+
 pub fn snapshot_row(xml: &str, current: bool) -> HvResult<SnapshotRow> {
     let bad = |m: String| HvError::Engine {
         op: "snapshot XML",

@@ -167,6 +167,98 @@ pub trait Hypervisor: Send + Sync {
         let _ = (name, xml);
         Err(unsupported("change live metadata"))
     }
+
+    // ---- migration (hostd/src/migration): peer-to-peer, this node's libvirtd drives it.
+    /// The running domain's XML as libvirt would send it to another host (migratable, with
+    /// secrets), the base of the target's definition.
+    fn migratable_xml(&self, name: &str) -> HvResult<String> {
+        let _ = name;
+        Err(unsupported("migrate"))
+    }
+    /// Migrate the running domain (blocks until libvirt's job ends).
+    fn migrate(&self, name: &str, call: &MigrateCall) -> HvResult<()> {
+        let _ = (name, call);
+        Err(unsupported("migrate"))
+    }
+    /// Progress of the domain's running job (None: no job).
+    fn job_progress(&self, name: &str) -> HvResult<Option<JobProgress>> {
+        let _ = name;
+        Err(unsupported("report job progress"))
+    }
+    /// Abort the domain's running job (a migration: the guest keeps running here).
+    fn abort_job(&self, name: &str) -> HvResult<()> {
+        let _ = name;
+        Err(unsupported("abort jobs"))
+    }
+    /// Statistics of the last completed job of domain `name` on the libvirtd at `uri` (the
+    /// target of a migration: downtime and totals are known there).
+    fn completed_job_at(&self, uri: &str, name: &str) -> HvResult<Option<JobProgress>> {
+        let _ = (uri, name);
+        Err(unsupported("read a peer's job statistics"))
+    }
+    /// Copy volume `pool/volume` into the pool of the same name of the libvirtd at `uri`
+    /// (created there with the same capacity and format, then streamed); `progress(done,
+    /// total)` in bytes. Returns the bytes copied.
+    fn copy_volume_to(
+        &self,
+        uri: &str,
+        pool: &str,
+        volume: &str,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> HvResult<u64> {
+        let _ = (uri, pool, volume, progress);
+        Err(unsupported("copy volumes to another node"))
+    }
+    /// Delete `pool/volume` on the libvirtd at `uri` (absent: nothing to do).
+    fn delete_volume_at(&self, uri: &str, pool: &str, volume: &str) -> HvResult<()> {
+        let _ = (uri, pool, volume);
+        Err(unsupported("delete volumes on another node"))
+    }
+    /// CPU models the libvirtd at `uri` can give a `virttype` (`kvm`, `qemu`) guest (its
+    /// domain capabilities' custom models not marked unusable).
+    fn cpu_models_at(&self, uri: &str, virttype: &str) -> HvResult<Vec<String>> {
+        let _ = (uri, virttype);
+        Err(unsupported("read a peer's CPU models"))
+    }
+    /// Define a domain on the libvirtd at `uri`.
+    fn define_at(&self, uri: &str, xml: &str) -> HvResult<()> {
+        let _ = (uri, xml);
+        Err(unsupported("define domains on another node"))
+    }
+}
+
+/// One live migration as libvirt is asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrateCall {
+    /// The target's libvirtd (`qemu+tls://HOST/system…`).
+    pub dest_uri: String,
+    /// Where QEMU's migration stream goes (`tcp://HOST`), TLS-wrapped by QEMU.
+    pub migrate_uri: String,
+    /// The name the target's certificate must carry (QEMU and NBD TLS).
+    pub tls_destination: String,
+    /// The live definition for the target (paths of the target's pools).
+    pub dest_xml: String,
+    /// The persistent definition for the target.
+    pub persist_xml: String,
+    /// Disks (targets such as `vda`) copied over NBD.
+    pub copy_disks: Vec<String>,
+    pub bandwidth_mib_s: Option<u64>,
+    pub max_downtime_ms: Option<u64>,
+    pub auto_converge: bool,
+}
+
+/// A job's progress as libvirt reports it (bytes, ms).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    pub data_total: u64,
+    pub data_processed: u64,
+    pub data_remaining: u64,
+    pub mem_dirty_rate: u64,
+    pub mem_iteration: u64,
+    pub disk_total: u64,
+    pub disk_processed: u64,
+    pub time_elapsed_ms: u64,
+    pub downtime_ms: Option<u64>,
 }
 
 fn unsupported(what: &str) -> HvError {

@@ -13,6 +13,7 @@ import { Console, Serial } from "./Console";
 import { ResizeDisk, Snapshots } from "./Snapshots";
 import { Backups } from "./Backups";
 import { CloneActions, TemplateBadge } from "./Clone";
+import { MigrateAction } from "./Migrate";
 import { DeviceActions, type Msg as DeviceMsg, RemoveDevice } from "./Hotplug";
 
 const OP_LABEL: Record<PowerOp, string> = {
@@ -91,6 +92,7 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
         <span class="spacer" />
         <CloneActions vmid={vmid} name={name} state={s?.state} template={!!config.data?.template}
           onChanged={() => { status.refresh(); config.refresh(); }} />
+        {!config.data?.template && <MigrateAction vmid={vmid} name={name} state={s?.state} />}
         <button type="button" class="btn btn-danger" disabled={!s || busy !== null || !!noDelete} onClick={() => setDeleting(true)}
           title={noDelete ?? (s && !canDelete(s.state) ? "Stop the VM before deleting it" : "Delete this VM")}>Delete…</button>
       </div>

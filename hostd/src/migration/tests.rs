@@ -1,0 +1,184 @@
+//! The refusals and the XML rewrite of a migration, from the golden libvirt XML of a running
+//! Keel VM (disk and CD-ROM on pool `local`).
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use keel_api::network::NetworkKind;
+
+const LIVE: &str = include_str!("../../tests/golden/parse/keel-demo-live.xml");
+
+fn src() -> SourceVm {
+    let parsed = crate::domain::parse(LIVE).unwrap();
+    SourceVm {
+        name: "demo".into(),
+        vmid: parsed.spec.vmid,
+        state: VmState::Running,
+        parsed,
+        snapshots: 0,
+    }
+}
+
+fn pool(name: &str, path: &str) -> PoolInfo {
+    serde_json::from_value(serde_json::json!({
+        "name": name, "kind": "dir", "path": path, "active": true,
+        "capacity": 0, "allocation": 0, "available": 0
+    }))
+    .unwrap()
+}
+
+fn vol(name: &str, path: &str) -> VolumeInfo {
+    serde_json::from_value(serde_json::json!({
+        "name": name, "path": path, "format": "raw", "capacity": 0, "allocation": 0
+    }))
+    .unwrap()
+}
+
+fn target() -> TargetFacts {
+    let s = src();
+    let networks = s
+        .parsed
+        .spec
+        .nics
+        .iter()
+        .filter_map(|n| n.network.clone())
+        .map(|n| NetworkInfo {
+            name: n,
+            kind: NetworkKind::Nat,
+            bridge: None,
+            active: true,
+            autostart: true,
+            cidr: None,
+            used_by: vec![],
+        })
+        .collect();
+    TargetFacts {
+        name: "node2".into(),
+        host: "fd00::2".into(),
+        memory_free: 64 * 1024 * MIB,
+        networks,
+        pools: vec![pool("local", "/srv/n2/images")],
+        volumes: vec![(
+            "local".into(),
+            vec![vol("keel-live.iso", "/srv/n2/images/keel-live.iso")],
+        )],
+        cpu_models: vec![],
+    }
+}
+
+fn refusal(r: Result<Plan>) -> (u16, String) {
+    match r {
+        Err(e) => (e.status().0, e.to_string()),
+        Ok(p) => panic!("not refused: {p:?}"),
+    }
+}
+
+#[test]
+fn plan_copies_the_disk_and_maps_the_iso() {
+    let p = plan("node1", &src(), &target(), 512).unwrap();
+    assert!(p.live);
+    assert_eq!(
+        p.disks,
+        vec![DiskMove {
+            dev: "vda".into(),
+            pool: "local".into(),
+            volume: "vm-100-disk-0.qcow2".into(),
+            src_path: "/tmp/k1/state/images/vm-100-disk-0.qcow2".into(),
+            dst_path: "/srv/n2/images/vm-100-disk-0.qcow2".into(),
+        }]
+    );
+    assert_eq!(
+        p.media,
+        vec![(
+            "/tmp/k1/state/images/keel-live.iso".into(),
+            "/srv/n2/images/keel-live.iso".into()
+        )]
+    );
+    let x = retarget_xml(LIVE, &p).unwrap();
+    assert!(
+        x.contains("file=\"/srv/n2/images/vm-100-disk-0.qcow2\""),
+        "{x}"
+    );
+    assert!(x.contains("file=\"/srv/n2/images/keel-live.iso\""));
+    assert!(!x.contains("/tmp/k1/state/images"));
+    // the rest of the definition is kept (Keel's metadata, the name)
+    let back = crate::domain::parse(&x).unwrap();
+    assert_eq!(back.spec.vmid, src().parsed.spec.vmid);
+    assert_eq!(
+        back.disk_paths,
+        vec!["/srv/n2/images/vm-100-disk-0.qcow2".to_string()]
+    );
+}
+
+#[test]
+fn refusals_name_the_reason() {
+    // the node itself
+    let mut t = target();
+    t.name = "node1".into();
+    let (s, m) = refusal(plan("node1", &src(), &t, 512));
+    assert!(s == 400 && m.contains("already runs on node1"), "{m}");
+    // a network missing on the target
+    if !src().parsed.spec.nics.is_empty() {
+        let mut t = target();
+        t.networks.clear();
+        let (s, m) = refusal(plan("node1", &src(), &t, 512));
+        assert!(s == 409 && m.contains("has no libvirt network"), "{m}");
+    }
+    // no pool of that name
+    let mut t = target();
+    t.pools = vec![pool("other", "/x")];
+    let (s, m) = refusal(plan("node1", &src(), &t, 512));
+    assert!(s == 409 && m.contains("no storage pool \"local\""), "{m}");
+    // the volume exists there already
+    let mut t = target();
+    t.volumes[0].1.push(vol(
+        "vm-100-disk-0.qcow2",
+        "/srv/n2/images/vm-100-disk-0.qcow2",
+    ));
+    let (s, m) = refusal(plan("node1", &src(), &t, 512));
+    assert!(s == 409 && m.contains("already has a volume"), "{m}");
+    // the ISO missing there
+    let mut t = target();
+    t.volumes[0].1.clear();
+    let (s, m) = refusal(plan("node1", &src(), &t, 512));
+    assert!(s == 409 && m.contains("keel-live.iso"), "{m}");
+    // memory
+    let mut t = target();
+    t.memory_free = 100 * MIB;
+    let (s, m) = refusal(plan("node1", &src(), &t, 512));
+    assert!(s == 409 && m.contains("100 MiB of free memory"), "{m}");
+    // snapshots
+    let mut v = src();
+    v.snapshots = 2;
+    let (s, m) = refusal(plan("node1", &v, &target(), 512));
+    assert!(s == 409 && m.contains("snapshots would be lost"), "{m}");
+    // a crashed VM
+    let mut v = src();
+    v.state = VmState::Crashed;
+    let (s, _) = refusal(plan("node1", &v, &target(), 512));
+    assert_eq!(s, 409);
+    // a paused one moves live
+    let mut v = src();
+    v.state = VmState::Paused;
+    assert!(plan("node1", &v, &target(), 512).unwrap().live);
+    // a stopped VM moves offline (memory not needed)
+    let mut v = src();
+    v.state = VmState::Stopped;
+    let mut t = target();
+    t.memory_free = 0;
+    assert!(!plan("node1", &v, &t, 512).unwrap().live);
+    // a CPU model the target lacks (when its list is known)
+    let mut v = src();
+    v.parsed.spec.cpu_model = CpuModel::Named("Skylake-Server".into());
+    let mut t = target();
+    t.cpu_models = vec!["qemu64".into()];
+    let (s, m) = refusal(plan("node1", &v, &t, 512));
+    assert!(s == 409 && m.contains("Skylake-Server"), "{m}");
+}
+
+#[test]
+fn api_host_strips_port_and_brackets() {
+    assert_eq!(api_host("[fd00::2]:8006"), "fd00::2");
+    assert_eq!(api_host("10.0.0.2:8006"), "10.0.0.2");
+    assert_eq!(bracketed("fd00::2"), "[fd00::2]");
+}
