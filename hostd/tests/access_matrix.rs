@@ -152,6 +152,7 @@ fn permission_matrix_tokens_consoles_and_raw_paths() {
         ("target", "matrix-none".into()),
         ("backup", "matrix-none".into()),
         ("job", "matrix-none".into()),
+        ("id", "matrix-none".into()),
     ]
     .into_iter()
     .collect();
