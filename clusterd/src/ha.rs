@@ -35,6 +35,13 @@ pub struct HaVm {
     pub max_restarts: u32,
     /// `target-role`: the VM should run (`true`) or stay stopped.
     pub started: bool,
+    /// libvirt URI of the target of a live migration, `%n` standing for its node name
+    /// (`qemu+tls://%n/system…`: the cluster CA's TLS); the memory stream uses QEMU's TLS too.
+    /// `None`: the resource cannot be live-migrated (Pacemaker stops and starts it).
+    pub remoteuri: Option<String>,
+    /// Extra `virsh migrate` options (`--unsafe` where libvirt cannot tell the storage is
+    /// shared); `--tls` is always given.
+    pub migrate_extra: Option<String>,
 }
 
 /// The resource id of VM `vmid`.
@@ -76,23 +83,32 @@ pub fn primitive(v: &HaVm) -> Element {
     let id = resource_id(v.vmid);
     let ia = format!("{id}-instance_attributes");
     let ma = format!("{id}-meta_attributes");
+    let mut inst = Element::new("instance_attributes")
+        .attr("id", &ia)
+        .child(nvpair(&ia, "config", &v.config))
+        .child(nvpair(&ia, "hypervisor", "qemu:///system"))
+        .child(nvpair(&ia, "force_stop", "false"));
+    if let Some(u) = &v.remoteuri {
+        inst = inst.child(nvpair(&ia, "remoteuri", u)).child(nvpair(
+            &ia,
+            "migrate_options",
+            match &v.migrate_extra {
+                Some(x) => format!("--tls {x}"),
+                None => "--tls".to_string(),
+            },
+        ));
+    }
     Element::new("primitive")
         .attr("id", &id)
         .attr("class", "ocf")
         .attr("provider", "heartbeat")
         .attr("type", "VirtualDomain")
-        .child(
-            Element::new("instance_attributes")
-                .attr("id", &ia)
-                .child(nvpair(&ia, "config", &v.config))
-                .child(nvpair(&ia, "hypervisor", "qemu:///system"))
-                .child(nvpair(&ia, "force_stop", "false")),
-        )
+        .child(inst)
         .child(
             Element::new("meta_attributes")
                 .attr("id", &ma)
                 .child(nvpair(&ma, "target-role", target_role(v.started)))
-                .child(nvpair(&ma, "allow-migrate", "true"))
+                .child(nvpair(&ma, "allow-migrate", v.remoteuri.is_some()))
                 .child(nvpair(&ma, "priority", v.priority))
                 .child(nvpair(&ma, "migration-threshold", v.max_restarts))
                 .child(nvpair(&ma, "resource-stickiness", STICKINESS)),
@@ -138,6 +154,30 @@ pub fn set_target_role(vmid: u32, started: bool) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// `crm_resource` arguments that move VM `vmid` to `node` (a `cli-prefer` location constraint:
+/// clear it with [`clear`] once the VM is there).
+pub fn move_to(vmid: u32, node: &str) -> Vec<String> {
+    [
+        "crm_resource",
+        "--move",
+        "--resource",
+        &resource_id(vmid),
+        "--node",
+        node,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `crm_resource` arguments that remove the constraint a move left.
+pub fn clear(vmid: u32) -> Vec<String> {
+    ["crm_resource", "--clear", "--resource", &resource_id(vmid)]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// `crm_resource` arguments that take VM `vmid` out of Pacemaker's hands while it keeps
@@ -207,6 +247,10 @@ pub fn from_resources(xml: &str) -> Result<Vec<HaVm>, String> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             started: attr("meta_attributes", "target-role").as_deref() != Some("Stopped"),
+            remoteuri: attr("instance_attributes", "remoteuri"),
+            migrate_extra: attr("instance_attributes", "migrate_options")
+                .and_then(|o| o.strip_prefix("--tls").map(|x| x.trim().to_string()))
+                .filter(|x| !x.is_empty()),
         });
     }
     out.sort_by_key(|v| v.vmid);
@@ -405,6 +449,8 @@ mod tests {
             priority: 5,
             max_restarts: 3,
             started: true,
+            remoteuri: Some("qemu+tls://%n/system".into()),
+            migrate_extra: Some("--unsafe".into()),
         }
     }
 

@@ -301,6 +301,8 @@ fn ha_vm_accepted_by_crm_verify() {
             priority: 1,
             max_restarts: 3,
             started,
+            remoteuri: Some("qemu+tls://%n/system".into()),
+            migrate_extra: None,
         }));
     }
     let doc = doc.render();
@@ -331,6 +333,8 @@ fn placement_rules_accepted_by_crm_verify() {
             priority: 0,
             max_restarts: 3,
             started: true,
+            remoteuri: None,
+            migrate_extra: None,
         }));
     }
     let rule = |id: &str, kind, vms: &[u32], nodes: &[&str], hard| HaRule {

@@ -120,6 +120,10 @@ pub struct ClusterConfig {
     pub ha_config_dir: PathBuf,
     /// Memory (MiB) each node keeps for itself in the N+1 check of HA VMs.
     pub ha_host_reserve_mib: u64,
+    /// Live-migrate HA VMs with libvirt's `--unsafe`: only for shared pools on a file system
+    /// libvirt does not recognize as shared (NFS, GFS2, OCFS2, CephFS… it does), whose sharing
+    /// Keel's marker has proven — the netns lab's shared directory. Set it on every node.
+    pub ha_migrate_unsafe: bool,
 }
 
 impl Default for ClusterConfig {
@@ -135,6 +139,7 @@ impl Default for ClusterConfig {
             join_token_ttl_s: keel_api::cluster::JOIN_TOKEN_DEFAULT_TTL_S,
             ha_config_dir: "/var/lib/keel/ha".into(),
             ha_host_reserve_mib: 1024,
+            ha_migrate_unsafe: false,
         }
     }
 }

@@ -138,7 +138,14 @@ pub fn start_hostd<'a>(lab: &NetnsLab, n: &'a Node, domains: &str) -> Result<KNo
     let virt = n.dir.join("keel/libvirt-test.xml");
     std::fs::create_dir_all(n.dir.join("keel"))?;
     std::fs::write(&virt, format!("<node>{domains}</node>\n"))?;
-    start_hostd_on(lab, n, &format!("test://{}", virt.display()), "")
+    let pkipath = pki_dir(n).join("client");
+    start_hostd_on(
+        lab,
+        n,
+        &format!("test://{}", virt.display()),
+        "",
+        &pkipath.display().to_string(),
+    )
 }
 
 /// Start keel-hostd in `n` against the node's own private libvirtd (`qemu:///system` inside
@@ -152,6 +159,9 @@ pub fn start_hostd_qemu<'a>(lab: &NetnsLab, n: &'a Node, cluster_extra: &str) ->
         n,
         "qemu:///system",
         &format!("ha_config_dir = \"/var/lib/libvirt/keel-ha\"\n{cluster_extra}"),
+        // the client side of libvirt TLS at the same path on every node (node-private in
+        // the lab through its /var/lib/libvirt): HA VMs' resources name it in their remoteuri
+        "/var/lib/libvirt/keel-pki-client",
     )
 }
 
@@ -160,6 +170,7 @@ fn start_hostd_on<'a>(
     n: &'a Node,
     libvirt_uri: &str,
     cluster_extra: &str,
+    client_pkipath: &str,
 ) -> Result<KNode<'a>> {
     let d = n.dir.join("keel");
     let state = d.join("state");
@@ -199,7 +210,7 @@ server_cert = "{pki}/libvirt/servercert.pem"
 server_key = "{pki}/libvirt/private/serverkey.pem"
 client_cert = "{pki}/libvirt/clientcert.pem"
 client_key = "{pki}/libvirt/private/clientkey.pem"
-client_pkipath = "{pki}/client"
+client_pkipath = "{client_pkipath}"
 qemu_tls_dir = "{pki}/qemu"
 "#,
             name = n.name,
@@ -237,6 +248,13 @@ qemu_tls_dir = "{pki}/qemu"
 /// `[migration]` paths: never the host's /etc/pki, which every lab node shares).
 pub fn pki_dir(n: &Node) -> PathBuf {
     n.dir.join("keel/pki")
+}
+
+/// Where a node started by [`start_hostd_qemu`] keeps the client side of libvirt TLS
+/// (`cacert.pem`, `clientcert.pem`, `clientkey.pem`): `/var/lib/libvirt/keel-pki-client` inside
+/// the node, the same path on every node.
+pub fn client_pki_dir(n: &Node) -> PathBuf {
+    n.dir.join("libvirt/lib/keel-pki-client")
 }
 
 /// The TLS files hostd wrote for `n`, as the lab's libvirtd configuration takes them.

@@ -362,11 +362,27 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.services
-            .lock()
-            .map_err(|_| anyhow!("poisoned"))?
-            .retain(|s| s.name != name);
-        self.spawn_daemon(svc)
+        // the daemon keeps its place in the node's boot order (power-on starts them in order:
+        // a restarted libvirtd must still come up before the hostd that needs it)
+        let at = {
+            let mut sv = self.services.lock().map_err(|_| anyhow!("poisoned"))?;
+            let at = sv.iter().position(|s| s.name == name);
+            sv.retain(|s| s.name != name);
+            at
+        };
+        let pid = self.spawn_daemon(svc)?;
+        if let Some(at) = at {
+            {
+                let mut sv = self.services.lock().map_err(|_| anyhow!("poisoned"))?;
+                if let Some(i) = sv.iter().rposition(|s| s.name == name) {
+                    let s = sv.remove(i);
+                    let at = at.min(sv.len());
+                    sv.insert(at, s);
+                }
+            }
+            self.write_boot_script()?;
+        }
+        Ok(pid)
     }
 
     /// PIDs of tracked daemons still running (by name).

@@ -186,7 +186,8 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("MemTotal")?;
     let reserve = mem_kib / 1024 - 300;
-    let extra = format!("ha_host_reserve_mib = {reserve}\n");
+    // the lab's shared directory is one local file system: libvirt cannot tell it is shared
+    let extra = format!("ha_host_reserve_mib = {reserve}\nha_migrate_unsafe = true\n");
     let k1 = keelnode::start_hostd_qemu(lab, lab.node(1)?, &extra)?;
     let k2 = keelnode::start_hostd_qemu(lab, lab.node(2)?, &extra)?;
     let k3 = keelnode::start_hostd_qemu(lab, lab.node(3)?, &extra)?;
@@ -195,6 +196,24 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     // cycle); the test powers fenced nodes on again
     keelnode::form_cluster(lab, &[&k1, &k2, &k3], "keelha", "off")?;
     lab.wait_all_online(T)?;
+    // libvirtd on TLS with the files hostd wrote from its cluster certificate: the HA VMs'
+    // live migrations go over it (and QEMU's TLS)
+    for k in [&k1, &k2, &k3] {
+        let tls = keelnode::libvirt_tls(k.n);
+        lab.wait_for(
+            &format!("{}: TLS files written by keel-hostd", k.n.name),
+            T,
+            || Ok(tls.server_key.exists() && tls.qemu_dir.join("client-key.pem").exists()),
+        )?;
+        lab.enable_libvirt_tls(k.n, &tls)?;
+    }
+    for k in [&k1, &k2, &k3] {
+        lab.wait_for(
+            &format!("{}: hostd reconnected to libvirtd", k.n.name),
+            T,
+            || Ok(k.keel(&["storage", "list"])?.success()),
+        )?;
+    }
     eprintln!(
         "METRIC ha_cluster_formed={:.2}s",
         t0.elapsed().as_secs_f64()
@@ -379,8 +398,57 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
             Ok(k.keel(&["node"])?.success())
         })?;
     }
-    let survivor = holder;
-    let k_surv = if survivor == "node2" { &k2 } else { &k3 };
+    // live migration of the HA VM through Pacemaker: refused towards VM 103's node (the
+    // apart rule), then to the third node with no second boot and no constraint left
+    refused(
+        "moving VM 100 next to VM 103",
+        k1.keel(&["vm", "migrate", "100", "node2"])?,
+        "must stay apart",
+    )?;
+    let dest = ["node1", "node3"]
+        .into_iter()
+        .find(|n| *n != holder)
+        .context("a destination")?
+        .to_string();
+    let (boots0, ticks0) = serial(&log);
+    let t = Instant::now();
+    k1.keel_ok(&["vm", "migrate", "100", &dest])?;
+    let mig_s = t.elapsed().as_secs_f64();
+    ensure!(
+        ha_node(&k1, 100)?.as_deref() == Some(dest.as_str()),
+        "VM 100 is not on {dest} after its migration: {:?}",
+        ha_list(&k1)?
+    );
+    lab.wait_for("the guest ticking on after its migration", T, || {
+        Ok(serial(&log).1.len() > ticks0.len() + 1)
+    })?;
+    let (boots1, ticks1) = serial(&log);
+    ensure!(
+        boots1 == boots0,
+        "the guest booted again during its live migration"
+    );
+    let from = ticks0.len().saturating_sub(1);
+    ensure!(
+        ticks1[from..].windows(2).all(|w| w[1] == w[0] + 1),
+        "the tick counter has a gap: {:?}",
+        &ticks1[from..]
+    );
+    let cons = lab
+        .node(1)?
+        .run_ok(&["cibadmin", "--query", "--scope", "constraints"])?;
+    ensure!(
+        !cons.contains("cli-prefer") && !cons.contains("cli-ban"),
+        "the move left a constraint: {cons}"
+    );
+    eprintln!(
+        "METRIC ha_live_migration {holder}->{dest}: wall={mig_s:.2}s (through Pacemaker, libvirt + QEMU over TLS), no second boot, ticks continuous, no constraint left"
+    );
+    let survivor = dest;
+    let k_surv = match survivor.as_str() {
+        "node1" => &k1,
+        "node2" => &k2,
+        _ => &k3,
+    };
     ensure!(
         ha_node(k_surv, 100)?.as_deref() == Some(survivor.as_str()),
         "keel cluster ha does not show VM 100 on {survivor}: {:?}",

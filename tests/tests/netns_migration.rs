@@ -332,7 +332,7 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
     }
     // node1 reaches node2's libvirtd over TLS with its cluster certificate; without a client
     // certificate signed by the cluster CA it is refused
-    let pki1 = keelnode::pki_dir(n1).join("client");
+    let pki1 = keelnode::client_pki_dir(n1);
     let tls_uri =
         |pki: &Path| format!("qemu+tls://[{}]/system?pkipath={}", n2.addr6, pki.display());
     n1.run_ok(&["virsh", "-c", &tls_uri(&pki1), "version"])
@@ -340,7 +340,7 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
     let bogus = lab.shared_dir().join("bogus-pki");
     std::fs::create_dir_all(&bogus)?;
     for f in ["cacert.pem", "clientcert.pem", "clientkey.pem"] {
-        std::fs::copy(keelnode::pki_dir(n1).join("client").join(f), bogus.join(f))?;
+        std::fs::copy(keelnode::client_pki_dir(n1).join(f), bogus.join(f))?;
     }
     // a self-signed client certificate for the same name: not signed by the cluster CA
     let o = std::process::Command::new("openssl")

@@ -440,6 +440,12 @@ pub fn enable(node: &Node, vmid: u32, req: &HaSet, t: &TaskHandle) -> Result<()>
         priority: rec.priority,
         max_restarts: rec.max_restarts,
         started: running,
+        remoteuri: Some(node.cluster.migration_tls.peer_uri("%n")),
+        migrate_extra: node
+            .cfg
+            .cluster
+            .ha_migrate_unsafe
+            .then(|| "--unsafe".to_string()),
     };
     let r = node.cluster.runner.as_ref();
     if let Err(e) = form::apply_cib(r, &cha::put(&ha)) {
@@ -738,6 +744,125 @@ pub fn outcome(fail: &str, before: Option<&str>, after: Option<&str>) -> (&'stat
             format!("stops on {b}: Pacemaker would stop it to make room (priorities)"),
         ),
     }
+}
+
+/// Live-migrate an HA VM through Pacemaker: a move (VirtualDomain's migrate_to/migrate_from,
+/// libvirt and QEMU over TLS with the cluster CA), then the move's constraint cleared, so no
+/// stale location preference is left behind. Refused before anything moves when the target is
+/// not an online member that can run the VM.
+pub fn check_move(node: &Node, vmid: u32, target: &str) -> Result<HaRecord> {
+    let st = store(node)?;
+    let rec = record(node, vmid)?
+        .ok_or_else(|| Error::Conflict(format!("VM {vmid} is not highly available")))?;
+    let c = crm(node)?;
+    let rid = cha::resource_id(vmid);
+    let res = c
+        .resource(&rid)
+        .filter(|r| r.active)
+        .ok_or_else(|| Error::Conflict(format!("HA VM {vmid} is not running: start it first")))?;
+    if res.nodes.iter().any(|n| n == target) {
+        return Err(Error::validation(
+            "target",
+            format!("VM {vmid} already runs on {target}"),
+        ));
+    }
+    match c.nodes.iter().find(|n| n.name == target) {
+        Some(n) if n.online && !n.standby => {}
+        Some(_) => {
+            return Err(Error::Conflict(format!(
+                "{target} is offline or in standby: it cannot take VM {vmid}"
+            )))
+        }
+        None => return Err(Error::Conflict(format!("{target} is not a member"))),
+    }
+    // the hard placement rules, against where the other HA VMs run now
+    let running_on = |v: u32| -> Option<String> {
+        c.resource(&cha::resource_id(v))
+            .filter(|r| r.active)
+            .and_then(|r| r.nodes.first().cloned())
+    };
+    for rule in rules::all(&st)?
+        .iter()
+        .filter(|r| r.hard && r.vms.contains(&vmid))
+    {
+        use keel_api::ha::HaRuleKind as K;
+        let mut others = rule.vms.iter().copied().filter(|v| *v != vmid);
+        let why = match rule.kind {
+            K::NodeAffinity if !rule.nodes.iter().any(|n| n.node == target) => Some(format!(
+                "it may run only on {}",
+                rule.nodes
+                    .iter()
+                    .map(|n| n.node.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            K::Apart => others
+                .find(|v| running_on(*v).as_deref() == Some(target))
+                .map(|v| format!("VM {v} runs there and must stay apart")),
+            K::Together => others
+                .find_map(|v| running_on(v).filter(|n| n != target).map(|n| (v, n)))
+                .map(|(v, n)| format!("it must run together with VM {v}, which runs on {n}")),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(Error::Conflict(format!(
+                "VM {vmid} cannot move to {target}: {why} (rule {})",
+                rule.id
+            )));
+        }
+    }
+    let needs =
+        needs_of(&domain_spec(&rec)?).map_err(|m| Error::Conflict(format!("VM {vmid}: {m}")))?;
+    let shared: Vec<String> = shared_pools(&st)?.into_iter().map(|p| p.name).collect();
+    check_placement(&needs, &shared, &[target.to_string()], &all_facts(&st)?)
+        .map_err(|m| Error::Conflict(format!("VM {vmid} cannot move to {target}: {m}")))?;
+    Ok(rec)
+}
+
+fn domain_spec(rec: &HaRecord) -> Result<VmSpec> {
+    Ok(crate::domain::parse(&rec.xml)?.spec)
+}
+
+pub fn move_to(node: &Node, vmid: u32, target: &str, t: &TaskHandle) -> Result<()> {
+    check_move(node, vmid, target)?;
+    let r = node.cluster.runner.as_ref();
+    let q = Duration::from_secs(30);
+    let rid = cha::resource_id(vmid);
+    t.log(format!(
+        "HA VM {vmid}: asking Pacemaker to move it to {target} (live migration over TLS)"
+    ));
+    let t0 = Instant::now();
+    r.run_ok(&Cmd::argv(&cha::move_to(vmid, target)).timeout(q))
+        .map_err(run_err)?;
+    let moved = wait_for(
+        &format!("Pacemaker to run VM {vmid} on {target}"),
+        Duration::from_secs(600),
+        || {
+            let c = crm(node)?;
+            Ok(c.resource(&rid).is_some_and(|x| {
+                x.active && x.nodes.iter().any(|n| n == target) && x.nodes.len() == 1
+            }))
+        },
+    );
+    // whatever happened, the move's constraint goes
+    let cleared = r
+        .run_ok(&Cmd::argv(&cha::clear(vmid)).timeout(q))
+        .map_err(run_err);
+    moved?;
+    cleared?;
+    t.log(format!(
+        "running on {target} after {:.2} s; the move's constraint is cleared",
+        t0.elapsed().as_secs_f64()
+    ));
+    let c = crm(node)?;
+    let migrated = c
+        .failures
+        .iter()
+        .all(|f| !f.op_key.starts_with(&format!("{rid}_migrate")));
+    if !migrated {
+        t.log("warning: the live migration failed and Pacemaker restarted the VM instead (see keel cluster ha)");
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------ shared pools

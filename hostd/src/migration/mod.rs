@@ -692,6 +692,30 @@ pub async fn migrate_vm(
 ) -> ApiResult<Response> {
     check_node(&node, &name)?;
     req.validate().map_err(Error::Validation)?;
+    // an HA VM moves through Pacemaker (its live migration, then the move cleared)
+    let n = node.clone();
+    if blocking(move || crate::ha::record(&n, vmid))
+        .await?
+        .is_some()
+    {
+        let target = req.target.clone();
+        let user = p.user.clone();
+        let node = node.clone();
+        let upid = blocking(move || {
+            crate::ha::check_move(&node, vmid, &target)?;
+            let n = node.clone();
+            tasks::spawn(
+                &node.tasks,
+                "vmmigrate",
+                &vmid.to_string(),
+                &user,
+                true,
+                move |task| crate::ha::move_to(&n, vmid, &target, task),
+            )
+        })
+        .await?;
+        return Ok(accepted(upid));
+    }
     if req.target == node.cfg.node {
         return Err(Error::validation(
             "target",
