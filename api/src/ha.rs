@@ -23,6 +23,15 @@ pub struct HaSet {
     pub max_restarts: Option<u32>,
 }
 
+/// `PUT /api/v1/nodes/{node}/maintenance`: start or end a node's maintenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceSet {
+    /// `true`: every running VM leaves the node (live), then the node is in standby (Pacemaker
+    /// runs nothing there, across reboots). `false`: the node takes VMs again.
+    pub enabled: bool,
+}
+
 /// One HA VM as Pacemaker runs it (`GET /api/v1/cluster/ha`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HaVmStatus {

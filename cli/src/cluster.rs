@@ -129,6 +129,14 @@ pub enum NodeCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Maintenance of NODE. on: every running VM leaves it live (HA VMs through Pacemaker,
+    /// respecting their placement rules), then NODE is in standby, across reboots; refused
+    /// before anything moves when a VM cannot leave. off: NODE takes VMs again (moved VMs stay
+    /// where they are).
+    Maintenance {
+        name: String,
+        state: crate::ha::OnOff,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -564,6 +572,25 @@ pub async fn node_cmd(c: &Client, cmd: NodeCmd, mode: Mode) -> Result<Outcome> {
             let r: TaskRef = typed(a.clone())?;
             let node = local_node(&r.upid);
             task_outcome(c, &node, a, mode).await
+        }
+        NodeCmd::Maintenance { name, state } => {
+            let on = state == crate::ha::OnOff::On;
+            let a = c
+                .call(
+                    Method::PUT,
+                    &["nodes", &name, "maintenance"],
+                    &[],
+                    Some(&keel_api::ha::MaintenanceSet { enabled: on }),
+                )
+                .await?;
+            if on {
+                task_outcome(c, &name, a, mode).await
+            } else {
+                if !mode.json {
+                    println!("{name} left maintenance: it takes VMs again (moved VMs stay where they are)");
+                }
+                Ok(Outcome::Done)
+            }
         }
     }
 }

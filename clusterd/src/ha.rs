@@ -220,6 +220,36 @@ pub fn stop_orphans(on: bool) -> Vec<String> {
     v
 }
 
+/// `crm_attribute` arguments that put `node` in standby (`on`: Pacemaker moves every resource
+/// away and starts none there; the attribute is permanent, so it survives a reboot of the
+/// node) or take it out again.
+pub fn standby(node: &str, on: bool) -> Vec<String> {
+    let mut v: Vec<String> = ["crm_attribute", "--node", node, "--name", "standby"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if on {
+        v.extend(["--update".to_string(), "on".to_string()]);
+    } else {
+        v.push("--delete".into());
+    }
+    v
+}
+
+/// `crm_simulate` on the live CIB with `node` taken offline cleanly (what standby does to its
+/// resources): where each HA VM would go. Read-only.
+pub fn node_down_cmd(node: &str) -> keel_runner::Cmd {
+    keel_runner::Cmd::argv(&[
+        "crm_simulate",
+        "--live-check",
+        "--simulate",
+        "--node-down",
+        node,
+        "--output-as=xml",
+    ])
+    .timeout(std::time::Duration::from_secs(30))
+}
+
 /// Every Keel HA VM in a `cibadmin --query --scope resources` answer.
 pub fn from_resources(xml: &str) -> Result<Vec<HaVm>, String> {
     let root = Element::parse(xml).map_err(|e| format!("CIB resources: {e}"))?;

@@ -186,6 +186,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::snapshots::routes())
         .merge(crate::ha::routes::routes())
         .merge(crate::migration::routes())
+        .merge(crate::maintenance::routes())
         .merge(crate::access::handlers::routes())
         .merge(crate::backup::routes())
         .layer(middleware::from_fn_with_state(
@@ -827,7 +828,16 @@ async fn list_volumes(
 ) -> ApiResult<Json<Vec<VolumeInfo>>> {
     check_node(&node, &name)?;
     Ok(Json(
-        blocking(move || crate::vms::volumes_with_users(&node, &pool)).await?,
+        blocking(move || {
+            // other nodes write into a shared pool: libvirt learns of their files on a refresh
+            if crate::ha::is_shared_pool(&node, &pool) {
+                if let Err(e) = node.hv.refresh_pool(&pool) {
+                    tracing::warn!("refreshing shared pool {pool}: {e}");
+                }
+            }
+            crate::vms::volumes_with_users(&node, &pool)
+        })
+        .await?,
     ))
 }
 
@@ -1166,6 +1176,7 @@ async fn stop_network(
         crate::ha::routes::list_shared,
         crate::ha::routes::create_shared,
         crate::ha::routes::delete_shared,
+        crate::maintenance::set_maintenance,
         crate::snapshots::create_snapshot,
         crate::snapshots::rollback_snapshot,
         crate::snapshots::delete_snapshot_h,
@@ -1190,6 +1201,7 @@ async fn stop_network(
     ),
     components(schemas(
         keel_api::ha::HaSet,
+        keel_api::ha::MaintenanceSet,
         keel_api::ha::HaVmStatus,
         keel_api::ha::SharedPoolCreate,
         keel_api::ha::SharedPoolInfo,

@@ -120,7 +120,8 @@ pub struct ClusterConfig {
     pub ha_config_dir: PathBuf,
     /// Memory (MiB) each node keeps for itself in the N+1 check of HA VMs.
     pub ha_host_reserve_mib: u64,
-    /// Live-migrate HA VMs with libvirt's `--unsafe`: only for shared pools on a file system
+    /// Live-migrate VMs whose disks are on a shared pool (HA VMs, and others whose shared-pool
+    /// disks are not copied) with libvirt's `--unsafe`: only for shared pools on a file system
     /// libvirt does not recognize as shared (NFS, GFS2, OCFS2, CephFS… it does), whose sharing
     /// Keel's marker has proven — the netns lab's shared directory. Set it on every node.
     pub ha_migrate_unsafe: bool,

@@ -1536,6 +1536,7 @@ pub struct NodeStatus {
     pub online: bool,
     pub pending: bool,
     pub unclean: bool,
+    pub standby: bool,
 }
 
 /// One primitive resource in `crm_mon` output (group members included).
@@ -1581,6 +1582,7 @@ impl ClusterStatus {
                         online: t(e, "online"),
                         pending: t(e, "pending"),
                         unclean: t(e, "unclean"),
+                        standby: t(e, "standby"),
                     })
                     .collect()
             })

@@ -3,10 +3,13 @@
 // passed a fence test: the shared pool is seen "ok" by every node and a pool on a missing
 // directory is refused; HA on for a VM with a disk on node-local storage is refused with the
 // reason; HA on for a VM on the shared pool through the dialog, the VM shown running under
-// Pacemaker; the what-if preview of its node's failure names where it would restart; HA off.
+// Pacemaker; the what-if preview of its node's failure names where it would restart; placement
+// rules; node maintenance of an idle node and its end; HA off.
 //   KEEL_HA_VM        a running VM whose disk and ISO are on the shared pool (not HA)
 //   KEEL_HA_LOCAL_VM  a VM with a disk on node-local storage
 //   KEEL_HA_POOL      the shared pool's name
+//   KEEL_HA_OTHER_VM  another HA VM (placement rules)
+//   KEEL_HA_IDLE_NODE a node running no VM (maintenance)
 // (and KEEL_UI_URL, KEEL_UI_PASSWORD, CHROMIUM: see harness.mjs)
 import { BASE, env, expect, open, signIn } from "./harness.mjs";
 
@@ -84,6 +87,21 @@ await step("placement rules: a hard apart rule added, a contradicting one refuse
   await alert().getByText("would have to run together").waitFor();
   await page.getByRole("table", { name: "Placement rules" }).locator('tr[data-rule="ui-apart"]').getByRole("button", { name: "Remove" }).click();
   await status().getByText("Rule ui-apart removed.").waitFor();
+});
+
+await step("node maintenance of an idle node, then its end", async () => {
+  const idle = process.env.KEEL_HA_IDLE_NODE;
+  expect(idle, "KEEL_HA_IDLE_NODE (a node running no VM) is required");
+  const row = page.getByRole("table", { name: "Nodes" }).locator(`tr[data-node="${idle}"]`);
+  await row.waitFor();
+  expect(await row.getAttribute("data-standby") === "false", `already in standby: ${await row.innerText()}`);
+  await row.getByRole("button", { name: "Maintenance", exact: true }).click();
+  await page.getByRole("button", { name: "Start maintenance" }).click();
+  await status().getByText(`Maintenance of ${idle}: done.`).waitFor({ timeout: 120_000 });
+  await page.locator(`table[aria-label="Nodes"] tr[data-node="${idle}"][data-standby="true"]`).waitFor({ timeout: 30_000 });
+  await row.getByRole("button", { name: "End maintenance" }).click();
+  await status().getByText(`${idle} left maintenance`).waitFor();
+  await page.locator(`table[aria-label="Nodes"] tr[data-node="${idle}"][data-standby="false"]`).waitFor({ timeout: 30_000 });
 });
 
 await step("HA off: the VM leaves the table", async () => {

@@ -421,6 +421,11 @@ pub const RULES: &[Rule] = &[
         Priv(ClusterModify, "/cluster"),
     ),
     r(
+        "PUT",
+        "/api/v1/nodes/{node}/maintenance",
+        Priv(ClusterModify, "/cluster"),
+    ),
+    r(
         "GET",
         "/api/v1/cluster/shared-pools",
         Priv(ClusterAudit, "/cluster"),

@@ -106,7 +106,7 @@ fn not_clustered() -> Error {
     )
 }
 
-fn run_err(e: RunError) -> Error {
+pub(crate) fn run_err(e: RunError) -> Error {
     if e.is_timeout() {
         Error::Unavailable(e.to_string())
     } else {
@@ -151,6 +151,14 @@ fn shared_pools(st: &Store) -> Result<Vec<SharedPool>> {
         .iter()
         .map(|e| decode(&e.key, &e.value))
         .collect()
+}
+
+/// Whether `pool` is a cluster shared pool (false on a standalone node): its files change
+/// behind this node's libvirt, so listings refresh it first.
+pub fn is_shared_pool(node: &Node, pool: &str) -> bool {
+    store(node)
+        .and_then(|st| shared_pools(&st))
+        .is_ok_and(|v| v.iter().any(|p| p.name == pool))
 }
 
 fn all_facts(st: &Store) -> Result<BTreeMap<String, NodeFacts>> {
@@ -357,11 +365,15 @@ pub fn check_enable(node: &Node, vmid: u32, req: &HaSet) -> Result<VmSpec> {
     Ok(spec)
 }
 
-fn crm(node: &Node) -> Result<clusterd::crm::CrmStatus> {
+pub(crate) fn crm(node: &Node) -> Result<clusterd::crm::CrmStatus> {
     form::crm_status_checked(node.cluster.runner.as_ref()).map_err(Error::from)
 }
 
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+pub(crate) fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let t0 = Instant::now();
     loop {
         if f()? {

@@ -725,6 +725,9 @@ impl Hypervisor for Libvirt {
             if call.auto_converge {
                 flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
             }
+            if call.unsafe_shared {
+                flags |= sys::VIR_MIGRATE_UNSAFE;
+            }
             d.migrate_to_uri3(Some(&call.dest_uri), params, flags)
                 .map_err(engine("migrate"))
         })();

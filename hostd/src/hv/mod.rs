@@ -245,6 +245,8 @@ pub struct MigrateCall {
     pub bandwidth_mib_s: Option<u64>,
     pub max_downtime_ms: Option<u64>,
     pub auto_converge: bool,
+    /// Pass `VIR_MIGRATE_UNSAFE`: disks on a shared pool libvirt does not recognize as shared.
+    pub unsafe_shared: bool,
 }
 
 /// A job's progress as libvirt reports it (bytes, ms).

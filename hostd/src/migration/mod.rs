@@ -77,6 +77,9 @@ pub struct TargetFacts {
     pub volumes: Vec<(String, Vec<VolumeInfo>)>,
     /// CPU models the target's QEMU offers (empty: not known, not checked).
     pub cpu_models: Vec<String>,
+    /// Cluster shared pools (docs/ha.md) that this node and the target both see, proven by
+    /// their marker: a disk there is the same file on both, so it is not copied.
+    pub shared_pools: Vec<String>,
 }
 
 /// One disk copied to the target.
@@ -97,6 +100,8 @@ pub struct Plan {
     pub disks: Vec<DiskMove>,
     /// Read-only media (the CD-ROM): (path here, path of the same volume there).
     pub media: Vec<(String, String)>,
+    /// Disks (targets) left where they are: on a shared pool both nodes see.
+    pub shared: Vec<String>,
 }
 
 fn conflict(m: String) -> Error {
@@ -192,6 +197,7 @@ pub fn plan(me: &str, src: &SourceVm, t: &TargetFacts, memory_mib: u64) -> Resul
             .unwrap_or(&[])
     };
     let mut disks = vec![];
+    let mut shared = vec![];
     for (i, d) in spec.disks.iter().enumerate() {
         let dev = src
             .parsed
@@ -205,6 +211,17 @@ pub fn plan(me: &str, src: &SourceVm, t: &TargetFacts, memory_mib: u64) -> Resul
             )));
         };
         let dir = pool_path(pool, &format!("disk {dev}"))?;
+        if t.shared_pools.iter().any(|p| p == pool) {
+            // the same storage on both nodes: the target must see the very volume
+            if !vols(pool).iter().any(|v| &v.name == volume) {
+                return Err(conflict(format!(
+                    "{} does not see volume {volume:?} of shared pool {pool:?} (disk {dev} of {vm}): check the pool's mount there",
+                    t.name
+                )));
+            }
+            shared.push(dev);
+            continue;
+        }
         if vols(pool).iter().any(|v| &v.name == volume) {
             return Err(conflict(format!(
                 "{} already has a volume {volume:?} in pool {pool:?}: remove or rename it before migrating {vm}",
@@ -235,7 +252,12 @@ pub fn plan(me: &str, src: &SourceVm, t: &TargetFacts, memory_mib: u64) -> Resul
             _ => media.push((path.clone(), path.clone())),
         }
     }
-    Ok(Plan { live, disks, media })
+    Ok(Plan {
+        live,
+        disks,
+        media,
+        shared,
+    })
 }
 
 /// `xml` with every disk source path of the plan replaced by its path on the target.
@@ -265,7 +287,7 @@ pub fn retarget_xml(xml: &str, plan: &Plan) -> Result<String> {
 
 // ------------------------------------------------------------------ gathering the facts
 
-fn source_vm(node: &Node, vmid: u32) -> Result<SourceVm> {
+pub(crate) fn source_vm(node: &Node, vmid: u32) -> Result<SourceVm> {
     let row = vms::find(node, vmid)?;
     let xml = node.hv.domain_xml(&row.name, true)?;
     let parsed = crate::domain::parse(&xml)?;
@@ -303,7 +325,7 @@ async fn member_json<T: DeserializeOwned>(
 }
 
 /// The target's facts from its API (a member that does not answer is refused as offline).
-async fn target_facts(
+pub(crate) async fn target_facts(
     node: &Node,
     target: &str,
     src: &SourceVm,
@@ -369,7 +391,20 @@ async fn target_facts(
         }
         _ => vec![],
     };
+    // shared pools both nodes see (their marker proven by each node's reconciler)
+    let me = node.cfg.node.clone();
+    let shared_pools = crate::ha::list_shared(node)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            [me.as_str(), target]
+                .iter()
+                .all(|n| p.nodes.get(*n).map(String::as_str) == Some("ok"))
+        })
+        .map(|p| p.name)
+        .collect();
     Ok(TargetFacts {
+        shared_pools,
         name: target.to_string(),
         host,
         memory_free: info.memory_free,
@@ -472,7 +507,7 @@ fn clean_target(node: &Node, t: &TargetFacts, plan: &Plan, user: &str, task: &Ta
     }
 }
 
-fn run_live(
+pub(crate) fn run_live(
     node: &Node,
     src: &SourceVm,
     t: &TargetFacts,
@@ -495,9 +530,12 @@ fn run_live(
         bandwidth_mib_s: req.bandwidth_mib_s,
         max_downtime_ms: req.max_downtime_ms,
         auto_converge: req.auto_converge,
+        // libvirt recognizes NFS, GFS2, OCFS2, CephFS… as shared; a shared pool on another
+        // file system (proven by Keel's marker) needs the operator's ha_migrate_unsafe
+        unsafe_shared: !plan.shared.is_empty() && node.cfg.cluster.ha_migrate_unsafe,
     };
     task.log(format!(
-        "live migration of VM {} to {} over TLS ({dest_uri}, stream {}, certificate name {}); disks copied: {}; bandwidth {}, max downtime {}, auto-converge {}",
+        "live migration of VM {} to {} over TLS ({dest_uri}, stream {}, certificate name {}); disks copied: {}{}; bandwidth {}, max downtime {}, auto-converge {}",
         src.vmid,
         t.name,
         call.migrate_uri,
@@ -510,6 +548,14 @@ fn run_live(
                 .map(|d| format!("{} ({}/{} → {})", d.dev, d.pool, d.volume, d.dst_path))
                 .collect::<Vec<_>>()
                 .join(", ")
+        },
+        if plan.shared.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; on shared storage, not copied: {}",
+                plan.shared.join(", ")
+            )
         },
         req.bandwidth_mib_s
             .map(|b| format!("{b} MiB/s"))

@@ -63,6 +63,7 @@ fn target() -> TargetFacts {
             vec![vol("keel-live.iso", "/srv/n2/images/keel-live.iso")],
         )],
         cpu_models: vec![],
+        shared_pools: vec![],
     }
 }
 
@@ -181,4 +182,27 @@ fn api_host_strips_port_and_brackets() {
     assert_eq!(api_host("[fd00::2]:8006"), "fd00::2");
     assert_eq!(api_host("10.0.0.2:8006"), "10.0.0.2");
     assert_eq!(bracketed("fd00::2"), "[fd00::2]");
+}
+
+#[test]
+fn a_disk_on_a_shared_pool_is_not_copied() {
+    let mut t = target();
+    t.shared_pools = vec!["local".into()];
+    // the target must see the very volume
+    let (code, m) = refusal(plan("node1", &src(), &t, 512));
+    assert_eq!(code, 409);
+    assert!(
+        m.contains("does not see volume \"vm-100-disk-0.qcow2\" of shared pool \"local\""),
+        "{m}"
+    );
+    t.volumes[0].1.push(vol(
+        "vm-100-disk-0.qcow2",
+        "/tmp/k1/state/images/vm-100-disk-0.qcow2",
+    ));
+    let p = plan("node1", &src(), &t, 512).unwrap();
+    assert!(p.live);
+    assert!(p.disks.is_empty(), "{:?}", p.disks);
+    assert_eq!(p.shared, vec!["vda".to_string()]);
+    let x = retarget_xml(LIVE, &p).unwrap();
+    assert!(x.contains("file=\"/tmp/k1/state/images/vm-100-disk-0.qcow2\""));
 }

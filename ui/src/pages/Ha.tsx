@@ -1,11 +1,11 @@
 import { useState } from "preact/hooks";
-import { ApiError, del, get, np, post } from "../api";
+import { ApiError, del, get, np, post, put } from "../api";
 import { Empty, ErrorBox, Loading, Modal } from "../components";
 import { usePoll } from "../hooks";
 import { usePermissions, whyNot } from "../access";
 import { runShown } from "./Snapshots";
 
-import type { ClusterVm, HaRule, HaVmStatus, SharedPoolInfo, WhatIf } from "../types";
+import type { ClusterStatus, ClusterVm, HaRule, HaVmStatus, SharedPoolInfo, WhatIf } from "../types";
 
 type Msg = { tone: "info" | "error"; text: string } | null;
 
@@ -92,6 +92,7 @@ export function Ha() {
         </table>
       )}
       <WhatIfPanel nodes={(nodes.data ?? []).map((n) => n.name)} />
+      <Maintenance noModify={noModify} say={setMsg} onChanged={() => { ha.refresh(); vms.refresh(); }} />
       <Rules noModify={noModify} say={setMsg} />
       <SharedPools pools={pools.data} error={pools.error} noModify={noModify} busy={busy}
         onChanged={() => pools.refresh()} say={setMsg} />
@@ -315,6 +316,62 @@ function Rules({ noModify, say }: { noModify: string | null; say: (m: Msg) => vo
         <button type="submit" class="btn" disabled={!!noModify || !body || !!err} title={noModify ?? "Add the rule"}>Add rule</button>
         {err && <div class="field-error" role="alert">{err}</div>}
       </form>
+    </section>
+  );
+}
+
+/** Node maintenance: every running VM leaves the node (live), then it is in standby. */
+function Maintenance({ noModify, say, onChanged }: { noModify: string | null; say: (m: Msg) => void; onChanged: () => void }) {
+  const status = usePoll(() => get<ClusterStatus>("/cluster/status"), 5000);
+  const [busy, setBusy] = useState(false);
+  const [confirm, setConfirm] = useState<string | null>(null);
+  const start = async (node: string) => {
+    setBusy(true);
+    await runShown(`Maintenance of ${node}`, "PUT", np("/maintenance", node), { enabled: true }, say);
+    setBusy(false);
+    status.refresh();
+    onChanged();
+  };
+  const end = async (node: string) => {
+    setBusy(true);
+    try {
+      await put(np("/maintenance", node), { enabled: false });
+      say({ tone: "info", text: `${node} left maintenance: it takes VMs again (moved VMs stay where they are).` });
+    } catch (e) {
+      say({ tone: "error", text: `Ending maintenance of ${node} refused: ${(e as ApiError).message}` });
+    }
+    setBusy(false);
+    status.refresh();
+  };
+  const members = status.data?.members ?? [];
+  return (
+    <section class="card" aria-labelledby="maint-title">
+      <h2 id="maint-title">Node maintenance</h2>
+      <p class="muted small">Every running VM leaves the node live (HA VMs through Pacemaker, respecting their placement rules), then the node is in standby, also across reboots. A VM that cannot leave stops the request before anything moves.</p>
+      <ErrorBox error={status.error} title="Cannot read the cluster status" />
+      {members.length > 0 && (
+        <table class="table" aria-label="Nodes">
+          <thead><tr><th>Node</th><th>State</th><th><span class="sr-only">Actions</span></th></tr></thead>
+          <tbody>{members.map((m) => (
+            <tr data-node={m.name} data-standby={String(!!m.standby)}>
+              <td class="mono">{m.name}</td>
+              <td>{!m.online ? <span class="badge badge-err">offline</span> : m.standby ? <span class="badge badge-warn">in maintenance</span> : <span class="badge badge-ok">online</span>}</td>
+              <td class="actions">{m.standby
+                ? <button type="button" class="btn btn-sm" disabled={busy || !!noModify} title={noModify ?? "The node takes VMs again"} onClick={() => end(m.name)}>End maintenance</button>
+                : <button type="button" class="btn btn-sm" disabled={busy || !!noModify || !m.online} title={noModify ?? "Move every VM away and put the node in standby"} onClick={() => setConfirm(m.name)}>Maintenance</button>}</td>
+            </tr>
+          ))}</tbody>
+        </table>
+      )}
+      {confirm && (
+        <Modal title={`Maintenance of ${confirm}`} onClose={() => setConfirm(null)}>
+          <p>Every running VM of <strong>{confirm}</strong> is live-migrated to another node, then {confirm} is put in standby and runs no VM until maintenance ends.</p>
+          <div class="modal-actions">
+            <button type="button" class="btn" onClick={() => setConfirm(null)}>Cancel</button>
+            <button type="button" class="btn btn-primary" onClick={() => { const n = confirm; setConfirm(null); start(n); }}>Start maintenance</button>
+          </div>
+        </Modal>
+      )}
     </section>
   );
 }
