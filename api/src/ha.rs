@@ -51,6 +51,19 @@ pub struct HaVmStatus {
     pub max_restarts: u32,
     /// Failed operations Pacemaker recorded for it: "node: operation: reason".
     pub failures: Vec<String>,
+    /// Pacemaker's fail count per node (at `max_restarts` the VM is banned from that node until
+    /// a clean-up).
+    #[serde(default)]
+    pub fail_counts: BTreeMap<String, u64>,
+    /// Ids of the placement rules that name it.
+    #[serde(default)]
+    pub rules: Vec<String>,
+}
+
+/// Answer of `POST /api/v1/cluster/ha/{vmid}/cleanup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HaCleanup {
+    pub message: String,
 }
 
 /// `POST /api/v1/cluster/shared-pools`: a directory every node mounts from the same shared

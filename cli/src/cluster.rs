@@ -53,8 +53,11 @@ pub enum ClusterCmd {
     /// The floating management address: one address for the UI and API of the whole cluster
     #[command(subcommand)]
     Vip(VipCmd),
-    /// HA VMs: where Pacemaker runs each, its target state and failures
+    /// HA VMs: where Pacemaker runs each, its target state, fail counts, rules and failures
     Ha,
+    /// Forget an HA VM's failures and fail counts once their cause is fixed (crm_resource
+    /// --cleanup): a VM banned from a node after max-restarts failures may run there again
+    HaCleanup { vmid: u32 },
     /// Placement rules of HA VMs: node affinity, together, apart (docs/ha.md)
     #[command(subcommand)]
     HaRule(crate::ha::HaRuleCmd),
@@ -299,6 +302,7 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd, mode: Mode) -> Result<Outcome>
         )?,
         ClusterCmd::Config(cc) => config(c, cc, json).await?,
         ClusterCmd::Ha => crate::ha::list(c, json).await?,
+        ClusterCmd::HaCleanup { vmid } => crate::ha::cleanup(c, vmid, json).await?,
         ClusterCmd::HaRule(cmd) => crate::ha::rule(c, cmd, json).await?,
         ClusterCmd::WhatIf { node_fail } => crate::ha::what_if(c, &node_fail, json).await?,
         ClusterCmd::SharedPool(cmd) => crate::ha::shared_pool(c, cmd, json).await?,

@@ -184,6 +184,21 @@ pub async fn vm_ha(
     task_outcome(c, node, a, mode).await
 }
 
+/// `keel cluster ha-cleanup VMID`.
+pub async fn cleanup(c: &Client, vmid: u32, json: bool) -> Result<()> {
+    let v = c
+        .call::<()>(
+            Method::POST,
+            &["cluster", "ha", &vmid.to_string(), "cleanup"],
+            &[],
+            None,
+        )
+        .await?;
+    show(v, json, |r: keel_api::ha::HaCleanup| {
+        println!("{}", r.message)
+    })
+}
+
 /// `keel cluster ha`.
 pub async fn list(c: &Client, json: bool) -> Result<()> {
     show(
@@ -195,12 +210,13 @@ pub async fn list(c: &Client, json: bool) -> Result<()> {
                 return;
             }
             println!(
-                "{:<6} {:<20} {:<8} {:<10} {:<8} {:<9} FAILURES",
-                "VMID", "NAME", "TARGET", "NODE", "PRIO", "RESTARTS"
+                "{:<6} {:<20} {:<8} {:<10} {:<8} {:<9} {:<14} {:<14} FAILURES",
+                "VMID", "NAME", "TARGET", "NODE", "PRIO", "RESTARTS", "FAIL COUNTS", "RULES"
             );
+            let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
             for h in v {
                 println!(
-                    "{:<6} {:<20} {:<8} {:<10} {:<8} {:<9} {}",
+                    "{:<6} {:<20} {:<8} {:<10} {:<8} {:<9} {:<14} {:<14} {}",
                     h.vmid,
                     h.name,
                     h.target,
@@ -209,11 +225,15 @@ pub async fn list(c: &Client, json: bool) -> Result<()> {
                         .unwrap_or(if h.active { "?" } else { "-" }),
                     h.priority,
                     h.max_restarts,
-                    if h.failures.is_empty() {
-                        "-".to_string()
-                    } else {
-                        h.failures.join("; ")
-                    }
+                    dash(
+                        h.fail_counts
+                            .iter()
+                            .map(|(n, c)| format!("{n}:{c}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                    dash(h.rules.join(",")),
+                    dash(h.failures.join("; "))
                 );
             }
         },

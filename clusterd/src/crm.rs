@@ -134,6 +134,17 @@ pub struct CrmStatus {
     pub resources: Vec<CrmResource>,
     pub failures: Vec<FailedAction>,
     pub fence_history: Vec<FenceEvent>,
+    /// Non-zero fail counts from the node history.
+    pub fail_counts: Vec<FailCount>,
+}
+
+/// A resource's fail count on a node (`node_history`; INFINITY is 1000000).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailCount {
+    pub node: String,
+    pub resource: String,
+    pub count: u64,
+    pub last_failure: Option<String>,
 }
 
 fn flag(e: &Element, k: &str) -> bool {
@@ -233,7 +244,30 @@ impl CrmStatus {
                 completed: owned(e, "completed"),
             });
         }
+        let mut fail_counts = Vec::new();
+        for n in root
+            .find("node_history")
+            .map(|h| h.find_all("node").collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            let node = need(n, "name")?;
+            for r in n.find_all("resource_history") {
+                let count: u64 = r
+                    .get_attr("fail-count")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if count > 0 {
+                    fail_counts.push(FailCount {
+                        node: node.clone(),
+                        resource: need(r, "id")?,
+                        count,
+                        last_failure: owned(r, "last-failure"),
+                    });
+                }
+            }
+        }
         Ok(CrmStatus {
+            fail_counts,
             pacemaker_state: root.find("pacemakerd").and_then(|p| owned(p, "state")),
             dc: dc
                 .filter(|d| flag(d, "present"))
@@ -541,6 +575,20 @@ mod tests {
         assert_eq!(f.node, "node2");
         assert_eq!(f.exit_code, 6);
         assert_eq!(f.exit_reason, "[findif] failed");
+        // fail counts from the node history: only the failed resource, INFINITY as 1000000
+        assert_eq!(
+            s.fail_counts,
+            vec![FailCount {
+                node: "node2".into(),
+                resource: "broken-ip".into(),
+                count: 1_000_000,
+                last_failure: Some("Sun Nov 22 00:24:37 2026".into()),
+            }]
+        );
+        assert!(CrmStatus::parse(&sample("crm_mon-3-nodes.xml"))
+            .unwrap()
+            .fail_counts
+            .is_empty());
         let e = s.last_fence_of("node3").unwrap();
         assert_eq!(
             (e.action.as_str(), e.status.as_str()),

@@ -220,6 +220,20 @@ pub fn stop_orphans(on: bool) -> Vec<String> {
     v
 }
 
+/// `crm_resource` arguments that forget VM `vmid`'s failed operations and fail counts on every
+/// node (Pacemaker then re-checks where it runs and may start it where it was banned).
+pub fn cleanup(vmid: u32) -> Vec<String> {
+    [
+        "crm_resource",
+        "--cleanup",
+        "--resource",
+        &resource_id(vmid),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// `crm_attribute` arguments that put `node` in standby (`on`: Pacemaker moves every resource
 /// away and starts none there; the attribute is permanent, so it survives a reboot of the
 /// node) or take it out again.

@@ -1169,6 +1169,7 @@ async fn stop_network(
         crate::snapshots::list_snapshots,
         crate::ha::routes::set_ha,
         crate::ha::routes::list_ha,
+        crate::ha::routes::cleanup_ha,
         crate::ha::routes::what_if,
         crate::ha::routes::list_rules,
         crate::ha::routes::add_rule,
@@ -1201,6 +1202,7 @@ async fn stop_network(
     ),
     components(schemas(
         keel_api::ha::HaSet,
+        keel_api::ha::HaCleanup,
         keel_api::ha::MaintenanceSet,
         keel_api::ha::HaVmStatus,
         keel_api::ha::SharedPoolCreate,

@@ -79,9 +79,11 @@ pub fn ha_blockers(
 fn members_online(node: &Node, me: &str) -> Result<Vec<String>> {
     let c = crate::ha::crm(node)?;
     match c.nodes.iter().find(|n| n.name == me) {
-        Some(n) if n.standby => return Err(Error::Conflict(format!(
+        Some(n) if n.standby => {
+            return Err(Error::Conflict(format!(
             "{me} is already in maintenance (standby): end it with keel node maintenance {me} off"
-        ))),
+        )))
+        }
         Some(n) if n.online => {}
         _ => {
             return Err(Error::Conflict(format!(

@@ -589,6 +589,20 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         ha_list(k_surv)?
     );
 
+    // VM 103's guest killed behind Pacemaker's back: its monitor sees it, restarts it on
+    // node2, and the fail count shows in keel cluster ha (the UI cleans it up below)
+    lab.node(2)?.virsh(&["destroy", "ha103"])?;
+    lab.wait_for("VM 103 restarted with a fail count on node2", T, || {
+        Ok(ha_list(&k2)?
+            .iter()
+            .any(|h| h["vmid"] == 103 && h["node"] == "node2" && h["fail_counts"]["node2"] == 1))
+    })?;
+    let out = k2.keel_ok(&["cluster", "ha"])?;
+    ensure!(
+        out.contains("node2:1"),
+        "keel cluster ha lacks the fail count: {out}"
+    );
+
     // the High availability page drives the same: refusals, HA on, what-if, HA off
     let t = Instant::now();
     ui_ha(k_surv, &idle)?;

@@ -4,7 +4,8 @@
 // directory is refused; HA on for a VM with a disk on node-local storage is refused with the
 // reason; HA on for a VM on the shared pool through the dialog, the VM shown running under
 // Pacemaker; the what-if preview of its node's failure names where it would restart; placement
-// rules; node maintenance of an idle node and its end; HA off.
+// rules; node maintenance of an idle node and its end; HA off; a fail count cleaned up; the VM
+// page's HA and migration history gathered from every node.
 //   KEEL_HA_VM        a running VM whose disk and ISO are on the shared pool (not HA)
 //   KEEL_HA_LOCAL_VM  a VM with a disk on node-local storage
 //   KEEL_HA_POOL      the shared pool's name
@@ -109,6 +110,25 @@ await step("HA off: the VM leaves the table", async () => {
   await page.getByRole("button", { name: "Turn HA off", exact: true }).click();
   await status().getByText(`HA off for VM ${VM}: done.`).waitFor({ timeout: 90_000 });
   await haRow(VM).waitFor({ state: "detached", timeout: 30_000 });
+});
+
+await step("VM 103's fail count cleaned up from the page", async () => {
+  const other = process.env.KEEL_HA_OTHER_VM;
+  const counts = haRow(other).locator("td[data-fail-counts]");
+  expect((await counts.getAttribute("data-fail-counts")).includes(":1"), `fail counts: ${await counts.getAttribute("data-fail-counts")}`);
+  await haRow(other).getByRole("button", { name: "Clean up" }).click();
+  await status().getByText(`failures and fail counts of VM ${other} cleared`).waitFor({ timeout: 60_000 });
+  await page.locator(`table[aria-label="HA VMs"] tr[data-vmid="${other}"] td[data-fail-counts=""]`).waitFor({ timeout: 30_000 });
+});
+
+await step("the VM page shows its HA and migration history from every node", async () => {
+  await page.goto(`${BASE}/vms/${VM}`);
+  await page.getByRole("tab", { name: "Tasks" }).click();
+  const t = page.getByRole("table", { name: `HA and migration history of VM ${VM}` });
+  await t.waitFor({ timeout: 30_000 });
+  await t.locator('tr[data-kind="vmmigrate"]').first().waitFor({ timeout: 15_000 });
+  const ha = await t.locator('tr[data-kind="vmha"]').count();
+  expect(ha >= 2, `expected HA on and off in the history, found ${ha}: ${await t.innerText()}`);
 });
 
 await finish();

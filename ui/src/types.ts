@@ -234,6 +234,10 @@ export interface HaVmStatus {
   priority: number;
   max_restarts: number;
   failures: string[];
+  /** Pacemaker's fail count per node (absent from older hostds). */
+  fail_counts?: Record<string, number>;
+  /** Placement rules naming the VM. */
+  rules?: string[];
 }
 
 /** GET /api/v1/cluster/shared-pools */

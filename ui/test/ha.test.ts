@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { haFormError, ruleFromForm } from "../src/pages/Ha";
+import { failCountText, haFormError, ruleFromForm } from "../src/pages/Ha";
+import { historyOf } from "../src/pages/VmHistory";
+import type { TaskInfo } from "../src/types";
 
 describe("haFormError", () => {
   it("accepts empty fields (server defaults) and whole numbers in range", () => {
@@ -30,5 +32,25 @@ describe("ruleFromForm", () => {
     expect(ruleFromForm("a", "together", "100,x", "", false)).toMatch(/VM ids/);
     expect(ruleFromForm("a", "node-affinity", "100", "", false)).toMatch(/Name the nodes/);
     expect(ruleFromForm("a", "node-affinity", "100", "node1:x", false)).toMatch(/NODE:PRIORITY/);
+  });
+});
+
+describe("failCountText", () => {
+  it("lists non-zero fail counts per node, INFINITY spelled out", () => {
+    expect(failCountText({})).toBe("");
+    expect(failCountText({ fail_counts: { node1: 0 } })).toBe("");
+    expect(failCountText({ fail_counts: { node1: 1, node2: 1000000 } })).toBe("node1:1, node2:INFINITY");
+  });
+});
+
+describe("historyOf", () => {
+  const t = (node: string, kind: string, target: string, start: number) =>
+    ({ upid: `${node}-${start}`, node, kind, target, user: "root", start_time: start, end_time: start + 1, state: "ok", message: null, progress: null }) as TaskInfo;
+  it("keeps this VM's HA and migration tasks of every node, newest first", () => {
+    const h = historyOf(100, [
+      [t("node1", "vmmigrate", "100", 10), t("node1", "vmstart", "100", 20), t("node1", "vmmigrate", "101", 30)],
+      [t("node2", "vmha", "100", 40)],
+    ]);
+    expect(h.map((x) => `${x.node}:${x.kind}`)).toEqual(["node2:vmha", "node1:vmmigrate"]);
   });
 });

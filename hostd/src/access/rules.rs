@@ -396,6 +396,11 @@ pub const RULES: &[Rule] = &[
     r("GET", "/api/v1/cluster/vip", Priv(ClusterAudit, "/cluster")),
     r("GET", "/api/v1/cluster/ha", Priv(ClusterAudit, "/cluster")),
     r(
+        "POST",
+        "/api/v1/cluster/ha/{vmid}/cleanup",
+        Priv(ClusterModify, "/cluster"),
+    ),
+    r(
         "GET",
         "/api/v1/cluster/what-if",
         Priv(ClusterAudit, "/cluster"),

@@ -610,6 +610,22 @@ pub fn set_started(node: &Node, vmid: u32, started: bool, t: &TaskHandle) -> Res
     Ok(())
 }
 
+/// Forget an HA VM's failed operations and fail counts (`crm_resource --cleanup`), once their
+/// cause is fixed: a VM banned from a node after `max_restarts` failures may run there again.
+pub fn cleanup(node: &Node, vmid: u32) -> Result<String> {
+    if record(node, vmid)?.is_none() {
+        return Err(Error::NotFound(format!(
+            "VM {vmid} is not highly available"
+        )));
+    }
+    let r = node.cluster.runner.as_ref();
+    r.run_ok(&Cmd::argv(&cha::cleanup(vmid)).timeout(Duration::from_secs(60)))
+        .map_err(run_err)?;
+    Ok(format!(
+        "failures and fail counts of VM {vmid} cleared: Pacemaker re-checks where it runs"
+    ))
+}
+
 /// Every HA VM with where Pacemaker runs it.
 pub fn list(node: &Node) -> Result<Vec<HaVmStatus>> {
     let st = store(node)?;
@@ -620,12 +636,24 @@ pub fn list(node: &Node) -> Result<Vec<HaVmStatus>> {
             .map_err(run_err)?,
     )
     .map_err(Error::Internal)?;
+    let all_rules = rules::all(&st)?;
     let mut out = vec![];
     for rec in records(&st)? {
         let rid = cha::resource_id(rec.vmid);
         let res = c.resource(&rid);
         let h = cib.iter().find(|h| h.vmid == rec.vmid);
         out.push(HaVmStatus {
+            fail_counts: c
+                .fail_counts
+                .iter()
+                .filter(|f| f.resource == rid)
+                .map(|f| (f.node.clone(), f.count))
+                .collect(),
+            rules: all_rules
+                .iter()
+                .filter(|r| r.vms.contains(&rec.vmid))
+                .map(|r| r.id.clone())
+                .collect(),
             vmid: rec.vmid,
             name: rec.name.clone(),
             resource: rid.clone(),

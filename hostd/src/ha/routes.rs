@@ -5,10 +5,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{delete, get, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
 use keel_api::ha::{
-    HaRule, HaSet, HaVmStatus, SharedPoolCreate, SharedPoolInfo, WhatIf, WhatIfQuery,
+    HaCleanup, HaRule, HaSet, HaVmStatus, SharedPoolCreate, SharedPoolInfo, WhatIf, WhatIfQuery,
 };
 use keel_api::task::TaskRef;
 use keel_api::ErrorBody;
@@ -22,6 +22,7 @@ pub fn routes() -> Router<Arc<Node>> {
     Router::new()
         .route("/api/v1/nodes/{node}/vms/{vmid}/ha", put(set_ha))
         .route("/api/v1/cluster/ha", get(list_ha))
+        .route("/api/v1/cluster/ha/{vmid}/cleanup", post(cleanup_ha))
         .route("/api/v1/cluster/what-if", get(what_if))
         .route("/api/v1/cluster/ha/rules", get(list_rules).post(add_rule))
         .route("/api/v1/cluster/ha/rules/{id}", delete(delete_rule))
@@ -81,6 +82,21 @@ pub async fn set_ha(
     responses((status = 200, body = Vec<HaVmStatus>), (status = 409, description = "Not in a cluster", body = ErrorBody)))]
 pub async fn list_ha(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<HaVmStatus>>> {
     Ok(Json(blocking(move || super::list(&node)).await?))
+}
+
+/// Forget an HA VM's failed operations and fail counts (`crm_resource --cleanup`): after a
+/// fix, a VM banned from a node by `max_restarts` failures may run there again.
+#[utoipa::path(post, path = "/api/v1/cluster/ha/{vmid}/cleanup", tag = "ha",
+    params(("vmid" = u32, Path)),
+    responses((status = 200, body = HaCleanup),
+        (status = 404, description = "The VM is not highly available", body = ErrorBody),
+        (status = 409, description = "Not in a cluster", body = ErrorBody)))]
+pub async fn cleanup_ha(
+    State(node): State<Arc<Node>>,
+    Path(vmid): Path<u32>,
+) -> ApiResult<Json<HaCleanup>> {
+    let message = blocking(move || super::cleanup(&node, vmid)).await?;
+    Ok(Json(HaCleanup { message }))
 }
 
 /// Shared pools and, per node, whether it can use each.

@@ -9,6 +9,11 @@ import type { ClusterStatus, ClusterVm, HaRule, HaVmStatus, SharedPoolInfo, What
 
 type Msg = { tone: "info" | "error"; text: string } | null;
 
+/** Fail counts as "node:count" pairs, or "" when there are none. */
+export function failCountText(h: Pick<HaVmStatus, "fail_counts">): string {
+  return Object.entries(h.fail_counts ?? {}).filter(([, c]) => c > 0).map(([n, c]) => `${n}:${c >= 1000000 ? "INFINITY" : c}`).join(", ");
+}
+
 /** Client-side checks of the HA form (the server checks again). */
 export function haFormError(priority: string, restarts: string): string | null {
   if (priority && !/^\d+$/.test(priority)) return "Priority is a whole number from 0 to 1000000.";
@@ -55,6 +60,17 @@ export function Ha() {
     ha.refresh();
     vms.refresh();
   };
+  const cleanup = async (vmid: number) => {
+    setBusy(true);
+    try {
+      const r = await post<{ message: string }>(`/cluster/ha/${vmid}/cleanup`);
+      setMsg({ tone: "info", text: r.message });
+    } catch (e) {
+      setMsg({ tone: "error", text: `Clean-up of VM ${vmid} refused: ${(e as ApiError).message}` });
+    }
+    setBusy(false);
+    ha.refresh();
+  };
   const nodeOf = (vmid: number) => vms.data?.find((v) => v.vmid === vmid)?.node;
   const candidates = (vms.data ?? []).filter((v) => !(ha.data ?? []).some((h) => h.vmid === v.vmid));
   return (
@@ -72,7 +88,7 @@ export function Ha() {
       {ha.data && ha.data.length === 0 && <Empty title="No HA VMs">Make a VM whose disks are on a shared pool highly available.</Empty>}
       {ha.data && ha.data.length > 0 && (
         <table class="table" aria-label="HA VMs">
-          <thead><tr><th>VM</th><th>Name</th><th>Target</th><th>Running on</th><th>Priority</th><th>Max restarts</th><th>Failures</th><th><span class="sr-only">Actions</span></th></tr></thead>
+          <thead><tr><th>VM</th><th>Name</th><th>Target</th><th>Running on</th><th>Priority</th><th>Max restarts</th><th>Rules</th><th>Fail counts</th><th>Failures</th><th><span class="sr-only">Actions</span></th></tr></thead>
           <tbody>{ha.data.map((h) => (
             <tr data-vmid={h.vmid}>
               <td class="mono">{h.vmid}</td>
@@ -82,8 +98,14 @@ export function Ha() {
                 {h.failed && <span class="badge badge-err"> failed</span>}</td>
               <td>{h.priority}</td>
               <td>{h.max_restarts}</td>
+              <td class="small">{h.rules?.length ? h.rules.join(", ") : <span class="muted">—</span>}</td>
+              <td class="small" data-fail-counts={failCountText(h)}>{failCountText(h) || <span class="muted">—</span>}</td>
               <td class="small">{h.failures.length ? h.failures.join("; ") : <span class="muted">—</span>}</td>
               <td class="actions nowrap">
+                {(h.failures.length > 0 || failCountText(h) !== "") && (
+                  <button type="button" class="btn btn-sm" disabled={busy || !!noModify}
+                    title={noModify ?? "Forget the failures and fail counts once their cause is fixed (crm_resource --cleanup)"}
+                    onClick={() => cleanup(h.vmid)}>Clean up</button>)}{" "}
                 <button type="button" class="btn btn-sm" disabled={busy || !!noModify} title={noModify ?? "Pacemaker lets go of the VM; it keeps running where it is"}
                   onClick={() => setOff(h)}>Turn HA off…</button>
               </td>

@@ -8,6 +8,7 @@ import {
   type PowerOp, POWER_OPS, canDelete, formatBytes, formatDuration, formatMib, formatTime, formatUptime, powerAllowed, taskKindLabel,
 } from "../logic";
 import { navigate } from "../router";
+import { VmHistory } from "./VmHistory";
 import type { TaskInfo, TaskRef, VmConfig, VmStatus } from "../types";
 import { Console, Serial } from "./Console";
 import { ResizeDisk, Snapshots } from "./Snapshots";
@@ -106,7 +107,7 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
           onChanged={() => { config.refresh(); status.refresh(); }} />}
         {active === "console" && s && <Console vmid={vmid} state={s.state} />}
         {active === "serial" && <Serial vmid={vmid} />}
-        {active === "tasks" && <VmTasks vmid={vmid} />}
+        {active === "tasks" && <><VmHistory vmid={vmid} /><VmTasks vmid={vmid} /></>}
         {active === "snapshots" && <Snapshots vmid={vmid} state={s?.state} />}
         {active === "backups" && <Backups vmid={vmid} />}
       </div>
