@@ -15,6 +15,7 @@ pub mod prune;
 pub mod routes;
 pub mod run;
 pub mod schedule;
+pub mod sftp;
 pub mod store;
 pub mod targets;
 
