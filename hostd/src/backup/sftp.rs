@@ -171,11 +171,13 @@ impl Conn {
     pub fn check(&self) -> std::result::Result<(u64, u64), String> {
         let b = &self.base;
         match self.sftp.stat(b) {
-            Err(e) => return Err(format!(
+            Err(e) => {
+                return Err(format!(
                 "remote directory {} cannot be read: {}; create it (mkdir -p) on the remote host",
                 b.display(),
                 e.message()
-            )),
+            ))
+            }
             Ok(s) if !s.is_dir() => {
                 return Err(format!("remote {} is not a directory", b.display()))
             }

@@ -177,6 +177,8 @@ pub fn list(node: &Node) -> Result<Vec<BackupTarget>> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     drop(st);
+    // remote_of locks the connection again
+    drop(c);
     let mut out = Vec::new();
     for (n, k, p) in rows {
         let r = remote_of(&db, &n, &k, &p)?;
