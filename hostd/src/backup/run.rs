@@ -328,6 +328,7 @@ fn upload(
 
 /// Download the chain ending at `id` from an sftp target into a fresh local directory
 /// (removed by the caller), with progress mapped onto `[0, span]`.
+#[allow(clippy::too_many_arguments)]
 fn download(
     node: &Node,
     r: &sftp::Remote,
