@@ -674,6 +674,57 @@ mod tests {
     }
 
     #[test]
+    fn target_add_takes_a_directory_or_an_sftp_host_with_a_key() {
+        match backup_cmd(&[
+            "target",
+            "add",
+            "nas",
+            "--sftp",
+            "bk@nas:2222:/srv",
+            "--key",
+            "/root/k",
+            "--host-key-fingerprint",
+            "SHA256:x",
+        ]) {
+            BackupCmd::Target(TargetCmd::Add {
+                name,
+                path: None,
+                sftp: Some(l),
+                key: Some(k),
+                host_key_fingerprint: Some(f),
+            }) => assert_eq!(
+                (name.as_str(), l.as_str(), k.as_str(), f.as_str()),
+                ("nas", "bk@nas:2222:/srv", "/root/k", "SHA256:x")
+            ),
+            other => panic!("{other:?}"),
+        }
+        let bad = |a: &[&str]| {
+            let mut v = vec!["keel", "backup", "target", "add", "t"];
+            v.extend_from_slice(a);
+            parse_cli(v).is_err()
+        };
+        assert!(bad(&["--sftp", "bk@nas:/srv"]), "--sftp without --key");
+        assert!(bad(&[
+            "--path",
+            "/srv",
+            "--sftp",
+            "bk@nas:/srv",
+            "--key",
+            "/k"
+        ]));
+        assert!(bad(&[
+            "--path",
+            "/srv",
+            "--host-key-fingerprint",
+            "SHA256:x"
+        ]));
+        assert!(bad(&[]), "neither --path nor --sftp");
+        assert!(!bad(&["--path", "/srv"]));
+        assert_eq!(absolute("/a/b"), "/a/b");
+        assert!(absolute("k").ends_with("/k") && absolute("k").starts_with('/'));
+    }
+
+    #[test]
     fn prune_delete_and_job_command_lines() {
         match backup_cmd(&[
             "prune",
