@@ -163,6 +163,19 @@ pub fn create(
     let vdir = store::vm_dir(target_path, vmid);
     std::fs::create_dir_all(&vdir)?;
     remove_stale_partials(&vdir, task);
+    if remote.is_some() {
+        // the staging directory only holds a backup until its upload: anything left there
+        // is from an interrupted run
+        if let Ok(rd) = std::fs::read_dir(&vdir) {
+            for e in rd.flatten() {
+                task.log(format!(
+                    "removing {} left in staging by an interrupted upload",
+                    e.path().display()
+                ));
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let start = crate::db::now();
     let id = store::new_id(&vdir, start);
     let partial = vdir.join(format!(".partial-{id}"));

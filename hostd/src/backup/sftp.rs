@@ -304,10 +304,20 @@ impl Conn {
                 .mkdir(&vdir, 0o750)
                 .map_err(sftp_io(format!("cannot create {}", vdir.display())))?;
         }
-        let partial = vdir.join(format!(".partial-{}", m.id));
-        if self.sftp.stat(&partial).is_ok() {
-            self.remove_tree(&partial)?;
+        // what an interrupted upload or deletion of this VM's backups left (a VM's backup
+        // tasks never run at the same time)
+        if let Ok(entries) = self.sftp.readdir(&vdir) {
+            for (p, st) in entries {
+                let n = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if st.is_dir() && (n.starts_with(".partial-") || n.starts_with(".deleting-")) {
+                    self.remove_tree(&p)?;
+                }
+            }
         }
+        let partial = vdir.join(format!(".partial-{}", m.id));
         self.sftp
             .mkdir(&partial, 0o750)
             .map_err(sftp_io(format!("cannot create {}", partial.display())))?;
