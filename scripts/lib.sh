@@ -10,12 +10,16 @@ KEEL_APT_PACKAGES=(
   libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev libcfg-dev libcorosync-common-dev
   # the installer ISO: hybrid BIOS+UEFI with grub-mkrescue, the node rootfs as squashfs
   grub-pc-bin grub-efi-amd64-bin grub2-common mtools squashfs-tools dosfstools gdisk
+  # hostd's sftp backup targets link the system libssh2 (ssh2 crate, found by pkg-config)
+  libssh2-1-dev
 )
 # Only the tests need these: a browser (Debian's; the test tools never download one) and the
 # cluster stack the netns lab runs, and what builds and drives the VM lab's node image.
 KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource-agents fence-agents corosync-qnetd corosync-qdevice debootstrap socat e2fsprogs openssh-client chrony openssl
   # keel-storage's engine tests: drbd-utils' own parser, LVM and mkfs.gfs2 on loop devices
-  drbd-utils lvm2 gfs2-utils)
+  drbd-utils lvm2 gfs2-utils
+  # the sftp backup target's tests start their own sshd on loopback (vm_backups, ui_e2e)
+  openssh-server)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -29,12 +29,110 @@ pub struct BackupTargetCreate {
     /// Letters, digits, `-`, `_`; at most 64 characters.
     #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub name: String,
-    /// Only `dir` (a directory on this node) for now.
+    /// `dir` (a directory on this node) or `sftp` (a directory on a remote host over SSH).
     #[serde(default = "dir_kind")]
     pub kind: String,
-    /// Absolute path of an existing, writable directory.
+    /// `dir`: absolute path of an existing, writable directory. `sftp`:
+    /// `user@host[:port]:/path` (port 22 by default; an IPv6 host in brackets).
     #[schema(min_length = 2, max_length = 1024)]
     pub path: String,
+    /// `sftp` only: absolute path of the private key file on the node that hostd
+    /// authenticates with (mode 0600 or stricter; never a password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// `sftp` only: the remote host key's `SHA256:…` fingerprint (as `ssh-keygen -lf` shows
+    /// it). Without it the key the host presents now is pinned, and shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key_fingerprint: Option<String>,
+}
+
+/// Where an `sftp` target keeps its backups: `user@host[:port]:/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SftpLocation {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl std::fmt::Display for SftpLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(
+                f,
+                "{}@[{}]:{}:{}",
+                self.user, self.host, self.port, self.path
+            )
+        } else {
+            write!(f, "{}@{}:{}:{}", self.user, self.host, self.port, self.path)
+        }
+    }
+}
+
+/// Parse `user@host[:port]:/path` (an IPv6 host in brackets: `user@[::1]:2222:/bk`).
+pub fn parse_sftp_location(s: &str) -> Result<SftpLocation, String> {
+    let usage = || {
+        format!("{s:?} is not an SFTP location: use user@host[:port]:/absolute/path (e.g. backup@nas.example:2222:/srv/keel)")
+    };
+    let (user, rest) = s.split_once('@').ok_or_else(usage)?;
+    if user.is_empty()
+        || !user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(format!("{}: the user name {user:?} is not valid", usage()));
+    }
+    let (host, rest) = if let Some(r) = rest.strip_prefix('[') {
+        let (h, r) = r.split_once(']').ok_or_else(usage)?;
+        (h, r.strip_prefix(':').ok_or_else(usage)?)
+    } else {
+        rest.split_once(':').ok_or_else(usage)?
+    };
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+    {
+        return Err(format!("{}: the host {host:?} is not valid", usage()));
+    }
+    let (port, path) = if rest.starts_with('/') {
+        (22, rest)
+    } else {
+        let (p, path) = rest.split_once(':').ok_or_else(usage)?;
+        let port: u16 = p
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{}: the port {p:?} is not a number 1-65535", usage()))?;
+        (port, path)
+    };
+    if !path.starts_with('/')
+        || path.split('/').any(|c| c == "..")
+        || path.chars().any(|c| c.is_control())
+    {
+        return Err(format!(
+            "{}: the path {path:?} is not absolute (or has '..')",
+            usage()
+        ));
+    }
+    Ok(SftpLocation {
+        user: user.into(),
+        host: host.into(),
+        port,
+        path: match path.trim_end_matches('/') {
+            "" => "/".into(),
+            p => p.into(),
+        },
+    })
+}
+
+/// An OpenSSH `SHA256:<43 base64 characters>` host key fingerprint.
+pub fn valid_ssh_fingerprint(s: &str) -> bool {
+    s.strip_prefix("SHA256:").is_some_and(|b| {
+        b.len() == 43
+            && b.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    })
 }
 
 fn dir_kind() -> String {
@@ -52,13 +150,26 @@ impl BackupTargetCreate {
                 ),
             ));
         }
+        if self.kind == "sftp" {
+            return self.validate_sftp();
+        }
         if self.kind != "dir" {
             return Err(FieldError::new(
                 "kind",
                 format!(
-                    "target kind {:?} is not supported: only \"dir\" (a directory on the node)",
+                    "target kind {:?} is not supported: \"dir\" (a directory on the node) or \"sftp\" (a remote host over SSH)",
                     self.kind
                 ),
+            ));
+        }
+        if self.key_file.is_some() || self.host_key_fingerprint.is_some() {
+            return Err(FieldError::new(
+                if self.key_file.is_some() {
+                    "key_file"
+                } else {
+                    "host_key_fingerprint"
+                },
+                "only an sftp target takes a key file and a host key fingerprint",
             ));
         }
         if !self.path.starts_with('/')
@@ -76,6 +187,34 @@ impl BackupTargetCreate {
         }
         Ok(())
     }
+
+    fn validate_sftp(&self) -> Result<(), FieldError> {
+        parse_sftp_location(&self.path).map_err(|e| FieldError::new("path", e))?;
+        match &self.key_file {
+            None => return Err(FieldError::new(
+                "key_file",
+                "an sftp target needs the private key file hostd authenticates with (--key FILE)",
+            )),
+            Some(k)
+                if !k.starts_with('/') || k.len() > 1024 || k.chars().any(|c| c.is_control()) =>
+            {
+                return Err(FieldError::new(
+                    "key_file",
+                    format!("{k:?} is not an absolute file path"),
+                ))
+            }
+            Some(_) => {}
+        }
+        if let Some(f) = &self.host_key_fingerprint {
+            if !valid_ssh_fingerprint(f) {
+                return Err(FieldError::new(
+                    "host_key_fingerprint",
+                    format!("{f:?} is not a host key fingerprint: SHA256: and 43 base64 characters, as `ssh-keygen -lf KEY.pub` prints"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A backup target and its state now.
@@ -83,7 +222,14 @@ impl BackupTargetCreate {
 pub struct BackupTarget {
     pub name: String,
     pub kind: String,
+    /// `dir`: the directory; `sftp`: `user@host:port:/path`.
     pub path: String,
+    /// `sftp`: the private key file hostd authenticates with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// `sftp`: the pinned host key; a host presenting another one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key_fingerprint: Option<String>,
     /// Usable: the directory exists and is writable.
     pub ok: bool,
     /// Why it is not usable.
@@ -471,4 +617,65 @@ pub struct BackupJob {
     pub next_run: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<BackupJobRun>,
+}
+
+#[cfg(test)]
+mod sftp_tests {
+    use super::*;
+
+    #[test]
+    fn sftp_locations_parse_and_bad_ones_say_why() {
+        let l = parse_sftp_location("bk@nas.example:/srv/keel/").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (l.user.as_str(), l.host.as_str(), l.port, l.path.as_str()),
+            ("bk", "nas.example", 22, "/srv/keel")
+        );
+        let l = parse_sftp_location("root@[::1]:2222:/b").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((l.host.as_str(), l.port), ("::1", 2222));
+        assert_eq!(l.to_string(), "root@[::1]:2222:/b");
+        let l = parse_sftp_location("root@127.0.0.1:2222:/b").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(l.to_string(), "root@127.0.0.1:2222:/b");
+        for (bad, why) in [
+            ("nas:/srv", "not an SFTP location"),
+            ("bk@nas:99999:/srv", "port"),
+            ("bk@nas:srv", "port"),
+            ("bk@nas:22:srv", "not absolute"),
+            ("bk@nas:/srv/../etc", "not absolute"),
+            ("b k@nas:/srv", "user name"),
+            ("bk@na$s:/srv", "host"),
+        ] {
+            match parse_sftp_location(bad) {
+                Err(e) => assert!(e.contains(why), "{bad}: {e}"),
+                Ok(l) => panic!("{bad} accepted: {l:?}"),
+            }
+        }
+        assert!(valid_ssh_fingerprint(
+            "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
+        ));
+        assert!(!valid_ssh_fingerprint("SHA256:short"));
+        assert!(!valid_ssh_fingerprint("MD5:aa:bb"));
+    }
+
+    #[test]
+    fn sftp_target_needs_a_key_file_and_dir_takes_none() {
+        let mut r = BackupTargetCreate {
+            name: "r".into(),
+            kind: "sftp".into(),
+            path: "bk@nas:/srv".into(),
+            key_file: None,
+            host_key_fingerprint: None,
+        };
+        assert_eq!(r.validate().map_err(|e| e.field), Err("key_file".into()));
+        r.key_file = Some("/root/.ssh/id_ed25519".into());
+        assert!(r.validate().is_ok());
+        r.host_key_fingerprint = Some("nope".into());
+        assert_eq!(
+            r.validate().map_err(|e| e.field),
+            Err("host_key_fingerprint".into())
+        );
+        r.kind = "dir".into();
+        r.path = "/srv".into();
+        r.host_key_fingerprint = None;
+        assert_eq!(r.validate().map_err(|e| e.field), Err("key_file".into()));
+    }
 }

@@ -388,17 +388,39 @@ async fn job(c: &Client, node: &str, cmd: JobCmd, mode: Mode) -> Result<Outcome>
 
 #[derive(Subcommand, Debug)]
 pub enum TargetCmd {
-    /// Add a `dir` target: an existing, writable directory on the node
+    /// Add a target: `--path DIR` (a directory on the node) or `--sftp user@host[:port]:/path
+    /// --key FILE` (a remote host over SSH; its host key is pinned now)
     Add {
         name: String,
-        /// Absolute path of the directory
+        /// Absolute path of an existing, writable directory on the node
+        #[arg(long, required_unless_present = "sftp", conflicts_with = "sftp")]
+        path: Option<String>,
+        /// A directory on a remote host over SSH/SFTP: user@host[:port]:/path
+        #[arg(long, requires = "key")]
+        sftp: Option<String>,
+        /// The private key file on the node that hostd authenticates with (mode 0600)
         #[arg(long)]
-        path: String,
+        key: Option<String>,
+        /// The host key's SHA256:… fingerprint (as `ssh-keygen -lf` prints it on the
+        /// host); without it the key the host presents now is pinned and shown
+        #[arg(long, requires = "sftp")]
+        host_key_fingerprint: Option<String>,
     },
     /// The node's targets with free space and whether each is usable
     List,
     /// Forget a target (its backups stay in the directory)
     Remove { name: String },
+}
+
+/// The key file as hostd (on this machine or another) must read it: relative paths are
+/// made absolute against the current directory.
+fn absolute(p: &str) -> String {
+    if p.starts_with('/') {
+        return p.to_string();
+    }
+    std::env::current_dir()
+        .map(|d| d.join(p).display().to_string())
+        .unwrap_or_else(|_| p.to_string())
 }
 
 fn targets_table(ts: &[BackupTarget]) {
@@ -457,11 +479,28 @@ pub async fn backup(c: &Client, cmd: BackupCmd, mode: Mode) -> Result<Outcome> {
             json,
             |t: Vec<BackupTarget>| targets_table(&t),
         )?,
-        BackupCmd::Target(TargetCmd::Add { name, path }) => {
-            let body = BackupTargetCreate {
-                name,
-                kind: "dir".into(),
-                path,
+        BackupCmd::Target(TargetCmd::Add {
+            name,
+            path,
+            sftp,
+            key,
+            host_key_fingerprint,
+        }) => {
+            let body = match sftp {
+                Some(loc) => BackupTargetCreate {
+                    name,
+                    kind: "sftp".into(),
+                    path: loc,
+                    key_file: key.map(|k| absolute(&k)),
+                    host_key_fingerprint,
+                },
+                None => BackupTargetCreate {
+                    name,
+                    kind: "dir".into(),
+                    path: path.unwrap_or_default(),
+                    key_file: None,
+                    host_key_fingerprint: None,
+                },
             };
             let v = c
                 .call(
@@ -471,7 +510,14 @@ pub async fn backup(c: &Client, cmd: BackupCmd, mode: Mode) -> Result<Outcome> {
                     Some(&body),
                 )
                 .await?;
-            show(v, json, |t: BackupTarget| targets_table(&[t]))?;
+            show(v, json, |t: BackupTarget| {
+                targets_table(std::slice::from_ref(&t));
+                if let Some(fp) = &t.host_key_fingerprint {
+                    println!(
+                        "host key pinned: {fp} (compare it with `ssh-keygen -lf` on the host; a host presenting another key is refused)"
+                    );
+                }
+            })?;
         }
         BackupCmd::Target(TargetCmd::Remove { name }) => {
             c.call::<()>(
@@ -625,6 +671,57 @@ mod tests {
             Ok(Command::Backup(b)) => b,
             other => panic!("{args:?}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn target_add_takes_a_directory_or_an_sftp_host_with_a_key() {
+        match backup_cmd(&[
+            "target",
+            "add",
+            "nas",
+            "--sftp",
+            "bk@nas:2222:/srv",
+            "--key",
+            "/root/k",
+            "--host-key-fingerprint",
+            "SHA256:x",
+        ]) {
+            BackupCmd::Target(TargetCmd::Add {
+                name,
+                path: None,
+                sftp: Some(l),
+                key: Some(k),
+                host_key_fingerprint: Some(f),
+            }) => assert_eq!(
+                (name.as_str(), l.as_str(), k.as_str(), f.as_str()),
+                ("nas", "bk@nas:2222:/srv", "/root/k", "SHA256:x")
+            ),
+            other => panic!("{other:?}"),
+        }
+        let bad = |a: &[&str]| {
+            let mut v = vec!["keel", "backup", "target", "add", "t"];
+            v.extend_from_slice(a);
+            parse_cli(v).is_err()
+        };
+        assert!(bad(&["--sftp", "bk@nas:/srv"]), "--sftp without --key");
+        assert!(bad(&[
+            "--path",
+            "/srv",
+            "--sftp",
+            "bk@nas:/srv",
+            "--key",
+            "/k"
+        ]));
+        assert!(bad(&[
+            "--path",
+            "/srv",
+            "--host-key-fingerprint",
+            "SHA256:x"
+        ]));
+        assert!(bad(&[]), "neither --path nor --sftp");
+        assert!(!bad(&["--path", "/srv"]));
+        assert_eq!(absolute("/a/b"), "/a/b");
+        assert!(absolute("k").ends_with("/k") && absolute("k").starts_with('/'));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! ui/e2e/clones.mjs (convert to template, template badge, a linked clone through the dialog);
 //! then ui/e2e/backups.mjs (the Backups tab: back up now, verify, restore into a new VM);
 //! then ui/e2e/hotplug.mjs (disks and NICs added and removed on a running VM);
-//! then ui/e2e/backup_jobs.mjs (the Backup jobs page and the Backups tab's Prune… dialog);
+//! then ui/e2e/backup_jobs.mjs (the Backup jobs page, the Backups tab's Prune… dialog, and
+//! an sftp backup target added to an sshd the test starts);
 //! ui/e2e/migrate.mjs (the Migrate dialog's refusal on a standalone node).
 //!
 //! Needs `ui/dist` (built by scripts/test.sh: `npm ci && npm run build` in ui/), node and
@@ -225,14 +226,43 @@ fn web_ui_in_headless_chromium() {
         json!({"vmid": bj_vm, "name": format!("{}-bj", h.prefix), "memory_mib": 64,
                "disks": [{"pool": h.pool, "size_mib": 16, "format": "qcow2"}]}),
     ));
+    // the Backup targets section adds an sftp target to a real sshd on loopback
+    let sshd = common::sshd::Sshd::new(&h.dir.join("sshd"));
     h.run_ui_script(
         "backup_jobs.mjs",
         &[
             ("KEEL_UI_VMID", bj_vm.to_string()),
             ("KEEL_BACKUP_TARGET", bj_target.clone()),
             ("KEEL_JOB_ID", format!("{}-job", h.prefix)),
+            ("KEEL_SFTP_LOCATION", sshd.location()),
+            ("KEEL_SFTP_KEY", sshd.key().display().to_string()),
+            ("KEEL_SFTP_FINGERPRINT", sshd.fingerprint()),
         ],
     );
+    let sftp_target = format!("{bj_target}-sftp");
+    let tl = h.get_json("/backup-targets");
+    let st = tl
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|t| t["name"] == sftp_target.as_str())
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("the sftp target added through the UI is not listed: {tl}"));
+    assert_eq!(st["kind"], "sftp", "{st}");
+    assert_eq!(
+        st["host_key_fingerprint"],
+        sshd.fingerprint().as_str(),
+        "{st}"
+    );
+    let r = h.delete(&format!("/backup-targets/{sftp_target}"));
+    assert_eq!(
+        r.status(),
+        204,
+        "remove target: {}",
+        r.text().unwrap_or_default()
+    );
+    drop(sshd);
     // what the UI did, checked through the API: one backup left, no job
     let left = h.get_json(&format!("/vms/{bj_vm}/backups?target={bj_target}"));
     assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");

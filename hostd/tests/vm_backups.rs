@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::sshd::Sshd;
 use common::{live_dir, scratch_image, scratch_ticks, Hostd};
 use keel_api::task::TaskState;
 use serde_json::{json, Value};
@@ -537,6 +538,13 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
         "/vms/{a}/backups/{}/verify?target=small",
         first[0]["id"].as_str().unwrap_or("")
     )));
+    // ---- an sftp target: a real sshd on loopback, its host key pinned at add
+    let t_sftp = Instant::now();
+    sftp_target_backup_restore_and_changed_host_key(&h, a, &data_raw);
+    eprintln!(
+        "sftp target steps took {:.1}s",
+        t_sftp.elapsed().as_secs_f64()
+    );
     // a VM with backups (libvirt checkpoints) is deleted like any other
     h.ok(h.post_empty(&format!("/vms/{a}/status/stop")));
     h.ok(h.delete(&format!("/vms/{a}")));
@@ -546,4 +554,140 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
         "{name} still defined"
     );
     eprintln!("vm_backups took {:.1}s", t_start.elapsed().as_secs_f64());
+}
+
+/// SHA-256 of a disk image's guest-visible bytes (converted to raw).
+fn raw_sha256(img: &Path, tmp: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    common::sshd::run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(img)
+            .arg(tmp),
+    );
+    let data = std::fs::read(tmp).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_file(tmp);
+    hex::encode(Sha256::digest(&data))
+}
+
+/// The sftp target: refused with the reason (no key, a wrong pinned fingerprint), pinned at
+/// add, a live backup uploaded (always full) and listed only complete, verified and restored
+/// sha256-equal; after the host key changes, the next backup is refused naming both keys.
+fn sftp_target_backup_restore_and_changed_host_key(h: &Hostd, a: u32, data_raw: &Path) {
+    let mut sshd = Sshd::new(&h.dir.join("sshd"));
+    let fp = sshd.fingerprint();
+    let loc = sshd.location();
+    let remote = sshd.remote();
+    let key = sshd.key();
+    let key_s = key.display().to_string();
+    let msg = |r: reqwest::blocking::Response| -> (u16, String) {
+        let st = r.status().as_u16();
+        let v: Value = r.json().unwrap_or_default();
+        (st, v["error"]["message"].as_str().unwrap_or("").to_string())
+    };
+    // no key file; a wrong pinned fingerprint: refused, naming both keys
+    let (st, m) = msg(h.post(
+        "/backup-targets",
+        json!({"name": "remote", "kind": "sftp", "path": loc}),
+    ));
+    assert!(st == 400 && m.contains("key"), "{st} {m}");
+    let wrong = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+    let (st, m) = msg(h.post(
+        "/backup-targets",
+        json!({"name": "remote", "kind": "sftp", "path": loc, "key_file": key_s,
+               "host_key_fingerprint": wrong}),
+    ));
+    assert!(
+        st == 400 && m.contains(&format!("expected {wrong}")) && m.contains(&format!("seen {fp}")),
+        "{st} {m}"
+    );
+    // pinned now: the fingerprint ssh-keygen shows for the host key
+    let r = h.post(
+        "/backup-targets",
+        json!({"name": "remote", "kind": "sftp", "path": loc, "key_file": key_s}),
+    );
+    assert_eq!(r.status(), 201);
+    let t: Value = r.json().unwrap_or_default();
+    assert_eq!(t["host_key_fingerprint"], fp.as_str(), "{t}");
+    assert_eq!(t["ok"], true, "{t}");
+    assert!(
+        t["available"].as_u64().unwrap_or(0) > 0,
+        "free space shown: {t}"
+    );
+
+    // a live backup to it: always full, uploaded, listed once complete
+    let tk = h.ok(h.post(&format!("/vms/{a}/backups"), json!({"target": "remote"})));
+    let log = task_log(h, &tk.upid);
+    assert!(
+        log.contains("always full") && log.contains("uploaded to"),
+        "{log}"
+    );
+    let list = backups(h, a, "remote");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["kind"], "full");
+    let id = list[0]["id"].as_str().unwrap_or("").to_string();
+    let on_remote: Vec<String> = std::fs::read_dir(remote.join(a.to_string()))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(on_remote, vec![id.clone()], "no partial left on the remote");
+    let bdir = remote.join(a.to_string()).join(&id);
+    assert!(bdir.join("manifest.json").is_file());
+    h.ok(h.post_empty(&format!("/vms/{a}/backups/{id}/verify?target=remote")));
+    assert_eq!(backups(h, a, "remote")[0]["verify_state"], "ok");
+
+    // restored sha256-equal: each disk equals the backup's file on the remote host, and the
+    // data disk the original
+    let nv = h.id(30);
+    h.ok(h.post(
+        &format!("/vms/{a}/backups/{id}/restore"),
+        json!({"target": "remote", "new_vmid": nv, "pool": h.pool,
+               "name": format!("{}-r30", h.prefix)}),
+    ));
+    let tmp = h.dir.join("sha.raw");
+    for (i, dev) in ["vda", "vdb"].iter().enumerate() {
+        let restored = raw_sha256(&disk_path(h, nv, i), &tmp);
+        let stored = raw_sha256(&bdir.join(format!("{dev}.qcow2")), &tmp);
+        assert_eq!(restored, stored, "restored {dev} differs from the backup");
+    }
+    let mut orig = std::fs::read(data_raw).unwrap_or_else(|e| panic!("{e}"));
+    orig.resize(16 << 20, 0);
+    use sha2::Digest;
+    assert_eq!(
+        raw_sha256(&disk_path(h, nv, 1), &tmp),
+        hex::encode(sha2::Sha256::digest(&orig)),
+        "restored data disk differs from the original"
+    );
+    assert!(scratch_ticks(&first_disk_path(h, nv)) > 0);
+
+    // the host key changes: the next backup is refused before any task, naming both keys
+    sshd.stop();
+    sshd.new_host_key();
+    sshd.start();
+    let fp2 = sshd.fingerprint();
+    assert_ne!(fp, fp2);
+    let (st, m) = msg(h.post(&format!("/vms/{a}/backups"), json!({"target": "remote"})));
+    eprintln!("changed host key: {m}");
+    assert!(
+        st == 409
+            && m.contains("host key")
+            && m.contains(&format!("expected {fp}"))
+            && m.contains(&format!("seen {fp2}")),
+        "{st} {m}"
+    );
+    assert_eq!(
+        std::fs::read_dir(remote.join(a.to_string()))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        1,
+        "nothing was uploaded"
+    );
+    let tl = h.get_json("/backup-targets");
+    let rt = tl
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["name"] == "remote").cloned())
+        .unwrap_or_default();
+    assert_eq!(rt["ok"], false, "{rt}");
+    sshd.stop();
 }

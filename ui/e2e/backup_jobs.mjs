@@ -2,17 +2,23 @@
 // keel-hostd (no mocks): create a job for a stopped VM through the dialog (a misspelled weekday
 // refused before sending), run it now twice and see its last run ok with a next run shown;
 // prune the VM's backups to the newest one (dry-run preview, then the task); edit the job's
-// schedule; delete the job.
+// schedule; delete the job. Then the Backup targets section: add an sftp target through the
+// "Add target…" dialog (a wrong host key fingerprint refused on its field, naming both keys;
+// then added with the key the host presents pinned and shown).
 //   KEEL_UI_URL          base URL (hostd serving ui/dist)
 //   KEEL_UI_PASSWORD     root's password
 //   KEEL_UI_VMID         a stopped VM with one small qcow2 disk and no backups
 //   KEEL_BACKUP_TARGET   the name of a dir backup target on the node (the only one)
 //   KEEL_JOB_ID          the job's id
+//   KEEL_SFTP_LOCATION   user@127.0.0.1:PORT:/dir of an sshd the driver started
+//   KEEL_SFTP_KEY        the private key file hostd authenticates with
+//   KEEL_SFTP_FINGERPRINT that sshd's host key fingerprint (SHA256:…)
 //   CHROMIUM             browser binary (default /usr/bin/chromium)
 // Prints "N passed, N failed" last; exits non-zero on any failure (screenshots in e2e/artifacts/).
 import { BASE, PASSWORD, env, expect, open } from "./harness.mjs";
 
-const [VMID, TARGET, JOB] = env("KEEL_UI_VMID", "KEEL_BACKUP_TARGET", "KEEL_JOB_ID");
+const [VMID, TARGET, JOB, SFTP, SFTP_KEY, SFTP_FP] = env("KEEL_UI_VMID", "KEEL_BACKUP_TARGET", "KEEL_JOB_ID",
+  "KEEL_SFTP_LOCATION", "KEEL_SFTP_KEY", "KEEL_SFTP_FINGERPRINT");
 const { page, step, finish } = await open("backup-jobs");
 page.on("dialog", (d) => d.accept()); // confirmations
 const jobRow = () => page.getByRole("table", { name: "Backup jobs" }).locator(`tr[data-job="${JOB}"]`);
@@ -90,6 +96,35 @@ await step("edit the schedule, then delete the job", async () => {
   await page.waitForFunction((j) => document.querySelector(`tr[data-job="${j}"]`)?.textContent?.includes("daily"), JOB);
   await jobRow().getByRole("button", { name: "Delete" }).click();
   await page.getByText("No backup jobs on this node.").waitFor();
+});
+
+await step("add an sftp target: a wrong host key refused naming both keys, then pinned and shown", async () => {
+  const section = page.getByRole("region", { name: "Backup targets" });
+  await section.getByRole("table", { name: "Backup targets" }).locator(`tr[data-target="${TARGET}"]`).waitFor();
+  await section.getByRole("button", { name: "Add target…" }).click();
+  const dlg = page.getByRole("dialog", { name: "Add backup target" });
+  await dlg.waitFor();
+  await dlg.getByLabel("Kind", { exact: true }).selectOption("sftp");
+  await dlg.getByLabel("Target name", { exact: true }).fill(`${TARGET}-sftp`);
+  await dlg.getByLabel("Remote location", { exact: true }).fill("not-a-location");
+  await dlg.getByText("user@host[:port]:/absolute/path").waitFor();
+  expect(await dlg.getByRole("button", { name: "Add target" }).isDisabled(), "submit enabled with a bad location");
+  await dlg.getByLabel("Remote location", { exact: true }).fill(SFTP);
+  await dlg.getByLabel("Private key file", { exact: true }).fill(SFTP_KEY);
+  const wrong = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+  await dlg.getByLabel("Host key fingerprint (optional)", { exact: true }).fill(wrong);
+  await dlg.getByRole("button", { name: "Add target" }).click();
+  const err = dlg.getByText(`expected ${wrong}, seen ${SFTP_FP}`);
+  await err.waitFor({ timeout: 30_000 });
+  await dlg.getByLabel("Host key fingerprint (optional)", { exact: true }).fill("");
+  await dlg.getByRole("button", { name: "Add target" }).click();
+  await dlg.waitFor({ state: "detached", timeout: 30_000 });
+  await page.getByText(`host key pinned: ${SFTP_FP}`).waitFor();
+  const row = section.locator(`tr[data-target="${TARGET}-sftp"]`);
+  await row.waitFor();
+  const text = await row.innerText();
+  expect(text.includes("sftp") && text.includes(SFTP_FP) && text.includes("ok"), `row: ${text}`);
+  expect(/\d+(\.\d+)? (B|KiB|MiB|GiB|TiB)/.test(text), `no free space in the row: ${text}`);
 });
 
 await finish();

@@ -1,7 +1,9 @@
 //! Backups of VMs to backup targets (docs/backups.md).
 //!
-//! - [`targets`]: where backups go (a `dir` target: a directory on this node), kept in this
-//!   node's `hostd.db`.
+//! - [`targets`]: where backups go (a `dir` target: a directory on this node; an `sftp`
+//!   target: a directory on a remote host over SSH), kept in this node's `hostd.db`.
+//! - [`sftp`]: the SSH/SFTP client of `sftp` targets (libssh2): the host key pinned, uploads
+//!   of complete backups (manifest last, renamed into place), downloads for verify/restore.
 //! - [`engine`]: the commands (virsh's backup/checkpoint verbs, qemu-img) through
 //!   `keel-runner`; the `virt` crate has no binding for libvirt's backup API.
 //! - [`store`]: the on-disk format: `<target>/<vmid>/<id>/manifest.json` plus one file per
@@ -15,6 +17,7 @@ pub mod prune;
 pub mod routes;
 pub mod run;
 pub mod schedule;
+pub mod sftp;
 pub mod store;
 pub mod targets;
 

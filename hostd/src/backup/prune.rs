@@ -231,7 +231,7 @@ pub fn finish_interrupted(vm_dir: &Path) -> Vec<String> {
 /// The retention answer for a VM's backups on a target now (no change).
 pub fn plan(node: &Node, vmid: u32, target: &str, policy: &KeepPolicy) -> Result<PruneResult> {
     let t = targets::get(node, target)?;
-    let all = store::list(&t.path, vmid);
+    let all = super::run::manifests(node, &t, vmid)?;
     let s = select(&all, policy, &local_offset);
     Ok(PruneResult {
         vmid,
@@ -273,6 +273,24 @@ pub fn run(
     task: &TaskHandle,
 ) -> Result<PruneResult> {
     let t = targets::usable(node, target)?;
+    if let Some(r) = targets::remote(node, &t)? {
+        // every backup on an sftp target is full: removing one never breaks another
+        let mut res = plan(node, vmid, target, policy)?;
+        res.dry_run = false;
+        task.log(format!(
+            "prune of VM {vmid} on {target} ({}): keeping {}, removing {}",
+            r.loc,
+            res.kept.len(),
+            res.removed.len()
+        ));
+        let conn = r.connect()?;
+        for e in res.removed.iter().rev() {
+            remove_remote(&conn, vmid, &e.id)?;
+            task.log(format!("removed backup {}", e.id));
+            forget_verify(node, target, vmid, &e.id)?;
+        }
+        return Ok(res);
+    }
     let vdir = store::vm_dir(&t.path, vmid);
     for id in finish_interrupted(&vdir) {
         task.log(format!("finished the interrupted deletion of backup {id}"));
@@ -299,12 +317,26 @@ pub fn run(
     Ok(r)
 }
 
+/// Remove one backup from an sftp target: renamed out of the listing first (`.deleting-<id>`),
+/// then removed, so an interruption never leaves a half-deleted backup listed.
+fn remove_remote(conn: &super::sftp::Conn, vmid: u32, id: &str) -> Result<()> {
+    let vdir = conn.base.join(vmid.to_string());
+    let gone = vdir.join(format!(".deleting-{id}"));
+    if conn.sftp.stat(&gone).is_ok() {
+        conn.remove_tree(&gone)?;
+    }
+    conn.sftp
+        .rename(&vdir.join(id), &gone, None)
+        .map_err(|e| Error::Conflict(format!("cannot remove backup {id}: {}", e.message())))?;
+    conn.remove_tree(&gone)
+}
+
 /// Check a single deletion: the backup exists, no other backup depends on it (409 naming
 /// them). Returns the target's path.
 pub fn check_delete(node: &Node, vmid: u32, id: &str, target: &str) -> Result<String> {
     super::run::check_backup_id(id)?;
     let t = targets::usable(node, target)?;
-    let all = store::list(&t.path, vmid);
+    let all = super::run::manifests(node, &t, vmid)?;
     if !all.iter().any(|b| b.id == id) {
         return Err(Error::NotFound(format!(
             "backup {id} of VM {vmid} does not exist on target {target:?} (`keel backup list {vmid}` shows them)"
@@ -323,6 +355,11 @@ pub fn check_delete(node: &Node, vmid: u32, id: &str, target: &str) -> Result<St
 /// Delete one backup (inside a task), checked again.
 pub fn run_delete(node: &Node, vmid: u32, id: &str, target: &str, task: &TaskHandle) -> Result<()> {
     let path = check_delete(node, vmid, id, target)?;
+    if let Some(r) = targets::remote_named(node, target)? {
+        remove_remote(&r.connect()?, vmid, id)?;
+        task.log(format!("removed backup {id} from {}", r.loc));
+        return forget_verify(node, target, vmid, id);
+    }
     let vdir = store::vm_dir(&path, vmid);
     for x in finish_interrupted(&vdir) {
         task.log(format!("finished the interrupted deletion of backup {x}"));

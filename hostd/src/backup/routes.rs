@@ -163,7 +163,7 @@ pub async fn verify_backup(
             ));
         };
         let t = targets::get(&node, &target)?;
-        if !super::store::vm_dir(&t.path, vmid).join(&backup).is_dir() {
+        if !run::exists(&node, &t, vmid, &backup)? {
             return Err(Error::NotFound(format!(
                 "backup {backup} of VM {vmid} does not exist on target {target:?}"
             )));

@@ -10,7 +10,7 @@ use keel_api::backup::{
 use keel_api::vm::{DiskFormat, VmSpec};
 
 use super::engine::{backup_xml, checkpoint_xml, domain_disks, DomDisk, Engine};
-use super::{store, targets};
+use super::{sftp, store, targets};
 use crate::error::{Error, Result};
 use crate::tasks::TaskHandle;
 use crate::{vms, Node};
@@ -93,12 +93,21 @@ pub fn plan(
 pub fn check_create(node: &Node, vmid: u32, req: &BackupCreate) -> Result<String> {
     let row = vms::find(node, vmid)?;
     let t = targets::usable(node, &req.target)?;
+    // an sftp target: written into local staging first, uploaded once complete
+    let path = match targets::remote(node, &t)? {
+        Some(_) => {
+            let s = targets::staging(node, &t.name);
+            std::fs::create_dir_all(&s)?;
+            s.display().to_string()
+        }
+        None => t.path,
+    };
     if row.state.is_active() {
-        if let Some(why) = qemu_cannot_see(&row.name, &t.path) {
+        if let Some(why) = qemu_cannot_see(&row.name, &path) {
             return Err(Error::Conflict(why));
         }
     }
-    Ok(t.path)
+    Ok(path)
 }
 
 /// A live backup's files are opened by the VM's QEMU, inside the private mount namespace
@@ -138,6 +147,7 @@ pub fn create(
     let row = vms::find(node, vmid)?;
     let running = row.state.is_active();
     let eng = engine(node);
+    let remote = targets::remote_named(node, &req.target)?;
     let xml = node.hv.domain_xml(&row.name, false)?;
     let spec = vms::config(node, vmid)?.spec;
     let disks = domain_disks(&xml)?;
@@ -153,6 +163,19 @@ pub fn create(
     let vdir = store::vm_dir(target_path, vmid);
     std::fs::create_dir_all(&vdir)?;
     remove_stale_partials(&vdir, task);
+    if remote.is_some() {
+        // the staging directory only holds a backup until its upload: anything left there
+        // is from an interrupted run
+        if let Ok(rd) = std::fs::read_dir(&vdir) {
+            for e in rd.flatten() {
+                task.log(format!(
+                    "removing {} left in staging by an interrupted upload",
+                    e.path().display()
+                ));
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let start = crate::db::now();
     let id = store::new_id(&vdir, start);
     let partial = vdir.join(format!(".partial-{id}"));
@@ -174,7 +197,13 @@ pub fn create(
         } else {
             Vec::new()
         };
-        let p = plan(req.full, running, &sized, all.last(), &cps);
+        let p = match &remote {
+            Some(r) => Plan::Full(Some(format!(
+                "the target is on {} over SFTP: backups to it are always full (an incremental needs its parent on a local file system)",
+                r.loc
+            ))),
+            None => plan(req.full, running, &sized, all.last(), &cps),
+        };
         let (kind, parent, files, checkpoint) = if running {
             live(
                 node, &eng, &row.name, vmid, &id, &partial, &sized, p, &all, task,
@@ -243,6 +272,23 @@ pub fn create(
             return Err(e);
         }
     };
+    if let Some(r) = &remote {
+        let local = vdir.join(&m.id);
+        let up = upload(r, &local, vmid, &m, task);
+        if let Err(x) = std::fs::remove_dir_all(&local) {
+            task.log(format!("warning: cannot remove {}: {x}", local.display()));
+        }
+        if let Err(e) = up {
+            task.log(format!(
+                "backup failed: the upload to {} did not complete: {e}; nothing was listed on the target",
+                r.loc
+            ));
+            if running {
+                prune_checkpoints(node, &eng, &row.name, vmid, task);
+            }
+            return Err(e);
+        }
+    }
     let size: u64 = m.disks.iter().map(|d| d.file_size).sum();
     task.log(format!(
         "backup {} complete: {} backup, {} bytes stored, SHA-256 recorded in manifest.json",
@@ -257,6 +303,77 @@ pub fn create(
         prune_checkpoints(node, &eng, &row.name, vmid, task);
     }
     Ok(())
+}
+
+/// Upload a complete local backup to an sftp target (files first, manifest last, the
+/// directory renamed into place at the end), with progress and rate.
+fn upload(
+    r: &sftp::Remote,
+    local: &Path,
+    vmid: u32,
+    m: &BackupManifest,
+    task: &TaskHandle,
+) -> Result<()> {
+    task.log(format!(
+        "uploading backup {} to {} (host key {})",
+        m.id, r.loc, r.fingerprint
+    ));
+    let conn = r.connect()?;
+    let t0 = Instant::now();
+    let last = std::cell::Cell::new(Instant::now());
+    conn.upload(local, vmid, m, &|done, total, rate| {
+        task.progress(0.9 + 0.09 * done as f64 / total.max(1) as f64);
+        if last.get().elapsed() >= Duration::from_secs(5) {
+            task.log(format!(
+                "uploaded {done} of {total} bytes ({:.1} MiB/s)",
+                rate / 1048576.0
+            ));
+            last.set(Instant::now());
+        }
+    })?;
+    task.log(format!(
+        "uploaded to {} in {:.1}s; the local staging copy is removed",
+        r.loc,
+        t0.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Download the chain ending at `id` from an sftp target into a fresh local directory
+/// (removed by the caller), with progress mapped onto `[0, span]`.
+#[allow(clippy::too_many_arguments)]
+fn download(
+    node: &Node,
+    r: &sftp::Remote,
+    target: &str,
+    what: &str,
+    vmid: u32,
+    id: &str,
+    span: f64,
+    task: &TaskHandle,
+) -> Result<PathBuf> {
+    let dir = targets::staging(node, target)
+        .join(format!(".{what}-{vmid}-{id}-{}", rand::random::<u32>()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    task.log(format!(
+        "downloading the chain of backup {id} from {} into {}",
+        r.loc,
+        dir.display()
+    ));
+    let t0 = Instant::now();
+    let conn = r.connect()?;
+    let res = conn.fetch_chain(vmid, id, &dir, &|done, total, _| {
+        task.progress(span * done as f64 / total.max(1) as f64)
+    });
+    if let Err(e) = res {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
+    task.log(format!("downloaded in {:.1}s", t0.elapsed().as_secs_f64()));
+    Ok(dir)
 }
 
 fn remove_stale_partials(vdir: &Path, task: &TaskHandle) {
@@ -577,11 +694,47 @@ pub fn list(node: &Node, vmid: u32, target: Option<&str>) -> Result<Vec<BackupIn
     };
     let mut out = Vec::new();
     for t in ts {
-        for m in store::list(&t.path, vmid) {
+        let ms = match manifests(node, &t, vmid) {
+            Ok(m) => m,
+            // one unreachable remote target does not hide the others' backups; the target
+            // list shows why it is not usable
+            Err(_) if target.is_none() => continue,
+            Err(e) => return Err(e),
+        };
+        for m in ms {
             out.push(info(node, &t.name, &m));
         }
     }
     Ok(out)
+}
+
+/// The complete backups of a VM on a target, oldest first, wherever the target is.
+pub fn manifests(
+    node: &Node,
+    t: &keel_api::backup::BackupTarget,
+    vmid: u32,
+) -> Result<Vec<BackupManifest>> {
+    match targets::remote(node, t)? {
+        Some(r) => Ok(r.connect()?.list(vmid)),
+        None => Ok(store::list(&t.path, vmid)),
+    }
+}
+
+/// Whether backup `id` of a VM is on a target (its directory is there).
+pub fn exists(
+    node: &Node,
+    t: &keel_api::backup::BackupTarget,
+    vmid: u32,
+    id: &str,
+) -> Result<bool> {
+    match targets::remote(node, t)? {
+        Some(r) => Ok(r
+            .connect()?
+            .sftp
+            .stat(&Path::new(&r.loc.path).join(vmid.to_string()).join(id))
+            .is_ok_and(|s| s.is_dir())),
+        None => Ok(store::vm_dir(&t.path, vmid).join(id).is_dir()),
+    }
 }
 
 pub fn check_backup_id(id: &str) -> Result<()> {
@@ -598,10 +751,28 @@ pub fn check_backup_id(id: &str) -> Result<()> {
 pub fn verify(node: &Node, target: &str, vmid: u32, id: &str, task: &TaskHandle) -> Result<()> {
     let t = targets::get(node, target)?;
     task.log(format!("verifying backup {id} of VM {vmid} on {target}"));
-    let r = store::verify_chain(&t.path, vmid, id, &|done, total, what| {
+    let remote = targets::remote(node, &t)?;
+    // an sftp target: every file is read back from the remote host, then checked here
+    let (path, fetched, span) = match &remote {
+        Some(r) => match download(node, r, target, "verify", vmid, id, 0.5, task) {
+            Ok(d) => (d.display().to_string(), Some(d), 0.5),
+            Err(e) => {
+                let msg = e.to_string();
+                targets::record_verify(node, target, vmid, id, false, Some(&msg))?;
+                return Err(e);
+            }
+        },
+        None => (t.path.clone(), None, 0.0),
+    };
+    let r = store::verify_chain(&path, vmid, id, &|done, total, what| {
         task.log(format!("checked {what}"));
-        task.progress(done as f64 / total.max(1) as f64);
+        task.progress(span + (1.0 - span) * done as f64 / total.max(1) as f64);
     });
+    if let Some(d) = fetched {
+        if let Err(e) = std::fs::remove_dir_all(&d) {
+            task.log(format!("warning: cannot remove {}: {e}", d.display()));
+        }
+    }
     match r {
         Ok(ch) => {
             for m in &ch {
@@ -625,6 +796,8 @@ pub fn verify(node: &Node, target: &str, vmid: u32, id: &str, task: &TaskHandle)
 /// VM's spec accepted by this host (vmid and name free, pool active, networks present).
 pub struct RestorePlan {
     pub target_path: String,
+    /// The target's name and remote host when it is an sftp target.
+    pub remote: Option<(String, sftp::Remote)>,
     pub id: String,
     pub spec: VmSpec,
 }
@@ -637,7 +810,11 @@ pub fn check_restore(
 ) -> Result<RestorePlan> {
     check_backup_id(id)?;
     let t = targets::get(node, &req.target)?;
-    let ch = store::chain(&t.path, vmid, id)?;
+    let remote = targets::remote(node, &t)?;
+    let ch = match &remote {
+        Some(r) => r.connect()?.chain(vmid, id)?,
+        None => store::chain(&t.path, vmid, id)?,
+    };
     for m in &ch {
         if let Some((_, false, msg)) = targets::verify_state(node, &req.target, vmid, &m.id)? {
             return Err(Error::Conflict(format!(
@@ -689,6 +866,7 @@ pub fn check_restore(
     vms::check_against_host(node, &mut spec, None)?;
     Ok(RestorePlan {
         target_path: t.path,
+        remote: remote.map(|r| (t.name.clone(), r)),
         id: id.to_string(),
         spec,
     })
@@ -706,21 +884,52 @@ pub fn restore(
         "restoring backup {} of VM {vmid} as VM {new} ({})",
         plan.id, plan.spec.name
     ));
-    let ch = store::verify_chain(&plan.target_path, vmid, &plan.id, &|done, total, what| {
+    let Some((target, r)) = &plan.remote else {
+        return restore_from(node, vmid, &plan, &plan.target_path, 0.0, start, task);
+    };
+    let dir = download(node, r, target, "restore", vmid, &plan.id, 0.3, task)?;
+    let res = restore_from(
+        node,
+        vmid,
+        &plan,
+        &dir.display().to_string(),
+        0.3,
+        start,
+        task,
+    );
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        task.log(format!("warning: cannot remove {}: {e}", dir.display()));
+    }
+    res
+}
+
+/// Restore from a chain in the local directory `path` (a `dir` target, or an sftp target's
+/// chain downloaded there); `base` of the progress is already done.
+fn restore_from(
+    node: &Node,
+    vmid: u32,
+    plan: &RestorePlan,
+    path: &str,
+    base: f64,
+    start: bool,
+    task: &TaskHandle,
+) -> Result<()> {
+    let new = plan.spec.vmid;
+    let ch = store::verify_chain(path, vmid, &plan.id, &|done, total, what| {
         task.log(format!("verified {what}"));
-        task.progress(0.3 * done as f64 / total.max(1) as f64);
+        task.progress(base + (0.3 - base).max(0.05) * done as f64 / total.max(1) as f64);
     })?;
     let Some(point) = ch.last().cloned() else {
         return Err(Error::Conflict("empty chain".into()));
     };
     let had_cdrom = plan.spec.cdrom.is_some();
-    vms::create(node, plan.spec, false, task)?;
+    vms::create(node, plan.spec.clone(), false, task)?;
     if !had_cdrom
         && serde_json::from_value::<VmSpec>(point.spec.clone()).is_ok_and(|s| s.cdrom.is_some())
     {
         task.log("the CD-ROM's image is not on this node: the restored VM has an empty drive");
     }
-    let filled = fill_disks(node, new, &plan.target_path, &point, task);
+    let filled = fill_disks(node, new, path, &point, task);
     if let Err(e) = filled {
         task.log(format!(
             "restore failed: {e}; deleting VM {new} and its new volumes"

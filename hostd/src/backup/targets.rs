@@ -1,12 +1,13 @@
-//! Backup targets: named places backups are written to. Only `dir` (a directory on this node)
-//! exists for now. Targets are this node's configuration, kept in `hostd.db` (table
+//! Backup targets: named places backups are written to: `dir` (a directory on this node) and
+//! `sftp` (a directory on a remote host over SSH, its host key pinned: [`super::sftp`]). Targets are this node's configuration, kept in `hostd.db` (table
 //! `backup_targets`), like pools and networks: a clustered node's targets are its own.
 
 use std::path::{Path, PathBuf};
 
-use keel_api::backup::{BackupTarget, BackupTargetCreate};
+use keel_api::backup::{parse_sftp_location, BackupTarget, BackupTargetCreate};
 use rusqlite::{params, OptionalExtension};
 
+use super::sftp::{self, Remote};
 use crate::db::{now, Db};
 use crate::error::{Error, Result};
 use crate::Node;
@@ -17,6 +18,11 @@ CREATE TABLE IF NOT EXISTS backup_targets (
     kind TEXT NOT NULL,
     path TEXT NOT NULL,
     created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS backup_sftp (
+    name TEXT PRIMARY KEY,
+    key_file TEXT NOT NULL,
+    fingerprint TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS backup_verify (
     target TEXT NOT NULL,
@@ -78,7 +84,24 @@ pub fn space(path: &Path) -> Option<(u64, u64)> {
     Some((st.f_blocks as u64 * f, st.f_bavail as u64 * f))
 }
 
-fn info(name: String, kind: String, path: String) -> BackupTarget {
+fn info(name: String, kind: String, path: String, remote: Option<Remote>) -> BackupTarget {
+    if let Some(r) = remote {
+        let (error, (total, available)) = match sftp::probe(&r) {
+            Ok(s) => (None, s),
+            Err(e) => (Some(e), (0, 0)),
+        };
+        return BackupTarget {
+            name,
+            kind,
+            ok: error.is_none(),
+            error,
+            path,
+            key_file: Some(r.key_file.display().to_string()),
+            host_key_fingerprint: Some(r.fingerprint),
+            total,
+            available,
+        };
+    }
     let p = PathBuf::from(&path);
     let error = dir_problem(&p);
     let (total, available) = space(&p).unwrap_or((0, 0));
@@ -88,9 +111,62 @@ fn info(name: String, kind: String, path: String) -> BackupTarget {
         ok: error.is_none(),
         error,
         path,
+        key_file: None,
+        host_key_fingerprint: None,
         total,
         available,
     }
+}
+
+/// The SFTP side of a target row (None for a `dir` target).
+fn remote_of(db: &Db, name: &str, kind: &str, path: &str) -> Result<Option<Remote>> {
+    if kind != "sftp" {
+        return Ok(None);
+    }
+    let loc = parse_sftp_location(path)
+        .map_err(|e| Error::Internal(format!("backup target {name:?}: {e}")))?;
+    let (key, fp): (String, String) = db
+        .conn()
+        .query_row(
+            "SELECT key_file, fingerprint FROM backup_sftp WHERE name=?1",
+            params![name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(|e| Error::Internal(format!("backup target {name:?}: its SFTP settings: {e}")))?;
+    Ok(Some(Remote {
+        loc,
+        key_file: PathBuf::from(key),
+        fingerprint: fp,
+    }))
+}
+
+/// The remote host of an `sftp` target (None for a `dir` target).
+pub fn remote(node: &Node, t: &BackupTarget) -> Result<Option<Remote>> {
+    let db = db(node)?;
+    remote_of(&db, &t.name, &t.kind, &t.path)
+}
+
+/// The remote host of the target named `name`, without contacting it (None: a `dir` target).
+pub fn remote_named(node: &Node, name: &str) -> Result<Option<Remote>> {
+    let db = db(node)?;
+    let row: Option<(String, String)> = db
+        .conn()
+        .query_row(
+            "SELECT kind, path FROM backup_targets WHERE name=?1",
+            params![name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        Some((k, p)) => remote_of(&db, name, &k, &p),
+        None => Ok(None),
+    }
+}
+
+/// Where backups to an `sftp` target are written before their upload, and where its
+/// backups are downloaded to for verify and restore: `<state_dir>/backup-staging/<target>`.
+pub fn staging(node: &Node, target: &str) -> PathBuf {
+    node.cfg.state_dir.join("backup-staging").join(target)
 }
 
 pub fn list(node: &Node) -> Result<Vec<BackupTarget>> {
@@ -100,7 +176,15 @@ pub fn list(node: &Node) -> Result<Vec<BackupTarget>> {
     let rows: Vec<(String, String, String)> = st
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(rows.into_iter().map(|(n, k, p)| info(n, k, p)).collect())
+    drop(st);
+    // remote_of locks the connection again
+    drop(c);
+    let mut out = Vec::new();
+    for (n, k, p) in rows {
+        let r = remote_of(&db, &n, &k, &p)?;
+        out.push(info(n, k, p, r));
+    }
+    Ok(out)
 }
 
 /// The target named `name` (404 naming the known ones otherwise).
@@ -115,7 +199,10 @@ pub fn get(node: &Node, name: &str) -> Result<BackupTarget> {
         )
         .optional()?;
     match row {
-        Some((k, p)) => Ok(info(name.to_string(), k, p)),
+        Some((k, p)) => {
+            let r = remote_of(&db, name, &k, &p)?;
+            Ok(info(name.to_string(), k, p, r))
+        }
         None => Err(Error::NotFound(format!(
             "backup target {name:?} does not exist on node {} (`keel backup target list` shows them)",
             node.cfg.node
@@ -136,15 +223,22 @@ pub fn usable(node: &Node, name: &str) -> Result<BackupTarget> {
 
 pub fn create(node: &Node, req: &BackupTargetCreate) -> Result<BackupTarget> {
     req.validate()?;
-    if let Some(e) = dir_problem(Path::new(&req.path)) {
+    let mut remote = None;
+    if req.kind == "sftp" {
+        remote = Some(check_sftp(req)?);
+    } else if let Some(e) = dir_problem(Path::new(&req.path)) {
         return Err(Error::validation("path", e));
     }
+    let path = match &remote {
+        Some(r) => r.loc.to_string(),
+        None => req.path.clone(),
+    };
     let db = db(node)?;
     let c = db.conn();
     let dup: Option<String> = c
         .query_row(
             "SELECT name FROM backup_targets WHERE name=?1 OR path=?2",
-            params![req.name, req.path],
+            params![req.name, path],
             |r| r.get(0),
         )
         .optional()?;
@@ -155,10 +249,47 @@ pub fn create(node: &Node, req: &BackupTargetCreate) -> Result<BackupTarget> {
     }
     c.execute(
         "INSERT INTO backup_targets(name, kind, path, created) VALUES (?1, ?2, ?3, ?4)",
-        params![req.name, req.kind, req.path, now()],
+        params![req.name, req.kind, path, now()],
     )?;
+    if let Some(r) = &remote {
+        c.execute(
+            "INSERT OR REPLACE INTO backup_sftp(name, key_file, fingerprint) VALUES (?1, ?2, ?3)",
+            params![req.name, r.key_file.display().to_string(), r.fingerprint],
+        )?;
+    }
     drop(c);
-    Ok(info(req.name.clone(), req.kind.clone(), req.path.clone()))
+    Ok(info(req.name.clone(), req.kind.clone(), path, remote))
+}
+
+/// An sftp target before it is saved: the key file readable and private, the host reachable,
+/// its host key the one given (or pinned now), authentication accepted, the directory
+/// present and writable. Every refusal is a 400 on the field to fix.
+fn check_sftp(req: &BackupTargetCreate) -> Result<Remote> {
+    let loc = parse_sftp_location(&req.path).map_err(|e| Error::validation("path", e))?;
+    let key = PathBuf::from(req.key_file.as_deref().unwrap_or_default());
+    if let Some(p) = sftp::key_file_problem(&key) {
+        return Err(Error::validation("key_file", p));
+    }
+    let (conn, fp) = match sftp::connect(&loc, &key, req.host_key_fingerprint.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            let m = e.to_string();
+            let field = if m.contains("host key") {
+                "host_key_fingerprint"
+            } else if m.contains("authentication") {
+                "key_file"
+            } else {
+                "path"
+            };
+            return Err(Error::validation(field, m));
+        }
+    };
+    conn.check().map_err(|e| Error::validation("path", e))?;
+    Ok(Remote {
+        loc,
+        key_file: key,
+        fingerprint: fp,
+    })
 }
 
 /// Forget a target. The backups in its directory stay where they are.
@@ -167,6 +298,7 @@ pub fn delete(node: &Node, name: &str) -> Result<()> {
     let db = db(node)?;
     let c = db.conn();
     c.execute("DELETE FROM backup_targets WHERE name=?1", params![name])?;
+    c.execute("DELETE FROM backup_sftp WHERE name=?1", params![name])?;
     c.execute("DELETE FROM backup_verify WHERE target=?1", params![name])?;
     Ok(())
 }
@@ -219,6 +351,8 @@ mod tests {
             name: name.into(),
             kind: "dir".into(),
             path: path.display().to_string(),
+            key_file: None,
+            host_key_fingerprint: None,
         }
     }
 

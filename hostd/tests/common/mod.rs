@@ -15,6 +15,8 @@ use keel_api::task::{TaskInfo, TaskState};
 use reqwest::blocking::{Client, Response};
 use serde_json::Value;
 
+pub mod sshd;
+
 pub const PASSWORD: &str = "test-password-1";
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

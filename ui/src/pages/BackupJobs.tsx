@@ -11,6 +11,7 @@ import { usePermissions, whyNot } from "../access";
 import { formatTime } from "../logic";
 import { runShown } from "./Snapshots";
 import type { BackupTarget } from "./Backups";
+import { BackupTargetsSection } from "./BackupTargets";
 
 export interface KeepPolicy {
   keep_last?: number; keep_hourly?: number; keep_daily?: number; keep_weekly?: number; keep_monthly?: number; keep_yearly?: number;
@@ -112,7 +113,7 @@ export function BackupJobs() {
       <p class="muted small">Scheduled backups of this node's VMs, pruned by each job's retention after every backup (docs/backups.md).</p>
       <div class="toolbar" role="toolbar" aria-label="Backup job actions">
         <button type="button" class="btn btn-primary" disabled={!!no || !targets.data?.length}
-          title={no ?? (targets.data?.length ? "Define a backup job" : "Add a backup target first (a VM's Backups tab or keel backup target add)")}
+          title={no ?? (targets.data?.length ? "Define a backup job" : "Add a backup target first (Backup targets below, or keel backup target add)")}
           onClick={() => setEditing("new")}>New job…</button>
       </div>
       {msg && <div class={`alert alert-${msg.tone}`} role={msg.tone === "error" ? "alert" : "status"} aria-label="Backup job task">{msg.text}</div>}
@@ -149,6 +150,7 @@ export function BackupJobs() {
       )}
       {editing && targets.data && <JobDialog job={editing === "new" ? null : editing} targets={targets.data}
         onClose={() => setEditing(null)} onSaved={(id) => { setEditing(null); setMsg({ tone: "info", text: `Backup job ${id} saved.` }); jobs.refresh(); }} />}
+      <BackupTargetsSection targets={targets} onChange={targets.refresh} />
     </div>
   );
 }

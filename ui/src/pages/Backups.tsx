@@ -14,6 +14,8 @@ import { PruneDialog } from "./BackupJobs";
 
 export interface BackupTarget {
   name: string; kind: string; path: string; ok: boolean; error?: string; total: number; available: number;
+  /** sftp targets: the key file hostd authenticates with and the pinned host key. */
+  key_file?: string; host_key_fingerprint?: string;
 }
 export interface BackupInfo {
   id: string; vmid: number; target: string; kind: "full" | "incremental"; parent?: string; live: boolean;
