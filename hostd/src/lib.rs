@@ -28,6 +28,7 @@ pub mod http;
 pub mod hv;
 pub mod limits;
 pub mod login;
+pub mod metrics;
 pub mod migration;
 pub mod network;
 pub mod openapi;
