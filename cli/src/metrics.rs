@@ -43,6 +43,7 @@ pub async fn show(c: &Client, segs: &[&str], range: RangeArg, json: bool) -> Res
 }
 
 type Pick = fn(&MetricsPoint) -> Option<f64>;
+type Fmt<'a> = &'a dyn Fn(f64) -> String;
 
 /// The summary: one row per graph with its latest value, average and peak.
 pub fn render(s: &MetricsSeries) -> String {
@@ -64,7 +65,7 @@ pub fn render(s: &MetricsSeries) -> String {
     let pct = |v: f64| format!("{:.1}%", v * 100.0);
     let size = |v: f64| output::bytes(v.max(0.0) as u64);
     let rate = |v: f64| format!("{}/s", output::bytes(v.max(0.0) as u64));
-    let rows: [(&str, Pick, &dyn Fn(f64) -> String); 7] = [
+    let rows: [(&str, Pick, Fmt); 7] = [
         ("cpu", |p| p.cpu, &pct),
         ("memory used", |p| p.mem_used, &size),
         ("memory total", |p| p.mem_total, &size),
