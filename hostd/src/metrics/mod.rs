@@ -257,6 +257,24 @@ mod tests {
         assert!(s.prev_vms.is_empty());
     }
 
+    /// `metrics_interval_s`: 0 (off) to the hour graph's step; longer is refused naming the key.
+    #[test]
+    fn the_interval_is_checked() {
+        let cfg = |s: u64| crate::config::Config {
+            node: "n1".into(),
+            metrics_interval_s: s,
+            ..crate::config::Config::default()
+        };
+        for ok in [0, 1, 10, 30] {
+            assert!(cfg(ok).validate("hostd.toml").is_ok(), "{ok}");
+        }
+        let e = cfg(60).validate("hostd.toml").err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("hostd.toml: metrics_interval_s: 60 is too long: use 1 to 30 seconds (the hour graph has a point every 30 s), or 0 to stop sampling")
+        );
+    }
+
     /// Deleting a VM through the VM workflow drops its graphs.
     #[test]
     fn deleting_a_vm_forgets_its_series() {

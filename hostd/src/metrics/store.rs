@@ -266,14 +266,14 @@ mod tests {
     fn consolidation_averages_and_wraps() {
         let dir = tempfile::tempdir().unwrap();
         let st = Store::open(&path(dir.path())).unwrap();
-        let t0 = 1_700_000_040; // a multiple of 30 and of 7200? no matter: buckets decide
+        let t0 = 1_700_000_040; // t0 and t0 + 10 share a 30 s and a 5 min interval
         let s = vm_series(100);
         st.record(t0, &[(s.clone(), sample(0.2))]).unwrap();
         st.record(t0 + 10, &[(s.clone(), sample(0.4))]).unwrap();
         let pts = st.read(&s, MetricsRange::Hour, t0 + 10).unwrap();
-        assert_eq!(pts.len(), 1 + usize::from(t0 % 30 >= 20));
-        let all: f64 = pts.iter().filter_map(|p| p.cpu).sum::<f64>() / pts.len() as f64;
-        assert!(all > 0.19 && all < 0.41, "{pts:?}");
+        assert_eq!(pts.len(), 1, "{pts:?}");
+        assert_eq!(pts[0].t, t0);
+        assert!((pts[0].cpu.unwrap() - 0.3).abs() < 1e-9, "{pts:?}");
         let day = st.read(&s, MetricsRange::Day, t0 + 10).unwrap();
         assert_eq!(day.len(), 1, "{day:?}");
         assert!((day[0].cpu.unwrap() - 0.3).abs() < 1e-9, "{day:?}");
