@@ -56,9 +56,10 @@ pub fn render(s: &MetricsSeries) -> String {
         );
     };
     out.push_str(&format!(
-        "last {}: {} points of {} s, latest {} UTC\n",
+        "last {}: {} point{} of {} s, latest {} UTC\n",
         wire(s),
         s.points.len(),
+        if s.points.len() == 1 { "" } else { "s" },
         s.step_s,
         keel_api::time::utc(last.t, ' ')
     ));
@@ -156,5 +157,10 @@ mod tests {
             ..s
         };
         assert!(render(&empty).starts_with("no samples in the last hour yet"));
+        let one = MetricsSeries {
+            points: vec![p(1_700_000_010, 0.1, None)],
+            ..empty
+        };
+        assert!(render(&one).starts_with("last hour: 1 point of 30 s"));
     }
 }
