@@ -10,6 +10,7 @@ pub mod clone;
 pub mod cluster;
 pub mod error;
 pub mod ha;
+pub mod metrics;
 pub mod migration;
 pub mod network;
 pub mod node;

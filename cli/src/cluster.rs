@@ -126,6 +126,11 @@ pub struct JoinArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCmd {
+    /// The node's CPU, memory, disk and network I/O: latest value, average and peak over a range
+    Metrics {
+        #[arg(long, value_enum, default_value = "hour")]
+        range: crate::metrics::RangeArg,
+    },
     /// Remove a node from the cluster (refuses if that would cost quorum, unless --force)
     Remove {
         name: String,
@@ -564,6 +569,11 @@ pub fn daemon_line(d: &keel_api::cluster::DaemonStatus) -> String {
 
 pub async fn node_cmd(c: &Client, cmd: NodeCmd, mode: Mode) -> Result<Outcome> {
     match cmd {
+        NodeCmd::Metrics { range } => {
+            let node = c.node().await?;
+            crate::metrics::show(c, &["nodes", node, "metrics"], range, mode.json).await?;
+            Ok(Outcome::Done)
+        }
         NodeCmd::Remove { name, force } => {
             let q = if force {
                 vec![("force", "true".to_string())]

@@ -8,6 +8,7 @@ mod cluster;
 mod config;
 mod ha;
 mod hotplug;
+mod metrics;
 mod migrate;
 mod output;
 mod passwd;
@@ -218,6 +219,12 @@ enum VmCmd {
         /// Also delete the VM's disk volumes (never ISO volumes)
         #[arg(long)]
         purge: bool,
+    },
+    /// CPU, memory, disk and network I/O: latest value, average and peak over a range
+    Metrics {
+        vmid: u32,
+        #[arg(long, value_enum, default_value = "hour")]
+        range: metrics::RangeArg,
     },
     /// Print the guest's serial console output
     Serial {
@@ -694,6 +701,10 @@ async fn vm(c: &Client, cmd: VmCmd, mode: Mode) -> Result<Outcome> {
                 )
                 .await?;
             return task_outcome(c, node, a, mode).await;
+        }
+        VmCmd::Metrics { vmid, range } => {
+            let id = vmid.to_string();
+            metrics::show(c, &["nodes", node, "vms", &id, "metrics"], range, json).await?;
         }
         VmCmd::Serial { vmid, follow } => {
             let id = vmid.to_string();

@@ -189,6 +189,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::maintenance::routes())
         .merge(crate::access::handlers::routes())
         .merge(crate::backup::routes())
+        .merge(crate::metrics::routes())
         .layer(middleware::from_fn_with_state(
             node.clone(),
             crate::cluster::forward,
@@ -1198,7 +1199,9 @@ async fn stop_network(
         crate::backup::routes::get_job,
         crate::backup::routes::update_job,
         crate::backup::routes::delete_job,
-        crate::backup::routes::run_job
+        crate::backup::routes::run_job,
+        crate::metrics::routes::node_metrics,
+        crate::metrics::routes::vm_metrics
     ),
     components(schemas(
         keel_api::ha::HaSet,
@@ -1254,7 +1257,10 @@ async fn stop_network(
         keel_api::backup::PruneResult,
         keel_api::backup::BackupJobConfig,
         keel_api::backup::BackupJobRun,
-        keel_api::backup::BackupJob
+        keel_api::backup::BackupJob,
+        keel_api::metrics::MetricsRange,
+        keel_api::metrics::MetricsPoint,
+        keel_api::metrics::MetricsSeries
     ))
 )]
 pub struct ApiDoc;

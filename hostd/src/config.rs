@@ -44,6 +44,9 @@ pub struct Config {
     pub client_idle_timeout_s: u64,
     /// Milliseconds between the backup scheduler's passes (default 20000).
     pub backup_scheduler_tick_ms: u64,
+    /// Seconds between two samples of the performance graphs (node and VMs; default 10,
+    /// 0 = no sampling).
+    pub metrics_interval_s: u64,
     /// Where libvirt's and QEMU's TLS files for migration are written (`[migration]`).
     pub migration: MigrationConfig,
 }
@@ -162,6 +165,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             client_idle_timeout_s: 20,
             backup_scheduler_tick_ms: 20_000,
+            metrics_interval_s: 10,
             migration: MigrationConfig::default(),
         }
     }
@@ -284,6 +288,16 @@ impl Config {
                     "{} is out of range: use 1 to {} seconds",
                     c.join_token_ttl_s,
                     keel_api::cluster::JOIN_TOKEN_MAX_TTL_S
+                ),
+            );
+        }
+        let finest = u64::from(keel_api::metrics::MetricsRange::Hour.step_s());
+        if self.metrics_interval_s > finest {
+            return inv(
+                "metrics_interval_s",
+                format!(
+                    "{} is too long: use 1 to {finest} seconds (the hour graph has a point every {finest} s), or 0 to stop sampling",
+                    self.metrics_interval_s
                 ),
             );
         }

@@ -29,6 +29,7 @@ pub mod hv;
 pub mod limits;
 pub mod login;
 pub mod maintenance;
+pub mod metrics;
 pub mod migration;
 pub mod network;
 pub mod openapi;

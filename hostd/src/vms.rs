@@ -716,6 +716,11 @@ pub fn delete(node: &Node, vmid: u32, purge: bool, task: &TaskHandle) -> Result<
     }
     let log = node.cfg.serial_dir().join(format!("{vmid}.log"));
     let _ = std::fs::remove_file(log);
+    if let Err(e) = crate::metrics::forget_vm(node, vmid) {
+        task.log(format!(
+            "warning: the VM's performance graphs stay in metrics.db: {e}"
+        ));
+    }
     match release_vmid(node, vmid) {
         Ok(()) => {
             if cluster_store(node).is_some() {

@@ -1,7 +1,8 @@
 //! The web UI end to end: a real hostd serving ui/dist, real libvirt/TCG guests, driven in
 //! headless Chromium by ui/e2e/run.mjs (playwright-core): log in, create a VM booting the live
 //! ISO through the wizard, watch its noVNC console change, stop and delete it, check tasks,
-//! storage (upload), session expiry and logout; then ui/e2e/cluster.mjs on this standalone
+//! storage (upload), the demo VM's and the node's performance graphs (uPlot canvases), session
+//! expiry and logout; then ui/e2e/cluster.mjs on this standalone
 //! node (cluster page empty state, node list, polling paused in a hidden tab); then
 //! ui/e2e/clones.mjs (convert to template, template badge, a linked clone through the dialog);
 //! then ui/e2e/backups.mjs (the Backups tab: back up now, verify, restore into a new VM);

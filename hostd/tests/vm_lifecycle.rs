@@ -11,7 +11,8 @@ const MARKER: &str = "KEEL-LIVE: guest booted";
 
 #[test]
 fn live_iso_guest_full_lifecycle() {
-    let h = Hostd::start();
+    // performance graphs sampled every second (docs/metrics.md)
+    let mut h = Hostd::start_with_config("metrics_interval_s = 1");
     let (a, b) = (h.id(0), h.id(1));
     h.upload(&live_dir().join("keel-live.iso"), "keel-live.iso");
     // A host bridge with no address and no uplink: the NIC exists, no traffic can leave.
@@ -68,6 +69,8 @@ fn live_iso_guest_full_lifecycle() {
     assert_eq!(st["disks"][0]["dev"], "vda", "{st}");
     assert!(st["uptime_s"].is_u64(), "{st}");
     assert_eq!(st["nics"].as_array().map(Vec::len), Some(1), "{st}");
+
+    check_metrics(&mut h, a);
 
     // Console: a one-time ticket for this VM opens its VNC stream through the WebSocket proxy.
     let ticket = |vmid: u32| -> serde_json::Value {
@@ -209,6 +212,10 @@ fn live_iso_guest_full_lifecycle() {
     );
     assert!(vols.to_string().contains("keel-live.iso"), "{vols}");
     assert_eq!(h.get(&format!("/vms/{a}")).status(), 404);
+    // the deleted VM's graphs went with it
+    let store = hostd::metrics::store::Store::open(&h.dir.join("state/metrics.db"))
+        .unwrap_or_else(|e| panic!("metrics.db: {e}"));
+    assert_eq!(store.rows(&format!("vm/{a}")).ok(), Some(0));
 
     // Every step is in the task list.
     let tasks = h
@@ -233,6 +240,76 @@ fn live_iso_guest_full_lifecycle() {
     let _ = std::process::Command::new("ip")
         .args(["link", "del", &br])
         .status();
+}
+
+/// The performance graphs of the running guest (TCG: booting and ticking costs CPU) and of
+/// the node, through the API; kept across a restart of hostd; a bad range is a 400.
+fn check_metrics(h: &mut Hostd, vmid: u32) {
+    let t0 = std::time::Instant::now();
+    let f = |p: &serde_json::Value, k: &str| p[k].as_f64();
+    let mut pts = Vec::new();
+    h.wait_for("VM samples with CPU in the hour graph", 30, || {
+        let m = h.get_json(&format!("/vms/{vmid}/metrics?range=hour"));
+        pts = m["points"].as_array().cloned().unwrap_or_default();
+        pts.iter().any(|p| f(p, "cpu").unwrap_or(0.0) > 0.0)
+    });
+    for p in &pts {
+        let cpu = f(p, "cpu").unwrap_or(0.0);
+        assert!(
+            (0.0..=1.0).contains(&cpu),
+            "CPU is a share of the vCPUs: {p}"
+        );
+        assert_eq!(f(p, "mem_total"), Some(256.0 * 1024.0 * 1024.0), "{p}");
+        assert!(f(p, "mem_used").unwrap_or(0.0) > 0.0, "{p}");
+        for k in ["disk_read", "disk_write", "net_in", "net_out"] {
+            assert!(f(p, k).unwrap_or(0.0) >= 0.0, "{k}: {p}");
+        }
+        assert_eq!(
+            p["t"].as_i64().unwrap_or(1) % 30,
+            0,
+            "hour points are 30 s apart: {p}"
+        );
+    }
+    let m = h.get_json(&format!("/vms/{vmid}/metrics"));
+    assert_eq!(
+        (m["range"].as_str(), m["step_s"].as_u64()),
+        (Some("hour"), Some(30)),
+        "{m}"
+    );
+    assert_eq!(m["interval_s"].as_u64(), Some(1), "{m}");
+    let month = h.get_json(&format!("/vms/{vmid}/metrics?range=month"));
+    let n = month["points"].as_array().map_or(0, Vec::len);
+    assert!((1..=2).contains(&n), "one or two 2-hour points: {month}");
+    let node = h.get_json("/metrics?range=day");
+    let last = node["points"]
+        .as_array()
+        .and_then(|p| p.last().cloned())
+        .unwrap_or_default();
+    let total = f(&last, "mem_total").unwrap_or(0.0);
+    assert!(
+        total > 0.0 && f(&last, "mem_used").unwrap_or(-1.0) < total,
+        "{node}"
+    );
+    assert!(
+        f(&last, "cpu").unwrap_or(0.0) > 0.0,
+        "the node works for its guest: {node}"
+    );
+    // a bad range: 400 naming the valid ones
+    let r = h.get(&format!("/vms/{vmid}/metrics?range=year"));
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().unwrap_or_default();
+    assert!(
+        body.to_string()
+            .contains("use one of hour, day, week, month"),
+        "{body}"
+    );
+    // the store is on disk: a restarted hostd serves the same history and keeps sampling
+    let before = h.get_json(&format!("/vms/{vmid}/metrics?range=day"))["points"][0].clone();
+    h.crash_and_restart();
+    let after = h.get_json(&format!("/vms/{vmid}/metrics?range=day"))["points"][0].clone();
+    assert_eq!(before["t"], after["t"], "{before} vs {after}");
+    assert!(after["cpu"].as_f64().is_some(), "{after}");
+    eprintln!("metrics checks took {:.1}s", t0.elapsed().as_secs_f64());
 }
 
 #[test]

@@ -329,6 +329,47 @@ await step("VM page of the demo VM with its console", async () => {
   await shot("vm-page-demo-console");
 }, { critical: false });
 
+/** Pixels of a uPlot chart's canvas in a line's colour (rgb within 12): the series is drawn. */
+async function chartPixels(testid, rgb) {
+  return page.getByTestId(testid).locator("canvas").evaluate((c, rgb) => {
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      if (d[i + 3] > 200 && Math.abs(d[i] - rgb[0]) < 12 && Math.abs(d[i + 1] - rgb[1]) < 12 && Math.abs(d[i + 2] - rgb[2]) < 12) n++;
+    }
+    return n;
+  }, rgb);
+}
+const LINE_BLUE = [0x1f, 0x6f, 0xb2];
+
+await step("performance graphs of the demo VM and of the node draw their samples", async () => {
+  // hostd samples every 10 s by default: the demo VM has run since before this script
+  await page.goto(`${BASE}/vms/${DEMO_VMID}`);
+  await page.getByRole("tab", { name: "Performance" }).click();
+  expect(page.url().endsWith(`/vms/${DEMO_VMID}?tab=performance`), `performance tab URL: ${page.url()}`);
+  for (const id of ["chart-cpu", "chart-memory", "chart-disk", "chart-net"]) {
+    await page.getByTestId(id).locator("canvas").waitFor();
+  }
+  // the CPU chart holds the API's points and draws its line
+  const api1 = await api("GET", `/nodes/${ctx.node}/vms/${DEMO_VMID}/metrics?range=hour`);
+  expect(api1.status === 200 && api1.body.points.some((p) => p.cpu > 0), `VM metrics: ${JSON.stringify(api1.body)}`);
+  await page.waitForFunction(() => Number(document.querySelector("[data-testid=chart-cpu]")?.dataset.points ?? 0) >= 1);
+  expect(await chartPixels("chart-cpu", LINE_BLUE) > 5, "the CPU line is drawn");
+  expect(await chartPixels("chart-memory", LINE_BLUE) > 5, "the used-memory line is drawn");
+  await shot("vm-performance");
+  // another range: the selector reads that range's ring
+  await page.getByRole("radio", { name: "Day" }).click();
+  await page.getByRole("radio", { name: "Day", checked: true }).waitFor();
+  await page.getByText("one point per 5 min").waitFor();
+  expect(await chartPixels("chart-cpu", LINE_BLUE) > 0, "the day's CPU point is drawn");
+  // the node's graphs on the overview
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Overview" }).click();
+  await page.getByRole("heading", { name: /^Node / }).waitFor();
+  await page.getByTestId("chart-memory").locator("canvas").waitFor();
+  await page.waitForFunction(() => Number(document.querySelector("[data-testid=chart-memory]")?.dataset.points ?? 0) >= 1);
+  expect(await chartPixels("chart-memory", LINE_BLUE) > 5, "the node's used-memory line is drawn");
+}, { critical: false });
+
 await step("an expired session returns to the login page and back", async () => {
   await browser.clearCookies();
   await page.goto(`${BASE}/tasks`);

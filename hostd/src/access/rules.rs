@@ -170,6 +170,11 @@ pub const RULES: &[Rule] = &[
         "/api/v1/nodes/{node}",
         Priv(SysAudit, "/nodes/{node}"),
     ),
+    r(
+        "GET",
+        "/api/v1/nodes/{node}/metrics",
+        Priv(SysAudit, "/nodes/{node}"),
+    ),
     // ---- VMs
     listed("GET", "/api/v1/nodes/{node}/vms", Filter::Vms),
     r("POST", "/api/v1/nodes/{node}/vms", Priv(VmAllocate, "/vms")),
@@ -211,6 +216,11 @@ pub const RULES: &[Rule] = &[
     r(
         "GET",
         "/api/v1/nodes/{node}/vms/{vmid}/status/current",
+        Priv(VmAudit, "/vms/{vmid}"),
+    ),
+    r(
+        "GET",
+        "/api/v1/nodes/{node}/vms/{vmid}/metrics",
         Priv(VmAudit, "/vms/{vmid}"),
     ),
     r(

@@ -8,7 +8,9 @@ use keel_api::network::{NetworkInfo, NetworkKind};
 use keel_api::storage::{PoolInfo, VolumeInfo};
 use keel_api::vm::{DiskFormat, VmState};
 
-use super::{BlockCounters, DomainRow, HvError, HvResult, Hypervisor, NetCounters, Power};
+use super::{
+    BlockCounters, DomainRow, DomainStats, HvError, HvResult, Hypervisor, NetCounters, Power,
+};
 use crate::xml::Element;
 
 /// (path, volumes: name → (bytes, format))
@@ -26,6 +28,8 @@ struct State {
     deaf: Vec<String>,
     /// Running definitions that differ from the persistent one (hot-plug tests).
     live: BTreeMap<String, String>,
+    /// Counters `domain_stats` reports (metrics tests), set by [`FakeHv::set_stats`].
+    stats: BTreeMap<String, DomainStats>,
 }
 
 #[derive(Default)]
@@ -45,6 +49,12 @@ impl FakeHv {
     /// Engine calls so far, e.g. `define web1`, `power web1 Start`.
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
+    }
+
+    /// The counters `domain_stats(name)` reports from now on (a domain without any reports
+    /// its state only).
+    pub fn set_stats(&self, name: &str, stats: DomainStats) {
+        self.lock().stats.insert(name.to_string(), stats);
     }
 
     /// Make a guest ignore ACPI shutdown requests.
@@ -192,6 +202,18 @@ impl Hypervisor for FakeHv {
 
     fn net_counters(&self, _name: &str, _mac: &str) -> HvResult<NetCounters> {
         Ok(NetCounters::default())
+    }
+
+    fn domain_stats(&self, name: &str) -> HvResult<DomainStats> {
+        let s = self.lock();
+        let Some((_, state)) = s.domains.get(name) else {
+            return Err(HvError::NotFound(format!("domain {name:?} not found")));
+        };
+        let active = state.is_active();
+        Ok(s.stats.get(name).cloned().unwrap_or(DomainStats {
+            active,
+            ..DomainStats::default()
+        }))
     }
 
     fn set_vnc_password(&self, name: &str, password: &str, valid_to: i64) -> HvResult<()> {

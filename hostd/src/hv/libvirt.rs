@@ -15,7 +15,8 @@ use virt::storage_vol::StorageVol;
 use virt::sys;
 
 use super::{
-    BlockCounters, DomainRow, HvError, HvResult, Hypervisor, NetCounters, Power, SnapshotRow,
+    BlockCounters, DomainRow, DomainStats, HvError, HvResult, Hypervisor, NetCounters, Power,
+    SnapshotRow,
 };
 use crate::domain::KEEL_NS;
 use crate::xml::Element;
@@ -367,6 +368,58 @@ impl Hypervisor for Libvirt {
                 rx_packets: s.rx_packets,
                 tx_packets: s.tx_packets,
             })
+        })
+    }
+
+    fn domain_stats(&self, name: &str) -> HvResult<DomainStats> {
+        self.with(|c| {
+            let dom = Self::dom(c, name)?;
+            let info = dom.info().map_err(engine("domain info"))?;
+            let state = map_state(info.state.unwrap_or(DomainState::NoState));
+            let mut st = DomainStats {
+                active: state.is_active(),
+                vcpus: info.nr_virt_cpu,
+                cpu_time_ns: info.cpu_time,
+                memory_kib: info.memory,
+                ..DomainStats::default()
+            };
+            if !st.active {
+                return Ok(st);
+            }
+            // balloon statistics: present when the guest runs a balloon driver
+            if let Ok(mem) = dom.memory_stats(0) {
+                let tag = |t: u32| mem.iter().find(|m| m.tag == t).map(|m| m.val);
+                if let Some(actual) = tag(sys::VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON) {
+                    st.memory_kib = actual;
+                }
+                st.rss_kib = tag(sys::VIR_DOMAIN_MEMORY_STAT_RSS);
+                if let (Some(avail), Some(unused)) = (
+                    tag(sys::VIR_DOMAIN_MEMORY_STAT_AVAILABLE),
+                    tag(sys::VIR_DOMAIN_MEMORY_STAT_UNUSED),
+                ) {
+                    st.guest_used_kib = Some(avail.saturating_sub(unused));
+                }
+            }
+            let live = dom.xml_desc(0).map_err(engine("dumpxml"))?;
+            let (disks, nics) = stats_devices(&live)?;
+            // a device without statistics (an empty CD-ROM drive) adds nothing
+            for t in disks {
+                if let Ok(b) = dom.block_stats(&t) {
+                    st.block.rd_bytes += b.rd_bytes.max(0);
+                    st.block.wr_bytes += b.wr_bytes.max(0);
+                    st.block.rd_req += b.rd_req.max(0);
+                    st.block.wr_req += b.wr_req.max(0);
+                }
+            }
+            for n in nics {
+                if let Ok(i) = dom.interface_stats(&n) {
+                    st.net.rx_bytes += i.rx_bytes.max(0);
+                    st.net.tx_bytes += i.tx_bytes.max(0);
+                    st.net.rx_packets += i.rx_packets.max(0);
+                    st.net.tx_packets += i.tx_packets.max(0);
+                }
+            }
+            Ok(st)
         })
     }
 
@@ -1014,6 +1067,33 @@ pub fn utc_timestamp(secs: i64) -> String {
     keel_api::time::utc(secs, 'T')
 }
 
+/// The disk targets (`vda`) and interface paths (host device, else MAC) of a live domain XML:
+/// what libvirt's block and interface statistics take.
+fn stats_devices(xml: &str) -> HvResult<(Vec<String>, Vec<String>)> {
+    let dom = Element::parse(xml).map_err(|e| HvError::Engine {
+        op: "parse live XML",
+        msg: e.to_string(),
+    })?;
+    let Some(devices) = dom.find("devices") else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let disks = devices
+        .find_all("disk")
+        .filter_map(|d| d.find("target").and_then(|t| t.get_attr("dev")))
+        .map(str::to_string)
+        .collect();
+    let nics = devices
+        .find_all("interface")
+        .filter_map(|i| {
+            i.find("target")
+                .and_then(|t| t.get_attr("dev"))
+                .or_else(|| i.find("mac").and_then(|m| m.get_attr("address")))
+        })
+        .map(str::to_string)
+        .collect();
+    Ok((disks, nics))
+}
+
 #[cfg(test)]
 mod vnc_tests {
     use super::*;
@@ -1042,5 +1122,24 @@ mod vnc_tests {
         assert!(el.find("listen").is_some());
         assert!(!g.contains("old"));
         assert!(vnc_password_update("<domain><devices/></domain>", "x", 0).is_err());
+    }
+}
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+
+    #[test]
+    fn statistics_devices_of_a_live_domain() -> HvResult<()> {
+        let xml = "<domain><devices>\
+            <disk type='file' device='disk'><source file='/a'/><target dev='vda' bus='virtio'/></disk>\
+            <disk type='file' device='cdrom'><target dev='sda' bus='sata'/></disk>\
+            <interface type='network'><mac address='52:54:00:00:00:01'/><target dev='vnet3'/></interface>\
+            <interface type='user'><mac address='52:54:00:00:00:02'/></interface>\
+            </devices></domain>";
+        let (disks, nics) = stats_devices(xml)?;
+        assert_eq!(disks, ["vda", "sda"]);
+        assert_eq!(nics, ["vnet3", "52:54:00:00:00:02"]);
+        Ok(())
     }
 }

@@ -69,6 +69,24 @@ pub struct NetCounters {
     pub tx_packets: i64,
 }
 
+/// One domain's counters for the performance graphs (hostd/src/metrics): cumulative CPU time
+/// and I/O counters (summed over its disks and NICs), current memory figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DomainStats {
+    /// Running (or paused): the counters below are live. A stopped domain has none.
+    pub active: bool,
+    pub vcpus: u32,
+    pub cpu_time_ns: u64,
+    /// Memory the guest currently has (the balloon's size), KiB.
+    pub memory_kib: u64,
+    /// Memory the guest uses by its own account (balloon driver statistics), KiB.
+    pub guest_used_kib: Option<u64>,
+    /// Resident memory of the guest's QEMU process on the host, KiB.
+    pub rss_kib: Option<u64>,
+    pub block: BlockCounters,
+    pub net: NetCounters,
+}
+
 pub trait Hypervisor: Send + Sync {
     /// e.g. `libvirt 9.0.0, QEMU 7.2.0`.
     fn version(&self) -> HvResult<String>;
@@ -115,6 +133,13 @@ pub trait Hypervisor: Send + Sync {
     /// Start or stop a defined network (nothing to do when it already is).
     fn set_network_active(&self, name: &str, active: bool) -> HvResult<()>;
     fn set_network_autostart(&self, name: &str, autostart: bool) -> HvResult<()>;
+
+    // ---- performance graphs (hostd/src/metrics).
+    /// Counters of one domain: CPU time, memory, block and network I/O summed over devices.
+    fn domain_stats(&self, name: &str) -> HvResult<DomainStats> {
+        let _ = name;
+        Err(unsupported("report domain statistics"))
+    }
 
     // ---- snapshots and disk growth (hostd/src/snapshots.rs). Engines without them say so.
     /// The domain's snapshots as libvirt describes them (any order).

@@ -1,6 +1,7 @@
 import { get, np } from "../api";
 import { ErrorBox, Loading, UsageBar, VmStateBadge } from "../components";
 import { usePoll } from "../hooks";
+import { Metrics } from "./Metrics";
 import { formatBytes, formatUptime, tcgReason } from "../logic";
 import type { NodeInfo, PoolInfo, VmState, VmSummary } from "../types";
 
@@ -70,6 +71,8 @@ export function Overview() {
           ))}
         </div>
       </div>
+      <h2>Performance</h2>
+      <Metrics path="" what={`node ${n?.node ?? ""}`} />
     </section>
   );
 }

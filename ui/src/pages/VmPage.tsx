@@ -13,6 +13,7 @@ import type { TaskInfo, TaskRef, VmConfig, VmStatus } from "../types";
 import { Console, Serial } from "./Console";
 import { ResizeDisk, Snapshots } from "./Snapshots";
 import { Backups } from "./Backups";
+import { Metrics } from "./Metrics";
 import { CloneActions, TemplateBadge } from "./Clone";
 import { MigrateAction } from "./Migrate";
 import { DeviceActions, type Msg as DeviceMsg, RemoveDevice } from "./Hotplug";
@@ -24,7 +25,7 @@ const OP_HINT: Record<PowerOp, string> = {
   start: "Boot the VM", shutdown: "Ask the guest OS to power off (ACPI)", stop: "Power off at once, like pulling the plug",
   reboot: "Ask the guest OS to reboot (ACPI)", reset: "Hard reset, like the reset button", suspend: "Pause the vCPUs", resume: "Continue paused vCPUs",
 };
-type Tab = "summary" | "hardware" | "console" | "serial" | "tasks" | "snapshots" | "backups";
+type Tab = "summary" | "performance" | "hardware" | "console" | "serial" | "tasks" | "snapshots" | "backups";
 
 export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
   const status = usePoll(() => get<VmStatus>(np(`/vms/${vmid}/status/current`)), 2000, [vmid]);
@@ -35,7 +36,7 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
   const perms = usePermissions();
   const noPower = whyNot(perms, "VM.PowerMgmt", `/vms/${vmid}`);
   const noDelete = whyNot(perms, "VM.Allocate", `/vms/${vmid}`);
-  const active = (["summary", "hardware", "console", "serial", "tasks", "snapshots", "backups"].includes(tab) ? tab : "summary") as Tab;
+  const active = (["summary", "performance", "hardware", "console", "serial", "tasks", "snapshots", "backups"].includes(tab) ? tab : "summary") as Tab;
   const setTab = (t: Tab) => navigate(`/vms/${vmid}${t === "summary" ? "" : `?tab=${t}`}`, true);
   const s = status.data;
   const name = s?.name ?? config.data?.spec.name ?? "";
@@ -100,9 +101,10 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
       {actionMsg && <div class={`alert alert-${actionMsg.tone}`} role={actionMsg.tone === "error" ? "alert" : "status"}>{actionMsg.text}</div>}
       <ErrorBox error={status.error} title="Cannot read the VM's status" />
       <Tabs<Tab> label="VM sections" active={active} onChange={setTab}
-        tabs={[["summary", "Summary"], ["hardware", "Hardware"], ["console", "Console"], ["serial", "Serial"], ["tasks", "Tasks"], ["snapshots", "Snapshots"], ["backups", "Backups"]]} />
+        tabs={[["summary", "Summary"], ["performance", "Performance"], ["hardware", "Hardware"], ["console", "Console"], ["serial", "Serial"], ["tasks", "Tasks"], ["snapshots", "Snapshots"], ["backups", "Backups"]]} />
       <div role="tabpanel" id={`panel-${active}`} aria-labelledby={`tab-${active}`} class="tabpanel">
         {active === "summary" && (s ? <Summary s={s} /> : <Loading what="status" />)}
+        {active === "performance" && <Metrics path={`/vms/${vmid}`} what={`VM ${vmid}`} />}
         {active === "hardware" && <Hardware config={config.data} error={config.error} vmid={vmid}
           onChanged={() => { config.refresh(); status.refresh(); }} />}
         {active === "console" && s && <Console vmid={vmid} state={s.state} />}
