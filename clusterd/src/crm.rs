@@ -320,6 +320,9 @@ pub struct QuorumInfo {
     /// votequorum flags: `Quorate`, `2Node`, `WaitForAll`, `Qdevice`, …
     pub flags: Vec<String>,
     pub members: Vec<QuorumMember>,
+    /// The QDevice's line (`0  VOTES  Qdevice`): its votes now, `None` when no QDevice is
+    /// registered with votequorum.
+    pub qdevice_votes: Option<u32>,
 }
 
 impl QuorumInfo {
@@ -348,11 +351,16 @@ impl QuorumInfo {
             }
         };
         let mut members = Vec::new();
+        let mut qdevice_votes = None;
         let mut in_members = false;
+        // with a QDevice registered a `Qdevice` column (its flags per node, e.g. `A,V,NMW`)
+        // sits between Votes and Name
+        let mut qdevice_column = false;
         for l in text.lines() {
             let t = l.trim();
             if t.starts_with("Nodeid") && t.contains("Votes") {
                 in_members = true;
+                qdevice_column = t.split_whitespace().any(|w| w == "Qdevice");
                 continue;
             }
             if !in_members || t.is_empty() {
@@ -362,10 +370,19 @@ impl QuorumInfo {
             let (Some(id), Some(votes)) = (w.next(), w.next()) else {
                 continue;
             };
-            let (Ok(nodeid), Ok(votes)) = (id.parse(), votes.parse()) else {
+            let (Ok(nodeid), Ok(votes)) = (id.parse::<u32>(), votes.parse()) else {
                 continue;
             };
             let rest: Vec<&str> = w.collect();
+            if nodeid == 0 && rest.last() == Some(&"Qdevice") {
+                qdevice_votes = Some(votes);
+                continue;
+            }
+            let rest = if qdevice_column && rest.len() > 1 {
+                &rest[1..]
+            } else {
+                &rest[..]
+            };
             let local = rest.contains(&"(local)");
             let name = rest
                 .iter()
@@ -392,6 +409,7 @@ impl QuorumInfo {
                 .map(str::to_string)
                 .collect(),
             members,
+            qdevice_votes,
         })
     }
 }

@@ -632,6 +632,12 @@ pub fn plan_add(
     links: &[String],
 ) -> Result<(CorosyncConf, u32), FormError> {
     let mut conf = read_corosync_conf(paths)?;
+    if let Some(q) = &conf.qdevice {
+        return Err(FormError::Refused(format!(
+            "the cluster has a QDevice ({}): remove it first (keel cluster qdevice remove), join, then add it again",
+            q.host
+        )));
+    }
     if conf.node(node).is_some() {
         return Err(FormError::Refused(format!(
             "a node named {node:?} is already a member; remove it first (keel node remove {node})"
