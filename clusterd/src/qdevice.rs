@@ -31,11 +31,12 @@ pub fn p12_file(paths: &Paths) -> PathBuf {
 
 /// The qnetd CA certificate must be one PEM certificate (`qnetd-cacert.crt`).
 pub fn check_ca_pem(pem: &str) -> Result<(), String> {
-    let t = pem.trim();
-    let Some(body) = t
-        .strip_prefix("-----BEGIN CERTIFICATE-----")
-        .and_then(|b| b.strip_suffix("-----END CERTIFICATE-----"))
-    else {
+    // corosync-qnetd-certutil writes `certutil -L`'s readable listing, then the PEM block
+    let body = pem
+        .split_once("-----BEGIN CERTIFICATE-----")
+        .and_then(|(_, rest)| rest.split_once("-----END CERTIFICATE-----"))
+        .map(|(b, _)| b);
+    let Some(body) = body else {
         return Err(
             "not a PEM certificate: give the qnetd host's /etc/corosync/qnetd/nssdb/qnetd-cacert.crt"
                 .into(),

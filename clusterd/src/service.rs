@@ -513,6 +513,12 @@ impl ServiceManager for Direct {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
+        if d == Daemon::Qdevice {
+            // its pidfile and socket directory (systemd's RuntimeDirectory= in the unit)
+            let rd = Path::new("/run/corosync-qdevice");
+            std::fs::create_dir_all(rd)
+                .map_err(|e| failed(d.name(), format!("creating {}: {e}", rd.display())))?;
+        }
         if d == Daemon::Pacemaker {
             cmd.env("PCMK_logfile", "/var/log/pacemaker/pacemaker.log")
                 .env("PCMK_logfacility", "none");
