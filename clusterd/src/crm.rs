@@ -582,6 +582,21 @@ mod tests {
     }
 
     #[test]
+    fn quorum_with_a_qdevice() {
+        // corosync-quorumtool 3.1 with corosync-qdevice 3.0.3 registered (netns lab): a
+        // Qdevice flags column before the name, the QDevice's own line with node id 0
+        let q = QuorumInfo::parse(&sample("quorumtool-qdevice.txt")).unwrap();
+        assert_eq!((q.expected_votes, q.total_votes, q.quorum), (3, 3, 2));
+        assert_eq!(q.flags, ["Quorate", "Qdevice"]);
+        assert_eq!(q.qdevice_votes, Some(1));
+        let names: Vec<&str> = q.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["node1", "node2"]);
+        assert!(q.members[0].local && !q.members[1].local);
+        let plain = QuorumInfo::parse(&sample("quorumtool-3-nodes.txt")).unwrap();
+        assert_eq!(plain.qdevice_votes, None);
+    }
+
+    #[test]
     fn quorum_of_three() {
         let q = QuorumInfo::parse(&sample("quorumtool-3-nodes.txt")).unwrap();
         assert_eq!(q.node_id, 1);

@@ -353,6 +353,31 @@ fn ui_cluster_e2e(lab: &NetnsLab, vip: &str) -> Result<()> {
     Ok(())
 }
 
+/// `ui/e2e/cluster.mjs` against node1 of the pair while the QDevice is configured: its card
+/// shows the host and the vote the API counts (the three-node run checks the "none" state).
+fn ui_pair_qdevice_e2e(lab: &NetnsLab, qhost: &str) -> Result<()> {
+    let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui");
+    anyhow::ensure!(
+        ui.join("dist/index.html").exists() && ui.join("node_modules/playwright-core").exists(),
+        "ui/dist or ui/node_modules is missing: the cluster page cannot be checked (scripts/test.sh builds them; by hand: cd ui && npm ci && npm run build)"
+    );
+    let a1 = &lab.node(1)?.addr6;
+    let o = lab.node(1)?.sh(&format!(
+        "cd '{}' && KEEL_UI_URL='https://[{a1}]:8006' KEEL_PASSWORD='{PW}' KEEL_EXPECT_NODES=node1,node2 KEEL_EXPECT_QUORATE=1 KEEL_EXPECT_CLUSTER=pair KEEL_EXPECT_QDEVICE='{qhost}' KEEL_SKIP_REFRESH_CHECK=1 KEEL_UI_SHOTS='{}' node e2e/cluster.mjs 2>&1",
+        ui.display(),
+        lab.dir.join("ui-shots").display()
+    ))?;
+    let tail: Vec<&str> = o.stdout.lines().rev().take(3).collect();
+    eprintln!("ui/e2e/cluster.mjs (pair + QDevice): {}", tail.join(" | "));
+    ensure!(
+        o.success(),
+        "ui/e2e/cluster.mjs against node1 of the pair failed:\n{}{}",
+        o.stdout,
+        o.stderr
+    );
+    Ok(())
+}
+
 fn scenario(lab: &NetnsLab) -> Result<()> {
     let t0 = Instant::now();
     let n1 = start_hostd(lab, lab.node(1)?, "")?;
@@ -1286,6 +1311,16 @@ fn qdevice_keeps_a_lone_node_quorate(lab: &NetnsLab, n1: &KNode, n2: &KNode) -> 
     );
     eprintln!(
         "METRIC qdevice_add={:.2}s (task to vote counted on both nodes)",
+        t0.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "corosync-quorumtool -s on node1 with the QDevice:\n{}",
+        n1.n.run(&["corosync-quorumtool", "-s"])?.stdout
+    );
+    let t0 = Instant::now();
+    ui_pair_qdevice_e2e(lab, &q.addr6)?;
+    eprintln!(
+        "METRIC qdevice_ui={:.2}s (ui/e2e/cluster.mjs on the pair)",
         t0.elapsed().as_secs_f64()
     );
 
