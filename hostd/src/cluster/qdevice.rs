@@ -116,11 +116,18 @@ pub(super) fn status_of(
     }
 }
 
-/// `GET /api/v1/cluster/qdevice`.
+/// `GET /api/v1/cluster/qdevice` (not configured on a node outside a cluster).
 pub(super) fn get(node: &Node) -> Result<QdeviceStatus> {
     let cs = &node.cluster;
     if cs.record()?.is_none() {
-        return Err(not_clustered());
+        return Ok(QdeviceStatus {
+            configured: false,
+            host: None,
+            port: None,
+            algorithm: None,
+            votes: None,
+            daemon_running: false,
+        });
     }
     let conf = form::read_corosync_conf(&cs.paths)?;
     let q = form::quorum(cs.runner.as_ref());
@@ -274,7 +281,19 @@ fn add_task(
         ca_cert_pem: ca_pem.to_string(),
         cluster_p12_b64: base64::engine::general_purpose::STANDARD.encode(p12),
     };
-    let done = push_to_members(node, rec, &update(&conf, rec, install)?)?;
+    let done = match push_to_members(node, rec, &update(&conf, rec, install)?) {
+        Ok(d) => d,
+        Err(e) => {
+            // put back what the others got: corosync.conf without the device, no certificates
+            let mut old = conf.clone();
+            old.qdevice = None;
+            if let Ok(back) = update(&old, rec, QdevicePeer::Remove) {
+                let _ = push_to_members(node, rec, &back);
+            }
+            let _ = nss::uninstall(&cs.paths);
+            return Err(e);
+        }
+    };
     t.log(format!(
         "certificates and corosync.conf (quorum.device → {host}, two_node off) on {}",
         done.join(", ")
@@ -373,8 +392,94 @@ fn remove_task(node: &Node, rec: &ClusterRecord, t: &TaskHandle) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::testlab::{self, SELF};
     use super::*;
+    use keel_runner::{Fake, Reply};
+
+    const TWO: &str = include_str!("../../../clusterd/tests/samples/quorumtool-qdevice.txt");
+    const CA: &str =
+        "Certificate:\n    Data:\n-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+
+    fn req(host: &str) -> QdeviceAdd {
+        use base64::Engine;
+        let mut p12 = vec![0x30u8];
+        p12.extend([1u8; 100]);
+        QdeviceAdd {
+            host: host.into(),
+            port: None,
+            algorithm: None,
+            ca_cert_pem: CA.into(),
+            cluster_p12_b64: base64::engine::general_purpose::STANDARD.encode(p12),
+        }
+    }
+
+    fn field(e: Error) -> String {
+        match e {
+            Error::Validation(f) => f.field,
+            other => panic!("not a validation error: {other}"),
+        }
+    }
+
+    #[test]
+    fn add_refusals_before_any_task() -> Result<()> {
+        let q = ["corosync-quorumtool", "-s"];
+        let l = testlab::clustered(
+            &[
+                (SELF, "192.0.2.1", "192.0.2.1:8006"),
+                ("node2", "192.0.2.2", "192.0.2.2:8006"),
+            ],
+            // input and member checks run no command; then the quorum read of the accepted one
+            Fake::new().expect(&q, Reply::ok(TWO)),
+        )?;
+        let n = &l.node;
+        let mut r = req("192.0.2.9");
+        r.algorithm = Some("majority".into());
+        assert_eq!(field(check_add(n, &r).unwrap_err()), "algorithm");
+        assert_eq!(field(check_add(n, &req("a b")).unwrap_err()), "host");
+        let mut r = req("192.0.2.9");
+        r.port = Some(0);
+        assert_eq!(field(check_add(n, &r).unwrap_err()), "port");
+        let mut r = req("192.0.2.9");
+        r.ca_cert_pem = "qnetd-cacert.crt".into();
+        assert_eq!(field(check_add(n, &r).unwrap_err()), "ca_cert_pem");
+        let mut r = req("192.0.2.9");
+        r.cluster_p12_b64 = "bm90IGRlcg==".into();
+        assert_eq!(field(check_add(n, &r).unwrap_err()), "cluster_p12_b64");
+        let e = check_add(n, &req("192.0.2.2")).unwrap_err();
+        assert!(e.to_string().contains("third machine"), "{e}");
+        let (dev, _) = check_add(n, &req("192.0.2.9"))?;
+        assert_eq!(dev.algorithm, QDeviceAlgorithm::Ffsplit);
+        l.fake.assert_done();
+        Ok(())
+    }
+
+    #[test]
+    fn add_refused_on_three_nodes_and_offline_members() -> Result<()> {
+        let three = testlab::clustered(
+            &[
+                (SELF, "192.0.2.1", "192.0.2.1:8006"),
+                ("node2", "192.0.2.2", "192.0.2.2:8006"),
+                ("node3", "192.0.2.3", "192.0.2.3:8006"),
+            ],
+            Fake::new(),
+        )?;
+        let e = check_add(&three.node, &req("192.0.2.9")).unwrap_err();
+        assert!(e.to_string().contains("two-node cluster"), "{e}");
+        // node2 not in corosync's membership
+        let alone = TWO.replace("         2          1    A,V,NMW node2\n", "");
+        let l = testlab::clustered(
+            &[
+                (SELF, "192.0.2.1", "192.0.2.1:8006"),
+                ("node2", "192.0.2.2", "192.0.2.2:8006"),
+            ],
+            Fake::new().expect(&["corosync-quorumtool", "-s"], Reply::ok(&alone)),
+        )?;
+        let e = check_add(&l.node, &req("192.0.2.9")).unwrap_err();
+        assert!(e.to_string().contains("node2 offline"), "{e}");
+        Ok(())
+    }
 
     #[test]
     fn hosts() {

@@ -283,8 +283,7 @@ async fn delete_vip(State(node): State<Arc<Node>>) -> ApiResult<StatusCode> {
 }
 
 #[utoipa::path(get, path = "/api/v1/cluster/qdevice", tag = "cluster",
-    responses((status = 200, description = "The QDevice (configured false: none)", body = QdeviceStatus),
-        (status = 409, description = "Not in a cluster", body = keel_api::ErrorBody)))]
+    responses((status = 200, description = "The QDevice (configured false: none, or not in a cluster)", body = QdeviceStatus)))]
 async fn get_qdevice(State(node): State<Arc<Node>>) -> ApiResult<Json<QdeviceStatus>> {
     Ok(Json(blocking(move || qdevice::get(&node)).await?))
 }
