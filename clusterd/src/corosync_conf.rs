@@ -724,6 +724,33 @@ mod tests {
     }
 
     #[test]
+    fn qdevice_algorithms_and_two_node() -> Result<(), ConfError> {
+        let mut c = CorosyncConf::new("c1", n(1, &["192.0.2.1"]), LatencyClass::Lan);
+        c.add_node(n(2, &["192.0.2.2"]))?;
+        c.qdevice = Some(QDevice {
+            host: "192.0.2.9".into(),
+            port: Some(5403),
+            algorithm: QDeviceAlgorithm::Lms,
+        });
+        assert!(!c.two_node());
+        let text = c.render()?;
+        assert!(
+            text.contains("algorithm: lms") && !text.contains("two_node"),
+            "{text}"
+        );
+        assert_eq!(CorosyncConf::parse(&text)?, c);
+        // ffsplit needs an even node count, lms does not
+        c.add_node(n(3, &["192.0.2.3"]))?;
+        if let Some(q) = c.qdevice.as_mut() {
+            q.algorithm = QDeviceAlgorithm::Ffsplit;
+        }
+        assert_eq!(err_field(c.validate()), "quorum.device");
+        let bad = text.replace("algorithm: lms", "algorithm: test");
+        assert!(CorosyncConf::parse(&bad).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn refusals_name_the_field() {
         let mut c = CorosyncConf::new("c1", n(1, &["192.0.2.1"]), LatencyClass::Lan);
         let mut dup = n(1, &["192.0.2.2"]);
