@@ -1054,7 +1054,8 @@ fn keel_forms_a_three_node_cluster() -> Result<()> {
 /// corosync carries on over link1 (no fencing, quorate, store writable, status shows link0
 /// down and link1 up per node), healed; then both networks are cut on both ends of node2:
 /// both nodes stay quorate (two_node) and race to fence each other; the delay makes node1 win,
-/// so exactly one node survives, and it stays writable.
+/// so exactly one node survives, and it stays writable. Once node2 is back: a QDevice on node3
+/// (see [`qdevice_keeps_a_lone_node_quorate`]).
 fn two_node_scenario(lab: &NetnsLab) -> Result<()> {
     let n1 = start_hostd(lab, lab.node(1)?, "")?;
     let n2 = start_hostd(lab, lab.node(2)?, "")?;
