@@ -488,6 +488,9 @@ pub struct ClusterStatus {
     /// clustered).
     #[serde(default)]
     pub store: Option<StoreState>,
+    /// The QDevice (null when not clustered).
+    #[serde(default)]
+    pub qdevice: Option<QdeviceStatus>,
 }
 
 /// How a cluster daemon of this node is doing.
@@ -981,4 +984,43 @@ pub struct VipStatus {
     pub failed: bool,
     /// `https://ADDRESS:PORT/` of the UI and API when configured.
     pub url: Option<String>,
+}
+
+/// `POST /api/v1/cluster/qdevice`: add a QDevice (a corosync-qnetd arbiter's vote) to a
+/// two-node cluster. The certificates come from the qnetd host (docs/cluster.md, "QDevice").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QdeviceAdd {
+    /// The qnetd host: an IP address or a DNS name every node resolves.
+    #[schema(max_length = 253)]
+    pub host: String,
+    /// qnetd's TCP port (default 5403).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `ffsplit` (default) or `lms`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// The qnetd CA certificate, PEM (`/etc/corosync/qnetd/nssdb/qnetd-cacert.crt` on the
+    /// qnetd host).
+    #[schema(max_length = 16384)]
+    pub ca_cert_pem: String,
+    /// The cluster's certificate and key signed by that CA, PKCS#12 in base64 (the
+    /// `qdevice-net-node.p12` that `corosync-qdevice-net-certutil -M` wrote).
+    #[schema(max_length = 65536)]
+    pub cluster_p12_b64: String,
+}
+
+/// The QDevice as configured in corosync.conf and as votequorum counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QdeviceStatus {
+    /// A QDevice is configured (the other fields are empty when not).
+    pub configured: bool,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub algorithm: Option<String>,
+    /// Its vote as `corosync-quorumtool -s` counts it on the answering node (null: not
+    /// registered with votequorum, e.g. corosync-qdevice not running).
+    pub votes: Option<u32>,
+    /// corosync-qdevice runs on the answering node.
+    pub daemon_running: bool,
 }

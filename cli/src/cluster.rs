@@ -53,6 +53,10 @@ pub enum ClusterCmd {
     /// The floating management address: one address for the UI and API of the whole cluster
     #[command(subcommand)]
     Vip(VipCmd),
+    /// A QDevice: a corosync-qnetd arbiter's vote, so either node of a two-node cluster stays
+    /// quorate alone (docs/cluster.md)
+    #[command(subcommand)]
+    Qdevice(crate::qdevice::QdeviceCmd),
     /// HA VMs: where Pacemaker runs each, its target state, fail counts, rules and failures
     Ha,
     /// Forget an HA VM's failures and fail counts once their cause is fixed (crm_resource
@@ -311,6 +315,7 @@ pub async fn cluster(c: &Client, cmd: ClusterCmd, mode: Mode) -> Result<Outcome>
         ClusterCmd::HaRule(cmd) => crate::ha::rule(c, cmd, json).await?,
         ClusterCmd::WhatIf { node_fail } => crate::ha::what_if(c, &node_fail, json).await?,
         ClusterCmd::SharedPool(cmd) => crate::ha::shared_pool(c, cmd, json).await?,
+        ClusterCmd::Qdevice(cmd) => return crate::qdevice::run(c, cmd, mode).await,
         ClusterCmd::Vip(VipCmd::Show) => {
             show(c.get(&["cluster", "vip"], &[]).await?, json, output_vip)?
         }
@@ -427,6 +432,9 @@ pub fn output_status(s: &ClusterStatus) {
         s.expected_votes,
         if s.two_node { "  (two_node)" } else { "" }
     );
+    if let Some(l) = s.qdevice.as_ref().and_then(crate::qdevice::status_line) {
+        println!("{l}");
+    }
     println!("DC:       {}", s.dc.as_deref().unwrap_or("-"));
     println!(
         "fencing:  {}",

@@ -12,6 +12,7 @@ mod metrics;
 mod migrate;
 mod output;
 mod passwd;
+mod qdevice;
 mod snapshot;
 mod spec;
 mod task;
@@ -1082,6 +1083,31 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["keel", "net", "autostart", "lab", "yes"]).is_err());
         assert!(Cli::try_parse_from(["keel", "net", "autostart", "lab"]).is_err());
+    }
+
+    #[test]
+    fn cluster_qdevice_commands() {
+        for argv in [
+            &["keel", "cluster", "qdevice", "show"][..],
+            &[
+                "keel",
+                "cluster",
+                "qdevice",
+                "add",
+                "192.0.2.9",
+                "--ca-cert",
+                "ca.crt",
+                "--cluster-p12",
+                "n.p12",
+                "--algorithm",
+                "lms",
+            ],
+            &["keel", "cluster", "qdevice", "rm"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_ok(), "{argv:?}");
+        }
+        // the certificates are required
+        assert!(Cli::try_parse_from(["keel", "cluster", "qdevice", "add", "h"]).is_err());
     }
 
     #[test]

@@ -42,6 +42,17 @@ pub fn reload_corosync() -> Cmd {
     Cmd::argv(&["corosync-cfgtool", "-R"]).timeout(CHANGE_TIMEOUT)
 }
 
+/// `corosync-qdevice-net-certutil -i -c CA`: a new NSS database for corosync-qdevice
+/// (`/etc/corosync/qdevice/net/nssdb`) trusting the qnetd CA.
+pub fn qdevice_nss_init(ca: &str) -> Cmd {
+    Cmd::argv(&["corosync-qdevice-net-certutil", "-i", "-c", ca]).timeout(QUERY_TIMEOUT * 3)
+}
+
+/// `corosync-qdevice-net-certutil -m -c P12`: import the cluster's certificate and key.
+pub fn qdevice_nss_import(p12: &str) -> Cmd {
+    Cmd::argv(&["corosync-qdevice-net-certutil", "-m", "-c", p12]).timeout(QUERY_TIMEOUT * 3)
+}
+
 /// `crm_mon -1 --output-as=xml`: Pacemaker's view of nodes, resources and failures.
 pub fn crm_mon() -> Cmd {
     Cmd::argv(&["crm_mon", "-1", "--output-as=xml"]).timeout(QUERY_TIMEOUT)

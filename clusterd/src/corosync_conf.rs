@@ -68,12 +68,42 @@ pub struct ConfNode {
     pub addrs: Vec<String>,
 }
 
+/// corosync-qnetd's decision algorithm for a QDevice `net`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QDeviceAlgorithm {
+    /// Fifty-fifty split: the vote goes to the half with more nodes, or on a tie to the half
+    /// holding the lowest node id (even node counts only).
+    #[default]
+    Ffsplit,
+    /// Last man standing: the vote goes to the partition qnetd sees as largest, even a single
+    /// node.
+    Lms,
+}
+
+impl QDeviceAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QDeviceAlgorithm::Ffsplit => "ffsplit",
+            QDeviceAlgorithm::Lms => "lms",
+        }
+    }
+    /// `ffsplit` or `lms`.
+    pub fn parse(s: &str) -> Option<QDeviceAlgorithm> {
+        match s {
+            "ffsplit" => Some(QDeviceAlgorithm::Ffsplit),
+            "lms" => Some(QDeviceAlgorithm::Lms),
+            _ => None,
+        }
+    }
+}
+
 /// A corosync-qnetd arbiter as a third vote for two-node clusters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QDevice {
     pub host: String,
     /// Defaults to 5403 when `None`.
     pub port: Option<u16>,
+    pub algorithm: QDeviceAlgorithm,
 }
 
 /// Where corosync logs.
@@ -402,7 +432,10 @@ impl CorosyncConf {
                     format!("{:?} is not a host", q.host),
                 ));
             }
-            if self.nodes.len() % 2 == 1 && self.nodes.len() > 1 {
+            if q.algorithm == QDeviceAlgorithm::Ffsplit
+                && self.nodes.len() % 2 == 1
+                && self.nodes.len() > 1
+            {
                 return Err(invalid(
                     "quorum.device",
                     "a QDevice only helps an even number of nodes (ffsplit)",
@@ -473,7 +506,7 @@ impl CorosyncConf {
         if let Some(q) = &self.qdevice {
             let mut net = Section::new("net")
                 .kv("host", &q.host)
-                .kv("algorithm", "ffsplit");
+                .kv("algorithm", q.algorithm.as_str());
             if let Some(p) = q.port {
                 net = net.kv("port", p);
             }
@@ -602,7 +635,17 @@ impl CorosyncConf {
                     .sections("net")
                     .next()
                     .ok_or_else(|| invalid("quorum.device.net", "missing"))?;
+                let algorithm = match net.get("algorithm") {
+                    None => QDeviceAlgorithm::Ffsplit,
+                    Some(a) => QDeviceAlgorithm::parse(a).ok_or_else(|| {
+                        invalid(
+                            "quorum.device.net.algorithm",
+                            format!("{a:?}: Keel writes ffsplit or lms"),
+                        )
+                    })?,
+                };
                 Some(QDevice {
+                    algorithm,
                     host: net
                         .get("host")
                         .ok_or_else(|| invalid("quorum.device.net.host", "missing"))?
@@ -677,6 +720,33 @@ mod tests {
         assert!(!c.render()?.contains("two_node"));
         c.remove_node("node3")?;
         assert!(c.render()?.contains("two_node: 1"));
+        Ok(())
+    }
+
+    #[test]
+    fn qdevice_algorithms_and_two_node() -> Result<(), ConfError> {
+        let mut c = CorosyncConf::new("c1", n(1, &["192.0.2.1"]), LatencyClass::Lan);
+        c.add_node(n(2, &["192.0.2.2"]))?;
+        c.qdevice = Some(QDevice {
+            host: "192.0.2.9".into(),
+            port: Some(5403),
+            algorithm: QDeviceAlgorithm::Lms,
+        });
+        assert!(!c.two_node());
+        let text = c.render()?;
+        assert!(
+            text.contains("algorithm: lms") && !text.contains("two_node"),
+            "{text}"
+        );
+        assert_eq!(CorosyncConf::parse(&text)?, c);
+        // ffsplit needs an even node count, lms does not
+        c.add_node(n(3, &["192.0.2.3"]))?;
+        if let Some(q) = c.qdevice.as_mut() {
+            q.algorithm = QDeviceAlgorithm::Ffsplit;
+        }
+        assert_eq!(err_field(c.validate()), "quorum.device");
+        let bad = text.replace("algorithm: lms", "algorithm: test");
+        assert!(CorosyncConf::parse(&bad).is_err());
         Ok(())
     }
 

@@ -354,6 +354,9 @@ pub struct QuorumInfo {
     /// votequorum flags: `Quorate`, `2Node`, `WaitForAll`, `Qdevice`, …
     pub flags: Vec<String>,
     pub members: Vec<QuorumMember>,
+    /// The QDevice's line (`0  VOTES  Qdevice`): its votes now, `None` when no QDevice is
+    /// registered with votequorum.
+    pub qdevice_votes: Option<u32>,
 }
 
 impl QuorumInfo {
@@ -382,11 +385,16 @@ impl QuorumInfo {
             }
         };
         let mut members = Vec::new();
+        let mut qdevice_votes = None;
         let mut in_members = false;
+        // with a QDevice registered a `Qdevice` column (its flags per node, e.g. `A,V,NMW`)
+        // sits between Votes and Name
+        let mut qdevice_column = false;
         for l in text.lines() {
             let t = l.trim();
             if t.starts_with("Nodeid") && t.contains("Votes") {
                 in_members = true;
+                qdevice_column = t.split_whitespace().any(|w| w == "Qdevice");
                 continue;
             }
             if !in_members || t.is_empty() {
@@ -396,10 +404,19 @@ impl QuorumInfo {
             let (Some(id), Some(votes)) = (w.next(), w.next()) else {
                 continue;
             };
-            let (Ok(nodeid), Ok(votes)) = (id.parse(), votes.parse()) else {
+            let (Ok(nodeid), Ok(votes)) = (id.parse::<u32>(), votes.parse()) else {
                 continue;
             };
             let rest: Vec<&str> = w.collect();
+            if nodeid == 0 && rest.last() == Some(&"Qdevice") {
+                qdevice_votes = Some(votes);
+                continue;
+            }
+            let rest = if qdevice_column && rest.len() > 1 {
+                &rest[1..]
+            } else {
+                &rest[..]
+            };
             let local = rest.contains(&"(local)");
             let name = rest
                 .iter()
@@ -426,6 +443,7 @@ impl QuorumInfo {
                 .map(str::to_string)
                 .collect(),
             members,
+            qdevice_votes,
         })
     }
 }
@@ -609,6 +627,21 @@ mod tests {
         assert_eq!(q.members.len(), 2);
         let l = LinkStatus::parse(&sample("cfgtool-n-node-off.txt")).unwrap();
         assert_eq!(l.peers.len(), 1);
+    }
+
+    #[test]
+    fn quorum_with_a_qdevice() {
+        // corosync-quorumtool 3.1 with corosync-qdevice 3.0.3 registered (netns lab): a
+        // Qdevice flags column before the name, the QDevice's own line with node id 0
+        let q = QuorumInfo::parse(&sample("quorumtool-qdevice.txt")).unwrap();
+        assert_eq!((q.expected_votes, q.total_votes, q.quorum), (3, 3, 2));
+        assert_eq!(q.flags, ["Quorate", "Qdevice"]);
+        assert_eq!(q.qdevice_votes, Some(1));
+        let names: Vec<&str> = q.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["node1", "node2"]);
+        assert!(q.members[0].local && !q.members[1].local);
+        let plain = QuorumInfo::parse(&sample("quorumtool-3-nodes.txt")).unwrap();
+        assert_eq!(plain.qdevice_votes, None);
     }
 
     #[test]

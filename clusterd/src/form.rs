@@ -632,6 +632,12 @@ pub fn plan_add(
     links: &[String],
 ) -> Result<(CorosyncConf, u32), FormError> {
     let mut conf = read_corosync_conf(paths)?;
+    if let Some(q) = &conf.qdevice {
+        return Err(FormError::Refused(format!(
+            "the cluster has a QDevice ({}): remove it first (keel cluster qdevice remove), join, then add it again",
+            q.host
+        )));
+    }
     if conf.node(node).is_some() {
         return Err(FormError::Refused(format!(
             "a node named {node:?} is already a member; remove it first (keel node remove {node})"
@@ -973,9 +979,21 @@ mod tests {
             plan_add(&p, "node2", &["192.0.2.1".into()]),
             Err(FormError::Refused(_))
         ));
-        let (c, id) = plan_add(&p, "node2", &["192.0.2.2".into()])?;
+        let (mut c, id) = plan_add(&p, "node2", &["192.0.2.2".into()])?;
         assert_eq!(id, 2);
         assert!(c.two_node());
+        // with a QDevice, a join is refused until it is removed
+        c.qdevice = Some(crate::corosync_conf::QDevice {
+            host: "192.0.2.9".into(),
+            port: None,
+            algorithm: Default::default(),
+        });
+        write_corosync_conf(&p, &c)?;
+        match plan_add(&p, "node3", &["192.0.2.3".into()]) {
+            Err(FormError::Refused(m)) => assert!(m.contains("keel cluster qdevice remove"), "{m}"),
+            other => panic!("join with a QDevice: {other:?}"),
+        }
+        write_corosync_conf(&p, &conf)?;
         assert!(matches!(
             check_unclustered(&p, &keel_runner::Fake::new()),
             Err(FormError::Refused(_))

@@ -21,6 +21,7 @@ pub mod commands;
 pub mod crm;
 pub mod fence;
 pub mod ha;
+pub mod qdevice;
 pub mod vip;
 
 // --- replicated config store ---

@@ -55,6 +55,8 @@ pub enum Daemon {
     Corosync,
     Pacemaker,
     Clusterd,
+    /// corosync-qdevice: only while corosync.conf has a `quorum.device` (not in [`Daemon::ALL`]).
+    Qdevice,
 }
 
 impl Daemon {
@@ -66,6 +68,7 @@ impl Daemon {
             Daemon::Corosync => "corosync.service",
             Daemon::Pacemaker => "pacemaker.service",
             Daemon::Clusterd => "keel-clusterd.service",
+            Daemon::Qdevice => "corosync-qdevice.service",
         }
     }
     /// The program (and pidfile) name.
@@ -74,6 +77,7 @@ impl Daemon {
             Daemon::Corosync => "corosync",
             Daemon::Pacemaker => "pacemakerd",
             Daemon::Clusterd => "keel-clusterd",
+            Daemon::Qdevice => "corosync-qdevice",
         }
     }
     /// The name the status API shows.
@@ -82,6 +86,7 @@ impl Daemon {
             Daemon::Corosync => "corosync",
             Daemon::Pacemaker => "pacemaker",
             Daemon::Clusterd => "keel-clusterd",
+            Daemon::Qdevice => "corosync-qdevice",
         }
     }
 }
@@ -462,6 +467,8 @@ impl Direct {
         Ok(match d {
             Daemon::Corosync => vec!["corosync".into(), "-f".into()],
             Daemon::Pacemaker => vec!["pacemakerd".into()],
+            // -f: foreground (the reaper thread sees its exit)
+            Daemon::Qdevice => vec!["corosync-qdevice".into(), "-f".into()],
             Daemon::Clusterd => {
                 let bin = self.clusterd_bin.as_ref().ok_or_else(|| {
                     failed("keel-clusterd", "binary not found (install keel-clusterd)")
@@ -506,6 +513,12 @@ impl ServiceManager for Direct {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
+        if d == Daemon::Qdevice {
+            // its pidfile and socket directory (systemd's RuntimeDirectory= in the unit)
+            let rd = Path::new("/run/corosync-qdevice");
+            std::fs::create_dir_all(rd)
+                .map_err(|e| failed(d.name(), format!("creating {}: {e}", rd.display())))?;
+        }
         if d == Daemon::Pacemaker {
             cmd.env("PCMK_logfile", "/var/log/pacemaker/pacemaker.log")
                 .env("PCMK_logfacility", "none");

@@ -46,6 +46,7 @@ fn cases() -> Vec<(&'static str, CorosyncConf)> {
     qdev.qdevice = Some(QDevice {
         host: "192.0.2.100".into(),
         port: None,
+        algorithm: Default::default(),
     });
 
     let mut single = CorosyncConf::new(

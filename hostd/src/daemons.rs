@@ -57,6 +57,21 @@ fn daemons(clusterd: bool) -> Vec<Daemon> {
         .collect()
 }
 
+/// corosync.conf has a `quorum.device`: corosync-qdevice belongs to this node's daemons.
+pub fn qdevice_configured(paths: &Paths) -> bool {
+    clusterd::form::read_corosync_conf(paths).is_ok_and(|c| c.qdevice.is_some())
+}
+
+/// The daemons this node runs now, in dependency order: [`daemons`] and corosync-qdevice while
+/// a QDevice is configured.
+fn daemons_now(clusterd: bool, paths: &Paths) -> Vec<Daemon> {
+    let mut v = daemons(clusterd);
+    if qdevice_configured(paths) {
+        v.push(Daemon::Qdevice);
+    }
+    v
+}
+
 /// Start corosync; only if it runs and answers, Pacemaker and keel-clusterd. Returns why the
 /// others were not started, if they were not.
 pub fn start_in_order(
@@ -117,6 +132,10 @@ pub fn boot(node: &Node) {
         );
         if let Err(e) = r {
             tracing::warn!("cluster daemons: {e}");
+        } else if qdevice_configured(&cs.paths) {
+            if let Err(e) = cs.svc.start(Daemon::Qdevice) {
+                tracing::warn!(error = %e, "cannot start corosync-qdevice");
+            }
         }
     }
     if cs.svc.kind() == "direct" {
@@ -190,7 +209,7 @@ impl Supervisor {
     /// a dependent daemon needs starting.
     pub fn tick(&mut self, now: Instant, corosync_answers: &dyn Fn() -> bool) {
         let mut corosync_ok: Option<bool> = None;
-        for d in daemons(self.clusterd) {
+        for d in daemons_now(self.clusterd, &self.paths) {
             let first = self.first;
             let t = self.tracks.entry(d).or_insert_with(|| Track {
                 delay: first,
@@ -276,7 +295,7 @@ impl Supervisor {
 
 /// Every daemon of this node, for the status.
 pub fn daemon_statuses(node: &Node) -> Vec<DaemonStatus> {
-    daemons(clusterd_installed(node))
+    daemons_now(clusterd_installed(node), &node.cluster.paths)
         .into_iter()
         .map(|d| node.cluster.svc.inspect(d))
         .collect()

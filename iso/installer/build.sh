@@ -108,7 +108,7 @@ rm -f "$R/etc/corosync/corosync.conf" "$R/etc/pacemaker/authkey"
 # joins a cluster.
 chroot "$R" systemctl enable keel-install.service keel-hostd.service keel-firstboot.service \
   systemd-networkd.service corosync.service pacemaker.service keel-clusterd.service >&2
-for u in dlm lvmlockd lvmlocks open-iscsi iscsid.socket iscsid rtslib-fb-targetctl \
+for u in corosync-qdevice dlm lvmlockd lvmlocks open-iscsi iscsid.socket iscsid rtslib-fb-targetctl \
          apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap \
          fstrim.timer blk-availability logd drbd networking.service ifupdown-pre.service; do
   chroot "$R" systemctl disable "$u" >/dev/null 2>&1 || true

@@ -84,7 +84,7 @@ chroot "$R" systemctl enable lab-init.service lab-net.service >&2
 # keel-hostd, corosync, pacemaker and keel-clusterd itself.
 rm -f "$R/etc/corosync/corosync.conf"
 # cluster daemons are started by the scenarios; disable everything slow or irrelevant
-for u in corosync pacemaker dlm lvmlockd lvmlocks open-iscsi iscsid.socket iscsid rtslib-fb-targetctl \
+for u in corosync pacemaker corosync-qdevice dlm lvmlockd lvmlocks open-iscsi iscsid.socket iscsid rtslib-fb-targetctl \
          apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap \
          fstrim.timer lvm2-monitor blk-availability logd drbd; do
   chroot "$R" systemctl disable "$u" >/dev/null 2>&1 || true

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use keel_tests::keelnode::{self, is_root, KNode, PW};
-use keel_tests::netns::{LabOpts, NetnsLab, Node};
+use keel_tests::netns::{LabOpts, NetnsLab, Node, Service};
 
 #[path = "netns_keel_cluster/verify.rs"]
 mod verify;
@@ -22,7 +22,10 @@ struct ClusterStatus {
     clustered: bool,
     quorate: bool,
     expected_votes: u32,
+    total_votes: u32,
     two_node: bool,
+    #[serde(default)]
+    qdevice: Option<Qdevice>,
     dc: Option<String>,
     stonith_enabled: bool,
     members: Vec<Member>,
@@ -34,6 +37,13 @@ struct Member {
     online: bool,
     fence_device: Option<String>,
     last_fence_test: Option<FenceTest>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Qdevice {
+    configured: bool,
+    votes: Option<u32>,
+    daemon_running: bool,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -337,6 +347,31 @@ fn ui_cluster_e2e(lab: &NetnsLab, vip: &str) -> Result<()> {
     ensure!(
         o.success(),
         "ui/e2e/cluster.mjs against node1 failed:\n{}{}",
+        o.stdout,
+        o.stderr
+    );
+    Ok(())
+}
+
+/// `ui/e2e/cluster.mjs` against node1 of the pair while the QDevice is configured: its card
+/// shows the host and the vote the API counts (the three-node run checks the "none" state).
+fn ui_pair_qdevice_e2e(lab: &NetnsLab, qhost: &str) -> Result<()> {
+    let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui");
+    anyhow::ensure!(
+        ui.join("dist/index.html").exists() && ui.join("node_modules/playwright-core").exists(),
+        "ui/dist or ui/node_modules is missing: the cluster page cannot be checked (scripts/test.sh builds them; by hand: cd ui && npm ci && npm run build)"
+    );
+    let a1 = &lab.node(1)?.addr6;
+    let o = lab.node(1)?.sh(&format!(
+        "cd '{}' && KEEL_UI_URL='https://[{a1}]:8006' KEEL_PASSWORD='{PW}' KEEL_EXPECT_NODES=node1,node2 KEEL_EXPECT_QUORATE=1 KEEL_EXPECT_CLUSTER=pair KEEL_EXPECT_QDEVICE='{qhost}' KEEL_SKIP_REFRESH_CHECK=1 KEEL_UI_SHOTS='{}' node e2e/cluster.mjs 2>&1",
+        ui.display(),
+        lab.dir.join("ui-shots").display()
+    ))?;
+    let tail: Vec<&str> = o.stdout.lines().rev().take(3).collect();
+    eprintln!("ui/e2e/cluster.mjs (pair + QDevice): {}", tail.join(" | "));
+    ensure!(
+        o.success(),
+        "ui/e2e/cluster.mjs against node1 of the pair failed:\n{}{}",
         o.stdout,
         o.stderr
     );
@@ -1019,7 +1054,8 @@ fn keel_forms_a_three_node_cluster() -> Result<()> {
 /// corosync carries on over link1 (no fencing, quorate, store writable, status shows link0
 /// down and link1 up per node), healed; then both networks are cut on both ends of node2:
 /// both nodes stay quorate (two_node) and race to fence each other; the delay makes node1 win,
-/// so exactly one node survives, and it stays writable.
+/// so exactly one node survives, and it stays writable. Once node2 is back: a QDevice on node3
+/// (see [`qdevice_keeps_a_lone_node_quorate`]).
 fn two_node_scenario(lab: &NetnsLab) -> Result<()> {
     let n1 = start_hostd(lab, lab.node(1)?, "")?;
     let n2 = start_hostd(lab, lab.node(2)?, "")?;
@@ -1149,6 +1185,228 @@ fn two_node_scenario(lab: &NetnsLab) -> Result<()> {
     )?;
     eprintln!(
         "METRIC two_node_rejoin_after_power_on={:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    qdevice_keeps_a_lone_node_quorate(lab, &n1, &n2)?;
+    eprintln!(
+        "METRIC two_node_qdevice_steps={:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn qdevice_of(k: &KNode) -> Result<(ClusterStatus, bool, Option<u32>, bool)> {
+    let st = k.status()?;
+    let (c, v, d) = st
+        .qdevice
+        .as_ref()
+        .map(|q| (q.configured, q.votes, q.daemon_running))
+        .unwrap_or((false, None, false));
+    Ok((st, c, v, d))
+}
+
+/// The QDevice (issue 16): node3 of this lab is the qnetd host — a third namespace on the lab
+/// bridge running only corosync-qnetd, no Keel. The operator's steps of docs/cluster.md are
+/// run as written (CA on the qnetd host; request on node1, signed on the qnetd host, imported
+/// on node1 → the PKCS#12), then `keel cluster qdevice add` does the members' side: both nodes
+/// count 3 expected votes, two_node off, the QDevice's vote counted.
+///
+/// Proof: node2 powered off (as the fence agent does) → node1 alone stays quorate (2 of 3
+/// votes: its own and the QDevice's) and its config store takes writes.
+///
+/// Negative control — why not "the pair without a QDevice": with two_node on (what Keel runs
+/// without a QDevice) the survivor is quorate by design, so that would prove nothing about the
+/// QDevice. The honest control keeps everything else identical — the same corosync.conf (two_node
+/// off, 3 expected votes), the same loss of node2 — and takes away only the QDevice's vote by
+/// stopping corosync-qnetd: node1 then holds 1 of 3 votes, is not quorate, and its store
+/// refuses writes. qnetd back → quorate again; node2 back; `keel cluster qdevice remove` →
+/// two_node back on both nodes.
+fn qdevice_keeps_a_lone_node_quorate(lab: &NetnsLab, n1: &KNode, n2: &KNode) -> Result<()> {
+    let q = lab.node(3)?;
+    let shared = lab.shared_dir().display().to_string();
+    // the operator on the qnetd host: its CA and server certificate, qnetd running
+    q.sh_ok("mkdir -p /etc/corosync/qnetd /run/corosync-qnetd && corosync-qnetd-certutil -i")?;
+    let qnetd = Service::new("corosync-qnetd", &["corosync-qnetd", "-f"])
+        .ready(&["corosync-qnetd-tool", "-s"]);
+    let qnetd_pid = q.spawn_daemon(qnetd)?;
+    q.sh_ok(&format!(
+        "cp /etc/corosync/qnetd/nssdb/qnetd-cacert.crt {shared}/"
+    ))?;
+    // the operator on node1: the cluster's request, signed on the qnetd host, imported
+    n1.n.sh_ok(&format!(
+        "corosync-qdevice-net-certutil -i -c {shared}/qnetd-cacert.crt && corosync-qdevice-net-certutil -r -n pair && cp /etc/corosync/qdevice/net/nssdb/qdevice-net-node.crq {shared}/"
+    ))?;
+    q.sh_ok(&format!(
+        "corosync-qnetd-certutil -s -c {shared}/qdevice-net-node.crq -n pair && cp /etc/corosync/qnetd/nssdb/cluster-pair.crt {shared}/"
+    ))?;
+    n1.n.sh_ok(&format!(
+        "corosync-qdevice-net-certutil -M -c {shared}/cluster-pair.crt && cp /etc/corosync/qdevice/net/nssdb/qdevice-net-node.p12 {shared}/"
+    ))?;
+    let ca = format!("{shared}/qnetd-cacert.crt");
+    let p12 = format!("{shared}/qdevice-net-node.p12");
+    // refused before any task: a text that is no certificate as the CA, a member as the
+    // qnetd host
+    let crq = format!("{shared}/not-a-certificate.txt");
+    std::fs::write(&crq, "qnetd-cacert.crt was not copied\n")?;
+    expect_refusal(
+        "a text that is no certificate as the CA certificate",
+        n1.keel(&[
+            "cluster",
+            "qdevice",
+            "add",
+            &q.addr6,
+            "--ca-cert",
+            &crq,
+            "--cluster-p12",
+            &p12,
+        ])?,
+        "not a PEM certificate",
+    )?;
+    expect_refusal(
+        "a member as the qnetd host",
+        n1.keel(&[
+            "cluster",
+            "qdevice",
+            "add",
+            &lab.node(2)?.addr6,
+            "--ca-cert",
+            &ca,
+            "--cluster-p12",
+            &p12,
+        ])?,
+        "third machine",
+    )?;
+    let t0 = Instant::now();
+    n1.keel_ok(&[
+        "cluster",
+        "qdevice",
+        "add",
+        &q.addr6,
+        "--ca-cert",
+        &ca,
+        "--cluster-p12",
+        &p12,
+    ])?;
+    for k in [n1, n2] {
+        lab.wait_for(
+            &format!("{}: QDevice vote counted, two_node off", k.n.name),
+            Duration::from_secs(60),
+            || {
+                let (st, conf, votes, running) = qdevice_of(k)?;
+                Ok(conf
+                    && votes == Some(1)
+                    && running
+                    && st.quorate
+                    && !st.two_node
+                    && st.expected_votes == 3
+                    && st.total_votes == 3)
+            },
+        )?;
+    }
+    let human = n1.keel_ok(&["cluster", "status"])?;
+    ensure!(
+        human.contains(&format!("qdevice:  {} (ffsplit)  vote 1", q.addr6)),
+        "keel cluster status shows no QDevice line:\n{human}"
+    );
+    eprintln!(
+        "METRIC qdevice_add={:.2}s (task to vote counted on both nodes)",
+        t0.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "corosync-quorumtool -s on node1 with the QDevice:\n{}",
+        n1.n.run(&["corosync-quorumtool", "-s"])?.stdout
+    );
+    let t0 = Instant::now();
+    ui_pair_qdevice_e2e(lab, &q.addr6)?;
+    eprintln!(
+        "METRIC qdevice_ui={:.2}s (ui/e2e/cluster.mjs on the pair)",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // node2 powered off: node1 + the QDevice hold 2 of 3 votes
+    let t0 = Instant::now();
+    lab.power_off(lab.node(2)?)?;
+    lab.wait_for("node1 alone: quorate with the QDevice's vote", T, || {
+        let (st, _, votes, _) = qdevice_of(n1)?;
+        Ok(st.quorate
+            && st.total_votes == 2
+            && votes == Some(1)
+            && st.members.iter().any(|m| m.name == "node2" && !m.online))
+    })?;
+    lab.wait_for(
+        "node1 alone: store writable",
+        Duration::from_secs(60),
+        || {
+            Ok(n1
+                .keel(&["cluster", "config", "set", "pair/qdevice", "1"])?
+                .success())
+        },
+    )?;
+    eprintln!(
+        "METRIC qdevice_lone_node_writable={:.2}s after node2's power-off",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // negative control: the same loss without the QDevice's vote
+    let t0 = Instant::now();
+    q.sh_ok(&format!("kill -TERM {qnetd_pid}"))?;
+    lab.wait_for(
+        "node1 alone without the QDevice's vote: not quorate",
+        Duration::from_secs(90),
+        || {
+            let (st, _, _, _) = qdevice_of(n1)?;
+            Ok(!st.quorate && st.total_votes == 1)
+        },
+    )?;
+    let o = n1.keel(&["cluster", "config", "set", "pair/qdevice", "2"])?;
+    ensure!(
+        !o.success(),
+        "node1 wrote to the store without quorum: {}",
+        o.stdout
+    );
+    eprintln!(
+        "METRIC qdevice_control: without the QDevice's vote node1 lost quorum {:.2}s after qnetd stopped; its store refused the write",
+        t0.elapsed().as_secs_f64()
+    );
+    q.restart_daemon("corosync-qnetd")?;
+    lab.wait_for(
+        "qnetd back: node1 quorate again",
+        Duration::from_secs(90),
+        || Ok(qdevice_of(n1)?.0.quorate),
+    )?;
+    lab.power_on(lab.node(2)?)?;
+    lab.wait_for("node2 back with its QDevice daemon", T, || {
+        let (st, _, votes, running) = qdevice_of(n2)?;
+        Ok(st.quorate
+            && running
+            && votes == Some(1)
+            && st.total_votes == 3
+            && st.members.iter().all(|m| m.online))
+    })?;
+
+    // removal: two_node back on both
+    let t0 = Instant::now();
+    n1.keel_ok(&["cluster", "qdevice", "remove"])?;
+    for k in [n1, n2] {
+        lab.wait_for(
+            &format!("{}: QDevice gone, two_node back", k.n.name),
+            Duration::from_secs(60),
+            || {
+                let (st, conf, _, _) = qdevice_of(k)?;
+                Ok(!conf && st.two_node && st.quorate && st.expected_votes == 2)
+            },
+        )?;
+    }
+    ensure!(
+        !n2.n
+            .sh_ok("ls /etc/corosync/qdevice/net/ 2>/dev/null || true")?
+            .contains("nssdb"),
+        "node2 kept the QDevice's NSS database"
+    );
+    eprintln!(
+        "METRIC qdevice_remove={:.2}s (two_node back on both nodes)",
         t0.elapsed().as_secs_f64()
     );
     Ok(())
@@ -1326,8 +1584,9 @@ fn keel_two_node_split_leaves_exactly_one() -> Result<()> {
     );
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let t0 = Instant::now();
+    // node3: only the QDevice's corosync-qnetd (qdevice_keeps_a_lone_node_quorate)
     let lab = NetnsLab::up(
-        2,
+        3,
         LabOpts {
             link1: true,
             ..LabOpts::new("keelpair")

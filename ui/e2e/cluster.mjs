@@ -11,6 +11,9 @@
 //   KEEL_EXPECT_CLUSTER    the cluster name (optional)
 //   KEEL_EXPECT_VIP        the floating management address ADDRESS/PREFIX (optional; else
 //                          the card must say none is set)
+//   KEEL_EXPECT_QDEVICE    the QDevice's host (optional; else the card must say none is
+//                          configured); with a host its vote must be shown as the API counts it
+//   KEEL_SKIP_REFRESH_CHECK 1: skip the 10 s auto-refresh check (a second run in one lab)
 //   KEEL_EXPECT_FINGERPRINT the answering node's certificate fingerprint (optional; when set,
 //                          the join command must carry exactly it)
 //   KEEL_FENCE_TEST_NODE   a member to fence for real from the page (optional; not the answering node):
@@ -45,6 +48,7 @@ const EXPECT_FP = env.KEEL_EXPECT_FINGERPRINT || null;
 const FORBIDDEN = list(env.KEEL_FORBIDDEN_TEXT);
 const FENCE_TEST_NODE = env.KEEL_FENCE_TEST_NODE || null;
 const EXPECT_VIP = env.KEEL_EXPECT_VIP || null;
+const EXPECT_QDEVICE = env.KEEL_EXPECT_QDEVICE || null;
 const ARTIFACTS = join(here, "artifacts");
 const SHOTS = env.KEEL_UI_SHOTS ?? join(ARTIFACTS, "shots");
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -185,6 +189,20 @@ if (STANDALONE) {
     await card.getByTestId("vip-node").getByText(v.running_on, { exact: true }).waitFor({ timeout: 10_000 });
   });
 
+  await step("the QDevice card shows it and its vote as the API does", async () => {
+    const card = page.locator('.card[aria-label="QDevice"]');
+    await card.waitFor();
+    const q = (await clusterStatus()).qdevice;
+    if (!EXPECT_QDEVICE) {
+      expect(q && !q.configured, `API qdevice: ${JSON.stringify(q)}`);
+      await card.getByText("None.").waitFor();
+      return;
+    }
+    expect(q && q.configured && q.host === EXPECT_QDEVICE && q.votes === 1, `API qdevice: ${JSON.stringify(q)}`);
+    await card.getByTestId("qdevice-host").getByText(EXPECT_QDEVICE, { exact: true }).waitFor();
+    await card.getByTestId("qdevice-vote").getByText(`vote 1 · ${q.algorithm}`).waitFor({ timeout: 10_000 });
+  });
+
   await step("fence devices are listed with secrets only as set", async () => {
     const r = await api("GET", "/cluster/fencing");
     expect(r.status === 200, `GET /cluster/fencing answered ${r.status}`);
@@ -299,7 +317,7 @@ if (STANDALONE) {
   }, { critical: false });
 }
 
-await step("the page refreshes itself, and pauses while the tab is hidden", async () => {
+if (!truthy(env.KEEL_SKIP_REFRESH_CHECK, false)) await step("the page refreshes itself, and pauses while the tab is hidden", async () => {
   await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Cluster" }).click();
   await page.getByRole("heading", { level: 1, name: /^Cluster/ }).waitFor();
   let n = 0;

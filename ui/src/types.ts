@@ -171,6 +171,17 @@ export interface ClusterStatus {
   daemons?: DaemonStatus[];
   /** The config store as the answering node sees it (null when not clustered). */
   store?: StoreState | null;
+  /** The QDevice (null when not clustered; absent from older hostds). */
+  qdevice?: QdeviceStatus | null;
+}
+export interface QdeviceStatus {
+  configured: boolean;
+  host: string | null;
+  port: number | null;
+  algorithm: string | null;
+  /** Its vote as votequorum counts it on the answering node (null: not registered). */
+  votes: number | null;
+  daemon_running: boolean;
 }
 export type DaemonRunState = "running" | "dead" | "restarting" | "stopped";
 export interface DaemonExit {

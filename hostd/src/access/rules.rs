@@ -465,6 +465,21 @@ pub const RULES: &[Rule] = &[
         "/api/v1/cluster/vip",
         Priv(ClusterModify, "/cluster"),
     ),
+    r(
+        "GET",
+        "/api/v1/cluster/qdevice",
+        Priv(ClusterAudit, "/cluster"),
+    ),
+    r(
+        "POST",
+        "/api/v1/cluster/qdevice",
+        Priv(ClusterModify, "/cluster"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/cluster/qdevice",
+        Priv(ClusterModify, "/cluster"),
+    ),
     Rule {
         method: "GET",
         route: "/api/v1/cluster/config",

@@ -160,6 +160,7 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
             .map(|k| ssh_key_line(k, &req.node)),
         removed: vec![],
         corosync_authkey_b64: None,
+        qdevice: None,
     };
     tracing::info!(joiner = %req.node, nodeid, "adding node: updating members");
     let old = form::read_corosync_conf(&cs.paths)?;
@@ -173,6 +174,7 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
             authorized_key: None,
             removed: vec![],
             corosync_authkey_b64: None,
+            qdevice: None,
         };
         let _ = push_to_members(node, &rec, &back);
         return Err(e);

@@ -20,6 +20,7 @@ mod init;
 mod join;
 mod peer;
 mod prereq;
+mod qdevice;
 mod remove;
 mod routes;
 mod status;

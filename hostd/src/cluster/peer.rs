@@ -33,6 +33,9 @@ pub(super) struct PeerUpdate {
     /// over mutual TLS to CA-verified members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) corosync_authkey_b64: Option<String>,
+    /// A QDevice change for this member (see `qdevice.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) qdevice: Option<super::qdevice::QdevicePeer>,
 }
 
 pub(super) fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()> {
@@ -48,6 +51,9 @@ pub(super) fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()>
         )));
     }
     form::write_corosync_conf(&cs.paths, &conf)?;
+    if let Some(q) = &u.qdevice {
+        super::qdevice::apply_peer(cs, q)?;
+    }
     let new_key = match &u.corosync_authkey_b64 {
         Some(k) => {
             use base64::Engine;

@@ -212,6 +212,7 @@ fn remove_task(
         authorized_key: None,
         removed: vec![name.to_string()],
         corosync_authkey_b64: Some(rotated_authkey_b64()),
+        qdevice: None,
     };
     let mut rest = rec.clone();
     rest.members = members;

@@ -13,12 +13,12 @@ use axum::{Extension, Json, Router};
 use keel_api::cluster::{
     ClusterInit, ClusterNode, ClusterResource, ClusterStatus, ConfigEntry, ConfigPut,
     FenceDeviceInfo, FenceDeviceSpec, JoinRequest, JoinResponse, JoinToken, JoinTokenCreate,
-    LocalJoin, NodeRemoveQuery, VipSet, VipStatus,
+    LocalJoin, NodeRemoveQuery, QdeviceAdd, QdeviceStatus, VipSet, VipStatus,
 };
 use keel_api::task::TaskRef;
 use serde::Deserialize;
 
-use super::{fencing, init, join, peer, remove, status, store_api, vip};
+use super::{fencing, init, join, peer, qdevice, remove, status, store_api, vip};
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::http::{accepted, blocking, ApiError, ApiResult, JsonBody, Path, Query};
@@ -44,6 +44,10 @@ pub fn protected_routes() -> Router<Arc<Node>> {
         .route(
             "/api/v1/cluster/vip",
             get(get_vip).put(put_vip).delete(delete_vip),
+        )
+        .route(
+            "/api/v1/cluster/qdevice",
+            get(get_qdevice).post(add_qdevice).delete(remove_qdevice),
         )
         .route("/api/v1/cluster/config", get(config_list))
         .route(
@@ -276,4 +280,35 @@ async fn put_vip(
 async fn delete_vip(State(node): State<Arc<Node>>) -> ApiResult<StatusCode> {
     blocking(move || vip::remove(&node)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster/qdevice", tag = "cluster",
+    responses((status = 200, description = "The QDevice (configured false: none, or not in a cluster)", body = QdeviceStatus)))]
+async fn get_qdevice(State(node): State<Arc<Node>>) -> ApiResult<Json<QdeviceStatus>> {
+    Ok(Json(blocking(move || qdevice::get(&node)).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/qdevice", tag = "cluster", request_body = QdeviceAdd,
+    responses((status = 202, description = "Task qdeviceadd: certificates and corosync.conf on every member, reload, corosync-qdevice started, its vote counted", body = TaskRef),
+        (status = 400, description = "Bad host, port, algorithm or certificate", body = keel_api::ErrorBody),
+        (status = 409, description = "Not in a cluster, not two nodes, a member offline, or a QDevice already configured", body = keel_api::ErrorBody)))]
+async fn add_qdevice(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    JsonBody(req): JsonBody<QdeviceAdd>,
+) -> ApiResult<Response> {
+    let upid = blocking(move || qdevice::start_add(&node, req, &p.user)).await?;
+    Ok(accepted(upid))
+}
+
+#[utoipa::path(delete, path = "/api/v1/cluster/qdevice", tag = "cluster",
+    responses((status = 202, description = "Task qdeviceremove: corosync-qdevice stopped, corosync.conf without it (two_node back) on every member, reload", body = TaskRef),
+        (status = 404, description = "No QDevice configured", body = keel_api::ErrorBody),
+        (status = 409, description = "Not in a cluster", body = keel_api::ErrorBody)))]
+async fn remove_qdevice(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Response> {
+    let upid = blocking(move || qdevice::start_remove(&node, &p.user)).await?;
+    Ok(accepted(upid))
 }

@@ -73,6 +73,7 @@ fn compute_status(node: &Node) -> Result<ClusterStatus> {
             notes: vec!["this node is not in a cluster".into()],
             daemons: vec![],
             store: None,
+            qdevice: None,
         });
     };
     let conf = form::read_corosync_conf(&cs.paths)?;
@@ -93,6 +94,13 @@ fn compute_status(node: &Node) -> Result<ClusterStatus> {
     }
     if conf.nodes.len() == 1 {
         notes.push("single node: no redundancy until a second node joins".into());
+    }
+    let qdevice = super::qdevice::status_of(cs, &conf, q.as_ref());
+    if qdevice.configured && qdevice.votes.unwrap_or(0) == 0 {
+        notes.push(format!(
+            "the QDevice ({}) casts no vote: check corosync-qdevice on this node and corosync-qnetd on its host",
+            qdevice.host.as_deref().unwrap_or("?")
+        ));
     }
     let daemons = crate::daemons::daemon_statuses(node);
     let store = crate::daemons::store_state();
@@ -173,6 +181,7 @@ fn compute_status(node: &Node) -> Result<ClusterStatus> {
         notes,
         daemons,
         store: Some(store),
+        qdevice: Some(qdevice),
     })
 }
 

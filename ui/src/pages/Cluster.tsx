@@ -307,6 +307,20 @@ export function Cluster() {
                   <code>keel cluster vip set ADDRESS/PREFIX</code></p>
               )}
             </div>
+            <div class="card" aria-label="QDevice"><h2>QDevice</h2>
+              {s.qdevice?.configured ? (
+                <>
+                  <p class="big mono" data-testid="qdevice-host">{s.qdevice.host}</p>
+                  <p class="small" data-testid="qdevice-vote">{s.qdevice.votes
+                    ? <>vote {s.qdevice.votes} · {s.qdevice.algorithm}</>
+                    : <span class="bad-text">no vote ({s.qdevice.daemon_running
+                      ? "corosync-qnetd unreachable?" : "corosync-qdevice not running here"})</span>}</p>
+                </>
+              ) : (
+                <p class="small muted">None.{s.members.length === 2 && <> A third vote so either node stays quorate alone:{" "}
+                  <code>keel cluster qdevice add HOST</code></>}</p>
+              )}
+            </div>
             {store && <div class="card" aria-label="Config store"><h2>Config store</h2>
               <p class="big" data-testid="store"><Badge tone={store.badge.tone}>{store.badge.label}</Badge></p>
               <p class="small muted">{store.detail}</p></div>}
