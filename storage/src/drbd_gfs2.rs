@@ -220,7 +220,7 @@ pub fn lvmlocal_conf(keep: &[&str]) -> String {
         "# Written by Keel (drbd-gfs2 pools): LVM sees DRBD devices and this node's own PVs only,\n\
          # never a DRBD backing disk; shared VGs are locked through lvmlockd.\n\
          global {{\n    use_lvmlockd = 1\n}}\n\
-         devices {{\n    {}\n}}\n",
+         devices {{\n    use_devicesfile = 0\n    {}\n}}\n",
         lvm::global_filter(keep)
     )
 }
@@ -244,10 +244,16 @@ pub fn prepare_node(r: &dyn Runner, node: &str, pool: &DrbdGfs2) -> Result<(), S
             .stdin(lvmlocal_conf(&keep))
             .timeout(T),
     )?;
+    r.run_ok(&modprobe_drbd())?;
     for c in pool.drbd.up_commands() {
         r.run_ok(&c)?;
     }
     Ok(())
+}
+
+/// The DRBD 8.4 module (Pacemaker's drbd agent loads it too, but the workflow runs first).
+pub fn modprobe_drbd() -> Cmd {
+    Cmd::argv(&["modprobe", "drbd"]).timeout(T)
 }
 
 /// Rewrite the `.res` with `allow-two-primaries` and apply it to the running resource.
@@ -463,6 +469,83 @@ pub fn create(
     r.run_ok(&cib_add(pr, pc))?;
     wait_running(r, &pool.stack().fs_clone_id(), &nodes, w, sink)?;
     sink.progress(0.95);
+    Ok(())
+}
+
+/// The clones of a pool's chain, top first (the order Pacemaker stops them in).
+fn chain_ids(stack: &PoolStack) -> Vec<String> {
+    vec![
+        stack.fs_clone_id(),
+        stack.lvm_clone_id(),
+        stack.drbd_clone_id(),
+    ]
+}
+
+/// Stop the pool's chain: `target-role=Stopped` on every clone; the mandatory orders make
+/// Pacemaker unmount before it deactivates the LV and deactivate before it demotes DRBD.
+/// Then, once [`wait_stopped`] saw them stopped, [`stack_remove`].
+pub fn stack_delete(stack: &PoolStack) -> Vec<Cmd> {
+    chain_ids(stack)
+        .iter()
+        .map(|id| {
+            Cmd::argv(&[
+                "crm_resource",
+                "--resource",
+                id,
+                "--meta",
+                "--set-parameter",
+                "target-role",
+                "--parameter-value",
+                "Stopped",
+            ])
+            .timeout(Duration::from_secs(60))
+        })
+        .collect()
+}
+
+/// The pool's constraints and clones out of the CIB (the shared lock layer stays).
+pub fn stack_remove(stack: &PoolStack) -> Vec<Cmd> {
+    let (rs, cs) = stack.render();
+    cs.iter()
+        .chain(rs.iter())
+        .filter_map(|e| {
+            let id = e.get_attr("id")?;
+            Some(
+                Cmd::argv(&["cibadmin", "--delete", "--xml-pipe"])
+                    .stdin(Element::new(e.name.as_str()).attr("id", id).render())
+                    .timeout(Duration::from_secs(60)),
+            )
+        })
+        .collect()
+}
+
+/// Until none of the pool's clones runs anywhere.
+pub fn wait_stopped(r: &dyn Runner, stack: &PoolStack, w: &Waits) -> Result<(), StorageError> {
+    let deadline = Instant::now() + w.pacemaker;
+    for id in chain_ids(stack) {
+        loop {
+            let on = parse_locate(&r.run(&locate(&id))?.stdout);
+            if on.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(StorageError::Unsafe(format!(
+                    "Pacemaker did not stop {id} within {} s (still on {}): see `crm_mon -1`",
+                    w.pacemaker.as_secs(),
+                    on.join(", ")
+                )));
+            }
+            sleep(w.interval);
+        }
+    }
+    Ok(())
+}
+
+/// This node's DRBD resource down and its `.res` removed (the disk keeps its data and DRBD
+/// metadata: a new pool on it needs `--wipe`).
+pub fn teardown_node(r: &dyn Runner, pool: &DrbdGfs2) -> Result<(), StorageError> {
+    r.run_ok(&Cmd::argv(&[DRBDADM, "down", &pool.drbd.name]).timeout(T))?;
+    r.run_ok(&Cmd::argv(&["rm", "-f", &pool.drbd.res_path()]).timeout(T))?;
     Ok(())
 }
 
@@ -887,6 +970,53 @@ mod tests {
         );
         let h = node_health(&f, &p).unwrap();
         assert!(!h.mounted && h.drbd.is_none());
+    }
+
+    #[test]
+    fn delete_stops_top_down_then_removes() {
+        let p = pool(false);
+        let st = p.stack();
+        let stops: Vec<String> = stack_delete(&st)
+            .iter()
+            .map(|c| c.to_argv()[2].clone())
+            .collect();
+        assert_eq!(
+            stops,
+            [
+                "fs-vmstore-clone",
+                "lvm-vmstore-clone",
+                "drbd-vmstore-clone"
+            ]
+        );
+        let f = Fake::new();
+        f.push(
+            &argv(&locate("fs-vmstore-clone")),
+            None,
+            Reply::ok("resource fs-vmstore-clone is running on: node1\n"),
+        );
+        for id in [
+            "fs-vmstore-clone",
+            "lvm-vmstore-clone",
+            "drbd-vmstore-clone",
+        ] {
+            f.push(
+                &argv(&locate(id)),
+                None,
+                Reply::ok(format!("resource {id} is NOT running\n")),
+            );
+        }
+        let w = Waits {
+            interval: Duration::ZERO,
+            ..Waits::default()
+        };
+        wait_stopped(&f, &st, &w).unwrap();
+        f.assert_done();
+        let rm = stack_remove(&st);
+        // constraints first, then the clones
+        let first = String::from_utf8_lossy(rm[0].get_stdin().unwrap()).to_string();
+        let last = String::from_utf8_lossy(rm[rm.len() - 1].get_stdin().unwrap()).to_string();
+        assert!(first.starts_with("<rsc_order"), "{first}");
+        assert!(last.contains("fs-vmstore-clone"), "{last}");
     }
 
     #[test]
