@@ -694,6 +694,7 @@ mod tests {
             Some(lvmlocal_conf(keep).into_bytes()),
             Reply::ok(""),
         );
+        f.push(&["modprobe", "drbd"], None, Reply::ok(""));
         f.push(
             &[
                 "install",
