@@ -421,6 +421,20 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
             t.elapsed().as_secs_f64()
         );
     }
+    // each result reached the config store: both nodes see both tests passed
+    for n in [n1, n2] {
+        wait_for(
+            &format!("{} sees both fence tests passed", n.name),
+            Duration::from_secs(90),
+            || {
+                let s = keel_ok(n, &["--json", "fence", "list"])?;
+                let v: Value =
+                    serde_json::from_str(&s).with_context(|| format!("fence list: {s}"))?;
+                let all = v.as_array().cloned().unwrap_or_default();
+                Ok(all.len() == 2 && all.iter().all(|d| d["last_test"]["ok"] == true))
+            },
+        )?;
+    }
     log("fence tests passed on both nodes (each rebooted through QMP and rejoined)");
     // a device with a file system is refused, naming the node and what it holds; nothing changed
     n2.ssh("mkfs.ext4 -q -F /dev/vdb")?;
