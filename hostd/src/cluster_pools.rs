@@ -543,15 +543,28 @@ fn delete_pool(node: &Node, rec: PoolRecord, t: &TaskHandle) -> Result<()> {
     }
     let r = node.cluster.runner.as_ref();
     let stack = rec.def.stack();
+    // a pool whose creation failed may lack any of the later pieces: what is not there is
+    // reported, not fatal
+    let partial = rec.state != "ready";
+    let step = |cmd: &keel_runner::Cmd| -> Result<()> {
+        match r.run_ok(cmd) {
+            Ok(_) => Ok(()),
+            Err(e) if partial => {
+                t.log(format!("warning: {cmd}: {e}"));
+                Ok(())
+            }
+            Err(e) => Err(storage_err(e.into())),
+        }
+    };
     for cmd in drbd_gfs2::stack_delete(&stack) {
-        r.run_ok(&cmd).map_err(|e| storage_err(e.into()))?;
+        step(&cmd)?;
     }
-    t.log("Pacemaker resources of the pool removed; waiting until they stopped");
+    t.log("Pacemaker resources of the pool set to Stopped; waiting until they stopped");
     drbd_gfs2::wait_stopped(r, &stack, &Waits::default()).map_err(storage_err)?;
     for cmd in drbd_gfs2::stack_remove(&stack) {
-        r.run_ok(&cmd).map_err(|e| storage_err(e.into()))?;
+        step(&cmd)?;
     }
-    drbd_gfs2::teardown_node(r, &rec.def).map_err(storage_err)?;
+    let mut teardown = vec![drbd_gfs2::teardown_node(r, &rec.def).map_err(storage_err)];
     for p in rec
         .def
         .drbd
@@ -559,7 +572,17 @@ fn delete_pool(node: &Node, rec: PoolRecord, t: &TaskHandle) -> Result<()> {
         .iter()
         .filter(|p| p.node != node.cfg.node)
     {
-        Remote::new(node, &p.node)?.call("teardown", &rec.def, Duration::from_secs(60))?;
+        teardown.push(
+            Remote::new(node, &p.node)
+                .and_then(|x| x.call("teardown", &rec.def, Duration::from_secs(60)))
+                .map(|_| ()),
+        );
+    }
+    for x in teardown {
+        match x {
+            Err(e) if partial => t.log(format!("warning: {e}")),
+            other => other?,
+        }
     }
     t.log("DRBD resource down and its .res removed on both nodes");
     Store::local().delete(&pool_key(&name))?;
@@ -580,7 +603,7 @@ pub fn routes() -> Router<Arc<Node>> {
 
 /// Peer routes (authenticated by the peer signature, not a session).
 pub fn peer_routes() -> Router<Arc<Node>> {
-    Router::new().route(PEER_PATH, post(peer_storage))
+    Router::new().route("/api/v1/cluster/peer/storage", post(peer_storage))
 }
 
 /// Create a cluster pool with one call, as a task (its log carries the initial sync's

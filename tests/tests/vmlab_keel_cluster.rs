@@ -753,7 +753,8 @@ fn keel_two_node_cluster_fenced_through_qmp() {
     if let Err(e) = scenario(&lab, t0) {
         for n in &lab.nodes {
             if let Ok(o) = n.exec(
-                "journalctl -b --no-pager -u keel-hostd -u keel-clusterd -u corosync -u pacemaker | tail -n 60",
+                "journalctl -b --no-pager -u keel-hostd -u keel-clusterd -u corosync -u pacemaker | tail -n 60; \
+                 crm_mon -1rf 2>&1 | tail -n 40; cat /proc/drbd 2>&1",
                 Duration::from_secs(30),
             ) {
                 eprintln!("--- {} journal tail:\n{}", n.name, o.stdout);
