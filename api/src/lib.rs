@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backup;
 pub mod clone;
 pub mod cluster;
+pub mod cluster_storage;
 pub mod error;
 pub mod ha;
 pub mod metrics;

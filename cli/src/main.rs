@@ -5,6 +5,7 @@ mod backup;
 mod client;
 mod clone;
 mod cluster;
+mod cluster_pool;
 mod config;
 mod ha;
 mod hotplug;
@@ -338,6 +339,11 @@ enum StorageCmd {
     /// List storage pools
     #[command(visible_alias = "ls")]
     List,
+    /// Cluster pools (drbd-gfs2): create, delete
+    #[command(subcommand)]
+    Pool(cluster_pool::PoolCmd),
+    /// Cluster pools' health on every node: DRBD connection, roles, disks, resync, mount, space
+    Status,
     /// List the volumes in a pool
     Content { pool: String },
     /// Upload a file (an ISO, a disk image) into a pool
@@ -812,6 +818,8 @@ async fn storage(c: &Client, cmd: StorageCmd, mode: Mode) -> Result<Outcome> {
     let node = c.node().await?;
     let json = mode.json;
     match cmd {
+        StorageCmd::Pool(p) => return cluster_pool::pool(c, node, p, mode).await,
+        StorageCmd::Status => return cluster_pool::status(c, json).await,
         StorageCmd::List => show(
             c.get(&["nodes", node, "storage"], &[]).await?,
             json,

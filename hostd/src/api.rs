@@ -185,6 +185,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::cluster::protected_routes())
         .merge(crate::snapshots::routes())
         .merge(crate::ha::routes::routes())
+        .merge(crate::cluster_pools::routes())
         .merge(crate::migration::routes())
         .merge(crate::maintenance::routes())
         .merge(crate::access::handlers::routes())
@@ -205,6 +206,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/access/ticket", post(login))
         .merge(crate::cluster::public_routes())
+        .merge(crate::cluster_pools::peer_routes())
         .merge(protected)
         .route("/api", axum::routing::any(not_found))
         .route("/api/{*rest}", axum::routing::any(not_found));
@@ -1182,6 +1184,9 @@ async fn stop_network(
         crate::ha::routes::create_shared,
         crate::ha::routes::delete_shared,
         crate::maintenance::set_maintenance,
+        crate::cluster_pools::create_pool,
+        crate::cluster_pools::list_pools,
+        crate::cluster_pools::delete_pool_route,
         crate::snapshots::create_snapshot,
         crate::snapshots::rollback_snapshot,
         crate::snapshots::delete_snapshot_h,
@@ -1213,6 +1218,10 @@ async fn stop_network(
         keel_api::ha::HaVmStatus,
         keel_api::ha::SharedPoolCreate,
         keel_api::ha::SharedPoolInfo,
+        keel_api::cluster_storage::ClusterPoolCreate,
+        keel_api::cluster_storage::ClusterPoolKind,
+        keel_api::cluster_storage::ClusterPoolNode,
+        keel_api::cluster_storage::ClusterPoolStatus,
         keel_api::ha::WhatIf,
         keel_api::ha::WhatIfVm,
         keel_api::ha::HaRule,

@@ -16,6 +16,7 @@ pub mod backup;
 pub mod clones;
 pub mod cluster;
 pub mod cluster_net;
+pub mod cluster_pools;
 pub mod config;
 pub mod console;
 pub mod daemons;

@@ -91,6 +91,25 @@ impl Gfs2 {
         .timeout(Duration::from_secs(300))
     }
 
+    /// [`Self::mkfs`] with journals of `mib` MiB (mkfs.gfs2's default, 128 MiB, leaves little
+    /// of a small disk once every node has one).
+    pub fn mkfs_with_journal_mib(&self, mib: u32) -> Cmd {
+        Cmd::argv(&[
+            "mkfs.gfs2",
+            "-O",
+            "-p",
+            "lock_dlm",
+            "-t",
+            &self.lock_table(),
+            "-j",
+            &self.journals.to_string(),
+            "-J",
+            &mib.to_string(),
+            &self.device,
+        ])
+        .timeout(Duration::from_secs(300))
+    }
+
     /// Journals to add so that `nodes` members plus a spare each have one, given the count the
     /// mounted file system reports; `None` when there are enough.
     pub fn journals_to_add(have: u32, nodes: u32) -> Option<u32> {

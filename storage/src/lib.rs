@@ -10,6 +10,9 @@
 //!   `gfs2_jadd` when the cluster grows.
 //! * [`stack`]: the Pacemaker resource chain a shared pool runs as (dlm → DRBD promotable →
 //!   lvmlockd → LVM-activate → Filesystem), as CIB fragments `crm_verify` accepts.
+//! * [`drbd_state`]: `/proc/drbd` parsed (connection, roles, disk states, resync progress).
+//! * [`drbd_gfs2`]: the `drbd-gfs2` pool workflow, each node's half and the creating node's
+//!   ordered steps, through a [`keel_runner::Runner`].
 //! * [`device`]: the safety probe every pool creation starts with: a missing, small, mounted
 //!   or signed device (partition table, file system, LVM) is refused unless the operator asks
 //!   for a wipe.
@@ -19,6 +22,8 @@
 
 pub mod device;
 pub mod drbd;
+pub mod drbd_gfs2;
+pub mod drbd_state;
 pub mod gfs2;
 pub mod lvm;
 pub mod stack;

@@ -3,11 +3,18 @@
 //! corosync, Pacemaker and keel-clusterd are the distribution's / Keel's units), `keel cluster
 //! init` on node1, `keel cluster join-token`, `keel join` on node2 pinned to node1's
 //! fingerprint; one `fence_keel_lab` device per node through `keel fence add` (node1's with a
-//! fence delay, so node1 wins a split); a config-store write on node1 is read on node2. Then both
-//! private cables are pulled on both ends: node2 is fenced (the agent asks the lab host, which
-//! resets node2 through QMP), node1 survives and its store takes writes again; node2 reboots,
-//! hostd brings its daemons up, the cables come back, node2 rejoins and both stores end with the
-//! same hash and every acknowledged write.
+//! fence delay, so node1 wins a split); a config-store write on node1 is read on node2. A
+//! `drbd-gfs2` pool (docs/storage.md) is refused before the fence tests, each node is then
+//! fence-tested (rebooted through QMP, rejoins), a device holding ext4 is refused without
+//! `--wipe` (and left as it was), and `keel storage pool create vmstore --type drbd-gfs2
+//! --device /dev/vdb --wipe` builds the whole stack with one command: a file written on node1's
+//! mount has the same sha256 read from node2, `keel storage status` shows both
+//! Connected/Primary/UpToDate/mounted. Then both private cables are pulled on both ends: node2
+//! is fenced (the agent asks the lab host, which resets node2 through QMP), node1 survives, its
+//! store takes writes again and its GFS2 mount takes a file; node2 reboots, hostd brings its
+//! daemons up, the cables come back, node2 rejoins, both stores end with the same hash and every
+//! acknowledged write, and Pacemaker brings the pool back on node2 (resync, promote, mount) with
+//! the survivor's file readable there with the same sha256.
 //!
 //! Needs root, QEMU and `cargo build -p keel-hostd -p keel-cli -p keel-clusterd` (the node
 //! image takes Keel's binaries from target/).
@@ -129,6 +136,96 @@ fn store_content(n: &Node) -> Result<BTreeMap<String, Value>> {
         );
     }
     Ok(m)
+}
+
+const POOL: &str = "vmstore";
+const POOL_DIR: &str = "/var/lib/keel/pools/vmstore";
+
+/// `keel storage status` of `POOL` as JSON, node name → its row.
+fn pool_rows(n: &Node) -> Result<BTreeMap<String, Value>> {
+    let s = keel_ok(n, &["--json", "storage", "status"])?;
+    let v: Value = serde_json::from_str(&s).with_context(|| format!("storage status JSON: {s}"))?;
+    let mut m = BTreeMap::new();
+    for p in v.as_array().context("storage status is not an array")? {
+        if p["name"] == POOL {
+            for r in p["nodes"].as_array().context("nodes")? {
+                m.insert(r["node"].as_str().context("node")?.to_string(), r.clone());
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// Both nodes: DRBD Connected, Primary/Primary, UpToDate/UpToDate, GFS2 mounted.
+fn pool_healthy(rows: &BTreeMap<String, Value>) -> bool {
+    rows.len() == 2
+        && rows.values().all(|r| {
+            r["connection"] == "Connected"
+                && r["role"] == "Primary"
+                && r["peer_role"] == "Primary"
+                && r["disk"] == "UpToDate"
+                && r["peer_disk"] == "UpToDate"
+                && r["mounted"] == true
+        })
+}
+
+fn sha256_of(n: &Node, file: &str) -> Result<String> {
+    let o = n.exec(
+        &format!("sha256sum {POOL_DIR}/{file}"),
+        Duration::from_secs(120),
+    )?;
+    ensure!(
+        o.code == 0,
+        "{}: sha256sum {file} failed ({}): {}",
+        n.name,
+        o.code,
+        o.stderr
+    );
+    Ok(o.stdout.split_whitespace().next().unwrap_or("").to_string())
+}
+
+/// Write `mib` MiB of random data to `file` on the pool from `n`, synced; its sha256.
+fn write_pool_file(n: &Node, file: &str, mib: u32) -> Result<String> {
+    let o = n.exec(
+        &format!(
+            "head -c {}M /dev/urandom > {POOL_DIR}/{file}.tmp && sync {POOL_DIR}/{file}.tmp && \
+             mv {POOL_DIR}/{file}.tmp {POOL_DIR}/{file} && sync",
+            mib
+        ),
+        Duration::from_secs(180),
+    )?;
+    ensure!(
+        o.code == 0,
+        "{}: writing {file} on the pool failed ({}): {}",
+        n.name,
+        o.code,
+        o.stderr
+    );
+    sha256_of(n, file)
+}
+
+/// Both members online, quorate, and both stores converged (after a node rebooted).
+fn wait_rejoined(n1: &Node, n2: &Node, what: &str) -> Result<Duration> {
+    wait_for(what, Duration::from_secs(300), || {
+        let Ok(st) = status(n1) else { return Ok(false) };
+        let members = st["members"].as_array().cloned().unwrap_or_default();
+        if !(st["quorate"] == true
+            && members.len() == 2
+            && members.iter().all(|m| m["online"] == true))
+        {
+            return Ok(false);
+        }
+        let (Ok(s1), Ok(s2)) = (store_status(n1), store_status(n2)) else {
+            return Ok(false);
+        };
+        Ok([&s1, &s2].iter().all(|s| {
+            s["members"].as_array().map(|m| m.len()) == Some(2)
+                && s["writable"] == true
+                && s["syncing"] == false
+        }) && s1["hash"] == s2["hash"]
+            && keel(n2, &["node"], Duration::from_secs(30))?.code == 0
+            && keel(n1, &["node"], Duration::from_secs(30))?.code == 0)
+    })
 }
 
 fn fence_started_on_other(crm: &str, target: &str, other: &str) -> bool {
@@ -281,6 +378,126 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
     acked.insert("vmlab/from-node2".into(), v2);
     log("store: node1 write read on node2, node2 write acknowledged");
 
+    // --- a drbd-gfs2 pool: refused until fencing is proven, then one command ---------------
+    let tpool = Instant::now();
+    let create = |n: &Node, extra: &[&str]| -> Result<keel_tests::vmlab::Output> {
+        let mut a = vec![
+            "storage",
+            "pool",
+            "create",
+            POOL,
+            "--type",
+            "drbd-gfs2",
+            "--device",
+            "/dev/vdb",
+        ];
+        a.extend_from_slice(extra);
+        keel(n, &a, Duration::from_secs(1200))
+    };
+    let o = create(n1, &[])?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("fencing is not proven"),
+        "pool create before any fence test: exit {} {}{}",
+        o.code,
+        o.stderr,
+        o.stdout
+    );
+    for (via, target, tn) in [(n1, "node2", n2), (n2, "node1", n1)] {
+        let boots = tn.boots();
+        let t = Instant::now();
+        keel_ok(via, &["fence", "test", target, "--yes"])?;
+        wait_for(
+            &format!("{target} rebooted by its fence test"),
+            Duration::from_secs(240),
+            || Ok(tn.boots() > boots && tn.exec("true", Duration::from_secs(15))?.code == 0),
+        )?;
+        wait_rejoined(
+            n1,
+            n2,
+            &format!("{target} back in the cluster after its fence test"),
+        )?;
+        eprintln!(
+            "METRIC vm_fence_test_{target}={:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    // each result reached the config store: both nodes see both tests passed
+    for n in [n1, n2] {
+        wait_for(
+            &format!("{} sees both fence tests passed", n.name),
+            Duration::from_secs(90),
+            || {
+                let s = keel_ok(n, &["--json", "fence", "list"])?;
+                let v: Value =
+                    serde_json::from_str(&s).with_context(|| format!("fence list: {s}"))?;
+                let all = v.as_array().cloned().unwrap_or_default();
+                Ok(all.len() == 2 && all.iter().all(|d| d["last_test"]["ok"] == true))
+            },
+        )?;
+    }
+    log("fence tests passed on both nodes (each rebooted through QMP and rejoined)");
+    // a device with a file system is refused, naming the node and what it holds; nothing changed
+    n2.ssh("mkfs.ext4 -q -F /dev/vdb")?;
+    let o = create(n1, &[])?;
+    ensure!(
+        o.code != 0
+            && o.stderr
+                .contains("node node2: /dev/vdb is not blank (it holds ext4)")
+            && o.stderr.contains("--wipe"),
+        "pool create on a device with ext4: exit {} {}{}",
+        o.code,
+        o.stderr,
+        o.stdout
+    );
+    ensure!(
+        n2.ssh("blkid -p -o value -s TYPE /dev/vdb")?.trim() == "ext4",
+        "the refused create changed node2's /dev/vdb"
+    );
+    let t = Instant::now();
+    let o = create(n1, &["--wipe"])?;
+    ensure!(
+        o.code == 0,
+        "pool create --wipe failed ({}): {}{}",
+        o.code,
+        o.stderr,
+        o.stdout
+    );
+    eprintln!(
+        "METRIC vm_drbd_gfs2_create={:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let tasks = keel_ok(n1, &["--json", "task", "list"])?;
+    let upid = serde_json::from_str::<Value>(&tasks)?
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["kind"] == "poolcreate").cloned())
+        .and_then(|t| t["upid"].as_str().map(str::to_string))
+        .context("no poolcreate task listed")?;
+    let tlog = keel_ok(n1, &["task", "log", &upid])?;
+    eprintln!("pool create task log:\n{tlog}");
+    ensure!(
+        tlog.contains("initial sync") && tlog.contains("both disks UpToDate"),
+        "the task log shows no initial sync progress:\n{tlog}"
+    );
+    let rows = pool_rows(n1)?;
+    ensure!(pool_healthy(&rows), "storage status after create: {rows:?}");
+    eprintln!("{}", keel_ok(n1, &["storage", "status"])?);
+    let sum1 = write_pool_file(n1, "written-by-node1.bin", 8)?;
+    let sum2 = sha256_of(n2, "written-by-node1.bin")?;
+    ensure!(
+        sum1 == sum2,
+        "node2 reads another checksum: {sum1} vs {sum2}"
+    );
+    let pools2 = keel_ok(n2, &["--json", "storage", "list"])?;
+    ensure!(
+        pools2.contains(&format!("\"{POOL}\"")),
+        "node2 has no libvirt pool {POOL}: {pools2}"
+    );
+    eprintln!(
+        "METRIC vm_drbd_gfs2_steps_before_cut={:.1}s",
+        tpool.elapsed().as_secs_f64()
+    );
+    log("drbd-gfs2 pool: one command, mounted on both, same sha256 from both nodes");
+
     // --- cut both cables on both ends -----------------------------------------------------------
     let fence_before = lab.fence_log().len();
     let n2_boots = n2.boots();
@@ -399,6 +616,14 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
     );
     acked.insert("vmlab/survivor".into(), v);
 
+    // the pool keeps taking writes on the survivor while node2 is down
+    let tw = Instant::now();
+    let down_sum = write_pool_file(n1, "written-while-node2-down.bin", 4)?;
+    eprintln!(
+        "METRIC vm_pool_write_on_survivor={:.1}s",
+        tw.elapsed().as_secs_f64()
+    );
+
     // --- node2 comes back (the agent rebooted it), cables back, it rejoins --------------------
     lab.reconnect(2)?;
     log("links restored");
@@ -464,9 +689,36 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
         acked.len()
     ));
 
-    // --- exactly one node was fenced, and it was node2 -----------------------------------------
+    // --- the pool comes back on node2 (Pacemaker: DRBD resync, promote, LV, mount) ----------
+    let tb = Instant::now();
+    let mut rows = BTreeMap::new();
+    wait_for(
+        "pool mounted again on node2, DRBD UpToDate/Primary on both",
+        Duration::from_secs(300),
+        || {
+            rows = pool_rows(n1)?;
+            Ok(pool_healthy(&rows))
+        },
+    )?;
+    eprintln!(
+        "METRIC vm_pool_back_on_node2={:.1}s after the stores converged",
+        tb.elapsed().as_secs_f64()
+    );
+    let back = sha256_of(n2, "written-while-node2-down.bin")?;
+    ensure!(
+        back == down_sum,
+        "file written while node2 was down: node1 {down_sum}, node2 {back}"
+    );
+    ensure!(
+        sha256_of(n2, "written-by-node1.bin")? == sum1,
+        "the first file changed"
+    );
+    log("pool back on node2 with the survivor's writes (same sha256)");
+
+    // --- from the cut on, exactly one node was fenced, and it was node2 (the fence tests
+    // before rebooted each node once, on purpose) --------------------------------------------
     let flog = lab.fence_log();
-    let node1_actions: Vec<&str> = flog
+    let node1_actions: Vec<&str> = flog[fence_before.min(flog.len())..]
         .lines()
         .filter(|l| {
             ["reboot node1", "off node1", "on node1"]
@@ -478,7 +730,7 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
         node1_actions.is_empty(),
         "node1 was fenced: {node1_actions:?}\n{flog}"
     );
-    ensure!(n1.boots() == n1_boots, "node1 rebooted during the scenario");
+    ensure!(n1.boots() == n1_boots, "node1 rebooted after the cut");
     ensure!(n1.running()? && n2.running()?, "a guest is not running");
     eprintln!("fence log:\n{flog}");
     Ok(())
@@ -501,7 +753,8 @@ fn keel_two_node_cluster_fenced_through_qmp() {
     if let Err(e) = scenario(&lab, t0) {
         for n in &lab.nodes {
             if let Ok(o) = n.exec(
-                "journalctl -b --no-pager -u keel-hostd -u keel-clusterd -u corosync -u pacemaker | tail -n 60",
+                "journalctl -b --no-pager -u keel-hostd -u keel-clusterd -u corosync -u pacemaker | tail -n 60; \
+                 crm_mon -1rf 2>&1 | tail -n 40; cat /proc/drbd 2>&1",
                 Duration::from_secs(30),
             ) {
                 eprintln!("--- {} journal tail:\n{}", n.name, o.stdout);

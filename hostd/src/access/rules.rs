@@ -94,6 +94,7 @@ pub const RULES: &[Rule] = &[
     r("POST", "/api/v1/cluster/peer/update", Public),
     r("POST", "/api/v1/cluster/peer/leave", Public),
     r("POST", "/api/v1/cluster/peer/verify-facts", Public),
+    r("POST", "/api/v1/cluster/peer/storage", Public),
     r("ANY", "/api", Public),
     r("ANY", "/api/{*rest}", Public),
     // ---- the caller's own things
@@ -453,6 +454,23 @@ pub const RULES: &[Rule] = &[
     r(
         "DELETE",
         "/api/v1/cluster/shared-pools/{name}",
+        Priv(ClusterModify, "/cluster"),
+    ),
+    // ---- cluster storage pools (drbd-gfs2): built from the nodes' disks, so the cluster's
+    // privilege, like shared pools
+    r(
+        "GET",
+        "/api/v1/cluster/storage-pools",
+        Priv(ClusterAudit, "/cluster"),
+    ),
+    r(
+        "POST",
+        "/api/v1/cluster/storage-pools",
+        Priv(ClusterModify, "/cluster"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/cluster/storage-pools/{name}",
         Priv(ClusterModify, "/cluster"),
     ),
     r(

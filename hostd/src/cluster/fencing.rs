@@ -519,11 +519,22 @@ fn run_test(
         device_generation: dev.generation.clone(),
     };
     let shared = serde_json::to_value(&rec).map_err(|e| Error::Internal(e.to_string()));
+    // right after fencing the other node of a two-node cluster the store holds writes until
+    // Pacemaker's confirmation reached it: retry for a while rather than keep the result here
+    // only (the other members' gates would not see it)
     let put = shared.and_then(|v| {
         let c = clusterd::store::client::Client::local();
-        tokio::runtime::Handle::current()
-            .block_on(c.put(&fence_test_key(target), &v))
-            .map_err(store_err)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match tokio::runtime::Handle::current()
+                .block_on(c.put(&fence_test_key(target), &v))
+                .map_err(store_err)
+            {
+                Ok(x) => break Ok(x),
+                Err(e) if std::time::Instant::now() >= deadline => break Err(e),
+                Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+            }
+        }
     });
     match put {
         Ok(_) => t.log("result recorded in the cluster config store"),

@@ -241,7 +241,7 @@ impl ClusterState {
         Ok(s.trim().to_string())
     }
 
-    fn authkey(&self) -> Result<Vec<u8>> {
+    pub(crate) fn authkey(&self) -> Result<Vec<u8>> {
         let p = self.paths.corosync_authkey();
         std::fs::read(&p).map_err(|e| Error::Internal(format!("{}: {e}", p.display())))
     }
