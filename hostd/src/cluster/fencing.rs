@@ -526,13 +526,19 @@ fn run_test(
         let c = clusterd::store::client::Client::local();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            match tokio::runtime::Handle::current()
-                .block_on(c.put(&fence_test_key(target), &v))
-                .map_err(store_err)
-            {
+            use clusterd::store::StoreError as S;
+            match tokio::runtime::Handle::current().block_on(c.put(&fence_test_key(target), &v)) {
                 Ok(x) => break Ok(x),
-                Err(e) if std::time::Instant::now() >= deadline => break Err(e),
-                Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+                // only the passing states are waited out (a store that is down is not)
+                Err(S::NotQuorate | S::Syncing) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_secs(1))
+                }
+                Err(S::Unavailable { message })
+                    if message.contains("held") && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_secs(1))
+                }
+                Err(e) => break Err(store_err(e)),
             }
         }
     });
