@@ -229,6 +229,11 @@ fn web_ui_in_headless_chromium() {
     ));
     // the Backup targets section adds an sftp target to a real sshd on loopback
     let sshd = common::sshd::Sshd::new(&h.dir.join("sshd"));
+    // hostd takes sftp keys only from <state>/backup-keys
+    let keys = h.dir.join("state/backup-keys");
+    std::fs::create_dir_all(&keys).unwrap_or_else(|e| panic!("{e}"));
+    let key = keys.join("ui");
+    std::fs::copy(sshd.key(), &key).unwrap_or_else(|e| panic!("{e}"));
     h.run_ui_script(
         "backup_jobs.mjs",
         &[
@@ -236,7 +241,7 @@ fn web_ui_in_headless_chromium() {
             ("KEEL_BACKUP_TARGET", bj_target.clone()),
             ("KEEL_JOB_ID", format!("{}-job", h.prefix)),
             ("KEEL_SFTP_LOCATION", sshd.location()),
-            ("KEEL_SFTP_KEY", sshd.key().display().to_string()),
+            ("KEEL_SFTP_KEY", key.display().to_string()),
             ("KEEL_SFTP_FINGERPRINT", sshd.fingerprint()),
         ],
     );

@@ -578,13 +578,23 @@ fn sftp_target_backup_restore_and_changed_host_key(h: &Hostd, a: u32, data_raw: 
     let fp = sshd.fingerprint();
     let loc = sshd.location();
     let remote = sshd.remote();
-    let key = sshd.key();
-    let key_s = key.display().to_string();
     let msg = |r: reqwest::blocking::Response| -> (u16, String) {
         let st = r.status().as_u16();
         let v: Value = r.json().unwrap_or_default();
         (st, v["error"]["message"].as_str().unwrap_or("").to_string())
     };
+    // the key must be in <state>/backup-keys: one outside is refused
+    let outside = sshd.key();
+    let (st, m) = msg(h.post(
+        "/backup-targets",
+        json!({"name": "remote", "kind": "sftp", "path": loc, "key_file": outside.display().to_string()}),
+    ));
+    assert!(st == 400 && m.contains("must be in"), "{st} {m}");
+    let keys = h.dir.join("state/backup-keys");
+    std::fs::create_dir_all(&keys).unwrap_or_else(|e| panic!("{e}"));
+    let key = keys.join("remote");
+    std::fs::copy(&outside, &key).unwrap_or_else(|e| panic!("{e}"));
+    let key_s = key.display().to_string();
     // no key file; a wrong pinned fingerprint: refused, naming both keys
     let (st, m) = msg(h.post(
         "/backup-targets",

@@ -52,6 +52,22 @@ pub fn fingerprint_of(sha256: &[u8]) -> String {
 
 /// Problems with the private key file, before any connection: missing, not a file, or
 /// readable by others (ssh refuses such keys; Keel does too).
+/// Directory under the state dir where the private keys of sftp targets must be.
+pub const KEY_DIR: &str = "backup-keys";
+
+/// Why `key` may not be used: it is not inside `dir` (symbolic links and `..` resolved).
+pub fn key_outside(key: &Path, dir: &Path) -> Option<String> {
+    let real = std::fs::canonicalize(key).ok()?;
+    let inside = std::fs::canonicalize(dir).is_ok_and(|d| real.starts_with(d));
+    (!inside).then(|| {
+        format!(
+            "the key file must be in {} (copy the private key there, mode 600): {} is not",
+            dir.display(),
+            key.display()
+        )
+    })
+}
+
 pub fn key_file_problem(p: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::metadata(p) {
@@ -500,5 +516,33 @@ mod tests {
             "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
         );
         assert!(keel_api::backup::valid_ssh_fingerprint(&fingerprint_of(&h)));
+    }
+}
+
+#[cfg(test)]
+mod key_dir_tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_be_inside_the_key_dir() {
+        let t = std::env::temp_dir().join(format!("keel-keydir-{}", std::process::id()));
+        let dir = t.join("backup-keys");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let inside = dir.join("k");
+        let outside = t.join("k");
+        std::fs::write(&inside, "x").expect("write");
+        std::fs::write(&outside, "x").expect("write");
+        assert_eq!(key_outside(&inside, &dir), None);
+        let m = key_outside(&outside, &dir).expect("refused");
+        assert!(m.contains("must be in"), "{m}");
+        // `..` out of the directory is resolved, not trusted
+        assert!(key_outside(&dir.join("../k"), &dir).is_some());
+        #[cfg(unix)]
+        {
+            let link = dir.join("link");
+            let _ = std::os::unix::fs::symlink(&outside, &link);
+            assert!(key_outside(&link, &dir).is_some(), "a link out is refused");
+        }
+        let _ = std::fs::remove_dir_all(&t);
     }
 }

@@ -225,7 +225,7 @@ pub fn create(node: &Node, req: &BackupTargetCreate) -> Result<BackupTarget> {
     req.validate()?;
     let mut remote = None;
     if req.kind == "sftp" {
-        remote = Some(check_sftp(req)?);
+        remote = Some(check_sftp(node, req)?);
     } else if let Some(e) = dir_problem(Path::new(&req.path)) {
         return Err(Error::validation("path", e));
     }
@@ -264,10 +264,16 @@ pub fn create(node: &Node, req: &BackupTargetCreate) -> Result<BackupTarget> {
 /// An sftp target before it is saved: the key file readable and private, the host reachable,
 /// its host key the one given (or pinned now), authentication accepted, the directory
 /// present and writable. Every refusal is a 400 on the field to fix.
-fn check_sftp(req: &BackupTargetCreate) -> Result<Remote> {
+fn check_sftp(node: &Node, req: &BackupTargetCreate) -> Result<Remote> {
     let loc = parse_sftp_location(&req.path).map_err(|e| Error::validation("path", e))?;
     let key = PathBuf::from(req.key_file.as_deref().unwrap_or_default());
     if let Some(p) = sftp::key_file_problem(&key) {
+        return Err(Error::validation("key_file", p));
+    }
+    // only keys put there for backups: not root's own SSH identity or another secret of the
+    // node, which an API user could otherwise make hostd log in with
+    let keys = node.cfg.state_dir.join(sftp::KEY_DIR);
+    if let Some(p) = sftp::key_outside(&key, &keys) {
         return Err(Error::validation("key_file", p));
     }
     let (conn, fp) = match sftp::connect(&loc, &key, req.host_key_fingerprint.as_deref()) {

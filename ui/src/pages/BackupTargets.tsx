@@ -123,8 +123,8 @@ function AddTargetDialog({ onClose, onAdded }: { onClose: () => void; onAdded: (
         {kind === "sftp" && <>
           <div class={`field${keyErr ? " has-error" : ""}`}>
             <label for="tgt-key">Private key file</label>
-            <input id="tgt-key" value={key} autoComplete="off" placeholder="/root/.ssh/keel_backup_ed25519" onInput={(e) => setKey(e.currentTarget.value)} />
-            <div class="muted small">Read by hostd on this node (mode 0600); its public key goes into the remote user's authorized_keys. No password is ever asked.</div>
+            <input id="tgt-key" value={key} autoComplete="off" placeholder="/var/lib/keel/backup-keys/nas" onInput={(e) => setKey(e.currentTarget.value)} />
+            <div class="muted small">Read by hostd on this node from its backup-keys directory (/var/lib/keel/backup-keys, mode 0600); its public key goes into the remote user's authorized_keys. No password is ever asked.</div>
             {(keyErr || fieldErr("key_file")) && <div class="field-error" role="alert">{keyErr ?? fieldErr("key_file")}</div>}
           </div>
           <div class={`field${fpErr ? " has-error" : ""}`}>
