@@ -230,9 +230,10 @@ impl DrbdResource {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// The two-node resource the tests of this crate share.
     pub(crate) fn pair() -> DrbdResource {
         DrbdResource {
             name: "vmstore".into(),

@@ -611,7 +611,6 @@ pub fn node_health(r: &dyn Runner, pool: &DrbdGfs2) -> Result<NodeHealth, Storag
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::drbd::DrbdPeer;
     use keel_runner::{Fake, Reply};
     use std::sync::Mutex;
 
@@ -619,26 +618,7 @@ mod tests {
         DrbdGfs2 {
             pool: "vmstore".into(),
             cluster: "vmpair".into(),
-            drbd: DrbdResource {
-                name: "vmstore".into(),
-                minor: 0,
-                port: 7789,
-                peers: vec![
-                    DrbdPeer {
-                        node: "node1".into(),
-                        address: "10.77.0.11".parse().unwrap(),
-                        disk: "/dev/vdb".into(),
-                    },
-                    DrbdPeer {
-                        node: "node2".into(),
-                        address: "10.77.0.12".parse().unwrap(),
-                        disk: "/dev/vdb".into(),
-                    },
-                ],
-                dual_primary: false,
-                shared_secret: "0123456789abcdef0123".into(),
-                resync_max_kib: 102_400,
-            },
+            drbd: crate::drbd::tests::pair(),
             wipe,
         }
     }
