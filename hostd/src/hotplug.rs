@@ -18,7 +18,13 @@ use crate::xml::Element;
 use crate::Node;
 
 /// How long a detach waits for the guest to release the device.
-pub const DETACH_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DETACH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often a detach the guest has not acted on is asked again. A PCIe guest ignores an
+/// unplug request (the attention button) that arrives while it is still handling the previous
+/// hot-plug event of that slot, and QEMU accepts a repeated request once its 5 s button delay
+/// has passed; a slow (TCG, loaded) guest needs the second press.
+pub const DETACH_REASK: Duration = Duration::from_secs(10);
 
 /// One device change to make on the running domain.
 #[derive(Debug, Clone, PartialEq)]
@@ -320,10 +326,16 @@ fn still_live(node: &Node, name: &str, c: &Change) -> Result<bool> {
 /// not release within [`DETACH_TIMEOUT`] ends the task with an error (the persistent definition
 /// already has it removed: it goes at the next cold boot).
 pub fn apply(node: &Node, name: &str, task: &TaskHandle) -> Result<()> {
-    apply_within(node, name, task, DETACH_TIMEOUT)
+    apply_within(node, name, task, DETACH_TIMEOUT, DETACH_REASK)
 }
 
-fn apply_within(node: &Node, name: &str, task: &TaskHandle, wait: Duration) -> Result<()> {
+fn apply_within(
+    node: &Node,
+    name: &str,
+    task: &TaskHandle,
+    wait: Duration,
+    reask: Duration,
+) -> Result<()> {
     let live = node.hv.domain_xml(name, false)?;
     let new = node.hv.domain_xml(name, true)?;
     let p = plan(&live, &new)?;
@@ -339,6 +351,7 @@ fn apply_within(node: &Node, name: &str, task: &TaskHandle, wait: Duration) -> R
             continue;
         }
         let t0 = Instant::now();
+        let mut asked = t0;
         loop {
             if !still_live(node, name, c)? {
                 task.log(format!(
@@ -360,6 +373,19 @@ fn apply_within(node: &Node, name: &str, task: &TaskHandle, wait: Duration) -> R
                     wait.as_secs()
                 ));
                 break;
+            }
+            if asked.elapsed() >= reask {
+                asked = Instant::now();
+                task.log(format!(
+                    "the guest has not released {} after {:.0}s; asking again",
+                    c.label,
+                    t0.elapsed().as_secs_f64()
+                ));
+                if let Err(e) = node.hv.detach_device_live(name, &c.xml.render()) {
+                    // QEMU refuses while the guest is mid-way through the earlier request;
+                    // the wait goes on.
+                    task.log(format!("repeated request not taken: {e}"));
+                }
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -562,7 +588,13 @@ mod tests {
                 hv.ignore_acpi("a");
             }
             let t = node.tasks.begin("vmupdate", "100", "root", true)?;
-            let r = apply_within(&node, "a", &t, Duration::from_millis(300));
+            let r = apply_within(
+                &node,
+                "a",
+                &t,
+                Duration::from_millis(300),
+                Duration::from_millis(100),
+            );
             let log = node
                 .tasks
                 .log(&t.upid, 0, 100)?
@@ -590,7 +622,17 @@ mod tests {
                 && log.contains("attached disk /i/c (vdc, virtio) live"),
             "{log}"
         );
-        let (_, r, log) = run(true)?;
+        let (calls, r, log) = run(true)?;
+        // a guest that does not act is asked again before the wait ends
+        let asked = calls
+            .iter()
+            .filter(|c| *c == "detach_device_live a disk")
+            .count();
+        assert!(asked >= 2, "{calls:?}");
+        assert!(
+            log.contains("the guest has not released disk /i/b (vdb) after"),
+            "{log}"
+        );
         match r {
             Err(Error::Conflict(m)) => assert!(
                 m.contains("disk /i/b (vdb): the guest did not release it")

@@ -17,9 +17,12 @@ const msg = () => page.getByRole("status", { name: "Device task" });
 const badge = () => page.locator(".page-head").getByText("Pending changes");
 const disks = () => page.getByRole("table", { name: "Disks" });
 const nics = () => page.getByRole("table", { name: "Network interfaces" });
+// The task's end (done, failed or refused); a detach may wait up to hostd's 60 s for the guest.
 async function outcome(prefix) {
-  await page.getByText(new RegExp(`^${prefix}: done, `)).waitFor();
-  return msg().innerText();
+  await page.getByText(new RegExp(`^${prefix}(: done, | failed: | refused: )`)).waitFor({ timeout: 90_000 });
+  const m = await msg().innerText();
+  expect(m.startsWith(`${prefix}: done, `), `task did not succeed: ${m}`);
+  return m;
 }
 
 await step("sign in and open the running VM's Hardware tab", async () => {
