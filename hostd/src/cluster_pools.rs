@@ -86,6 +86,16 @@ fn records(st: &Store) -> Result<Vec<PoolRecord>> {
         .collect()
 }
 
+/// The DRBD resources of the cluster's pools (resource → pool), for `keel cluster verify`;
+/// empty when the store cannot be read.
+pub fn drbd_resources() -> std::collections::BTreeMap<String, String> {
+    records(&Store::local())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r.def.drbd.name.clone(), r.def.pool.clone()))
+        .collect()
+}
+
 /// Everything that can refuse before a task exists: the cluster, the fence gate, two members,
 /// a free name, and the device probe on both nodes. Returns the pool to create (with a fresh
 /// secret, this node first).

@@ -11,6 +11,8 @@
 //! * [`stack`]: the Pacemaker resource chain a shared pool runs as (dlm → DRBD promotable →
 //!   lvmlockd → LVM-activate → Filesystem), as CIB fragments `crm_verify` accepts.
 //! * [`drbd_state`]: `/proc/drbd` parsed (connection, roles, disk states, resync progress).
+//! * [`drbd_conf`]: what a node's DRBD configuration files say about each resource's safety
+//!   (dual-primary allowed, peer fencing), for `keel cluster verify`.
 //! * [`drbd_gfs2`]: the `drbd-gfs2` pool workflow, each node's half and the creating node's
 //!   ordered steps, through a [`keel_runner::Runner`].
 //! * [`device`]: the safety probe every pool creation starts with: a missing, small, mounted
@@ -22,6 +24,7 @@
 
 pub mod device;
 pub mod drbd;
+pub mod drbd_conf;
 pub mod drbd_gfs2;
 pub mod drbd_state;
 pub mod gfs2;

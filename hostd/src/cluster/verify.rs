@@ -100,6 +100,24 @@ pub struct PoolFact {
     pub path: Option<String>,
 }
 
+/// A DRBD minor the node's kernel runs (`/proc/drbd`), with what its configuration file says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrbdFact {
+    pub minor: u32,
+    /// The resource whose configuration names this minor (`None`: no file names it).
+    pub resource: Option<String>,
+    /// `/proc/drbd`'s `cs:`, `ro:` and `ds:`.
+    pub connection: String,
+    pub role: String,
+    pub peer_role: String,
+    pub disk: String,
+    pub peer_disk: String,
+    /// The configuration allows two primaries.
+    pub two_primaries: bool,
+    /// The configuration's `fencing` policy (`None`: none set, DRBD's default of no fencing).
+    pub fencing: Option<String>,
+}
+
 /// What one member reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeFacts {
@@ -125,6 +143,9 @@ pub struct NodeFacts {
     pub bridges: Vec<String>,
     pub vm_nics: Vec<VmNicFact>,
     pub pools: Vec<PoolFact>,
+    /// Every configured DRBD minor the kernel reports (empty without the module).
+    #[serde(default)]
+    pub drbd: Vec<DrbdFact>,
 }
 
 /// A member as corosync.conf and the cluster record list it.
@@ -169,6 +190,8 @@ pub struct ClusterFacts {
     /// `None`: the CIB could not be read.
     pub devices: Option<Vec<DeviceFact>>,
     pub tests: BTreeMap<String, TestFact>,
+    /// DRBD resources of Keel's `drbd-gfs2` pools (resource → pool): dual-primary by design.
+    pub drbd_pools: BTreeMap<String, String>,
 }
 
 /// A member's answer: its facts (or why there are none) and this node's clock before the
@@ -253,6 +276,9 @@ pub fn evaluate(c: &ClusterFacts, answers: &[NodeAnswer]) -> Vec<Finding> {
     conf_diff(c, &facts, &mut o);
     networks(&facts, &mut o);
     pools(&facts, &mut o);
+    for f in &facts {
+        drbd(c, f, &mut o);
+    }
     let mut v = o.0;
     v.sort_by(|a, b| {
         (a.severity, &a.code, &a.node, &a.object).cmp(&(b.severity, &b.code, &b.node, &b.object))
@@ -714,6 +740,104 @@ fn pools(facts: &[&NodeFacts], o: &mut Out) {
     }
 }
 
+fn drbd(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
+    let n = Some(f.node.as_str());
+    for d in &f.drbd {
+        let name = d
+            .resource
+            .clone()
+            .unwrap_or_else(|| format!("minor {}", d.minor));
+        let obj = format!("drbd {name}");
+        let pool = d.resource.as_ref().and_then(|r| c.drbd_pools.get(r));
+        if d.resource.is_some() && d.fencing.as_deref() != Some("resource-and-stonith") {
+            o.add(
+                "EDRBDNOFENCE",
+                E,
+                n,
+                &obj,
+                format!(
+                    "DRBD resource {name} on {} does not fence its peer (fencing {}): after a split both sides can go on alone and their data diverge",
+                    f.node,
+                    d.fencing.as_deref().unwrap_or("not set")
+                ),
+                format!(
+                    "set `fencing resource-and-stonith;` in its disk section with the crm-fence-peer.sh / crm-unfence-peer.sh handlers (Keel's own pools have them), then `drbdadm adjust {name}` on both nodes"
+                ),
+            );
+        }
+        let both_primary = d.role == "Primary" && d.peer_role == "Primary";
+        if (d.two_primaries || both_primary) && pool.is_none() {
+            o.add(
+                "EDRBDDUALPRI",
+                E,
+                n,
+                &obj,
+                format!(
+                    "DRBD resource {name} on {} {} but no Keel drbd-gfs2 pool uses it: two primaries are only safe under a cluster file system, and this is likely left over from a migration or a manual setup",
+                    f.node,
+                    if both_primary { "is primary on both nodes" } else { "allows two primaries" }
+                ),
+                format!(
+                    "demote one side (`drbdadm secondary {name}` where it is not in use) and turn it off: `drbdadm net-options --allow-two-primaries=no {name}`, and remove allow-two-primaries from its .res file"
+                ),
+            );
+        }
+        let held = pool.map(|p| format!(" (pool {p})")).unwrap_or_default();
+        match d.connection.as_str() {
+            "Connected" => {
+                if d.disk != "UpToDate" || d.peer_disk != "UpToDate" {
+                    o.add(
+                        "EDRBDDEGRADED",
+                        W,
+                        n,
+                        &obj,
+                        format!(
+                            "DRBD resource {name}{held} on {} is connected but its disks are {}/{} (local/peer), not UpToDate/UpToDate",
+                            f.node, d.disk, d.peer_disk
+                        ),
+                        format!("look at `drbdadm status {name}` and the kernel log on both nodes; an Outdated or Inconsistent side needs a resync (`drbdadm invalidate` on that side if it does not start)"),
+                    );
+                }
+            }
+            "StandAlone" => o.add(
+                "EDRBDSTANDALONE",
+                E,
+                n,
+                &obj,
+                format!(
+                    "DRBD resource {name}{held} on {} is StandAlone: it does not replicate (a split brain — the kernel log says 'Split-Brain detected' — or disconnected by hand)",
+                    f.node
+                ),
+                format!(
+                    "decide which node's data to keep (docs/storage.md, \"Split brain\"); on the other: `drbdadm disconnect {name}; drbdadm secondary {name}; drbdadm connect --discard-my-data {name}`, then `drbdadm connect {name}` on the one kept"
+                ),
+            ),
+            s if s.starts_with("Sync") || s.starts_with("PausedSync") => o.add(
+                "EDRBDSYNCING",
+                W,
+                n,
+                &obj,
+                format!(
+                    "DRBD resource {name}{held} on {} is resyncing ({s}, disks {}/{}): the SyncTarget side holds no complete copy until it ends",
+                    f.node, d.disk, d.peer_disk
+                ),
+                "wait for the resync to end (`keel storage status` shows its progress) before taking the SyncSource node down",
+            ),
+            s => o.add(
+                "EDRBDDISCONNECTED",
+                W,
+                n,
+                &obj,
+                format!(
+                    "DRBD resource {name}{held} on {} is not connected to its peer ({s}): writes are not replicated",
+                    f.node
+                ),
+                format!("check the peer node and the replication link; `drbdadm connect {name}` on both sides once it is back"),
+            ),
+        }
+    }
+}
+
 // ---- collecting ----
 
 fn file_fact(kind: &str, p: &std::path::Path) -> FileFact {
@@ -829,6 +953,16 @@ pub fn local_facts(node: &Node) -> Result<NodeFacts> {
             path: p.path,
         })
         .collect();
+    let drbd = read_proc_drbd(r)
+        .map(|p| {
+            drbd_facts(
+                &p,
+                &keel_storage::drbd_conf::read_dir(std::path::Path::new(
+                    keel_storage::drbd::RES_DIR,
+                )),
+            )
+        })
+        .unwrap_or_default();
     Ok(NodeFacts {
         node: node.cfg.node.clone(),
         clock_ms: crate::db::now_ms() + test_clock_offset(node),
@@ -842,7 +976,44 @@ pub fn local_facts(node: &Node) -> Result<NodeFacts> {
         bridges: crate::network::host_bridges(),
         vm_nics,
         pools,
+        drbd,
     })
+}
+
+/// `/proc/drbd`, only when the DRBD module is loaded (`None` otherwise).
+fn read_proc_drbd(r: &dyn keel_runner::Runner) -> Option<String> {
+    if !std::path::Path::new("/proc/drbd").exists() {
+        return None;
+    }
+    r.run(&keel_storage::drbd_gfs2::proc_drbd())
+        .ok()
+        .map(|o| o.stdout)
+}
+
+/// `/proc/drbd` joined with the configuration: one fact per configured minor (an unconfigured
+/// minor is nothing to check).
+pub fn drbd_facts(
+    proc_drbd: &str,
+    conf: &[keel_storage::drbd_conf::ResourceConf],
+) -> Vec<DrbdFact> {
+    keel_storage::drbd_state::parse_proc_drbd(proc_drbd)
+        .into_iter()
+        .filter(|s| s.connection != "Unconfigured")
+        .map(|s| {
+            let rc = conf.iter().find(|c| c.minors.contains(&s.minor));
+            DrbdFact {
+                minor: s.minor,
+                resource: rc.map(|c| c.name.clone()),
+                connection: s.connection,
+                role: s.role,
+                peer_role: s.peer_role,
+                disk: s.disk,
+                peer_disk: s.peer_disk,
+                two_primaries: rc.is_some_and(|c| c.two_primaries),
+                fencing: rc.and_then(|c| c.fencing.clone()),
+            }
+        })
+        .collect()
 }
 
 /// The addresses of `ip -o addr show` (`2: eth0    inet 10.0.0.1/24 brd …`), no prefix.
@@ -969,6 +1140,7 @@ fn cluster_facts(node: &Node) -> Result<(ClusterFacts, Vec<form::MemberRecord>)>
             stonith_enabled: crm.as_ref().map(|c| c.stonith_enabled.unwrap_or(true)),
             devices: devices(r),
             tests,
+            drbd_pools: crate::cluster_pools::drbd_resources(),
         },
         rec.members,
     ))
@@ -1171,6 +1343,7 @@ mod tests {
             members,
             two_node: false,
             stonith_enabled: Some(true),
+            drbd_pools: BTreeMap::new(),
         }
     }
 
@@ -1243,6 +1416,7 @@ mod tests {
                 kind: "dir".into(),
                 path: Some("/var/lib/keel/images".into()),
             }],
+            drbd: vec![],
         }
     }
 
@@ -1499,6 +1673,116 @@ mod tests {
             "{}",
             f[0].message
         );
+    }
+
+    fn drbd_fact(res: Option<&str>, cs: &str, ro: (&str, &str), ds: (&str, &str)) -> DrbdFact {
+        DrbdFact {
+            minor: 0,
+            resource: res.map(str::to_string),
+            connection: cs.into(),
+            role: ro.0.into(),
+            peer_role: ro.1.into(),
+            disk: ds.0.into(),
+            peer_disk: ds.1.into(),
+            two_primaries: true,
+            fencing: Some("resource-and-stonith".into()),
+        }
+    }
+
+    /// A Keel pool's resource dual-primary and in sync is healthy; each DRBD trap is found.
+    #[test]
+    fn drbd_codes() {
+        let mut c = healthy_cluster(2);
+        c.two_node = true;
+        c.devices.as_mut().unwrap()[0].delay = true;
+        c.drbd_pools.insert("vmstore".into(), "vmstore".into());
+        let pri = ("Primary", "Primary");
+        let up = ("UpToDate", "UpToDate");
+        let with = |f: DrbdFact| {
+            let mut a = answers(&c);
+            facts_of(&mut a, "n1").drbd = vec![f];
+            codes(&c, &a)
+        };
+        assert_eq!(
+            with(drbd_fact(Some("vmstore"), "Connected", pri, up)),
+            vec![]
+        );
+        // left dual-primary outside a pool, and a minor no file names
+        assert_eq!(
+            with(drbd_fact(Some("r0"), "Connected", pri, up)),
+            one("EDRBDDUALPRI", Some("n1"))
+        );
+        let mut f = drbd_fact(None, "Connected", ("Primary", "Secondary"), up);
+        f.two_primaries = false;
+        f.fencing = None;
+        assert_eq!(with(f), vec![]);
+        // no fencing
+        let mut f = drbd_fact(Some("vmstore"), "Connected", pri, up);
+        f.fencing = None;
+        assert_eq!(with(f), one("EDRBDNOFENCE", Some("n1")));
+        // split brain, peer gone, resync, degraded
+        assert_eq!(
+            with(drbd_fact(
+                Some("vmstore"),
+                "StandAlone",
+                ("Primary", "Unknown"),
+                ("UpToDate", "DUnknown")
+            )),
+            one("EDRBDSTANDALONE", Some("n1"))
+        );
+        assert_eq!(
+            with(drbd_fact(
+                Some("vmstore"),
+                "WFConnection",
+                ("Primary", "Unknown"),
+                ("UpToDate", "DUnknown")
+            )),
+            one("EDRBDDISCONNECTED", Some("n1"))
+        );
+        assert_eq!(
+            with(drbd_fact(
+                Some("vmstore"),
+                "SyncSource",
+                ("Primary", "Secondary"),
+                ("UpToDate", "Inconsistent")
+            )),
+            one("EDRBDSYNCING", Some("n1"))
+        );
+        assert_eq!(
+            with(drbd_fact(
+                Some("vmstore"),
+                "Connected",
+                pri,
+                ("UpToDate", "Outdated")
+            )),
+            one("EDRBDDEGRADED", Some("n1"))
+        );
+        let mut a = answers(&c);
+        facts_of(&mut a, "n2").drbd = vec![drbd_fact(Some("vmstore"), "StandAlone", pri, up)];
+        let f = evaluate(&c, &a);
+        assert!(
+            f[0].message
+                .contains("vmstore (pool vmstore) on n2 is StandAlone")
+                && f[0].action.contains("--discard-my-data vmstore"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn drbd_facts_join_the_kernel_and_the_files() {
+        let conf = keel_storage::drbd_conf::resources(&[
+            "resource vmstore { net { allow-two-primaries yes; } disk { fencing resource-and-stonith; }\n on a { device /dev/drbd0 minor 0; } on b { device /dev/drbd0 minor 0; } }".into(),
+        ]);
+        let f = drbd_facts(
+            "version: 8.4.11 (api:1/proto:86-101)\n 0: cs:Connected ro:Primary/Primary ds:UpToDate/UpToDate C r-----\n 1: cs:WFConnection ro:Secondary/Unknown ds:UpToDate/DUnknown C r-----\n 2: cs:Unconfigured\n",
+            &conf,
+        );
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(f[0].resource.as_deref(), Some("vmstore"));
+        assert!(f[0].two_primaries);
+        assert_eq!(f[0].fencing.as_deref(), Some("resource-and-stonith"));
+        assert_eq!((f[1].minor, f[1].resource.as_deref()), (1, None));
+        assert_eq!(f[1].connection, "WFConnection");
     }
 
     #[test]
