@@ -236,40 +236,64 @@ impl Node {
         c
     }
 
-    /// With multiplexing on: make sure a master connection runs for the guest's current boot.
-    /// A master left from before a reset (fencing, a crash) is killed at once rather than left
-    /// to notice the dead connection through its keepalives (commands sent over it would hang
-    /// until then); a master that exited (guest down, connection refused) is started again.
-    /// A command issued before the new master is up simply connects directly.
-    fn ensure_master(&self) -> Result<()> {
+    /// With multiplexing on: make sure a master connection runs for the guest's current boot,
+    /// and wait (at most `timeout`) until it is up, so a command is not a second key exchange
+    /// beside the master's. A master left from before a reset (fencing, a crash) is killed at
+    /// once rather than left to notice the dead connection through its keepalives (commands
+    /// sent over it would hang until then); a master that exited (guest down, connection
+    /// refused) is started again. When the master cannot connect, the command connects
+    /// directly and fails or succeeds as it would without multiplexing.
+    fn ensure_master(&self, timeout: Duration) -> Result<()> {
         let Some(m) = &self.mux else { return Ok(()) };
         let boots = self.boots();
-        let mut g = m
-            .master
-            .lock()
-            .map_err(|_| anyhow!("{}: SSH master lock poisoned", self.name))?;
-        if let Some((c, at)) = g.as_mut() {
-            if c.try_wait()?.is_none() && *at == boots {
-                return Ok(());
+        {
+            let mut g = m
+                .master
+                .lock()
+                .map_err(|_| anyhow!("{}: SSH master lock poisoned", self.name))?;
+            let current = match g.as_mut() {
+                Some((c, at)) => c.try_wait()?.is_none() && *at == boots,
+                None => false,
+            };
+            if !current {
+                if let Some((mut c, _)) = g.take() {
+                    // our own ssh master, by its handle
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                // a socket left by a master that died would make the new one run without
+                // multiplexing
+                let _ = fs::remove_file(&m.socket);
+                let child = self
+                    .ssh_base()
+                    .args(["-M", "-N", "-o", "ControlPersist=no", "-o"])
+                    .arg(format!("ControlPath={}", m.socket.display()))
+                    .arg("root@127.0.0.1")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("spawning the ssh master")?;
+                *g = Some((child, boots));
             }
-            // our own ssh master, by its handle
-            let _ = c.kill();
-            let _ = c.wait();
         }
-        *g = None;
-        // a socket left by a master that died would make the new one run without multiplexing
-        let _ = fs::remove_file(&m.socket);
-        let child = self
-            .ssh_base()
-            .args(["-M", "-N", "-o", "ControlPersist=no", "-o"])
-            .arg(format!("ControlPath={}", m.socket.display()))
-            .arg("root@127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawning the ssh master")?;
-        *g = Some((child, boots));
+        let t0 = Instant::now();
+        while !m.socket.exists() && t0.elapsed() < timeout {
+            let alive = {
+                let mut g = m
+                    .master
+                    .lock()
+                    .map_err(|_| anyhow!("{}: SSH master lock poisoned", self.name))?;
+                match g.as_mut() {
+                    Some((c, _)) => c.try_wait()?.is_none(),
+                    None => false,
+                }
+            };
+            if !alive {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Ok(())
     }
 
@@ -288,7 +312,7 @@ impl Node {
 
     /// Run `cmd` (a shell command line) on the node; returns its exit code and output.
     pub fn exec(&self, cmd: &str, timeout: Duration) -> Result<Output> {
-        self.ensure_master()?;
+        self.ensure_master(timeout.min(Duration::from_secs(30)))?;
         let mut child = self.ssh_command(cmd).spawn().context("spawning ssh")?;
         let mut so = child
             .stdout

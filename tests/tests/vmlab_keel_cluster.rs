@@ -30,6 +30,11 @@ const PW: &str = "keel-vmlab-root-pw";
 const STATE: &str = "/var/lib/keel";
 /// Seconds Pacemaker waits before fencing node1: node2's shot at node1 comes this late.
 const NODE1_FENCE_DELAY_S: u32 = 15;
+/// corosync's token timeout. 3000 ms let a guest starved by a loaded host (two TCG guests on a
+/// shared 2-core machine, `mkfs.gfs2` writing through DRBD) drop out of the membership for a
+/// moment, which DLM answers by fencing it: the pool create then fails. 5000 ms costs the
+/// split ~4 s more before node2 is fenced (token + consensus).
+const TOKEN_MS: &str = "5000";
 
 fn sq(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -274,7 +279,7 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
             "--link0",
             &n1.addr,
             "--token-ms",
-            "3000",
+            TOKEN_MS,
         ],
     )?;
     eprintln!("METRIC vm_cluster_init={:.1}s", t.elapsed().as_secs_f64());
