@@ -179,9 +179,11 @@ impl DrbdGfs2 {
     }
 }
 
-/// `cat /proc/drbd`.
+/// `cat /proc/drbd`. The create workflow polls it for minutes (connect, initial sync): one read
+/// that a busy node does not finish at once must not fail the task, so it gets the same bound
+/// as the other local commands (a VM-lab run under load saw it take over 5 s mid-sync).
 pub fn proc_drbd() -> Cmd {
-    Cmd::argv(&["cat", "/proc/drbd"]).timeout(Duration::from_secs(5))
+    Cmd::argv(&["cat", "/proc/drbd"]).timeout(T)
 }
 
 /// The state of `minor` on this node (`None`: DRBD not loaded or the minor not configured).
@@ -621,6 +623,12 @@ mod tests {
             drbd: crate::drbd::tests::pair(),
             wipe,
         }
+    }
+
+    /// The create workflow's state reads tolerate a node too busy to answer within seconds.
+    #[test]
+    fn proc_drbd_reads_are_not_cut_short() {
+        assert!(proc_drbd().get_timeout() >= Duration::from_secs(30));
     }
 
     const BLANK: &str = r#"{"blockdevices":[{"path":"/dev/vdb","size":536870912,"type":"disk","mountpoints":[null]}]}"#;

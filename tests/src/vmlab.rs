@@ -133,6 +133,11 @@ pub struct LabConfig {
     /// TCG translation-block cache size (MiB).
     pub tb_size_mib: u32,
     pub boot_timeout: Duration,
+    /// Run every [`Node::exec`] over one SSH master connection per node (OpenSSH connection
+    /// multiplexing) instead of a new connection per command. Under TCG a new connection's key
+    /// exchange costs the guest seconds of CPU, which a scenario that polls pays on every poll
+    /// (and which slows down the engines it waits for). See [`Node::exec`] for resets.
+    pub ssh_mux: bool,
 }
 
 impl Default for LabConfig {
@@ -143,6 +148,7 @@ impl Default for LabConfig {
             data_disk_mib: 512,
             tb_size_mib: 256,
             boot_timeout: Duration::from_secs(300),
+            ssh_mux: false,
         }
     }
 }
@@ -165,6 +171,15 @@ pub struct Node {
     key: PathBuf,
     child: Option<Child>,
     pid: u32,
+    mux: Option<Mux>,
+}
+
+/// A node's SSH master connection (the lab's own `ssh -M` child) and its control socket.
+#[derive(Debug)]
+struct Mux {
+    socket: PathBuf,
+    /// The master and the guest's boot count when it was started.
+    master: std::sync::Mutex<Option<(Child, usize)>>,
 }
 
 /// Output of a remote command.
@@ -180,7 +195,8 @@ impl Node {
         self.pid
     }
 
-    fn ssh_command(&self, cmd: &str) -> Command {
+    /// The options every SSH connection to this node uses (client and master alike).
+    fn ssh_base(&self) -> Command {
         let mut c = Command::new("ssh");
         c.args(["-q", "-i"])
             .arg(&self.key)
@@ -201,8 +217,18 @@ impl Node {
                 "ServerAliveCountMax=6",
                 "-p",
             ])
-            .arg(self.ssh_port.to_string())
-            .arg("root@127.0.0.1")
+            .arg(self.ssh_port.to_string());
+        c
+    }
+
+    fn ssh_command(&self, cmd: &str) -> Command {
+        let mut c = self.ssh_base();
+        if let Some(m) = &self.mux {
+            // a missing or dead control socket makes ssh connect directly, as without one
+            c.args(["-o", "ControlMaster=no", "-o"])
+                .arg(format!("ControlPath={}", m.socket.display()));
+        }
+        c.arg("root@127.0.0.1")
             .arg(cmd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -210,8 +236,83 @@ impl Node {
         c
     }
 
+    /// With multiplexing on: make sure a master connection runs for the guest's current boot,
+    /// and wait (at most `timeout`) until it is up, so a command is not a second key exchange
+    /// beside the master's. A master left from before a reset (fencing, a crash) is killed at
+    /// once rather than left to notice the dead connection through its keepalives (commands
+    /// sent over it would hang until then); a master that exited (guest down, connection
+    /// refused) is started again. When the master cannot connect, the command connects
+    /// directly and fails or succeeds as it would without multiplexing.
+    fn ensure_master(&self, timeout: Duration) -> Result<()> {
+        let Some(m) = &self.mux else { return Ok(()) };
+        let boots = self.boots();
+        {
+            let mut g = m
+                .master
+                .lock()
+                .map_err(|_| anyhow!("{}: SSH master lock poisoned", self.name))?;
+            let current = match g.as_mut() {
+                Some((c, at)) => c.try_wait()?.is_none() && *at == boots,
+                None => false,
+            };
+            if !current {
+                if let Some((mut c, _)) = g.take() {
+                    // our own ssh master, by its handle
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                // a socket left by a master that died would make the new one run without
+                // multiplexing
+                let _ = fs::remove_file(&m.socket);
+                let child = self
+                    .ssh_base()
+                    .args(["-M", "-N", "-o", "ControlPersist=no", "-o"])
+                    .arg(format!("ControlPath={}", m.socket.display()))
+                    .arg("root@127.0.0.1")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("spawning the ssh master")?;
+                *g = Some((child, boots));
+            }
+        }
+        let t0 = Instant::now();
+        while !m.socket.exists() && t0.elapsed() < timeout {
+            let alive = {
+                let mut g = m
+                    .master
+                    .lock()
+                    .map_err(|_| anyhow!("{}: SSH master lock poisoned", self.name))?;
+                match g.as_mut() {
+                    Some((c, _)) => c.try_wait()?.is_none(),
+                    None => false,
+                }
+            };
+            if !alive {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Stop this node's SSH master, if any (our own child, by its handle).
+    fn stop_master(&self) {
+        if let Some(m) = &self.mux {
+            if let Ok(mut g) = m.master.lock() {
+                if let Some((mut c, _)) = g.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+            let _ = fs::remove_file(&m.socket);
+        }
+    }
+
     /// Run `cmd` (a shell command line) on the node; returns its exit code and output.
     pub fn exec(&self, cmd: &str, timeout: Duration) -> Result<Output> {
+        self.ensure_master(timeout.min(Duration::from_secs(30)))?;
         let mut child = self.ssh_command(cmd).spawn().context("spawning ssh")?;
         let mut so = child
             .stdout
@@ -548,6 +649,7 @@ impl VmLab {
             let child = c.spawn().context("starting qemu-system-x86_64")?;
             let pid = child.id();
             fs::write(dir.join(format!("{name}.pid")), format!("{pid}\n"))?;
+            let mux_socket = dir.join(format!("{name}.ssh"));
             lab.nodes.push(Node {
                 index: i,
                 name,
@@ -560,6 +662,10 @@ impl VmLab {
                 key: key.clone(),
                 child: Some(child),
                 pid,
+                mux: cfg.ssh_mux.then(|| Mux {
+                    socket: mux_socket,
+                    master: std::sync::Mutex::new(None),
+                }),
             });
             started.push(Instant::now());
             if cfg.nodes == 2 && i == 1 {
@@ -724,6 +830,7 @@ impl VmLab {
     /// written anyway). Returns the run directory.
     pub fn detach(mut self) -> PathBuf {
         for n in &mut self.nodes {
+            n.stop_master();
             if let Some(c) = n.child.take() {
                 std::mem::forget(c);
             }
@@ -756,6 +863,9 @@ impl VmLab {
 impl Drop for VmLab {
     fn drop(&mut self) {
         let failed = std::thread::panicking() || !self.passed;
+        for n in &self.nodes {
+            n.stop_master();
+        }
         if self.keep {
             self.print_access();
             for n in &mut self.nodes {

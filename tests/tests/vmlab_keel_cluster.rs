@@ -23,13 +23,18 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use keel_tests::vmlab::{wait_for, Node, VmLab};
+use keel_tests::vmlab::{wait_for, LabConfig, Node, VmLab};
 use serde_json::Value;
 
 const PW: &str = "keel-vmlab-root-pw";
 const STATE: &str = "/var/lib/keel";
 /// Seconds Pacemaker waits before fencing node1: node2's shot at node1 comes this late.
 const NODE1_FENCE_DELAY_S: u32 = 15;
+/// corosync's token timeout. 3000 ms let a guest starved by a loaded host (two TCG guests on a
+/// shared 2-core machine, `mkfs.gfs2` writing through DRBD) drop out of the membership for a
+/// moment, which DLM answers by fencing it: the pool create then fails. 5000 ms costs the
+/// split ~4 s more before node2 is fenced (token + consensus).
+const TOKEN_MS: &str = "5000";
 
 fn sq(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -204,25 +209,27 @@ fn write_pool_file(n: &Node, file: &str, mib: u32) -> Result<String> {
     sha256_of(n, file)
 }
 
-/// Both members online, quorate, and both stores converged (after a node rebooted).
+/// Both members online, quorate, and both stores converged (after a node rebooted). The cheap
+/// probes (the stores' socket) run first and the API calls only once they pass: a poll that
+/// cannot succeed yet should not cost a TCG guest what its rejoin needs.
 fn wait_rejoined(n1: &Node, n2: &Node, what: &str) -> Result<Duration> {
     wait_for(what, Duration::from_secs(300), || {
-        let Ok(st) = status(n1) else { return Ok(false) };
-        let members = st["members"].as_array().cloned().unwrap_or_default();
-        if !(st["quorate"] == true
-            && members.len() == 2
-            && members.iter().all(|m| m["online"] == true))
-        {
-            return Ok(false);
-        }
         let (Ok(s1), Ok(s2)) = (store_status(n1), store_status(n2)) else {
             return Ok(false);
         };
-        Ok([&s1, &s2].iter().all(|s| {
+        if !([&s1, &s2].iter().all(|s| {
             s["members"].as_array().map(|m| m.len()) == Some(2)
                 && s["writable"] == true
                 && s["syncing"] == false
-        }) && s1["hash"] == s2["hash"]
+        }) && s1["hash"] == s2["hash"])
+        {
+            return Ok(false);
+        }
+        let Ok(st) = status(n1) else { return Ok(false) };
+        let members = st["members"].as_array().cloned().unwrap_or_default();
+        Ok(st["quorate"] == true
+            && members.len() == 2
+            && members.iter().all(|m| m["online"] == true)
             && keel(n2, &["node"], Duration::from_secs(30))?.code == 0
             && keel(n1, &["node"], Duration::from_secs(30))?.code == 0)
     })
@@ -272,7 +279,7 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
             "--link0",
             &n1.addr,
             "--token-ms",
-            "3000",
+            TOKEN_MS,
         ],
     )?;
     eprintln!("METRIC vm_cluster_init={:.1}s", t.elapsed().as_secs_f64());
@@ -331,15 +338,18 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
         Duration::from_secs(240),
         || {
             last = status(n1)?;
-            let crm = n1.ssh_t("crm_mon -1", Duration::from_secs(30))?;
             let members = last["members"].as_array().cloned().unwrap_or_default();
-            Ok(last["quorate"] == true
+            if !(last["quorate"] == true
                 && last["two_node"] == true
                 && last["stonith_enabled"] == true
                 && last["dc"].is_string()
                 && members.len() == 2
-                && members.iter().all(|m| m["online"] == true)
-                && fence_started_on_other(&crm, "node1", "node2")
+                && members.iter().all(|m| m["online"] == true))
+            {
+                return Ok(false);
+            }
+            let crm = n1.ssh_t("crm_mon -1", Duration::from_secs(30))?;
+            Ok(fence_started_on_other(&crm, "node1", "node2")
                 && fence_started_on_other(&crm, "node2", "node1"))
         },
     )?;
@@ -739,7 +749,16 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
 #[test]
 fn keel_two_node_cluster_fenced_through_qmp() {
     let t0 = Instant::now();
-    let mut lab = match VmLab::up(2) {
+    // the smallest disk a drbd-gfs2 pool accepts (storage::drbd_gfs2::MIN_BYTES): the initial
+    // full sync copies all of it over the TCG guests' link; every command over one SSH
+    // connection per node (the lab's multiplexing), not a key exchange per poll
+    let cfg = LabConfig {
+        nodes: 2,
+        data_disk_mib: 256,
+        ssh_mux: true,
+        ..LabConfig::default()
+    };
+    let mut lab = match VmLab::up_with(cfg) {
         Ok(l) => l,
         Err(e) => panic!("lab up: {e:#}"),
     };
