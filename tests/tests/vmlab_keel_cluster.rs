@@ -111,6 +111,33 @@ fn keel_ok(n: &Node, args: &[&str]) -> Result<String> {
     Ok(o.stdout)
 }
 
+/// `keel --json cluster verify` on `n`: the DRBD findings (`EDRBD*`) as (code, node, object).
+fn drbd_findings(n: &Node) -> Result<Vec<(String, String, String)>> {
+    let o = keel(
+        n,
+        &["--json", "cluster", "verify"],
+        Duration::from_secs(120),
+    )?;
+    let v: Value = serde_json::from_str(&o.stdout)
+        .with_context(|| format!("verify on {}: {}{}", n.name, o.stdout, o.stderr))?;
+    let all = v["findings"].as_array().cloned().unwrap_or_default();
+    eprintln!(
+        "verify on {}: {:?}",
+        n.name,
+        all.iter()
+            .map(|f| format!("{} {} {}", f["code"], f["node"], f["object"]))
+            .collect::<Vec<_>>()
+    );
+    Ok(all
+        .iter()
+        .filter(|f| f["code"].as_str().is_some_and(|c| c.starts_with("EDRBD")))
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (s("code"), s("node"), s("object"))
+        })
+        .collect())
+}
+
 fn status(n: &Node) -> Result<Value> {
     let s = keel_ok(n, &["--json", "cluster", "status"])?;
     serde_json::from_str(&s).with_context(|| format!("cluster status JSON: {s}"))
@@ -506,6 +533,10 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
         "METRIC vm_drbd_gfs2_steps_before_cut={:.1}s",
         tpool.elapsed().as_secs_f64()
     );
+    // verify reads both nodes' /proc/drbd and DRBD files: a Keel pool, dual-primary, fenced,
+    // in sync, is no finding
+    let f = drbd_findings(n1)?;
+    ensure!(f.is_empty(), "DRBD findings on a healthy pool: {f:?}");
     log("drbd-gfs2 pool: one command, mounted on both, same sha256 from both nodes");
 
     // --- cut both cables on both ends -----------------------------------------------------------
@@ -633,6 +664,13 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
         "METRIC vm_pool_write_on_survivor={:.1}s",
         tw.elapsed().as_secs_f64()
     );
+    // verify on the survivor: its side of the pool's resource waits for the peer (writes not
+    // replicated), nothing else DRBD-wise
+    let f = drbd_findings(n1)?;
+    ensure!(
+        f.len() == 1 && f[0].0 == "EDRBDDISCONNECTED" && f[0].1 == "node1",
+        "DRBD findings with node2 down: {f:?}"
+    );
 
     // --- node2 comes back (the agent rebooted it), cables back, it rejoins --------------------
     lab.reconnect(2)?;
@@ -722,6 +760,11 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
     ensure!(
         sha256_of(n2, "written-by-node1.bin")? == sum1,
         "the first file changed"
+    );
+    let f = drbd_findings(n1)?;
+    ensure!(
+        f.is_empty(),
+        "DRBD findings after the pool came back: {f:?}"
     );
     log("pool back on node2 with the survivor's writes (same sha256)");
 
