@@ -172,6 +172,15 @@ fn live_iso_guest_full_lifecycle() {
     h.wait_for("ticks after reset", 60, || {
         h.serial(a).matches("KEEL-LIVE: tick 2").count() >= 3
     });
+    // a VM without the agent channel says so at once, without asking the guest
+    let t0 = std::time::Instant::now();
+    let ag = h.get_json(&format!("/vms/{a}/agent"));
+    assert_eq!(ag["state"], "no-channel", "{ag}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "no-agent answer took {:?}",
+        t0.elapsed()
+    );
     let t = h.ok(h.post(
         &format!("/vms/{a}/status/shutdown"),
         json!({"timeout_s": 120}),
