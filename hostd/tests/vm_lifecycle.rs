@@ -26,7 +26,9 @@ fn live_iso_guest_full_lifecycle() {
         "disks": [{"pool": h.pool, "size_mib": 32}],
         "cdrom": {"pool": h.pool, "volume": "keel-live.iso"},
         "nics": [{"bridge": br}],
-        "boot": ["cdrom", "disk0"]
+        "boot": ["cdrom", "disk0"],
+        // no agent channel: reboot and shutdown go through ACPI (libvirt prefers an agent)
+        "guest_agent": false
     });
     let t = h.ok(h.post("/vms?start=true", spec));
     assert_eq!(t.kind, "vmcreate");

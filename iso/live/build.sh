@@ -102,7 +102,7 @@ root=$work/initramfs
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,run,mnt,lib/modules,etc/acpi/PWRF}
 cp /bin/busybox "$root/bin/"
 # Only the applets that init, power-button and shutdown use.
-for applet in sh mount sleep insmod grep acpid uname sync poweroff hostname ip mkdir dd losetup mke2fs ln cat; do
+for applet in sh mount sleep insmod grep acpid uname sync poweroff reboot hostname ip mkdir dd losetup mke2fs ln cat; do
   ln -s busybox "$root/bin/$applet"
 done
 install -m 755 "$here/init" "$root/init"
