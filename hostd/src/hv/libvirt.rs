@@ -955,29 +955,7 @@ impl Hypervisor for Libvirt {
                     facts.os.push((f.to_string(), v));
                 }
             }
-            let ifaces = d
-                .interface_addresses(sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
-                .map_err(engine("guest interfaces"))?;
-            facts.interfaces = ifaces
-                .into_iter()
-                .map(|i| keel_api::agent::GuestInterface {
-                    name: i.name,
-                    mac: i.hwaddr.filter(|m| !m.is_empty()),
-                    addresses: i
-                        .addrs
-                        .into_iter()
-                        .map(|a| keel_api::agent::GuestAddress {
-                            family: if a.typed == i64::from(sys::VIR_IP_ADDR_TYPE_IPV6) {
-                                "ipv6".into()
-                            } else {
-                                "ipv4".into()
-                            },
-                            address: a.addr,
-                            prefix: u32::try_from(a.prefix).unwrap_or(0),
-                        })
-                        .collect(),
-                })
-                .collect();
+            facts.interfaces = agent_interfaces(&d).map_err(engine("guest interfaces"))?;
             Ok(facts)
         })
     }
@@ -1053,6 +1031,82 @@ fn agent_timeout(d: &Domain, secs: i32) -> HvResult<()> {
         ));
     }
     Ok(())
+}
+
+/// virDomainInterfaceAddresses from the guest agent. The `virt` crate's binding frees the
+/// strings but never the interfaces themselves (a leak on every call of a polled endpoint), so
+/// here every interface is copied and then freed with virDomainInterfaceFree.
+fn agent_interfaces(
+    d: &Domain,
+) -> Result<Vec<keel_api::agent::GuestInterface>, virt::error::Error> {
+    use keel_api::agent::{GuestAddress, GuestInterface};
+    let mut ifaces: *mut sys::virDomainInterfacePtr = std::ptr::null_mut();
+    // SAFETY: `d` is a live domain handle; `ifaces` is a valid out-pointer; libvirt either
+    // fails (nothing allocated) or sets it to an array of `n` interfaces it allocated.
+    #[allow(unsafe_code)]
+    let n = unsafe {
+        sys::virDomainInterfaceAddresses(
+            d.as_ptr(),
+            &mut ifaces,
+            sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(virt::error::Error::last_error());
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    if ifaces.is_null() {
+        return Ok(out);
+    }
+    let text = |p: *const std::os::raw::c_char| -> Option<String> {
+        // SAFETY: a non-null pointer here is a NUL-terminated string of the interface being
+        // read, alive until it is freed below.
+        #[allow(unsafe_code)]
+        (!p.is_null()).then(|| {
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
+    // SAFETY: libvirt returned `n` interface pointers at `ifaces` (checked non-null), each
+    // with `naddrs` addresses at `addrs`; everything is copied before each interface is freed
+    // by virDomainInterfaceFree and the array by free(), as libvirt documents.
+    #[allow(unsafe_code)]
+    unsafe {
+        for &ip in std::slice::from_raw_parts(ifaces, n as usize) {
+            if ip.is_null() {
+                continue;
+            }
+            let i = &*ip;
+            let addrs = if i.addrs.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(i.addrs, i.naddrs as usize)
+            };
+            out.push(GuestInterface {
+                name: text(i.name).unwrap_or_default(),
+                mac: text(i.hwaddr).filter(|m| !m.is_empty()),
+                addresses: addrs
+                    .iter()
+                    .filter_map(|a| {
+                        Some(GuestAddress {
+                            family: if a.type_ == sys::VIR_IP_ADDR_TYPE_IPV6 as i32 {
+                                "ipv6".into()
+                            } else {
+                                "ipv4".into()
+                            },
+                            address: text(a.addr)?,
+                            prefix: a.prefix,
+                        })
+                    })
+                    .collect(),
+            });
+            sys::virDomainInterfaceFree(ip);
+        }
+        libc::free(ifaces.cast());
+    }
+    Ok(out)
 }
 
 /// virDomainGetGuestInfo's string parameters as (field, value) pairs (numbers are skipped:
