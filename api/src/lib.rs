@@ -4,6 +4,7 @@
 //! Must not depend on anything heavy: no libvirt, no HTTP stack, no database.
 
 pub mod access;
+pub mod agent;
 pub mod auth;
 pub mod backup;
 pub mod clone;

@@ -1,6 +1,7 @@
 //! `keel`: Keel's API from a shell.
 
 mod access;
+mod agent;
 mod backup;
 mod client;
 mod clone;
@@ -194,7 +195,9 @@ enum VmCmd {
         #[arg(long, value_name = "N")]
         max_restarts: Option<u32>,
     },
-    /// Ask the guest to shut down (ACPI)
+    /// The guest agent: answering or not, and the guest's host name, OS and addresses
+    Agent { vmid: u32 },
+    /// Ask the guest to shut down (through its guest agent when it answers, else ACPI)
     Shutdown {
         vmid: u32,
         /// Seconds to wait for the guest [server default: 60]
@@ -709,6 +712,7 @@ async fn vm(c: &Client, cmd: VmCmd, mode: Mode) -> Result<Outcome> {
                 .await?;
             return task_outcome(c, node, a, mode).await;
         }
+        VmCmd::Agent { vmid } => agent::show(c, node, vmid, json).await?,
         VmCmd::Metrics { vmid, range } => {
             let id = vmid.to_string();
             metrics::show(c, &["nodes", node, "vms", &id, "metrics"], range, json).await?;
@@ -1077,6 +1081,12 @@ mod tests {
             "keel", "vm", "create", "--vmid", "900", "--name", "t", "--disk", "bad"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn vm_agent_command() {
+        assert!(Cli::try_parse_from(["keel", "vm", "agent", "100"]).is_ok());
+        assert!(Cli::try_parse_from(["keel", "vm", "agent"]).is_err());
     }
 
     #[test]

@@ -191,6 +191,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::access::handlers::routes())
         .merge(crate::backup::routes())
         .merge(crate::metrics::routes())
+        .merge(crate::agent::routes())
         .layer(middleware::from_fn_with_state(
             node.clone(),
             crate::cluster::forward,
@@ -1209,7 +1210,8 @@ async fn stop_network(
         crate::backup::routes::delete_job,
         crate::backup::routes::run_job,
         crate::metrics::routes::node_metrics,
-        crate::metrics::routes::vm_metrics
+        crate::metrics::routes::vm_metrics,
+        crate::agent::agent_info
     ),
     components(schemas(
         keel_api::ha::HaSet,
@@ -1274,7 +1276,12 @@ async fn stop_network(
         keel_api::backup::BackupJob,
         keel_api::metrics::MetricsRange,
         keel_api::metrics::MetricsPoint,
-        keel_api::metrics::MetricsSeries
+        keel_api::metrics::MetricsSeries,
+        keel_api::agent::AgentState,
+        keel_api::agent::GuestAgentInfo,
+        keel_api::agent::GuestOs,
+        keel_api::agent::GuestInterface,
+        keel_api::agent::GuestAddress
     ))
 )]
 pub struct ApiDoc;

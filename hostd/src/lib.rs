@@ -10,6 +10,7 @@
 
 pub mod accel;
 pub mod access;
+pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod backup;

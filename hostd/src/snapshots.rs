@@ -321,6 +321,8 @@ pub fn create(node: &Node, vmid: u32, req: &SnapshotCreate, task: &TaskHandle) -
     ));
     if req.memory {
         task.log("the guest is paused while its memory is saved");
+        // freezing would save a frozen guest: rolled back, it would stay frozen
+        task.log("file systems not frozen: the memory state saved with the disks makes the snapshot consistent");
     }
     let t0 = std::time::Instant::now();
     node.hv.create_snapshot(&row.name, &xml)?;

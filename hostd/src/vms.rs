@@ -657,9 +657,15 @@ pub fn shutdown(node: &Node, vmid: u32, req: &ShutdownRequest, task: &TaskHandle
         task.log("HA VM: Pacemaker stops it (ACPI shutdown, then a hard stop at its stop timeout)");
         return crate::ha::set_started(node, vmid, false, task);
     }
-    power(node, vmid, Power::Shutdown, task)?;
+    let row = find(node, vmid)?;
+    let by_agent = matches!(row.state, VmState::Running)
+        && crate::agent::try_shutdown(node, vmid, &row.name, task)?;
+    if !by_agent {
+        power(node, vmid, Power::Shutdown, task)?;
+    }
     task.log(format!(
-        "ACPI shutdown sent; waiting up to {}s",
+        "{} shutdown sent; waiting up to {}s",
+        if by_agent { "guest agent" } else { "ACPI" },
         timeout.as_secs()
     ));
     let t0 = Instant::now();

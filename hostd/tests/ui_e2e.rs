@@ -1,7 +1,8 @@
 //! The web UI end to end: a real hostd serving ui/dist, real libvirt/TCG guests, driven in
 //! headless Chromium by ui/e2e/run.mjs (playwright-core): log in, create a VM booting the live
 //! ISO through the wizard, watch its noVNC console change, stop and delete it, check tasks,
-//! storage (upload), the demo VM's and the node's performance graphs (uPlot canvases), session
+//! storage (upload), the demo VM's guest agent panel (host name, OS, addresses from the live
+//! ISO's qemu-ga), the demo VM's and the node's performance graphs (uPlot canvases), session
 //! expiry and logout; then ui/e2e/cluster.mjs on this standalone
 //! node (cluster page empty state, node list, polling paused in a hidden tab); then
 //! ui/e2e/clones.mjs (convert to template, template badge, a linked clone through the dialog);
@@ -54,7 +55,8 @@ fn web_ui_in_headless_chromium() {
     let demo_name = format!("{}-demo", h.prefix);
     h.ok(h.post(
         "/vms?start=true",
-        json!({"vmid": demo, "name": demo_name, "memory_mib": 128, "cdrom": {"pool": h.pool, "volume": "keel-live.iso"}}),
+        json!({"vmid": demo, "name": demo_name, "memory_mib": 128, "cdrom": {"pool": h.pool, "volume": "keel-live.iso"},
+               "guest_agent": true}),
     ));
     h.wait_for("the demo guest's boot marker", 180, || {
         h.serial(demo).contains("KEEL-LIVE: guest booted")

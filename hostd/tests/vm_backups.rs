@@ -183,12 +183,16 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
                       {"pool": h.pool, "volume": "bk-data.qcow2", "format": "qcow2"}],
             "cdrom": {"pool": h.pool, "volume": "keel-live.iso"},
             "nics": [{"bridge": br.0}],
-            "boot": ["cdrom", "disk0"]
+            "boot": ["cdrom", "disk0"],
+            "guest_agent": true
         }),
     ));
     h.wait_for("the guest ticking on its scratch disk", 120, || {
         disk_tick(&h.serial(a)).is_some_and(|d| d >= 1)
     });
+    let t_agent = Instant::now();
+    guest_agent_reports_the_guest(&h, a);
+    let mut agent_s = t_agent.elapsed().as_secs_f64();
 
     // ---- targets: bad input refused with the reason, nothing stored
     let bkdir = h.dir.join("backups");
@@ -231,6 +235,15 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
         std::thread::sleep(Duration::from_millis(300));
         let after = disk_tick(&h.serial(a)).unwrap_or(0);
         let log = task_log(&h, &t.upid);
+        // the guest's one freezable file system (iso/live/init) frozen until the job began
+        // and thawed as soon as it had begun, long before it completed
+        let frozen = log.find("filesystems frozen: 1");
+        let thawed = log.find("filesystems thawed: 1");
+        let done = log.find("backup job completed");
+        assert!(
+            frozen.is_some() && frozen < thawed && thawed < done,
+            "freeze, thaw, then the job's end:\n{log}"
+        );
         let list = backups(&h, a, "main");
         let b = list.last().unwrap_or_else(|| panic!("no backup listed"));
         let kind = if i == 0 { "full" } else { "incremental" };
@@ -545,8 +558,24 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
         "sftp target steps took {:.1}s",
         t_sftp.elapsed().as_secs_f64()
     );
+    // a clean shutdown through the guest agent (docs/guest-agent.md), not the ACPI button
+    let t_agent = Instant::now();
+    let t = h.ok(h.post(
+        &format!("/vms/{a}/status/shutdown"),
+        json!({"timeout_s": 60}),
+    ));
+    let log = task_log(&h, &t.upid);
+    assert!(log.contains("shutdown through the guest agent"), "{log}");
+    assert_eq!(h.state(a), "stopped");
+    let serial = h.serial(a);
+    assert!(
+        serial.contains("KEEL-LIVE: guest agent shutdown")
+            && !serial.contains("KEEL-LIVE: power button"),
+        "the guest's agent powered it off"
+    );
+    agent_s += t_agent.elapsed().as_secs_f64();
+    eprintln!("guest agent steps took {agent_s:.1}s");
     // a VM with backups (libvirt checkpoints) is deleted like any other
-    h.ok(h.post_empty(&format!("/vms/{a}/status/stop")));
     h.ok(h.delete(&format!("/vms/{a}")));
     let (_, left) = common::virsh(&["list", "--all", "--name"]);
     assert!(
@@ -554,6 +583,37 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
         "{name} still defined"
     );
     eprintln!("vm_backups took {:.1}s", t_start.elapsed().as_secs_f64());
+}
+
+/// The live guest's agent (iso/live/README.md) answers: host name, OS and eth0's static
+/// address with the MAC Keel gave the NIC.
+fn guest_agent_reports_the_guest(h: &Hostd, vmid: u32) {
+    let mut info = Value::Null;
+    h.wait_for("the guest agent to answer", 60, || {
+        info = h.get_json(&format!("/vms/{vmid}/agent"));
+        info["state"] == "ok"
+    });
+    assert_eq!(info["hostname"], "keel-live", "{info}");
+    assert_eq!(info["os"]["id"], "keel-live", "{info}");
+    assert!(
+        info["os"]["kernel_release"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty()),
+        "{info}"
+    );
+    let mac = h.get_json(&format!("/vms/{vmid}"))["spec"]["nics"][0]["mac"].clone();
+    let eth0 = info["interfaces"]
+        .as_array()
+        .and_then(|i| i.iter().find(|i| i["name"] == "eth0").cloned())
+        .unwrap_or_else(|| panic!("no eth0 in {info}"));
+    assert_eq!(eth0["mac"], mac, "{info}");
+    assert!(
+        eth0["addresses"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|a| a["family"] == "ipv4" && a["address"] == "192.0.2.15" && a["prefix"] == 24)),
+        "{info}"
+    );
+    eprintln!("guest agent: {info}");
 }
 
 /// SHA-256 of a disk image's guest-visible bytes (converted to raw).

@@ -26,7 +26,9 @@ fn live_iso_guest_full_lifecycle() {
         "disks": [{"pool": h.pool, "size_mib": 32}],
         "cdrom": {"pool": h.pool, "volume": "keel-live.iso"},
         "nics": [{"bridge": br}],
-        "boot": ["cdrom", "disk0"]
+        "boot": ["cdrom", "disk0"],
+        // no agent channel: reboot and shutdown go through ACPI (libvirt prefers an agent)
+        "guest_agent": false
     });
     let t = h.ok(h.post("/vms?start=true", spec));
     assert_eq!(t.kind, "vmcreate");
@@ -172,6 +174,15 @@ fn live_iso_guest_full_lifecycle() {
     h.wait_for("ticks after reset", 60, || {
         h.serial(a).matches("KEEL-LIVE: tick 2").count() >= 3
     });
+    // a VM without the agent channel says so at once, without asking the guest
+    let t0 = std::time::Instant::now();
+    let ag = h.get_json(&format!("/vms/{a}/agent"));
+    assert_eq!(ag["state"], "no-channel", "{ag}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "no-agent answer took {:?}",
+        t0.elapsed()
+    );
     let t = h.ok(h.post(
         &format!("/vms/{a}/status/shutdown"),
         json!({"timeout_s": 120}),

@@ -8,7 +8,9 @@
 # kernel to probe KVM) and prints the ISO path as the last line of stdout.
 # Results are cached by content hash, so repeated runs only copy files.
 # Needs: apt-get, dpkg-deb, busybox-static, cpio, gzip, xorriso, isolinux,
-# syslinux-common. Run as root (apt sandbox, /dev/console node, default cache).
+# syslinux-common, and the shared libraries of Debian's qemu-guest-agent (the
+# ones qemu-system-x86 pulls in; see GA_LIBS). Run as root (apt sandbox,
+# /dev/console node, default cache).
 set -euo pipefail
 
 [[ $# -eq 1 ]] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
@@ -33,11 +35,22 @@ read -r kpkg kver < <(apt-cache "${apt_opts[@]}" depends -o APT::Cache::ShowVers
   die "cannot resolve linux-image-cloud-amd64 (missing apt lists? run apt-get update)"
 kabi=${kpkg#linux-image-}
 
+# The guest agent: Debian's qemu-ga, with the host's copies of the libraries it
+# links (these packages; their versions are part of the cache key).
+gaver=$(apt-cache "${apt_opts[@]}" policy qemu-guest-agent | sed -n 's/^ *Candidate: //p')
+[[ -n $gaver && $gaver != "(none)" ]] ||
+  die "no qemu-guest-agent candidate in apt (missing apt lists? run apt-get update)"
+GA_LIBS=(libc6 libglib2.0-0 libnuma1 libudev1 liburing2 libpcre2-8-0)
+galibs=$(dpkg-query -W -f='${Package}=${Version}\n' "${GA_LIBS[@]}") ||
+  die "qemu-guest-agent needs these host packages: ${GA_LIBS[*]} (apt-get install them)"
+
 # Cache key: every recipe file here (README excluded, docs don't change the
 # image), the kernel, and the host packages whose files end up in the image.
 hash=$({
   (cd "$here" && find . -maxdepth 1 -type f ! -name README.md -print0 | sort -z | xargs -0 sha256sum)
   echo "$kpkg=$kver"
+  echo "qemu-guest-agent=$gaver"
+  echo "$galibs"
   dpkg-query -W -f='${Package}=${Version}\n' busybox-static isolinux syslinux-common
 } | sha256sum | cut -d' ' -f1)
 dest=$cache_root/$hash
@@ -72,7 +85,10 @@ mkdir -p "$work"/{deb,out,iso/isolinux}
 chown _apt "$work/deb" 2>/dev/null || true
 (cd "$work/deb" && apt-get "${apt_opts[@]}" download -q "$kpkg=$kver" >&2) ||
   die "apt-get download $kpkg=$kver failed (stale apt lists? run apt-get update)"
-dpkg-deb -x "$work"/deb/*.deb "$work/kernel"
+(cd "$work/deb" && apt-get "${apt_opts[@]}" download -q "qemu-guest-agent=$gaver" >&2) ||
+  die "apt-get download qemu-guest-agent=$gaver failed (stale apt lists? run apt-get update)"
+dpkg-deb -x "$work"/deb/qemu-guest-agent_*.deb "$work/ga"
+dpkg-deb -x "$work"/deb/"${kpkg}"_*.deb "$work/kernel"
 # Newer Debian (trixie) ships modules as .ko.xz in /usr/lib/modules, while
 # busybox depmod looks in lib/; both are handled (only bookworm is tested).
 [[ -e $work/kernel/lib ]] || ln -s usr/lib "$work/kernel/lib"
@@ -83,14 +99,27 @@ busybox depmod -b "$work/kernel" "$kabi"
 
 # --- Initramfs: busybox, /init, the acpid handler and the modules.
 root=$work/initramfs
-mkdir -p "$root"/{bin,dev,proc,sys,run,lib/modules,etc/acpi/PWRF}
+mkdir -p "$root"/{bin,sbin,dev,proc,sys,run,mnt,lib/modules,etc/acpi/PWRF}
 cp /bin/busybox "$root/bin/"
-# Only the applets that init and power-button use.
-for applet in sh mount sleep insmod grep acpid uname sync poweroff; do
+# Only the applets that init, power-button and shutdown use.
+for applet in sh mount sleep insmod grep acpid uname sync poweroff reboot hostname ip mkdir dd losetup mke2fs ln cat; do
   ln -s busybox "$root/bin/$applet"
 done
 install -m 755 "$here/init" "$root/init"
 install -m 755 "$here/power-button" "$root/etc/acpi/PWRF/00000080"
+# qemu-ga runs /sbin/shutdown for guest-shutdown; what it reports as the guest's OS.
+install -m 755 "$here/shutdown" "$root/sbin/shutdown"
+install -m 644 "$here/os-release" "$root/etc/os-release"
+mkdir -p "$root/var" && ln -s ../run "$root/var/run"  # qemu-ga keeps its state in /var/run
+# qemu-ga and the shared libraries it links, at the paths the loader looks at.
+install -m 755 "$work/ga/usr/sbin/qemu-ga" "$root/bin/qemu-ga"
+if ldd "$work/ga/usr/sbin/qemu-ga" | grep -q 'not found'; then
+  die "qemu-ga needs libraries this host lacks: $(ldd "$work/ga/usr/sbin/qemu-ga" | grep 'not found' | tr -s ' \n' ' ')"
+fi
+while read -r lib; do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done < <(ldd "$work/ga/usr/sbin/qemu-ga" | grep -oE '/[^ ]+')
 # The kernel opens /dev/console for PID 1 before /init can mount devtmpfs.
 mknod -m 600 "$root/dev/console" c 5 1 ||
   log "warning: cannot mknod /dev/console (not root?); the kernel will warn at boot"
@@ -98,7 +127,9 @@ mknod -m 600 "$root/dev/console" c 5 1 ||
 # button + evdev: ACPI power button -> /dev/input/eventN -> acpid -> poweroff.
 # virtio_*: extras, so the guest can see virtio NICs and disks, and the balloon
 # (virtio_balloon: hot-plug tests lower a running guest's memory).
-wanted=(button evdev virtio_pci virtio_net virtio_blk virtio_balloon)
+# virtio_console: the guest agent's virtio-serial port; loop: the small file
+# system qemu-ga freezes (see init).
+wanted=(button evdev virtio_pci virtio_net virtio_blk virtio_balloon virtio_console loop)
 order=()
 add_module() {  # $1: path relative to $moddir; appends its dependencies first
   local dep

@@ -232,6 +232,12 @@ await step("stop the VM", async () => {
   await done.waitFor({ state: "detached", timeout: 10_000 });
 });
 
+await step("summary says the stopped VM's guest agent cannot answer", async () => {
+  const panel = page.locator('[aria-label="Guest agent"]');
+  await panel.locator('[data-agent-state="not-running"]').waitFor({ timeout: 30_000 });
+  await panel.getByText("its guest agent answers only while it runs").waitFor();
+}, { critical: false });
+
 await step("delete the VM with typed confirmation", async () => {
   await page.getByRole("button", { name: "Delete…" }).click();
   const dialog = page.getByRole("dialog", { name: `Delete VM ${ctx.vmid}` });
@@ -327,6 +333,17 @@ await step("VM page of the demo VM with its console", async () => {
   expect(hit.inside, `the console's bottom edge is covered by ${hit.at}`);
   await sleep(3000);
   await shot("vm-page-demo-console");
+}, { critical: false });
+
+await step("summary of the demo VM shows its guest agent's host name, OS and addresses", async () => {
+  // the demo VM has the agent channel; the live ISO's qemu-ga answers (iso/live/README.md)
+  await page.goto(`${BASE}/vms/${DEMO_VMID}`);
+  const panel = page.locator('[aria-label="Guest agent"]');
+  await panel.locator('[data-agent-state="ok"]').waitFor({ timeout: 90_000 });
+  await panel.getByText("keel-live", { exact: true }).waitFor();
+  await panel.getByText("Keel live guest 1 (busybox)").waitFor();
+  await panel.getByRole("table", { name: "Guest addresses" }).getByText("127.0.0.1/8").waitFor();
+  await shot("vm-guest-agent");
 }, { critical: false });
 
 /** Pixels of a uPlot chart's canvas in a line's colour (rgb within 12): the series is drawn. */

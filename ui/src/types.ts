@@ -281,3 +281,16 @@ export interface HaRule {
   nodes?: { node: string; priority: number }[];
   hard: boolean;
 }
+
+/** The QEMU guest agent (GET /vms/{vmid}/agent, docs/guest-agent.md). */
+export type AgentState = "no-channel" | "not-running" | "not-answering" | "ok";
+export interface GuestOs {
+  id: string | null; name: string | null; pretty_name: string | null; version: string | null;
+  version_id: string | null; kernel_release: string | null; kernel_version: string | null; machine: string | null;
+}
+export interface GuestAddress { family: string; address: string; prefix: number }
+export interface GuestInterface { name: string; mac: string | null; addresses: GuestAddress[] }
+export interface GuestAgentInfo {
+  vmid: number; state: AgentState; message: string;
+  hostname: string | null; os: GuestOs | null; interfaces: GuestInterface[];
+}

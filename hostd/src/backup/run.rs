@@ -465,6 +465,10 @@ fn live(
         r
     };
     let (mut kind, mut parent) = (BackupKind::Full, None);
+    // the guest's file systems are frozen only until the job has begun (QEMU then copies
+    // the disks as they were at that instant); the guard thaws on every way out
+    let state = node.hv.domain(dom)?.state;
+    let frozen = crate::agent::freeze(node, vmid, dom, state, task);
     match &plan {
         Plan::Incremental {
             parent: p,
@@ -500,6 +504,7 @@ fn live(
             begin(None)?;
         }
     }
+    frozen.thaw();
     let need = disks.iter().map(|(_, s)| *s).sum();
     wait_job(eng, dom, partial, need, task)?;
     if let Some(p) = &parent {

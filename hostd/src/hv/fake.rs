@@ -30,6 +30,9 @@ struct State {
     live: BTreeMap<String, String>,
     /// Counters `domain_stats` reports (metrics tests), set by [`FakeHv::set_stats`].
     stats: BTreeMap<String, DomainStats>,
+    /// Guest agents that answer, with what they report and how many file systems they
+    /// freeze ([`FakeHv::set_agent`]); any other domain's agent does not answer.
+    agents: BTreeMap<String, (super::AgentFacts, u32)>,
 }
 
 #[derive(Default)]
@@ -55,6 +58,30 @@ impl FakeHv {
     /// its state only).
     pub fn set_stats(&self, name: &str, stats: DomainStats) {
         self.lock().stats.insert(name.to_string(), stats);
+    }
+
+    /// Make the domain's guest agent answer with `facts` and freeze `filesystems` file
+    /// systems (`None`: it stops answering).
+    pub fn set_agent(&self, name: &str, agent: Option<(super::AgentFacts, u32)>) {
+        let mut s = self.lock();
+        match agent {
+            Some(a) => s.agents.insert(name.to_string(), a),
+            None => s.agents.remove(name),
+        };
+    }
+
+    /// The answering agent of a running domain, else the error libvirt would give.
+    fn agent(&self, name: &str, call: &str) -> HvResult<(super::AgentFacts, u32)> {
+        let mut s = self.lock();
+        s.calls.push(format!("{call} {name}"));
+        let running = s.domains.get(name).is_some_and(|d| d.1 == VmState::Running);
+        match s.agents.get(name) {
+            Some(a) if running => Ok(a.clone()),
+            _ => Err(HvError::Engine {
+                op: "guest agent",
+                msg: "Guest agent is not responding: QEMU guest agent is not connected".into(),
+            }),
+        }
     }
 
     /// Make a guest ignore ACPI shutdown requests.
@@ -436,6 +463,28 @@ impl Hypervisor for FakeHv {
             d.retain(|x| *x != dev);
             Ok(())
         })
+    }
+
+    fn agent_facts(&self, name: &str) -> HvResult<super::AgentFacts> {
+        Ok(self.agent(name, "agent-info")?.0)
+    }
+
+    fn agent_shutdown(&self, name: &str) -> HvResult<()> {
+        self.agent(name, "agent-shutdown")?;
+        let mut s = self.lock();
+        if let Some(d) = s.domains.get_mut(name) {
+            d.1 = VmState::Stopped;
+        }
+        s.live.remove(name);
+        Ok(())
+    }
+
+    fn fs_freeze(&self, name: &str) -> HvResult<u32> {
+        Ok(self.agent(name, "fsfreeze")?.1)
+    }
+
+    fn fs_thaw(&self, name: &str) -> HvResult<u32> {
+        Ok(self.agent(name, "fsthaw")?.1)
     }
 
     fn set_live_metadata(&self, name: &str, _xml: &str) -> HvResult<()> {

@@ -938,6 +938,66 @@ impl Hypervisor for Libvirt {
             .map_err(engine("define on the target"))
     }
 
+    fn agent_facts(&self, name: &str) -> HvResult<super::AgentFacts> {
+        self.with(|c| {
+            let d = Self::dom(c, name)?;
+            agent_timeout(&d, AGENT_QUERY_TIMEOUT_S)?;
+            let params = guest_info(
+                &d,
+                sys::VIR_DOMAIN_GUEST_INFO_OS | sys::VIR_DOMAIN_GUEST_INFO_HOSTNAME,
+            )
+            .map_err(engine("guest info"))?;
+            let mut facts = super::AgentFacts::default();
+            for (k, v) in params {
+                if k == "hostname" {
+                    facts.hostname = Some(v);
+                } else if let Some(f) = k.strip_prefix("os.") {
+                    facts.os.push((f.to_string(), v));
+                }
+            }
+            facts.interfaces = agent_interfaces(&d).map_err(engine("guest interfaces"))?;
+            Ok(facts)
+        })
+    }
+
+    fn agent_shutdown(&self, name: &str) -> HvResult<()> {
+        self.with(|c| {
+            let d = Self::dom(c, name)?;
+            agent_timeout(&d, AGENT_QUERY_TIMEOUT_S)?;
+            d.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
+                .map_err(engine("shutdown through the guest agent"))
+        })
+    }
+
+    fn fs_freeze(&self, name: &str) -> HvResult<u32> {
+        self.with(|c| {
+            let d = Self::dom(c, name)?;
+            agent_timeout(&d, AGENT_FREEZE_TIMEOUT_S)?;
+            // SAFETY: `d` is a live domain handle for the call; no mount points are passed
+            // (NULL, 0: every file system). The `virt` crate has no binding for this call.
+            #[allow(unsafe_code)]
+            let r = unsafe { sys::virDomainFSFreeze(d.as_ptr(), std::ptr::null_mut(), 0, 0) };
+            if r < 0 {
+                return Err(engine("fsfreeze")(virt::error::Error::last_error()));
+            }
+            Ok(u32::try_from(r).unwrap_or(0))
+        })
+    }
+
+    fn fs_thaw(&self, name: &str) -> HvResult<u32> {
+        self.with(|c| {
+            let d = Self::dom(c, name)?;
+            agent_timeout(&d, AGENT_FREEZE_TIMEOUT_S)?;
+            // SAFETY: as in fs_freeze.
+            #[allow(unsafe_code)]
+            let r = unsafe { sys::virDomainFSThaw(d.as_ptr(), std::ptr::null_mut(), 0, 0) };
+            if r < 0 {
+                return Err(engine("fsthaw")(virt::error::Error::last_error()));
+            }
+            Ok(u32::try_from(r).unwrap_or(0))
+        })
+    }
+
     fn set_live_metadata(&self, name: &str, xml: &str) -> HvResult<()> {
         self.with(|c| {
             Self::dom(c, name)?
@@ -951,6 +1011,136 @@ impl Hypervisor for Libvirt {
                 .map_err(engine("set metadata"))
         })
     }
+}
+
+/// Seconds libvirt waits for the guest agent in queries and the shutdown request: a silent
+/// agent must not hold an API request (libvirt's own default waits forever).
+const AGENT_QUERY_TIMEOUT_S: i32 = 3;
+/// Seconds for a freeze or thaw: the guest flushes its file systems first.
+const AGENT_FREEZE_TIMEOUT_S: i32 = 30;
+
+/// Bound the domain's guest agent calls (virDomainAgentSetResponseTimeout; the setting is the
+/// domain's, so it is set before every call).
+fn agent_timeout(d: &Domain, secs: i32) -> HvResult<()> {
+    // SAFETY: `d` is a live domain handle for the call; the call only stores the value.
+    #[allow(unsafe_code)]
+    let r = unsafe { sys::virDomainAgentSetResponseTimeout(d.as_ptr(), secs, 0) };
+    if r < 0 {
+        return Err(engine("set the guest agent timeout")(
+            virt::error::Error::last_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// virDomainInterfaceAddresses from the guest agent. The `virt` crate's binding frees the
+/// strings but never the interfaces themselves (a leak on every call of a polled endpoint), so
+/// here every interface is copied and then freed with virDomainInterfaceFree.
+fn agent_interfaces(
+    d: &Domain,
+) -> Result<Vec<keel_api::agent::GuestInterface>, virt::error::Error> {
+    use keel_api::agent::{GuestAddress, GuestInterface};
+    let mut ifaces: *mut sys::virDomainInterfacePtr = std::ptr::null_mut();
+    // SAFETY: `d` is a live domain handle; `ifaces` is a valid out-pointer; libvirt either
+    // fails (nothing allocated) or sets it to an array of `n` interfaces it allocated.
+    #[allow(unsafe_code)]
+    let n = unsafe {
+        sys::virDomainInterfaceAddresses(
+            d.as_ptr(),
+            &mut ifaces,
+            sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(virt::error::Error::last_error());
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    if ifaces.is_null() {
+        return Ok(out);
+    }
+    let text = |p: *const std::os::raw::c_char| -> Option<String> {
+        // SAFETY: a non-null pointer here is a NUL-terminated string of the interface being
+        // read, alive until it is freed below.
+        #[allow(unsafe_code)]
+        (!p.is_null()).then(|| {
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
+    // SAFETY: libvirt returned `n` interface pointers at `ifaces` (checked non-null), each
+    // with `naddrs` addresses at `addrs`; everything is copied before each interface is freed
+    // by virDomainInterfaceFree and the array by free(), as libvirt documents.
+    #[allow(unsafe_code)]
+    unsafe {
+        for &ip in std::slice::from_raw_parts(ifaces, n as usize) {
+            if ip.is_null() {
+                continue;
+            }
+            let i = &*ip;
+            let addrs = if i.addrs.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(i.addrs, i.naddrs as usize)
+            };
+            out.push(GuestInterface {
+                name: text(i.name).unwrap_or_default(),
+                mac: text(i.hwaddr).filter(|m| !m.is_empty()),
+                addresses: addrs
+                    .iter()
+                    .filter_map(|a| {
+                        Some(GuestAddress {
+                            family: if a.type_ == sys::VIR_IP_ADDR_TYPE_IPV6 as i32 {
+                                "ipv6".into()
+                            } else {
+                                "ipv4".into()
+                            },
+                            address: text(a.addr)?,
+                            prefix: a.prefix,
+                        })
+                    })
+                    .collect(),
+            });
+            sys::virDomainInterfaceFree(ip);
+        }
+        libc::free(ifaces.cast());
+    }
+    Ok(out)
+}
+
+/// virDomainGetGuestInfo's string parameters as (field, value) pairs (numbers are skipped:
+/// the types asked for here report strings). The `virt` crate has no binding for it.
+fn guest_info(d: &Domain, types: u32) -> Result<Vec<(String, String)>, virt::error::Error> {
+    let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+    let mut n: std::os::raw::c_int = 0;
+    // SAFETY: `d` is a live domain handle; the out-pointers are valid locals; libvirt either
+    // fails (nothing allocated) or sets `params` to an array of `n` parameters it allocated.
+    #[allow(unsafe_code)]
+    let r = unsafe { sys::virDomainGetGuestInfo(d.as_ptr(), types, &mut params, &mut n, 0) };
+    if r < 0 {
+        return Err(virt::error::Error::last_error());
+    }
+    if params.is_null() || n <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    // SAFETY: libvirt returned `n` initialised parameters at `params` (checked non-null); the
+    // field names are NUL-terminated within their 80 bytes and a string parameter's value is
+    // a NUL-terminated string libvirt owns; both are copied before the array is freed.
+    #[allow(unsafe_code)]
+    unsafe {
+        for p in std::slice::from_raw_parts(params, n as usize) {
+            if p.type_ != sys::VIR_TYPED_PARAM_STRING as i32 || p.value.s.is_null() {
+                continue;
+            }
+            let field = std::ffi::CStr::from_ptr(p.field.as_ptr()).to_string_lossy();
+            let value = std::ffi::CStr::from_ptr(p.value.s).to_string_lossy();
+            out.push((field.into_owned(), value.into_owned()));
+        }
+        sys::virTypedParamsFree(params, n);
+    }
+    Ok(out)
 }
 
 /// A snapshot's facts from libvirt's `<domainsnapshot>` XML.

@@ -141,6 +141,29 @@ pub trait Hypervisor: Send + Sync {
         Err(unsupported("report domain statistics"))
     }
 
+    // ---- the QEMU guest agent (hostd/src/agent.rs). Every call is bounded by a short
+    // agent timeout; an agent that does not answer is an error, never a wait.
+    /// Host name, OS and interfaces as the running domain's guest agent reports them.
+    fn agent_facts(&self, name: &str) -> HvResult<AgentFacts> {
+        let _ = name;
+        Err(unsupported("talk to a guest agent"))
+    }
+    /// Shut the guest down through its agent (returns once the agent accepted the request).
+    fn agent_shutdown(&self, name: &str) -> HvResult<()> {
+        let _ = name;
+        Err(unsupported("shut a guest down through its agent"))
+    }
+    /// Freeze the guest's file systems through its agent; returns how many it froze.
+    fn fs_freeze(&self, name: &str) -> HvResult<u32> {
+        let _ = name;
+        Err(unsupported("freeze guest file systems"))
+    }
+    /// Thaw the guest's file systems; returns how many it thawed.
+    fn fs_thaw(&self, name: &str) -> HvResult<u32> {
+        let _ = name;
+        Err(unsupported("thaw guest file systems"))
+    }
+
     // ---- snapshots and disk growth (hostd/src/snapshots.rs). Engines without them say so.
     /// The domain's snapshots as libvirt describes them (any order).
     fn list_snapshots(&self, name: &str) -> HvResult<Vec<SnapshotRow>> {
@@ -305,4 +328,13 @@ pub struct SnapshotRow {
     /// Memory state included (internal snapshot of an active domain).
     pub memory: bool,
     pub current: bool,
+}
+
+/// What a guest agent reported (hostd/src/agent.rs turns it into the API's answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFacts {
+    pub hostname: Option<String>,
+    /// `os.*` fields of libvirt's guest info without the prefix (`id`, `pretty-name`, …).
+    pub os: Vec<(String, String)>,
+    pub interfaces: Vec<keel_api::agent::GuestInterface>,
 }

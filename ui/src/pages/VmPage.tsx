@@ -14,6 +14,7 @@ import { Console, Serial } from "./Console";
 import { ResizeDisk, Snapshots } from "./Snapshots";
 import { Backups } from "./Backups";
 import { Metrics } from "./Metrics";
+import { GuestAgent } from "./GuestAgent";
 import { CloneActions, TemplateBadge } from "./Clone";
 import { MigrateAction } from "./Migrate";
 import { DeviceActions, type Msg as DeviceMsg, RemoveDevice } from "./Hotplug";
@@ -22,7 +23,7 @@ const OP_LABEL: Record<PowerOp, string> = {
   start: "Start", shutdown: "Shut down", stop: "Stop", reboot: "Reboot", reset: "Reset", suspend: "Suspend", resume: "Resume",
 };
 const OP_HINT: Record<PowerOp, string> = {
-  start: "Boot the VM", shutdown: "Ask the guest OS to power off (ACPI)", stop: "Power off at once, like pulling the plug",
+  start: "Boot the VM", shutdown: "Ask the guest OS to power off (through its guest agent when it answers, else ACPI)", stop: "Power off at once, like pulling the plug",
   reboot: "Ask the guest OS to reboot (ACPI)", reset: "Hard reset, like the reset button", suspend: "Pause the vCPUs", resume: "Continue paused vCPUs",
 };
 type Tab = "summary" | "performance" | "hardware" | "console" | "serial" | "tasks" | "snapshots" | "backups";
@@ -103,7 +104,7 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
       <Tabs<Tab> label="VM sections" active={active} onChange={setTab}
         tabs={[["summary", "Summary"], ["performance", "Performance"], ["hardware", "Hardware"], ["console", "Console"], ["serial", "Serial"], ["tasks", "Tasks"], ["snapshots", "Snapshots"], ["backups", "Backups"]]} />
       <div role="tabpanel" id={`panel-${active}`} aria-labelledby={`tab-${active}`} class="tabpanel">
-        {active === "summary" && (s ? <Summary s={s} /> : <Loading what="status" />)}
+        {active === "summary" && (s ? <Summary s={s} vmid={vmid} /> : <Loading what="status" />)}
         {active === "performance" && <Metrics path={`/vms/${vmid}`} what={`VM ${vmid}`} />}
         {active === "hardware" && <Hardware config={config.data} error={config.error} vmid={vmid}
           onChanged={() => { config.refresh(); status.refresh(); }} />}
@@ -118,7 +119,7 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
   );
 }
 
-function Summary({ s }: { s: VmStatus }) {
+function Summary({ s, vmid }: { s: VmStatus; vmid: number }) {
   return (
     <div class="grid-2">
       <div class="panel">
@@ -149,6 +150,7 @@ function Summary({ s }: { s: VmStatus }) {
           </table>
         )}
       </div>
+      <GuestAgent vmid={vmid} />
     </div>
   );
 }
