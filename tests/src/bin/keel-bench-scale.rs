@@ -209,7 +209,8 @@ fn memory(k: &KNode) -> serde_json::Value {
 
 fn report_memory(knodes: &[KNode], res: &mut serde_json::Value, label: &str) {
     let per: Vec<serde_json::Value> = knodes.iter().map(memory).collect();
-    let mib = |v: &serde_json::Value, g: &str, f: &str| v[g][f].as_u64().unwrap_or(0) as f64 / 1024.0;
+    let mib =
+        |v: &serde_json::Value, g: &str, f: &str| v[g][f].as_u64().unwrap_or(0) as f64 / 1024.0;
     let mut line = String::new();
     for g in ["corosync", "pacemaker", "keel-hostd", "keel-clusterd"] {
         let rss: Vec<f64> = per.iter().map(|v| mib(v, g, "rss_kib")).collect();
@@ -284,7 +285,9 @@ fn bench(lab: &NetnsLab, args: &Args, res: &mut serde_json::Value) -> Result<()>
             settle.as_secs_f64(),
             i + 1
         );
-        joins.push(json!({ "node": k.n.name, "join_s": join_s, "membership_s": settle.as_secs_f64() }));
+        joins.push(
+            json!({ "node": k.n.name, "join_s": join_s, "membership_s": settle.as_secs_f64() }),
+        );
     }
     let joined_s = tf.elapsed().as_secs_f64();
     eprintln!("METRIC init_plus_{}_joins={joined_s:.2}s", n - 1);
@@ -347,7 +350,11 @@ fn bench(lab: &NetnsLab, args: &Args, res: &mut serde_json::Value) -> Result<()>
     // every member's own view: quorate with N nodes
     for k in &knodes {
         let q = k.n.quorum()?;
-        ensure!(q == (n, true), "{}: corosync-quorumtool says {q:?}", k.n.name);
+        ensure!(
+            q == (n, true),
+            "{}: corosync-quorumtool says {q:?}",
+            k.n.name
+        );
     }
     report_memory(&knodes, res, "formed");
 
@@ -455,9 +462,11 @@ fn bench(lab: &NetnsLab, args: &Args, res: &mut serde_json::Value) -> Result<()>
         victim.n.name
     );
     for k in &survivors {
-        lab.wait_for(&format!("{} quorate with {} nodes", k.n.name, n - 1), WAIT, || {
-            Ok(k.n.quorum()? == (n - 1, true))
-        })?;
+        lab.wait_for(
+            &format!("{} quorate with {} nodes", k.n.name, n - 1),
+            WAIT,
+            || Ok(k.n.quorum()? == (n - 1, true)),
+        )?;
     }
     let quorate_s = tc.elapsed().as_secs_f64();
     for k in &survivors {
