@@ -8,7 +8,7 @@ use clusterd::commands;
 use clusterd::form;
 use keel_api::cluster::{ClusterNode, ClusterStatus, FailedAction, LinkStatus, MemberStatus};
 
-use super::fencing::{cib_stonith_devices, fence_test_of};
+use super::fencing::{cib_stonith_devices, fence_tests_of};
 use crate::error::Result;
 use crate::Node;
 
@@ -117,6 +117,8 @@ fn compute_status(node: &Node) -> Result<ClusterStatus> {
     let daemons = crate::daemons::daemon_statuses(node);
     let store = crate::daemons::store_state();
     notes.extend(crate::daemons::status_notes(&daemons, &store));
+    let names: Vec<&str> = conf.nodes.iter().map(|n| n.name.as_str()).collect();
+    let mut tests = fence_tests_of(cs, &names);
     let mut members = vec![];
     for n in &conf.nodes {
         let qm = q
@@ -160,7 +162,7 @@ fn compute_status(node: &Node) -> Result<ClusterStatus> {
             links: ls,
             is_dc: cn.is_some_and(|c| c.is_dc),
             fence_device: dev.map(|d| d.0.clone()),
-            last_fence_test: fence_test_of(cs, &n.name),
+            last_fence_test: tests.remove(&n.name),
         });
     }
     Ok(ClusterStatus {
