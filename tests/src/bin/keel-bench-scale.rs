@@ -380,6 +380,29 @@ fn bench(lab: &NetnsLab, args: &Args, res: &mut serde_json::Value) -> Result<()>
     )?;
     m("corosync_quorumtool_s", "corosync-quorumtool -s", 1.1)?;
     m("crm_mon_1_xml", "crm_mon -1 --output-as=xml", 1.1)?;
+    // the four engine commands a Keel status runs (its lower bound), one after the other and
+    // at once
+    let four = [
+        "corosync-quorumtool -s",
+        "corosync-cfgtool -n",
+        "crm_mon -1 --output-as=xml",
+        "cibadmin --query --scope resources",
+    ];
+    m(
+        "raw_status_commands_in_turn",
+        &format!("{{ {}; }}", four.join(" >/dev/null && ")),
+        1.1,
+    )?;
+    m(
+        "raw_status_commands_at_once",
+        &format!(
+            "sh -c '{} wait'",
+            four.iter()
+                .map(|c| format!("{c} >/dev/null & "))
+                .collect::<String>()
+        ),
+        1.1,
+    )?;
     // the store: a write is applied once every member reported quorate through CPG
     let mut i = 0;
     let write_cmd = |i: usize| -> Result<String> {
