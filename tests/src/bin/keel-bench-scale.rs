@@ -431,6 +431,14 @@ fn bench(lab: &NetnsLab, args: &Args, res: &mut serde_json::Value) -> Result<()>
         &format!("{keel} cluster config set bench/cli $i"),
         0.2,
     )?;
+    // what the UI's cluster page polls besides the status (each poll: these three and the status)
+    for (name, path) in [
+        ("api_cluster_fencing", "/api/v1/cluster/fencing"),
+        ("api_cluster_vip", "/api/v1/cluster/vip"),
+        ("api_cluster_nodes", "/api/v1/cluster/nodes"),
+    ] {
+        m(name, &curl_cmd(first, "GET", path, None)?, 0.2)?;
+    }
     // forwarding: one member's node info through node1, and the node list (every member asked)
     let lastname = &names[n - 1];
     m(
