@@ -552,6 +552,41 @@ fn bench(lab: &NetnsLab, args: &Args, res: &mut serde_json::Value) -> Result<()>
         lat.insert(name.into(), summary(&format!("{name}_one_down"), &v));
     }
     res["latency_node1_one_down"] = serde_json::Value::Object(lat);
+    // a fence test through Keel on a survivor: its record is cluster-wide (node2's status,
+    // which has no local record of it, shows it through the config store); n - 2 nodes must
+    // still hold quorum for the record to be written
+    if n >= 5 {
+        let target = survivors.last().context("no survivor")?;
+        let seen = survivors.get(1).context("no second survivor")?;
+        ensure!(
+            target.n.index > 2 && seen.n.index == 2,
+            "fence test target {} / observer {}",
+            target.n.name,
+            seen.n.name
+        );
+        let t = Instant::now();
+        first.keel_ok(&["fence", "test", &target.n.name, "--yes", "--off"])?;
+        let test_s = t.elapsed().as_secs_f64();
+        let mut st = serde_json::Value::Null;
+        lab.wait_for(
+            &format!("{}'s fence test seen in node2's status", target.n.name),
+            Duration::from_secs(120),
+            || {
+                st = status(seen)?;
+                Ok(st["members"].as_array().is_some_and(|a| {
+                    a.iter().any(|m| {
+                        m["name"] == target.n.name.as_str() && m["last_fence_test"]["ok"] == true
+                    })
+                }))
+            },
+        )
+        .with_context(|| format!("node2's status: {st}"))?;
+        eprintln!(
+            "METRIC fence_test_{}={test_s:.2}s (its record seen in node2's status)",
+            target.n.name
+        );
+        res["fence_test_s"] = json!(test_s);
+    }
     let survivors_owned: Vec<KNode> = survivors
         .iter()
         .map(|k| KNode {
