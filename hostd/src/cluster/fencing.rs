@@ -124,41 +124,82 @@ pub(super) fn fence_test_key(node: &str) -> String {
 /// The newer of this node's record and the cluster-wide one in the config store (when
 /// keel-clusterd answers): a test run through any member counts everywhere.
 pub(super) fn fence_test_of(cs: &ClusterState, node: &str) -> Option<FenceTestResult> {
-    let local = cs
-        .db
-        .conn()
-        .query_row(
-            "SELECT t.at, t.ok, t.action, t.message, g.generation FROM cluster_fence_tests t \
-             LEFT JOIN cluster_fence_test_generations g ON g.node = t.node WHERE t.node=?1",
-            params![node],
-            |r| {
-                Ok(FenceTestResult {
-                    at: r.get(0)?,
-                    ok: r.get::<_, i64>(1)? != 0,
-                    action: r.get(2)?,
-                    message: r.get(3)?,
-                    device_generation: r.get(4)?,
-                })
-            },
-        )
-        .ok();
-    let shared = tokio::runtime::Handle::try_current().ok().and_then(|h| {
-        let c = clusterd::store::client::Client::local();
-        h.block_on(async {
-            tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                c.get(&fence_test_key(node)),
-            )
-            .await
-            .ok()?
-            .ok()
+    fence_tests_of(cs, &[node]).remove(node)
+}
+
+/// [`fence_test_of`] for each of `nodes`, with one config-store read for all of them: a
+/// status or gate over a 16-node cluster costs one round trip to keel-clusterd (and at most
+/// one 2 s bound when it is slow), not one per member.
+pub(super) fn fence_tests_of(
+    cs: &ClusterState,
+    nodes: &[&str],
+) -> BTreeMap<String, FenceTestResult> {
+    let shared = tokio::runtime::Handle::try_current()
+        .ok()
+        .and_then(|h| {
+            let c = clusterd::store::client::Client::local();
+            h.block_on(async {
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    c.list(FENCE_TESTS_PREFIX),
+                )
+                .await
+                .ok()?
+                .ok()
+            })
         })
-        .and_then(|e| serde_json::from_value::<FenceTestResult>(e.value).ok())
-    });
-    match (local, shared) {
-        (Some(a), Some(b)) => Some(if b.at > a.at { b } else { a }),
-        (a, b) => a.or(b),
+        .unwrap_or_default();
+    let mut shared = shared_fence_tests(shared);
+    let conn = cs.db.conn();
+    let mut out = BTreeMap::new();
+    for &node in nodes {
+        let local = conn
+            .query_row(
+                "SELECT t.at, t.ok, t.action, t.message, g.generation FROM cluster_fence_tests t \
+                 LEFT JOIN cluster_fence_test_generations g ON g.node = t.node WHERE t.node=?1",
+                params![node],
+                |r| {
+                    Ok(FenceTestResult {
+                        at: r.get(0)?,
+                        ok: r.get::<_, i64>(1)? != 0,
+                        action: r.get(2)?,
+                        message: r.get(3)?,
+                        device_generation: r.get(4)?,
+                    })
+                },
+            )
+            .ok();
+        let newest = match (local, shared.remove(node)) {
+            (Some(a), Some(b)) => Some(if b.at > a.at { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        if let Some(t) = newest {
+            out.insert(node.to_string(), t);
+        }
     }
+    out
+}
+
+/// Config store prefix of the cluster-wide fence test records ([`fence_test_key`]).
+const FENCE_TESTS_PREFIX: &str = "/cluster/fence-tests";
+
+/// The fence test records among `entries` of the config store, by node.
+fn shared_fence_tests(entries: Vec<clusterd::store::Entry>) -> BTreeMap<String, FenceTestResult> {
+    entries
+        .into_iter()
+        .filter_map(|e| {
+            let node = e
+                .key
+                .strip_prefix(FENCE_TESTS_PREFIX)?
+                .strip_prefix('/')?
+                .to_string();
+            (!node.is_empty() && !node.contains('/')).then_some(())?;
+            Some((
+                node,
+                serde_json::from_value::<FenceTestResult>(e.value).ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// A FenceDevice with only the identity fields needed to delete it from the CIB.
@@ -329,13 +370,15 @@ pub fn require_fence_tested(node: &Node) -> Result<()> {
     let cs = &node.cluster;
     let conf = form::read_corosync_conf(&cs.paths)?;
     let devices = cib_devices(cs.runner.as_ref())?;
+    let names: Vec<&str> = conf.nodes.iter().map(|n| n.name.as_str()).collect();
+    let tests = fence_tests_of(cs, &names);
     let untested: Vec<String> = conf
         .nodes
         .iter()
         .filter_map(|n| {
             let dev = devices.iter().find(|d| d.target == n.name);
-            let test = fence_test_of(cs, &n.name);
-            unproven_reason(dev, test.as_ref()).map(|why| format!("{} ({why})", n.name))
+            let test = tests.get(&n.name);
+            unproven_reason(dev, test).map(|why| format!("{} ({why})", n.name))
         })
         .collect();
     if !untested.is_empty() {
@@ -352,12 +395,15 @@ pub(super) fn list(node: &Node) -> Result<Vec<FenceDeviceInfo>> {
     if node.cluster.record()?.is_none() {
         return Ok(vec![]);
     }
-    Ok(cib_devices(node.cluster.runner.as_ref())?
+    let devices = cib_devices(node.cluster.runner.as_ref())?;
+    let names: Vec<&str> = devices.iter().map(|d| d.target.as_str()).collect();
+    let mut tests = fence_tests_of(&node.cluster, &names);
+    Ok(devices
         .into_iter()
         .map(|d| FenceDeviceInfo {
             id: d.id,
             agent: FenceAgentKind::from_name(&d.agent),
-            last_test: fence_test_of(&node.cluster, &d.target),
+            last_test: tests.remove(&d.target),
             node: d.target,
             // what a reboot through this device does (`off`: the node stays down)
             params: d
@@ -559,6 +605,30 @@ mod tests {
     use super::super::testlab::{self, Lab, SELF};
     use super::*;
     use keel_runner::{Fake, Reply};
+
+    /// One config-store list serves every node's fence test: records are read by node name,
+    /// a nested key or an unreadable value is not a node's record.
+    #[test]
+    fn fence_tests_read_from_one_store_list() {
+        let e = |key: &str, value: serde_json::Value| clusterd::store::Entry {
+            key: key.into(),
+            version: 1,
+            value,
+        };
+        let rec = |at: i64| serde_json::json!({"at": at, "ok": true, "action": "off", "message": "done", "device_generation": "g1"});
+        let m = shared_fence_tests(vec![
+            e("/cluster/fence-tests/node1", rec(10)),
+            e("/cluster/fence-tests/node16", rec(20)),
+            e("/cluster/fence-tests/x/y", rec(30)),
+            e("/cluster/fence-tests/bad", serde_json::json!({"ok": "yes"})),
+        ]);
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["node1", "node16"]);
+        assert_eq!(m.get("node16").map(|t| t.at), Some(20));
+        assert_eq!(
+            m.get("node1").and_then(|t| t.device_generation.as_deref()),
+            Some("g1")
+        );
+    }
 
     fn two_nodes(fake: Fake) -> Result<Lab> {
         testlab::clustered(

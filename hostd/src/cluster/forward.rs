@@ -372,8 +372,9 @@ pub(super) async fn forward_console(
     crate::console::forward_ws(ws, tls, &m.name, &m.api, &pq, &headers, vmid).await
 }
 
-/// `GET /api/v1/nodes/{m}` of every other member, for `user` (members that do not answer within
-/// the client timeout are left out, with a warning).
+/// `GET /api/v1/nodes/{m}` of every other member, for `user`, asked all at once (the list costs
+/// the slowest member, not the sum over the cluster); members that do not answer within
+/// [`MEMBER_INFO_TIMEOUT`] are left out, with a warning. In member order.
 pub async fn member_node_infos(node: &Node, user: &str) -> Vec<keel_api::node::NodeInfo> {
     let Ok(Some(rec)) = node.cluster.record() else {
         return vec![];
@@ -384,38 +385,55 @@ pub async fn member_node_infos(node: &Node, user: &str) -> Vec<keel_api::node::N
     let Ok(client) = node.cluster.member_client() else {
         return vec![];
     };
-    let mut out = vec![];
+    let asks = rec
+        .members
+        .iter()
+        .filter(|m| m.name != node.cfg.node)
+        .map(|m| member_node_info(node, &client, &key, m, user));
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// How long [`member_node_infos`] waits for one member.
+pub const MEMBER_INFO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn member_node_info(
+    node: &Node,
+    client: &reqwest::Client,
+    key: &[u8],
+    m: &MemberRecord,
+    user: &str,
+) -> Option<keel_api::node::NodeInfo> {
     let empty = cluster_net::body_digest(b"");
-    for m in rec.members.iter().filter(|m| m.name != node.cfg.node) {
-        let pq = format!("/api/v1/nodes/{}", m.name);
-        let signed = Signed {
-            method: "GET",
-            path: &pq,
-            user,
-            body: &empty,
-        };
-        let Ok(sig) = cluster_net::peer_header(&key, &node.cfg.node, now(), &signed) else {
-            continue;
-        };
-        let r = client
-            .get(format!("https://{}{pq}", m.api))
-            .header(PEER_HEADER, sig)
-            .header(FORWARDED_USER, user)
-            .timeout(std::time::Duration::from_secs(5))
-            .send()
-            .await;
-        match r {
-            Ok(r) if r.status().is_success() => match r.json::<keel_api::node::NodeInfo>().await {
-                Ok(i) => out.push(i),
-                Err(e) => tracing::warn!(member = %m.name, error = %e, "node info"),
-            },
-            Ok(r) => tracing::warn!(member = %m.name, status = %r.status(), "node info"),
-            Err(e) => {
-                tracing::warn!(member = %m.name, error = %cluster_net::error_chain(&e), "node info")
-            }
+    let pq = format!("/api/v1/nodes/{}", m.name);
+    let signed = Signed {
+        method: "GET",
+        path: &pq,
+        user,
+        body: &empty,
+    };
+    let sig = cluster_net::peer_header(key, &node.cfg.node, now(), &signed).ok()?;
+    let r = client
+        .get(format!("https://{}{pq}", m.api))
+        .header(PEER_HEADER, sig)
+        .header(FORWARDED_USER, user)
+        .timeout(MEMBER_INFO_TIMEOUT)
+        .send()
+        .await;
+    match r {
+        Ok(r) if r.status().is_success() => match r.json::<keel_api::node::NodeInfo>().await {
+            Ok(i) => return Some(i),
+            Err(e) => tracing::warn!(member = %m.name, error = %e, "node info"),
+        },
+        Ok(r) => tracing::warn!(member = %m.name, status = %r.status(), "node info"),
+        Err(e) => {
+            tracing::warn!(member = %m.name, error = %cluster_net::error_chain(&e), "node info")
         }
     }
-    out
+    None
 }
 
 /// A request without a body to member `member`'s API (`pq`: path and query) for `user`,
@@ -473,4 +491,45 @@ pub async fn member_request(
         .await
         .map_err(|e| Error::Conflict(format!("member {member}: {e}")))?;
     Ok((status, body.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testlab::{self, SELF};
+    use super::*;
+    use keel_runner::Fake;
+
+    /// Members that take the connection and never answer (a wedged hostd): the node list asks
+    /// them all at once, so it costs one [`MEMBER_INFO_TIMEOUT`], not one per member (three
+    /// here, fifteen in a 16-node cluster), and leaves them out.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn node_list_asks_every_member_at_once() -> Result<()> {
+        let mut held = vec![];
+        let mut apis = vec![];
+        for _ in 0..3 {
+            // bound and listening: the kernel completes the TCP handshake, nobody answers TLS
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            apis.push(l.local_addr()?.to_string());
+            held.push(l);
+        }
+        let lab = testlab::clustered(
+            &[
+                (SELF, "192.0.2.1", "127.0.0.1:1"),
+                ("n2", "192.0.2.2", &apis[0]),
+                ("n3", "192.0.2.3", &apis[1]),
+                ("n4", "192.0.2.4", &apis[2]),
+            ],
+            Fake::new(),
+        )?;
+        let t = std::time::Instant::now();
+        let infos = member_node_infos(&lab.node, "root").await;
+        let took = t.elapsed();
+        assert!(infos.is_empty(), "silent members answered: {infos:?}");
+        assert!(
+            took >= MEMBER_INFO_TIMEOUT && took < MEMBER_INFO_TIMEOUT * 2,
+            "three silent members cost {took:?}: asked one after the other?"
+        );
+        drop(held);
+        Ok(())
+    }
 }
