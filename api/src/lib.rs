@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod cluster_storage;
 pub mod error;
 pub mod ha;
+pub mod hostnet;
 pub mod metrics;
 pub mod migration;
 pub mod network;
