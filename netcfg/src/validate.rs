@@ -68,6 +68,13 @@ pub fn check_mtu(device: &str, mtu: u32) -> Result<(), Problem> {
     }
 }
 
+fn is_bond(cfg: &NetConfig, name: &str) -> bool {
+    matches!(
+        cfg.device(name).map(|d| &d.kind),
+        Some(DeviceKind::Bond { .. })
+    )
+}
+
 /// Every problem of `cfg` (empty = valid).
 pub fn validate(cfg: &NetConfig) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -134,7 +141,9 @@ pub fn validate(cfg: &NetConfig) -> Vec<Problem> {
                         format!("parent `{parent}` is not a device Keel manages on this node"),
                     )),
                     Some(p) => {
-                        if let Some(m) = &p.master {
+                        // A VLAN on a bridge port is fine (the installer's bond0 is both);
+                        // on a bond slave it would bypass the bond.
+                        if let Some(m) = p.master.as_ref().filter(|m| is_bond(cfg, m)) {
                             out.push(Problem::new(
                                 n,
                                 format!("parent `{parent}` is enslaved to `{m}`; put the VLAN on `{m}` instead"),
@@ -196,7 +205,7 @@ pub fn validate(cfg: &NetConfig) -> Vec<Problem> {
                 ),
             ));
         }
-        if d.master.is_some() && !d.vlans.is_empty() {
+        if d.master.as_ref().is_some_and(|m| is_bond(cfg, m)) && !d.vlans.is_empty() {
             out.push(Problem::new(
                 n,
                 format!(
