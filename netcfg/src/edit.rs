@@ -443,8 +443,10 @@ mod tests {
         assert!(e.message.contains("put the VLAN on `bond0`"), "{e}");
         let e = put_vlan(&mut cfg, &v("nope", 5)).unwrap_err();
         assert!(e.message.contains("`nope` is not a device"), "{e}");
-        let mut l3 = L3::default();
-        l3.mtu = Some(20);
+        let l3 = L3 {
+            mtu: Some(20),
+            ..L3::default()
+        };
         let e = put_vlan(
             &mut cfg,
             &VlanEdit {

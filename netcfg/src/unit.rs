@@ -106,7 +106,7 @@ impl UnitFile {
             .flat_map(|(_, kv)| kv.iter())
             .filter(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
-            .last()
+            .next_back()
     }
 }
 
