@@ -96,8 +96,20 @@ fn switch_files(from: &[NetFile], to: &[NetFile]) -> Result<()> {
     Ok(())
 }
 
-fn names(cfg: &NetConfig) -> Vec<String> {
-    cfg.devices.iter().map(|d| d.name.clone()).collect()
+/// The devices whose files differ between two file sets (`PREFIX-NAME.EXT`), minus `gone`:
+/// only those are reconfigured, so untouched links (the cluster's) do not flap.
+pub fn changed_devices(a: &[NetFile], b: &[NetFile], gone: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = netcfg::diff::diff(a, b)
+        .into_iter()
+        .filter_map(|f| {
+            let file = f.path.rsplit('/').next()?.to_string();
+            let stem = file.rsplit_once('.').map(|(s, _)| s.to_string())?;
+            stem.split_once('-').map(|(_, n)| n.to_string())
+        })
+        .filter(|n| !gone.contains(n))
+        .collect();
+    v.dedup();
+    v
 }
 
 /// Virtual devices of `a` that `b` does not have (or has as another kind).
@@ -226,10 +238,11 @@ fn apply(node: &Arc<Node>, timeout: u64, user: &str, t: &TaskHandle) -> Result<(
         return Err(e);
     }
     let _ = std::fs::remove_file(super::pending_path(node));
+    let gone = gone_virtual(&current, &cfg);
     run_reload(
         node.cluster.runner.as_ref(),
-        &gone_virtual(&current, &cfg),
-        &names(&cfg),
+        &gone,
+        &changed_devices(&previous, &written, &gone),
         &log,
     );
     if let Some(missing) = wait_addresses(node, &keep, &log) {
@@ -251,11 +264,10 @@ fn apply(node: &Arc<Node>, timeout: u64, user: &str, t: &TaskHandle) -> Result<(
 /// Restore the previous files, delete what the apply created, reload.
 fn rollback_now(node: &Node, rec: &ApplyRecord, log: &dyn Fn(String)) -> Result<()> {
     switch_files(&rec.written, &rec.previous)?;
-    let prev = super::model_of(&rec.previous)?;
     run_reload(
         node.cluster.runner.as_ref(),
         &rec.created,
-        &names(&prev),
+        &changed_devices(&rec.written, &rec.previous, &rec.created),
         log,
     );
     match std::fs::remove_file(record_path(node)) {

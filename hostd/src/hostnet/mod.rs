@@ -178,13 +178,32 @@ fn corosync_addrs(node: &Node) -> Vec<Protected> {
         .unwrap_or_default()
 }
 
-/// The management address: the API's listen address, or (listening on every address) the
-/// address of the interface that holds the default route.
+/// The node name's address in `hosts` (`/etc/hosts` text) that a live interface carries, as
+/// Proxmox VE takes a node's management address from its name.
+pub fn hosts_addr(hosts: &str, node: &str, links: &BTreeMap<String, Link>) -> Option<IpAddr> {
+    hosts.lines().find_map(|l| {
+        let l = l.split('#').next().unwrap_or_default();
+        let mut w = l.split_whitespace();
+        let ip: IpAddr = w.next()?.parse().ok()?;
+        let named = w.any(|n| n == node || n.split('.').next() == Some(node));
+        (named && !ip.is_loopback() && live_carrier(links, ip).is_some()).then_some(ip)
+    })
+}
+
+/// The management address: the API's listen address; or (listening on every address) the
+/// node name's address in /etc/hosts when an interface carries it; or the address of the
+/// interface that holds the default route.
 fn management_addr(node: &Node, links: &BTreeMap<String, Link>) -> Option<IpAddr> {
     if let Ok(sa) = node.cfg.listen.parse::<std::net::SocketAddr>() {
         if !sa.ip().is_unspecified() {
             return Some(sa.ip());
         }
+    }
+    if let Some(ip) = std::fs::read_to_string("/etc/hosts")
+        .ok()
+        .and_then(|h| hosts_addr(&h, &node.cfg.node, links))
+    {
+        return Some(ip);
     }
     let out = node
         .cluster
@@ -993,6 +1012,18 @@ mod tests {
         let e = edit_model(&mut cfg, &Change::Delete("bond0".into()), &l).unwrap_err();
         assert_eq!(status(&e), "409");
         assert!(e.to_string().contains("`vmbr0` is built on it"), "{e}");
+    }
+
+    #[test]
+    fn the_management_address_is_the_node_names_address_on_an_interface() {
+        let hosts = "127.0.0.1 localhost\n127.0.1.1 node11\n# 10.99.0.12 node11\n10.99.0.1 ntp\n10.99.0.11 node11.lab.keel node11\n";
+        assert_eq!(
+            hosts_addr(hosts, "node11", &links()),
+            Some("10.99.0.11".parse().unwrap())
+        );
+        assert_eq!(hosts_addr(hosts, "node12", &links()), None);
+        // a name whose address no interface carries is not the management address
+        assert_eq!(hosts_addr("10.1.1.1 node11\n", "node11", &links()), None);
     }
 
     #[test]
