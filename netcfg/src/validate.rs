@@ -222,11 +222,13 @@ pub fn validate(cfg: &NetConfig) -> Vec<Problem> {
                     format!("address {a} is {why} of its subnet"),
                 ));
             }
+            // The same address on two devices is allowed: moving an address is two edits
+            // (onto the new device, then off the old one), each checked on its own.
             if let Some(other) = addrs.insert(a.addr, n) {
-                if other != n {
+                if other == n {
                     out.push(Problem::new(
                         n,
-                        format!("address {} is also on `{other}`", a.addr),
+                        format!("address {} is listed twice", a.addr),
                     ));
                 }
             }

@@ -761,14 +761,15 @@ fn host_networks_on_a(sa: &Ssh) {
     // The management address moved onto vmbr200 (VLAN 200: nothing reaches it there), applied
     // without confirmation: A becomes unreachable and rolls itself back at the deadline.
     let t_rb = Instant::now();
-    sa.run(&format!(
-        "{KEEL} node network bridge add vmbr0 --port bond0"
-    ))
-    .expect("stage vmbr0 without its address");
+    // Two edits, each checked: onto vmbr200 first, then off vmbr0 (alone refused, as above).
     sa.run(&format!(
         "{KEEL} node network bridge add vmbr200 --port bond0.200 --address 10.79.0.11/24 --address 10.77.0.11/24"
     ))
     .expect("stage the management address on vmbr200");
+    sa.run(&format!(
+        "{KEEL} node network bridge add vmbr0 --port bond0"
+    ))
+    .expect("stage vmbr0 without its address");
     let _ = sa.exec(
         &format!("{KEEL} --no-wait node network apply --confirm-timeout 30"),
         Duration::from_secs(20),
