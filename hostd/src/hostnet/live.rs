@@ -202,6 +202,8 @@ pub fn read_bonding(bond: &str) -> Option<BondState> {
 mod tests {
     use super::*;
 
+    /// The kernel's format with one slave's MII down and another active (the lab capture below,
+    /// edited to the failed-over state).
     #[test]
     fn bonding_file_gives_mode_active_slave_and_each_slaves_mii_state() {
         let text = include_str!("../../tests/golden/hostnet/bond0-active-backup.txt");
@@ -225,6 +227,37 @@ mod tests {
                     link_failures: 0,
                     permanent_mac: Some("52:54:00:6b:00:02".into()),
                 },
+            ]
+        );
+    }
+
+    /// Captured on the VM lab's installed node A (`vmlab_install`) after its cable-pull step:
+    /// the primary (ens2) is active again and counts one link failure.
+    #[test]
+    fn captured_bonding_file_of_the_vm_lab() {
+        let text = include_str!("../../tests/golden/hostnet/bond0-vmlab-node11.txt");
+        let b = parse_bonding(text);
+        assert_eq!(b.mode, "active-backup");
+        assert_eq!(b.active_slave.as_deref(), Some("ens2"));
+        assert_eq!(b.primary.as_deref(), Some("ens2"));
+        assert_eq!(b.mii_status, "up");
+        let s: Vec<(&str, &str, u64, Option<&str>)> = b
+            .slaves
+            .iter()
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    s.mii_status.as_str(),
+                    s.link_failures,
+                    s.permanent_mac.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            s,
+            [
+                ("ens3", "up", 0, Some("52:54:00:4b:0a:02")),
+                ("ens2", "up", 1, Some("52:54:00:4b:0a:01")),
             ]
         );
     }
