@@ -198,6 +198,13 @@ impl Hostd {
             text.push_str(&self.extra_config);
             text.push('\n');
         }
+        // Host network changes never reach this host's networkd directory.
+        if !self.extra_config.contains("network_dir") {
+            text.push_str(&format!(
+                "network_dir = \"{}\"\n",
+                self.dir.join("networkd").display()
+            ));
+        }
         if let Some(uri) = &self.libvirt_uri {
             text.push_str(&format!("libvirt_uri = \"{uri}\"\n"));
         }
