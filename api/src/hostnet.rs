@@ -92,8 +92,14 @@ pub struct BondPut {
     /// MII link monitoring interval, ms (default 100).
     #[serde(default = "default_miimon")]
     pub miimon: u32,
-    #[serde(flatten)]
-    pub l3: HostL3,
+    /// Static addresses with prefix (`192.0.2.10/24`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    #[serde(default)]
+    pub dhcp: bool,
+    pub mtu: Option<u32>,
 }
 
 fn default_bond_mode() -> String {
@@ -111,8 +117,14 @@ pub struct VlanPut {
     pub name: Option<String>,
     pub parent: String,
     pub id: u32,
-    #[serde(flatten)]
-    pub l3: HostL3,
+    /// Static addresses with prefix (`192.0.2.10/24`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    #[serde(default)]
+    pub dhcp: bool,
+    pub mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -123,8 +135,14 @@ pub struct BridgePut {
     pub ports: Vec<String>,
     #[serde(default)]
     pub stp: bool,
-    #[serde(flatten)]
-    pub l3: HostL3,
+    /// Static addresses with prefix (`192.0.2.10/24`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    #[serde(default)]
+    pub dhcp: bool,
+    pub mtu: Option<u32>,
 }
 
 /// One changed networkd file.
@@ -171,3 +189,21 @@ pub struct ApplyState {
     pub remaining_s: i64,
     pub upid: String,
 }
+
+macro_rules! l3_of {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// Its layer-3 settings.
+            pub fn l3(&self) -> HostL3 {
+                HostL3 {
+                    addresses: self.addresses.clone(),
+                    gateways: self.gateways.clone(),
+                    dhcp: self.dhcp,
+                    mtu: self.mtu,
+                }
+            }
+        }
+    )*};
+}
+
+l3_of!(BondPut, VlanPut, BridgePut);

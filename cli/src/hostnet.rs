@@ -77,6 +77,19 @@ impl L3Args {
     }
 }
 
+macro_rules! with_l3 {
+    ($l3:expr, $t:ident { $($f:ident $(: $v:expr)?),* $(,)? }) => {{
+        let l = $l3;
+        $t {
+            $($f $(: $v)?,)*
+            addresses: l.addresses,
+            gateways: l.gateways,
+            dhcp: l.dhcp,
+            mtu: l.mtu,
+        }
+    }};
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BondCmd {
     /// keel node network bond add bond1 --slave ens5 --slave ens6 [--mode active-backup]
@@ -229,14 +242,16 @@ pub async fn run(c: &Client, cmd: HostNetCmd, mode: Mode) -> Result<Outcome> {
                     l3,
                 },
         } => {
-            let body = BondPut {
-                name,
-                mode: m,
-                slaves,
-                primary,
-                miimon,
-                l3: l3.l3(),
-            };
+            let body = with_l3!(
+                l3.l3(),
+                BondPut {
+                    name,
+                    mode: m,
+                    slaves,
+                    primary,
+                    miimon
+                }
+            );
             let v = c
                 .call(
                     Method::PUT,
@@ -256,12 +271,7 @@ pub async fn run(c: &Client, cmd: HostNetCmd, mode: Mode) -> Result<Outcome> {
                     l3,
                 },
         } => {
-            let body = VlanPut {
-                name,
-                parent,
-                id,
-                l3: l3.l3(),
-            };
+            let body = with_l3!(l3.l3(), VlanPut { name, parent, id });
             let v = c
                 .call(
                     Method::PUT,
@@ -281,12 +291,7 @@ pub async fn run(c: &Client, cmd: HostNetCmd, mode: Mode) -> Result<Outcome> {
                     l3,
                 },
         } => {
-            let body = BridgePut {
-                name,
-                ports,
-                stp,
-                l3: l3.l3(),
-            };
+            let body = with_l3!(l3.l3(), BridgePut { name, ports, stp });
             let v = c
                 .call(
                     Method::PUT,

@@ -487,7 +487,7 @@ pub fn edit_model(
                     slaves: b.slaves.clone(),
                     primary: b.primary.clone(),
                     miimon: b.miimon,
-                    l3: to_l3(&b.name, &b.l3)?,
+                    l3: to_l3(&b.name, &b.l3())?,
                 },
             )
             .map_err(problem)
@@ -497,7 +497,7 @@ pub fn edit_model(
                 name: v.name.clone(),
                 parent: v.parent.clone(),
                 id: v.id,
-                l3: to_l3(&v.parent, &v.l3)?,
+                l3: to_l3(&v.parent, &v.l3())?,
             };
             edit::put_vlan(cfg, &e).map_err(problem)
         }
@@ -509,7 +509,7 @@ pub fn edit_model(
                     name: b.name.clone(),
                     ports: b.ports.clone(),
                     stp: b.stp,
-                    l3: to_l3(&b.name, &b.l3)?,
+                    l3: to_l3(&b.name, &b.l3())?,
                 },
             )
             .map_err(problem)
@@ -859,7 +859,10 @@ mod tests {
                 slaves: vec!["ens5".into()],
                 primary: None,
                 miimon: 100,
-                l3: HostL3::default(),
+                addresses: vec![],
+                gateways: vec![],
+                dhcp: false,
+                mtu: None,
             }),
             &l,
         )
@@ -870,7 +873,10 @@ mod tests {
                 name: None,
                 parent: "bond1".into(),
                 id: 200,
-                l3: HostL3::default(),
+                addresses: vec![],
+                gateways: vec![],
+                dhcp: false,
+                mtu: None,
             }),
             &l,
         )
@@ -881,10 +887,10 @@ mod tests {
                 name: "vmbr200".into(),
                 ports: vec!["bond1.200".into()],
                 stp: false,
-                l3: HostL3 {
-                    addresses: vec!["10.200.0.11/24".into()],
-                    ..HostL3::default()
-                },
+                addresses: vec!["10.200.0.11/24".into()],
+                gateways: vec![],
+                dhcp: false,
+                mtu: None,
             }),
             &l,
         )
@@ -941,10 +947,10 @@ mod tests {
                 name: "vmbr9".into(),
                 ports: vec!["bond0".into()],
                 stp: false,
-                l3: HostL3 {
-                    addresses: vec!["10.99.0.11/24".into()],
-                    ..HostL3::default()
-                },
+                addresses: vec!["10.99.0.11/24".into()],
+                gateways: vec![],
+                dhcp: false,
+                mtu: None,
             }),
             &l,
         )
@@ -983,10 +989,10 @@ mod tests {
                 name: "vmbr5".into(),
                 ports: vec![],
                 stp: false,
-                l3: HostL3 {
-                    addresses: vec!["10.0.0.1".into()],
-                    ..HostL3::default()
-                },
+                addresses: vec!["10.0.0.1".into()],
+                gateways: vec![],
+                dhcp: false,
+                mtu: None,
             }),
             &l,
         )
@@ -1001,7 +1007,10 @@ mod tests {
                 slaves: vec!["ens5".into()],
                 primary: None,
                 miimon: 100,
-                l3: HostL3::default(),
+                addresses: vec![],
+                gateways: vec![],
+                dhcp: false,
+                mtu: None,
             }),
             &l,
         )
