@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod cluster_storage;
 pub mod error;
 pub mod ha;
+pub mod hostnet;
 pub mod metrics;
 pub mod migration;
 pub mod network;

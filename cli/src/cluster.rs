@@ -130,6 +130,11 @@ pub struct JoinArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCmd {
+    /// Host networks: NICs, bonds, VLANs, bridges; staged changes, apply with rollback
+    Network {
+        #[command(subcommand)]
+        cmd: crate::hostnet::HostNetCmd,
+    },
     /// The node's CPU, memory, disk and network I/O: latest value, average and peak over a range
     Metrics {
         #[arg(long, value_enum, default_value = "hour")]
@@ -577,6 +582,7 @@ pub fn daemon_line(d: &keel_api::cluster::DaemonStatus) -> String {
 
 pub async fn node_cmd(c: &Client, cmd: NodeCmd, mode: Mode) -> Result<Outcome> {
     match cmd {
+        NodeCmd::Network { cmd } => crate::hostnet::run(c, cmd, mode).await,
         NodeCmd::Metrics { range } => {
             let node = c.node().await?;
             crate::metrics::show(c, &["nodes", node, "metrics"], range, mode.json).await?;

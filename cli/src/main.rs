@@ -9,6 +9,7 @@ mod cluster;
 mod cluster_pool;
 mod config;
 mod ha;
+mod hostnet;
 mod hotplug;
 mod metrics;
 mod migrate;

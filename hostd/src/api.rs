@@ -184,6 +184,7 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .merge(crate::cluster::protected_routes())
         .merge(crate::snapshots::routes())
+        .merge(crate::hostnet::routes())
         .merge(crate::ha::routes::routes())
         .merge(crate::cluster_pools::routes())
         .merge(crate::migration::routes())
@@ -1174,6 +1175,15 @@ async fn stop_network(
         crate::clones::template_vm,
         openapi_json,
         crate::snapshots::list_snapshots,
+        crate::hostnet::list_h,
+        crate::hostnet::pending_h,
+        crate::hostnet::discard_h,
+        crate::hostnet::put_bond_h,
+        crate::hostnet::put_vlan_h,
+        crate::hostnet::put_bridge_h,
+        crate::hostnet::delete_iface_h,
+        crate::hostnet::apply_h,
+        crate::hostnet::confirm_h,
         crate::ha::routes::set_ha,
         crate::ha::routes::list_ha,
         crate::ha::routes::cleanup_ha,

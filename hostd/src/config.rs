@@ -49,6 +49,9 @@ pub struct Config {
     pub metrics_interval_s: u64,
     /// Where libvirt's and QEMU's TLS files for migration are written (`[migration]`).
     pub migration: MigrationConfig,
+    /// systemd-networkd's directory: Keel's files there are the node's host network
+    /// configuration (docs/host-networks.md).
+    pub network_dir: PathBuf,
 }
 
 /// `[migration]` in hostd.toml: the TLS files hostd writes from the node's cluster certificate
@@ -167,6 +170,7 @@ impl Default for Config {
             backup_scheduler_tick_ms: 20_000,
             metrics_interval_s: 10,
             migration: MigrationConfig::default(),
+            network_dir: PathBuf::from(netcfg::NETWORKD_DIR),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod ha;
+pub mod hostnet;
 pub mod hotplug;
 pub mod http;
 pub mod hv;

@@ -176,6 +176,7 @@ fn main() -> Result<()> {
         hostd::backup::jobs::spawn_scheduler(node.clone());
         hostd::ha::spawn_reconciler(node.clone());
         hostd::metrics::spawn_sampler(node.clone());
+        hostd::hostnet::apply::spawn_watchdog(node.clone());
         let idle = std::time::Duration::from_secs(node.cfg.client_idle_timeout_s.max(1));
         let app = api::router(node);
         let mut server = axum_server::bind(addr)

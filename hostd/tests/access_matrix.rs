@@ -153,6 +153,7 @@ fn permission_matrix_tokens_consoles_and_raw_paths() {
         ("backup", "matrix-none".into()),
         ("job", "matrix-none".into()),
         ("id", "matrix-none".into()),
+        ("iface", "matrix-none".into()),
     ]
     .into_iter()
     .collect();

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::answer::{Answer, FirstBoot, Webhook};
 use crate::hw::{select_disk, DiskInfo, Hardware, NicInfo, GIB};
 use crate::util::{expand_hostname, glob_match, valid_ifname, Cidr};
-use crate::validate::{self, vlan_name, BondMode, Role};
+use crate::validate::{self, vlan_name, Role};
 use crate::{Error, Issue, Issues};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -68,53 +68,9 @@ pub struct DiskPlan {
     pub vg_name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NetPlan {
-    /// NICs, then bonds, VLANs, bridges; names are the names on the installed system.
-    pub devices: Vec<Device>,
-    pub dns_servers: Vec<IpAddr>,
-    pub dns_search: Vec<String>,
-    /// The device with the management role.
-    pub management: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Device {
-    pub name: String,
-    pub kind: DeviceKind,
-    /// The bond or bridge this device is enslaved to.
-    pub master: Option<String>,
-    pub role: Option<Role>,
-    pub addresses: Vec<Cidr>,
-    pub dhcp: bool,
-    pub gateways: Vec<IpAddr>,
-    pub mtu: Option<u32>,
-    /// VLAN devices stacked on this one.
-    pub vlans: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum DeviceKind {
-    Ethernet {
-        mac: String,
-    },
-    Bond {
-        mode: BondMode,
-        miimon: u32,
-        lacp_rate: Option<String>,
-        primary: Option<String>,
-        slaves: Vec<String>,
-    },
-    Vlan {
-        parent: String,
-        id: u32,
-    },
-    Bridge {
-        ports: Vec<String>,
-        stp: bool,
-    },
-}
+/// The node's networking: the shared host network model, rendered for Debian by
+/// `keel-netcfg`'s networkd renderer (the same one hostd uses for day-2 changes).
+pub use netcfg::{Device, DeviceKind, NetConfig as NetPlan};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostLine {
@@ -312,7 +268,7 @@ pub fn plan(a: &Answer, node_index: Option<u32>, hw: &Hardware) -> Result<Plan, 
         });
     }
     for b in &n.bonds {
-        let mode = BondMode::from_spec(&b.mode)
+        let mode = validate::bond_mode_from_spec(&b.mode)
             .map_err(|e| Error::Invalid(Issues(vec![Issue::new("network.bonds", e)])))?;
         devices.push(Device {
             name: b.name.clone(),
@@ -363,29 +319,6 @@ pub fn plan(a: &Answer, node_index: Option<u32>, hw: &Hardware) -> Result<Plan, 
             mtu: b.mtu,
             vlans: vec![],
         });
-    }
-    // Back-links: masters and stacked VLANs.
-    let mut links: Vec<(String, String, bool)> = Vec::new(); // (child, master, is_vlan)
-    for d in &devices {
-        match &d.kind {
-            DeviceKind::Bond { slaves, .. } => {
-                links.extend(slaves.iter().map(|s| (s.clone(), d.name.clone(), false)))
-            }
-            DeviceKind::Bridge { ports, .. } => {
-                links.extend(ports.iter().map(|s| (s.clone(), d.name.clone(), false)))
-            }
-            DeviceKind::Vlan { parent, .. } => links.push((parent.clone(), d.name.clone(), true)),
-            DeviceKind::Ethernet { .. } => {}
-        }
-    }
-    for (child, master, is_vlan) in links {
-        if let Some(d) = devices.iter_mut().find(|d| d.name == child) {
-            if is_vlan {
-                d.vlans.push(master);
-            } else {
-                d.master = Some(master);
-            }
-        }
     }
     let management = devices
         .iter()
@@ -454,11 +387,16 @@ pub fn plan(a: &Answer, node_index: Option<u32>, hw: &Hardware) -> Result<Plan, 
             swap_size_gib: a.disk.layout.swap_size_gib,
             vg_name: a.disk.layout.vg_name.clone(),
         },
-        network: NetPlan {
-            devices,
-            dns_servers: ips(&n.dns_servers),
-            dns_search: n.dns_search.clone(),
-            management,
+        network: {
+            let mut net = NetPlan {
+                devices,
+                dns_servers: ips(&n.dns_servers),
+                dns_search: n.dns_search.clone(),
+                management,
+            };
+            // Back-links: masters and stacked VLANs.
+            net.relink();
+            net
         },
         hosts,
         time: TimePlan {

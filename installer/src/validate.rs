@@ -11,97 +11,20 @@ use crate::util::{
 };
 use crate::Issue;
 
-/// Bonding modes 0–6, named as the kernel names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BondMode {
-    BalanceRr,
-    ActiveBackup,
-    BalanceXor,
-    Broadcast,
-    #[serde(rename = "802.3ad")]
-    Lacp,
-    BalanceTlb,
-    BalanceAlb,
-}
+pub use netcfg::{BondMode, Role, BOND_MODE_NAMES, DEFAULT_MTU, MTU_MAX, MTU_MIN};
 
-pub const BOND_MODE_NAMES: [&str; 7] = [
-    "balance-rr",
-    "active-backup",
-    "balance-xor",
-    "broadcast",
-    "802.3ad",
-    "balance-tlb",
-    "balance-alb",
-];
-
-impl BondMode {
-    const ALL: [BondMode; 7] = [
-        BondMode::BalanceRr,
-        BondMode::ActiveBackup,
-        BondMode::BalanceXor,
-        BondMode::Broadcast,
-        BondMode::Lacp,
-        BondMode::BalanceTlb,
-        BondMode::BalanceAlb,
-    ];
-
-    pub fn name(self) -> &'static str {
-        BOND_MODE_NAMES[self as usize]
-    }
-
-    pub fn number(self) -> u8 {
-        self as u8
-    }
-
-    pub fn from_spec(spec: &BondModeSpec) -> Result<BondMode, String> {
-        let valid = "valid: 0–6 or balance-rr, active-backup, balance-xor, broadcast, 802.3ad, balance-tlb, balance-alb";
-        match spec {
-            BondModeSpec::Number(n) => usize::try_from(*n)
-                .ok()
-                .and_then(|i| Self::ALL.get(i).copied())
-                .ok_or_else(|| format!("unknown bond mode {n}; {valid}")),
-            BondModeSpec::Name(s) => BOND_MODE_NAMES
-                .iter()
-                .position(|m| m == s)
-                .map(|i| Self::ALL[i])
-                .ok_or_else(|| format!("unknown bond mode `{s}`; {valid}")),
+/// The answer's bond mode (a kernel number or name) as a [`BondMode`].
+pub fn bond_mode_from_spec(spec: &BondModeSpec) -> Result<BondMode, String> {
+    let valid = "valid: 0–6 or balance-rr, active-backup, balance-xor, broadcast, 802.3ad, balance-tlb, balance-alb";
+    match spec {
+        BondModeSpec::Number(n) => {
+            BondMode::from_number(*n).ok_or_else(|| format!("unknown bond mode {n}; {valid}"))
         }
-    }
-
-    /// Modes where the kernel honours `primary`.
-    pub fn takes_primary(self) -> bool {
-        matches!(
-            self,
-            BondMode::ActiveBackup | BondMode::BalanceTlb | BondMode::BalanceAlb
-        )
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Management,
-    Service,
-    Storage,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Result<Role, String> {
-        match s {
-            "management" => Ok(Role::Management),
-            "service" => Ok(Role::Service),
-            "storage" => Ok(Role::Storage),
-            _ => Err(format!(
-                "unknown role `{s}`; valid: management, service, storage"
-            )),
+        BondModeSpec::Name(s) => {
+            BondMode::from_name(s).ok_or_else(|| format!("unknown bond mode `{s}`; {valid}"))
         }
     }
 }
-
-pub const MTU_MIN: u32 = 68;
-pub const MTU_MAX: u32 = 9216;
-pub const DEFAULT_MTU: u32 = 1500;
 
 struct V {
     out: Vec<Issue>,
@@ -481,7 +404,7 @@ fn network(v: &mut V, a: &Answer) {
     let mut modes: HashMap<String, BondMode> = HashMap::new();
     for (i, b) in n.bonds.iter().enumerate() {
         let p = format!("network.bonds[{i}]");
-        let mode = match BondMode::from_spec(&b.mode) {
+        let mode = match bond_mode_from_spec(&b.mode) {
             Ok(m) => {
                 modes.insert(b.name.clone(), m);
                 Some(m)

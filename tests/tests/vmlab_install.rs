@@ -657,11 +657,171 @@ fn two_nodes_install_from_one_iso() {
         t.elapsed().as_secs_f64(),
         act.split_whitespace().collect::<Vec<_>>().join("/")
     );
+    host_networks_on_a(&sa);
     eprintln!(
         "two_nodes_install_from_one_iso: {:.0}s in all",
         t_all.elapsed().as_secs_f64()
     );
     link.passed();
+}
+
+/// Host networks (issue 15, docs/host-networks.md) on installed node A, through its API with
+/// `keel node network`: the listing shows the installed bond with both slaves' MII state and the
+/// management/corosync interface; a VLAN + bridge on the bond is applied and confirmed; removing
+/// the interface that carries the corosync link is refused; moving the management address to
+/// the new VLAN bridge (where nothing reaches it) is applied without confirmation, the node
+/// becomes unreachable, rolls itself back at the deadline and answers again, cluster whole.
+fn host_networks_on_a(sa: &Ssh) {
+    let t = Instant::now();
+    let list = || -> serde_json::Value {
+        let out = sa
+            .run(&format!("{KEEL} --json node network list"))
+            .expect("keel node network list");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let iface = |l: &serde_json::Value, n: &str| -> serde_json::Value {
+        l["interfaces"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["name"] == n).cloned())
+            .unwrap_or_else(|| panic!("{n} not listed: {l:#}"))
+    };
+    let l = list();
+    let bond = iface(&l, "bond0");
+    assert_eq!(bond["managed"], true, "{bond:#}");
+    assert_eq!(bond["bond"]["mode"], "active-backup", "{bond:#}");
+    let slaves = bond["bond"]["slaves"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(slaves.len(), 2, "{bond:#}");
+    assert!(
+        slaves.iter().all(|s| s["mii_status"] == "up"),
+        "both slaves' MII up: {bond:#}"
+    );
+    assert!(bond["bond"]["active_slave"].is_string(), "{bond:#}");
+    let vmbr0 = iface(&l, "vmbr0");
+    assert_eq!(vmbr0["management"], true, "{vmbr0:#}");
+    assert_eq!(
+        vmbr0["corosync_links"],
+        serde_json::json!(["link0"]),
+        "{vmbr0:#}"
+    );
+    eprintln!(
+        "host network on A:\n{}\n/proc/net/bonding/bond0:\n{}",
+        sa.run(&format!("{KEEL} node network list"))
+            .unwrap_or_default(),
+        sa.run("cat /proc/net/bonding/bond0").unwrap_or_default()
+    );
+
+    // Cutting the corosync link (and the management address) is refused, nothing staged.
+    let (code, out, err) = sa
+        .exec(
+            &format!("{KEEL} node network delete vmbr0"),
+            Duration::from_secs(60),
+        )
+        .expect("delete vmbr0");
+    assert!(
+        code != 0
+            && format!("{out}{err}").contains("would take away")
+            && format!("{out}{err}").contains("10.77.0.11"),
+        "removing vmbr0 must be refused: {code} {out}{err}"
+    );
+
+    // A VLAN and a bridge on the bond, applied and confirmed.
+    sa.run(&format!("{KEEL} node network vlan add bond0 200"))
+        .expect("stage VLAN 200");
+    let diff = sa
+        .run(&format!(
+            "{KEEL} node network bridge add vmbr200 --port bond0.200 --address 10.79.0.11/24"
+        ))
+        .expect("stage vmbr200");
+    assert!(
+        diff.contains("+VLAN=bond0.200") && diff.contains("+Address=10.79.0.11/24"),
+        "{diff}"
+    );
+    sa.run(&format!("{KEEL} node network apply --confirm-timeout 120"))
+        .expect("apply VLAN 200 + vmbr200");
+    sa.run(&format!("{KEEL} node network confirm"))
+        .expect("confirm");
+    let vlan = sa.run("ip -d link show bond0.200").expect("bond0.200");
+    assert!(
+        vlan.contains("vlan protocol 802.1Q id 200") && vlan.contains("master vmbr200"),
+        "{vlan}"
+    );
+    let a200 = sa.run("ip -4 -o addr show dev vmbr200").expect("vmbr200");
+    assert!(a200.contains("10.79.0.11/24"), "{a200}");
+    let l = list();
+    assert_eq!(l["apply"], serde_json::Value::Null, "{l:#}");
+    assert_eq!(iface(&l, "bond0.200")["vlan_id"], 200);
+    eprintln!(
+        "host network: VLAN 200 + vmbr200 applied and confirmed ({:.0}s)",
+        t.elapsed().as_secs_f64()
+    );
+
+    // The management address moved onto vmbr200 (VLAN 200: nothing reaches it there), applied
+    // without confirmation: A becomes unreachable and rolls itself back at the deadline.
+    let t_rb = Instant::now();
+    // Two edits, each checked: onto vmbr200 first, then off vmbr0 (alone refused, as above).
+    sa.run(&format!(
+        "{KEEL} node network bridge add vmbr200 --port bond0.200 --address 10.79.0.11/24 --address 10.77.0.11/24"
+    ))
+    .expect("stage the management address on vmbr200");
+    sa.run(&format!(
+        "{KEEL} node network bridge add vmbr0 --port bond0"
+    ))
+    .expect("stage vmbr0 without its address");
+    let _ = sa.exec(
+        &format!("{KEEL} --no-wait node network apply --confirm-timeout 30"),
+        Duration::from_secs(20),
+    );
+    wait_for(
+        "node A unreachable once its management address moved",
+        Duration::from_secs(90),
+        || {
+            Ok(!matches!(
+                sa.exec("true", Duration::from_secs(5)),
+                Ok((0, _, _))
+            ))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_for(
+        "node A answering again with its management address on vmbr0 (rolled back)",
+        Duration::from_secs(240),
+        || {
+            Ok(sa
+                .exec("ip -4 -o addr show dev vmbr0", Duration::from_secs(5))
+                .is_ok_and(|(c, o, _)| c == 0 && o.contains("10.77.0.11/24")))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let rolled = t_rb.elapsed().as_secs_f64();
+    let f = sa
+        .run("cat /etc/systemd/network/40-vmbr200.network; test ! -e /var/lib/keel/network/apply.json && echo no-record")
+        .expect("files after the rollback");
+    assert!(
+        !f.contains("10.77.0.11") && f.contains("10.79.0.11/24") && f.contains("no-record"),
+        "{f}"
+    );
+    let l = list();
+    assert_eq!(l["apply"], serde_json::Value::Null, "{l:#}");
+    assert_eq!(l["pending"], false, "{l:#}");
+    let mut st = serde_json::Value::Null;
+    wait_for(
+        "the cluster whole after the rollback",
+        Duration::from_secs(240),
+        || {
+            st = serde_json::from_str(&sa.run(&format!("{KEEL} --json cluster status"))?)?;
+            let m = st["members"].as_array().cloned().unwrap_or_default();
+            Ok(st["quorate"] == true && m.len() == 2 && m.iter().all(|m| m["online"] == true))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{st:#}"));
+    eprintln!(
+        "host network: unconfirmed move of the management address rolled back, A answering again {rolled:.0}s after the apply, cluster whole {:.0}s after it; host network steps {:.0}s in all",
+        t_rb.elapsed().as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
 }
 
 #[test]

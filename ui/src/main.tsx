@@ -15,6 +15,7 @@ import { CreateVm } from "./pages/CreateVm";
 import { VmPage } from "./pages/VmPage";
 import { Storage } from "./pages/Storage";
 import { Networks } from "./pages/Networks";
+import { HostNetwork } from "./pages/HostNetwork";
 import { Ha } from "./pages/Ha";
 import { Tasks } from "./pages/Tasks";
 import { Cluster } from "./pages/Cluster";
@@ -34,6 +35,7 @@ const NAV: [string, string][] = [
   ["/vms", "Virtual machines"],
   ["/storage", "Storage"],
   ["/networks", "Networks"],
+  ["/host-network", "Host network"],
   ["/backup-jobs", "Backup jobs"],
   ["/tasks", "Tasks"],
   ["/cluster", "Cluster"],
@@ -48,7 +50,7 @@ const NAV_NEEDS: Record<string, [string, string]> = {
 };
 
 /** Node-scoped pages (the node list switches which node they show). */
-const NODE_SCOPED = /^\/($|vms|storage|networks|tasks|backup-jobs)/;
+const NODE_SCOPED = /^\/($|vms|storage|networks|host-network|tasks|backup-jobs)/;
 
 /** The cluster's nodes (or this node alone), with online state; a click selects one. */
 function NodeList({ nodes, current, error, clusterName }: {
@@ -147,6 +149,7 @@ function Shell() {
   else if ((m = p.match(/^\/vms\/(\d+)$/))) page = <VmPage vmid={Number(m[1])} tab={route.query.get("tab") ?? "summary"} />;
   else if (p === "/storage") page = <Storage pool={route.query.get("pool")} />;
   else if (p === "/networks") page = <Networks />;
+  else if (p === "/host-network") page = <HostNetwork />;
   else if (p === "/tasks") page = <Tasks upid={route.query.get("upid")} />;
   else if (p === "/cluster") page = <Cluster />;
   else if (p === "/ha") page = <Ha />;

@@ -352,6 +352,52 @@ pub const RULES: &[Rule] = &[
         "/api/v1/nodes/{node}/networks/{name}/stop",
         Priv(SysModify, "/nodes/{node}"),
     ),
+    // ---- host network (bonds, VLANs, bridges; docs/host-networks.md)
+    r(
+        "GET",
+        "/api/v1/nodes/{node}/network",
+        Priv(SysAudit, "/nodes/{node}"),
+    ),
+    r(
+        "GET",
+        "/api/v1/nodes/{node}/network/pending",
+        Priv(SysAudit, "/nodes/{node}"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/nodes/{node}/network/pending",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
+    r(
+        "PUT",
+        "/api/v1/nodes/{node}/network/bonds",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
+    r(
+        "PUT",
+        "/api/v1/nodes/{node}/network/vlans",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
+    r(
+        "PUT",
+        "/api/v1/nodes/{node}/network/bridges",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/nodes/{node}/network/interfaces/{iface}",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/network/apply",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{node}/network/confirm",
+        Priv(SysModify, "/nodes/{node}"),
+    ),
     // ---- cluster
     r(
         "POST",

@@ -131,6 +131,11 @@ impl Hostd {
         Self::start_full(ui_dir, None, "")
     }
 
+    /// A hostd serving the web UI whose hostd.toml also has these lines.
+    pub fn start_with_ui_and_config(ui_dir: &Path, extra: &str) -> Hostd {
+        Self::start_full(Some(ui_dir.to_path_buf()), None, extra)
+    }
+
     /// A hostd whose hostd.toml also has these lines (top-level settings).
     pub fn start_with_config(extra: &str) -> Hostd {
         Self::start_full(None, None, extra)
@@ -192,6 +197,13 @@ impl Hostd {
         if !self.extra_config.is_empty() {
             text.push_str(&self.extra_config);
             text.push('\n');
+        }
+        // Host network changes never reach this host's networkd directory.
+        if !self.extra_config.contains("network_dir") {
+            text.push_str(&format!(
+                "network_dir = \"{}\"\n",
+                self.dir.join("networkd").display()
+            ));
         }
         if let Some(uri) = &self.libvirt_uri {
             text.push_str(&format!("libvirt_uri = \"{uri}\"\n"));

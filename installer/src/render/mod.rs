@@ -46,57 +46,7 @@ pub fn combined(files: &[RenderedFile]) -> String {
     out
 }
 
-/// A systemd-style INI file: optional leading comments, then ordered sections of `Key=Value`
-/// lines (keys may repeat).
-#[derive(Debug, Default, Clone)]
-pub struct UnitFile {
-    comments: Vec<String>,
-    sections: Vec<(String, Vec<(String, String)>)>,
-}
-
-impl UnitFile {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn comment(&mut self, c: impl Into<String>) -> &mut Self {
-        self.comments.push(c.into());
-        self
-    }
-
-    /// Start a section; following `set` calls go into it.
-    pub fn section(&mut self, name: &str) -> &mut Self {
-        self.sections.push((name.to_string(), Vec::new()));
-        self
-    }
-
-    pub fn set(&mut self, key: &str, value: impl ToString) -> &mut Self {
-        if self.sections.is_empty() {
-            self.sections.push((String::new(), Vec::new()));
-        }
-        if let Some((_, kv)) = self.sections.last_mut() {
-            kv.push((key.to_string(), value.to_string()));
-        }
-        self
-    }
-
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for c in &self.comments {
-            out.push_str(&format!("# {c}\n"));
-        }
-        for (i, (name, kv)) in self.sections.iter().enumerate() {
-            if i > 0 || !self.comments.is_empty() {
-                out.push('\n');
-            }
-            out.push_str(&format!("[{name}]\n"));
-            for (k, v) in kv {
-                out.push_str(&format!("{k}={v}\n"));
-            }
-        }
-        out
-    }
-}
+pub use netcfg::UnitFile;
 
 /// A line-oriented config of `directive arg arg…` (chrony.conf, sshd_config).
 #[derive(Debug, Default, Clone)]
@@ -222,23 +172,4 @@ pub fn join_file(j: &crate::plan::JoinPlan) -> String {
     let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
     s.push('\n');
     s
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unit_file_renders_in_order() {
-        let mut u = UnitFile::new();
-        u.comment("hi").section("Match").set("Name", "eth0");
-        u.section("Network")
-            .set("DNS", "1.1.1.1")
-            .set("DNS", "9.9.9.9");
-        assert_eq!(
-            u.render(),
-            "# hi\n\n[Match]\nName=eth0\n\n[Network]\nDNS=1.1.1.1\nDNS=9.9.9.9\n"
-        );
-    }
 }
