@@ -273,11 +273,11 @@ mod tests {
         Error::Internal(e.to_string())
     }
 
-    /// Pacemaker and corosync wedged (stand-ins that never answer): the fencing list ends as a
-    /// 503 naming the command and its timeout, concurrent status polls cost one computation, and
-    /// other endpoints answer at once meanwhile.
-    #[test]
-    fn a_wedged_engine_command_times_out_while_other_endpoints_answer() -> Result<()> {
+    /// A directory of executable stand-ins for the four engine commands a status runs, each
+    /// with the script `script(program, dir)` returns.
+    fn stand_in_engines(
+        script: impl Fn(&str, &std::path::Path) -> String,
+    ) -> Result<tempfile::TempDir> {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir()?;
         for prog in [
@@ -287,16 +287,23 @@ mod tests {
             "corosync-cfgtool",
         ] {
             let p = dir.path().join(prog);
-            let calls = dir.path().join("calls.log");
-            std::fs::write(
-                &p,
-                format!(
-                    "#!/bin/sh\necho {prog} >> '{}'\necho wedged >&2\nexec sleep 1000\n",
-                    calls.display()
-                ),
-            )?;
+            std::fs::write(&p, script(prog, dir.path()))?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
         }
+        Ok(dir)
+    }
+
+    /// Pacemaker and corosync wedged (stand-ins that never answer): the fencing list ends as a
+    /// 503 naming the command and its timeout, concurrent status polls cost one computation, and
+    /// other endpoints answer at once meanwhile.
+    #[test]
+    fn a_wedged_engine_command_times_out_while_other_endpoints_answer() -> Result<()> {
+        let dir = stand_in_engines(|prog, dir| {
+            format!(
+                "#!/bin/sh\necho {prog} >> '{}'\necho wedged >&2\nexec sleep 1000\n",
+                dir.join("calls.log").display()
+            )
+        })?;
         let cap = Duration::from_millis(1500);
         let runner = Arc::new(StandIns {
             dir: dir.path().to_path_buf(),
@@ -368,18 +375,7 @@ mod tests {
     /// the status runs the four at once and costs about one of them, not their sum (3.2 s).
     #[test]
     fn the_engine_commands_of_a_status_run_at_once() -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir()?;
-        for prog in [
-            "cibadmin",
-            "crm_mon",
-            "corosync-quorumtool",
-            "corosync-cfgtool",
-        ] {
-            let p = dir.path().join(prog);
-            std::fs::write(&p, "#!/bin/sh\nsleep 0.8\necho slow >&2\nexit 1\n")?;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
-        }
+        let dir = stand_in_engines(|_, _| "#!/bin/sh\nsleep 0.8\necho slow >&2\nexit 1\n".into())?;
         let runner = Arc::new(StandIns {
             dir: dir.path().to_path_buf(),
             cap: Duration::from_secs(10),
