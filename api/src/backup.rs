@@ -347,25 +347,54 @@ pub struct BackupTargetQuery {
     pub target: Option<String>,
 }
 
-/// Restore a backup (any point of a chain) into a new VM.
+/// Restore a backup (any point of a chain) into a new VM, or over the original VM (stopped,
+/// without snapshots) with `replace`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
     /// The target holding the backup.
     #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub target: String,
-    /// The new VM's id (must be free).
+    /// The new VM's id (must be free). Required unless `replace`; with `replace`, leave it out
+    /// or give the backed-up VM's own id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 100, maximum = 999_999_999)]
-    pub new_vmid: u32,
+    pub new_vmid: Option<u32>,
     /// The pool the restored disks are created in.
     #[schema(min_length = 1, max_length = 200)]
     pub pool: String,
-    /// The new VM's name (default: the original's name with `-restore-<new_vmid>`).
+    /// The new VM's name (default: the original's name with `-restore-<new_vmid>`). Not with
+    /// `replace`: the VM keeps its name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Start the VM once restored.
     #[serde(default)]
     pub start: bool,
+    /// Restore over the backed-up VM itself: it must be on this node, stopped, not HA, not a
+    /// template and without snapshots. It keeps its vmid, name and UUID; its configuration and
+    /// disks become the backup's. The new disks are written in full before the old ones are
+    /// removed (the pool needs room for both), so a failure leaves the VM as it was.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+impl RestoreRequest {
+    /// The vmid the restored VM gets: the backed-up VM's own with `replace`, else `new_vmid`.
+    pub fn restored_vmid(&self, backed_up: u32) -> Result<u32, FieldError> {
+        match (self.replace, self.new_vmid) {
+            (true, None) => Ok(backed_up),
+            (true, Some(v)) if v == backed_up => Ok(backed_up),
+            (true, Some(v)) => Err(FieldError::new(
+                "new_vmid",
+                format!("with replace the backup is restored over VM {backed_up} itself; leave new_vmid out (or give {backed_up}), not {v}"),
+            )),
+            (false, Some(v)) => Ok(v),
+            (false, None) => Err(FieldError::new(
+                "new_vmid",
+                "give the new VM's id (a free vmid), or set replace to restore over the original VM",
+            )),
+        }
+    }
 }
 
 /// A retention policy (docs/backups.md, "Retention"): how many backups each rule keeps.
@@ -622,6 +651,25 @@ pub struct BackupJob {
 #[cfg(test)]
 mod sftp_tests {
     use super::*;
+
+    #[test]
+    fn restore_vmid_new_or_the_original_itself() {
+        let req = |new_vmid: Option<u32>, replace: bool| RestoreRequest {
+            target: "main".into(),
+            new_vmid,
+            pool: "local".into(),
+            name: None,
+            start: false,
+            replace,
+        };
+        assert_eq!(req(Some(200), false).restored_vmid(100).ok(), Some(200));
+        assert_eq!(req(None, true).restored_vmid(100).ok(), Some(100));
+        assert_eq!(req(Some(100), true).restored_vmid(100).ok(), Some(100));
+        let e = req(Some(200), true).restored_vmid(100).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("leave new_vmid out")));
+        let e = req(None, false).restored_vmid(100).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("set replace")));
+    }
 
     #[test]
     fn sftp_locations_parse_and_bad_ones_say_why() {

@@ -44,7 +44,8 @@ pub enum BackupCmd {
         #[arg(long)]
         target: String,
     },
-    /// Restore a backup (any point of a chain) into a new VM
+    /// Restore a backup (any point of a chain) into a new VM (--new-vmid), or over the
+    /// backed-up VM itself (--replace: stopped, no snapshots, not HA; its disks are replaced)
     Restore {
         /// The backed-up VM
         vmid: u32,
@@ -54,8 +55,8 @@ pub enum BackupCmd {
         #[arg(long)]
         target: String,
         /// The new VM's id
-        #[arg(long = "new-vmid")]
-        new_vmid: u32,
+        #[arg(long = "new-vmid", required_unless_present = "replace")]
+        new_vmid: Option<u32>,
         /// The pool the disks are created in
         #[arg(long)]
         pool: String,
@@ -65,6 +66,10 @@ pub enum BackupCmd {
         /// Start it once restored
         #[arg(long)]
         start: bool,
+        /// Restore over the backed-up VM itself: its configuration and disks become the
+        /// backup's (new disks are written before the old ones are removed)
+        #[arg(long, conflicts_with_all = ["new_vmid", "name"])]
+        replace: bool,
     },
     /// Remove a VM's backups on a target that a retention policy does not keep (a kept
     /// incremental keeps its whole chain)
@@ -582,6 +587,7 @@ pub async fn backup(c: &Client, cmd: BackupCmd, mode: Mode) -> Result<Outcome> {
             pool,
             name,
             start,
+            replace,
         } => {
             let body = RestoreRequest {
                 target,
@@ -589,6 +595,7 @@ pub async fn backup(c: &Client, cmd: BackupCmd, mode: Mode) -> Result<Outcome> {
                 pool,
                 name,
                 start,
+                replace,
             };
             let a = c
                 .call(

@@ -97,6 +97,20 @@ pub(crate) fn record_vm(node: &Node, spec: &VmSpec, task: &TaskHandle) {
     }
 }
 
+/// The node the cluster-wide VM view (`/vms/<vmid>`) places VM `vmid` on; `None` on a
+/// standalone node or for a VM the view does not have.
+pub(crate) fn recorded_node(node: &Node, vmid: u32) -> Result<Option<String>> {
+    let Some(st) = cluster_store(node) else {
+        return Ok(None);
+    };
+    Ok(st.get(&vm_key(vmid))?.and_then(|e| {
+        e.value
+            .get("node")
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+    }))
+}
+
 /// After a migration: `/vms/<vmid>` and the vmid's reservation name node `to`.
 pub(crate) fn record_vm_moved(node: &Node, spec: &VmSpec, to: &str, task: &TaskHandle) {
     let Some(st) = cluster_store(node) else {
@@ -801,6 +815,53 @@ pub fn update(node: &Node, row: DomainRow, mut spec: VmSpec, task: &TaskHandle) 
         plugged?;
     }
     Ok(())
+}
+
+/// Give the stopped VM `row` the configuration `spec` on NEW volumes that `fill` writes (a
+/// restore over the original, docs/backups.md). Nothing of the old VM changes until every new
+/// volume is written: a failure of `fill` or of the definition deletes the new volumes and
+/// leaves the VM as it was. Only then are the old volumes deleted (a failure there is a
+/// warning naming the volume left behind). The VM keeps its UUID and VNC password.
+pub(crate) fn replace_disks(
+    node: &Node,
+    row: &DomainRow,
+    mut spec: VmSpec,
+    fill: &dyn Fn(&VmSpec) -> Result<()>,
+    before_define: &dyn Fn(),
+    task: &TaskHandle,
+) -> Result<VmSpec> {
+    let old = parsed(node, &row.name, true)?;
+    let created = allocate(node, &mut spec, task)?;
+    let defined = fill(&spec).and_then(|()| {
+        before_define();
+        let xml = render(node, &spec, &row.uuid, old.vnc_password.clone())?;
+        Ok(node.hv.define(&xml)?)
+    });
+    if let Err(e) = defined {
+        task.log(format!("{e}: VM {} is left as it was", spec.vmid));
+        undo_volumes(node, &created, task);
+        return Err(e);
+    }
+    record_vm(node, &spec, task);
+    for d in &old.spec.disks {
+        let (Some(pool), Some(vol)) = (&d.pool, &d.volume) else {
+            continue;
+        };
+        if spec
+            .disks
+            .iter()
+            .any(|n| n.pool.as_ref() == Some(pool) && n.volume.as_ref() == Some(vol))
+        {
+            continue;
+        }
+        match node.hv.delete_volume(pool, vol) {
+            Ok(()) => task.log(format!("deleted the replaced volume {pool}/{vol}")),
+            Err(e) => task.log(format!(
+                "warning: the replaced volume {pool}/{vol} is left behind ({e}): delete it with `keel storage delete-volume {pool} {vol}`"
+            )),
+        }
+    }
+    Ok(spec)
 }
 
 /// Give a domain defined outside Keel a vmid.

@@ -6,7 +6,8 @@
 //! expiry and logout; then ui/e2e/cluster.mjs on this standalone
 //! node (cluster page empty state, node list, polling paused in a hidden tab); then
 //! ui/e2e/clones.mjs (convert to template, template badge, a linked clone through the dialog);
-//! then ui/e2e/backups.mjs (the Backups tab: back up now, verify, restore into a new VM);
+//! then ui/e2e/backups.mjs (the Backups tab: back up now, verify, restore into a new VM and
+//! over the VM itself);
 //! then ui/e2e/hotplug.mjs (disks and NICs added and removed on a running VM);
 //! then ui/e2e/backup_jobs.mjs (the Backup jobs page, the Backups tab's Prune… dialog, and
 //! an sftp backup target added to an sshd the test starts);
@@ -145,6 +146,7 @@ fn web_ui_in_headless_chromium() {
         json!({"vmid": bk_vm, "name": format!("{}-bk", h.prefix), "memory_mib": 64,
                "disks": [{"pool": h.pool, "size_mib": 16, "format": "qcow2"}]}),
     ));
+    let vol_before = h.get_json(&format!("/vms/{bk_vm}"))["spec"]["disks"][0]["volume"].clone();
     h.run_ui_script(
         "backups.mjs",
         &[
@@ -158,6 +160,12 @@ fn web_ui_in_headless_chromium() {
     assert!(
         ok,
         "the VM restored through the UI is not defined in libvirt"
+    );
+    // restored over itself through the dialog: the VM runs on a new volume, the old one gone
+    let vol_after = h.get_json(&format!("/vms/{bk_vm}"))["spec"]["disks"][0]["volume"].clone();
+    assert!(
+        vol_before.is_string() && vol_after.is_string() && vol_before != vol_after,
+        "restore over the VM: disk volume {vol_before} → {vol_after}"
     );
     h.ok(h.delete(&format!("/vms/{bk_new}?purge_volumes=true")));
     h.ok(h.delete(&format!("/vms/{bk_vm}?purge_volumes=true")));

@@ -558,6 +558,22 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
         "sftp target steps took {:.1}s",
         t_sftp.elapsed().as_secs_f64()
     );
+    // restoring over the VM itself is refused while it runs, nothing changed
+    let over = |id: &str| {
+        h.post(
+            &format!("/vms/{a}/backups/{id}/restore"),
+            json!({"target": "main", "pool": h.pool, "replace": true}),
+        )
+    };
+    let r = over(&points[1].0);
+    assert_eq!(r.status(), 409);
+    let e: Value = r.json().unwrap_or_default();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("shut it down")),
+        "{e}"
+    );
     // a clean shutdown through the guest agent (docs/guest-agent.md), not the ACPI button
     let t_agent = Instant::now();
     let t = h.ok(h.post(
@@ -575,6 +591,91 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
     );
     agent_s += t_agent.elapsed().as_secs_f64();
     eprintln!("guest agent steps took {agent_s:.1}s");
+
+    // ---- restore over the stopped VM itself (docs/backups.md, "Restore over the original")
+    let t_over = Instant::now();
+    let uuid = h.get_json(&format!("/vms/{a}/status/current"))["uuid"].clone();
+    let cfg = h.get_json(&format!("/vms/{a}"));
+    let old_vols: Vec<String> = (0..2)
+        .map(|i| {
+            cfg["spec"]["disks"][i]["volume"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    // a new vmid and replace together: refused with the field named
+    let r = h.post(
+        &format!("/vms/{a}/backups/{}/restore", points[1].0),
+        json!({"target": "main", "pool": h.pool, "replace": true, "new_vmid": h.id(30)}),
+    );
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        h.get_json(&format!("/vms/{a}"))["spec"],
+        cfg["spec"],
+        "nothing changed"
+    );
+    let t = h.ok(over(&points[1].0));
+    let log = task_log(&h, &t.upid);
+    let n = scratch_ticks(&first_disk_path(&h, a));
+    let (_, before, after) = &points[1];
+    assert!(
+        *before <= n && n <= *after,
+        "VM {a}'s disk holds ticks 1..{n} after the restore; point 1 was taken between {before} and {after}\n{log}"
+    );
+    let st = Command::new("qemu-img")
+        .args(["compare", "-q"])
+        .arg(&data_raw)
+        .arg(disk_path(&h, a, 1))
+        .status()
+        .unwrap_or_else(|e| panic!("qemu-img compare: {e}"));
+    assert!(
+        st.success(),
+        "the restored data disk differs from the original"
+    );
+    // the same VM: same UUID and MAC, on new volumes; the old ones and its checkpoints gone
+    let now_cfg = h.get_json(&format!("/vms/{a}"));
+    assert_eq!(
+        h.get_json(&format!("/vms/{a}/status/current"))["uuid"],
+        uuid
+    );
+    assert_eq!(
+        now_cfg["spec"]["nics"][0]["mac"],
+        cfg["spec"]["nics"][0]["mac"]
+    );
+    let content = h.get_json(&format!("/storage/{}/content", h.pool));
+    for v in &old_vols {
+        assert!(
+            !content
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["name"] == v.as_str())),
+            "the replaced volume {v} is still in the pool\n{log}"
+        );
+        assert!(
+            log.contains(&format!("deleted the replaced volume {}/{v}", h.pool)),
+            "{log}"
+        );
+    }
+    let (ok, cps) = common::virsh(&["checkpoint-list", &name, "--name"]);
+    assert!(ok && cps.trim().is_empty(), "checkpoints left: {cps}");
+    assert!(log.contains("the next backup of VM"), "{log}");
+    // a snapshot lives inside the disks a restore would remove: refused, named (the
+    // checkpoints went with the replaced disks, so the VM takes a snapshot again)
+    h.ok(h.post(&format!("/vms/{a}/snapshots"), json!({"name": "keep"})));
+    let r = over(&points[1].0);
+    assert_eq!(r.status(), 409);
+    let e: Value = r.json().unwrap_or_default();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("snapshots (keep)")),
+        "{e}"
+    );
+    h.ok(h.delete(&format!("/vms/{a}/snapshots/keep")));
+    eprintln!(
+        "restore over the VM took {:.1}s",
+        t_over.elapsed().as_secs_f64()
+    );
     // a VM with backups (libvirt checkpoints) is deleted like any other
     h.ok(h.delete(&format!("/vms/{a}")));
     let (_, left) = common::virsh(&["list", "--all", "--name"]);

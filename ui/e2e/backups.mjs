@@ -2,7 +2,7 @@
 // stopped VM with one qcow2 disk and one dir backup target, take a full backup through the
 // "Back up now" dialog and see it listed (kind, size, unverified), verify it (state "ok"
 // shown), see a bad restore VM ID refused before sending, restore it into a new VM and see the
-// task succeed and the new VM exist.
+// task succeed and the new VM exist, then restore it over the (stopped) VM itself.
 //   KEEL_UI_URL          base URL (hostd serving ui/dist)
 //   KEEL_UI_PASSWORD     root's password
 //   KEEL_UI_VMID         a stopped VM with one small qcow2 disk and no backups
@@ -83,6 +83,19 @@ await step("restore it into a new VM: the task succeeds and the VM exists", asyn
   await page.getByText(`Restore ${id} to VM ${NEW_VMID}: done.`).waitFor({ timeout: 120_000 });
   await page.goto(`${BASE}/vms/${NEW_VMID}`);
   await page.getByText(NEW_NAME).first().waitFor();
+});
+
+await step("restore it over the VM itself: the dialog warns, the task succeeds", async () => {
+  await page.goto(`${BASE}/vms/${VMID}?tab=backups`);
+  await table().locator(`tr[data-backup="${id}"]`).getByRole("button", { name: "Restore…" }).click();
+  const dlg = page.getByRole("dialog", { name: `Restore backup ${id} of VM ${VMID}` });
+  await dlg.waitFor();
+  await dlg.getByLabel(`Restore over VM ${VMID}`, { exact: false }).check();
+  expect(await dlg.getByLabel("New VM ID").count() === 0, "the new VM ID field is still shown with replace");
+  const note = await dlg.getByRole("note").innerText();
+  expect(note.includes("must be stopped") && note.includes("lost"), `no warning: ${note}`);
+  await dlg.getByRole("button", { name: `Replace VM ${VMID}`, exact: true }).click();
+  await page.getByText(`Restore ${id} over VM ${VMID}: done.`).waitFor({ timeout: 120_000 });
 });
 
 await finish();

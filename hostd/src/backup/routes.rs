@@ -184,8 +184,10 @@ pub async fn verify_backup(
 
 /// Restore a backup into a new VM (task `vmrestore` on the new vmid): the chain is verified,
 /// each disk flattened into a new volume on the chosen pool, the VM defined from the saved spec
-/// with a new UUID, MACs and name. Needs VM.Allocate on `/vms`, VM.Backup on the backed-up VM
-/// and Datastore.AllocateSpace on the pool.
+/// with a new UUID, MACs and name. With `replace`, over the backed-up VM itself (stopped, no
+/// snapshots, not HA): new volumes written first, then the VM redefined on them, then the old
+/// ones removed. Needs VM.Allocate on `/vms`, VM.Backup on the backed-up VM and
+/// Datastore.AllocateSpace on the pool; with `replace` also VM.Config on the VM.
 #[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/{vmid}/backups/{backup}/restore", tag = "backups",
     params(("node" = String, Path), ("vmid" = u32, Path), ("backup" = String, Path)), request_body = RestoreRequest,
     responses((status = 202, body = TaskRef), (status = 400, body = keel_api::ErrorBody), (status = 404, body = keel_api::ErrorBody), (status = 409, body = keel_api::ErrorBody)))]
@@ -198,13 +200,18 @@ pub async fn restore_backup(
     JsonBody(req): JsonBody<RestoreRequest>,
 ) -> ApiResult<Response> {
     check_node(&node, &name)?;
-    for (privilege, path) in [
+    let mut needs = vec![
         (Privilege::VmBackup, format!("/vms/{vmid}")),
         (
             Privilege::DatastoreAllocateSpace,
             format!("/storage/{}", req.pool),
         ),
-    ] {
+    ];
+    if req.replace {
+        // its configuration and disks are replaced
+        needs.push((Privilege::VmConfig, format!("/vms/{vmid}")));
+    }
+    for (privilege, path) in needs {
         if !acl.has(&who, privilege, &path) {
             return Err(Error::Forbidden(format!(
                 "permission denied: {} on {path} is needed to restore",
@@ -216,7 +223,11 @@ pub async fn restore_backup(
     let upid = blocking(move || {
         let plan = run::check_restore(&node, vmid, &backup, &req)?;
         let new = plan.spec.vmid;
-        vms_reserve(&node, &plan)?;
+        // over the original: its vmid is already its own; the task holds the VM
+        let reserve = plan.over.is_none();
+        if reserve {
+            vms_reserve(&node, &plan)?;
+        }
         let n = node.clone();
         let start = req.start;
         let r = tasks::spawn(
@@ -227,7 +238,7 @@ pub async fn restore_backup(
             true,
             move |t| run::restore(&n, vmid, plan, start, t),
         );
-        if r.is_err() {
+        if r.is_err() && reserve {
             let _ = crate::vms::release_vmid(&node, new);
         }
         r

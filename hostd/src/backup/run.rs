@@ -12,6 +12,7 @@ use keel_api::vm::{DiskFormat, VmSpec};
 use super::engine::{backup_xml, checkpoint_xml, domain_disks, DomDisk, Engine};
 use super::{sftp, store, targets};
 use crate::error::{Error, Result};
+use crate::hv::DomainRow;
 use crate::tasks::TaskHandle;
 use crate::{vms, Node};
 
@@ -805,6 +806,44 @@ pub struct RestorePlan {
     pub remote: Option<(String, sftp::Remote)>,
     pub id: String,
     pub spec: VmSpec,
+    /// Over the original VM (`replace`): its row when the restore was accepted.
+    pub over: Option<DomainRow>,
+}
+
+/// Why the backed-up VM cannot be restored over now (`replace`), if it cannot: it must be on
+/// this node, stopped, not HA, not a template, and without snapshots (they live inside the
+/// disks the restore removes).
+fn check_replace(node: &Node, vmid: u32, req: &RestoreRequest) -> Result<DomainRow> {
+    if req.name.is_some() {
+        return Err(Error::validation(
+            "name",
+            format!("with replace VM {vmid} keeps its name; leave name out (or restore to a new vmid to choose one)"),
+        ));
+    }
+    crate::ha::refuse_if_ha(node, vmid, "restoring a backup over it")?;
+    let row = vms::find(node, vmid).map_err(|e| match e {
+        Error::NotFound(_) => Error::NotFound(format!(
+            "VM {vmid} is not on node {}: restore over it on the node that holds it, or restore to a new vmid",
+            node.cfg.node
+        )),
+        e => e,
+    })?;
+    crate::clones::refuse_template(&row, vmid)?;
+    if row.state.is_active() {
+        return Err(Error::Conflict(format!(
+            "VM {vmid} is {}: shut it down before restoring over it (or restore to a new vmid)",
+            row.state.as_str()
+        )));
+    }
+    let snaps = node.hv.list_snapshots(&row.name)?;
+    if !snaps.is_empty() {
+        let names: Vec<&str> = snaps.iter().map(|s| s.name.as_str()).collect();
+        return Err(Error::Conflict(format!(
+            "VM {vmid} has snapshots ({}): they live inside the disks a restore over it removes; delete them first, or restore to a new vmid",
+            names.join(", ")
+        )));
+    }
+    Ok(row)
 }
 
 pub fn check_restore(
@@ -814,7 +853,13 @@ pub fn check_restore(
     req: &RestoreRequest,
 ) -> Result<RestorePlan> {
     check_backup_id(id)?;
+    let new_vmid = req.restored_vmid(vmid)?;
     let t = targets::get(node, &req.target)?;
+    let over = if req.replace {
+        Some(check_replace(node, vmid, req)?)
+    } else {
+        None
+    };
     let remote = targets::remote(node, &t)?;
     let ch = match &remote {
         Some(r) => r.connect()?.chain(vmid, id)?,
@@ -841,13 +886,19 @@ pub fn check_restore(
             point.disks.len()
         )));
     }
-    spec.vmid = req.new_vmid;
-    spec.name = req
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{}-restore-{}", spec.name, req.new_vmid));
-    for n in &mut spec.nics {
-        n.mac = None;
+    spec.vmid = new_vmid;
+    match &over {
+        // the same VM: its name stays, its MACs are the saved ones (its own)
+        Some(row) => spec.name = row.name.clone(),
+        None => {
+            spec.name = req
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}-restore-{new_vmid}", spec.name));
+            for n in &mut spec.nics {
+                n.mac = None;
+            }
+        }
     }
     for (d, b) in spec.disks.iter_mut().zip(&point.disks) {
         d.pool = Some(req.pool.clone());
@@ -868,12 +919,13 @@ pub fn check_restore(
             spec.cdrom = None;
         }
     }
-    vms::check_against_host(node, &mut spec, None)?;
+    vms::check_against_host(node, &mut spec, over.as_ref())?;
     Ok(RestorePlan {
         target_path: t.path,
         remote: remote.map(|r| (t.name.clone(), r)),
         id: id.to_string(),
         spec,
+        over,
     })
 }
 
@@ -885,10 +937,17 @@ pub fn restore(
     task: &TaskHandle,
 ) -> Result<()> {
     let new = plan.spec.vmid;
-    task.log(format!(
-        "restoring backup {} of VM {vmid} as VM {new} ({})",
-        plan.id, plan.spec.name
-    ));
+    if plan.over.is_some() {
+        task.log(format!(
+            "restoring backup {} over VM {vmid} ({}): new disks first, the old ones removed once the VM is redefined",
+            plan.id, plan.spec.name
+        ));
+    } else {
+        task.log(format!(
+            "restoring backup {} of VM {vmid} as VM {new} ({})",
+            plan.id, plan.spec.name
+        ));
+    }
     let Some((target, r)) = &plan.remote else {
         return restore_from(node, vmid, &plan, &plan.target_path, 0.0, start, task);
     };
@@ -927,6 +986,9 @@ fn restore_from(
     let Some(point) = ch.last().cloned() else {
         return Err(Error::Conflict("empty chain".into()));
     };
+    if let Some(row) = &plan.over {
+        return replace_from(node, row, plan, path, &point, start, task);
+    }
     let had_cdrom = plan.spec.cdrom.is_some();
     vms::create(node, plan.spec.clone(), false, task)?;
     if !had_cdrom
@@ -934,7 +996,7 @@ fn restore_from(
     {
         task.log("the CD-ROM's image is not on this node: the restored VM has an empty drive");
     }
-    let filled = fill_disks(node, new, path, &point, task);
+    let filled = vms::config(node, new).and_then(|c| fill_disks(node, &c.spec, path, &point, task));
     if let Err(e) = filled {
         task.log(format!(
             "restore failed: {e}; deleting VM {new} and its new volumes"
@@ -953,16 +1015,70 @@ fn restore_from(
     Ok(())
 }
 
-/// Flatten each disk's chain into the new VM's volumes.
+/// Restore over the stopped VM `row`: the chain flattened into new volumes, the VM redefined
+/// on them (same UUID and name, the backup's configuration), then the old volumes removed.
+/// Its libvirt checkpoints are dropped (their bitmaps were in the old disks), so its next
+/// backup is a full one and says why.
+fn replace_from(
+    node: &Node,
+    row: &DomainRow,
+    plan: &RestorePlan,
+    path: &str,
+    point: &BackupManifest,
+    start: bool,
+    task: &TaskHandle,
+) -> Result<()> {
+    let vmid = plan.spec.vmid;
+    // the VM may have changed between the request and this task
+    let now = vms::find(node, vmid)?;
+    if now.uuid != row.uuid {
+        return Err(Error::Conflict(format!(
+            "VM {vmid} was replaced by another domain since the restore was asked for; nothing changed"
+        )));
+    }
+    if now.state.is_active() {
+        return Err(Error::Conflict(format!(
+            "VM {vmid} was started since the restore was asked for ({}); nothing changed: shut it down and restore again",
+            now.state.as_str()
+        )));
+    }
+    let eng = engine(node);
+    let fill = |spec: &VmSpec| fill_disks(node, spec, path, point, task);
+    let drop_checkpoints = || match eng.checkpoints(&row.name) {
+        Ok(cps) => {
+            for c in cps.iter().rev() {
+                match eng.delete_checkpoint_metadata(&row.name, c) {
+                    Ok(()) => task.log(format!(
+                        "dropped checkpoint {c} (its bitmap was in a replaced disk): the next backup of VM {vmid} is full"
+                    )),
+                    Err(e) => task.log(format!("warning: checkpoint {c} stays recorded ({e})")),
+                }
+            }
+        }
+        Err(e) => task.log(format!("warning: cannot list checkpoints: {e}")),
+    };
+    vms::replace_disks(node, row, plan.spec.clone(), &fill, &drop_checkpoints, task)?;
+    task.progress(0.97);
+    if start {
+        vms::power(node, vmid, crate::hv::Power::Start, task)?;
+        task.log(format!("VM {vmid} started"));
+    }
+    task.log(format!(
+        "VM {vmid} restored over itself from backup {}",
+        point.id
+    ));
+    Ok(())
+}
+
+/// Flatten each disk's chain into the restored VM's volumes (`spec`'s disks, allocated).
 fn fill_disks(
     node: &Node,
-    new: u32,
+    spec: &VmSpec,
     target_path: &str,
     point: &BackupManifest,
     task: &TaskHandle,
 ) -> Result<()> {
     let eng = engine(node);
-    let spec = vms::config(node, new)?.spec;
     let dir: PathBuf = store::vm_dir(target_path, point.vmid).join(&point.id);
     for (i, (d, b)) in spec.disks.iter().zip(&point.disks).enumerate() {
         let (Some(pool), Some(vol)) = (&d.pool, &d.volume) else {

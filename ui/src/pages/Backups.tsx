@@ -114,7 +114,8 @@ export function Backups({ vmid }: { vmid: number }) {
       {restoring && <RestoreDialog vmid={vmid} backup={restoring} onClose={() => setRestoring(null)}
         onSubmit={(body) => {
           setRestoring(null);
-          act(`Restore ${restoring.id} to VM ${body.new_vmid}`, np(`/vms/${vmid}/backups/${encodeURIComponent(restoring.id)}/restore`), body);
+          const what = body.replace ? `Restore ${restoring.id} over VM ${vmid}` : `Restore ${restoring.id} to VM ${body.new_vmid}`;
+          act(what, np(`/vms/${vmid}/backups/${encodeURIComponent(restoring.id)}/restore`), body);
         }} />}
     </div>
   );
@@ -197,9 +198,10 @@ function CreateDialog({ targets, onClose, onSubmit }: {
 
 function RestoreDialog({ vmid, backup, onClose, onSubmit }: {
   vmid: number; backup: BackupInfo; onClose: () => void;
-  onSubmit: (b: { target: string; new_vmid: number; pool: string; name?: string; start: boolean }) => void;
+  onSubmit: (b: { target: string; new_vmid?: number; pool: string; name?: string; start: boolean; replace?: boolean }) => void;
 }) {
   const [newId, setNewId] = useState("");
+  const [replace, setReplace] = useState(false);
   const [name, setName] = useState("");
   const [pool, setPool] = useState("");
   const [pools, setPools] = useState<PoolInfo[]>([]);
@@ -212,22 +214,32 @@ function RestoreDialog({ vmid, backup, onClose, onSubmit }: {
       setPool((v) => v || (act.find((x) => x.kind === "dir") ?? act[0])?.name || "");
     }).catch(() => {});
   }, []);
-  const err = newId ? restoreFormError(newId, name, pool) : null;
+  const err = replace ? (pool ? null : "Choose a pool for the disks") : newId ? restoreFormError(newId, name, pool) : null;
   return (
     <Modal title={`Restore backup ${backup.id} of VM ${vmid}`} onClose={onClose}>
       <form aria-label="Restore" onSubmit={(e) => {
         e.preventDefault();
-        if (!err && newId) onSubmit({ target: backup.target, new_vmid: Number(newId), pool, name: name.trim() || undefined, start });
+        if (err) return;
+        if (replace) onSubmit({ target: backup.target, pool, start, replace: true });
+        else if (newId) onSubmit({ target: backup.target, new_vmid: Number(newId), pool, name: name.trim() || undefined, start });
       }}>
-        <p class="muted small">Into a new VM, from {backup.kind} backup {backup.id} on target {backup.target}{backup.parent ? ` (its chain back to the full one is read)` : ""}.</p>
-        <div class="field">
-          <label for="restore-vmid">New VM ID</label>
-          <input id="restore-vmid" inputMode="numeric" value={newId} onInput={(e) => setNewId(e.currentTarget.value)} />
-        </div>
-        <div class="field">
-          <label for="restore-name">New name</label>
-          <input id="restore-name" value={name} placeholder={`(the original's name)-restore-${newId || "N"}`} onInput={(e) => setName(e.currentTarget.value)} />
-        </div>
+        <p class="muted small">{replace ? `Over VM ${vmid} itself` : "Into a new VM"}, from {backup.kind} backup {backup.id} on target {backup.target}{backup.parent ? ` (its chain back to the full one is read)` : ""}.</p>
+        <label class="check"><input type="checkbox" id="restore-replace" checked={replace} onChange={(e) => setReplace(e.currentTarget.checked)} />
+          {" "}Restore over VM {vmid} (replaces its disks and configuration)</label>
+        {replace ? (
+          <p class="alert alert-warn small" role="note">VM {vmid} must be stopped and have no snapshots. The backup's disks are written
+            to new volumes first; VM {vmid}'s current disks are deleted only once it runs on them, so the pool needs room for
+            both. What VM {vmid} wrote since this backup is lost.</p>
+        ) : (<>
+          <div class="field">
+            <label for="restore-vmid">New VM ID</label>
+            <input id="restore-vmid" inputMode="numeric" value={newId} onInput={(e) => setNewId(e.currentTarget.value)} />
+          </div>
+          <div class="field">
+            <label for="restore-name">New name</label>
+            <input id="restore-name" value={name} placeholder={`(the original's name)-restore-${newId || "N"}`} onInput={(e) => setName(e.currentTarget.value)} />
+          </div>
+        </>)}
         <div class="field">
           <label for="restore-pool">Pool for the disks</label>
           <select id="restore-pool" value={pool} onChange={(e) => setPool(e.currentTarget.value)}>
@@ -239,7 +251,7 @@ function RestoreDialog({ vmid, backup, onClose, onSubmit }: {
         {err && <div class="field-error" role="alert">{err}</div>}
         <div class="modal-actions">
           <button type="button" class="btn" onClick={onClose}>Cancel</button>
-          <button type="submit" class="btn btn-primary" disabled={!newId || !!err}>Restore</button>
+          <button type="submit" class={replace ? "btn btn-danger" : "btn btn-primary"} disabled={(!replace && !newId) || !!err}>{replace ? `Replace VM ${vmid}` : "Restore"}</button>
         </div>
       </form>
     </Modal>
