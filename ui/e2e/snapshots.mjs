@@ -74,6 +74,7 @@ await step("clone a new VM from the first snapshot", async () => {
   await dlg.getByRole("button", { name: "Clone", exact: true }).click();
   await page.waitForURL(new RegExp(`/vms/${CLONE_VMID}$`), { timeout: 60_000 });
   await page.getByRole("heading", { level: 1, name: new RegExp(`^${CLONE_VMID} · `) }).waitFor();
+  expect(await page.getByRole("dialog").count() === 0, "the clone dialog is still open on the clone's page");
   await page.goto(`${BASE}/vms/${VMID}?tab=snapshots`);
   await row("first").waitFor();
 });

@@ -75,6 +75,8 @@ export function CloneDialog({ vmid, name, template, snapshot, onClose }: {
     if (pool && !linked) body.pool = pool;
     try {
       await runTask("POST", np(`/vms/${vmid}/clone`), body, (t) => setProgress(`${Math.round((t.progress ?? 0) * 100)}%`));
+      // closed first: the VM page stays mounted for the new vmid and must not reopen it
+      onClose();
       navigate(newId.trim() ? `/vms/${newId.trim()}` : "/vms");
       return;
     } catch (err) {
