@@ -4,11 +4,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::FieldError;
+use crate::snapshot::validate_snapshot_name;
 use crate::vm::{valid_name, valid_object_name, VMID_MAX, VMID_MIN};
 
-/// Clone a stopped VM or a template. A full clone copies every disk (into `pool`, or each
-/// disk's own pool); a linked clone (`linked`, templates only) gets new qcow2 overlays in the
-/// template's pool whose backing file is the template's disk.
+/// Clone a stopped VM or a template, or any VM (running or stopped) from one of its snapshots.
+/// A full clone copies every disk (into `pool`, or each disk's own pool); a linked clone
+/// (`linked`, templates only) gets new qcow2 overlays in the template's pool whose backing
+/// file is the template's disk. With `snapshot`, the clone is a full copy of the disks as they
+/// were at that snapshot, with the configuration the VM had then (never its memory state).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloneRequest {
@@ -32,6 +35,17 @@ pub struct CloneRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1, max_length = 200)]
     pub pool: Option<String>,
+    /// Clone from this snapshot of the source (`GET …/vms/{vmid}/snapshots` lists them): a
+    /// full copy of the disks as they were then and the configuration the VM had then. The
+    /// source may be running. Never linked; the clone boots fresh (no memory state) and has
+    /// no snapshots itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$",
+        min_length = 1,
+        max_length = 40
+    )]
+    pub snapshot: Option<String>,
 }
 
 impl CloneRequest {
@@ -60,6 +74,9 @@ impl CloneRequest {
                     format!("pool {p:?} is not a storage pool name"),
                 ));
             }
+        }
+        if let Some(s) = &self.snapshot {
+            validate_snapshot_name(s).map_err(|e| FieldError::new("snapshot", e.message))?;
         }
         Ok(())
     }
@@ -109,6 +126,19 @@ mod tests {
             }),
             Some("pool".into())
         );
+        assert_eq!(
+            bad(CloneRequest {
+                snapshot: Some("1st".into()),
+                ..Default::default()
+            }),
+            Some("snapshot".into())
+        );
+        assert!(CloneRequest {
+            snapshot: Some("before-upgrade".into()),
+            ..Default::default()
+        }
+        .validate()
+        .is_ok());
         let e = serde_json::from_str::<CloneRequest>(r#"{"full": true}"#);
         assert!(e.is_err(), "unknown fields are refused");
     }

@@ -1,5 +1,6 @@
 //! `keel vm clone` and `keel vm template`: clones of stopped VMs and templates (full copies or,
-//! of a template, linked qcow2 overlays) and the conversion of a VM to a template.
+//! of a template, linked qcow2 overlays), full clones of any VM from one of its snapshots
+//! (`--snapshot`), and the conversion of a VM to a template.
 
 use anyhow::Result;
 use clap::Args;
@@ -12,7 +13,7 @@ use crate::{task_outcome, Outcome};
 
 #[derive(Args, Debug)]
 pub struct CloneArgs {
-    /// The VM or template to clone (must be stopped)
+    /// The VM or template to clone (must be stopped, unless cloned from a snapshot)
     pub vmid: u32,
     /// vmid of the clone [default: the next free one]
     #[arg(long = "vmid", value_name = "N")]
@@ -27,6 +28,10 @@ pub struct CloneArgs {
     /// dir pool for a full clone's disks [default: each disk's own pool]
     #[arg(long, value_name = "POOL")]
     pub pool: Option<String>,
+    /// Full clone of the disks and configuration as they were at this snapshot (the source
+    /// may be running; `keel vm snapshot list VMID` shows the names)
+    #[arg(long, value_name = "NAME", conflicts_with = "linked")]
+    pub snapshot: Option<String>,
 }
 
 impl CloneArgs {
@@ -37,6 +42,7 @@ impl CloneArgs {
             name: self.name.clone(),
             linked: self.linked,
             pool: self.pool.clone(),
+            snapshot: self.snapshot.clone(),
         };
         r.validate()
             .map_err(|e| anyhow::anyhow!("--{}: {}", e.field, e.message))?;
@@ -81,6 +87,7 @@ mod tests {
             name: Some("web2".into()),
             linked: true,
             pool: None,
+            snapshot: None,
         };
         let r = a.request().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((r.vmid, r.linked), (Some(200), true));
@@ -94,5 +101,24 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.starts_with("--vmid:"), "{e}");
+        let snap = CloneArgs {
+            vmid: 100,
+            new_vmid: None,
+            name: None,
+            linked: false,
+            pool: None,
+            snapshot: Some("before-upgrade".into()),
+        };
+        let r = snap.request().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.snapshot.as_deref(), Some("before-upgrade"));
+        let e = CloneArgs {
+            snapshot: Some("9x".into()),
+            ..snap
+        }
+        .request()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.starts_with("--snapshot:"), "{e}");
     }
 }

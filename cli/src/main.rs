@@ -249,7 +249,8 @@ enum VmCmd {
         disk: String,
         size: String,
     },
-    /// Clone a stopped VM or a template (full copy, or --linked on a template)
+    /// Clone a stopped VM or a template (full copy, or --linked on a template), or any VM from
+    /// one of its snapshots (--snapshot NAME)
     Clone(clone::CloneArgs),
     /// Convert a stopped VM to a template (never started again; clone it)
     Template { vmid: u32 },

@@ -8,6 +8,11 @@
 //! serials. What can be refused is refused before a task exists ([`check_clone`]); a clone
 //! that fails part-way removes the files it made and releases its vmid.
 //!
+//! A clone **from a snapshot** (libvirt internal qcow2 snapshots, `snapshots.rs`) is always a
+//! full one: `qemu-img convert -l snapshot.name=S` of each disk, and the configuration libvirt
+//! saved with the snapshot (never its memory state). Its source may be running (see
+//! [`convert_argv`] for why reading the snapshot under a running guest is safe).
+//!
 //! `qemu-img` runs through the node's `keel_runner::Runner` (`ClusterState::runner`).
 
 use std::os::unix::fs::MetadataExt;
@@ -27,7 +32,7 @@ use keel_runner::Cmd;
 use rand::RngCore;
 
 use crate::auth::Principal;
-use crate::domain::{self, KEEL_NS};
+use crate::domain::{self, ParsedDomain, KEEL_NS};
 use crate::error::{Error, Result};
 use crate::http::{accepted, blocking, check_node, ApiResult, JsonBody, Path};
 use crate::hv::DomainRow;
@@ -140,8 +145,8 @@ pub fn make_template(node: &Node, vmid: u32, task: &TaskHandle) -> Result<()> {
     Ok(())
 }
 
-/// The disk a qcow2 image is layered on (`qemu-img info`'s full backing file name), if any.
-fn backing_of(node: &Node, path: &str) -> Result<Option<String>> {
+/// `qemu-img info` of an image (`-U`: it may be in use by a running guest; only read).
+fn image_info(node: &Node, path: &str) -> Result<serde_json::Value> {
     let out = node
         .cluster
         .runner
@@ -149,12 +154,33 @@ fn backing_of(node: &Node, path: &str) -> Result<Option<String>> {
             &Cmd::argv(&["qemu-img", "info", "-U", "--output=json", path]).timeout(QEMU_IMG_SHORT),
         )
         .map_err(run_err)?;
-    let v: serde_json::Value = serde_json::from_str(&out)
-        .map_err(|e| Error::Internal(format!("qemu-img info {path}: unreadable answer: {e}")))?;
-    Ok(v["full-backing-filename"]
+    serde_json::from_str(&out)
+        .map_err(|e| Error::Internal(format!("qemu-img info {path}: unreadable answer: {e}")))
+}
+
+/// The disk a qcow2 image is layered on (`qemu-img info`'s full backing file name), if any.
+fn backing_of(node: &Node, path: &str) -> Result<Option<String>> {
+    Ok(backing_name(&image_info(node, path)?))
+}
+
+/// The backing file named by `qemu-img info`'s answer.
+fn backing_name(v: &serde_json::Value) -> Option<String> {
+    v["full-backing-filename"]
         .as_str()
         .or(v["backing-filename"].as_str())
-        .map(str::to_string))
+        .map(str::to_string)
+}
+
+/// Names of the internal snapshots `qemu-img info` lists in an image.
+fn image_snapshots(v: &serde_json::Value) -> Vec<String> {
+    v["snapshots"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// VMs (labels such as `VM 101 (web-clone)`) with a disk layered on one of `base_paths`.
@@ -302,6 +328,8 @@ pub struct ClonePlan {
     pub source: u32,
     pub source_name: String,
     pub linked: bool,
+    /// Cloned from this snapshot of the source (a full clone; the source may run).
+    pub snapshot: Option<String>,
     pub spec: VmSpec,
     pub uuid: String,
     pub disks: Vec<DiskCopy>,
@@ -316,25 +344,66 @@ pub fn next_free(used: &[u32]) -> u32 {
     (VMID_MIN..).find(|v| !used.contains(v)).unwrap_or(VMID_MIN)
 }
 
+/// The source's configuration at snapshot `snap`, or a 404 naming the snapshots it has.
+fn snapshot_source(node: &Node, vmid: u32, row: &DomainRow, snap: &str) -> Result<ParsedDomain> {
+    let names: Vec<String> = crate::snapshots::tree(&node.hv.list_snapshots(&row.name)?)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    if !names.iter().any(|n| n == snap) {
+        return Err(Error::NotFound(if names.is_empty() {
+            format!("VM {vmid} has no snapshot {snap:?}: it has no snapshots at all (take one with `keel vm snapshot create {vmid} NAME`)")
+        } else {
+            format!(
+                "VM {vmid} has no snapshot {snap:?}; its snapshots: {} (`keel vm snapshot list {vmid}`)",
+                names.join(", ")
+            )
+        }));
+    }
+    let xml = node.hv.snapshot_domain_xml(&row.name, snap)?;
+    domain::parse(&xml).map_err(|e| {
+        Error::Internal(format!(
+            "the configuration libvirt saved with snapshot {snap:?} of VM {vmid} cannot be read: {e}"
+        ))
+    })
+}
+
 /// Everything that can refuse a clone, before a task exists: 404 unknown VM, 409 source
 /// running / linked clone of a non-template / vmid or name taken, 400 target pool missing,
 /// inactive, not `dir`, without space for a full copy, or a linked clone to another pool.
+/// From a snapshot: 404 unknown snapshot (naming those the VM has), 400 `linked`, 409 a disk
+/// of the snapshot that is not qcow2, gone, or does not hold the snapshot.
 pub fn check_clone(node: &Node, vmid: u32, req: &CloneRequest) -> Result<ClonePlan> {
     req.validate()?;
     let row = vms::find(node, vmid)?;
-    if row.state.is_active() {
-        return Err(Error::Conflict(format!(
-            "VM {vmid} is {}: clones are made from a stopped VM (its disks must not change during the copy); shut it down first",
-            row.state.as_str()
-        )));
-    }
     let template = is_template(&row);
-    if req.linked && !template {
-        return Err(Error::Conflict(format!(
-            "VM {vmid} is not a template: a linked clone is layered on its source's disks, which must never change again; convert it first (`keel vm template {vmid}`) or make a full clone"
-        )));
-    }
-    let src = domain::parse(&node.hv.domain_xml(&row.name, true)?)?;
+    let src = match &req.snapshot {
+        None => {
+            if row.state.is_active() {
+                return Err(Error::Conflict(format!(
+                    "VM {vmid} is {}: clones are made from a stopped VM (its disks must not change during the copy); shut it down first, or clone it from one of its snapshots",
+                    row.state.as_str()
+                )));
+            }
+            if req.linked && !template {
+                return Err(Error::Conflict(format!(
+                    "VM {vmid} is not a template: a linked clone is layered on its source's disks, which must never change again; convert it first (`keel vm template {vmid}`) or make a full clone"
+                )));
+            }
+            domain::parse(&node.hv.domain_xml(&row.name, true)?)?
+        }
+        Some(snap) => {
+            if req.linked {
+                return Err(Error::validation(
+                    "linked",
+                    format!("a linked clone cannot be made from snapshot {snap:?} of VM {vmid}: a linked clone needs a read-only base, and a snapshot lives inside disks the VM keeps writing; make a full clone from the snapshot (leave linked out), or convert the VM to a template (`keel vm template {vmid}`) and make a linked clone of that"),
+                ));
+            }
+            // A template can hold snapshots taken before it was converted (they can no
+            // longer be taken, rolled back or deleted): cloning from one only reads them.
+            snapshot_source(node, vmid, &row, snap)?
+        }
+    };
     let others = vms::parsed_domains(node)?;
     let mut used: Vec<u32> = others
         .iter()
@@ -407,7 +476,34 @@ pub fn check_clone(node: &Node, vmid: u32, req: &CloneRequest) -> Result<ClonePl
                 ),
             ));
         };
-        let vinfo = node.hv.volume(spool, svol)?;
+        let vinfo = match (&req.snapshot, node.hv.volume(spool, svol)) {
+            (Some(snap), Err(crate::hv::HvError::NotFound(_))) => {
+                return Err(Error::Conflict(format!(
+                    "disk {i} of VM {vmid} at snapshot {snap:?} ({spool}/{svol}) no longer exists: the snapshot cannot be cloned"
+                )))
+            }
+            (_, r) => r?,
+        };
+        // From a snapshot: the image must be qcow2 (internal snapshots live inside qcow2
+        // images) and hold that snapshot.
+        let info = match &req.snapshot {
+            None => None,
+            Some(snap) => {
+                if d.format != DiskFormat::Qcow2 {
+                    return Err(Error::Conflict(format!(
+                        "disk {i} of VM {vmid} at snapshot {snap:?} ({spool}/{svol}) is {}: only qcow2 images hold internal snapshots, so this one cannot be read as it was then; clone the VM without a snapshot (stopped) instead",
+                        d.format.as_str()
+                    )));
+                }
+                let v = image_info(node, &vinfo.path)?;
+                if !image_snapshots(&v).iter().any(|n| n == snap) {
+                    return Err(Error::Conflict(format!(
+                        "disk {i} of VM {vmid} ({spool}/{svol}) does not hold snapshot {snap:?} (libvirt lists it, the image does not: it was changed outside Keel); the snapshot cannot be cloned"
+                    )));
+                }
+                Some(v)
+            }
+        };
         let format = if req.linked {
             DiskFormat::Qcow2
         } else {
@@ -427,12 +523,18 @@ pub fn check_clone(node: &Node, vmid: u32, req: &CloneRequest) -> Result<ClonePl
         };
         // A full copy holds the data the source holds; one of a layered image holds the whole
         // chain, up to the virtual size.
+        // (The image's allocation also bounds the data of any snapshot it holds.)
+        let layered = match &info {
+            Some(v) => backing_name(v).is_some(),
+            None => {
+                d.format == DiskFormat::Qcow2
+                    && FsPath::new(&vinfo.path).exists()
+                    && backing_of(node, &vinfo.path)?.is_some()
+            }
+        };
         let need = if req.linked {
             0
-        } else if d.format == DiskFormat::Qcow2
-            && FsPath::new(&vinfo.path).exists()
-            && backing_of(node, &vinfo.path)?.is_some()
-        {
+        } else if layered {
             vinfo.capacity
         } else {
             vinfo.allocation
@@ -471,6 +573,7 @@ pub fn check_clone(node: &Node, vmid: u32, req: &CloneRequest) -> Result<ClonePl
         source: vmid,
         source_name: row.name,
         linked: req.linked,
+        snapshot: req.snapshot.clone(),
         spec,
         uuid: fresh_uuid(&uuids, rand_bytes::<16>),
         disks,
@@ -510,25 +613,61 @@ fn allocated(path: &str) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
-/// `qemu-img convert`, with the task's progress following the bytes written.
-fn copy_disk(
-    node: &Node,
-    d: &DiskCopy,
-    task: &TaskHandle,
-    done_before: u64,
-    total: u64,
-) -> Result<()> {
-    let cmd = Cmd::argv(&[
-        "qemu-img",
-        "convert",
+/// Where a disk copy reads from: the image's current state, or one of its internal snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFrom<'a> {
+    Current,
+    /// `shared`: the source VM runs, its QEMU holds the image's lock; read with `-U`.
+    Snapshot {
+        name: &'a str,
+        shared: bool,
+    },
+}
+
+/// The `qemu-img convert` argv of one disk copy.
+///
+/// From a snapshot of a running VM, `-U` (force-share) reads the image under the running
+/// guest's QEMU. That is safe because the snapshot's clusters are immutable while it exists:
+/// qcow2 copies on write every cluster (and L2 table) a snapshot shares, so the guest's
+/// writes never touch them, and QEMU flushed them when it took the snapshot. And the snapshot
+/// exists for the whole copy: the clone task is an exclusive task on the source's vmid
+/// (`tasks::begin`), as are the only operations that create, roll back or delete snapshots
+/// (`vmsnapshot`, `vmrollback`, `vmdelsnapshot` in snapshots.rs, and `vmdelete`, whose
+/// `before_undefine` deletes them), so none of them can run until the copy ends.
+pub fn convert_argv(d: &DiskCopy, from: CopyFrom<'_>) -> Vec<String> {
+    let mut a: Vec<String> = vec!["qemu-img".into(), "convert".into()];
+    if let CopyFrom::Snapshot { name, shared } = from {
+        if shared {
+            a.push("-U".into());
+        }
+        a.push("-l".into());
+        a.push(format!("snapshot.name={name}"));
+    }
+    for x in [
         "-f",
         d.src_format.as_str(),
         "-O",
         d.format.as_str(),
         &d.src_path,
         &d.path,
-    ])
-    .timeout(QEMU_IMG_COPY);
+    ] {
+        a.push(x.to_string());
+    }
+    a
+}
+
+/// `qemu-img convert`, with the task's progress following the bytes written.
+fn copy_disk(
+    node: &Node,
+    d: &DiskCopy,
+    from: CopyFrom<'_>,
+    task: &TaskHandle,
+    done_before: u64,
+    total: u64,
+) -> Result<()> {
+    let argv = convert_argv(d, from);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let cmd = Cmd::argv(&argv).timeout(QEMU_IMG_COPY);
     let finished = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -550,23 +689,53 @@ fn copy_disk(
 pub fn run_clone(node: &Node, plan: ClonePlan, task: &TaskHandle) -> Result<()> {
     let new_id = plan.spec.vmid;
     task.log(format!(
-        "{} clone of VM {} ({}) as VM {new_id} ({})",
+        "{} clone of VM {} ({}){} as VM {new_id} ({})",
         if plan.linked { "linked" } else { "full" },
         plan.source,
         plan.source_name,
+        plan.snapshot
+            .as_deref()
+            .map_or(String::new(), |s| format!(" at snapshot {s:?}")),
         plan.spec.name
     ));
     let mut made: Vec<String> = Vec::new();
     let total: u64 = plan.disks.iter().map(|d| d.need).sum::<u64>().max(1);
     let r = (|| -> Result<()> {
-        // the source must still be stopped (nothing ran between the check and now)
         let row = vms::find(node, plan.source)?;
-        if row.state.is_active() {
-            return Err(Error::Conflict(format!(
-                "VM {} was started: clones are made from a stopped VM",
-                plan.source
-            )));
-        }
+        let from = match &plan.snapshot {
+            // the source must still be stopped (nothing ran between the check and now)
+            None if row.state.is_active() => {
+                return Err(Error::Conflict(format!(
+                    "VM {} was started: clones are made from a stopped VM",
+                    plan.source
+                )));
+            }
+            None => CopyFrom::Current,
+            Some(snap) => {
+                // Held by this task from here on: the snapshot cannot go away and the VM
+                // cannot be started or stopped by Keel until the copy ends.
+                if !node
+                    .hv
+                    .list_snapshots(&row.name)?
+                    .iter()
+                    .any(|s| &s.name == snap)
+                {
+                    return Err(Error::Conflict(format!(
+                        "snapshot {snap:?} of VM {} was deleted meanwhile",
+                        plan.source
+                    )));
+                }
+                let shared = row.state.is_active();
+                if shared {
+                    task.log(format!(
+                        "VM {} is {}: reading snapshot {snap:?} beside it (qemu-img -U); a snapshot's data never changes while it exists, and it cannot be deleted during this task",
+                        plan.source,
+                        row.state.as_str()
+                    ));
+                }
+                CopyFrom::Snapshot { name: snap, shared }
+            }
+        };
         std::fs::create_dir_all(node.cfg.serial_dir())?;
         let mut done = 0u64;
         for d in &plan.disks {
@@ -614,7 +783,7 @@ pub fn run_clone(node: &Node, plan: ClonePlan, task: &TaskHandle) -> Result<()> 
                     d.format.as_str(),
                     mib(d.need)
                 ));
-                copy_disk(node, d, task, done, total)?;
+                copy_disk(node, d, from, task, done, total)?;
                 done += d.need;
             }
         }
@@ -664,8 +833,10 @@ pub fn run_clone(node: &Node, plan: ClonePlan, task: &TaskHandle) -> Result<()> 
 
 /// Clone a stopped VM or a template: a full copy of its disks (`qemu-img convert`, into
 /// `pool` or each disk's own pool), or a linked clone of a template (qcow2 overlays in the
-/// template's pool). The new VM gets the vmid given (or the next free one), the name given
-/// (or `<source>-clone-<vmid>`), a new UUID, new MACs and new disk serials. Besides `VM.Clone`
+/// template's pool). With `snapshot`, a full clone of any VM (running or stopped) as it was
+/// at that snapshot: its disks then and its configuration then, without its memory state.
+/// The new VM gets the vmid given (or the next free one), the name given (or
+/// `<source>-clone-<vmid>`), a new UUID, new MACs and new disk serials. Besides `VM.Clone`
 /// on the source, needs `VM.Allocate` on `/vms` and `Datastore.AllocateSpace` on the target
 /// pools.
 #[utoipa::path(post, path = "/api/v1/nodes/{node}/vms/{vmid}/clone", tag = "vms",
@@ -752,6 +923,7 @@ mod tests {
     use super::*;
     use crate::hv::fake::FakeHv;
     use crate::tests_support::fake_node;
+    use keel_api::vm::VmState;
 
     fn spec(v: serde_json::Value) -> VmSpec {
         serde_json::from_value(v).unwrap()
@@ -1096,5 +1268,179 @@ mod tests {
             "{:?}",
             hv.calls()
         );
+    }
+
+    /// Clones from a snapshot: refused before anything changes (no snapshots, an unknown one
+    /// named among those the VM has, linked, a raw disk, an image without the snapshot), the
+    /// configuration saved with the snapshot, and a running source read with `-U`.
+    #[test]
+    fn clones_from_a_snapshot() {
+        let hv = Arc::new(FakeHv::new());
+        let (mut node, _d) = node_with(hv.clone());
+        make_vm(&node, 100, "base");
+        let fake = Arc::new(keel_runner::Fake::new());
+        node.cluster.runner = fake.clone();
+        let req = |v: serde_json::Value| -> CloneRequest { serde_json::from_value(v).unwrap() };
+        let from = |snap: &str| req(serde_json::json!({"snapshot": snap, "vmid": 200}));
+        match check_clone(&node, 100, &from("S")) {
+            Err(Error::NotFound(m)) => assert!(
+                m.contains("VM 100 has no snapshot \"S\"") && m.contains("no snapshots at all"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // S with the first configuration; then the memory changes and T is taken
+        let snap = |vm: &str, n: &str| {
+            node.hv
+                .create_snapshot(
+                    vm,
+                    &format!("<domainsnapshot><name>{n}</name></domainsnapshot>"),
+                )
+                .unwrap()
+        };
+        snap("base", "S");
+        let old = vms::config(&node, 100).unwrap().spec;
+        let mut changed = old.clone();
+        changed.memory_mib = old.memory_mib + 128;
+        let uuid = vms::find(&node, 100).unwrap().uuid;
+        node.hv
+            .define(&vms::render(&node, &changed, &uuid, None).unwrap())
+            .unwrap();
+        snap("base", "T");
+        match check_clone(&node, 100, &from("X")) {
+            Err(Error::NotFound(m)) => assert!(m.contains("its snapshots: S, T"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match check_clone(
+            &node,
+            100,
+            &req(serde_json::json!({"snapshot": "S", "linked": true})),
+        ) {
+            Err(Error::Validation(f)) => {
+                assert_eq!(f.field, "linked");
+                assert!(
+                    f.message.contains("snapshot \"S\" of VM 100")
+                        && f.message.contains("template"),
+                    "{}",
+                    f.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            check_clone(&node, 100, &from("1bad")),
+            Err(Error::Validation(f)) if f.field == "snapshot"
+        ));
+        // the image does not hold S (changed outside Keel): 409
+        let src = node.hv.volume("local", "vm-100-disk-0.qcow2").unwrap().path;
+        let info = ["qemu-img", "info", "-U", "--output=json", src.as_str()];
+        fake.push(
+            &info,
+            None,
+            keel_runner::Reply::ok(r#"{"snapshots": [{"name": "T"}]}"#),
+        );
+        match check_clone(&node, 100, &from("S")) {
+            Err(Error::Conflict(m)) => assert!(m.contains("does not hold snapshot \"S\""), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // the configuration at S (memory before the change), new identities
+        let holds = r#"{"snapshots": [{"name": "S"}, {"name": "T"}]}"#;
+        fake.push(&info, None, keel_runner::Reply::ok(holds));
+        let plan = check_clone(&node, 100, &from("S")).unwrap();
+        assert_eq!(plan.spec.memory_mib, old.memory_mib);
+        assert_eq!(plan.snapshot.as_deref(), Some("S"));
+        assert_eq!(plan.disks[0].volume, "vm-200-disk-0.qcow2");
+        assert_ne!(plan.uuid, uuid);
+        assert_ne!(plan.spec.nics[0].mac.as_deref(), Some("02:4b:45:00:00:01"));
+        // a running source: allowed; the copy reads the snapshot with -U
+        node.hv.power("base", crate::hv::Power::Start).unwrap();
+        fake.push(&info, None, keel_runner::Reply::ok(holds));
+        let plan = check_clone(&node, 100, &from("S")).unwrap();
+        let dst = plan.disks[0].path.clone();
+        fake.push(
+            &[
+                "qemu-img",
+                "convert",
+                "-U",
+                "-l",
+                "snapshot.name=S",
+                "-f",
+                "qcow2",
+                "-O",
+                "qcow2",
+                &src,
+                &dst,
+            ],
+            None,
+            keel_runner::Reply::ok(""),
+        );
+        // what the copy makes, as the pool refresh finds it
+        node.hv
+            .create_volume("local", "vm-200-disk-0.qcow2", 1 << 20, DiskFormat::Qcow2)
+            .unwrap();
+        let t = node.tasks.begin("vmclone", "100", "root", true).unwrap();
+        let r = run_clone(&node, plan, &t);
+        t.finish(&r);
+        r.unwrap();
+        fake.assert_done();
+        let c = vms::config(&node, 200).unwrap();
+        assert_eq!(c.spec.memory_mib, old.memory_mib);
+        assert!(!c.template);
+        assert!(node.hv.list_snapshots(&c.spec.name).unwrap().is_empty());
+        assert_eq!(vms::find(&node, 100).unwrap().state, VmState::Running);
+        // a stopped source: no -U
+        let d = DiskCopy {
+            index: 0,
+            src_path: "/a".into(),
+            src_format: DiskFormat::Qcow2,
+            pool: "p".into(),
+            volume: "v".into(),
+            path: "/b".into(),
+            format: DiskFormat::Qcow2,
+            need: 0,
+        };
+        assert_eq!(
+            convert_argv(
+                &d,
+                CopyFrom::Snapshot {
+                    name: "S",
+                    shared: false
+                }
+            )
+            .join(" "),
+            "qemu-img convert -l snapshot.name=S -f qcow2 -O qcow2 /a /b"
+        );
+        assert_eq!(
+            convert_argv(&d, CopyFrom::Current).join(" "),
+            "qemu-img convert -f qcow2 -O qcow2 /a /b"
+        );
+        // a raw disk in a snapshot's configuration: 409 naming it, before any command
+        node.hv
+            .create_volume("local", "r.raw", 1 << 20, DiskFormat::Raw)
+            .unwrap();
+        let s = spec(serde_json::json!({
+            "vmid": 101, "name": "rawvm",
+            "disks": [{"pool": "local", "volume": "r.raw", "format": "raw"}]
+        }));
+        let xml = vms::render(&node, &s, &fresh_uuid(&[], rand_bytes::<16>), None).unwrap();
+        node.hv.define(&xml).unwrap();
+        snap("rawvm", "S");
+        match check_clone(&node, 101, &req(serde_json::json!({"snapshot": "S"}))) {
+            Err(Error::Conflict(m)) => assert!(
+                m.contains("disk 0 of VM 101 at snapshot \"S\" (local/r.raw) is raw"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        fake.assert_done();
+        // a template keeps the snapshots it had: a full clone from one only reads it
+        node.hv.power("base", crate::hv::Power::Destroy).unwrap();
+        let t = node.tasks.begin("vmtemplate", "100", "root", true).unwrap();
+        make_template(&node, 100, &t).unwrap();
+        t.finish(&Ok(()));
+        fake.push(&info, None, keel_runner::Reply::ok(holds));
+        let plan = check_clone(&node, 100, &req(serde_json::json!({"snapshot": "T"}))).unwrap();
+        assert_eq!(plan.spec.memory_mib, old.memory_mib + 128);
+        fake.assert_done();
     }
 }

@@ -89,14 +89,32 @@ fn web_ui_in_headless_chromium() {
     );
 
     // The Snapshots tab and the disk resize action (ui/e2e/snapshots.mjs) on a stopped VM with
-    // one qcow2 disk.
-    let snap_vm = h.id(4);
+    // one qcow2 disk, and a clone from its snapshot through the snapshot's Clone… action.
+    let (snap_vm, snap_clone) = (h.id(4), h.id(9));
     h.ok(h.post(
         "/vms",
         json!({"vmid": snap_vm, "name": format!("{}-snap", h.prefix), "memory_mib": 64,
                "disks": [{"pool": h.pool, "size_mib": 16, "format": "qcow2"}]}),
     ));
-    h.run_ui_script("snapshots.mjs", &[("KEEL_UI_VMID", snap_vm.to_string())]);
+    h.run_ui_script(
+        "snapshots.mjs",
+        &[
+            ("KEEL_UI_VMID", snap_vm.to_string()),
+            ("KEEL_UI_CLONE_VMID", snap_clone.to_string()),
+        ],
+    );
+    let c = h.get_json(&format!("/vms/{snap_clone}"));
+    assert_eq!(
+        c["spec"]["disks"][0]["volume"],
+        format!("vm-{snap_clone}-disk-0.qcow2"),
+        "the clone made from the snapshot through the UI: {c}"
+    );
+    assert_eq!(
+        h.get_json(&format!("/vms/{snap_clone}/snapshots")),
+        json!([]),
+        "a clone has no snapshots"
+    );
+    h.ok(h.delete(&format!("/vms/{snap_clone}?purge_volumes=true")));
     let (ok, snaps) = common::virsh(&["snapshot-list", "--name", &format!("{}-snap", h.prefix)]);
     assert!(
         ok && snaps.trim() == "first",

@@ -1,7 +1,9 @@
 //! Templates, full and linked clones on the real engine (libvirtd + QEMU TCG, qemu-img),
 //! driven through hostd's API and checked from outside: the disks' content (the live guest's
 //! tick run on a KEEL-SCRATCH disk, read with qemu-img), the template's sha256, virsh's view of
-//! UUIDs, MACs and serials, and each guest's own serial output.
+//! UUIDs, MACs and serials, and each guest's own serial output. Clones from snapshots: the
+//! disk content at the snapshot (compared with qemu-img's own read of it), the configuration
+//! at the snapshot, and a running source that keeps running.
 
 mod common;
 
@@ -297,4 +299,180 @@ fn template_full_and_linked_clones_boot_independently() {
     assert!(!virsh(&["dominfo", &bname]).0);
     assert_eq!(scratch_ticks(&fvol), fticks);
     eprintln!("vm_clones: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// sha256 of an image's guest-visible content (`qemu-img convert -O raw`, optionally of one
+/// internal snapshot, `-U` beside a running guest).
+fn content_sha(dir: &Path, image: &Path, snapshot: Option<&str>) -> String {
+    let raw = dir.join("content.raw");
+    let _ = std::fs::remove_file(&raw);
+    let mut args = vec!["convert".to_string(), "-U".into()];
+    if let Some(s) = snapshot {
+        args.push("-l".into());
+        args.push(format!("snapshot.name={s}"));
+    }
+    args.extend([
+        "-O".into(),
+        "raw".into(),
+        image.display().to_string(),
+        raw.display().to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = run("qemu-img", &args);
+    assert!(ok, "qemu-img {args:?}: {out}");
+    let sha = sha256(&raw);
+    let _ = std::fs::remove_file(&raw);
+    sha
+}
+
+fn error_of(r: reqwest::blocking::Response) -> (u16, Value) {
+    let st = r.status().as_u16();
+    let v: Value = r.json().unwrap_or_default();
+    (st, v["error"].clone())
+}
+
+#[test]
+fn clones_from_snapshots_of_a_stopped_and_a_running_vm() {
+    let t0 = Instant::now();
+    let h = Hostd::start();
+    let (src, c1, c2) = (h.id(0), h.id(1), h.id(2));
+    let extras = Extras {
+        bridge: format!("{}s", &h.prefix[..h.prefix.len().min(12)]),
+        tiny_pool: format!("{}-none", h.prefix),
+        tiny_dir: h.dir.join("none"),
+        mounted: false,
+    };
+    let (ok, out) = run("ip", &["link", "add", &extras.bridge, "type", "bridge"]);
+    assert!(ok, "ip link add: {out}");
+    h.upload(&live_dir().join("keel-live.iso"), "keel-live.iso");
+    // known data at the snapshot: 1 MiB of 0xa1 at 8 MiB (the guest's ticks use the start)
+    let img = scratch_image(&h.dir, "snapsrc.qcow2", 16);
+    let img_s = img.display().to_string();
+    let (ok, out) = run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0xa1 8M 1M", &img_s],
+    );
+    assert!(ok, "qemu-io: {out}");
+    h.upload(&img, "snapsrc.qcow2");
+    let pools = h.get_json("/storage");
+    let pool_dir = pools
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == h.pool.as_str()))
+        .and_then(|p| p["path"].as_str())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("our pool in {pools}"));
+    let disk = pool_dir.join("snapsrc.qcow2");
+    let sname = format!("{}-ssrc", h.prefix);
+    h.ok(h.post(
+        "/vms",
+        json!({
+            "vmid": src, "name": sname, "memory_mib": 256,
+            "disks": [{"pool": h.pool, "volume": "snapsrc.qcow2", "format": "qcow2", "serial": "src-disk"}],
+            "cdrom": {"pool": h.pool, "volume": "keel-live.iso"},
+            "nics": [{"bridge": extras.bridge}],
+            "boot": ["cdrom", "disk0"]
+        }),
+    ));
+
+    // S: the stopped VM; then other data on its disk and more memory
+    h.ok(h.post(&format!("/vms/{src}/snapshots"), json!({"name": "S"})));
+    let sha_s = content_sha(&h.dir, &disk, Some("S"));
+    let disk_s = disk.display().to_string();
+    let (ok, out) = run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0xb2 8M 1M", &disk_s],
+    );
+    assert!(ok, "qemu-io: {out}");
+    let sha_now = content_sha(&h.dir, &disk, None);
+    assert_ne!(sha_now, sha_s, "the disk changed after S");
+    let mut cfg = h.get_json(&format!("/vms/{src}"))["spec"].clone();
+    cfg["memory_mib"] = json!(320);
+    h.ok(h.put(&format!("/vms/{src}"), cfg));
+
+    // refusals before any task: an unknown snapshot (404 naming S), linked (400)
+    let tasks_before = h.get_json("/tasks?limit=500").as_array().map(Vec::len);
+    let (st, e) = error_of(h.post(&format!("/vms/{src}/clone"), json!({"snapshot": "nope"})));
+    assert_eq!(st, 404, "{e}");
+    let m = e["message"].as_str().unwrap_or("");
+    assert!(
+        m.contains("no snapshot \"nope\"") && m.contains("its snapshots: S"),
+        "{m}"
+    );
+    let (st, e) = error_of(h.post(
+        &format!("/vms/{src}/clone"),
+        json!({"snapshot": "S", "linked": true}),
+    ));
+    assert_eq!((st, e["field"].as_str()), (400, Some("linked")), "{e}");
+    assert_eq!(
+        h.get_json("/tasks?limit=500").as_array().map(Vec::len),
+        tasks_before,
+        "no task was started"
+    );
+
+    // a clone from S: S's disk content and S's configuration, new identities, no snapshots
+    let c1name = format!("{}-fromS", h.prefix);
+    h.ok(h.post(
+        &format!("/vms/{src}/clone"),
+        json!({"vmid": c1, "name": c1name, "snapshot": "S"}),
+    ));
+    let c1disk = pool_dir.join(format!("vm-{c1}-disk-0.qcow2"));
+    assert_eq!(
+        content_sha(&h.dir, &c1disk, None),
+        sha_s,
+        "the clone's disk is the disk at S"
+    );
+    let c1cfg = h.get_json(&format!("/vms/{c1}"));
+    assert_eq!(
+        c1cfg["spec"]["memory_mib"], 256,
+        "the configuration at S: {c1cfg}"
+    );
+    assert_eq!(h.get_json(&format!("/vms/{c1}/snapshots")), json!([]));
+    let (fs, fc) = (dumpxml_facts(&sname), dumpxml_facts(&c1name));
+    assert_ne!(fs.0, fc.0, "UUIDs");
+    assert!(fc.1.len() == 1 && fs.1 != fc.1, "MACs {fs:?} {fc:?}");
+    assert!(fc.2.len() == 1 && fs.2 != fc.2, "serials {fs:?} {fc:?}");
+
+    // the source runs and the clone boots, side by side
+    h.ok(h.post_empty(&format!("/vms/{src}/status/start")));
+    h.ok(h.post_empty(&format!("/vms/{c1}/status/start")));
+    h.wait_for("the clone from S booting", 180, || {
+        h.serial(c1).contains("KEEL-LIVE: guest booted")
+    });
+
+    // M: with memory, while it runs; a clone from M while the source keeps running
+    h.ok(h.post(
+        &format!("/vms/{src}/snapshots"),
+        json!({"name": "M", "memory": true}),
+    ));
+    let c2name = format!("{}-fromM", h.prefix);
+    let t = h.ok(h.post(
+        &format!("/vms/{src}/clone"),
+        json!({"vmid": c2, "name": c2name, "snapshot": "M"}),
+    ));
+    let log = h.get_json(&format!("/tasks/{}/log", t.upid)).to_string();
+    assert!(log.contains("qemu-img -U"), "{log}");
+    assert_eq!(h.state(src), "running", "the source kept running");
+    let c2disk = pool_dir.join(format!("vm-{c2}-disk-0.qcow2"));
+    assert_eq!(
+        content_sha(&h.dir, &c2disk, None),
+        content_sha(&h.dir, &disk, Some("M")),
+        "the clone's disk is the disk at M"
+    );
+    let c2cfg = h.get_json(&format!("/vms/{c2}"));
+    assert_eq!(
+        c2cfg["spec"]["memory_mib"], 320,
+        "the configuration at M: {c2cfg}"
+    );
+    assert_eq!(
+        h.state(c2),
+        "stopped",
+        "a clone boots fresh, never from the memory state"
+    );
+    h.ok(h.post_empty(&format!("/vms/{c1}/status/stop")));
+    h.ok(h.post_empty(&format!("/vms/{src}/status/stop")));
+    eprintln!(
+        "vm_clones (from snapshots): {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    drop(extras);
 }

@@ -2,15 +2,17 @@
 // keel-hostd (no mocks): on a stopped VM with one qcow2 disk, take two snapshots (the second
 // shown as the first one's child and current), roll back to the first, delete the second, see a
 // bad name refused before sending; grow the disk from the Hardware tab and see shrinking
-// refused with the API's message.
+// refused with the API's message; clone a new VM from the remaining snapshot through its Clone…
+// action (the clone dialog with the snapshot preset, linked clone not offered).
 //   KEEL_UI_URL        base URL (hostd serving ui/dist)
 //   KEEL_UI_PASSWORD   root's password
 //   KEEL_UI_VMID       a stopped VM whose only disk (disk0) is a 16 MiB qcow2 volume
+//   KEEL_UI_CLONE_VMID vmid for the clone made from the snapshot
 //   CHROMIUM           browser binary (default /usr/bin/chromium)
 // Prints "N passed, N failed" last; exits non-zero on any failure (screenshots in e2e/artifacts/).
 import { BASE, env, expect, open, signIn } from "./harness.mjs";
 
-const [VMID] = env("KEEL_UI_VMID");
+const [VMID, CLONE_VMID] = env("KEEL_UI_VMID", "KEEL_UI_CLONE_VMID");
 const { page, step, finish } = await open("snapshots");
 page.on("dialog", (d) => d.accept()); // the rollback and delete confirmations
 const table = () => page.getByRole("table", { name: "Snapshots" });
@@ -61,6 +63,20 @@ await step("delete the second snapshot", async () => {
   await page.getByText("Delete second: done.").waitFor();
   await row("second").waitFor({ state: "detached" });
   expect(await taskMsg().count() === 1, "no task message shown");
+});
+
+await step("clone a new VM from the first snapshot", async () => {
+  await row("first").getByRole("button", { name: "Clone…" }).click();
+  const dlg = page.getByRole("dialog");
+  await dlg.getByText(`from snapshot first`).waitFor();
+  expect(await dlg.getByLabel(/Linked clone/).isDisabled(), "linked clone offered for a snapshot");
+  await dlg.getByLabel("New VM ID").fill(CLONE_VMID);
+  await dlg.getByRole("button", { name: "Clone", exact: true }).click();
+  await page.waitForURL(new RegExp(`/vms/${CLONE_VMID}$`), { timeout: 60_000 });
+  await page.getByRole("heading", { level: 1, name: new RegExp(`^${CLONE_VMID} · `) }).waitFor();
+  expect(await page.getByRole("dialog").count() === 0, "the clone dialog is still open on the clone's page");
+  await page.goto(`${BASE}/vms/${VMID}?tab=snapshots`);
+  await row("first").waitFor();
 });
 
 await step("grow the disk from the Hardware tab; shrinking refused with the API's reason", async () => {

@@ -33,6 +33,8 @@ struct State {
     /// Guest agents that answer, with what they report and how many file systems they
     /// freeze ([`FakeHv::set_agent`]); any other domain's agent does not answer.
     agents: BTreeMap<String, (super::AgentFacts, u32)>,
+    /// Snapshots per domain, each with the definition saved with it.
+    snapshots: BTreeMap<String, Vec<(super::SnapshotRow, String)>>,
 }
 
 #[derive(Default)]
@@ -187,6 +189,7 @@ impl Hypervisor for FakeHv {
             Some((_, st)) if st.is_active() => Err(HvError::Conflict("domain is running".into())),
             Some(_) => {
                 s.domains.remove(name);
+                s.snapshots.remove(name);
                 Ok(())
             }
         }
@@ -485,6 +488,91 @@ impl Hypervisor for FakeHv {
 
     fn fs_thaw(&self, name: &str) -> HvResult<u32> {
         Ok(self.agent(name, "fsthaw")?.1)
+    }
+
+    fn list_snapshots(&self, name: &str) -> HvResult<Vec<super::SnapshotRow>> {
+        let s = self.lock();
+        if !s.domains.contains_key(name) {
+            return Err(HvError::NotFound(format!("domain {name:?} not found")));
+        }
+        Ok(s.snapshots
+            .get(name)
+            .map(|v| v.iter().map(|(r, _)| r.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    /// Records the snapshot with the domain's definition (the live one when running; the
+    /// memory goes with it then), as libvirt does; disks are not touched.
+    fn create_snapshot(&self, name: &str, xml: &str) -> HvResult<()> {
+        let el = Element::parse(xml).map_err(|e| HvError::Engine {
+            op: "create snapshot",
+            msg: e.to_string(),
+        })?;
+        let snap = el.path_text("name").unwrap_or("").to_string();
+        let mut s = self.lock();
+        s.calls.push(format!("create_snapshot {name} {snap}"));
+        let (def, state) = s
+            .domains
+            .get(name)
+            .cloned()
+            .ok_or_else(|| HvError::NotFound(format!("domain {name:?} not found")))?;
+        let def = match (state.is_active(), s.live.get(name)) {
+            (true, Some(live)) => live.clone(),
+            _ => def,
+        };
+        let list = s.snapshots.entry(name.to_string()).or_default();
+        if list.iter().any(|(r, _)| r.name == snap) {
+            return Err(HvError::Conflict(format!("snapshot {snap:?} exists")));
+        }
+        let parent = list
+            .iter()
+            .find(|(r, _)| r.current)
+            .map(|(r, _)| r.name.clone());
+        for (r, _) in list.iter_mut() {
+            r.current = false;
+        }
+        let created = list.len() as i64;
+        list.push((
+            super::SnapshotRow {
+                name: snap,
+                description: None,
+                parent,
+                created,
+                state: if state.is_active() {
+                    "running"
+                } else {
+                    "shutoff"
+                }
+                .into(),
+                memory: state.is_active(),
+                current: true,
+            },
+            def,
+        ));
+        Ok(())
+    }
+
+    fn snapshot_domain_xml(&self, name: &str, snapshot: &str) -> HvResult<String> {
+        self.lock()
+            .snapshots
+            .get(name)
+            .and_then(|v| v.iter().find(|(r, _)| r.name == snapshot))
+            .map(|(_, x)| x.clone())
+            .ok_or_else(|| HvError::NotFound(format!("snapshot {snapshot:?} not found")))
+    }
+
+    fn delete_snapshot(&self, name: &str, snapshot: &str) -> HvResult<()> {
+        let mut s = self.lock();
+        s.calls.push(format!("delete_snapshot {name} {snapshot}"));
+        let list = s.snapshots.entry(name.to_string()).or_default();
+        let before = list.len();
+        list.retain(|(r, _)| r.name != snapshot);
+        if list.len() == before {
+            return Err(HvError::NotFound(format!(
+                "snapshot {snapshot:?} not found"
+            )));
+        }
+        Ok(())
     }
 
     fn set_live_metadata(&self, name: &str, _xml: &str) -> HvResult<()> {

@@ -673,6 +673,18 @@ impl Hypervisor for Libvirt {
         })
     }
 
+    fn snapshot_domain_xml(&self, name: &str, snapshot: &str) -> HvResult<String> {
+        self.with(|c| {
+            let d = Self::dom(c, name)?;
+            let s = Domain::lookup_snapshot_by_name(&d, snapshot, 0)
+                .map_err(|_| HvError::NotFound(format!("snapshot {snapshot:?} not found")))?;
+            let xml = s
+                .xml_desc(sys::VIR_DOMAIN_SNAPSHOT_XML_SECURE)
+                .map_err(engine("snapshot XML"))?;
+            snapshot_domain(&xml)
+        })
+    }
+
     fn create_snapshot(&self, name: &str, xml: &str) -> HvResult<()> {
         self.with(|c| {
             Self::dom(c, name)?
@@ -1228,6 +1240,18 @@ pub fn snapshot_row(xml: &str, current: bool) -> HvResult<SnapshotRow> {
     })
 }
 
+/// The `<domain>` element of libvirt's `<domainsnapshot>` XML, as a document of its own.
+pub fn snapshot_domain(xml: &str) -> HvResult<String> {
+    let bad = |m: String| HvError::Engine {
+        op: "snapshot XML",
+        msg: m,
+    };
+    let el = Element::parse(xml).map_err(|e| bad(e.to_string()))?;
+    el.find("domain")
+        .map(|d| d.render())
+        .ok_or_else(|| bad("the snapshot carries no domain definition".into()))
+}
+
 /// The live `<graphics type='vnc'>` device of `domain_xml` with `passwd` and `passwdValidTo`
 /// replaced: what `virDomainUpdateDeviceFlags` takes to change the password of a running VNC
 /// server (everything else must stay as it is).
@@ -1330,6 +1354,32 @@ mod stats_tests {
         let (disks, nics) = stats_devices(xml)?;
         assert_eq!(disks, ["vda", "sda"]);
         assert_eq!(nics, ["vnet3", "52:54:00:00:00:02"]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+
+    /// The configuration saved with a snapshot, Keel's metadata (and its namespace) kept.
+    #[test]
+    fn the_domain_inside_a_snapshot() -> HvResult<()> {
+        let xml = "<domainsnapshot><name>S</name><state>shutoff</state>\
+            <memory snapshot='no'/><disks><disk name='vda' snapshot='internal'/></disks>\
+            <domain type='qemu'><name>web</name><memory unit='KiB'>262144</memory>\
+            <metadata><keel:vm xmlns:keel='https://keel.dev/xmlns/vm/1'><keel:vmid>100</keel:vmid></keel:vm></metadata>\
+            <devices><graphics type='vnc' passwd='secret'/></devices></domain></domainsnapshot>";
+        let d = snapshot_domain(xml)?;
+        let el = Element::parse(&d).map_err(|e| HvError::NotFound(e.to_string()))?;
+        assert_eq!(el.name, "domain");
+        assert_eq!(el.path_text("memory"), Some("262144"));
+        assert!(
+            d.contains("xmlns:keel=\"https://keel.dev/xmlns/vm/1\""),
+            "{d}"
+        );
+        assert!(d.contains("secret") && !d.contains("domainsnapshot"), "{d}");
+        assert!(snapshot_domain("<domainsnapshot><name>S</name></domainsnapshot>").is_err());
         Ok(())
     }
 }

@@ -170,6 +170,12 @@ pub trait Hypervisor: Send + Sync {
         let _ = name;
         Err(unsupported("list snapshots"))
     }
+    /// The domain definition libvirt saved with a snapshot (the `<domain>` inside its
+    /// `<domainsnapshot>`, with secrets): the VM's configuration at that snapshot.
+    fn snapshot_domain_xml(&self, name: &str, snapshot: &str) -> HvResult<String> {
+        let _ = (name, snapshot);
+        Err(unsupported("read snapshots"))
+    }
     /// Create a snapshot from `<domainsnapshot>` XML (internal: memory too when running).
     fn create_snapshot(&self, name: &str, xml: &str) -> HvResult<()> {
         let _ = (name, xml);

@@ -1,5 +1,7 @@
 // Clones and templates on the VM page: "Clone…" (full, or linked for a template) and
-// "Convert to template"; the template badge used here and in the VM list. docs/clones.md.
+// "Convert to template"; the template badge used here and in the VM list; the clone dialog,
+// also opened by a snapshot's "Clone…" on the Snapshots tab (a full clone as the VM was at
+// that snapshot). docs/clones.md.
 import { useEffect, useState } from "preact/hooks";
 import { ApiError, get, np, runTask } from "../api";
 import { Modal } from "../components";
@@ -46,10 +48,13 @@ export function CloneActions({ vmid, name, state, template, onChanged }: {
   );
 }
 
-function CloneDialog({ vmid, name, template, onClose }: { vmid: number; name: string; template: boolean; onClose: () => void }) {
+export function CloneDialog({ vmid, name, template, snapshot, onClose }: {
+  vmid: number; name: string; template: boolean; snapshot?: string; onClose: () => void;
+}) {
   const [newId, setNewId] = useState("");
   const [newName, setNewName] = useState("");
-  const [linked, setLinked] = useState(template);
+  // a snapshot lives in disks the VM keeps writing: never a linked clone's base
+  const [linked, setLinked] = useState(template && !snapshot);
   const [pool, setPool] = useState("");
   const [pools, setPools] = useState<PoolInfo[]>([]);
   const [busy, setBusy] = useState(false);
@@ -64,11 +69,14 @@ function CloneDialog({ vmid, name, template, onClose }: { vmid: number; name: st
     setBusy(true);
     setError(null);
     const body: Record<string, unknown> = { linked };
+    if (snapshot) body.snapshot = snapshot;
     if (newId.trim()) body.vmid = Number(newId);
     if (newName.trim()) body.name = newName.trim();
     if (pool && !linked) body.pool = pool;
     try {
       await runTask("POST", np(`/vms/${vmid}/clone`), body, (t) => setProgress(`${Math.round((t.progress ?? 0) * 100)}%`));
+      // closed first: the VM page stays mounted for the new vmid and must not reopen it
+      onClose();
       navigate(newId.trim() ? `/vms/${newId.trim()}` : "/vms");
       return;
     } catch (err) {
@@ -77,8 +85,9 @@ function CloneDialog({ vmid, name, template, onClose }: { vmid: number; name: st
     setBusy(false);
   };
   return (
-    <Modal title={`Clone VM ${vmid} (${name})`} onClose={onClose}>
+    <Modal title={snapshot ? `Clone VM ${vmid} (${name}) from snapshot ${snapshot}` : `Clone VM ${vmid} (${name})`} onClose={onClose}>
       <form onSubmit={submit} aria-label="Clone">
+        {snapshot && <p class="muted small" data-testid="clone-snapshot">A full copy of the disks and the configuration as they were at snapshot <b>{snapshot}</b>; the clone boots fresh (no memory state) and has no snapshots.</p>}
         <div class="field">
           <label for="clone-vmid">New VM ID</label>
           <input id="clone-vmid" inputMode="numeric" value={newId} onInput={(e) => setNewId(e.currentTarget.value)} />
@@ -88,10 +97,11 @@ function CloneDialog({ vmid, name, template, onClose }: { vmid: number; name: st
           <input id="clone-name" value={newName} placeholder={`${name}-clone-${newId || "N"}`} onInput={(e) => setNewName(e.currentTarget.value)} />
         </div>
         <label class="check">
-          <input id="clone-linked" type="checkbox" checked={linked} disabled={!template} onChange={(e) => setLinked(e.currentTarget.checked)} />
+          <input id="clone-linked" type="checkbox" checked={linked} disabled={!template || !!snapshot} onChange={(e) => setLinked(e.currentTarget.checked)} />
           {" "}Linked clone (qcow2 overlays on the template's disks; fast, small, in the template's pool)
         </label>
-        {!template && <p class="muted small">Linked clones are made from templates only: convert this VM first.</p>}
+        {snapshot ? <p class="muted small">A clone from a snapshot is always a full copy.</p>
+          : !template && <p class="muted small">Linked clones are made from templates only: convert this VM first.</p>}
         <div class="field">
           <label for="clone-pool">Target pool (full clone)</label>
           <select id="clone-pool" value={pool} disabled={linked} onChange={(e) => setPool(e.currentTarget.value)}>

@@ -53,10 +53,12 @@ export async function runShown(what: string, method: string, path: string, body:
   }
 }
 
-export function Snapshots({ vmid, state }: { vmid: number; state: VmState | undefined }) {
+/** `onClone(name)`: open the clone dialog for a clone from that snapshot (the VM page owns it). */
+export function Snapshots({ vmid, state, onClone }: { vmid: number; state: VmState | undefined; onClone?: (snapshot: string) => void }) {
   const list = usePoll(() => get<SnapshotInfo[]>(np(`/vms/${vmid}/snapshots`)), 5000, [vmid]);
   const perms = usePermissions();
   const noSnap = whyNot(perms, "VM.Snapshot", `/vms/${vmid}`);
+  const noClone = whyNot(perms, "VM.Clone", `/vms/${vmid}`);
   const [msg, setMsg] = useState<Msg>(null);
   const [busy, setBusy] = useState(false);
   const [creating, setCreating] = useState(false);
@@ -92,6 +94,8 @@ export function Snapshots({ vmid, state }: { vmid: number; state: VmState | unde
                   <button type="button" class="btn" disabled={busy || !!noRollback} title={noRollback ?? `Roll back to ${s.name}`}
                     onClick={() => { if (window.confirm(`Roll VM ${vmid} back to snapshot ${s.name}? Changes since then are lost.`)) act(`Rollback to ${s.name}`, "POST", np(`/vms/${vmid}/snapshots/${encodeURIComponent(s.name)}/rollback`)); }}>
                     Rollback</button>{" "}
+                  {onClone && <><button type="button" class="btn" disabled={!!noClone} title={noClone ?? `A new VM as this one was at ${s.name} (full copy; this VM may keep running)`}
+                    onClick={() => onClone(s.name)}>Clone…</button>{" "}</>}
                   <button type="button" class="btn btn-danger-outline" disabled={busy || !!noSnap} title={noSnap ?? `Delete ${s.name}${s.children.length ? ` (its children move to ${s.parent ?? "the top"})` : ""}`}
                     onClick={() => { if (window.confirm(`Delete snapshot ${s.name}?`)) act(`Delete ${s.name}`, "DELETE", np(`/vms/${vmid}/snapshots/${encodeURIComponent(s.name)}`)); }}>
                     Delete</button>

@@ -15,7 +15,7 @@ import { ResizeDisk, Snapshots } from "./Snapshots";
 import { Backups } from "./Backups";
 import { Metrics } from "./Metrics";
 import { GuestAgent } from "./GuestAgent";
-import { CloneActions, TemplateBadge } from "./Clone";
+import { CloneActions, CloneDialog, TemplateBadge } from "./Clone";
 import { MigrateAction } from "./Migrate";
 import { DeviceActions, type Msg as DeviceMsg, RemoveDevice } from "./Hotplug";
 
@@ -34,6 +34,7 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
   const [busy, setBusy] = useState<string | null>(null);
   const [actionMsg, setActionMsg] = useState<{ tone: string; text: string } | null>(null);
   const [deleting, setDeleting] = useState(false);
+  const [cloneFrom, setCloneFrom] = useState<string | null>(null);
   const perms = usePermissions();
   const noPower = whyNot(perms, "VM.PowerMgmt", `/vms/${vmid}`);
   const noDelete = whyNot(perms, "VM.Allocate", `/vms/${vmid}`);
@@ -111,9 +112,10 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
         {active === "console" && s && <Console vmid={vmid} state={s.state} />}
         {active === "serial" && <Serial vmid={vmid} />}
         {active === "tasks" && <><VmHistory vmid={vmid} /><VmTasks vmid={vmid} /></>}
-        {active === "snapshots" && <Snapshots vmid={vmid} state={s?.state} />}
+        {active === "snapshots" && <Snapshots vmid={vmid} state={s?.state} onClone={setCloneFrom} />}
         {active === "backups" && <Backups vmid={vmid} />}
       </div>
+      {cloneFrom && <CloneDialog vmid={vmid} name={name} template={!!config.data?.template} snapshot={cloneFrom} onClose={() => setCloneFrom(null)} />}
       {deleting && s && <DeleteDialog vmid={vmid} name={name} state={s.state} onClose={() => setDeleting(false)} />}
     </section>
   );
