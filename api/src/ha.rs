@@ -30,6 +30,11 @@ pub struct MaintenanceSet {
     /// `true`: every running VM leaves the node (live), then the node is in standby (Pacemaker
     /// runs nothing there, across reboots). `false`: the node takes VMs again.
     pub enabled: bool,
+    /// With `enabled: false`: also bring back, live, the VMs this node's maintenance moved away
+    /// (a task, 202); without it they stay where they are (204). Also accepted when the node
+    /// already left maintenance but some of its VMs did not come back yet (a retry).
+    #[serde(default)]
+    pub return_vms: bool,
 }
 
 /// One HA VM as Pacemaker runs it (`GET /api/v1/cluster/ha`).

@@ -148,11 +148,16 @@ pub enum NodeCmd {
     },
     /// Maintenance of NODE. on: every running VM leaves it live (HA VMs through Pacemaker,
     /// respecting their placement rules), then NODE is in standby, across reboots; refused
-    /// before anything moves when a VM cannot leave. off: NODE takes VMs again (moved VMs stay
-    /// where they are).
+    /// before anything moves when a VM cannot leave. off: NODE takes VMs again; the moved VMs
+    /// stay where they are unless --return brings them back live (a task).
     Maintenance {
         name: String,
         state: crate::ha::OnOff,
+        /// With off: bring back, live, the VMs this maintenance moved away (HA VMs through
+        /// Pacemaker, the others by live migration); also retries the ones that did not come
+        /// back after the node left maintenance
+        #[arg(long = "return")]
+        return_vms: bool,
     },
 }
 
@@ -601,21 +606,31 @@ pub async fn node_cmd(c: &Client, cmd: NodeCmd, mode: Mode) -> Result<Outcome> {
             let node = local_node(&r.upid);
             task_outcome(c, &node, a, mode).await
         }
-        NodeCmd::Maintenance { name, state } => {
+        NodeCmd::Maintenance {
+            name,
+            state,
+            return_vms,
+        } => {
             let on = state == crate::ha::OnOff::On;
+            if on && return_vms {
+                bail!("--return goes with off: it brings the moved VMs back when maintenance ends");
+            }
             let a = c
                 .call(
                     Method::PUT,
                     &["nodes", &name, "maintenance"],
                     &[],
-                    Some(&keel_api::ha::MaintenanceSet { enabled: on }),
+                    Some(&keel_api::ha::MaintenanceSet {
+                        enabled: on,
+                        return_vms,
+                    }),
                 )
                 .await?;
-            if on {
+            if on || return_vms {
                 task_outcome(c, &name, a, mode).await
             } else {
                 if !mode.json {
-                    println!("{name} left maintenance: it takes VMs again (moved VMs stay where they are)");
+                    println!("{name} left maintenance: it takes VMs again (moved VMs stay where they are; --return brings them back)");
                 }
                 Ok(Outcome::Done)
             }

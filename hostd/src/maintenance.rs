@@ -9,6 +9,12 @@
 //! failure stops it: the node is not put in standby and the VMs already moved are named), puts
 //! the node in standby (Pacemaker live-migrates the HA VMs away, respecting their placement
 //! rules) and waits until none runs here.
+//!
+//! What moved where is kept in the config store (`/maintenance/<node>`, [`MaintenanceRecord`]),
+//! so that ending maintenance with `return_vms` ([`bring_back`]) brings the VMs back live: HA
+//! VMs through a Pacemaker move (cleared afterwards), the others by asking the node that holds
+//! each now to live-migrate it here (a member request as the same user). A VM that cannot come
+//! back stays where it is, named, and stays on record so the same request retries it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,9 +27,11 @@ use axum::{Extension, Router};
 use clusterd::ha as cha;
 use keel_api::ha::MaintenanceSet;
 use keel_api::migration::MigrateRequest;
+use keel_api::task::{TaskInfo, TaskRef, TaskState};
 use keel_api::vm::VmState;
 use keel_api::ErrorBody;
 use keel_runner::Cmd;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
 use crate::error::{Error, Result};
@@ -34,6 +42,66 @@ use crate::Node;
 
 /// How long the task waits for Pacemaker to move the HA VMs off a node in standby.
 const DRAIN_WAIT: Duration = Duration::from_secs(600);
+/// How long bringing one VM back may take (a live migration on another node).
+const RETURN_WAIT: Duration = Duration::from_secs(1800);
+
+/// One VM a node's maintenance moved away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    pub vmid: u32,
+    pub name: String,
+    /// The node it went to.
+    pub to: String,
+    /// Moved by Pacemaker (an HA VM), else live-migrated by Keel.
+    pub ha: bool,
+}
+
+/// What a node's maintenance moved away (config store `/maintenance/<node>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceRecord {
+    /// Unix seconds.
+    pub since: i64,
+    pub moved: Vec<Moved>,
+}
+
+fn record_key(node: &str) -> String {
+    format!("/maintenance/{node}")
+}
+
+fn load_record(node: &Node) -> Result<Option<MaintenanceRecord>> {
+    let Some(st) = node.auth.store() else {
+        return Ok(None);
+    };
+    let key = record_key(&node.cfg.node);
+    match st.get(&key)? {
+        Some(e) => serde_json::from_value(e.value)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("config store entry {key} is not readable: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// Keep the record (a failure is a warning: the VMs then stay where they went).
+fn save_record(node: &Node, rec: &MaintenanceRecord, t: &TaskHandle) {
+    let key = record_key(&node.cfg.node);
+    let r = match (node.auth.store(), serde_json::to_value(rec)) {
+        (Some(st), Ok(v)) => st.put(&key, &v).map(|_| ()).map_err(|e| e.to_string()),
+        (None, _) => Err("this node has no config store".into()),
+        (_, Err(e)) => Err(e.to_string()),
+    };
+    if let Err(e) = r {
+        t.log(format!(
+            "warning: what moved where is not recorded ({e}): ending maintenance cannot bring the VMs back by itself"
+        ));
+    }
+}
+
+fn drop_record(node: &Node) -> Result<()> {
+    if let Some(st) = node.auth.store() {
+        st.delete(&record_key(&node.cfg.node))?;
+    }
+    Ok(())
+}
 
 pub fn routes() -> Router<Arc<Node>> {
     Router::new().route("/api/v1/nodes/{node}/maintenance", put(set_maintenance))
@@ -222,6 +290,10 @@ pub fn run(node: &Node, p: &Prepared, user: &str, t: &TaskHandle) -> Result<()> 
         p.ha.len()
     ));
     let mut moved: Vec<String> = vec![];
+    let mut rec = MaintenanceRecord {
+        since: crate::db::now(),
+        moved: vec![],
+    };
     for m in &p.moves {
         t.log(format!(
             "VM {} ({}) → {}",
@@ -234,6 +306,9 @@ pub fn run(node: &Node, p: &Prepared, user: &str, t: &TaskHandle) -> Result<()> 
             auto_converge: true,
         };
         if let Err(e) = migration::run_live(node, &m.src, &m.target, &m.plan, &req, user, t) {
+            if !rec.moved.is_empty() {
+                save_record(node, &rec, t);
+            }
             return Err(Error::Conflict(format!(
                 "maintenance stopped: VM {} ({}) could not move to {}: {e}. It stays on {me}, which is NOT in standby; {}",
                 m.src.vmid,
@@ -247,12 +322,25 @@ pub fn run(node: &Node, p: &Prepared, user: &str, t: &TaskHandle) -> Result<()> 
             )));
         }
         moved.push(format!("VM {} to {}", m.src.vmid, m.target.name));
+        rec.moved.push(Moved {
+            vmid: m.src.vmid,
+            name: m.src.name.clone(),
+            to: m.target.name.clone(),
+            ha: false,
+        });
     }
     for (vmid, (name, to)) in &p.ha {
         t.log(format!(
             "HA VM {vmid} ({name}): Pacemaker is expected to move it to {to}"
         ));
+        rec.moved.push(Moved {
+            vmid: *vmid,
+            name: name.clone(),
+            to: to.clone(),
+            ha: true,
+        });
     }
+    save_record(node, &rec, t);
     let r = node.cluster.runner.as_ref();
     r.run_ok(&Cmd::argv(&cha::standby(me, true)).timeout(Duration::from_secs(30)))
         .map_err(crate::ha::run_err)?;
@@ -290,7 +378,11 @@ pub fn run(node: &Node, p: &Prepared, user: &str, t: &TaskHandle) -> Result<()> 
             .map(|r| r.nodes.join(","))
             .unwrap_or_else(|| "nowhere (stopped)".into());
         t.log(format!("HA VM {vmid} runs on {at}"));
+        if let Some(m) = rec.moved.iter_mut().find(|m| m.ha && m.vmid == *vmid) {
+            m.to = at;
+        }
     }
+    save_record(node, &rec, t);
     t.log(format!(
         "{me} is empty after {:.1} s and stays in standby until keel node maintenance {me} off",
         t0.elapsed().as_secs_f64()
@@ -298,8 +390,30 @@ pub fn run(node: &Node, p: &Prepared, user: &str, t: &TaskHandle) -> Result<()> 
     Ok(())
 }
 
-/// End maintenance: the node leaves standby (VMs do not move back by themselves).
-pub fn end(node: &Node) -> Result<()> {
+/// What ending maintenance does, from the node's standby state, whether VMs are on record as
+/// moved away, and whether they are to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndPlan {
+    /// The node leaves standby (then, with `return_vms`, the VMs come back).
+    LeaveStandby,
+    /// Already out of standby, VMs still away: bring them back again.
+    RetryReturn,
+    /// Not in maintenance, nothing to bring back.
+    Refuse,
+}
+
+pub fn plan_end(standby: bool, moved: bool, return_vms: bool) -> EndPlan {
+    match (standby, moved && return_vms) {
+        (true, _) => EndPlan::LeaveStandby,
+        (false, true) => EndPlan::RetryReturn,
+        (false, false) => EndPlan::Refuse,
+    }
+}
+
+/// End maintenance: the node leaves standby. With `return_vms`, the record of what to bring
+/// back ([`bring_back`]); also when the node already left standby but VMs are still on record
+/// (a retry). Without it the moved VMs stay where they are and the record goes.
+pub fn end(node: &Node, return_vms: bool) -> Result<Option<MaintenanceRecord>> {
     let me = &node.cfg.node;
     if node.cluster.record()?.is_none() {
         return Err(Error::Conflict(
@@ -307,24 +421,200 @@ pub fn end(node: &Node) -> Result<()> {
         ));
     }
     let c = crate::ha::crm(node)?;
-    if !c.nodes.iter().any(|n| &n.name == me && n.standby) {
-        return Err(Error::Conflict(format!("{me} is not in maintenance")));
+    let rec = load_record(node)?;
+    let standby = c.nodes.iter().any(|n| &n.name == me && n.standby);
+    let moved = rec.as_ref().is_some_and(|r| !r.moved.is_empty());
+    match plan_end(standby, moved, return_vms) {
+        EndPlan::Refuse => return Err(Error::Conflict(format!("{me} is not in maintenance"))),
+        EndPlan::RetryReturn => return Ok(rec),
+        EndPlan::LeaveStandby => {}
     }
     node.cluster
         .runner
         .run_ok(&Cmd::argv(&cha::standby(me, false)).timeout(Duration::from_secs(30)))
         .map_err(crate::ha::run_err)?;
-    Ok(())
+    if !return_vms {
+        if rec.is_some() {
+            if let Err(e) = drop_record(node) {
+                tracing::warn!(error = %e, "maintenance record left in the config store");
+            }
+        }
+        return Ok(None);
+    }
+    Ok(Some(rec.unwrap_or_default()))
+}
+
+/// The task that brings back what maintenance moved away, one VM at a time; one that cannot
+/// come back is named and left where it is (and on record for a retry), the others go on.
+pub fn bring_back(node: &Node, rec: &MaintenanceRecord, user: &str, t: &TaskHandle) -> Result<()> {
+    let me = node.cfg.node.clone();
+    if rec.moved.is_empty() {
+        t.log(format!(
+            "{me} left maintenance; its maintenance moved no VM away: nothing to bring back"
+        ));
+        return drop_record(node);
+    }
+    t.log(format!(
+        "{me} takes VMs again; bringing back {} VM(s) its maintenance moved away",
+        rec.moved.len()
+    ));
+    let mut left = vec![];
+    let mut failed = vec![];
+    for (i, m) in rec.moved.iter().enumerate() {
+        let r = if m.ha {
+            back_ha(node, m, t)
+        } else {
+            back_by_migration(node, m, user, t)
+        };
+        if let Err(e) = r {
+            t.log(format!("VM {} ({}) stays where it is: {e}", m.vmid, m.name));
+            failed.push(format!("VM {} ({}): {e}", m.vmid, m.name));
+            left.push(m.clone());
+        }
+        t.progress((i + 1) as f64 / rec.moved.len() as f64);
+    }
+    if left.is_empty() {
+        drop_record(node)?;
+        t.log(format!("every VM is back on {me}"));
+        return Ok(());
+    }
+    save_record(
+        node,
+        &MaintenanceRecord {
+            since: rec.since,
+            moved: left,
+        },
+        t,
+    );
+    Err(Error::Conflict(format!(
+        "{} of {} VM(s) did not come back to {me}: {}. `keel node maintenance {me} off --return` tries them again",
+        failed.len(),
+        rec.moved.len(),
+        failed.join("; ")
+    )))
+}
+
+/// An HA VM back through a Pacemaker move (checked against its placement rules, then cleared).
+fn back_ha(node: &Node, m: &Moved, t: &TaskHandle) -> Result<()> {
+    let me = &node.cfg.node;
+    if crate::ha::record(node, m.vmid)?.is_none() {
+        t.log(format!(
+            "VM {} is no longer highly available: left where it is",
+            m.vmid
+        ));
+        return Ok(());
+    }
+    let c = crate::ha::crm(node)?;
+    match c.resource(&cha::resource_id(m.vmid)) {
+        Some(r) if r.active && r.nodes.iter().any(|n| n == me) => {
+            t.log(format!("HA VM {} already runs on {me}", m.vmid));
+            Ok(())
+        }
+        Some(r) if r.active => crate::ha::move_to(node, m.vmid, me, t),
+        _ => {
+            t.log(format!(
+                "HA VM {} is not running: Pacemaker places it when it starts",
+                m.vmid
+            ));
+            Ok(())
+        }
+    }
+}
+
+/// A non-HA VM back: the node holding it now (the cluster's VM view) is asked, as `user`, to
+/// live-migrate it here, and its task is followed to the end.
+fn back_by_migration(node: &Node, m: &Moved, user: &str, t: &TaskHandle) -> Result<()> {
+    let me = node.cfg.node.clone();
+    let at = crate::vms::recorded_node(node, m.vmid)?.ok_or_else(|| {
+        Error::Conflict(format!(
+            "the cluster's VM view does not place VM {} on any node (deleted?)",
+            m.vmid
+        ))
+    })?;
+    if at == me {
+        t.log(format!("VM {} is already on {me}", m.vmid));
+        return Ok(());
+    }
+    let body = serde_json::to_value(MigrateRequest {
+        target: me.clone(),
+        bandwidth_mib_s: None,
+        max_downtime_ms: None,
+        auto_converge: true,
+    })
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    t.log(format!(
+        "VM {} ({}): asking {at} to live-migrate it back to {me}",
+        m.vmid, m.name
+    ));
+    let rt = tokio::runtime::Handle::current();
+    let pq = format!("/api/v1/nodes/{at}/vms/{}/migrate", m.vmid);
+    let (status, b) = rt.block_on(crate::cluster::member_request_body(
+        node,
+        &at,
+        "POST",
+        &pq,
+        user,
+        Some(&body),
+    ))?;
+    if status != 202 {
+        let msg = serde_json::from_slice::<ErrorBody>(&b)
+            .map(|e| e.error.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&b).into_owned());
+        return Err(Error::Conflict(format!(
+            "{at} refused the migration ({status}): {msg}"
+        )));
+    }
+    let task: TaskRef = serde_json::from_slice(&b)
+        .map_err(|e| Error::Internal(format!("{at}: unexpected answer to {pq}: {e}")))?;
+    let t0 = Instant::now();
+    let pq = format!("/api/v1/nodes/{at}/tasks/{}", task.upid);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let (status, b) =
+            rt.block_on(crate::cluster::member_request(node, &at, "GET", &pq, user))?;
+        if status == 200 {
+            let info: TaskInfo = serde_json::from_slice(&b)
+                .map_err(|e| Error::Internal(format!("{at}: unexpected answer to {pq}: {e}")))?;
+            match info.state {
+                TaskState::Running => {}
+                TaskState::Ok => {
+                    t.log(format!(
+                        "VM {} is back on {me} after {:.1} s ({at}'s task {})",
+                        m.vmid,
+                        t0.elapsed().as_secs_f64(),
+                        task.upid
+                    ));
+                    return Ok(());
+                }
+                TaskState::Error => {
+                    return Err(Error::Conflict(format!(
+                        "the migration on {at} failed: {} (task {})",
+                        info.message.unwrap_or_default(),
+                        task.upid
+                    )))
+                }
+            }
+        }
+        if t0.elapsed() > RETURN_WAIT {
+            return Err(Error::Unavailable(format!(
+                "the migration on {at} (task {}) did not end within {} s",
+                task.upid,
+                RETURN_WAIT.as_secs()
+            )));
+        }
+    }
 }
 
 /// Start or end the maintenance of a node. On: every running VM leaves it (non-HA VMs by
 /// live migration to a node that can take them, HA VMs by Pacemaker), then it is in standby
 /// (kept across reboots). Refused before anything moves when a VM cannot leave. Off: it takes
-/// VMs again (the moved VMs stay where they are).
+/// VMs again; the moved VMs stay where they are (204), or with `return_vms` come back live (a
+/// task, 202).
 #[utoipa::path(put, path = "/api/v1/nodes/{node}/maintenance", tag = "ha",
     params(("node" = String, Path)), request_body = MaintenanceSet,
-    responses((status = 202, description = "Maintenance started (a task)", body = keel_api::task::TaskRef),
-        (status = 204, description = "Maintenance ended"),
+    responses((status = 202, description = "Maintenance started, or ended with return_vms (a task)", body = keel_api::task::TaskRef),
+        (status = 204, description = "Maintenance ended (the moved VMs stay where they are)"),
+        (status = 400, description = "return_vms with enabled: true", body = ErrorBody),
         (status = 409, description = "Not clustered, already (not) in maintenance, no other node online, or a VM that cannot leave (each named with its reason)", body = ErrorBody)))]
 pub async fn set_maintenance(
     State(node): State<Arc<Node>>,
@@ -334,8 +624,32 @@ pub async fn set_maintenance(
 ) -> ApiResult<Response> {
     check_node(&node, &name)?;
     if !req.enabled {
-        blocking(move || end(&node)).await?;
-        return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
+        let n = node.clone();
+        let return_vms = req.return_vms;
+        let Some(rec) = blocking(move || end(&n, return_vms)).await? else {
+            return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
+        };
+        let upid = blocking(move || {
+            let n = node.clone();
+            let user = p.user.clone();
+            tasks::spawn(
+                &node.tasks,
+                "maintenanceend",
+                &node.cfg.node,
+                &p.user,
+                true,
+                move |t| bring_back(&n, &rec, &user, t),
+            )
+        })
+        .await?;
+        return Ok(accepted(upid));
+    }
+    if req.return_vms {
+        return Err(Error::validation(
+            "return_vms",
+            "return_vms goes with enabled: false (it brings the moved VMs back when maintenance ends)",
+        )
+        .into());
     }
     let prepared = prepare(&node, &p.user).await?;
     let upid = blocking(move || {
@@ -392,6 +706,42 @@ mod tests {
         assert_eq!(blocked.len(), 2);
         assert!(blocked[0].contains("HA VM 100 (web) has nowhere to go"));
         assert!(blocked[1].contains("HA VM 101 (db)"));
+    }
+
+    #[test]
+    fn ending_maintenance_leaves_standby_or_retries_the_return() {
+        assert_eq!(plan_end(true, true, true), EndPlan::LeaveStandby);
+        assert_eq!(plan_end(true, false, false), EndPlan::LeaveStandby);
+        // out of standby with VMs still away: only a return retries them
+        assert_eq!(plan_end(false, true, true), EndPlan::RetryReturn);
+        assert_eq!(plan_end(false, true, false), EndPlan::Refuse);
+        assert_eq!(plan_end(false, false, true), EndPlan::Refuse);
+    }
+
+    #[test]
+    fn the_record_of_moved_vms_reads_back() {
+        let rec = MaintenanceRecord {
+            since: 1_700_000_000,
+            moved: vec![
+                Moved {
+                    vmid: 104,
+                    name: "web".into(),
+                    to: "node2".into(),
+                    ha: false,
+                },
+                Moved {
+                    vmid: 100,
+                    name: "db".into(),
+                    to: "node3".into(),
+                    ha: true,
+                },
+            ],
+        };
+        let v = serde_json::to_value(&rec).unwrap_or_default();
+        assert_eq!(v["moved"][1]["ha"], true);
+        let back: MaintenanceRecord = serde_json::from_value(v).unwrap_or_default();
+        assert_eq!(back, rec);
+        assert_eq!(record_key("node1"), "/maintenance/node1");
     }
 
     #[test]

@@ -543,19 +543,59 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         k_surv.keel(&["node", "maintenance", &survivor, "on"])?,
         "already in maintenance",
     )?;
-    k_surv.keel_ok(&["node", "maintenance", &survivor, "off"])?;
+    // the end of maintenance brings the five VMs back live: the four through migrations the
+    // nodes holding them are asked for, VM 100 through a Pacemaker move (cleared afterwards)
+    let t = Instant::now();
+    let out = k_surv.keel_ok(&["node", "maintenance", &survivor, "off", "--return"])?;
+    let back_s = t.elapsed().as_secs_f64();
     ensure!(!standby(&survivor)?, "{survivor} still in standby");
+    let mut back: Vec<(u64, String)> = vec![];
+    for k in [&k1, &k2, &k3] {
+        let v: Vec<serde_json::Value> =
+            serde_json::from_str(&k.keel_ok(&["--json", "vm", "list"])?)?;
+        for x in v.iter().filter(|x| x["state"] == "running") {
+            if let Some(id) = x["vmid"].as_u64().filter(|id| (104..=107).contains(id)) {
+                back.push((id, k.n.name.clone()));
+            }
+        }
+    }
+    back.sort();
+    ensure!(
+        back.len() == 4 && back.iter().all(|p| p.1 == survivor),
+        "VMs 104-107 should all be back on {survivor}, once each: {back:?}\n{out}"
+    );
+    ensure!(
+        ha_node(&k2, 100)?.as_deref() == Some(survivor.as_str()),
+        "HA VM 100 is not back on {survivor}: {:?}\n{out}",
+        ha_list(&k2)?
+    );
+    ensure!(
+        serial(&log).0 == boots0,
+        "VM 100 booted again: it must come back live"
+    );
+    let cib = lab
+        .node(2)?
+        .sh("cibadmin --query --scope constraints")?
+        .stdout;
+    ensure!(
+        !cib.contains("cli-prefer-keel-vm-100"),
+        "the move back left its constraint: {cib}"
+    );
+    let left = lab.node_by_name(&third)?.virsh(&["list", "--name"])?;
+    ensure!(
+        left.trim().is_empty(),
+        "{third} still runs VMs after they came back: {left}"
+    );
+    refused(
+        "ending a maintenance twice",
+        k_surv.keel(&["node", "maintenance", &survivor, "off", "--return"])?,
+        "not in maintenance",
+    )?;
     eprintln!(
-        "METRIC node_maintenance {survivor}: {maint_s:.2}s to empty it of 5 VMs (non-HA live: {placed:?}; HA VM 100 live to {third}); step {:.1}s",
+        "METRIC node_maintenance {survivor}: {maint_s:.2}s to empty it of 5 VMs (non-HA live: {placed:?}; HA VM 100 live to {third}); {back_s:.2}s to bring them back; step {:.1}s",
         tm.elapsed().as_secs_f64()
     );
-    let idle = survivor;
-    let survivor = third;
-    let k_surv = match survivor.as_str() {
-        "node1" => &k1,
-        "node2" => &k2,
-        _ => &k3,
-    };
+    let idle = third;
 
     // HA off on the survivor: the VM keeps running there, defined persistently again
     refused(

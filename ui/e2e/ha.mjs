@@ -4,7 +4,7 @@
 // directory is refused; HA on for a VM with a disk on node-local storage is refused with the
 // reason; HA on for a VM on the shared pool through the dialog, the VM shown running under
 // Pacemaker; the what-if preview of its node's failure names where it would restart; placement
-// rules; node maintenance of an idle node and its end; HA off; a fail count cleaned up; the VM
+// rules; node maintenance of an idle node and its end (through the end dialog, bringing VMs back); HA off; a fail count cleaned up; the VM
 // page's HA and migration history gathered from every node.
 //   KEEL_HA_VM        a running VM whose disk and ISO are on the shared pool (not HA)
 //   KEEL_HA_LOCAL_VM  a VM with a disk on node-local storage
@@ -101,7 +101,13 @@ await step("node maintenance of an idle node, then its end", async () => {
   await status().getByText(`Maintenance of ${idle}: done.`).waitFor({ timeout: 120_000 });
   await page.locator(`table[aria-label="Nodes"] tr[data-node="${idle}"][data-standby="true"]`).waitFor({ timeout: 30_000 });
   await row.getByRole("button", { name: "End maintenance" }).click();
-  await status().getByText(`${idle} left maintenance`).waitFor();
+  const dlg = page.getByRole("dialog", { name: `End maintenance of ${idle}` });
+  await dlg.waitFor();
+  const back = dlg.getByLabel("Bring back the VMs", { exact: false });
+  expect(await back.isChecked(), "bringing the VMs back is not the default");
+  await dlg.getByRole("button", { name: "End maintenance" }).click();
+  // an idle node's maintenance moved nothing: the task says so and ends
+  await status().getByText(`End of maintenance of ${idle}: done.`).waitFor({ timeout: 60_000 });
   await page.locator(`table[aria-label="Nodes"] tr[data-node="${idle}"][data-standby="false"]`).waitFor({ timeout: 30_000 });
 });
 

@@ -242,7 +242,7 @@ export function taskKindLabel(kind: string): string {
     volcreate: "Create volume", voldelete: "Delete volume", netcreate: "Create network", netdelete: "Delete network",
     clusterinit: "Create cluster", clusterjoin: "Join cluster", clusterremove: "Remove node", fencetest: "Fence test",
     vmsnapshot: "Snapshot VM", vmrollback: "Roll back VM", vmdelsnapshot: "Delete snapshot", vmresize: "Resize disk",
-    vmha: "HA on/off", vmmigrate: "Migrate VM", maintenance: "Node maintenance",
+    vmha: "HA on/off", vmmigrate: "Migrate VM", maintenance: "Node maintenance", maintenanceend: "End maintenance",
   };
   return map[kind] ?? kind;
 }

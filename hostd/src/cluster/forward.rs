@@ -446,6 +446,19 @@ pub async fn member_request(
     pq: &str,
     user: &str,
 ) -> Result<(u16, Vec<u8>)> {
+    member_request_body(node, member, method, pq, user, None).await
+}
+
+/// [`member_request`] with a JSON body (its digest covered by the signature, as a forwarded
+/// request's is).
+pub async fn member_request_body(
+    node: &Node,
+    member: &str,
+    method: &'static str,
+    pq: &str,
+    user: &str,
+    json: Option<&serde_json::Value>,
+) -> Result<(u16, Vec<u8>)> {
     let rec = node
         .cluster
         .record()?
@@ -457,21 +470,30 @@ pub async fn member_request(
         .ok_or_else(|| Error::Conflict(format!("{member:?} is not a member of this cluster")))?;
     let key = node.cluster.authkey()?;
     let client = node.cluster.member_client()?;
-    let empty = cluster_net::body_digest(b"");
+    let bytes = match json {
+        Some(v) => serde_json::to_vec(v)
+            .map_err(|e| Error::Internal(format!("a request body for {member}: {e}")))?,
+        None => Vec::new(),
+    };
+    let digest = cluster_net::body_digest(&bytes);
     let signed = Signed {
         method,
         path: pq,
         user,
-        body: &empty,
+        body: &digest,
     };
     let sig = cluster_net::peer_header(&key, &node.cfg.node, now(), &signed)
         .map_err(|e| Error::Internal(format!("signing a request to {member}: {e}")))?;
     let url = format!("https://{}{pq}", m.api);
-    let rb = match method {
+    let mut rb = match method {
         "DELETE" => client.delete(&url),
         "POST" => client.post(&url),
+        "PUT" => client.put(&url),
         _ => client.get(&url),
     };
+    if json.is_some() {
+        rb = rb.header("content-type", "application/json").body(bytes);
+    }
     let r = rb
         .header(PEER_HEADER, sig)
         .header(FORWARDED_USER, user)

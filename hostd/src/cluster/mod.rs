@@ -33,7 +33,8 @@ mod vip;
 pub use fencing::require_fence_tested;
 pub use forward::{
     check_forwarded, check_member_request, forward, forwarded_body, member_node_infos,
-    member_request, verify_forwarded, verify_member_request, Trust, FORWARDED_USER,
+    member_request, member_request_body, verify_forwarded, verify_member_request, Trust,
+    FORWARDED_USER,
 };
 pub use routes::*;
 pub use status::cluster_status;

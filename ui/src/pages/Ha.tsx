@@ -347,6 +347,8 @@ function Maintenance({ noModify, say, onChanged }: { noModify: string | null; sa
   const status = usePoll(() => get<ClusterStatus>("/cluster/status"), 5000);
   const [busy, setBusy] = useState(false);
   const [confirm, setConfirm] = useState<string | null>(null);
+  const [ending, setEnding] = useState<string | null>(null);
+  const [bringBack, setBringBack] = useState(true);
   const start = async (node: string) => {
     setBusy(true);
     await runShown(`Maintenance of ${node}`, "PUT", np("/maintenance", node), { enabled: true }, say);
@@ -354,13 +356,18 @@ function Maintenance({ noModify, say, onChanged }: { noModify: string | null; sa
     status.refresh();
     onChanged();
   };
-  const end = async (node: string) => {
+  const end = async (node: string, back: boolean) => {
     setBusy(true);
-    try {
-      await put(np("/maintenance", node), { enabled: false });
-      say({ tone: "info", text: `${node} left maintenance: it takes VMs again (moved VMs stay where they are).` });
-    } catch (e) {
-      say({ tone: "error", text: `Ending maintenance of ${node} refused: ${(e as ApiError).message}` });
+    if (back) {
+      await runShown(`End of maintenance of ${node}`, "PUT", np("/maintenance", node), { enabled: false, return_vms: true }, say);
+      onChanged();
+    } else {
+      try {
+        await put(np("/maintenance", node), { enabled: false });
+        say({ tone: "info", text: `${node} left maintenance: it takes VMs again (moved VMs stay where they are).` });
+      } catch (e) {
+        say({ tone: "error", text: `Ending maintenance of ${node} refused: ${(e as ApiError).message}` });
+      }
     }
     setBusy(false);
     status.refresh();
@@ -379,11 +386,22 @@ function Maintenance({ noModify, say, onChanged }: { noModify: string | null; sa
               <td class="mono">{m.name}</td>
               <td>{!m.online ? <span class="badge badge-err">offline</span> : m.standby ? <span class="badge badge-warn">in maintenance</span> : <span class="badge badge-ok">online</span>}</td>
               <td class="actions">{m.standby
-                ? <button type="button" class="btn btn-sm" disabled={busy || !!noModify} title={noModify ?? "The node takes VMs again"} onClick={() => end(m.name)}>End maintenance</button>
+                ? <button type="button" class="btn btn-sm" disabled={busy || !!noModify} title={noModify ?? "The node takes VMs again"} onClick={() => { setBringBack(true); setEnding(m.name); }}>End maintenance</button>
                 : <button type="button" class="btn btn-sm" disabled={busy || !!noModify || !m.online} title={noModify ?? "Move every VM away and put the node in standby"} onClick={() => setConfirm(m.name)}>Maintenance</button>}</td>
             </tr>
           ))}</tbody>
         </table>
+      )}
+      {ending && (
+        <Modal title={`End maintenance of ${ending}`} onClose={() => setEnding(null)}>
+          <p><strong>{ending}</strong> leaves standby and takes VMs again.</p>
+          <label class="check"><input type="checkbox" id="maint-return" checked={bringBack} onChange={(e) => setBringBack(e.currentTarget.checked)} />
+            {" "}Bring back the VMs its maintenance moved away (live; HA VMs through Pacemaker)</label>
+          <div class="modal-actions">
+            <button type="button" class="btn" onClick={() => setEnding(null)}>Cancel</button>
+            <button type="button" class="btn btn-primary" onClick={() => { const n = ending; setEnding(null); end(n, bringBack); }}>End maintenance</button>
+          </div>
+        </Modal>
       )}
       {confirm && (
         <Modal title={`Maintenance of ${confirm}`} onClose={() => setConfirm(null)}>
