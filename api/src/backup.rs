@@ -239,6 +239,15 @@ pub struct BackupTarget {
     pub total: u64,
     /// Bytes free for new backups.
     pub available: u64,
+    /// Where the definition lives: `cluster` (the config store, every node lists it) or
+    /// `node` (this node's database: a standalone node). `ok`, `error` and the sizes are
+    /// as seen by the node that answers.
+    #[serde(default = "node_scope")]
+    pub scope: String,
+}
+
+fn node_scope() -> String {
+    "node".into()
 }
 
 /// Start a backup of a VM.
@@ -644,8 +653,13 @@ pub struct BackupJob {
     /// Unix seconds of the next scheduled run (absent when disabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<i64>,
+    /// This node's last run of the job (each node runs it for the VMs it holds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<BackupJobRun>,
+    /// Where the definition lives: `cluster` (the config store) or `node` (this node's
+    /// database: a standalone node).
+    #[serde(default = "node_scope")]
+    pub scope: String,
 }
 
 #[cfg(test)]

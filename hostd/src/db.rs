@@ -242,6 +242,22 @@ impl Store {
         })
     }
 
+    /// Compare-and-set: write only if the key is at `version` (0: only if absent);
+    /// `Conflict` (with the current version) otherwise.
+    pub fn cas(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+        version: u64,
+    ) -> Result<u64, StoreError> {
+        self.write(clusterd::store::proto::Request::Cas {
+            key: key.into(),
+            value: value.clone(),
+            version,
+            id: None,
+        })
+    }
+
     /// Delete `key`; `Ok(false)` when it did not exist.
     pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
         match self.write(clusterd::store::proto::Request::Delete {
@@ -325,6 +341,24 @@ pub(crate) mod fake_store {
                             Ok(Reply::Written(WriteOk { version }))
                         }
                     },
+                    Request::Cas {
+                        key,
+                        value,
+                        version: want,
+                        ..
+                    } => {
+                        let cur = map.get(&key).map(|(v, _)| *v).unwrap_or(0);
+                        if cur != want {
+                            Err(StoreError::Conflict {
+                                current_version: cur,
+                                message: format!("{key} is at version {cur}, not {want}"),
+                            })
+                        } else {
+                            version += 1;
+                            map.insert(key, (version, value));
+                            Ok(Reply::Written(WriteOk { version }))
+                        }
+                    }
                     Request::Delete { key, .. } => match map.remove(&key) {
                         Some(_) => {
                             version += 1;

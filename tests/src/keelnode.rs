@@ -197,6 +197,7 @@ state_dir = "{state}"
 libvirt_uri = "{libvirt_uri}"
 accel = "tcg"
 service_manager = "direct"
+backup_scheduler_tick_ms = 2000
 {ui}
 [cluster]
 ssh_dir = "{ssh}"

@@ -12,6 +12,9 @@
 //! cancelled migration (tiny bandwidth: the VM keeps running on node1, nothing left on node2),
 //! refusals (a network missing on the target, the node itself), and an offline migration of a
 //! stopped VM through the web UI's Migrate dialog (ui/e2e/migrate.mjs; needs ui/dist).
+//! Last, backups in a cluster: a target and a job defined through node1 are listed by node2;
+//! a `minutely` job backs a VM up once per slot, on the node that holds it, also after the VM
+//! moved (the claims in the config store).
 
 use anyhow::{bail, ensure, Context, Result};
 use keel_tests::keelnode::{self, KNode};
@@ -622,7 +625,171 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
         "METRIC offline_migrate_wall={:.2}s",
         t_off.elapsed().as_secs_f64()
     );
+    // 6. backup targets and jobs are cluster configuration; each slot backs a VM up once
+    backup_step(lab, &k1, &k2)?;
     n1.virsh(&["destroy", "mig-live"])?;
+    n1.virsh(&["destroy", "mig-off"])?;
+    Ok(())
+}
+
+/// Backups of `vmid` complete on the `dir` target at `dir` (`<dir>/<vmid>/<id>/manifest.json`).
+fn backups_of(dir: &Path, vmid: u32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join(vmid.to_string()))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("manifest.json").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn json_of(out: String) -> Result<serde_json::Value> {
+    serde_json::from_str(&out).with_context(|| format!("not JSON: {out}"))
+}
+
+/// The runs of backup job `job` on `k`'s node that backed VM `vmid` up: (upid, log).
+fn job_backups(k: &KNode, job: &str, vmid: u32) -> Result<Vec<String>> {
+    let node = k.n.name.clone();
+    let target = format!("backupjob-{job}");
+    let tasks = json_of(k.keel_ok(&[
+        "--json", "--node", &node, "task", "list", "--target", &target,
+    ])?)?;
+    let mut out = vec![];
+    for t in tasks.as_array().cloned().unwrap_or_default() {
+        let upid = t["upid"].as_str().unwrap_or_default().to_string();
+        ensure!(
+            t["state"] != "running",
+            "{node}: backup job run {upid} still running"
+        );
+        let log = k.keel_ok(&["--node", &node, "task", "log", &upid])?;
+        if log.contains(&format!("VM {vmid}: ok")) {
+            out.push(upid);
+        }
+    }
+    Ok(out)
+}
+
+/// Step 6: a `dir` target on the lab's shared directory and a `minutely` job for VM 101,
+/// created through node1 while the VM runs on node2: node2 lists both; the slot is backed up
+/// by node2 only; after a live migration to node1 the next slot by node1 only (one backup per
+/// slot); deleted through node2, node1 no longer lists them.
+fn backup_step(lab: &NetnsLab, k1: &KNode, k2: &KNode) -> Result<()> {
+    let t0 = Instant::now();
+    let (vmid, job) = (101u32, "bk-min");
+    k2.keel_ok(&["--node", "node2", "vm", "start", "101"])?;
+    let dir = lab.shared_dir().join("backups-shared");
+    std::fs::create_dir_all(&dir)?;
+    let dir_s = dir.to_string_lossy().to_string();
+    k1.keel_ok(&[
+        "--node", "node1", "backup", "target", "add", "shared", "--path", &dir_s,
+    ])?;
+    k1.keel_ok(&[
+        "--node",
+        "node1",
+        "backup",
+        "job",
+        "add",
+        job,
+        "--vms",
+        "101",
+        "--target",
+        "shared",
+        "--schedule",
+        "minutely",
+    ])?;
+    let t = json_of(k2.keel_ok(&["--json", "--node", "node2", "backup", "target", "list"])?)?;
+    ensure!(
+        t[0]["name"] == "shared" && t[0]["scope"] == "cluster" && t[0]["ok"] == true,
+        "node2's backup targets: {t}"
+    );
+    let j = json_of(k2.keel_ok(&["--json", "--node", "node2", "backup", "job", "list"])?)?;
+    ensure!(
+        j[0]["config"]["id"] == job && j[0]["scope"] == "cluster",
+        "node2's backup jobs: {j}"
+    );
+    // slot 1: node2 holds the running VM
+    lab.wait_for(
+        "slot 1: a backup of VM 101",
+        Duration::from_secs(90),
+        || Ok(!backups_of(&dir, vmid).is_empty()),
+    )?;
+    let slot1 = Instant::now();
+    // both schedulers (2 s passes) are past the slot, the run has ended
+    lab.wait_for(
+        "node2's run of slot 1 ended",
+        Duration::from_secs(30),
+        || Ok(job_backups(k2, job, vmid).is_ok_and(|v| v.len() == 1)),
+    )?;
+    std::thread::sleep(Duration::from_secs(4));
+    ensure!(
+        backups_of(&dir, vmid).len() == 1,
+        "slot 1: {:?}",
+        backups_of(&dir, vmid)
+    );
+    ensure!(
+        job_backups(k1, job, vmid)?.is_empty(),
+        "node1 backed VM 101 up in slot 1"
+    );
+    // live to node1 before the next slot
+    k2.keel_ok(&["--node", "node2", "vm", "migrate", "101", "node1"])?;
+    ensure!(
+        slot1.elapsed() < Duration::from_secs(50),
+        "the migration took until the next slot ({:.0}s after slot 1)",
+        slot1.elapsed().as_secs_f64()
+    );
+    lab.wait_for(
+        "slot 2: a second backup of VM 101",
+        Duration::from_secs(90),
+        || Ok(backups_of(&dir, vmid).len() >= 2),
+    )?;
+    lab.wait_for(
+        "node1's run of slot 2 ended",
+        Duration::from_secs(30),
+        || Ok(job_backups(k1, job, vmid).is_ok_and(|v| v.len() == 1)),
+    )?;
+    std::thread::sleep(Duration::from_secs(4));
+    ensure!(
+        backups_of(&dir, vmid).len() == 2,
+        "two slots: {:?}",
+        backups_of(&dir, vmid)
+    );
+    ensure!(
+        job_backups(k2, job, vmid)?.len() == 1,
+        "node2 backed VM 101 up again"
+    );
+    let claim = k2.keel_ok(&[
+        "cluster",
+        "config",
+        "get",
+        &format!("backup/claims/{job}/101"),
+    ])?;
+    ensure!(claim.contains("\"node1\""), "the claim of slot 2: {claim}");
+    // deleted through node2: gone on node1, with the job's claims
+    k2.keel_ok(&["--node", "node2", "backup", "job", "remove", job])?;
+    k2.keel_ok(&["--node", "node2", "backup", "target", "remove", "shared"])?;
+    let j = json_of(k1.keel_ok(&["--json", "--node", "node1", "backup", "job", "list"])?)?;
+    let t = json_of(k1.keel_ok(&["--json", "--node", "node1", "backup", "target", "list"])?)?;
+    ensure!(
+        j.as_array().is_some_and(Vec::is_empty) && t.as_array().is_some_and(Vec::is_empty),
+        "node1 still lists: jobs {j}, targets {t}"
+    );
+    ensure!(
+        !k1.keel(&[
+            "cluster",
+            "config",
+            "get",
+            &format!("backup/claims/{job}/101")
+        ])?
+        .success(),
+        "the job's claim outlived it"
+    );
+    eprintln!(
+        "METRIC backup_cluster_step={:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

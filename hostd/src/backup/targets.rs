@@ -1,14 +1,22 @@
-//! Backup targets: named places backups are written to: `dir` (a directory on this node) and
-//! `sftp` (a directory on a remote host over SSH, its host key pinned: [`super::sftp`]). Targets are this node's configuration, kept in `hostd.db` (table
-//! `backup_targets`), like pools and networks: a clustered node's targets are its own.
+//! Backup targets: named places backups are written to: `dir` (a directory each node
+//! resolves locally, typically a shared mount) and `sftp` (a directory on a remote host over
+//! SSH, its host key pinned: [`super::sftp`]).
+//!
+//! On a clustered node the definitions are cluster configuration in the config store
+//! (`/backup/targets/<name>`); a standalone node keeps them in `hostd.db` (tables
+//! `backup_targets`, `backup_sftp`). Targets a node had before it was clustered are adopted
+//! into the store ([`defs`]). What a listing says about a target (usable, free space, the
+//! key file present) is as seen by the node that answers. Verify results
+//! (`backup_verify`) stay per node.
 
 use std::path::{Path, PathBuf};
 
 use keel_api::backup::{parse_sftp_location, BackupTarget, BackupTargetCreate};
 use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
 
 use super::sftp::{self, Remote};
-use crate::db::{now, Db};
+use crate::db::{now, Db, Store, StoreError};
 use crate::error::{Error, Result};
 use crate::Node;
 
@@ -84,11 +92,21 @@ pub fn space(path: &Path) -> Option<(u64, u64)> {
     Some((st.f_blocks as u64 * f, st.f_bavail as u64 * f))
 }
 
-fn info(name: String, kind: String, path: String, remote: Option<Remote>) -> BackupTarget {
+fn info(d: &Def, remote: Option<Remote>, scope: Scope) -> BackupTarget {
+    let (name, kind, path) = (d.name.clone(), d.kind.clone(), d.path.clone());
     if let Some(r) = remote {
-        let (error, (total, available)) = match sftp::probe(&r) {
-            Ok(s) => (None, s),
-            Err(e) => (Some(e), (0, 0)),
+        // the key file is a path on each node: a node without it says so (docs/backups.md)
+        let (error, (total, available)) = match sftp::key_file_problem(&r.key_file) {
+            Some(p) => (
+                Some(format!(
+                    "key file on this node: {p} (an sftp target's key file must exist on every node that runs backups to it)"
+                )),
+                (0, 0),
+            ),
+            None => match sftp::probe(&r) {
+                Ok(s) => (None, s),
+                Err(e) => (Some(e), (0, 0)),
+            },
         };
         return BackupTarget {
             name,
@@ -100,6 +118,7 @@ fn info(name: String, kind: String, path: String, remote: Option<Remote>) -> Bac
             host_key_fingerprint: Some(r.fingerprint),
             total,
             available,
+            scope: scope.as_str().into(),
         };
     }
     let p = PathBuf::from(&path);
@@ -115,50 +134,217 @@ fn info(name: String, kind: String, path: String, remote: Option<Remote>) -> Bac
         host_key_fingerprint: None,
         total,
         available,
+        scope: scope.as_str().into(),
     }
 }
 
-/// The SFTP side of a target row (None for a `dir` target).
-fn remote_of(db: &Db, name: &str, kind: &str, path: &str) -> Result<Option<Remote>> {
-    if kind != "sftp" {
-        return Ok(None);
+/// Where a definition lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The cluster's config store.
+    Cluster,
+    /// This node's `hostd.db` (a standalone node).
+    Node,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Cluster => "cluster",
+            Scope::Node => "node",
+        }
     }
-    let loc = parse_sftp_location(path)
-        .map_err(|e| Error::Internal(format!("backup target {name:?}: {e}")))?;
-    let (key, fp): (String, String) = db
-        .conn()
-        .query_row(
-            "SELECT key_file, fingerprint FROM backup_sftp WHERE name=?1",
-            params![name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(|e| Error::Internal(format!("backup target {name:?}: its SFTP settings: {e}")))?;
-    Ok(Some(Remote {
-        loc,
-        key_file: PathBuf::from(key),
-        fingerprint: fp,
-    }))
+}
+
+/// A target's definition: a `backup_targets` row (+ `backup_sftp`) on a standalone node,
+/// `/backup/targets/<name>` in the config store of a clustered one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Def {
+    pub name: String,
+    pub kind: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default)]
+    pub created: i64,
+}
+
+impl Def {
+    /// The same target (the creation time aside).
+    fn same(&self, o: &Def) -> bool {
+        (
+            &self.name,
+            &self.kind,
+            &self.path,
+            &self.key_file,
+            &self.fingerprint,
+        ) == (&o.name, &o.kind, &o.path, &o.key_file, &o.fingerprint)
+    }
+
+    fn remote(&self) -> Result<Option<Remote>> {
+        if self.kind != "sftp" {
+            return Ok(None);
+        }
+        let loc = parse_sftp_location(&self.path)
+            .map_err(|e| Error::Internal(format!("backup target {:?}: {e}", self.name)))?;
+        match (&self.key_file, &self.fingerprint) {
+            (Some(k), Some(f)) => Ok(Some(Remote {
+                loc,
+                key_file: PathBuf::from(k),
+                fingerprint: f.clone(),
+            })),
+            _ => Err(Error::Internal(format!(
+                "backup target {:?}: its SFTP settings are missing",
+                self.name
+            ))),
+        }
+    }
+}
+
+pub(crate) fn target_key(name: &str) -> String {
+    format!("/backup/targets/{name}")
+}
+
+/// The config store of a clustered node (None: standalone, definitions in `hostd.db`).
+pub fn cluster_store(node: &Node) -> Option<Store> {
+    node.auth.store().cloned()
+}
+
+/// A config store error as the API reports it: no quorum (or a store still syncing) is a
+/// 503 saying why, like every other cluster-wide write.
+pub fn store_err(e: StoreError) -> Error {
+    match e {
+        StoreError::NotQuorate | StoreError::Syncing => Error::Unavailable(format!(
+            "{e}: backup targets and jobs are cluster configuration, changed only while this node is in the quorate part of the cluster"
+        )),
+        other => other.into(),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, v: &serde_json::Value) -> Result<T> {
+    serde_json::from_value(v.clone())
+        .map_err(|e| Error::Internal(format!("config store entry {key} is not readable: {e}")))
+}
+
+/// The definitions in this node's database.
+fn local_defs(db: &Db) -> Result<Vec<Def>> {
+    let c = db.conn();
+    let mut st = c.prepare(
+        "SELECT t.name, t.kind, t.path, s.key_file, s.fingerprint, t.created
+         FROM backup_targets t LEFT JOIN backup_sftp s ON s.name = t.name ORDER BY t.name",
+    )?;
+    let v = st
+        .query_map([], |r| {
+            Ok(Def {
+                name: r.get(0)?,
+                kind: r.get(1)?,
+                path: r.get(2)?,
+                key_file: r.get(3)?,
+                fingerprint: r.get(4)?,
+                created: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(v)
+}
+
+fn delete_local(db: &Db, name: &str) -> Result<()> {
+    let c = db.conn();
+    c.execute("DELETE FROM backup_targets WHERE name=?1", params![name])?;
+    c.execute("DELETE FROM backup_sftp WHERE name=?1", params![name])?;
+    Ok(())
+}
+
+/// What adoption does with one local definition, given the store's entry of that name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Adopt {
+    /// Not in the store: create it there (version 0), then drop the local row.
+    Create,
+    /// The same definition is in the store already (a half-done adoption): drop the row.
+    Drop,
+    /// Another definition of that name is in the store: keep the row, warn, list it nowhere.
+    Keep,
+}
+
+pub fn adopt_decision<T: PartialEq>(
+    local: &T,
+    stored: Option<&T>,
+    same: impl Fn(&T, &T) -> bool,
+) -> Adopt {
+    match stored {
+        None => Adopt::Create,
+        Some(s) if same(local, s) => Adopt::Drop,
+        Some(_) => Adopt::Keep,
+    }
+}
+
+/// Move the targets this node defined before it was clustered into the config store
+/// (docs/backups.md, "Cluster-wide"): idempotent, run before every read, so a half-done
+/// adoption finishes the next time.
+fn adopt(db: &Db, st: &Store) -> Result<()> {
+    for d in local_defs(db)? {
+        let key = target_key(&d.name);
+        let stored: Option<Def> = match st.get(&key).map_err(store_err)? {
+            Some(e) => Some(decode(&key, &e.value)?),
+            None => None,
+        };
+        match adopt_decision(&d, stored.as_ref(), Def::same) {
+            Adopt::Create => {
+                let v = serde_json::to_value(&d).map_err(|e| Error::Internal(e.to_string()))?;
+                match st.cas(&key, &v, 0) {
+                    Ok(_) => {}
+                    // created meanwhile by another node: decided on the next read
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(store_err(e)),
+                }
+                tracing::info!(target = %d.name, "backup target adopted into the cluster config store");
+                delete_local(db, &d.name)?;
+            }
+            Adopt::Drop => delete_local(db, &d.name)?,
+            Adopt::Keep => tracing::warn!(
+                target = %d.name,
+                "this node's backup target differs from the cluster's target of the same name: kept in hostd.db, not used (rename or delete one of them)"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Every definition this node uses, sorted by name: the config store's when clustered
+/// (after adopting the local ones), else this node's.
+pub fn defs(node: &Node) -> Result<(Vec<Def>, Scope)> {
+    let db = db(node)?;
+    match cluster_store(node) {
+        Some(st) => {
+            adopt(&db, &st)?;
+            let v = st
+                .list("/backup/targets")
+                .map_err(store_err)?
+                .iter()
+                .map(|e| decode(&e.key, &e.value))
+                .collect::<Result<Vec<Def>>>()?;
+            Ok((v, Scope::Cluster))
+        }
+        None => Ok((local_defs(&db)?, Scope::Node)),
+    }
+}
+
+fn def(node: &Node, name: &str) -> Result<(Option<Def>, Scope)> {
+    let (v, scope) = defs(node)?;
+    Ok((v.into_iter().find(|d| d.name == name), scope))
 }
 
 /// The remote host of an `sftp` target (None for a `dir` target).
 pub fn remote(node: &Node, t: &BackupTarget) -> Result<Option<Remote>> {
-    let db = db(node)?;
-    remote_of(&db, &t.name, &t.kind, &t.path)
+    remote_named(node, &t.name)
 }
 
 /// The remote host of the target named `name`, without contacting it (None: a `dir` target).
 pub fn remote_named(node: &Node, name: &str) -> Result<Option<Remote>> {
-    let db = db(node)?;
-    let row: Option<(String, String)> = db
-        .conn()
-        .query_row(
-            "SELECT kind, path FROM backup_targets WHERE name=?1",
-            params![name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    match row {
-        Some((k, p)) => remote_of(&db, name, &k, &p),
+    match def(node, name)?.0 {
+        Some(d) => d.remote(),
         None => Ok(None),
     }
 }
@@ -170,40 +356,26 @@ pub fn staging(node: &Node, target: &str) -> PathBuf {
 }
 
 pub fn list(node: &Node) -> Result<Vec<BackupTarget>> {
-    let db = db(node)?;
-    let c = db.conn();
-    let mut st = c.prepare("SELECT name, kind, path FROM backup_targets ORDER BY name")?;
-    let rows: Vec<(String, String, String)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    drop(st);
-    // remote_of locks the connection again
-    drop(c);
+    let (v, scope) = defs(node)?;
     let mut out = Vec::new();
-    for (n, k, p) in rows {
-        let r = remote_of(&db, &n, &k, &p)?;
-        out.push(info(n, k, p, r));
+    for d in v {
+        let r = d.remote()?;
+        out.push(info(&d, r, scope));
     }
     Ok(out)
 }
 
 /// The target named `name` (404 naming the known ones otherwise).
 pub fn get(node: &Node, name: &str) -> Result<BackupTarget> {
-    let db = db(node)?;
-    let row: Option<(String, String)> = db
-        .conn()
-        .query_row(
-            "SELECT kind, path FROM backup_targets WHERE name=?1",
-            params![name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    match row {
-        Some((k, p)) => {
-            let r = remote_of(&db, name, &k, &p)?;
-            Ok(info(name.to_string(), k, p, r))
+    match def(node, name)? {
+        (Some(d), scope) => {
+            let r = d.remote()?;
+            Ok(info(&d, r, scope))
         }
-        None => Err(Error::NotFound(format!(
+        (None, Scope::Cluster) => Err(Error::NotFound(format!(
+            "backup target {name:?} does not exist in the cluster (`keel backup target list` shows them)"
+        ))),
+        (None, Scope::Node) => Err(Error::NotFound(format!(
             "backup target {name:?} does not exist on node {} (`keel backup target list` shows them)",
             node.cfg.node
         ))),
@@ -215,7 +387,8 @@ pub fn usable(node: &Node, name: &str) -> Result<BackupTarget> {
     let t = get(node, name)?;
     if let Some(e) = &t.error {
         return Err(Error::Conflict(format!(
-            "backup target {name:?} is not usable: {e}"
+            "backup target {name:?} is not usable on node {}: {e}",
+            node.cfg.node
         )));
     }
     Ok(t)
@@ -233,32 +406,51 @@ pub fn create(node: &Node, req: &BackupTargetCreate) -> Result<BackupTarget> {
         Some(r) => r.loc.to_string(),
         None => req.path.clone(),
     };
-    let db = db(node)?;
-    let c = db.conn();
-    let dup: Option<String> = c
-        .query_row(
-            "SELECT name FROM backup_targets WHERE name=?1 OR path=?2",
-            params![req.name, path],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(d) = dup {
+    let (have, scope) = defs(node)?;
+    if let Some(d) = have.iter().find(|d| d.name == req.name || d.path == path) {
         return Err(Error::Conflict(format!(
-            "backup target {d:?} already exists with this name or directory"
+            "backup target {:?} already exists with this name or directory",
+            d.name
         )));
     }
-    c.execute(
-        "INSERT INTO backup_targets(name, kind, path, created) VALUES (?1, ?2, ?3, ?4)",
-        params![req.name, req.kind, path, now()],
-    )?;
-    if let Some(r) = &remote {
-        c.execute(
-            "INSERT OR REPLACE INTO backup_sftp(name, key_file, fingerprint) VALUES (?1, ?2, ?3)",
-            params![req.name, r.key_file.display().to_string(), r.fingerprint],
-        )?;
+    let d = Def {
+        name: req.name.clone(),
+        kind: req.kind.clone(),
+        path,
+        key_file: remote.as_ref().map(|r| r.key_file.display().to_string()),
+        fingerprint: remote.as_ref().map(|r| r.fingerprint.clone()),
+        created: now(),
+    };
+    match cluster_store(node) {
+        Some(st) => {
+            let v = serde_json::to_value(&d).map_err(|e| Error::Internal(e.to_string()))?;
+            match st.cas(&target_key(&d.name), &v, 0) {
+                Ok(_) => {}
+                Err(StoreError::Conflict { .. }) => {
+                    return Err(Error::Conflict(format!(
+                        "backup target {:?} already exists in the cluster",
+                        d.name
+                    )))
+                }
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        None => {
+            let db = db(node)?;
+            let c = db.conn();
+            c.execute(
+                "INSERT INTO backup_targets(name, kind, path, created) VALUES (?1, ?2, ?3, ?4)",
+                params![d.name, d.kind, d.path, d.created],
+            )?;
+            if let (Some(k), Some(f)) = (&d.key_file, &d.fingerprint) {
+                c.execute(
+                    "INSERT OR REPLACE INTO backup_sftp(name, key_file, fingerprint) VALUES (?1, ?2, ?3)",
+                    params![d.name, k, f],
+                )?;
+            }
+        }
     }
-    drop(c);
-    Ok(info(req.name.clone(), req.kind.clone(), path, remote))
+    Ok(info(&d, remote, scope))
 }
 
 /// An sftp target before it is saved: the key file readable and private, the host reachable,
@@ -298,14 +490,19 @@ fn check_sftp(node: &Node, req: &BackupTargetCreate) -> Result<Remote> {
     })
 }
 
-/// Forget a target. The backups in its directory stay where they are.
+/// Forget a target (cluster-wide on a clustered node). The backups in its directory stay
+/// where they are.
 pub fn delete(node: &Node, name: &str) -> Result<()> {
     get(node, name)?;
     let db = db(node)?;
-    let c = db.conn();
-    c.execute("DELETE FROM backup_targets WHERE name=?1", params![name])?;
-    c.execute("DELETE FROM backup_sftp WHERE name=?1", params![name])?;
-    c.execute("DELETE FROM backup_verify WHERE target=?1", params![name])?;
+    match cluster_store(node) {
+        Some(st) => {
+            st.delete(&target_key(name)).map_err(store_err)?;
+        }
+        None => delete_local(&db, name)?,
+    }
+    db.conn()
+        .execute("DELETE FROM backup_verify WHERE target=?1", params![name])?;
     Ok(())
 }
 
@@ -404,6 +601,80 @@ mod tests {
         std::fs::write(&f, b"")?;
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o444))?;
         assert!(dir_problem(&f).is_some_and(|e| e.contains("not a directory")));
+        Ok(())
+    }
+
+    /// A node clustered after it defined targets and jobs: on the next read they are in the
+    /// config store and gone from hostd.db; one whose name the cluster already uses with
+    /// another definition stays local and is listed nowhere; a second pass changes nothing.
+    #[test]
+    fn local_targets_and_jobs_are_adopted_into_the_cluster() -> Result<()> {
+        let (mut node, dir) = fake_node(Arc::new(FakeHv::new()))?;
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a)?;
+        std::fs::create_dir(&b)?;
+        let t = create(&node, &req("ta", &a))?;
+        assert_eq!(t.scope, "node");
+        create(&node, &req("tb", &b))?;
+        let jc: keel_api::backup::BackupJobConfig = serde_json::from_value(serde_json::json!({
+            "id": "j1", "all_vms": true, "target": "ta", "schedule": "daily"
+        }))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        super::super::jobs::create(&node, &jc)?;
+        // the node joins a cluster whose store already has another "tb"
+        let sock = dir.path().join("store.sock");
+        let map = crate::db::fake_store::serve(&sock);
+        let st = Store::at(&sock);
+        st.put(
+            "/backup/targets/tb",
+            &serde_json::json!({"name": "tb", "kind": "dir", "path": "/elsewhere"}),
+        )?;
+        let record = dir.path().join("cluster.json");
+        std::fs::write(&record, "{}")?;
+        node.auth = crate::auth::Auth::new(crate::db::Db::open(&dir.path().join("c.db"))?)
+            .in_cluster(record)
+            .with_store(Store::at(&sock));
+        let l = list(&node)?;
+        let names: Vec<(&str, &str, &str)> = l
+            .iter()
+            .map(|t| (t.name.as_str(), t.path.as_str(), t.scope.as_str()))
+            .collect();
+        let a_s = a.display().to_string();
+        assert_eq!(
+            names,
+            vec![
+                ("ta", a_s.as_str(), "cluster"),
+                ("tb", "/elsewhere", "cluster")
+            ]
+        );
+        let local: Vec<String> = local_defs(&db(&node)?)?
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(
+            local,
+            vec!["tb".to_string()],
+            "the conflicting one stays local"
+        );
+        let jobs = super::super::jobs::list(&node)?;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].scope, "cluster");
+        assert!(jobs[0].next_run.is_some(), "its bookkeeping moved along");
+        assert!(map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key("/backup/jobs/j1"));
+        // idempotent
+        assert_eq!(list(&node)?.len(), 2);
+        assert_eq!(super::super::jobs::list(&node)?.len(), 1);
+        // cluster-wide delete
+        super::super::jobs::delete(&node, "j1")?;
+        delete(&node, "ta")?;
+        assert!(!map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key("/backup/targets/ta"));
+        assert_eq!(list(&node)?.len(), 1);
         Ok(())
     }
 }

@@ -23,6 +23,8 @@ export interface BackupJobConfig {
 export interface BackupJob {
   config: BackupJobConfig; next_run?: number;
   last_run?: { time: number; upid: string; state: string; message?: string };
+  /** Where the definition lives: the cluster's config store or this node's database. */
+  scope?: "cluster" | "node";
 }
 interface PruneEntry { id: string; kind: string; start_time: number; reason: string }
 interface PruneResult { kept: PruneEntry[]; removed: PruneEntry[] }
@@ -120,7 +122,7 @@ export function BackupJobs() {
       <ErrorBox error={jobs.error} title="Cannot list backup jobs" />
       {!jobs.data ? (!jobs.error && <Loading what="backup jobs" />) : jobs.data.length === 0 ? <p class="muted">No backup jobs on this node.</p> : (
         <table class="table" aria-label="Backup jobs">
-          <thead><tr><th>Job</th><th>VMs</th><th>Target</th><th>Schedule</th><th>Retention</th><th>Next run</th><th>Last run</th><th /></tr></thead>
+          <thead><tr><th>Job</th><th>VMs</th><th>Target</th><th>Schedule</th><th>Retention</th><th>Next run</th><th>Last run</th><th title="cluster: defined cluster-wide, run by the node holding each VM (next and last run: this node's); node: this node only">Defined</th><th /></tr></thead>
           <tbody>{jobs.data.map((j) => {
             const c = j.config;
             return (
@@ -138,6 +140,7 @@ export function BackupJobs() {
                     {j.last_run.state === "error" && j.last_run.message && <div class="small field-error">{j.last_run.message}</div>}
                   </> : <span class="muted">never</span>}
                 </td>
+                <td class="small" data-scope={j.scope ?? "node"}>{j.scope === "cluster" ? "cluster-wide" : "this node"}</td>
                 <td class="nowrap">
                   <button type="button" class="btn" disabled={busy || !!no} title={no ?? "Run this job now"} onClick={() => run(c.id)}>Run now</button>{" "}
                   <button type="button" class="btn" disabled={!!no} title={no ?? "Change this job"} onClick={() => setEditing(c)}>Edit…</button>{" "}

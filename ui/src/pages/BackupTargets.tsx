@@ -43,7 +43,7 @@ export function BackupTargetsSection({ targets, onChange }: { targets: { data?: 
       <ErrorBox error={targets.error} title="Cannot list backup targets" />
       {targets.data && (targets.data.length === 0 ? <p class="muted">No backup targets on node {currentNode()}.</p> : (
         <table class="table" aria-label="Backup targets">
-          <thead><tr><th>Target</th><th>Kind</th><th>Where</th><th>State</th><th>Free</th><th>Host key</th><th /></tr></thead>
+          <thead><tr><th>Target</th><th>Kind</th><th>Where</th><th>State</th><th>Free</th><th>Host key</th><th title="cluster: defined cluster-wide (state and free space as this node sees them); node: this node only">Defined</th><th /></tr></thead>
           <tbody>{targets.data.map((t) => (
             <tr data-target={t.name}>
               <td class="mono">{t.name}</td>
@@ -55,6 +55,7 @@ export function BackupTargetsSection({ targets, onChange }: { targets: { data?: 
               </td>
               <td class="nowrap">{t.ok ? `${formatBytes(t.available)} of ${formatBytes(t.total)}` : "-"}</td>
               <td class="mono small" data-fingerprint={t.host_key_fingerprint ?? ""}>{t.host_key_fingerprint ?? "-"}</td>
+              <td class="small" data-scope={t.scope ?? "node"}>{t.scope === "cluster" ? "cluster-wide" : "this node"}</td>
               <td><button type="button" class="btn btn-danger" disabled={!!no} title={no ?? "Forget this target (its backups stay)"} onClick={() => remove(t.name)}>Remove</button></td>
             </tr>
           ))}</tbody>

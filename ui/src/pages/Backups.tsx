@@ -16,6 +16,8 @@ export interface BackupTarget {
   name: string; kind: string; path: string; ok: boolean; error?: string; total: number; available: number;
   /** sftp targets: the key file hostd authenticates with and the pinned host key. */
   key_file?: string; host_key_fingerprint?: string;
+  /** Where the definition lives: the cluster's config store or this node's database. */
+  scope?: "cluster" | "node";
 }
 export interface BackupInfo {
   id: string; vmid: number; target: string; kind: "full" | "incremental"; parent?: string; live: boolean;
