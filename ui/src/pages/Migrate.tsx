@@ -10,10 +10,13 @@ import { usePermissions, whyNot } from "../access";
 import { navigate } from "../router";
 import type { ClusterStatus, VmState } from "../types";
 
-export function MigrateAction({ vmid, name, state }: { vmid: number; name: string; state?: VmState }) {
+/** `onOpen` tells the page the dialog is open: the VM leaves this node while it is, and the page
+ *  must keep showing the dialog (its progress and outcome) rather than "not found". */
+export function MigrateAction({ vmid, name, state, onOpen }: { vmid: number; name: string; state?: VmState; onOpen?: (open: boolean) => void }) {
   const perms = usePermissions();
   const noMigrate = whyNot(perms, "VM.Migrate", `/vms/${vmid}`);
-  const [open, setOpen] = useState(false);
+  const [open, setOpenState] = useState(false);
+  const setOpen = (o: boolean) => { setOpenState(o); onOpen?.(o); };
   const movable = state === "running" || state === "paused" || state === "stopped";
   return (
     <>

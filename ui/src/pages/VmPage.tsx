@@ -34,6 +34,7 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
   const [busy, setBusy] = useState<string | null>(null);
   const [actionMsg, setActionMsg] = useState<{ tone: string; text: string } | null>(null);
   const [deleting, setDeleting] = useState(false);
+  const [migrating, setMigrating] = useState(false);
   const [cloneFrom, setCloneFrom] = useState<string | null>(null);
   const perms = usePermissions();
   const noPower = whyNot(perms, "VM.PowerMgmt", `/vms/${vmid}`);
@@ -67,7 +68,9 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
     status.refresh();
   };
 
-  if (status.error && status.error.status === 404) {
+  // a VM migrated away answers 404 here before the dialog has seen its task end: keep the page
+  // (and the dialog with the outcome) until the dialog is closed
+  if (status.error && status.error.status === 404 && !migrating) {
     return (
       <section>
         <h1>VM {vmid} not found</h1>
@@ -96,7 +99,7 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
         <span class="spacer" />
         <CloneActions vmid={vmid} name={name} state={s?.state} template={!!config.data?.template}
           onChanged={() => { status.refresh(); config.refresh(); }} />
-        {!config.data?.template && <MigrateAction vmid={vmid} name={name} state={s?.state} />}
+        {!config.data?.template && <MigrateAction vmid={vmid} name={name} state={s?.state} onOpen={setMigrating} />}
         <button type="button" class="btn btn-danger" disabled={!s || busy !== null || !!noDelete} onClick={() => setDeleting(true)}
           title={noDelete ?? (s && !canDelete(s.state) ? "Stop the VM before deleting it" : "Delete this VM")}>Delete…</button>
       </div>
