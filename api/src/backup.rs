@@ -571,6 +571,26 @@ pub struct BackupJobConfig {
     /// Run on schedule (a disabled job still runs when asked to).
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// `backup` (default) makes backups; `verify` makes none and re-reads every stored file of
+    /// the VMs' backups on the target, checking them against their manifests (every chain,
+    /// through its newest backup), so bit rot is found before a restore needs the backup.
+    #[serde(default, skip_serializing_if = "JobMode::is_backup")]
+    pub mode: JobMode,
+}
+
+/// What a backup job does at each run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobMode {
+    #[default]
+    Backup,
+    Verify,
+}
+
+impl JobMode {
+    pub fn is_backup(&self) -> bool {
+        *self == JobMode::Backup
+    }
 }
 
 fn yes() -> bool {
@@ -626,6 +646,20 @@ impl BackupJobConfig {
         }
         if let Some(r) = &self.retention {
             r.validate("retention.")?;
+        }
+        if self.mode == JobMode::Verify {
+            if self.full_every.is_some() {
+                return Err(FieldError::new(
+                    "full_every",
+                    "a verify job makes no backups: leave full_every out",
+                ));
+            }
+            if self.retention.is_some() {
+                return Err(FieldError::new(
+                    "retention",
+                    "a verify job removes nothing: leave the retention policy out (prune with a backup job)",
+                ));
+            }
         }
         Ok(())
     }

@@ -188,6 +188,10 @@ pub enum JobCmd {
         /// Defined but not run on schedule
         #[arg(long)]
         disabled: bool,
+        /// A verify job: makes no backups, re-reads and checks every stored file of the VMs'
+        /// backups on the target at each run
+        #[arg(long, conflicts_with = "full_every")]
+        verify: bool,
     },
     /// The node's jobs with their next and last run
     List,
@@ -242,9 +246,14 @@ fn jobs_table(js: &[BackupJob]) {
             Some(r) => format!("{} {}", output::time(r.time), r.state),
             None => "-".into(),
         };
+        let id = if c.mode == keel_api::backup::JobMode::Verify {
+            format!("{} (verify)", c.id)
+        } else {
+            c.id.clone()
+        };
         println!(
             "{:<16} {:<16} {:<10} {:<18} {:<8} {:<19} {}",
-            c.id,
+            id,
             vms,
             c.target,
             c.schedule,
@@ -290,6 +299,7 @@ async fn job(c: &Client, node: &str, cmd: JobCmd, mode: Mode) -> Result<Outcome>
             full_every,
             keep,
             disabled,
+            verify,
         } => {
             let body = BackupJobConfig {
                 id,
@@ -300,6 +310,11 @@ async fn job(c: &Client, node: &str, cmd: JobCmd, mode: Mode) -> Result<Outcome>
                 full_every,
                 retention: keep_given(&keep).then(|| keep.policy()),
                 enabled: !disabled,
+                mode: if verify {
+                    keel_api::backup::JobMode::Verify
+                } else {
+                    keel_api::backup::JobMode::Backup
+                },
             };
             let v = c
                 .call(

@@ -1282,6 +1282,7 @@ async fn stop_network(
         keel_api::backup::PruneEntry,
         keel_api::backup::PruneResult,
         keel_api::backup::BackupJobConfig,
+        keel_api::backup::JobMode,
         keel_api::backup::BackupJobRun,
         keel_api::backup::BackupJob,
         keel_api::metrics::MetricsRange,

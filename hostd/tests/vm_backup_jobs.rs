@@ -217,6 +217,66 @@ fn backup_jobs_retention_schedule_and_failures() {
     h.ok(h.delete(&format!("/vms/{a}/backups/{}?target=t1", now[0])));
     assert_eq!(on_disk(&t1, a), vec![now[1].clone()]);
 
+    // ---- a verify job: makes no backup, re-reads every stored file, names a damaged one
+    let e = err_message(
+        h.post(
+            "/backup-jobs",
+            json!({"id": "check", "vms": [a, b], "target": "t1", "schedule": "sun 03:00",
+                   "mode": "verify", "retention": {"keep_last": 1}}),
+        ),
+        400,
+    );
+    assert_eq!(e["field"], "retention", "{e}");
+    let r = h.post(
+        "/backup-jobs",
+        json!({"id": "check", "vms": [a, b], "target": "t1", "schedule": "sun 03:00", "mode": "verify"}),
+    );
+    assert_eq!(r.status(), 201);
+    assert_eq!(h.get_json("/backup-jobs/check")["config"]["mode"], "verify");
+    let counts = |h: &Hostd| (backups(h, a, "t1").len(), backups(h, b, "t1").len());
+    let before = counts(&h);
+    let t = h.ok(h.post_empty("/backup-jobs/check/run"));
+    assert_eq!(t.kind, "backupjob");
+    assert_eq!(counts(&h), before, "a verify job makes no backup");
+    let victim_id = ids(&backups(&h, b, "t1"))[0].clone();
+    let victim = std::fs::read_dir(t1.join(b.to_string()).join(&victim_id))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "qcow2"))
+        .unwrap_or_else(|| panic!("no qcow2 file in backup {victim_id}"));
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&victim)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        f.seek(SeekFrom::Start(len / 2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(b"bit rot").unwrap_or_else(|e| panic!("{e}"));
+    }
+    let t = h.task(h.post_empty("/backup-jobs/check/run"));
+    assert_eq!(t.state, TaskState::Error);
+    let msg = t.message.unwrap_or_default();
+    assert!(
+        msg.contains("1 of 2 VM(s) failed")
+            && msg.contains(&format!("VM {b}"))
+            && msg.contains("broken")
+            && msg.contains(&victim_id),
+        "{msg}"
+    );
+    for bk in backups(&h, b, "t1") {
+        let want = if bk["id"] == victim_id.as_str() {
+            "broken"
+        } else {
+            "ok"
+        };
+        assert_eq!(bk["verify_state"], want, "{bk}");
+    }
+    assert_eq!(backups(&h, a, "t1")[0]["verify_state"], "ok");
+    assert_eq!(h.delete("/backup-jobs/check").status(), 204);
+
     // ---- a job over a VM that was deleted: failed with a summary, the other VM backed up
     let r = h.post(
         "/backup-jobs",

@@ -85,15 +85,21 @@ await step("prune the VM's backups to the newest: preview, then the task", async
   expect(await rows.count() === 1, "not one backup left");
 });
 
-await step("edit the schedule, then delete the job", async () => {
+await step("edit the schedule and make it a verify job, run it, then delete the job", async () => {
   await page.goto(`${BASE}/backup-jobs`);
   await jobRow().getByRole("button", { name: "Edit…" }).click();
   const dlg = page.getByRole("dialog", { name: `Edit backup job ${JOB}` });
   await dlg.waitFor();
   await dlg.getByLabel("Schedule", { exact: true }).fill("daily");
+  await dlg.getByLabel("What it does", { exact: true }).selectOption("verify");
+  expect(await dlg.getByLabel("Keep last", { exact: true }).count() === 0, "retention fields shown for a verify job");
   await dlg.getByRole("button", { name: "Save" }).click();
   await dlg.waitFor({ state: "detached" });
   await page.waitForFunction((j) => document.querySelector(`tr[data-job="${j}"]`)?.textContent?.includes("daily"), JOB);
+  const text = await jobRow().innerText();
+  expect(text.includes("verify") && !text.includes("last 2"), `row of the verify job: ${text}`);
+  await jobRow().getByRole("button", { name: "Run now" }).click();
+  await page.getByText(`Backup job ${JOB}: done.`).waitFor({ timeout: 60_000 });
   await jobRow().getByRole("button", { name: "Delete" }).click();
   await page.getByText("No backup jobs on this node.").waitFor();
 });

@@ -18,7 +18,7 @@ export interface KeepPolicy {
 }
 export interface BackupJobConfig {
   id: string; vms: number[]; all_vms: boolean; target: string; schedule: string;
-  full_every?: number; retention?: KeepPolicy; enabled: boolean;
+  full_every?: number; retention?: KeepPolicy; enabled: boolean; mode?: "backup" | "verify";
 }
 export interface BackupJob {
   config: BackupJobConfig; next_run?: number;
@@ -127,7 +127,7 @@ export function BackupJobs() {
             const c = j.config;
             return (
               <tr data-job={c.id}>
-                <td class="mono">{c.id}</td>
+                <td class="mono">{c.id}{c.mode === "verify" && <>{" "}<span class="badge badge-info" title="Makes no backups: re-reads and checks every stored file of the VMs' backups">verify</span></>}</td>
                 <td>{c.all_vms ? "all" : c.vms.join(", ")}</td>
                 <td>{c.target}</td>
                 <td class="mono">{c.schedule}{c.full_every ? <span class="muted small"> (full every {c.full_every})</span> : ""}</td>
@@ -195,6 +195,8 @@ function JobDialog({ job, targets, onClose, onSaved }: {
   const [schedule, setSchedule] = useState(job?.schedule ?? "daily");
   const [fullEvery, setFullEvery] = useState(job?.full_every ? String(job.full_every) : "");
   const [enabled, setEnabled] = useState(job?.enabled ?? true);
+  const [mode, setMode] = useState<"backup" | "verify">(job?.mode ?? "backup");
+  const verify = mode === "verify";
   const [keep, setKeep] = useState<Record<string, string>>(
     Object.fromEntries(KEEPS.map(([f]) => [f, job?.retention?.[f] != null ? String(job.retention[f]) : ""])));
   const [error, setError] = useState<{ field?: string; message: string } | null>(null);
@@ -203,15 +205,16 @@ function JobDialog({ job, targets, onClose, onSaved }: {
   const idErr = id && !/^[A-Za-z0-9_-]{1,64}$/.test(id) ? "Letters, digits, '-' and '_' only; 1 to 64 characters." : null;
   const vmList = vms.split(/[\s,]+/).filter(Boolean);
   const vmErr = !all && vmList.some((v) => !/^\d+$/.test(v)) ? "VM IDs, separated by commas." : null;
-  const k = keepFrom(keep);
+  const k: ReturnType<typeof keepFrom> = verify ? {} : keepFrom(keep);
   const fullErr = fullEvery && (!/^\d+$/.test(fullEvery) || Number(fullEvery) < 1 || Number(fullEvery) > 1000) ? "A number from 1 to 1000." : null;
-  const invalid = !id || !!idErr || !!schedErr || !!vmErr || (!all && vmList.length === 0) || !!k.error || !!fullErr || !target;
+  const invalid = !id || !!idErr || !!schedErr || !!vmErr || (!all && vmList.length === 0) || !!k.error || (!!fullErr && !verify) || !target;
   const submit = async (e: Event) => {
     e.preventDefault();
     if (invalid) return;
     const body: BackupJobConfig = {
       id, vms: all ? [] : vmList.map(Number), all_vms: all, target, schedule: schedule.trim(), enabled,
-      ...(fullEvery ? { full_every: Number(fullEvery) } : {}), ...(k.policy ? { retention: k.policy } : {}),
+      ...(fullEvery && !verify ? { full_every: Number(fullEvery) } : {}), ...(k.policy ? { retention: k.policy } : {}),
+      ...(verify ? { mode: "verify" as const } : {}),
     };
     setBusy(true);
     setError(null);
@@ -254,12 +257,21 @@ function JobDialog({ job, targets, onClose, onSaved }: {
             ? <div class="field-error" role="alert">{schedErr ?? fieldErr("schedule")}</div>
             : <div class="hint">Local time: daily, hourly, weekly, monthly, sat 02:30, mon..fri 21:00, *:0/15</div>}
         </div>
-        <div class={`field${fullErr ? " has-error" : ""}`}>
-          <label for="job-full-every">Full backup every N runs (optional)</label>
-          <input id="job-full-every" inputMode="numeric" value={fullEvery} onInput={(e) => setFullEvery(e.currentTarget.value)} />
-          {fullErr && <div class="field-error" role="alert">{fullErr}</div>}
+        <div class="field">
+          <label for="job-mode">What it does</label>
+          <select id="job-mode" value={mode} onChange={(e) => setMode(e.currentTarget.value as "backup" | "verify")}>
+            <option value="backup">Back up (then apply the retention policy)</option>
+            <option value="verify">Verify the stored backups (re-read every file, make none)</option>
+          </select>
         </div>
-        <KeepFields keep={keep} setKeep={setKeep} prefix="job" />
+        {!verify && <>
+          <div class={`field${fullErr ? " has-error" : ""}`}>
+            <label for="job-full-every">Full backup every N runs (optional)</label>
+            <input id="job-full-every" inputMode="numeric" value={fullEvery} onInput={(e) => setFullEvery(e.currentTarget.value)} />
+            {fullErr && <div class="field-error" role="alert">{fullErr}</div>}
+          </div>
+          <KeepFields keep={keep} setKeep={setKeep} prefix="job" />
+        </>}
         {(k.error ?? fieldErr("retention")) && <div class="field-error" role="alert">{k.error ?? fieldErr("retention")}</div>}
         <label class="check"><input type="checkbox" id="job-enabled" checked={enabled} onChange={(e) => setEnabled(e.currentTarget.checked)} />{" "}Run on schedule</label>
         {error && !["id", "vms", "target", "schedule"].includes(error.field ?? "") && !error.field?.startsWith("retention") &&
