@@ -21,7 +21,9 @@ KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource
   # the sftp backup target's tests start their own sshd on loopback (vm_backups, ui_e2e)
   openssh-server)
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Each line carries the seconds since the script started (bash's SECONDS), so a CI log shows
+# where its time went.
+log() { printf '\033[1m==> [%5ds] %s\033[0m\n' "$SECONDS" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 keel_install_deps() {

@@ -509,7 +509,19 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
         .and_then(|a| a.iter().find(|t| t["kind"] == "poolcreate").cloned())
         .and_then(|t| t["upid"].as_str().map(str::to_string))
         .context("no poolcreate task listed")?;
-    let tlog = keel_ok(n1, &["task", "log", &upid])?;
+    // the log with each line's seconds since the first: where the create spends its time
+    let lines = keel_ok(n1, &["--json", "task", "log", &upid])?;
+    let lines: Vec<Value> =
+        serde_json::from_str(&lines).with_context(|| format!("task log JSON: {lines}"))?;
+    let first = lines.first().and_then(|l| l["t"].as_i64()).unwrap_or(0);
+    let mut tlog = String::new();
+    for l in &lines {
+        let dt = (l["t"].as_i64().unwrap_or(first) - first) as f64 / 1000.0;
+        tlog.push_str(&format!(
+            "+{dt:6.1}s {}\n",
+            l["line"].as_str().unwrap_or("")
+        ));
+    }
     eprintln!("pool create task log:\n{tlog}");
     ensure!(
         tlog.contains("initial sync") && tlog.contains("both disks UpToDate"),
