@@ -17,21 +17,29 @@ keel_build_ui
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "cargo build (every binary: the installer ISO and the VM lab's node image carry keel-hostd and keel)"
 cargo build --workspace --bins
-
-# The install lab (two unattended TCG installs, one after the other: ~20 min) keeps one core
-# busy and mostly waits on its guests. It starts as soon as its own test binary is built, and
-# runs without cargo (so cargo's build lock never waits on it) while clippy, the other test
-# binaries and the tests of every other crate (unit, golden, single-node end-to-end, whose waits
-# are generous) and vmlab_iscsi take the other core. The timing-sensitive netns labs (corosync
-# tokens of 1 s) and the two-node Keel VM lab run after it, one at a time. The labs' own step
-# lines (with their seconds) are shown, not captured: the log says where a lab spent its time.
-# Every group runs even if an earlier one fails; the script fails if any did.
-log "cargo test: compile the install lab"
+# Every test binary is compiled before any runs, so the runs below never wait on cargo's lock.
+# (Compiling beside the install lab's guests was tried: rustc and TCG slowed each other down so
+# much that the suite took longer.)
+log "cargo test: compile every test binary"
+cargo test --workspace --no-run --quiet
+# (already built: cargo only names it)
 install_bin=$(cargo test -p keel-tests --test vmlab_install --no-run 2>&1 |
     sed -n 's/^ *Executable tests\/vmlab_install\.rs (\(.*\))$/\1/p')
 [[ -x $install_bin ]] || die "cargo did not name the vmlab_install test binary"
+
+# The install lab (two unattended TCG installs, one after the other: ~20 min) keeps one core
+# busy and mostly waits on its guests; its binary runs without cargo, so cargo's lock never
+# waits on it. Beside it: the tests of every other crate (unit, golden, and the single-node
+# end-to-end tests, whose waits are generous), then vmlab_iscsi at a lower priority (nice 10:
+# the install lab is a chain of steps the whole suite waits on, its guest keeps its core). The
+# timing-sensitive netns labs (corosync tokens of 1 s) and the two-node Keel VM lab run after
+# it, one at a time. The labs' own step lines (with their seconds) are shown, not captured: the
+# log says where a lab spent its time.
+# Every group runs even if an earlier one fails; the script fails if any did.
 status=0
 log "vmlab_install starts in the background (its lines are prefixed [vmlab_install])"
 (
@@ -40,16 +48,10 @@ log "vmlab_install starts in the background (its lines are prefixed [vmlab_insta
 ) &
 install_pid=$!
 
-log "cargo clippy"
-cargo clippy --workspace --all-targets --quiet -- -D warnings || status=1
-# Every test binary is compiled before any runs, so the runs below never wait on cargo's lock.
-log "cargo test: compile every test binary"
-cargo test --workspace --no-run --quiet || status=1
-
 log "cargo test: every crate but the lab tests"
 cargo test --no-fail-fast --workspace --exclude keel-tests || status=1
-log "cargo test: vmlab_iscsi (two node-image guests) while the install lab ends"
-cargo test --no-fail-fast -p keel-tests --test vmlab_iscsi -- --nocapture || status=1
+log "cargo test: vmlab_iscsi (two node-image guests, nice 10) while the install lab ends"
+nice -n 10 cargo test --no-fail-fast -p keel-tests --test vmlab_iscsi -- --nocapture || status=1
 
 log "cargo test: waiting for vmlab_install"
 wait "$install_pid" || status=1

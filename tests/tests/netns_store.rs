@@ -680,7 +680,7 @@ fn netns_store_randomized_writes_partitions_fencing() {
         std::env::var("KEEL_STORE_LAB_SECS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(75),
+            .unwrap_or(50),
     );
     eprintln!("netns_store randomized: seed {seed} (replay with KEEL_STORE_LAB_SEED={seed}), budget {budget:?}");
     let t0 = Instant::now();
