@@ -35,6 +35,11 @@ pub struct MaintenanceSet {
     /// already left maintenance but some of its VMs did not come back yet (a retry).
     #[serde(default)]
     pub return_vms: bool,
+    /// With `enabled: true`: also move the node's stopped VMs (not HA), offline: defined on
+    /// the target (disks on node-local pools copied, on shared pools left in place), so they
+    /// can be started while this node is down. Without it they stay here, stopped.
+    #[serde(default)]
+    pub include_stopped: bool,
 }
 
 /// One HA VM as Pacemaker runs it (`GET /api/v1/cluster/ha`).

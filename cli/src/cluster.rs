@@ -147,9 +147,10 @@ pub enum NodeCmd {
         force: bool,
     },
     /// Maintenance of NODE. on: every running VM leaves it live (HA VMs through Pacemaker,
-    /// respecting their placement rules), then NODE is in standby, across reboots; refused
-    /// before anything moves when a VM cannot leave. off: NODE takes VMs again; the moved VMs
-    /// stay where they are unless --return brings them back live (a task).
+    /// respecting their placement rules; stopped VMs too, offline, with --include-stopped),
+    /// then NODE is in standby, across reboots; refused before anything moves when a VM cannot
+    /// leave. off: NODE takes VMs again; the moved VMs stay where they are unless --return
+    /// brings them back (a task).
     Maintenance {
         name: String,
         state: crate::ha::OnOff,
@@ -158,6 +159,10 @@ pub enum NodeCmd {
         /// back after the node left maintenance
         #[arg(long = "return")]
         return_vms: bool,
+        /// With on: also move the stopped VMs (not HA) offline, so they can be started while
+        /// NODE is down (node-local disks are copied; templates stay)
+        #[arg(long)]
+        include_stopped: bool,
     },
 }
 
@@ -610,10 +615,14 @@ pub async fn node_cmd(c: &Client, cmd: NodeCmd, mode: Mode) -> Result<Outcome> {
             name,
             state,
             return_vms,
+            include_stopped,
         } => {
             let on = state == crate::ha::OnOff::On;
             if on && return_vms {
                 bail!("--return goes with off: it brings the moved VMs back when maintenance ends");
+            }
+            if !on && include_stopped {
+                bail!("--include-stopped goes with on: it moves the stopped VMs away when maintenance starts");
             }
             let a = c
                 .call(
@@ -623,6 +632,7 @@ pub async fn node_cmd(c: &Client, cmd: NodeCmd, mode: Mode) -> Result<Outcome> {
                     Some(&keel_api::ha::MaintenanceSet {
                         enabled: on,
                         return_vms,
+                        include_stopped,
                     }),
                 )
                 .await?;

@@ -1,11 +1,13 @@
-//! Node maintenance (docs/ha.md, "Node maintenance"): every running VM leaves the node, then
-//! the node is in Pacemaker standby until maintenance ends.
+//! Node maintenance (docs/ha.md, "Node maintenance"): every running VM leaves the node (and,
+//! when asked, every stopped one), then the node is in Pacemaker standby until maintenance ends.
 //!
 //! Everything is decided before anything moves ([`prepare`]): each running non-HA VM gets a
 //! target that passes the same checks as `keel vm migrate` (networks, pools, memory, CPU model,
 //! snapshots), and Pacemaker's own scheduler (`crm_simulate --node-down`) must place every HA VM
 //! of the node elsewhere. A VM that cannot leave stops the request with its reason, before a
-//! task exists. Then the task ([`run`]) live-migrates the non-HA VMs one by one (the first
+//! task exists. With `include_stopped`, the stopped non-HA VMs are planned the same way, as
+//! offline migrations (no memory needed on the target). Then the task ([`run`]) migrates the
+//! non-HA VMs one by one, live or offline (the first
 //! failure stops it: the node is not put in standby and the VMs already moved are named), puts
 //! the node in standby (Pacemaker live-migrates the HA VMs away, respecting their placement
 //! rules) and waits until none runs here.
@@ -121,6 +123,33 @@ pub struct Prepared {
     pub ha: BTreeMap<u32, (String, String)>,
 }
 
+/// Which of the node's VMs Keel moves itself (not HA, managed by Keel): the running and paused
+/// ones, and the stopped ones too with `include_stopped` (templates stay: their linked clones
+/// read them where they are); and the refusals for domains Keel does not manage that run here. `ha` says whether a VM is HA (Pacemaker moves those).
+pub fn keel_moves(
+    vms: &[keel_api::vm::VmSummary],
+    ha: &dyn Fn(u32) -> bool,
+    include_stopped: bool,
+) -> (Vec<u32>, Vec<String>) {
+    let mut moves = vec![];
+    let mut refused = vec![];
+    for v in vms {
+        let active = matches!(v.state, VmState::Running | VmState::Paused);
+        let stopped = v.state == VmState::Stopped && !v.template;
+        match v.vmid {
+            Some(id) if ha(id) => {}
+            Some(id) if active || (stopped && include_stopped) => moves.push(id),
+            Some(_) => {}
+            None if active => refused.push(format!(
+                "domain {} is running but not managed by Keel: move or stop it yourself",
+                v.name
+            )),
+            None => {}
+        }
+    }
+    (moves, refused)
+}
+
 /// The HA VMs of `me` that Pacemaker would not place elsewhere, in words (empty: all can go).
 pub fn ha_blockers(
     me: &str,
@@ -173,9 +202,9 @@ fn members_online(node: &Node, me: &str) -> Result<Vec<String>> {
     Ok(others)
 }
 
-/// Decide where every running VM of this node goes, or refuse naming each VM that cannot
-/// leave and why. Nothing is changed.
-pub async fn prepare(node: &Arc<Node>, user: &str) -> ApiResult<Prepared> {
+/// Decide where every running VM of this node goes (and every stopped one, with
+/// `include_stopped`), or refuse naming each VM that cannot leave and why. Nothing is changed.
+pub async fn prepare(node: &Arc<Node>, user: &str, include_stopped: bool) -> ApiResult<Prepared> {
     if node.cluster.record()?.is_none() {
         return Err(Error::Conflict(
             "this node is not in a cluster: maintenance moves VMs to other members".into(),
@@ -193,25 +222,14 @@ pub async fn prepare(node: &Arc<Node>, user: &str) -> ApiResult<Prepared> {
         )
         .map_err(Error::Internal)?;
         let mut names = BTreeMap::new();
-        let mut locals = vec![];
-        let mut refused = vec![];
-        for v in crate::vms::list(&n)? {
-            let active = matches!(v.state, VmState::Running | VmState::Paused);
-            match v.vmid {
-                Some(id) => match crate::ha::record(&n, id)? {
-                    Some(rec) => {
-                        names.insert(id, rec.name);
-                    }
-                    None if active => locals.push(id),
-                    None => {}
-                },
-                None if active => refused.push(format!(
-                    "domain {} is running but not managed by Keel: move or stop it yourself",
-                    v.name
-                )),
-                None => {}
+        let vms = crate::vms::list(&n)?;
+        for id in vms.iter().filter_map(|v| v.vmid) {
+            if let Some(rec) = crate::ha::record(&n, id)? {
+                names.insert(id, rec.name);
             }
         }
+        let (locals, mut refused) =
+            keel_moves(&vms, &|id| names.contains_key(&id), include_stopped);
         let (go, blocked) = ha_blockers(&me, &sim, &names);
         refused.extend(blocked);
         if !refused.is_empty() {
@@ -259,7 +277,9 @@ pub async fn prepare(node: &Arc<Node>, user: &str) -> ApiResult<Prepared> {
         }
         match best {
             Some((target, plan)) => {
-                *promised.entry(target.name.clone()).or_insert(0) += mem;
+                if plan.live {
+                    *promised.entry(target.name.clone()).or_insert(0) += mem;
+                }
                 moves.push(Move { src, target, plan });
             }
             None => refused.push(format!(
@@ -284,9 +304,10 @@ pub async fn prepare(node: &Arc<Node>, user: &str) -> ApiResult<Prepared> {
 /// drained by Pacemaker.
 pub fn run(node: &Node, p: &Prepared, user: &str, t: &TaskHandle) -> Result<()> {
     let me = &node.cfg.node;
+    let offline = p.moves.iter().filter(|m| !m.plan.live).count();
     t.log(format!(
-        "maintenance of {me}: {} VM(s) to live-migrate, {} HA VM(s) for Pacemaker to move",
-        p.moves.len(),
+        "maintenance of {me}: {} VM(s) to live-migrate, {offline} stopped VM(s) to move offline, {} HA VM(s) for Pacemaker to move",
+        p.moves.len() - offline,
         p.ha.len()
     ));
     let mut moved: Vec<String> = vec![];
@@ -296,8 +317,15 @@ pub fn run(node: &Node, p: &Prepared, user: &str, t: &TaskHandle) -> Result<()> 
     };
     for m in &p.moves {
         t.log(format!(
-            "VM {} ({}) → {}",
-            m.src.vmid, m.src.name, m.target.name
+            "VM {} ({}) → {}{}",
+            m.src.vmid,
+            m.src.name,
+            m.target.name,
+            if m.plan.live {
+                ""
+            } else {
+                " (stopped: offline)"
+            }
         ));
         let req = MigrateRequest {
             target: m.target.name.clone(),
@@ -305,7 +333,12 @@ pub fn run(node: &Node, p: &Prepared, user: &str, t: &TaskHandle) -> Result<()> 
             max_downtime_ms: None,
             auto_converge: true,
         };
-        if let Err(e) = migration::run_live(node, &m.src, &m.target, &m.plan, &req, user, t) {
+        let r = if m.plan.live {
+            migration::run_live(node, &m.src, &m.target, &m.plan, &req, user, t)
+        } else {
+            migration::run_offline(node, &m.src, &m.target, &m.plan, t)
+        };
+        if let Err(e) = r {
             if !rec.moved.is_empty() {
                 save_record(node, &rec, t);
             }
@@ -543,7 +576,7 @@ fn back_by_migration(node: &Node, m: &Moved, user: &str, t: &TaskHandle) -> Resu
     })
     .map_err(|e| Error::Internal(e.to_string()))?;
     t.log(format!(
-        "VM {} ({}): asking {at} to live-migrate it back to {me}",
+        "VM {} ({}): asking {at} to migrate it back to {me} (live when it runs)",
         m.vmid, m.name
     ));
     let rt = tokio::runtime::Handle::current();
@@ -606,7 +639,8 @@ fn back_by_migration(node: &Node, m: &Moved, user: &str, t: &TaskHandle) -> Resu
 }
 
 /// Start or end the maintenance of a node. On: every running VM leaves it (non-HA VMs by
-/// live migration to a node that can take them, HA VMs by Pacemaker), then it is in standby
+/// live migration to a node that can take them, HA VMs by Pacemaker; with `include_stopped`
+/// the stopped non-HA VMs too, offline), then it is in standby
 /// (kept across reboots). Refused before anything moves when a VM cannot leave. Off: it takes
 /// VMs again; the moved VMs stay where they are (204), or with `return_vms` come back live (a
 /// task, 202).
@@ -614,7 +648,7 @@ fn back_by_migration(node: &Node, m: &Moved, user: &str, t: &TaskHandle) -> Resu
     params(("node" = String, Path)), request_body = MaintenanceSet,
     responses((status = 202, description = "Maintenance started, or ended with return_vms (a task)", body = keel_api::task::TaskRef),
         (status = 204, description = "Maintenance ended (the moved VMs stay where they are)"),
-        (status = 400, description = "return_vms with enabled: true", body = ErrorBody),
+        (status = 400, description = "return_vms with enabled: true, or include_stopped with enabled: false", body = ErrorBody),
         (status = 409, description = "Not clustered, already (not) in maintenance, no other node online, or a VM that cannot leave (each named with its reason)", body = ErrorBody)))]
 pub async fn set_maintenance(
     State(node): State<Arc<Node>>,
@@ -624,6 +658,13 @@ pub async fn set_maintenance(
 ) -> ApiResult<Response> {
     check_node(&node, &name)?;
     if !req.enabled {
+        if req.include_stopped {
+            return Err(Error::validation(
+                "include_stopped",
+                "include_stopped goes with enabled: true (it moves the stopped VMs away when maintenance starts)",
+            )
+            .into());
+        }
         let n = node.clone();
         let return_vms = req.return_vms;
         let Some(rec) = blocking(move || end(&n, return_vms)).await? else {
@@ -651,7 +692,7 @@ pub async fn set_maintenance(
         )
         .into());
     }
-    let prepared = prepare(&node, &p.user).await?;
+    let prepared = prepare(&node, &p.user, req.include_stopped).await?;
     let upid = blocking(move || {
         let n = node.clone();
         let user = p.user.clone();
@@ -671,6 +712,48 @@ pub async fn set_maintenance(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vm(
+        vmid: Option<u32>,
+        name: &str,
+        state: VmState,
+        template: bool,
+    ) -> keel_api::vm::VmSummary {
+        keel_api::vm::VmSummary {
+            vmid,
+            name: name.into(),
+            uuid: String::new(),
+            state,
+            vcpus: 1,
+            memory_mib: 64,
+            uptime_s: None,
+            managed: vmid.is_some(),
+            template,
+        }
+    }
+
+    #[test]
+    fn stopped_vms_move_only_when_asked_and_never_ha_templates_or_foreign_ones() {
+        let vms = [
+            vm(Some(100), "ha", VmState::Running, false),
+            vm(Some(101), "run", VmState::Running, false),
+            vm(Some(102), "paused", VmState::Paused, false),
+            vm(Some(103), "off", VmState::Stopped, false),
+            vm(Some(104), "tpl", VmState::Stopped, true),
+            vm(Some(105), "ha-off", VmState::Stopped, false),
+            vm(None, "foreign-off", VmState::Stopped, false),
+        ];
+        let ha = |id: u32| id == 100 || id == 105;
+        assert_eq!(keel_moves(&vms, &ha, false), (vec![101, 102], vec![]));
+        assert_eq!(keel_moves(&vms, &ha, true), (vec![101, 102, 103], vec![]));
+        let mut with_foreign = vms.to_vec();
+        with_foreign.push(vm(None, "foreign", VmState::Running, false));
+        let (_, refused) = keel_moves(&with_foreign, &ha, true);
+        assert_eq!(
+            refused,
+            ["domain foreign is running but not managed by Keel: move or stop it yourself"]
+        );
+    }
 
     fn sim(vmid: u32, b: Option<&str>, a: Option<&str>) -> cha::Simulated {
         cha::Simulated {

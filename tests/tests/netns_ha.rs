@@ -501,6 +501,24 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         "a refused maintenance changed something"
     );
     k_surv.keel_ok(&["vm", "snapshot", "delete", "104", "before"])?;
+    // VM 108 (not HA, disk on the shared pool) stays stopped: --include-stopped moves it
+    // offline too, so it could be started while the node is down
+    let f = lab.dir.join("vm108.json");
+    std::fs::write(&f, spec(108, "san", 160))?;
+    k_surv.keel_ok(&["vm", "create", "--spec", &f.display().to_string()])?;
+    let where_stopped = |vmid: u64| -> Result<Vec<String>> {
+        let mut at = vec![];
+        for k in [&k1, &k2, &k3] {
+            let v: Vec<serde_json::Value> =
+                serde_json::from_str(&k.keel_ok(&["--json", "vm", "list"])?)?;
+            if v.iter()
+                .any(|x| x["vmid"] == vmid && x["state"] == "stopped")
+            {
+                at.push(k.n.name.clone());
+            }
+        }
+        Ok(at)
+    };
     let third = ["node1", "node3"]
         .into_iter()
         .find(|n| *n != survivor)
@@ -508,9 +526,14 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         .to_string();
     let (boots0, _) = serial(&log);
     let t = Instant::now();
-    k_surv.keel_ok(&["node", "maintenance", &survivor, "on"])?;
+    let out = k_surv.keel_ok(&["node", "maintenance", &survivor, "on", "--include-stopped"])?;
     let maint_s = t.elapsed().as_secs_f64();
     ensure!(standby(&survivor)?, "{survivor} is not in standby");
+    let at108 = where_stopped(108)?;
+    ensure!(
+        at108.len() == 1 && at108[0] != survivor && out.contains("(stopped: offline)"),
+        "stopped VM 108 should be defined once, on a node other than {survivor}: {at108:?}\n{out}"
+    );
     ensure!(
         ha_node(&k2, 100)?.as_deref() == Some(third.as_str()),
         "HA VM 100 is not on {third} after maintenance of {survivor}: {:?}",
@@ -565,6 +588,11 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         "VMs 104-107 should all be back on {survivor}, once each: {back:?}\n{out}"
     );
     ensure!(
+        where_stopped(108)? == [survivor.clone()],
+        "stopped VM 108 is not back on {survivor} (and only there): {:?}\n{out}",
+        where_stopped(108)?
+    );
+    ensure!(
         ha_node(&k2, 100)?.as_deref() == Some(survivor.as_str()),
         "HA VM 100 is not back on {survivor}: {:?}\n{out}",
         ha_list(&k2)?
@@ -592,7 +620,8 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
         "not in maintenance",
     )?;
     eprintln!(
-        "METRIC node_maintenance {survivor}: {maint_s:.2}s to empty it of 5 VMs (non-HA live: {placed:?}; HA VM 100 live to {third}); {back_s:.2}s to bring them back; step {:.1}s",
+        "METRIC node_maintenance {survivor}: {maint_s:.2}s to empty it of 6 VMs (stopped VM 108 offline to {}; non-HA live: {placed:?}; HA VM 100 live to {third}); {back_s:.2}s to bring them back; step {:.1}s",
+        at108[0],
         tm.elapsed().as_secs_f64()
     );
     let idle = third;

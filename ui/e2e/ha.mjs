@@ -4,7 +4,7 @@
 // directory is refused; HA on for a VM with a disk on node-local storage is refused with the
 // reason; HA on for a VM on the shared pool through the dialog, the VM shown running under
 // Pacemaker; the what-if preview of its node's failure names where it would restart; placement
-// rules; node maintenance of an idle node and its end (through the end dialog, bringing VMs back); HA off; a fail count cleaned up; the VM
+// rules; node maintenance of an idle node (stopped VMs included: the request says so) and its end (through the end dialog, bringing VMs back); HA off; a fail count cleaned up; the VM
 // page's HA and migration history gathered from every node.
 //   KEEL_HA_VM        a running VM whose disk and ISO are on the shared pool (not HA)
 //   KEEL_HA_LOCAL_VM  a VM with a disk on node-local storage
@@ -97,7 +97,14 @@ await step("node maintenance of an idle node, then its end", async () => {
   await row.waitFor();
   expect(await row.getAttribute("data-standby") === "false", `already in standby: ${await row.innerText()}`);
   await row.getByRole("button", { name: "Maintenance", exact: true }).click();
-  await page.getByRole("button", { name: "Start maintenance" }).click();
+  const start = page.getByRole("dialog", { name: `Maintenance of ${idle}` });
+  const stopped = start.getByLabel("Also move the stopped VMs", { exact: false });
+  expect(!(await stopped.isChecked()), "moving the stopped VMs is the default");
+  await stopped.check();
+  const sent = page.waitForRequest((r) => r.method() === "PUT" && r.url().endsWith(`/nodes/${idle}/maintenance`));
+  await start.getByRole("button", { name: "Start maintenance" }).click();
+  const body = JSON.parse((await sent).postData() ?? "{}");
+  expect(body.enabled === true && body.include_stopped === true, `the request asked ${JSON.stringify(body)}`);
   await status().getByText(`Maintenance of ${idle}: done.`).waitFor({ timeout: 120_000 });
   await page.locator(`table[aria-label="Nodes"] tr[data-node="${idle}"][data-standby="true"]`).waitFor({ timeout: 30_000 });
   await row.getByRole("button", { name: "End maintenance" }).click();

@@ -659,7 +659,7 @@ fn finish_move(
     Ok(())
 }
 
-fn run_offline(
+pub(crate) fn run_offline(
     node: &Node,
     src: &SourceVm,
     t: &TargetFacts,

@@ -342,16 +342,18 @@ function Rules({ noModify, say }: { noModify: string | null; say: (m: Msg) => vo
   );
 }
 
-/** Node maintenance: every running VM leaves the node (live), then it is in standby. */
+/** Node maintenance: every running VM leaves the node (live), optionally every stopped one
+ * (offline), then it is in standby. */
 function Maintenance({ noModify, say, onChanged }: { noModify: string | null; say: (m: Msg) => void; onChanged: () => void }) {
   const status = usePoll(() => get<ClusterStatus>("/cluster/status"), 5000);
   const [busy, setBusy] = useState(false);
   const [confirm, setConfirm] = useState<string | null>(null);
   const [ending, setEnding] = useState<string | null>(null);
   const [bringBack, setBringBack] = useState(true);
-  const start = async (node: string) => {
+  const [withStopped, setWithStopped] = useState(false);
+  const start = async (node: string, includeStopped: boolean) => {
     setBusy(true);
-    await runShown(`Maintenance of ${node}`, "PUT", np("/maintenance", node), { enabled: true }, say);
+    await runShown(`Maintenance of ${node}`, "PUT", np("/maintenance", node), { enabled: true, include_stopped: includeStopped }, say);
     setBusy(false);
     status.refresh();
     onChanged();
@@ -376,7 +378,7 @@ function Maintenance({ noModify, say, onChanged }: { noModify: string | null; sa
   return (
     <section class="card" aria-labelledby="maint-title">
       <h2 id="maint-title">Node maintenance</h2>
-      <p class="muted small">Every running VM leaves the node live (HA VMs through Pacemaker, respecting their placement rules), then the node is in standby, also across reboots. A VM that cannot leave stops the request before anything moves.</p>
+      <p class="muted small">Every running VM leaves the node live (HA VMs through Pacemaker, respecting their placement rules), stopped VMs too when asked (offline), then the node is in standby, also across reboots. A VM that cannot leave stops the request before anything moves.</p>
       <ErrorBox error={status.error} title="Cannot read the cluster status" />
       {members.length > 0 && (
         <table class="table" aria-label="Nodes">
@@ -387,7 +389,7 @@ function Maintenance({ noModify, say, onChanged }: { noModify: string | null; sa
               <td>{!m.online ? <span class="badge badge-err">offline</span> : m.standby ? <span class="badge badge-warn">in maintenance</span> : <span class="badge badge-ok">online</span>}</td>
               <td class="actions">{m.standby
                 ? <button type="button" class="btn btn-sm" disabled={busy || !!noModify} title={noModify ?? "The node takes VMs again"} onClick={() => { setBringBack(true); setEnding(m.name); }}>End maintenance</button>
-                : <button type="button" class="btn btn-sm" disabled={busy || !!noModify || !m.online} title={noModify ?? "Move every VM away and put the node in standby"} onClick={() => setConfirm(m.name)}>Maintenance</button>}</td>
+                : <button type="button" class="btn btn-sm" disabled={busy || !!noModify || !m.online} title={noModify ?? "Move every VM away and put the node in standby"} onClick={() => { setWithStopped(false); setConfirm(m.name); }}>Maintenance</button>}</td>
             </tr>
           ))}</tbody>
         </table>
@@ -406,9 +408,11 @@ function Maintenance({ noModify, say, onChanged }: { noModify: string | null; sa
       {confirm && (
         <Modal title={`Maintenance of ${confirm}`} onClose={() => setConfirm(null)}>
           <p>Every running VM of <strong>{confirm}</strong> is live-migrated to another node, then {confirm} is put in standby and runs no VM until maintenance ends.</p>
+          <label class="check"><input type="checkbox" id="maint-stopped" checked={withStopped} onChange={(e) => setWithStopped(e.currentTarget.checked)} />
+            {" "}Also move the stopped VMs (offline, so they can be started elsewhere; node-local disks are copied, HA VMs and templates stay)</label>
           <div class="modal-actions">
             <button type="button" class="btn" onClick={() => setConfirm(null)}>Cancel</button>
-            <button type="button" class="btn btn-primary" onClick={() => { const n = confirm; setConfirm(null); start(n); }}>Start maintenance</button>
+            <button type="button" class="btn btn-primary" onClick={() => { const n = confirm; setConfirm(null); start(n, withStopped); }}>Start maintenance</button>
           </div>
         </Modal>
       )}
