@@ -125,7 +125,8 @@ pub struct Prepared {
 
 /// Which of the node's VMs Keel moves itself (not HA, managed by Keel): the running and paused
 /// ones, and the stopped ones too with `include_stopped` (templates stay: their linked clones
-/// read them where they are); and the refusals for domains Keel does not manage that run here. `ha` says whether a VM is HA (Pacemaker moves those).
+/// read them where they are); and the refusals for domains Keel does not manage that run here.
+/// `ha` says whether a VM is HA (Pacemaker moves those).
 pub fn keel_moves(
     vms: &[keel_api::vm::VmSummary],
     ha: &dyn Fn(u32) -> bool,
