@@ -19,7 +19,9 @@ KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource
   # keel-storage's engine tests: drbd-utils' own parser, LVM and mkfs.gfs2 on loop devices
   drbd-utils lvm2 gfs2-utils
   # the sftp backup target's tests start their own sshd on loopback (vm_backups, ui_e2e)
-  openssh-server)
+  openssh-server
+  # the VM lab's emulated BMCs (virtualbmc, sushy-tools) drive libvirt from Debian's Python
+  python3-libvirt python3-venv ipmitool)
 
 # Each line carries the seconds since the script started (bash's SECONDS), so a CI log shows
 # where its time went.
@@ -115,6 +117,23 @@ keel_install_schemathesis() {
   /var/cache/keel/pyvenv/bin/pip install -q schemathesis
   ln -sf /var/cache/keel/pyvenv/bin/schemathesis /usr/local/bin/schemathesis
   command -v schemathesis >/dev/null || die "schemathesis is missing after installing it"
+}
+
+# The VM lab's emulated BMCs (tests/src/bmc.rs): virtualbmc (IPMI) and sushy-tools (Redfish),
+# PyPI only, in a venv on Debian's Python (/usr/bin/python3) that sees its python3-libvirt.
+# Pinned; the venv is rebuilt when the pins change.
+KEEL_BMC_PINS="virtualbmc==3.3.0 sushy-tools==2.2.0"
+keel_bmc_venv() {
+  local v=${KEEL_BMC_VENV:-/var/cache/keel/bmc-venv}
+  [ "$(cat "$v/.pins" 2>/dev/null)" = "$KEEL_BMC_PINS" ] && [ -x "$v/bin/vbmcd" ] && return 0
+  log "installing $KEEL_BMC_PINS into $v"
+  rm -rf "$v"
+  /usr/bin/python3 -m venv --system-site-packages "$v"
+  # shellcheck disable=SC2086
+  "$v/bin/pip" install -q $KEEL_BMC_PINS
+  "$v/bin/python" -c 'import libvirt, virtualbmc, sushy_tools, bcrypt' \
+    || die "the BMC venv $v cannot import libvirt/virtualbmc/sushy_tools/bcrypt (python3-libvirt installed?)"
+  echo "$KEEL_BMC_PINS" > "$v/.pins"
 }
 
 # Build the web UI into ui/dist (npm ci: exactly the versions in package-lock.json).

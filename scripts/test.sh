@@ -9,6 +9,7 @@ keel_install_deps "${KEEL_TEST_APT_PACKAGES[@]}"
 keel_cargo_target_cache
 keel_install_ksvalidator
 keel_install_schemathesis
+keel_bmc_venv
 keel_start_libvirt
 
 log "web UI: build and unit tests"

@@ -401,6 +401,11 @@ pub struct JoinResponse {
     pub authorized_keys: Vec<String>,
     /// Members as `(name, API address)`, for the joiner's records.
     pub members: Vec<ClusterNode>,
+    /// Pacemaker CIB secrets of the fence devices (resource → parameter → value): the CIB holds
+    /// `lrm://` for them, and every node's fencer reads the value from its own files.
+    #[serde(default)]
+    pub fence_secrets:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for JoinResponse {

@@ -101,7 +101,14 @@ pub fn stonith_primitive(d: &FenceDevice) -> Element {
     let ia = format!("{}-instance_attributes", d.id);
     let mut attrs = Element::new("instance_attributes").attr("id", &ia);
     attrs.push(nvpair(&ia, "pcmk_host_list", &d.node));
+    let secret = d.agent.secret_params();
     for (k, v) in d.agent.params() {
+        // secrets stay in the CIB-secrets files (`form::write_cib_secrets`), never in the CIB
+        let v = if secret.contains(&k) {
+            crate::fence::CIB_SECRET.to_string()
+        } else {
+            v
+        };
         attrs.push(nvpair(&ia, k, &v));
     }
     if let Some(delay) = d.delay_s {
@@ -304,11 +311,22 @@ mod tests {
     }
 
     #[test]
+    fn secret_values_are_the_agent_secrets() {
+        let d = dev("node1", None);
+        assert_eq!(
+            d.agent.secret_values(),
+            std::collections::BTreeMap::from([("password".to_string(), "s3cret".to_string())])
+        );
+    }
+
+    #[test]
     fn debug_of_an_update_hides_the_xml() {
         let u = put_fence_device(&dev("node1", None));
         let s = format!("{u:?}");
         assert!(!s.contains("s3cret"), "{s}");
-        assert!(u[0].stdin.contains("s3cret"));
+        // the password is not in the CIB at all: Pacemaker reads it from its secrets file
+        assert!(!u[0].stdin.contains("s3cret"), "{}", u[0].stdin);
+        assert!(u[0].stdin.contains(r#"name="password" value="lrm://""#));
         assert!(!u[0].args.iter().any(|a| a.contains("s3cret")));
     }
 

@@ -95,6 +95,12 @@ pub enum FenceAgent {
     },
 }
 
+/// The value Pacemaker reads as "this parameter's value is in a CIB-secrets file"
+/// (`/var/lib/pacemaker/lrm/secrets/<resource>/<parameter>`, checked against its `.sign` md5):
+/// Keel puts every fence secret there on every node, so the CIB — and Pacemaker's detail log,
+/// which records CIB changes with their values — never holds a BMC password.
+pub const CIB_SECRET: &str = "lrm://";
+
 /// Instance attributes Keel sets itself on every stonith primitive: not agent parameters.
 pub const RESERVED_PARAMS: &[&str] = &["pcmk_host_list", "pcmk_delay_base", "pcmk_reboot_action"];
 
@@ -194,6 +200,17 @@ impl FenceAgent {
             }
         }
         p
+    }
+
+    /// The secret parameters and their values: what goes into Pacemaker's CIB-secrets files
+    /// on every node (the CIB itself holds [`CIB_SECRET`] for them).
+    pub fn secret_values(&self) -> std::collections::BTreeMap<String, String> {
+        let names = self.secret_params();
+        self.params()
+            .into_iter()
+            .filter(|(k, _)| names.contains(k))
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
     }
 
     /// Names of the parameters that are secrets.

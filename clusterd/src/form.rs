@@ -107,6 +107,129 @@ impl Paths {
     pub fn node_key(&self) -> PathBuf {
         self.cluster_dir.join("node.key")
     }
+    /// Pacemaker's CIB-secrets directory (`/var/lib/pacemaker/lrm/secrets`), beside the CIB's.
+    pub fn cib_secrets_dir(&self) -> PathBuf {
+        self.pacemaker_cib_dir
+            .parent()
+            .unwrap_or_else(|| Path::new("/var/lib/pacemaker"))
+            .join("lrm/secrets")
+    }
+}
+
+// ------------------------------------------------------------------ CIB secrets
+
+/// Secrets of one fence device: parameter name → value.
+pub type DeviceSecrets = std::collections::BTreeMap<String, String>;
+
+fn valid_secret_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !s.starts_with('.')
+}
+
+/// Make `<secrets>/<resource>/` hold exactly `secrets`: `<param>` with the value and
+/// `<param>.sign` with its md5 (hex), as Pacemaker's `cibsecret` writes them and its fencer
+/// and executor check them; root-only (directories 0700, files 0600). An empty map removes the
+/// resource's directory. Pacemaker reads at most 255 bytes of a value and strips trailing
+/// white space: a value that would not survive that is refused.
+pub fn write_cib_secrets(
+    paths: &Paths,
+    resource: &str,
+    secrets: &DeviceSecrets,
+) -> Result<(), FormError> {
+    use md5::{Digest, Md5};
+    use std::os::unix::fs::PermissionsExt;
+    validate_cib_secrets(resource, secrets)?;
+    let root = paths.cib_secrets_dir();
+    let dir = root.join(resource);
+    if secrets.is_empty() {
+        return match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&dir)(e)),
+            _ => Ok(()),
+        };
+    }
+    for d in [&root, &dir] {
+        std::fs::create_dir_all(d).map_err(io_err(d))?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(io_err(d))?;
+    }
+    for (k, v) in secrets {
+        write_file_mode(&dir.join(k), v.as_bytes(), 0o600)?;
+        let sign = hex::encode(Md5::digest(v.as_bytes()));
+        write_file_mode(&dir.join(format!("{k}.sign")), sign.as_bytes(), 0o600)?;
+    }
+    // parameters no longer secret (or gone) leave no file behind
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let param = name.strip_suffix(".sign").unwrap_or(&name);
+            if !secrets.contains_key(param) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What [`write_cib_secrets`] refuses, checked before anything is written anywhere.
+pub fn validate_cib_secrets(resource: &str, secrets: &DeviceSecrets) -> Result<(), FormError> {
+    if !valid_secret_name(resource) {
+        return Err(FormError::Invalid {
+            field: "resource".into(),
+            msg: format!("{resource:?} is not a resource id"),
+        });
+    }
+    for (k, v) in secrets {
+        if !valid_secret_name(k) {
+            return Err(FormError::Invalid {
+                field: format!("secrets.{k}"),
+                msg: "not a parameter name".into(),
+            });
+        }
+        if v.is_empty() || v.len() > 254 || v.trim_end() != v || v.contains('\n') {
+            return Err(FormError::Invalid {
+                field: format!("secrets.{k}"),
+                msg: "a secret must be 1 to 254 bytes on one line, without trailing spaces \
+                      (Pacemaker's CIB secrets cannot hold more)"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every device's secrets on this node (what a joiner receives).
+pub fn read_cib_secrets(
+    paths: &Paths,
+) -> Result<std::collections::BTreeMap<String, DeviceSecrets>, FormError> {
+    let mut all = std::collections::BTreeMap::new();
+    let root = paths.cib_secrets_dir();
+    let Ok(rd) = std::fs::read_dir(&root) else {
+        return Ok(all);
+    };
+    for e in rd.flatten() {
+        let rsc = e.file_name().to_string_lossy().to_string();
+        if !valid_secret_name(&rsc) || !e.path().is_dir() {
+            continue;
+        }
+        let mut m = DeviceSecrets::new();
+        for f in std::fs::read_dir(e.path())
+            .map_err(io_err(&e.path()))?
+            .flatten()
+        {
+            let name = f.file_name().to_string_lossy().to_string();
+            if name.ends_with(".sign") || !valid_secret_name(&name) {
+                continue;
+            }
+            let v = std::fs::read_to_string(f.path()).map_err(io_err(&f.path()))?;
+            m.insert(name, v);
+        }
+        if !m.is_empty() {
+            all.insert(rsc, m);
+        }
+    }
+    Ok(all)
 }
 
 /// A member as this node knows it: corosync identity plus its API address.
@@ -739,6 +862,15 @@ pub fn joiner_install(
         conf.nodes.len(),
         if conf.two_node() { "on" } else { "off" }
     ));
+    for (rsc, secrets) in &resp.fence_secrets {
+        write_cib_secrets(paths, rsc, secrets)?;
+    }
+    if !resp.fence_secrets.is_empty() {
+        p.log(&format!(
+            "wrote the CIB secrets of {} fence device(s)",
+            resp.fence_secrets.len()
+        ));
+    }
     for k in &resp.known_hosts {
         append_unique_line(&paths.known_hosts, k, 0o644)?;
     }
@@ -894,6 +1026,55 @@ pub fn leave(paths: &Paths, svc: &dyn ServiceManager) -> Result<(), FormError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CIB secrets as Pacemaker reads them: `<param>` and `<param>.sign` (md5 hex), root-only;
+    /// a changed set drops what is no longer secret; an empty set removes the device's
+    /// directory; what Pacemaker could not read back is refused before anything is written.
+    #[test]
+    fn cib_secrets_are_written_as_pacemaker_reads_them() -> Result<(), FormError> {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().map_err(|e| FormError::Failed(e.to_string()))?;
+        let p = paths(d.path());
+        let two = DeviceSecrets::from([
+            ("password".to_string(), "hunter2".to_string()),
+            ("snmp_priv_passwd".to_string(), "x".to_string()),
+        ]);
+        write_cib_secrets(&p, "fence-node2", &two)?;
+        let dir = d.path().join("lrm/secrets/fence-node2");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).map_err(io_err(&dir));
+        assert_eq!(read("password")?, "hunter2");
+        assert_eq!(read("password.sign")?, "2ab96390c7dbe3439de74d0c9b0b1767");
+        let mode = |q: &Path| {
+            std::fs::metadata(q)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0)
+        };
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("password")), 0o600);
+        assert_eq!(read_cib_secrets(&p)?["fence-node2"], two);
+
+        let one = DeviceSecrets::from([("password".to_string(), "new".to_string())]);
+        write_cib_secrets(&p, "fence-node2", &one)?;
+        assert!(
+            !dir.join("snmp_priv_passwd").exists() && !dir.join("snmp_priv_passwd.sign").exists()
+        );
+        assert_eq!(read_cib_secrets(&p)?["fence-node2"], one);
+
+        for bad in ["", "trailing ", "two\nlines", &"x".repeat(255)] {
+            let m = DeviceSecrets::from([("password".to_string(), bad.to_string())]);
+            assert!(matches!(
+                write_cib_secrets(&p, "fence-node2", &m),
+                Err(FormError::Invalid { .. })
+            ));
+        }
+        assert!(write_cib_secrets(&p, "../etc", &one).is_err());
+        assert_eq!(read("password")?, "new", "a refused write changed nothing");
+
+        write_cib_secrets(&p, "fence-node2", &DeviceSecrets::new())?;
+        assert!(!dir.exists());
+        assert!(read_cib_secrets(&p)?.is_empty());
+        Ok(())
+    }
 
     fn paths(d: &Path) -> Paths {
         Paths {

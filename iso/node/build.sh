@@ -34,7 +34,14 @@ keel_bins=()
 for b in keel-hostd keel keel-clusterd; do keel_bins+=("$(pick_bin "$b")") || exit 1; done
 bins_hash=$(sha256sum "${keel_bins[@]}" | awk '{print $1}' | sha256sum | cut -c1-16)
 
-key=$( (cd "$repo" && find iso/node tests/vmlab/fence_keel_lab -type f | LC_ALL=C sort | xargs sha256sum; echo "keel-bins $bins_hash") | sha256sum | cut -c1-16)
+# Debian's BMC fence agents, taken from the host's fence-agents package (same release as the
+# image; the package's own dependencies pull ~200 MB of cloud SDKs the lab never uses).
+fence_files=(/usr/sbin/fence_ipmilan /usr/sbin/fence_redfish /usr/share/fence/fencing.py)
+fa_version=$(dpkg-query -W -f='${Version}' fence-agents 2>/dev/null) || fa_version=
+for f in "${fence_files[@]}"; do
+  [ -f "$f" ] || { echo "[node-image] ERROR: $f missing: install Debian's fence-agents on this host (apt-get install fence-agents)" >&2; exit 1; }
+done
+key=$( (cd "$repo" && find iso/node tests/vmlab/fence_keel_lab -type f | LC_ALL=C sort | xargs sha256sum; echo "keel-bins $bins_hash"; echo "fence-agents $fa_version") | sha256sum | cut -c1-16)
 out=$cache/$key
 mkdir -p "$cache"
 exec 9>"$cache/.lock"; flock 9
@@ -66,6 +73,8 @@ fi
 kver=$(ls "$R/lib/modules" | sort -V | tail -1)
 cp -a "$here/files/." "$R/"
 install -m 0755 "$agent" "$R/usr/sbin/fence_keel_lab"   # Pacemaker looks for fence agents in /usr/sbin
+for f in "${fence_files[@]}"; do install -D -m "$([ "${f#/usr/sbin/}" != "$f" ] && echo 0755 || echo 0644)" "$f" "$R$f"; done
+chroot "$R" python3 -m compileall -q /usr/share/fence >/dev/null   # no compile on a TCG guest's first fence
 for b in "${keel_bins[@]}"; do
   install -D -m 0755 "$b" "$R/usr/local/bin/$(basename "$b")"; log "installed $b -> /usr/local/bin"
   # debug builds carry ~100 MiB of DWARF each: drop it in the image (symbols stay for backtraces)

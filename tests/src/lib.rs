@@ -11,6 +11,7 @@
 //!
 //! Labs only ever stop processes they started, by PID, and keep their run directory on failure.
 
+pub mod bmc;
 pub mod installlab;
 pub mod keelnode;
 pub mod netns;

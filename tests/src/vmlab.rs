@@ -138,6 +138,13 @@ pub struct LabConfig {
     /// exchange costs the guest seconds of CPU, which a scenario that polls pays on every poll
     /// (and which slows down the engines it waits for). See [`Node::exec`] for resets.
     pub ssh_mux: bool,
+    /// Run each node as a libvirt domain with emulated BMCs in front (virtualbmc for IPMI,
+    /// sushy-tools for Redfish; [`crate::bmc`]), so the nodes fence each other with Debian's
+    /// `fence_ipmilan` and `fence_redfish`. The lab's QMP sockets stay (passed through to
+    /// QEMU); the QMP fence channel (`fence_keel_lab`) does not exist in this mode, and the
+    /// two-node private links are UDP pairs (a power cycle restarts QEMU, and a TCP socket
+    /// link would not reconnect).
+    pub bmc: bool,
 }
 
 impl Default for LabConfig {
@@ -149,6 +156,7 @@ impl Default for LabConfig {
             tb_size_mib: 256,
             boot_timeout: Duration::from_secs(300),
             ssh_mux: false,
+            bmc: false,
         }
     }
 }
@@ -171,6 +179,8 @@ pub struct Node {
     key: PathBuf,
     child: Option<Child>,
     pid: u32,
+    /// The libvirt domain (BMC labs), whose QEMU PID changes with each power cycle.
+    pub domain: Option<String>,
     mux: Option<Mux>,
 }
 
@@ -192,7 +202,13 @@ pub struct Output {
 
 impl Node {
     pub fn pid(&self) -> u32 {
-        self.pid
+        match &self.domain {
+            Some(d) => fs::read_to_string(format!("/run/libvirt/qemu/{d}.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or(0),
+            None => self.pid,
+        }
     }
 
     /// The options every SSH connection to this node uses (client and master alike).
@@ -389,12 +405,13 @@ impl Node {
 
     /// Peak resident set size of this guest's QEMU process (KiB), from /proc.
     pub fn peak_rss_kib(&self) -> Result<u64> {
-        let s = fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let pid = self.pid();
+        let s = fs::read_to_string(format!("/proc/{pid}/status"))?;
         s.lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("no VmHWM for pid {}", self.pid))
+            .ok_or_else(|| anyhow!("no VmHWM for pid {pid}"))
     }
 
     /// Number of times the guest reached lab-init (i.e. booted) since QEMU started.
@@ -453,6 +470,22 @@ pub struct VmLab {
     pub boot_seconds: f64,
     keep: bool,
     passed: bool,
+    /// The emulated BMCs of a [`LabConfig::bmc`] lab.
+    bmcs: Option<crate::bmc::Bmcs>,
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+fn virsh(args: &[&str]) -> Result<()> {
+    run(Command::new("virsh")
+        .args(["-c", crate::bmc::LIBVIRT_URI])
+        .args(args))
 }
 
 fn free_port() -> Result<u16> {
@@ -553,7 +586,25 @@ impl VmLab {
             boot_seconds: 0.0,
             passed: false,
             keep: std::env::var("KEEL_LAB_KEEP").is_ok_and(|v| v == "1"),
+            bmcs: None,
         };
+        if cfg.bmc {
+            Command::new("virsh")
+                .args(["-c", crate::bmc::LIBVIRT_URI, "version"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "a BMC lab runs its nodes under libvirtd, which does not answer at {} \
+                         (bash -c 'source scripts/lib.sh; keel_start_libvirt')",
+                        crate::bmc::LIBVIRT_URI
+                    )
+                })?;
+        }
+        // BMC labs, two nodes: each link a pair of UDP sockets, [node][link] local ports.
+        let udp_ports = [[free_port()?, free_port()?], [free_port()?, free_port()?]];
+        let mut bmc_nodes = Vec::new();
         let t0 = Instant::now();
         let mut started = Vec::new();
         for i in 1..=cfg.nodes {
@@ -586,41 +637,46 @@ impl VmLab {
             let fence_qmp = dir.join(format!("{name}.fence.qmp"));
             let serial_log = dir.join(format!("{name}.serial"));
             let mut c = Command::new("qemu-system-x86_64");
-            c.args(["-name", &name])
-                .args(["-accel", &format!("tcg,tb-size={}", cfg.tb_size_mib)])
-                .args(["-machine", "pc", "-cpu", "qemu64", "-smp", "1"])
-                .args(["-m", &cfg.mem_mib.to_string()])
-                .args(["-uuid", &uuid])
-                .args(["-nodefaults", "-no-user-config", "-display", "none"])
-                .arg("-kernel")
-                .arg(&lab.image.kernel)
-                .arg("-initrd")
-                .arg(&lab.image.initramfs)
-                .args(["-append", &append])
-                .arg("-drive")
-                .arg(format!(
+            c.args(["-name", &name]);
+            // Devices: the same for a QEMU we start and for a libvirt domain (passed through).
+            let mut dev: Vec<String> = vec![
+                "-drive".into(),
+                format!(
                     "file={},if=virtio,format=qcow2,cache=unsafe",
                     overlay.display()
-                ))
-                .arg("-drive")
-                .arg(format!(
+                ),
+                "-drive".into(),
+                format!(
                     "file={},if=virtio,format=raw,cache=none,aio=threads",
                     data.display()
-                ))
-                .arg("-netdev")
-                .arg(format!(
-                    "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,\
-                     guestfwd=tcp:10.0.2.100:7000-cmd:{} {}",
-                    helper.display(),
-                    dir.display()
-                ))
-                .args([
-                    "-device",
-                    &format!("virtio-net-pci,netdev=n0,mac=52:54:00:00:0{i}:00"),
-                ]);
+                ),
+                "-netdev".into(),
+                if cfg.bmc {
+                    // The BMCs listen on the host's loopback: 10.0.2.2 from the guest (no
+                    // restrict=on, which would block it). No guestfwd cmd: libvirt's seccomp
+                    // sandbox forbids QEMU to spawn it, and fencing goes through the BMCs.
+                    format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22")
+                } else {
+                    format!(
+                        "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,\
+                         guestfwd=tcp:10.0.2.100:7000-cmd:{} {}",
+                        helper.display(),
+                        dir.display()
+                    )
+                },
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n0,mac=52:54:00:00:0{i}:00"),
+            ];
             for (l, port) in link_ports.iter().enumerate() {
                 let l = l + 1;
-                let sock = if cfg.nodes == 2 {
+                let sock = if cfg.nodes == 2 && cfg.bmc {
+                    let (me, peer) = if i == 1 { (0, 1) } else { (1, 0) };
+                    format!(
+                        "udp=127.0.0.1:{},localaddr=127.0.0.1:{}",
+                        udp_ports[peer][l - 1],
+                        udp_ports[me][l - 1]
+                    )
+                } else if cfg.nodes == 2 {
                     if i == 1 {
                         format!("listen=127.0.0.1:{port}")
                     } else {
@@ -629,25 +685,87 @@ impl VmLab {
                 } else {
                     format!("mcast=230.0.99.{l}:{port},localaddr=127.0.0.1")
                 };
-                c.args(["-netdev", &format!("socket,id=l{l},{sock}")])
-                    .args([
-                        "-device",
-                        &format!("virtio-net-pci,netdev=l{l},mac=52:54:00:00:0{i}:0{l}"),
-                    ]);
+                dev.extend([
+                    "-netdev".into(),
+                    format!("socket,id=l{l},{sock}"),
+                    "-device".into(),
+                    format!("virtio-net-pci,netdev=l{l},mac=52:54:00:00:0{i}:0{l}"),
+                ]);
             }
-            c.arg("-chardev")
-                .arg(format!("file,id=ser0,path={}", serial_log.display()))
-                .args(["-serial", "chardev:ser0"])
-                .arg("-qmp")
-                .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
-                .arg("-qmp")
-                .arg(format!("unix:{},server=on,wait=off", fence_qmp.display()))
-                .stdin(Stdio::null())
-                .stdout(fs::File::create(dir.join(format!("{name}.qemu.log")))?)
-                .stderr(fs::File::create(dir.join(format!("{name}.qemu.err")))?);
-            fs::write(dir.join(format!("{name}.cmdline")), format!("{c:?}\n"))?;
-            let child = c.spawn().context("starting qemu-system-x86_64")?;
-            let pid = child.id();
+            dev.extend([
+                "-chardev".into(),
+                // append: a power cycle (BMC labs) restarts QEMU; boots() counts across it
+                format!("file,id=ser0,path={},append=on", serial_log.display()),
+                "-serial".into(),
+                "chardev:ser0".into(),
+                "-qmp".into(),
+                format!("unix:{},server=on,wait=off", qmp_path.display()),
+            ]);
+            let (child, pid, domain) = if cfg.bmc {
+                let domain = format!("keel-{id}-{name}");
+                let args: String = dev
+                    .iter()
+                    .map(|a| format!("    <qemu:arg value='{}'/>\n", xml_escape(a)))
+                    .collect();
+                let xml = format!(
+                    "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n\
+                     \x20 <name>{domain}</name>\n  <uuid>{uuid}</uuid>\n\
+                     \x20 <memory unit='MiB'>{mem}</memory>\n  <vcpu>1</vcpu>\n\
+                     \x20 <os><type arch='x86_64' machine='pc'>hvm</type>\n\
+                     \x20   <kernel>{kernel}</kernel><initrd>{initrd}</initrd>\n\
+                     \x20   <cmdline>{cmdline}</cmdline></os>\n\
+                     \x20 <features><tcg><tb-cache unit='MiB'>{tb}</tb-cache></tcg></features>\n\
+                     \x20 <cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model></cpu>\n\
+                     \x20 <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>\n\
+                     \x20 <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>\n\
+                     \x20 <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
+                     <controller type='usb' model='none'/><memballoon model='none'/></devices>\n\
+                     \x20 <qemu:commandline>\n{args}  </qemu:commandline>\n</domain>\n",
+                    mem = cfg.mem_mib,
+                    kernel = xml_escape(&lab.image.kernel.display().to_string()),
+                    initrd = xml_escape(&lab.image.initramfs.display().to_string()),
+                    cmdline = xml_escape(&append),
+                    tb = cfg.tb_size_mib,
+                );
+                let xml_path = dir.join(format!("{name}.xml"));
+                fs::write(&xml_path, &xml)?;
+                virsh(&["define", &xml_path.display().to_string()])?;
+                if let Err(e) = virsh(&["start", &domain]) {
+                    let _ = virsh(&["undefine", &domain]);
+                    return Err(e);
+                }
+                bmc_nodes.push(crate::bmc::BmcNode {
+                    node: name.clone(),
+                    domain: domain.clone(),
+                    uuid: uuid.clone(),
+                });
+                let pid = fs::read_to_string(format!("/run/libvirt/qemu/{domain}.pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or(0);
+                (None, pid, Some(domain))
+            } else {
+                c.args(["-accel", &format!("tcg,tb-size={}", cfg.tb_size_mib)])
+                    .args(["-machine", "pc", "-cpu", "qemu64", "-smp", "1"])
+                    .args(["-m", &cfg.mem_mib.to_string()])
+                    .args(["-uuid", &uuid])
+                    .args(["-nodefaults", "-no-user-config", "-display", "none"])
+                    .arg("-kernel")
+                    .arg(&lab.image.kernel)
+                    .arg("-initrd")
+                    .arg(&lab.image.initramfs)
+                    .args(["-append", &append])
+                    .args(&dev)
+                    .arg("-qmp")
+                    .arg(format!("unix:{},server=on,wait=off", fence_qmp.display()))
+                    .stdin(Stdio::null())
+                    .stdout(fs::File::create(dir.join(format!("{name}.qemu.log")))?)
+                    .stderr(fs::File::create(dir.join(format!("{name}.qemu.err")))?);
+                fs::write(dir.join(format!("{name}.cmdline")), format!("{c:?}\n"))?;
+                let child = c.spawn().context("starting qemu-system-x86_64")?;
+                let pid = child.id();
+                (Some(child), pid, None)
+            };
             fs::write(dir.join(format!("{name}.pid")), format!("{pid}\n"))?;
             let mux_socket = dir.join(format!("{name}.ssh"));
             lab.nodes.push(Node {
@@ -660,20 +778,24 @@ impl VmLab {
                 serial_log,
                 boot_to_ssh: 0.0,
                 key: key.clone(),
-                child: Some(child),
+                child,
                 pid,
+                domain,
                 mux: cfg.ssh_mux.then(|| Mux {
                     socket: mux_socket,
                     master: std::sync::Mutex::new(None),
                 }),
             });
             started.push(Instant::now());
-            if cfg.nodes == 2 && i == 1 {
+            if cfg.nodes == 2 && i == 1 && !cfg.bmc {
                 // node2 connects to node1's listening link sockets.
                 wait_for("node1 link sockets", Duration::from_secs(30), || {
                     Ok(link_ports.iter().all(|p| tcp_listening(*p)))
                 })?;
             }
+        }
+        if cfg.bmc {
+            lab.bmcs = Some(crate::bmc::Bmcs::start(&dir, &bmc_nodes)?);
         }
         // Wait for every node to answer SSH.
         let deadline = Instant::now() + cfg.boot_timeout;
@@ -820,7 +942,13 @@ impl VmLab {
         self.passed = true;
     }
 
-    /// Lines of the host-side fence log (requests from guests' fence agents).
+    /// The emulated BMCs (labs started with [`LabConfig::bmc`]).
+    pub fn bmcs(&self) -> Option<&crate::bmc::Bmcs> {
+        self.bmcs.as_ref()
+    }
+
+    /// Lines of the host-side fence log: requests from guests' fence agents (QMP labs), or what
+    /// the emulated BMCs did and the domains' power events (BMC labs, see [`crate::bmc`]).
     pub fn fence_log(&self) -> String {
         fs::read_to_string(self.dir.join("fence.log")).unwrap_or_default()
     }
@@ -874,12 +1002,24 @@ impl Drop for VmLab {
                     std::mem::forget(c);
                 }
             }
+            // and the BMCs (their pids are in the run directory's logs)
+            if let Some(b) = self.bmcs.take() {
+                std::mem::forget(b);
+            }
             return;
+        }
+        // BMCs first (they could power a domain back on), then our own domains.
+        if let Some(mut b) = self.bmcs.take() {
+            b.stop();
         }
         for n in &mut self.nodes {
             if let Some(mut c) = n.child.take() {
                 let _ = c.kill(); // only our own QEMU, by its handle/PID
                 let _ = c.wait();
+            }
+            if let Some(d) = &n.domain {
+                let _ = virsh(&["destroy", d]);
+                let _ = virsh(&["undefine", d]);
             }
         }
         if failed {

@@ -1,20 +1,31 @@
-//! VM-lab proof of the two-node cluster Keel forms itself, fenced through QMP: in two TCG guests
-//! keel-hostd runs as a systemd unit with `service_manager = "systemd"` (the production path:
-//! corosync, Pacemaker and keel-clusterd are the distribution's / Keel's units), `keel cluster
-//! init` on node1, `keel cluster join-token`, `keel join` on node2 pinned to node1's
-//! fingerprint; one `fence_keel_lab` device per node through `keel fence add` (node1's with a
-//! fence delay, so node1 wins a split); a config-store write on node1 is read on node2. A
-//! `drbd-gfs2` pool (docs/storage.md) is refused before the fence tests, each node is then
-//! fence-tested (rebooted through QMP, rejoins), a device holding ext4 is refused without
-//! `--wipe` (and left as it was), and `keel storage pool create vmstore --type drbd-gfs2
-//! --device /dev/vdb --wipe` builds the whole stack with one command: a file written on node1's
-//! mount has the same sha256 read from node2, `keel storage status` shows both
-//! Connected/Primary/UpToDate/mounted. Then both private cables are pulled on both ends: node2
-//! is fenced (the agent asks the lab host, which resets node2 through QMP), node1 survives, its
-//! store takes writes again and its GFS2 mount takes a file; node2 reboots, hostd brings its
-//! daemons up, the cables come back, node2 rejoins, both stores end with the same hash and every
-//! acknowledged write, and Pacemaker brings the pool back on node2 (resync, promote, mount) with
-//! the survivor's file readable there with the same sha256.
+//! VM-lab proof of the two-node cluster Keel forms itself, in two labs in turn.
+//!
+//! **QMP lab** (the nodes are QEMU processes; the lab's shell agent `fence_keel_lab` fences
+//! through QMP): in two TCG guests keel-hostd runs as a systemd unit with `service_manager =
+//! "systemd"` (the production path: corosync, Pacemaker and keel-clusterd are the
+//! distribution's / Keel's units), `keel cluster init` on node1, `keel cluster join-token`,
+//! `keel join` on node2 pinned to node1's fingerprint; one `fence_keel_lab` device per node
+//! through `keel fence add` (node1's with a fence delay, so node1 wins a split); a config-store
+//! write on node1 is read on node2. A `drbd-gfs2` pool (docs/storage.md) is refused before the
+//! fence tests, each node is then fence-tested (rebooted through QMP, rejoins), a device holding
+//! ext4 is refused without `--wipe` (and left as it was), and `keel storage pool create vmstore
+//! --type drbd-gfs2 --device /dev/vdb --wipe` builds the whole stack with one command: a file
+//! written on node1's mount has the same sha256 read from node2, `keel storage status` shows
+//! both Connected/Primary/UpToDate/mounted. Then both private cables are pulled on both ends:
+//! node2 is fenced (the agent asks the lab host, which resets node2 through QMP), node1
+//! survives, its store takes writes again and its GFS2 mount takes a file; node2 reboots, hostd
+//! brings its daemons up, the cables come back, node2 rejoins, both stores end with the same
+//! hash and every acknowledged write, and Pacemaker brings the pool back on node2 (resync,
+//! promote, mount) with the survivor's file readable there with the same sha256.
+//!
+//! **BMC lab** (the nodes are libvirt domains behind emulated BMCs, `keel_tests::bmc`): the
+//! same formation, then node1 behind a Redfish BMC (sushy-tools, `fence_redfish` over HTTPS
+//! with a self-signed certificate, `systems_uri`, the delay) and node2 behind an IPMI BMC
+//! (virtualbmc, `fence_ipmilan` lanplus), the passwords given as `--secret password=@FILE` and
+//! found afterwards only in Pacemaker's CIB-secrets files on both nodes; each node's fence test
+//! powers it off and on through its BMC (libvirt destroys and starts the domain) and it
+//! rejoins. The split stays in the QMP lab: under BMC fencing it is open (docs/labs-vm.md,
+//! "Open: the split under BMC fencing").
 //!
 //! Needs root, QEMU and `cargo build -p keel-hostd -p keel-cli -p keel-clusterd` (the node
 //! image takes Keel's binaries from target/).
@@ -267,7 +278,103 @@ fn fence_started_on_other(crm: &str, target: &str, other: &str) -> bool {
         .any(|l| l.contains(&format!("fence-{target}")) && l.contains(&format!("Started {other}")))
 }
 
-fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
+/// node1 behind the Redfish BMC (a delay: it wins a split), node2 behind the IPMI BMC; the
+/// password only in Pacemaker's CIB-secrets files.
+fn bmc_fence_devices(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    let bmcs = lab
+        .bmcs()
+        .ok_or_else(|| anyhow::anyhow!("this lab has no BMCs"))?;
+    n1.ssh(&format!(
+        "umask 077; printf '%s\\n' {} > /root/bmc.pw",
+        sq(&bmcs.password)
+    ))?;
+    let delay = NODE1_FENCE_DELAY_S.to_string();
+    let rf_port = format!("ipport={}", bmcs.redfish_port);
+    let rf_uri = format!("systems_uri={}", bmcs.systems_uri["node1"]);
+    let ip = format!("ip={}", keel_tests::bmc::HOST_FROM_GUEST);
+    let user = format!("username={}", keel_tests::bmc::USER);
+    keel_ok(
+        n1,
+        &[
+            "fence",
+            "add",
+            "node1",
+            "--agent",
+            "fence_redfish",
+            "--param",
+            &ip,
+            "--param",
+            &rf_port,
+            "--param",
+            &user,
+            "--param",
+            &rf_uri,
+            "--param",
+            "ssl_insecure=1",
+            "--secret",
+            "password=@/root/bmc.pw",
+            "--delay",
+            &delay,
+        ],
+    )?;
+    let ipmi_port = format!("ipport={}", bmcs.ipmi_ports["node2"]);
+    keel_ok(
+        n1,
+        &[
+            "fence",
+            "add",
+            "node2",
+            "--agent",
+            "fence_ipmilan",
+            "--param",
+            &ip,
+            "--param",
+            &ipmi_port,
+            "--param",
+            &user,
+            "--secret",
+            "password=@/root/bmc.pw",
+        ],
+    )?;
+    // The password is in Pacemaker's CIB-secrets files on both nodes (root-only, md5-signed;
+    // node2's came through the peer update) and nowhere else: not in the CIB (`lrm://`), not in
+    // Pacemaker's detail log (which records CIB changes with their values), not in Keel's task
+    // logs, files or units' journal. The fence tests below prove the fencer reads the files.
+    for n in [n1, n2] {
+        let o = n.ssh(&format!(
+            "pw={}; for d in fence-node1 fence-node2; do f=/var/lib/pacemaker/lrm/secrets/$d/password; \
+             [ \"$(cat $f)\" = \"$pw\" ] && [ \"$(cat $f.sign)\" = \"$(printf %s \"$pw\" | md5sum | cut -d' ' -f1)\" ] \
+             && echo \"$d $(stat -c %a $f)\"; done; \
+             cibadmin --query --scope resources | grep -o 'name=\"password\" value=\"[^\"]*\"' | sort -u; \
+             grep -rlF \"$pw\" /var/lib/keel /var/log /var/lib/pacemaker/cib 2>/dev/null | head -3; \
+             journalctl -q --no-pager | grep -cF \"$pw\"; true",
+            sq(&bmcs.password)
+        ))?;
+        log(&format!(
+            "{}: BMC password in secrets files / CIB value / other files / journal hits: {}",
+            n.name,
+            o.trim().replace('\n', " | ")
+        ));
+        let lines: Vec<&str> = o.lines().map(str::trim).collect();
+        ensure!(
+            lines
+                == [
+                    "fence-node1 600",
+                    "fence-node2 600",
+                    r#"name="password" value="lrm://""#,
+                    "0"
+                ],
+            "{}: the BMC password is not (only) in Pacemaker's CIB-secrets files:\n{o}",
+            n.name
+        );
+    }
+    Ok(())
+}
+
+/// `bmc`: the lab's nodes are libvirt domains behind emulated BMCs; the scenario ends after
+/// both BMC fence tests (see the file's doc for why the split runs in the QMP lab).
+fn scenario(lab: &VmLab, t0: Instant, bmc: bool) -> Result<()> {
     let (n1, n2) = (lab.node(1), lab.node(2));
     let log = |what: &str| eprintln!("[{:7.1}s] {what}", t0.elapsed().as_secs_f64());
 
@@ -344,21 +451,25 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
         "corosync.conf on node2:\n{conf}"
     );
 
-    // --- fencing: one fence_keel_lab device per node, node1 protected by a delay --------------
-    let delay = NODE1_FENCE_DELAY_S.to_string();
-    keel_ok(
-        n1,
-        &[
-            "fence",
-            "add",
-            "node1",
-            "--agent",
-            "fence_keel_lab",
-            "--delay",
-            &delay,
-        ],
-    )?;
-    keel_ok(n1, &["fence", "add", "node2", "--agent", "fence_keel_lab"])?;
+    if bmc {
+        bmc_fence_devices(lab, &log)?;
+    } else {
+        // --- fencing: one fence_keel_lab device per node, node1 protected by a delay --------------
+        let delay = NODE1_FENCE_DELAY_S.to_string();
+        keel_ok(
+            n1,
+            &[
+                "fence",
+                "add",
+                "node1",
+                "--agent",
+                "fence_keel_lab",
+                "--delay",
+                &delay,
+            ],
+        )?;
+        keel_ok(n1, &["fence", "add", "node2", "--agent", "fence_keel_lab"])?;
+    }
     let mut last = Value::Null;
     let formed = wait_for(
         "two_node quorate, DC, both online, fence devices started on the other node",
@@ -439,7 +550,11 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
         o.stderr,
         o.stdout
     );
-    for (via, target, tn) in [(n1, "node2", n2), (n2, "node1", n1)] {
+    for (via, target, tn, bmc_line) in [
+        (n1, "node2", n2, "ipmi (vbmc) power off node2"),
+        (n2, "node1", n1, "redfish (sushy-tools) reset node1"),
+    ] {
+        let before = lab.fence_log().len();
         let boots = tn.boots();
         let t = Instant::now();
         keel_ok(via, &["fence", "test", target, "--yes"])?;
@@ -457,6 +572,21 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
             "METRIC vm_fence_test_{target}={:.1}s",
             t.elapsed().as_secs_f64()
         );
+        // the BMC did it, and the domain really went off and on
+        let tail = lab.fence_log()[before..].to_string();
+        if !bmc {
+            continue;
+        }
+        ensure!(
+            tail.lines().any(|l| l.ends_with(bmc_line))
+                && tail.lines().any(|l| l.contains("libvirt Stopped") && l.ends_with(&format!("off {target}")))
+                && tail.lines().any(|l| l.contains("libvirt Started") && l.ends_with(&format!("on {target}"))),
+            "{target}'s fence test: expected {bmc_line:?} and the domain's off/on events in the fence log:\n{tail}"
+        );
+        log(&format!(
+            "{target} fence-tested through its BMC: {}",
+            tail.trim().replace('\n', " | ")
+        ));
     }
     // each result reached the config store: both nodes see both tests passed
     for n in [n1, n2] {
@@ -471,6 +601,10 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
                 Ok(all.len() == 2 && all.iter().all(|d| d["last_test"]["ok"] == true))
             },
         )?;
+    }
+    if bmc {
+        log("fence tests passed on both nodes (each power-cycled by its BMC and rejoined)");
+        return Ok(());
     }
     log("fence tests passed on both nodes (each rebooted through QMP and rejoined)");
     // a device with a file system is refused, naming the node and what it holds; nothing changed
@@ -551,6 +685,26 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
     ensure!(f.is_empty(), "DRBD findings on a healthy pool: {f:?}");
     log("drbd-gfs2 pool: one command, mounted on both, same sha256 from both nodes");
 
+    // --- a calm cluster before the cut: the BMC agents are Python, and under TCG a guest busy
+    // with the pool create can take longer than the 30 s monitor timeout to run one; a device
+    // whose monitor failed is recovered (stop, metadata, start) before it fences. Clear such
+    // failures and wait for both devices to be started and monitored again.
+    n1.ssh_t(
+        "crm_resource --cleanup >/dev/null 2>&1; true",
+        Duration::from_secs(120),
+    )?;
+    wait_for(
+        "both fence devices started on the other node, no failed actions",
+        Duration::from_secs(180),
+        || {
+            let crm = n1.ssh("crm_mon -1 2>&1")?;
+            Ok(fence_started_on_other(&crm, "node1", "node2")
+                && fence_started_on_other(&crm, "node2", "node1")
+                && !crm.contains("Failed Resource Actions"))
+        },
+    )?;
+    log("fence devices healthy before the cut");
+
     // --- cut both cables on both ends -----------------------------------------------------------
     let fence_before = lab.fence_log().len();
     let n2_boots = n2.boots();
@@ -562,7 +716,7 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
     let (t_fenced, t_writable, refusals, n2_write) = std::thread::scope(|s| -> Result<_> {
         // the host's fence log, every 100 ms: when did node2's fence request reach the host?
         let watcher = s.spawn(|| -> Option<Duration> {
-            while tc.elapsed() < Duration::from_secs(240) {
+            while tc.elapsed() < Duration::from_secs(300) {
                 let l = lab.fence_log();
                 let tail = &l[fence_before.min(l.len())..];
                 if tail
@@ -591,8 +745,8 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
         let mut attempt = 0u32;
         let t_writable = loop {
             ensure!(
-                tc.elapsed() < Duration::from_secs(240),
-                "node1 not writable 240 s after the cut; refusals {refusals:?}; fence log:\n{}",
+                tc.elapsed() < Duration::from_secs(300),
+                "node1 not writable 300 s after the cut; refusals {refusals:?}; fence log:\n{}",
                 lab.fence_log()
             );
             attempt += 1;
@@ -610,7 +764,9 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
                 log(&format!("node1 write refused: {msg}"));
             }
             refusals.push(msg);
-            std::thread::sleep(Duration::from_millis(300));
+            // not faster: each attempt is a CLI start and a TLS handshake on node1's one TCG
+            // vCPU, which the Python fence agent needs while it fences node2
+            std::thread::sleep(Duration::from_millis(1500));
         };
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         let t_fenced = watcher
@@ -801,9 +957,8 @@ fn scenario(lab: &VmLab, t0: Instant) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn keel_two_node_cluster_fenced_through_qmp() {
-    let t0 = Instant::now();
+/// One lab run: up, the scenario, the nodes' journals on failure, peak RSS.
+fn run_lab(bmc: bool, t0: Instant) {
     // the smallest disk a drbd-gfs2 pool accepts (storage::drbd_gfs2::MIN_BYTES): the initial
     // full sync copies all of it over the TCG guests' link; every command over one SSH
     // connection per node (the lab's multiplexing), not a key exchange per poll
@@ -811,20 +966,22 @@ fn keel_two_node_cluster_fenced_through_qmp() {
         nodes: 2,
         data_disk_mib: 256,
         ssh_mux: true,
+        bmc,
         ..LabConfig::default()
     };
+    let kind = if bmc { "BMC" } else { "QMP" };
     let mut lab = match VmLab::up_with(cfg) {
         Ok(l) => l,
-        Err(e) => panic!("lab up: {e:#}"),
+        Err(e) => panic!("{kind} lab up: {e:#}"),
     };
     eprintln!(
-        "image {:.1}s ({}); boot to ssh: node1 {:.1}s node2 {:.1}s",
+        "{kind} lab: image {:.1}s ({}); boot to ssh: node1 {:.1}s node2 {:.1}s",
         lab.image.seconds,
         lab.image.dir.display(),
         lab.node(1).boot_to_ssh,
         lab.node(2).boot_to_ssh
     );
-    if let Err(e) = scenario(&lab, t0) {
+    if let Err(e) = scenario(&lab, t0, bmc) {
         for n in &lab.nodes {
             if let Ok(o) = n.exec(
                 "journalctl -b --no-pager -u keel-hostd -u keel-clusterd -u corosync -u pacemaker | tail -n 60; \
@@ -834,18 +991,33 @@ fn keel_two_node_cluster_fenced_through_qmp() {
                 eprintln!("--- {} journal tail:\n{}", n.name, o.stdout);
             }
         }
-        panic!("{e:#}");
+        panic!("{kind} lab: {e:#}");
     }
     for n in &lab.nodes {
         eprintln!(
-            "{} peak RSS {} MiB",
+            "{kind} lab: {} peak RSS {} MiB",
             n.name,
             n.peak_rss_kib().unwrap_or(0) / 1024
         );
     }
+    lab.passed();
+}
+
+/// The QMP lab (the whole scenario: pool, split, rejoin), then the BMC lab (formation, BMC
+/// devices with CIB secrets, a real fence test of each node through IPMI and Redfish).
+#[test]
+fn keel_two_node_cluster_qmp_then_bmc_fencing() {
+    let t0 = Instant::now();
+    run_lab(false, t0);
     eprintln!(
-        "SCENARIO vmlab_keel_cluster wall time {:.1}s",
+        "SCENARIO vmlab_keel_cluster QMP part {:.1}s",
         t0.elapsed().as_secs_f64()
     );
-    lab.passed();
+    let t1 = Instant::now();
+    run_lab(true, t1);
+    eprintln!(
+        "SCENARIO vmlab_keel_cluster BMC part {:.1}s, wall time {:.1}s",
+        t1.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
 }

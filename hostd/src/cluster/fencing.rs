@@ -415,10 +415,41 @@ pub(super) fn list(node: &Node) -> Result<Vec<FenceDeviceInfo>> {
         .collect())
 }
 
-/// Create or replace the fence device of `spec.node`: validated against the members, then
-/// the stonith primitive and its location constraint through cibadmin (secrets on stdin).
+/// Create or replace the fence device of `spec.node`: validated against the members, its
+/// secrets written as Pacemaker CIB secrets on every member, then the stonith primitive
+/// (`lrm://` for each secret) and its location constraint through cibadmin.
 pub(super) fn put(node: &Node, spec: &FenceDeviceSpec) -> Result<FenceDeviceInfo> {
-    put_generation(node, spec, &new_generation())
+    put_generation(node, spec, &new_generation(), &|rsc, s| {
+        push_secrets(node, rsc, s)
+    })
+}
+
+/// How a device's CIB secrets reach the other members: [`push_secrets`] (a recorder in tests).
+type SecretsPush<'a> = &'a dyn Fn(&str, &form::DeviceSecrets) -> Result<()>;
+
+/// Give a device's secrets (empty: remove them) to every other member, through the
+/// authenticated peer update (mutual TLS to CA-verified members, HMAC by the cluster key).
+fn push_secrets(node: &Node, rsc: &str, secrets: &form::DeviceSecrets) -> Result<()> {
+    let cs = &node.cluster;
+    let Some(rec) = cs.record()? else {
+        return Ok(());
+    };
+    if rec.members.iter().all(|m| m.name == node.cfg.node) {
+        return Ok(());
+    }
+    let conf = form::read_corosync_conf(&cs.paths)?;
+    let u = super::peer::PeerUpdate {
+        corosync_conf: conf.render().map_err(|e| Error::Internal(e.to_string()))?,
+        members: rec.members.clone(),
+        pin: None,
+        unpin: None,
+        authorized_key: None,
+        removed: vec![],
+        corosync_authkey_b64: None,
+        qdevice: None,
+        fence_secrets: Some((rsc.to_string(), secrets.clone())),
+    };
+    super::peer::push_to_members(node, &rec, &u).map(|_| ())
 }
 
 /// [`put`] with the device's new configuration generation given.
@@ -426,6 +457,7 @@ fn put_generation(
     node: &Node,
     spec: &FenceDeviceSpec,
     generation: &str,
+    push: SecretsPush<'_>,
 ) -> Result<FenceDeviceInfo> {
     let cs = &node.cluster;
     if cs.record()?.is_none() {
@@ -440,6 +472,20 @@ fn put_generation(
         }
     }
     check_agent(cs.runner.as_ref(), &dev)?;
+    // The secrets go to Pacemaker's CIB-secrets files on every member first (the CIB gets
+    // `lrm://`): a member that cannot take them refuses the change before Pacemaker sees it.
+    let secrets = dev.agent.secret_values();
+    form::validate_cib_secrets(&dev.id, &secrets)?;
+    if !secrets.is_empty() {
+        push(&dev.id, &secrets).map_err(|e| {
+            Error::Conflict(format!(
+                "the device's secrets could not be given to every member, so Pacemaker was not \
+                 changed (a fencer without them could not use the device): {e}; run it again \
+                 when every member is up"
+            ))
+        })?;
+    }
+    form::write_cib_secrets(&cs.paths, &dev.id, &secrets)?;
     // a new generation with every change: the node's earlier fence tests no longer count
     form::apply_cib(
         cs.runner.as_ref(),
@@ -471,6 +517,13 @@ pub(super) fn delete(node: &Node, target: &str) -> Result<()> {
             r,
             &clusterd::cib::delete_fence_device(&lab_shell_device(&id, &t)),
         )?;
+        // the device is gone from the CIB: its secrets too, here and on the members
+        if node.cluster.paths.cib_secrets_dir().join(&id).exists() {
+            form::write_cib_secrets(&node.cluster.paths, &id, &Default::default())?;
+            if let Err(e) = push_secrets(node, &id, &Default::default()) {
+                tracing::warn!(device = %id, error = %e, "removing the device's secrets on the other members");
+            }
+        }
     }
     Ok(())
 }
@@ -686,8 +739,10 @@ mod tests {
         );
         let calls = cib_calls(&s)?;
         assert_eq!(calls.len(), 2);
+        // the CIB names Pacemaker's secrets file, never the password
         assert!(
-            calls[0].1.contains(r#"name="password" value="hunter2""#),
+            calls[0].1.contains(r#"name="password" value="lrm://""#)
+                && !calls[0].1.contains("hunter2"),
             "{}",
             calls[0].1
         );
@@ -722,15 +777,89 @@ mod tests {
             fake = fake.expect_stdin(argv, stdin.as_bytes(), Reply::ok(""));
         }
         let lab = two_nodes(fake)?;
-        let info = put_generation(&lab.node, &s, GEN)?;
+        let pushed = std::sync::Mutex::new(vec![]);
+        let info = put_generation(&lab.node, &s, GEN, &|rsc, sec| {
+            pushed
+                .lock()
+                .map_err(|_| Error::Internal("poisoned".into()))?
+                .push((rsc.to_string(), sec.clone()));
+            Ok(())
+        })?;
         lab.fake.assert_done();
         assert_eq!(info.id, "fence-node2");
         assert_eq!(info.secret_keys, ["password"]);
+        // the members got it before Pacemaker did, and this node has Pacemaker's files
+        let want = form::DeviceSecrets::from([("password".to_string(), "hunter2".to_string())]);
+        assert_eq!(
+            *pushed
+                .lock()
+                .map_err(|_| Error::Internal("poisoned".into()))?,
+            [("fence-node2".to_string(), want.clone())]
+        );
+        let dir = lab.node.cluster.paths.cib_secrets_dir().join("fence-node2");
+        assert_eq!(std::fs::read_to_string(dir.join("password"))?, "hunter2");
+        // md5("hunter2"), as Pacemaker's fencer checks it
+        assert_eq!(
+            std::fs::read_to_string(dir.join("password.sign"))?,
+            "2ab96390c7dbe3439de74d0c9b0b1767"
+        );
+        assert_eq!(
+            form::read_cib_secrets(&lab.node.cluster.paths)?["fence-node2"],
+            want
+        );
         let ran = lab.fake.ran();
         assert!(
             ran.iter().flatten().all(|a| !a.contains("hunter2")),
             "a secret reached a command line: {ran:?}"
         );
+        Ok(())
+    }
+
+    /// A member that cannot take the device's secrets: refused (409) before Pacemaker is
+    /// touched — no cibadmin runs, no secrets file is left on this node.
+    #[test]
+    fn secrets_a_member_cannot_take_refuse_the_device() -> Result<()> {
+        let s = spec(
+            FenceAgentKind::FenceRedfish,
+            &[("ip", "10.0.0.12"), ("username", "admin")],
+            &[("password", "calvin")],
+        );
+        let lab = two_nodes(Fake::new())?;
+        match put_generation(&lab.node, &s, GEN, &|_, _| {
+            Err(Error::Internal(
+                "updating member node2: connection refused".into(),
+            ))
+        }) {
+            Err(Error::Conflict(m)) => {
+                assert!(
+                    m.contains("node2: connection refused")
+                        && m.contains("Pacemaker was not changed"),
+                    "{m}"
+                );
+                assert!(!m.contains("calvin"), "{m}");
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // a password Pacemaker's secrets file could not hold: 400, before any member is asked
+        let bad = spec(
+            FenceAgentKind::FenceRedfish,
+            &[("ip", "10.0.0.12"), ("username", "admin")],
+            &[("password", "calvin ")],
+        );
+        match put_generation(&lab.node, &bad, GEN, &|_, _| {
+            Err(Error::Internal("must not be asked".into()))
+        }) {
+            Err(Error::Validation(f)) => assert_eq!(f.field, "secrets.password"),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+        lab.fake.assert_done();
+        assert!(!lab
+            .node
+            .cluster
+            .paths
+            .cib_secrets_dir()
+            .join("fence-node2")
+            .exists());
         Ok(())
     }
 
@@ -773,7 +902,10 @@ mod tests {
             fake = fake.expect_stdin(&argv, stdin.as_bytes(), Reply::ok(""));
         }
         let lab = two_nodes(fake)?;
-        put_generation(&lab.node, &s, GEN)?;
+        // no secrets: nothing to give the members
+        put_generation(&lab.node, &s, GEN, &|_, _| {
+            Err(Error::Internal("no secrets, no push".into()))
+        })?;
         lab.fake.assert_done();
 
         // a parameter the agent does not know: refused with its name, nothing configured

@@ -161,6 +161,7 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
         removed: vec![],
         corosync_authkey_b64: None,
         qdevice: None,
+        fence_secrets: None,
     };
     tracing::info!(joiner = %req.node, nodeid, "adding node: updating members");
     let old = form::read_corosync_conf(&cs.paths)?;
@@ -175,6 +176,7 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
             removed: vec![],
             corosync_authkey_b64: None,
             qdevice: None,
+            fence_secrets: None,
         };
         let _ = push_to_members(node, &rec, &back);
         return Err(e);
@@ -216,6 +218,8 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
         ca_key_pem: ca.key_pem(),
         known_hosts,
         authorized_keys: authorized,
+        // the devices' BMC passwords: the CIB holds `lrm://`, the joiner's fencer reads files
+        fence_secrets: form::read_cib_secrets(&cs.paths)?,
         members: members
             .iter()
             .map(|m| ClusterNode {
@@ -476,6 +480,9 @@ mod tests {
             .expect(&["corosync-cfgtool", "-R"], Reply::ok(""))
             .expect_stdin(&props, &props_xml, Reply::ok(""));
         let lab = testlab::clustered(&[(SELF, "192.0.2.1", "192.0.2.1:8006")], fake)?;
+        // a fence device's BMC password is in this member's CIB-secrets files: the joiner gets it
+        let secrets = form::DeviceSecrets::from([("password".to_string(), "calvin".to_string())]);
+        form::write_cib_secrets(&lab.paths, "fence-node1", &secrets)?;
         let (n, req) = (lab.node.clone(), join_request()?);
         let resp = tokio::task::spawn_blocking(move || member_join(&n, req))
             .await
@@ -483,6 +490,8 @@ mod tests {
         lab.fake.assert_done();
         assert_eq!(resp.nodeid, 2);
         assert_eq!(resp.members.len(), 2);
+        assert_eq!(resp.fence_secrets.get("fence-node1"), Some(&secrets));
+        assert!(!format!("{resp:?}").contains("calvin"), "{resp:?}");
         let conf = form::read_corosync_conf(&lab.paths)?;
         assert_eq!(conf.node("node2").map(|n| n.nodeid), Some(2));
         assert!(conf.two_node(), "two nodes: two_node on");

@@ -36,6 +36,10 @@ pub(super) struct PeerUpdate {
     /// A QDevice change for this member (see `qdevice.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) qdevice: Option<super::qdevice::QdevicePeer>,
+    /// A fence device's CIB secrets to write (resource id, parameter → value; empty: remove).
+    /// Sent only over mutual TLS to CA-verified members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) fence_secrets: Option<(String, form::DeviceSecrets)>,
 }
 
 pub(super) fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()> {
@@ -53,6 +57,10 @@ pub(super) fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()>
     form::write_corosync_conf(&cs.paths, &conf)?;
     if let Some(q) = &u.qdevice {
         super::qdevice::apply_peer(cs, q)?;
+    }
+    if let Some((rsc, secrets)) = &u.fence_secrets {
+        form::write_cib_secrets(&cs.paths, rsc, secrets)?;
+        tracing::info!(device = %rsc, "fence device secrets written by a peer");
     }
     let new_key = match &u.corosync_authkey_b64 {
         Some(k) => {
@@ -230,6 +238,7 @@ mod tests {
             removed: vec![],
             corosync_authkey_b64: None,
             qdevice: None,
+            fence_secrets: None,
         };
         let r = tokio::task::spawn_blocking(move || push_to_members(&n, &rec, &u))
             .await

@@ -251,6 +251,7 @@ fn update(conf: &CorosyncConf, rec: &ClusterRecord, q: QdevicePeer) -> Result<Pe
         removed: vec![],
         corosync_authkey_b64: None,
         qdevice: Some(q),
+        fence_secrets: None,
     })
 }
 

@@ -213,6 +213,7 @@ fn remove_task(
         removed: vec![name.to_string()],
         corosync_authkey_b64: Some(rotated_authkey_b64()),
         qdevice: None,
+        fence_secrets: None,
     };
     let mut rest = rec.clone();
     rest.members = members;
