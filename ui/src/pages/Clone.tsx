@@ -2,7 +2,7 @@
 // "Convert to template"; the template badge used here and in the VM list; the clone dialog,
 // also opened by a snapshot's "Clone…" on the Snapshots tab (a full clone as the VM was at
 // that snapshot). docs/clones.md.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, get, np, runTask } from "../api";
 import { Modal } from "../components";
 import { usePermissions, whyNot } from "../access";
@@ -55,6 +55,12 @@ export function CloneDialog({ vmid, name, template, snapshot, onClose }: {
   const [newName, setNewName] = useState("");
   // a snapshot lives in disks the VM keeps writing: never a linked clone's base
   const [linked, setLinked] = useState(template && !snapshot);
+  // The VM's configuration may arrive after the dialog opened (right after "Convert to
+  // template"): follow it until the operator chooses.
+  const linkedChosen = useRef(false);
+  useEffect(() => {
+    if (!linkedChosen.current) setLinked(template && !snapshot);
+  }, [template, snapshot]);
   const [pool, setPool] = useState("");
   const [pools, setPools] = useState<PoolInfo[]>([]);
   const [busy, setBusy] = useState(false);
@@ -97,7 +103,7 @@ export function CloneDialog({ vmid, name, template, snapshot, onClose }: {
           <input id="clone-name" value={newName} placeholder={`${name}-clone-${newId || "N"}`} onInput={(e) => setNewName(e.currentTarget.value)} />
         </div>
         <label class="check">
-          <input id="clone-linked" type="checkbox" checked={linked} disabled={!template || !!snapshot} onChange={(e) => setLinked(e.currentTarget.checked)} />
+          <input id="clone-linked" type="checkbox" checked={linked} disabled={!template || !!snapshot} onChange={(e) => { linkedChosen.current = true; setLinked(e.currentTarget.checked); }} />
           {" "}Linked clone (qcow2 overlays on the template's disks; fast, small, in the template's pool)
         </label>
         {snapshot ? <p class="muted small">A clone from a snapshot is always a full copy.</p>
