@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::installlab::run;
+
 pub const LIBVIRT_URI: &str = "qemu:///system";
 /// The host's loopback as the guests see it on QEMU's user network.
 pub const HOST_FROM_GUEST: &str = "10.0.2.2";
@@ -82,19 +84,6 @@ fn log_line(log: &Log, line: &str) {
     if let Ok(mut f) = log.lock() {
         let _ = writeln!(f, "{} {line}", now_hms());
     }
-}
-
-fn run_ok(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 fn free_port() -> Result<u16> {
@@ -272,17 +261,15 @@ impl Bmcs {
         }
 
         // --- sushy-tools: one Redfish service, only this lab's domains ------------------------
-        run_ok(
-            Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                ])
-                .args(["-subj", "/CN=keel-lab-redfish", "-keyout"])
-                .arg(dir.join("redfish.key"))
-                .arg("-out")
-                .arg(dir.join("redfish.crt"))
-                .stderr(Stdio::null()),
-        )?;
+        run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=keel-lab-redfish", "-keyout"])
+            .arg(dir.join("redfish.key"))
+            .arg("-out")
+            .arg(dir.join("redfish.crt"))
+            .stderr(Stdio::null()))?;
         let hash = {
             let mut c = Command::new(venv.join("bin/python"))
                 .args([
@@ -378,11 +365,9 @@ impl Bmcs {
     }
 
     fn vbmc(&self, args: &[&str]) -> Result<String> {
-        run_ok(
-            Command::new(venv().join("bin/vbmc"))
-                .args(args)
-                .env("VIRTUALBMC_CONFIG", &self.vbmc_conf),
-        )
+        run(Command::new(venv().join("bin/vbmc"))
+            .args(args)
+            .env("VIRTUALBMC_CONFIG", &self.vbmc_conf))
     }
 
     /// Ask a BMC for the power status with the same fence agent a node will use (the password

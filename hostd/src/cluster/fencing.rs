@@ -439,15 +439,11 @@ fn push_secrets(node: &Node, rsc: &str, secrets: &form::DeviceSecrets) -> Result
     }
     let conf = form::read_corosync_conf(&cs.paths)?;
     let u = super::peer::PeerUpdate {
-        corosync_conf: conf.render().map_err(|e| Error::Internal(e.to_string()))?,
-        members: rec.members.clone(),
-        pin: None,
-        unpin: None,
-        authorized_key: None,
-        removed: vec![],
-        corosync_authkey_b64: None,
-        qdevice: None,
         fence_secrets: Some((rsc.to_string(), secrets.clone())),
+        ..super::peer::PeerUpdate::unchanged(
+            conf.render().map_err(|e| Error::Internal(e.to_string()))?,
+            rec.members.clone(),
+        )
     };
     super::peer::push_to_members(node, &rec, &u).map(|_| ())
 }

@@ -42,6 +42,24 @@ pub(super) struct PeerUpdate {
     pub(super) fence_secrets: Option<(String, form::DeviceSecrets)>,
 }
 
+impl PeerUpdate {
+    /// The members' current files and nothing else to change: the base of an update that
+    /// carries one other thing (a QDevice change, a fence device's secrets).
+    pub(super) fn unchanged(corosync_conf: String, members: Vec<MemberRecord>) -> PeerUpdate {
+        PeerUpdate {
+            corosync_conf,
+            members,
+            pin: None,
+            unpin: None,
+            authorized_key: None,
+            removed: vec![],
+            corosync_authkey_b64: None,
+            qdevice: None,
+            fence_secrets: None,
+        }
+    }
+}
+
 pub(super) fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()> {
     let conf =
         CorosyncConf::parse(&u.corosync_conf).map_err(|e| Error::BadRequest(e.to_string()))?;

@@ -243,15 +243,11 @@ pub(super) fn start_add(node: &Arc<Node>, req: QdeviceAdd, user: &str) -> Result
 
 fn update(conf: &CorosyncConf, rec: &ClusterRecord, q: QdevicePeer) -> Result<PeerUpdate> {
     Ok(PeerUpdate {
-        corosync_conf: conf.render().map_err(|e| Error::Internal(e.to_string()))?,
-        members: rec.members.clone(),
-        pin: None,
-        unpin: None,
-        authorized_key: None,
-        removed: vec![],
-        corosync_authkey_b64: None,
         qdevice: Some(q),
-        fence_secrets: None,
+        ..PeerUpdate::unchanged(
+            conf.render().map_err(|e| Error::Internal(e.to_string()))?,
+            rec.members.clone(),
+        )
     })
 }
 
