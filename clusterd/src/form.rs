@@ -199,6 +199,32 @@ pub fn validate_cib_secrets(resource: &str, secrets: &DeviceSecrets) -> Result<(
     Ok(())
 }
 
+/// Whether each CIB-secret file on this node matches its `.sign` (device → parameter → the
+/// md5 of the value equals the signature Pacemaker checks); a value without a readable
+/// signature counts as not matching. `cluster verify` reports missing and mismatched ones.
+pub fn cib_secret_status(
+    paths: &Paths,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, bool>>, FormError>
+{
+    use md5::{Digest, Md5};
+    let root = paths.cib_secrets_dir();
+    Ok(read_cib_secrets(paths)?
+        .into_iter()
+        .map(|(rsc, m)| {
+            let signed = m
+                .into_iter()
+                .map(|(k, v)| {
+                    let sign = std::fs::read_to_string(root.join(&rsc).join(format!("{k}.sign")))
+                        .unwrap_or_default();
+                    let ok = sign.trim() == hex::encode(Md5::digest(v.trim_end().as_bytes()));
+                    (k, ok)
+                })
+                .collect();
+            (rsc, signed)
+        })
+        .collect())
+}
+
 /// Every device's secrets on this node (what a joiner receives).
 pub fn read_cib_secrets(
     paths: &Paths,

@@ -246,10 +246,50 @@ pub fn prepare_node(r: &dyn Runner, node: &str, pool: &DrbdGfs2) -> Result<(), S
             .stdin(lvmlocal_conf(&keep))
             .timeout(T),
     )?;
+    guard_mountpoint(r, &pool.mountpoint())?;
     r.run_ok(&modprobe_drbd())?;
     for c in pool.drbd.up_commands() {
         r.run_ok(&c)?;
     }
+    Ok(())
+}
+
+/// `mountpoint -q DIR`: exit 0 when a file system is mounted on DIR.
+pub fn is_mountpoint(dir: &str) -> Cmd {
+    Cmd::argv(&["mountpoint", "-q", dir]).timeout(T)
+}
+
+/// The pool's mount point made immutable while nothing is mounted on it: whenever Pacemaker
+/// has the file system stopped on this node (a recovery, a standby, the stack stopping), a
+/// write to the pool's path fails (`Operation not permitted`) instead of landing, unreplicated,
+/// on the root file system under the mount point, where the next mount hides it. A mount over
+/// an immutable directory works; the flag is the directory's, not the mounted file system's,
+/// which is why it is only set when nothing is mounted there (on a mounted GFS2 it would freeze
+/// the pool's root on every node).
+pub fn guard_mountpoint(r: &dyn Runner, dir: &str) -> Result<(), StorageError> {
+    if r.run(&is_mountpoint(dir))?.success() {
+        return Ok(());
+    }
+    r.run_ok(&Cmd::argv(&["install", "-d", "-m", "0755", dir]).timeout(T))?;
+    r.run_ok(&Cmd::argv(&["chattr", "+i", dir]).timeout(T))?;
+    Ok(())
+}
+
+/// The guard off and the empty mount point removed (a pool's last step on a node). Not when
+/// something is still mounted there, and not a directory with files in it: those are an
+/// operator's to look at.
+pub fn unguard_mountpoint(r: &dyn Runner, dir: &str) -> Result<(), StorageError> {
+    if r.run(&is_mountpoint(dir))?.success() {
+        return Ok(());
+    }
+    if !r
+        .run(&Cmd::argv(&["test", "-d", dir]).timeout(T))?
+        .success()
+    {
+        return Ok(());
+    }
+    r.run_ok(&Cmd::argv(&["chattr", "-i", dir]).timeout(T))?;
+    r.run_ok(&Cmd::argv(&["rmdir", "--ignore-fail-on-non-empty", dir]).timeout(T))?;
     Ok(())
 }
 
@@ -548,7 +588,7 @@ pub fn wait_stopped(r: &dyn Runner, stack: &PoolStack, w: &Waits) -> Result<(), 
 pub fn teardown_node(r: &dyn Runner, pool: &DrbdGfs2) -> Result<(), StorageError> {
     r.run_ok(&Cmd::argv(&[DRBDADM, "down", &pool.drbd.name]).timeout(T))?;
     r.run_ok(&Cmd::argv(&["rm", "-f", &pool.drbd.res_path()]).timeout(T))?;
-    Ok(())
+    unguard_mountpoint(r, &pool.mountpoint())
 }
 
 /// A node's view of a pool: DRBD state and the mount with its space.
@@ -680,6 +720,21 @@ mod tests {
         f.push(
             &["install", "-D", "-m", "0644", "/dev/stdin", LVMLOCAL],
             Some(lvmlocal_conf(keep).into_bytes()),
+            Reply::ok(""),
+        );
+        f.push(
+            &["mountpoint", "-q", "/var/lib/keel/pools/vmstore"],
+            None,
+            Reply::fail(32, ""),
+        );
+        f.push(
+            &["install", "-d", "-m", "0755", "/var/lib/keel/pools/vmstore"],
+            None,
+            Reply::ok(""),
+        );
+        f.push(
+            &["chattr", "+i", "/var/lib/keel/pools/vmstore"],
+            None,
             Reply::ok(""),
         );
         f.push(&["modprobe", "drbd"], None, Reply::ok(""));
@@ -1012,5 +1067,42 @@ mod tests {
     fn debug_hides_the_secret() {
         let p = pool(false);
         assert!(!format!("{p:?}").contains(&p.drbd.shared_secret));
+    }
+    #[test]
+    fn the_mount_point_is_guarded_only_while_nothing_is_mounted() {
+        let mp = "/var/lib/keel/pools/vmstore";
+        // mounted (a repair run): the flag would land on the GFS2's root, so nothing is done
+        let f = Fake::new();
+        f.push(&["mountpoint", "-q", mp], None, Reply::ok(""));
+        guard_mountpoint(&f, mp).unwrap();
+        f.assert_done();
+        // a chattr that fails (a root file system without the flag) stops the create
+        let f = Fake::new();
+        f.push(&["mountpoint", "-q", mp], None, Reply::fail(32, ""));
+        f.push(&["install", "-d", "-m", "0755", mp], None, Reply::ok(""));
+        f.push(
+            &["chattr", "+i", mp],
+            None,
+            Reply::fail(1, "chattr: Operation not supported while setting flags"),
+        );
+        assert!(guard_mountpoint(&f, mp).is_err());
+        f.assert_done();
+        // teardown: unmounted and present → flag off, removed when empty
+        let f = Fake::new();
+        f.push(&["mountpoint", "-q", mp], None, Reply::fail(32, ""));
+        f.push(&["test", "-d", mp], None, Reply::ok(""));
+        f.push(&["chattr", "-i", mp], None, Reply::ok(""));
+        f.push(
+            &["rmdir", "--ignore-fail-on-non-empty", mp],
+            None,
+            Reply::ok(""),
+        );
+        unguard_mountpoint(&f, mp).unwrap();
+        f.assert_done();
+        // still mounted: left alone
+        let f = Fake::new();
+        f.push(&["mountpoint", "-q", mp], None, Reply::ok(""));
+        unguard_mountpoint(&f, mp).unwrap();
+        f.assert_done();
     }
 }

@@ -24,8 +24,10 @@
 //! (virtualbmc, `fence_ipmilan` lanplus), the passwords given as `--secret password=@FILE` and
 //! found afterwards only in Pacemaker's CIB-secrets files on both nodes; each node's fence test
 //! powers it off and on through its BMC (libvirt destroys and starts the domain) and it
-//! rejoins. The split stays in the QMP lab: under BMC fencing it is open (docs/labs-vm.md,
-//! "Open: the split under BMC fencing").
+//! rejoins. Before that, a wrong IPMI password makes node2's fence test fail with what to
+//! check, powering nothing; `keel cluster verify` names a node missing a CIB-secret file. The
+//! split stays in the QMP lab (the Python agents make it ~15 min slower): the ignored test
+//! `bmc_split` runs it under BMC fencing by hand (docs/labs-vm.md).
 //!
 //! Needs root, QEMU and `cargo build -p keel-hostd -p keel-cli -p keel-clusterd` (the node
 //! image takes Keel's binaries from target/).
@@ -319,24 +321,69 @@ fn bmc_fence_devices(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
         ],
     )?;
     let ipmi_port = format!("ipport={}", bmcs.ipmi_ports["node2"]);
-    keel_ok(
+    let add_node2 = |pw_file: &str| -> Result<String> {
+        let secret = format!("password=@{pw_file}");
+        keel_ok(
+            n1,
+            &[
+                "fence",
+                "add",
+                "node2",
+                "--agent",
+                "fence_ipmilan",
+                "--param",
+                &ip,
+                "--param",
+                &ipmi_port,
+                "--param",
+                &user,
+                "--secret",
+                &secret,
+            ],
+        )
+    };
+    // a wrong BMC password first: the fence test fails with what to check, nothing is powered
+    // off, and the device counts as failed (not tested) until it is fixed
+    n1.ssh("umask 077; echo not-the-bmc-password > /root/wrong.pw")?;
+    add_node2("/root/wrong.pw")?;
+    let before = lab.fence_log().len();
+    let boots = n2.boots();
+    let t = Instant::now();
+    let o = keel(
         n1,
-        &[
-            "fence",
-            "add",
-            "node2",
-            "--agent",
-            "fence_ipmilan",
-            "--param",
-            &ip,
-            "--param",
-            &ipmi_port,
-            "--param",
-            &user,
-            "--secret",
-            "password=@/root/bmc.pw",
-        ],
+        &["fence", "test", "node2", "--yes"],
+        Duration::from_secs(400),
     )?;
+    let msg = format!("{}{}", o.stderr, o.stdout);
+    ensure!(
+        o.code != 0
+            && msg.contains("fence-node2 (fence_ipmilan) could not fence node2")
+            && msg.contains("password"),
+        "fence test with a wrong BMC password: exit {} {msg}",
+        o.code
+    );
+    let l = keel_ok(n1, &["--json", "fence", "list"])?;
+    let v: Value = serde_json::from_str(&l).with_context(|| format!("fence list: {l}"))?;
+    let d2 = v
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["node"] == "node2"))
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        d2["last_test"]["ok"] == false,
+        "node2's device after a failed test: {d2}"
+    );
+    let tail = lab.fence_log()[before..].to_string();
+    ensure!(
+        !tail.contains("node2") && n2.boots() == boots,
+        "a fence test with a wrong password powered node2: {tail}"
+    );
+    log(&format!(
+        "wrong BMC password: fence test refused in {:.1}s: {}",
+        t.elapsed().as_secs_f64(),
+        msg.trim().lines().last().unwrap_or("")
+    ));
+    add_node2("/root/bmc.pw")?;
     // The password is in Pacemaker's CIB-secrets files on both nodes (root-only, md5-signed;
     // node2's came through the peer update) and nowhere else: not in the CIB (`lrm://`), not in
     // Pacemaker's detail log (which records CIB changes with their values), not in Keel's task
@@ -372,9 +419,61 @@ fn bmc_fence_devices(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
     Ok(())
 }
 
+/// `keel cluster verify` checks each node's CIB-secret files: node2's copy of fence-node2's
+/// password removed (fence-node2 runs on node1, so Pacemaker does not notice) →
+/// `ECIBSECRETMISSING` on node2 for exactly that file; put back → gone.
+fn verify_cib_secrets(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
+    let secret_findings = || -> Result<Vec<(String, String, String)>> {
+        let o = keel(
+            n1,
+            &["--json", "cluster", "verify"],
+            Duration::from_secs(120),
+        )?;
+        let v: Value = serde_json::from_str(&o.stdout)
+            .with_context(|| format!("cluster verify: {}{}", o.stdout, o.stderr))?;
+        Ok(v["findings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|f| {
+                f["code"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("ECIBSECRET") || c == "EFENCEPLAINTEXT")
+            })
+            .map(|f| {
+                (
+                    f["code"].as_str().unwrap_or("").to_string(),
+                    f["node"].as_str().unwrap_or("").to_string(),
+                    f["object"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect())
+    };
+    let f = secret_findings()?;
+    ensure!(f.is_empty(), "verify on the BMC devices: {f:?}");
+    let file = "/var/lib/pacemaker/lrm/secrets/fence-node2/password";
+    n2.ssh(&format!("mv {file} /root/fence-node2.password"))?;
+    let f = secret_findings();
+    n2.ssh(&format!("mv /root/fence-node2.password {file}"))?;
+    let f = f?;
+    ensure!(
+        f == [(
+            "ECIBSECRETMISSING".to_string(),
+            "node2".to_string(),
+            "fence-node2/password".to_string()
+        )],
+        "verify with node2's copy of fence-node2's password removed: {f:?}"
+    );
+    let again = secret_findings()?;
+    ensure!(again.is_empty(), "verify with the file back: {again:?}");
+    log("cluster verify: a node's missing CIB-secret file is ECIBSECRETMISSING on that node");
+    Ok(())
+}
+
 /// `bmc`: the lab's nodes are libvirt domains behind emulated BMCs; the scenario ends after
 /// both BMC fence tests (see the file's doc for why the split runs in the QMP lab).
-fn scenario(lab: &VmLab, t0: Instant, bmc: bool) -> Result<()> {
+fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     let (n1, n2) = (lab.node(1), lab.node(2));
     let log = |what: &str| eprintln!("[{:7.1}s] {what}", t0.elapsed().as_secs_f64());
 
@@ -498,6 +597,9 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool) -> Result<()> {
     );
     eprintln!("{}", keel_ok(n1, &["cluster", "status"])?);
     log("two_node cluster formed by Keel, fencing configured");
+    if bmc {
+        verify_cib_secrets(n1, n2, &log)?;
+    }
 
     // --- config store: node1 writes, node2 reads ---------------------------------------------
     let mut acked: BTreeMap<String, Value> = BTreeMap::new();
@@ -604,9 +706,12 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool) -> Result<()> {
     }
     if bmc {
         log("fence tests passed on both nodes (each power-cycled by its BMC and rejoined)");
+    } else {
+        log("fence tests passed on both nodes (each rebooted through QMP and rejoined)");
+    }
+    if !split {
         return Ok(());
     }
-    log("fence tests passed on both nodes (each rebooted through QMP and rejoined)");
     // a device with a file system is refused, naming the node and what it holds; nothing changed
     n2.ssh("mkfs.ext4 -q -F /dev/vdb")?;
     let o = create(n1, &[])?;
@@ -683,6 +788,23 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool) -> Result<()> {
     // in sync, is no finding
     let f = drbd_findings(n1)?;
     ensure!(f.is_empty(), "DRBD findings on a healthy pool: {f:?}");
+    // under each node's GFS2 the mount point itself is immutable: while the file system is
+    // stopped there, a write to the pool's path fails instead of landing on the root file
+    // system, hidden by the next mount (seen through a bind of / without its submounts)
+    for n in [n1, n2] {
+        let attrs = n.ssh(&format!(
+            "mkdir -p /run/rootview && mount --bind / /run/rootview && \
+             lsattr -d /run/rootview{POOL_DIR}; umount /run/rootview"
+        ))?;
+        ensure!(
+            attrs
+                .split_whitespace()
+                .next()
+                .is_some_and(|a| a.contains('i')),
+            "{}: the pool's mount point under the GFS2 is not immutable: {attrs}",
+            n.name
+        );
+    }
     log("drbd-gfs2 pool: one command, mounted on both, same sha256 from both nodes");
 
     // --- a calm cluster before the cut: the BMC agents are Python, and under TCG a guest busy
@@ -782,11 +904,17 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool) -> Result<()> {
     })?;
     let tail = lab.fence_log()[fence_before..].to_string();
     log(&format!(
-        "node2 fenced through QMP (host fence log: {})",
+        "node2 fenced through {} (host fence log: {})",
+        if bmc { "its BMC" } else { "QMP" },
         tail.trim().replace('\n', " | ")
     ));
     ensure!(
-        tail.lines().any(|x| x.trim() == "OK"),
+        if bmc {
+            tail.lines()
+                .any(|x| x.contains("libvirt Stopped") && x.ends_with("off node2"))
+        } else {
+            tail.lines().any(|x| x.trim() == "OK")
+        },
         "the host did not confirm the fence action:\n{tail}"
     );
     eprintln!(
@@ -825,7 +953,24 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool) -> Result<()> {
     );
     acked.insert("vmlab/survivor".into(), v);
 
-    // the pool keeps taking writes on the survivor while node2 is down
+    // the pool keeps taking writes on the survivor while node2 is down, once Pacemaker has it
+    // mounted there: a monitor that timed out during the split makes Pacemaker recover node1's
+    // side of the stack (file system stopped, DRBD restarted, mounted again); meanwhile the
+    // immutable mount point refuses the write
+    let tm = Instant::now();
+    wait_for(
+        "the pool mounted on the survivor",
+        Duration::from_secs(240),
+        || {
+            Ok(pool_rows(n1)?
+                .get("node1")
+                .is_some_and(|r| r["mounted"] == true))
+        },
+    )?;
+    eprintln!(
+        "METRIC vm_pool_mounted_on_survivor={:.1}s after its store write",
+        tm.elapsed().as_secs_f64()
+    );
     let tw = Instant::now();
     let down_sum = write_pool_file(n1, "written-while-node2-down.bin", 4)?;
     eprintln!(
@@ -958,7 +1103,7 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool) -> Result<()> {
 }
 
 /// One lab run: up, the scenario, the nodes' journals on failure, peak RSS.
-fn run_lab(bmc: bool, t0: Instant) {
+fn run_lab(bmc: bool, split: bool, t0: Instant) {
     // the smallest disk a drbd-gfs2 pool accepts (storage::drbd_gfs2::MIN_BYTES): the initial
     // full sync copies all of it over the TCG guests' link; every command over one SSH
     // connection per node (the lab's multiplexing), not a key exchange per poll
@@ -981,7 +1126,7 @@ fn run_lab(bmc: bool, t0: Instant) {
         lab.node(1).boot_to_ssh,
         lab.node(2).boot_to_ssh
     );
-    if let Err(e) = scenario(&lab, t0, bmc) {
+    if let Err(e) = scenario(&lab, t0, bmc, split) {
         for n in &lab.nodes {
             if let Ok(o) = n.exec(
                 "journalctl -b --no-pager -u keel-hostd -u keel-clusterd -u corosync -u pacemaker | tail -n 60; \
@@ -1008,16 +1153,30 @@ fn run_lab(bmc: bool, t0: Instant) {
 #[test]
 fn keel_two_node_cluster_qmp_then_bmc_fencing() {
     let t0 = Instant::now();
-    run_lab(false, t0);
+    run_lab(false, true, t0);
     eprintln!(
         "SCENARIO vmlab_keel_cluster QMP part {:.1}s",
         t0.elapsed().as_secs_f64()
     );
     let t1 = Instant::now();
-    run_lab(true, t1);
+    run_lab(true, false, t1);
     eprintln!(
         "SCENARIO vmlab_keel_cluster BMC part {:.1}s, wall time {:.1}s",
         t1.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// The whole scenario with the split, under BMC fencing (not in the suite: the Python agents
+/// make it ~15 min; docs/labs-vm.md, "The split under BMC fencing"). Run it with
+/// `cargo test -p keel-tests --test vmlab_keel_cluster -- --ignored bmc_split`.
+#[test]
+#[ignore = "a 15-minute investigation run, by hand"]
+fn bmc_split() {
+    let t0 = Instant::now();
+    run_lab(true, true, t0);
+    eprintln!(
+        "SCENARIO vmlab_keel_cluster BMC split {:.1}s",
         t0.elapsed().as_secs_f64()
     );
 }

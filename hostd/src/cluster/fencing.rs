@@ -556,6 +556,24 @@ pub(super) fn start_test(
     })
 }
 
+/// What an operator checks when a fence test failed: Pacemaker's own error says little more
+/// than that no device could do it ("No such device", "No data available") when the agent
+/// cannot reach or log in to its BMC.
+fn failure_hint(dev: &CibDevice) -> String {
+    let what = match dev.agent.as_str() {
+        "fence_ipmilan" => "the BMC's address and port, user, password, privilege level and lanplus (IPMI 2.0)",
+        "fence_redfish" => "the BMC's address and port, user, password, systems_uri and TLS (ssl_insecure for a self-signed certificate)",
+        "fence_sbd" => "the SBD devices and the sbd daemon on every node",
+        _ => "the agent's parameters and what it talks to",
+    };
+    format!(
+        "The device {} ({}) could not fence {}: check {what}. `crm_mon -1 --show-detail` shows \
+         the device's failed actions and `journalctl -u pacemaker | grep {}` the agent's own \
+         error; fix the device with `keel fence add {} …` (its test is then due again)",
+        dev.id, dev.agent, dev.target, dev.agent, dev.target
+    )
+}
+
 /// The `fencetest` task: `stonith_admin --reboot|--fence` (this really fences the node), the
 /// outcome recorded here and in the config store.
 fn run_test(
@@ -590,9 +608,14 @@ fn run_test(
         ),
         Ok(o) => (
             false,
-            format!("failed: {}{}", o.stderr.trim(), o.stdout.trim()),
+            format!(
+                "failed: {}{}. {}",
+                o.stderr.trim(),
+                o.stdout.trim(),
+                failure_hint(dev)
+            ),
         ),
-        Err(e) => (false, format!("failed: {e}")),
+        Err(e) => (false, format!("failed: {e}. {}", failure_hint(dev))),
     };
     let at = now();
     {

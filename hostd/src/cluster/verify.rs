@@ -146,6 +146,10 @@ pub struct NodeFacts {
     /// Every configured DRBD minor the kernel reports (empty without the module).
     #[serde(default)]
     pub drbd: Vec<DrbdFact>,
+    /// Pacemaker's CIB-secret files on the node: device → parameter → the file matches its
+    /// signature. `None`: not readable, or a member too old to report them.
+    #[serde(default)]
+    pub cib_secrets: Option<BTreeMap<String, BTreeMap<String, bool>>>,
 }
 
 /// A member as corosync.conf and the cluster record list it.
@@ -169,6 +173,19 @@ pub struct DeviceFact {
     pub avoids_target: bool,
     /// It has a fence delay (`pcmk_delay_base`/`pcmk_delay_max`/`delay`, not zero).
     pub delay: bool,
+    /// Secret-looking parameters (a password, an SNMP community) whose value is in the CIB
+    /// itself rather than `lrm://`.
+    pub plaintext: Vec<String>,
+    /// Parameters whose value is a CIB secret (`lrm://`): each node needs its file.
+    pub cib_secrets: Vec<String>,
+}
+
+/// A fence-agent parameter that holds a secret: a password (`password`, `passwd`,
+/// `snmp_priv_passwd`…) or an SNMP community; not a `*_script` (a path to a program that
+/// prints the password).
+pub fn secret_like(param: &str) -> bool {
+    let p = param.to_ascii_lowercase();
+    (p.contains("passw") || p == "community") && !p.ends_with("_script")
 }
 
 /// The last fence test of a node.
@@ -278,6 +295,7 @@ pub fn evaluate(c: &ClusterFacts, answers: &[NodeAnswer]) -> Vec<Finding> {
     pools(&facts, &mut o);
     for f in &facts {
         drbd(c, f, &mut o);
+        secrets(c, f, &mut o);
     }
     let mut v = o.0;
     v.sort_by(|a, b| {
@@ -347,6 +365,23 @@ fn fencing(c: &ClusterFacts, o: &mut Out) {
             continue;
         }
         for d in &mine {
+            if !d.plaintext.is_empty() {
+                o.add(
+                    "EFENCEPLAINTEXT",
+                    W,
+                    Some(&m.name),
+                    d.id.clone(),
+                    format!(
+                        "fence device {} keeps {} in the CIB in clear text: anyone who can read the CIB (the haclient group, crm_report archives, CIB backups) can read it",
+                        d.id,
+                        d.plaintext.join(", ")
+                    ),
+                    format!(
+                        "set the device again with `keel fence add {} … --secret {}=@FILE`: Keel keeps it in Pacemaker's root-only CIB-secret files and the CIB says lrm://",
+                        m.name, d.plaintext[0]
+                    ),
+                );
+            }
             if !d.avoids_target {
                 o.add(
                     "EFENCESELF",
@@ -393,6 +428,49 @@ fn fencing(c: &ClusterFacts, o: &mut Out) {
             "two_node cluster without a fence delay: after a split both nodes fence each other at once (fence race)",
             "give one node's device a delay (pcmk_delay_base, e.g. 10s) so the other wins the race",
         );
+    }
+}
+
+/// Each `lrm://` parameter of each device needs its file, with a matching signature, on every
+/// node: Pacemaker on a node without it cannot start or run the device there.
+fn secrets(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
+    let (Some(devices), Some(have)) = (&c.devices, &f.cib_secrets) else {
+        return;
+    };
+    for d in devices {
+        for p in &d.cib_secrets {
+            match have.get(&d.id).and_then(|m| m.get(p)) {
+                Some(true) => {}
+                Some(false) => o.add(
+                    "ECIBSECRETSIGN",
+                    E,
+                    Some(&f.node),
+                    format!("{}/{p}", d.id),
+                    format!(
+                        "the CIB secret {p} of fence device {} on {} does not match its signature: Pacemaker there refuses to run the device",
+                        d.id, f.node
+                    ),
+                    format!(
+                        "set the device again (`keel fence add {} …` with its `--secret`): Keel rewrites the secret and its signature on every member",
+                        d.target
+                    ),
+                ),
+                None => o.add(
+                    "ECIBSECRETMISSING",
+                    E,
+                    Some(&f.node),
+                    format!("{}/{p}", d.id),
+                    format!(
+                        "{} has no CIB secret {p} for fence device {} (the CIB says lrm://): Pacemaker there cannot start or monitor the device",
+                        f.node, d.id
+                    ),
+                    format!(
+                        "set the device again (`keel fence add {} …` with its `--secret`): Keel writes the secret on every member before the CIB",
+                        d.target
+                    ),
+                ),
+            }
+        }
     }
 }
 
@@ -977,6 +1055,7 @@ pub fn local_facts(node: &Node) -> Result<NodeFacts> {
         vm_nics,
         pools,
         drbd,
+        cib_secrets: form::cib_secret_status(&cs.paths).ok(),
     })
 }
 
@@ -1078,11 +1157,25 @@ pub fn parse_devices(resources: &str, constraints: &str) -> Option<Vec<DeviceFac
                         && l.get_attr("node") == Some(target.as_str())
                         && l.get_attr("score") == Some("-INFINITY")
                 });
+                let mut plaintext = vec![];
+                let mut cib_secrets = vec![];
+                for x in &nv {
+                    let (Some(n), Some(v)) = (x.get_attr("name"), x.get_attr("value")) else {
+                        continue;
+                    };
+                    if v == clusterd::fence::CIB_SECRET {
+                        cib_secrets.push(n.to_string());
+                    } else if secret_like(n) && !v.is_empty() {
+                        plaintext.push(n.to_string());
+                    }
+                }
                 Some(DeviceFact {
                     id,
                     target,
                     avoids_target,
                     delay,
+                    plaintext,
+                    cib_secrets,
                 })
             })
             .collect(),
@@ -1319,6 +1412,8 @@ mod tests {
             target: target.into(),
             avoids_target: true,
             delay: false,
+            plaintext: vec![],
+            cib_secrets: vec!["password".into()],
         }
     }
 
@@ -1417,6 +1512,17 @@ mod tests {
                 path: Some("/var/lib/keel/images".into()),
             }],
             drbd: vec![],
+            cib_secrets: Some(
+                c.members
+                    .iter()
+                    .map(|m| {
+                        (
+                            format!("fence-{}", m.name),
+                            BTreeMap::from([("password".to_string(), true)]),
+                        )
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -1488,6 +1594,62 @@ mod tests {
         assert!(f[0].message.contains("timed out"));
         assert_eq!((f[1].code.as_str(), f[1].severity), ("EFENCEUNTESTED", W));
         assert_eq!(f[1].node.as_deref(), Some("n3"));
+    }
+
+    #[test]
+    fn efenceplaintext_a_password_in_the_cib() {
+        let mut c = healthy_cluster(3);
+        let d = &mut c.devices.as_mut().unwrap()[2];
+        d.cib_secrets.clear();
+        d.plaintext = vec!["password".into()];
+        let f = evaluate(&c, &answers(&c));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].code.as_str(), f[0].severity), ("EFENCEPLAINTEXT", W));
+        assert_eq!(f[0].node.as_deref(), Some("n3"));
+        assert!(
+            f[0].action.contains("--secret password=@FILE"),
+            "{}",
+            f[0].action
+        );
+        assert!(secret_like("snmp_priv_passwd") && secret_like("community"));
+        assert!(!secret_like("passwd_script") && !secret_like("login"));
+    }
+
+    #[test]
+    fn ecibsecret_missing_or_unsigned_on_a_node() {
+        let c = healthy_cluster(3);
+        let mut a = answers(&c);
+        facts_of(&mut a, "n2")
+            .cib_secrets
+            .as_mut()
+            .unwrap()
+            .remove("fence-n1");
+        facts_of(&mut a, "n3").cib_secrets.as_mut().unwrap().insert(
+            "fence-n2".into(),
+            BTreeMap::from([("password".into(), false)]),
+        );
+        let f = evaluate(&c, &a);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(
+            (
+                f[0].code.as_str(),
+                f[0].node.as_deref(),
+                f[0].object.as_str()
+            ),
+            ("ECIBSECRETMISSING", Some("n2"), "fence-n1/password")
+        );
+        assert!(f[0].action.contains("keel fence add n1"), "{}", f[0].action);
+        assert_eq!(
+            (
+                f[1].code.as_str(),
+                f[1].node.as_deref(),
+                f[1].object.as_str()
+            ),
+            ("ECIBSECRETSIGN", Some("n3"), "fence-n2/password")
+        );
+        // a member too old to report its secrets is not accused of missing them
+        facts_of(&mut a, "n2").cib_secrets = None;
+        assert_eq!(codes(&c, &a), one("ECIBSECRETSIGN", Some("n3")));
     }
 
     #[test]
@@ -1805,8 +1967,8 @@ mod tests {
     #[test]
     fn devices_from_the_cib() {
         let res = r#"<resources>
-  <primitive id="fence-n1" class="stonith" type="fence_ipmilan"><instance_attributes id="a"><nvpair id="a1" name="pcmk_host_list" value="n1"/><nvpair id="a2" name="pcmk_delay_base" value="10s"/></instance_attributes></primitive>
-  <primitive id="fence-n2" class="stonith" type="fence_ipmilan"><instance_attributes id="b"><nvpair id="b1" name="pcmk_host_list" value="n2"/><nvpair id="b2" name="pcmk_delay_max" value="0"/></instance_attributes></primitive>
+  <primitive id="fence-n1" class="stonith" type="fence_ipmilan"><instance_attributes id="a"><nvpair id="a1" name="pcmk_host_list" value="n1"/><nvpair id="a2" name="pcmk_delay_base" value="10s"/><nvpair id="a3" name="password" value="lrm://"/></instance_attributes></primitive>
+  <primitive id="fence-n2" class="stonith" type="fence_ipmilan"><instance_attributes id="b"><nvpair id="b1" name="pcmk_host_list" value="n2"/><nvpair id="b2" name="pcmk_delay_max" value="0"/><nvpair id="b3" name="passwd" value="hunter2"/><nvpair id="b4" name="passwd_script" value="/usr/local/bin/pw"/></instance_attributes></primitive>
   <primitive id="vm" class="ocf" provider="heartbeat" type="VirtualDomain"/>
 </resources>"#;
         let cons = r#"<constraints><rsc_location id="l1" rsc="fence-n1" node="n1" score="-INFINITY"/><rsc_location id="l2" rsc="fence-n2" node="n1" score="-INFINITY"/></constraints>"#;
@@ -1818,13 +1980,17 @@ mod tests {
                     id: "fence-n1".into(),
                     target: "n1".into(),
                     avoids_target: true,
-                    delay: true
+                    delay: true,
+                    plaintext: vec![],
+                    cib_secrets: vec!["password".into()],
                 },
                 DeviceFact {
                     id: "fence-n2".into(),
                     target: "n2".into(),
                     avoids_target: false,
-                    delay: false
+                    delay: false,
+                    plaintext: vec!["passwd".into()],
+                    cib_secrets: vec![],
                 },
             ]
         );

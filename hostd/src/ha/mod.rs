@@ -948,7 +948,7 @@ pub fn create_shared(node: &Node, req: &SharedPoolCreate) -> Result<SharedPoolIn
     let marker = path.join(SHARED_MARKER);
     std::fs::write(&marker, format!("{id}\n")).map_err(|e| {
         Error::Conflict(format!(
-            "cannot write {}: {e} (is the shared storage mounted read-only?)",
+            "cannot write {}: {e} (is the shared storage mounted, and not read-only? A Keel pool's mount point refuses writes while its file system is not mounted)",
             marker.display()
         ))
     })?;
