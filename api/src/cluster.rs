@@ -650,7 +650,9 @@ pub struct FenceDeviceSpec {
     /// The node this device fences (never placed on that node).
     pub node: String,
     pub agent: FenceAgentKind,
-    /// Agent parameters (e.g. `ip`, `username`, `lanplus`; `lab_dir` for the lab agent).
+    /// Agent parameters (e.g. `ip`, `username`, `lanplus`; for `sbd`: `devices`, comma-separated
+    /// stable paths of 1 to 3 shared disks, and `watchdog_timeout` in seconds, 3 to 20, default 5;
+    /// `lab_dir` for the lab agent).
     #[serde(default)]
     pub params: std::collections::BTreeMap<String, String>,
     /// Secret parameters (e.g. `password`): stored 0600, never logged or returned.

@@ -175,7 +175,9 @@ pub enum FenceCmd {
     Add {
         node: String,
         /// fence_ipmilan, fence_redfish, sbd, or any installed fence-agents program (fence_virsh…)
-        /// whose parameters are given as --param/--secret
+        /// whose parameters are given as --param/--secret. sbd: --param
+        /// devices=/dev/disk/by-id/DISK[,…] (a shared disk, formatted if blank) and optionally
+        /// --param watchdog_timeout=SECONDS (default 5); sets up and starts sbd on every node
         #[arg(long)]
         agent: String,
         /// Agent parameter KEY=VALUE (repeat)

@@ -176,6 +176,15 @@ impl CibUpdate {
             stdin: el.render(),
         }
     }
+    /// Replace the object with `el`'s tag and id under `scope` wholesale (it must exist).
+    pub(crate) fn replace(scope: &str, el: &Element) -> Self {
+        CibUpdate {
+            args: ["--replace", "--scope", scope, "--xml-pipe"]
+                .map(String::from)
+                .to_vec(),
+            stdin: el.render(),
+        }
+    }
     pub(crate) fn delete(el: &Element) -> Self {
         CibUpdate {
             args: ["--delete", "--xml-pipe"].map(String::from).to_vec(),
@@ -209,7 +218,10 @@ pub fn put_fence_device(d: &FenceDevice) -> Vec<CibUpdate> {
 pub const GENERATION_META: &str = "keel-generation";
 
 /// [`put_fence_device`] with the device's configuration generation in the same update as the
-/// primitive (one `cibadmin` call: the device never changes without its generation).
+/// primitive (the device never changes without its generation). `--modify` creates the
+/// primitive or merges into it; the `--replace` after it then drops what the merge kept of an
+/// earlier configuration (another agent's parameters, a removed `--param`, a secret's stale
+/// `lrm://` that Pacemaker would look for and refuse to fence without).
 pub fn put_fence_device_generation(d: &FenceDevice, generation: &str) -> Vec<CibUpdate> {
     let ma = format!("{}-meta_attributes", d.id);
     let mut p = stonith_primitive(d);
@@ -219,7 +231,8 @@ pub fn put_fence_device_generation(d: &FenceDevice, generation: &str) -> Vec<Cib
             .child(nvpair(&ma, GENERATION_META, generation)),
     );
     vec![
-        CibUpdate::modify("resources", &Element::new("resources").child(p)),
+        CibUpdate::modify("resources", &Element::new("resources").child(p.clone())),
+        CibUpdate::replace("resources", &p),
         CibUpdate::modify(
             "constraints",
             &Element::new("constraints").child(avoid_self(d)),
@@ -336,8 +349,15 @@ mod tests {
     fn the_generation_is_a_meta_attribute_of_the_same_update() {
         let d = dev("node2", None);
         let u = put_fence_device_generation(&d, "g42");
-        assert_eq!(u.len(), 2);
-        assert_eq!(u[1], put_fence_device(&d)[1]);
+        assert_eq!(u.len(), 3);
+        assert_eq!(u[2], put_fence_device(&d)[1]);
+        // the same primitive, merged (created) then replaced wholesale
+        assert_eq!(
+            u[1].args,
+            ["--replace", "--scope", "resources", "--xml-pipe"].map(String::from)
+        );
+        let merged = Element::parse(&u[0].stdin).expect("xml");
+        assert_eq!(merged.descendants("primitive")[0].render(), u[1].stdin);
         let root = Element::parse(&u[0].stdin).expect("xml");
         let ma = root.descendants("meta_attributes");
         assert_eq!(ma.len(), 1, "{}", u[0].stdin);

@@ -75,6 +75,8 @@ pub struct Paths {
     pub known_hosts: PathBuf,
     /// root's `.ssh` directory.
     pub root_ssh_dir: PathBuf,
+    /// The sbd daemon's settings (`/etc/default/sbd`), written by `keel fence add --agent sbd`.
+    pub sbd_defaults: PathBuf,
 }
 
 impl Paths {
@@ -87,6 +89,7 @@ impl Paths {
             ssh_dir: "/etc/ssh".into(),
             known_hosts: "/etc/ssh/ssh_known_hosts".into(),
             root_ssh_dir: "/root/.ssh".into(),
+            sbd_defaults: "/etc/default/sbd".into(),
         }
     }
     pub fn corosync_conf(&self) -> PathBuf {
@@ -1111,6 +1114,7 @@ mod tests {
             ssh_dir: d.join("ssh"),
             known_hosts: d.join("ssh/ssh_known_hosts"),
             root_ssh_dir: d.join("root"),
+            sbd_defaults: d.join("sbd"),
         }
     }
 

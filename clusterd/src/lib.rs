@@ -22,6 +22,7 @@ pub mod crm;
 pub mod fence;
 pub mod ha;
 pub mod qdevice;
+pub mod sbd;
 pub mod vip;
 
 // --- replicated config store ---

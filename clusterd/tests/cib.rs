@@ -376,3 +376,77 @@ fn placement_rules_accepted_by_crm_verify() {
     let (ok, out) = crm_verify(&doc);
     assert!(ok, "crm_verify rejected the placement rules:\n{out}\n{doc}");
 }
+
+/// Run Keel's updates with Pacemaker's own `cibadmin` on a CIB file (`CIB_file`, no cluster).
+fn cibadmin_on_file(file: &Path, args: &[String], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("cibadmin")
+        .args(args)
+        .env("CIB_file", file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cibadmin (pacemaker-cli-utils) must be installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "cibadmin {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A device changed to another agent keeps nothing of the old one: `cibadmin --modify` alone
+/// merges, so an IPMI device replaced by SBD kept its `password=lrm://` and Pacemaker refused
+/// to fence ("CIB secrets unavailable") once the secret files were gone (found in the BMC lab).
+#[test]
+fn a_changed_device_keeps_no_parameter_of_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("cib.xml");
+    let empty = Command::new("cibadmin").arg("--empty").output().unwrap();
+    assert!(empty.status.success());
+    std::fs::write(&f, &empty.stdout).unwrap();
+    let sbd = FenceDevice {
+        id: "fence-node2".into(),
+        node: "node2".into(),
+        agent: FenceAgent::Sbd {
+            devices: vec!["/dev/disk/by-id/virtio-keel-sbd".into()],
+        },
+        delay_s: None,
+        action: None,
+    };
+    for (d, generation) in [(ipmi("node2", "10.0.9.2"), "g1"), (sbd, "g2")] {
+        for u in cib::put_fence_device_generation(&d, generation) {
+            cibadmin_on_file(&f, &u.args, &u.stdin);
+        }
+    }
+    let res = cibadmin_on_file(
+        &f,
+        &["--query", "--scope", "resources"].map(String::from),
+        "",
+    );
+    assert!(res.contains(r#"type="fence_sbd""#), "{res}");
+    assert!(
+        res.contains(r#"value="g2""#) && !res.contains(r#"value="g1""#),
+        "{res}"
+    );
+    for stale in ["password", "\"ip\"", "username", "lanplus", "privlvl"] {
+        assert!(
+            !res.contains(stale),
+            "{stale} survived the change of agent:\n{res}"
+        );
+    }
+    let cons = cibadmin_on_file(
+        &f,
+        &["--query", "--scope", "constraints"].map(String::from),
+        "",
+    );
+    assert_eq!(cons.matches("<rsc_location").count(), 1, "{cons}");
+}

@@ -396,6 +396,7 @@ mod tests {
             ssh_dir: dir.join("ssh"),
             known_hosts: dir.join("known_hosts"),
             root_ssh_dir: dir.join("root_ssh"),
+            sbd_defaults: dir.join("sbd"),
         }
     }
 

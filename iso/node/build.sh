@@ -34,9 +34,9 @@ keel_bins=()
 for b in keel-hostd keel keel-clusterd; do keel_bins+=("$(pick_bin "$b")") || exit 1; done
 bins_hash=$(sha256sum "${keel_bins[@]}" | awk '{print $1}' | sha256sum | cut -c1-16)
 
-# Debian's BMC fence agents, taken from the host's fence-agents package (same release as the
+# Debian's BMC and SBD fence agents, taken from the host's fence-agents package (same release as the
 # image; the package's own dependencies pull ~200 MB of cloud SDKs the lab never uses).
-fence_files=(/usr/sbin/fence_ipmilan /usr/sbin/fence_redfish /usr/share/fence/fencing.py)
+fence_files=(/usr/sbin/fence_ipmilan /usr/sbin/fence_redfish /usr/sbin/fence_sbd /usr/share/fence/fencing.py)
 fa_version=$(dpkg-query -W -f='${Version}' fence-agents 2>/dev/null) || fa_version=
 for f in "${fence_files[@]}"; do
   [ -f "$f" ] || { echo "[node-image] ERROR: $f missing: install Debian's fence-agents on this host (apt-get install fence-agents)" >&2; exit 1; }
@@ -95,7 +95,7 @@ rm -f "$R/etc/corosync/corosync.conf"
 # cluster daemons are started by the scenarios; disable everything slow or irrelevant
 for u in corosync pacemaker corosync-qdevice dlm lvmlockd lvmlocks open-iscsi iscsid.socket iscsid rtslib-fb-targetctl \
          apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap \
-         fstrim.timer lvm2-monitor blk-availability logd drbd; do
+         fstrim.timer lvm2-monitor blk-availability logd drbd sbd; do
   chroot "$R" systemctl disable "$u" >/dev/null 2>&1 || true
 done
 chroot "$R" systemctl mask getty@tty1.service systemd-pstore.service networking.service ifupdown-pre.service >/dev/null 2>&1 || true

@@ -145,6 +145,9 @@ pub struct LabConfig {
     /// two-node private links are UDP pairs (a power cycle restarts QEMU, and a TCP socket
     /// link would not reconnect).
     pub bmc: bool,
+    /// A small disk shared by every node (`/dev/disk/by-id/virtio-keel-sbd`, one raw file
+    /// opened by each QEMU with `share-rw`), for SBD.
+    pub sbd_disk: bool,
 }
 
 impl Default for LabConfig {
@@ -157,6 +160,7 @@ impl Default for LabConfig {
             boot_timeout: Duration::from_secs(300),
             ssh_mux: false,
             bmc: false,
+            sbd_disk: false,
         }
     }
 }
@@ -607,6 +611,10 @@ impl VmLab {
         let mut bmc_nodes = Vec::new();
         let t0 = Instant::now();
         let mut started = Vec::new();
+        let sbd_disk = dir.join("shared-sbd.raw");
+        if cfg.sbd_disk {
+            fs::File::create(&sbd_disk)?.set_len(16 << 20)?;
+        }
         for i in 1..=cfg.nodes {
             let name = format!("node{i}");
             let overlay = dir.join(format!("{name}.qcow2"));
@@ -650,6 +658,21 @@ impl VmLab {
                     "file={},if=virtio,format=raw,cache=none,aio=threads",
                     data.display()
                 ),
+            ];
+            if cfg.sbd_disk {
+                // one file, every node: O_DIRECT (cache=none), no image locking between the QEMUs
+                dev.extend([
+                    "-drive".into(),
+                    format!(
+                        "file={},if=none,id=sbd0,format=raw,cache=none,aio=threads,file.locking=off",
+                        sbd_disk.display()
+                    ),
+                    "-device".into(),
+                    // the last PCI slot: probed after the `if=virtio` disks, so it is /dev/vdc
+                    "virtio-blk-pci,drive=sbd0,serial=keel-sbd,share-rw=on,addr=0x1f".into(),
+                ]);
+            }
+            dev.extend([
                 "-netdev".into(),
                 if cfg.bmc {
                     // The BMCs listen on the host's loopback: 10.0.2.2 from the guest (no
@@ -666,7 +689,7 @@ impl VmLab {
                 },
                 "-device".into(),
                 format!("virtio-net-pci,netdev=n0,mac=52:54:00:00:0{i}:00"),
-            ];
+            ]);
             for (l, port) in link_ports.iter().enumerate() {
                 let l = l + 1;
                 let sock = if cfg.nodes == 2 && cfg.bmc {

@@ -299,6 +299,26 @@ fn to_device(spec: &FenceDeviceSpec) -> Result<FenceDevice> {
     })
 }
 
+/// The SBD setup a `sbd` device asks for: its disks and `watchdog_timeout` (seconds).
+fn sbd_config(spec: &FenceDeviceSpec, devices: &[String]) -> Result<clusterd::sbd::SbdConfig> {
+    let watchdog_timeout_s = match spec.params.get("watchdog_timeout") {
+        None => clusterd::sbd::DEFAULT_WATCHDOG_TIMEOUT_S,
+        Some(v) => v.parse().map_err(|_| {
+            Error::validation(
+                "params.watchdog_timeout",
+                format!("{v:?} is not a number of seconds"),
+            )
+        })?,
+    };
+    let c = clusterd::sbd::SbdConfig {
+        devices: devices.to_vec(),
+        watchdog_timeout_s,
+    };
+    c.validate()
+        .map_err(|m| Error::validation("params.watchdog_timeout", m))?;
+    Ok(c)
+}
+
 /// An agent Keel has no model of must be installed where Pacemaker's fencer looks for it
 /// (/usr/sbin) and know every parameter given: its own metadata (`-o metadata`) says so.
 fn check_agent(r: &dyn Runner, dev: &FenceDevice) -> Result<()> {
@@ -468,11 +488,16 @@ fn put_generation(
         }
     }
     check_agent(cs.runner.as_ref(), &dev)?;
+    // SBD: every member runs sbd on the disks before Pacemaker may write a poison pill
+    if let FenceAgent::Sbd { devices } = &dev.agent {
+        super::sbd::configure(node, &sbd_config(spec, devices)?)?;
+    }
     // The secrets go to Pacemaker's CIB-secrets files on every member first (the CIB gets
     // `lrm://`): a member that cannot take them refuses the change before Pacemaker sees it.
     let secrets = dev.agent.secret_values();
     form::validate_cib_secrets(&dev.id, &secrets)?;
-    if !secrets.is_empty() {
+    // (an empty set removes the files an earlier configuration of the device left)
+    if !secrets.is_empty() || cs.paths.cib_secrets_dir().join(&dev.id).exists() {
         push(&dev.id, &secrets).map_err(|e| {
             Error::Conflict(format!(
                 "the device's secrets could not be given to every member, so Pacemaker was not \
@@ -757,7 +782,7 @@ mod tests {
             &[("password", "hunter2")],
         );
         let calls = cib_calls(&s)?;
-        assert_eq!(calls.len(), 2);
+        assert_eq!(calls.len(), 3);
         // the CIB names Pacemaker's secrets file, never the password
         assert!(
             calls[0].1.contains(r#"name="password" value="lrm://""#)
@@ -767,9 +792,15 @@ mod tests {
         );
         assert!(calls[0].1.contains(r#"name="pcmk_delay_base" value="5s""#));
         assert!(
-            calls[1].1.contains(r#"score="-INFINITY""#),
+            calls[2].1.contains(r#"score="-INFINITY""#),
             "{}",
-            calls[1].1
+            calls[2].1
+        );
+        // the primitive replaced wholesale after the merge: no earlier parameter survives
+        assert!(calls[1].1.starts_with("<primitive"), "{}", calls[1].1);
+        assert_eq!(
+            calls[1].0[1..],
+            ["--replace", "--scope", "resources", "--xml-pipe"]
         );
         assert_eq!(
             calls[0].0[1..],
@@ -782,7 +813,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            calls[1].0[1..],
+            calls[2].0[1..],
             [
                 "--modify",
                 "--allow-create",

@@ -162,6 +162,7 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
         corosync_authkey_b64: None,
         qdevice: None,
         fence_secrets: None,
+        sbd: None,
     };
     tracing::info!(joiner = %req.node, nodeid, "adding node: updating members");
     let old = form::read_corosync_conf(&cs.paths)?;
@@ -177,6 +178,7 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
             corosync_authkey_b64: None,
             qdevice: None,
             fence_secrets: None,
+            sbd: None,
         };
         let _ = push_to_members(node, &rec, &back);
         return Err(e);

@@ -23,6 +23,7 @@ mod prereq;
 mod qdevice;
 mod remove;
 mod routes;
+mod sbd;
 mod status;
 mod store_api;
 #[cfg(test)]
@@ -135,6 +136,8 @@ impl ClusterState {
             ssh_dir: c.ssh_dir.clone(),
             known_hosts: c.known_hosts.clone(),
             root_ssh_dir: c.root_ssh_dir.clone(),
+            // sbd runs only under systemd on a real node (cluster::sbd refuses elsewhere)
+            sbd_defaults: "/etc/default/sbd".into(),
         };
         let clusterd_bin = c.clusterd_bin.clone().or_else(|| {
             let p = std::env::current_exe()

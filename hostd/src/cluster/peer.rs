@@ -40,6 +40,9 @@ pub(super) struct PeerUpdate {
     /// Sent only over mutual TLS to CA-verified members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) fence_secrets: Option<(String, form::DeviceSecrets)>,
+    /// An SBD step for this member (see `sbd.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) sbd: Option<super::sbd::SbdPeer>,
 }
 
 impl PeerUpdate {
@@ -56,6 +59,7 @@ impl PeerUpdate {
             corosync_authkey_b64: None,
             qdevice: None,
             fence_secrets: None,
+            sbd: None,
         }
     }
 }
@@ -75,6 +79,9 @@ pub(super) fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()>
     form::write_corosync_conf(&cs.paths, &conf)?;
     if let Some(q) = &u.qdevice {
         super::qdevice::apply_peer(cs, q)?;
+    }
+    if let Some(p) = &u.sbd {
+        super::sbd::apply_peer(cs, &rec.node, p)?;
     }
     if let Some((rsc, secrets)) = &u.fence_secrets {
         form::write_cib_secrets(&cs.paths, rsc, secrets)?;
@@ -257,6 +264,7 @@ mod tests {
             corosync_authkey_b64: None,
             qdevice: None,
             fence_secrets: None,
+            sbd: None,
         };
         let r = tokio::task::spawn_blocking(move || push_to_members(&n, &rec, &u))
             .await

@@ -214,6 +214,7 @@ fn remove_task(
         corosync_authkey_b64: Some(rotated_authkey_b64()),
         qdevice: None,
         fence_secrets: None,
+        sbd: None,
     };
     let mut rest = rec.clone();
     rest.members = members;

@@ -42,6 +42,23 @@ pub(super) fn clustered(members: &[(&str, &str, &str)], fake: Fake) -> Result<La
     })
 }
 
+/// A lone member whose cluster stack runs under systemd (what sbd needs); its engine commands
+/// go to `fake`.
+pub(super) fn systemd_single(fake: Fake) -> Result<Lab> {
+    let fake = Arc::new(fake);
+    let (node, paths, state, files) =
+        clustered_on(&[(SELF, "192.0.2.1", "127.0.0.1:1")], fake.clone())?;
+    let mut node = Arc::try_unwrap(node).map_err(|_| err("the lab's node is shared"))?;
+    node.cluster.svc = Arc::new(clusterd::service::Systemd);
+    Ok(Lab {
+        node: Arc::new(node),
+        fake,
+        paths,
+        _state: state,
+        _files: files,
+    })
+}
+
 /// [`clustered`], with any runner for the engine commands.
 pub(super) fn clustered_on(
     members: &[(&str, &str, &str)],
@@ -58,6 +75,7 @@ pub(super) fn clustered_on(
         ssh_dir: d.join("ssh"),
         known_hosts: d.join("ssh/ssh_known_hosts"),
         root_ssh_dir: d.join("root-ssh"),
+        sbd_defaults: d.join("sbd"),
     };
     let ca = ClusterCa::generate("c1").map_err(err)?;
     ca.save(&paths.cluster_dir).map_err(err)?;

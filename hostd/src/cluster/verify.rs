@@ -150,6 +150,10 @@ pub struct NodeFacts {
     /// signature. `None`: not readable, or a member too old to report them.
     #[serde(default)]
     pub cib_secrets: Option<BTreeMap<String, BTreeMap<String, bool>>>,
+    /// `sbd.service` is active (`None`: the stack is not under systemd, or a member too old to
+    /// report it).
+    #[serde(default)]
+    pub sbd_active: Option<bool>,
 }
 
 /// A member as corosync.conf and the cluster record list it.
@@ -178,6 +182,8 @@ pub struct DeviceFact {
     pub plaintext: Vec<String>,
     /// Parameters whose value is a CIB secret (`lrm://`): each node needs its file.
     pub cib_secrets: Vec<String>,
+    /// A `fence_sbd` device: it only kills a node whose own sbd runs.
+    pub sbd: bool,
 }
 
 /// A fence-agent parameter that holds a secret: a password (`password`, `passwd`,
@@ -296,6 +302,7 @@ pub fn evaluate(c: &ClusterFacts, answers: &[NodeAnswer]) -> Vec<Finding> {
     for f in &facts {
         drbd(c, f, &mut o);
         secrets(c, f, &mut o);
+        sbd(c, f, &mut o);
     }
     let mut v = o.0;
     v.sort_by(|a, b| {
@@ -429,6 +436,39 @@ fn fencing(c: &ClusterFacts, o: &mut Out) {
             "give one node's device a delay (pcmk_delay_base, e.g. 10s) so the other wins the race",
         );
     }
+}
+
+/// With an SBD device in the CIB, every node's sbd must run: a poison pill written to a node
+/// without sbd is counted as a fence after msgwait while the node goes on running.
+fn sbd(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
+    let Some(devices) = &c.devices else { return };
+    if f.sbd_active != Some(false) {
+        return;
+    }
+    let ids: Vec<&str> = devices
+        .iter()
+        .filter(|d| d.sbd)
+        .map(|d| d.id.as_str())
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    o.add(
+        "ESBDINACTIVE",
+        E,
+        Some(&f.node),
+        "sbd.service",
+        format!(
+            "sbd is not running on {} while the CIB fences through SBD ({}): a fence of {} would be counted as done after msgwait while it goes on running",
+            f.node,
+            ids.join(", "),
+            f.node
+        ),
+        format!(
+            "set the SBD device up again (`keel fence add NODE --agent sbd --param devices=…`, for any node): it checks the watchdog and starts sbd on every node; `journalctl -u sbd` on {} says why it stopped",
+            f.node
+        ),
+    );
 }
 
 /// Each `lrm://` parameter of each device needs its file, with a matching signature, on every
@@ -1056,6 +1096,13 @@ pub fn local_facts(node: &Node) -> Result<NodeFacts> {
         pools,
         drbd,
         cib_secrets: form::cib_secret_status(&cs.paths).ok(),
+        sbd_active: (cs.svc.kind() == "systemd").then(|| {
+            r.run(
+                &keel_runner::Cmd::argv(&["systemctl", "is-active", "--quiet", "sbd.service"])
+                    .timeout(commands::QUERY_TIMEOUT),
+            )
+            .is_ok_and(|o| o.success())
+        }),
     })
 }
 
@@ -1170,6 +1217,7 @@ pub fn parse_devices(resources: &str, constraints: &str) -> Option<Vec<DeviceFac
                     }
                 }
                 Some(DeviceFact {
+                    sbd: p.get_attr("type") == Some("fence_sbd"),
                     id,
                     target,
                     avoids_target,
@@ -1414,6 +1462,7 @@ mod tests {
             delay: false,
             plaintext: vec![],
             cib_secrets: vec!["password".into()],
+            sbd: false,
         }
     }
 
@@ -1523,6 +1572,7 @@ mod tests {
                     })
                     .collect(),
             ),
+            sbd_active: Some(true),
         }
     }
 
@@ -1650,6 +1700,23 @@ mod tests {
         // a member too old to report its secrets is not accused of missing them
         facts_of(&mut a, "n2").cib_secrets = None;
         assert_eq!(codes(&c, &a), one("ECIBSECRETSIGN", Some("n3")));
+    }
+
+    #[test]
+    fn esbdinactive_sbd_stopped_on_a_node_while_the_cib_uses_it() {
+        let mut c = healthy_cluster(3);
+        let mut a = answers(&c);
+        facts_of(&mut a, "n3").sbd_active = Some(false);
+        // no SBD device: sbd not running is nobody's business
+        assert_eq!(codes(&c, &a), vec![]);
+        c.devices.as_mut().unwrap()[1].sbd = true;
+        let f = evaluate(&c, &a);
+        assert_eq!(codes(&c, &a), one("ESBDINACTIVE", Some("n3")));
+        assert!(f[0].message.contains("fence-n2"), "{}", f[0].message);
+        assert!(f[0].action.contains("--agent sbd"), "{}", f[0].action);
+        // a node outside systemd (or too old to say) is not accused
+        facts_of(&mut a, "n3").sbd_active = None;
+        assert_eq!(codes(&c, &a), vec![]);
     }
 
     #[test]
@@ -1983,6 +2050,7 @@ mod tests {
                     delay: true,
                     plaintext: vec![],
                     cib_secrets: vec!["password".into()],
+                    sbd: false,
                 },
                 DeviceFact {
                     id: "fence-n2".into(),
@@ -1991,6 +2059,7 @@ mod tests {
                     delay: false,
                     plaintext: vec!["passwd".into()],
                     cib_secrets: vec![],
+                    sbd: false,
                 },
             ]
         );

@@ -161,6 +161,7 @@ mod tests {
             ssh_dir: d.path().into(),
             known_hosts: d.path().into(),
             root_ssh_dir: d.path().into(),
+            sbd_defaults: d.path().join("sbd"),
         };
         let written = f.write(&paths)?;
         assert_eq!(written.len(), 13);
