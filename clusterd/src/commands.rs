@@ -53,6 +53,12 @@ pub fn qdevice_nss_import(p12: &str) -> Cmd {
     Cmd::argv(&["corosync-qdevice-net-certutil", "-m", "-c", p12]).timeout(QUERY_TIMEOUT * 3)
 }
 
+/// `crm_resource --cleanup --resource RSC`: forget the resource's failed operations and fail
+/// counts on every node, so Pacemaker judges its current configuration afresh.
+pub fn resource_cleanup(rsc: &str) -> Cmd {
+    Cmd::argv(&["crm_resource", "--cleanup", "--resource", rsc]).timeout(CHANGE_TIMEOUT)
+}
+
 /// `crm_mon -1 --output-as=xml`: Pacemaker's view of nodes, resources and failures.
 pub fn crm_mon() -> Cmd {
     Cmd::argv(&["crm_mon", "-1", "--output-as=xml"]).timeout(QUERY_TIMEOUT)

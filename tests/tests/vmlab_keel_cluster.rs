@@ -296,30 +296,33 @@ fn bmc_fence_devices(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
     let rf_uri = format!("systems_uri={}", bmcs.systems_uri["node1"]);
     let ip = format!("ip={}", keel_tests::bmc::HOST_FROM_GUEST);
     let user = format!("username={}", keel_tests::bmc::USER);
-    keel_ok(
-        n1,
-        &[
-            "fence",
-            "add",
-            "node1",
-            "--agent",
-            "fence_redfish",
-            "--param",
-            &ip,
-            "--param",
-            &rf_port,
-            "--param",
-            &user,
-            "--param",
-            &rf_uri,
-            "--param",
-            "ssl_insecure=1",
-            "--secret",
-            "password=@/root/bmc.pw",
-            "--delay",
-            &delay,
-        ],
-    )?;
+    let add_node1 = |pw_file: &str| -> Result<String> {
+        let secret = format!("password=@{pw_file}");
+        keel_ok(
+            n1,
+            &[
+                "fence",
+                "add",
+                "node1",
+                "--agent",
+                "fence_redfish",
+                "--param",
+                &ip,
+                "--param",
+                &rf_port,
+                "--param",
+                &user,
+                "--param",
+                &rf_uri,
+                "--param",
+                "ssl_insecure=1",
+                "--secret",
+                &secret,
+                "--delay",
+                &delay,
+            ],
+        )
+    };
     let ipmi_port = format!("ipport={}", bmcs.ipmi_ports["node2"]);
     let add_node2 = |pw_file: &str| -> Result<String> {
         let secret = format!("password=@{pw_file}");
@@ -342,47 +345,56 @@ fn bmc_fence_devices(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
             ],
         )
     };
-    // a wrong BMC password first: the fence test fails with what to check, nothing is powered
-    // off, and the device counts as failed (not tested) until it is fixed
+    // a wrong BMC password first, IPMI and Redfish: each fence test fails with what to check,
+    // nothing is powered off, and the device counts as failed (not tested) until it is fixed
     n1.ssh("umask 077; echo not-the-bmc-password > /root/wrong.pw")?;
+    add_node1("/root/wrong.pw")?;
     add_node2("/root/wrong.pw")?;
-    let before = lab.fence_log().len();
-    let boots = n2.boots();
-    let t = Instant::now();
-    let o = keel(
-        n1,
-        &["fence", "test", "node2", "--yes"],
-        Duration::from_secs(400),
-    )?;
-    let msg = format!("{}{}", o.stderr, o.stdout);
-    ensure!(
-        o.code != 0
-            && msg.contains("fence-node2 (fence_ipmilan) could not fence node2")
-            && msg.contains("password"),
-        "fence test with a wrong BMC password: exit {} {msg}",
-        o.code
-    );
-    let l = keel_ok(n1, &["--json", "fence", "list"])?;
-    let v: Value = serde_json::from_str(&l).with_context(|| format!("fence list: {l}"))?;
-    let d2 = v
-        .as_array()
-        .and_then(|a| a.iter().find(|d| d["node"] == "node2"))
-        .cloned()
-        .unwrap_or_default();
-    ensure!(
-        d2["last_test"]["ok"] == false,
-        "node2's device after a failed test: {d2}"
-    );
-    let tail = lab.fence_log()[before..].to_string();
-    ensure!(
-        !tail.contains("node2") && n2.boots() == boots,
-        "a fence test with a wrong password powered node2: {tail}"
-    );
-    log(&format!(
-        "wrong BMC password: fence test refused in {:.1}s: {}",
-        t.elapsed().as_secs_f64(),
-        msg.trim().lines().last().unwrap_or("")
-    ));
+    for (via, target, tn, agent) in [
+        (n1, "node2", n2, "fence_ipmilan"),
+        (n2, "node1", n1, "fence_redfish"),
+    ] {
+        let before = lab.fence_log().len();
+        let boots = tn.boots();
+        let t = Instant::now();
+        let o = keel(
+            via,
+            &["fence", "test", target, "--yes"],
+            Duration::from_secs(400),
+        )?;
+        let msg = format!("{}{}", o.stderr, o.stdout);
+        ensure!(
+            o.code != 0
+                && msg.contains(&format!(
+                    "fence-{target} ({agent}) could not fence {target}"
+                ))
+                && msg.contains("password"),
+            "{target}'s fence test with a wrong BMC password: exit {} {msg}",
+            o.code
+        );
+        let l = keel_ok(n1, &["--json", "fence", "list"])?;
+        let v: Value = serde_json::from_str(&l).with_context(|| format!("fence list: {l}"))?;
+        let d = v
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["node"] == target))
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            d["last_test"]["ok"] == false,
+            "{target}'s device after a failed test: {d}"
+        );
+        let tail = lab.fence_log()[before..].to_string();
+        ensure!(
+            !tail.contains(target) && tn.boots() == boots,
+            "a fence test with a wrong password powered {target}: {tail}"
+        );
+        log(&format!(
+            "wrong {agent} password: fence test of {target} refused in {:.1}s: {}",
+            t.elapsed().as_secs_f64(),
+            msg.trim().lines().last().unwrap_or("")
+        ));
+    }
+    add_node1("/root/bmc.pw")?;
     add_node2("/root/bmc.pw")?;
     // The password is in Pacemaker's CIB-secrets files on both nodes (root-only, md5-signed;
     // node2's came through the peer update) and nowhere else: not in the CIB (`lrm://`), not in
@@ -416,6 +428,77 @@ fn bmc_fence_devices(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
             n.name
         );
     }
+    Ok(())
+}
+
+/// node2 hangs (CPUs stopped, QMP): Pacemaker on node1 fences it through its IPMI BMC (vbmc
+/// powers the domain off and on), node1's store takes writes again, node2 boots and rejoins.
+fn bmc_crash(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    let before = lab.fence_log().len();
+    let boots = n2.boots();
+    let t = Instant::now();
+    lab.crash(2)?;
+    wait_for(
+        "node2's IPMI power-off at the host after its crash",
+        Duration::from_secs(240),
+        || {
+            Ok(lab.fence_log()[before..]
+                .lines()
+                .any(|l| l.ends_with("ipmi (vbmc) power off node2")))
+        },
+    )?;
+    let fenced = t.elapsed().as_secs_f64();
+    let v = serde_json::json!({"from": "node1", "phase": "after-crash"});
+    wait_for(
+        "node1's store takes a write after the fence",
+        Duration::from_secs(240),
+        || {
+            Ok(keel(
+                n1,
+                &[
+                    "cluster",
+                    "config",
+                    "set",
+                    "vmlab/after-crash",
+                    &v.to_string(),
+                ],
+                Duration::from_secs(60),
+            )?
+            .code
+                == 0)
+        },
+    )?;
+    let writable = t.elapsed().as_secs_f64();
+    wait_for(
+        "node2 booted after its fence",
+        Duration::from_secs(240),
+        || Ok(n2.boots() > boots && n2.exec("true", Duration::from_secs(15))?.code == 0),
+    )?;
+    wait_rejoined(n1, n2, "node2 back in the cluster after its crash")?;
+    let tail = lab.fence_log()[before..].to_string();
+    ensure!(
+        tail.lines()
+            .any(|l| l.contains("libvirt Stopped") && l.ends_with("off node2"))
+            && tail
+                .lines()
+                .any(|l| l.contains("libvirt Started") && l.ends_with("on node2"))
+            && !tail.contains("node1"),
+        "node2's crash: expected its domain off then on through the BMC, node1 untouched:\n{tail}"
+    );
+    let got = keel_ok(n2, &["cluster", "config", "get", "vmlab/after-crash"])?;
+    ensure!(
+        serde_json::from_str::<Value>(&got).ok().as_ref() == Some(&v),
+        "node2 after its rejoin reads {got}, not node1's write"
+    );
+    eprintln!(
+        "METRIC vm_bmc_crash_node2: crash -> IPMI power-off at the host {fenced:.1}s, -> node1 store write {writable:.1}s, -> rejoined {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    log(&format!(
+        "node2 crashed, fenced through its BMC, survivor writable, rejoined: {}",
+        tail.trim().replace('\n', " | ")
+    ));
     Ok(())
 }
 
@@ -857,6 +940,7 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     }
     if !split {
         if bmc {
+            bmc_crash(lab, &log)?;
             sbd_fencing(lab, &log)?;
         }
         return Ok(());

@@ -512,6 +512,12 @@ fn put_generation(
         cs.runner.as_ref(),
         &clusterd::cib::put_fence_device_generation(&dev, generation),
     )?;
+    // A start that failed under the old configuration (a wrong password) leaves a fail count
+    // that keeps the device stopped everywhere: a new secret changes nothing Pacemaker can see
+    // (the CIB says lrm:// before and after). Forget it, so the new configuration is judged.
+    if let Err(e) = cs.runner.run_ok(&commands::resource_cleanup(&dev.id)) {
+        tracing::warn!(device = %dev.id, error = %e, "clearing the device's earlier failures");
+    }
     tracing::info!(device = %dev.id, node = %dev.node, agent = dev.agent.program(), "fence device configured");
     Ok(FenceDeviceInfo {
         id: dev.id.clone(),
@@ -588,7 +594,7 @@ fn failure_hint(dev: &CibDevice) -> String {
     let what = match dev.agent.as_str() {
         "fence_ipmilan" => "the BMC's address and port, user, password, privilege level and lanplus (IPMI 2.0)",
         "fence_redfish" => "the BMC's address and port, user, password, systems_uri and TLS (ssl_insecure for a self-signed certificate)",
-        "fence_sbd" => "the SBD devices and the sbd daemon on every node",
+        "fence_sbd" => "that every node sees the SBD disk (`sbd -d DISK list` shows a slot per node) and that sbd runs on the target (`systemctl status sbd`; `keel cluster verify` reports ESBDINACTIVE)",
         _ => "the agent's parameters and what it talks to",
     };
     format!(
@@ -826,6 +832,11 @@ mod tests {
         for (argv, stdin) in &calls {
             fake = fake.expect_stdin(argv, stdin.as_bytes(), Reply::ok(""));
         }
+        // then the device's earlier failures are forgotten
+        let fake = fake.expect(
+            &["crm_resource", "--cleanup", "--resource", "fence-node2"],
+            Reply::ok(""),
+        );
         let lab = two_nodes(fake)?;
         let pushed = std::sync::Mutex::new(vec![]);
         let info = put_generation(&lab.node, &s, GEN, &|rsc, sec| {
