@@ -1407,10 +1407,15 @@ fn keel_two_node_cluster_qmp_then_bmc_fencing() {
 #[test]
 #[ignore = "a 15-minute investigation run, by hand"]
 fn bmc_split() {
+    bmc_lab_alone(true, "BMC split");
+}
+
+/// One BMC lab run by hand, with its wall time.
+fn bmc_lab_alone(split: bool, what: &str) {
     let t0 = Instant::now();
-    run_lab(true, true, t0);
+    run_lab(true, split, t0);
     eprintln!(
-        "SCENARIO vmlab_keel_cluster BMC split {:.1}s",
+        "SCENARIO vmlab_keel_cluster {what} {:.1}s",
         t0.elapsed().as_secs_f64()
     );
 }
@@ -1420,10 +1425,5 @@ fn bmc_split() {
 #[test]
 #[ignore = "part of keel_two_node_cluster_qmp_then_bmc_fencing, by hand"]
 fn bmc_fencing() {
-    let t0 = Instant::now();
-    run_lab(true, false, t0);
-    eprintln!(
-        "SCENARIO vmlab_keel_cluster BMC part {:.1}s",
-        t0.elapsed().as_secs_f64()
-    );
+    bmc_lab_alone(false, "BMC part");
 }

@@ -224,10 +224,9 @@ fn start(cs: &ClusterState, name: &str, c: &SbdConfig, uuids: &[String]) -> Resu
     Ok(())
 }
 
-/// Make every member run sbd on `c`'s disks (steps 1 to 3), this node first.
+/// Make every member run sbd on `c`'s disks (steps 1 to 3), this node first. `c` is
+/// validated by the caller (`fencing::sbd_config`).
 pub(super) fn configure(node: &Node, c: &SbdConfig) -> Result<()> {
-    c.validate()
-        .map_err(|m| Error::validation("params.devices", m))?;
     let cs = &node.cluster;
     let me = node.cfg.node.as_str();
     check(cs, me, c)?;
