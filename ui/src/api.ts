@@ -71,18 +71,31 @@ async function errorFrom(res: Response): Promise<ApiError> {
   return new ApiError(res.status, code, message, field);
 }
 
+const unreachable = (e: unknown) =>
+  new ApiError(0, "network", `Cannot reach keel-hostd (${(e as Error).message}). Check that the service is running.`);
+
 export async function request(method: string, path: string, body?: unknown, raw = false): Promise<any> {
   const headers: Record<string, string> = {};
   if (method !== "GET" && session.csrf) headers["CSRFPreventionToken"] = session.csrf;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  const send = () => fetch(`/api/v1${path}`, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   let res: Response;
   try {
-    res = await fetch(`/api/v1${path}`, {
-      method, headers, credentials: "same-origin",
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    res = await send();
   } catch (e) {
-    throw new ApiError(0, "network", `Cannot reach keel-hostd (${(e as Error).message}). Check that the service is running.`);
+    // A read is asked once more: a kept-alive connection the server closed just as the browser
+    // reused it fails the fetch without the request reaching hostd. A change is never resent
+    // (it may have reached hostd); its caller reports the failure.
+    if (method !== "GET") throw unreachable(e);
+    await new Promise((r) => setTimeout(r, 300));
+    try {
+      res = await send();
+    } catch (e2) {
+      throw unreachable(e2);
+    }
   }
   if (res.status === 401 && !path.startsWith("/access/ticket")) {
     const err = await errorFrom(res);

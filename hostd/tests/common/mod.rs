@@ -104,11 +104,26 @@ impl Hostd {
             String::from_utf8_lossy(&out.stderr),
             t0.elapsed().as_secs_f64()
         );
-        assert!(
-            out.status.success() && stdout.trim_end().ends_with("passed, 0 failed"),
-            "ui/e2e/{script} failed (screenshots in ui/e2e/artifacts/): {stdout}"
-        );
+        if !(out.status.success() && stdout.trim_end().ends_with("passed, 0 failed")) {
+            // Whether hostd was still there tells a server crash from a lost connection.
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!(
+                "ui/e2e/{script} failed (screenshots in ui/e2e/artifacts/): {stdout}\nkeel-hostd {}; the last lines of its log:\n{}",
+                if self.is_running() { "is still running" } else { "is NOT running (it died)" },
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         stdout
+    }
+
+    /// Whether our keel-hostd process is alive (not exited, not a zombie).
+    pub fn is_running(&self) -> bool {
+        self.child.as_ref().is_some_and(|c| {
+            std::fs::read_to_string(format!("/proc/{}/stat", c.id()))
+                .map(|s| !s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+                .unwrap_or(false)
+        })
     }
 
     pub fn start() -> Hostd {
