@@ -732,8 +732,10 @@ fn raw_sha256(img: &Path, tmp: &Path) -> String {
 }
 
 /// The sftp target: refused with the reason (no key, a wrong pinned fingerprint), pinned at
-/// add, a live backup uploaded (always full) and listed only complete, verified and restored
-/// sha256-equal; after the host key changes, the next backup is refused naming both keys.
+/// add, a live full backup uploaded and listed only complete, verified and restored
+/// sha256-equal, then an incremental on it (backed by the full's files on the remote host),
+/// verified through its chain, kept with its parent by retention and restored sha256-equal;
+/// after the host key changes, the next backup is refused naming both keys.
 fn sftp_target_backup_restore_and_changed_host_key(h: &Hostd, a: u32, data_raw: &Path) {
     let mut sshd = Sshd::new(&h.dir.join("sshd"));
     let fp = sshd.fingerprint();
@@ -786,11 +788,12 @@ fn sftp_target_backup_restore_and_changed_host_key(h: &Hostd, a: u32, data_raw: 
         "free space shown: {t}"
     );
 
-    // a live backup to it: always full, uploaded, listed once complete
+    // a live backup to it: the first is full, uploaded, listed once complete
     let tk = h.ok(h.post(&format!("/vms/{a}/backups"), json!({"target": "remote"})));
     let log = task_log(h, &tk.upid);
     assert!(
-        log.contains("always full") && log.contains("uploaded to"),
+        log.contains("full backup: the first of this VM on this target")
+            && log.contains("uploaded to"),
         "{log}"
     );
     let list = backups(h, a, "remote");
@@ -808,6 +811,70 @@ fn sftp_target_backup_restore_and_changed_host_key(h: &Hostd, a: u32, data_raw: 
     h.ok(h.post_empty(&format!("/vms/{a}/backups/{id}/verify?target=remote")));
     assert_eq!(backups(h, a, "remote")[0]["verify_state"], "ok");
 
+    // the next one is an incremental on the uploaded full: written in local staging, its
+    // files pointed at the parent's on the remote host (which this node never reads back)
+    let tk = h.ok(h.post(&format!("/vms/{a}/backups"), json!({"target": "remote"})));
+    let log = task_log(h, &tk.upid);
+    assert!(
+        log.contains(&format!("incremental since backup {id}"))
+            && log.contains(&format!("rebased onto backup {id}"))
+            && log.contains("uploaded to"),
+        "{log}"
+    );
+    let list = backups(h, a, "remote");
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[1]["kind"], "incremental", "{list:?}");
+    assert_eq!(list[1]["parent"], id.as_str(), "{list:?}");
+    let inc = list[1]["id"].as_str().unwrap_or("").to_string();
+    let idir = remote.join(a.to_string()).join(&inc);
+    for dev in ["vda", "vdb"] {
+        let out = Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(idir.join(format!("{dev}.qcow2")))
+            .output()
+            .unwrap_or_else(|e| panic!("qemu-img info: {e}"));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(
+            v["backing-filename"],
+            format!("../{id}/{dev}.qcow2").as_str(),
+            "{dev} of the incremental: {v}"
+        );
+    }
+    h.ok(h.post_empty(&format!("/vms/{a}/backups/{inc}/verify?target=remote")));
+    assert!(
+        backups(h, a, "remote")
+            .iter()
+            .all(|b| b["verify_state"] == "ok"),
+        "the verify of the incremental checks its whole chain"
+    );
+    // retention on the remote host keeps what a kept incremental needs
+    let tk = h.ok(h.post(
+        &format!("/vms/{a}/backups/prune"),
+        json!({"target": "remote", "keep_last": 1}),
+    ));
+    let log = task_log(h, &tk.upid);
+    assert!(
+        log.contains("keeping 2, removing 0")
+            && log.contains(&format!("needed by kept incremental {inc}")),
+        "{log}"
+    );
+    assert!(bdir.is_dir() && idir.is_dir());
+    // the incremental restores to the chain's content on the remote host
+    let ni = h.id(31);
+    h.ok(h.post(
+        &format!("/vms/{a}/backups/{inc}/restore"),
+        json!({"target": "remote", "new_vmid": ni, "pool": h.pool,
+               "name": format!("{}-r31", h.prefix), "start": false}),
+    ));
+    let tmp = h.dir.join("sha.raw");
+    for (i, dev) in ["vda", "vdb"].iter().enumerate() {
+        assert_eq!(
+            raw_sha256(&disk_path(h, ni, i), &tmp),
+            raw_sha256(&idir.join(format!("{dev}.qcow2")), &tmp),
+            "the restored incremental's {dev} differs from its chain on the remote host"
+        );
+    }
+
     // restored sha256-equal: each disk equals the backup's file on the remote host, and the
     // data disk the original
     let nv = h.id(30);
@@ -816,7 +883,6 @@ fn sftp_target_backup_restore_and_changed_host_key(h: &Hostd, a: u32, data_raw: 
         json!({"target": "remote", "new_vmid": nv, "pool": h.pool,
                "name": format!("{}-r30", h.prefix)}),
     ));
-    let tmp = h.dir.join("sha.raw");
     for (i, dev) in ["vda", "vdb"].iter().enumerate() {
         let restored = raw_sha256(&disk_path(h, nv, i), &tmp);
         let stored = raw_sha256(&bdir.join(format!("{dev}.qcow2")), &tmp);
@@ -851,7 +917,7 @@ fn sftp_target_backup_restore_and_changed_host_key(h: &Hostd, a: u32, data_raw: 
         std::fs::read_dir(remote.join(a.to_string()))
             .map(|d| d.count())
             .unwrap_or(0),
-        1,
+        2,
         "nothing was uploaded"
     );
     let tl = h.get_json("/backup-targets");

@@ -274,7 +274,8 @@ pub fn run(
 ) -> Result<PruneResult> {
     let t = targets::usable(node, target)?;
     if let Some(r) = targets::remote(node, &t)? {
-        // every backup on an sftp target is full: removing one never breaks another
+        // the same selection as a directory target's: a kept incremental keeps its parents;
+        // removed newest first, so an interruption never leaves a kept backup without its parent
         let mut res = plan(node, vmid, target, policy)?;
         res.dry_run = false;
         task.log(format!(
@@ -283,6 +284,9 @@ pub fn run(
             res.kept.len(),
             res.removed.len()
         ));
+        for k in &res.kept {
+            task.log(format!("keep {}: {}", k.id, k.reason));
+        }
         let conn = r.connect()?;
         for e in res.removed.iter().rev() {
             remove_remote(&conn, vmid, &e.id)?;

@@ -192,19 +192,32 @@ pub fn create(
         disks.len()
     ));
     let r = (|| -> Result<BackupManifest> {
-        let all = store::list(target_path, vmid);
+        // an sftp target's backups are listed on the remote host (a connection that also
+        // fails early, before any data is copied, when the host is unreachable)
+        let conn = match &remote {
+            Some(r) => Some(r.connect()?),
+            None => None,
+        };
+        let all = match &conn {
+            Some(c) => c.list(vmid),
+            None => store::list(target_path, vmid),
+        };
         let cps = if running {
             eng.checkpoints(&row.name)?
         } else {
             Vec::new()
         };
-        let p = match &remote {
-            Some(r) => Plan::Full(Some(format!(
-                "the target is on {} over SFTP: backups to it are always full (an incremental needs its parent on a local file system)",
-                r.loc
-            ))),
-            None => plan(req.full, running, &sized, all.last(), &cps),
-        };
+        let mut p = plan(req.full, running, &sized, all.last(), &cps);
+        if let (Plan::Incremental { parent, .. }, Some(c), Some(r)) = (&p, &conn, &remote) {
+            // the parent is uploaded, never read here: its chain must be whole over there
+            if let Err(e) = c.chain(vmid, parent) {
+                p = Plan::Full(Some(format!(
+                    "the chain of the previous backup {parent} on {} is not whole ({e}): an incremental on it could not be restored",
+                    r.loc
+                )));
+            }
+        }
+        drop(conn);
         let (kind, parent, files, checkpoint) = if running {
             live(
                 node, &eng, &row.name, vmid, &id, &partial, &sized, p, &all, task,
@@ -288,6 +301,25 @@ pub fn create(
                 prune_checkpoints(node, &eng, &row.name, vmid, task);
             }
             return Err(e);
+        }
+        // the checkpoint the next incremental to this target starts from, kept by
+        // prune_checkpoints without asking the remote host
+        let rec = remote_checkpoint_file(node, &req.target, vmid);
+        let written = match &m.checkpoint {
+            Some(cp) => std::fs::write(&rec, cp),
+            None => std::fs::remove_file(&rec).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }),
+        };
+        if let Err(e) = written {
+            task.log(format!(
+                "warning: cannot record checkpoint in {} ({e}): the next backup to this target is full",
+                rec.display()
+            ));
         }
     }
     let size: u64 = m.disks.iter().map(|d| d.file_size).sum();
@@ -616,15 +648,31 @@ fn cold(
     Ok(files)
 }
 
+/// This node's record of the checkpoint of the last backup it uploaded of a VM to an sftp
+/// target (beside the target's staging directory, which is emptied before each backup).
+fn remote_checkpoint_file(node: &Node, target: &str, vmid: u32) -> PathBuf {
+    targets::staging(node, target).join(format!("{vmid}.checkpoint"))
+}
+
 /// Remove Keel's checkpoints that no target's chain needs any more: every one except the
-/// newest backup's checkpoint on each target. Oldest first (removing a root checkpoint only
-/// drops its bitmap, no merge), one at a time, never `--metadata` (which crashed libvirtd 9.0
-/// on a broken chain); a refusal stops the cleanup with a warning and leaves the rest.
+/// newest backup's checkpoint on each target (a directory target's read from its listing, an
+/// sftp target's from this node's record of its last upload). Oldest first (removing a root
+/// checkpoint only drops its bitmap, no merge), one at a time, never `--metadata` (which
+/// crashed libvirtd 9.0 on a broken chain); a refusal stops the cleanup with a warning and
+/// leaves the rest.
 fn prune_checkpoints(node: &Node, eng: &Engine, dom: &str, vmid: u32, task: &TaskHandle) {
     let keep: Vec<String> = targets::list(node)
         .unwrap_or_default()
         .iter()
-        .filter_map(|t| store::list(&t.path, vmid).pop()?.checkpoint)
+        .filter_map(|t| match targets::remote(node, t) {
+            Ok(Some(_)) => std::fs::read_to_string(remote_checkpoint_file(node, &t.name, vmid))
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+            Ok(None) => store::list(&t.path, vmid).pop()?.checkpoint,
+            // a target whose definition cannot be read keeps nothing
+            Err(_) => None,
+        })
         .collect();
     let cps = match eng.checkpoints(dom) {
         Ok(c) => c,

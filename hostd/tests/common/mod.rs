@@ -121,7 +121,10 @@ impl Hostd {
     pub fn is_running(&self) -> bool {
         self.child.as_ref().is_some_and(|c| {
             std::fs::read_to_string(format!("/proc/{}/stat", c.id()))
-                .map(|s| !s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+                .map(|s| {
+                    !s.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('Z'))
+                })
                 .unwrap_or(false)
         })
     }
