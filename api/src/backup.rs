@@ -679,6 +679,23 @@ pub struct BackupJobRun {
     pub message: Option<String>,
 }
 
+/// One node's last run of a cluster job, as that node recorded it in the config store
+/// (`/backup/runs/<job>/<node>`) when the run started and when it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupJobNodeRun {
+    /// The node that ran it.
+    pub node: String,
+    /// Unix seconds it started.
+    pub time: i64,
+    /// The run's task (on that node).
+    pub upid: String,
+    /// `running`, `ok` or `error`.
+    pub state: String,
+    /// The failures' summary when `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// A backup job with its next and last run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BackupJob {
@@ -690,6 +707,10 @@ pub struct BackupJob {
     /// This node's last run of the job (each node runs it for the VMs it holds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<BackupJobRun>,
+    /// A cluster job: every node's last run (each node backs up the VMs it holds), by node
+    /// name; a node that never ran it is absent. Empty on a standalone node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_runs: Vec<BackupJobNodeRun>,
     /// Where the definition lives: `cluster` (the config store) or `node` (this node's
     /// database: a standalone node).
     #[serde(default = "node_scope")]

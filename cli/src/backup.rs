@@ -228,7 +228,7 @@ pub enum JobCmd {
 
 fn jobs_table(js: &[BackupJob]) {
     println!(
-        "{:<16} {:<16} {:<10} {:<18} {:<8} {:<19} LAST RUN",
+        "{:<16} {:<16} {:<10} {:<18} {:<8} {:<19} LAST RUN (THIS NODE)",
         "ID", "VMS", "TARGET", "SCHEDULE", "ENABLED", "NEXT RUN (UTC)"
     );
     for j in js {
@@ -261,6 +261,23 @@ fn jobs_table(js: &[BackupJob]) {
             j.next_run.map(output::time).unwrap_or_else(|| "-".into()),
             last
         );
+        // a cluster job: every node's last run below (each backs up the VMs it holds)
+        for r in &j.node_runs {
+            println!(
+                "{:<16} {}: {} {} ({})",
+                "",
+                r.node,
+                output::time(r.time),
+                r.state,
+                r.upid
+            );
+            if let Some(m) = r.message.as_ref().filter(|_| r.state == "error") {
+                println!("{:<16}   -> {m}", "");
+            }
+        }
+        if !j.node_runs.is_empty() {
+            continue;
+        }
         if let Some(m) = j.last_run.as_ref().and_then(|r| r.message.as_ref()) {
             if j.last_run.as_ref().is_some_and(|r| r.state == "error") {
                 println!("{:<16} -> {m}", "");

@@ -1284,6 +1284,7 @@ async fn stop_network(
         keel_api::backup::BackupJobConfig,
         keel_api::backup::JobMode,
         keel_api::backup::BackupJobRun,
+        keel_api::backup::BackupJobNodeRun,
         keel_api::backup::BackupJob,
         keel_api::metrics::MetricsRange,
         keel_api::metrics::MetricsPoint,

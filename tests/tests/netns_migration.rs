@@ -767,6 +767,26 @@ fn backup_step(lab: &NetnsLab, k1: &KNode, k2: &KNode) -> Result<()> {
         &format!("backup/claims/{job}/101"),
     ])?;
     ensure!(claim.contains("\"node1\""), "the claim of slot 2: {claim}");
+    // either node lists every node's last run: node2's of slot 1, node1's of slot 2
+    let j = json_of(k2.keel_ok(&["--json", "--node", "node2", "backup", "job", "list"])?)?;
+    let runs = j[0]["node_runs"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        runs.len() == 2
+            // node1's may be the next slot's, just started
+            && (runs[0]["state"] == "ok" || runs[0]["state"] == "running")
+            && runs[1]["state"] == "ok"
+            && runs[0]["node"] == "node1"
+            && runs[0]["upid"].as_str().is_some_and(|u| u.starts_with("UPID:node1:"))
+            && runs[1]["node"] == "node2"
+            && runs[1]["upid"].as_str().is_some_and(|u| u.starts_with("UPID:node2:"))
+            && runs[0]["time"].as_i64() > runs[1]["time"].as_i64(),
+        "node2's listing of the job's runs: {j}"
+    );
+    let table = k1.keel_ok(&["--node", "node1", "backup", "job", "list"])?;
+    ensure!(
+        table.contains("node1: ") && table.contains("node2: "),
+        "node1's table of the job's runs:\n{table}"
+    );
     // deleted through node2: gone on node1, with the job's claims
     k2.keel_ok(&["--node", "node2", "backup", "job", "remove", job])?;
     k2.keel_ok(&["--node", "node2", "backup", "target", "remove", "shared"])?;
@@ -785,6 +805,16 @@ fn backup_step(lab: &NetnsLab, k1: &KNode, k2: &KNode) -> Result<()> {
         ])?
         .success(),
         "the job's claim outlived it"
+    );
+    ensure!(
+        !k1.keel(&[
+            "cluster",
+            "config",
+            "get",
+            &format!("backup/runs/{job}/node1")
+        ])?
+        .success(),
+        "the job's run records outlived it"
     );
     eprintln!(
         "METRIC backup_cluster_step={:.2}s",

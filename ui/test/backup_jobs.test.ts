@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { scheduleError } from "../src/pages/BackupJobs";
+import { lastRuns, scheduleError, type BackupJob } from "../src/pages/BackupJobs";
 
 describe("backup job schedules", () => {
   it("accepts what hostd's schedule grammar accepts", () => {
@@ -20,5 +20,24 @@ describe("backup job schedules", () => {
       ["every 6h", "not a weekday"],
     ];
     for (const [s, part] of cases) expect(scheduleError(s), s).toContain(part);
+  });
+});
+
+describe("a job's last runs", () => {
+  const config = { id: "j", vms: [101], all_vms: false, target: "t", schedule: "daily", enabled: true };
+  it("a node's job: its one last run, no node name", () => {
+    const j: BackupJob = { config, last_run: { time: 1, upid: "U1", state: "ok" }, scope: "node" };
+    expect(lastRuns(j)).toEqual([{ time: 1, upid: "U1", state: "ok" }]);
+    expect(lastRuns({ config, scope: "node" })).toEqual([]);
+  });
+  it("a cluster job: every node's, by node name", () => {
+    const j: BackupJob = {
+      config, scope: "cluster", last_run: { time: 5, upid: "U2", state: "ok" },
+      node_runs: [
+        { node: "node2", time: 5, upid: "U2", state: "ok" },
+        { node: "node1", time: 9, upid: "U9", state: "error", message: "VM 101: target full" },
+      ],
+    };
+    expect(lastRuns(j).map((r) => `${r.node} ${r.state}`)).toEqual(["node1 error", "node2 ok"]);
   });
 });

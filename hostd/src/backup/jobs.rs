@@ -3,7 +3,8 @@
 //! (`/backup/jobs/<id>`), on a standalone node rows of `hostd.db` (table `backup_jobs`), like
 //! targets ([`targets::defs`]: jobs a node had before it was clustered are adopted the same
 //! way). A node's own bookkeeping (next run, run count, last run) stays in its `hostd.db`
-//! (`backup_job_state` for cluster jobs).
+//! (`backup_job_state` for cluster jobs); each node also records its last run of a cluster job
+//! in `/backup/runs/<job>/<node>`, so every listing shows every node's ([`node_runs`]).
 //!
 //! The scheduler ([`spawn_scheduler`]) wakes every `backup_scheduler_tick_ms` (20 s) and
 //! starts each enabled job whose stored next run has come, as ONE task (`backupjob`, target
@@ -22,7 +23,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_api::backup::{BackupCreate, BackupJob, BackupJobConfig, BackupJobRun, JobMode};
+use keel_api::backup::{
+    BackupCreate, BackupJob, BackupJobConfig, BackupJobNodeRun, BackupJobRun, JobMode,
+};
 use keel_api::task::TaskState;
 use keel_api::vm::VmState;
 use rusqlite::{params, OptionalExtension};
@@ -74,6 +77,51 @@ fn claims_prefix(id: &str) -> String {
 
 fn claim_key(id: &str, vmid: u32) -> String {
     format!("{}/{vmid}", claims_prefix(id))
+}
+
+fn runs_prefix(id: &str) -> String {
+    format!("/backup/runs/{id}")
+}
+
+/// Record a node's run of a cluster job (`/backup/runs/<job>/<node>`), so every node's
+/// listing shows every node's last run. Best effort: a run never fails for its record (the
+/// answering node's own run is read from its task list anyway).
+fn publish_run(st: &Store, job: &str, run: &BackupJobNodeRun) {
+    let key = format!("{}/{}", runs_prefix(job), run.node);
+    let r = serde_json::to_value(run)
+        .map_err(|e| e.to_string())
+        .and_then(|v| st.put(&key, &v).map(|_| ()).map_err(|e| e.to_string()));
+    if let Err(e) = r {
+        warn!(job, %key, "cannot record this node's run of the backup job: {e}");
+    }
+}
+
+/// Every node's recorded last run of a cluster job, by node name; this node's from its task
+/// list (`mine`: its last run, whatever the store holds).
+fn node_runs(
+    st: &Store,
+    job: &str,
+    me: &str,
+    mine: Option<&BackupJobRun>,
+) -> Vec<BackupJobNodeRun> {
+    let mut out: Vec<BackupJobNodeRun> = st
+        .list(&runs_prefix(job))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| serde_json::from_value::<BackupJobNodeRun>(e.value).ok())
+        .filter(|r| r.node != me)
+        .collect();
+    if let Some(m) = mine {
+        out.push(BackupJobNodeRun {
+            node: me.to_string(),
+            time: m.time,
+            upid: m.upid.clone(),
+            state: m.state.clone(),
+            message: m.message.clone(),
+        });
+    }
+    out.sort_by(|a, b| a.node.cmp(&b.node));
+    out
 }
 
 /// The schedule's next run after `t`, or a 400 on `schedule` saying what is wrong.
@@ -324,10 +372,15 @@ fn to_job(node: &Node, r: Row) -> BackupJob {
         }
         _ => None,
     };
+    let node_runs = match (scope, cluster_store(node)) {
+        (Scope::Cluster, Some(st)) => node_runs(&st, &config.id, &node.cfg.node, last_run.as_ref()),
+        _ => Vec::new(),
+    };
     BackupJob {
         next_run: if config.enabled { state.next_run } else { None },
         config,
         last_run,
+        node_runs,
         scope: scope.as_str().into(),
     }
 }
@@ -439,6 +492,9 @@ pub fn delete(node: &Node, id: &str) -> Result<()> {
         (Scope::Cluster, Some(st)) => {
             st.delete(&job_key(id)).map_err(store_err)?;
             for e in st.list(&claims_prefix(id)).map_err(store_err)? {
+                st.delete(&e.key).map_err(store_err)?;
+            }
+            for e in st.list(&runs_prefix(id)).map_err(store_err)? {
                 st.delete(&e.key).map_err(store_err)?;
             }
             db.conn()
@@ -591,13 +647,39 @@ fn start_slot(node: &Arc<Node>, id: &str, user: &str, slot: Option<i64>) -> Resu
         .is_some_and(|n| r.state.runs % i64::from(n) == 0);
     let p = plan(node, &c, slot)?;
     let n = node.clone();
+    // a cluster job's run is recorded for the other nodes' listings, when it starts and ends
+    let rec = match r.scope {
+        Scope::Cluster => cluster_store(node),
+        Scope::Node => None,
+    };
+    let started = now();
     let upid = tasks::spawn(
         &node.tasks,
         "backupjob",
         &task_target(id),
         user,
         true,
-        move |t| run_job(&n, &c, full, &p, t),
+        move |t| {
+            let publish = |state: &str, message: Option<String>| {
+                if let Some(st) = &rec {
+                    let run = BackupJobNodeRun {
+                        node: n.cfg.node.clone(),
+                        time: started,
+                        upid: t.upid.clone(),
+                        state: state.into(),
+                        message,
+                    };
+                    publish_run(st, &c.id, &run);
+                }
+            };
+            publish("running", None);
+            let res = run_job(&n, &c, full, &p, t);
+            match &res {
+                Ok(()) => publish("ok", None),
+                Err(e) => publish("error", Some(e.to_string())),
+            }
+            res
+        },
     )?;
     let db = db(node)?;
     match r.scope {

@@ -20,9 +20,12 @@ export interface BackupJobConfig {
   id: string; vms: number[]; all_vms: boolean; target: string; schedule: string;
   full_every?: number; retention?: KeepPolicy; enabled: boolean; mode?: "backup" | "verify";
 }
+export interface JobRun { time: number; upid: string; state: string; message?: string }
 export interface BackupJob {
   config: BackupJobConfig; next_run?: number;
-  last_run?: { time: number; upid: string; state: string; message?: string };
+  last_run?: JobRun;
+  /** A cluster job: every node's last run (each node backs up the VMs it holds). */
+  node_runs?: (JobRun & { node: string })[];
   /** Where the definition lives: the cluster's config store or this node's database. */
   scope?: "cluster" | "node";
 }
@@ -82,6 +85,13 @@ export function scheduleError(text: string): string | null {
   return null;
 }
 
+/** The runs the "Last run" cell shows: a cluster job's last run on every node that ran it (by
+ *  node name), a node's job its one last run (no node name). */
+export function lastRuns(j: BackupJob): (JobRun & { node?: string })[] {
+  if (j.node_runs?.length) return [...j.node_runs].sort((a, b) => a.node.localeCompare(b.node));
+  return j.last_run ? [j.last_run] : [];
+}
+
 function keepText(k?: KeepPolicy): string {
   if (!k) return "keep all";
   return KEEPS.filter(([f]) => k[f]).map(([f, l]) => `${l.replace("Keep last", "last").toLowerCase()} ${k[f]}`).join(", ");
@@ -122,7 +132,7 @@ export function BackupJobs() {
       <ErrorBox error={jobs.error} title="Cannot list backup jobs" />
       {!jobs.data ? (!jobs.error && <Loading what="backup jobs" />) : jobs.data.length === 0 ? <p class="muted">No backup jobs on this node.</p> : (
         <table class="table" aria-label="Backup jobs">
-          <thead><tr><th>Job</th><th>VMs</th><th>Target</th><th>Schedule</th><th>Retention</th><th>Next run</th><th>Last run</th><th title="cluster: defined cluster-wide, run by the node holding each VM (next and last run: this node's); node: this node only">Defined</th><th /></tr></thead>
+          <thead><tr><th>Job</th><th>VMs</th><th>Target</th><th>Schedule</th><th>Retention</th><th>Next run</th><th>Last run</th><th title="cluster: defined cluster-wide, run by the node holding each VM (next run: this node's; last run: every node's); node: this node only">Defined</th><th /></tr></thead>
           <tbody>{jobs.data.map((j) => {
             const c = j.config;
             return (
@@ -134,11 +144,14 @@ export function BackupJobs() {
                 <td class="small">{keepText(c.retention)}</td>
                 <td class="nowrap" data-next>{c.enabled ? (j.next_run ? formatTime(j.next_run) : "-") : <span class="badge badge-off">disabled</span>}</td>
                 <td data-last={j.last_run?.state ?? "none"}>
-                  {j.last_run ? <>
-                    <span class={`badge badge-${j.last_run.state === "ok" ? "ok" : j.last_run.state === "error" ? "bad" : "info"}`}>{j.last_run.state}</span>{" "}
-                    <a href={`/tasks?upid=${encodeURIComponent(j.last_run.upid)}`} class="small">{formatTime(j.last_run.time)}</a>
-                    {j.last_run.state === "error" && j.last_run.message && <div class="small field-error">{j.last_run.message}</div>}
-                  </> : <span class="muted">never</span>}
+                  {lastRuns(j).length ? lastRuns(j).map((r) => (
+                    <div data-run-node={r.node}>
+                      {r.node && <span class="mono small">{r.node}: </span>}
+                      <span class={`badge badge-${r.state === "ok" ? "ok" : r.state === "error" ? "bad" : "info"}`}>{r.state}</span>{" "}
+                      <a href={`/tasks?upid=${encodeURIComponent(r.upid)}`} class="small">{formatTime(r.time)}</a>
+                      {r.state === "error" && r.message && <div class="small field-error">{r.message}</div>}
+                    </div>
+                  )) : <span class="muted">never</span>}
                 </td>
                 <td class="small" data-scope={j.scope ?? "node"}>{j.scope === "cluster" ? "cluster-wide" : "this node"}</td>
                 <td class="nowrap">
