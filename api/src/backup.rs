@@ -522,8 +522,23 @@ pub struct PruneEntry {
     pub id: String,
     pub kind: BackupKind,
     pub start_time: i64,
-    /// `keep-last`, `keep-daily 2026-12-02`, `needed by incremental <id>`, `not selected`.
+    /// `keep-last`, `keep-daily (2026-12-02)`, `needed by kept incremental <id> (its chain)`,
+    /// `merged into kept backup <id>`, `not selected by the policy`.
     pub reason: String,
+    /// A kept incremental whose parents are not all kept: merged onto its nearest kept
+    /// ancestor (or into a full backup), absorbing the parents that are removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<PruneMerge>,
+}
+
+/// How a kept incremental is merged at prune time (docs/backups.md, "Retention").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PruneMerge {
+    /// The kept backup it is based on afterwards; absent: it becomes a full backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onto: Option<String>,
+    /// The removed backups whose changes it takes in (newest first).
+    pub absorbs: Vec<String>,
 }
 
 /// What a prune keeps and removes (the answer of a dry run).

@@ -1280,6 +1280,7 @@ async fn stop_network(
         keel_api::backup::KeepPolicy,
         keel_api::backup::PruneRequest,
         keel_api::backup::PruneEntry,
+        keel_api::backup::PruneMerge,
         keel_api::backup::PruneResult,
         keel_api::backup::BackupJobConfig,
         keel_api::backup::JobMode,

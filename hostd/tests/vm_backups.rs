@@ -292,8 +292,8 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
         .collect();
     assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
 
-    // ---- retention's chain rule on a real chain: the full backup cannot be deleted while
-    // incrementals depend on it (409 naming them), and keep-last 1 keeps the whole chain
+    // ---- retention on a real chain: the full backup cannot be deleted while incrementals
+    // depend on it (409 naming them); keep-last 1 would merge the newest into a full backup
     let r = h.delete(&format!("/vms/{a}/backups/{}?target=main", points[0].0));
     assert_eq!(r.status(), 409);
     let e: Value = r.json().unwrap_or_default();
@@ -308,13 +308,19 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
     );
     assert_eq!(r.status(), 200);
     let p: Value = r.json().unwrap_or_default();
-    assert_eq!(p["removed"].as_array().map(Vec::len), Some(0), "{p}");
-    assert_eq!(p["kept"].as_array().map(Vec::len), Some(4), "{p}");
-    assert_eq!(p["kept"][0]["reason"], "keep-last", "{p}");
+    assert_eq!(p["kept"].as_array().map(Vec::len), Some(1), "{p}");
+    assert_eq!(p["removed"].as_array().map(Vec::len), Some(3), "{p}");
+    assert_eq!(p["kept"][0]["id"], points[3].0.as_str(), "{p}");
+    assert_eq!(
+        p["kept"][0]["merge"]["absorbs"],
+        json!([points[2].0, points[1].0, points[0].0]),
+        "{p}"
+    );
+    assert!(p["kept"][0]["merge"].get("onto").is_none(), "{p}");
     assert!(
-        p["kept"][3]["reason"]
+        p["removed"][2]["reason"]
             .as_str()
-            .is_some_and(|r| r.contains(&format!("needed by kept incremental {}", points[3].0))),
+            .is_some_and(|r| r == format!("merged into kept backup {}", points[3].0)),
         "{p}"
     );
 
@@ -505,6 +511,85 @@ fn live_backups_incremental_chain_verify_restore_and_failures() {
         json!({"target": "main", "new_vmid": nv, "pool": h.pool, "name": format!("{}-r21", h.prefix)}),
     ));
     assert!(scratch_ticks(&first_disk_path(&h, nv)) > before);
+
+    // ---- retention merges (a target of its own): a full and an incremental, then keep-last
+    // 1 turns the incremental into a full backup (its parent taken in) with the same content;
+    // it verifies, restores to that content, and the next live backup is an incremental on it
+    let mdir = h.dir.join("merge-target");
+    std::fs::create_dir_all(&mdir).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        h.post(
+            "/backup-targets",
+            json!({"name": "merge", "path": mdir.display().to_string()}),
+        )
+        .status(),
+        201
+    );
+    h.ok(h.post(&format!("/vms/{a}/backups"), json!({"target": "merge"})));
+    h.ok(h.post(&format!("/vms/{a}/backups"), json!({"target": "merge"})));
+    let l = backups(&h, a, "merge");
+    assert_eq!(l.len(), 2, "{l:?}");
+    assert_eq!(l[1]["kind"], "incremental", "{l:?}");
+    let (full2, inc) = (
+        l[0]["id"].as_str().unwrap_or("").to_string(),
+        l[1]["id"].as_str().unwrap_or("").to_string(),
+    );
+    let idir = mdir.join(a.to_string()).join(&inc);
+    let tmp = h.dir.join("merge.raw");
+    let want: Vec<String> = ["vda", "vdb"]
+        .iter()
+        .map(|d| raw_sha256(&idir.join(format!("{d}.qcow2")), &tmp))
+        .collect();
+    let t = h.ok(h.post(
+        &format!("/vms/{a}/backups/prune"),
+        json!({"target": "merge", "keep_last": 1}),
+    ));
+    let log = task_log(&h, &t.upid);
+    assert!(
+        log.contains(&format!(
+            "backup {inc} merged into a full backup, taking in {full2}"
+        )),
+        "{log}"
+    );
+    let l = backups(&h, a, "merge");
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(
+        (l[0]["id"].as_str(), l[0]["kind"].as_str()),
+        (Some(inc.as_str()), Some("full"))
+    );
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(idir.join("manifest.json")).unwrap_or_default())
+            .unwrap_or_default();
+    assert!(
+        m["parent"].is_null() && m["disks"][0]["backing"].is_null() && !m["checkpoint"].is_null(),
+        "{m}"
+    );
+    h.ok(h.post_empty(&format!("/vms/{a}/backups/{inc}/verify?target=merge")));
+    let nm = h.id(22);
+    h.ok(h.post(
+        &format!("/vms/{a}/backups/{inc}/restore"),
+        json!({"target": "merge", "new_vmid": nm, "pool": h.pool, "name": format!("{}-r22", h.prefix)}),
+    ));
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(
+            &raw_sha256(&idir.join(format!("vd{}.qcow2", ["a", "b"][i])), &tmp),
+            w,
+            "disk {i} of the merged backup differs from its chain before the merge"
+        );
+        assert_eq!(
+            &raw_sha256(&disk_path(&h, nm, i), &tmp),
+            w,
+            "disk {i} restored after the merge differs from the chain before it"
+        );
+    }
+    let t = h.ok(h.post(&format!("/vms/{a}/backups"), json!({"target": "merge"})));
+    let l = backups(&h, a, "merge");
+    assert_eq!(
+        (l.len(), l[1]["kind"].as_str(), l[1]["parent"].as_str()),
+        (2, Some("incremental"), Some(inc.as_str())),
+        "{}",
+        task_log(&h, &t.upid)
+    );
 
     // ---- a target that fills up mid-backup: clean error, nothing partial, earlier ok
     assert_eq!(

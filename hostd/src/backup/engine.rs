@@ -248,6 +248,22 @@ impl Engine<'_> {
         Ok(())
     }
 
+    /// Rebase `file` onto `backing` (relative to the file's directory), or onto nothing, in
+    /// safe mode: what the image shows is unchanged, the clusters where the old chain and the
+    /// new one differ are written into it first, the header last.
+    pub fn rebase(&self, file: &str, backing: Option<&str>) -> Result<()> {
+        let mut a = vec!["qemu-img", "rebase", "-f", "qcow2"];
+        match backing {
+            Some(b) => a.extend(["-F", "qcow2", "-b", b]),
+            None => a.extend(["-b", ""]),
+        }
+        a.push(file);
+        self.runner
+            .run_ok(&Cmd::argv(&a).timeout(COPY_T))
+            .map_err(engine_err)?;
+        Ok(())
+    }
+
     /// Copy (and flatten a backing chain of) `src` into `dst`. `existing`: `dst` exists
     /// already (a volume libvirt created) and is written in place.
     pub fn convert(

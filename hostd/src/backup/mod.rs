@@ -8,11 +8,14 @@
 //!   `keel-runner`; the `virt` crate has no binding for libvirt's backup API.
 //! - [`store`]: the on-disk format: `<target>/<vmid>/<id>/manifest.json` plus one file per
 //!   disk, written into `.partial-<id>` and renamed once complete and fsync'ed.
+//! - [`merge`]: retention's merge of a kept incremental onto its nearest kept ancestor (or
+//!   into a full backup), resumable after a crash.
 //! - [`run`]: backup now (live through libvirt's backup job with a checkpoint, or a stopped
 //!   VM's copy), verify and restore.
 
 pub mod engine;
 pub mod jobs;
+pub mod merge;
 pub mod prune;
 pub mod routes;
 pub mod run;

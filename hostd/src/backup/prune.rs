@@ -4,9 +4,12 @@
 //! Selection ([`select`], pure): backups newest first; `keep-last N` keeps the newest N; then
 //! each periodic rule (hourly, daily, weekly, monthly, yearly, in local time) walks the
 //! backups not yet decided, newest first, and keeps the newest backup of each period that has
-//! no kept backup yet, until it has kept N. Then the **chain rule**: every backup a kept
-//! incremental depends on (its parent, the parent's parent… back to its full backup) is kept
-//! too, with the reason. Everything else is removed.
+//! no kept backup yet, until it has kept N. Then the chains: on a directory target a kept
+//! incremental whose parents are not all kept is **merged** onto its nearest kept ancestor (or
+//! into a full backup) and the parents between are removed ([`merge`]); on an sftp target, and
+//! for a chain with a missing backup, the **chain rule** keeps every backup a kept incremental
+//! depends on (its parent, the parent's parent… back to its full backup), with the reason.
+//! Everything else is removed.
 //!
 //! Deletion ([`delete_dirs`]): newest first, so an incremental always goes before the backup it
 //! is based on; each backup directory is first renamed to `.deleting-<id>` (one `rename(2)`,
@@ -18,10 +21,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use keel_api::backup::{
-    BackupKind, BackupManifest, KeepPolicy, PruneEntry, PruneRequest, PruneResult,
+    BackupKind, BackupManifest, KeepPolicy, PruneEntry, PruneMerge, PruneRequest, PruneResult,
 };
 
-use super::{store, targets};
+use super::{merge, store, targets};
 use crate::error::{Error, Result};
 use crate::tasks::TaskHandle;
 use crate::Node;
@@ -70,10 +73,13 @@ pub struct Selection {
 }
 
 /// Apply `policy` to `backups` (any order); `offset(t)` gives local time's offset from UTC.
+/// `merge`: kept incrementals are merged rather than keeping their parents (a target whose
+/// files Keel can rewrite in place: a directory).
 pub fn select(
     backups: &[BackupManifest],
     policy: &KeepPolicy,
     offset: &dyn Fn(i64) -> i64,
+    merge: bool,
 ) -> Selection {
     let mut list: Vec<&BackupManifest> = backups.iter().collect();
     list.sort_by(|a, b| (b.start_time, &b.id).cmp(&(a.start_time, &a.id)));
@@ -110,47 +116,105 @@ pub fn select(
             taken += 1;
         }
     }
-    // the chain rule: a kept incremental keeps its whole chain
+    // a kept incremental's chain: its parents are kept too (the chain rule) or, with `merge`,
+    // the kept incremental is merged onto its nearest kept ancestor (or into a full backup)
+    // and the parents between are removed; a chain with a missing backup is never merged
     let index: HashMap<&str, usize> = list
         .iter()
         .enumerate()
         .map(|(i, b)| (b.id.as_str(), i))
         .collect();
+    let by_policy: Vec<bool> = keep.iter().map(Option::is_some).collect();
+    let mut merges: Vec<Option<PruneMerge>> = vec![None; n];
+    let mut absorbed: Vec<Option<String>> = vec![None; n];
     for i in 0..n {
-        if keep[i].is_none() || list[i].kind != BackupKind::Incremental {
+        if !by_policy[i] || list[i].kind != BackupKind::Incremental {
             continue;
         }
+        // the ancestors up to the nearest kept one, or up to the full backup
+        let mut between = Vec::new();
+        let mut onto = None;
+        let mut whole = false;
         let mut cur = list[i].parent.as_deref();
-        let mut steps = 0;
         while let Some(p) = cur {
             let Some(&j) = index.get(p) else { break };
-            steps += 1;
-            if steps > n {
+            if between.len() > n {
                 break;
             }
-            if keep[j].is_none() {
-                keep[j] = Some(format!(
-                    "needed by kept incremental {} (its chain)",
-                    list[i].id
-                ));
+            if by_policy[j] {
+                onto = Some(j);
+                whole = true;
+                break;
+            }
+            between.push(j);
+            if list[j].kind == BackupKind::Full {
+                whole = true;
+                break;
             }
             cur = list[j].parent.as_deref();
+        }
+        if between.is_empty() {
+            continue;
+        }
+        if merge && whole {
+            merges[i] = Some(PruneMerge {
+                onto: onto.map(|j| list[j].id.clone()),
+                absorbs: between.iter().map(|&j| list[j].id.clone()).collect(),
+            });
+            for &j in &between {
+                absorbed[j].get_or_insert_with(|| list[i].id.clone());
+            }
+        } else {
+            for &j in &between {
+                if keep[j].is_none() {
+                    keep[j] = Some(format!(
+                        "needed by kept incremental {} (its chain)",
+                        list[i].id
+                    ));
+                }
+            }
         }
     }
     let mut sel = Selection {
         kept: Vec::new(),
         removed: Vec::new(),
     };
-    for (b, k) in list.iter().zip(keep) {
-        let e = |reason: String| PruneEntry {
+    for (i, (b, k)) in list.iter().zip(keep).enumerate() {
+        let e = |reason: String, merge: Option<PruneMerge>| PruneEntry {
             id: b.id.clone(),
             kind: b.kind,
             start_time: b.start_time,
             reason,
+            merge,
         };
-        match k {
-            Some(r) => sel.kept.push(e(r)),
-            None => sel.removed.push(e("not selected by the policy".into())),
+        match (k, &absorbed[i]) {
+            (Some(r), _) => {
+                let m = merges[i].take();
+                let r = match &m {
+                    Some(PruneMerge {
+                        onto: Some(o),
+                        absorbs,
+                    }) => format!(
+                        "{r}; merged onto kept backup {o}, taking in {}",
+                        absorbs.join(", ")
+                    ),
+                    Some(PruneMerge {
+                        onto: None,
+                        absorbs,
+                    }) => format!(
+                        "{r}; merged into a full backup, taking in {}",
+                        absorbs.join(", ")
+                    ),
+                    None => r,
+                };
+                sel.kept.push(e(r, m));
+            }
+            (None, Some(into)) => sel
+                .removed
+                .push(e(format!("merged into kept backup {into}"), None)),
+            (None, None) => sel
+                .removed
+                .push(e("not selected by the policy".into(), None)),
         }
     }
     sel
@@ -232,7 +296,9 @@ pub fn finish_interrupted(vm_dir: &Path) -> Vec<String> {
 pub fn plan(node: &Node, vmid: u32, target: &str, policy: &KeepPolicy) -> Result<PruneResult> {
     let t = targets::get(node, target)?;
     let all = super::run::manifests(node, &t, vmid)?;
-    let s = select(&all, policy, &local_offset);
+    // a directory's backups are merged; an sftp target's files are never rewritten remotely
+    let merge = targets::remote(node, &t)?.is_none();
+    let s = select(&all, policy, &local_offset, merge);
     Ok(PruneResult {
         vmid,
         target: target.to_string(),
@@ -299,6 +365,12 @@ pub fn run(
     for id in finish_interrupted(&vdir) {
         task.log(format!("finished the interrupted deletion of backup {id}"));
     }
+    let eng = super::run::engine(node);
+    let log = |l: String| task.log(l);
+    for id in merge::finish_interrupted(&eng, &t.path, vmid, &log)? {
+        task.log(format!("finished the interrupted merge of backup {id}"));
+        forget_verify(node, target, vmid, &id)?;
+    }
     let mut r = plan(node, vmid, target, policy)?;
     r.dry_run = false;
     task.log(format!(
@@ -308,6 +380,22 @@ pub fn run(
     ));
     for k in &r.kept {
         task.log(format!("keep {}: {}", k.id, k.reason));
+    }
+    // merges first, oldest first, each complete before any parent it takes in is removed
+    for k in r.kept.iter().rev() {
+        let Some(m) = &k.merge else { continue };
+        merge::merge(&eng, &t.path, vmid, &k.id, m.onto.as_deref(), &log)?;
+        task.log(format!(
+            "backup {} merged {}, taking in {}",
+            k.id,
+            match &m.onto {
+                Some(o) => format!("onto {o}"),
+                None => "into a full backup".into(),
+            },
+            m.absorbs.join(", ")
+        ));
+        // its files changed: checked again by the next verify
+        forget_verify(node, target, vmid, &k.id)?;
     }
     let ids: Vec<String> = r.removed.iter().map(|e| e.id.clone()).collect();
     delete_dirs(&vdir, &ids, &|id| {
@@ -491,17 +579,95 @@ mod tests {
             ),
         ];
         for (name, p, want) in cases {
-            let s = select(&all, &p, &utc);
+            let s = select(&all, &p, &utc, false);
             assert_eq!(ids(&s.kept), want, "{name}: {s:?}");
             assert_eq!(s.kept.len() + s.removed.len(), all.len(), "{name}");
             for r in &s.removed {
                 assert_eq!(r.reason, "not selected by the policy", "{name}");
             }
         }
-        let s = select(&all, &pol(|p| p.keep_daily = Some(3)), &utc);
+        let s = select(&all, &pol(|p| p.keep_daily = Some(3)), &utc, false);
         assert_eq!(s.kept[1].reason, "keep-daily (2026-12-01)");
-        let s = select(&all, &pol(|p| p.keep_weekly = Some(1)), &utc);
+        let s = select(&all, &pol(|p| p.keep_weekly = Some(1)), &utc, false);
         assert_eq!(s.kept[0].reason, "keep-weekly (week of 2026-11-30)");
+    }
+
+    /// With merging (a directory target), a kept incremental takes in the parents that are not
+    /// kept instead of keeping them: onto its nearest kept ancestor, or into a full backup.
+    #[test]
+    fn merges_instead_of_the_chain_rule() {
+        // f1 <- i1 <- i2 <- i3 <- i4 (newest)
+        let all = vec![
+            b("f1", T0 - 4 * D, None),
+            b("i1", T0 - 3 * D, Some("f1")),
+            b("i2", T0 - 2 * D, Some("i1")),
+            b("i3", T0 - D, Some("i2")),
+            b("i4", T0, Some("i3")),
+        ];
+        let merge = |onto: Option<&str>, absorbs: &[&str]| {
+            Some(PruneMerge {
+                onto: onto.map(str::to_string),
+                absorbs: absorbs.iter().map(|s| s.to_string()).collect(),
+            })
+        };
+        // keep-last 1: i4 becomes a full backup, everything else goes
+        let s = select(&all, &pol(|p| p.keep_last = Some(1)), &utc, true);
+        assert_eq!(ids(&s.kept), vec!["i4"]);
+        assert_eq!(s.kept[0].merge, merge(None, &["i3", "i2", "i1", "f1"]));
+        assert_eq!(
+            s.kept[0].reason,
+            "keep-last; merged into a full backup, taking in i3, i2, i1, f1"
+        );
+        assert_eq!(ids(&s.removed), vec!["i3", "i2", "i1", "f1"]);
+        assert!(s
+            .removed
+            .iter()
+            .all(|r| r.reason == "merged into kept backup i4"));
+        // keep-last 1 + keep-monthly 2: i4, and November's newest (i2 on 11-30): i4 merged
+        // onto i2 (taking i3 in), i2 into a full backup (taking i1 and f1 in)
+        let s = select(
+            &all,
+            &pol(|p| {
+                p.keep_last = Some(1);
+                p.keep_monthly = Some(2);
+            }),
+            &utc,
+            true,
+        );
+        assert_eq!(ids(&s.kept), vec!["i4", "i2"], "{s:?}");
+        assert_eq!(s.kept[0].merge, merge(Some("i2"), &["i3"]));
+        assert_eq!(
+            s.kept[0].reason,
+            "keep-last; merged onto kept backup i2, taking in i3"
+        );
+        assert_eq!(s.kept[1].merge, merge(None, &["i1", "f1"]));
+        assert_eq!(ids(&s.removed), vec!["i3", "i1", "f1"]);
+        assert_eq!(s.removed[0].reason, "merged into kept backup i4");
+        assert_eq!(s.removed[1].reason, "merged into kept backup i2");
+        // keep-last 3: i4 on i3 and i3 on i2 unchanged, i2 into a full backup
+        let s = select(&all, &pol(|p| p.keep_last = Some(3)), &utc, true);
+        assert_eq!(ids(&s.kept), vec!["i4", "i3", "i2"]);
+        assert_eq!(s.kept[0].merge, None);
+        assert_eq!(s.kept[1].merge, None);
+        assert_eq!(s.kept[2].merge, merge(None, &["i1", "f1"]));
+        // a kept full backup in the middle: the kept incremental is merged onto it
+        let mut two = all.clone();
+        two.insert(2, b("f2", T0 - 2 * D - H, None));
+        two[3].parent = Some("f2".into());
+        two[4].parent = Some("i2".into());
+        let s = select(&two, &pol(|p| p.keep_last = Some(1)), &utc, true);
+        assert_eq!(s.kept[0].merge, merge(None, &["i3", "i2", "f2"]));
+        assert_eq!(ids(&s.removed), vec!["i3", "i2", "f2", "i1", "f1"]);
+        assert_eq!(s.removed[3].reason, "not selected by the policy");
+        // a broken chain (a parent missing) is never merged: the chain rule keeps what is there
+        let broken = vec![
+            b("i9", T0, Some("i8")),
+            b("i8", T0 - H, Some("gone")),
+            b("f0", T0 - D, None),
+        ];
+        let s = select(&broken, &pol(|p| p.keep_last = Some(1)), &utc, true);
+        assert_eq!(ids(&s.kept), vec!["i9", "i8"]);
+        assert_eq!(s.kept[0].merge, None);
     }
 
     /// Input order does not matter; the answer is newest first.
@@ -512,9 +678,9 @@ mod tests {
             b("x3", T0, None),
             b("x2", T0 - H, None),
         ];
-        let s1 = select(&all, &pol(|p| p.keep_last = Some(2)), &utc);
+        let s1 = select(&all, &pol(|p| p.keep_last = Some(2)), &utc, false);
         all.reverse();
-        let s2 = select(&all, &pol(|p| p.keep_last = Some(2)), &utc);
+        let s2 = select(&all, &pol(|p| p.keep_last = Some(2)), &utc, false);
         assert_eq!(s1, s2);
         assert_eq!(ids(&s1.kept), vec!["x3", "x2"]);
         assert_eq!(ids(&s1.removed), vec!["x1"]);
@@ -532,7 +698,7 @@ mod tests {
             b("i3", T0 - H, Some("f2")),
             b("i4", T0, Some("i3")),
         ];
-        let s = select(&all, &pol(|p| p.keep_last = Some(1)), &utc);
+        let s = select(&all, &pol(|p| p.keep_last = Some(1)), &utc, false);
         assert_eq!(ids(&s.kept), vec!["i4", "i3", "f2"]);
         assert_eq!(
             s.kept[1].reason,
@@ -544,16 +710,16 @@ mod tests {
         );
         assert_eq!(ids(&s.removed), vec!["i2", "i1", "f1"]);
         // keep-last 4 selects i4 i3 f2 i2 → i1 and f1 are needed by i2
-        let s = select(&all, &pol(|p| p.keep_last = Some(4)), &utc);
+        let s = select(&all, &pol(|p| p.keep_last = Some(4)), &utc, false);
         assert_eq!(ids(&s.kept), vec!["i4", "i3", "f2", "i2", "i1", "f1"]);
         assert!(s.removed.is_empty());
         assert!(s.kept[4].reason.contains("i2"), "{:?}", s.kept[4]);
         // hourly 1 and a daily over days: only the newest of today (i4) and its chain
-        let s = select(&all, &pol(|p| p.keep_daily = Some(7)), &utc);
+        let s = select(&all, &pol(|p| p.keep_daily = Some(7)), &utc, false);
         assert_eq!(ids(&s.kept), vec!["i4", "i3", "f2"]);
         // a chain whose parent is gone (broken) does not panic; the missing one is ignored
         let broken = vec![b("i9", T0, Some("gone")), b("f0", T0 - D, None)];
-        let s = select(&broken, &pol(|p| p.keep_last = Some(1)), &utc);
+        let s = select(&broken, &pol(|p| p.keep_last = Some(1)), &utc, false);
         assert_eq!(ids(&s.kept), vec!["i9"]);
         assert_eq!(ids(&s.removed), vec!["f0"]);
     }
@@ -568,12 +734,15 @@ mod tests {
         ];
         let daily2 = pol(|p| p.keep_daily = Some(2));
         // UTC: same day → only "late"
-        assert_eq!(ids(&select(&all, &daily2, &utc).kept), vec!["late"]);
+        assert_eq!(ids(&select(&all, &daily2, &utc, false).kept), vec!["late"]);
         // UTC+2: 01:30 on 12-02 and 00:30 on 12-02 → same day again
-        assert_eq!(ids(&select(&all, &daily2, &|_| 2 * H).kept), vec!["late"]);
+        assert_eq!(
+            ids(&select(&all, &daily2, &|_| 2 * H, false).kept),
+            vec!["late"]
+        );
         // UTC+1: 00:30 on 12-02 and 23:30 on 12-01 → two days
         assert_eq!(
-            ids(&select(&all, &daily2, &|_| H).kept),
+            ids(&select(&all, &daily2, &|_| H, false).kept),
             vec!["late", "early"]
         );
     }

@@ -21,7 +21,7 @@ fn checkpoint_name(vmid: u32, id: &str) -> String {
     format!("keel-{vmid}-{id}")
 }
 
-fn engine(node: &Node) -> Engine<'static> {
+pub(super) fn engine(node: &Node) -> Engine<'static> {
     Engine {
         runner: &keel_runner::System,
         uri: node.cfg.libvirt_uri.clone(),

@@ -109,6 +109,20 @@ pub fn finalize(partial: &Path, vm_dir: &Path, m: &BackupManifest) -> Result<Pat
     Ok(dest)
 }
 
+/// Replace a complete backup's manifest: written beside it, fsync'ed, renamed over it, the
+/// directory fsync'ed (a crash leaves the old manifest or the new one, never a torn one).
+pub fn rewrite_manifest(dir: &Path, m: &BackupManifest) -> Result<()> {
+    let data =
+        serde_json::to_vec_pretty(m).map_err(|e| Error::Internal(format!("manifest: {e}")))?;
+    let tmp = dir.join(format!(".{MANIFEST}.new"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(MANIFEST))?;
+    fsync_path(dir)?;
+    Ok(())
+}
+
 /// The chain ending at `id`, full first. Refused (409, with the reason) when a manifest is
 /// missing or unreadable, a parent is missing, or a file named by a manifest is missing.
 pub fn chain(target_path: &str, vmid: u32, id: &str) -> Result<Vec<BackupManifest>> {
@@ -162,6 +176,15 @@ pub fn verify_chain(
 ) -> Result<Vec<BackupManifest>> {
     let ch = chain(target_path, vmid, id)?;
     let vdir = vm_dir(target_path, vmid);
+    if let Some(m) = ch
+        .iter()
+        .find(|m| vdir.join(&m.id).join(super::merge::MERGING).exists())
+    {
+        return Err(Error::Conflict(format!(
+            "backup {id} cannot be checked now: the merge of backup {} at the last prune was interrupted (its data is whole, its manifest not yet updated); the next prune of VM {vmid} on this target finishes it",
+            m.id
+        )));
+    }
     let total: usize = ch.iter().map(|m| m.disks.len()).sum();
     let mut done = 0;
     for (i, m) in ch.iter().enumerate() {
