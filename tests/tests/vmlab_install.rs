@@ -2,7 +2,7 @@
 //! (issue #6), under QEMU TCG:
 //!
 //! 1. `two_nodes_install_from_one_iso`: one ISO (answer embedded), two blank machines with two
-//!    NICs each on the lab link. Both answers: hostname `node{NN}`, an active-backup bond of both
+//!    NICs each on the lab link (A has two more, in no answer, for a bond made through the API). Both answers: hostname `node{NN}`, an active-backup bond of both
 //!    NICs, `vmbr0` (management, static address) on the bond, VLAN 100 on the bond with bridge
 //!    `vmbr100` (static address) on top, the lab's chronyd as NTP server, an SSH key.
 //!    node A installs from the embedded answer and boots; over SSH the test runs `keel cluster
@@ -360,10 +360,10 @@ fn two_nodes_install_from_one_iso() {
         name: name.into(),
         firmware: Firmware::Bios,
         disk_gib: 16,
-        macs: vec![
-            format!("52:54:00:4b:{mac}:01"),
-            format!("52:54:00:4b:{mac}:02"),
-        ],
+        // A has two spare NICs, in no answer: a bond is made of them through the API later
+        macs: (1..=if name == "a" { 4 } else { 2 })
+            .map(|i| format!("52:54:00:4b:{mac}:0{i}"))
+            .collect(),
         answer_disk,
         mem_mib: 1536,
     };
@@ -711,6 +711,78 @@ fn host_networks_on_a(sa: &Ssh) {
         sa.run(&format!("{KEEL} node network list"))
             .unwrap_or_default(),
         sa.run("cat /proc/net/bonding/bond0").unwrap_or_default()
+    );
+
+    // A new bond through the API, of the two spare NICs (no Keel file, no master, no
+    // address): staged, applied and confirmed; the bonding driver shows both slaves with their
+    // MII up. Then deleted the same way: the bond gone, the NICs free again.
+    let t_bond = Instant::now();
+    let spare: Vec<String> = l["interfaces"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|i| {
+            i["kind"] == "ethernet"
+                && i["master"].is_null()
+                && i["addresses"].as_array().is_none_or(|a| a.is_empty())
+        })
+        .filter_map(|i| i["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(spare.len(), 2, "two spare NICs on A: {l:#}");
+    let diff = sa
+        .run(&format!(
+            "{KEEL} node network bond add bond1 --slave {} --slave {}",
+            spare[0], spare[1]
+        ))
+        .expect("stage bond1");
+    assert!(
+        diff.contains("+Kind=bond") && diff.contains("+Bond=bond1"),
+        "{diff}"
+    );
+    sa.run(&format!("{KEEL} node network apply --confirm-timeout 120"))
+        .expect("apply bond1");
+    sa.run(&format!("{KEEL} node network confirm"))
+        .expect("confirm bond1");
+    let mut bonding = String::new();
+    wait_for(
+        "bond1 with both slaves' MII up",
+        Duration::from_secs(60),
+        || {
+            bonding = sa.run("cat /proc/net/bonding/bond1")?;
+            Ok(spare
+                .iter()
+                .all(|n| bonding.contains(&format!("Slave Interface: {n}")))
+                && bonding.matches("MII Status: up").count() == 3)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{bonding}"));
+    let b1 = iface(&list(), "bond1");
+    assert!(
+        b1["managed"] == true
+            && b1["bond"]["slaves"]
+                .as_array()
+                .is_some_and(|s| s.len() == 2 && s.iter().all(|x| x["mii_status"] == "up")),
+        "{b1:#}"
+    );
+    sa.run(&format!("{KEEL} node network delete bond1"))
+        .expect("stage the deletion of bond1");
+    sa.run(&format!("{KEEL} node network apply --confirm-timeout 120"))
+        .expect("apply the deletion of bond1");
+    sa.run(&format!("{KEEL} node network confirm"))
+        .expect("confirm the deletion of bond1");
+    let (code, _, _) = sa
+        .exec("ip link show bond1", Duration::from_secs(10))
+        .expect("ip link show bond1");
+    assert_ne!(code, 0, "bond1 still exists after its deletion");
+    let l2 = list();
+    for n in &spare {
+        assert!(iface(&l2, n)["master"].is_null(), "{n} freed: {l2:#}");
+    }
+    eprintln!(
+        "host network: bond1 of {} made, applied and confirmed, then deleted ({:.0}s)",
+        spare.join(" + "),
+        t_bond.elapsed().as_secs_f64()
     );
 
     // Cutting the corosync link (and the management address) is refused, nothing staged.

@@ -645,6 +645,81 @@ fn sbd_fencing(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
          (fence log: {})",
         if tail.trim().is_empty() { "no BMC action".to_string() } else { tail.trim().replace('\n', " | ") }
     ));
+    sbd_watchdog_resets_a_hung_node(lab, log)
+}
+
+/// A hung node resets itself: node2's sbd frozen (SIGSTOP: to sbd, a node hung in its kernel or
+/// out of memory looks the same) stops feeding the watchdog, and the kernel's softdog resets
+/// node2 within `watchdog_timeout` (its console says so); node1's Pacemaker fences the lost node
+/// through SBD (poison pill, msgwait) and node2 rejoins. No BMC acts.
+fn sbd_watchdog_resets_a_hung_node(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    let reboots = || {
+        std::fs::read_to_string(&n2.serial_log)
+            .map(|s| s.matches("softdog: Initiating system reboot").count())
+            .unwrap_or(0)
+    };
+    let (boots, dog) = (n2.boots(), reboots());
+    let before = lab.fence_log().len();
+    // Pacemaker's record of node2's successful fences (each line carries its completion time:
+    // a new fence is a line not seen before, whether the history lists all or only the last)
+    let fences = |n: &Node| -> Result<Vec<String>> {
+        Ok(
+            n.ssh("stonith_admin --history node2 --verbose 2>&1 || true")?
+                .lines()
+                .filter(|l| l.contains("successful"))
+                .map(str::to_string)
+                .collect(),
+        )
+    };
+    let fenced_before = fences(n1)?;
+    let t = Instant::now();
+    // the shell running kill goes with the node: its answer may never come
+    let _ = n2.exec("kill -STOP $(pidof sbd)", Duration::from_secs(15));
+    wait_for(
+        "node2 reset by its watchdog",
+        Duration::from_secs(120),
+        || Ok(reboots() > dog),
+    )?;
+    let reset = t.elapsed().as_secs_f64();
+    wait_for("node2 booted again", Duration::from_secs(240), || {
+        Ok(n2.boots() > boots && n2.exec("true", Duration::from_secs(15))?.code == 0)
+    })?;
+    wait_for(
+        "node1 recorded node2's fence through SBD",
+        Duration::from_secs(120),
+        || Ok(fences(n1)?.iter().any(|l| !fenced_before.contains(l))),
+    )
+    .with_context(|| {
+        format!(
+            "node1's fence history of node2: {}",
+            n1.ssh("stonith_admin --history node2 --verbose 2>&1; crm_mon -1 2>&1 | tail -5")
+                .unwrap_or_default()
+        )
+    })?;
+    let fenced = t.elapsed().as_secs_f64();
+    wait_rejoined(n1, n2, "node2 back in the cluster after its watchdog reset")?;
+    let back = t.elapsed().as_secs_f64();
+    eprintln!(
+        "METRIC vm_sbd_hung_node2: watchdog reset {reset:.1}s, fence recorded {fenced:.1}s, back {back:.1}s"
+    );
+    let tail = lab.fence_log()[before..].to_string();
+    ensure!(
+        !tail.lines().any(|l| {
+            (l.contains("vbmc") || l.contains("sushy") || l.contains("libvirt Stopped"))
+                && l.ends_with("node2")
+        }),
+        "a BMC acted while node2 was hung:\n{tail}"
+    );
+    let st = n2.ssh("systemctl is-active sbd")?;
+    ensure!(
+        st.trim() == "active",
+        "sbd on node2 after its watchdog reset: {st}"
+    );
+    log(&format!(
+        "node2's sbd frozen: softdog reset node2 after {reset:.1}s, node1 fenced it through SBD by \
+         {fenced:.1}s, node2 back in the cluster at {back:.1}s, no BMC action"
+    ));
     Ok(())
 }
 

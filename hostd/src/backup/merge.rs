@@ -4,6 +4,7 @@
 //! ancestor's files, or onto nothing (it becomes a full backup), and its manifest is updated
 //! (kind, parent, each file's backing, SHA-256 and size). Only then are the parents removed.
 //!
+//! The chain is verified (every SHA-256) before a merge: a damaged parent is never merged in.
 //! A rebase in safe mode never changes what the image shows: it writes the clusters where the
 //! old chain and the new one differ, then the header. So the backup's data stays whole at every
 //! instant; only its manifest's checksums are stale until the merge ends. A marker file
@@ -39,7 +40,13 @@ pub fn merge(
     onto: Option<&str>,
     log: &dyn Fn(String),
 ) -> Result<()> {
-    let ch = store::chain(target_path, vmid, id)?;
+    // every file of the chain is checked first: a merge would otherwise carry a bit flipped in
+    // a parent into the merged file under a fresh checksum
+    let ch = store::verify_chain(target_path, vmid, id, &|_, _, _| {}).map_err(|e| {
+        Error::Conflict(format!(
+            "backup {id} is not merged, and nothing is removed: its chain does not verify ({e})"
+        ))
+    })?;
     let Some(me) = ch.last() else {
         return Err(Error::Internal(format!("backup {id}: an empty chain")));
     };
@@ -272,6 +279,17 @@ mod tests {
         let lines = std::cell::RefCell::new(Vec::new());
         let log = |l: String| lines.borrow_mut().push(l);
         // keep F and I2 and I3: I2 merged onto F (taking I1 in); then I3 into a full backup
+        // a damaged parent is never merged in: refused, nothing written
+        let victim = vdir.join("I1/vda.qcow2");
+        let good = std::fs::read(&victim).unwrap();
+        let mut bad = good.clone();
+        let n = bad.len() - 100;
+        bad[n] ^= 0xff;
+        std::fs::write(&victim, &bad).unwrap();
+        let e = merge(&eng, &target, 100, "I2", Some("F"), &log).unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+        assert!(!vdir.join("I2").join(MERGING).exists());
+        std::fs::write(&victim, &good).unwrap();
         merge(&eng, &target, 100, "I2", Some("F"), &log).unwrap();
         merge(&eng, &target, 100, "I3", None, &log).unwrap();
         // a full backup and an ancestor outside the chain are refused
