@@ -178,7 +178,14 @@ pub fn create(
         }
     }
     let start = crate::db::now();
-    let id = store::new_id(&vdir, start);
+    let existing = if running {
+        eng.checkpoints(&row.name)?
+    } else {
+        Vec::new()
+    };
+    let id = store::new_id(&vdir, start, &|id| {
+        existing.contains(&checkpoint_name(vmid, id))
+    });
     let partial = vdir.join(format!(".partial-{id}"));
     std::fs::create_dir(&partial)?;
     task.log(format!(
@@ -202,12 +209,8 @@ pub fn create(
             Some(c) => c.list(vmid),
             None => store::list(target_path, vmid),
         };
-        let cps = if running {
-            eng.checkpoints(&row.name)?
-        } else {
-            Vec::new()
-        };
-        let mut p = plan(req.full, running, &sized, all.last(), &cps);
+        let cps = &existing;
+        let mut p = plan(req.full, running, &sized, all.last(), cps);
         if let (Plan::Incremental { parent, .. }, Some(c), Some(r)) = (&p, &conn, &remote) {
             // the parent is uploaded, never read here: its chain must be whole over there
             if let Err(e) = c.chain(vmid, parent) {

@@ -77,13 +77,16 @@ pub fn fsync_path(p: &Path) -> std::io::Result<()> {
     std::fs::File::open(p)?.sync_all()
 }
 
-/// A new backup id from the start time (`20261202T171500Z`), unique in `vm_dir`.
-pub fn new_id(vm_dir: &Path, start: i64) -> String {
+/// A new backup id from the start time (`20261202T171500Z`), unique in `vm_dir` and not
+/// `taken` (the VM's checkpoints are named after its backups' ids, on every target: two
+/// backups of a running VM to two targets in the same second must not share one).
+pub fn new_id(vm_dir: &Path, start: i64, taken: &dyn Fn(&str) -> bool) -> String {
     let (y, mo, d, h, mi, s) = keel_api::time::utc_parts(start);
     let base = format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z");
     let mut id = base.clone();
     let mut n = 2;
-    while vm_dir.join(&id).exists() || vm_dir.join(format!(".partial-{id}")).exists() {
+    while vm_dir.join(&id).exists() || vm_dir.join(format!(".partial-{id}")).exists() || taken(&id)
+    {
         id = format!("{base}-{n}");
         n += 1;
     }
@@ -225,4 +228,23 @@ pub fn verify_chain(
         }
     }
     Ok(ch)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// An id is unique in its VM directory and not taken elsewhere (a checkpoint named after a
+    /// backup of the same second on another target).
+    #[test]
+    fn new_ids_avoid_the_directory_and_taken_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = 1_796_212_800; // 2026-12-02 12:00:00 UTC
+        assert_eq!(new_id(tmp.path(), t, &|_| false), "20261202T120000Z");
+        std::fs::create_dir(tmp.path().join("20261202T120000Z")).unwrap();
+        assert_eq!(new_id(tmp.path(), t, &|_| false), "20261202T120000Z-2");
+        let taken = |id: &str| id == "20261202T120000Z-2";
+        assert_eq!(new_id(tmp.path(), t, &taken), "20261202T120000Z-3");
+    }
 }
