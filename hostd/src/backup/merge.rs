@@ -248,6 +248,14 @@ mod tests {
         .unwrap();
     }
 
+    /// The real runner (qemu-img); the libvirt URI is not used by merges.
+    fn engine() -> Engine<'static> {
+        Engine {
+            runner: &keel_runner::System,
+            uri: "test:///default".into(),
+        }
+    }
+
     fn raw(img: &Path, out: &Path) -> Vec<u8> {
         run(&[
             "qemu-img",
@@ -272,10 +280,7 @@ mod tests {
         layer(&vdir, "I3", Some("I2"), 4, (512, 0x44));
         let want2 = raw(&vdir.join("I2/vda.qcow2"), &tmp.path().join("r2"));
         let want3 = raw(&vdir.join("I3/vda.qcow2"), &tmp.path().join("r3"));
-        let eng = Engine {
-            runner: &keel_runner::System,
-            uri: "test:///default".into(),
-        };
+        let eng = engine();
         let lines = std::cell::RefCell::new(Vec::new());
         let log = |l: String| lines.borrow_mut().push(l);
         // keep F and I2 and I3: I2 merged onto F (taking I1 in); then I3 into a full backup
@@ -346,10 +351,7 @@ mod tests {
         ]);
         let e = store::verify_chain(&target, 100, "I2", &|_, _, _| {}).unwrap_err();
         assert!(e.to_string().contains("merge of backup I2"), "{e}");
-        let eng = Engine {
-            runner: &keel_runner::System,
-            uri: "test:///default".into(),
-        };
+        let eng = engine();
         let done = finish_interrupted(&eng, &target, 100, &|_| {}).unwrap();
         assert_eq!(done, vec!["I2".to_string()]);
         assert!(!vdir.join("I2").join(MERGING).exists());
