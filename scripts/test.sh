@@ -12,6 +12,12 @@ keel_install_schemathesis
 keel_bmc_venv
 keel_start_libvirt
 
+# The cloud-init test guest (hostd/tests/vm_cloudinit.rs) is debootstrap'd on a cache miss
+# (~3 min, mostly downloads and dpkg): start it now, beside the builds. The test runs the same
+# script, which waits on the cache's lock and then finds the image.
+log "cloud-init test guest: iso/cloud-guest/build.sh in the background (cache hit: instant)"
+bash iso/cloud-guest/build.sh >/dev/null 2>&1 &
+
 log "web UI: build and unit tests"
 keel_build_ui
 (cd ui && npm test --silent)

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod auth;
 pub mod backup;
 pub mod clone;
+pub mod cloudinit;
 pub mod cluster;
 pub mod cluster_storage;
 pub mod error;

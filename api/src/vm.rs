@@ -79,6 +79,10 @@ pub struct VmSpec {
     pub guest_agent: bool,
     #[serde(default)]
     pub on_crash: OnCrash,
+    /// cloud-init: Keel writes a NoCloud seed ISO from these settings and attaches it as a
+    /// second CD-ROM; regenerated when they change (docs/cloud-init.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<crate::cloudinit::CloudInitSpec>,
 }
 
 fn default_vcpus() -> u32 {
@@ -486,6 +490,18 @@ impl VmSpec {
                         macs.push(b);
                     }
                 }
+            }
+        }
+        if let Some(c) = &self.cloud_init {
+            c.validate(self.nics.len())?;
+            if c.hostname.is_none() && !crate::cloudinit::valid_hostname(&self.name) {
+                return err(
+                    "cloud_init.hostname",
+                    format!(
+                        "the VM's name {:?} is not a valid host name for the guest: set cloud_init.hostname",
+                        self.name
+                    ),
+                );
             }
         }
         for (i, b) in self.boot.iter().enumerate() {

@@ -87,7 +87,13 @@ fn remove_nic(spec: &mut VmSpec, which: &str) -> Result<()> {
     Ok(())
 }
 
-async fn put(c: &Client, node: &str, vmid: u32, spec: &VmSpec, mode: Mode) -> Result<Outcome> {
+pub(crate) async fn put(
+    c: &Client,
+    node: &str,
+    vmid: u32,
+    spec: &VmSpec,
+    mode: Mode,
+) -> Result<Outcome> {
     spec.validate()
         .map_err(|e| anyhow!("{}: {}", e.field, e.message))?;
     let a = c
@@ -101,7 +107,7 @@ async fn put(c: &Client, node: &str, vmid: u32, spec: &VmSpec, mode: Mode) -> Re
     task_outcome(c, node, a, mode).await
 }
 
-async fn current(c: &Client, node: &str, vmid: u32) -> Result<VmSpec> {
+pub(crate) async fn current(c: &Client, node: &str, vmid: u32) -> Result<VmSpec> {
     let cfg: VmConfig = typed(
         c.get(&["nodes", node, "vms", &vmid.to_string()], &[])
             .await?,

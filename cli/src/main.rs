@@ -5,6 +5,7 @@ mod agent;
 mod backup;
 mod client;
 mod clone;
+mod cloudinit;
 mod cluster;
 mod cluster_pool;
 mod config;
@@ -265,6 +266,9 @@ enum VmCmd {
     /// Add or remove a NIC (live on a running VM: docs/hotplug.md)
     #[command(subcommand)]
     Nic(hotplug::NicCmd),
+    /// Show or change cloud-init settings (host name, user, keys, addresses); the guest applies
+    /// them at its next boot (docs/cloud-init.md)
+    CloudInit(cloudinit::CloudInitArgs),
 }
 
 #[derive(Args, Debug)]
@@ -750,6 +754,7 @@ async fn vm(c: &Client, cmd: VmCmd, mode: Mode) -> Result<Outcome> {
         VmCmd::MigrateCancel { vmid } => return migrate::cancel(c, node, vmid, mode).await,
         VmCmd::Disk(d) => return hotplug::disk(c, node, d, mode).await,
         VmCmd::Nic(n) => return hotplug::nic(c, node, n, mode).await,
+        VmCmd::CloudInit(a) => return cloudinit::run(c, node, &a, mode).await,
     }
     Ok(Outcome::Done)
 }

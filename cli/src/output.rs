@@ -206,6 +206,17 @@ pub fn vm_show(cfg: &VmConfig, status: Option<&VmStatus>) {
     rows.push(("serial", yes_no(s.serial)));
     rows.push(("guest agent", yes_no(s.guest_agent)));
     rows.push(("on crash", wire_name(&s.on_crash)));
+    if let Some(ci) = &s.cloud_init {
+        rows.push((
+            "cloud-init",
+            format!(
+                "host name {}, {} key(s) (`keel vm cloud-init {}`)",
+                ci.hostname.as_deref().unwrap_or(&s.name),
+                ci.ssh_keys.len(),
+                s.vmid
+            ),
+        ));
+    }
     rows.push(("managed", yes_no(cfg.managed)));
     if !cfg.pending.is_empty() {
         rows.push((

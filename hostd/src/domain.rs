@@ -18,6 +18,8 @@ use crate::xml::{Element, XmlError};
 pub const KEEL_NS: &str = "https://keel.dev/xmlns/vm/1";
 const KEEL_PREFIX: &str = "keel";
 /// Free PCIe root ports a q35 guest gets for disks and NICs hot-plugged while it runs.
+/// libvirt alias (user aliases start with `ua-`) of the cloud-init seed CD-ROM.
+pub const CLOUDINIT_ALIAS: &str = "ua-keel-cloudinit";
 pub const HOTPLUG_PORTS: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +50,9 @@ pub struct RenderCtx {
     /// Resolved path of the CD-ROM image (None: empty drive).
     #[serde(default)]
     pub cdrom_path: Option<String>,
+    /// Path of the cloud-init seed ISO (when the spec has cloud_init).
+    #[serde(default)]
+    pub cloudinit_path: Option<String>,
     /// VNC password (VNC allows at most 8 characters).
     #[serde(default)]
     pub vnc_password: Option<String>,
@@ -77,6 +82,8 @@ pub struct ParsedDomain {
     /// Disk paths in spec order (also for disks Keel maps to pool/volume).
     pub disk_paths: Vec<String>,
     pub cdrom_path: Option<String>,
+    /// The cloud-init seed ISO attached (`CLOUDINIT_ALIAS`).
+    pub cloudinit_path: Option<String>,
     /// Target device names of disks (`vda`…) and NIC MACs, for statistics.
     pub disk_targets: Vec<String>,
     pub vnc_password: Option<String>,
@@ -190,6 +197,13 @@ pub fn render_element(spec: &VmSpec, ctx: &RenderCtx) -> Result<Element, DomainE
     }) = &spec.cdrom
     {
         meta.push(Element::new(&k("cdrom")).attr("pool", p).attr("volume", v));
+    }
+    if let Some(ci) = &spec.cloud_init {
+        // JSON in the metadata: the settings round-trip exactly (the seed holds only their
+        // rendering).
+        let json = serde_json::to_string(ci)
+            .map_err(|e| DomainError::Render(format!("cloud-init settings: {e}")))?;
+        meta.push(Element::new(&k("cloud-init")).text(json));
     }
 
     let mut dom = Element::new("domain")
@@ -337,6 +351,33 @@ pub fn render_element(spec: &VmSpec, ctx: &RenderCtx) -> Result<Element, DomainE
             .child(Element::new("target").attr("dev", dev).attr("bus", bus))
             .child(Element::new("readonly"))
             .child_opt(boot_order("cdrom"));
+        devices.push(cd);
+    }
+    if spec.cloud_init.is_some() {
+        // The NoCloud seed: a second, never-booted CD-ROM, told apart by its alias.
+        let (bus, dev) = match spec.machine {
+            Machine::Q35 => (
+                "sata",
+                format!("sd{}", dev_letters(is + u32::from(spec.cdrom.is_some()))),
+            ),
+            Machine::Pc => ("ide", "hdd".to_string()),
+        };
+        let cd = Element::new("disk")
+            .attr("type", "file")
+            .attr("device", "cdrom")
+            .child(
+                Element::new("driver")
+                    .attr("name", "qemu")
+                    .attr("type", "raw"),
+            )
+            .child_opt(
+                ctx.cloudinit_path
+                    .as_ref()
+                    .map(|p| Element::new("source").attr("file", p)),
+            )
+            .child(Element::new("target").attr("dev", dev).attr("bus", bus))
+            .child(Element::new("readonly"))
+            .child(Element::new("alias").attr("name", CLOUDINIT_ALIAS));
         devices.push(cd);
     }
     if spec.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
@@ -506,6 +547,7 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
     let meta = keel_meta(&dom);
     let mut disk_meta: Vec<(usize, String, String)> = Vec::new();
     let mut cdrom_meta = None;
+    let mut cloud_init = None;
     let mut vmid = 0;
     let mut cpu_meta = None;
     if let Some((m, p)) = &meta {
@@ -522,6 +564,11 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
             ) {
                 disk_meta.push((i, pool.to_string(), vol.to_string()));
             }
+        }
+        if let Some(t) = m.path_text(&format!("{p}cloud-init")) {
+            cloud_init = Some(serde_json::from_str(t).map_err(|e| {
+                DomainError::Invalid(format!("Keel's cloud-init metadata is not readable: {e}"))
+            })?);
         }
         if let Some(c) = m.find(&format!("{p}cdrom")) {
             cdrom_meta = Some((
@@ -600,6 +647,7 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
     let mut disk_targets = Vec::new();
     let mut cdrom = None;
     let mut cdrom_path = None;
+    let mut cloudinit_path = None;
     let mut boots: Vec<(u32, String)> = Vec::new();
     for d in devices.find_all("disk") {
         let src = d.find("source").and_then(|s| {
@@ -611,6 +659,10 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
             .path("boot")
             .and_then(|b| b.get_attr("order"))
             .and_then(|o| o.parse::<u32>().ok());
+        if d.path("alias").and_then(|a| a.get_attr("name")) == Some(CLOUDINIT_ALIAS) {
+            cloudinit_path = src.map(str::to_string);
+            continue;
+        }
         match d.get_attr("device") {
             Some("cdrom") => {
                 cdrom_path = src.map(str::to_string);
@@ -767,6 +819,7 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
         serial: false,
         guest_agent: false,
         on_crash,
+        cloud_init,
     };
     // Keep an explicit order only when it differs from the default one.
     let boot = if boot == spec0.effective_boot() {
@@ -793,6 +846,7 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
         domain_type: dom.get_attr("type").unwrap_or("").to_string(),
         disk_paths,
         cdrom_path,
+        cloudinit_path,
         disk_targets,
         vnc_password: graphics
             .and_then(|g| g.get_attr("passwd"))

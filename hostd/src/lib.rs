@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod backup;
 pub mod clones;
+pub mod cloudinit;
 pub mod cluster;
 pub mod cluster_net;
 pub mod cluster_pools;

@@ -419,6 +419,7 @@ pub fn check_against_host(
             }
         }
     }
+    crate::cloudinit::check(node, spec, &pools)?;
     let nets = node.hv.list_networks()?;
     let mut taken: Vec<String> = spec
         .nics
@@ -503,11 +504,13 @@ pub(crate) fn render(
         },
         None => None,
     };
+    let cloudinit_path = crate::cloudinit::write_seed(node, spec, uuid)?;
     let ctx = RenderCtx {
         domain_type: node.accel.domain_type,
         uuid: uuid.to_string(),
         disk_paths,
         cdrom_path,
+        cloudinit_path,
         vnc_password: if spec.vnc {
             vnc_password.or_else(|| Some(random_vnc_password()))
         } else {
@@ -734,6 +737,10 @@ pub fn delete(node: &Node, vmid: u32, purge: bool, task: &TaskHandle) -> Result<
             }
         }
     }
+    // the seed is generated from the VM's settings: it goes with the VM, purge or not
+    if let Some(pool) = crate::cloudinit::seed_pool(&p.spec) {
+        crate::cloudinit::remove_seed(node, &pool, vmid, task);
+    }
     let log = node.cfg.serial_dir().join(format!("{vmid}.log"));
     let _ = std::fs::remove_file(log);
     if let Err(e) = crate::metrics::forget_vm(node, vmid) {
@@ -779,6 +786,17 @@ pub fn update(node: &Node, row: DomainRow, mut spec: VmSpec, task: &TaskHandle) 
     let old = parsed(node, &row.name, true)?;
     allocate_and_define(node, &mut spec, &row.uuid, old.vnc_password.clone(), task)?;
     record_vm(node, &spec, task);
+    if spec.cloud_init.is_some() {
+        task.log(format!(
+            "cloud-init seed {} written; the guest applies it when it next starts",
+            crate::cloudinit::volume_name(spec.vmid)
+        ));
+    }
+    if let Some(old_pool) = crate::cloudinit::seed_pool(&old.spec) {
+        if crate::cloudinit::seed_pool(&spec).as_ref() != Some(&old_pool) {
+            crate::cloudinit::remove_seed(node, &old_pool, spec.vmid, task);
+        }
+    }
     task.log(format!(
         "changed: {}",
         diff_fields(&old.spec, &spec).join(", ")
@@ -941,7 +959,9 @@ fn uses_volume(p: &ParsedDomain, pool: &str, volume: &str, path: &str) -> bool {
             .as_ref()
             .is_some_and(|c| c.pool.as_deref() == Some(pool) && c.volume.as_deref() == Some(volume))
         || (!path.is_empty()
-            && (p.disk_paths.iter().any(|x| x == path) || p.cdrom_path.as_deref() == Some(path)))
+            && (p.disk_paths.iter().any(|x| x == path)
+                || p.cdrom_path.as_deref() == Some(path)
+                || p.cloudinit_path.as_deref() == Some(path)))
 }
 
 /// Names (pool, volume) referenced by any VM's disks or CD-ROM.

@@ -8,7 +8,8 @@
 //! ui/e2e/clones.mjs (convert to template, template badge, a linked clone through the dialog);
 //! then ui/e2e/backups.mjs (the Backups tab: back up now, verify, restore into a new VM and
 //! over the VM itself);
-//! then ui/e2e/hotplug.mjs (disks and NICs added and removed on a running VM);
+//! then ui/e2e/hotplug.mjs (disks and NICs added and removed on a running VM, then the
+//! Cloud-init tab);
 //! then ui/e2e/backup_jobs.mjs (the Backup jobs page, the Backups tab's Prune… dialog, and
 //! an sftp backup target added to an sshd the test starts);
 //! ui/e2e/migrate.mjs (the Migrate dialog's refusal on a standalone node).
@@ -17,6 +18,9 @@
 //! Debian's chromium.
 
 mod common;
+
+const UI_SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ8Q4S8mH8d/SamZ93/4x03MLLDGW4l7VdKG+l+whOpS ui@keel";
 
 use std::process::Command;
 
@@ -222,7 +226,22 @@ fn web_ui_in_headless_chromium() {
         &[
             ("KEEL_UI_VMID", hp_vm.to_string()),
             ("KEEL_UI_BRIDGE", hp_br.clone()),
+            ("KEEL_UI_SSH_KEY", UI_SSH_KEY.to_string()),
         ],
+    );
+    // what the Cloud-init tab saved, and the seed hostd wrote
+    let ci = h.get_json(&format!("/vms/{hp_vm}"))["spec"]["cloud_init"].clone();
+    assert_eq!(
+        ci,
+        serde_json::json!({"hostname": "ui-ci-1", "user": "ops", "ssh_keys": [UI_SSH_KEY]}),
+        "cloud-init settings saved by the UI"
+    );
+    let seed = format!("vm-{hp_vm}-cloudinit.iso");
+    assert!(
+        h.get_json(&format!("/storage/{}/content", h.pool))
+            .to_string()
+            .contains(&seed),
+        "no seed {seed} in the pool after the UI saved cloud-init settings"
     );
     let (_, xml) = common::virsh(&["dumpxml", &hp_name]);
     assert!(

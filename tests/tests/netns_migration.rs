@@ -400,6 +400,28 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
         "--boot",
         "cdrom,disk0",
     ])?;
+    // cloud-init on, through the CLI: its seed, a volume of node1's local pool, moves with the
+    // VM (copied to node2's local pool, released here) and back
+    k1.keel_ok(&[
+        "--node",
+        "node1",
+        "vm",
+        "cloud-init",
+        "100",
+        "--enable",
+        "--hostname",
+        "mig-live-ci",
+        "--ci-user",
+        "ops",
+    ])?;
+    let shown = k1.keel_ok(&["--node", "node1", "vm", "cloud-init", "100"])?;
+    ensure!(
+        shown.contains("mig-live-ci") && shown.contains("ops"),
+        "keel vm cloud-init 100 shows: {shown}"
+    );
+    let seed = "images/vm-100-cloudinit.iso";
+    let (s1, s2) = (k1.state.join(seed), k2.state.join(seed));
+    ensure!(s1.exists(), "no cloud-init seed at {}", s1.display());
     let disk = "images/vm-100-disk-0.qcow2";
     let (d1, d2) = (k1.state.join(disk), k2.state.join(disk));
     n1.run_ok(&[
@@ -432,6 +454,17 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
         d1.display()
     );
     ensure!(d2.exists(), "no disk on node2 at {}", d2.display());
+    ensure!(
+        s2.exists() && !s1.exists(),
+        "the cloud-init seed did not move: node1 {}, node2 {}",
+        s1.exists(),
+        s2.exists()
+    );
+    let xml2 = n2.virsh(&["dumpxml", "mig-live"])?;
+    ensure!(
+        xml2.contains(&s2.to_string_lossy().to_string()),
+        "node2's domain does not use node2's seed: {xml2}"
+    );
     let job = n2.virsh(&["domjobinfo", "mig-live", "--completed"])?;
     // the 32 MiB written on node1 arrived in node2's copy (read beside the running guest)
     n2.run_ok(&[
@@ -479,6 +512,10 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
     let h1 = sha256(&d1)?;
     ensure!(h1 == h2, "disk sha256 differs: node2 {h2}, node1 {h1}");
     ensure!(!d2.exists(), "node2's volume was not released");
+    ensure!(
+        s1.exists() && !s2.exists(),
+        "the cloud-init seed did not come back"
+    );
     n1.virsh(&["resume", "mig-live"])?;
     let before = vm_serial(&k, 100).1.last().copied().unwrap_or(0);
     wait_ticks(lab, &k, 100, before + 2, "Keel VM ticking on node1 again")?;
@@ -526,9 +563,10 @@ fn keel_scenario(lab: &NetnsLab, raw: &Raw) -> Result<()> {
         "left on node2"
     );
     ensure!(
-        !d2.exists(),
-        "a partial copy was left on node2: {}",
-        d2.display()
+        !d2.exists() && !s2.exists(),
+        "a partial copy (disk {}, cloud-init seed {}) was left on node2",
+        d2.exists(),
+        s2.exists()
     );
     let before = vm_serial(&k, 100).1.last().copied().unwrap_or(0);
     wait_ticks(

@@ -1,16 +1,19 @@
 // End-to-end test of hot-plug from the VM page's Hardware tab against a real keel-hostd (no
 // mocks): on a running VM (the live ISO booted, one disk), add a virtio disk and a NIC, each
 // reported as applied live, then remove both; no "Pending changes" badge at any point. Then a
-// SATA disk, reported pending until the next cold boot, with the badge.
+// SATA disk, reported pending until the next cold boot, with the badge. Then the Cloud-init tab:
+// a bad SSH key refused with hostd's reason, valid settings saved (the seed is written at once;
+// the test checks it and the stored settings through the API), shown again after a reload.
 //   KEEL_UI_URL        base URL (hostd serving ui/dist)
 //   KEEL_UI_PASSWORD   root's password
 //   KEEL_UI_VMID       a running VM booted from the live ISO, with one disk (disk0)
 //   KEEL_UI_BRIDGE     a host bridge for the NIC
+//   KEEL_UI_SSH_KEY    an OpenSSH public key line for the Cloud-init tab
 //   CHROMIUM           browser binary (default /usr/bin/chromium)
 // Prints "N passed, N failed" last; exits non-zero on any failure (screenshots in e2e/artifacts/).
 import { BASE, env, expect, open, signIn } from "./harness.mjs";
 
-const [VMID, BRIDGE] = env("KEEL_UI_VMID", "KEEL_UI_BRIDGE");
+const [VMID, BRIDGE, SSH_KEY] = env("KEEL_UI_VMID", "KEEL_UI_BRIDGE", "KEEL_UI_SSH_KEY");
 const { page, step, finish } = await open("hotplug");
 page.on("dialog", (d) => d.accept()); // confirmations
 const msg = () => page.getByRole("status", { name: "Device task" });
@@ -75,6 +78,27 @@ await step("a SATA disk is saved but pending, with the badge", async () => {
   const m = await outcome("Add disk");
   expect(m.includes("pending until the next cold boot") && m.includes("sata bus"), `outcome: ${m}`);
   await badge().waitFor();
+});
+
+await step("Cloud-init tab: a bad key is refused, valid settings saved", async () => {
+  await page.getByRole("tab", { name: "Cloud-init" }).click();
+  await page.getByLabel("Use cloud-init").check();
+  await page.getByLabel("Host name").fill("ui-ci-1");
+  await page.getByLabel("User", { exact: true }).fill("ops");
+  await page.getByLabel("SSH public keys (one per line)").fill("ssh-ed25519 AAAA-not-a-key");
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  const alert = page.getByRole("alert", { name: "Cloud-init task" });
+  await alert.waitFor();
+  const t = await alert.innerText();
+  expect(/refused: .*SSH public key/.test(t), `bad key: ${t}`);
+  await page.getByLabel("SSH public keys (one per line)").fill(SSH_KEY);
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  await page.getByText(/^Save cloud-init: done, /).waitFor({ timeout: 60_000 });
+  await page.reload();
+  await page.getByRole("tab", { name: "Cloud-init" }).click();
+  const host = page.getByLabel("Host name");
+  await host.waitFor();
+  expect(await host.inputValue() === "ui-ci-1", `host name after reload: ${await host.inputValue()}`);
 });
 
 await finish();

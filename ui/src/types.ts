@@ -37,6 +37,21 @@ export interface VmSpec {
   serial?: boolean;
   guest_agent?: boolean;
   on_crash?: string;
+  cloud_init?: CloudInitSpec;
+}
+
+export type IpConfig = { mode: "dhcp" } | { mode: "static"; address: string; gateway?: string };
+
+export interface CloudInitSpec {
+  hostname?: string;
+  user?: string;
+  password_hash?: string;
+  ssh_keys?: string[];
+  ipconfig?: IpConfig[];
+  dns?: string[];
+  search?: string[];
+  user_data?: string;
+  pool?: string;
 }
 
 export interface VmSummary {
@@ -293,4 +308,29 @@ export interface GuestInterface { name: string; mac: string | null; addresses: G
 export interface GuestAgentInfo {
   vmid: number; state: AgentState; message: string;
   hostname: string | null; os: GuestOs | null; interfaces: GuestInterface[];
+}
+
+/** GET /cluster/storage-pools: one node's view of a cluster pool. */
+export interface ClusterPoolNode {
+  node: string;
+  device: string;
+  connection?: string | null;
+  role?: string | null;
+  peer_role?: string | null;
+  disk?: string | null;
+  peer_disk?: string | null;
+  sync_percent?: number | null;
+  mounted: boolean;
+  size_bytes?: number | null;
+  free_bytes?: number | null;
+  error?: string | null;
+}
+
+export interface ClusterPoolStatus {
+  name: string;
+  type: "drbd-gfs2";
+  path: string;
+  /** creating, ready or "failed: …" */
+  state: string;
+  nodes: ClusterPoolNode[];
 }

@@ -217,6 +217,10 @@ pub fn needs_of(spec: &VmSpec) -> std::result::Result<Needs, String> {
             None => {}
         }
     }
+    if let Some(p) = crate::cloudinit::seed_pool(spec) {
+        // the seed must be where the VM restarts
+        n.pools.push(p);
+    }
     for nic in &spec.nics {
         if let Some(x) = &nic.network {
             n.networks.push(x.clone());

@@ -102,6 +102,9 @@ pub struct Plan {
     pub media: Vec<(String, String)>,
     /// Disks (targets) left where they are: on a shared pool both nodes see.
     pub shared: Vec<String>,
+    /// The cloud-init seed (pool, volume) when it is on a pool the target does not share: copied
+    /// there before the move (its path is in `media`), released here after it.
+    pub seed: Option<(String, String)>,
 }
 
 fn conflict(m: String) -> Error {
@@ -252,11 +255,42 @@ pub fn plan(me: &str, src: &SourceVm, t: &TargetFacts, memory_mib: u64) -> Resul
             _ => media.push((path.clone(), path.clone())),
         }
     }
+    let mut seed_move = None;
+    if let (Some(pool), Some(path)) = (
+        crate::cloudinit::seed_pool(spec),
+        &src.parsed.cloudinit_path,
+    ) {
+        let seed = crate::cloudinit::volume_name(spec.vmid);
+        if t.shared_pools.iter().any(|p| p == &pool) {
+            let v = vols(&pool).iter().find(|v| v.name == seed).ok_or_else(|| {
+                conflict(format!(
+                    "{} does not see the cloud-init seed {seed:?} of shared pool {pool:?}: check the pool's mount there",
+                    t.name
+                ))
+            })?;
+            media.push((path.clone(), v.path.clone()));
+        } else {
+            // a node-local pool: the seed (a small ISO) is copied like a disk
+            let dir = pool_path(&pool, "the cloud-init seed")?;
+            if vols(&pool).iter().any(|v| v.name == seed) {
+                return Err(conflict(format!(
+                    "{} already has a volume {seed:?} in pool {pool:?}: remove it before migrating {vm} (it would be the cloud-init seed's copy)",
+                    t.name
+                )));
+            }
+            media.push((
+                path.clone(),
+                format!("{}/{seed}", dir.trim_end_matches('/')),
+            ));
+            seed_move = Some((pool, seed));
+        }
+    }
     Ok(Plan {
         live,
         disks,
         media,
         shared,
+        seed: seed_move,
     })
 }
 
@@ -565,6 +599,7 @@ pub(crate) fn run_live(
             .unwrap_or_else(|| "QEMU's default".into()),
         if req.auto_converge { "on" } else { "off" },
     ));
+    copy_seed(node, &dest_uri, plan, &t.name, task)?;
     let t0 = Instant::now();
     let hv = node.hv.clone();
     let name = src.name.clone();
@@ -609,6 +644,7 @@ pub(crate) fn run_live(
             node.cfg.node
         ));
         clean_target(node, t, plan, user, task);
+        drop_seed_copy(node, &dest_uri, plan, &t.name, task);
         return Err(e.into());
     }
     task.progress(1.0);
@@ -634,6 +670,51 @@ pub(crate) fn run_live(
     finish_move(node, src, t, plan, task)
 }
 
+/// Copy the cloud-init seed to the target when the plan says so (before libvirt moves anything).
+fn copy_seed(
+    node: &Node,
+    dest_uri: &str,
+    plan: &Plan,
+    target: &str,
+    task: &TaskHandle,
+) -> Result<()> {
+    let Some((pool, volume)) = &plan.seed else {
+        return Ok(());
+    };
+    match node
+        .hv
+        .copy_volume_to(dest_uri, pool, volume, &mut |_, _| {})
+    {
+        Ok(_) => {
+            task.log(format!(
+                "copied the cloud-init seed {pool}/{volume} to {target}"
+            ));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = node.hv.delete_volume_at(dest_uri, pool, volume);
+            task.log(format!(
+                "copy of the cloud-init seed {pool}/{volume} to {target} failed: {e}; nothing moved"
+            ));
+            Err(e.into())
+        }
+    }
+}
+
+/// Remove the seed's copy on the target after a failed move.
+fn drop_seed_copy(node: &Node, dest_uri: &str, plan: &Plan, target: &str, task: &TaskHandle) {
+    if let Some((pool, volume)) = &plan.seed {
+        match node.hv.delete_volume_at(dest_uri, pool, volume) {
+            Ok(()) => task.log(format!(
+                "{target}: removed the cloud-init seed's copy {pool}/{volume}"
+            )),
+            Err(e) => task.log(format!(
+                "warning: {target}: the cloud-init seed's copy {pool}/{volume} stays ({e})"
+            )),
+        }
+    }
+}
+
 /// After libvirt's success: the source's copies of the disks are released and the
 /// cluster-wide record names the target.
 fn finish_move(
@@ -643,6 +724,17 @@ fn finish_move(
     plan: &Plan,
     task: &TaskHandle,
 ) -> Result<()> {
+    if let Some((pool, volume)) = &plan.seed {
+        match node.hv.delete_volume(pool, volume) {
+            Ok(()) => task.log(format!(
+                "released the cloud-init seed {pool}/{volume} here (it is on {} now)",
+                t.name
+            )),
+            Err(e) => task.log(format!(
+                "warning: the cloud-init seed {pool}/{volume} could not be deleted here: {e}"
+            )),
+        }
+    }
     for d in &plan.disks {
         match node.hv.delete_volume(&d.pool, &d.volume) {
             Ok(()) => task.log(format!(
@@ -673,6 +765,7 @@ pub(crate) fn run_offline(
         src.vmid, t.name
     ));
     let t0 = Instant::now();
+    copy_seed(node, &dest_uri, plan, &t.name, task)?;
     let mut copied: Vec<&DiskMove> = vec![];
     let total = plan.disks.len().max(1) as f64;
     for (i, d) in plan.disks.iter().enumerate() {
@@ -698,6 +791,7 @@ pub(crate) fn run_offline(
                 for c in copied.iter().chain(std::iter::once(&d)) {
                     let _ = node.hv.delete_volume_at(&dest_uri, &c.pool, &c.volume);
                 }
+                drop_seed_copy(node, &dest_uri, plan, &t.name, task);
                 task.log(format!(
                     "copy of {}/{} failed: {e}; the copies on {} were removed, VM {} stays here",
                     d.pool, d.volume, t.name, src.vmid
@@ -711,6 +805,7 @@ pub(crate) fn run_offline(
         for c in &copied {
             let _ = node.hv.delete_volume_at(&dest_uri, &c.pool, &c.volume);
         }
+        drop_seed_copy(node, &dest_uri, plan, &t.name, task);
         return Err(e.into());
     }
     task.log(format!("defined on {}", t.name));

@@ -206,3 +206,41 @@ fn a_disk_on_a_shared_pool_is_not_copied() {
     let x = retarget_xml(LIVE, &p).unwrap();
     assert!(x.contains("file=\"/tmp/k1/state/images/vm-100-disk-0.qcow2\""));
 }
+
+#[test]
+fn the_cloud_init_seed_is_copied_from_a_local_pool_and_found_on_a_shared_one() {
+    let mut s = src();
+    s.parsed.spec.cloud_init = Some(Default::default());
+    let seed = "/tmp/k1/state/images/vm-100-cloudinit.iso";
+    s.parsed.cloudinit_path = Some(seed.into());
+    let p = plan("node1", &s, &target(), 512).unwrap();
+    assert_eq!(
+        p.seed,
+        Some(("local".to_string(), "vm-100-cloudinit.iso".to_string()))
+    );
+    assert!(p.media.contains(&(
+        seed.to_string(),
+        "/srv/n2/images/vm-100-cloudinit.iso".to_string()
+    )));
+    // a volume of that name on the target: refused, nothing overwritten
+    let mut t = target();
+    t.volumes[0].1.push(vol(
+        "vm-100-cloudinit.iso",
+        "/srv/n2/images/vm-100-cloudinit.iso",
+    ));
+    let (code, m) = refusal(plan("node1", &s, &t, 512));
+    assert_eq!(code, 409);
+    assert!(m.contains("cloud-init seed's copy"), "{m}");
+    // on a shared pool the target sees the same seed: not copied
+    t.shared_pools = vec!["local".into()];
+    t.volumes[0].1.push(vol(
+        "vm-100-disk-0.qcow2",
+        "/tmp/k1/state/images/vm-100-disk-0.qcow2",
+    ));
+    let p = plan("node1", &s, &t, 512).unwrap();
+    assert_eq!(p.seed, None);
+    assert!(p.media.contains(&(
+        seed.to_string(),
+        "/srv/n2/images/vm-100-cloudinit.iso".to_string()
+    )));
+}

@@ -19,7 +19,8 @@ export function hotplugOutcome(lines: string[]): string {
   return parts.length ? parts.join(". ") : "saved";
 }
 
-async function update(vmid: number, what: string, spec: VmSpec, say: (m: Msg) => void): Promise<boolean> {
+/** PUT the VM's spec as a task; `say` gets the outcome (what went live, what is pending). */
+export async function updateSpec(vmid: number, what: string, spec: VmSpec, say: (m: Msg) => void): Promise<boolean> {
   say({ tone: "info", text: `${what}: task started…` });
   try {
     const r = await request("PUT", np(`/vms/${vmid}`), spec) as TaskRef;
@@ -66,7 +67,7 @@ export function DeviceActions({ vmid, spec, onChanged, msg, say: setMsg }: {
   const badSize = size && !/^[1-9]\d*$/.test(size.trim()) ? "A whole number of MiB, at least 1." : null;
   const run = async (what: string, s: VmSpec) => {
     setBusy(true);
-    const ok = await update(vmid, what, s, setMsg);
+    const ok = await updateSpec(vmid, what, s, setMsg);
     setBusy(false);
     if (ok) setOpen(null);
     onChanged();
@@ -156,7 +157,7 @@ export function RemoveDevice({ vmid, spec, kind, index, onChanged, say }: {
     setBusy(true);
     const list = [...(spec[kind] ?? [])] as unknown[];
     list.splice(index, 1);
-    await update(vmid, `Remove ${label}`, { ...spec, [kind]: list } as VmSpec, say);
+    await updateSpec(vmid, `Remove ${label}`, { ...spec, [kind]: list } as VmSpec, say);
     setBusy(false);
     onChanged();
   };

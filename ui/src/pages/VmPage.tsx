@@ -15,6 +15,7 @@ import { ResizeDisk, Snapshots } from "./Snapshots";
 import { Backups } from "./Backups";
 import { Metrics } from "./Metrics";
 import { GuestAgent } from "./GuestAgent";
+import { CloudInit } from "./CloudInit";
 import { CloneActions, CloneDialog, TemplateBadge } from "./Clone";
 import { MigrateAction } from "./Migrate";
 import { DeviceActions, type Msg as DeviceMsg, RemoveDevice } from "./Hotplug";
@@ -26,7 +27,7 @@ const OP_HINT: Record<PowerOp, string> = {
   start: "Boot the VM", shutdown: "Ask the guest OS to power off (through its guest agent when it answers, else ACPI)", stop: "Power off at once, like pulling the plug",
   reboot: "Ask the guest OS to reboot (ACPI)", reset: "Hard reset, like the reset button", suspend: "Pause the vCPUs", resume: "Continue paused vCPUs",
 };
-type Tab = "summary" | "performance" | "hardware" | "console" | "serial" | "tasks" | "snapshots" | "backups";
+type Tab = "summary" | "performance" | "hardware" | "cloudinit" | "console" | "serial" | "tasks" | "snapshots" | "backups";
 
 export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
   const status = usePoll(() => get<VmStatus>(np(`/vms/${vmid}/status/current`)), 2000, [vmid]);
@@ -39,7 +40,7 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
   const perms = usePermissions();
   const noPower = whyNot(perms, "VM.PowerMgmt", `/vms/${vmid}`);
   const noDelete = whyNot(perms, "VM.Allocate", `/vms/${vmid}`);
-  const active = (["summary", "performance", "hardware", "console", "serial", "tasks", "snapshots", "backups"].includes(tab) ? tab : "summary") as Tab;
+  const active = (["summary", "performance", "hardware", "cloudinit", "console", "serial", "tasks", "snapshots", "backups"].includes(tab) ? tab : "summary") as Tab;
   const setTab = (t: Tab) => navigate(`/vms/${vmid}${t === "summary" ? "" : `?tab=${t}`}`, true);
   const s = status.data;
   const name = s?.name ?? config.data?.spec.name ?? "";
@@ -106,11 +107,13 @@ export function VmPage({ vmid, tab }: { vmid: number; tab: string }) {
       {actionMsg && <div class={`alert alert-${actionMsg.tone}`} role={actionMsg.tone === "error" ? "alert" : "status"}>{actionMsg.text}</div>}
       <ErrorBox error={status.error} title="Cannot read the VM's status" />
       <Tabs<Tab> label="VM sections" active={active} onChange={setTab}
-        tabs={[["summary", "Summary"], ["performance", "Performance"], ["hardware", "Hardware"], ["console", "Console"], ["serial", "Serial"], ["tasks", "Tasks"], ["snapshots", "Snapshots"], ["backups", "Backups"]]} />
+        tabs={[["summary", "Summary"], ["performance", "Performance"], ["hardware", "Hardware"], ["cloudinit", "Cloud-init"], ["console", "Console"], ["serial", "Serial"], ["tasks", "Tasks"], ["snapshots", "Snapshots"], ["backups", "Backups"]]} />
       <div role="tabpanel" id={`panel-${active}`} aria-labelledby={`tab-${active}`} class="tabpanel">
         {active === "summary" && (s ? <Summary s={s} vmid={vmid} /> : <Loading what="status" />)}
         {active === "performance" && <Metrics path={`/vms/${vmid}`} what={`VM ${vmid}`} />}
         {active === "hardware" && <Hardware config={config.data} error={config.error} vmid={vmid}
+          onChanged={() => { config.refresh(); status.refresh(); }} />}
+        {active === "cloudinit" && <CloudInit vmid={vmid} config={config.data}
           onChanged={() => { config.refresh(); status.refresh(); }} />}
         {active === "console" && s && <Console vmid={vmid} state={s.state} />}
         {active === "serial" && <Serial vmid={vmid} />}
