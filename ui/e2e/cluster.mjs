@@ -20,6 +20,8 @@
 //                          the dialog needs its name typed, the task must succeed and the member's
 //                          last fence test must then show "Passed"
 // On a cluster, the Verify panel is run and must list exactly what GET /cluster/verify answers.
+// The Storage page's Cluster pools section must match GET /cluster/storage-pools (or say the node
+// is standalone), and its Create dialog must show the API's refusal of a missing device.
 //   KEEL_FORBIDDEN_TEXT    comma list of strings (fence secrets) that must not appear in the page
 //   KEEL_UI_SHOTS          screenshot directory (default e2e/artifacts/shots; docs/screenshots on purpose)
 //   CHROMIUM               browser binary (default /usr/bin/chromium)
@@ -316,6 +318,34 @@ if (STANDALONE) {
     expect((await page.getByTestId("current-node").textContent()) === ctx.local, "back on the local node");
   }, { critical: false });
 }
+
+await step("Storage page: the Cluster pools section answers like the API; a bad pool is refused", async () => {
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Storage" }).click();
+  const region = page.getByRole("region", { name: "Cluster pools" });
+  await region.waitFor();
+  const r = await api("GET", "/cluster/storage-pools");
+  if (STANDALONE) {
+    expect(r.status === 409, `GET /cluster/storage-pools on a standalone node answered ${r.status}`);
+    await region.getByTestId("cluster-pools-standalone").waitFor();
+  } else {
+    expect(r.status === 200, `GET /cluster/storage-pools answered ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
+    if (r.body.length === 0) await region.getByText("No cluster pools").waitFor();
+    for (const p of r.body) await region.getByRole("table", { name: `Nodes of ${p.name}` }).waitFor();
+  }
+  await region.getByRole("button", { name: "Create cluster pool…" }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.getByLabel("Name").fill("Bad_Name");
+  await dialog.getByText("1-30 of a-z, 0-9 and '-', starting with a letter.").waitFor();
+  await dialog.getByLabel("Name").fill("uitest");
+  await dialog.getByLabel("Device (the same on both nodes)").fill("/dev/keel-no-such-disk");
+  await dialog.getByRole("button", { name: "Create", exact: true }).click();
+  const alert = dialog.getByRole("alert");
+  await alert.waitFor();
+  log(`     refused: ${(await alert.innerText()).slice(0, 200)}`);
+  await dialog.getByRole("button", { name: "Cancel" }).click();
+  const after = await api("GET", "/cluster/storage-pools");
+  expect(!(after.status === 200 && after.body.some((p) => p.name === "uitest")), "a pool uitest was made");
+});
 
 if (!truthy(env.KEEL_SKIP_REFRESH_CHECK, false)) await step("the page refreshes itself, and pauses while the tab is hidden", async () => {
   await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Cluster" }).click();

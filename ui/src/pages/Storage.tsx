@@ -6,6 +6,7 @@ import { usePermissions, whyNot } from "../access";
 import { formatBytes, percent, uploadNameProblem } from "../logic";
 
 import type { PoolInfo, TaskRef, VolumeInfo } from "../types";
+import { ClusterPools } from "./ClusterPools";
 
 export function Storage({ pool }: { pool: string | null }) {
   const pools = usePoll(() => get<PoolInfo[]>(np("/storage")), 10000);
@@ -37,6 +38,7 @@ export function Storage({ pool }: { pool: string | null }) {
           ))}</tbody>
         </table>
       )}
+      <ClusterPools />
       {current && (
         <>
           <div class="panel-head section-gap"><h2>Volumes in {current}</h2></div>

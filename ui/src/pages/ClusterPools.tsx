@@ -1,0 +1,145 @@
+// The Storage page's "Cluster pools" section: every drbd-gfs2 pool of the cluster with its health
+// on each node (DRBD connection, roles, disk states, resync progress, the GFS2 mount, free
+// space), a Create dialog and Delete (docs/storage.md). On a node outside a cluster it says so.
+import { useState } from "preact/hooks";
+import { ApiError, del, followTask, notifyTask, post, get } from "../api";
+import { Empty, ErrorBox, Loading, Modal } from "../components";
+import { usePoll } from "../hooks";
+import { usePermissions, whyNot } from "../access";
+import { formatBytes } from "../logic";
+import type { ClusterPoolNode, ClusterPoolStatus, TaskRef } from "../types";
+
+export type Health = { tone: "ok" | "warn" | "bad" | "off"; text: string };
+
+/** One node's health in a pool, worst first: unreachable, split brain / disconnected, not
+ *  mounted, resyncing, degraded disks; else healthy. */
+export function nodeHealth(n: ClusterPoolNode): Health {
+  if (n.error) return { tone: "bad", text: `not answering: ${n.error}` };
+  if (!n.connection) return { tone: "bad", text: "DRBD resource down" };
+  if (n.connection === "StandAlone")
+    return { tone: "bad", text: "StandAlone: not replicating (split brain, or disconnected by hand); see keel cluster verify" };
+  if (n.sync_percent != null || /^Sync|^PausedSync/.test(n.connection))
+    return { tone: "warn", text: `resyncing${n.sync_percent != null ? ` ${n.sync_percent.toFixed(1)}%` : ""}` };
+  if (n.connection !== "Connected") return { tone: "bad", text: `${n.connection}: the peer is not connected` };
+  if (n.disk !== "UpToDate" || n.peer_disk !== "UpToDate")
+    return { tone: "warn", text: `disks ${n.disk ?? "?"}/${n.peer_disk ?? "?"}` };
+  if (!n.mounted) return { tone: "warn", text: "GFS2 not mounted" };
+  return { tone: "ok", text: "healthy" };
+}
+
+/** The pool's health: its state while creating or failed, else its worst node. */
+export function poolHealth(p: ClusterPoolStatus): Health {
+  if (p.state === "creating") return { tone: "warn", text: "creating" };
+  if (p.state !== "ready") return { tone: "bad", text: p.state };
+  if (p.nodes.length === 0) return { tone: "off", text: "no node answered" };
+  const order = { bad: 0, warn: 1, off: 2, ok: 3 };
+  return p.nodes.map(nodeHealth).sort((a, b) => order[a.tone] - order[b.tone])[0];
+}
+
+const badge = (h: Health) => <span class={`badge badge-${h.tone}`}>{h.text}</span>;
+
+export function ClusterPools() {
+  const pools = usePoll(() => get<ClusterPoolStatus[]>("/cluster/storage-pools"), 10000);
+  const perms = usePermissions();
+  const noModify = whyNot(perms, "Cluster.Modify", "/cluster");
+  const [creating, setCreating] = useState(false);
+  const [deleting, setDeleting] = useState<string | null>(null);
+  const [msg, setMsg] = useState<{ tone: "info" | "error"; text: string } | null>(null);
+  const standalone = pools.error?.status === 409;
+  const remove = async (name: string) => {
+    if (!window.confirm(`Delete cluster pool ${name}? Its GFS2 file system, volume group and DRBD resource are removed on both nodes.`)) return;
+    setDeleting(name);
+    setMsg({ tone: "info", text: `Deleting ${name}…` });
+    try {
+      const r = await del<TaskRef>(`/cluster/storage-pools/${encodeURIComponent(name)}`);
+      notifyTask(r.upid);
+      const t = await followTask(r.upid);
+      setMsg(t.state === "ok" ? { tone: "info", text: `Deleted ${name}.` } : { tone: "error", text: `Delete of ${name} failed: ${t.message}` });
+    } catch (e) {
+      setMsg({ tone: "error", text: `Delete of ${name} refused: ${(e as ApiError).message}` });
+    }
+    setDeleting(null);
+    pools.refresh();
+  };
+  return (
+    <div class="section-gap" aria-label="Cluster pools" role="region">
+      <div class="panel-head"><h2>Cluster pools</h2>
+        <button type="button" class="btn" disabled={!!noModify} title={noModify ?? "Build a pool shared by the cluster's nodes (one task)"}
+          onClick={() => { setMsg(null); setCreating(true); }}>Create cluster pool…</button>
+      </div>
+      {msg && <div class={`alert alert-${msg.tone}`} role={msg.tone === "error" ? "alert" : "status"}>{msg.text}</div>}
+      {standalone && <p class="muted" data-testid="cluster-pools-standalone">This node is not in a cluster: cluster pools are built across cluster nodes (<code>keel cluster init</code>, then <code>keel join</code> on the second node).</p>}
+      {!standalone && <ErrorBox error={pools.error} title="Cannot list cluster pools" />}
+      {!pools.data && !pools.error && <Loading what="cluster pools" />}
+      {pools.data && pools.data.length === 0 && <Empty title="No cluster pools">Create a drbd-gfs2 pool from one spare disk on each of two nodes.</Empty>}
+      {pools.data && pools.data.map((p) => (
+        <div class="panel">
+          <div class="panel-head">
+            <h3><span class="mono">{p.name}</span> <span class="muted small">{p.type} at <span class="mono">{p.path}</span></span> {badge(poolHealth(p))}</h3>
+            <button type="button" class="btn btn-sm btn-danger-outline" disabled={!!noModify || deleting !== null} title={noModify ?? "Delete (refused while VM disks live on it)"}
+              aria-label={`Delete cluster pool ${p.name}`} onClick={() => remove(p.name)}>{deleting === p.name ? "Deleting…" : "Delete"}</button>
+          </div>
+          <table class="table compact" aria-label={`Nodes of ${p.name}`}>
+            <thead><tr><th>Node</th><th>Device</th><th>Connection</th><th>Role / peer</th><th>Disk / peer</th><th>Mounted</th><th class="num">Free</th><th>Health</th></tr></thead>
+            <tbody>{p.nodes.map((n) => (
+              <tr><td>{n.node}</td><td class="mono small">{n.device}</td><td>{n.connection ?? "—"}</td>
+                <td>{n.role ?? "—"} / {n.peer_role ?? "—"}</td><td>{n.disk ?? "—"} / {n.peer_disk ?? "—"}</td>
+                <td>{n.mounted ? "yes" : "no"}</td>
+                <td class="num">{n.free_bytes != null ? formatBytes(n.free_bytes) : "—"}{n.size_bytes != null ? <span class="muted small"> of {formatBytes(n.size_bytes)}</span> : null}</td>
+                <td>{badge(nodeHealth(n))}</td></tr>
+            ))}</tbody>
+          </table>
+        </div>
+      ))}
+      {creating && <CreateDialog onClose={() => { setCreating(false); pools.refresh(); }} />}
+    </div>
+  );
+}
+
+function CreateDialog({ onClose }: { onClose: () => void }) {
+  const [name, setName] = useState("");
+  const [device, setDevice] = useState("");
+  const [wipe, setWipe] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [line, setLine] = useState<string | null>(null);
+  const [err, setErr] = useState<string | null>(null);
+  const badName = name && !/^[a-z][a-z0-9-]{0,29}$/.test(name) ? "1-30 of a-z, 0-9 and '-', starting with a letter." : null;
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    if (!name || !device || badName) return;
+    setBusy(true); setErr(null); setLine("starting…");
+    try {
+      const r = await post<TaskRef>("/cluster/storage-pools", { name, type: "drbd-gfs2", device: device.trim(), wipe });
+      notifyTask(r.upid);
+      const t = await followTask(r.upid, (_t, lines) => { if (lines.length) setLine(lines[lines.length - 1].line); });
+      if (t.state === "ok") { onClose(); return; }
+      setErr(`Failed: ${t.message}`);
+    } catch (e) {
+      setErr((e as ApiError).message);
+    }
+    setBusy(false);
+  };
+  return (
+    <Modal title="Create cluster pool" onClose={onClose}>
+      <form onSubmit={submit}>
+        <div class={`field${badName ? " has-error" : ""}`}>
+          <label for="cp-name">Name</label>
+          <input id="cp-name" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+          {badName && <div class="field-error" role="alert">{badName}</div>}
+        </div>
+        <div class="field"><label for="cp-type">Type</label>
+          <select id="cp-type" disabled><option>drbd-gfs2 (two nodes: DRBD, DLM, lvmlockd, GFS2)</option></select></div>
+        <div class="field"><label for="cp-device">Device (the same on both nodes)</label>
+          <input id="cp-device" class="mono" placeholder="/dev/disk/by-id/…" value={device} onInput={(e) => setDevice(e.currentTarget.value)} />
+          <div class="hint">A spare disk on each node. One holding a partition table, a file system or LVM is refused unless you wipe it.</div></div>
+        <div class="field"><label><input type="checkbox" checked={wipe} onChange={(e) => setWipe(e.currentTarget.checked)} /> Wipe the devices' signatures first (their data is lost)</label></div>
+        {busy && line && <div class="small muted" role="status" aria-label="Pool task">{line}</div>}
+        {err && <div class="alert alert-error" role="alert">{err}</div>}
+        <div class="modal-actions">
+          <button type="button" class="btn" onClick={onClose}>Cancel</button>
+          <button type="submit" class="btn btn-primary" disabled={!name || !device.trim() || !!badName || busy}>{busy ? "Creating…" : "Create"}</button>
+        </div>
+      </form>
+    </Modal>
+  );
+}
