@@ -73,6 +73,20 @@ pub enum IpConfig {
     },
 }
 
+/// `GET …/vms/{vmid}/cloud-init`: the NoCloud seed Keel writes for the VM's saved settings,
+/// file by file, and where it lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CloudInitSeed {
+    /// cloud-init re-runs its per-instance steps when this changes.
+    pub instance_id: String,
+    pub meta_data: String,
+    pub user_data: String,
+    pub network_config: String,
+    /// Pool and volume of the seed ISO.
+    pub pool: String,
+    pub volume: String,
+}
+
 /// A parsed `ADDRESS/PREFIX`.
 pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     let (a, p) = s.split_once('/')?;

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use keel_api::cloudinit::{CloudInitSpec, IpConfig};
+use keel_api::cloudinit::{CloudInitSeed, CloudInitSpec, IpConfig};
 
-use crate::client::Client;
+use crate::client::{typed, Client};
 use crate::task::Mode;
 use crate::Outcome;
 
@@ -47,6 +47,9 @@ pub struct CloudInitArgs {
     /// Turn cloud-init on with the settings given (defaults for the rest)
     #[arg(long)]
     enable: bool,
+    /// Print the seed Keel writes for the saved settings: meta-data, user-data, network-config
+    #[arg(long, conflicts_with_all = ["hostname", "ci_user", "password_hash", "ssh_keys", "ip", "dns", "search", "user_data", "pool", "enable", "remove"])]
+    dump: bool,
     /// Turn cloud-init off: the seed CD-ROM is removed and its ISO deleted
     #[arg(long, conflicts_with_all = ["hostname", "ci_user", "password_hash", "ssh_keys", "ip", "dns", "search", "user_data", "pool", "enable"])]
     remove: bool,
@@ -209,6 +212,29 @@ fn show(vmid: u32, ci: Option<&CloudInitSpec>) {
 }
 
 pub async fn run(c: &Client, node: &str, a: &CloudInitArgs, mode: Mode) -> Result<Outcome> {
+    if a.dump {
+        let id = a.vmid.to_string();
+        let seed: CloudInitSeed = typed(
+            c.get(&["nodes", node, "vms", &id, "cloud-init"], &[])
+                .await?,
+        )?;
+        if mode.json {
+            crate::output::print_json(&serde_json::to_value(&seed)?);
+        } else {
+            println!(
+                "# {}/{} (instance-id {})",
+                seed.pool, seed.volume, seed.instance_id
+            );
+            for (name, text) in [
+                ("meta-data", &seed.meta_data),
+                ("user-data", &seed.user_data),
+                ("network-config", &seed.network_config),
+            ] {
+                println!("--- {name}\n{}", text.trim_end());
+            }
+        }
+        return Ok(Outcome::Done);
+    }
     let mut spec = crate::hotplug::current(c, node, a.vmid).await?;
     if !a.changes() {
         if mode.json {
@@ -271,6 +297,7 @@ mod tests {
             user_data: None,
             pool: None,
             enable: false,
+            dump: false,
             remove: false,
         };
         let cur = CloudInitSpec {

@@ -193,6 +193,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::backup::routes())
         .merge(crate::metrics::routes())
         .merge(crate::agent::routes())
+        .merge(crate::cloudinit::routes())
         .layer(middleware::from_fn_with_state(
             node.clone(),
             crate::cluster::forward,
@@ -1221,7 +1222,8 @@ async fn stop_network(
         crate::backup::routes::run_job,
         crate::metrics::routes::node_metrics,
         crate::metrics::routes::vm_metrics,
-        crate::agent::agent_info
+        crate::agent::agent_info,
+        crate::cloudinit::seed_route
     ),
     components(schemas(
         keel_api::ha::HaSet,
@@ -1294,7 +1296,8 @@ async fn stop_network(
         keel_api::agent::GuestAgentInfo,
         keel_api::agent::GuestOs,
         keel_api::agent::GuestInterface,
-        keel_api::agent::GuestAddress
+        keel_api::agent::GuestAddress,
+        keel_api::cloudinit::CloudInitSeed
     ))
 )]
 pub struct ApiDoc;

@@ -11,18 +11,24 @@
 //! instance.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use keel_api::cloudinit::{CloudInitSpec, IpConfig};
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use keel_api::cloudinit::{CloudInitSeed, CloudInitSpec, IpConfig};
 use keel_api::storage::PoolInfo;
 use keel_api::vm::VmSpec;
+use keel_api::ErrorBody;
 use keel_runner::Cmd;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::http::{blocking, check_node, ApiResult, Path as UrlPath};
 use crate::tasks::TaskHandle;
-use crate::Node;
+use crate::{vms, Node};
 
 /// The seed volume's name in its pool.
 pub fn volume_name(vmid: u32) -> String {
@@ -270,6 +276,47 @@ pub fn remove_seed(node: &Node, pool: &str, vmid: u32, task: &TaskHandle) {
             "warning: the cloud-init seed {pool}/{name} stays ({e}); delete it with `keel volume delete {pool} {name}`"
         )),
     }
+}
+
+/// The seed of VM `vmid` as Keel renders it from the saved settings (what the ISO holds once
+/// the domain was last defined).
+pub fn seed_of(node: &Node, vmid: u32) -> Result<CloudInitSeed> {
+    let row = vms::find(node, vmid)?;
+    let spec = vms::config(node, vmid)?.spec;
+    let (Some(files), Some(pool)) = (seed_files(&spec, &row.uuid), seed_pool(&spec)) else {
+        return Err(Error::NotFound(format!(
+            "VM {vmid} has no cloud-init settings (turn them on with `keel vm cloud-init {vmid} --enable`)"
+        )));
+    };
+    Ok(CloudInitSeed {
+        instance_id: files.instance_id,
+        meta_data: files.meta_data,
+        user_data: files.user_data,
+        network_config: files.network_config,
+        pool,
+        volume: volume_name(vmid),
+    })
+}
+
+pub fn routes() -> Router<Arc<Node>> {
+    Router::new().route(
+        "/api/v1/nodes/{node}/vms/{vmid}/cloud-init",
+        get(seed_route),
+    )
+}
+
+/// The VM's cloud-init seed, file by file (`meta-data`, `user-data`, `network-config`), as Keel
+/// writes it from the saved settings; 404 when the VM has none.
+#[utoipa::path(get, path = "/api/v1/nodes/{node}/vms/{vmid}/cloud-init", tag = "vms",
+    params(("node" = String, Path), ("vmid" = u32, Path)),
+    responses((status = 200, body = CloudInitSeed),
+        (status = 404, description = "No such VM, or it has no cloud-init settings", body = ErrorBody)))]
+pub async fn seed_route(
+    State(node): State<Arc<Node>>,
+    UrlPath((name, vmid)): UrlPath<(String, u32)>,
+) -> ApiResult<Json<CloudInitSeed>> {
+    check_node(&node, &name)?;
+    Ok(Json(blocking(move || seed_of(&node, vmid)).await?))
 }
 
 #[cfg(test)]

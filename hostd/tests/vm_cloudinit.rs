@@ -182,6 +182,16 @@ fn debian_cloud_init_applies_keels_seed_and_a_changed_one() {
         .unwrap_or_else(|| panic!("no {seed} in the pool: {vols}"));
     assert_eq!(v["used_by"], json!([format!("VM {a} ({name})")]), "{v}");
 
+    let seed1 = h.get_json(&format!("/vms/{a}/cloud-init"));
+    assert!(
+        seed1["network_config"]
+            .as_str()
+            .is_some_and(|n| n.contains("192.0.2.10/24"))
+            && seed1["user_data"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("#cloud-config") && u.contains(&key)),
+        "the seed as Keel reports it: {seed1}"
+    );
     h.wait_for("the guest's first cloud-init report", 600, || {
         report(&h.serial(a), 0).is_some()
     });
@@ -240,8 +250,38 @@ fn debian_cloud_init_applies_keels_seed_and_a_changed_one() {
         );
     }
 
-    // The seed goes with the VM.
+    let seed2 = h.get_json(&format!("/vms/{a}/cloud-init"));
+    assert_ne!(
+        seed1["instance_id"], seed2["instance_id"],
+        "changed settings must be a new instance for cloud-init"
+    );
+
+    // Turned off: the seed CD-ROM and its volume go, the seed endpoint says there is none.
     h.ok(h.post_empty(&format!("/vms/{a}/status/stop")));
+    let mut s = h.get_json(&format!("/vms/{a}"))["spec"].clone();
+    if let Some(o) = s.as_object_mut() {
+        o.remove("cloud_init");
+    }
+    h.ok(h.put(&format!("/vms/{a}"), s));
+    assert_eq!(h.get(&format!("/vms/{a}/cloud-init")).status(), 404);
+    let vols = h
+        .get_json(&format!("/storage/{}/content", h.pool))
+        .to_string();
+    assert!(!vols.contains(&seed), "{seed} outlived cloud-init: {vols}");
+    let (_, xml) = common::virsh(&["dumpxml", &name]);
+    assert!(!xml.contains("cloudinit"), "the seed CD-ROM stayed: {xml}");
+
+    // The seed goes with the VM: on again, then the VM deleted.
+    let mut s = h.get_json(&format!("/vms/{a}"))["spec"].clone();
+    s["cloud_init"] = json!({});
+    h.ok(h.put(&format!("/vms/{a}"), s));
+    let vols = h
+        .get_json(&format!("/storage/{}/content", h.pool))
+        .to_string();
+    assert!(
+        vols.contains(&seed),
+        "no seed after turning cloud-init on again: {vols}"
+    );
     h.ok(h.delete(&format!("/vms/{a}")));
     let vols = h
         .get_json(&format!("/storage/{}/content", h.pool))

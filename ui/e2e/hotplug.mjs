@@ -99,6 +99,9 @@ await step("Cloud-init tab: a bad key is refused, valid settings saved", async (
   const host = page.getByLabel("Host name");
   await host.waitFor();
   expect(await host.inputValue() === "ui-ci-1", `host name after reload: ${await host.inputValue()}`);
+  await page.getByRole("button", { name: "Show the seed" }).click();
+  const ud = await page.getByRole("region", { name: "Cloud-init seed" }).getByLabel("user-data").innerText();
+  expect(ud.startsWith("#cloud-config") && ud.includes('"ops"') && ud.includes(SSH_KEY), `seed user-data: ${ud}`);
 });
 
 await finish();

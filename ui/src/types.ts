@@ -42,6 +42,15 @@ export interface VmSpec {
 
 export type IpConfig = { mode: "dhcp" } | { mode: "static"; address: string; gateway?: string };
 
+export interface CloudInitSeed {
+  instance_id: string;
+  meta_data: string;
+  user_data: string;
+  network_config: string;
+  pool: string;
+  volume: string;
+}
+
 export interface CloudInitSpec {
   hostname?: string;
   user?: string;

@@ -230,6 +230,11 @@ pub const RULES: &[Rule] = &[
         Priv(VmAudit, "/vms/{vmid}"),
     ),
     r(
+        "GET",
+        "/api/v1/nodes/{node}/vms/{vmid}/cloud-init",
+        Priv(VmAudit, "/vms/{vmid}"),
+    ),
+    r(
         "POST",
         "/api/v1/nodes/{node}/vms/{vmid}/status/{op}",
         Priv(VmPowerMgmt, "/vms/{vmid}"),

@@ -3,9 +3,10 @@
 // VM's spec; hostd rewrites the seed at once and the guest applies it at its next boot
 // (docs/cloud-init.md).
 import { useEffect, useState } from "preact/hooks";
+import { ApiError, get, np } from "../api";
 import { usePermissions, whyNot } from "../access";
 import { updateSpec, type Msg } from "./Hotplug";
-import type { CloudInitSpec, IpConfig, VmConfig } from "../types";
+import type { CloudInitSeed, CloudInitSpec, IpConfig, VmConfig } from "../types";
 
 /** The form's fields, all strings (what the inputs hold). */
 export interface CiForm {
@@ -74,6 +75,14 @@ export function CloudInit({ vmid, config, onChanged }: { vmid: number; config?: 
   const [f, setF] = useState<CiForm>(toForm(config?.spec.cloud_init, nics.length));
   const [msg, say] = useState<Msg>(null);
   const [busy, setBusy] = useState(false);
+  const [seed, setSeed] = useState<CloudInitSeed | string | null>(null);
+  const showSeed = async () => {
+    try {
+      setSeed(await get<CloudInitSeed>(np(`/vms/${vmid}/cloud-init`)));
+    } catch (e) {
+      setSeed((e as ApiError).message);
+    }
+  };
   // The page re-reads the configuration now and then: reset the form only when the saved
   // settings (or the NICs) changed, never under the operator's typing.
   const saved = JSON.stringify([config?.spec.cloud_init ?? null, nics.map((n) => n.mac ?? "")]);
@@ -143,7 +152,18 @@ export function CloudInit({ vmid, config, onChanged }: { vmid: number; config?: 
         <button type="submit" class="btn btn-primary" disabled={!!no || busy} title={no ?? "Save; the guest applies the settings at its next boot"}>
           {busy ? "Saving…" : "Save"}
         </button>
+        {config.spec.cloud_init && <button type="button" class="btn" onClick={showSeed}
+          title="The files Keel writes into the seed ISO from the saved settings">Show the seed</button>}
       </div>
+      {typeof seed === "string" && <div class="alert alert-error" role="alert">{seed}</div>}
+      {seed && typeof seed !== "string" && (
+        <div aria-label="Cloud-init seed" role="region">
+          <p class="small muted">{seed.pool}/{seed.volume}, instance-id <span class="mono">{seed.instance_id}</span></p>
+          {([["meta-data", seed.meta_data], ["user-data", seed.user_data], ["network-config", seed.network_config]] as const).map(([n, t]) => (
+            <><h3 class="small">{n}</h3><pre class="mono small" aria-label={n}>{t}</pre></>
+          ))}
+        </div>
+      )}
     </form>
   );
 }
