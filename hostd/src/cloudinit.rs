@@ -48,10 +48,24 @@ fn file_pool(p: &PoolInfo) -> bool {
     matches!(p.kind.as_str(), "dir" | "fs" | "netfs") && p.path.is_some()
 }
 
-/// Before a task exists: the seed's pool exists, is active and is a directory pool.
+/// Whether `program` is an executable in one of `PATH`'s directories.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Before a task exists: `xorriso` is installed; the seed's pool exists, is active and is a
+/// directory pool.
 pub fn check(node: &Node, spec: &VmSpec, pools: &[PoolInfo]) -> Result<()> {
     if spec.cloud_init.is_none() {
         return Ok(());
+    }
+    if !on_path("xorriso") {
+        return Err(Error::Conflict(format!(
+            "node {} cannot write cloud-init seeds: xorriso is not installed (apt-get install xorriso)",
+            node.cfg.node
+        )));
     }
     let Some(pool) = seed_pool(spec) else {
         return Err(Error::validation(
