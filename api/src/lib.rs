@@ -20,6 +20,7 @@ pub mod network;
 pub mod node;
 pub mod password;
 pub mod snapshot;
+pub mod sshkey;
 pub mod storage;
 pub mod task;
 pub mod time;

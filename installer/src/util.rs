@@ -146,75 +146,7 @@ pub fn valid_sha256_fingerprint(s: &str) -> bool {
             .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-pub const SSH_KEY_TYPES: &[&str] = &[
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-];
-
-/// Check an OpenSSH public key line `TYPE BASE64 [COMMENT]`: known type, valid base64 whose
-/// blob begins with the same type name.
-pub fn check_ssh_public_key(line: &str) -> Result<(), String> {
-    let mut it = line.split_whitespace();
-    let (Some(kind), Some(b64)) = (it.next(), it.next()) else {
-        return Err("not an OpenSSH public key; expected `TYPE BASE64 [COMMENT]`".into());
-    };
-    if !SSH_KEY_TYPES.contains(&kind) {
-        return Err(format!(
-            "unknown key type `{kind}`; valid: {}",
-            SSH_KEY_TYPES.join(", ")
-        ));
-    }
-    let blob = base64_decode(b64).ok_or_else(|| "the key data is not valid base64".to_string())?;
-    if blob.len() < 4 {
-        return Err("the key data is truncated".into());
-    }
-    let n = u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]) as usize;
-    if blob.get(4..4 + n) != Some(kind.as_bytes()) {
-        return Err(format!(
-            "the key data does not hold a `{kind}` key (type and data disagree)"
-        ));
-    }
-    Ok(())
-}
-
-/// Standard base64 with padding.
-pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    if s.is_empty() || !s.len().is_multiple_of(4) {
-        return None;
-    }
-    let val = |c: u8| -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some((c - b'A') as u32),
-            b'a'..=b'z' => Some((c - b'a' + 26) as u32),
-            b'0'..=b'9' => Some((c - b'0' + 52) as u32),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    };
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    for (ci, chunk) in bytes.chunks(4).enumerate() {
-        let last = ci == bytes.len() / 4 - 1;
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut acc = 0u32;
-        for &c in &chunk[..4 - pad] {
-            acc = (acc << 6) | val(c)?;
-        }
-        acc <<= 6 * pad as u32;
-        let b = acc.to_be_bytes();
-        out.extend_from_slice(&b[1..4 - pad]);
-    }
-    Some(out)
-}
+pub use keel_api::sshkey::{check_public_key as check_ssh_public_key, SSH_KEY_TYPES};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -298,25 +230,6 @@ mod tests {
         assert!(Cidr::parse("2001:db8::1/128")
             .unwrap()
             .contains("2001:db8::1".parse().unwrap()));
-    }
-
-    #[test]
-    fn ssh_keys() {
-        let ok = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK8toH6YsoysZfExEwWMwB4O2QJqBH3GVuh9YzRmZDBF admin@lab";
-        assert_eq!(check_ssh_public_key(ok), Ok(()));
-        assert!(check_ssh_public_key("ssh-dss AAAA")
-            .unwrap_err()
-            .contains("unknown key type"));
-        assert!(check_ssh_public_key("ssh-ed25519 not-base64!")
-            .unwrap_err()
-            .contains("base64"));
-        assert!(check_ssh_public_key(
-            "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIK8toH6YsoysZfExEwWMwB4O2QJqBH3GVuh9YzRmZDBF"
-        )
-        .unwrap_err()
-        .contains("disagree"));
-        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
-        assert_eq!(base64_decode("aGV5").unwrap(), b"hey");
     }
 
     #[test]
