@@ -103,6 +103,26 @@ fn disk_target(bus: DiskBus, idx_virtio: &mut u32, idx_scsi: &mut u32) -> String
 }
 
 /// 0 → a, 25 → z, 26 → aa (as Linux names disks).
+/// A read-only CD-ROM drive holding `path` (empty without one): SATA `sdX` at letter `slot`
+/// on q35, IDE `ide_dev` on pc.
+fn cdrom_drive(machine: Machine, slot: u32, ide_dev: &str, path: Option<&str>) -> Element {
+    let (bus, dev) = match machine {
+        Machine::Q35 => ("sata", format!("sd{}", dev_letters(slot))),
+        Machine::Pc => ("ide", ide_dev.to_string()),
+    };
+    Element::new("disk")
+        .attr("type", "file")
+        .attr("device", "cdrom")
+        .child(
+            Element::new("driver")
+                .attr("name", "qemu")
+                .attr("type", "raw"),
+        )
+        .child_opt(path.map(|p| Element::new("source").attr("file", p)))
+        .child(Element::new("target").attr("dev", dev).attr("bus", bus))
+        .child(Element::new("readonly"))
+}
+
 fn dev_letters(mut n: u32) -> String {
     let mut s = Vec::new();
     loop {
@@ -331,54 +351,18 @@ pub fn render_element(spec: &VmSpec, ctx: &RenderCtx) -> Result<Element, DomainE
         devices.push(disk);
     }
     if spec.cdrom.is_some() {
-        let (bus, dev) = match spec.machine {
-            Machine::Q35 => ("sata", format!("sd{}", dev_letters(is))),
-            Machine::Pc => ("ide", "hdc".to_string()),
-        };
-        let cd = Element::new("disk")
-            .attr("type", "file")
-            .attr("device", "cdrom")
-            .child(
-                Element::new("driver")
-                    .attr("name", "qemu")
-                    .attr("type", "raw"),
-            )
-            .child_opt(
-                ctx.cdrom_path
-                    .as_ref()
-                    .map(|p| Element::new("source").attr("file", p)),
-            )
-            .child(Element::new("target").attr("dev", dev).attr("bus", bus))
-            .child(Element::new("readonly"))
-            .child_opt(boot_order("cdrom"));
-        devices.push(cd);
+        devices.push(
+            cdrom_drive(spec.machine, is, "hdc", ctx.cdrom_path.as_deref())
+                .child_opt(boot_order("cdrom")),
+        );
     }
     if spec.cloud_init.is_some() {
         // The NoCloud seed: a second, never-booted CD-ROM, told apart by its alias.
-        let (bus, dev) = match spec.machine {
-            Machine::Q35 => (
-                "sata",
-                format!("sd{}", dev_letters(is + u32::from(spec.cdrom.is_some()))),
-            ),
-            Machine::Pc => ("ide", "hdd".to_string()),
-        };
-        let cd = Element::new("disk")
-            .attr("type", "file")
-            .attr("device", "cdrom")
-            .child(
-                Element::new("driver")
-                    .attr("name", "qemu")
-                    .attr("type", "raw"),
-            )
-            .child_opt(
-                ctx.cloudinit_path
-                    .as_ref()
-                    .map(|p| Element::new("source").attr("file", p)),
-            )
-            .child(Element::new("target").attr("dev", dev).attr("bus", bus))
-            .child(Element::new("readonly"))
-            .child(Element::new("alias").attr("name", CLOUDINIT_ALIAS));
-        devices.push(cd);
+        let slot = is + u32::from(spec.cdrom.is_some());
+        devices.push(
+            cdrom_drive(spec.machine, slot, "hdd", ctx.cloudinit_path.as_deref())
+                .child(Element::new("alias").attr("name", CLOUDINIT_ALIAS)),
+        );
     }
     if spec.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
         devices.push(
