@@ -1,5 +1,5 @@
-//! Cluster storage pools (`drbd-gfs2`): what the operator asks for and the health each node
-//! reports.
+//! Cluster storage pools (`drbd-gfs2`, `iscsi-gfs2`): what the operator asks for and the
+//! health each node reports.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,6 +10,53 @@ pub enum ClusterPoolKind {
     /// DRBD 8.4 dual-primary between exactly two nodes, a shared VG under lvmlockd, GFS2.
     #[serde(rename = "drbd-gfs2")]
     DrbdGfs2,
+    /// One LUN of an iSCSI target logged in on every node (two or more), a shared VG under
+    /// lvmlockd, GFS2.
+    #[serde(rename = "iscsi-gfs2")]
+    IscsiGfs2,
+}
+
+/// The LUN of an `iscsi-gfs2` pool and the CHAP credentials every node logs in with.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IscsiLunSpec {
+    /// The target's portal: an IPv4 address, optionally with `:PORT` (default 3260).
+    #[schema(max_length = 64)]
+    pub portal: String,
+    /// The target's IQN, e.g. `iqn.2024-01.com.example:storage`.
+    #[schema(max_length = 223)]
+    pub target: String,
+    /// The LUN number (default 0).
+    #[serde(default)]
+    pub lun: u32,
+    /// The CHAP user name the target's ACLs expect.
+    #[schema(max_length = 255)]
+    pub chap_user: String,
+    /// The CHAP secret (12-255 characters). Write-only: never stored in the config store,
+    /// shown, or logged; each node keeps it in its 0600 open-iscsi record.
+    #[schema(max_length = 255)]
+    pub chap_secret: String,
+}
+
+impl std::fmt::Debug for IscsiLunSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IscsiLunSpec")
+            .field("portal", &self.portal)
+            .field("target", &self.target)
+            .field("lun", &self.lun)
+            .field("chap_user", &self.chap_user)
+            .finish()
+    }
+}
+
+/// Where an `iscsi-gfs2` pool's LUN is (without the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IscsiLunInfo {
+    /// `ADDRESS:PORT`.
+    pub portal: String,
+    pub target: String,
+    pub lun: u32,
+    pub chap_user: String,
 }
 
 /// `POST /api/v1/cluster/storage-pools`.
@@ -22,12 +69,17 @@ pub struct ClusterPoolCreate {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: ClusterPoolKind,
-    /// The block device on each of the two nodes (the same name on both), e.g. `/dev/vdb` or
-    /// `/dev/disk/by-id/…`.
+    /// `drbd-gfs2` (required there, refused otherwise): the block device on each of the two
+    /// nodes (the same name on both), e.g. `/dev/vdb` or `/dev/disk/by-id/…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 255)]
-    pub device: String,
-    /// Erase the devices' signatures (partition table, file system, LVM, DRBD) first; without
-    /// it a device that holds any is refused. A mounted device is refused either way.
+    pub device: Option<String>,
+    /// `iscsi-gfs2` (required there, refused otherwise): the LUN every node logs in to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iscsi: Option<IscsiLunSpec>,
+    /// Erase the devices' (or the LUN's) signatures (partition table, file system, LVM, DRBD)
+    /// first; without it a device that holds any is refused. A mounted device is refused
+    /// either way.
     #[serde(default)]
     pub wipe: bool,
 }
@@ -46,6 +98,9 @@ pub struct ClusterPoolNode {
     pub peer_disk: Option<String>,
     /// Resync progress while one runs.
     pub sync_percent: Option<f64>,
+    /// `iscsi-gfs2`: whether the node has a session with the LUN's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logged_in: Option<bool>,
     /// The GFS2 file system is mounted at the pool's path.
     pub mounted: bool,
     pub size_bytes: Option<u64>,
@@ -64,5 +119,8 @@ pub struct ClusterPoolStatus {
     pub path: String,
     /// `creating`, `ready` or `failed: …`.
     pub state: String,
+    /// `iscsi-gfs2`: the LUN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iscsi: Option<IscsiLunInfo>,
     pub nodes: Vec<ClusterPoolNode>,
 }

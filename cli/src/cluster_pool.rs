@@ -1,9 +1,12 @@
-//! `keel storage pool create|delete` and `keel storage status`: cluster pools (`drbd-gfs2`)
-//! and their health on every node (docs/storage.md).
+//! `keel storage pool create|delete` and `keel storage status`: cluster pools (`drbd-gfs2`,
+//! `iscsi-gfs2`) and their health on every node (docs/storage.md).
 
 use anyhow::Result;
+use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
-use keel_api::cluster_storage::{ClusterPoolCreate, ClusterPoolKind, ClusterPoolStatus};
+use keel_api::cluster_storage::{
+    ClusterPoolCreate, ClusterPoolKind, ClusterPoolStatus, IscsiLunSpec,
+};
 use reqwest::Method;
 
 use crate::client::Client;
@@ -16,6 +19,9 @@ pub enum Kind {
     /// DRBD between exactly two nodes, shared LVM under lvmlockd, GFS2 mounted on both
     #[value(name = "drbd-gfs2")]
     DrbdGfs2,
+    /// One iSCSI LUN logged in on every node (two or more), shared LVM, GFS2 on every node
+    #[value(name = "iscsi-gfs2")]
+    IscsiGfs2,
 }
 
 #[derive(Subcommand, Debug)]
@@ -26,11 +32,27 @@ pub enum PoolCmd {
         name: String,
         #[arg(long = "type", value_enum)]
         kind: Kind,
-        /// The block device on each node (the same name on both), e.g. /dev/vdb
+        /// drbd-gfs2: the block device on each node (the same name on both), e.g. /dev/vdb
         #[arg(long)]
-        device: String,
-        /// Erase the devices' partition table, file system or LVM/DRBD signatures first
-        /// (without it such a device is refused; a mounted one always is)
+        device: Option<String>,
+        /// iscsi-gfs2: the target's portal, ADDRESS[:PORT] (port 3260 by default)
+        #[arg(long)]
+        portal: Option<String>,
+        /// iscsi-gfs2: the target's IQN
+        #[arg(long)]
+        target: Option<String>,
+        /// iscsi-gfs2: the LUN number
+        #[arg(long, default_value_t = 0)]
+        lun: u32,
+        /// iscsi-gfs2: the CHAP user name
+        #[arg(long)]
+        chap_user: Option<String>,
+        /// iscsi-gfs2: a file holding the CHAP secret ('-' reads it from standard input; the
+        /// secret is never taken on the command line)
+        #[arg(long, value_name = "FILE")]
+        chap_secret_file: Option<String>,
+        /// Erase the devices' (or the LUN's) partition table, file system or LVM/DRBD
+        /// signatures first (without it such a device is refused; a mounted one always is)
         #[arg(long)]
         wipe: bool,
     },
@@ -43,14 +65,70 @@ fn opt(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("-")
 }
 
+/// The CHAP secret from a file or stdin, without its final newline.
+fn read_secret(path: &str) -> Result<String> {
+    let text = if path == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .context("reading the CHAP secret from standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the CHAP secret from {path}"))?
+    };
+    let s = text.trim_end_matches(['\n', '\r']).to_string();
+    if s.is_empty() {
+        bail!("the CHAP secret in {path} is empty");
+    }
+    Ok(s)
+}
+
+fn print_iscsi_status(p: ClusterPoolStatus) {
+    if let Some(l) = &p.iscsi {
+        println!(
+            "{}  iscsi-gfs2  {}  {}  (LUN {} of {} at {}, CHAP user {})",
+            p.name, p.path, p.state, l.lun, l.target, l.portal, l.chap_user
+        );
+    } else {
+        println!("{}  iscsi-gfs2  {}  {}", p.name, p.path, p.state);
+    }
+    println!(
+        "    {:<10} {:<10} {:<7} {:>9} {:>9}",
+        "NODE", "SESSION", "MOUNTED", "SIZE", "FREE"
+    );
+    for n in p.nodes {
+        if let Some(e) = &n.error {
+            println!("    {:<10} not answering: {e}", n.node);
+            continue;
+        }
+        println!(
+            "    {:<10} {:<10} {:<7} {:>9} {:>9}",
+            n.node,
+            match n.logged_in {
+                Some(true) => "logged-in",
+                Some(false) => "NONE",
+                None => "-",
+            },
+            if n.mounted { "yes" } else { "no" },
+            n.size_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            n.free_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+        );
+    }
+}
+
 fn print_status(v: Vec<ClusterPoolStatus>) {
     if v.is_empty() {
         println!(
-            "no cluster pools (keel storage pool create NAME --type drbd-gfs2 --device /dev/…)"
+            "no cluster pools (keel storage pool create NAME --type drbd-gfs2 --device /dev/…, \
+             or --type iscsi-gfs2 --portal … --target … --chap-user … --chap-secret-file …)"
         );
         return;
     }
     for p in v {
+        if p.kind == ClusterPoolKind::IscsiGfs2 {
+            print_iscsi_status(p);
+            continue;
+        }
         println!("{}  drbd-gfs2  {}  {}", p.name, p.path, p.state);
         println!(
             "    {:<10} {:<12} {:<12} {:<18} {:<22} {:<7} {:>9} {:>9}",
@@ -97,14 +175,42 @@ pub async fn pool(c: &Client, node: &str, cmd: PoolCmd, mode: Mode) -> Result<Ou
             name,
             kind,
             device,
+            portal,
+            target,
+            lun,
+            chap_user,
+            chap_secret_file,
             wipe,
         } => {
+            let iscsi = match kind {
+                Kind::DrbdGfs2 => {
+                    if portal.is_some() || target.is_some() || chap_user.is_some() {
+                        bail!("--portal, --target and --chap-user are for --type iscsi-gfs2");
+                    }
+                    None
+                }
+                Kind::IscsiGfs2 => {
+                    let need = |v: Option<String>, flag: &str| {
+                        v.ok_or_else(|| anyhow::anyhow!("--type iscsi-gfs2 needs {flag}"))
+                    };
+                    let secret_file = need(chap_secret_file, "--chap-secret-file FILE")?;
+                    Some(IscsiLunSpec {
+                        portal: need(portal, "--portal ADDRESS[:PORT]")?,
+                        target: need(target, "--target IQN")?,
+                        lun,
+                        chap_user: need(chap_user, "--chap-user USER")?,
+                        chap_secret: read_secret(&secret_file)?,
+                    })
+                }
+            };
             let body = ClusterPoolCreate {
                 name,
                 kind: match kind {
                     Kind::DrbdGfs2 => ClusterPoolKind::DrbdGfs2,
+                    Kind::IscsiGfs2 => ClusterPoolKind::IscsiGfs2,
                 },
                 device,
+                iscsi,
                 wipe,
             };
             c.call(

@@ -1236,6 +1236,8 @@ async fn stop_network(
         keel_api::cluster_storage::ClusterPoolKind,
         keel_api::cluster_storage::ClusterPoolNode,
         keel_api::cluster_storage::ClusterPoolStatus,
+        keel_api::cluster_storage::IscsiLunSpec,
+        keel_api::cluster_storage::IscsiLunInfo,
         keel_api::ha::WhatIf,
         keel_api::ha::WhatIfVm,
         keel_api::ha::HaRule,

@@ -1,11 +1,16 @@
 //! Cluster storage pools (docs/storage.md): `keel storage pool create NAME --type drbd-gfs2
-//! --device DEV [--wipe]`, `keel storage status`, `keel storage pool delete NAME`.
+//! --device DEV [--wipe]` or `--type iscsi-gfs2 --portal … --target … --chap-user …
+//! --chap-secret-file …`, `keel storage status`, `keel storage pool delete NAME`.
 //!
 //! The node that receives the request creates the pool as a task, running
-//! [`keel_storage::drbd_gfs2::create`]: its own half through the cluster's runner, the other
-//! node's half through the member-to-member peer endpoint [`PEER_PATH`] (HMAC + mutual TLS,
-//! like every peer call; the DRBD shared secret travels only there and into each node's 0600
-//! `.res`). The pool's definition — without the secret — is kept in the config store under
+//! [`keel_storage::drbd_gfs2::create`] or [`keel_storage::iscsi_gfs2::create`]: its own half
+//! through the cluster's runner, the other nodes' halves through the member-to-member peer
+//! endpoint [`PEER_PATH`] (HMAC + mutual TLS, like every peer call; the DRBD shared secret and
+//! the CHAP secret travel only there and into each node's 0600 `.res` or open-iscsi record).
+//! An `iscsi-gfs2` pool logs every node in before the task exists
+//! ([`keel_storage::iscsi_gfs2::attach_all`]), so a wrong CHAP secret, a portal without the
+//! target or a LUN that is not blank is a 409 that leaves nothing behind. The pool's
+//! definition — without the secret — is kept in the config store under
 //! `/storage/pools/<name>` so every node sees it; once the file system runs on both nodes the
 //! pool is declared a shared pool (`/storage/shared/<name>`, a marker in the GFS2 root), so each
 //! node's reconciler defines the libvirt `dir` pool of the same name and HA can use it.
@@ -20,13 +25,16 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use keel_api::cluster_storage::{
-    ClusterPoolCreate, ClusterPoolKind, ClusterPoolNode, ClusterPoolStatus,
+    ClusterPoolCreate, ClusterPoolKind, ClusterPoolNode, ClusterPoolStatus, IscsiLunInfo,
 };
 use keel_api::task::TaskRef;
 use keel_api::ErrorBody;
 use keel_runner::Runner;
 use keel_storage::drbd::{DrbdPeer, DrbdResource};
 use keel_storage::drbd_gfs2::{self, DrbdGfs2, NodeHealth, PeerNode, Sink, Waits};
+use keel_storage::iscsi::IscsiLun;
+use keel_storage::iscsi_gfs2::{self, IscsiGfs2, IscsiPeer, LunFacts};
+use keel_storage::stack::PoolStack;
 use keel_storage::StorageError;
 use serde::{Deserialize, Serialize};
 
@@ -44,13 +52,75 @@ pub const PEER_PATH: &str = "/api/v1/cluster/peer/storage";
 /// The first DRBD port; pool `minor` uses `BASE_PORT + minor`.
 const BASE_PORT: u16 = 7789;
 
-/// `/storage/pools/<name>`: the pool as every node knows it (the DRBD secret blanked).
+/// `/storage/pools/<name>`: the pool as every node knows it (secrets blanked); `def` for a
+/// `drbd-gfs2` pool, `iscsi` for an `iscsi-gfs2` one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PoolRecord {
     pub kind: ClusterPoolKind,
-    pub def: DrbdGfs2,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub def: Option<DrbdGfs2>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iscsi: Option<IscsiGfs2>,
     /// `creating`, `ready`, `failed: …`.
     pub state: String,
+}
+
+/// A pool's definition, whichever its kind.
+enum Def<'a> {
+    Drbd(&'a DrbdGfs2),
+    Iscsi(&'a IscsiGfs2),
+}
+
+impl PoolRecord {
+    fn def(&self) -> Result<Def<'_>> {
+        match (&self.def, &self.iscsi) {
+            (Some(d), None) => Ok(Def::Drbd(d)),
+            (None, Some(i)) => Ok(Def::Iscsi(i)),
+            _ => Err(Error::Internal(
+                "a cluster pool record holds no (or two) definitions".into(),
+            )),
+        }
+    }
+    fn name(&self) -> Result<String> {
+        Ok(match self.def()? {
+            Def::Drbd(d) => d.pool.clone(),
+            Def::Iscsi(i) => i.pool.clone(),
+        })
+    }
+    /// The nodes the pool lives on, with the device each uses.
+    fn nodes(&self) -> Result<Vec<(String, String)>> {
+        Ok(match self.def()? {
+            Def::Drbd(d) => d
+                .drbd
+                .peers
+                .iter()
+                .map(|p| (p.node.clone(), p.disk.clone()))
+                .collect(),
+            Def::Iscsi(i) => i
+                .nodes
+                .iter()
+                .map(|n| (n.clone(), i.lun.device()))
+                .collect(),
+        })
+    }
+    fn mountpoint(&self) -> Result<String> {
+        Ok(match self.def()? {
+            Def::Drbd(d) => d.mountpoint(),
+            Def::Iscsi(i) => i.mountpoint(),
+        })
+    }
+    fn stack(&self) -> Result<PoolStack> {
+        Ok(match self.def()? {
+            Def::Drbd(d) => d.stack(),
+            Def::Iscsi(i) => i.stack(),
+        })
+    }
+}
+
+/// A pool checked and ready for its create task.
+pub enum NewPool {
+    Drbd(DrbdGfs2),
+    Iscsi(IscsiGfs2),
 }
 
 fn pool_key(name: &str) -> String {
@@ -92,23 +162,144 @@ pub fn drbd_resources() -> std::collections::BTreeMap<String, String> {
     records(&Store::local())
         .unwrap_or_default()
         .into_iter()
-        .map(|r| (r.def.drbd.name.clone(), r.def.pool.clone()))
+        .filter_map(|r| r.def)
+        .map(|d| (d.drbd.name.clone(), d.pool.clone()))
         .collect()
 }
 
-/// Everything that can refuse before a task exists: the cluster, the fence gate, two members,
-/// a free name, and the device probe on both nodes. Returns the pool to create (with a fresh
-/// secret, this node first).
-pub fn check_create(node: &Node, req: &ClusterPoolCreate) -> Result<DrbdGfs2> {
+/// Everything that can refuse before a task exists, for either kind.
+pub fn check_create(node: &Node, req: &ClusterPoolCreate) -> Result<NewPool> {
+    match req.kind {
+        ClusterPoolKind::DrbdGfs2 => {
+            if req.iscsi.is_some() {
+                return Err(Error::validation(
+                    "iscsi",
+                    "iscsi settings are for iscsi-gfs2 pools; a drbd-gfs2 pool takes a device",
+                ));
+            }
+            let dev = req.device.as_deref().ok_or_else(|| {
+                Error::validation(
+                    "device",
+                    "a drbd-gfs2 pool needs the block device of each node, e.g. /dev/vdb",
+                )
+            })?;
+            check_create_drbd(node, req, dev).map(NewPool::Drbd)
+        }
+        ClusterPoolKind::IscsiGfs2 => check_create_iscsi(node, req).map(NewPool::Iscsi),
+    }
+}
+
+/// A name no pool (cluster, shared or libvirt) has.
+fn check_free_name(node: &Node, st: &Store, name: &str) -> Result<()> {
+    if st.get(&pool_key(name))?.is_some()
+        || st.get(&format!("/storage/shared/{name}"))?.is_some()
+        || node.hv.pool(name).is_ok()
+    {
+        return Err(Error::Conflict(format!(
+            "a pool named {name:?} already exists: choose another name"
+        )));
+    }
+    Ok(())
+}
+
+/// `iscsi-gfs2`: the cluster, the name, the LUN's description, the fence gate, two members or
+/// more, a LUN no other pool uses; then every node logs in and looks at the LUN
+/// ([`iscsi_gfs2::attach_all`]: on a refusal every node logs out again). Returns the pool
+/// (this node first, the sessions up).
+fn check_create_iscsi(node: &Node, req: &ClusterPoolCreate) -> Result<IscsiGfs2> {
     let (rec, st) = clustered_store(node)?;
     keel_storage::check_name("pool", &req.name, 30)
         .map_err(|e| Error::validation("name", e.to_string()))?;
-    if !req.device.starts_with("/dev/") || req.device.contains(char::is_whitespace) {
+    if req.device.is_some() {
+        return Err(Error::validation(
+            "device",
+            "an iscsi-gfs2 pool lives on the LUN given in iscsi, not on a device of each node",
+        ));
+    }
+    let spec = req.iscsi.as_ref().ok_or_else(|| {
+        Error::validation(
+            "iscsi",
+            "an iscsi-gfs2 pool needs its LUN: iscsi.portal, iscsi.target, iscsi.lun, \
+             iscsi.chap_user and iscsi.chap_secret",
+        )
+    })?;
+    let mut lun = IscsiLun {
+        portal: spec.portal.trim().to_string(),
+        target: spec.target.trim().to_string(),
+        lun: spec.lun,
+        chap_user: spec.chap_user.clone(),
+        chap_secret: spec.chap_secret.clone(),
+    };
+    if let Err(e) = lun.validate() {
+        let m = e.to_string();
+        let field = m.split(':').next().unwrap_or("iscsi").to_string();
+        return Err(Error::validation(&field, m));
+    }
+    lun.portal = lun.addr();
+    crate::cluster::require_fence_tested(node)?;
+    if rec.members.len() < 2 {
+        return Err(Error::Conflict(
+            "an iscsi-gfs2 pool is shared by two nodes or more; this cluster has one: join \
+             another node first"
+                .into(),
+        ));
+    }
+    check_free_name(node, &st, &req.name)?;
+    if let Some(other) = records(&st)?.iter().find_map(|r| {
+        r.iscsi
+            .as_ref()
+            .filter(|i| {
+                i.lun.portal == lun.portal && i.lun.target == lun.target && i.lun.lun == lun.lun
+            })
+            .map(|i| i.pool.clone())
+    }) {
+        return Err(Error::Conflict(format!(
+            "LUN {} of {} at {} already carries the cluster pool {other:?}",
+            lun.lun, lun.target, lun.portal
+        )));
+    }
+    let me = node.cfg.node.clone();
+    let mut nodes = vec![me.clone()];
+    nodes.extend(
+        rec.members
+            .iter()
+            .filter(|m| m.name != me)
+            .map(|m| m.name.clone()),
+    );
+    let def = IscsiGfs2 {
+        pool: req.name.clone(),
+        cluster: rec.name.clone(),
+        lun,
+        nodes,
+        wipe: req.wipe,
+    };
+    def.validate().map_err(storage_err)?;
+    let remotes = def.nodes[1..]
+        .iter()
+        .map(|n| Remote::new(node, n))
+        .collect::<Result<Vec<_>>>()?;
+    let peers: Vec<&dyn IscsiPeer> = remotes.iter().map(|r| r as &dyn IscsiPeer).collect();
+    iscsi_gfs2::attach_all(
+        node.cluster.runner.as_ref(),
+        &peers,
+        &def,
+        &Waits::default(),
+    )
+    .map_err(storage_err)?;
+    Ok(def)
+}
+
+/// `drbd-gfs2`: the cluster, the fence gate, two members, a free name, and the device probe
+/// on both nodes. Returns the pool to create (with a fresh secret, this node first).
+fn check_create_drbd(node: &Node, req: &ClusterPoolCreate, device: &str) -> Result<DrbdGfs2> {
+    let (rec, st) = clustered_store(node)?;
+    keel_storage::check_name("pool", &req.name, 30)
+        .map_err(|e| Error::validation("name", e.to_string()))?;
+    if !device.starts_with("/dev/") || device.contains(char::is_whitespace) {
         return Err(Error::validation(
             "device",
             format!(
-                "{:?} is not a block device path under /dev/ (e.g. /dev/vdb or /dev/disk/by-id/…)",
-                req.device
+                "{device:?} is not a block device path under /dev/ (e.g. /dev/vdb or /dev/disk/by-id/…)"
             ),
         ));
     }
@@ -131,18 +322,11 @@ pub fn check_create(node: &Node, req: &ClusterPoolCreate) -> Result<DrbdGfs2> {
         )));
     }
     let existing = records(&st)?;
-    if st.get(&pool_key(&req.name))?.is_some()
-        || st.get(&format!("/storage/shared/{}", req.name))?.is_some()
-        || node.hv.pool(&req.name).is_ok()
-    {
-        return Err(Error::Conflict(format!(
-            "a pool named {:?} already exists: choose another name",
-            req.name
-        )));
-    }
+    check_free_name(node, &st, &req.name)?;
     let minor = existing
         .iter()
-        .map(|p| p.def.drbd.minor + 1)
+        .filter_map(|p| p.def.as_ref())
+        .map(|d| d.drbd.minor + 1)
         .max()
         .unwrap_or(0);
     let conf = clusterd::form::read_corosync_conf(&node.cluster.paths)
@@ -181,12 +365,12 @@ pub fn check_create(node: &Node, req: &ClusterPoolCreate) -> Result<DrbdGfs2> {
                 DrbdPeer {
                     node: me.clone(),
                     address: addr_of(&me)?,
-                    disk: req.device.clone(),
+                    disk: device.to_string(),
                 },
                 DrbdPeer {
                     node: other.clone(),
                     address: addr_of(&other)?,
-                    disk: req.device.clone(),
+                    disk: device.to_string(),
                 },
             ],
             dual_primary: false,
@@ -204,15 +388,65 @@ pub fn check_create(node: &Node, req: &ClusterPoolCreate) -> Result<DrbdGfs2> {
     Ok(def)
 }
 
-/// The task: the workflow, then the libvirt pools through the shared-pool marker.
-fn create(node: &Node, def: DrbdGfs2, t: &TaskHandle) -> Result<()> {
+/// The task, for either kind.
+fn create(node: &Node, def: NewPool, t: &TaskHandle) -> Result<()> {
+    match def {
+        NewPool::Drbd(d) => create_drbd(node, d, t),
+        NewPool::Iscsi(i) => create_iscsi(node, i, t),
+    }
+}
+
+/// The `iscsi-gfs2` task: the record, the workflow, the libvirt pools. A failure before the
+/// record exists logs every node out again.
+fn create_iscsi(node: &Node, def: IscsiGfs2, t: &TaskHandle) -> Result<()> {
+    let remotes = def.nodes[1..]
+        .iter()
+        .map(|n| Remote::new(node, n))
+        .collect::<Result<Vec<_>>>()?;
+    let peers: Vec<&dyn IscsiPeer> = remotes.iter().map(|r| r as &dyn IscsiPeer).collect();
+    let runner = node.cluster.runner.as_ref();
+    let st = Store::local();
+    let mut stored = def.clone();
+    stored.lun.chap_secret = String::new();
+    let rec = PoolRecord {
+        kind: ClusterPoolKind::IscsiGfs2,
+        def: None,
+        iscsi: Some(stored),
+        state: "creating".into(),
+    };
+    let key = pool_key(&def.pool);
+    let begun = crate::cluster::require_fence_tested(node)
+        .and_then(|()| Ok(st.create(&key, &to_value(&rec)?)?));
+    if let Err(e) = begun {
+        let _ = iscsi_gfs2::detach_node(runner, &def);
+        for p in &peers {
+            let _ = p.detach(&def);
+        }
+        t.log("every node logged out of the LUN again");
+        return Err(e);
+    }
+    t.log(format!(
+        "logged in to {} LUN {} at {} on {}",
+        def.lun.target,
+        def.lun.lun,
+        def.lun.portal,
+        def.nodes.join(", ")
+    ));
+    let r = iscsi_gfs2::create(runner, &peers, &def, &Waits::default(), &TaskSink(t))
+        .map_err(storage_err);
+    finish_create(node, &key, rec, r, &def.pool, &def.mountpoint(), t)
+}
+
+/// The `drbd-gfs2` task: the workflow, then the libvirt pools through the shared-pool marker.
+fn create_drbd(node: &Node, def: DrbdGfs2, t: &TaskHandle) -> Result<()> {
     crate::cluster::require_fence_tested(node)?;
     let st = Store::local();
     let mut stored = def.clone();
     stored.drbd.shared_secret = String::new();
-    let mut rec = PoolRecord {
+    let rec = PoolRecord {
         kind: ClusterPoolKind::DrbdGfs2,
-        def: stored,
+        def: Some(stored),
+        iscsi: None,
         state: "creating".into(),
     };
     let key = pool_key(&def.pool);
@@ -227,26 +461,40 @@ fn create(node: &Node, def: DrbdGfs2, t: &TaskHandle) -> Result<()> {
         &Waits::default(),
         &sink,
     )
-    .map_err(storage_err)
-    .and_then(|()| {
+    .map_err(storage_err);
+    finish_create(node, &key, rec, r, &def.pool, &def.mountpoint(), t)
+}
+
+/// After a workflow: the libvirt pool on every node (through the shared-pool marker) and the
+/// record's final state.
+fn finish_create(
+    node: &Node,
+    key: &str,
+    mut rec: PoolRecord,
+    r: Result<()>,
+    pool: &str,
+    mountpoint: &str,
+    t: &TaskHandle,
+) -> Result<()> {
+    let r = r.and_then(|()| {
         t.log(format!(
-            "GFS2 mounted on {} and {other}; defining the libvirt pool {} on both",
-            def.drbd.peers[0].node, def.pool
+            "GFS2 mounted on every node; defining the libvirt pool {pool} on each"
         ));
         crate::ha::create_shared(
             node,
             &keel_api::ha::SharedPoolCreate {
-                name: def.pool.clone(),
-                path: def.mountpoint(),
+                name: pool.to_string(),
+                path: mountpoint.to_string(),
             },
         )?;
-        wait_libvirt_pools(node, &def.pool, t)
+        wait_libvirt_pools(node, pool, t)
     });
+    let st = Store::local();
     rec.state = match &r {
         Ok(()) => "ready".into(),
         Err(e) => format!("failed: {e}"),
     };
-    if let Err(e) = st.put(&key, &to_value(&rec)?) {
+    if let Err(e) = st.put(key, &to_value(&rec)?) {
         t.log(format!("warning: cannot record the pool's state: {e}"));
     }
     if r.is_ok() {
@@ -301,9 +549,14 @@ impl Sink for TaskSink<'_> {
 /// What one node asks the other (the peer endpoint's body).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PeerStorageReq {
-    /// `check`, `prepare`, `dual_primary`, `health`, `teardown`.
+    /// `check`, `prepare`, `dual_primary`, `health`, `teardown` (drbd-gfs2, with `pool`);
+    /// `iscsi_attach`, `iscsi_detach`, `iscsi_prepare`, `iscsi_health`, `iscsi_teardown`
+    /// (iscsi-gfs2, with `iscsi`).
     pub step: String,
-    pub pool: DrbdGfs2,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<DrbdGfs2>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iscsi: Option<IscsiGfs2>,
 }
 
 /// The other node, through [`PEER_PATH`].
@@ -333,11 +586,34 @@ impl Remote {
     }
 
     fn call(&self, step: &str, pool: &DrbdGfs2, timeout: Duration) -> Result<serde_json::Value> {
-        let body = serde_json::to_vec(&PeerStorageReq {
-            step: step.into(),
-            pool: pool.clone(),
-        })
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        self.send(
+            &PeerStorageReq {
+                step: step.into(),
+                pool: Some(pool.clone()),
+                iscsi: None,
+            },
+            timeout,
+        )
+    }
+
+    fn call_iscsi(
+        &self,
+        step: &str,
+        pool: &IscsiGfs2,
+        timeout: Duration,
+    ) -> Result<serde_json::Value> {
+        self.send(
+            &PeerStorageReq {
+                step: step.into(),
+                pool: None,
+                iscsi: Some(pool.clone()),
+            },
+            timeout,
+        )
+    }
+
+    fn send(&self, req: &PeerStorageReq, timeout: Duration) -> Result<serde_json::Value> {
+        let body = serde_json::to_vec(req).map_err(|e| Error::Internal(e.to_string()))?;
         let digest = cluster_net::body_digest(&body);
         let signed = Signed {
             method: "POST",
@@ -401,6 +677,29 @@ impl PeerNode for Remote {
     }
 }
 
+impl IscsiPeer for Remote {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn attach(&self, pool: &IscsiGfs2) -> std::result::Result<LunFacts, StorageError> {
+        let v = self
+            .call_iscsi("iscsi_attach", pool, Duration::from_secs(240))
+            .map_err(to_storage)?;
+        serde_json::from_value(v)
+            .map_err(|e| StorageError::Unsafe(format!("{}: unreadable LUN facts: {e}", self.name)))
+    }
+    fn detach(&self, pool: &IscsiGfs2) -> std::result::Result<(), StorageError> {
+        self.call_iscsi("iscsi_detach", pool, Duration::from_secs(90))
+            .map(|_| ())
+            .map_err(to_storage)
+    }
+    fn prepare(&self, pool: &IscsiGfs2) -> std::result::Result<(), StorageError> {
+        self.call_iscsi("iscsi_prepare", pool, Duration::from_secs(120))
+            .map(|_| ())
+            .map_err(to_storage)
+    }
+}
+
 /// `POST /api/v1/cluster/peer/storage` from a member: this node's half of a step.
 fn on_peer(
     node: &Node,
@@ -420,7 +719,39 @@ fn on_peer(
         serde_json::from_slice(body).map_err(|e| Error::BadRequest(e.to_string()))?;
     let r: &dyn Runner = node.cluster.runner.as_ref();
     let me = node.cfg.node.as_str();
-    let p = &req.pool;
+    if let Some(step) = req.step.strip_prefix("iscsi_") {
+        let p = req
+            .iscsi
+            .as_ref()
+            .ok_or_else(|| Error::BadRequest(format!("storage step {} needs iscsi", req.step)))?;
+        match step {
+            "attach" => {
+                crate::cluster::require_fence_tested(node)?;
+                p.validate().map_err(storage_err)?;
+                let f =
+                    iscsi_gfs2::attach_node(r, me, p, &Waits::default()).map_err(storage_err)?;
+                return to_value(&f);
+            }
+            "detach" => iscsi_gfs2::detach_node(r, p).map_err(storage_err)?,
+            "prepare" => {
+                crate::cluster::require_fence_tested(node)?;
+                p.validate().map_err(storage_err)?;
+                iscsi_gfs2::prepare_node(r, me, p).map_err(storage_err)?;
+            }
+            "health" => return to_value(&iscsi_gfs2::node_health(r, p).map_err(storage_err)?),
+            "teardown" => iscsi_gfs2::teardown_node(r, p).map_err(storage_err)?,
+            s => {
+                return Err(Error::BadRequest(format!(
+                    "unknown storage step iscsi_{s:?}"
+                )))
+            }
+        }
+        return Ok(serde_json::json!({}));
+    }
+    let p = req
+        .pool
+        .as_ref()
+        .ok_or_else(|| Error::BadRequest(format!("storage step {} needs pool", req.step)))?;
     match req.step.as_str() {
         "check" => {
             crate::cluster::require_fence_tested(node)?;
@@ -461,6 +792,7 @@ fn node_row(
                 n.peer_disk = Some(d.peer_disk);
                 n.sync_percent = d.sync_percent;
             }
+            n.logged_in = h.logged_in;
             n.mounted = h.mounted;
             n.size_bytes = h.size_bytes;
             n.free_bytes = h.free_bytes;
@@ -474,28 +806,45 @@ fn node_row(
 pub fn status(node: &Node) -> Result<Vec<ClusterPoolStatus>> {
     let (_, st) = clustered_store(node)?;
     let mut out = Vec::new();
+    let r = node.cluster.runner.as_ref();
     for rec in records(&st)? {
+        let def = rec.def()?;
         let mut nodes = Vec::new();
-        for p in &rec.def.drbd.peers {
-            let h = if p.node == node.cfg.node {
-                drbd_gfs2::node_health(node.cluster.runner.as_ref(), &rec.def)
-                    .map_err(|e| e.to_string())
+        for (n, device) in rec.nodes()? {
+            let h = if n == node.cfg.node {
+                match def {
+                    Def::Drbd(d) => drbd_gfs2::node_health(r, d),
+                    Def::Iscsi(i) => iscsi_gfs2::node_health(r, i),
+                }
+                .map_err(|e| e.to_string())
             } else {
-                Remote::new(node, &p.node)
-                    .and_then(|r| r.call("health", &rec.def, Duration::from_secs(10)))
+                Remote::new(node, &n)
+                    .and_then(|x| match def {
+                        Def::Drbd(d) => x.call("health", d, Duration::from_secs(10)),
+                        Def::Iscsi(i) => x.call_iscsi("iscsi_health", i, Duration::from_secs(10)),
+                    })
                     .and_then(|v| {
                         serde_json::from_value::<NodeHealth>(v)
                             .map_err(|e| Error::Internal(e.to_string()))
                     })
                     .map_err(|e| e.to_string())
             };
-            nodes.push(node_row(&p.node, &p.disk, h));
+            nodes.push(node_row(&n, &device, h));
         }
         out.push(ClusterPoolStatus {
-            name: rec.def.pool.clone(),
+            name: rec.name()?,
             kind: rec.kind,
-            path: rec.def.mountpoint(),
+            path: rec.mountpoint()?,
             state: rec.state.clone(),
+            iscsi: match def {
+                Def::Iscsi(i) => Some(IscsiLunInfo {
+                    portal: i.lun.addr(),
+                    target: i.lun.target.clone(),
+                    lun: i.lun.lun,
+                    chap_user: i.lun.chap_user.clone(),
+                }),
+                Def::Drbd(_) => None,
+            },
             nodes,
         });
     }
@@ -522,14 +871,13 @@ pub fn check_delete(node: &Node, name: &str) -> Result<PoolRecord> {
             )));
         }
     }
-    if rec.def.drbd.peers.iter().all(|p| p.node != node.cfg.node) {
+    let nodes = rec.nodes()?;
+    if nodes.iter().all(|(n, _)| *n != node.cfg.node) {
         return Err(Error::Conflict(format!(
             "cluster pool {name:?} is on {}: delete it there",
-            rec.def
-                .drbd
-                .peers
+            nodes
                 .iter()
-                .map(|p| p.node.as_str())
+                .map(|(n, _)| n.as_str())
                 .collect::<Vec<_>>()
                 .join(" and ")
         )));
@@ -538,10 +886,10 @@ pub fn check_delete(node: &Node, name: &str) -> Result<PoolRecord> {
 }
 
 /// The delete task: the libvirt pools (refused if a VM names the pool), the Pacemaker chain,
-/// the DRBD resource on both nodes, the record. The disks keep their data until reused with
-/// `--wipe`.
+/// the DRBD resource (or the iSCSI sessions) on every node, the record. The disks keep their
+/// data until reused with `--wipe`.
 fn delete_pool(node: &Node, rec: PoolRecord, t: &TaskHandle) -> Result<()> {
-    let name = rec.def.pool.clone();
+    let name = rec.name()?;
     if Store::local()
         .get(&format!("/storage/shared/{name}"))?
         .is_some()
@@ -552,7 +900,7 @@ fn delete_pool(node: &Node, rec: PoolRecord, t: &TaskHandle) -> Result<()> {
         ));
     }
     let r = node.cluster.runner.as_ref();
-    let stack = rec.def.stack();
+    let stack = rec.stack()?;
     // a pool whose creation failed may lack any of the later pieces: what is not there is
     // reported, not fatal
     let partial = rec.state != "ready";
@@ -574,17 +922,19 @@ fn delete_pool(node: &Node, rec: PoolRecord, t: &TaskHandle) -> Result<()> {
     for cmd in drbd_gfs2::stack_remove(&stack) {
         step(&cmd)?;
     }
-    let mut teardown = vec![drbd_gfs2::teardown_node(r, &rec.def).map_err(storage_err)];
-    for p in rec
-        .def
-        .drbd
-        .peers
-        .iter()
-        .filter(|p| p.node != node.cfg.node)
-    {
+    let def = rec.def()?;
+    let mut teardown = vec![match def {
+        Def::Drbd(d) => drbd_gfs2::teardown_node(r, d),
+        Def::Iscsi(i) => iscsi_gfs2::teardown_node(r, i),
+    }
+    .map_err(storage_err)];
+    for (n, _) in rec.nodes()?.iter().filter(|(n, _)| *n != node.cfg.node) {
         teardown.push(
-            Remote::new(node, &p.node)
-                .and_then(|x| x.call("teardown", &rec.def, Duration::from_secs(60)))
+            Remote::new(node, n)
+                .and_then(|x| match def {
+                    Def::Drbd(d) => x.call("teardown", d, Duration::from_secs(60)),
+                    Def::Iscsi(i) => x.call_iscsi("iscsi_teardown", i, Duration::from_secs(60)),
+                })
                 .map(|_| ()),
         );
     }
@@ -594,7 +944,10 @@ fn delete_pool(node: &Node, rec: PoolRecord, t: &TaskHandle) -> Result<()> {
             other => other?,
         }
     }
-    t.log("DRBD resource down and its .res removed on both nodes");
+    t.log(match def {
+        Def::Drbd(_) => "DRBD resource down and its .res removed on both nodes",
+        Def::Iscsi(_) => "every node logged out of the LUN and its record deleted",
+    });
     Store::local().delete(&pool_key(&name))?;
     Ok(())
 }
@@ -618,13 +971,16 @@ pub fn peer_routes() -> Router<Arc<Node>> {
 
 /// Create a cluster pool with one call, as a task (its log carries the initial sync's
 /// progress). Refused before any task when not clustered, fencing is not proven on every
-/// node, the cluster is not exactly two nodes, the name is taken, or either node's device is
-/// missing, too small, mounted, or not blank without `wipe`.
+/// node, the cluster has the wrong number of nodes (`drbd-gfs2`: exactly two; `iscsi-gfs2`:
+/// two or more), the name is taken, or a node's device is missing, too small, mounted, or not
+/// blank without `wipe`. For `iscsi-gfs2` every node logs in first; a wrong CHAP secret, a
+/// portal that does not answer or does not offer the target, or nodes seeing different LUNs
+/// are refused with every node logged out again.
 #[utoipa::path(post, path = "/api/v1/cluster/storage-pools", tag = "storage",
     request_body = ClusterPoolCreate,
     responses((status = 202, body = TaskRef),
-        (status = 400, description = "Bad name or device path", body = ErrorBody),
-        (status = 409, description = "Not clustered, fencing not proven, not two nodes, name taken, or a device refused by the probe (named with its node)", body = ErrorBody)))]
+        (status = 400, description = "Bad name, device path or iSCSI settings (the field named)", body = ErrorBody),
+        (status = 409, description = "Not clustered, fencing not proven, wrong number of nodes, name or LUN taken, an iSCSI login refused, or a device refused by the probe (named with its node)", body = ErrorBody)))]
 pub async fn create_pool(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
@@ -687,4 +1043,70 @@ async fn peer_storage(
     Ok(Json(
         blocking(move || on_peer(&node, &headers, &cert, &body)).await?,
     ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A `drbd-gfs2` record as earlier versions stored it still reads; an `iscsi-gfs2` record
+    /// names its LUN's nodes and keeps no secret.
+    #[test]
+    fn records_of_both_kinds() {
+        let old = serde_json::json!({
+            "kind": "drbd-gfs2",
+            "def": {
+                "pool": "vmstore", "cluster": "c", "wipe": false,
+                "drbd": {"name": "vmstore", "minor": 0, "port": 7789, "dual_primary": false,
+                    "shared_secret": "", "resync_max_kib": 102400,
+                    "peers": [{"node": "n1", "address": "10.0.0.1", "disk": "/dev/vdb"},
+                              {"node": "n2", "address": "10.0.0.2", "disk": "/dev/vdb"}]}
+            },
+            "state": "ready"
+        });
+        let r: PoolRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(r.name().unwrap(), "vmstore");
+        assert_eq!(r.nodes().unwrap()[1], ("n2".into(), "/dev/vdb".into()));
+        assert!(r.stack().unwrap().drbd.is_some());
+
+        let i = IscsiGfs2 {
+            pool: "shared".into(),
+            cluster: "c".into(),
+            lun: IscsiLun {
+                portal: "10.0.0.9:3260".into(),
+                target: "iqn.2024-01.x.y:z".into(),
+                lun: 0,
+                chap_user: "u".into(),
+                chap_secret: String::new(),
+            },
+            nodes: vec!["n1".into(), "n2".into(), "n3".into()],
+            wipe: false,
+        };
+        let rec = PoolRecord {
+            kind: ClusterPoolKind::IscsiGfs2,
+            def: None,
+            iscsi: Some(i),
+            state: "ready".into(),
+        };
+        let v = serde_json::to_value(&rec).unwrap();
+        assert!(v.get("def").is_none(), "{v}");
+        let back: PoolRecord = serde_json::from_value(v).unwrap();
+        let n = back.nodes().unwrap();
+        assert_eq!(n.len(), 3);
+        assert_eq!(
+            n[2].1,
+            "/dev/disk/by-path/ip-10.0.0.9:3260-iscsi-iqn.2024-01.x.y:z-lun-0"
+        );
+        let s = back.stack().unwrap();
+        assert!(s.drbd.is_none() && s.nodes == 3);
+        // a record with neither definition is an error, not a panic
+        let bad = PoolRecord {
+            kind: ClusterPoolKind::IscsiGfs2,
+            def: None,
+            iscsi: None,
+            state: "ready".into(),
+        };
+        assert!(bad.name().is_err());
+    }
 }

@@ -14,7 +14,7 @@ use crate::StorageError;
 const T: Duration = Duration::from_secs(20);
 
 /// What the probe found.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceFacts {
     pub path: String,
     pub size_bytes: u64,

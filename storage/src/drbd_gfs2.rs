@@ -216,6 +216,48 @@ pub fn pvs() -> Cmd {
     Cmd::argv(&["pvs", "--noheadings", "-o", "pv_name"]).timeout(T)
 }
 
+/// `udevadm info --query=symlink --name=DEV`: the udev links of a device.
+pub fn udev_links(dev: &str) -> Cmd {
+    Cmd::argv(&[
+        "udevadm",
+        "info",
+        "--query=symlink",
+        &format!("--name={dev}"),
+    ])
+    .timeout(T)
+}
+
+/// The PVs this node uses now (DRBD devices left out: the filter accepts them anyway), each by
+/// a name that survives a reboot. A SCSI disk's `/dev/sdX` letter depends on the order disks
+/// appear (an iSCSI LUN's on the order of logins), so such a PV is named by its udev link:
+/// `disk/by-path/ip-…` for an iSCSI LUN, else `disk/by-id/wwn-…`; an accept-list rule for
+/// `/dev/sdb` would otherwise hide the PV once it comes back as `/dev/sdc`.
+pub fn stable_pvs(r: &dyn Runner) -> Result<Vec<String>, StorageError> {
+    let listed = r.run_ok(&pvs())?;
+    let mut out = Vec::new();
+    for p in listed.lines().map(str::trim) {
+        if p.is_empty() || p.starts_with("/dev/drbd") {
+            continue;
+        }
+        let mut name = p.to_string();
+        if p.starts_with("/dev/sd") {
+            let o = r.run(&udev_links(p))?;
+            let links: Vec<&str> = o.stdout.split_whitespace().collect();
+            if let Some(l) = links
+                .iter()
+                .find(|l| l.starts_with("disk/by-path/ip-"))
+                .or_else(|| links.iter().find(|l| l.starts_with("disk/by-id/wwn-")))
+            {
+                name = format!("/dev/{l}");
+            }
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
 /// Keel's `lvmlocal.conf`: lvmlockd on, LVM sees the DRBD devices and `keep` only.
 pub fn lvmlocal_conf(keep: &[&str]) -> String {
     format!(
@@ -235,11 +277,11 @@ pub fn prepare_node(r: &dyn Runner, node: &str, pool: &DrbdGfs2) -> Result<(), S
     if let Some(w) = wipe {
         r.run_ok(&w)?;
     }
-    let listed = r.run_ok(&pvs())?;
+    let listed = stable_pvs(r)?;
     let keep: Vec<&str> = listed
-        .lines()
-        .map(str::trim)
-        .filter(|p| !p.is_empty() && *p != disk && !p.starts_with("/dev/drbd"))
+        .iter()
+        .map(String::as_str)
+        .filter(|p| *p != disk)
         .collect();
     r.run_ok(
         &Cmd::argv(&["install", "-D", "-m", "0644", "/dev/stdin", LVMLOCAL])
@@ -350,7 +392,7 @@ pub fn parse_locate(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn wait_running(
+pub(crate) fn wait_running(
     r: &dyn Runner,
     rsc: &str,
     nodes: &[&str],
@@ -516,11 +558,17 @@ pub fn create(
 
 /// The clones of a pool's chain, top first (the order Pacemaker stops them in).
 fn chain_ids(stack: &PoolStack) -> Vec<String> {
-    vec![
-        stack.fs_clone_id(),
-        stack.lvm_clone_id(),
-        stack.drbd_clone_id(),
-    ]
+    let mut v = Vec::new();
+    if stack.mountpoint.is_some() {
+        v.push(stack.fs_clone_id());
+    }
+    if stack.lv.is_some() {
+        v.push(stack.lvm_clone_id());
+    }
+    if stack.drbd.is_some() {
+        v.push(stack.drbd_clone_id());
+    }
+    v
 }
 
 /// Stop the pool's chain: `target-role=Stopped` on every clone; the mandatory orders make
@@ -595,6 +643,9 @@ pub fn teardown_node(r: &dyn Runner, pool: &DrbdGfs2) -> Result<(), StorageError
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeHealth {
     pub drbd: Option<DrbdState>,
+    /// For iSCSI pools: the node has a session with the LUN's target.
+    #[serde(default)]
+    pub logged_in: Option<bool>,
     pub mounted: bool,
     pub size_bytes: Option<u64>,
     pub free_bytes: Option<u64>,
@@ -628,15 +679,23 @@ struct FindmntFs {
 /// This node's view of `pool`.
 pub fn node_health(r: &dyn Runner, pool: &DrbdGfs2) -> Result<NodeHealth, StorageError> {
     let drbd = drbd_state(r, pool.drbd.minor)?;
-    let cmd = findmnt(&pool.mountpoint());
+    let mut h = mount_health(r, &pool.pool, &pool.mountpoint())?;
+    h.drbd = drbd;
+    Ok(h)
+}
+
+/// Whether a GFS2 is mounted at `mountpoint`, with its size and free space.
+pub fn mount_health(
+    r: &dyn Runner,
+    pool: &str,
+    mountpoint: &str,
+) -> Result<NodeHealth, StorageError> {
+    let cmd = findmnt(mountpoint);
     let out = r.run(&cmd)?;
-    let mut h = NodeHealth {
-        drbd,
-        ..Default::default()
-    };
+    let mut h = NodeHealth::default();
     if out.success() {
         let f: Findmnt = serde_json::from_str(&out.stdout).map_err(|e| StorageError::Parse {
-            what: format!("pool {}", pool.pool),
+            what: format!("pool {pool}"),
             cmd: cmd.to_string(),
             why: e.to_string(),
         })?;

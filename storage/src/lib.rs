@@ -15,6 +15,10 @@
 //!   (dual-primary allowed, peer fencing), for `keel cluster verify`.
 //! * [`drbd_gfs2`]: the `drbd-gfs2` pool workflow, each node's half and the creating node's
 //!   ordered steps, through a [`keel_runner::Runner`].
+//! * [`iscsi`]: an open-iscsi LUN (discovery, a node record with CHAP written through stdin,
+//!   login at boot, the stable `by-path` device); [`lio`]: an LIO target exporting one LUN.
+//! * [`iscsi_gfs2`]: the `iscsi-gfs2` pool workflow: every node logs in (all or none), then a
+//!   shared VG, GFS2 and the Pacemaker chain without DRBD.
 //! * [`device`]: the safety probe every pool creation starts with: a missing, small, mounted
 //!   or signed device (partition table, file system, LVM) is refused unless the operator asks
 //!   for a wipe.
@@ -28,6 +32,9 @@ pub mod drbd_conf;
 pub mod drbd_gfs2;
 pub mod drbd_state;
 pub mod gfs2;
+pub mod iscsi;
+pub mod iscsi_gfs2;
+pub mod lio;
 pub mod lvm;
 pub mod stack;
 

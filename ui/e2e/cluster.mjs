@@ -21,7 +21,8 @@
 //                          last fence test must then show "Passed"
 // On a cluster, the Verify panel is run and must list exactly what GET /cluster/verify answers.
 // The Storage page's Cluster pools section must match GET /cluster/storage-pools (or say the node
-// is standalone), and its Create dialog must show the API's refusal of a missing device.
+// is standalone), and its Create dialog must show the API's refusal of a missing device and, for
+// an iscsi-gfs2 pool, check the CHAP secret's length, send the LUN and show the API's refusal.
 //   KEEL_FORBIDDEN_TEXT    comma list of strings (fence secrets) that must not appear in the page
 //   KEEL_UI_SHOTS          screenshot directory (default e2e/artifacts/shots; docs/screenshots on purpose)
 //   CHROMIUM               browser binary (default /usr/bin/chromium)
@@ -331,6 +332,13 @@ await step("Storage page: the Cluster pools section answers like the API; a bad 
     expect(r.status === 200, `GET /cluster/storage-pools answered ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
     if (r.body.length === 0) await region.getByText("No cluster pools").waitFor();
     for (const p of r.body) await region.getByRole("table", { name: `Nodes of ${p.name}` }).waitFor();
+    for (const p of r.body.filter((p) => p.type === "iscsi-gfs2")) {
+      const table = region.getByRole("table", { name: `Nodes of ${p.name}` });
+      await table.getByRole("columnheader", { name: "iSCSI session" }).waitFor();
+      expect(await table.getByRole("columnheader", { name: "Connection" }).count() === 0, `${p.name}: DRBD columns on an iscsi-gfs2 pool`);
+      const { lun, target, portal } = p.iscsi;
+      await region.getByText(`LUN ${lun} of ${target} at ${portal}`).first().waitFor();
+    }
   }
   await region.getByRole("button", { name: "Create cluster pool…" }).click();
   const dialog = page.getByRole("dialog");
@@ -345,6 +353,49 @@ await step("Storage page: the Cluster pools section answers like the API; a bad 
   await dialog.getByRole("button", { name: "Cancel" }).click();
   const after = await api("GET", "/cluster/storage-pools");
   expect(!(after.status === 200 && after.body.some((p) => p.name === "uitest")), "a pool uitest was made");
+
+  // iscsi-gfs2: the secret's length is checked in the page; the POST (held back a moment so that
+  // its status line can be seen) carries the LUN and no device; the API refuses it
+  await region.getByRole("button", { name: "Create cluster pool…" }).click();
+  await dialog.getByLabel("Type").selectOption("iscsi-gfs2");
+  expect(await dialog.getByLabel("Device (the same on both nodes)").count() === 0, "the Device field shows for iscsi-gfs2");
+  await dialog.getByLabel("Name").fill("uitest2");
+  await dialog.getByLabel("Portal", { exact: true }).fill("192.0.2.1");
+  await dialog.getByLabel("Target IQN", { exact: true }).fill("iqn.2024-01.lab.keel:none");
+  expect(await dialog.getByLabel("LUN", { exact: true }).inputValue() === "0", "the LUN does not default to 0");
+  await dialog.getByLabel("CHAP user", { exact: true }).fill("ui");
+  await dialog.getByLabel("CHAP secret", { exact: true }).fill("short");
+  await dialog.getByText("12 to 255 characters", { exact: true }).waitFor();
+  const create = dialog.getByRole("button", { name: "Create", exact: true });
+  expect(await create.isDisabled(), "Create is enabled with a 5-character CHAP secret");
+  const secret = "Ui-Test-Secret16";
+  await dialog.getByLabel("CHAP secret", { exact: true }).fill(secret);
+  await dialog.getByText("12 to 255 characters", { exact: true }).waitFor({ state: "detached" });
+  expect(await create.isEnabled(), "Create is disabled with every field filled");
+  let sent = null;
+  const hold = async (route) => {
+    if (route.request().method() === "POST") { sent = route.request().postDataJSON(); await sleep(1500); }
+    await route.continue();
+  };
+  await page.route("**/api/v1/cluster/storage-pools", hold);
+  try {
+    await create.click();
+    await dialog.getByRole("status", { name: "Pool task" }).getByText("logging every node in to the LUN…").waitFor();
+    const alert2 = dialog.getByRole("alert");
+    await alert2.waitFor({ timeout: 180_000 });
+    const text = await alert2.innerText();
+    log(`     iscsi-gfs2 refused: ${text.slice(0, 200)}`);
+    expect(!text.includes(secret), "the refusal shows the CHAP secret");
+  } finally {
+    await page.unroute("**/api/v1/cluster/storage-pools", hold);
+  }
+  const want = { name: "uitest2", type: "iscsi-gfs2", wipe: false,
+    iscsi: { portal: "192.0.2.1", target: "iqn.2024-01.lab.keel:none", lun: 0, chap_user: "ui", chap_secret: secret } };
+  const norm = (o) => JSON.stringify(o, Object.keys({ ...o, ...o?.iscsi }).sort());
+  expect(sent && norm(sent) === norm(want), `the page sent ${JSON.stringify({ ...sent, iscsi: { ...sent?.iscsi, chap_secret: "…" } })}`);
+  await dialog.getByRole("button", { name: "Cancel" }).click();
+  const after2 = await api("GET", "/cluster/storage-pools");
+  expect(!(after2.status === 200 && after2.body.some((p) => p.name === "uitest2")), "a pool uitest2 was made");
 });
 
 if (!truthy(env.KEEL_SKIP_REFRESH_CHECK, false)) await step("the page refreshes itself, and pauses while the tab is hidden", async () => {

@@ -329,6 +329,8 @@ export interface ClusterPoolNode {
   disk?: string | null;
   peer_disk?: string | null;
   sync_percent?: number | null;
+  /** iscsi-gfs2: the node has an iSCSI session to the LUN's target. */
+  logged_in?: boolean | null;
   mounted: boolean;
   size_bytes?: number | null;
   free_bytes?: number | null;
@@ -337,9 +339,11 @@ export interface ClusterPoolNode {
 
 export interface ClusterPoolStatus {
   name: string;
-  type: "drbd-gfs2";
+  type: "drbd-gfs2" | "iscsi-gfs2";
   path: string;
   /** creating, ready or "failed: …" */
   state: string;
+  /** iscsi-gfs2: the LUN (the CHAP secret is never shown). */
+  iscsi?: { portal: string; target: string; lun: number; chap_user: string } | null;
   nodes: ClusterPoolNode[];
 }

@@ -9,6 +9,14 @@ const healthy: ClusterPoolNode = {
 };
 const pool = (nodes: ClusterPoolNode[], state = "ready"): ClusterPoolStatus =>
   ({ name: "vmstore", type: "drbd-gfs2", path: "/var/lib/keel/pools/vmstore", state, nodes });
+const lun = "/dev/disk/by-path/ip-192.0.2.10:3260-iscsi-iqn.2024-01.lab.keel:pool-lun-0";
+const iscsiNode: ClusterPoolNode = {
+  node: "node1", device: lun, logged_in: true, mounted: true, size_bytes: 1e9, free_bytes: 8e8, error: null,
+};
+const iscsiPool = (nodes: ClusterPoolNode[], state = "ready"): ClusterPoolStatus => ({
+  name: "shared", type: "iscsi-gfs2", path: "/var/lib/keel/pools/shared", state, nodes,
+  iscsi: { portal: "192.0.2.10:3260", target: "iqn.2024-01.lab.keel:pool", lun: 0, chap_user: "keel" },
+});
 
 describe("cluster pool health", () => {
   it("is healthy only when connected, both disks UpToDate and mounted", () => {
@@ -29,5 +37,34 @@ describe("cluster pool health", () => {
     expect(poolHealth(pool([healthy], "failed: device busy")).tone).toBe("bad");
     expect(poolHealth(pool([healthy, { ...healthy, node: "node2", connection: "SyncTarget", sync_percent: 10 }])).text).toBe("resyncing 10.0%");
     expect(poolHealth(pool([healthy, { ...healthy, node: "node2" }])).tone).toBe("ok");
+  });
+
+  it("judges an iscsi-gfs2 node by its session and its mount, not by DRBD fields", () => {
+    expect(nodeHealth(iscsiNode, "iscsi-gfs2")).toEqual({ tone: "ok", text: "healthy" });
+    expect(nodeHealth(iscsiNode)).toEqual({ tone: "ok", text: "healthy" });
+    expect(nodeHealth({ ...iscsiNode, logged_in: false }, "iscsi-gfs2")).toEqual({
+      tone: "bad",
+      text: "no iSCSI session: the node is not logged in to the LUN (check the storage network; keel storage status)",
+    });
+    expect(nodeHealth({ ...iscsiNode, mounted: false }, "iscsi-gfs2")).toEqual({ tone: "warn", text: "GFS2 not mounted" });
+    expect(nodeHealth({ ...iscsiNode, logged_in: false, mounted: false }, "iscsi-gfs2").tone).toBe("bad");
+    expect(nodeHealth({ node: "node2", device: lun, mounted: false, error: "timed out" }, "iscsi-gfs2"))
+      .toEqual({ tone: "bad", text: "not answering: timed out" });
+  });
+
+  it("keeps the DRBD rules for drbd-gfs2 nodes", () => {
+    expect(nodeHealth(healthy, "drbd-gfs2")).toEqual({ tone: "ok", text: "healthy" });
+    expect(nodeHealth({ ...healthy, connection: null }, "drbd-gfs2")).toEqual({ tone: "bad", text: "DRBD resource down" });
+    expect(nodeHealth({ ...healthy, mounted: false }, "drbd-gfs2")).toEqual({ tone: "warn", text: "GFS2 not mounted" });
+    expect(nodeHealth({ ...healthy, disk: "Inconsistent" }, "drbd-gfs2").text).toBe("disks Inconsistent/UpToDate");
+  });
+
+  it("passes the pool's type to its nodes' health", () => {
+    expect(poolHealth(iscsiPool([iscsiNode, { ...iscsiNode, node: "node2" }, { ...iscsiNode, node: "node3" }])).tone).toBe("ok");
+    expect(poolHealth(iscsiPool([iscsiNode, { ...iscsiNode, node: "node2", mounted: false }])).text).toBe("GFS2 not mounted");
+    expect(poolHealth(iscsiPool([iscsiNode, { ...iscsiNode, node: "node3", logged_in: false }])).text).toMatch(/^no iSCSI session/);
+    expect(poolHealth(iscsiPool([iscsiNode], "creating")).text).toBe("creating");
+    // an iscsi-gfs2 node has no DRBD fields: it is not "DRBD resource down"
+    expect(poolHealth(iscsiPool([{ ...iscsiNode, logged_in: null }])).tone).toBe("ok");
   });
 });

@@ -1,6 +1,7 @@
-// The Storage page's "Cluster pools" section: every drbd-gfs2 pool of the cluster with its health
-// on each node (DRBD connection, roles, disk states, resync progress, the GFS2 mount, free
-// space), a Create dialog and Delete (docs/storage.md). On a node outside a cluster it says so.
+// The Storage page's "Cluster pools" section: every cluster pool (drbd-gfs2, iscsi-gfs2) with its
+// health on each node (DRBD connection, roles, disk states and resync progress, or the iSCSI
+// session; the GFS2 mount, free space), a Create dialog and Delete (docs/storage.md). On a node
+// outside a cluster it says so.
 import { useState } from "preact/hooks";
 import { ApiError, del, followTask, notifyTask, post, get } from "../api";
 import { Empty, ErrorBox, Loading, Modal } from "../components";
@@ -10,11 +11,19 @@ import { formatBytes } from "../logic";
 import type { ClusterPoolNode, ClusterPoolStatus, TaskRef } from "../types";
 
 export type Health = { tone: "ok" | "warn" | "bad" | "off"; text: string };
+type PoolType = ClusterPoolStatus["type"];
 
-/** One node's health in a pool, worst first: unreachable, split brain / disconnected, not
- *  mounted, resyncing, degraded disks; else healthy. */
-export function nodeHealth(n: ClusterPoolNode): Health {
+/** One node's health in a pool, worst first: unreachable, split brain / disconnected (iscsi-gfs2:
+ *  no iSCSI session), not mounted, resyncing, degraded disks; else healthy. Without a type, a
+ *  node reporting `logged_in` is taken for an iscsi-gfs2 one. */
+export function nodeHealth(n: ClusterPoolNode, type?: PoolType): Health {
   if (n.error) return { tone: "bad", text: `not answering: ${n.error}` };
+  if (type === "iscsi-gfs2" || (type == null && n.logged_in != null)) {
+    if (n.logged_in === false)
+      return { tone: "bad", text: "no iSCSI session: the node is not logged in to the LUN (check the storage network; keel storage status)" };
+    if (!n.mounted) return { tone: "warn", text: "GFS2 not mounted" };
+    return { tone: "ok", text: "healthy" };
+  }
   if (!n.connection) return { tone: "bad", text: "DRBD resource down" };
   if (n.connection === "StandAlone")
     return { tone: "bad", text: "StandAlone: not replicating (split brain, or disconnected by hand); see keel cluster verify" };
@@ -33,10 +42,38 @@ export function poolHealth(p: ClusterPoolStatus): Health {
   if (p.state !== "ready") return { tone: "bad", text: p.state };
   if (p.nodes.length === 0) return { tone: "off", text: "no node answered" };
   const order = { bad: 0, warn: 1, off: 2, ok: 3 };
-  return p.nodes.map(nodeHealth).sort((a, b) => order[a.tone] - order[b.tone])[0];
+  return p.nodes.map((n) => nodeHealth(n, p.type)).sort((a, b) => order[a.tone] - order[b.tone])[0];
 }
 
 const badge = (h: Health) => <span class={`badge badge-${h.tone}`}>{h.text}</span>;
+
+const free = (n: ClusterPoolNode) => (
+  <td class="num">{n.free_bytes != null ? formatBytes(n.free_bytes) : "—"}{n.size_bytes != null ? <span class="muted small"> of {formatBytes(n.size_bytes)}</span> : null}</td>
+);
+
+function PoolNodes({ p }: { p: ClusterPoolStatus }) {
+  if (p.type === "iscsi-gfs2")
+    return (
+      <table class="table compact" aria-label={`Nodes of ${p.name}`}>
+        <thead><tr><th>Node</th><th>Device</th><th>iSCSI session</th><th>Mounted</th><th class="num">Free</th><th>Health</th></tr></thead>
+        <tbody>{p.nodes.map((n) => (
+          <tr><td>{n.node}</td><td class="mono small">{n.device}</td>
+            <td>{n.logged_in == null ? "—" : n.logged_in ? "logged in" : "none"}</td>
+            <td>{n.mounted ? "yes" : "no"}</td>{free(n)}<td>{badge(nodeHealth(n, p.type))}</td></tr>
+        ))}</tbody>
+      </table>
+    );
+  return (
+    <table class="table compact" aria-label={`Nodes of ${p.name}`}>
+      <thead><tr><th>Node</th><th>Device</th><th>Connection</th><th>Role / peer</th><th>Disk / peer</th><th>Mounted</th><th class="num">Free</th><th>Health</th></tr></thead>
+      <tbody>{p.nodes.map((n) => (
+        <tr><td>{n.node}</td><td class="mono small">{n.device}</td><td>{n.connection ?? "—"}</td>
+          <td>{n.role ?? "—"} / {n.peer_role ?? "—"}</td><td>{n.disk ?? "—"} / {n.peer_disk ?? "—"}</td>
+          <td>{n.mounted ? "yes" : "no"}</td>{free(n)}<td>{badge(nodeHealth(n, p.type))}</td></tr>
+      ))}</tbody>
+    </table>
+  );
+}
 
 export function ClusterPools() {
   const pools = usePoll(() => get<ClusterPoolStatus[]>("/cluster/storage-pools"), 10000);
@@ -46,8 +83,11 @@ export function ClusterPools() {
   const [deleting, setDeleting] = useState<string | null>(null);
   const [msg, setMsg] = useState<{ tone: "info" | "error"; text: string } | null>(null);
   const standalone = pools.error?.status === 409;
-  const remove = async (name: string) => {
-    if (!window.confirm(`Delete cluster pool ${name}? Its GFS2 file system, volume group and DRBD resource are removed on both nodes.`)) return;
+  const remove = async ({ name, type }: ClusterPoolStatus) => {
+    const what = type === "iscsi-gfs2"
+      ? "It is removed from every node; its GFS2 file system and volume group stay on the LUN; every node logs out."
+      : "Its GFS2 file system, volume group and DRBD resource are removed on both nodes.";
+    if (!window.confirm(`Delete cluster pool ${name}? ${what}`)) return;
     setDeleting(name);
     setMsg({ tone: "info", text: `Deleting ${name}…` });
     try {
@@ -71,24 +111,16 @@ export function ClusterPools() {
       {standalone && <p class="muted" data-testid="cluster-pools-standalone">This node is not in a cluster: cluster pools are built across cluster nodes (<code>keel cluster init</code>, then <code>keel join</code> on the second node).</p>}
       {!standalone && <ErrorBox error={pools.error} title="Cannot list cluster pools" />}
       {!pools.data && !pools.error && <Loading what="cluster pools" />}
-      {pools.data && pools.data.length === 0 && <Empty title="No cluster pools">Create a drbd-gfs2 pool from one spare disk on each of two nodes.</Empty>}
+      {pools.data && pools.data.length === 0 && <Empty title="No cluster pools">Create a drbd-gfs2 pool from one spare disk on each of two nodes, or an iscsi-gfs2 pool from one iSCSI LUN every node logs in to.</Empty>}
       {pools.data && pools.data.map((p) => (
         <div class="panel">
           <div class="panel-head">
             <h3><span class="mono">{p.name}</span> <span class="muted small">{p.type} at <span class="mono">{p.path}</span></span> {badge(poolHealth(p))}</h3>
             <button type="button" class="btn btn-sm btn-danger-outline" disabled={!!noModify || deleting !== null} title={noModify ?? "Delete (refused while VM disks live on it)"}
-              aria-label={`Delete cluster pool ${p.name}`} onClick={() => remove(p.name)}>{deleting === p.name ? "Deleting…" : "Delete"}</button>
+              aria-label={`Delete cluster pool ${p.name}`} onClick={() => remove(p)}>{deleting === p.name ? "Deleting…" : "Delete"}</button>
           </div>
-          <table class="table compact" aria-label={`Nodes of ${p.name}`}>
-            <thead><tr><th>Node</th><th>Device</th><th>Connection</th><th>Role / peer</th><th>Disk / peer</th><th>Mounted</th><th class="num">Free</th><th>Health</th></tr></thead>
-            <tbody>{p.nodes.map((n) => (
-              <tr><td>{n.node}</td><td class="mono small">{n.device}</td><td>{n.connection ?? "—"}</td>
-                <td>{n.role ?? "—"} / {n.peer_role ?? "—"}</td><td>{n.disk ?? "—"} / {n.peer_disk ?? "—"}</td>
-                <td>{n.mounted ? "yes" : "no"}</td>
-                <td class="num">{n.free_bytes != null ? formatBytes(n.free_bytes) : "—"}{n.size_bytes != null ? <span class="muted small"> of {formatBytes(n.size_bytes)}</span> : null}</td>
-                <td>{badge(nodeHealth(n))}</td></tr>
-            ))}</tbody>
-          </table>
+          {p.type === "iscsi-gfs2" && p.iscsi && <p class="muted small">LUN {p.iscsi.lun} of <span class="mono">{p.iscsi.target}</span> at <span class="mono">{p.iscsi.portal}</span>, CHAP user <span class="mono">{p.iscsi.chap_user}</span></p>}
+          <PoolNodes p={p} />
         </div>
       ))}
       {creating && <CreateDialog onClose={() => { setCreating(false); pools.refresh(); }} />}
@@ -98,18 +130,34 @@ export function ClusterPools() {
 
 function CreateDialog({ onClose }: { onClose: () => void }) {
   const [name, setName] = useState("");
+  const [type, setType] = useState<PoolType>("drbd-gfs2");
   const [device, setDevice] = useState("");
+  const [portal, setPortal] = useState("");
+  const [target, setTarget] = useState("");
+  const [lun, setLun] = useState("0");
+  const [chapUser, setChapUser] = useState("");
+  const [secret, setSecret] = useState("");
   const [wipe, setWipe] = useState(false);
   const [busy, setBusy] = useState(false);
   const [line, setLine] = useState<string | null>(null);
   const [err, setErr] = useState<string | null>(null);
+  const iscsi = type === "iscsi-gfs2";
   const badName = name && !/^[a-z][a-z0-9-]{0,29}$/.test(name) ? "1-30 of a-z, 0-9 and '-', starting with a letter." : null;
+  const lunNum = lun.trim() === "" ? 0 : Number(lun);
+  const badLun = !Number.isInteger(lunNum) || lunNum < 0 || lunNum > 16383 ? "A LUN number, 0 to 16383." : null;
+  const badSecret = secret && (secret.length < 12 || secret.length > 255) ? "12 to 255 characters" : null;
+  const ready = !!name && !badName && (iscsi
+    ? !!portal.trim() && !!target.trim() && !badLun && !!chapUser.trim() && !!secret && !badSecret
+    : !!device.trim());
   const submit = async (e: Event) => {
     e.preventDefault();
-    if (!name || !device || badName) return;
-    setBusy(true); setErr(null); setLine("starting…");
+    if (!ready) return;
+    setBusy(true); setErr(null); setLine(iscsi ? "logging every node in to the LUN…" : "starting…");
+    const body = iscsi
+      ? { name, type, wipe, iscsi: { portal: portal.trim(), target: target.trim(), lun: lunNum, chap_user: chapUser.trim(), chap_secret: secret } }
+      : { name, type, device: device.trim(), wipe };
     try {
-      const r = await post<TaskRef>("/cluster/storage-pools", { name, type: "drbd-gfs2", device: device.trim(), wipe });
+      const r = await post<TaskRef>("/cluster/storage-pools", body);
       notifyTask(r.upid);
       const t = await followTask(r.upid, (_t, lines) => { if (lines.length) setLine(lines[lines.length - 1].line); });
       if (t.state === "ok") { onClose(); return; }
@@ -128,16 +176,36 @@ function CreateDialog({ onClose }: { onClose: () => void }) {
           {badName && <div class="field-error" role="alert">{badName}</div>}
         </div>
         <div class="field"><label for="cp-type">Type</label>
-          <select id="cp-type" disabled><option>drbd-gfs2 (two nodes: DRBD, DLM, lvmlockd, GFS2)</option></select></div>
-        <div class="field"><label for="cp-device">Device (the same on both nodes)</label>
+          <select id="cp-type" value={type} disabled={busy} onChange={(e) => setType(e.currentTarget.value as PoolType)}>
+            <option value="drbd-gfs2">drbd-gfs2 (two nodes: DRBD, DLM, lvmlockd, GFS2)</option>
+            <option value="iscsi-gfs2">iscsi-gfs2 (two nodes or more: an iSCSI LUN, DLM, lvmlockd, GFS2)</option>
+          </select></div>
+        {!iscsi && <div class="field"><label for="cp-device">Device (the same on both nodes)</label>
           <input id="cp-device" class="mono" placeholder="/dev/disk/by-id/…" value={device} onInput={(e) => setDevice(e.currentTarget.value)} />
-          <div class="hint">A spare disk on each node. One holding a partition table, a file system or LVM is refused unless you wipe it.</div></div>
-        <div class="field"><label><input type="checkbox" checked={wipe} onChange={(e) => setWipe(e.currentTarget.checked)} /> Wipe the devices' signatures first (their data is lost)</label></div>
+          <div class="hint">A spare disk on each node. One holding a partition table, a file system or LVM is refused unless you wipe it.</div></div>}
+        {iscsi && <>
+          <div class="field"><label for="cp-portal">Portal</label>
+            <input id="cp-portal" class="mono" placeholder="192.0.2.10:3260" value={portal} onInput={(e) => setPortal(e.currentTarget.value)} />
+            <div class="hint">The target's IPv4 address, with :PORT if not 3260.</div></div>
+          <div class="field"><label for="cp-target">Target IQN</label>
+            <input id="cp-target" class="mono" placeholder="iqn.2024-01.com.example:storage" value={target} onInput={(e) => setTarget(e.currentTarget.value)} /></div>
+          <div class={`field${badLun ? " has-error" : ""}`}><label for="cp-lun">LUN</label>
+            <input id="cp-lun" type="number" min={0} max={16383} step={1} value={lun} onInput={(e) => setLun(e.currentTarget.value)} />
+            {badLun && <div class="field-error" role="alert">{badLun}</div>}
+            <div class="hint">Every node logs in to it before the task starts. A LUN holding a partition table, a file system or LVM is refused unless you wipe it.</div></div>
+          <div class="field"><label for="cp-chap-user">CHAP user</label>
+            <input id="cp-chap-user" class="mono" autocomplete="off" value={chapUser} onInput={(e) => setChapUser(e.currentTarget.value)} /></div>
+          <div class={`field${badSecret ? " has-error" : ""}`}><label for="cp-chap-secret">CHAP secret</label>
+            <input id="cp-chap-secret" type="password" autocomplete="new-password" maxLength={255} value={secret} onInput={(e) => setSecret(e.currentTarget.value)} />
+            {badSecret && <div class="field-error" role="alert">{badSecret}</div>}
+            <div class="hint">12-255 characters; stored only in each node's open-iscsi record, never shown again.</div></div>
+        </>}
+        <div class="field"><label><input type="checkbox" checked={wipe} onChange={(e) => setWipe(e.currentTarget.checked)} /> {iscsi ? "Wipe the LUN's signatures first (its data is lost)" : "Wipe the devices' signatures first (their data is lost)"}</label></div>
         {busy && line && <div class="small muted" role="status" aria-label="Pool task">{line}</div>}
         {err && <div class="alert alert-error" role="alert">{err}</div>}
         <div class="modal-actions">
           <button type="button" class="btn" onClick={onClose}>Cancel</button>
-          <button type="submit" class="btn btn-primary" disabled={!name || !device.trim() || !!badName || busy}>{busy ? "Creating…" : "Create"}</button>
+          <button type="submit" class="btn btn-primary" disabled={!ready || busy}>{busy ? "Creating…" : "Create"}</button>
         </div>
       </form>
     </Modal>
