@@ -84,6 +84,17 @@ pub struct ClusterPoolCreate {
     pub wipe: bool,
 }
 
+/// `POST /api/v1/cluster/storage-pools/{name}/resolve-split-brain`: resolve a `drbd-gfs2`
+/// pool's split brain by discarding one node's changes since the split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitBrainResolve {
+    /// The node whose changes since the split are thrown away; the other node's data is kept
+    /// and copied over.
+    #[schema(max_length = 64)]
+    pub discard: String,
+}
+
 /// One node's view of a cluster pool.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterPoolNode {
@@ -98,6 +109,10 @@ pub struct ClusterPoolNode {
     pub peer_disk: Option<String>,
     /// Resync progress while one runs.
     pub sync_percent: Option<f64>,
+    /// `drbd-gfs2`: DRBD's split-brain handler ran on this node: both sides changed while
+    /// apart and DRBD refused to choose. Resolve with `POST …/{name}/resolve-split-brain`.
+    #[serde(default)]
+    pub split_brain: bool,
     /// `iscsi-gfs2`: whether the node has a session with the LUN's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logged_in: Option<bool>,
@@ -122,5 +137,9 @@ pub struct ClusterPoolStatus {
     /// `iscsi-gfs2`: the LUN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iscsi: Option<IscsiLunInfo>,
+    /// What the operator should know about the pool and the cluster, e.g. members the pool
+    /// does not reach and what to do about it.
+    #[serde(default)]
+    pub notes: Vec<String>,
     pub nodes: Vec<ClusterPoolNode>,
 }

@@ -5,7 +5,7 @@ use anyhow::Result;
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
 use keel_api::cluster_storage::{
-    ClusterPoolCreate, ClusterPoolKind, ClusterPoolStatus, IscsiLunSpec,
+    ClusterPoolCreate, ClusterPoolKind, ClusterPoolStatus, IscsiLunSpec, SplitBrainResolve,
 };
 use reqwest::Method;
 
@@ -59,6 +59,17 @@ pub enum PoolCmd {
     /// Delete a cluster pool (refused while it holds VM disks)
     #[command(visible_alias = "rm")]
     Delete { name: String },
+    /// Resolve a drbd-gfs2 pool's split brain: NODE's changes since the split are discarded
+    /// and the other node's data is copied over them (stop or move the VMs on NODE first)
+    ResolveSplitBrain {
+        name: String,
+        /// The node whose changes since the split are thrown away
+        #[arg(long, value_name = "NODE")]
+        discard: String,
+        /// Confirm: the discarded changes cannot be recovered
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn opt(s: &Option<String>) -> &str {
@@ -92,6 +103,7 @@ fn print_iscsi_status(p: ClusterPoolStatus) {
     } else {
         println!("{}  iscsi-gfs2  {}  {}", p.name, p.path, p.state);
     }
+    print_notes(&p);
     println!(
         "    {:<10} {:<10} {:<7} {:>9} {:>9}",
         "NODE", "SESSION", "MOUNTED", "SIZE", "FREE"
@@ -116,6 +128,29 @@ fn print_iscsi_status(p: ClusterPoolStatus) {
     }
 }
 
+fn print_notes(p: &ClusterPoolStatus) {
+    for n in &p.notes {
+        println!("    note: {n}");
+    }
+}
+
+fn split_brain_hint(p: &ClusterPoolStatus) {
+    let split: Vec<&str> = p
+        .nodes
+        .iter()
+        .filter(|n| n.split_brain)
+        .map(|n| n.node.as_str())
+        .collect();
+    if !split.is_empty() {
+        println!(
+            "    SPLIT BRAIN reported by {}: both nodes changed the pool while apart. Decide whose \
+             changes to discard, then: keel storage pool resolve-split-brain {} --discard NODE --yes",
+            split.join(", "),
+            p.name
+        );
+    }
+}
+
 fn print_status(v: Vec<ClusterPoolStatus>) {
     if v.is_empty() {
         println!(
@@ -130,6 +165,8 @@ fn print_status(v: Vec<ClusterPoolStatus>) {
             continue;
         }
         println!("{}  drbd-gfs2  {}  {}", p.name, p.path, p.state);
+        split_brain_hint(&p);
+        print_notes(&p);
         println!(
             "    {:<10} {:<12} {:<12} {:<18} {:<22} {:<7} {:>9} {:>9}",
             "NODE", "DEVICE", "CONNECTION", "ROLE", "DISK", "MOUNTED", "SIZE", "FREE"
@@ -140,6 +177,9 @@ fn print_status(v: Vec<ClusterPoolStatus>) {
                 continue;
             }
             let mut conn = opt(&n.connection).to_string();
+            if n.split_brain {
+                conn = format!("{conn} SPLIT-BRAIN");
+            }
             if let Some(pct) = n.sync_percent {
                 conn = format!("{conn} {pct:.1}%");
             }
@@ -218,6 +258,22 @@ pub async fn pool(c: &Client, node: &str, cmd: PoolCmd, mode: Mode) -> Result<Ou
                 &["cluster", "storage-pools"],
                 &[],
                 Some(&body),
+            )
+            .await?
+        }
+        PoolCmd::ResolveSplitBrain { name, discard, yes } => {
+            if !yes {
+                bail!(
+                    "`keel storage pool resolve-split-brain {name} --discard {discard}` throws \
+                     away every change made on {discard} since the split (its copy of {name} is \
+                     overwritten with the other node's): add --yes to confirm"
+                );
+            }
+            c.call(
+                Method::POST,
+                &["cluster", "storage-pools", &name, "resolve-split-brain"],
+                &[],
+                Some(&SplitBrainResolve { discard }),
             )
             .await?
         }

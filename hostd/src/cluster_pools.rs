@@ -26,6 +26,7 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use keel_api::cluster_storage::{
     ClusterPoolCreate, ClusterPoolKind, ClusterPoolNode, ClusterPoolStatus, IscsiLunInfo,
+    SplitBrainResolve,
 };
 use keel_api::task::TaskRef;
 use keel_api::ErrorBody;
@@ -34,6 +35,7 @@ use keel_storage::drbd::{DrbdPeer, DrbdResource};
 use keel_storage::drbd_gfs2::{self, DrbdGfs2, NodeHealth, PeerNode, Sink, Waits};
 use keel_storage::iscsi::IscsiLun;
 use keel_storage::iscsi_gfs2::{self, IscsiGfs2, IscsiPeer, LunFacts};
+use keel_storage::split_brain::{self, SplitBrainNode};
 use keel_storage::stack::PoolStack;
 use keel_storage::StorageError;
 use serde::{Deserialize, Serialize};
@@ -700,6 +702,32 @@ impl IscsiPeer for Remote {
     }
 }
 
+impl SplitBrainNode for Remote {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn state(
+        &self,
+        pool: &DrbdGfs2,
+    ) -> std::result::Result<Option<keel_storage::drbd_state::DrbdState>, StorageError> {
+        let v = self
+            .call("sb_state", pool, Duration::from_secs(30))
+            .map_err(to_storage)?;
+        serde_json::from_value(v)
+            .map_err(|e| StorageError::Unsafe(format!("{}: unreadable DRBD state: {e}", self.name)))
+    }
+    fn discard(&self, pool: &DrbdGfs2) -> std::result::Result<(), StorageError> {
+        self.call("sb_discard", pool, Duration::from_secs(60))
+            .map(|_| ())
+            .map_err(to_storage)
+    }
+    fn adjust(&self, pool: &DrbdGfs2) -> std::result::Result<(), StorageError> {
+        self.call("sb_adjust", pool, Duration::from_secs(60))
+            .map(|_| ())
+            .map_err(to_storage)
+    }
+}
+
 /// `POST /api/v1/cluster/peer/storage` from a member: this node's half of a step.
 fn on_peer(
     node: &Node,
@@ -767,6 +795,11 @@ fn on_peer(
             return to_value(&drbd_gfs2::node_health(r, p).map_err(storage_err)?);
         }
         "teardown" => drbd_gfs2::teardown_node(r, p).map_err(storage_err)?,
+        "sb_state" => {
+            return to_value(&drbd_gfs2::drbd_state(r, p.drbd.minor).map_err(storage_err)?);
+        }
+        "sb_discard" => split_brain::discard_node(r, p).map_err(storage_err)?,
+        "sb_adjust" => split_brain::adjust_node(r, p).map_err(storage_err)?,
         s => return Err(Error::BadRequest(format!("unknown storage step {s:?}"))),
     }
     Ok(serde_json::json!({}))
@@ -793,6 +826,7 @@ fn node_row(
                 n.sync_percent = d.sync_percent;
             }
             n.logged_in = h.logged_in;
+            n.split_brain = h.split_brain;
             n.mounted = h.mounted;
             n.size_bytes = h.size_bytes;
             n.free_bytes = h.free_bytes;
@@ -802,13 +836,43 @@ fn node_row(
     n
 }
 
+/// Members of the cluster the pool does not reach, said plainly with what to do.
+fn pool_notes(kind: ClusterPoolKind, pool: &str, on: &[String], members: &[String]) -> Vec<String> {
+    let out: Vec<&str> = members
+        .iter()
+        .filter(|m| !on.contains(m))
+        .map(String::as_str)
+        .collect();
+    if out.is_empty() {
+        return Vec::new();
+    }
+    let who = out.join(", ");
+    vec![match kind {
+        ClusterPoolKind::DrbdGfs2 => format!(
+            "{who} cannot use {pool}: a drbd-gfs2 pool replicates between exactly two nodes \
+             ({}), so VMs on it run on those two only. For storage every node shares, create an \
+             iscsi-gfs2 pool on an iSCSI LUN.",
+            on.join(" and ")
+        ),
+        ClusterPoolKind::IscsiGfs2 => format!(
+            "{who} joined after {pool} was made and is not logged in to its LUN: extending a \
+             pool to a new node is not built yet. To include {who}, move the VM disks off \
+             {pool}, delete it and create it again (the target's ACL must allow {who}'s \
+             initiator name)."
+        ),
+    }]
+}
+
 /// Every cluster pool with each node's health (the other node asked through the peer call).
 pub fn status(node: &Node) -> Result<Vec<ClusterPoolStatus>> {
-    let (_, st) = clustered_store(node)?;
+    let (cluster, st) = clustered_store(node)?;
+    let members: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
     let mut out = Vec::new();
     let r = node.cluster.runner.as_ref();
     for rec in records(&st)? {
         let def = rec.def()?;
+        let on: Vec<String> = rec.nodes()?.into_iter().map(|(n, _)| n).collect();
+        let notes = pool_notes(rec.kind, &rec.name()?, &on, &members);
         let mut nodes = Vec::new();
         for (n, device) in rec.nodes()? {
             let h = if n == node.cfg.node {
@@ -845,6 +909,7 @@ pub fn status(node: &Node) -> Result<Vec<ClusterPoolStatus>> {
                 }),
                 Def::Drbd(_) => None,
             },
+            notes,
             nodes,
         });
     }
@@ -952,6 +1017,89 @@ fn delete_pool(node: &Node, rec: PoolRecord, t: &TaskHandle) -> Result<()> {
     Ok(())
 }
 
+/// Before the resolve task: a `drbd-gfs2` pool, a node of it named, both sides up and apart,
+/// the survivor's disk UpToDate (reads only). Returns the pool and the victim.
+pub fn check_resolve(node: &Node, name: &str, req: &SplitBrainResolve) -> Result<DrbdGfs2> {
+    let (_, st) = clustered_store(node)?;
+    let e = st
+        .get(&pool_key(name))?
+        .ok_or_else(|| Error::NotFound(format!("no cluster pool named {name:?}")))?;
+    let rec: PoolRecord =
+        serde_json::from_value(e.value).map_err(|x| Error::Internal(x.to_string()))?;
+    let Def::Drbd(def) = rec.def()? else {
+        return Err(Error::Conflict(format!(
+            "cluster pool {name:?} is an iscsi-gfs2 pool: the target keeps its one copy, there \
+             is no split brain to resolve"
+        )));
+    };
+    let nodes: Vec<String> = def.drbd.peers.iter().map(|p| p.node.clone()).collect();
+    if !nodes.contains(&req.discard) {
+        return Err(Error::validation(
+            "discard",
+            format!(
+                "{:?} is not a node of pool {name} (its nodes: {})",
+                req.discard,
+                nodes.join(", ")
+            ),
+        ));
+    }
+    if !nodes.contains(&node.cfg.node) {
+        return Err(Error::Conflict(format!(
+            "cluster pool {name:?} is on {}: resolve it there",
+            nodes.join(" and ")
+        )));
+    }
+    let (victim, survivor) = sides(node, def, &req.discard)?;
+    split_brain::check(
+        def,
+        victim.name(),
+        victim.state(def).map_err(storage_err)?.as_ref(),
+        survivor.name(),
+        survivor.state(def).map_err(storage_err)?.as_ref(),
+    )
+    .map_err(storage_err)?;
+    Ok(def.clone())
+}
+
+/// The victim and the survivor, each local or remote.
+fn sides<'a>(
+    node: &'a Node,
+    def: &DrbdGfs2,
+    discard: &str,
+) -> Result<(Box<dyn SplitBrainNode + 'a>, Box<dyn SplitBrainNode + 'a>)> {
+    let side = |n: &str| -> Result<Box<dyn SplitBrainNode + 'a>> {
+        if n == node.cfg.node {
+            Ok(Box::new(split_brain::Local {
+                name: node.cfg.node.as_str(),
+                r: node.cluster.runner.as_ref(),
+            }))
+        } else {
+            Ok(Box::new(Remote::new(node, n)?))
+        }
+    };
+    let other = def
+        .drbd
+        .peers
+        .iter()
+        .map(|p| p.node.as_str())
+        .find(|n| *n != discard)
+        .ok_or_else(|| Error::Internal("a drbd-gfs2 pool with one node".into()))?;
+    Ok((side(discard)?, side(other)?))
+}
+
+fn resolve_task(node: &Node, def: DrbdGfs2, discard: &str, t: &TaskHandle) -> Result<()> {
+    let (victim, survivor) = sides(node, &def, discard)?;
+    split_brain::resolve(
+        node.cluster.runner.as_ref(),
+        victim.as_ref(),
+        survivor.as_ref(),
+        &def,
+        &Waits::default(),
+        &TaskSink(t),
+    )
+    .map_err(storage_err)
+}
+
 pub fn routes() -> Router<Arc<Node>> {
     Router::new()
         .route(
@@ -961,6 +1109,10 @@ pub fn routes() -> Router<Arc<Node>> {
         .route(
             "/api/v1/cluster/storage-pools/{name}",
             delete(delete_pool_route),
+        )
+        .route(
+            "/api/v1/cluster/storage-pools/{name}/resolve-split-brain",
+            post(resolve_split_brain_route),
         )
 }
 
@@ -1027,6 +1179,33 @@ pub async fn delete_pool_route(
         let n = node.clone();
         tasks::spawn(&node.tasks, "pooldelete", &name, &p.user, true, move |t| {
             delete_pool(&n, rec, t)
+        })
+    })
+    .await?;
+    Ok(accepted(upid))
+}
+
+/// Resolve a `drbd-gfs2` pool's split brain, as a task: the named node's changes since the
+/// split are discarded and the other node's data copied over it. Refused unless both sides are
+/// up and not connected and the kept side's disk is UpToDate.
+#[utoipa::path(post, path = "/api/v1/cluster/storage-pools/{name}/resolve-split-brain", tag = "storage",
+    params(("name" = String, Path)),
+    request_body = SplitBrainResolve,
+    responses((status = 202, body = TaskRef),
+        (status = 400, description = "The node named is not one of the pool's", body = ErrorBody),
+        (status = 404, description = "No such cluster pool", body = ErrorBody),
+        (status = 409, description = "Not a drbd-gfs2 pool, no split brain (connected), a side down, the kept side not UpToDate, or not on this node", body = ErrorBody)))]
+pub async fn resolve_split_brain_route(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<SplitBrainResolve>,
+) -> ApiResult<Response> {
+    let upid = blocking(move || {
+        let def = check_resolve(&node, &name, &req)?;
+        let n = node.clone();
+        tasks::spawn(&node.tasks, "splitbrain", &name, &p.user, true, move |t| {
+            resolve_task(&n, def, &req.discard, t)
         })
     })
     .await?;
@@ -1100,6 +1279,31 @@ mod tests {
         );
         let s = back.stack().unwrap();
         assert!(s.drbd.is_none() && s.nodes == 3);
+        let m = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let notes = pool_notes(
+            ClusterPoolKind::DrbdGfs2,
+            "vmstore",
+            &m(&["n1", "n2"]),
+            &m(&["n1", "n2", "n3"]),
+        );
+        assert!(notes[0].starts_with("n3 cannot use vmstore") && notes[0].contains("iscsi-gfs2"));
+        let notes = pool_notes(
+            ClusterPoolKind::IscsiGfs2,
+            "shared",
+            &m(&["n1", "n2"]),
+            &m(&["n1", "n2", "n3"]),
+        );
+        assert!(
+            notes[0].contains("n3 joined after shared was made"),
+            "{notes:?}"
+        );
+        assert!(pool_notes(
+            ClusterPoolKind::IscsiGfs2,
+            "shared",
+            &m(&["n1", "n2"]),
+            &m(&["n1", "n2"])
+        )
+        .is_empty());
         // a record with neither definition is an error, not a panic
         let bad = PoolRecord {
             kind: ClusterPoolKind::IscsiGfs2,

@@ -22,6 +22,8 @@ use crate::{check_name, StorageError};
 pub const DRBDADM: &str = "/usr/lib/drbd/drbdadm-84";
 /// The directory drbdadm reads resources from.
 pub const RES_DIR: &str = "/etc/drbd.d";
+/// Where the split-brain handler leaves one marker per resource (`split_brain`).
+pub const SPLIT_BRAIN_DIR: &str = "/run/keel/drbd-split-brain";
 
 /// One side of the resource.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -171,9 +173,11 @@ impl DrbdResource {
             s,
             "    after-resync-target \"/usr/lib/drbd/crm-unfence-peer.sh\";"
         );
+        // drbdadm runs handlers through `sh -c` with DRBD_RESOURCE set: the marker tells
+        // `keel storage status` that this StandAlone is a split brain (split_brain module)
         let _ = writeln!(
             s,
-            "    split-brain \"/usr/lib/drbd/notify-split-brain.sh root\";"
+            "    split-brain \"mkdir -p {SPLIT_BRAIN_DIR} && touch {SPLIT_BRAIN_DIR}/$DRBD_RESOURCE; /usr/lib/drbd/notify-split-brain.sh root\";"
         );
         let _ = writeln!(s, "  }}");
         for p in &self.peers {

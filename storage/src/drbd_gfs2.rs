@@ -646,6 +646,9 @@ pub struct NodeHealth {
     /// For iSCSI pools: the node has a session with the LUN's target.
     #[serde(default)]
     pub logged_in: Option<bool>,
+    /// DRBD's split-brain handler ran on this node (`split_brain::marker`).
+    #[serde(default)]
+    pub split_brain: bool,
     pub mounted: bool,
     pub size_bytes: Option<u64>,
     pub free_bytes: Option<u64>,
@@ -681,6 +684,7 @@ pub fn node_health(r: &dyn Runner, pool: &DrbdGfs2) -> Result<NodeHealth, Storag
     let drbd = drbd_state(r, pool.drbd.minor)?;
     let mut h = mount_health(r, &pool.pool, &pool.mountpoint())?;
     h.drbd = drbd;
+    h.split_brain = crate::split_brain::marked(r, &pool.drbd.name)?;
     Ok(h)
 }
 
@@ -1061,7 +1065,13 @@ mod tests {
             None,
             Reply::ok(r#"{"filesystems":[{"target":"/var/lib/keel/pools/vmstore","fstype":"gfs2","size":134217728,"avail":100663296}]}"#),
         );
+        f.push(
+            &["test", "-e", "/run/keel/drbd-split-brain/vmstore"],
+            None,
+            Reply::fail(1, ""),
+        );
         let h = node_health(&f, &p).unwrap();
+        assert!(!h.split_brain);
         assert!(h.mounted && h.drbd.unwrap().in_sync());
         assert_eq!(h.free_bytes, Some(100_663_296));
         let f = Fake::new();
@@ -1071,8 +1081,14 @@ mod tests {
             None,
             Reply::fail(1, ""),
         );
+        f.push(
+            &["test", "-e", "/run/keel/drbd-split-brain/vmstore"],
+            None,
+            Reply::ok(""),
+        );
         let h = node_health(&f, &p).unwrap();
         assert!(!h.mounted && h.drbd.is_none());
+        assert!(h.split_brain, "the handler's marker is reported");
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //!   login at boot, the stable `by-path` device); [`lio`]: an LIO target exporting one LUN.
 //! * [`iscsi_gfs2`]: the `iscsi-gfs2` pool workflow: every node logs in (all or none), then a
 //!   shared VG, GFS2 and the Pacemaker chain without DRBD.
+//! * [`split_brain`]: a `drbd-gfs2` pool's split brain, detected by DRBD's handler and
+//!   resolved only by an explicit choice of the side whose changes are discarded.
 //! * [`device`]: the safety probe every pool creation starts with: a missing, small, mounted
 //!   or signed device (partition table, file system, LVM) is refused unless the operator asks
 //!   for a wipe.
@@ -36,6 +38,7 @@ pub mod iscsi;
 pub mod iscsi_gfs2;
 pub mod lio;
 pub mod lvm;
+pub mod split_brain;
 pub mod stack;
 
 mod name;

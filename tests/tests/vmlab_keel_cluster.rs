@@ -1309,6 +1309,9 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
         "METRIC vm_iscsi_gfs2_steps={:.1}s",
         t.elapsed().as_secs_f64()
     );
+    if std::env::var_os("KEEL_POOL_BENCH").is_some() {
+        pool_bench(n1)?;
+    }
 
     // --- a calm cluster before the cut: the BMC agents are Python, and under TCG a guest busy
     // with the pool create can take longer than the 30 s monitor timeout to run one; a device
@@ -1624,6 +1627,226 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     ensure!(n1.boots() == n1_boots, "node1 rebooted after the cut");
     ensure!(n1.running()? && n2.running()?, "a guest is not running");
     eprintln!("fence log:\n{flog}");
+    let t = Instant::now();
+    split_brain(n1, n2, &log)?;
+    eprintln!(
+        "METRIC vm_split_brain_provoked_and_resolved={:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The pool benchmark (benches/pools-vmlab.sh; not a timed test, only with KEEL_POOL_BENCH):
+/// from node1, sequential 1 MiB direct writes and random 4 KiB synchronous writes (O_DSYNC, one
+/// process, perl) into a file on each pool's mount, against a directory on node1's own disk,
+/// printed as BENCH lines with the ratios to the local directory. TCG guests: the absolute
+/// figures mean little, the ratios show what each stack costs.
+fn pool_bench(n1: &Node) -> Result<()> {
+    let run = |dir: &str| -> Result<(f64, f64)> {
+        let o = n1.ssh_t(
+            &format!(
+                r#"set -e; mkdir -p {dir}; f={dir}/keel-bench.bin
+                s=$(date +%s.%N); dd if=/dev/zero of=$f bs=1M count=48 oflag=direct conv=fsync status=none; e=$(date +%s.%N)
+                echo seq $s $e
+                perl -e 'use Fcntl; sysopen(F, $ARGV[0], O_WRONLY|O_DSYNC) or die "$!"; my $b = "k" x 4096; srand(7);
+                  for (1..400) {{ sysseek(F, int(rand(12288)) * 4096, 0); syswrite(F, $b) == 4096 or die "$!" }}' $f &
+                s=$(date +%s.%N); wait $!; e=$(date +%s.%N); echo rand $s $e; rm -f $f"#
+            ),
+            Duration::from_secs(900),
+        )?;
+        let mut seq = 0.0;
+        let mut rand = 0.0;
+        for l in o.lines() {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.len() == 3 {
+                let secs = w[2].parse::<f64>().unwrap_or(0.0) - w[1].parse::<f64>().unwrap_or(0.0);
+                match w[0] {
+                    "seq" => seq = 48.0 / secs.max(1e-6),
+                    "rand" => rand = 400.0 / secs.max(1e-6),
+                    _ => {}
+                }
+            }
+        }
+        ensure!(seq > 0.0 && rand > 0.0, "bench in {dir}: {o}");
+        Ok((seq, rand))
+    };
+    let (ls, lr) = run("/var/lib/keel/bench-local")?;
+    eprintln!(
+        "BENCH pool=local (node1's disk) seq_1M_direct={ls:.1} MiB/s rand_4k_dsync={lr:.0} IOPS"
+    );
+    for (kind, dir) in [("drbd-gfs2", POOL_DIR), ("iscsi-gfs2", ISCSI_DIR)] {
+        let (s, r) = run(dir)?;
+        eprintln!(
+            "BENCH pool={kind} seq_1M_direct={s:.1} MiB/s ({:.2}x local) rand_4k_dsync={r:.0} IOPS ({:.2}x local)",
+            s / ls,
+            r / lr
+        );
+    }
+    Ok(())
+}
+
+const DRBDSETUP: &str = "/usr/lib/drbd/drbdsetup-84";
+const DRBDADM: &str = "/usr/lib/drbd/drbdadm-84";
+
+/// A split brain of the drbd-gfs2 pool, provoked on purpose, reported, and resolved by Keel's
+/// command. To make one, the test does by hand what a broken setup would: the pool's file
+/// system and LV stopped through Pacemaker, DRBD's fencing policy switched off at runtime on
+/// both nodes (Pacemaker's STONITH stays on), the replication link disconnected, each node
+/// writing its own file into its own copy (GFS2 mounted with lock_nolock on a scratch
+/// directory), and the link connected again: both sides changed while apart and both are
+/// Primary, so DRBD's policy (`after-sb-2pri disconnect`) refuses to choose. Then `keel storage
+/// status` must report the split brain on a node, a bad node name is refused, and `keel storage
+/// pool resolve-split-brain vmstore --discard node2 --yes` must leave node1's data on both:
+/// node1's split file present with its sha256, node2's gone, the earlier files intact, DRBD's
+/// fencing policy restored, no DRBD finding, the pool mounted on both again.
+fn split_brain(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
+    let vg = format!("keel-{POOL}");
+    let set_role = |rsc: &str, role: &str| -> Result<()> {
+        n1.ssh(&format!(
+            "crm_resource --resource {rsc} --meta --set-parameter target-role --parameter-value {role}"
+        ))
+        .map(|_| ())
+    };
+    let before1 = sha256_of(n1, "written-by-node1.bin")?;
+    set_role(&format!("fs-{POOL}-clone"), "Stopped")?;
+    set_role(&format!("lvm-{POOL}-clone"), "Stopped")?;
+    wait_for(
+        "the pool's file system and LV stopped on both nodes",
+        Duration::from_secs(180),
+        || {
+            let o = n1.ssh(&format!(
+                "crm_resource --resource lvm-{POOL}-clone --locate 2>&1; \
+                 crm_resource --resource fs-{POOL}-clone --locate 2>&1"
+            ))?;
+            Ok(!o.contains("is running on"))
+        },
+    )?;
+    // both policies off before either side disconnects: a Primary whose peer still fences
+    // refuses the disconnect ("Need access to UpToDate data": it would have to outdate itself)
+    for n in [n1, n2] {
+        n.ssh(&format!("{DRBDSETUP} disk-options 0 --fencing=dont-care"))?;
+    }
+    for n in [n2, n1] {
+        n.ssh(&format!("{DRBDADM} disconnect {POOL}"))?;
+    }
+    let mut sums = BTreeMap::new();
+    for n in [n1, n2] {
+        let file = format!("split-{}.bin", n.name);
+        let o = n.ssh(&format!(
+            "set -e; vgchange --lock-start {vg} >/dev/null 2>&1 || true
+             lvchange -asy {vg}/fs; mkdir -p /run/sb
+             mount -t gfs2 -o lockproto=lock_nolock /dev/{vg}/fs /run/sb
+             head -c 2M /dev/urandom > /run/sb/{file}; sha256sum /run/sb/{file} | cut -d' ' -f1
+             umount /run/sb; lvchange -an {vg}/fs"
+        ))?;
+        sums.insert(n.name.clone(), o.trim().to_string());
+    }
+    for n in [n1, n2] {
+        n.ssh(&format!("{DRBDADM} connect {POOL}"))?;
+    }
+    log("split brain provoked: fencing off, link down, a different file written on each side, link up");
+    let mut rows = BTreeMap::new();
+    wait_for(
+        "the split brain reported by keel storage status",
+        Duration::from_secs(120),
+        || {
+            rows = pool_rows(n1)?;
+            Ok(rows.values().any(|r| r["split_brain"] == true)
+                && rows.values().all(|r| r["connection"] == "StandAlone"))
+        },
+    )?;
+    eprintln!("{}", keel_ok(n1, &["storage", "status"])?);
+    let o = keel(
+        n1,
+        &[
+            "storage",
+            "pool",
+            "resolve-split-brain",
+            POOL,
+            "--discard",
+            "node3",
+            "--yes",
+        ],
+        Duration::from_secs(60),
+    )?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("is not a node of pool"),
+        "resolve naming a stranger: exit {} {}",
+        o.code,
+        o.stderr
+    );
+    let t = Instant::now();
+    let o = keel(
+        n1,
+        &[
+            "storage",
+            "pool",
+            "resolve-split-brain",
+            POOL,
+            "--discard",
+            "node2",
+            "--yes",
+        ],
+        Duration::from_secs(600),
+    )?;
+    ensure!(
+        o.code == 0,
+        "resolve-split-brain failed ({}): {}{}",
+        o.code,
+        o.stderr,
+        o.stdout
+    );
+    eprintln!(
+        "METRIC vm_split_brain_resolve={:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    log("keel storage pool resolve-split-brain vmstore --discard node2: done");
+    for n in [n1, n2] {
+        let f = n.ssh(&format!(
+            "{DRBDSETUP} show 0 | grep -c resource-and-stonith || true"
+        ))?;
+        ensure!(
+            f.trim() == "1",
+            "{}: DRBD's fencing policy is not back after the resolve: {f}",
+            n.name
+        );
+    }
+    set_role(&format!("lvm-{POOL}-clone"), "Started")?;
+    set_role(&format!("fs-{POOL}-clone"), "Started")?;
+    wait_for(
+        "pool healthy on both again, no split brain",
+        Duration::from_secs(300),
+        || {
+            rows = pool_rows(n1)?;
+            Ok(pool_healthy(&rows) && rows.values().all(|r| r["split_brain"] == false))
+        },
+    )?;
+    for n in [n1, n2] {
+        ensure!(
+            sha256_of(n, "split-node1.bin")? == sums["node1"],
+            "{}: node1's file from the split differs",
+            n.name
+        );
+        let gone = n.exec(
+            &format!("test -e {POOL_DIR}/split-node2.bin"),
+            Duration::from_secs(30),
+        )?;
+        ensure!(
+            gone.code != 0,
+            "{}: node2's discarded file is still there",
+            n.name
+        );
+        ensure!(
+            sha256_of(n, "written-by-node1.bin")? == before1,
+            "{}: a file from before the split changed",
+            n.name
+        );
+    }
+    let f = drbd_findings(n1)?;
+    ensure!(f.is_empty(), "DRBD findings after the resolve: {f:?}");
+    log(
+        "split brain resolved: node1's data on both nodes, node2's discarded, pool mounted on both",
+    );
     Ok(())
 }
 

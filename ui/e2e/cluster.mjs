@@ -23,6 +23,9 @@
 // The Storage page's Cluster pools section must match GET /cluster/storage-pools (or say the node
 // is standalone), and its Create dialog must show the API's refusal of a missing device and, for
 // an iscsi-gfs2 pool, check the CHAP secret's length, send the LUN and show the API's refusal.
+// With the list (GET only) faked to hold a drbd-gfs2 pool in split brain, the health must say so
+// and the Resolve split brain dialog must gate its button, POST the node chosen and show the real
+// API's refusal (no such pool; 409 on a standalone node).
 //   KEEL_FORBIDDEN_TEXT    comma list of strings (fence secrets) that must not appear in the page
 //   KEEL_UI_SHOTS          screenshot directory (default e2e/artifacts/shots; docs/screenshots on purpose)
 //   CHROMIUM               browser binary (default /usr/bin/chromium)
@@ -396,6 +399,88 @@ await step("Storage page: the Cluster pools section answers like the API; a bad 
   await dialog.getByRole("button", { name: "Cancel" }).click();
   const after2 = await api("GET", "/cluster/storage-pools");
   expect(!(after2.status === 200 && after2.body.some((p) => p.name === "uitest2")), "a pool uitest2 was made");
+
+  // drbd-gfs2 split brain: only the list is faked (GET), with a pool uitest-sb whose two nodes are
+  // StandAlone and sb-b saw the split brain; the resolve POST goes to the real API, which refuses
+  // it (no such pool; 409 on a standalone node) and the dialog shows that
+  const sbNode = (node, split_brain) => ({
+    node, device: "/dev/keel-sb", connection: "StandAlone", role: "Primary", peer_role: "Unknown", disk: "UpToDate",
+    peer_disk: "DUnknown", sync_percent: null, mounted: false, size_bytes: null, free_bytes: null, error: null, split_brain,
+  });
+  const fakePools = [{ name: "uitest-sb", type: "drbd-gfs2", path: "/var/lib/keel/pools/uitest-sb", state: "ready",
+    nodes: [sbNode("sb-a", false), sbNode("sb-b", true)] }];
+  const fakeList = async (route) => {
+    if (route.request().method() !== "GET") return route.continue();
+    await route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(fakePools) });
+  };
+  const resolveUrl = "**/api/v1/cluster/storage-pools/uitest-sb/resolve-split-brain";
+  const posts = [];
+  const watch = async (route) => {
+    const q = route.request();
+    posts.push({ method: q.method(), path: new URL(q.url()).pathname, body: q.postData() });
+    await route.continue();
+  };
+  await page.route("**/api/v1/cluster/storage-pools", fakeList);
+  await page.route(resolveUrl, watch);
+  try {
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Cluster" }).click();
+    await page.getByRole("heading", { level: 1, name: /^Cluster/ }).waitFor();
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Storage" }).click();
+    await region.waitFor();
+    const table = region.getByRole("table", { name: "Nodes of uitest-sb" });
+    await table.waitFor();
+    const panel = region.locator(".panel", { has: page.getByRole("table", { name: "Nodes of uitest-sb" }) });
+    const poolBadge = (await panel.locator("h3 .badge").textContent()) ?? "";
+    expect(poolBadge.includes("split brain"), `uitest-sb's health badge: ${poolBadge}`);
+    const badgeB = (await table.getByRole("row").filter({ hasText: "sb-b" }).locator(".badge").textContent()) ?? "";
+    expect(badgeB.startsWith("split brain: both nodes changed the pool while apart"), `sb-b's health badge: ${badgeB}`);
+    const badgeA = (await table.getByRole("row").filter({ hasText: "sb-a" }).locator(".badge").textContent()) ?? "";
+    expect(badgeA.startsWith("StandAlone: not replicating"), `sb-a's health badge: ${badgeA}`);
+    const open = panel.getByRole("button", { name: "Resolve split brain of uitest-sb", exact: true });
+    expect(await open.count() === 1, "no Resolve split brain button for uitest-sb");
+    expect((await open.textContent())?.trim() === "Resolve split brain…", `the button says ${await open.textContent()}`);
+    expect(await open.isEnabled(), "Resolve split brain… is disabled for root");
+    await open.click();
+    const sbDialog = page.getByRole("dialog", { name: "Resolve split brain of uitest-sb" });
+    await sbDialog.waitFor();
+    const group = sbDialog.getByRole("group", { name: "Discard the changes made on" });
+    await group.waitFor();
+    const radios = group.getByRole("radio");
+    expect(await radios.count() === 2, `${await radios.count()} radios, not one per node`);
+    for (const n of ["sb-a", "sb-b"])
+      expect(!(await group.getByRole("radio", { name: n, exact: true }).isChecked()), `${n} is chosen before any click`);
+    const marked = (await sbDialog.locator("#sb-state-sb-b").textContent()) ?? "";
+    const unmarked = (await sbDialog.locator("#sb-state-sb-a").textContent()) ?? "";
+    expect(marked.includes("StandAlone") && marked.includes("split brain"), `sb-b's state: ${marked}`);
+    expect(unmarked.includes("StandAlone") && !unmarked.includes("split brain"), `sb-a's state: ${unmarked}`);
+    const resolve = sbDialog.getByRole("button", { name: "Resolve", exact: true });
+    const sure = sbDialog.getByLabel(/I understand that the changes made on/);
+    expect(await resolve.isDisabled(), "Resolve is enabled before a node is chosen");
+    expect(await sure.isDisabled(), "the confirmation is enabled before a node is chosen");
+    await group.getByRole("radio", { name: "sb-b", exact: true }).check();
+    expect(await sure.isEnabled(), "the confirmation stays disabled once a node is chosen");
+    expect(await resolve.isDisabled(), "Resolve is enabled before the confirmation is ticked");
+    await sure.check();
+    expect(await resolve.isEnabled(), "Resolve stays disabled with a node chosen and the confirmation ticked");
+    const answered = page.waitForResponse((r) => r.request().method() === "POST" &&
+      new URL(r.url()).pathname === "/api/v1/cluster/storage-pools/uitest-sb/resolve-split-brain");
+    await resolve.click();
+    const status = (await answered).status();
+    const sbAlert = sbDialog.getByRole("alert");
+    await sbAlert.waitFor({ timeout: 60_000 });
+    log(`     resolve split brain refused (${status}): ${(await sbAlert.innerText()).slice(0, 200)}`);
+    expect(status === (STANDALONE ? 409 : 404), `the API answered the resolve POST ${status}, expected ${STANDALONE ? 409 : 404}`);
+    expect(posts.length === 1, `${posts.length} request(s) to the resolve URL: ${JSON.stringify(posts)}`);
+    const [sentSb] = posts;
+    expect(sentSb.method === "POST" && sentSb.path === "/api/v1/cluster/storage-pools/uitest-sb/resolve-split-brain",
+      `the page sent ${sentSb.method} ${sentSb.path}`);
+    expect(JSON.stringify(JSON.parse(sentSb.body ?? "null")) === JSON.stringify({ discard: "sb-b" }), `the page sent the body ${sentSb.body}`);
+    await sbDialog.getByRole("button", { name: "Cancel" }).click();
+    await sbDialog.waitFor({ state: "detached" });
+  } finally {
+    await page.unroute("**/api/v1/cluster/storage-pools", fakeList);
+    await page.unroute(resolveUrl, watch);
+  }
 });
 
 if (!truthy(env.KEEL_SKIP_REFRESH_CHECK, false)) await step("the page refreshes itself, and pauses while the tab is hidden", async () => {

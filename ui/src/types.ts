@@ -331,6 +331,9 @@ export interface ClusterPoolNode {
   sync_percent?: number | null;
   /** iscsi-gfs2: the node has an iSCSI session to the LUN's target. */
   logged_in?: boolean | null;
+  /** drbd-gfs2: DRBD's split-brain handler ran on this node (both nodes changed the pool while
+   *  apart and DRBD refused to choose; the connection is then usually StandAlone). */
+  split_brain?: boolean;
   mounted: boolean;
   size_bytes?: number | null;
   free_bytes?: number | null;
@@ -345,5 +348,7 @@ export interface ClusterPoolStatus {
   state: string;
   /** iscsi-gfs2: the LUN (the CHAP secret is never shown). */
   iscsi?: { portal: string; target: string; lun: number; chap_user: string } | null;
+  /** What the operator should know, e.g. members the pool does not reach and what to do. */
+  notes?: string[];
   nodes: ClusterPoolNode[];
 }

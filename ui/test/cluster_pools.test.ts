@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { nodeHealth, poolHealth } from "../src/pages/ClusterPools";
+import { nodeHealth, poolHealth, splitBrainSuspected } from "../src/pages/ClusterPools";
 import type { ClusterPoolNode, ClusterPoolStatus } from "../src/types";
 
 // Shapes as GET /cluster/storage-pools answers them in the VM lab (vmlab_keel_cluster).
@@ -30,6 +30,27 @@ describe("cluster pool health", () => {
     expect(nodeHealth({ ...healthy, connection: "SyncSource", sync_percent: 42.25 })).toEqual({ tone: "warn", text: "resyncing 42.3%" });
     expect(nodeHealth({ ...healthy, connection: "WFConnection" }).tone).toBe("bad");
     expect(nodeHealth({ ...healthy, error: "connection refused" })).toEqual({ tone: "bad", text: "not answering: connection refused" });
+  });
+
+  it("names a split brain DRBD's handler saw before StandAlone, and keeps StandAlone without it", () => {
+    const sb = { tone: "bad", text: "split brain: both nodes changed the pool while apart; resolve it by choosing whose changes to discard" };
+    expect(nodeHealth({ ...healthy, connection: "StandAlone", split_brain: true }, "drbd-gfs2")).toEqual(sb);
+    expect(nodeHealth({ ...healthy, connection: "StandAlone", split_brain: true })).toEqual(sb);
+    expect(nodeHealth({ ...healthy, connection: "WFConnection", split_brain: true }, "drbd-gfs2")).toEqual(sb);
+    expect(nodeHealth({ ...healthy, split_brain: true, error: "timed out" }, "drbd-gfs2")).toEqual({ tone: "bad", text: "not answering: timed out" });
+    expect(nodeHealth({ ...healthy, connection: "StandAlone", split_brain: false }, "drbd-gfs2")).toEqual({
+      tone: "bad", text: "StandAlone: not replicating (split brain, or disconnected by hand); see keel cluster verify",
+    });
+    expect(nodeHealth({ ...healthy, split_brain: false }, "drbd-gfs2")).toEqual({ tone: "ok", text: "healthy" });
+    expect(poolHealth(pool([healthy, { ...healthy, node: "node2", connection: "StandAlone", split_brain: true }])).text).toMatch(/^split brain: /);
+  });
+
+  it("offers to resolve a split brain on a drbd-gfs2 pool with a split-brain or StandAlone node only", () => {
+    expect(splitBrainSuspected(pool([healthy, { ...healthy, node: "node2" }]))).toBe(false);
+    expect(splitBrainSuspected(pool([healthy, { ...healthy, node: "node2", split_brain: true }]))).toBe(true);
+    expect(splitBrainSuspected(pool([healthy, { ...healthy, node: "node2", connection: "StandAlone", split_brain: false }]))).toBe(true);
+    expect(splitBrainSuspected(pool([healthy, { ...healthy, node: "node2", connection: "WFConnection" }]))).toBe(false);
+    expect(splitBrainSuspected(iscsiPool([iscsiNode, { ...iscsiNode, node: "node2", logged_in: false }]))).toBe(false);
   });
 
   it("takes the pool's state first, then its worst node", () => {

@@ -530,6 +530,11 @@ pub const RULES: &[Rule] = &[
         Priv(ClusterModify, "/cluster"),
     ),
     r(
+        "POST",
+        "/api/v1/cluster/storage-pools/{name}/resolve-split-brain",
+        Priv(ClusterModify, "/cluster"),
+    ),
+    r(
         "PUT",
         "/api/v1/cluster/vip",
         Priv(ClusterModify, "/cluster"),

@@ -1,8 +1,9 @@
 // The Storage page's "Cluster pools" section: every cluster pool (drbd-gfs2, iscsi-gfs2) with its
 // health on each node (DRBD connection, roles, disk states and resync progress, or the iSCSI
-// session; the GFS2 mount, free space), a Create dialog and Delete (docs/storage.md). On a node
-// outside a cluster it says so.
-import { useState } from "preact/hooks";
+// session; the GFS2 mount, free space), a Create dialog and Delete, and for a drbd-gfs2 pool in
+// split brain a dialog to resolve it by choosing whose changes to discard (docs/storage.md). On a
+// node outside a cluster it says so.
+import { useRef, useState } from "preact/hooks";
 import { ApiError, del, followTask, notifyTask, post, get } from "../api";
 import { Empty, ErrorBox, Loading, Modal } from "../components";
 import { usePoll } from "../hooks";
@@ -13,11 +14,14 @@ import type { ClusterPoolNode, ClusterPoolStatus, TaskRef } from "../types";
 export type Health = { tone: "ok" | "warn" | "bad" | "off"; text: string };
 type PoolType = ClusterPoolStatus["type"];
 
-/** One node's health in a pool, worst first: unreachable, split brain / disconnected (iscsi-gfs2:
- *  no iSCSI session), not mounted, resyncing, degraded disks; else healthy. Without a type, a
- *  node reporting `logged_in` is taken for an iscsi-gfs2 one. */
+/** One node's health in a pool, worst first: unreachable, split brain (DRBD's handler ran),
+ *  StandAlone / disconnected (iscsi-gfs2: no iSCSI session), not mounted, resyncing, degraded
+ *  disks; else healthy. Without a type, a node reporting `logged_in` is taken for an iscsi-gfs2
+ *  one. */
 export function nodeHealth(n: ClusterPoolNode, type?: PoolType): Health {
   if (n.error) return { tone: "bad", text: `not answering: ${n.error}` };
+  if (n.split_brain)
+    return { tone: "bad", text: "split brain: both nodes changed the pool while apart; resolve it by choosing whose changes to discard" };
   if (type === "iscsi-gfs2" || (type == null && n.logged_in != null)) {
     if (n.logged_in === false)
       return { tone: "bad", text: "no iSCSI session: the node is not logged in to the LUN (check the storage network; keel storage status)" };
@@ -44,6 +48,10 @@ export function poolHealth(p: ClusterPoolStatus): Health {
   const order = { bad: 0, warn: 1, off: 2, ok: 3 };
   return p.nodes.map((n) => nodeHealth(n, p.type)).sort((a, b) => order[a.tone] - order[b.tone])[0];
 }
+
+/** A drbd-gfs2 pool that may need its split brain resolved: a node saw it, or is StandAlone. */
+export const splitBrainSuspected = (p: ClusterPoolStatus) =>
+  p.type === "drbd-gfs2" && p.nodes.some((n) => n.split_brain === true || n.connection === "StandAlone");
 
 const badge = (h: Health) => <span class={`badge badge-${h.tone}`}>{h.text}</span>;
 
@@ -81,6 +89,7 @@ export function ClusterPools() {
   const noModify = whyNot(perms, "Cluster.Modify", "/cluster");
   const [creating, setCreating] = useState(false);
   const [deleting, setDeleting] = useState<string | null>(null);
+  const [resolving, setResolving] = useState<ClusterPoolStatus | null>(null);
   const [msg, setMsg] = useState<{ tone: "info" | "error"; text: string } | null>(null);
   const standalone = pools.error?.status === 409;
   const remove = async ({ name, type }: ClusterPoolStatus) => {
@@ -116,14 +125,20 @@ export function ClusterPools() {
         <div class="panel">
           <div class="panel-head">
             <h3><span class="mono">{p.name}</span> <span class="muted small">{p.type} at <span class="mono">{p.path}</span></span> {badge(poolHealth(p))}</h3>
+            {splitBrainSuspected(p) && <button type="button" class="btn btn-sm btn-danger-outline" disabled={!!noModify}
+              title={noModify ?? "Choose the node whose changes since the split are discarded; the other node's data is copied over (one task)"}
+              aria-label={`Resolve split brain of ${p.name}`} onClick={() => { setMsg(null); setResolving(p); }}>Resolve split brain…</button>}
             <button type="button" class="btn btn-sm btn-danger-outline" disabled={!!noModify || deleting !== null} title={noModify ?? "Delete (refused while VM disks live on it)"}
               aria-label={`Delete cluster pool ${p.name}`} onClick={() => remove(p)}>{deleting === p.name ? "Deleting…" : "Delete"}</button>
           </div>
           {p.type === "iscsi-gfs2" && p.iscsi && <p class="muted small">LUN {p.iscsi.lun} of <span class="mono">{p.iscsi.target}</span> at <span class="mono">{p.iscsi.portal}</span>, CHAP user <span class="mono">{p.iscsi.chap_user}</span></p>}
+          {(p.notes ?? []).map((n) => <p class="small alert alert-info" role="note">{n}</p>)}
           <PoolNodes p={p} />
         </div>
       ))}
       {creating && <CreateDialog onClose={() => { setCreating(false); pools.refresh(); }} />}
+      {resolving && <ResolveDialog pool={resolving} onClose={() => { setResolving(null); pools.refresh(); }}
+        onDone={(m) => { setResolving(null); setMsg(m); pools.refresh(); }} />}
     </div>
   );
 }
@@ -206,6 +221,76 @@ function CreateDialog({ onClose }: { onClose: () => void }) {
         <div class="modal-actions">
           <button type="button" class="btn" onClick={onClose}>Cancel</button>
           <button type="submit" class="btn btn-primary" disabled={!ready || busy}>{busy ? "Creating…" : "Create"}</button>
+        </div>
+      </form>
+    </Modal>
+  );
+}
+
+/** Resolve a drbd-gfs2 pool's split brain: the node chosen loses its changes since the split, the
+ *  other's data is copied over it (POST …/resolve-split-brain, one task). Closed while the task
+ *  runs, its outcome goes to the section's message. */
+function ResolveDialog({ pool, onClose, onDone }: {
+  pool: ClusterPoolStatus; onClose: () => void; onDone: (m: { tone: "info" | "error"; text: string }) => void;
+}) {
+  const { name } = pool;
+  const [discard, setDiscard] = useState<string | null>(null);
+  const [sure, setSure] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [line, setLine] = useState<string | null>(null);
+  const [err, setErr] = useState<string | null>(null);
+  const closed = useRef(false);
+  const close = () => { closed.current = true; onClose(); };
+  const kept = pool.nodes.find((n) => n.node !== discard)?.node;
+  const ready = !!discard && sure;
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    if (!ready || !discard) return;
+    const node = discard;
+    setBusy(true); setErr(null); setLine("starting…");
+    let failure: string;
+    try {
+      const r = await post<TaskRef>(`/cluster/storage-pools/${encodeURIComponent(name)}/resolve-split-brain`, { discard: node });
+      notifyTask(r.upid);
+      const t = await followTask(r.upid, (_t, lines) => { if (lines.length) setLine(lines[lines.length - 1].line); });
+      if (t.state === "ok") { onDone({ tone: "info", text: `Split brain of ${name} resolved: ${node}'s changes discarded.` }); return; }
+      failure = `Failed: ${t.message}`;
+    } catch (e) {
+      failure = (e as ApiError).message;
+    }
+    if (closed.current) onDone({ tone: "error", text: `Resolving the split brain of ${name}: ${failure}` });
+    else { setErr(failure); setBusy(false); }
+  };
+  return (
+    <Modal title={`Resolve split brain of ${name}`} onClose={close}>
+      <form onSubmit={submit}>
+        <p>Both nodes changed <span class="mono">{name}</span> while they were apart, and DRBD will not choose
+          between them. Choose the node whose changes since the split are <strong>discarded</strong>: the other
+          node's data is copied over it. Pacemaker first demotes DRBD and stops the file system on that node,
+          then promotes and mounts it again once the resync is done.</p>
+        <div class="alert alert-warn">Stop or move the VMs that run on the discarded node from this pool first.</div>
+        <fieldset disabled={busy}>
+          <legend>Discard the changes made on</legend>
+          {pool.nodes.map((n) => (
+            <div style={{ marginBottom: "10px" }}>
+              <label class="check" style={{ margin: 0 }}><input type="radio" name="sb-discard" value={n.node} checked={discard === n.node}
+                aria-describedby={`sb-state-${n.node}`}
+                onChange={() => { setDiscard(n.node); setSure(false); }} /> <span class="mono">{n.node}</span></label>
+              <div id={`sb-state-${n.node}`} class="muted small" style={{ paddingLeft: "21px" }}>
+                {n.error ? `not answering: ${n.error}` : `${n.connection ?? "DRBD down"}, ${n.role ?? "?"}, disk ${n.disk ?? "?"}`}
+                {n.split_brain && <> <span class="badge badge-bad">split brain seen here</span></>}
+              </div>
+            </div>
+          ))}
+        </fieldset>
+        {discard && kept && <p class="small">{kept}'s data is kept and copied to {discard}.</p>}
+        <div class="field"><label class="check"><input type="checkbox" checked={sure} disabled={!discard || busy}
+          onChange={(e) => setSure(e.currentTarget.checked)} /> I understand that the changes made on this node since the split are lost</label></div>
+        {busy && line && <div class="small muted" role="status" aria-label="Split-brain task">{line}</div>}
+        {err && <div class="alert alert-error" role="alert">{err}</div>}
+        <div class="modal-actions">
+          <button type="button" class="btn" onClick={close}>Cancel</button>
+          <button type="submit" class="btn btn-danger" disabled={!ready || busy}>{busy ? "Resolving…" : "Resolve"}</button>
         </div>
       </form>
     </Modal>
