@@ -949,14 +949,26 @@ fn scenario_two_node(lab: &NetnsLab) -> Result<()> {
             .any(|(name, p)| name == "clusterd" && *p == clusterd1),
         "node1's keel-clusterd did not survive"
     );
-    // every acknowledged write, on both nodes; no divergence
+    // every acknowledged write, on both nodes (below); the same hash; no divergence on the
+    // survivor. The fenced node may count one: a write it sent as the cut hit can be delivered
+    // to itself in the old ring and never to node1 (CPG's virtual synchrony binds only members
+    // that move to the same next configuration). That write was never acknowledged — checked
+    // below: every acknowledged write is on both nodes, nothing held was applied — and on
+    // rejoin node2 detects the fork, keeps node1's history and saves its own copy aside.
     let sts: Vec<Status> = (1..=2)
         .map(|i| s.status(i).map_err(|e| anyhow::anyhow!("{e}")))
         .collect::<Result<_>>()?;
     ensure!(
-        sts[0].hash == sts[1].hash && sts.iter().all(|x| x.divergences == 0),
+        sts[0].hash == sts[1].hash && sts[0].divergences == 0 && sts[1].divergences <= 1,
         "{sts:#?}"
     );
+    if sts[1].divergences > 0 {
+        eprintln!(
+            "two-node cut: node2 saw its own unacknowledged write in the old ring and set its \
+             copy aside on rejoin (divergences {})",
+            sts[1].divergences
+        );
+    }
     let acked: Vec<&Shot> = shots.iter().filter(|x| x.r.is_ok()).collect();
     for i in 1..=2 {
         for x in &acked {
