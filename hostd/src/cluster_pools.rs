@@ -247,18 +247,29 @@ fn check_create_iscsi(node: &Node, req: &ClusterPoolCreate) -> Result<IscsiGfs2>
         ));
     }
     check_free_name(node, &st, &req.name)?;
+    // One pool per target and portal: open-iscsi has one session (and one node record) per
+    // target, whatever the LUN, so a second pool on another LUN of the same target would share
+    // them, and deleting either pool would log the other's LUN out under its mounted GFS2.
     if let Some(other) = records(&st)?.iter().find_map(|r| {
         r.iscsi
             .as_ref()
-            .filter(|i| {
-                i.lun.portal == lun.portal && i.lun.target == lun.target && i.lun.lun == lun.lun
-            })
-            .map(|i| i.pool.clone())
+            .filter(|i| i.lun.portal == lun.portal && i.lun.target == lun.target)
+            .map(|i| (i.pool.clone(), i.lun.lun))
     }) {
-        return Err(Error::Conflict(format!(
-            "LUN {} of {} at {} already carries the cluster pool {other:?}",
-            lun.lun, lun.target, lun.portal
-        )));
+        return Err(Error::Conflict(if other.1 == lun.lun {
+            format!(
+                "LUN {} of {} at {} already carries the cluster pool {:?}",
+                lun.lun, lun.target, lun.portal, other.0
+            )
+        } else {
+            format!(
+                "the target {} at {} already carries the cluster pool {:?} (LUN {}): the nodes' \
+                 iSCSI session is per target, so a second pool on LUN {} would share it and \
+                 deleting either pool would cut the other's LUN; export this LUN under a target \
+                 of its own (another IQN)",
+                lun.target, lun.portal, other.0, other.1, lun.lun
+            )
+        }));
     }
     let me = node.cfg.node.clone();
     let mut nodes = vec![me.clone()];

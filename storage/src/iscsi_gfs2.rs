@@ -62,6 +62,9 @@ pub struct LunFacts {
     pub device: DeviceFacts,
     /// `lsblk`'s WWN of the LUN (empty when the target reports none).
     pub wwn: String,
+    /// The node had a session with the target before (not Keel's to log out on a refusal).
+    #[serde(default)]
+    pub was_logged_in: bool,
 }
 
 /// Another node's half (hostd: a signed member-to-member call).
@@ -259,6 +262,7 @@ pub fn attach_node(
             node: node.into(),
             device,
             wwn,
+            was_logged_in: was_in,
         })
     })();
     if res.is_err() && !was_in {
@@ -294,13 +298,20 @@ pub fn attach_all(
     pool.validate()?;
     let me = pool.nodes[0].clone();
     let mut facts = Vec::new();
+    // who logged in for this pool (a node that had a session with the target before keeps it)
     let mut attached: Vec<Option<&dyn IscsiPeer>> = Vec::new();
     let res = (|| -> Result<(), StorageError> {
-        facts.push(attach_node(r, &me, pool, w)?);
-        attached.push(None);
+        let f = attach_node(r, &me, pool, w)?;
+        if !f.was_logged_in {
+            attached.push(None);
+        }
+        facts.push(f);
         for p in peers {
-            facts.push(p.attach(pool)?);
-            attached.push(Some(*p));
+            let f = p.attach(pool)?;
+            if !f.was_logged_in {
+                attached.push(Some(*p));
+            }
+            facts.push(f);
         }
         let first = &facts[0];
         for f in &facts[1..] {
@@ -666,6 +677,39 @@ mod tests {
             e.contains("is not blank (it holds ext4)") && e.contains("--wipe"),
             "{e}"
         );
+        f1.assert_done();
+        peer.0.assert_done();
+        assert_eq!(*peer.1.lock().unwrap(), vec!["attach", "detach"]);
+    }
+
+    /// node1 already had a session with the target (not made for this pool): it is not logged
+    /// in again, and a refusal logs out only node2, whose session was made for it.
+    #[test]
+    fn a_session_that_was_there_before_is_left_alone() {
+        let p = pool(false);
+        let l = &p.lun;
+        let f1 = Fake::new();
+        f1.push(&iscsi::start_iscsid().to_argv(), None, Reply::ok(""));
+        f1.push(
+            &l.discover().to_argv(),
+            None,
+            Reply::ok("10.99.0.1:3260,1 iqn.2024-01.lab.keel:pool0\n"),
+        );
+        f1.push(
+            &iscsi::sessions().to_argv(),
+            None,
+            Reply::ok("tcp: [3] 10.99.0.1:3260,1 iqn.2024-01.lab.keel:pool0 (non-flash)\n"),
+        );
+        expect_probe(&f1, true);
+        let f2 = Fake::new();
+        expect_login(&f2, &p);
+        f2.push(&l.login().to_argv(), None, Reply::ok(""));
+        expect_probe(&f2, true);
+        f2.push(&l.logout().to_argv(), None, Reply::ok(""));
+        f2.push(&l.delete_record().to_argv(), None, Reply::ok(""));
+        let peer = FakePeer(f2, Mutex::new(vec![]));
+        let e = attach_all(&f1, &[&peer], &p, &w()).unwrap_err().to_string();
+        assert!(e.contains("is not blank"), "{e}");
         f1.assert_done();
         peer.0.assert_done();
         assert_eq!(*peer.1.lock().unwrap(), vec!["attach", "detach"]);
