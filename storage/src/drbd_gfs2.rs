@@ -529,16 +529,35 @@ pub fn create(
 
     let vg = pool.vg();
     let dev = pool.drbd.device();
+    shared_fs(r, &vg, &dev, &pool.gfs2(), &pool.stack(), &nodes, w, sink)?;
+    sink.progress(0.95);
+    Ok(())
+}
+
+/// The part every GFS2 pool shares, on the creating node once the lock layer runs: the shared
+/// VG on `dev`, its lockspace, one LV over all of it activated shared for `mkfs.gfs2`,
+/// deactivated again, then the pool's Pacemaker chain, waited for until the file system runs on
+/// every one of `nodes`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn shared_fs(
+    r: &dyn Runner,
+    vg: &str,
+    dev: &str,
+    g: &Gfs2,
+    stack: &PoolStack,
+    nodes: &[&str],
+    w: &Waits,
+    sink: &dyn Sink,
+) -> Result<(), StorageError> {
     for c in [
-        lvm::vgcreate_shared(&vg, &dev),
-        lvm::lockstart(&vg),
-        lvm::lvcreate(&vg, LV, LvSize::AllFree),
-        lvm::lvchange(&vg, LV, Activation::Shared),
+        lvm::vgcreate_shared(vg, dev),
+        lvm::lockstart(vg),
+        lvm::lvcreate(vg, LV, LvSize::AllFree),
+        lvm::lvchange(vg, LV, Activation::Shared),
     ] {
         r.run_ok(&c)?;
     }
     sink.log(&format!("shared VG {vg} on {dev}, LV {LV} over all of it"));
-    let g = pool.gfs2();
     r.run_ok(&g.mkfs_with_journal_mib(32))?;
     sink.log(&format!(
         "GFS2 {} with {} journals on {}",
@@ -546,14 +565,11 @@ pub fn create(
         g.journals,
         g.device
     ));
-    r.run_ok(&lvm::lvchange(&vg, LV, Activation::Off))?;
+    r.run_ok(&lvm::lvchange(vg, LV, Activation::Off))?;
     sink.progress(0.8);
-
-    let (pr, pc) = pool.stack().render();
+    let (pr, pc) = stack.render();
     r.run_ok(&cib_add(pr, pc))?;
-    wait_running(r, &pool.stack().fs_clone_id(), &nodes, w, sink)?;
-    sink.progress(0.95);
-    Ok(())
+    wait_running(r, &stack.fs_clone_id(), nodes, w, sink)
 }
 
 /// The clones of a pool's chain, top first (the order Pacemaker stops them in).

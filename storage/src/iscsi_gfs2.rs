@@ -27,12 +27,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::{self, DeviceFacts};
 use crate::drbd_gfs2::{
-    cib_add, guard_mountpoint, lvmlocal_conf, mount_health, stable_pvs, unguard_mountpoint,
-    wait_running, NodeHealth, Sink, Waits, LV, LVMLOCAL, MIN_BYTES, POOL_ROOT,
+    cib_add, guard_mountpoint, lvmlocal_conf, mount_health, shared_fs, stable_pvs,
+    unguard_mountpoint, wait_running, NodeHealth, Sink, Waits, LV, LVMLOCAL, MIN_BYTES, POOL_ROOT,
 };
 use crate::gfs2::Gfs2;
 use crate::iscsi::{self, IscsiLun, ERR_LOGIN_AUTH_FAILED, ERR_NO_OBJS_FOUND, ERR_SESS_EXISTS};
-use crate::lvm::{self, Activation, LvSize};
+use crate::lvm::Activation;
 use crate::stack::{self, PoolStack};
 use crate::{check_name, StorageError};
 
@@ -438,30 +438,16 @@ pub fn create(
     wait_running(r, stack::LVMLOCKD_CLONE, &nodes, w, sink)?;
     sink.progress(0.4);
 
-    let vg = pool.vg();
-    for c in [
-        lvm::vgcreate_shared(&vg, &dev),
-        lvm::lockstart(&vg),
-        lvm::lvcreate(&vg, LV, LvSize::AllFree),
-        lvm::lvchange(&vg, LV, Activation::Shared),
-    ] {
-        r.run_ok(&c)?;
-    }
-    sink.log(&format!("shared VG {vg} on {dev}, LV {LV} over all of it"));
-    let g = pool.gfs2();
-    r.run_ok(&g.mkfs_with_journal_mib(32))?;
-    sink.log(&format!(
-        "GFS2 {} with {} journals on {}",
-        g.lock_table(),
-        g.journals,
-        g.device
-    ));
-    r.run_ok(&lvm::lvchange(&vg, LV, Activation::Off))?;
-    sink.progress(0.6);
-
-    let (pr, pc) = pool.stack().render();
-    r.run_ok(&cib_add(pr, pc))?;
-    wait_running(r, &pool.stack().fs_clone_id(), &nodes, w, sink)?;
+    shared_fs(
+        r,
+        &pool.vg(),
+        &dev,
+        &pool.gfs2(),
+        &pool.stack(),
+        &nodes,
+        w,
+        sink,
+    )?;
     sink.progress(0.95);
     Ok(())
 }
@@ -487,6 +473,7 @@ mod tests {
     use super::*;
     use crate::drbd_gfs2;
     use crate::iscsi::tests::lun;
+    use crate::lvm::{self, LvSize};
     use keel_runner::{Fake, Reply};
     use std::sync::Mutex;
     use std::time::Duration;
