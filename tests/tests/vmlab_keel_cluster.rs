@@ -192,11 +192,16 @@ const POOL_DIR: &str = "/var/lib/keel/pools/vmstore";
 
 /// `keel storage status` of `POOL` as JSON, node name → its row.
 fn pool_rows(n: &Node) -> Result<BTreeMap<String, Value>> {
+    rows_of(n, POOL)
+}
+
+/// `keel storage status` of the pool `name`, node name → its row.
+fn rows_of(n: &Node, name: &str) -> Result<BTreeMap<String, Value>> {
     let s = keel_ok(n, &["--json", "storage", "status"])?;
     let v: Value = serde_json::from_str(&s).with_context(|| format!("storage status JSON: {s}"))?;
     let mut m = BTreeMap::new();
     for p in v.as_array().context("storage status is not an array")? {
-        if p["name"] == POOL {
+        if p["name"] == name {
             for r in p["nodes"].as_array().context("nodes")? {
                 m.insert(r["node"].as_str().context("node")?.to_string(), r.clone());
             }
@@ -289,17 +294,7 @@ fn run_on(n: &Node, c: &keel_runner::Cmd) -> Result<()> {
 
 /// `keel storage status` rows of the iscsi-gfs2 pool, node name → row.
 fn iscsi_rows(n: &Node) -> Result<BTreeMap<String, Value>> {
-    let s = keel_ok(n, &["--json", "storage", "status"])?;
-    let v: Value = serde_json::from_str(&s).with_context(|| format!("storage status JSON: {s}"))?;
-    let mut m = BTreeMap::new();
-    for p in v.as_array().context("storage status is not an array")? {
-        if p["name"] == ISCSI_POOL {
-            for r in p["nodes"].as_array().context("nodes")? {
-                m.insert(r["node"].as_str().context("node")?.to_string(), r.clone());
-            }
-        }
-    }
-    Ok(m)
+    rows_of(n, ISCSI_POOL)
 }
 
 fn iscsi_healthy(rows: &BTreeMap<String, Value>) -> bool {
