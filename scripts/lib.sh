@@ -13,6 +13,12 @@ KEEL_APT_PACKAGES=(
   # hostd's sftp backup targets link the system libssh2 (ssh2 crate, found by pkg-config)
   libssh2-1-dev
 )
+# What a node runs besides libvirt/QEMU (the same engines the installer puts on a node,
+# iso/installer/packages.txt): the cluster stack, cluster storage, fencing, time, and the NFS
+# client for nfs backup targets. Installing them starts no daemon; Keel starts them when a
+# cluster, a pool or a fence device needs them.
+KEEL_NODE_APT_PACKAGES=(corosync corosync-qdevice pacemaker pacemaker-cli-utils resource-agents fence-agents
+  drbd-utils lvm2 lvm2-lockd dlm-controld gfs2-utils open-iscsi targetcli-fb sbd chrony nfs-common)
 # Only the tests need these: a browser (Debian's; the test tools never download one) and the
 # cluster stack the netns lab runs, and what builds and drives the VM lab's node image.
 KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource-agents fence-agents corosync-qnetd corosync-qdevice debootstrap socat e2fsprogs openssh-client chrony openssl
@@ -21,7 +27,9 @@ KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource
   # the sftp backup target's tests start their own sshd on loopback (vm_backups, ui_e2e)
   openssh-server
   # the VM lab's emulated BMCs (virtualbmc, sushy-tools) drive libvirt from Debian's Python
-  python3-libvirt python3-venv ipmitool)
+  python3-libvirt python3-venv ipmitool
+  # the install lab's NFS server for nfs backup targets (userspace: the host kernel has no nfsd)
+  nfs-ganesha nfs-ganesha-vfs)
 
 # Each line carries the seconds since the script started (bash's SECONDS), so a CI log shows
 # where its time went.
@@ -30,7 +38,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 keel_install_deps() {
   [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts libvirtd)"
-  local missing=() wanted=("${KEEL_APT_PACKAGES[@]}" "$@")
+  local missing=() wanted=("${KEEL_APT_PACKAGES[@]}" "${KEEL_NODE_APT_PACKAGES[@]}" "$@")
   command -v node >/dev/null || wanted+=(nodejs npm)
   for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
