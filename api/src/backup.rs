@@ -29,11 +29,13 @@ pub struct BackupTargetCreate {
     /// Letters, digits, `-`, `_`; at most 64 characters.
     #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub name: String,
-    /// `dir` (a directory on this node) or `sftp` (a directory on a remote host over SSH).
+    /// `dir` (a directory on this node), `sftp` (a directory on a remote host over SSH) or
+    /// `nfs` (an NFS export every node mounts itself).
     #[serde(default = "dir_kind")]
     pub kind: String,
     /// `dir`: absolute path of an existing, writable directory. `sftp`:
-    /// `user@host[:port]:/path` (port 22 by default; an IPv6 host in brackets).
+    /// `user@host[:port]:/path` (port 22 by default; an IPv6 host in brackets). `nfs`:
+    /// `server:/export` (an IPv6 server in brackets).
     #[schema(min_length = 2, max_length = 1024)]
     pub path: String,
     /// `sftp` only: absolute path of the private key file on the node that hostd
@@ -44,6 +46,130 @@ pub struct BackupTargetCreate {
     /// it). Without it the key the host presents now is pinned, and shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_key_fingerprint: Option<String>,
+    /// `nfs` only: more `mount -o` options, comma-separated, from `vers`, `nfsvers`, `proto`,
+    /// `port`, `sec`, `timeo`, `retrans`, `hard`, `soft`, `rsize`, `wsize`, `nconnect`,
+    /// `noresvport`, `actimeo` (e.g. `vers=4.2,nconnect=4`). Keel always adds
+    /// `nosuid,nodev,noexec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_options: Option<String>,
+}
+
+/// Where an `nfs` target's export is: `server:/export`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsSource {
+    pub server: String,
+    pub export: String,
+}
+
+impl std::fmt::Display for NfsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.server.contains(':') {
+            write!(f, "[{}]:{}", self.server, self.export)
+        } else {
+            write!(f, "{}:{}", self.server, self.export)
+        }
+    }
+}
+
+/// Parse `server:/export` (an IPv6 server in brackets: `[fd00::5]:/srv/backups`). The export
+/// is kept as written, without a trailing `/`.
+pub fn parse_nfs_source(s: &str) -> Result<NfsSource, String> {
+    let usage = || {
+        format!("{s:?} is not an NFS export: use server:/path (e.g. nas.example:/srv/keel-backups or [fd00::5]:/backups)")
+    };
+    let (server, export) = if let Some(r) = s.strip_prefix('[') {
+        let (h, r) = r.split_once(']').ok_or_else(usage)?;
+        (h, r.strip_prefix(':').ok_or_else(usage)?)
+    } else {
+        s.split_once(':').ok_or_else(usage)?
+    };
+    let server_ok = !server.is_empty()
+        && server.len() <= 253
+        && !server.starts_with('-')
+        && server
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c));
+    if !server_ok {
+        return Err(format!(
+            "{}: the server {server:?} is not a host name or address",
+            usage()
+        ));
+    }
+    if !export.starts_with('/')
+        || export.split('/').any(|c| c == "..")
+        || export
+            .chars()
+            .any(|c| c.is_control() || c == ',' || c.is_whitespace())
+    {
+        return Err(format!(
+            "{}: the export {export:?} is not an absolute path (no '..', spaces or commas)",
+            usage()
+        ));
+    }
+    Ok(NfsSource {
+        server: server.into(),
+        export: match export.trim_end_matches('/') {
+            "" => "/".into(),
+            e => e.into(),
+        },
+    })
+}
+
+/// The `mount -o` options an `nfs` target may add (the rest are Keel's: `nosuid,nodev,noexec`).
+pub const NFS_OPTIONS: [&str; 14] = [
+    "vers",
+    "nfsvers",
+    "proto",
+    "port",
+    "sec",
+    "timeo",
+    "retrans",
+    "hard",
+    "soft",
+    "rsize",
+    "wsize",
+    "nconnect",
+    "noresvport",
+    "actimeo",
+];
+
+/// Check an `nfs` target's extra mount options: known names, simple values.
+pub fn check_nfs_options(s: &str) -> Result<(), String> {
+    if s.len() > 256 {
+        return Err("mount options longer than 256 characters".into());
+    }
+    for o in s.split(',') {
+        let (k, v) = match o.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (o, None),
+        };
+        if !NFS_OPTIONS.contains(&k) {
+            return Err(format!(
+                "mount option {o:?} is not one Keel passes on: use {}",
+                NFS_OPTIONS.join(", ")
+            ));
+        }
+        let flag = matches!(k, "hard" | "soft" | "noresvport");
+        match v {
+            None if flag => {}
+            Some(v)
+                if !flag
+                    && !v.is_empty()
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".:_".contains(c)) => {}
+            _ => {
+                return Err(format!(
+                    "mount option {o:?}: {}",
+                    if flag {
+                        format!("{k} takes no value")
+                    } else {
+                        format!("{k} needs a value ({k}=VALUE, letters, digits, '.', ':', '_')")
+                    }
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where an `sftp` target keeps its backups: `user@host[:port]:/path`.
@@ -150,14 +276,20 @@ impl BackupTargetCreate {
                 ),
             ));
         }
+        if self.mount_options.is_some() && self.kind != "nfs" {
+            return Err(FieldError::new(
+                "mount_options",
+                "only an nfs target takes mount options",
+            ));
+        }
         if self.kind == "sftp" {
             return self.validate_sftp();
         }
-        if self.kind != "dir" {
+        if self.kind != "dir" && self.kind != "nfs" {
             return Err(FieldError::new(
                 "kind",
                 format!(
-                    "target kind {:?} is not supported: \"dir\" (a directory on the node) or \"sftp\" (a remote host over SSH)",
+                    "target kind {:?} is not supported: \"dir\" (a directory on the node), \"sftp\" (a remote host over SSH) or \"nfs\" (an NFS export)",
                     self.kind
                 ),
             ));
@@ -171,6 +303,13 @@ impl BackupTargetCreate {
                 },
                 "only an sftp target takes a key file and a host key fingerprint",
             ));
+        }
+        if self.kind == "nfs" {
+            parse_nfs_source(&self.path).map_err(|e| FieldError::new("path", e))?;
+            if let Some(o) = &self.mount_options {
+                check_nfs_options(o).map_err(|e| FieldError::new("mount_options", e))?;
+            }
+            return Ok(());
         }
         if !self.path.starts_with('/')
             || self.path.len() > 1024
@@ -222,8 +361,15 @@ impl BackupTargetCreate {
 pub struct BackupTarget {
     pub name: String,
     pub kind: String,
-    /// `dir`: the directory; `sftp`: `user@host:port:/path`.
+    /// `dir`: the directory; `sftp`: `user@host:port:/path`; `nfs`: where the answering node
+    /// mounts the export (`/run/keel/backup-nfs/<name>`).
     pub path: String,
+    /// `nfs`: the export, `server:/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<String>,
+    /// `nfs`: the extra mount options given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_options: Option<String>,
     /// `sftp`: the private key file hostd authenticates with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<String>,
@@ -796,6 +942,7 @@ mod sftp_tests {
             path: "bk@nas:/srv".into(),
             key_file: None,
             host_key_fingerprint: None,
+            mount_options: None,
         };
         assert_eq!(r.validate().map_err(|e| e.field), Err("key_file".into()));
         r.key_file = Some("/root/.ssh/id_ed25519".into());
@@ -809,5 +956,70 @@ mod sftp_tests {
         r.path = "/srv".into();
         r.host_key_fingerprint = None;
         assert_eq!(r.validate().map_err(|e| e.field), Err("key_file".into()));
+    }
+
+    #[test]
+    fn nfs_exports_and_options_parse_and_bad_ones_say_why() {
+        let s = parse_nfs_source("nas.example:/srv/keel/").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (s.server.as_str(), s.export.as_str()),
+            ("nas.example", "/srv/keel")
+        );
+        assert_eq!(s.to_string(), "nas.example:/srv/keel");
+        let s = parse_nfs_source("[fd00::5]:/").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((s.server.as_str(), s.export.as_str()), ("fd00::5", "/"));
+        assert_eq!(s.to_string(), "[fd00::5]:/");
+        for (bad, why) in [
+            ("/srv/keel", "not an NFS export"),
+            ("nas:srv", "not an absolute path"),
+            ("nas:/a/../b", "not an absolute path"),
+            ("nas:/a,b", "not an absolute path"),
+            ("-o:/x", "not a host name"),
+            ("n s:/x", "not a host name"),
+            ("[fd00::5/x", "not an NFS export"),
+        ] {
+            match parse_nfs_source(bad) {
+                Err(e) => assert!(e.contains(why), "{bad}: {e}"),
+                Ok(s) => panic!("{bad} accepted: {s:?}"),
+            }
+        }
+        assert!(check_nfs_options("vers=4.2,nconnect=4,hard,sec=sys").is_ok());
+        for (bad, why) in [
+            ("remount", "not one Keel passes on"),
+            ("suid", "not one Keel passes on"),
+            ("vers", "needs a value"),
+            ("hard=1", "takes no value"),
+            ("vers=4,,hard", "not one Keel passes on"),
+            ("port=1 2", "needs a value"),
+        ] {
+            match check_nfs_options(bad) {
+                Err(e) => assert!(e.contains(why), "{bad}: {e}"),
+                Ok(()) => panic!("{bad} accepted"),
+            }
+        }
+        let mut r = BackupTargetCreate {
+            name: "n".into(),
+            kind: "nfs".into(),
+            path: "10.0.0.5:/backups".into(),
+            key_file: None,
+            host_key_fingerprint: None,
+            mount_options: Some("vers=4.2".into()),
+        };
+        assert!(r.validate().is_ok());
+        r.mount_options = Some("bind".into());
+        assert_eq!(
+            r.validate().map_err(|e| e.field),
+            Err("mount_options".into())
+        );
+        r.kind = "dir".into();
+        r.path = "/srv".into();
+        assert_eq!(
+            r.validate().map_err(|e| e.field),
+            Err("mount_options".into())
+        );
+        r.kind = "nfs".into();
+        r.mount_options = None;
+        r.path = "/srv".into();
+        assert_eq!(r.validate().map_err(|e| e.field), Err("path".into()));
     }
 }

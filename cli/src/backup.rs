@@ -425,16 +425,24 @@ async fn job(c: &Client, node: &str, cmd: JobCmd, mode: Mode) -> Result<Outcome>
 
 #[derive(Subcommand, Debug)]
 pub enum TargetCmd {
-    /// Add a target: `--path DIR` (a directory on the node) or `--sftp user@host[:port]:/path
-    /// --key FILE` (a remote host over SSH; its host key is pinned now)
+    /// Add a target: `--path DIR` (a directory on the node), `--sftp user@host[:port]:/path
+    /// --key FILE` (a remote host over SSH; its host key is pinned now) or `--nfs
+    /// server:/export` (an NFS export every node mounts itself)
     Add {
         name: String,
         /// Absolute path of an existing, writable directory on the node
-        #[arg(long, required_unless_present = "sftp", conflicts_with = "sftp")]
+        #[arg(long, required_unless_present_any = ["sftp", "nfs"], conflicts_with_all = ["sftp", "nfs"])]
         path: Option<String>,
         /// A directory on a remote host over SSH/SFTP: user@host[:port]:/path
-        #[arg(long, requires = "key")]
+        #[arg(long, requires = "key", conflicts_with = "nfs")]
         sftp: Option<String>,
+        /// An NFS export, server:/path, mounted by each node at /run/keel/backup-nfs/NAME
+        /// (root on the nodes must be able to write there: rw,no_root_squash)
+        #[arg(long)]
+        nfs: Option<String>,
+        /// Extra NFS mount options, comma-separated (e.g. vers=4.2,nconnect=4)
+        #[arg(long, requires = "nfs")]
+        mount_options: Option<String>,
         /// The private key file on the node that hostd authenticates with (mode 0600)
         #[arg(long)]
         key: Option<String>,
@@ -473,7 +481,10 @@ fn targets_table(ts: &[BackupTarget]) {
             if t.ok { "ok" } else { "unusable" },
             output::bytes(t.available),
             output::bytes(t.total),
-            t.path
+            match &t.export {
+                Some(e) => format!("{e} (mounted at {})", t.path),
+                None => t.path.clone(),
+            }
         );
         if let Some(e) = &t.error {
             println!("{:<16} -> {e}", "");
@@ -522,21 +533,33 @@ pub async fn backup(c: &Client, cmd: BackupCmd, mode: Mode) -> Result<Outcome> {
             sftp,
             key,
             host_key_fingerprint,
+            nfs,
+            mount_options,
         }) => {
-            let body = match sftp {
-                Some(loc) => BackupTargetCreate {
+            let body = match (sftp, nfs) {
+                (Some(loc), _) => BackupTargetCreate {
                     name,
                     kind: "sftp".into(),
                     path: loc,
                     key_file: key.map(|k| absolute(&k)),
                     host_key_fingerprint,
+                    mount_options: None,
                 },
-                None => BackupTargetCreate {
+                (None, Some(export)) => BackupTargetCreate {
+                    name,
+                    kind: "nfs".into(),
+                    path: export,
+                    key_file: None,
+                    host_key_fingerprint: None,
+                    mount_options,
+                },
+                (None, None) => BackupTargetCreate {
                     name,
                     kind: "dir".into(),
                     path: path.unwrap_or_default(),
                     key_file: None,
                     host_key_fingerprint: None,
+                    mount_options: None,
                 },
             };
             let v = c
@@ -731,6 +754,8 @@ mod tests {
                 sftp: Some(l),
                 key: Some(k),
                 host_key_fingerprint: Some(f),
+                nfs: None,
+                mount_options: None,
             }) => assert_eq!(
                 (name.as_str(), l.as_str(), k.as_str(), f.as_str()),
                 ("nas", "bk@nas:2222:/srv", "/root/k", "SHA256:x")
@@ -758,6 +783,33 @@ mod tests {
             "SHA256:x"
         ]));
         assert!(bad(&[]), "neither --path nor --sftp");
+        assert!(bad(&["--path", "/srv", "--nfs", "nas:/x"]));
+        assert!(bad(&[
+            "--sftp",
+            "bk@nas:/srv",
+            "--key",
+            "/k",
+            "--nfs",
+            "nas:/x"
+        ]));
+        match backup_cmd(&[
+            "target",
+            "add",
+            "nas",
+            "--nfs",
+            "10.0.0.5:/backups",
+            "--mount-options",
+            "vers=4.2",
+        ]) {
+            BackupCmd::Target(TargetCmd::Add {
+                nfs: Some(e),
+                mount_options: Some(o),
+                path: None,
+                sftp: None,
+                ..
+            }) => assert_eq!((e.as_str(), o.as_str()), ("10.0.0.5:/backups", "vers=4.2")),
+            other => panic!("{other:?}"),
+        }
         assert!(!bad(&["--path", "/srv"]));
         assert_eq!(absolute("/a/b"), "/a/b");
         assert!(absolute("k").ends_with("/k") && absolute("k").starts_with('/'));

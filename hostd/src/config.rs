@@ -52,6 +52,9 @@ pub struct Config {
     /// systemd-networkd's directory: Keel's files there are the node's host network
     /// configuration (docs/host-networks.md).
     pub network_dir: PathBuf,
+    /// Where `nfs` backup targets are mounted, one directory per target (default
+    /// `/run/keel/backup-nfs`).
+    pub backup_nfs_dir: PathBuf,
 }
 
 /// `[migration]` in hostd.toml: the TLS files hostd writes from the node's cluster certificate
@@ -171,6 +174,7 @@ impl Default for Config {
             metrics_interval_s: 10,
             migration: MigrationConfig::default(),
             network_dir: PathBuf::from(netcfg::NETWORKD_DIR),
+            backup_nfs_dir: PathBuf::from(crate::backup::nfs::MOUNT_ROOT),
         }
     }
 }

@@ -110,7 +110,8 @@ chroot "$R" systemctl enable keel-install.service keel-hostd.service keel-firstb
   systemd-networkd.service corosync.service pacemaker.service keel-clusterd.service >&2
 for u in corosync-qdevice dlm lvmlockd lvmlocks open-iscsi iscsid.socket iscsid rtslib-fb-targetctl \
          apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap \
-         fstrim.timer blk-availability logd drbd networking.service ifupdown-pre.service; do
+         fstrim.timer blk-availability logd drbd networking.service ifupdown-pre.service \
+         rpcbind.service rpcbind.socket; do
   chroot "$R" systemctl disable "$u" >/dev/null 2>&1 || true
 done
 chroot "$R" systemctl mask systemd-pstore.service >/dev/null 2>&1 || true

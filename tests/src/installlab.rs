@@ -7,7 +7,8 @@
 //! - [`Link`]: a network namespace with a Linux bridge (`br0`, 10.77.0.1/24) that the guests'
 //!   NICs join as tap devices, and a chronyd serving time on 10.77.0.1 (`local stratum 8`).
 //!   The host kernel has no 802.1Q: tagged frames cross the bridge untouched, so VLANs are
-//!   proven guest to guest.
+//!   proven guest to guest. On demand ([`Link::start_nfs`]) an NFSv4 server on 10.77.0.1:
+//!   nfs-ganesha, userspace (the host kernel has no nfsd), exporting a run directory.
 //! - [`Machine`]: one guest (BIOS or UEFI/OVMF), QEMU started inside the namespace (it opens
 //!   its taps there), serial console to a file, QMP for link faults. SSH goes over the lab
 //!   link from inside the namespace.
@@ -162,6 +163,7 @@ pub struct Link {
     pub ns: String,
     pub dir: PathBuf,
     chronyd_pid: Option<u32>,
+    ganesha: std::sync::Mutex<Option<Child>>,
     keep: bool,
     passed: bool,
 }
@@ -179,6 +181,7 @@ impl Link {
             ns: ns.clone(),
             dir: dir.clone(),
             chronyd_pid: None,
+            ganesha: std::sync::Mutex::new(None),
             keep: std::env::var("KEEL_LAB_KEEP").is_ok_and(|v| v == "1"),
             passed: false,
         };
@@ -226,6 +229,75 @@ impl Link {
         Ok(())
     }
 
+    /// An NFSv4 server on the link (nfs-ganesha, its VFS backend) exporting `export` (created
+    /// here) as `pseudo`, read-write for every guest, root not squashed, no grace period; the
+    /// export as guests mount it: `10.77.0.1:<pseudo>`.
+    pub fn start_nfs(&self, export: &Path, pseudo: &str) -> Result<String> {
+        fs::create_dir_all(export)?;
+        let state = self.dir.join("ganesha");
+        fs::create_dir_all(&state)?;
+        let conf = state.join("ganesha.conf");
+        fs::write(
+            &conf,
+            format!(
+                "NFS_CORE_PARAM {{ Protocols = 4; Bind_addr = {HOST_ADDR}; NFS_Port = 2049; \
+                 Enable_NLM = false; Enable_RQUOTA = false; }}\n\
+                 NFSV4 {{ Graceless = true; Lease_Lifetime = 10; RecoveryBackend = fs; RecoveryRoot = {rec}; }}\n\
+                 NFS_KRB5 {{ Active_krb5 = false; }}\n\
+                 EXPORT {{ Export_Id = 1; Path = {path}; Pseudo = {pseudo}; Access_Type = RW; \
+                 Squash = No_Root_Squash; SecType = sys; Protocols = 4; Transports = TCP; \
+                 FSAL {{ Name = VFS; }} }}\n",
+                rec = state.join("recovery").display(),
+                path = export.display(),
+            ),
+        )?;
+        let log = state.join("ganesha.log");
+        // -F: in the foreground, so the child is the server (`ip netns exec` execs it)
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "ganesha.nfsd", "-F", "-f"])
+            .arg(&conf)
+            .arg("-L")
+            .arg(&log)
+            .arg("-p")
+            .arg(state.join("ganesha.pid"))
+            .args(["-N", "NIV_EVENT"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("ganesha.nfsd (Debian's nfs-ganesha and nfs-ganesha-vfs; scripts/test.sh installs them)")?;
+        let mut g = self
+            .ganesha
+            .lock()
+            .map_err(|_| anyhow!("the lab's ganesha lock"))?;
+        *g = Some(child);
+        let t = Instant::now();
+        loop {
+            let ss = self
+                .exec(&["ss", "-Hltn", "sport = :2049"])
+                .unwrap_or_default();
+            if ss.contains("2049") {
+                break;
+            }
+            if let Some(c) = g.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    bail!(
+                        "ganesha.nfsd exited ({st}): {}",
+                        fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "ganesha.nfsd does not listen on {HOST_ADDR}:2049 after 30 s: {}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(format!("{HOST_ADDR}:{pseudo}"))
+    }
+
     /// Run a command inside the namespace; its output, or an error with both streams.
     pub fn exec(&self, args: &[&str]) -> Result<String> {
         run(Command::new("ip")
@@ -249,6 +321,10 @@ impl Drop for Link {
         }
         if let Some(p) = self.chronyd_pid {
             let _ = Command::new("kill").arg(p.to_string()).status();
+        }
+        if let Some(mut c) = self.ganesha.lock().ok().and_then(|mut g| g.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
         }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         if self.passed && !std::thread::panicking() {

@@ -658,11 +658,137 @@ fn two_nodes_install_from_one_iso() {
         act.split_whitespace().collect::<Vec<_>>().join("/")
     );
     host_networks_on_a(&sa);
+    nfs_backup_target(&link, &sa, &sb);
     eprintln!(
         "two_nodes_install_from_one_iso: {:.0}s in all",
         t_all.elapsed().as_secs_f64()
     );
     link.passed();
+}
+
+/// An `nfs` backup target (docs/backups.md, "NFS targets") on the installed cluster, against
+/// an NFSv4 server on the lab link (nfs-ganesha on the host side): a path the server does not
+/// export is refused saying so, with nothing left mounted; the export is added on A and B
+/// mounts it too (cluster-wide definition, each node mounts it itself); a stopped VM on A is
+/// backed up to it (the files land on the server), verified and restored into a new VM whose
+/// disk equals the original; removing the target unmounts it on A, and B's next listing
+/// unmounts B's.
+fn nfs_backup_target(link: &Link, sa: &Ssh, sb: &Ssh) {
+    let t = Instant::now();
+    let export_dir = link.dir.join("nfs-export");
+    let export = link
+        .start_nfs(&export_dir, "/backups")
+        .unwrap_or_else(|e| panic!("NFS server on the lab link: {e:#}"));
+    let nfs_mounts = |s: &Ssh| {
+        s.run("findmnt -rn -t nfs,nfs4 -o TARGET,SOURCE || true")
+            .expect("findmnt")
+    };
+
+    // a path the server does not export: refused with what to check, nothing mounted
+    let out = sa
+        .run(&format!(
+            "{KEEL} backup target add wrong --nfs 10.77.0.1:/nope 2>&1; echo rc=$?"
+        ))
+        .expect("keel backup target add (wrong export)");
+    assert!(
+        out.contains("rc=1") && out.contains("does not export"),
+        "{out}"
+    );
+    assert_eq!(nfs_mounts(sa).trim(), "", "nothing mounted after a refusal");
+    assert!(
+        sa.run("test ! -e /run/keel/backup-nfs/wrong && echo gone")
+            .expect("mount point")
+            .contains("gone"),
+        "the refused target's mount point is removed"
+    );
+
+    // the export: added on A, mounted on A, listed usable on B (which mounts it itself)
+    sa.run(&format!(
+        "{KEEL} backup target add nas --nfs {export} --mount-options vers=4.2"
+    ))
+    .expect("keel backup target add nas --nfs");
+    assert!(
+        nfs_mounts(sa).contains("/run/keel/backup-nfs/nas 10.77.0.1:/backups"),
+        "{}",
+        nfs_mounts(sa)
+    );
+    let list_b: serde_json::Value = serde_json::from_str(
+        &sb.run(&format!("{KEEL} --json backup target list"))
+            .expect("target list on B"),
+    )
+    .expect("target list JSON");
+    let nas_b = list_b
+        .as_array()
+        .and_then(|v| v.iter().find(|t| t["name"] == "nas"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(nas_b["ok"], true, "{list_b:#}");
+    assert_eq!(nas_b["export"], export.as_str(), "{nas_b:#}");
+    assert!(nas_b["available"].as_u64().unwrap_or(0) > 0, "{nas_b:#}");
+    assert!(
+        nfs_mounts(sb).contains("/run/keel/backup-nfs/nas"),
+        "{}",
+        nfs_mounts(sb)
+    );
+
+    // a stopped VM on A with known data, backed up to the export, verified, restored
+    sa.run(&format!(
+        "{KEEL} vm create --vmid 150 --name nfs-src --memory-mib 128 --disk local:64M:qcow2 && \
+         qemu-io -f qcow2 -c 'write -P 0x5a 0 8M' -c 'write -P 0xa5 40M 4M' /var/lib/keel/images/vm-150-disk-0.qcow2 >/dev/null && \
+         {KEEL} backup create 150 --target nas"
+    ))
+    .expect("a stopped VM backed up to the NFS target");
+    let backups: serde_json::Value = serde_json::from_str(
+        &sa.run(&format!("{KEEL} --json backup list 150 --target nas"))
+            .expect("backup list"),
+    )
+    .expect("backup list JSON");
+    let id = backups[0]["id"].as_str().unwrap_or_default().to_string();
+    assert!(!id.is_empty(), "{backups:#}");
+    // on the server's disk, written through NFS
+    let manifest = export_dir.join("150").join(&id).join("manifest.json");
+    assert!(
+        manifest.is_file(),
+        "{} on the NFS server",
+        manifest.display()
+    );
+    sa.run(&format!("{KEEL} backup verify 150 {id} --target nas"))
+        .expect("keel backup verify");
+    let ver: serde_json::Value = serde_json::from_str(
+        &sa.run(&format!("{KEEL} --json backup list 150 --target nas"))
+            .expect("backup list after verify"),
+    )
+    .expect("backup list JSON");
+    assert_eq!(ver[0]["verify_state"], "ok", "{ver:#}");
+    sa.run(&format!(
+        "{KEEL} backup restore 150 {id} --target nas --new-vmid 151 --pool local"
+    ))
+    .expect("keel backup restore from the NFS target");
+    let cmp = sa
+        .run("qemu-img compare /var/lib/keel/images/vm-150-disk-0.qcow2 $(ls /var/lib/keel/images/vm-151-disk-0.* | head -1)")
+        .expect("qemu-img compare");
+    assert!(cmp.contains("Images are identical"), "{cmp}");
+
+    // removing the target unmounts it here; B's next listing unmounts B's
+    sa.run(&format!("{KEEL} backup target remove nas"))
+        .expect("keel backup target remove");
+    assert_eq!(nfs_mounts(sa).trim(), "", "A's mount after the removal");
+    sb.run(&format!("{KEEL} backup target list"))
+        .expect("target list on B after the removal");
+    assert_eq!(
+        nfs_mounts(sb).trim(),
+        "",
+        "B's mount after its next listing"
+    );
+    assert!(manifest.is_file(), "the backups stay on the server");
+    sa.run(&format!(
+        "{KEEL} vm delete 150 --purge; {KEEL} vm delete 151 --purge"
+    ))
+    .expect("VMs deleted");
+    eprintln!(
+        "nfs backup target: refused wrong export, mounted on both nodes, backup {id} written to the server, verified, restored identical, unmounted on removal: {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
 }
 
 /// Host networks (issue 15, docs/host-networks.md) on installed node A, through its API with

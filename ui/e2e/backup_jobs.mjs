@@ -4,7 +4,9 @@
 // prune the VM's backups to the newest one (dry-run preview, then the task); edit the job's
 // schedule; delete the job. Then the Backup targets section: add an sftp target through the
 // "Add target…" dialog (a wrong host key fingerprint refused on its field, naming both keys;
-// then added with the key the host presents pinned and shown).
+// then added with the key the host presents pinned and shown); try an nfs target (a malformed
+// export refused before sending; a well-formed one the server cannot mount refused with the
+// mount's error in the dialog, and no target added).
 //   KEEL_UI_URL          base URL (hostd serving ui/dist)
 //   KEEL_UI_PASSWORD     root's password
 //   KEEL_UI_VMID         a stopped VM with one small qcow2 disk and no backups
@@ -131,6 +133,37 @@ await step("add an sftp target: a wrong host key refused naming both keys, then 
   const text = await row.innerText();
   expect(text.includes("sftp") && text.includes(SFTP_FP) && text.includes("ok"), `row: ${text}`);
   expect(/\d+(\.\d+)? (B|KiB|MiB|GiB|TiB)/.test(text), `no free space in the row: ${text}`);
+});
+
+await step("an nfs target: a malformed export refused before sending, an unmountable one refused by the server", async () => {
+  const section = page.getByRole("region", { name: "Backup targets" });
+  const posts = [];
+  const onRequest = (r) => { if (r.method() === "POST" && r.url().includes("/backup-targets")) posts.push(r.url()); };
+  page.on("request", onRequest);
+  try {
+    await section.getByRole("button", { name: "Add target…" }).click();
+    const dlg = page.getByRole("dialog", { name: "Add backup target" });
+    await dlg.waitFor();
+    await dlg.getByLabel("Kind", { exact: true }).selectOption("nfs");
+    expect(await dlg.getByLabel("Private key file", { exact: true }).count() === 0, "sftp fields shown for an nfs target");
+    await dlg.getByLabel("Target name", { exact: true }).fill(`${TARGET}-nfs`);
+    await dlg.getByLabel("NFS export", { exact: true }).fill("nas");
+    await dlg.getByText("not an NFS export").waitFor();
+    expect(await dlg.getByRole("button", { name: "Add target" }).isDisabled(), "submit enabled with a bad export");
+    await dlg.getByLabel("NFS export", { exact: true }).press("Enter");
+    expect(posts.length === 0, `sent with a bad export: ${posts.join(", ")}`);
+    // nothing listens on 127.0.0.1:2049 here: the server's mount fails and nothing is saved
+    await dlg.getByLabel("NFS export", { exact: true }).fill("127.0.0.1:/keel-e2e-nfs");
+    await dlg.getByRole("button", { name: "Add target" }).click();
+    await dlg.getByText("NFS export 127.0.0.1:/keel-e2e-nfs").waitFor({ timeout: 60_000 });
+    expect(posts.length === 1, `not one request sent: ${posts.join(", ")}`);
+    await dlg.getByRole("button", { name: "Cancel" }).click();
+    await dlg.waitFor({ state: "detached" });
+  } finally {
+    page.off("request", onRequest);
+  }
+  await section.getByRole("table", { name: "Backup targets" }).locator(`tr[data-target="${TARGET}"]`).waitFor();
+  expect(await section.locator(`tr[data-target="${TARGET}-nfs"]`).count() === 0, "the unmountable nfs target was added");
 });
 
 await finish();

@@ -1,7 +1,10 @@
 //! Backups of VMs to backup targets (docs/backups.md).
 //!
 //! - [`targets`]: where backups go (a `dir` target: a directory on this node; an `sftp`
-//!   target: a directory on a remote host over SSH), kept in this node's `hostd.db`.
+//!   target: a directory on a remote host over SSH; an `nfs` target), cluster-wide in the config
+//!   store (a standalone node's in `hostd.db`).
+//! - [`nfs`]: `nfs` targets: the export mounted by hostd where a node uses it, then a
+//!   `dir` target at its mount point.
 //! - [`sftp`]: the SSH/SFTP client of `sftp` targets (libssh2): the host key pinned, uploads
 //!   of complete backups (manifest last, renamed into place), downloads for verify/restore.
 //! - [`engine`]: the commands (virsh's backup/checkpoint verbs, qemu-img) through
@@ -16,6 +19,7 @@
 pub mod engine;
 pub mod jobs;
 pub mod merge;
+pub mod nfs;
 pub mod prune;
 pub mod routes;
 pub mod run;

@@ -1,6 +1,7 @@
 //! Backup targets: named places backups are written to: `dir` (a directory each node
-//! resolves locally, typically a shared mount) and `sftp` (a directory on a remote host over
-//! SSH, its host key pinned: [`super::sftp`]).
+//! resolves locally, typically a shared mount), `sftp` (a directory on a remote host over
+//! SSH, its host key pinned: [`super::sftp`]) and `nfs` (an export each node mounts itself:
+//! [`super::nfs`]; everything else treats it as a `dir` target at its mount point).
 //!
 //! On a clustered node the definitions are cluster configuration in the config store
 //! (`/backup/targets/<name>`); a standalone node keeps them in `hostd.db` (tables
@@ -11,10 +12,11 @@
 
 use std::path::{Path, PathBuf};
 
-use keel_api::backup::{parse_sftp_location, BackupTarget, BackupTargetCreate};
+use keel_api::backup::{parse_nfs_source, parse_sftp_location, BackupTarget, BackupTargetCreate};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use super::nfs;
 use super::sftp::{self, Remote};
 use crate::db::{now, Db, Store, StoreError};
 use crate::error::{Error, Result};
@@ -31,6 +33,10 @@ CREATE TABLE IF NOT EXISTS backup_sftp (
     name TEXT PRIMARY KEY,
     key_file TEXT NOT NULL,
     fingerprint TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS backup_nfs (
+    name TEXT PRIMARY KEY,
+    options TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS backup_verify (
     target TEXT NOT NULL,
@@ -92,7 +98,7 @@ pub fn space(path: &Path) -> Option<(u64, u64)> {
     Some((st.f_blocks as u64 * f, st.f_bavail as u64 * f))
 }
 
-fn info(d: &Def, remote: Option<Remote>, scope: Scope) -> BackupTarget {
+fn info(node: &Node, d: &Def, remote: Option<Remote>, scope: Scope) -> BackupTarget {
     let (name, kind, path) = (d.name.clone(), d.kind.clone(), d.path.clone());
     if let Some(r) = remote {
         // the key file is a path on each node: a node without it says so (docs/backups.md)
@@ -114,12 +120,17 @@ fn info(d: &Def, remote: Option<Remote>, scope: Scope) -> BackupTarget {
             ok: error.is_none(),
             error,
             path,
+            export: None,
+            mount_options: None,
             key_file: Some(r.key_file.display().to_string()),
             host_key_fingerprint: Some(r.fingerprint),
             total,
             available,
             scope: scope.as_str().into(),
         };
+    }
+    if d.kind == "nfs" {
+        return nfs_info(node, d, scope);
     }
     let p = PathBuf::from(&path);
     let error = dir_problem(&p);
@@ -130,6 +141,55 @@ fn info(d: &Def, remote: Option<Remote>, scope: Scope) -> BackupTarget {
         ok: error.is_none(),
         error,
         path,
+        export: None,
+        mount_options: None,
+        key_file: None,
+        host_key_fingerprint: None,
+        total,
+        available,
+        scope: scope.as_str().into(),
+    }
+}
+
+/// An `nfs` target as this node sees it: mounted here (now, if it was not), then probed like
+/// a directory, off this thread so a server that stopped answering cannot hold the listing.
+fn nfs_info(node: &Node, d: &Def, scope: Scope) -> BackupTarget {
+    let root = &node.cfg.backup_nfs_dir;
+    let mp = nfs::mountpoint(root, &d.name);
+    let (error, (total, available)) = match nfs::ensure(
+        node.cluster.runner.as_ref(),
+        root,
+        &d.name,
+        &d.path,
+        d.mount_options.as_deref(),
+    ) {
+        Err(e) => (Some(e), (0, 0)),
+        Ok(mp) => {
+            let at = mp.clone();
+            match nfs::probe(nfs::PROBE_TIMEOUT, move || {
+                (dir_problem(&at), space(&at).unwrap_or((0, 0)))
+            }) {
+                Some(r) => r,
+                None => (
+                    Some(format!(
+                        "the NFS server of {} does not answer (no reply within {}s on this node's mount {}): check the server and the network",
+                        d.path,
+                        nfs::PROBE_TIMEOUT.as_secs(),
+                        mp.display()
+                    )),
+                    (0, 0),
+                ),
+            }
+        }
+    };
+    BackupTarget {
+        name: d.name.clone(),
+        kind: d.kind.clone(),
+        ok: error.is_none(),
+        error,
+        path: mp.display().to_string(),
+        export: Some(d.path.clone()),
+        mount_options: d.mount_options.clone(),
         key_file: None,
         host_key_fingerprint: None,
         total,
@@ -167,6 +227,9 @@ pub struct Def {
     pub key_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// `nfs`: the extra mount options (`path` is the export, `server:/path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_options: Option<String>,
     #[serde(default)]
     pub created: i64,
 }
@@ -180,7 +243,15 @@ impl Def {
             &self.path,
             &self.key_file,
             &self.fingerprint,
-        ) == (&o.name, &o.kind, &o.path, &o.key_file, &o.fingerprint)
+            &self.mount_options,
+        ) == (
+            &o.name,
+            &o.kind,
+            &o.path,
+            &o.key_file,
+            &o.fingerprint,
+            &o.mount_options,
+        )
     }
 
     fn remote(&self) -> Result<Option<Remote>> {
@@ -232,8 +303,9 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, v: &serde_json::Value) -> R
 fn local_defs(db: &Db) -> Result<Vec<Def>> {
     let c = db.conn();
     let mut st = c.prepare(
-        "SELECT t.name, t.kind, t.path, s.key_file, s.fingerprint, t.created
-         FROM backup_targets t LEFT JOIN backup_sftp s ON s.name = t.name ORDER BY t.name",
+        "SELECT t.name, t.kind, t.path, s.key_file, s.fingerprint, t.created, n.options
+         FROM backup_targets t LEFT JOIN backup_sftp s ON s.name = t.name
+         LEFT JOIN backup_nfs n ON n.name = t.name ORDER BY t.name",
     )?;
     let v = st
         .query_map([], |r| {
@@ -244,6 +316,7 @@ fn local_defs(db: &Db) -> Result<Vec<Def>> {
                 key_file: r.get(3)?,
                 fingerprint: r.get(4)?,
                 created: r.get(5)?,
+                mount_options: r.get(6)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -254,6 +327,7 @@ fn delete_local(db: &Db, name: &str) -> Result<()> {
     let c = db.conn();
     c.execute("DELETE FROM backup_targets WHERE name=?1", params![name])?;
     c.execute("DELETE FROM backup_sftp WHERE name=?1", params![name])?;
+    c.execute("DELETE FROM backup_nfs WHERE name=?1", params![name])?;
     Ok(())
 }
 
@@ -357,10 +431,21 @@ pub fn staging(node: &Node, target: &str) -> PathBuf {
 
 pub fn list(node: &Node) -> Result<Vec<BackupTarget>> {
     let (v, scope) = defs(node)?;
+    // a target another node deleted leaves its mount here: unmounted now
+    let keep: Vec<&str> = v
+        .iter()
+        .filter(|d| d.kind == "nfs")
+        .map(|d| d.name.as_str())
+        .collect();
+    nfs::sweep(
+        node.cluster.runner.as_ref(),
+        &node.cfg.backup_nfs_dir,
+        &keep,
+    );
     let mut out = Vec::new();
     for d in v {
         let r = d.remote()?;
-        out.push(info(&d, r, scope));
+        out.push(info(node, &d, r, scope));
     }
     Ok(out)
 }
@@ -370,7 +455,7 @@ pub fn get(node: &Node, name: &str) -> Result<BackupTarget> {
     match def(node, name)? {
         (Some(d), scope) => {
             let r = d.remote()?;
-            Ok(info(&d, r, scope))
+            Ok(info(node, &d, r, scope))
         }
         (None, Scope::Cluster) => Err(Error::NotFound(format!(
             "backup target {name:?} does not exist in the cluster (`keel backup target list` shows them)"
@@ -397,20 +482,33 @@ pub fn usable(node: &Node, name: &str) -> Result<BackupTarget> {
 pub fn create(node: &Node, req: &BackupTargetCreate) -> Result<BackupTarget> {
     req.validate()?;
     let mut remote = None;
-    if req.kind == "sftp" {
-        remote = Some(check_sftp(node, req)?);
-    } else if let Some(e) = dir_problem(Path::new(&req.path)) {
-        return Err(Error::validation("path", e));
-    }
-    let path = match &remote {
-        Some(r) => r.loc.to_string(),
-        None => req.path.clone(),
+    let path = match req.kind.as_str() {
+        "sftp" => {
+            let r = check_sftp(node, req)?;
+            let p = r.loc.to_string();
+            remote = Some(r);
+            p
+        }
+        "nfs" => parse_nfs_source(&req.path)
+            .map_err(|e| Error::validation("path", e))?
+            .to_string(),
+        _ => {
+            if let Some(e) = dir_problem(Path::new(&req.path)) {
+                return Err(Error::validation("path", e));
+            }
+            req.path.clone()
+        }
     };
     let (have, scope) = defs(node)?;
     if let Some(d) = have.iter().find(|d| d.name == req.name || d.path == path) {
         return Err(Error::Conflict(format!(
-            "backup target {:?} already exists with this name or directory",
-            d.name
+            "backup target {:?} already exists with this name or {}",
+            d.name,
+            if d.kind == "nfs" {
+                "export"
+            } else {
+                "directory"
+            }
         )));
     }
     let d = Def {
@@ -419,11 +517,55 @@ pub fn create(node: &Node, req: &BackupTargetCreate) -> Result<BackupTarget> {
         path,
         key_file: remote.as_ref().map(|r| r.key_file.display().to_string()),
         fingerprint: remote.as_ref().map(|r| r.fingerprint.clone()),
+        mount_options: req.mount_options.clone().filter(|o| !o.is_empty()),
         created: now(),
     };
+    if d.kind == "nfs" {
+        check_nfs(node, &d)?;
+    }
+    let saved = save(node, &d);
+    if saved.is_err() && d.kind == "nfs" {
+        let _ = nfs::release(
+            node.cluster.runner.as_ref(),
+            &node.cfg.backup_nfs_dir,
+            &d.name,
+        );
+    }
+    saved?;
+    Ok(info(node, &d, remote, scope))
+}
+
+/// An nfs target before it is saved: this node mounts the export and can write there; a
+/// refusal is a 400 on `path` saying what to fix, and leaves nothing mounted.
+fn check_nfs(node: &Node, d: &Def) -> Result<()> {
+    let runner = node.cluster.runner.as_ref();
+    let root = &node.cfg.backup_nfs_dir;
+    let mp = nfs::ensure(runner, root, &d.name, &d.path, d.mount_options.as_deref())
+        .map_err(|e| Error::validation("path", e))?;
+    let at = mp.clone();
+    let problem = match nfs::probe(nfs::PROBE_TIMEOUT, move || dir_problem(&at)) {
+        Some(p) => p,
+        None => Some(format!(
+            "the export {} was mounted but does not answer within {}s",
+            d.path,
+            nfs::PROBE_TIMEOUT.as_secs()
+        )),
+    };
+    if let Some(p) = problem {
+        let _ = nfs::release(runner, root, &d.name);
+        return Err(Error::validation(
+            "path",
+            format!("NFS export {}: {p} (on the server: the export must be writable by root from this node, e.g. rw,no_root_squash)", d.path),
+        ));
+    }
+    Ok(())
+}
+
+/// Write a new definition where this node keeps them.
+fn save(node: &Node, d: &Def) -> Result<()> {
     match cluster_store(node) {
         Some(st) => {
-            let v = serde_json::to_value(&d).map_err(|e| Error::Internal(e.to_string()))?;
+            let v = serde_json::to_value(d).map_err(|e| Error::Internal(e.to_string()))?;
             match st.cas(&target_key(&d.name), &v, 0) {
                 Ok(_) => {}
                 Err(StoreError::Conflict { .. }) => {
@@ -448,9 +590,15 @@ pub fn create(node: &Node, req: &BackupTargetCreate) -> Result<BackupTarget> {
                     params![d.name, k, f],
                 )?;
             }
+            if d.kind == "nfs" {
+                c.execute(
+                    "INSERT OR REPLACE INTO backup_nfs(name, options) VALUES (?1, ?2)",
+                    params![d.name, d.mount_options.clone().unwrap_or_default()],
+                )?;
+            }
         }
     }
-    Ok(info(&d, remote, scope))
+    Ok(())
 }
 
 /// An sftp target before it is saved: the key file readable and private, the host reachable,
@@ -491,9 +639,13 @@ fn check_sftp(node: &Node, req: &BackupTargetCreate) -> Result<Remote> {
 }
 
 /// Forget a target (cluster-wide on a clustered node). The backups in its directory stay
-/// where they are.
+/// where they are. An nfs target is unmounted here; other nodes unmount it at their next
+/// listing.
 pub fn delete(node: &Node, name: &str) -> Result<()> {
-    get(node, name)?;
+    let (d, _) = def(node, name)?;
+    if d.is_none() {
+        get(node, name)?;
+    }
     let db = db(node)?;
     match cluster_store(node) {
         Some(st) => {
@@ -503,6 +655,14 @@ pub fn delete(node: &Node, name: &str) -> Result<()> {
     }
     db.conn()
         .execute("DELETE FROM backup_verify WHERE target=?1", params![name])?;
+    if d.is_some_and(|d| d.kind == "nfs") {
+        if let Err(e) = nfs::release(node.cluster.runner.as_ref(), &node.cfg.backup_nfs_dir, name) {
+            tracing::warn!(
+                target = name,
+                "deleted NFS backup target still mounted: {e}"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -556,6 +716,7 @@ mod tests {
             path: path.display().to_string(),
             key_file: None,
             host_key_fingerprint: None,
+            mount_options: None,
         }
     }
 

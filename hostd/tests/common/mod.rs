@@ -203,11 +203,12 @@ impl Hostd {
         let log2 = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
         let cfg = self.dir.join("hostd.toml");
         let mut text = format!(
-            "node = \"{}\"\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\ndefault_pool = \"{}\"\naccel = \"tcg\"\n",
+            "node = \"{}\"\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\ndefault_pool = \"{}\"\naccel = \"tcg\"\nbackup_nfs_dir = \"{}\"\n",
             self.node,
             self.port,
             self.dir.join("state").display(),
-            self.pool
+            self.pool,
+            self.dir.join("backup-nfs").display()
         );
         if let Some(ui) = &self.ui_dir {
             text.push_str(&format!("ui_dir = \"{}\"\n", ui.display()));
