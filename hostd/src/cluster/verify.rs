@@ -154,6 +154,10 @@ pub struct NodeFacts {
     /// report it).
     #[serde(default)]
     pub sbd_active: Option<bool>,
+    /// The fence agents installed where Pacemaker runs them (`/usr/sbin/fence_*`). `None`: the
+    /// directory could not be read, or a member too old to report them.
+    #[serde(default)]
+    pub fence_agents: Option<Vec<String>>,
 }
 
 /// A member as corosync.conf and the cluster record list it.
@@ -184,6 +188,8 @@ pub struct DeviceFact {
     pub cib_secrets: Vec<String>,
     /// A `fence_sbd` device: it only kills a node whose own sbd runs.
     pub sbd: bool,
+    /// The agent program (the primitive's `type`, e.g. `fence_ipmilan`).
+    pub agent: String,
 }
 
 /// A fence-agent parameter that holds a secret: a password (`password`, `passwd`,
@@ -303,6 +309,7 @@ pub fn evaluate(c: &ClusterFacts, answers: &[NodeAnswer]) -> Vec<Finding> {
         drbd(c, f, &mut o);
         secrets(c, f, &mut o);
         sbd(c, f, &mut o);
+        agents(c, f, &mut o);
     }
     let mut v = o.0;
     v.sort_by(|a, b| {
@@ -469,6 +476,40 @@ fn sbd(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
             f.node
         ),
     );
+}
+
+/// Every device's agent must be installed on every node that may run it (all but its target):
+/// Pacemaker picks the fencing node itself, and one without the program fails the fence.
+fn agents(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
+    let (Some(devices), Some(have)) = (&c.devices, &f.fence_agents) else {
+        return;
+    };
+    let mut missing: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for d in devices {
+        if d.target != f.node && !d.agent.is_empty() && !have.iter().any(|a| *a == d.agent) {
+            missing
+                .entry(d.agent.as_str())
+                .or_default()
+                .push(d.id.as_str());
+        }
+    }
+    for (agent, ids) in missing {
+        o.add(
+            "EFENCEAGENT",
+            E,
+            Some(&f.node),
+            &format!("/usr/sbin/{agent}"),
+            format!(
+                "{agent} is not installed on {}, which Pacemaker may choose to run {}: that fence would fail and the node stay unfenced",
+                f.node,
+                ids.join(", ")
+            ),
+            format!(
+                "install it on {}: `apt-get install fence-agents` (nodes installed from Keel's ISO carry fence_ipmilan, fence_redfish and fence_sbd); a lab or custom agent goes to /usr/sbin on every node",
+                f.node
+            ),
+        );
+    }
 }
 
 /// Each `lrm://` parameter of each device needs its file, with a matching signature, on every
@@ -1096,6 +1137,7 @@ pub fn local_facts(node: &Node) -> Result<NodeFacts> {
         pools,
         drbd,
         cib_secrets: form::cib_secret_status(&cs.paths).ok(),
+        fence_agents: installed_fence_agents(std::path::Path::new("/usr/sbin")),
         sbd_active: (cs.svc.kind() == "systemd").then(|| {
             r.run(
                 &keel_runner::Cmd::argv(&["systemctl", "is-active", "--quiet", "sbd.service"])
@@ -1104,6 +1146,18 @@ pub fn local_facts(node: &Node) -> Result<NodeFacts> {
             .is_ok_and(|o| o.success())
         }),
     })
+}
+
+/// The `fence_*` programs in `dir` (sorted), `None` when it cannot be read.
+fn installed_fence_agents(dir: &std::path::Path) -> Option<Vec<String>> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("fence_"))
+        .collect();
+    v.sort();
+    Some(v)
 }
 
 /// `/proc/drbd`, only when the DRBD module is loaded (`None` otherwise).
@@ -1216,8 +1270,10 @@ pub fn parse_devices(resources: &str, constraints: &str) -> Option<Vec<DeviceFac
                         plaintext.push(n.to_string());
                     }
                 }
+                let agent = p.get_attr("type").unwrap_or_default().to_string();
                 Some(DeviceFact {
-                    sbd: p.get_attr("type") == Some("fence_sbd"),
+                    sbd: agent == "fence_sbd",
+                    agent,
                     id,
                     target,
                     avoids_target,
@@ -1463,6 +1519,7 @@ mod tests {
             plaintext: vec![],
             cib_secrets: vec!["password".into()],
             sbd: false,
+            agent: "fence_ipmilan".into(),
         }
     }
 
@@ -1573,6 +1630,11 @@ mod tests {
                     .collect(),
             ),
             sbd_active: Some(true),
+            fence_agents: Some(vec![
+                "fence_ipmilan".into(),
+                "fence_redfish".into(),
+                "fence_sbd".into(),
+            ]),
         }
     }
 
@@ -1717,6 +1779,44 @@ mod tests {
         // a node outside systemd (or too old to say) is not accused
         facts_of(&mut a, "n3").sbd_active = None;
         assert_eq!(codes(&c, &a), vec![]);
+    }
+
+    #[test]
+    fn efenceagent_an_agent_missing_where_it_may_run() {
+        let mut c = healthy_cluster(3);
+        c.devices.as_mut().unwrap()[1].agent = "fence_redfish".into();
+        let mut a = answers(&c);
+        assert_eq!(codes(&c, &a), vec![]);
+        // n2 lacks fence_redfish: nobody's business, n2 never fences itself
+        facts_of(&mut a, "n2").fence_agents = Some(vec!["fence_ipmilan".into()]);
+        assert_eq!(codes(&c, &a), vec![]);
+        // n3 lacks it: n3 may be the one Pacemaker picks to fence n2
+        facts_of(&mut a, "n3").fence_agents = Some(vec!["fence_ipmilan".into()]);
+        let f = evaluate(&c, &a);
+        assert_eq!(codes(&c, &a), one("EFENCEAGENT", Some("n3")));
+        assert_eq!(f[0].object, "/usr/sbin/fence_redfish");
+        assert!(f[0].message.contains("fence-n2"), "{}", f[0].message);
+        assert!(
+            f[0].action.contains("apt-get install fence-agents"),
+            "{}",
+            f[0].action
+        );
+        // a member that does not report its agents is not accused
+        facts_of(&mut a, "n3").fence_agents = None;
+        assert_eq!(codes(&c, &a), vec![]);
+    }
+
+    #[test]
+    fn installed_fence_agents_lists_fence_programs_only() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["fence_sbd", "fence_ipmilan", "sbd", "crm_mon"] {
+            std::fs::write(d.path().join(n), "").unwrap();
+        }
+        assert_eq!(
+            installed_fence_agents(d.path()),
+            Some(vec!["fence_ipmilan".to_string(), "fence_sbd".to_string()])
+        );
+        assert_eq!(installed_fence_agents(&d.path().join("none")), None);
     }
 
     #[test]
@@ -2051,6 +2151,7 @@ mod tests {
                     plaintext: vec![],
                     cib_secrets: vec!["password".into()],
                     sbd: false,
+                    agent: "fence_ipmilan".into(),
                 },
                 DeviceFact {
                     id: "fence-n2".into(),
@@ -2060,6 +2161,7 @@ mod tests {
                     plaintext: vec!["passwd".into()],
                     cib_secrets: vec![],
                     sbd: false,
+                    agent: "fence_ipmilan".into(),
                 },
             ]
         );

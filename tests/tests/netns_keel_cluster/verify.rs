@@ -7,8 +7,9 @@
 //! location deleted: EFENCESELF), node2's clock 5 s ahead (ECLOCKSKEW — the namespace nodes
 //! share the host's clock, so through hostd's test-only hook `test-clock-offset-ms`, read only
 //! under libvirt's test driver), corosync.conf edited on node3 (ECONFDIFF), node2's corosync
-//! authkey chmod 0644 (EKEYPERM), a libvirt network a VM on node1 uses missing on node3
-//! (ENETMISSING; host bridges cannot differ here: the nodes share the host's /sys).
+//! authkey chmod 0644 (EKEYPERM), the lab's fence agent missing on node3 (EFENCEAGENT), a
+//! libvirt network a VM on node1 uses missing on node3 (ENETMISSING; host bridges cannot differ
+//! here: the nodes share the host's /sys).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -194,6 +195,17 @@ fn faults(lab: &NetnsLab, n1: &KNode, n2: &KNode, n3: &KNode) -> Result<()> {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400))?;
         r?;
     }
+
+    // the lab's fence agent missing on node3 (its /usr/sbin overlay detached, lazily: the
+    // running daemons keep their binaries), so node3 could not run node1's or node2's device
+    let n3node = lab.node(3)?;
+    n3node.sh_ok("umount -l /usr/sbin && ! test -e /usr/sbin/fence_keellab")?;
+    let r = expect(n1, &base, "EFENCEAGENT", Some("node3"));
+    n3node.sh_ok(&format!(
+        "mount -t overlay keel-lab-sbin -o lowerdir={}/sbin:/usr/sbin /usr/sbin && test -x /usr/sbin/fence_keellab",
+        lab.dir.display()
+    ))?;
+    r?;
 
     // a libvirt network a VM on node1 uses, missing on node3
     let net = |k: &KNode, node: &str, method: &str| -> Result<()> {
