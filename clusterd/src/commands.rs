@@ -134,6 +134,11 @@ pub fn agent_metadata(program: &str) -> Cmd {
         .timeout(QUERY_TIMEOUT)
 }
 
+/// `test -x /usr/sbin/PROGRAM`: the fence agent is installed where Pacemaker runs agents.
+pub fn agent_installed(program: &str) -> Cmd {
+    Cmd::argv(&["test", "-x", &format!("/usr/sbin/{program}")]).timeout(QUERY_TIMEOUT)
+}
+
 /// `ip -o route get DST`: the local source address towards `dst`.
 pub fn route_get(dst: &str) -> Cmd {
     Cmd::argv(&["ip", "-o", "route", "get", dst]).timeout(Duration::from_secs(5))

@@ -439,13 +439,77 @@ pub(super) fn list(node: &Node) -> Result<Vec<FenceDeviceInfo>> {
 /// secrets written as Pacemaker CIB secrets on every member, then the stonith primitive
 /// (`lrm://` for each secret) and its location constraint through cibadmin.
 pub(super) fn put(node: &Node, spec: &FenceDeviceSpec) -> Result<FenceDeviceInfo> {
-    put_generation(node, spec, &new_generation(), &|rsc, s| {
-        push_secrets(node, rsc, s)
-    })
+    put_generation(
+        node,
+        spec,
+        &new_generation(),
+        &|program, target| check_agent_on_members(node, program, target),
+        &|rsc, s| push_secrets(node, rsc, s),
+    )
 }
 
 /// How a device's CIB secrets reach the other members: [`push_secrets`] (a recorder in tests).
 type SecretsPush<'a> = &'a dyn Fn(&str, &form::DeviceSecrets) -> Result<()>;
+/// How the other members are asked whether they have a device's agent (program, target):
+/// [`check_agent_on_members`] (a recorder in tests).
+type AgentCheck<'a> = &'a dyn Fn(&str, &str) -> Result<()>;
+
+/// Pacemaker may run a device on any member but its target: this member (`me`) needs the
+/// agent `program` in `/usr/sbin` unless it is `target`. 409 naming the member otherwise.
+pub(super) fn require_agent(
+    cs: &ClusterState,
+    me: &str,
+    program: &str,
+    target: &str,
+) -> Result<()> {
+    if me == target {
+        return Ok(());
+    }
+    if !program.starts_with("fence_")
+        || !program[6..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(Error::BadRequest(format!(
+            "{program:?} is not a fence agent's program name"
+        )));
+    }
+    let installed = cs
+        .runner
+        .run(&commands::agent_installed(program))
+        .map_err(run_err)?
+        .success();
+    if installed {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "{me}: fence agent {program} is not installed (/usr/sbin/{program}), and Pacemaker may \
+         run the device for {target} on {me}: install it there (apt-get install fence-agents; \
+         nodes installed from Keel's ISO carry fence_ipmilan, fence_redfish and fence_sbd), then \
+         run the command again"
+    )))
+}
+
+/// Ask every other member whether it has `program` (each refuses unless it is `target` or has
+/// it), before anything of the device is written anywhere.
+fn check_agent_on_members(node: &Node, program: &str, target: &str) -> Result<()> {
+    let cs = &node.cluster;
+    let Some(rec) = cs.record()? else {
+        return Ok(());
+    };
+    if rec.members.iter().all(|m| m.name == node.cfg.node) {
+        return Ok(());
+    }
+    let conf = form::read_corosync_conf(&cs.paths)?;
+    let u = super::peer::PeerUpdate {
+        fence_agent: Some((program.to_string(), target.to_string())),
+        ..super::peer::PeerUpdate::unchanged(
+            conf.render().map_err(|e| Error::Internal(e.to_string()))?,
+            rec.members.clone(),
+        )
+    };
+    super::peer::push_to_members(node, &rec, &u).map(|_| ())
+}
 
 /// Give a device's secrets (empty: remove them) to every other member, through the
 /// authenticated peer update (mutual TLS to CA-verified members, HMAC by the cluster key).
@@ -473,6 +537,7 @@ fn put_generation(
     node: &Node,
     spec: &FenceDeviceSpec,
     generation: &str,
+    agents: AgentCheck<'_>,
     push: SecretsPush<'_>,
 ) -> Result<FenceDeviceInfo> {
     let cs = &node.cluster;
@@ -488,14 +553,30 @@ fn put_generation(
         }
     }
     check_agent(cs.runner.as_ref(), &dev)?;
+    let secrets = dev.agent.secret_values();
+    form::validate_cib_secrets(&dev.id, &secrets)?;
+    // every member that may run the device has its agent (this one: checked above for an agent
+    // by program name, which ran it)
+    if !matches!(dev.agent, FenceAgent::Agent { .. }) {
+        require_agent(cs, &node.cfg.node, dev.agent.program(), &dev.node)?;
+    }
+    agents(dev.agent.program(), &dev.node).map_err(|e| {
+        Error::Conflict(format!(
+            "{} is not confirmed on every member that may run the device, so nothing was \
+             changed: {}",
+            dev.agent.program(),
+            match e {
+                Error::Conflict(m) | Error::Internal(m) => m,
+                e => e.to_string(),
+            }
+        ))
+    })?;
     // SBD: every member runs sbd on the disks before Pacemaker may write a poison pill
     if let FenceAgent::Sbd { devices } = &dev.agent {
         super::sbd::configure(node, &sbd_config(spec, devices)?)?;
     }
     // The secrets go to Pacemaker's CIB-secrets files on every member first (the CIB gets
     // `lrm://`): a member that cannot take them refuses the change before Pacemaker sees it.
-    let secrets = dev.agent.secret_values();
-    form::validate_cib_secrets(&dev.id, &secrets)?;
     // (an empty set removes the files an earlier configuration of the device left)
     if !secrets.is_empty() || cs.paths.cib_secrets_dir().join(&dev.id).exists() {
         push(&dev.id, &secrets).map_err(|e| {
@@ -828,7 +909,9 @@ mod tests {
                 "--xml-pipe"
             ]
         );
-        let mut fake = Fake::new();
+        // this node may run node2's device: its agent must be here
+        let mut fake =
+            Fake::new().expect(&["test", "-x", "/usr/sbin/fence_ipmilan"], Reply::ok(""));
         for (argv, stdin) in &calls {
             fake = fake.expect_stdin(argv, stdin.as_bytes(), Reply::ok(""));
         }
@@ -839,23 +922,34 @@ mod tests {
         );
         let lab = two_nodes(fake)?;
         let pushed = std::sync::Mutex::new(vec![]);
-        let info = put_generation(&lab.node, &s, GEN, &|rsc, sec| {
+        let record = |what: String| -> Result<()> {
             pushed
                 .lock()
                 .map_err(|_| Error::Internal("poisoned".into()))?
-                .push((rsc.to_string(), sec.clone()));
+                .push(what);
             Ok(())
-        })?;
+        };
+        let info = put_generation(
+            &lab.node,
+            &s,
+            GEN,
+            &|program, target| record(format!("agent {program} for {target}")),
+            &|rsc, sec| record(format!("secrets {rsc} {sec:?}")),
+        )?;
         lab.fake.assert_done();
         assert_eq!(info.id, "fence-node2");
         assert_eq!(info.secret_keys, ["password"]);
-        // the members got it before Pacemaker did, and this node has Pacemaker's files
+        // the members were asked for the agent, then got the secrets, before Pacemaker did;
+        // this node has Pacemaker's files
         let want = form::DeviceSecrets::from([("password".to_string(), "hunter2".to_string())]);
         assert_eq!(
             *pushed
                 .lock()
                 .map_err(|_| Error::Internal("poisoned".into()))?,
-            [("fence-node2".to_string(), want.clone())]
+            [
+                "agent fence_ipmilan for node2".to_string(),
+                format!("secrets fence-node2 {want:?}")
+            ]
         );
         let dir = lab.node.cluster.paths.cib_secrets_dir().join("fence-node2");
         assert_eq!(std::fs::read_to_string(dir.join("password"))?, "hunter2");
@@ -876,6 +970,98 @@ mod tests {
         Ok(())
     }
 
+    /// A member without the device's agent refuses it before anything is written anywhere:
+    /// no secrets pushed, no cibadmin, no secrets file here; the 409 names the member.
+    #[test]
+    fn a_member_without_the_agent_refuses_the_device() -> Result<()> {
+        let s = spec(
+            FenceAgentKind::FenceRedfish,
+            &[("ip", "10.0.0.12"), ("username", "admin")],
+            &[("password", "calvin")],
+        );
+        let lab = two_nodes(
+            Fake::new().expect(&["test", "-x", "/usr/sbin/fence_redfish"], Reply::ok("")),
+        )?;
+        let r = put_generation(
+            &lab.node,
+            &s,
+            GEN,
+            &|_, _| {
+                Err(Error::Internal(
+                    "updating member node3: member at 192.0.2.3:8006 answered 409 Conflict: node3: \
+                     fence agent fence_redfish is not installed (/usr/sbin/fence_redfish)"
+                        .into(),
+                ))
+            },
+            &|_, _| Err(Error::Internal("must not be asked".into())),
+        );
+        match r {
+            Err(Error::Conflict(m)) => {
+                assert!(
+                    m.starts_with("fence_redfish is not confirmed on every member")
+                        && m.contains("nothing was changed")
+                        && m.contains("node3: fence agent fence_redfish is not installed"),
+                    "{m}"
+                );
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        lab.fake.assert_done();
+        assert!(!lab
+            .node
+            .cluster
+            .paths
+            .cib_secrets_dir()
+            .join("fence-node2")
+            .exists());
+
+        // this node without it: refused before the members are asked
+        let lab = two_nodes(Fake::new().expect(
+            &["test", "-x", "/usr/sbin/fence_redfish"],
+            Reply::fail(1, ""),
+        ))?;
+        match put_generation(
+            &lab.node,
+            &s,
+            GEN,
+            &|_, _| Err(Error::Internal("must not be asked".into())),
+            &|_, _| Err(Error::Internal("must not be asked".into())),
+        ) {
+            Err(Error::Conflict(m)) => assert!(
+                m.starts_with(&format!(
+                    "{SELF}: fence agent fence_redfish is not installed"
+                )) && m.contains("apt-get install fence-agents"),
+                "{m}"
+            ),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        lab.fake.assert_done();
+        Ok(())
+    }
+
+    /// What a member checks when asked: nothing on the device's target, the program on others,
+    /// and a name that is not an agent's refused without running anything.
+    #[test]
+    fn require_agent_on_a_member() -> Result<()> {
+        let lab = two_nodes(
+            Fake::new().expect(&["test", "-x", "/usr/sbin/fence_ipmilan"], Reply::ok("")),
+        )?;
+        let cs = &lab.node.cluster;
+        require_agent(cs, "node2", "fence_ipmilan", "node2")?;
+        require_agent(cs, SELF, "fence_ipmilan", "node2")?;
+        for bad in ["fence_../../bin/sh", "sh", "fence_a b"] {
+            assert!(
+                matches!(
+                    require_agent(cs, SELF, bad, "node2"),
+                    Err(Error::BadRequest(_))
+                ),
+                "{bad}"
+            );
+        }
+        lab.fake.assert_done();
+        Ok(())
+    }
+
     /// A member that cannot take the device's secrets: refused (409) before Pacemaker is
     /// touched — no cibadmin runs, no secrets file is left on this node.
     #[test]
@@ -885,8 +1071,10 @@ mod tests {
             &[("ip", "10.0.0.12"), ("username", "admin")],
             &[("password", "calvin")],
         );
-        let lab = two_nodes(Fake::new())?;
-        match put_generation(&lab.node, &s, GEN, &|_, _| {
+        let lab = two_nodes(
+            Fake::new().expect(&["test", "-x", "/usr/sbin/fence_redfish"], Reply::ok("")),
+        )?;
+        match put_generation(&lab.node, &s, GEN, &|_, _| Ok(()), &|_, _| {
             Err(Error::Internal(
                 "updating member node2: connection refused".into(),
             ))
@@ -907,9 +1095,13 @@ mod tests {
             &[("ip", "10.0.0.12"), ("username", "admin")],
             &[("password", "calvin ")],
         );
-        match put_generation(&lab.node, &bad, GEN, &|_, _| {
-            Err(Error::Internal("must not be asked".into()))
-        }) {
+        match put_generation(
+            &lab.node,
+            &bad,
+            GEN,
+            &|_, _| Err(Error::Internal("must not be asked".into())),
+            &|_, _| Err(Error::Internal("must not be asked".into())),
+        ) {
             Err(Error::Validation(f)) => assert_eq!(f.field, "secrets.password"),
             other => panic!("expected a validation error, got {other:?}"),
         }
@@ -964,7 +1156,7 @@ mod tests {
         }
         let lab = two_nodes(fake)?;
         // no secrets: nothing to give the members
-        put_generation(&lab.node, &s, GEN, &|_, _| {
+        put_generation(&lab.node, &s, GEN, &|_, _| Ok(()), &|_, _| {
             Err(Error::Internal("no secrets, no push".into()))
         })?;
         lab.fake.assert_done();

@@ -163,6 +163,7 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
         qdevice: None,
         fence_secrets: None,
         sbd: None,
+        fence_agent: None,
     };
     tracing::info!(joiner = %req.node, nodeid, "adding node: updating members");
     let old = form::read_corosync_conf(&cs.paths)?;
@@ -179,6 +180,7 @@ pub(super) fn member_join(node: &Node, req: JoinRequest) -> Result<JoinResponse>
             qdevice: None,
             fence_secrets: None,
             sbd: None,
+            fence_agent: None,
         };
         let _ = push_to_members(node, &rec, &back);
         return Err(e);

@@ -43,6 +43,10 @@ pub(super) struct PeerUpdate {
     /// An SBD step for this member (see `sbd.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) sbd: Option<super::sbd::SbdPeer>,
+    /// A fence device's agent program and its target: a member that may run the device (any
+    /// but the target) without the program refuses before anything is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) fence_agent: Option<(String, String)>,
 }
 
 impl PeerUpdate {
@@ -60,6 +64,7 @@ impl PeerUpdate {
             qdevice: None,
             fence_secrets: None,
             sbd: None,
+            fence_agent: None,
         }
     }
 }
@@ -75,6 +80,9 @@ pub(super) fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()>
             "update for cluster {:?}, this node is in {:?}",
             conf.cluster_name, rec.name
         )));
+    }
+    if let Some((program, target)) = &u.fence_agent {
+        super::fencing::require_agent(cs, &rec.node, program, target)?;
     }
     form::write_corosync_conf(&cs.paths, &conf)?;
     if let Some(q) = &u.qdevice {
@@ -265,6 +273,7 @@ mod tests {
             qdevice: None,
             fence_secrets: None,
             sbd: None,
+            fence_agent: None,
         };
         let r = tokio::task::spawn_blocking(move || push_to_members(&n, &rec, &u))
             .await

@@ -215,6 +215,7 @@ fn remove_task(
         qdevice: None,
         fence_secrets: None,
         sbd: None,
+        fence_agent: None,
     };
     let mut rest = rec.clone();
     rest.members = members;

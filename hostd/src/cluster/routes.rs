@@ -160,7 +160,7 @@ async fn list_fencing(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<Fence
 }
 
 #[utoipa::path(post, path = "/api/v1/cluster/fencing", tag = "cluster", request_body = FenceDeviceSpec,
-    responses((status = 201, body = FenceDeviceInfo), (status = 400, body = keel_api::ErrorBody), (status = 409, description = "not clustered, a member could not take the device's secrets, or (sbd) a member cannot run sbd: no watchdog, sbd missing, the disk not shared or not blank", body = keel_api::ErrorBody)))]
+    responses((status = 201, body = FenceDeviceInfo), (status = 400, body = keel_api::ErrorBody), (status = 409, description = "not clustered, a member that may run the device lacks its agent (/usr/sbin/fence_…), a member could not take the device's secrets, or (sbd) a member cannot run sbd: no watchdog, sbd missing, the disk not shared or not blank", body = keel_api::ErrorBody)))]
 async fn put_fencing(
     State(node): State<Arc<Node>>,
     JsonBody(spec): JsonBody<FenceDeviceSpec>,
