@@ -543,7 +543,9 @@ pub async fn backup(c: &Client, cmd: BackupCmd, mode: Mode) -> Result<Outcome> {
                     path: loc,
                     key_file: key.map(|k| absolute(&k)),
                     host_key_fingerprint,
-                    mount_options: None,
+                    // given anyway (clap's `requires` does not hold next to conflicts_with):
+                    // hostd refuses it with a 400 rather than it being dropped unseen
+                    mount_options,
                 },
                 (None, Some(export)) => BackupTargetCreate {
                     name,
@@ -559,7 +561,7 @@ pub async fn backup(c: &Client, cmd: BackupCmd, mode: Mode) -> Result<Outcome> {
                     path: path.unwrap_or_default(),
                     key_file: None,
                     host_key_fingerprint: None,
-                    mount_options: None,
+                    mount_options,
                 },
             };
             let v = c
