@@ -486,7 +486,7 @@ fn agents(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
     };
     let mut missing: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for d in devices {
-        if d.target != f.node && !d.agent.is_empty() && !have.iter().any(|a| *a == d.agent) {
+        if d.target != f.node && !d.agent.is_empty() && !have.contains(&d.agent) {
             missing
                 .entry(d.agent.as_str())
                 .or_default()
@@ -498,7 +498,7 @@ fn agents(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
             "EFENCEAGENT",
             E,
             Some(&f.node),
-            &format!("/usr/sbin/{agent}"),
+            format!("/usr/sbin/{agent}"),
             format!(
                 "{agent} is not installed on {}, which Pacemaker may choose to run {}: that fence would fail and the node stay unfenced",
                 f.node,
