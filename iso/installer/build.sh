@@ -16,7 +16,7 @@ repo=$(cd "$here/../.." && pwd)
 cache=${KEEL_INSTALLER_CACHE:-/var/cache/keel/installer}
 suite=bookworm
 mirror=${KEEL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-STAGE1_REV=1
+STAGE1_REV=2
 log() { echo "[installer-rootfs] $*" >&2; }
 
 key=$( (cd "$repo" && find iso/installer -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
@@ -82,13 +82,30 @@ if [ ! -f "$stage" ]; then
   log "apt-get install ($pkgs)"
   chroot "$R" apt-get update -q >&2
   DEBIAN_FRONTEND=noninteractive chroot "$R" apt-get install -y -q --no-install-recommends $pkgs >&2
+  # The BMC and SBD fence agents from Debian's fence-agents package of this release, without the
+  # package's cloud-SDK dependencies (see packages.txt); files only, compiled once here so that a
+  # node's first fence does not compile Python.
+  fa=$tmp/fence-agents; mkdir -p "$fa"
+  chroot "$R" sh -c 'cd /tmp && apt-get download -q fence-agents' >&2
+  deb=$(ls "$R"/tmp/fence-agents_*.deb 2>/dev/null | head -1 || true)
+  [ -n "$deb" ] || { log "ERROR: apt-get download fence-agents left no .deb"; exit 1; }
+  dpkg-deb -x "$deb" "$fa/x"
+  for f in usr/sbin/fence_ipmilan usr/sbin/fence_redfish usr/sbin/fence_sbd usr/share/fence/fencing.py; do
+    [ -f "$fa/x/$f" ] || { log "ERROR: $f is not in $(basename "$deb")"; exit 1; }
+    install -D -m "$([ "${f#usr/sbin/}" != "$f" ] && echo 0755 || echo 0644)" "$fa/x/$f" "$R/$f"
+  done
+  rm -rf "$fa" "$R"/tmp/fence-agents_*.deb
+  chroot "$R" python3 -m compileall -q /usr/share/fence >/dev/null
+  for a in fence_ipmilan fence_redfish fence_sbd; do
+    chroot "$R" "/usr/sbin/$a" -o metadata >/dev/null || { log "ERROR: $a does not run in the image"; exit 1; }
+  done
   chroot_umounts
   rm -f "$R/usr/sbin/policy-rc.d"
   rm -rf "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/*.bin
   tar -C "$R" -cf "$stage.part" . && mv "$stage.part" "$stage"
   log "stage 1 done in $(( $(date +%s) - t0 ))s"
 else
-  mkdir -p "$R"; tar -C "$R" -xf "$stage"
+  mkdir -p "$R"; tar -C "$R" -xf "$stage"; touch "$stage"   # newest used = kept by the pruning below
 fi
 
 # ---- stage 2: configure ------------------------------------------------------------------------
@@ -111,7 +128,7 @@ chroot "$R" systemctl enable keel-install.service keel-hostd.service keel-firstb
 for u in corosync-qdevice dlm lvmlockd lvmlocks open-iscsi iscsid.socket iscsid rtslib-fb-targetctl \
          apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap \
          fstrim.timer blk-availability logd drbd networking.service ifupdown-pre.service \
-         rpcbind.service rpcbind.socket; do
+         rpcbind.service rpcbind.socket sbd; do
   chroot "$R" systemctl disable "$u" >/dev/null 2>&1 || true
 done
 chroot "$R" systemctl mask systemd-pstore.service >/dev/null 2>&1 || true
@@ -159,5 +176,8 @@ trap - EXIT
 # Keep the two newest root filesystems (an ISO being assembled holds hard links, not paths).
 ls -1dt "$cache"/[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f] 2>/dev/null |
   tail -n +3 | while read -r old; do [ -f "$old/manifest.json" ] && rm -rf "$old"; done
+# and the two newest stage-1 tarballs (~1.1 GB each; the one just used is the newest)
+ls -1t "$cache"/stage1-*.tar 2>/dev/null | tail -n +3 | while read -r old; do
+  [ "$old" != "$stage" ] && rm -f "$old" && log "pruned $old"; done || true
 log "built $out in $(( $(date +%s) - t0 ))s (squashfs $((size / 1048576)) MiB of $((rsize / 1048576)) MiB)"
 echo "$out"

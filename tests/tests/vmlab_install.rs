@@ -285,6 +285,36 @@ fn check_node(
         hosts.contains(other) && hosts.contains("10.77.0.1\tntp.lab.keel"),
         "{hosts}"
     );
+    // The engines a member runs or may be asked to: the fence agents (BMC and SBD; taken from
+    // Debian's fence-agents .deb without its cloud SDKs) answer, sbd is installed but not
+    // enabled (hostd enables it when SBD fencing is set up), resource agents for the pools.
+    let programs = [
+        "sbd",
+        "ipmitool",
+        "crm_resource",
+        "drbdadm",
+        "lvmlockd",
+        "mkfs.gfs2",
+        "iscsiadm",
+        "targetcli",
+        "mount.nfs",
+    ];
+    let engines = ssh
+        .run(&format!(
+            "for a in fence_ipmilan fence_redfish fence_sbd; do /usr/sbin/$a -o metadata | grep -c '<resource-agent' ; done; \
+             command -v {}; \
+             ls /usr/lib/ocf/resource.d/heartbeat/VirtualDomain /usr/lib/ocf/resource.d/heartbeat/lvmlockd; \
+             systemctl is-enabled sbd.service || true",
+            programs.join(" ")
+        ))
+        .unwrap_or_else(|e| panic!("{name}: engines: {e:#}"));
+    let lines: Vec<&str> = engines.lines().collect();
+    assert!(
+        lines.len() == 3 + programs.len() + 2 + 1
+            && lines[..3].iter().all(|l| *l == "1")
+            && lines.last() == Some(&"disabled"),
+        "{name}: fence agents, sbd and the cluster engines on an installed node:\n{engines}"
+    );
     // chrony: the lab server is the selected source.
     let t = Instant::now();
     let mut last = String::new();

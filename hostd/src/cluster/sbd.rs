@@ -71,7 +71,7 @@ fn check(cs: &ClusterState, name: &str, c: &SbdConfig) -> Result<()> {
         .success()
     {
         return Err(Error::Conflict(format!(
-            "node {name}: sbd is not installed: apt-get install sbd (the installer's images carry it)"
+            "node {name}: sbd is not installed (/usr/sbin/sbd): apt-get install sbd (a node installed from Keel's ISO has it)"
         )));
     }
     if !r
