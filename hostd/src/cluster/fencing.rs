@@ -465,11 +465,7 @@ pub(super) fn require_agent(
     if me == target {
         return Ok(());
     }
-    if !program.starts_with("fence_")
-        || !program[6..]
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
+    if !keel_api::cluster::valid_agent_program(program) {
         return Err(Error::BadRequest(format!(
             "{program:?} is not a fence agent's program name"
         )));
@@ -484,20 +480,26 @@ pub(super) fn require_agent(
     }
     Err(Error::Conflict(format!(
         "{me}: fence agent {program} is not installed (/usr/sbin/{program}), and Pacemaker may \
-         run the device for {target} on {me}: install it there (apt-get install fence-agents; \
-         nodes installed from Keel's ISO carry fence_ipmilan, fence_redfish and fence_sbd), then \
-         run the command again"
+         run the device for {target} on {me}: install it there (Debian's agents come with \
+         `apt-get install fence-agents`; a custom one goes to /usr/sbin on every node; nodes \
+         installed from Keel's ISO carry fence_ipmilan, fence_redfish and fence_sbd), then run \
+         the command again"
     )))
 }
 
-/// Ask every other member whether it has `program` (each refuses unless it is `target` or has
-/// it), before anything of the device is written anywhere.
+/// Ask every other member but the device's target (it never runs its own device, and may be
+/// down: that is when its device gets fixed) whether it has `program`, before anything of the
+/// device is written anywhere. The update is check-only: a member applies nothing else of it.
 fn check_agent_on_members(node: &Node, program: &str, target: &str) -> Result<()> {
     let cs = &node.cluster;
     let Some(rec) = cs.record()? else {
         return Ok(());
     };
-    if rec.members.iter().all(|m| m.name == node.cfg.node) {
+    let mut asked = rec.clone();
+    asked
+        .members
+        .retain(|m| m.name != target && m.name != node.cfg.node);
+    if asked.members.is_empty() {
         return Ok(());
     }
     let conf = form::read_corosync_conf(&cs.paths)?;
@@ -508,7 +510,7 @@ fn check_agent_on_members(node: &Node, program: &str, target: &str) -> Result<()
             rec.members.clone(),
         )
     };
-    super::peer::push_to_members(node, &rec, &u).map(|_| ())
+    super::peer::push_to_members(node, &asked, &u).map(|_| ())
 }
 
 /// Give a device's secrets (empty: remove them) to every other member, through the

@@ -44,7 +44,8 @@ pub(super) struct PeerUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) sbd: Option<super::sbd::SbdPeer>,
     /// A fence device's agent program and its target: a member that may run the device (any
-    /// but the target) without the program refuses before anything is written.
+    /// but the target) without the program refuses. Check-only: with it set, a member applies
+    /// nothing else of the update (no file is rewritten by a question).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) fence_agent: Option<(String, String)>,
 }
@@ -81,8 +82,9 @@ pub(super) fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()>
             conf.cluster_name, rec.name
         )));
     }
+    // a check-only update: nothing else of it is applied
     if let Some((program, target)) = &u.fence_agent {
-        super::fencing::require_agent(cs, &rec.node, program, target)?;
+        return super::fencing::require_agent(cs, &rec.node, program, target);
     }
     form::write_corosync_conf(&cs.paths, &conf)?;
     if let Some(q) = &u.qdevice {
@@ -212,7 +214,9 @@ pub(super) fn on_update(
     let u: PeerUpdate =
         serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("peer update: {e}")))?;
     apply_peer_update(&node.cluster, &u)?;
-    tracing::info!(from = %from, "cluster membership files updated by a peer");
+    if u.fence_agent.is_none() {
+        tracing::info!(from = %from, "cluster membership files updated by a peer");
+    }
     Ok(())
 }
 

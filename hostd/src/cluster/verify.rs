@@ -505,7 +505,7 @@ fn agents(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
                 ids.join(", ")
             ),
             format!(
-                "install it on {}: `apt-get install fence-agents` (nodes installed from Keel's ISO carry fence_ipmilan, fence_redfish and fence_sbd); a lab or custom agent goes to /usr/sbin on every node",
+                "install it on {}: Debian's agents come with `apt-get install fence-agents` (nodes installed from Keel's ISO carry fence_ipmilan, fence_redfish and fence_sbd); a custom agent goes to /usr/sbin on every node",
                 f.node
             ),
         );
@@ -1148,11 +1148,17 @@ pub fn local_facts(node: &Node) -> Result<NodeFacts> {
     })
 }
 
-/// The `fence_*` programs in `dir` (sorted), `None` when it cannot be read.
+/// The `fence_*` programs in `dir` (sorted; executable files, symlinks followed, as `test -x`
+/// sees them), `None` when it cannot be read.
 fn installed_fence_agents(dir: &std::path::Path) -> Option<Vec<String>> {
+    use std::os::unix::fs::PermissionsExt;
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::metadata(e.path())
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| n.starts_with("fence_"))
         .collect();
@@ -1809,12 +1815,29 @@ mod tests {
     #[test]
     fn installed_fence_agents_lists_fence_programs_only() {
         let d = tempfile::tempdir().unwrap();
-        for n in ["fence_sbd", "fence_ipmilan", "sbd", "crm_mon"] {
-            std::fs::write(d.path().join(n), "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for n in [
+            "fence_sbd",
+            "fence_ipmilan",
+            "sbd",
+            "crm_mon",
+            "fence_noexec",
+        ] {
+            let p = d.path().join(n);
+            std::fs::write(&p, "").unwrap();
+            let mode = if n == "fence_noexec" { 0o644 } else { 0o755 };
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
         }
+        std::os::unix::fs::symlink("fence_ipmilan", d.path().join("fence_idrac")).unwrap();
+        std::os::unix::fs::symlink("gone", d.path().join("fence_broken")).unwrap();
+        std::fs::create_dir(d.path().join("fence_dir")).unwrap();
         assert_eq!(
             installed_fence_agents(d.path()),
-            Some(vec!["fence_ipmilan".to_string(), "fence_sbd".to_string()])
+            Some(vec![
+                "fence_idrac".to_string(),
+                "fence_ipmilan".to_string(),
+                "fence_sbd".to_string()
+            ])
         );
         assert_eq!(installed_fence_agents(&d.path().join("none")), None);
     }

@@ -200,36 +200,39 @@ fn faults(lab: &NetnsLab, n1: &KNode, n2: &KNode, n3: &KNode) -> Result<()> {
     // the lab's fence agent missing on node3 (its /usr/sbin overlay detached, lazily: the
     // running daemons keep their binaries), so node3 could not run node1's or node2's device
     let n3node = lab.node(3)?;
-    n3node.sh_ok("umount -l /usr/sbin && ! test -e /usr/sbin/fence_keellab")?;
-    let r = expect(n1, &base, "EFENCEAGENT", Some("node3")).and_then(|()| {
-        // and a device for node1 (which node3 may run) is refused naming node3, nothing changed
-        let q = ["cibadmin", "--query", "--scope", "resources"];
-        let before = lab.node(1)?.run_ok(&q)?;
-        let o = n1.keel(&[
-            "fence",
-            "add",
-            "node1",
-            "--agent",
-            "fence_keellab",
-            "--param",
-            &format!("lab_dir={}", lab.dir.display()),
-            "--param",
-            "action=reboot",
-        ])?;
-        let msg = format!("{}{}", o.stdout, o.stderr);
-        ensure!(
-            !o.success()
-                && msg.contains("node3: fence agent fence_keellab is not installed")
-                && msg.contains("nothing was changed"),
-            "fence add with node3 lacking the agent: {msg}"
-        );
-        ensure!(
-            lab.node(1)?.run_ok(&q)? == before,
-            "the refused fence add changed the CIB"
-        );
-        eprintln!("fence add refused: {}", msg.trim());
-        Ok(())
-    });
+    n3node.sh_ok("umount -l /usr/sbin")?;
+    let r = n3node
+        .sh_ok("! test -e /usr/sbin/fence_keellab")
+        .and_then(|_| expect(n1, &base, "EFENCEAGENT", Some("node3")))
+        .and_then(|()| {
+            // and a device for node1 (which node3 may run) is refused naming node3, nothing changed
+            let q = ["cibadmin", "--query", "--scope", "resources"];
+            let before = lab.node(1)?.run_ok(&q)?;
+            let o = n1.keel(&[
+                "fence",
+                "add",
+                "node1",
+                "--agent",
+                "fence_keellab",
+                "--param",
+                &format!("lab_dir={}", lab.dir.display()),
+                "--param",
+                "action=reboot",
+            ])?;
+            let msg = format!("{}{}", o.stdout, o.stderr);
+            ensure!(
+                !o.success()
+                    && msg.contains("node3: fence agent fence_keellab is not installed")
+                    && msg.contains("nothing was changed"),
+                "fence add with node3 lacking the agent: {msg}"
+            );
+            ensure!(
+                lab.node(1)?.run_ok(&q)? == before,
+                "the refused fence add changed the CIB"
+            );
+            eprintln!("fence add refused: {}", msg.trim());
+            Ok(())
+        });
     n3node.sh_ok(&format!(
         "mount -t overlay keel-lab-sbin -o lowerdir={}/sbin:/usr/sbin /usr/sbin && test -x /usr/sbin/fence_keellab",
         lab.dir.display()
