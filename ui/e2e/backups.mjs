@@ -11,7 +11,7 @@
 //   KEEL_RESTORE_NAME    the restored VM's name
 //   CHROMIUM             browser binary (default /usr/bin/chromium)
 // Prints "N passed, N failed" last; exits non-zero on any failure (screenshots in e2e/artifacts/).
-import { BASE, env, expect, open, signIn } from "./harness.mjs";
+import { BASE, env, expect, open, signIn, until } from "./harness.mjs";
 
 const [VMID, TARGET, NEW_VMID, NEW_NAME] = env("KEEL_UI_VMID", "KEEL_BACKUP_TARGET", "KEEL_RESTORE_VMID", "KEEL_RESTORE_NAME");
 const { page, step, finish } = await open("backups");
@@ -78,7 +78,7 @@ await step("restore it into a new VM: the task succeeds and the VM exists", asyn
     .catch(() => {});
   await page.getByLabel("New VM ID").fill(NEW_VMID);
   await page.getByLabel("New name").fill(NEW_NAME);
-  expect(await page.getByLabel("Pool for the disks").inputValue() !== "", "no pool chosen");
+  await until("a pool chosen for the disks", () => page.getByLabel("Pool for the disks").inputValue(), (v) => v !== "");
   await page.getByRole("button", { name: "Restore", exact: true }).click();
   await page.getByText(`Restore ${id} to VM ${NEW_VMID}: done.`).waitFor({ timeout: 120_000 });
   await page.goto(`${BASE}/vms/${NEW_VMID}`);

@@ -27,6 +27,19 @@ export function env(...names) {
 
 export function expect(cond, msg) { if (!cond) throw new Error(msg); }
 
+/** Poll `fn` (async, returns a value) until `ok(value)`, up to `ms`; throws with `what` and the
+ *  last value. For what a page fills in after it appears (a select's options, a computed field). */
+export async function until(what, fn, ok, ms = 30_000) {
+  const t0 = Date.now();
+  let v = await fn();
+  while (!ok(v)) {
+    if (Date.now() - t0 > ms) throw new Error(`${what}: still ${JSON.stringify(v)} after ${ms / 1000} s`);
+    await new Promise((r) => setTimeout(r, 100));
+    v = await fn();
+  }
+  return v;
+}
+
 /** A headless Chromium for test `name`: returns { page, step, finish }. */
 export async function open(name) {
   mkdirSync(ARTIFACTS, { recursive: true });
@@ -42,6 +55,12 @@ export async function open(name) {
   page.setDefaultTimeout(30_000);
   const pageErrors = [];
   page.on("pageerror", (e) => pageErrors.push(String(e)));
+  // what the page met on the way, printed with a failed step (a blank page says nothing itself)
+  const trouble = [];
+  const note = (m) => { if (trouble.length < 20) trouble.push(m); };
+  page.on("console", (m) => { if (m.type() === "error") note(`console: ${m.text()}`); });
+  page.on("requestfailed", (r) => note(`request failed: ${r.method()} ${r.url()} (${r.failure()?.errorText ?? "?"})`));
+  page.on("response", (r) => { if (r.status() >= 500) note(`response ${r.status()}: ${r.request().method()} ${r.url()}`); });
   let passed = 0, failed = 0, broken = false;
   async function step(title, fn) {
     if (broken) { failed++; console.log(`FAIL ${title} (skipped: an earlier step failed)`); return; }
@@ -54,6 +73,9 @@ export async function open(name) {
       failed++;
       broken = true;
       console.log(`FAIL ${title}: ${e?.message?.split("\n")[0] ?? e}`);
+      const state = await page.evaluate(() => `${document.readyState}, ${document.body?.innerText?.length ?? 0} characters of text`).catch((x) => String(x));
+      console.log(`     page: ${page.url()} (${state})`);
+      for (const m of [...pageErrors.map((x) => `page error: ${x}`), ...trouble]) console.log(`     ${m}`);
       const f = join(ARTIFACTS, `${name}-${title.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}.png`);
       await page.screenshot({ path: f, fullPage: true }).catch(() => {});
       console.log(`     screenshot: ${f}`);
@@ -72,7 +94,16 @@ export async function open(name) {
 /** Sign in as root and wait for the main navigation. */
 export async function signIn(page) {
   await page.goto(`${BASE}/login`);
-  await page.getByLabel("User name").fill("root");
+  const user = page.getByLabel("User name");
+  // Once seen under a loaded CI (two TCG labs beside it): the page stayed blank, nothing
+  // failed. Say so, with what the page reports, and load it once more; a page that does not
+  // render twice fails the step.
+  if (!(await user.waitFor({ timeout: 30_000 }).then(() => true, () => false))) {
+    const state = await page.evaluate(() => `${document.readyState}, scripts: ${[...document.scripts].map((x) => x.src).join(" ")}`).catch((x) => String(x));
+    console.log(`note: the sign-in form did not render in 30 s (${page.url()}: ${state}); loading the page again`);
+    await page.reload();
+  }
+  await user.fill("root");
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("navigation", { name: "Main" }).waitFor();

@@ -11,7 +11,7 @@
 //   KEEL_UI_SSH_KEY    an OpenSSH public key line for the Cloud-init tab
 //   CHROMIUM           browser binary (default /usr/bin/chromium)
 // Prints "N passed, N failed" last; exits non-zero on any failure (screenshots in e2e/artifacts/).
-import { BASE, env, expect, open, signIn } from "./harness.mjs";
+import { BASE, env, expect, open, signIn, until } from "./harness.mjs";
 
 const [VMID, BRIDGE, SSH_KEY] = env("KEEL_UI_VMID", "KEEL_UI_BRIDGE", "KEEL_UI_SSH_KEY");
 const { page, step, finish } = await open("hotplug");
@@ -98,7 +98,7 @@ await step("Cloud-init tab: a bad key is refused, valid settings saved", async (
   await page.getByRole("tab", { name: "Cloud-init" }).click();
   const host = page.getByLabel("Host name");
   await host.waitFor();
-  expect(await host.inputValue() === "ui-ci-1", `host name after reload: ${await host.inputValue()}`);
+  await until("the host name after reload", () => host.inputValue(), (v) => v === "ui-ci-1");
   await page.getByRole("button", { name: "Show the seed" }).click();
   const ud = await page.getByRole("region", { name: "Cloud-init seed" }).getByLabel("user-data").innerText();
   expect(ud.startsWith("#cloud-config") && ud.includes('"ops"') && ud.includes(SSH_KEY), `seed user-data: ${ud}`);

@@ -8,7 +8,7 @@
 //                      refusal (no other member) after its own check of a bad bandwidth.
 //   CHROMIUM           browser binary (default /usr/bin/chromium)
 // Prints "N passed, N failed" last; exits non-zero on any failure (screenshots in e2e/artifacts/).
-import { BASE, env, expect, open, signIn } from "./harness.mjs";
+import { BASE, env, expect, open, signIn, until } from "./harness.mjs";
 
 const [VMID] = env("KEEL_MIGRATE_VMID");
 const TARGET = process.env.KEEL_MIGRATE_TARGET ?? "";
@@ -41,7 +41,8 @@ if (!TARGET) {
     const dlg = page.getByRole("dialog");
     const sel = dlg.getByLabel("Target node");
     await sel.waitFor();
-    expect(await sel.inputValue() === TARGET, `target offered: ${await sel.inputValue()}`);
+    // the candidates arrive after the dialog opens (the cluster's members)
+    await until("the target offered", () => sel.inputValue(), (v) => v === TARGET, 15_000);
     await dlg.getByRole("button", { name: "Migrate", exact: true }).click();
     await dlg.getByTestId("migrate-done").waitFor({ timeout: 120_000 });
     expect((await dlg.getByTestId("migrate-done").textContent()).includes(TARGET), "done names the target");
