@@ -491,47 +491,17 @@ pub(super) fn require_agent(
 /// down: that is when its device gets fixed) whether it has `program`, before anything of the
 /// device is written anywhere. The update is check-only: a member applies nothing else of it.
 fn check_agent_on_members(node: &Node, program: &str, target: &str) -> Result<()> {
-    let cs = &node.cluster;
-    let Some(rec) = cs.record()? else {
-        return Ok(());
-    };
-    let mut asked = rec.clone();
-    asked
-        .members
-        .retain(|m| m.name != target && m.name != node.cfg.node);
-    if asked.members.is_empty() {
-        return Ok(());
-    }
-    let conf = form::read_corosync_conf(&cs.paths)?;
-    let u = super::peer::PeerUpdate {
-        fence_agent: Some((program.to_string(), target.to_string())),
-        ..super::peer::PeerUpdate::unchanged(
-            conf.render().map_err(|e| Error::Internal(e.to_string()))?,
-            rec.members.clone(),
-        )
-    };
-    super::peer::push_to_members(node, &asked, &u).map(|_| ())
+    super::peer::push_one(node, &[target], |u| {
+        u.fence_agent = Some((program.to_string(), target.to_string()))
+    })
 }
 
 /// Give a device's secrets (empty: remove them) to every other member, through the
 /// authenticated peer update (mutual TLS to CA-verified members, HMAC by the cluster key).
 fn push_secrets(node: &Node, rsc: &str, secrets: &form::DeviceSecrets) -> Result<()> {
-    let cs = &node.cluster;
-    let Some(rec) = cs.record()? else {
-        return Ok(());
-    };
-    if rec.members.iter().all(|m| m.name == node.cfg.node) {
-        return Ok(());
-    }
-    let conf = form::read_corosync_conf(&cs.paths)?;
-    let u = super::peer::PeerUpdate {
-        fence_secrets: Some((rsc.to_string(), secrets.clone())),
-        ..super::peer::PeerUpdate::unchanged(
-            conf.render().map_err(|e| Error::Internal(e.to_string()))?,
-            rec.members.clone(),
-        )
-    };
-    super::peer::push_to_members(node, &rec, &u).map(|_| ())
+    super::peer::push_one(node, &[], |u| {
+        u.fence_secrets = Some((rsc.to_string(), secrets.clone()))
+    })
 }
 
 /// [`put`] with the device's new configuration generation given.

@@ -139,6 +139,32 @@ pub(super) fn apply_peer_update(cs: &ClusterState, u: &PeerUpdate) -> Result<()>
 /// of them at once: a membership change costs the slowest member's answer, not the sum over
 /// the cluster (15 updates in turn at 16 nodes). Ok: the members updated; an error names every
 /// member that was not.
+/// Push an update carrying one change (`set` fills it in) over the members' current files to
+/// every other member but those in `skip`; nothing is sent when no member is left.
+pub(super) fn push_one(
+    node: &Node,
+    skip: &[&str],
+    set: impl FnOnce(&mut PeerUpdate),
+) -> Result<()> {
+    let cs = &node.cluster;
+    let Some(rec) = cs.record()? else {
+        return Ok(());
+    };
+    let mut to = rec.clone();
+    to.members
+        .retain(|m| m.name != node.cfg.node && !skip.contains(&m.name.as_str()));
+    if to.members.is_empty() {
+        return Ok(());
+    }
+    let conf = form::read_corosync_conf(&cs.paths)?;
+    let mut u = PeerUpdate::unchanged(
+        conf.render().map_err(|e| Error::Internal(e.to_string()))?,
+        rec.members,
+    );
+    set(&mut u);
+    push_to_members(node, &to, &u).map(|_| ())
+}
+
 pub(super) fn push_to_members(
     node: &Node,
     rec: &ClusterRecord,

@@ -243,29 +243,12 @@ pub(super) fn configure(node: &Node, c: &SbdConfig) -> Result<()> {
 }
 
 fn push(node: &Node, p: SbdPeer) -> Result<()> {
-    let cs = &node.cluster;
-    let Some(rec) = cs.record()? else {
-        return Ok(());
-    };
-    if rec.members.iter().all(|m| m.name == node.cfg.node) {
-        return Ok(());
-    }
-    let conf = clusterd::form::read_corosync_conf(&cs.paths)?;
-    let u = super::peer::PeerUpdate {
-        sbd: Some(p),
-        ..super::peer::PeerUpdate::unchanged(
-            conf.render().map_err(|e| Error::Internal(e.to_string()))?,
-            rec.members.clone(),
-        )
-    };
-    super::peer::push_to_members(node, &rec, &u)
-        .map(|_| ())
-        .map_err(|e| {
-            Error::Conflict(format!(
-                "sbd could not be set up on every member, so Pacemaker was not changed: {e}; \
+    super::peer::push_one(node, &[], |u| u.sbd = Some(p)).map_err(|e| {
+        Error::Conflict(format!(
+            "sbd could not be set up on every member, so Pacemaker was not changed: {e}; \
                  fix it and run the command again (it repairs the members it already reached)"
-            ))
-        })
+        ))
+    })
 }
 
 #[cfg(test)]
