@@ -297,12 +297,20 @@ pub fn systemd_status(d: Daemon, show: &str) -> DaemonStatus {
 
 impl ServiceManager for Systemd {
     fn start(&self, d: Daemon) -> Result<(), ServiceError> {
-        self.systemctl(&["start", d.unit()], START_TIMEOUT)
-            .map(|_| ())
+        // corosync-qdevice is Keel's to switch on and off (`keel cluster qdevice add|remove`):
+        // enabled with it, so a node that reboots casts its QDevice vote again
+        let args: &[&str] = match d {
+            Daemon::Qdevice => &["enable", "--now", d.unit()],
+            _ => &["start", d.unit()],
+        };
+        self.systemctl(args, START_TIMEOUT).map(|_| ())
     }
     fn stop(&self, d: Daemon) -> Result<(), ServiceError> {
-        self.systemctl(&["stop", d.unit()], STOP_TIMEOUT)
-            .map(|_| ())
+        let args: &[&str] = match d {
+            Daemon::Qdevice => &["disable", "--now", d.unit()],
+            _ => &["stop", d.unit()],
+        };
+        self.systemctl(args, STOP_TIMEOUT).map(|_| ())
     }
     fn is_active(&self, d: Daemon) -> Result<bool, ServiceError> {
         let cmd =
