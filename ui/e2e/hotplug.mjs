@@ -21,11 +21,42 @@ const badge = () => page.locator(".page-head").getByText("Pending changes");
 const disks = () => page.getByRole("table", { name: "Disks" });
 const nics = () => page.getByRole("table", { name: "Network interfaces" });
 // The task's end (done, failed or refused); a detach may wait up to hostd's 60 s for the guest.
-async function outcome(prefix) {
+async function ended(prefix) {
   await page.getByText(new RegExp(`^${prefix}(: done, | failed: | refused: )`)).waitFor({ timeout: 90_000 });
-  const m = await msg().innerText();
+  return msg().innerText();
+}
+async function outcome(prefix) {
+  const m = await ended(prefix);
   expect(m.startsWith(`${prefix}: done, `), `task did not succeed: ${m}`);
   return m;
+}
+// Chromium cancels requests in flight when this host's network interfaces change
+// (net::ERR_NETWORK_CHANGED), and a NIC hot-unplug removes the VM's tap device on this very
+// host: the PUT asking for it can be cancelled after hostd took it, or before (seen once in CI).
+// Only that case is tolerated: the page is reloaded and hostd's state decides; the removal is
+// asked once more if it did not happen.
+let networkChanged = 0;
+page.on("requestfailed", (r) => { if (r.failure()?.errorText?.includes("ERR_NETWORK_CHANGED")) networkChanged++; });
+async function removeNic(name) {
+  const before = networkChanged;
+  await nics().getByRole("button", { name: `Remove ${name}` }).click();
+  const m = await ended(`Remove ${name}`);
+  if (m.startsWith(`Remove ${name}: done, `)) return m;
+  expect(networkChanged > before && m.includes("Cannot reach keel-hostd"), `task did not succeed: ${m}`);
+  console.log(`note: Chromium cancelled the removal's request (net::ERR_NETWORK_CHANGED: the tap device went); hostd's state decides`);
+  // a request hostd took runs its task (the guest may take up to 60 s to let the NIC go)
+  const listed = async () => {
+    await page.reload();
+    await nics().waitFor();
+    await until("the NIC table after a reload",
+      async () => (await page.getByText("No network interfaces.").count()) + (await nics().getByRole("button", { name: `Remove ${name}` }).count()),
+      (n) => n > 0);
+    return (await nics().getByRole("button", { name: `Remove ${name}` }).count()) > 0;
+  };
+  for (let i = 0; i < 18 && await listed(); i++) await page.waitForTimeout(5_000);
+  if (!await listed()) return "detached (the cancelled request had reached hostd)";
+  await nics().getByRole("button", { name: `Remove ${name}` }).click();
+  return outcome(`Remove ${name}`);
 }
 
 await step("sign in and open the running VM's Hardware tab", async () => {
@@ -59,8 +90,7 @@ await step("add a NIC on the bridge: attached live", async () => {
 });
 
 await step("remove the NIC and the new disk: detached live", async () => {
-  await nics().getByRole("button", { name: "Remove net0" }).click();
-  let m = await outcome("Remove net0");
+  let m = await removeNic("net0");
   expect(m.includes("detached"), `outcome: ${m}`);
   await page.getByText("No network interfaces.").waitFor();
   await disks().getByRole("button", { name: "Remove disk1" }).click();

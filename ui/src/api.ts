@@ -71,8 +71,9 @@ async function errorFrom(res: Response): Promise<ApiError> {
   return new ApiError(res.status, code, message, field);
 }
 
-const unreachable = (e: unknown) =>
-  new ApiError(0, "network", `Cannot reach keel-hostd (${(e as Error).message}). Check that the service is running.`);
+const unreachable = (e: unknown, change = false) =>
+  new ApiError(0, "network", `Cannot reach keel-hostd (${(e as Error).message}). Check that the service is running.` +
+    (change ? " The change may have reached it before the connection failed: reload to see whether it was applied." : ""));
 
 export async function request(method: string, path: string, body?: unknown, raw = false): Promise<any> {
   const headers: Record<string, string> = {};
@@ -89,7 +90,7 @@ export async function request(method: string, path: string, body?: unknown, raw 
     // A read is asked once more: a kept-alive connection the server closed just as the browser
     // reused it fails the fetch without the request reaching hostd. A change is never resent
     // (it may have reached hostd); its caller reports the failure.
-    if (method !== "GET") throw unreachable(e);
+    if (method !== "GET") throw unreachable(e, true);
     await new Promise((r) => setTimeout(r, 300));
     try {
       res = await send();
