@@ -574,27 +574,32 @@ pub enum FenceAgentKind {
     FenceIpmilan,
     FenceRedfish,
     Sbd,
+    /// Diskless SBD: the node's own watchdog, fed by sbd while the node is quorate
+    /// (`fence_watchdog`, Pacemaker's `stonith-watchdog-timeout`).
+    Watchdog,
     /// Another fence-agents program, e.g. `fence_virsh`.
     Agent(String),
 }
 
 impl FenceAgentKind {
-    /// The wire name: `fence_ipmilan`, `fence_redfish`, `sbd`, or the program name.
+    /// The wire name: `fence_ipmilan`, `fence_redfish`, `sbd`, `watchdog`, or the program name.
     pub fn as_str(&self) -> &str {
         match self {
             FenceAgentKind::FenceIpmilan => "fence_ipmilan",
             FenceAgentKind::FenceRedfish => "fence_redfish",
             FenceAgentKind::Sbd => "sbd",
+            FenceAgentKind::Watchdog => "watchdog",
             FenceAgentKind::Agent(p) => p,
         }
     }
 
-    /// From a wire or program name (`fence_sbd` is `sbd`).
+    /// From a wire or program name (`fence_sbd` is `sbd`, `fence_watchdog` is `watchdog`).
     pub fn from_name(s: &str) -> FenceAgentKind {
         match s {
             "fence_ipmilan" => FenceAgentKind::FenceIpmilan,
             "fence_redfish" => FenceAgentKind::FenceRedfish,
             "sbd" | "fence_sbd" => FenceAgentKind::Sbd,
+            "watchdog" | "fence_watchdog" => FenceAgentKind::Watchdog,
             other => FenceAgentKind::Agent(other.to_string()),
         }
     }
@@ -628,9 +633,10 @@ impl utoipa::PartialSchema for FenceAgentKind {
         use utoipa::openapi::schema::{ObjectBuilder, Type};
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .pattern(Some("^(sbd|fence_[a-z0-9_]{1,58})$"))
+            .pattern(Some("^(sbd|watchdog|fence_[a-z0-9_]{1,58})$"))
             .description(Some(
-                "fence_ipmilan, fence_redfish, sbd, or another installed fence-agents program",
+                "fence_ipmilan, fence_redfish, sbd (a shared disk), watchdog (diskless SBD), or \
+                 another installed fence-agents program",
             ))
             .examples([serde_json::json!("fence_ipmilan")])
             .into()
@@ -652,7 +658,7 @@ pub struct FenceDeviceSpec {
     pub agent: FenceAgentKind,
     /// Agent parameters (e.g. `ip`, `username`, `lanplus`; for `sbd`: `devices`, comma-separated
     /// stable paths of 1 to 3 shared disks, and `watchdog_timeout` in seconds, 3 to 20, default 5;
-    /// `lab_dir` for the lab agent).
+    /// for `watchdog`: `watchdog_timeout` only; `lab_dir` for the lab agent).
     #[serde(default)]
     pub params: std::collections::BTreeMap<String, String>,
     /// Secret parameters (e.g. `password`): stored 0600, never logged or returned.
@@ -688,7 +694,7 @@ impl FenceDeviceSpec {
                 return Err(FieldError::new(
                     "agent",
                     format!(
-                        "{p:?} is not a fence agent: use fence_ipmilan, fence_redfish, sbd or the name of an installed fence-agents program (fence_...)"
+                        "{p:?} is not a fence agent: use fence_ipmilan, fence_redfish, sbd, watchdog or the name of an installed fence-agents program (fence_...)"
                     ),
                 ));
             }
@@ -929,6 +935,7 @@ mod tests {
         for (wire, kind) in [
             ("fence_ipmilan", FenceAgentKind::FenceIpmilan),
             ("sbd", FenceAgentKind::Sbd),
+            ("watchdog", FenceAgentKind::Watchdog),
             ("fence_virsh", FenceAgentKind::Agent("fence_virsh".into())),
         ] {
             assert_eq!(serde_json::to_value(&kind)?, serde_json::json!(wire));

@@ -177,7 +177,9 @@ pub enum FenceCmd {
         /// fence_ipmilan, fence_redfish, sbd, or any installed fence-agents program (fence_virsh…)
         /// whose parameters are given as --param/--secret. sbd: --param
         /// devices=/dev/disk/by-id/DISK[,…] (a shared disk, formatted if blank) and optionally
-        /// --param watchdog_timeout=SECONDS (default 5); sets up and starts sbd on every node
+        /// --param watchdog_timeout=SECONDS (default 5); sets up and starts sbd on every node.
+        /// watchdog: diskless SBD (the node resets itself through its watchdog), only with three
+        /// votes or more (a QDevice or a third node); --param watchdog_timeout=SECONDS
         #[arg(long)]
         agent: String,
         /// Agent parameter KEY=VALUE (repeat)
@@ -252,14 +254,19 @@ fn secret_values(
     Ok(m)
 }
 
+/// How long `keel fence add` waits for an sbd or watchdog device (hostd's work goes on if the
+/// client gives up: `keel fence list` shows the result).
+const FENCE_SBD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+
 fn agent_kind(s: &str) -> Result<FenceAgentKind> {
     Ok(match s {
         "fence_ipmilan" | "ipmilan" => FenceAgentKind::FenceIpmilan,
         "fence_redfish" | "redfish" => FenceAgentKind::FenceRedfish,
         "sbd" | "fence_sbd" => FenceAgentKind::Sbd,
+        "watchdog" | "fence_watchdog" => FenceAgentKind::Watchdog,
         p if keel_api::cluster::valid_agent_program(p) => FenceAgentKind::Agent(p.to_string()),
         _ => bail!(
-            "--agent {s:?}: use fence_ipmilan, fence_redfish, sbd or an installed fence-agents program (fence_...)"
+            "--agent {s:?}: use fence_ipmilan, fence_redfish, sbd, watchdog or an installed fence-agents program (fence_...)"
         ),
     })
 }
@@ -694,8 +701,27 @@ pub async fn fence(c: &Client, cmd: FenceCmd, mode: Mode) -> Result<Outcome> {
                 delay_base_s: delay,
             };
             spec.validate().map_err(|e| anyhow!("{e}"))?;
+            // sbd (disk or watchdog) starts sbd on every member, which waits twice the watchdog
+            // timeout with diskless SBD, and restarts Pacemaker one member at a time
+            let long = matches!(spec.agent, FenceAgentKind::Sbd | FenceAgentKind::Watchdog);
+            if long && !json {
+                eprintln!(
+                    "setting sbd up on every node: this takes a few minutes (each node's sbd start, \
+                     Pacemaker restarted where needed)"
+                );
+            }
             let v = c
-                .call(Method::POST, &["cluster", "fencing"], &[], Some(&spec))
+                .call_within(
+                    Method::POST,
+                    &["cluster", "fencing"],
+                    &[],
+                    Some(&spec),
+                    if long {
+                        FENCE_SBD_TIMEOUT
+                    } else {
+                        std::time::Duration::from_secs(120)
+                    },
+                )
                 .await?;
             show(v, json, |d: FenceDeviceInfo| {
                 println!("fence device {} for {} configured", d.id, d.node)

@@ -248,6 +248,62 @@ pub fn delete_fence_device(d: &FenceDevice) -> Vec<CibUpdate> {
     ]
 }
 
+/// Pacemaker's watchdog fence device (diskless SBD) must have this id: pacemaker-fenced
+/// ignores a `fence_watchdog` device named otherwise (2.1.5 then even aborts on the CIB
+/// update), so the cluster has one, listing every node fenced through its own watchdog.
+pub const WATCHDOG_DEVICE_ID: &str = "watchdog";
+
+/// The meta attribute holding one node's configuration generation on the shared watchdog
+/// device (each node listed keeps its own: adding a node must not void the others' tests).
+pub fn watchdog_generation_meta(node: &str) -> String {
+    format!("{GENERATION_META}-{node}")
+}
+
+/// The watchdog device for `nodes` (name, generation), replacing whatever it was: a
+/// `fence_watchdog` stand-in (Pacemaker fences through the target's own watchdog, waiting
+/// `stonith-watchdog-timeout`), `pcmk_host_list` the nodes, no constraint (it never runs an
+/// agent against anything).
+pub fn put_watchdog_device(nodes: &[(String, String)]) -> Vec<CibUpdate> {
+    let id = WATCHDOG_DEVICE_ID;
+    let ia = format!("{id}-instance_attributes");
+    let ma = format!("{id}-meta_attributes");
+    let hosts: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+    let mut meta = Element::new("meta_attributes").attr("id", &ma);
+    for (n, g) in nodes {
+        meta.push(nvpair(&ma, &watchdog_generation_meta(n), g));
+    }
+    let p = Element::new("primitive")
+        .attr("id", id)
+        .attr("class", "stonith")
+        .attr("type", "fence_watchdog")
+        .child(
+            Element::new("instance_attributes")
+                .attr("id", &ia)
+                .child(nvpair(&ia, "pcmk_host_list", &hosts.join(" "))),
+        )
+        .child(meta)
+        .child(
+            Element::new("operations").child(
+                Element::new("op")
+                    .attr("id", format!("{id}-monitor-interval-60s"))
+                    .attr("name", "monitor")
+                    .attr("interval", "60s")
+                    .attr("timeout", "30s"),
+            ),
+        );
+    vec![
+        CibUpdate::modify("resources", &Element::new("resources").child(p.clone())),
+        CibUpdate::replace("resources", &p),
+    ]
+}
+
+/// Remove the watchdog device (no node is fenced through its watchdog any more).
+pub fn delete_watchdog_device() -> Vec<CibUpdate> {
+    vec![CibUpdate::delete(
+        &Element::new("primitive").attr("id", WATCHDOG_DEVICE_ID),
+    )]
+}
+
 /// A complete CIB holding Keel's fragments, for `crm_verify --xml-file` (tests, and `keel
 /// cluster verify` before a change is applied). `nodes`: (corosync node id, name).
 pub fn verification_document(

@@ -78,17 +78,32 @@ pub fn cib_update(u: &CibUpdate) -> Cmd {
         .timeout(CHANGE_TIMEOUT)
 }
 
+/// `crm_attribute --type crm_config --name NAME ARGS…`: one cluster property.
+fn property(name: &str, args: &[&str]) -> Cmd {
+    let mut a = vec!["crm_attribute", "--type", "crm_config", "--name", name];
+    a.extend_from_slice(args);
+    Cmd::argv(&a)
+}
+
 /// Back to Pacemaker's default dc-deadtime (after a new cluster's first start).
 pub fn delete_dc_deadtime() -> Cmd {
-    Cmd::argv(&[
-        "crm_attribute",
-        "--type",
-        "crm_config",
-        "--name",
-        "dc-deadtime",
-        "--delete",
-    ])
-    .timeout(CHANGE_TIMEOUT)
+    delete_property("dc-deadtime")
+}
+
+/// `crm_attribute --type crm_config --name NAME --update VALUE`: set a cluster property.
+pub fn set_property(name: &str, value: &str) -> Cmd {
+    property(name, &["--update", value]).timeout(CHANGE_TIMEOUT)
+}
+
+/// `crm_attribute --type crm_config --name NAME --delete`: back to Pacemaker's default.
+pub fn delete_property(name: &str) -> Cmd {
+    property(name, &["--delete"]).timeout(CHANGE_TIMEOUT)
+}
+
+/// `crm_attribute --type crm_config --name NAME --query --quiet`: a cluster property's value
+/// (fails when it is not set).
+pub fn query_property(name: &str) -> Cmd {
+    property(name, &["--query", "--quiet"]).timeout(QUERY_TIMEOUT)
 }
 
 /// `crm_node -R NAME --force`: Pacemaker forgets a removed node.

@@ -83,6 +83,11 @@ pub enum FenceAgent {
         /// Stable paths (`/dev/disk/by-id/...`), 1 to 3 devices.
         devices: Vec<String>,
     },
+    /// Diskless SBD (`fence_watchdog`, a stand-in whose fencing Pacemaker does itself): the
+    /// target resets itself through its own watchdog, which sbd stops feeding when the node is
+    /// asked to die or loses quorum; the fencer counts it dead after `stonith-watchdog-timeout`.
+    /// Needs sbd without disks on every node and three votes or more.
+    Watchdog {},
     /// Another installed fence-agents program (`fence_virsh`, a lab's agent…): its parameters
     /// as given (names checked against the agent's metadata by the caller, which can run it).
     Agent {
@@ -135,6 +140,7 @@ impl FenceAgent {
             FenceAgent::Ipmilan { .. } => "fence_ipmilan",
             FenceAgent::Redfish { .. } => "fence_redfish",
             FenceAgent::Sbd { .. } => "fence_sbd",
+            FenceAgent::Watchdog {} => "fence_watchdog",
             FenceAgent::Agent { program, .. } => program,
         }
     }
@@ -188,6 +194,7 @@ impl FenceAgent {
                 }
             }
             FenceAgent::Sbd { devices } => p.push(("devices", devices.join(","))),
+            FenceAgent::Watchdog {} => {}
             FenceAgent::Agent {
                 params, secrets, ..
             } => {
@@ -218,7 +225,7 @@ impl FenceAgent {
         match self {
             FenceAgent::Ipmilan { .. } | FenceAgent::Redfish { .. } => vec!["password"],
             FenceAgent::Agent { secrets, .. } => secrets.keys().map(String::as_str).collect(),
-            FenceAgent::Sbd { .. } => vec![],
+            FenceAgent::Sbd { .. } | FenceAgent::Watchdog {} => vec![],
         }
     }
 }
@@ -367,6 +374,7 @@ impl FenceDevice {
                     }
                 }
             }
+            FenceAgent::Watchdog {} => {}
             FenceAgent::Agent {
                 program,
                 params,

@@ -20,6 +20,18 @@ pub const DEFAULT_WATCHDOG_TIMEOUT_S: u32 = 5;
 /// Bounds of the watchdog timeout. Above 20 s, msgwait (40 s) plus the agent's start-up would
 /// approach Pacemaker's default 60 s `stonith-timeout`.
 pub const WATCHDOG_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 3..=20;
+/// corosync-qdevice's `sync_timeout` (its default; Keel does not change it). sbd trusts a
+/// quorum that counts a QDevice's vote only when its watchdog timeout is longer: otherwise it
+/// stays `activating` at start ("quorum using qdevice is distrusted").
+pub const QDEVICE_SYNC_TIMEOUT_S: u32 = 30;
+/// Diskless SBD's watchdog timeout with a QDevice unless told otherwise: above
+/// [`QDEVICE_SYNC_TIMEOUT_S`], as crmsh chooses.
+pub const DISKLESS_QDEVICE_TIMEOUT_S: u32 = 35;
+/// Bounds of a diskless SBD's watchdog timeout (no msgwait; Keel raises `stonith-timeout`
+/// above twice it).
+/// Up to 40 s: a diskless node delays its sbd start (and so its stack) by twice the timeout
+/// at boot, and systemd gives `sbd.service` 90 s to start.
+pub const DISKLESS_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 3..=40;
 /// The watchdog device sbd feeds.
 pub const WATCHDOG_DEV: &str = "/dev/watchdog";
 /// The sbd daemon's unit: `RefuseManualStart`, started with corosync (`RequiredBy=`).
@@ -28,12 +40,72 @@ pub const UNIT: &str = "sbd.service";
 /// One cluster's SBD setup: the shared disks and the watchdog timeout they are formatted with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SbdConfig {
-    /// Stable paths (`/dev/disk/by-id/...`) of 1 to 3 shared disks, the same on every node.
+    /// Stable paths (`/dev/disk/by-id/...`) of 1 to 3 shared disks, the same on every node;
+    /// none: diskless SBD (watchdog only, fencing by Pacemaker's `stonith-watchdog-timeout`).
     pub devices: Vec<String>,
     pub watchdog_timeout_s: u32,
 }
 
 impl SbdConfig {
+    /// Watchdog only: no shared disk.
+    pub fn diskless(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// Pacemaker's `stonith-watchdog-timeout` for diskless SBD: how long the fencer waits
+    /// before it counts a node that was told to die (or lost quorum) as reset by its watchdog.
+    /// Twice the watchdog timeout, as sbd's own documentation advises (Pacemaker refuses a
+    /// value not above it).
+    pub fn stonith_watchdog_timeout_s(&self) -> u32 {
+        self.watchdog_timeout_s * 2
+    }
+
+    /// The configuration `/etc/default/sbd` holds (the disks and the watchdog timeout), as
+    /// sbd reads it at start; None when the file sets no timeout Keel can read.
+    pub fn parse_defaults(text: &str) -> Option<SbdConfig> {
+        let mut devices = None;
+        let mut timeout = None;
+        for l in text.lines() {
+            let Some((k, v)) = l.trim().split_once('=') else {
+                continue;
+            };
+            let v = v.trim().trim_matches('"');
+            match k.trim() {
+                "SBD_DEVICE" => {
+                    devices = Some(
+                        v.split(';')
+                            .map(str::trim)
+                            .filter(|d| !d.is_empty())
+                            .map(str::to_string)
+                            .collect::<Vec<_>>(),
+                    )
+                }
+                "SBD_WATCHDOG_TIMEOUT" => timeout = v.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(SbdConfig {
+            devices: devices.unwrap_or_default(),
+            watchdog_timeout_s: timeout?,
+        })
+    }
+
+    /// How an operator reads this configuration.
+    pub fn describe(&self) -> String {
+        if self.diskless() {
+            format!(
+                "diskless (watchdog only), watchdog timeout {} s",
+                self.watchdog_timeout_s
+            )
+        } else {
+            format!(
+                "disk(s) {}, watchdog timeout {} s",
+                self.devices.join(", "),
+                self.watchdog_timeout_s
+            )
+        }
+    }
+
     /// `msgwait`: how long a fencer waits after writing the message before it counts the
     /// target as dead.
     pub fn msgwait_s(&self) -> u32 {
@@ -42,7 +114,16 @@ impl SbdConfig {
 
     /// What makes this configuration unusable, in words an operator can act on.
     pub fn validate(&self) -> Result<(), String> {
-        if !WATCHDOG_TIMEOUT_RANGE.contains(&self.watchdog_timeout_s) {
+        if self.diskless() {
+            if !DISKLESS_TIMEOUT_RANGE.contains(&self.watchdog_timeout_s) {
+                return Err(format!(
+                    "watchdog_timeout {} s is out of range: use {} to {} seconds",
+                    self.watchdog_timeout_s,
+                    DISKLESS_TIMEOUT_RANGE.start(),
+                    DISKLESS_TIMEOUT_RANGE.end()
+                ));
+            }
+        } else if !WATCHDOG_TIMEOUT_RANGE.contains(&self.watchdog_timeout_s) {
             return Err(format!(
                 "watchdog_timeout {} s is out of range: use {} to {} seconds (msgwait is twice it, \
                  and must stay inside Pacemaker's 60 s stonith-timeout)",
@@ -51,9 +132,9 @@ impl SbdConfig {
                 WATCHDOG_TIMEOUT_RANGE.end()
             ));
         }
-        if self.devices.is_empty() || self.devices.len() > 3 {
+        if self.devices.len() > 3 {
             return Err(format!(
-                "sbd needs 1 to 3 shared disks, got {}",
+                "sbd takes 1 to 3 shared disks (or none: diskless), got {}",
                 self.devices.len()
             ));
         }
@@ -70,15 +151,16 @@ impl SbdConfig {
     }
 
     /// `/etc/default/sbd` (read by `sbd.service`'s `EnvironmentFile=`): Debian's defaults with
-    /// the disks and the timeout set. `SBD_STARTMODE=always`: a node reset by a fence test comes
+    /// the disks (none for diskless SBD: sbd then only feeds the watchdog while the node is
+    /// quorate and Pacemaker is healthy) and the timeout set. `SBD_STARTMODE=always`: a node reset by a fence test comes
     /// back into the cluster by itself, as with the other agents.
     pub fn render(&self) -> String {
         format!(
-            "# Written by Keel (keel fence add --agent sbd); Keel rewrites it on every change.\n\
+            "# Written by Keel (keel fence add --agent sbd|watchdog); Keel rewrites it on every change.\n\
              SBD_DEVICE=\"{}\"\n\
              SBD_PACEMAKER=yes\n\
              SBD_STARTMODE=always\n\
-             SBD_DELAY_START=no\n\
+             SBD_DELAY_START={}\n\
              SBD_WATCHDOG_DEV={WATCHDOG_DEV}\n\
              SBD_WATCHDOG_TIMEOUT={}\n\
              SBD_TIMEOUT_ACTION=flush,reboot\n\
@@ -86,6 +168,9 @@ impl SbdConfig {
              SBD_SYNC_RESOURCE_STARTUP=yes\n\
              SBD_OPTS=\n",
             self.devices.join(";"),
+            // diskless: a node reset by its watchdog waits twice the timeout at boot before its
+            // stack starts, so it cannot rejoin before the fencer counted it as fenced
+            if self.diskless() { "yes" } else { "no" },
             self.watchdog_timeout_s
         )
     }
@@ -257,9 +342,47 @@ mod tests {
         });
         assert!(e.contains("/dev/disk/by-id/"), "{e}");
         let e = refusal(SbdConfig {
-            devices: vec![],
-            ..ok
+            devices: vec!["/dev/disk/by-id/a".into(); 4],
+            ..ok.clone()
         });
         assert!(e.contains("1 to 3"), "{e}");
+        assert_eq!(
+            SbdConfig {
+                devices: vec![],
+                ..ok
+            }
+            .validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_diskless_defaults_file_is_golden_and_reads_back() {
+        let c = SbdConfig {
+            devices: vec![],
+            watchdog_timeout_s: 5,
+        };
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/sbd-diskless.default"
+        );
+        if std::env::var_os("KEEL_BLESS").is_some() {
+            std::fs::write(path, c.render()).expect("bless");
+        }
+        let want = std::fs::read_to_string(path).expect("golden sbd-diskless.default");
+        assert_eq!(c.render(), want);
+        assert!(c.diskless());
+        assert_eq!(c.stonith_watchdog_timeout_s(), 10);
+        assert_eq!(SbdConfig::parse_defaults(&want), Some(c));
+        let disk = SbdConfig {
+            devices: vec!["/dev/disk/by-id/a".into(), "/dev/disk/by-id/b".into()],
+            watchdog_timeout_s: 15,
+        };
+        assert_eq!(SbdConfig::parse_defaults(&disk.render()), Some(disk));
+        // Debian's own file as installed: every line commented out
+        assert_eq!(
+            SbdConfig::parse_defaults("#SBD_DEVICE=\n#SBD_WATCHDOG_TIMEOUT=5\n"),
+            None
+        );
     }
 }

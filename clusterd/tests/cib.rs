@@ -450,3 +450,49 @@ fn a_changed_device_keeps_no_parameter_of_the_old_one() {
     );
     assert_eq!(cons.matches("<rsc_location").count(), 1, "{cons}");
 }
+
+/// Diskless SBD's one `watchdog` device (Pacemaker's required id) covering two nodes, each with
+/// its own generation: golden calls, and the device beside a BMC device accepted by
+/// `crm_verify` with `stonith-watchdog-timeout` set.
+#[test]
+fn the_watchdog_device_is_golden_and_accepted_by_crm_verify() {
+    let nodes2 = vec![
+        ("node2".to_string(), "g2".to_string()),
+        ("node3".to_string(), "g3".to_string()),
+    ];
+    let calls: String = cib::put_watchdog_device(&nodes2)
+        .into_iter()
+        .chain(cib::delete_watchdog_device())
+        .map(|u| format!("cibadmin {}\n{}\n", u.args.join(" "), u.stdin))
+        .collect();
+    check_golden("watchdog.calls", &calls);
+    assert!(calls.contains("id=\"watchdog\"") && calls.contains("value=\"node2 node3\""));
+    assert!(calls.contains("name=\"keel-generation-node3\" value=\"g3\""));
+    let props = ClusterProperties::for_size("keel-lab", 3);
+    let mut doc = cib::verification_document(&nodes(3), &props, &[ipmi("node1", "10.0.9.1")]);
+    let Some(cfg) = doc.children.get_mut(0) else {
+        panic!("no configuration element")
+    };
+    let Some(u) = cib::put_watchdog_device(&nodes2).pop() else {
+        panic!("no update")
+    };
+    let p = keel_xml::Element::parse(&u.stdin).unwrap();
+    for c in cfg.children.iter_mut() {
+        if c.name == "resources" {
+            c.children.push(p.clone());
+        }
+        if c.name == "crm_config" {
+            if let Some(set) = c.children.get_mut(0) {
+                set.children.push(
+                    keel_xml::Element::new("nvpair")
+                        .attr("id", "cib-bootstrap-options-stonith-watchdog-timeout")
+                        .attr("name", "stonith-watchdog-timeout")
+                        .attr("value", "20s"),
+                );
+            }
+        }
+    }
+    let doc = doc.render();
+    let (ok, out) = crm_verify(&doc);
+    assert!(ok, "crm_verify rejected the watchdog device:\n{out}\n{doc}");
+}

@@ -236,7 +236,7 @@ export interface StoreState {
   entries: number | null;
 }
 // The three Keel models, or any installed fence-agents program by name (how the labs add theirs).
-export type FenceAgentKind = "fence_ipmilan" | "fence_redfish" | "sbd" | `fence_${string}`;
+export type FenceAgentKind = "fence_ipmilan" | "fence_redfish" | "sbd" | "watchdog" | `fence_${string}`;
 export interface FenceDeviceInfo {
   id: string;
   node: string;

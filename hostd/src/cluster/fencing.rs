@@ -1,6 +1,7 @@
 //! Fence devices (API spec → `clusterd::fence::FenceDevice` → CIB), the live list of stonith
 //! devices, fence tests and their records, and the gate HA and cluster storage must pass.
 
+use clusterd::cib::WATCHDOG_DEVICE_ID;
 use clusterd::fence::{FenceAgent, FenceDevice, Secret};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -69,20 +70,64 @@ fn parse_cib_devices(xml: &str) -> Result<Vec<CibDevice>> {
             .get_attr("value")
             .map(str::to_string)
     };
-    Ok(root
+    let mut out = vec![];
+    for p in root
         .descendants("primitive")
         .into_iter()
         .filter(|p| p.get_attr("class") == Some("stonith"))
-        .filter_map(|p| {
-            Some(CibDevice {
-                id: p.get_attr("id")?.to_string(),
-                agent: p.get_attr("type").unwrap_or("").to_string(),
-                target: nv(p, "instance_attributes", "pcmk_host_list")?,
-                reboot_action: nv(p, "instance_attributes", "pcmk_reboot_action"),
-                generation: nv(p, "meta_attributes", clusterd::cib::GENERATION_META),
-            })
-        })
-        .collect())
+    {
+        let (Some(id), Some(hosts)) = (
+            p.get_attr("id"),
+            nv(p, "instance_attributes", "pcmk_host_list"),
+        ) else {
+            continue;
+        };
+        let agent = p.get_attr("type").unwrap_or("").to_string();
+        if id == WATCHDOG_DEVICE_ID {
+            // the one watchdog device: a device of each node it lists, with that node's own
+            // generation
+            for h in hosts.split([' ', ',', ';']).filter(|h| !h.is_empty()) {
+                out.push(CibDevice {
+                    id: id.to_string(),
+                    agent: agent.clone(),
+                    target: h.to_string(),
+                    reboot_action: None,
+                    generation: nv(
+                        p,
+                        "meta_attributes",
+                        &clusterd::cib::watchdog_generation_meta(h),
+                    ),
+                });
+            }
+            continue;
+        }
+        out.push(CibDevice {
+            id: id.to_string(),
+            agent,
+            target: hosts,
+            reboot_action: nv(p, "instance_attributes", "pcmk_reboot_action"),
+            generation: nv(p, "meta_attributes", clusterd::cib::GENERATION_META),
+        });
+    }
+    Ok(out)
+}
+
+/// The nodes the watchdog device lists, with their generations.
+fn watchdog_nodes(devs: &[CibDevice]) -> Vec<(String, String)> {
+    devs.iter()
+        .filter(|d| d.id == WATCHDOG_DEVICE_ID)
+        .map(|d| (d.target.clone(), d.generation.clone().unwrap_or_default()))
+        .collect()
+}
+
+/// The watchdog device listing `nodes`, or none when `nodes` is empty.
+fn write_watchdog(r: &dyn Runner, nodes: &[(String, String)]) -> Result<()> {
+    if nodes.is_empty() {
+        form::apply_cib(r, &clusterd::cib::delete_watchdog_device())?;
+    } else {
+        form::apply_cib(r, &clusterd::cib::put_watchdog_device(nodes))?;
+    }
+    Ok(())
 }
 
 /// What a fence test through a device really does: `stonith_admin --fence` is an off; a
@@ -274,6 +319,31 @@ fn to_device(spec: &FenceDeviceSpec) -> Result<FenceDevice> {
                 .map(str::to_string)
                 .collect(),
         },
+        FenceAgentKind::Watchdog => {
+            if let Some(k) = spec
+                .params
+                .keys()
+                .find(|k| k.as_str() != "watchdog_timeout" && k.as_str() != "action")
+            {
+                return Err(Error::validation(
+                    &format!("params.{k}"),
+                    format!("the watchdog agent takes only watchdog_timeout, not {k}"),
+                ));
+            }
+            if let Some(k) = spec.secrets.keys().next() {
+                return Err(Error::validation(
+                    &format!("secrets.{k}"),
+                    "the watchdog agent takes no secrets",
+                ));
+            }
+            if spec.params.get("action").is_some_and(|a| a != "reboot") {
+                return Err(Error::validation(
+                    "params.action",
+                    "a watchdog can only reset its node: its action is reboot",
+                ));
+            }
+            FenceAgent::Watchdog {}
+        }
         FenceAgentKind::Agent(program) => FenceAgent::Agent {
             program: program.clone(),
             // `action` is the device's (reboot or off), not an agent parameter
@@ -299,10 +369,15 @@ fn to_device(spec: &FenceDeviceSpec) -> Result<FenceDevice> {
     })
 }
 
-/// The SBD setup a `sbd` device asks for: its disks and `watchdog_timeout` (seconds).
-fn sbd_config(spec: &FenceDeviceSpec, devices: &[String]) -> Result<clusterd::sbd::SbdConfig> {
+/// The SBD setup a `sbd` (or `watchdog`: no disks) device asks for: its disks and
+/// `watchdog_timeout` (seconds; `default_s` when not given).
+fn sbd_config(
+    spec: &FenceDeviceSpec,
+    devices: &[String],
+    default_s: u32,
+) -> Result<clusterd::sbd::SbdConfig> {
     let watchdog_timeout_s = match spec.params.get("watchdog_timeout") {
-        None => clusterd::sbd::DEFAULT_WATCHDOG_TIMEOUT_S,
+        None => default_s,
         Some(v) => v.parse().map_err(|_| {
             Error::validation(
                 "params.watchdog_timeout",
@@ -478,12 +553,17 @@ pub(super) fn require_agent(
     if installed {
         return Ok(());
     }
+    let from = if program == "fence_watchdog" {
+        "fence_watchdog comes with Pacemaker itself (`apt-get install --reinstall pacemaker`)"
+    } else {
+        "Debian's agents come with `apt-get install fence-agents`; a custom one goes to \
+         /usr/sbin on every node; nodes installed from Keel's ISO carry fence_ipmilan, \
+         fence_redfish and fence_sbd"
+    };
     Err(Error::Conflict(format!(
         "{me}: fence agent {program} is not installed (/usr/sbin/{program}), and Pacemaker may \
-         run the device for {target} on {me}: install it there (Debian's agents come with \
-         `apt-get install fence-agents`; a custom one goes to /usr/sbin on every node; nodes \
-         installed from Keel's ISO carry fence_ipmilan, fence_redfish and fence_sbd), then run \
-         the command again"
+         run the device for {target} on {me}: install it there ({from}), then run the command \
+         again"
     )))
 }
 
@@ -543,10 +623,50 @@ fn put_generation(
             }
         ))
     })?;
+    // SBD runs one way in a cluster: with the disks of fence_sbd devices, or without any for
+    // watchdog devices (one /etc/default/sbd per node)
+    if matches!(dev.agent, FenceAgent::Sbd { .. } | FenceAgent::Watchdog {}) {
+        let other = match dev.agent {
+            FenceAgent::Sbd { .. } => "fence_watchdog",
+            _ => "fence_sbd",
+        };
+        let clash: Vec<String> = cib_devices(cs.runner.as_ref())?
+            .into_iter()
+            .filter(|d| d.agent == other && d.target != dev.node)
+            .map(|d| format!("{} ({})", d.id, d.target))
+            .collect();
+        if !clash.is_empty() {
+            return Err(Error::Conflict(format!(
+                "{} cannot be added beside {}: sbd runs either with shared disks (fence_sbd) or \
+                 without (fence_watchdog) on every node, not both; change those devices first",
+                dev.agent.program(),
+                clash.join(", ")
+            )));
+        }
+    }
     // SBD: every member runs sbd on the disks before Pacemaker may write a poison pill
     if let FenceAgent::Sbd { devices } = &dev.agent {
-        super::sbd::configure(node, &sbd_config(spec, devices)?)?;
+        // without a timeout given, the one sbd runs with on these disks is kept
+        let default_s = super::sbd::running_timeout(cs, devices)
+            .unwrap_or(clusterd::sbd::DEFAULT_WATCHDOG_TIMEOUT_S);
+        super::sbd::configure(node, &sbd_config(spec, devices, default_s)?)?;
     }
+    // diskless SBD: sbd on every member, Pacemaker started after it (the timeouts follow the
+    // device)
+    let watchdog_cfg = match &dev.agent {
+        FenceAgent::Watchdog {} => {
+            let default_s =
+                super::sbd::running_timeout(cs, &[]).unwrap_or(if conf.qdevice.is_some() {
+                    clusterd::sbd::DISKLESS_QDEVICE_TIMEOUT_S
+                } else {
+                    clusterd::sbd::DEFAULT_WATCHDOG_TIMEOUT_S
+                });
+            let c = sbd_config(spec, &[], default_s)?;
+            super::sbd::configure_watchdog(node, &c)?;
+            Some(c)
+        }
+        _ => None,
+    };
     // The secrets go to Pacemaker's CIB-secrets files on every member first (the CIB gets
     // `lrm://`): a member that cannot take them refuses the change before Pacemaker sees it.
     // (an empty set removes the files an earlier configuration of the device left)
@@ -561,25 +681,100 @@ fn put_generation(
     }
     form::write_cib_secrets(&cs.paths, &dev.id, &secrets)?;
     // a new generation with every change: the node's earlier fence tests no longer count
-    form::apply_cib(
-        cs.runner.as_ref(),
-        &clusterd::cib::put_fence_device_generation(&dev, generation),
-    )?;
+    let r = cs.runner.as_ref();
+    let devs_now = cib_devices(r)?;
+    let watchdog = matches!(dev.agent, FenceAgent::Watchdog {});
+    if watchdog {
+        // one device per node: the node's own device of another agent goes; the cluster's one
+        // watchdog device lists it, with its own generation (the others' are kept)
+        for d in devs_now
+            .iter()
+            .filter(|d| d.target == dev.node && d.id != WATCHDOG_DEVICE_ID)
+        {
+            form::apply_cib(
+                r,
+                &clusterd::cib::delete_fence_device(&lab_shell_device(&d.id, &d.target)),
+            )?;
+        }
+        let mut nodes: Vec<(String, String)> = watchdog_nodes(&devs_now)
+            .into_iter()
+            .filter(|(n, _)| n != &dev.node)
+            .collect();
+        nodes.push((dev.node.clone(), generation.to_string()));
+        write_watchdog(r, &nodes)?;
+        if let Some(c) = &watchdog_cfg {
+            super::sbd::set_watchdog_timeouts(r, c)?;
+        }
+    } else {
+        form::apply_cib(
+            r,
+            &clusterd::cib::put_fence_device_generation(&dev, generation),
+        )?;
+        // a node fenced through its watchdog until now leaves the watchdog device's list
+        let wd = watchdog_nodes(&devs_now);
+        if wd.iter().any(|(n, _)| n == &dev.node) {
+            let rest: Vec<(String, String)> =
+                wd.into_iter().filter(|(n, _)| n != &dev.node).collect();
+            write_watchdog(r, &rest)?;
+        }
+    }
+    let rsc = if watchdog {
+        WATCHDOG_DEVICE_ID
+    } else {
+        dev.id.as_str()
+    };
     // A start that failed under the old configuration (a wrong password) leaves a fail count
     // that keeps the device stopped everywhere: a new secret changes nothing Pacemaker can see
     // (the CIB says lrm:// before and after). Forget it, so the new configuration is judged.
-    if let Err(e) = cs.runner.run_ok(&commands::resource_cleanup(&dev.id)) {
-        tracing::warn!(device = %dev.id, error = %e, "clearing the device's earlier failures");
+    if let Err(e) = cs.runner.run_ok(&commands::resource_cleanup(rsc)) {
+        tracing::warn!(device = %rsc, error = %e, "clearing the device's earlier failures");
     }
     tracing::info!(device = %dev.id, node = %dev.node, agent = dev.agent.program(), "fence device configured");
+    // a watchdog device replaced by another agent may have been the last one
+    drop_watchdog_timeout_if_unused(cs.runner.as_ref());
     Ok(FenceDeviceInfo {
-        id: dev.id.clone(),
+        id: rsc.to_string(),
         node: dev.node.clone(),
         agent: spec.agent.clone(),
         params: spec.params.clone(),
         secret_keys: spec.secrets.keys().cloned().collect(),
         last_test: None,
     })
+}
+
+/// With no `fence_watchdog` device left, Pacemaker's `stonith-watchdog-timeout` goes: set, it
+/// would make the fencer count any node it cannot fence otherwise as reset by its watchdog
+/// after the timeout. (sbd itself keeps running: see docs/cluster.md.) Best effort: logged.
+fn drop_watchdog_timeout_if_unused(r: &dyn Runner) {
+    match cib_devices(r) {
+        Ok(devs) if devs.iter().any(|d| d.agent == "fence_watchdog") => {}
+        Ok(_) => {
+            let set = r
+                .run(&commands::query_property("stonith-watchdog-timeout"))
+                .is_ok_and(|o| o.success());
+            if set {
+                match r.run_ok(&commands::delete_property("stonith-watchdog-timeout")) {
+                    Ok(_) => tracing::info!(
+                        "no watchdog fence device left: stonith-watchdog-timeout removed"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "removing stonith-watchdog-timeout"),
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading the fence devices"),
+    }
+}
+
+/// Take `target` off the watchdog device's list: the device goes with its last node, and
+/// `stonith-watchdog-timeout` with it.
+pub(super) fn unlist_watchdog(r: &dyn Runner, target: &str) -> Result<()> {
+    let rest: Vec<(String, String)> = watchdog_nodes(&cib_devices(r)?)
+        .into_iter()
+        .filter(|(n, _)| n != target)
+        .collect();
+    write_watchdog(r, &rest)?;
+    drop_watchdog_timeout_if_unused(r);
+    Ok(())
 }
 
 /// Delete the fence device(s) of `target` and their constraints.
@@ -593,10 +788,15 @@ pub(super) fn delete(node: &Node, target: &str) -> Result<()> {
         return Err(Error::NotFound(format!("no fence device for {target:?}")));
     }
     for (id, _, t) in devs {
+        if id == WATCHDOG_DEVICE_ID {
+            unlist_watchdog(r, &t)?;
+            continue;
+        }
         form::apply_cib(
             r,
             &clusterd::cib::delete_fence_device(&lab_shell_device(&id, &t)),
         )?;
+        drop_watchdog_timeout_if_unused(r);
         // the device is gone from the CIB: its secrets too, here and on the members
         if node.cluster.paths.cib_secrets_dir().join(&id).exists() {
             form::write_cib_secrets(&node.cluster.paths, &id, &Default::default())?;
@@ -633,6 +833,12 @@ pub(super) fn start_test(
             "{target} has no fence device: add one first"
         )));
     };
+    if dev.agent == "fence_watchdog" && action == "off" {
+        return Err(Error::Conflict(format!(
+            "{target} is fenced by its own watchdog, which resets the node and cannot power it \
+             off: test it with reboot"
+        )));
+    }
     let n = node.clone();
     let tgt = target.clone();
     tasks::spawn(&node.tasks, "fencetest", &tgt, user, true, move |t| {
@@ -647,6 +853,7 @@ fn failure_hint(dev: &CibDevice) -> String {
     let what = match dev.agent.as_str() {
         "fence_ipmilan" => "the BMC's address and port, user, password, privilege level and lanplus (IPMI 2.0)",
         "fence_redfish" => "the BMC's address and port, user, password, systems_uri and TLS (ssl_insecure for a self-signed certificate)",
+        "fence_watchdog" => "that sbd runs on the target (`systemctl status sbd`), that Pacemaker there started after it, and that stonith-watchdog-timeout is set (`crm_attribute -t crm_config -n stonith-watchdog-timeout -G`); `keel fence add NODE --agent watchdog` again repairs all three",
         "fence_sbd" => "that every node sees the SBD disk (`sbd -d DISK list` shows a slot per node) and that sbd runs on the target (`systemctl status sbd`; `keel cluster verify` reports ESBDINACTIVE)",
         _ => "the agent's parameters and what it talks to",
     };
@@ -882,8 +1089,13 @@ mod tests {
             ]
         );
         // this node may run node2's device: its agent must be here
-        let mut fake =
-            Fake::new().expect(&["test", "-x", "/usr/sbin/fence_ipmilan"], Reply::ok(""));
+        let mut fake = Fake::new()
+            .expect(&["test", "-x", "/usr/sbin/fence_ipmilan"], Reply::ok(""))
+            // the devices now (is node2 on the watchdog device's list?)
+            .expect(
+                &["cibadmin", "--query", "--scope", "resources"],
+                Reply::ok("<resources/>"),
+            );
         for (argv, stdin) in &calls {
             fake = fake.expect_stdin(argv, stdin.as_bytes(), Reply::ok(""));
         }
@@ -1011,6 +1223,36 @@ mod tests {
         Ok(())
     }
 
+    /// A watchdog device is `fence_watchdog` with no agent parameter (the timeout is sbd's and
+    /// Pacemaker's); anything else given is refused by name, and so is an action it cannot do.
+    #[test]
+    fn a_watchdog_device_takes_only_its_timeout() -> Result<()> {
+        let d = to_device(&spec(
+            FenceAgentKind::Watchdog,
+            &[("watchdog_timeout", "10")],
+            &[],
+        ))?;
+        assert_eq!(d.agent.program(), "fence_watchdog");
+        assert!(d.agent.params().is_empty());
+        let calls = cib_calls(&spec(FenceAgentKind::Watchdog, &[], &[]))?;
+        let xml: String = calls.iter().map(|(_, x)| x.as_str()).collect();
+        assert!(
+            xml.contains("type=\"fence_watchdog\"") && xml.contains("value=\"node2\""),
+            "{xml}"
+        );
+        for (params, secrets, field) in [
+            (&[("ip", "10.0.0.1")][..], &[][..], "params.ip"),
+            (&[][..], &[("password", "x")][..], "secrets.password"),
+            (&[("action", "off")][..], &[][..], "params.action"),
+        ] {
+            match to_device(&spec(FenceAgentKind::Watchdog, params, secrets)) {
+                Err(Error::Validation(e)) => assert_eq!(e.field, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        Ok(())
+    }
+
     /// What a member checks when asked: nothing on the device's target, the program on others,
     /// and a name that is not an agent's refused without running anything.
     #[test]
@@ -1121,7 +1363,10 @@ mod tests {
             &[],
         );
         let meta = ["/usr/sbin/fence_keellab", "-o", "metadata"];
-        let mut fake = Fake::new().expect(&meta, Reply::ok(METADATA));
+        let mut fake = Fake::new().expect(&meta, Reply::ok(METADATA)).expect(
+            &["cibadmin", "--query", "--scope", "resources"],
+            Reply::ok("<resources/>"),
+        );
         for (argv, stdin) in cib_calls(&s)? {
             assert!(!stdin.contains(r#"name="action""#), "{stdin}");
             fake = fake.expect_stdin(&argv, stdin.as_bytes(), Reply::ok(""));
@@ -1191,6 +1436,34 @@ mod tests {
         assert_eq!(d[1].agent, "fence_keellab");
         assert_eq!(d[1].reboot_action.as_deref(), Some("off"));
         assert_eq!(d[1].generation.as_deref(), Some("g7"));
+        Ok(())
+    }
+
+    /// The one watchdog device reads as a device of each node it lists, each with its own
+    /// generation; putting a watchdog device for one more node keeps the others' generations
+    /// and drops that node's own device of another agent.
+    #[test]
+    fn the_watchdog_device_is_one_per_listed_node() -> Result<()> {
+        let put = clusterd::cib::put_watchdog_device(&[
+            ("n1".to_string(), "w1".to_string()),
+            ("node2".to_string(), "w2".to_string()),
+        ]);
+        let xml = format!(
+            "<resources>{}</resources>",
+            put.last().map(|u| u.stdin.as_str()).unwrap_or_default()
+        );
+        let d = parse_cib_devices(&xml)?;
+        assert_eq!(d.len(), 2);
+        assert!(d
+            .iter()
+            .all(|d| d.id == "watchdog" && d.agent == "fence_watchdog"));
+        assert_eq!(
+            watchdog_nodes(&d),
+            vec![
+                ("n1".to_string(), "w1".to_string()),
+                ("node2".to_string(), "w2".to_string())
+            ]
+        );
         Ok(())
     }
 

@@ -346,6 +346,24 @@ pub(super) fn start_remove(node: &Arc<Node>, user: &str) -> Result<String> {
     if conf.qdevice.is_none() {
         return Err(Error::NotFound("no QDevice is configured".into()));
     }
+    // diskless SBD is only safe with three votes: without the QDevice's, a node cut off alone
+    // in a two-node cluster would stay quorate and never reset itself
+    if conf.nodes.len() < 3 {
+        let watchdogs: Vec<String> = super::fencing::cib_devices(cs.runner.as_ref())?
+            .into_iter()
+            .filter(|d| d.agent == "fence_watchdog")
+            .map(|d| d.target)
+            .collect();
+        if !watchdogs.is_empty() {
+            return Err(Error::Conflict(format!(
+                "{} are fenced through their own watchdogs (diskless SBD), which needs the QDevice's \
+                 vote with {} nodes: give those nodes another fence device first (keel fence \
+                 add NODE --agent fence_ipmilan|fence_redfish|sbd …), then remove the QDevice",
+                watchdogs.join(", "),
+                conf.nodes.len()
+            )));
+        }
+    }
     let n = node.clone();
     tasks::spawn(
         &node.tasks,

@@ -133,6 +133,23 @@ pub(super) fn start(node: &Arc<Node>, name: String, force: bool, user: &str) -> 
             )));
         }
     }
+    // diskless SBD needs three votes: not from two nodes without a QDevice
+    let votes_after = conf.nodes.len() - 1 + usize::from(conf.qdevice.is_some());
+    if votes_after < 3 {
+        let watchdogs: Vec<String> = super::fencing::cib_devices(cs.runner.as_ref())?
+            .into_iter()
+            .filter(|d| d.agent == "fence_watchdog" && d.target != name)
+            .map(|d| d.target)
+            .collect();
+        if !watchdogs.is_empty() {
+            return Err(Error::Conflict(format!(
+                "{} are fenced through their own watchdogs (diskless SBD), which needs three votes; \
+                 without {name} the cluster would have {votes_after}: add a QDevice (keel \
+                 cluster qdevice add) or give those nodes another fence device first",
+                watchdogs.join(", ")
+            )));
+        }
+    }
     let n = node.clone();
     let tgt = name.clone();
     tasks::spawn(&node.tasks, "clusterremove", &tgt, user, true, move |t| {
@@ -283,6 +300,12 @@ fn remove_task(
     };
     // 3. Pacemaker forgets it; its fence device goes
     for (id, _, target) in stonith_devices(r)?.into_iter().filter(|d| d.2 == name) {
+        if id == clusterd::cib::WATCHDOG_DEVICE_ID {
+            // the watchdog device is the other nodes' too: only this node leaves its list
+            super::fencing::unlist_watchdog(r, &target)?;
+            t.log(format!("{name} taken off the watchdog fence device"));
+            continue;
+        }
         let dev = lab_shell_device(&id, &target);
         form::apply_cib(r, &clusterd::cib::delete_fence_device(&dev))?;
         t.log(format!("deleted fence device {id}"));

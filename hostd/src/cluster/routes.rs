@@ -143,7 +143,7 @@ async fn nodes(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<ClusterNode>
 }
 
 #[utoipa::path(delete, path = "/api/v1/cluster/nodes/{name}", tag = "cluster", params(("name" = String, Path)),
-    responses((status = 202, body = TaskRef), (status = 409, body = keel_api::ErrorBody)))]
+    responses((status = 202, body = TaskRef), (status = 409, description = "not clustered, the node answering, quorum lost without force, or diskless SBD left with fewer than three votes", body = keel_api::ErrorBody)))]
 async fn remove_node(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
@@ -160,7 +160,7 @@ async fn list_fencing(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<Fence
 }
 
 #[utoipa::path(post, path = "/api/v1/cluster/fencing", tag = "cluster", request_body = FenceDeviceSpec,
-    responses((status = 201, body = FenceDeviceInfo), (status = 400, body = keel_api::ErrorBody), (status = 409, description = "not clustered, a member that may run the device lacks its agent (/usr/sbin/fence_…), a member could not take the device's secrets, or (sbd) a member cannot run sbd: no watchdog, sbd missing, the disk not shared or not blank", body = keel_api::ErrorBody)))]
+    responses((status = 201, body = FenceDeviceInfo), (status = 400, body = keel_api::ErrorBody), (status = 409, description = "not clustered, a member that may run the device lacks its agent (/usr/sbin/fence_…), a member could not take the device's secrets, or (sbd, watchdog) a member cannot run sbd: no watchdog, sbd missing, the disk not shared or not blank, sbd already running with another configuration; watchdog (diskless SBD): fewer than three votes, a fence_sbd device on another node, a watchdog timeout not above the QDevice's sync_timeout, or Pacemaker not back online after its restart", body = keel_api::ErrorBody)))]
 async fn put_fencing(
     State(node): State<Arc<Node>>,
     JsonBody(spec): JsonBody<FenceDeviceSpec>,
@@ -186,7 +186,7 @@ pub struct FenceTestQuery {
 }
 
 #[utoipa::path(post, path = "/api/v1/cluster/fencing/{node}/test", tag = "cluster", params(("node" = String, Path), FenceTestQuery),
-    responses((status = 202, body = TaskRef), (status = 409, body = keel_api::ErrorBody)))]
+    responses((status = 202, body = TaskRef), (status = 409, description = "not clustered, the node answering, a node without a fence device, or an off test of a node fenced by its watchdog (it can only reset)", body = keel_api::ErrorBody)))]
 async fn test_fencing(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
@@ -304,7 +304,7 @@ async fn add_qdevice(
 #[utoipa::path(delete, path = "/api/v1/cluster/qdevice", tag = "cluster",
     responses((status = 202, description = "Task qdeviceremove: corosync-qdevice stopped, corosync.conf without it (two_node back) on every member, reload", body = TaskRef),
         (status = 404, description = "No QDevice configured", body = keel_api::ErrorBody),
-        (status = 409, description = "Not in a cluster", body = keel_api::ErrorBody)))]
+        (status = 409, description = "Not in a cluster, or nodes fenced through their watchdogs (diskless SBD) need the QDevice's vote", body = keel_api::ErrorBody)))]
 async fn remove_qdevice(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,

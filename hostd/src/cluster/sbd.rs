@@ -26,6 +26,7 @@ use std::time::Duration;
 use super::{run_err, ClusterState};
 use crate::error::{Error, Result};
 use crate::Node;
+use clusterd::commands;
 
 /// How long sbd may stay `activating` after corosync pulled it in.
 const START_WAIT: Duration = Duration::from_secs(90);
@@ -40,12 +41,16 @@ pub(super) enum SbdPeer {
         config: SbdConfig,
         uuids: Vec<String>,
     },
+    /// Diskless SBD: restart Pacemaker here if it started before sbd (Pacemaker looks for sbd
+    /// when it starts, and only then fences through the watchdog).
+    Pacemaker,
 }
 
 pub(super) fn apply_peer(cs: &ClusterState, name: &str, p: &SbdPeer) -> Result<()> {
     match p {
         SbdPeer::Check(c) => check(cs, name, c),
         SbdPeer::Start { config, uuids } => start(cs, name, config, uuids),
+        SbdPeer::Pacemaker => restart_pacemaker_if_needed(cs, name).map(|_| ()),
     }
 }
 
@@ -99,7 +104,54 @@ fn check(cs: &ClusterState, name: &str, c: &SbdConfig) -> Result<()> {
             )));
         }
     }
+    // sbd reads its configuration only when it starts (with the cluster stack): a running sbd
+    // set up otherwise would go on with its old disks and timeout while the CIB says new ones
+    if active(cs)? {
+        let now = std::fs::read_to_string(&cs.paths.sbd_defaults)
+            .ok()
+            .and_then(|t| SbdConfig::parse_defaults(&t));
+        if let Some(n) = now.as_ref().filter(|n| n.devices == c.devices && n != &c) {
+            return Err(Error::Conflict(format!(
+                "node {name}: sbd already runs here with a {} s watchdog timeout, not the {} s \
+                 asked for (sbd reads it only when it starts): add the device with \
+                 `--param watchdog_timeout={}` to keep it",
+                n.watchdog_timeout_s, c.watchdog_timeout_s, n.watchdog_timeout_s
+            )));
+        }
+        if now.as_ref() != Some(c) {
+            return Err(Error::Conflict(format!(
+                "node {name}: sbd already runs with another configuration ({}), and sbd reads its \
+                 configuration only when it starts, with the cluster stack. To change it to {}: \
+                 change or delete the fence devices that use the old one, then reboot the nodes \
+                 one at a time with sbd disabled (`systemctl disable sbd && systemctl reboot`; \
+                 move the node's VMs first, and wait until it is back in the cluster before the \
+                 next); then run this again",
+                now.map(|n| n.describe())
+                    .unwrap_or_else(|| format!("{} unreadable", cs.paths.sbd_defaults.display())),
+                c.describe()
+            )));
+        }
+    }
     Ok(())
+}
+
+/// The watchdog timeout sbd runs with here on exactly `devices` (none: diskless), if it runs:
+/// what a device added without `watchdog_timeout` keeps.
+pub(super) fn running_timeout(cs: &ClusterState, devices: &[String]) -> Option<u32> {
+    if !active(cs).ok()? {
+        return None;
+    }
+    let now = SbdConfig::parse_defaults(&std::fs::read_to_string(&cs.paths.sbd_defaults).ok()?)?;
+    (now.devices == devices).then_some(now.watchdog_timeout_s)
+}
+
+/// `sbd.service` is active on this node.
+fn active(cs: &ClusterState) -> Result<bool> {
+    let o = cs
+        .runner
+        .run(&systemctl(&["is-active", sbd::UNIT]))
+        .map_err(run_err)?;
+    Ok(o.stdout.trim() == "active")
 }
 
 /// The disk's header, None when it has none.
@@ -183,7 +235,9 @@ fn start(cs: &ClusterState, name: &str, c: &SbdConfig, uuids: &[String]) -> Resu
         .map_err(|e| Error::Internal(e.to_string()))?;
     r.run_ok(&systemctl(&["enable", sbd::UNIT]))
         .map_err(run_err)?;
-    r.run_ok(&systemctl(&["start", "corosync.service"]))
+    // (diskless: sbd waits SBD_DELAY_START, twice the watchdog timeout, before it is started;
+    // systemd gives it 90 s)
+    r.run_ok(&systemctl(&["start", "corosync.service"]).timeout(Duration::from_secs(150)))
         .map_err(run_err)?;
     // Type=forking: sbd is `activating` until its servants have read the disk and found
     // Pacemaker, which takes seconds
@@ -232,14 +286,231 @@ pub(super) fn configure(node: &Node, c: &SbdConfig) -> Result<()> {
     check(cs, me, c)?;
     push(node, SbdPeer::Check(c.clone()))?;
     let uuids = format(cs, c)?;
-    start(cs, me, c, &uuids)?;
-    push(
-        node,
-        SbdPeer::Start {
-            config: c.clone(),
-            uuids,
-        },
-    )
+    // here and on the members at once: each start may wait (diskless: SBD_DELAY_START, twice
+    // the watchdog timeout), and one member's failure does not undo the others' (a rerun
+    // repairs)
+    let peers = SbdPeer::Start {
+        config: c.clone(),
+        uuids: uuids.clone(),
+    };
+    let (mine, theirs) = std::thread::scope(|sc| {
+        let here = sc.spawn(|| start(cs, me, c, &uuids));
+        let there = push(node, peers);
+        (
+            here.join()
+                .unwrap_or_else(|_| Err(Error::Internal("starting sbd here panicked".into()))),
+            there,
+        )
+    });
+    mine.and(theirs)
+}
+
+/// Did Pacemaker start after sbd on this node? (systemd's activation times.) Pacemaker looks
+/// for a running sbd when it starts: only then does it fence through the watchdog, and a
+/// `stonith-watchdog-timeout` on a node whose Pacemaker started without sbd stops it.
+fn pacemaker_after_sbd(cs: &ClusterState) -> Result<bool> {
+    let o = cs
+        .runner
+        .run_ok(&systemctl(&[
+            "show",
+            "--property=ActiveEnterTimestampMonotonic",
+            "--value",
+            sbd::UNIT,
+            "pacemaker.service",
+        ]))
+        .map_err(run_err)?;
+    let t: Vec<u64> = o.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    match t[..] {
+        [sbd_t, pcmk_t] => Ok(sbd_t > 0 && pcmk_t > sbd_t),
+        _ => Err(Error::Internal(format!(
+            "systemctl show ActiveEnterTimestampMonotonic of sbd and pacemaker: {o:?}"
+        ))),
+    }
+}
+
+/// Restart Pacemaker on this node when it started before sbd; whether it did.
+fn restart_pacemaker_if_needed(cs: &ClusterState, name: &str) -> Result<bool> {
+    if !active(cs)? {
+        return Err(Error::Conflict(format!(
+            "node {name}: sbd is not running, so Pacemaker cannot fence through the watchdog"
+        )));
+    }
+    if pacemaker_after_sbd(cs)? {
+        return Ok(false);
+    }
+    cs.runner
+        .run_ok(&systemctl(&["restart", "pacemaker.service"]))
+        .map_err(run_err)?;
+    tracing::info!("Pacemaker restarted to run with sbd's watchdog");
+    Ok(true)
+}
+
+/// How long a member's Pacemaker may take to be back online after its restart.
+const PACEMAKER_BACK: Duration = Duration::from_secs(180);
+
+/// Wait until `name` is online in Pacemaker (not pending) in this node's view.
+fn wait_pacemaker_online(cs: &ClusterState, name: &str) -> Result<()> {
+    // the restart has begun: the old controller's leaving must not count as "online"
+    std::thread::sleep(Duration::from_secs(2));
+    let deadline = std::time::Instant::now() + PACEMAKER_BACK;
+    loop {
+        if let Some(st) = clusterd::form::crm_status(cs.runner.as_ref()) {
+            if st
+                .nodes
+                .iter()
+                .any(|n| n.name == name && n.online && !n.pending)
+            {
+                return Ok(());
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Conflict(format!(
+                "node {name}: Pacemaker was restarted to use sbd's watchdog and is not back \
+                 online after {} s: check `systemctl status pacemaker` and `journalctl -u \
+                 pacemaker` there",
+                PACEMAKER_BACK.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Diskless SBD (`keel fence add NODE --agent watchdog`): sbd without disks on every member,
+/// every member's Pacemaker started after it, and `stonith-watchdog-timeout` set. Refused,
+/// before anything changes, with fewer than three votes: a node cut off alone in a two-node
+/// cluster stays quorate (`two_node`), so it would neither reset itself nor be safe to count
+/// as dead.
+///
+/// Pacemaker is restarted one member at a time, and only where it started before sbd, with
+/// the cluster in maintenance mode so that no resource is stopped or moved meanwhile (an
+/// operator's own maintenance mode is left as it was).
+pub(super) fn configure_watchdog(node: &Node, c: &SbdConfig) -> Result<()> {
+    let cs = &node.cluster;
+    let conf = clusterd::form::read_corosync_conf(&cs.paths)?;
+    let votes = conf.nodes.len() + usize::from(conf.qdevice.is_some());
+    if votes < 3 {
+        return Err(Error::Conflict(format!(
+            "diskless SBD needs three votes or more, and this cluster has {votes} ({} node(s){}): \
+             a node cut off alone must lose quorum to reset itself, and with two votes it keeps \
+             it. Add a QDevice (`keel cluster qdevice add`) or a third node first, or fence \
+             through a BMC (fence_ipmilan, fence_redfish) or a shared SBD disk (--agent sbd)",
+            conf.nodes.len(),
+            if conf.qdevice.is_some() {
+                " and a QDevice"
+            } else {
+                ", no QDevice"
+            }
+        )));
+    }
+    if conf.qdevice.is_some() && c.watchdog_timeout_s <= sbd::QDEVICE_SYNC_TIMEOUT_S {
+        return Err(Error::Conflict(format!(
+            "with a QDevice, sbd trusts corosync's quorum only when its watchdog timeout is \
+             longer than corosync-qdevice's sync_timeout ({} s), and would not start with {} s: \
+             use watchdog_timeout={} or more (the default with a QDevice; a node cut off alone \
+             is then reset within that time and counted as fenced after twice it)",
+            sbd::QDEVICE_SYNC_TIMEOUT_S,
+            c.watchdog_timeout_s,
+            sbd::DISKLESS_QDEVICE_TIMEOUT_S
+        )));
+    }
+    configure(node, c)?;
+    let r = cs.runner.as_ref();
+    let me = node.cfg.node.as_str();
+    let was_maintenance = r
+        .run(&commands::query_property("maintenance-mode"))
+        .map_err(run_err)?;
+    // Pacemaker's booleans: true, yes, on, y, 1 (any case)
+    let operator_maintenance = was_maintenance.success()
+        && matches!(
+            was_maintenance.stdout.trim().to_ascii_lowercase().as_str(),
+            "true" | "yes" | "on" | "y" | "1"
+        );
+    if !operator_maintenance {
+        r.run_ok(&commands::set_property("maintenance-mode", "true"))
+            .map_err(run_err)?;
+    }
+    let restarted = restart_members(node, me);
+    if !operator_maintenance {
+        if let Err(e) = r.run_ok(&commands::delete_property("maintenance-mode")) {
+            tracing::error!(error = %e, "leaving maintenance mode after the Pacemaker restarts");
+            if let Err(first) = &restarted {
+                tracing::error!(error = %first, "the Pacemaker restarts had failed before");
+            }
+            return Err(Error::Conflict(format!(
+                "the cluster is still in maintenance mode (no resource is managed): {e}; run \
+                 `crm_attribute --type crm_config --name maintenance-mode --delete` on any node"
+            )));
+        }
+    }
+    let n = restarted?;
+    if n > 0 {
+        tracing::info!(
+            restarted = n,
+            "Pacemaker restarted on member(s) to use sbd's watchdog"
+        );
+    }
+    Ok(())
+}
+
+/// Pacemaker's side of diskless SBD, once the `watchdog` device lists the node (set before
+/// it, a failure in between would leave a timeout that makes the fencer count any node it
+/// cannot otherwise fence as reset): `stonith-watchdog-timeout`, and `stonith-timeout` with
+/// room beyond it.
+pub(super) fn set_watchdog_timeouts(r: &dyn keel_runner::Runner, c: &SbdConfig) -> Result<()> {
+    // a fence through the watchdog lasts stonith-watchdog-timeout: Pacemaker's stonith-timeout
+    // must leave room beyond it
+    let need = c.stonith_watchdog_timeout_s() + STONITH_TIMEOUT_MARGIN_S;
+    if need > DEFAULT_STONITH_TIMEOUT_S {
+        r.run_ok(&commands::set_property(
+            "stonith-timeout",
+            &format!("{need}s"),
+        ))
+        .map_err(run_err)?;
+    }
+    r.run_ok(&commands::set_property(
+        "stonith-watchdog-timeout",
+        &format!("{}s", c.stonith_watchdog_timeout_s()),
+    ))
+    .map_err(run_err)?;
+    Ok(())
+}
+
+/// Keel's `stonith-timeout` (`clusterd::cib::ClusterProperties`).
+const DEFAULT_STONITH_TIMEOUT_S: u32 = 60;
+/// How much longer than `stonith-watchdog-timeout` a fence may take before Pacemaker gives up.
+const STONITH_TIMEOUT_MARGIN_S: u32 = 20;
+
+/// Every other member first, one at a time, then this node: Pacemaker restarted where it
+/// started before sbd, and back online before the next. How many were restarted is not known
+/// for the other members (they restart only when needed); this node's is counted.
+fn restart_members(node: &Node, me: &str) -> Result<usize> {
+    let cs = &node.cluster;
+    let Some(rec) = cs.record()? else {
+        return Ok(0);
+    };
+    for m in rec.members.iter().filter(|m| m.name != me) {
+        let others: Vec<&str> = rec
+            .members
+            .iter()
+            .filter(|o| o.name != m.name)
+            .map(|o| o.name.as_str())
+            .collect();
+        super::peer::push_one(node, &others, |u| u.sbd = Some(SbdPeer::Pacemaker)).map_err(
+            |e| {
+                Error::Conflict(format!(
+                    "Pacemaker could not be made to use sbd's watchdog on {}: {e}; fix it and \
+                     run the command again",
+                    m.name
+                ))
+            },
+        )?;
+        wait_pacemaker_online(cs, &m.name)?;
+    }
+    let mine = restart_pacemaker_if_needed(cs, me)?;
+    if mine {
+        wait_pacemaker_online(cs, me)?;
+    }
+    Ok(usize::from(mine))
 }
 
 fn push(node: &Node, p: SbdPeer) -> Result<()> {
@@ -283,10 +554,197 @@ mod tests {
         )
     }
 
+    fn inactive() -> Reply {
+        Reply::Exit(keel_runner::Output {
+            code: Some(3),
+            stdout: "inactive\n".into(),
+            stderr: String::new(),
+        })
+    }
+
     fn checks(f: Fake) -> Fake {
         f.expect(&["test", "-x", "/usr/sbin/sbd"], Reply::ok(""))
             .expect(&["test", "-c", "/dev/watchdog"], Reply::ok(""))
             .expect(&["test", "-b", DEV], Reply::ok(""))
+            .expect(&["systemctl", "is-active", "sbd.service"], inactive())
+    }
+
+    fn diskless_checks(f: Fake) -> Fake {
+        f.expect(&["test", "-x", "/usr/sbin/sbd"], Reply::ok(""))
+            .expect(&["test", "-c", "/dev/watchdog"], Reply::ok(""))
+            .expect(&["systemctl", "is-active", "sbd.service"], inactive())
+    }
+
+    /// `crm_attribute --type crm_config --name NAME ARGS…` as the workflow runs it.
+    fn prop<'a>(name: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec!["crm_attribute", "--type", "crm_config", "--name", name];
+        a.extend_from_slice(args);
+        a
+    }
+
+    fn diskless() -> SbdConfig {
+        SbdConfig {
+            devices: vec![],
+            watchdog_timeout_s: 10,
+        }
+    }
+
+    /// The lab's corosync.conf with `n` nodes (the record keeps this node alone, so nothing is
+    /// pushed) and optionally a QDevice: the votes diskless SBD counts.
+    fn votes(lab: &testlab::Lab, n: u32, qdevice: bool) -> Result<()> {
+        use clusterd::corosync_conf::{ConfNode, CorosyncConf, LatencyClass, QDevice};
+        let node = |i: u32| ConfNode {
+            nodeid: i,
+            name: if i == 1 {
+                testlab::SELF.into()
+            } else {
+                format!("n{i}")
+            },
+            addrs: vec![format!("192.0.2.{i}")],
+        };
+        let mut c = CorosyncConf::new("c1", node(1), LatencyClass::Local);
+        for i in 2..=n {
+            c.add_node(node(i))
+                .map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        if qdevice {
+            c.qdevice = Some(QDevice {
+                host: "192.0.2.99".into(),
+                port: None,
+                algorithm: Default::default(),
+            });
+        }
+        clusterd::form::write_corosync_conf(&lab.paths, &c)?;
+        Ok(())
+    }
+
+    /// Two votes (two nodes, no QDevice): refused before any command runs, saying what gives
+    /// the third.
+    #[test]
+    fn diskless_sbd_needs_three_votes() -> Result<()> {
+        let lab = testlab::systemd_single(Fake::new())?;
+        votes(&lab, 2, false)?;
+        let e = refusal(configure_watchdog(&lab.node, &diskless()));
+        lab.fake.assert_done();
+        assert!(
+            e.contains("three votes")
+                && e.contains("has 2 (2 node(s), no QDevice)")
+                && e.contains("keel cluster qdevice add"),
+            "{e}"
+        );
+        assert!(!lab.paths.sbd_defaults.exists());
+        Ok(())
+    }
+
+    /// Three votes (three nodes): sbd set up without a disk, Pacemaker (started
+    /// before sbd) restarted under maintenance mode and back online, maintenance mode left,
+    /// then stonith-watchdog-timeout at twice the watchdog timeout — these commands, in this
+    /// order.
+    #[test]
+    fn diskless_sbd_restarts_pacemaker_under_maintenance_then_sets_the_timeout() -> Result<()> {
+        let crm = include_str!("../../../clusterd/tests/samples/crm_mon-3-nodes.xml")
+            .replace("\"node1\"", "\"n1\"");
+        let f = diskless_checks(Fake::new());
+        let f = diskless_checks(f)
+            .expect(&["systemctl", "enable", "sbd.service"], Reply::ok(""))
+            .expect(&["systemctl", "start", "corosync.service"], Reply::ok(""))
+            .expect(
+                &["systemctl", "is-active", "sbd.service"],
+                Reply::ok("active\n"),
+            )
+            .expect(
+                &prop("maintenance-mode", &["--query", "--quiet"]),
+                Reply::fail(6, "not found"),
+            )
+            .expect(
+                &prop("maintenance-mode", &["--update", "true"]),
+                Reply::ok(""),
+            )
+            .expect(
+                &["systemctl", "is-active", "sbd.service"],
+                Reply::ok("active\n"),
+            )
+            .expect(
+                &[
+                    "systemctl",
+                    "show",
+                    "--property=ActiveEnterTimestampMonotonic",
+                    "--value",
+                    "sbd.service",
+                    "pacemaker.service",
+                ],
+                Reply::ok("9000000\n\n4000000\n"),
+            )
+            .expect(
+                &["systemctl", "restart", "pacemaker.service"],
+                Reply::ok(""),
+            )
+            .expect(&["crm_mon", "-1", "--output-as=xml"], Reply::ok(crm))
+            .expect(&prop("maintenance-mode", &["--delete"]), Reply::ok(""))
+            .expect(
+                &prop("stonith-watchdog-timeout", &["--update", "20s"]),
+                Reply::ok(""),
+            );
+        let lab = testlab::systemd_single(f)?;
+        votes(&lab, 3, false)?;
+        configure_watchdog(&lab.node, &diskless())?;
+        // (the device is written in between, by `fencing`)
+        set_watchdog_timeouts(lab.fake.as_ref(), &diskless())?;
+        lab.fake.assert_done();
+        let written = std::fs::read_to_string(&lab.paths.sbd_defaults)?;
+        assert!(written.contains("SBD_DEVICE=\"\"\n"), "{written}");
+        assert!(written.contains("SBD_WATCHDOG_TIMEOUT=10"), "{written}");
+        Ok(())
+    }
+
+    /// With a QDevice, a watchdog timeout not above corosync-qdevice's sync_timeout is refused
+    /// before anything runs (sbd would distrust the quorum and never finish starting).
+    #[test]
+    fn with_a_qdevice_the_watchdog_timeout_must_exceed_its_sync_timeout() -> Result<()> {
+        let lab = testlab::systemd_single(Fake::new())?;
+        votes(&lab, 2, true)?;
+        let e = refusal(configure_watchdog(&lab.node, &diskless()));
+        lab.fake.assert_done();
+        assert!(
+            e.contains("sync_timeout (30 s)") && e.contains("watchdog_timeout=35"),
+            "{e}"
+        );
+        assert!(!lab.paths.sbd_defaults.exists());
+        Ok(())
+    }
+
+    /// sbd already running with a disk: a diskless setup is refused before anything is
+    /// written, saying what runs and how to stop it (sbd reads its file only at start).
+    #[test]
+    fn a_running_sbd_with_another_configuration_is_refused() -> Result<()> {
+        let f = Fake::new()
+            .expect(&["test", "-x", "/usr/sbin/sbd"], Reply::ok(""))
+            .expect(&["test", "-c", "/dev/watchdog"], Reply::ok(""))
+            .expect(
+                &["systemctl", "is-active", "sbd.service"],
+                Reply::ok("active\n"),
+            );
+        let lab = testlab::systemd_single(f)?;
+        votes(&lab, 3, false)?;
+        let running = cfg();
+        if let Some(d) = lab.paths.sbd_defaults.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(&lab.paths.sbd_defaults, running.render())?;
+        let e = refusal(configure_watchdog(&lab.node, &diskless()));
+        lab.fake.assert_done();
+        assert!(
+            e.contains(&format!(
+                "already runs with another configuration (disk(s) {DEV}, watchdog timeout 15 s)"
+            )) && e.contains("diskless (watchdog only), watchdog timeout 10 s")
+                && e.contains("systemctl disable sbd && systemctl reboot"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&lab.paths.sbd_defaults)?,
+            running.render()
+        );
+        Ok(())
     }
 
     /// A blank disk on a lone member: checked, formatted, read back, configured, started —

@@ -433,6 +433,16 @@ fn fencing(c: &ClusterFacts, o: &mut Out) {
             Some(_) => {}
         }
     }
+    if c.two_node && devices.iter().any(|d| d.agent == "fence_watchdog") {
+        o.add(
+            "EWATCHDOGVOTES",
+            E,
+            None,
+            clusterd::cib::WATCHDOG_DEVICE_ID,
+            "nodes are fenced through their own watchdogs (diskless SBD) in a two_node cluster: a node cut off alone stays quorate, never resets itself, and is counted as fenced while it runs",
+            "add a QDevice (`keel cluster qdevice add`) or a third node, or give the nodes another fence device (`keel fence add NODE --agent fence_ipmilan|fence_redfish|sbd …`)",
+        );
+    }
     if c.two_node && n == 2 && !devices.iter().any(|d| d.delay) {
         o.add(
             "EFENCEDELAY",
@@ -452,11 +462,14 @@ fn sbd(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
     if f.sbd_active != Some(false) {
         return;
     }
-    let ids: Vec<&str> = devices
+    let mut ids: Vec<&str> = devices
         .iter()
         .filter(|d| d.sbd)
         .map(|d| d.id.as_str())
         .collect();
+    // the watchdog device reads as one per node it lists
+    ids.sort_unstable();
+    ids.dedup();
     if ids.is_empty() {
         return;
     }
@@ -466,13 +479,13 @@ fn sbd(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
         Some(&f.node),
         "sbd.service",
         format!(
-            "sbd is not running on {} while the CIB fences through SBD ({}): a fence of {} would be counted as done after msgwait while it goes on running",
+            "sbd is not running on {} while the CIB fences through SBD ({}): a fence of {} would be counted as done after msgwait (stonith-watchdog-timeout for the watchdog device) while it goes on running",
             f.node,
             ids.join(", "),
             f.node
         ),
         format!(
-            "set the SBD device up again (`keel fence add NODE --agent sbd --param devices=…`, for any node): it checks the watchdog and starts sbd on every node; `journalctl -u sbd` on {} says why it stopped",
+            "set the SBD device up again (`keel fence add NODE --agent sbd --param devices=…`, or `--agent watchdog` for diskless SBD, for any node): it checks the watchdog and starts sbd on every node; `journalctl -u sbd` on {} says why it stopped",
             f.node
         ),
     );
@@ -493,7 +506,8 @@ fn agents(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
                 .push(d.id.as_str());
         }
     }
-    for (agent, ids) in missing {
+    for (agent, mut ids) in missing {
+        ids.dedup();
         o.add(
             "EFENCEAGENT",
             E,
@@ -1277,7 +1291,27 @@ pub fn parse_devices(resources: &str, constraints: &str) -> Option<Vec<DeviceFac
                     }
                 }
                 let agent = p.get_attr("type").unwrap_or_default().to_string();
-                Some(DeviceFact {
+                if id == clusterd::cib::WATCHDOG_DEVICE_ID {
+                    // the one watchdog device fences each node it lists through that node's
+                    // own watchdog: nothing runs against the target, so nothing to keep off it
+                    return Some(
+                        target
+                            .split([' ', ',', ';'])
+                            .filter(|h| !h.is_empty())
+                            .map(|h| DeviceFact {
+                                sbd: true,
+                                agent: agent.clone(),
+                                id: id.clone(),
+                                target: h.to_string(),
+                                avoids_target: true,
+                                delay,
+                                plaintext: plaintext.clone(),
+                                cib_secrets: cib_secrets.clone(),
+                            })
+                            .collect::<Vec<_>>(),
+                    );
+                }
+                Some(vec![DeviceFact {
                     sbd: agent == "fence_sbd",
                     agent,
                     id,
@@ -1286,8 +1320,9 @@ pub fn parse_devices(resources: &str, constraints: &str) -> Option<Vec<DeviceFac
                     delay,
                     plaintext,
                     cib_secrets,
-                })
+                }])
             })
+            .flatten()
             .collect(),
     )
 }
@@ -1840,6 +1875,37 @@ mod tests {
             ])
         );
         assert_eq!(installed_fence_agents(&d.path().join("none")), None);
+    }
+
+    /// Diskless SBD's one `watchdog` device reads as a device of each node it lists (nothing
+    /// to keep off its target); in a two_node cluster it is EWATCHDOGVOTES.
+    #[test]
+    fn the_watchdog_device_covers_each_listed_node() {
+        let res = clusterd::cib::put_watchdog_device(&[
+            ("n1".to_string(), "g1".to_string()),
+            ("n2".to_string(), "g2".to_string()),
+        ])
+        .pop()
+        .unwrap()
+        .stdin;
+        let d = parse_devices(&format!("<resources>{res}</resources>"), "<constraints/>").unwrap();
+        assert_eq!(
+            d.iter().map(|d| d.target.as_str()).collect::<Vec<_>>(),
+            ["n1", "n2"]
+        );
+        assert!(d.iter().all(|d| d.id == "watchdog"
+            && d.avoids_target
+            && d.sbd
+            && d.agent == "fence_watchdog"));
+        let mut c = healthy_cluster(2);
+        c.devices = Some(d);
+        assert!(!codes(&c, &answers(&c))
+            .iter()
+            .any(|(code, _)| code == "EWATCHDOGVOTES"));
+        c.two_node = true;
+        assert!(codes(&c, &answers(&c))
+            .iter()
+            .any(|(code, node)| code == "EWATCHDOGVOTES" && node.is_none()));
     }
 
     #[test]

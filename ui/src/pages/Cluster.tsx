@@ -27,7 +27,7 @@ function FenceTest({ t }: { t: FenceTestResult | null }) {
 }
 
 /** `POST /cluster/fencing/{node}/test`: really fences the node (a task), after typing its name. */
-function FenceTestDialog({ node, onClose }: { node: string; onClose: () => void }) {
+function FenceTestDialog({ node, watchdog, onClose }: { node: string; watchdog: boolean; onClose: () => void }) {
   const [typed, setTyped] = useState("");
   const [action, setAction] = useState<"reboot" | "off">("reboot");
   const [busy, setBusy] = useState(false);
@@ -53,8 +53,11 @@ function FenceTestDialog({ node, onClose }: { node: string; onClose: () => void 
           recovers its resources elsewhere.</div>
         <div class="field-inline">
           <label class="check"><input type="radio" name="fence-action" checked={action === "reboot"} onChange={() => setAction("reboot")} /> Reboot</label>
-          <label class="check"><input type="radio" name="fence-action" checked={action === "off"} onChange={() => setAction("off")} /> Power off</label>
+          <label class="check" title={watchdog ? "A node fenced by its own watchdog (diskless SBD) can only be reset" : undefined}>
+            <input type="radio" name="fence-action" checked={action === "off"} disabled={watchdog} onChange={() => setAction("off")} /> Power off</label>
         </div>
+        {watchdog && <p class="small muted">{node} is fenced by its own watchdog (diskless SBD): the test asks its sbd to reset it
+          and passes after Pacemaker's stonith-watchdog-timeout.</p>}
         <div class="field">
           <label for="fence-confirm">Type the node name <strong class="mono">{node}</strong> to confirm</label>
           <input id="fence-confirm" value={typed} autoComplete="off" onInput={(e) => setTyped(e.currentTarget.value)} />
@@ -72,9 +75,10 @@ function FenceTestDialog({ node, onClose }: { node: string; onClose: () => void 
 
 function Members({ s, onChanged }: { s: ClusterStatus; onChanged: () => void }) {
   const [testing, setTesting] = useState<string | null>(null);
+  const watchdog = s.members.find((m) => m.name === testing)?.fence_device === "watchdog";
   return (
     <>
-    {testing && <FenceTestDialog node={testing} onClose={() => { setTesting(null); onChanged(); }} />}
+    {testing && <FenceTestDialog node={testing} watchdog={watchdog} onClose={() => { setTesting(null); onChanged(); }} />}
     <table class="table" aria-label="Cluster members">
       <thead><tr>
         <th>Node</th><th class="num">ID</th><th>State</th><th class="num">Votes</th><th>Links</th><th>Fence device</th><th>Last fence test</th><th><span class="sr-only">Actions</span></th>
