@@ -6,6 +6,7 @@
 //!   QMP fault injection and a fence agent that acts through QMP.
 //! - [`keelnode`]: Keel's own daemons on a netns node (keel-hostd started there, the `keel` CLI
 //!   against it, the built binaries).
+//! - [`qnetd`]: a corosync-qnetd on the host for the VM lab (a two-guest cluster's third vote).
 //! - [`installlab`]: Keel's installer ISO booted under TCG on blank disks (BIOS or UEFI), on a
 //!   lab link (a namespace bridge with the host's chronyd) the tests SSH over.
 //!
@@ -15,4 +16,5 @@ pub mod bmc;
 pub mod installlab;
 pub mod keelnode;
 pub mod netns;
+pub mod qnetd;
 pub mod vmlab;
