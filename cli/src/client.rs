@@ -288,24 +288,10 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&B>,
     ) -> Result<Value> {
-        self.call_within(method, segs, query, body, REQUEST_TIMEOUT)
-            .await
-    }
-
-    /// [`Client::call`] for a call that may take longer than an ordinary one (`keel fence add`
-    /// with sbd: every member's sbd started, Pacemaker restarted one member at a time).
-    pub async fn call_within<B: Serialize + ?Sized>(
-        &self,
-        method: Method,
-        segs: &[&str],
-        query: &[(&str, String)],
-        body: Option<&B>,
-        timeout: Duration,
-    ) -> Result<Value> {
         let url = self.url(segs, query);
         let resp = self
             .send(method, url.clone(), |rb| {
-                let rb = rb.timeout(timeout);
+                let rb = rb.timeout(REQUEST_TIMEOUT);
                 match body {
                     Some(b) => rb.json(b),
                     None => rb,

@@ -254,10 +254,6 @@ fn secret_values(
     Ok(m)
 }
 
-/// How long `keel fence add` waits for an sbd or watchdog device (hostd's work goes on if the
-/// client gives up: `keel fence list` shows the result).
-const FENCE_SBD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
-
 fn agent_kind(s: &str) -> Result<FenceAgentKind> {
     Ok(match s {
         "fence_ipmilan" | "ipmilan" => FenceAgentKind::FenceIpmilan,
@@ -701,31 +697,14 @@ pub async fn fence(c: &Client, cmd: FenceCmd, mode: Mode) -> Result<Outcome> {
                 delay_base_s: delay,
             };
             spec.validate().map_err(|e| anyhow!("{e}"))?;
-            // sbd (disk or watchdog) starts sbd on every member, which waits twice the watchdog
-            // timeout with diskless SBD, and restarts Pacemaker one member at a time
-            let long = matches!(spec.agent, FenceAgentKind::Sbd | FenceAgentKind::Watchdog);
-            if long && !json {
-                eprintln!(
-                    "setting sbd up on every node: this takes a few minutes (each node's sbd start, \
-                     Pacemaker restarted where needed)"
-                );
-            }
-            let v = c
-                .call_within(
-                    Method::POST,
-                    &["cluster", "fencing"],
-                    &[],
-                    Some(&spec),
-                    if long {
-                        FENCE_SBD_TIMEOUT
-                    } else {
-                        std::time::Duration::from_secs(120)
-                    },
-                )
+            // a task: sbd (disk or watchdog) starts sbd on every member, which waits twice the
+            // watchdog timeout with diskless SBD, and restarts Pacemaker one member at a time
+            let a = c
+                .call::<FenceDeviceSpec>(Method::POST, &["cluster", "fencing"], &[], Some(&spec))
                 .await?;
-            show(v, json, |d: FenceDeviceInfo| {
-                println!("fence device {} for {} configured", d.id, d.node)
-            })?;
+            let r: TaskRef = typed(a.clone())?;
+            let n = local_node(&r.upid);
+            return task_outcome(c, &n, a, mode).await;
         }
         FenceCmd::Delete { node } => {
             c.call::<()>(Method::DELETE, &["cluster", "fencing", &node], &[], None)

@@ -240,7 +240,8 @@ export function taskKindLabel(kind: string): string {
     vmreboot: "Reboot VM", vmreset: "Reset VM", vmsuspend: "Suspend VM", vmresume: "Resume VM",
     vmdelete: "Delete VM", vmupdate: "Update VM", vmadopt: "Adopt VM", volupload: "Upload volume",
     volcreate: "Create volume", voldelete: "Delete volume", netcreate: "Create network", netdelete: "Delete network",
-    clusterinit: "Create cluster", clusterjoin: "Join cluster", clusterremove: "Remove node", fencetest: "Fence test",
+    clusterinit: "Create cluster", clusterjoin: "Join cluster", clusterremove: "Remove node", fencetest: "Fence test", fenceadd: "Set fence device",
+    qdeviceadd: "Add QDevice", qdeviceremove: "Remove QDevice",
     vmsnapshot: "Snapshot VM", vmrollback: "Roll back VM", vmdelsnapshot: "Delete snapshot", vmresize: "Resize disk",
     vmha: "HA on/off", vmmigrate: "Migrate VM", maintenance: "Node maintenance", maintenanceend: "End maintenance",
   };

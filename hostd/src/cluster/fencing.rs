@@ -510,17 +510,37 @@ pub(super) fn list(node: &Node) -> Result<Vec<FenceDeviceInfo>> {
         .collect())
 }
 
-/// Create or replace the fence device of `spec.node`: validated against the members, its
-/// secrets written as Pacemaker CIB secrets on every member, then the stonith primitive
-/// (`lrm://` for each secret) and its location constraint through cibadmin.
-pub(super) fn put(node: &Node, spec: &FenceDeviceSpec) -> Result<FenceDeviceInfo> {
-    put_generation(
-        node,
-        spec,
-        &new_generation(),
-        &|program, target| check_agent_on_members(node, program, target),
-        &|rsc, s| push_secrets(node, rsc, s),
-    )
+/// `POST /api/v1/cluster/fencing`: every check before the task exists (a refusal changes
+/// nothing), then the `fenceadd` task creates or replaces the fence device of `spec.node`:
+/// its secrets written as Pacemaker CIB secrets on every member, sbd set up on every member for
+/// `sbd`/`watchdog` devices (minutes: each sbd start, Pacemaker restarts), then the stonith
+/// primitive (`lrm://` for each secret) and its location constraint through cibadmin.
+pub(super) fn start_put(node: &Arc<Node>, spec: FenceDeviceSpec, user: &str) -> Result<String> {
+    let checked = check_put(node, &spec, &|program, target| {
+        check_agent_on_members(node, program, target)
+    })?;
+    let generation = new_generation();
+    let n = node.clone();
+    let target = spec.node.clone();
+    tasks::spawn(&node.tasks, "fenceadd", &target, user, true, move |t| {
+        let say = |p: f64, line: &str| {
+            t.log(line);
+            t.progress(p);
+        };
+        let info = apply_put(
+            &n,
+            &spec,
+            checked,
+            &generation,
+            &|rsc, s| push_secrets(&n, rsc, s),
+            &say,
+        )?;
+        t.log(format!(
+            "fence device {} for {} configured: test it with `keel fence test {} --yes`",
+            info.id, info.node, info.node
+        ));
+        Ok(())
+    })
 }
 
 /// How a device's CIB secrets reach the other members: [`push_secrets`] (a recorder in tests).
@@ -584,7 +604,16 @@ fn push_secrets(node: &Node, rsc: &str, secrets: &form::DeviceSecrets) -> Result
     })
 }
 
-/// [`put`] with the device's new configuration generation given.
+/// What [`check_put`] found, for [`apply_put`].
+pub(super) struct Checked {
+    dev: FenceDevice,
+    secrets: form::DeviceSecrets,
+    /// The sbd setup of an `sbd` or `watchdog` device.
+    sbd: Option<clusterd::sbd::SbdConfig>,
+}
+
+/// [`check_put`] then [`apply_put`], the device's configuration generation given (tests).
+#[cfg(test)]
 fn put_generation(
     node: &Node,
     spec: &FenceDeviceSpec,
@@ -592,6 +621,12 @@ fn put_generation(
     agents: AgentCheck<'_>,
     push: SecretsPush<'_>,
 ) -> Result<FenceDeviceInfo> {
+    let c = check_put(node, spec, agents)?;
+    apply_put(node, spec, c, generation, push, &|_, _| {})
+}
+
+/// Everything a device must pass before anything of it is written anywhere.
+fn check_put(node: &Node, spec: &FenceDeviceSpec, agents: AgentCheck<'_>) -> Result<Checked> {
     let cs = &node.cluster;
     if cs.record()?.is_none() {
         return Err(Error::Conflict("this node is not in a cluster".into()));
@@ -644,16 +679,16 @@ fn put_generation(
             )));
         }
     }
-    // SBD: every member runs sbd on the disks before Pacemaker may write a poison pill
-    if let FenceAgent::Sbd { devices } = &dev.agent {
-        // without a timeout given, the one sbd runs with on these disks is kept
-        let default_s = super::sbd::running_timeout(cs, devices)
-            .unwrap_or(clusterd::sbd::DEFAULT_WATCHDOG_TIMEOUT_S);
-        super::sbd::configure(node, &sbd_config(spec, devices, default_s)?)?;
-    }
-    // diskless SBD: sbd on every member, Pacemaker started after it (the timeouts follow the
-    // device)
-    let watchdog_cfg = match &dev.agent {
+    // SBD: may every member run sbd on these disks (or without any)? Without a timeout given,
+    // the one sbd already runs with is kept.
+    let sbd = match &dev.agent {
+        FenceAgent::Sbd { devices } => {
+            let default_s = super::sbd::running_timeout(cs, devices)
+                .unwrap_or(clusterd::sbd::DEFAULT_WATCHDOG_TIMEOUT_S);
+            let c = sbd_config(spec, devices, default_s)?;
+            super::sbd::check_all(node, &c)?;
+            Some(c)
+        }
         FenceAgent::Watchdog {} => {
             let default_s =
                 super::sbd::running_timeout(cs, &[]).unwrap_or(if conf.qdevice.is_some() {
@@ -662,8 +697,38 @@ fn put_generation(
                     clusterd::sbd::DEFAULT_WATCHDOG_TIMEOUT_S
                 });
             let c = sbd_config(spec, &[], default_s)?;
-            super::sbd::configure_watchdog(node, &c)?;
+            super::sbd::check_watchdog(node, &c)?;
+            super::sbd::check_all(node, &c)?;
             Some(c)
+        }
+        _ => None,
+    };
+    Ok(Checked { dev, secrets, sbd })
+}
+
+/// Write a device [`check_put`] accepted: sbd first where it needs it, then the secrets on
+/// every member, then Pacemaker's CIB. `say` reports the steps (the task's log and progress).
+fn apply_put(
+    node: &Node,
+    spec: &FenceDeviceSpec,
+    c: Checked,
+    generation: &str,
+    push: SecretsPush<'_>,
+    say: super::sbd::Say<'_>,
+) -> Result<FenceDeviceInfo> {
+    let cs = &node.cluster;
+    let Checked { dev, secrets, sbd } = c;
+    // SBD: every member runs sbd on the disks before Pacemaker may write a poison pill;
+    // diskless SBD: sbd on every member, Pacemaker started after it (the timeouts follow the
+    // device)
+    let watchdog_cfg = match (&dev.agent, &sbd) {
+        (FenceAgent::Sbd { .. }, Some(c)) => {
+            super::sbd::configure(node, c, say)?;
+            None
+        }
+        (FenceAgent::Watchdog {}, Some(c)) => {
+            super::sbd::configure_watchdog(node, c, say)?;
+            Some(c.clone())
         }
         _ => None,
     };
@@ -680,6 +745,12 @@ fn put_generation(
         })?;
     }
     form::write_cib_secrets(&cs.paths, &dev.id, &secrets)?;
+    if !secrets.is_empty() {
+        say(
+            0.9,
+            "the device's secrets are in Pacemaker's CIB-secrets files on every member",
+        );
+    }
     // a new generation with every change: the node's earlier fence tests no longer count
     let r = cs.runner.as_ref();
     let devs_now = cib_devices(r)?;
@@ -1381,7 +1452,7 @@ mod tests {
         // a parameter the agent does not know: refused with its name, nothing configured
         let typo = spec(agent, &[("labdir", "/run/lab")], &[]);
         let lab = two_nodes(Fake::new().expect(&meta, Reply::ok(METADATA)))?;
-        match put(&lab.node, &typo) {
+        match check_put(&lab.node, &typo, &|_, _| Ok(())).map(|_| ()) {
             Err(Error::Validation(f)) => {
                 assert_eq!(f.field, "params.labdir");
                 assert!(f.message.contains("lab_dir"), "{}", f.message);
@@ -1396,7 +1467,7 @@ mod tests {
             &["/usr/sbin/fence_nonesuch", "-o", "metadata"],
             Reply::fail(127, "No such file or directory"),
         ))?;
-        match put(&lab.node, &missing) {
+        match check_put(&lab.node, &missing, &|_, _| Ok(())).map(|_| ()) {
             Err(Error::Validation(f)) => assert_eq!(f.field, "agent"),
             other => panic!("expected a validation error, got {other:?}"),
         }
@@ -1520,6 +1591,23 @@ mod tests {
             t.message
         );
         assert_eq!(t.device_generation.as_deref(), Some("g7"));
+        Ok(())
+    }
+
+    /// `POST /cluster/fencing` refuses a device before its `fenceadd` task exists.
+    #[test]
+    fn a_refused_device_starts_no_task() -> Result<()> {
+        let missing = spec(FenceAgentKind::Agent("fence_nonesuch".into()), &[], &[]);
+        let lab = two_nodes(Fake::new().expect(
+            &["/usr/sbin/fence_nonesuch", "-o", "metadata"],
+            Reply::fail(127, "No such file or directory"),
+        ))?;
+        match start_put(&lab.node, missing, "root") {
+            Err(Error::Validation(f)) => assert_eq!(f.field, "agent"),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+        lab.fake.assert_done();
+        assert!(lab.node.tasks.list(None, false, 10)?.is_empty());
         Ok(())
     }
 

@@ -160,13 +160,14 @@ async fn list_fencing(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<Fence
 }
 
 #[utoipa::path(post, path = "/api/v1/cluster/fencing", tag = "cluster", request_body = FenceDeviceSpec,
-    responses((status = 201, body = FenceDeviceInfo), (status = 400, body = keel_api::ErrorBody), (status = 409, description = "not clustered, a member that may run the device lacks its agent (/usr/sbin/fence_…), a member could not take the device's secrets, or (sbd, watchdog) a member cannot run sbd: no watchdog, sbd missing, the disk not shared or not blank, sbd already running with another configuration; watchdog (diskless SBD): fewer than three votes, a fence_sbd device on another node, a watchdog timeout not above the QDevice's sync_timeout, or Pacemaker not back online after its restart", body = keel_api::ErrorBody)))]
+    responses((status = 202, description = "Task fenceadd (target: the node): sbd set up on every member for sbd and watchdog devices (minutes: each sbd start, Pacemaker restarted where it started before sbd), the secrets on every member, the device in Pacemaker's CIB; `GET /cluster/fencing` shows it afterwards", body = TaskRef), (status = 400, body = keel_api::ErrorBody), (status = 409, description = "checked before the task exists, nothing changed: not clustered, another task on this node's device running, a member that may run the device lacks its agent (/usr/sbin/fence_…), a member could not take the device's secrets, or (sbd, watchdog) a member cannot run sbd: no watchdog, sbd missing, the disk not shared or not blank, sbd already running with another configuration; watchdog (diskless SBD): fewer than three votes, a fence_sbd device on another node, a watchdog timeout not above the QDevice's sync_timeout, or Pacemaker not back online after its restart", body = keel_api::ErrorBody)))]
 async fn put_fencing(
     State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
     JsonBody(spec): JsonBody<FenceDeviceSpec>,
 ) -> ApiResult<Response> {
-    let info = blocking(move || fencing::put(&node, &spec)).await?;
-    Ok((StatusCode::CREATED, Json(info)).into_response())
+    let upid = blocking(move || fencing::start_put(&node, spec, &p.user)).await?;
+    Ok(accepted(upid))
 }
 
 #[utoipa::path(delete, path = "/api/v1/cluster/fencing/{node}", tag = "cluster", params(("node" = String, Path)), responses((status = 204)))]

@@ -280,12 +280,41 @@ fn start(cs: &ClusterState, name: &str, c: &SbdConfig, uuids: &[String]) -> Resu
 
 /// Make every member run sbd on `c`'s disks (steps 1 to 3), this node first. `c` is
 /// validated by the caller (`fencing::sbd_config`).
-pub(super) fn configure(node: &Node, c: &SbdConfig) -> Result<()> {
+/// Step 1 here and on every member: may each run sbd as `c` says? Nothing changes.
+pub(super) fn check_all(node: &Node, c: &SbdConfig) -> Result<()> {
+    check(&node.cluster, node.cfg.node.as_str(), c)?;
+    push(node, SbdPeer::Check(c.clone()))
+}
+
+/// How a long sbd setup reports its steps: the task's log and progress (0..1).
+pub(super) type Say<'a> = &'a dyn Fn(f64, &str);
+
+pub(super) fn configure(node: &Node, c: &SbdConfig, say: Say<'_>) -> Result<()> {
     let cs = &node.cluster;
     let me = node.cfg.node.as_str();
-    check(cs, me, c)?;
-    push(node, SbdPeer::Check(c.clone()))?;
+    check_all(node, c)?;
+    say(0.1, &format!("every member can run sbd ({})", c.describe()));
     let uuids = format(cs, c)?;
+    if !uuids.is_empty() {
+        say(
+            0.15,
+            &format!("SBD disk header(s) ready: {}", c.devices.join(", ")),
+        );
+    }
+    say(
+        0.2,
+        &format!(
+            "starting sbd here and on every member at once{}",
+            if c.devices.is_empty() {
+                format!(
+                    " (diskless: sbd waits {} s, twice its watchdog timeout, before it starts)",
+                    2 * c.watchdog_timeout_s
+                )
+            } else {
+                String::new()
+            }
+        ),
+    );
     // here and on the members at once: each start may wait (diskless: SBD_DELAY_START, twice
     // the watchdog timeout), and one member's failure does not undo the others' (a rerun
     // repairs)
@@ -302,7 +331,9 @@ pub(super) fn configure(node: &Node, c: &SbdConfig) -> Result<()> {
             there,
         )
     });
-    mine.and(theirs)
+    mine.and(theirs)?;
+    say(0.5, "sbd runs on every member");
+    Ok(())
 }
 
 /// Did Pacemaker start after sbd on this node? (systemd's activation times.) Pacemaker looks
@@ -384,7 +415,56 @@ fn wait_pacemaker_online(cs: &ClusterState, name: &str) -> Result<()> {
 /// Pacemaker is restarted one member at a time, and only where it started before sbd, with
 /// the cluster in maintenance mode so that no resource is stopped or moved meanwhile (an
 /// operator's own maintenance mode is left as it was).
-pub(super) fn configure_watchdog(node: &Node, c: &SbdConfig) -> Result<()> {
+pub(super) fn configure_watchdog(node: &Node, c: &SbdConfig, say: Say<'_>) -> Result<()> {
+    check_watchdog(node, c)?;
+    configure(node, c, say)?;
+    let cs = &node.cluster;
+    let r = cs.runner.as_ref();
+    let me = node.cfg.node.as_str();
+    let was_maintenance = r
+        .run(&commands::query_property("maintenance-mode"))
+        .map_err(run_err)?;
+    // Pacemaker's booleans: true, yes, on, y, 1 (any case)
+    let operator_maintenance = was_maintenance.success()
+        && matches!(
+            was_maintenance.stdout.trim().to_ascii_lowercase().as_str(),
+            "true" | "yes" | "on" | "y" | "1"
+        );
+    if !operator_maintenance {
+        r.run_ok(&commands::set_property("maintenance-mode", "true"))
+            .map_err(run_err)?;
+    }
+    say(
+        0.55,
+        "Pacemaker restarted, one member at a time, where it started before sbd (the cluster in \
+         maintenance mode meanwhile: no resource stopped or moved)",
+    );
+    let restarted = restart_members(node, me, say);
+    if !operator_maintenance {
+        if let Err(e) = r.run_ok(&commands::delete_property("maintenance-mode")) {
+            tracing::error!(error = %e, "leaving maintenance mode after the Pacemaker restarts");
+            if let Err(first) = &restarted {
+                tracing::error!(error = %first, "the Pacemaker restarts had failed before");
+            }
+            return Err(Error::Conflict(format!(
+                "the cluster is still in maintenance mode (no resource is managed): {e}; run \
+                 `crm_attribute --type crm_config --name maintenance-mode --delete` on any node"
+            )));
+        }
+    }
+    let n = restarted?;
+    if n > 0 {
+        tracing::info!(
+            restarted = n,
+            "Pacemaker restarted on member(s) to use sbd's watchdog"
+        );
+    }
+    say(0.85, "every member's Pacemaker runs with sbd's watchdog");
+    Ok(())
+}
+
+/// The refusals of diskless SBD that depend on the cluster's votes, before anything changes.
+pub(super) fn check_watchdog(node: &Node, c: &SbdConfig) -> Result<()> {
     let cs = &node.cluster;
     let conf = clusterd::form::read_corosync_conf(&cs.paths)?;
     let votes = conf.nodes.len() + usize::from(conf.qdevice.is_some());
@@ -412,42 +492,6 @@ pub(super) fn configure_watchdog(node: &Node, c: &SbdConfig) -> Result<()> {
             c.watchdog_timeout_s,
             sbd::DISKLESS_QDEVICE_TIMEOUT_S
         )));
-    }
-    configure(node, c)?;
-    let r = cs.runner.as_ref();
-    let me = node.cfg.node.as_str();
-    let was_maintenance = r
-        .run(&commands::query_property("maintenance-mode"))
-        .map_err(run_err)?;
-    // Pacemaker's booleans: true, yes, on, y, 1 (any case)
-    let operator_maintenance = was_maintenance.success()
-        && matches!(
-            was_maintenance.stdout.trim().to_ascii_lowercase().as_str(),
-            "true" | "yes" | "on" | "y" | "1"
-        );
-    if !operator_maintenance {
-        r.run_ok(&commands::set_property("maintenance-mode", "true"))
-            .map_err(run_err)?;
-    }
-    let restarted = restart_members(node, me);
-    if !operator_maintenance {
-        if let Err(e) = r.run_ok(&commands::delete_property("maintenance-mode")) {
-            tracing::error!(error = %e, "leaving maintenance mode after the Pacemaker restarts");
-            if let Err(first) = &restarted {
-                tracing::error!(error = %first, "the Pacemaker restarts had failed before");
-            }
-            return Err(Error::Conflict(format!(
-                "the cluster is still in maintenance mode (no resource is managed): {e}; run \
-                 `crm_attribute --type crm_config --name maintenance-mode --delete` on any node"
-            )));
-        }
-    }
-    let n = restarted?;
-    if n > 0 {
-        tracing::info!(
-            restarted = n,
-            "Pacemaker restarted on member(s) to use sbd's watchdog"
-        );
     }
     Ok(())
 }
@@ -483,7 +527,7 @@ const STONITH_TIMEOUT_MARGIN_S: u32 = 20;
 /// Every other member first, one at a time, then this node: Pacemaker restarted where it
 /// started before sbd, and back online before the next. How many were restarted is not known
 /// for the other members (they restart only when needed); this node's is counted.
-fn restart_members(node: &Node, me: &str) -> Result<usize> {
+fn restart_members(node: &Node, me: &str, say: Say<'_>) -> Result<usize> {
     let cs = &node.cluster;
     let Some(rec) = cs.record()? else {
         return Ok(0);
@@ -505,6 +549,7 @@ fn restart_members(node: &Node, me: &str) -> Result<usize> {
             },
         )?;
         wait_pacemaker_online(cs, &m.name)?;
+        say(0.6, &format!("{}: Pacemaker online with sbd", m.name));
     }
     let mine = restart_pacemaker_if_needed(cs, me)?;
     if mine {
@@ -624,7 +669,7 @@ mod tests {
     fn diskless_sbd_needs_three_votes() -> Result<()> {
         let lab = testlab::systemd_single(Fake::new())?;
         votes(&lab, 2, false)?;
-        let e = refusal(configure_watchdog(&lab.node, &diskless()));
+        let e = refusal(configure_watchdog(&lab.node, &diskless(), &|_, _| {}));
         lab.fake.assert_done();
         assert!(
             e.contains("three votes")
@@ -687,7 +732,7 @@ mod tests {
             );
         let lab = testlab::systemd_single(f)?;
         votes(&lab, 3, false)?;
-        configure_watchdog(&lab.node, &diskless())?;
+        configure_watchdog(&lab.node, &diskless(), &|_, _| {})?;
         // (the device is written in between, by `fencing`)
         set_watchdog_timeouts(lab.fake.as_ref(), &diskless())?;
         lab.fake.assert_done();
@@ -703,7 +748,7 @@ mod tests {
     fn with_a_qdevice_the_watchdog_timeout_must_exceed_its_sync_timeout() -> Result<()> {
         let lab = testlab::systemd_single(Fake::new())?;
         votes(&lab, 2, true)?;
-        let e = refusal(configure_watchdog(&lab.node, &diskless()));
+        let e = refusal(configure_watchdog(&lab.node, &diskless(), &|_, _| {}));
         lab.fake.assert_done();
         assert!(
             e.contains("sync_timeout (30 s)") && e.contains("watchdog_timeout=35"),
@@ -731,7 +776,7 @@ mod tests {
             std::fs::create_dir_all(d)?;
         }
         std::fs::write(&lab.paths.sbd_defaults, running.render())?;
-        let e = refusal(configure_watchdog(&lab.node, &diskless()));
+        let e = refusal(configure_watchdog(&lab.node, &diskless(), &|_, _| {}));
         lab.fake.assert_done();
         assert!(
             e.contains(&format!(
@@ -776,7 +821,7 @@ mod tests {
                 Reply::ok("active\n"),
             );
         let lab = testlab::systemd_single(f)?;
-        configure(&lab.node, &cfg())?;
+        configure(&lab.node, &cfg(), &|_, _| {})?;
         lab.fake.assert_done();
         let written = std::fs::read_to_string(&lab.paths.sbd_defaults)?;
         assert!(
@@ -794,7 +839,7 @@ mod tests {
             .expect(&["test", "-x", "/usr/sbin/sbd"], Reply::ok(""))
             .expect(&["test", "-c", "/dev/watchdog"], Reply::fail(1, ""));
         let lab = testlab::systemd_single(f)?;
-        let e = refusal(configure(&lab.node, &cfg()));
+        let e = refusal(configure(&lab.node, &cfg(), &|_, _| {}));
         lab.fake.assert_done();
         assert!(
             e.contains("no watchdog device") && e.contains("modprobe softdog"),
@@ -814,7 +859,7 @@ mod tests {
                 Reply::ok("DEVNAME=/dev/vdc\nUUID=x\nTYPE=ext4\nUSAGE=filesystem\n"),
             );
         let lab = testlab::systemd_single(f)?;
-        let e = refusal(configure(&lab.node, &cfg()));
+        let e = refusal(configure(&lab.node, &cfg(), &|_, _| {}));
         lab.fake.assert_done();
         assert!(
             e.contains("is not blank (TYPE=ext4)") && e.contains("wipefs -a"),
@@ -828,7 +873,7 @@ mod tests {
     fn a_header_with_other_timeouts_is_not_rewritten() -> Result<()> {
         let f = checks(Fake::new()).expect(&["sbd", "-d", DEV, "dump"], Reply::ok(dump("u-1", 5)));
         let lab = testlab::systemd_single(f)?;
-        let e = refusal(configure(&lab.node, &cfg()));
+        let e = refusal(configure(&lab.node, &cfg(), &|_, _| {}));
         lab.fake.assert_done();
         assert!(e.contains("watchdog_timeout=5"), "{e}");
         Ok(())
@@ -838,7 +883,7 @@ mod tests {
     #[test]
     fn without_systemd_sbd_is_refused() -> Result<()> {
         let lab = testlab::clustered(&[(testlab::SELF, "192.0.2.1", "127.0.0.1:1")], Fake::new())?;
-        let e = refusal(configure(&lab.node, &cfg()));
+        let e = refusal(configure(&lab.node, &cfg(), &|_, _| {}));
         assert!(e.contains("needs the cluster stack under systemd"), "{e}");
         Ok(())
     }
