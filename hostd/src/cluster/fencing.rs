@@ -320,6 +320,14 @@ fn to_device(spec: &FenceDeviceSpec) -> Result<FenceDevice> {
                 .collect(),
         },
         FenceAgentKind::Watchdog => {
+            if spec.delay_base_s.is_some() {
+                return Err(Error::validation(
+                    "delay_base_s",
+                    "a watchdog device takes no fence delay: the node resets itself when it \
+                     loses quorum, and the side that keeps quorum survives. A delay to choose \
+                     the survivor of a split needs a BMC device or an SBD disk",
+                ));
+            }
             if let Some(k) = spec
                 .params
                 .keys()
@@ -813,25 +821,20 @@ fn apply_put(
     })
 }
 
-/// With no `fence_watchdog` device left, Pacemaker's `stonith-watchdog-timeout` goes: set, it
-/// would make the fencer count any node it cannot fence otherwise as reset by its watchdog
-/// after the timeout. (sbd itself keeps running: see docs/cluster.md.) Best effort: logged.
+/// With no `fence_watchdog` device left, Pacemaker's watchdog settings go
+/// ([`super::sbd::clear_watchdog_timeouts`]). (sbd itself keeps running: see
+/// docs/cluster.md.) Best effort: logged.
 fn drop_watchdog_timeout_if_unused(r: &dyn Runner) {
     match cib_devices(r) {
         Ok(devs) if devs.iter().any(|d| d.agent == "fence_watchdog") => {}
-        Ok(_) => {
-            let set = r
-                .run(&commands::query_property("stonith-watchdog-timeout"))
-                .is_ok_and(|o| o.success());
-            if set {
-                match r.run_ok(&commands::delete_property("stonith-watchdog-timeout")) {
-                    Ok(_) => tracing::info!(
-                        "no watchdog fence device left: stonith-watchdog-timeout removed"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "removing stonith-watchdog-timeout"),
-                }
-            }
-        }
+        Ok(_) => match super::sbd::clear_watchdog_timeouts(r) {
+            Ok(true) => tracing::info!(
+                "no watchdog fence device left: stonith-watchdog-timeout removed (and \
+                 stonith-timeout back to 60 s if Keel had raised it)"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "removing stonith-watchdog-timeout"),
+        },
         Err(e) => tracing::warn!(error = %e, "reading the fence devices"),
     }
 }
@@ -1298,14 +1301,14 @@ mod tests {
     /// Pacemaker's); anything else given is refused by name, and so is an action it cannot do.
     #[test]
     fn a_watchdog_device_takes_only_its_timeout() -> Result<()> {
-        let d = to_device(&spec(
-            FenceAgentKind::Watchdog,
-            &[("watchdog_timeout", "10")],
-            &[],
-        ))?;
+        let wd = |params: &[(&str, &str)], secrets: &[(&str, &str)]| FenceDeviceSpec {
+            delay_base_s: None,
+            ..spec(FenceAgentKind::Watchdog, params, secrets)
+        };
+        let d = to_device(&wd(&[("watchdog_timeout", "10")], &[]))?;
         assert_eq!(d.agent.program(), "fence_watchdog");
         assert!(d.agent.params().is_empty());
-        let calls = cib_calls(&spec(FenceAgentKind::Watchdog, &[], &[]))?;
+        let calls = cib_calls(&wd(&[], &[]))?;
         let xml: String = calls.iter().map(|(_, x)| x.as_str()).collect();
         assert!(
             xml.contains("type=\"fence_watchdog\"") && xml.contains("value=\"node2\""),
@@ -1316,10 +1319,14 @@ mod tests {
             (&[][..], &[("password", "x")][..], "secrets.password"),
             (&[("action", "off")][..], &[][..], "params.action"),
         ] {
-            match to_device(&spec(FenceAgentKind::Watchdog, params, secrets)) {
+            match to_device(&wd(params, secrets)) {
                 Err(Error::Validation(e)) => assert_eq!(e.field, field),
                 other => panic!("{field}: {other:?}"),
             }
+        }
+        match to_device(&spec(FenceAgentKind::Watchdog, &[], &[])) {
+            Err(Error::Validation(e)) => assert_eq!(e.field, "delay_base_s"),
+            other => panic!("delay: {other:?}"),
         }
         Ok(())
     }

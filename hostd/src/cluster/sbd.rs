@@ -519,6 +519,42 @@ pub(super) fn set_watchdog_timeouts(r: &dyn keel_runner::Runner, c: &SbdConfig) 
     Ok(())
 }
 
+/// Undo [`set_watchdog_timeouts`] once no watchdog device is left: `stonith-watchdog-timeout`
+/// deleted (set, it would make the fencer count any node it cannot fence otherwise as reset by
+/// its watchdog after the timeout), and `stonith-timeout` back to Keel's 60 s if it is still
+/// the value Keel raised it to (an operator's own value is kept). Whether anything was set.
+pub(super) fn clear_watchdog_timeouts(r: &dyn keel_runner::Runner) -> Result<bool> {
+    let swt = r
+        .run(&commands::query_property("stonith-watchdog-timeout"))
+        .map_err(run_err)?;
+    if !swt.success() {
+        return Ok(false);
+    }
+    let raised = swt
+        .stdout
+        .trim()
+        .trim_end_matches('s')
+        .parse::<u32>()
+        .ok()
+        .map(|t| t + STONITH_TIMEOUT_MARGIN_S)
+        .filter(|t| *t > DEFAULT_STONITH_TIMEOUT_S);
+    if let Some(raised) = raised {
+        let st = r
+            .run(&commands::query_property("stonith-timeout"))
+            .map_err(run_err)?;
+        if st.success() && st.stdout.trim() == format!("{raised}s") {
+            r.run_ok(&commands::set_property(
+                "stonith-timeout",
+                &format!("{DEFAULT_STONITH_TIMEOUT_S}s"),
+            ))
+            .map_err(run_err)?;
+        }
+    }
+    r.run_ok(&commands::delete_property("stonith-watchdog-timeout"))
+        .map_err(run_err)?;
+    Ok(true)
+}
+
 /// Keel's `stonith-timeout` (`clusterd::cib::ClusterProperties`).
 const DEFAULT_STONITH_TIMEOUT_S: u32 = 60;
 /// How much longer than `stonith-watchdog-timeout` a fence may take before Pacemaker gives up.
@@ -678,6 +714,41 @@ mod tests {
             "{e}"
         );
         assert!(!lab.paths.sbd_defaults.exists());
+        Ok(())
+    }
+
+    /// The last watchdog device gone: stonith-timeout back to 60 s where Keel had raised it
+    /// (70 s + 20), stonith-watchdog-timeout deleted; an operator's stonith-timeout is kept.
+    #[test]
+    fn clearing_the_watchdog_timeouts_undoes_only_what_keel_set() -> Result<()> {
+        let swt = prop("stonith-watchdog-timeout", &["--query", "--quiet"]);
+        let st = prop("stonith-timeout", &["--query", "--quiet"]);
+        let del = prop("stonith-watchdog-timeout", &["--delete"]);
+        let f = Fake::new()
+            .expect(&swt, Reply::ok("70s\n"))
+            .expect(&st, Reply::ok("90s\n"))
+            .expect(
+                &prop("stonith-timeout", &["--update", "60s"]),
+                Reply::ok(""),
+            )
+            .expect(&del, Reply::ok(""));
+        assert!(clear_watchdog_timeouts(&f)?);
+        f.assert_done();
+        let f = Fake::new()
+            .expect(&swt, Reply::ok("70s\n"))
+            .expect(&st, Reply::ok("120s\n"))
+            .expect(&del, Reply::ok(""));
+        assert!(clear_watchdog_timeouts(&f)?);
+        f.assert_done();
+        // 20 s (a 10 s watchdog): Keel left stonith-timeout alone
+        let f = Fake::new()
+            .expect(&swt, Reply::ok("20s\n"))
+            .expect(&del, Reply::ok(""));
+        assert!(clear_watchdog_timeouts(&f)?);
+        f.assert_done();
+        let f = Fake::new().expect(&swt, Reply::fail(6, "not found"));
+        assert!(!clear_watchdog_timeouts(&f)?);
+        f.assert_done();
         Ok(())
     }
 
