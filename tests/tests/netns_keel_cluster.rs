@@ -328,7 +328,8 @@ fn cluster_wide_access(n1: &KNode, n2: &KNode, n3: &KNode) -> Result<()> {
 }
 
 /// The UI's real-cluster check (`ui/e2e/cluster.mjs`, playwright-core + chromium) inside node1's
-/// namespaces against node1's API.
+/// namespaces against node1's API. node2's device is set again from the page, as it is (its
+/// fence test was never run here, so nothing it proved is lost).
 fn ui_cluster_e2e(lab: &NetnsLab, vip: &str) -> Result<()> {
     let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui");
     anyhow::ensure!(
@@ -338,8 +339,9 @@ fn ui_cluster_e2e(lab: &NetnsLab, vip: &str) -> Result<()> {
     let a1 = &lab.node(1)?.addr6;
     let shots = lab.dir.join("ui-shots");
     let o = lab.node(1)?.sh(&format!(
-        "cd '{}' && KEEL_UI_URL='https://[{a1}]:8006' KEEL_PASSWORD='{PW}' KEEL_EXPECT_NODES=node1,node2,node3 KEEL_EXPECT_QUORATE=1 KEEL_EXPECT_CLUSTER=keeltest KEEL_EXPECT_VIP='{vip}' KEEL_UI_SHOTS='{}' node e2e/cluster.mjs 2>&1",
+        "cd '{}' && KEEL_UI_URL='https://[{a1}]:8006' KEEL_PASSWORD='{PW}' KEEL_EXPECT_NODES=node1,node2,node3 KEEL_EXPECT_QUORATE=1 KEEL_EXPECT_CLUSTER=keeltest KEEL_EXPECT_VIP='{vip}' KEEL_FENCE_CHANGE='node2:lab_dir={};action=off' KEEL_UI_SHOTS='{}' node e2e/cluster.mjs 2>&1",
         ui.display(),
+        lab.dir.display(),
         shots.display()
     ))?;
     let tail: Vec<&str> = o.stdout.lines().rev().take(3).collect();

@@ -55,6 +55,10 @@ const FORBIDDEN = list(env.KEEL_FORBIDDEN_TEXT);
 const FENCE_TEST_NODE = env.KEEL_FENCE_TEST_NODE || null;
 const EXPECT_VIP = env.KEEL_EXPECT_VIP || null;
 const EXPECT_QDEVICE = env.KEEL_EXPECT_QDEVICE || null;
+// KEEL_FENCE_CHANGE="NODE:PARAMS": change NODE's device from the page to the agent it has, with
+// PARAMS (name=value lines separated by ";"): first with a misspelt name (refused, nothing
+// changed), then as given (the fenceadd task runs). The netns lab gives the device it has.
+const FENCE_CHANGE = env.KEEL_FENCE_CHANGE || null;
 const ARTIFACTS = join(here, "artifacts");
 const SHOTS = env.KEEL_UI_SHOTS ?? join(ARTIFACTS, "shots");
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -228,6 +232,48 @@ if (STANDALONE) {
     for (const f of FORBIDDEN) expect(!html.includes(f), `a forbidden string (fence secret) appears in the page`);
     log(`     ${devices.length} fence device(s): ${devices.map((d) => `${d.id}→${d.node}`).join(", ")}`);
   });
+
+  if (FENCE_CHANGE) {
+    const [fnode, fparams] = [FENCE_CHANGE.slice(0, FENCE_CHANGE.indexOf(":")), FENCE_CHANGE.slice(FENCE_CHANGE.indexOf(":") + 1)];
+    await step(`change the fence device of ${fnode} from the page: a bad parameter refused, then the fenceadd task`, async () => {
+      const before = await api("GET", "/cluster/fencing");
+      const dev = before.body.find((d) => d.node === fnode);
+      expect(dev, `${fnode} has a device: ${JSON.stringify(before.body)}`);
+      const table = page.getByRole("table", { name: "Fence devices" });
+      await table.getByRole("button", { name: `Change the fence device of ${fnode}` }).click();
+      const dialog = page.getByRole("dialog", { name: `Change the fence device of ${fnode}` });
+      await dialog.waitFor();
+      // the agent it has, preselected (a program of its own: "another fence agent")
+      expect(await dialog.getByLabel("Agent program").inputValue() === dev.agent, `the program field shows ${dev.agent}`);
+      const lines = fparams.split(";").join("\n");
+      const [first] = fparams.split(";")[0].split("=");
+      await dialog.getByLabel(/^Parameters/).fill(lines.replace(`${first}=`, `${first.replace(/_/g, "")}=`));
+      await dialog.getByRole("button", { name: "Save device" }).click();
+      const err = dialog.getByRole("alert");
+      await err.waitFor({ timeout: 30_000 });
+      const msg = (await err.textContent()) ?? "";
+      expect(msg.includes(`params.${first.replace(/_/g, "")}`), `the refusal names the parameter: ${msg}`);
+      const same = await api("GET", "/cluster/fencing");
+      expect(JSON.stringify(same.body) === JSON.stringify(before.body), "the refused change changed the devices");
+      log(`     refused: ${msg.slice(0, 160)}`);
+      await dialog.getByLabel(/^Parameters/).fill(lines);
+      const t0 = Date.now();
+      await dialog.getByRole("button", { name: "Save device" }).click();
+      const outcome = await Promise.race([
+        dialog.waitFor({ state: "detached", timeout: 120_000 }).then(() => null),
+        dialog.locator(".alert-error").waitFor({ timeout: 120_000 }).then(() => dialog.locator(".alert-error").textContent()),
+      ]);
+      expect(outcome === null, `fenceadd failed: ${outcome}`);
+      const here = (await clusterStatus()).local_node;
+      const tasks = await api("GET", `/nodes/${encodeURIComponent(here)}/tasks?limit=20`);
+      const t = (Array.isArray(tasks.body) ? tasks.body : []).find((x) => x.kind === "fenceadd" && x.target === fnode);
+      expect(t && t.state === "ok", `the fenceadd task of ${fnode}: ${JSON.stringify(t)}`);
+      const after = await api("GET", "/cluster/fencing");
+      const d2 = after.body.find((d) => d.node === fnode);
+      expect(d2 && d2.agent === dev.agent && d2.last_test === null, `${fnode}'s device after the change: ${JSON.stringify(d2)}`);
+      log(`     ${fnode}'s device replaced from the page in ${((Date.now() - t0) / 1000).toFixed(1)}s (task ${t.upid})`);
+    });
+  }
 
   await step("sidebar lists every member with its online state", async () => {
     const want = EXPECT_NODES.length ? EXPECT_NODES : ctx.status.members.map((m) => m.name);

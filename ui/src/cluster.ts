@@ -201,3 +201,39 @@ export function storeView(st: StoreState | null | undefined): { badge: Badge; de
   if (st.syncing) return { badge: { label: "Syncing", tone: "warn" }, detail: where };
   return { badge: { label: "Read-only", tone: "bad" }, detail: st.read_only_reason ?? where };
 }
+
+/** The agents the "Set fence device" dialog offers, with the parameters each takes. */
+export const FENCE_AGENTS: { kind: string; label: string; params: string; password: boolean }[] = [
+  { kind: "fence_ipmilan", label: "IPMI BMC (fence_ipmilan)", params: "ip (required), username (required), ipport, lanplus (1/0, default 1), privlvl, action (reboot/off)", password: true },
+  { kind: "fence_redfish", label: "Redfish BMC (fence_redfish)", params: "ip (required), username (required), ipport, ssl_insecure (1 for a self-signed certificate), systems_uri, action", password: true },
+  { kind: "sbd", label: "SBD on a shared disk (fence_sbd)", params: "devices (required: /dev/disk/by-id/…, comma-separated), watchdog_timeout (seconds)", password: false },
+  { kind: "watchdog", label: "Diskless SBD: the node's watchdog (fence_watchdog)", params: "watchdog_timeout (seconds; needs three votes)", password: false },
+  { kind: "other", label: "Another fence agent in /usr/sbin…", params: "the agent's own parameters (checked against its metadata), action", password: false },
+];
+
+/**
+ * `key=value` lines (blank lines and `#` comments skipped) → a map, or the first line that is not
+ * one, named for the operator (`what` is "parameter" or "secret").
+ */
+export function parseKeyValues(text: string, what: string): { values: Record<string, string>; error: string | null } {
+  const values: Record<string, string> = {};
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i].trim();
+    if (!l || l.startsWith("#")) continue;
+    const eq = l.indexOf("=");
+    const k = eq > 0 ? l.slice(0, eq).trim() : "";
+    if (!k || !/^[A-Za-z0-9_-]+$/.test(k)) return { values, error: `line ${i + 1}: "${l}" is not a ${what} (write name=value)` };
+    if (k in values) return { values, error: `line ${i + 1}: ${what} ${k} is given twice` };
+    values[k] = l.slice(eq + 1).trim();
+  }
+  return { values, error: null };
+}
+
+/** The agent wire name of the dialog's choice (`other` → the program typed), or an error. */
+export function fenceAgentOf(kind: string, program: string): { agent: string | null; error: string | null } {
+  if (kind !== "other") return { agent: kind, error: null };
+  const p = program.trim();
+  if (!/^fence_[a-z0-9_]+$/.test(p)) return { agent: null, error: "the agent's program name starts with fence_ (e.g. fence_virsh), as in /usr/sbin" };
+  return { agent: p, error: null };
+}

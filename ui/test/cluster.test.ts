@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
-  daemonBadge, deviceParams, effectiveNode, expiryText, FENCE_TEST_STALE_S, fenceTestView, formatAge, isStandalone, joinAddress, joinAddressFor,
+  daemonBadge, deviceParams, effectiveNode, expiryText, fenceAgentOf, FENCE_TEST_STALE_S, fenceTestView, parseKeyValues, formatAge, isStandalone, joinAddress, joinAddressFor,
   joinCommand, lastExitText, linkSummary, looksSecret, memberBadge, nodeList, quorumView, storeView, upidNode, votesNeeded,
 } from "../src/cluster";
 import type { ClusterStatus, MemberStatus, NodeInfo } from "../src/types";
@@ -228,5 +228,23 @@ describe("daemons and the config store", () => {
     expect(storeView({ ...base, writable: false, held: "writes held: peer node 2 left" })?.badge.label).toBe("Held");
     const ro = storeView({ ...base, writable: false, read_only_reason: "not quorate" });
     expect(ro).toEqual({ badge: { label: "Read-only", tone: "bad" }, detail: "not quorate" });
+  });
+});
+
+describe("fence device dialog helpers", () => {
+  it("reads key=value lines, skipping blanks and comments", () => {
+    expect(parseKeyValues("ip=10.0.0.2\n\n# BMC\n username = admin \nssl=a=b", "parameter"))
+      .toEqual({ values: { ip: "10.0.0.2", username: "admin", ssl: "a=b" }, error: null });
+  });
+  it("names the line that is not a pair, and a name given twice", () => {
+    expect(parseKeyValues("ip=1\nlanplus", "parameter").error).toBe('line 2: "lanplus" is not a parameter (write name=value)');
+    expect(parseKeyValues("=x", "secret").error).toBe('line 1: "=x" is not a secret (write name=value)');
+    expect(parseKeyValues("a=1\na=2", "parameter").error).toBe("line 2: parameter a is given twice");
+  });
+  it("takes the agent from the choice or the program typed", () => {
+    expect(fenceAgentOf("watchdog", "")).toEqual({ agent: "watchdog", error: null });
+    expect(fenceAgentOf("other", " fence_virsh ")).toEqual({ agent: "fence_virsh", error: null });
+    expect(fenceAgentOf("other", "virsh").agent).toBeNull();
+    expect(fenceAgentOf("other", "fence_x; rm").agent).toBeNull();
   });
 });

@@ -8,6 +8,7 @@ import {
 } from "../cluster";
 import { formatTime } from "../logic";
 import { VerifyPanel } from "./ClusterVerify";
+import { FenceDeviceDialog } from "./FenceDeviceDialog";
 import type {
   ClusterNode, ClusterStatus, DaemonStatus, FenceDeviceInfo, FenceTestResult, JoinToken, MemberStatus, VipStatus,
 } from "../types";
@@ -118,10 +119,19 @@ function Members({ s, onChanged }: { s: ClusterStatus; onChanged: () => void }) 
   );
 }
 
-function FenceDevices({ devices, error }: { devices: FenceDeviceInfo[] | undefined; error: ApiError | null }) {
+function FenceDevices({ devices, error, nodes, onChanged }: {
+  devices: FenceDeviceInfo[] | undefined; error: ApiError | null; nodes: string[]; onChanged: () => void;
+}) {
+  // the dialog: a new device (null node: the first without one) or a node's device replaced
+  const [editing, setEditing] = useState<{ node: string; agent?: string } | null>(null);
+  const firstWithout = nodes.find((n) => !devices?.some((d) => d.node === n)) ?? nodes[0];
   return (
     <>
-      <div class="panel-head section-gap"><h2>Fence devices</h2></div>
+      {editing && <FenceDeviceDialog nodes={nodes} node={editing.node} agent={editing.agent}
+        replacing={!!devices?.some((d) => d.node === editing.node)}
+        onClose={() => { setEditing(null); onChanged(); }} />}
+      <div class="panel-head section-gap"><h2>Fence devices</h2><span class="spacer" />
+        <button type="button" class="btn btn-sm" disabled={!devices} onClick={() => setEditing({ node: firstWithout })}>Add fence device…</button></div>
       <ErrorBox error={error} title="Cannot list fence devices" />
       {!devices && !error && <Loading what="fence devices" />}
       {devices && devices.length === 0 && (
@@ -132,7 +142,7 @@ function FenceDevices({ devices, error }: { devices: FenceDeviceInfo[] | undefin
       )}
       {devices && devices.length > 0 && (
         <table class="table" aria-label="Fence devices">
-          <thead><tr><th>Device</th><th>Fences node</th><th>Agent</th><th>Parameters</th><th>Last test</th></tr></thead>
+          <thead><tr><th>Device</th><th>Fences node</th><th>Agent</th><th>Parameters</th><th>Last test</th><th><span class="sr-only">Actions</span></th></tr></thead>
           <tbody>{devices.map((d) => (
             <tr data-device={d.id}>
               <td class="mono">{d.id}</td>
@@ -142,6 +152,8 @@ function FenceDevices({ devices, error }: { devices: FenceDeviceInfo[] | undefin
                 <><dt class="mono">{p.name}</dt><dd class={p.secret ? "secret" : "mono"}>{p.secret ? <em>set</em> : p.value}</dd></>
               ))}</dl>}</td>
               <td><FenceTest t={d.last_test} /></td>
+              <td class="actions"><button type="button" class="btn btn-sm" aria-label={`Change the fence device of ${d.node}`}
+                onClick={() => setEditing({ node: d.node, agent: d.agent })}>Change…</button></td>
             </tr>
           ))}</tbody>
         </table>
@@ -333,7 +345,8 @@ export function Cluster() {
             stops responding cannot be fenced, so its resources cannot be recovered safely.</div>}
           <Members s={s} onChanged={status.refresh} />
           <Daemons daemons={s.daemons ?? []} node={s.local_node} />
-          <FenceDevices devices={fencing.data} error={fencing.error} />
+          <FenceDevices devices={fencing.data} error={fencing.error} nodes={s.members.map((m) => m.name)}
+            onChanged={() => { fencing.refresh(); status.refresh(); }} />
           <div class="panel-head section-gap"><h2>Failed actions</h2></div>
           {s.failed_actions.length === 0
             ? <p class="muted small">None.</p>
