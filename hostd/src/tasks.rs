@@ -167,6 +167,15 @@ impl Tasks {
         })
     }
 
+    /// The running exclusive task (or hold) on `target`, if any.
+    pub fn busy_with(&self, target: &str) -> Option<String> {
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+            .cloned()
+    }
+
     pub fn get(&self, upid: &str) -> Result<TaskInfo> {
         self.db
             .conn()

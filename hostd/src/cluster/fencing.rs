@@ -529,11 +529,33 @@ pub(super) fn start_put(node: &Arc<Node>, spec: FenceDeviceSpec, user: &str) -> 
     })?;
     let generation = new_generation();
     let n = node.clone();
-    let target = spec.node.clone();
-    tasks::spawn(&node.tasks, "fenceadd", &target, user, true, move |t| {
+    // sbd and the watchdog device are the whole cluster's (every member's /etc/default/sbd,
+    // maintenance mode, the one `watchdog` device, the votes): such a task holds the cluster,
+    // as the QDevice tasks do, and the node; another device only its node
+    let cluster_wide = checked.sbd.is_some();
+    let lock = if cluster_wide {
+        node.cluster
+            .record()?
+            .map(|r| r.name)
+            .ok_or_else(|| Error::Conflict("this node is not in a cluster".into()))?
+    } else {
+        spec.node.clone()
+    };
+    tasks::spawn(&node.tasks, "fenceadd", &lock, user, true, move |t| {
         let say = |p: f64, line: &str| {
             t.log(line);
             t.progress(p);
+        };
+        let (_hold, checked) = if cluster_wide {
+            let hold = t.hold(&spec.node)?;
+            // what another change did meanwhile (a QDevice gone, another sbd device) counts:
+            // the checks again, on the state the task starts from
+            let again = check_put(&n, &spec, &|program, target| {
+                check_agent_on_members(&n, program, target)
+            })?;
+            (Some(hold), again)
+        } else {
+            (None, checked)
         };
         let info = apply_put(
             &n,
@@ -853,6 +875,13 @@ pub(super) fn unlist_watchdog(r: &dyn Runner, target: &str) -> Result<()> {
 
 /// Delete the fence device(s) of `target` and their constraints.
 pub(super) fn delete(node: &Node, target: &str) -> Result<()> {
+    // not under a fenceadd or fencetest of the node (the task would write the device back, or
+    // test one that is gone)
+    if let Some(upid) = node.tasks.busy_with(target) {
+        return Err(Error::Conflict(format!(
+            "{target} is busy with task {upid}; wait for it to finish"
+        )));
+    }
     let r = node.cluster.runner.as_ref();
     let devs: Vec<_> = cluster_devices(node)?
         .into_iter()
@@ -1405,6 +1434,20 @@ mod tests {
             .cib_secrets_dir()
             .join("fence-node2")
             .exists());
+        Ok(())
+    }
+
+    /// A device is not deleted under a task of its node (a fenceadd would write it back).
+    #[test]
+    fn a_device_is_not_deleted_under_a_task_of_its_node() -> Result<()> {
+        let lab = two_nodes(Fake::new())?;
+        let t = lab.node.tasks.begin("fenceadd", "node2", "root", true)?;
+        match delete(&lab.node, "node2") {
+            Err(Error::Conflict(m)) => assert!(m.contains(&t.upid), "{m}"),
+            other => panic!("expected 409, got {other:?}"),
+        }
+        lab.fake.assert_done();
+        t.finish(&Ok(()));
         Ok(())
     }
 

@@ -160,7 +160,7 @@ async fn list_fencing(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<Fence
 }
 
 #[utoipa::path(post, path = "/api/v1/cluster/fencing", tag = "cluster", request_body = FenceDeviceSpec,
-    responses((status = 202, description = "Task fenceadd (target: the node): sbd set up on every member for sbd and watchdog devices (minutes: each sbd start, Pacemaker restarted where it started before sbd), the secrets on every member, the device in Pacemaker's CIB; `GET /cluster/fencing` shows it afterwards", body = TaskRef), (status = 400, body = keel_api::ErrorBody), (status = 409, description = "checked before the task exists, nothing changed: not clustered, another task on this node's device running, a member that may run the device lacks its agent (/usr/sbin/fence_…), a member could not take the device's secrets, or (sbd, watchdog) a member cannot run sbd: no watchdog, sbd missing, the disk not shared or not blank, sbd already running with another configuration; watchdog (diskless SBD): fewer than three votes, a fence_sbd device on another node, a watchdog timeout not above the QDevice's sync_timeout, or Pacemaker not back online after its restart", body = keel_api::ErrorBody)))]
+    responses((status = 202, description = "Task fenceadd (target: the node; the cluster, holding the node, for sbd and watchdog devices): sbd set up on every member for sbd and watchdog devices (minutes: each sbd start, Pacemaker restarted where it started before sbd), the secrets on every member, the device in Pacemaker's CIB; `GET /cluster/fencing` shows it afterwards. The task fails (state error, its message saying what to do) when a step meets what no check could see first: an SBD disk that is not blank or has other timeouts, a disk that is not the same on every member, sbd not starting, a member that cannot take the secrets, Pacemaker not back online after its restart; running it again repairs", body = TaskRef), (status = 400, body = keel_api::ErrorBody), (status = 409, description = "checked before the task exists, nothing changed: not clustered, another task on this node's device (or, for sbd and watchdog devices, on the cluster) running, a member that may run the device lacks its agent (/usr/sbin/fence_…), or (sbd, watchdog) a member cannot run sbd: not under systemd, no watchdog device, sbd missing, a disk that is not a block device there, sbd already running with another configuration; watchdog (diskless SBD): fewer than three votes, a fence_sbd device on another node (or the reverse), a watchdog timeout not above the QDevice's sync_timeout", body = keel_api::ErrorBody)))]
 async fn put_fencing(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
@@ -170,7 +170,9 @@ async fn put_fencing(
     Ok(accepted(upid))
 }
 
-#[utoipa::path(delete, path = "/api/v1/cluster/fencing/{node}", tag = "cluster", params(("node" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/api/v1/cluster/fencing/{node}", tag = "cluster", params(("node" = String, Path)),
+    responses((status = 204), (status = 404, description = "No fence device for the node", body = keel_api::ErrorBody),
+        (status = 409, description = "A fenceadd or fencetest task of the node is running", body = keel_api::ErrorBody)))]
 async fn delete_fencing(
     State(node): State<Arc<Node>>,
     Path(target): Path<String>,

@@ -436,8 +436,8 @@ pub(super) fn configure_watchdog(node: &Node, c: &SbdConfig, say: Say<'_>) -> Re
     }
     say(
         0.55,
-        "Pacemaker restarted, one member at a time, where it started before sbd (the cluster in \
-         maintenance mode meanwhile: no resource stopped or moved)",
+        "restarting Pacemaker, one member at a time, where it started before sbd (the cluster \
+         in maintenance mode meanwhile: no resource stopped or moved)",
     );
     let restarted = restart_members(node, me, say);
     if !operator_maintenance {
@@ -504,10 +504,18 @@ pub(super) fn set_watchdog_timeouts(r: &dyn keel_runner::Runner, c: &SbdConfig) 
     // a fence through the watchdog lasts stonith-watchdog-timeout: Pacemaker's stonith-timeout
     // must leave room beyond it
     let need = c.stonith_watchdog_timeout_s() + STONITH_TIMEOUT_MARGIN_S;
+    let keel_raised = current_watchdog_timeouts(r)? == Some(true);
     if need > DEFAULT_STONITH_TIMEOUT_S {
         r.run_ok(&commands::set_property(
             "stonith-timeout",
             &format!("{need}s"),
+        ))
+        .map_err(run_err)?;
+    } else if keel_raised {
+        // a shorter watchdog timeout than before: Keel's raise for the old one goes
+        r.run_ok(&commands::set_property(
+            "stonith-timeout",
+            &format!("{DEFAULT_STONITH_TIMEOUT_S}s"),
         ))
         .map_err(run_err)?;
     }
@@ -524,11 +532,30 @@ pub(super) fn set_watchdog_timeouts(r: &dyn keel_runner::Runner, c: &SbdConfig) 
 /// its watchdog after the timeout), and `stonith-timeout` back to Keel's 60 s if it is still
 /// the value Keel raised it to (an operator's own value is kept). Whether anything was set.
 pub(super) fn clear_watchdog_timeouts(r: &dyn keel_runner::Runner) -> Result<bool> {
+    let Some(keel_raised) = current_watchdog_timeouts(r)? else {
+        return Ok(false);
+    };
+    if keel_raised {
+        r.run_ok(&commands::set_property(
+            "stonith-timeout",
+            &format!("{DEFAULT_STONITH_TIMEOUT_S}s"),
+        ))
+        .map_err(run_err)?;
+    }
+    r.run_ok(&commands::delete_property("stonith-watchdog-timeout"))
+        .map_err(run_err)?;
+    Ok(true)
+}
+
+/// `None` when `stonith-watchdog-timeout` is not set; else whether `stonith-timeout` still has
+/// the value [`set_watchdog_timeouts`] raised it to for that timeout (Keel's, not an
+/// operator's).
+fn current_watchdog_timeouts(r: &dyn keel_runner::Runner) -> Result<Option<bool>> {
     let swt = r
         .run(&commands::query_property("stonith-watchdog-timeout"))
         .map_err(run_err)?;
     if !swt.success() {
-        return Ok(false);
+        return Ok(None);
     }
     let raised = swt
         .stdout
@@ -538,21 +565,15 @@ pub(super) fn clear_watchdog_timeouts(r: &dyn keel_runner::Runner) -> Result<boo
         .ok()
         .map(|t| t + STONITH_TIMEOUT_MARGIN_S)
         .filter(|t| *t > DEFAULT_STONITH_TIMEOUT_S);
-    if let Some(raised) = raised {
-        let st = r
-            .run(&commands::query_property("stonith-timeout"))
-            .map_err(run_err)?;
-        if st.success() && st.stdout.trim() == format!("{raised}s") {
-            r.run_ok(&commands::set_property(
-                "stonith-timeout",
-                &format!("{DEFAULT_STONITH_TIMEOUT_S}s"),
-            ))
-            .map_err(run_err)?;
-        }
-    }
-    r.run_ok(&commands::delete_property("stonith-watchdog-timeout"))
+    let Some(raised) = raised else {
+        return Ok(Some(false));
+    };
+    let st = r
+        .run(&commands::query_property("stonith-timeout"))
         .map_err(run_err)?;
-    Ok(true)
+    Ok(Some(
+        st.success() && st.stdout.trim() == format!("{raised}s"),
+    ))
 }
 
 /// Keel's `stonith-timeout` (`clusterd::cib::ClusterProperties`).
@@ -797,6 +818,19 @@ mod tests {
             )
             .expect(&["crm_mon", "-1", "--output-as=xml"], Reply::ok(crm))
             .expect(&prop("maintenance-mode", &["--delete"]), Reply::ok(""))
+            // a 35 s watchdog before: Keel had raised stonith-timeout to 90 s, which goes back
+            .expect(
+                &prop("stonith-watchdog-timeout", &["--query", "--quiet"]),
+                Reply::ok("70s\n"),
+            )
+            .expect(
+                &prop("stonith-timeout", &["--query", "--quiet"]),
+                Reply::ok("90s\n"),
+            )
+            .expect(
+                &prop("stonith-timeout", &["--update", "60s"]),
+                Reply::ok(""),
+            )
             .expect(
                 &prop("stonith-watchdog-timeout", &["--update", "20s"]),
                 Reply::ok(""),
