@@ -745,6 +745,13 @@ pub struct FenceDeviceInfo {
     /// Names of the secret parameters that are set.
     pub secret_keys: Vec<String>,
     pub last_test: Option<FenceTestResult>,
+    /// Seconds Pacemaker waits before fencing this node (`pcmk_delay_base`), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_base_s: Option<u32>,
+    /// The device's configuration generation now: `last_test` proves fencing only while its
+    /// `device_generation` is this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
 }
 
 /// Outcome of `keel fence test NODE`.

@@ -660,24 +660,40 @@ pub async fn fence(c: &Client, cmd: FenceCmd, mode: Mode) -> Result<Outcome> {
             c.get(&["cluster", "fencing"], &[]).await?,
             json,
             |ds: Vec<FenceDeviceInfo>| {
-                println!("{:<20} {:<16} {:<16} LAST TEST", "ID", "NODE", "AGENT");
+                println!(
+                    "{:<20} {:<16} {:<16} {:<6} LAST TEST",
+                    "ID", "NODE", "AGENT", "DELAY"
+                );
                 for d in ds {
+                    // a test through an earlier configuration of the device proves nothing now
+                    let changed = |t: &keel_api::cluster::FenceTestResult| {
+                        d.generation.is_some() && t.device_generation != d.generation
+                    };
                     let t = d
                         .last_test
+                        .as_ref()
                         .map(|t| {
                             format!(
-                                "{} {} ({})",
+                                "{} {} ({}){}",
                                 if t.ok { "ok" } else { "FAILED" },
                                 output::time(t.at),
-                                t.action
+                                t.action,
+                                if changed(t) {
+                                    ", device changed since: test again"
+                                } else {
+                                    ""
+                                }
                             )
                         })
                         .unwrap_or_else(|| "never".into());
                     println!(
-                        "{:<20} {:<16} {:<16} {t}",
+                        "{:<20} {:<16} {:<16} {:<6} {t}",
                         d.id,
                         d.node,
-                        output::wire_name(&d.agent)
+                        output::wire_name(&d.agent),
+                        d.delay_base_s
+                            .map(|s| format!("{s}s"))
+                            .unwrap_or_else(|| "-".into())
                     );
                 }
             },

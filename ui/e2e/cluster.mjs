@@ -245,6 +245,9 @@ if (STANDALONE) {
       await dialog.waitFor();
       // the agent it has, preselected (a program of its own: "another fence agent")
       expect(await dialog.getByLabel("Agent program").inputValue() === dev.agent, `the program field shows ${dev.agent}`);
+      // and the action it has (the API shows no other parameter of an agent's own)
+      const shown = await dialog.getByLabel(/^Parameters/).inputValue();
+      expect(shown === (dev.params.action ? `action=${dev.params.action}\n` : ""), `the Parameters field starts as ${JSON.stringify(shown)}`);
       const lines = fparams.split(";").join("\n");
       const [first] = fparams.split(";")[0].split("=");
       await dialog.getByLabel(/^Parameters/).fill(lines.replace(`${first}=`, `${first.replace(/_/g, "")}=`));
@@ -259,6 +262,7 @@ if (STANDALONE) {
       await dialog.getByLabel(/^Parameters/).fill(lines);
       const t0 = Date.now();
       await dialog.getByRole("button", { name: "Save device" }).click();
+      await dialog.getByRole("alert").waitFor({ state: "detached", timeout: 10_000 });
       const outcome = await Promise.race([
         dialog.waitFor({ state: "detached", timeout: 120_000 }).then(() => null),
         dialog.locator(".alert-error").waitFor({ timeout: 120_000 }).then(() => dialog.locator(".alert-error").textContent()),
@@ -266,7 +270,9 @@ if (STANDALONE) {
       expect(outcome === null, `fenceadd failed: ${outcome}`);
       const here = (await clusterStatus()).local_node;
       const tasks = await api("GET", `/nodes/${encodeURIComponent(here)}/tasks?limit=20`);
-      const t = (Array.isArray(tasks.body) ? tasks.body : []).find((x) => x.kind === "fenceadd" && x.target === fnode);
+      // the page's task, not the CLI's fence add of the lab's start
+      const t = (Array.isArray(tasks.body) ? tasks.body : [])
+        .find((x) => x.kind === "fenceadd" && x.target === fnode && x.start_time * 1000 >= t0 - 5_000);
       expect(t && t.state === "ok", `the fenceadd task of ${fnode}: ${JSON.stringify(t)}`);
       const after = await api("GET", "/cluster/fencing");
       const d2 = after.body.find((d) => d.node === fnode);

@@ -68,11 +68,14 @@ export function formatAge(seconds: number): string {
 }
 
 /** Freshness of a node's last fence test (Keel refuses HA until every node has passed one). */
-export function fenceTestView(t: FenceTestResult | null | undefined, now = Date.now() / 1000): Badge & { detail: string } {
+export function fenceTestView(t: FenceTestResult | null | undefined, now = Date.now() / 1000, generation?: string | null): Badge & { detail: string } {
   if (!t) return { label: "Never tested", tone: "warn", detail: "run `keel fence test NODE` before enabling HA" };
   const age = now - t.at;
   const when = age < -60 ? "in the future (check the clocks)" : `${formatAge(age)} ago`;
   const detail = `${t.action}: ${t.message}`.trim();
+  if (generation && t.device_generation !== generation) {
+    return { label: `Device changed since the test ${when}`, tone: "warn", detail: `test it again: the device was changed after this test (${detail})` };
+  }
   if (!t.ok) return { label: `Failed ${when}`, tone: "bad", detail };
   if (age > FENCE_TEST_STALE_S) return { label: `Passed ${when} (stale)`, tone: "warn", detail };
   return { label: `Passed ${when}`, tone: "ok", detail };
@@ -215,17 +218,19 @@ export const FENCE_AGENTS: { kind: string; label: string; params: string; passwo
  * `key=value` lines (blank lines and `#` comments skipped) → a map, or the first line that is not
  * one, named for the operator (`what` is "parameter" or "secret").
  */
-export function parseKeyValues(text: string, what: string): { values: Record<string, string>; error: string | null } {
+export function parseKeyValues(text: string, what: string, { trimValues = true } = {}): { values: Record<string, string>; error: string | null } {
   const values: Record<string, string> = {};
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
-    const l = lines[i].trim();
+    const raw = lines[i].replace(/\r$/, "");
+    const l = raw.trim();
     if (!l || l.startsWith("#")) continue;
-    const eq = l.indexOf("=");
-    const k = eq > 0 ? l.slice(0, eq).trim() : "";
+    const eq = raw.indexOf("=");
+    const k = eq > 0 ? raw.slice(0, eq).trim() : "";
     if (!k || !/^[A-Za-z0-9_-]+$/.test(k)) return { values, error: `line ${i + 1}: "${l}" is not a ${what} (write name=value)` };
     if (k in values) return { values, error: `line ${i + 1}: ${what} ${k} is given twice` };
-    values[k] = l.slice(eq + 1).trim();
+    // a secret keeps its spaces: they may be part of it
+    values[k] = trimValues ? raw.slice(eq + 1).trim() : raw.slice(eq + 1);
   }
   return { values, error: null };
 }

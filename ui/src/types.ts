@@ -244,6 +244,10 @@ export interface FenceDeviceInfo {
   params: Record<string, string>;
   secret_keys: string[];
   last_test: FenceTestResult | null;
+  /** `pcmk_delay_base` in seconds, when set. */
+  delay_base_s?: number | null;
+  /** The device's configuration generation now (a test proves fencing only through it). */
+  generation?: string | null;
 }
 /** `POST /cluster/join-token`. `fingerprint`/`address` are used when hostd sends them. */
 export interface JoinToken { token: string; expires_at: number; fingerprint?: string; address?: string }

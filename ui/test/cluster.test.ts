@@ -241,6 +241,14 @@ describe("fence device dialog helpers", () => {
     expect(parseKeyValues("=x", "secret").error).toBe('line 1: "=x" is not a secret (write name=value)');
     expect(parseKeyValues("a=1\na=2", "parameter").error).toBe("line 2: parameter a is given twice");
   });
+  it("keeps a secret's spaces", () => {
+    expect(parseKeyValues("password= two words \r\n", "secret", { trimValues: false }).values).toEqual({ password: " two words " });
+  });
+  it("says a test went through an earlier configuration of the device", () => {
+    const t = { at: 1000, ok: true, action: "reboot", message: "fenced", device_generation: "g1" };
+    expect(fenceTestView(t, 1060, "g1").label).toBe("Passed 1 min ago");
+    expect(fenceTestView(t, 1060, "g2")).toMatchObject({ label: "Device changed since the test 1 min ago", tone: "warn" });
+  });
   it("takes the agent from the choice or the program typed", () => {
     expect(fenceAgentOf("watchdog", "")).toEqual({ agent: "watchdog", error: null });
     expect(fenceAgentOf("other", " fence_virsh ")).toEqual({ agent: "fence_virsh", error: null });

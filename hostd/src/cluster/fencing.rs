@@ -49,6 +49,8 @@ pub(super) struct CibDevice {
     pub reboot_action: Option<String>,
     /// The `keel-generation` meta attribute (see [`clusterd::cib::GENERATION_META`]).
     pub generation: Option<String>,
+    /// `pcmk_delay_base` in seconds.
+    pub delay_s: Option<u32>,
 }
 
 /// Every stonith device in the live CIB, or why they cannot be read.
@@ -92,6 +94,7 @@ fn parse_cib_devices(xml: &str) -> Result<Vec<CibDevice>> {
                     agent: agent.clone(),
                     target: h.to_string(),
                     reboot_action: None,
+                    delay_s: None,
                     generation: nv(
                         p,
                         "meta_attributes",
@@ -107,6 +110,8 @@ fn parse_cib_devices(xml: &str) -> Result<Vec<CibDevice>> {
             target: hosts,
             reboot_action: nv(p, "instance_attributes", "pcmk_reboot_action"),
             generation: nv(p, "meta_attributes", clusterd::cib::GENERATION_META),
+            delay_s: nv(p, "instance_attributes", "pcmk_delay_base")
+                .and_then(|v| v.trim().trim_end_matches('s').parse().ok()),
         });
     }
     Ok(out)
@@ -514,6 +519,8 @@ pub(super) fn list(node: &Node) -> Result<Vec<FenceDeviceInfo>> {
                 .map(|a| BTreeMap::from([("action".to_string(), a)]))
                 .unwrap_or_default(),
             secret_keys: vec![],
+            delay_base_s: d.delay_s,
+            generation: d.generation,
         })
         .collect())
 }
@@ -840,6 +847,8 @@ fn apply_put(
         params: spec.params.clone(),
         secret_keys: spec.secrets.keys().cloned().collect(),
         last_test: None,
+        delay_base_s: spec.delay_base_s,
+        generation: Some(generation.to_string()),
     })
 }
 
@@ -1530,7 +1539,7 @@ mod tests {
         format!(
             r#"<resources>
   <primitive id="fence-n1" class="stonith" type="fence_keellab"><instance_attributes id="fence-n1-instance_attributes"><nvpair id="fence-n1-instance_attributes-pcmk_host_list" name="pcmk_host_list" value="n1"/></instance_attributes><meta_attributes id="fence-n1-meta_attributes"><nvpair id="fence-n1-meta_attributes-keel-generation" name="keel-generation" value="a1"/></meta_attributes></primitive>
-  <primitive id="fence-node2" class="stonith" type="fence_keellab"><instance_attributes id="fence-node2-instance_attributes"><nvpair id="fence-node2-instance_attributes-pcmk_host_list" name="pcmk_host_list" value="node2"/><nvpair id="fence-node2-instance_attributes-pcmk_reboot_action" name="pcmk_reboot_action" value="off"/></instance_attributes><meta_attributes id="fence-node2-meta_attributes"><nvpair id="fence-node2-meta_attributes-keel-generation" name="keel-generation" value="{gen}"/></meta_attributes></primitive>
+  <primitive id="fence-node2" class="stonith" type="fence_keellab"><instance_attributes id="fence-node2-instance_attributes"><nvpair id="fence-node2-instance_attributes-pcmk_host_list" name="pcmk_host_list" value="node2"/><nvpair id="fence-node2-instance_attributes-pcmk_reboot_action" name="pcmk_reboot_action" value="off"/><nvpair id="fence-node2-instance_attributes-pcmk_delay_base" name="pcmk_delay_base" value="5s"/></instance_attributes><meta_attributes id="fence-node2-meta_attributes"><nvpair id="fence-node2-meta_attributes-keel-generation" name="keel-generation" value="{gen}"/></meta_attributes></primitive>
 </resources>"#
         )
     }
@@ -1557,6 +1566,7 @@ mod tests {
         assert_eq!(d[1].agent, "fence_keellab");
         assert_eq!(d[1].reboot_action.as_deref(), Some("off"));
         assert_eq!(d[1].generation.as_deref(), Some("g7"));
+        assert_eq!((d[0].delay_s, d[1].delay_s), (None, Some(5)));
         Ok(())
     }
 
@@ -1628,6 +1638,8 @@ mod tests {
             .find(|d| d.node == "node2")
             .ok_or_else(|| Error::Internal("node2's device not listed".into()))?;
         assert_eq!(d2.params.get("action").map(String::as_str), Some("off"));
+        assert_eq!(d2.delay_base_s, Some(5));
+        assert_eq!(d2.generation.as_deref(), Some("g7"));
         let t = d2
             .last_test
             .clone()
@@ -1739,6 +1751,7 @@ mod tests {
             target: "x".into(),
             reboot_action: None,
             generation: None,
+            delay_s: None,
         };
         // a device Keel did not put (no generation) is never proven by a test
         assert!(unproven_reason(Some(&d), Some(&t)).is_some());

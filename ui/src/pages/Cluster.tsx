@@ -16,8 +16,8 @@ import type {
 /** Refresh period of the cluster page (paused while the tab is hidden). */
 export const CLUSTER_POLL_MS = 3000;
 
-function FenceTest({ t }: { t: FenceTestResult | null }) {
-  const v = fenceTestView(t);
+function FenceTest({ t, generation }: { t: FenceTestResult | null; generation?: string | null }) {
+  const v = fenceTestView(t, undefined, generation);
   return (
     <span class="fence-test">
       <Badge tone={v.tone}>{v.label}</Badge>
@@ -74,7 +74,7 @@ function FenceTestDialog({ node, watchdog, onClose }: { node: string; watchdog: 
   );
 }
 
-function Members({ s, onChanged }: { s: ClusterStatus; onChanged: () => void }) {
+function Members({ s, devices, onChanged }: { s: ClusterStatus; devices: FenceDeviceInfo[] | undefined; onChanged: () => void }) {
   const [testing, setTesting] = useState<string | null>(null);
   const watchdog = s.members.find((m) => m.name === testing)?.fence_device === "watchdog";
   return (
@@ -106,7 +106,7 @@ function Members({ s, onChanged }: { s: ClusterStatus; onChanged: () => void }) 
               )}
             </td>
             <td>{m.fence_device ? <span class="mono small nowrap">{m.fence_device}</span> : <Badge tone="warn">none</Badge>}</td>
-            <td><FenceTest t={m.last_fence_test} /></td>
+            <td><FenceTest t={m.last_fence_test} generation={devices?.find((d) => d.node === m.name)?.generation} /></td>
             <td class="actions">{m.fence_device && (local
               ? <span class="small muted" title="A node cannot test its own fencing: open this page on another member">from another node</span>
               : <button type="button" class="btn btn-sm btn-danger-outline" aria-label={`Test fencing of ${m.name}`}
@@ -123,15 +123,14 @@ function FenceDevices({ devices, error, nodes, onChanged }: {
   devices: FenceDeviceInfo[] | undefined; error: ApiError | null; nodes: string[]; onChanged: () => void;
 }) {
   // the dialog: a new device (null node: the first without one) or a node's device replaced
-  const [editing, setEditing] = useState<{ node: string; agent?: string } | null>(null);
+  const [editing, setEditing] = useState<{ node: string; fromRow: boolean } | null>(null);
   const firstWithout = nodes.find((n) => !devices?.some((d) => d.node === n)) ?? nodes[0];
   return (
     <>
-      {editing && <FenceDeviceDialog nodes={nodes} node={editing.node} agent={editing.agent}
-        replacing={!!devices?.some((d) => d.node === editing.node)}
+      {editing && <FenceDeviceDialog nodes={nodes} node={editing.node} devices={devices ?? []} fromRow={editing.fromRow}
         onClose={() => { setEditing(null); onChanged(); }} />}
       <div class="panel-head section-gap"><h2>Fence devices</h2><span class="spacer" />
-        <button type="button" class="btn btn-sm" disabled={!devices} onClick={() => setEditing({ node: firstWithout })}>Add fence device…</button></div>
+        <button type="button" class="btn btn-sm" disabled={!devices} onClick={() => setEditing({ node: firstWithout, fromRow: false })}>Add fence device…</button></div>
       <ErrorBox error={error} title="Cannot list fence devices" />
       {!devices && !error && <Loading what="fence devices" />}
       {devices && devices.length === 0 && (
@@ -151,9 +150,9 @@ function FenceDevices({ devices, error, nodes, onChanged }: {
               <td>{deviceParams(d).length === 0 ? <span class="muted">—</span> : <dl class="params small">{deviceParams(d).map((p) => (
                 <><dt class="mono">{p.name}</dt><dd class={p.secret ? "secret" : "mono"}>{p.secret ? <em>set</em> : p.value}</dd></>
               ))}</dl>}</td>
-              <td><FenceTest t={d.last_test} /></td>
+              <td><FenceTest t={d.last_test} generation={d.generation} /></td>
               <td class="actions"><button type="button" class="btn btn-sm" aria-label={`Change the fence device of ${d.node}`}
-                onClick={() => setEditing({ node: d.node, agent: d.agent })}>Change…</button></td>
+                onClick={() => setEditing({ node: d.node, fromRow: true })}>Change…</button></td>
             </tr>
           ))}</tbody>
         </table>
@@ -343,7 +342,7 @@ export function Cluster() {
           </div>
           {!s.stonith_enabled && <div class="alert alert-error" role="alert"><strong>Fencing is off.</strong> A node that
             stops responding cannot be fenced, so its resources cannot be recovered safely.</div>}
-          <Members s={s} onChanged={status.refresh} />
+          <Members s={s} devices={fencing.data} onChanged={status.refresh} />
           <Daemons daemons={s.daemons ?? []} node={s.local_node} />
           <FenceDevices devices={fencing.data} error={fencing.error} nodes={s.members.map((m) => m.name)}
             onChanged={() => { fencing.refresh(); status.refresh(); }} />

@@ -2,26 +2,45 @@ import { useState } from "preact/hooks";
 import { ApiError, runTask } from "../api";
 import { Modal } from "../components";
 import { FENCE_AGENTS, fenceAgentOf, parseKeyValues } from "../cluster";
+import type { FenceDeviceInfo } from "../types";
 
 /**
  * `POST /cluster/fencing`: create or replace the fence device of one node (the `fenceadd` task,
  * followed with its log: minutes for sbd and watchdog devices). Refusals (400/409) come before
  * anything changes and are shown as the API words them.
  */
-export function FenceDeviceDialog({ nodes, node: initialNode, agent: initialAgent, replacing, onClose }: {
-  nodes: string[]; node: string; agent?: string; replacing: boolean; onClose: () => void;
+export function FenceDeviceDialog({ nodes, node: initialNode, devices, fromRow, onClose }: {
+  nodes: string[]; node: string; devices: FenceDeviceInfo[]; fromRow: boolean; onClose: () => void;
 }) {
-  const known = FENCE_AGENTS.some((a) => a.kind === initialAgent);
   const [node, setNode] = useState(initialNode);
-  const [kind, setKind] = useState(initialAgent ? (known ? initialAgent : "other") : "fence_ipmilan");
-  const [program, setProgram] = useState(initialAgent && !known ? initialAgent : "");
-  const [params, setParams] = useState("");
+  const current = devices.find((d) => d.node === node);
+  // what a device has that the API shows, filled in when it is changed (parameters the agent
+  // was given and secrets are not returned: they are given again)
+  const prefill = (d: FenceDeviceInfo | undefined) => {
+    const wire = d ? (d.agent === "fence_sbd" ? "sbd" : d.agent === "fence_watchdog" ? "watchdog" : d.agent) : "fence_ipmilan";
+    const known = FENCE_AGENTS.some((a) => a.kind === wire);
+    return {
+      kind: known ? wire : "other",
+      program: known ? "" : wire,
+      params: d?.params?.action ? `action=${d.params.action}\n` : "",
+      delay: d?.delay_base_s != null ? String(d.delay_base_s) : "",
+    };
+  };
+  const first = prefill(current);
+  const [kind, setKind] = useState(first.kind);
+  const [program, setProgram] = useState(first.program);
+  const [params, setParams] = useState(first.params);
   const [password, setPassword] = useState("");
   const [secrets, setSecrets] = useState("");
-  const [delay, setDelay] = useState("");
+  const [delay, setDelay] = useState(first.delay);
   const [busy, setBusy] = useState(false);
   const [progress, setProgress] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const choose = (n: string) => {
+    setNode(n);
+    const p = prefill(devices.find((d) => d.node === n));
+    setKind(p.kind); setProgram(p.program); setParams(p.params); setDelay(p.delay);
+  };
   const info = FENCE_AGENTS.find((a) => a.kind === kind) ?? FENCE_AGENTS[0];
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -30,11 +49,12 @@ export function FenceDeviceDialog({ nodes, node: initialNode, agent: initialAgen
     if (!a.agent) { setError(a.error); return; }
     const p = parseKeyValues(params, "parameter");
     if (p.error) { setError(p.error); return; }
-    const s = parseKeyValues(info.password ? "" : secrets, "secret");
+    // only what the chosen agent shows is sent
+    const s = parseKeyValues(kind === "other" ? secrets : "", "secret", { trimValues: false });
     if (s.error) { setError(s.error); return; }
     const secretValues = info.password ? (password ? { password } : {}) : s.values;
-    const d = delay.trim() === "" ? null : Number(delay);
-    if (d !== null && (!Number.isInteger(d) || d < 0 || d > 60)) { setError("the fence delay is whole seconds, 0 to 60"); return; }
+    const d = kind === "watchdog" || delay.trim() === "" ? null : Number(delay);
+    if (d !== null && (!Number.isInteger(d) || d < 0 || d > 120)) { setError("the fence delay is whole seconds, 0 to 120 (5 to 15 is typical for two nodes)"); return; }
     setBusy(true); setProgress(null);
     try {
       await runTask("POST", "/cluster/fencing",
@@ -48,12 +68,13 @@ export function FenceDeviceDialog({ nodes, node: initialNode, agent: initialAgen
     }
   };
   return (
-    <Modal title={replacing ? `Change the fence device of ${initialNode}` : "Add a fence device"} onClose={() => { if (!busy) onClose(); }}>
+    <Modal title={fromRow ? `Change the fence device of ${initialNode}` : "Add a fence device"} onClose={() => { if (!busy) onClose(); }}>
       <form onSubmit={submit}>
-        {replacing && <div class="alert alert-warn">The whole configuration of the device is replaced (give every parameter
-          and the password again), and its fence test no longer counts: test it again afterwards.</div>}
+        {current && <div class="alert alert-warn">{node} has a device ({current.id}, {current.agent}): its whole configuration
+          is replaced — give every parameter, the password and the delay again (the action and delay it has are filled
+          in) — and its fence test no longer counts: test it again afterwards.</div>}
         <div class="field"><label for="fd-node">Node fenced by the device</label>
-          <select id="fd-node" value={node} disabled={busy || replacing} onChange={(e) => setNode(e.currentTarget.value)}>
+          <select id="fd-node" value={node} disabled={busy || fromRow} onChange={(e) => choose(e.currentTarget.value)}>
             {nodes.map((n) => <option value={n}>{n}</option>)}
           </select></div>
         <div class="field"><label for="fd-agent">Agent</label>
@@ -76,7 +97,7 @@ export function FenceDeviceDialog({ nodes, node: initialNode, agent: initialAgen
           <textarea id="fd-secrets" class="mono" rows={2} value={secrets} disabled={busy} spellcheck={false}
             onInput={(e) => setSecrets(e.currentTarget.value)} /></div>}
         {kind !== "watchdog" && <div class="field"><label for="fd-delay">Fence delay (seconds, optional)</label>
-          <input id="fd-delay" type="number" min={0} max={60} value={delay} disabled={busy}
+          <input id="fd-delay" type="text" inputMode="numeric" value={delay} disabled={busy}
             onInput={(e) => setDelay(e.currentTarget.value)} />
           <p class="small muted">In a two-node cluster, a delay on one node's device decides which node survives a split.</p></div>}
         {(kind === "sbd" || kind === "watchdog") && <p class="small muted">sbd is set up on every node and Pacemaker restarted
