@@ -123,19 +123,91 @@ pub fn primitive(v: &HaVm) -> Element {
         )
 }
 
-/// The call that creates or replaces `v`'s resource.
-pub fn put(v: &HaVm) -> Vec<CibUpdate> {
+/// The beginning of the id of every constraint that ties VM `vmid` to its storage.
+fn storage_prefix(vmid: u32) -> String {
+    format!("{}-storage-", resource_id(vmid))
+}
+
+/// The constraints that tie VM `vmid` to the Pacemaker clones its disks need (`clones`: a
+/// cluster pool's file system, `fs-POOL-clone`): the VM starts after each clone and only on a
+/// node where it runs — after a node's death Pacemaker restarts the VM once the survivor's
+/// file system is usable, and never on a node where the pool is not mounted.
+pub fn storage_constraints(vmid: u32, clones: &[String]) -> Vec<Element> {
+    let rsc = resource_id(vmid);
+    let base = storage_prefix(vmid);
+    let mut out = vec![];
+    for c in clones {
+        out.push(
+            Element::new("rsc_order")
+                .attr("id", format!("{base}after-{c}"))
+                .attr("first", c)
+                .attr("first-action", "start")
+                .attr("then", &rsc)
+                .attr("then-action", "start")
+                .attr("kind", "Mandatory"),
+        );
+        out.push(
+            Element::new("rsc_colocation")
+                .attr("id", format!("{base}with-{c}"))
+                .attr("rsc", &rsc)
+                .attr("with-rsc", c)
+                .attr("score", "INFINITY"),
+        );
+    }
+    out
+}
+
+/// The call that creates or replaces `v`'s resource together with its storage constraints
+/// ([`storage_constraints`]; one `cibadmin` call, so the VM is never placed without them).
+pub fn put(v: &HaVm, clones: &[String]) -> Vec<CibUpdate> {
+    let resources = Element::new("resources").child(primitive(v));
+    if clones.is_empty() {
+        return vec![CibUpdate::modify("resources", &resources)];
+    }
+    let mut constraints = Element::new("constraints");
+    for c in storage_constraints(v.vmid, clones) {
+        constraints = constraints.child(c);
+    }
     vec![CibUpdate::modify(
-        "resources",
-        &Element::new("resources").child(primitive(v)),
+        "configuration",
+        &Element::new("configuration")
+            .child(resources)
+            .child(constraints),
     )]
 }
 
-/// The call that removes VM `vmid`'s resource.
-pub fn delete(vmid: u32) -> Vec<CibUpdate> {
-    vec![CibUpdate::delete(
+/// VM `vmid`'s storage constraints present in a `cibadmin --query --scope constraints` answer
+/// (tag and id of each: what [`delete`] needs).
+pub fn storage_constraints_in(xml: &str, vmid: u32) -> Result<Vec<Element>, String> {
+    let root = Element::parse(xml).map_err(|e| format!("CIB constraints: {e}"))?;
+    let base = storage_prefix(vmid);
+    Ok(root
+        .children
+        .iter()
+        .filter_map(|c| {
+            let id = c.get_attr("id")?;
+            id.starts_with(&base)
+                .then(|| Element::new(c.name.as_str()).attr("id", id))
+        })
+        .collect())
+}
+
+/// The calls that remove VM `vmid`'s resource, its storage constraints (`constraints`, from
+/// [`storage_constraints_in`] or [`storage_constraints`]) first: a constraint naming a
+/// resource that does not exist is a configuration error.
+pub fn delete(vmid: u32, constraints: &[Element]) -> Vec<CibUpdate> {
+    let mut out: Vec<CibUpdate> = constraints
+        .iter()
+        .map(|c| {
+            CibUpdate::delete(
+                &Element::new(c.name.as_str()).attr("id", c.get_attr("id").unwrap_or_default()),
+            )
+        })
+        .collect();
+    out.push(CibUpdate::delete(
         &Element::new("primitive").attr("id", resource_id(vmid)),
-    )]
+    ));
+    out
 }
 
 /// `crm_resource` arguments that set VM `vmid`'s target-role (start or stop it through
@@ -521,6 +593,67 @@ mod tests {
             .render();
         assert!(xml.contains(r#"value="Stopped""#));
         assert_eq!(from_resources(&xml)?, vec![stopped]);
+        Ok(())
+    }
+
+    #[test]
+    fn storage_constraints_go_in_with_the_resource_and_out_before_it() -> Result<(), String> {
+        let v = vm();
+        let clones = ["fs-vmstore-clone".to_string()];
+        // without storage: the resource alone, as before
+        let plain = put(&v, &[]);
+        assert_eq!(plain.len(), 1);
+        assert!(plain[0].args.contains(&"resources".to_string()));
+        // with: one call carrying the primitive and both constraints
+        let calls = put(&v, &clones);
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert!(calls[0].args.contains(&"configuration".to_string()));
+        let doc = &calls[0].stdin;
+        assert!(doc.contains(r#"<primitive id="keel-vm-100""#), "{doc}");
+        assert!(
+            doc.contains(r#"<rsc_order id="keel-vm-100-storage-after-fs-vmstore-clone" first="fs-vmstore-clone" first-action="start" then="keel-vm-100" then-action="start" kind="Mandatory"/>"#),
+            "{doc}"
+        );
+        assert!(
+            doc.contains(r#"<rsc_colocation id="keel-vm-100-storage-with-fs-vmstore-clone" rsc="keel-vm-100" with-rsc="fs-vmstore-clone" score="INFINITY"/>"#),
+            "{doc}"
+        );
+        // read back from a constraints query: VM 100's only (not VM 10's, not a rule's)
+        let mut q = Element::new("constraints");
+        for c in storage_constraints(100, &clones)
+            .into_iter()
+            .chain(storage_constraints(10, &clones))
+        {
+            q = q.child(c);
+        }
+        q = q.child(
+            Element::new("rsc_colocation")
+                .attr("id", "keel-rule-apart-101-apart-100")
+                .attr("rsc", "keel-vm-101")
+                .attr("with-rsc", "keel-vm-100")
+                .attr("score", "-INFINITY"),
+        );
+        let found = storage_constraints_in(&q.render(), 100)?;
+        let ids: Vec<&str> = found.iter().filter_map(|e| e.get_attr("id")).collect();
+        assert_eq!(
+            ids,
+            [
+                "keel-vm-100-storage-after-fs-vmstore-clone",
+                "keel-vm-100-storage-with-fs-vmstore-clone"
+            ]
+        );
+        // removal: the constraints first, then the primitive
+        let del = delete(100, &found);
+        let order: Vec<&str> = del.iter().map(|c| c.stdin.trim()).collect();
+        assert_eq!(
+            order,
+            [
+                r#"<rsc_order id="keel-vm-100-storage-after-fs-vmstore-clone"/>"#,
+                r#"<rsc_colocation id="keel-vm-100-storage-with-fs-vmstore-clone"/>"#,
+                r#"<primitive id="keel-vm-100"/>"#
+            ]
+        );
+        assert_eq!(delete(100, &[]).len(), 1);
         Ok(())
     }
 

@@ -158,6 +158,31 @@ fn records(st: &Store) -> Result<Vec<PoolRecord>> {
         .collect()
 }
 
+/// The Pacemaker clones a VM whose disks are on `pools` must follow: each cluster pool's file
+/// system clone (`fs-POOL-clone`); other pools (directory shared pools, local ones) have none.
+/// Sorted, without repeats.
+pub fn pacemaker_clones(st: &Store, pools: &[String]) -> Result<Vec<String>> {
+    let mut out = vec![];
+    for p in pools {
+        let Some(e) = st.get(&pool_key(p))? else {
+            continue;
+        };
+        let rec: PoolRecord = serde_json::from_value(e.value).map_err(|x| {
+            Error::Internal(format!(
+                "config store entry {} is not readable: {x}",
+                pool_key(p)
+            ))
+        })?;
+        let stack = rec.stack()?;
+        if stack.mountpoint.is_some() {
+            out.push(stack.fs_clone_id());
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// The DRBD resources of the cluster's pools (resource → pool), for `keel cluster verify`;
 /// empty when the store cannot be read.
 pub fn drbd_resources() -> std::collections::BTreeMap<String, String> {

@@ -137,6 +137,16 @@ fn crm_verify(doc: &str) -> (bool, String) {
 }
 
 fn stack_document(nodes: u32, pools: &[PoolStack]) -> String {
+    stack_document_with(nodes, pools, vec![], vec![])
+}
+
+/// [`stack_document`] with more resources and constraints (HA VMs, test-only bans).
+fn stack_document_with(
+    nodes: u32,
+    pools: &[PoolStack],
+    more_rs: Vec<keel_xml::Element>,
+    more_cs: Vec<keel_xml::Element>,
+) -> String {
     let members: Vec<(u32, String)> = (1..=nodes).map(|i| (i, format!("node{i}"))).collect();
     let devices: Vec<FenceDevice> = members.iter().map(|(i, n)| ipmi(n, *i)).collect();
     let props = ClusterProperties::for_size("lab", nodes as usize);
@@ -147,6 +157,8 @@ fn stack_document(nodes: u32, pools: &[PoolStack]) -> String {
         rs.extend(r);
         cs.extend(c);
     }
+    rs.extend(more_rs);
+    cs.extend(more_cs);
     let conf = doc
         .children
         .iter_mut()
@@ -207,6 +219,84 @@ fn pool_stacks_golden_and_accepted_by_crm_verify() {
         !crm_verify(&doc).0,
         "crm_verify accepted a dangling colocation"
     );
+}
+
+/// An HA VM on a cluster pool, in Pacemaker's own scheduler (`crm_simulate` on a whole CIB with
+/// the pool's stack, both nodes members): the VM prefers node2, but the pool's file system cannot run there — with
+/// the storage constraints hostd adds the VM is placed on node1, without them on node2 (where
+/// its disk would be missing).
+#[test]
+fn an_ha_vm_on_a_cluster_pool_runs_only_where_its_file_system_does() {
+    use clusterd::ha::{self, HaVm};
+    use keel_xml::Element;
+    let pool = PoolStack {
+        pool: "shared".into(),
+        drbd: None,
+        vg: "keel-shared".into(),
+        lv: Some(("fs".into(), Activation::Shared)),
+        mountpoint: Some("/var/lib/keel/pools/shared".into()),
+        nodes: 2,
+    };
+    let vm = HaVm {
+        vmid: 100,
+        config: "/var/lib/keel/ha/100.xml".into(),
+        priority: 0,
+        max_restarts: 3,
+        started: true,
+        remoteuri: None,
+        migrate_extra: None,
+    };
+    let bans = || {
+        vec![
+            Element::new("rsc_location")
+                .attr("id", "test-no-fs-on-node2")
+                .attr("rsc", pool.fs_clone_id())
+                .attr("node", "node2")
+                .attr("score", "-INFINITY"),
+            Element::new("rsc_location")
+                .attr("id", "test-vm-prefers-node2")
+                .attr("rsc", ha::resource_id(100))
+                .attr("node", "node2")
+                .attr("score", "1000"),
+        ]
+    };
+    let placed = |with_storage: bool| -> Option<String> {
+        let mut cs = bans();
+        if with_storage {
+            cs.extend(ha::storage_constraints(100, &[pool.fs_clone_id()]));
+        }
+        let doc = stack_document_with(2, std::slice::from_ref(&pool), vec![ha::primitive(&vm)], cs);
+        let (ok, out) = crm_verify(&doc);
+        assert!(
+            ok,
+            "crm_verify rejects the HA VM on the pool:\n{out}\n{doc}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cib.xml");
+        // the simulation writes its results into the document, which this Pacemaker refuses
+        // for a newer feature set than its own: let it stamp its own
+        let sim_doc = doc.replacen(r#"crm_feature_set="3.17.4" "#, "", 1);
+        assert_ne!(
+            sim_doc, doc,
+            "the verification document's feature set changed"
+        );
+        std::fs::write(&f, &sim_doc).unwrap();
+        let (ok, out) = sh(&[
+            "crm_simulate",
+            "--xml-file",
+            f.to_str().unwrap(),
+            "--simulate",
+            "--output-as=xml",
+        ]);
+        assert!(ok, "crm_simulate failed:\n{out}");
+        let sim = ha::parse_simulation(&out).unwrap_or_else(|e| panic!("{e}:\n{out}"));
+        sim.into_iter()
+            .find(|s| s.vmid == 100)
+            .and_then(|s| s.after)
+    };
+    assert_eq!(placed(true).as_deref(), Some("node1"));
+    // the negative control: the same CIB without them puts the VM where the pool is not
+    assert_eq!(placed(false).as_deref(), Some("node2"));
 }
 
 /// A loop device over a sparse file, detached on drop.

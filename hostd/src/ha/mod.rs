@@ -464,7 +464,18 @@ pub fn enable(node: &Node, vmid: u32, req: &HaSet, t: &TaskHandle) -> Result<()>
             .then(|| "--unsafe".to_string()),
     };
     let r = node.cluster.runner.as_ref();
-    if let Err(e) = form::apply_cib(r, &cha::put(&ha)) {
+    // a VM on a cluster pool starts after the pool's file system and only where it is mounted
+    let clones = match needs_of(&spec)
+        .map_err(Error::Conflict)
+        .and_then(|n| crate::cluster_pools::pacemaker_clones(&st, &n.pools))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            undo_record(t);
+            return Err(e);
+        }
+    };
+    if let Err(e) = form::apply_cib(r, &cha::put(&ha, &clones)) {
         undo_record(t);
         return Err(e.into());
     }
@@ -473,6 +484,11 @@ pub fn enable(node: &Node, vmid: u32, req: &HaSet, t: &TaskHandle) -> Result<()>
         cha::resource_id(vmid),
         cha::target_role(running)
     ));
+    for c in &clones {
+        t.log(format!(
+            "it starts after {c} (its cluster pool's file system) and only where that runs"
+        ));
+    }
     t.progress(0.6);
     let here = node.cfg.node.clone();
     let rid = cha::resource_id(vmid);
@@ -492,7 +508,10 @@ pub fn enable(node: &Node, vmid: u32, req: &HaSet, t: &TaskHandle) -> Result<()>
     if let Err(e) = probed {
         t.log(format!("{e}: removing the resource again"));
         let _ = r.run_ok(&Cmd::argv(&cha::unmanage(vmid)).timeout(Duration::from_secs(30)));
-        let _ = form::apply_cib(r, &cha::delete(vmid));
+        let _ = form::apply_cib(
+            r,
+            &cha::delete(vmid, &cha::storage_constraints(vmid, &clones)),
+        );
         undo_record(t);
         return Err(e);
     }
@@ -556,7 +575,13 @@ pub fn disable(node: &Node, vmid: u32, t: &TaskHandle) -> Result<()> {
         r.run_ok(&Cmd::argv(&cha::stop_orphans(false)).timeout(q))
             .map_err(run_err)?;
         let removed = (|| -> Result<()> {
-            form::apply_cib(r, &cha::delete(vmid))?;
+            let constraints = cha::storage_constraints_in(
+                &r.run_ok(&commands::cib_query("constraints"))
+                    .map_err(run_err)?,
+                vmid,
+            )
+            .map_err(Error::Internal)?;
+            form::apply_cib(r, &cha::delete(vmid, &constraints))?;
             r.run_ok(&Cmd::argv(&["crm_resource", "--refresh", "--resource", &rid]).timeout(q))
                 .map_err(run_err)?;
             wait_for(
