@@ -221,6 +221,17 @@ pub struct ClusterFacts {
     pub tests: BTreeMap<String, TestFact>,
     /// DRBD resources of Keel's `drbd-gfs2` pools (resource → pool): dual-primary by design.
     pub drbd_pools: BTreeMap<String, String>,
+    /// HA VMs on cluster pools whose storage constraints are missing from the CIB (empty when
+    /// the store or the CIB could not be read).
+    pub ha_storage: Vec<HaStorageFact>,
+}
+
+/// An HA VM on cluster pools, with the storage constraints the CIB lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaStorageFact {
+    pub vmid: u32,
+    /// Pacemaker clones (`fs-POOL-clone`) the VM is not ordered after and colocated with.
+    pub missing: Vec<String>,
 }
 
 /// A member's answer: its facts (or why there are none) and this node's clock before the
@@ -292,6 +303,7 @@ pub fn evaluate(c: &ClusterFacts, answers: &[NodeAnswer]) -> Vec<Finding> {
             a.facts.as_ref().ok()
         })
         .collect();
+    ha_storage(c, &mut o);
     for a in answers {
         if let Ok(f) = &a.facts {
             clock(a, f, &mut o);
@@ -913,6 +925,29 @@ fn pools(facts: &[&NodeFacts], o: &mut Out) {
     }
 }
 
+fn ha_storage(c: &ClusterFacts, o: &mut Out) {
+    for h in &c.ha_storage {
+        if h.missing.is_empty() {
+            continue;
+        }
+        o.add(
+            "EHASTORAGE",
+            E,
+            None,
+            format!("keel-vm-{}", h.vmid),
+            format!(
+                "HA VM {} has disks on a cluster pool but is not tied to its file system ({} missing): Pacemaker may start it before the pool is usable or on a node where it is not mounted",
+                h.vmid,
+                h.missing.join(", ")
+            ),
+            format!(
+                "turn HA off and on again, which adds the constraints: keel vm ha {0} off, then keel vm ha {0} on",
+                h.vmid
+            ),
+        );
+    }
+}
+
 fn drbd(c: &ClusterFacts, f: &NodeFacts, o: &mut Out) {
     let n = Some(f.node.as_str());
     for d in &f.drbd {
@@ -1379,6 +1414,7 @@ fn cluster_facts(node: &Node) -> Result<(ClusterFacts, Vec<form::MemberRecord>)>
             devices: devices(r),
             tests,
             drbd_pools: crate::cluster_pools::drbd_resources(),
+            ha_storage: crate::ha::storage_facts(node),
         },
         rec.members,
     ))
@@ -1586,6 +1622,7 @@ mod tests {
             two_node: false,
             stonith_enabled: Some(true),
             drbd_pools: BTreeMap::new(),
+            ha_storage: vec![],
         }
     }
 
@@ -1875,6 +1912,35 @@ mod tests {
             ])
         );
         assert_eq!(installed_fence_agents(&d.path().join("none")), None);
+    }
+
+    /// An HA VM on a cluster pool without its storage constraints is an error naming the VM
+    /// and the clone; one that has them is no finding.
+    #[test]
+    fn an_ha_vm_untied_from_its_pool_is_reported() {
+        let mut c = healthy_cluster(2);
+        c.ha_storage = vec![HaStorageFact {
+            vmid: 100,
+            missing: vec![],
+        }];
+        assert!(codes(&c, &answers(&c)).is_empty());
+        c.ha_storage[0].missing = vec!["fs-vmstore-clone".into()];
+        let f = evaluate(&c, &answers(&c));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(
+            (f[0].code.as_str(), f[0].severity, f[0].object.as_str()),
+            ("EHASTORAGE", E, "keel-vm-100")
+        );
+        assert!(
+            f[0].message.contains("fs-vmstore-clone"),
+            "{}",
+            f[0].message
+        );
+        assert!(
+            f[0].action.contains("keel vm ha 100 off"),
+            "{}",
+            f[0].action
+        );
     }
 
     /// Diskless SBD's one `watchdog` device reads as a device of each node it lists (nothing

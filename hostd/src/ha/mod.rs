@@ -527,6 +527,60 @@ pub fn enable(node: &Node, vmid: u32, req: &HaSet, t: &TaskHandle) -> Result<()>
     Ok(())
 }
 
+/// For `keel cluster verify`: every HA VM on cluster pools with the storage constraints the
+/// CIB lacks (HA turned on before Keel added them, or removed by hand). Empty when the store
+/// or the CIB cannot be read (verify reports those on their own).
+pub fn storage_facts(node: &Node) -> Vec<crate::cluster::verify::HaStorageFact> {
+    let Ok(st) = store(node) else {
+        return vec![];
+    };
+    let Ok(recs) = records(&st) else {
+        return vec![];
+    };
+    let r = node.cluster.runner.as_ref();
+    let Ok(cons) = r.run_ok(&commands::cib_query("constraints")) else {
+        return vec![];
+    };
+    let mut out = vec![];
+    for rec in recs {
+        let Ok(d) = crate::domain::parse(&rec.xml) else {
+            continue;
+        };
+        let Ok(needs) = needs_of(&d.spec) else {
+            continue;
+        };
+        let Ok(clones) = crate::cluster_pools::pacemaker_clones(&st, &needs.pools) else {
+            continue;
+        };
+        let Ok(found) = cha::storage_constraints_in(&cons, rec.vmid) else {
+            continue;
+        };
+        out.push(crate::cluster::verify::HaStorageFact {
+            vmid: rec.vmid,
+            missing: missing_storage(rec.vmid, &clones, &found),
+        });
+    }
+    out
+}
+
+/// The clones of `clones` whose order or colocation constraint for VM `vmid` is not among
+/// `found`.
+fn missing_storage(vmid: u32, clones: &[String], found: &[keel_xml::Element]) -> Vec<String> {
+    clones
+        .iter()
+        .filter(|c| {
+            cha::storage_constraints(vmid, std::slice::from_ref(*c))
+                .iter()
+                .any(|want| {
+                    !found
+                        .iter()
+                        .any(|f| f.name == want.name && f.get_attr("id") == want.get_attr("id"))
+                })
+        })
+        .cloned()
+        .collect()
+}
+
 /// Before HA off: the VM is HA, and runs here or nowhere.
 pub fn check_disable(node: &Node, vmid: u32) -> Result<HaRecord> {
     let rec = record(node, vmid)?
@@ -1138,6 +1192,26 @@ mod tests {
         assert_eq!(outcome("n1", Some("n1"), None).0, "stays-down");
         assert_eq!(outcome("n1", Some("n2"), Some("n3")).0, "moves");
         assert_eq!(outcome("n1", None, None).0, "stopped");
+    }
+
+    #[test]
+    fn missing_storage_constraints_are_named() {
+        let clones = vec!["fs-a-clone".to_string(), "fs-b-clone".to_string()];
+        let all = cha::storage_constraints(100, &clones);
+        assert!(missing_storage(100, &clones, &all).is_empty());
+        // only the order for pool b left: b is missing (its colocation is gone), a too
+        let some: Vec<_> = all
+            .iter()
+            .filter(|e| e.get_attr("id") == Some("keel-vm-100-storage-after-fs-b-clone"))
+            .cloned()
+            .collect();
+        assert_eq!(missing_storage(100, &clones, &some), clones);
+        // another VM's constraints do not count
+        assert_eq!(
+            missing_storage(100, &clones, &cha::storage_constraints(101, &clones)),
+            clones
+        );
+        assert!(missing_storage(100, &[], &[]).is_empty());
     }
 
     #[test]
