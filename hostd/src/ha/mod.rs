@@ -373,23 +373,41 @@ pub(crate) fn crm(node: &Node) -> Result<clusterd::crm::CrmStatus> {
     form::crm_status_checked(node.cluster.runner.as_ref()).map_err(Error::from)
 }
 
-pub(crate) fn wait_for(
+/// Poll `f` (a read-only check: Pacemaker's status, the nodes' facts) until it says yes or
+/// `limit` passes. A check that fails is tried again until then — on a loaded node one
+/// `crm_mon` can take longer than its own timeout, which must not fail the whole task — and
+/// the last failure is named when time runs out.
+pub(crate) fn wait_for(what: &str, limit: Duration, f: impl FnMut() -> Result<bool>) -> Result<()> {
+    wait_with_pause(what, limit, Duration::from_millis(300), f)
+}
+
+fn wait_with_pause(
     what: &str,
     limit: Duration,
+    pause: Duration,
     mut f: impl FnMut() -> Result<bool>,
 ) -> Result<()> {
     let t0 = Instant::now();
+    let mut last_err = None;
     loop {
-        if f()? {
-            return Ok(());
+        match f() {
+            Ok(true) => return Ok(()),
+            Ok(false) => last_err = None,
+            Err(e) => {
+                tracing::warn!("while waiting for {what}: {e} (trying again)");
+                last_err = Some(e);
+            }
         }
         if t0.elapsed() > limit {
-            return Err(Error::Unavailable(format!(
-                "timed out after {}s waiting for {what}",
-                limit.as_secs()
-            )));
+            return Err(Error::Unavailable(match last_err {
+                Some(e) => format!(
+                    "timed out after {}s waiting for {what}; the last check failed: {e}",
+                    limit.as_secs()
+                ),
+                None => format!("timed out after {}s waiting for {what}", limit.as_secs()),
+            }));
         }
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(pause);
     }
 }
 
@@ -1192,6 +1210,38 @@ mod tests {
         assert_eq!(outcome("n1", Some("n1"), None).0, "stays-down");
         assert_eq!(outcome("n1", Some("n2"), Some("n3")).0, "moves");
         assert_eq!(outcome("n1", None, None).0, "stopped");
+    }
+
+    #[test]
+    fn a_failed_check_is_tried_again_until_the_limit() {
+        // one slow crm_mon (an error) between two answers: the wait goes on and succeeds
+        let mut answers = vec![
+            Ok(true),
+            Err(Error::Internal("crm_mon did not finish within 10s".into())),
+            Ok(false),
+        ];
+        let r = wait_with_pause("x", Duration::from_secs(5), Duration::ZERO, || {
+            answers.pop().unwrap_or(Ok(false))
+        });
+        assert!(r.is_ok(), "{r:?}");
+        // a check that keeps failing: the timeout names the last failure
+        let e = wait_with_pause("the VM", Duration::from_millis(20), Duration::ZERO, || {
+            Err(Error::Internal("crm_mon did not finish".into()))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("waiting for the VM")
+                && e.contains("the last check failed: ")
+                && e.contains("crm_mon did not finish"),
+            "{e}"
+        );
+        let e = wait_with_pause("the VM", Duration::from_millis(20), Duration::ZERO, || {
+            Ok(false)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains("last check"), "{e}");
     }
 
     #[test]
