@@ -1,5 +1,7 @@
 //! VM-lab scenario 2: a LIO iSCSI target with CHAP on node1, open-iscsi on node2, data written
-//! through the LUN read back intact (and seen in the target's backing file).
+//! through the LUN read back intact (and seen in the target's backing file). The engines alone,
+//! by hand (`cargo test -p keel-tests --test vmlab_iscsi -- --ignored`): the suite proves them
+//! through Keel in `vmlab_keel_cluster`'s `iscsi-gfs2` pool.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,7 @@ fn step<T>(t0: Instant, what: &str, r: anyhow::Result<T>) -> T {
 }
 
 #[test]
+#[ignore = "by hand: superseded in the suite by vmlab_keel_cluster's iscsi-gfs2 pool (LIO target with CHAP, open-iscsi on both nodes, a wrong secret refused, data read from both)"]
 fn iscsi_chap_target_and_initiator() {
     let t0 = Instant::now();
     let mut lab = step(t0, "lab up (2 nodes)", VmLab::up(2));
