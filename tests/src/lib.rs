@@ -18,20 +18,3 @@ pub mod keelnode;
 pub mod netns;
 pub mod qnetd;
 pub mod vmlab;
-
-/// Build Keel's live ISO test guest (`iso/live/build.sh`, cached by content) into `dir`
-/// (`keel-live.iso`, `vmlinuz`, `initrd.gz`); returns the ISO's path.
-pub fn live_iso(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    use anyhow::Context;
-    let out = std::process::Command::new("bash")
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../iso/live/build.sh"))
-        .arg(dir)
-        .output()
-        .context("running iso/live/build.sh")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "live ISO build failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(dir.join("keel-live.iso"))
-}

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -374,42 +374,6 @@ impl Node {
                 stdout,
                 stderr,
             }),
-        }
-    }
-
-    /// Copy the host's file `local` to `remote` on the node (through `cat` over SSH).
-    pub fn put_file(&self, local: &Path, remote: &str, timeout: Duration) -> Result<()> {
-        self.ensure_master(timeout.min(Duration::from_secs(30)))?;
-        let src = fs::File::open(local).with_context(|| format!("{}", local.display()))?;
-        let mut child = self
-            .ssh_command(&format!(
-                "cat > '{remote}.part' && mv '{remote}.part' '{remote}'"
-            ))
-            .stdin(Stdio::from(src))
-            .spawn()
-            .context("spawning ssh")?;
-        let t0 = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait()? {
-                ensure!(
-                    st.success(),
-                    "{}: copying {} to {remote} failed ({st})",
-                    self.name,
-                    local.display()
-                );
-                return Ok(());
-            }
-            if t0.elapsed() > timeout {
-                // Our own ssh child, by handle.
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "{}: copying {} to {remote} timed out after {timeout:?}",
-                    self.name,
-                    local.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

@@ -9,6 +9,7 @@
 //! Needs root, the binaries (`cargo build --workspace --bins`) and the live ISO (built here).
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -166,7 +167,16 @@ fn scenario(lab: &NetnsLab) -> Result<()> {
     let t0 = Instant::now();
     let shared = lab.shared_dir();
     let live = shared.join("live");
-    keel_tests::live_iso(&live)?;
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../iso/live/build.sh"))
+        .arg(&live)
+        .output()
+        .context("running iso/live/build.sh")?;
+    ensure!(
+        out.status.success(),
+        "live ISO build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     lab.start_libvirtd()?;
     // each node keeps all but 300 MiB of the host's memory for itself in the N+1 check: after
     // losing one node the other two hold 600 MiB of HA VMs, so a 1 GiB VM is over the limit

@@ -20,6 +20,7 @@ use anyhow::{bail, ensure, Context, Result};
 use keel_tests::keelnode::{self, KNode};
 use keel_tests::netns::{LabOpts, NetnsLab, Node};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const DOM: &str = "keel-mig";
@@ -79,7 +80,17 @@ fn scenario(lab: &NetnsLab, t_up: Duration) -> Result<()> {
 
 fn raw_scenario(lab: &NetnsLab, t_up: Duration) -> Result<Raw> {
     let shared = lab.shared_dir();
-    keel_tests::live_iso(&shared)?;
+    let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("../iso/live/build.sh");
+    let out = Command::new("bash")
+        .arg(&build)
+        .arg(&shared)
+        .output()
+        .context("running iso/live/build.sh")?;
+    ensure!(
+        out.status.success(),
+        "live ISO build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t0 = Instant::now();
     lab.start_libvirtd()?;
     eprintln!(

@@ -16,12 +16,7 @@
 //! survives, its store takes writes again and its GFS2 mount takes a file; node2 reboots, hostd
 //! brings its daemons up, the cables come back, node2 rejoins, both stores end with the same
 //! hash and every acknowledged write, and Pacemaker brings the pool back on node2 (resync,
-//! promote, mount) with the survivor's file readable there with the same sha256. An HA VM lives
-//! on that pool (the nodes run libvirtd, hostd drives it): VM 100, a nested TCG guest of the live
-//! ISO whose disk is on the pool, runs on node2 and records fsync'ed ticks on its disk; `keel vm
-//! ha 100 on` ties it to the pool's file system clone; the cut fences node2, Pacemaker starts the
-//! VM on node1, and the guest finds on its disk every tick node2's guest had reported, then
-//! writes on. Beside it, an
+//! promote, mount) with the survivor's file readable there with the same sha256. Beside it, an
 //! `iscsi-gfs2` pool on a LUN node1 exports through LIO: a wrong CHAP secret is refused and
 //! leaves nothing behind, the right one builds the pool on both nodes with one command; the
 //! survivor keeps writing to it through the split, and node2 logs in again at boot and mounts
@@ -62,48 +57,30 @@ fn sq(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Memory of each QMP-lab node: its cluster stack plus the nested HA VM ([`HA_VM_MIB`] and
-/// QEMU's TCG around it).
-const QMP_NODE_MIB: u32 = 1536;
-/// The HA VM's memory.
-const HA_VM_MIB: u32 = 160;
-/// What each node keeps for itself in HA's N+1 check: the rest of a QMP-lab node (~380 MiB)
-/// holds the HA VM.
-const HA_RESERVE_MIB: u32 = 1100;
-
-/// hostd.toml: with `libvirtd` the node's own libvirtd (the QMP lab, which runs an HA VM),
-/// else libvirt's test driver with no domains (the BMC lab runs no VM).
-fn hostd_toml(name: &str, libvirtd: bool) -> String {
-    let uri = if libvirtd {
-        "qemu:///system"
-    } else {
-        "test:///etc/keel/libvirt-test.xml"
-    };
+fn hostd_toml(name: &str) -> String {
     format!(
         r#"node = "{name}"
 listen = "0.0.0.0:8006"
 state_dir = "{STATE}"
-libvirt_uri = "{uri}"
+libvirt_uri = "test:///etc/keel/libvirt-test.xml"
 accel = "tcg"
 service_manager = "systemd"
-
-[cluster]
-ha_host_reserve_mib = {HA_RESERVE_MIB}
 "#
     )
 }
 
-/// Configure keel-hostd ([`hostd_toml`]) and enable the units as an installed node has them:
-/// keel-hostd, and corosync, Pacemaker and keel-clusterd (which only start once Keel wrote a
-/// corosync.conf, so a fenced node that reboots brings its cluster stack back by itself).
-fn start_hostd(n: &Node, libvirtd: bool) -> Result<()> {
+/// Configure keel-hostd (libvirt's test driver with no domains: the image has no libvirtd)
+/// and enable the units as an installed node has them: keel-hostd, and corosync, Pacemaker and
+/// keel-clusterd (which only start once Keel wrote a corosync.conf, so a fenced node that
+/// reboots brings its cluster stack back by itself).
+fn start_hostd(n: &Node) -> Result<()> {
     let script = format!(
         "set -e; mkdir -p /etc/keel; cat > /etc/keel/hostd.toml <<'EOF'\n{}EOF\n\
          echo '<node></node>' > /etc/keel/libvirt-test.xml\n\
          echo KEEL_ADMIN_PASSWORD={PW} > /etc/keel/hostd.env; chmod 600 /etc/keel/hostd.env\n\
          systemctl enable corosync.service pacemaker.service keel-clusterd.service \
            keel-hostd.service 2>&1 && systemctl start keel-hostd.service",
-        hostd_toml(&n.name, libvirtd)
+        hostd_toml(&n.name)
     );
     n.ssh(&script)?;
     Ok(())
@@ -1334,192 +1311,6 @@ fn verify_cib_secrets(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
 
 /// `bmc`: the lab's nodes are libvirt domains behind emulated BMCs; the scenario ends after
 /// both BMC fence tests (see the file's doc for why the split runs in the QMP lab).
-/// Where hostd on a node logs the HA VM's serial console (the same path on both nodes).
-const HA_SERIAL: &str = "/var/lib/keel/serial/100.log";
-
-/// The live guest's serial lines on `n`: (the last "next tick block" announced — the guest
-/// found ticks 1..block-2 on its disk at boot —, the disk tick of the last "tick" line).
-fn ha_serial(n: &Node) -> Result<(Option<u64>, Option<u64>)> {
-    let text = n.ssh(&format!("cat {HA_SERIAL} 2>/dev/null || true"))?;
-    let mut block = None;
-    let mut disk = None;
-    for l in text.lines() {
-        if let Some(b) = l.split("next tick block ").nth(1) {
-            block = b.trim().parse().ok();
-            disk = None;
-        }
-        if let Some(d) = l
-            .split(" disk ")
-            .nth(1)
-            .filter(|_| l.contains("KEEL-LIVE: tick "))
-        {
-            disk = d.trim().parse().ok();
-        }
-    }
-    Ok((block, disk))
-}
-
-/// `keel --json cluster ha` on `n`: the node VM 100 runs on.
-fn ha_vm_node(n: &Node) -> Result<Option<String>> {
-    let v: Value = serde_json::from_str(&keel_ok(n, &["--json", "cluster", "ha"])?)?;
-    Ok(v.as_array()
-        .and_then(|a| a.iter().find(|h| h["vmid"] == 100))
-        .and_then(|h| h["node"].as_str().map(str::to_string)))
-}
-
-/// An HA VM on the drbd-gfs2 pool, started on node2 (the node the cut gets fenced): the live
-/// ISO and a scratch disk (the guest records one fsync'ed tick per 2 s on it) on the pool,
-/// `keel vm create` and `start` on node2. The nested TCG guest boots in minutes while the
-/// iscsi-gfs2 steps run: its QEMU is reniced so node2's cluster stack keeps the CPU it needs.
-fn ha_vm_start(n2: &Node) -> Result<Instant> {
-    let t = Instant::now();
-    let dir = std::env::temp_dir().join(format!("keel-vmlab-live-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let copied = keel_tests::live_iso(&dir).and_then(|iso| {
-        n2.put_file(
-            &iso,
-            &format!("{POOL_DIR}/keel-live.iso"),
-            Duration::from_secs(300),
-        )
-    });
-    let _ = std::fs::remove_dir_all(&dir);
-    copied?;
-    n2.ssh(&format!("virsh pool-refresh {POOL} >/dev/null"))?;
-    let spec = serde_json::json!({
-        "vmid": 100, "name": "ha100", "vcpus": 1, "memory_mib": HA_VM_MIB,
-        "disks": [{"pool": POOL, "size_mib": 16, "format": "raw"}],
-        "cdrom": {"pool": POOL, "volume": "keel-live.iso"},
-        "boot": ["cdrom", "disk0"]
-    });
-    n2.ssh(&format!("cat > /root/vm100.json <<'EOF'\n{spec}\nEOF"))?;
-    keel_ok(n2, &["vm", "create", "--spec", "/root/vm100.json"])?;
-    // the scratch disk header the live guest looks for (iso/live/init)
-    n2.ssh(&format!(
-        "printf 'KEEL-SCRATCH\\n' | dd of={POOL_DIR}/vm-100-disk-0.raw bs=4096 conv=notrunc,fsync 2>/dev/null"
-    ))?;
-    keel_ok(n2, &["vm", "start", "100"])?;
-    n2.ssh("renice -n 19 -p $(pgrep -f 'qemu-system.*guest=ha100') >/dev/null")?;
-    Ok(t)
-}
-
-/// `keel vm ha 100 on` on node2 (the guest may still be booting: Pacemaker's probe finds its
-/// QEMU): the CIB ties it to the pool's file system clone.
-fn ha_vm_on(n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
-    let t = Instant::now();
-    keel_ok(n2, &["vm", "ha", "100", "on"])?;
-    eprintln!("METRIC vm_ha_on={:.1}s", t.elapsed().as_secs_f64());
-    let on = ha_vm_node(n2)?;
-    ensure!(
-        on.as_deref() == Some("node2"),
-        "HA VM 100 not reported on node2: {on:?}"
-    );
-    let cons = n2.ssh("cibadmin --query --scope constraints")?;
-    for id in [
-        format!("keel-vm-100-storage-after-fs-{POOL}-clone"),
-        format!("keel-vm-100-storage-with-fs-{POOL}-clone"),
-    ] {
-        ensure!(
-            cons.contains(&format!("id=\"{id}\"")),
-            "the CIB lacks {id}:\n{cons}"
-        );
-    }
-    log("HA on for VM 100 (node2): ordered after and colocated with the pool's file system");
-    Ok(())
-}
-
-/// The guest on node2 has written ticks to its disk: the last one it reported (written with
-/// `fsync` before it was printed). `t`: when the VM was created.
-fn ha_vm_ticking(n2: &Node, t: Instant) -> Result<u64> {
-    wait_for(
-        "VM 100 (nested TCG guest) booted on node2 and ticking on its disk",
-        Duration::from_secs(600),
-        || Ok(ha_serial(n2)?.1.is_some_and(|d| d >= 2)),
-    )?;
-    eprintln!(
-        "METRIC vm_ha_guest_created_and_ticking={:.1}s (beside the iscsi-gfs2 steps)",
-        t.elapsed().as_secs_f64()
-    );
-    ha_serial(n2)?
-        .1
-        .context("no tick of VM 100 in node2's serial log")
-}
-
-/// The ticks on VM 100's disk as `n` reads the file on the pool: `n` when blocks 2..=n+1 hold
-/// ticks 1..=n in order (a tick out of place is an error).
-fn ha_disk_ticks(n: &Node) -> Result<u64> {
-    let out = n.ssh(&format!(
-        "python3 - {POOL_DIR}/vm-100-disk-0.raw <<'EOF'\n\
-         import sys\n\
-         d = open(sys.argv[1], 'rb').read()\n\
-         assert d.startswith(b'KEEL-SCRATCH'), 'no KEEL-SCRATCH header'\n\
-         n = 0\n\
-         while d[(n + 2) * 4096:].startswith(b'KEEL-TICK '):\n\
-         \x20   want = b'KEEL-TICK %08d' % (n + 1)\n\
-         \x20   assert d[(n + 2) * 4096:].startswith(want), (n + 2, d[(n + 2) * 4096:][:20])\n\
-         \x20   n += 1\n\
-         print(n)\n\
-         EOF"
-    ))?;
-    out.trim()
-        .parse()
-        .with_context(|| format!("tick count of VM 100's disk: {out:?}"))
-}
-
-/// After node2's fence: Pacemaker starts VM 100 on node1 once the pool's file system runs there,
-/// and the disk as node1 reads it holds every tick node2's guest had reported (`before`). The
-/// restarted guest boots for minutes (nested TCG): its QEMU is reniced so the survivor's stack
-/// keeps the CPU through node2's return. `tc`: when the cables were cut.
-fn ha_vm_on_survivor(n1: &Node, tc: Instant, before: u64, log: &dyn Fn(&str)) -> Result<()> {
-    wait_for(
-        "Pacemaker to start VM 100 on node1",
-        Duration::from_secs(600),
-        || Ok(ha_vm_node(n1)?.as_deref() == Some("node1")),
-    )?;
-    eprintln!(
-        "METRIC vm_ha_drbd_gfs2_started_after_cut={:.1}s",
-        tc.elapsed().as_secs_f64()
-    );
-    n1.ssh("renice -n 19 -p $(pgrep -f 'qemu-system.*guest=ha100') >/dev/null")?;
-    let state = n1.ssh("virsh domstate ha100")?;
-    ensure!(
-        state.trim() == "running",
-        "VM 100 on node1 is {state:?} in libvirt"
-    );
-    let on_disk = ha_disk_ticks(n1)?;
-    ensure!(
-        on_disk >= before,
-        "VM 100's disk read on node1 holds ticks 1..{on_disk}, but node2's guest had reported tick {before} written before the cut"
-    );
-    log(&format!(
-        "VM 100 started on node1 by Pacemaker; its disk holds ticks 1..{on_disk} in order (node2's guest had reported {before})"
-    ));
-    Ok(())
-}
-
-/// The restarted guest on node1 (booted beside node2's return) found those ticks and writes
-/// on after them.
-fn ha_vm_writing_on_survivor(n1: &Node, before: u64, log: &dyn Fn(&str)) -> Result<()> {
-    let mut found = None;
-    wait_for(
-        "VM 100's guest booted on node1 and ticking on its disk again",
-        Duration::from_secs(600),
-        || {
-            let (block, disk) = ha_serial(n1)?;
-            found = block;
-            Ok(block.is_some_and(|b| disk.is_some_and(|d| d + 2 > b)))
-        },
-    )?;
-    let on_disk = found.map(|b| b.saturating_sub(2)).unwrap_or(0);
-    ensure!(
-        on_disk >= before,
-        "VM 100's guest on node1 found ticks 1..{on_disk}, fewer than the {before} node2's guest had reported"
-    );
-    log(&format!(
-        "VM 100's guest on node1 went on from tick {on_disk}"
-    ));
-    Ok(())
-}
-
 fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     let (n1, n2) = (lab.node(1), lab.node(2));
     let log = |what: &str| eprintln!("[{:7.1}s] {what}", t0.elapsed().as_secs_f64());
@@ -1527,8 +1318,8 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     // --- hostd on both (systemd unit, systemd service manager) ------------------------------
     let t = Instant::now();
     std::thread::scope(|s| -> Result<()> {
-        let a = s.spawn(|| start_hostd(n1, !bmc));
-        let b = s.spawn(|| start_hostd(n2, !bmc));
+        let a = s.spawn(|| start_hostd(n1));
+        let b = s.spawn(|| start_hostd(n2));
         a.join().map_err(|_| anyhow::anyhow!("panic"))??;
         b.join().map_err(|_| anyhow::anyhow!("panic"))??;
         Ok(())
@@ -1858,23 +1649,15 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
         );
     }
     log("drbd-gfs2 pool: one command, mounted on both, same sha256 from both nodes");
-    // the HA VM boots beside the iscsi-gfs2 steps (after the benchmark, which it would disturb)
-    let bench = std::env::var_os("KEEL_POOL_BENCH").is_some();
-    let ha_t = if bench { None } else { Some(ha_vm_start(n2)?) };
     let t = Instant::now();
     let iscsi_sum = iscsi_pool(n1, n2, &log)?;
     eprintln!(
         "METRIC vm_iscsi_gfs2_steps={:.1}s",
         t.elapsed().as_secs_f64()
     );
-    if bench {
+    if std::env::var_os("KEEL_POOL_BENCH").is_some() {
         pool_bench(n1)?;
     }
-    let ha_t = match ha_t {
-        Some(t) => t,
-        None => ha_vm_start(n2)?,
-    };
-    ha_vm_on(n2, &log)?;
 
     // --- a calm cluster before the cut: the BMC agents are Python, and under TCG a guest busy
     // with the pool create can take longer than the 30 s monitor timeout to run one; a device
@@ -1897,7 +1680,6 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     log("fence devices healthy before the cut");
 
     // --- cut both cables on both ends -----------------------------------------------------------
-    let ha_before = ha_vm_ticking(n2, ha_t)?;
     let fence_before = lab.fence_log().len();
     let n2_boots = n2.boots();
     let n1_boots = n1.boots();
@@ -2064,7 +1846,6 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
         f.len() == 1 && f[0].0 == "EDRBDDISCONNECTED" && f[0].1 == "node1",
         "DRBD findings with node2 down: {f:?}"
     );
-    ha_vm_on_survivor(n1, tc, ha_before, &log)?;
 
     // --- node2 comes back (the agent rebooted it), cables back, it rejoins --------------------
     lab.reconnect(2)?;
@@ -2192,13 +1973,6 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     ensure!(n1.boots() == n1_boots, "node1 rebooted after the cut");
     ensure!(n1.running()? && n2.running()?, "a guest is not running");
     eprintln!("fence log:\n{flog}");
-    // the HA VM stopped through Pacemaker before the split brain stops the pool's file system
-    ha_vm_writing_on_survivor(n1, ha_before, &log)?;
-    keel_ok(n1, &["vm", "stop", "100"])?;
-    ensure!(
-        ha_vm_node(n1)?.is_none(),
-        "VM 100 still runs after keel vm stop"
-    );
     let t = Instant::now();
     split_brain(n1, n2, &log)?;
     eprintln!(
@@ -2429,7 +2203,6 @@ fn run_lab(bmc: bool, split: bool, t0: Instant) {
     // connection per node (the lab's multiplexing), not a key exchange per poll
     let cfg = LabConfig {
         nodes: 2,
-        mem_mib: if bmc { 1024 } else { QMP_NODE_MIB },
         data_disk_mib: 256,
         ssh_mux: true,
         bmc,

@@ -388,15 +388,16 @@ fn wait_with_pause(
     mut f: impl FnMut() -> Result<bool>,
 ) -> Result<()> {
     let t0 = Instant::now();
+    let mut last_err = None;
     loop {
-        let last_err = match f() {
+        match f() {
             Ok(true) => return Ok(()),
-            Ok(false) => None,
+            Ok(false) => last_err = None,
             Err(e) => {
                 tracing::warn!("while waiting for {what}: {e} (trying again)");
-                Some(e)
+                last_err = Some(e);
             }
-        };
+        }
         if t0.elapsed() > limit {
             return Err(Error::Unavailable(match last_err {
                 Some(e) => format!(
