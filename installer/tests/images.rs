@@ -39,8 +39,7 @@ fn the_installed_system_has_every_engine_of_the_lab_node_image() {
     let lab_only = BTreeSet::from([
         // the lab guests' network setup (installed nodes use systemd-networkd)
         "ifupdown".to_string(),
-        // keel-hostd's library, named for the image's first lab scenarios; the product gets it
-        // through libvirt-daemon-system
+        // the lab guests run no libvirtd; the product has libvirt-daemon-system (depends on it)
         "libvirt0".to_string(),
     ]);
     let missing: Vec<&String> = node

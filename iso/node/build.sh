@@ -92,8 +92,6 @@ chroot "$R" systemctl enable lab-init.service lab-net.service >&2
 # corosync.conf): a scenario that mimics an installed node writes /etc/keel/hostd.toml and enables
 # keel-hostd, corosync, pacemaker and keel-clusterd itself.
 rm -f "$R/etc/corosync/corosync.conf"
-# libvirtd starts at boot as on an installed node; its default NAT network would need dnsmasq
-rm -f "$R/etc/libvirt/qemu/networks/autostart/default.xml"
 # cluster daemons are started by the scenarios; disable everything slow or irrelevant
 for u in corosync pacemaker corosync-qdevice dlm lvmlockd lvmlocks open-iscsi iscsid.socket iscsid rtslib-fb-targetctl \
          apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap \

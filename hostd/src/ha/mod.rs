@@ -388,16 +388,15 @@ fn wait_with_pause(
     mut f: impl FnMut() -> Result<bool>,
 ) -> Result<()> {
     let t0 = Instant::now();
-    let mut last_err = None;
     loop {
-        match f() {
+        let last_err = match f() {
             Ok(true) => return Ok(()),
-            Ok(false) => last_err = None,
+            Ok(false) => None,
             Err(e) => {
                 tracing::warn!("while waiting for {what}: {e} (trying again)");
-                last_err = Some(e);
+                Some(e)
             }
-        }
+        };
         if t0.elapsed() > limit {
             return Err(Error::Unavailable(match last_err {
                 Some(e) => format!(
