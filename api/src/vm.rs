@@ -65,6 +65,10 @@ pub struct VmSpec {
     pub disks: Vec<DiskSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdrom: Option<CdromSpec>,
+    /// Direct kernel boot: QEMU starts a Linux kernel (and initramfs) from volumes of a pool,
+    /// with no boot loader; it wins over `boot` (docs/vm-spec.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelBoot>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(max_items = 16)]
     pub nics: Vec<NicSpec>,
@@ -272,6 +276,28 @@ pub struct CdromSpec {
     pub path: Option<String>,
 }
 
+/// Most bytes of a kernel command line Keel accepts (Linux takes 2048 on x86).
+pub const MAX_CMDLINE: usize = 2048;
+
+/// Direct kernel boot: a Linux kernel image and an optional initramfs, both volumes of one
+/// pool (upload them like ISOs), started with `cmdline`. For appliances, tiny test guests and
+/// rescue kernels: no boot loader, no firmware boot menu, seconds to the kernel's first line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KernelBoot {
+    /// Pool holding the kernel (and initramfs) volumes.
+    pub pool: String,
+    /// Volume of the kernel image (a bzImage, such as a copy of `/boot/vmlinuz-*`).
+    pub kernel: String,
+    /// Volume of the initramfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    /// Kernel command line: printable ASCII, at most 2048 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048)]
+    pub cmdline: Option<String>,
+}
+
 /// One NIC, on a libvirt network or a host bridge (exactly one of the two).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -444,6 +470,42 @@ impl VmSpec {
                     if !valid_object_name(v) {
                         return err(f, format!("{v:?} is not a valid name"));
                     }
+                }
+            }
+        }
+        if let Some(k) = &self.kernel {
+            for (f, v) in [
+                ("kernel.pool", Some(&k.pool)),
+                ("kernel.kernel", Some(&k.kernel)),
+                ("kernel.initrd", k.initrd.as_ref()),
+            ] {
+                if let Some(v) = v {
+                    if !valid_object_name(v) {
+                        return err(f, format!("{v:?} is not a valid name"));
+                    }
+                }
+            }
+            if let Some(c) = &k.cmdline {
+                if c.len() > MAX_CMDLINE {
+                    return err(
+                        "kernel.cmdline",
+                        format!(
+                            "the kernel command line has {} bytes; Linux takes at most {MAX_CMDLINE}",
+                            c.len()
+                        ),
+                    );
+                }
+                if c.trim() != c {
+                    return err(
+                        "kernel.cmdline",
+                        "the kernel command line starts or ends with a space: remove it".into(),
+                    );
+                }
+                if let Some(b) = c.chars().find(|c| !(' '..='~').contains(c)) {
+                    return err(
+                        "kernel.cmdline",
+                        format!("the kernel command line holds {b:?}: use printable ASCII only (no newlines or tabs)"),
+                    );
                 }
             }
         }

@@ -180,7 +180,7 @@ enum VmCmd {
     /// Show a VM's configuration and live status
     Show { vmid: u32 },
     /// Create a VM from a JSON spec or from flags
-    #[command(group(ArgGroup::new("flags").multiple(true).args(["vmid", "name", "description", "vcpus", "memory_mib", "cpu_model", "firmware", "boot", "disk", "cdrom", "net"])))]
+    #[command(group(ArgGroup::new("flags").multiple(true).args(["vmid", "name", "description", "vcpus", "memory_mib", "cpu_model", "firmware", "boot", "disk", "cdrom", "kernel", "cmdline", "net"])))]
     Create(Box<CreateArgs>),
     /// Start a stopped VM
     Start { vmid: u32 },
@@ -307,6 +307,12 @@ struct CreateArgs {
     /// ISO in the CD-ROM drive: POOL:VOLUME
     #[arg(long, value_name = "POOL:VOLUME", value_parser = spec::parse_cdrom)]
     cdrom: Option<keel_api::vm::CdromSpec>,
+    /// Direct kernel boot (no boot loader): kernel and initramfs volumes of one pool
+    #[arg(long, value_name = "POOL:KERNEL[:INITRD]", value_parser = spec::parse_kernel)]
+    kernel: Option<keel_api::vm::KernelBoot>,
+    /// Kernel command line for --kernel, e.g. "console=ttyS0 quiet"
+    #[arg(long, value_name = "ARGS")]
+    cmdline: Option<String>,
     /// NIC: network=NAME or bridge=NAME, optionally ,model=virtio|e1000 ,mac=MAC (repeatable)
     #[arg(long, value_name = "network=NAME|bridge=NAME", value_parser = spec::parse_net)]
     net: Vec<keel_api::vm::NicSpec>,
@@ -666,6 +672,8 @@ async fn vm(c: &Client, cmd: VmCmd, mode: Mode) -> Result<Outcome> {
                     boot: a.boot,
                     disks: a.disk,
                     cdrom: a.cdrom,
+                    kernel: a.kernel,
+                    cmdline: a.cmdline,
                     nics: a.net,
                 })?,
             };

@@ -2,8 +2,8 @@
 //!
 //! Pieces are built through serde so defaults and enum names stay those of `keel-api`.
 
-use anyhow::{anyhow, Context, Result};
-use keel_api::vm::{CdromSpec, DiskSpec, NicSpec, VmSpec};
+use anyhow::{anyhow, bail, Context, Result};
+use keel_api::vm::{CdromSpec, DiskSpec, KernelBoot, NicSpec, VmSpec};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
@@ -79,6 +79,25 @@ pub fn parse_cdrom(s: &str) -> Result<CdromSpec, String> {
     }
 }
 
+/// `--kernel POOL:KERNEL[:INITRD]`: direct kernel boot from volumes of one pool.
+pub fn parse_kernel(s: &str) -> Result<KernelBoot, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    match parts.as_slice() {
+        [p, k] | [p, k, _] if !p.is_empty() && !k.is_empty() => Ok(KernelBoot {
+            pool: p.to_string(),
+            kernel: k.to_string(),
+            initrd: parts
+                .get(2)
+                .filter(|i| !i.is_empty())
+                .map(|i| i.to_string()),
+            cmdline: None,
+        }),
+        _ => Err(format!(
+            "--kernel {s:?}: expected POOL:KERNEL[:INITRD], e.g. local:vmlinuz-6.1:initrd-6.1.img"
+        )),
+    }
+}
+
 /// `--net network=NAME|bridge=NAME[,model=virtio|e1000][,mac=AA:BB:CC:DD:EE:FF]`.
 pub fn parse_net(s: &str) -> Result<NicSpec, String> {
     let mut m = Map::new();
@@ -132,6 +151,8 @@ pub struct CreateFlags {
     pub boot: Option<String>,
     pub disks: Vec<DiskSpec>,
     pub cdrom: Option<CdromSpec>,
+    pub kernel: Option<KernelBoot>,
+    pub cmdline: Option<String>,
     pub nics: Vec<NicSpec>,
 }
 
@@ -176,6 +197,11 @@ pub fn spec_from_flags(f: CreateFlags) -> Result<VmSpec> {
         serde_json::from_value(Value::Object(m)).context("building the VM spec from flags")?;
     spec.disks = f.disks;
     spec.cdrom = f.cdrom;
+    spec.kernel = match (f.kernel, f.cmdline) {
+        (Some(k), cmdline) => Some(KernelBoot { cmdline, ..k }),
+        (None, Some(_)) => bail!("--cmdline needs --kernel POOL:KERNEL[:INITRD]"),
+        (None, None) => None,
+    };
     spec.nics = f.nics;
     spec.validate()
         .map_err(|e| anyhow!("{} (field: {})", e.message, e.field))?;
@@ -251,6 +277,31 @@ mod tests {
         for bad in ["local", ":x.iso", "local:", "a:b:c"] {
             assert!(parse_cdrom(bad).is_err(), "{bad:?} should fail");
         }
+    }
+
+    #[test]
+    fn kernel_flags() {
+        let k = parse_kernel("local:vmlinuz-6.1:initrd-6.1.img").expect("ok");
+        assert_eq!(
+            (k.pool.as_str(), k.kernel.as_str(), k.initrd.as_deref()),
+            ("local", "vmlinuz-6.1", Some("initrd-6.1.img"))
+        );
+        assert_eq!(parse_kernel("local:vmlinuz").expect("ok").initrd, None);
+        for bad in ["local", ":vmlinuz", "local:", "a:b:c:d"] {
+            assert!(parse_kernel(bad).is_err(), "{bad:?} should fail");
+        }
+        let f = |kernel, cmdline: Option<&str>| CreateFlags {
+            vmid: Some(100),
+            name: Some("k".into()),
+            kernel,
+            cmdline: cmdline.map(str::to_string),
+            ..Default::default()
+        };
+        let s = spec_from_flags(f(Some(k), Some("console=ttyS0"))).expect("spec");
+        let k = s.kernel.expect("kernel");
+        assert_eq!(k.cmdline.as_deref(), Some("console=ttyS0"));
+        let e = spec_from_flags(f(None, Some("quiet"))).expect_err("cmdline alone");
+        assert!(e.to_string().contains("--kernel"), "{e}");
     }
 
     #[test]

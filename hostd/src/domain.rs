@@ -7,8 +7,8 @@
 //! defined outside Keel parse too (with `managed == false`).
 
 use keel_api::vm::{
-    CdromSpec, CpuModel, DiskBus, DiskCache, DiskFormat, DiskIo, DiskSpec, Firmware, Machine,
-    NicModel, NicSpec, OnCrash, Throttle, VmSpec,
+    CdromSpec, CpuModel, DiskBus, DiskCache, DiskFormat, DiskIo, DiskSpec, Firmware, KernelBoot,
+    Machine, NicModel, NicSpec, OnCrash, Throttle, VmSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,11 @@ pub struct RenderCtx {
     /// Path of the cloud-init seed ISO (when the spec has cloud_init).
     #[serde(default)]
     pub cloudinit_path: Option<String>,
+    /// Resolved paths of the kernel and initramfs volumes (when the spec has `kernel`).
+    #[serde(default)]
+    pub kernel_path: Option<String>,
+    #[serde(default)]
+    pub initrd_path: Option<String>,
     /// VNC password (VNC allows at most 8 characters).
     #[serde(default)]
     pub vnc_password: Option<String>,
@@ -84,6 +89,9 @@ pub struct ParsedDomain {
     pub cdrom_path: Option<String>,
     /// The cloud-init seed ISO attached (`CLOUDINIT_ALIAS`).
     pub cloudinit_path: Option<String>,
+    /// Direct kernel boot: `<os><kernel>` and `<initrd>` (also for domains defined outside Keel).
+    pub kernel_path: Option<String>,
+    pub initrd_path: Option<String>,
     /// Target device names of disks (`vda`…) and NIC MACs, for statistics.
     pub disk_targets: Vec<String>,
     pub vnc_password: Option<String>,
@@ -218,6 +226,14 @@ pub fn render_element(spec: &VmSpec, ctx: &RenderCtx) -> Result<Element, DomainE
     {
         meta.push(Element::new(&k("cdrom")).attr("pool", p).attr("volume", v));
     }
+    if let Some(kb) = &spec.kernel {
+        meta.push(
+            Element::new(&k("kernel"))
+                .attr("pool", &kb.pool)
+                .attr("volume", &kb.kernel)
+                .attr_opt("initrd", kb.initrd.as_deref()),
+        );
+    }
     if let Some(ci) = &spec.cloud_init {
         // JSON in the metadata: the settings round-trip exactly (the seed holds only their
         // rendering).
@@ -261,7 +277,7 @@ pub fn render_element(spec: &VmSpec, ctx: &RenderCtx) -> Result<Element, DomainE
         Machine::Q35 => "q35",
         Machine::Pc => "pc",
     };
-    let os = Element::new("os")
+    let mut os = Element::new("os")
         .attr_opt(
             "firmware",
             (spec.firmware == Firmware::Uefi).then_some("efi"),
@@ -272,6 +288,23 @@ pub fn render_element(spec: &VmSpec, ctx: &RenderCtx) -> Result<Element, DomainE
                 .attr("machine", machine)
                 .text("hvm"),
         );
+    if let Some(kb) = &spec.kernel {
+        let kernel = ctx.kernel_path.as_deref().ok_or_else(|| {
+            DomainError::Render("direct kernel boot without a resolved kernel path".into())
+        })?;
+        if kb.initrd.is_some() != ctx.initrd_path.is_some() {
+            return Err(DomainError::Render(
+                "the initramfs of the direct kernel boot has no resolved path".into(),
+            ));
+        }
+        os.push(Element::new("kernel").text(kernel));
+        if let Some(p) = &ctx.initrd_path {
+            os.push(Element::new("initrd").text(p));
+        }
+        if let Some(c) = &kb.cmdline {
+            os.push(Element::new("cmdline").text(c));
+        }
+    }
     dom.push(os);
     dom.push(
         Element::new("features")
@@ -531,6 +564,7 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
     let meta = keel_meta(&dom);
     let mut disk_meta: Vec<(usize, String, String)> = Vec::new();
     let mut cdrom_meta = None;
+    let mut kernel_meta = None;
     let mut cloud_init = None;
     let mut vmid = 0;
     let mut cpu_meta = None;
@@ -553,6 +587,13 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
             cloud_init = Some(serde_json::from_str(t).map_err(|e| {
                 DomainError::Invalid(format!("Keel's cloud-init metadata is not readable: {e}"))
             })?);
+        }
+        if let Some(kb) = m.find(&format!("{p}kernel")) {
+            kernel_meta = Some((
+                kb.get_attr("pool").unwrap_or("").to_string(),
+                kb.get_attr("volume").unwrap_or("").to_string(),
+                kb.get_attr("initrd").map(str::to_string),
+            ));
         }
         if let Some(c) = m.find(&format!("{p}cdrom")) {
             cdrom_meta = Some((
@@ -591,6 +632,19 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
         _ => Machine::Q35,
     };
     let os = dom.find("os");
+    let kernel_path = os.and_then(|o| o.path_text("kernel")).map(str::to_string);
+    let initrd_path = os.and_then(|o| o.path_text("initrd")).map(str::to_string);
+    // Keel's spec names volumes: a kernel given by path (a domain defined outside Keel) stays
+    // in `kernel_path`, and Keel refuses to redefine such a domain (vms::check_against_host)
+    let kernel = match (&kernel_meta, &kernel_path) {
+        (Some((pool, volume, initrd)), Some(_)) => Some(KernelBoot {
+            pool: pool.clone(),
+            kernel: volume.clone(),
+            initrd: initrd.clone(),
+            cmdline: os.and_then(|o| o.path_text("cmdline")).map(str::to_string),
+        }),
+        _ => None,
+    };
     let firmware = match os {
         Some(o)
             if o.get_attr("firmware") == Some("efi")
@@ -798,6 +852,7 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
         boot: Vec::new(),
         disks,
         cdrom,
+        kernel,
         nics,
         vnc: false,
         serial: false,
@@ -831,6 +886,8 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
         disk_paths,
         cdrom_path,
         cloudinit_path,
+        kernel_path,
+        initrd_path,
         disk_targets,
         vnc_password: graphics
             .and_then(|g| g.get_attr("passwd"))

@@ -70,8 +70,10 @@ pub fn delete_volume(node: &Node, pool: &str, volume: &str, task: &TaskHandle) -
     Ok(())
 }
 
-/// Allowed upload names: ISO images and disk images.
+/// Allowed upload names: ISO images and disk images …
 const UPLOAD_EXT: [&str; 5] = [".iso", ".img", ".qcow2", ".raw", ".vmdk"];
+/// … and kernels and initramfs images for direct kernel boot (`VmSpec.kernel`).
+const UPLOAD_PREFIX: [&str; 3] = ["vmlinuz", "initrd", "initramfs"];
 
 /// Check an upload before any byte is read; returns the pool's directory.
 pub fn check_upload(
@@ -82,13 +84,14 @@ pub fn check_upload(
     content_length: Option<u64>,
 ) -> Result<PathBuf> {
     if !valid_object_name(filename)
-        || !UPLOAD_EXT
+        || !(UPLOAD_EXT
             .iter()
             .any(|e| filename.to_ascii_lowercase().ends_with(e))
+            || UPLOAD_PREFIX.iter().any(|e| filename.starts_with(e)))
     {
         return Err(Error::validation(
             "filename",
-            format!("{filename:?} is not an accepted image name: letters, digits, '-', '_', '.', ending in {}", UPLOAD_EXT.join(", ")),
+            format!("{filename:?} is not an accepted image name: letters, digits, '-', '_', '.', ending in {} (images) or starting with {} (direct kernel boot)", UPLOAD_EXT.join(", "), UPLOAD_PREFIX.join(", ")),
         ));
     }
     if size == 0 {

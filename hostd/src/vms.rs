@@ -419,6 +419,25 @@ pub fn check_against_host(
             }
         }
     }
+    if let Some(k) = &spec.kernel {
+        check_pool("kernel.pool".into(), &k.pool)?;
+        for (field, v) in [
+            ("kernel.kernel", Some(&k.kernel)),
+            ("kernel.initrd", k.initrd.as_ref()),
+        ] {
+            if let Some(v) = v {
+                if node.hv.volume(&k.pool, v).is_err() {
+                    return Err(Error::validation(
+                        field,
+                        format!(
+                            "volume {v:?} does not exist in pool {:?}; upload the file first (`keel storage upload`)",
+                            k.pool
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     crate::cloudinit::check(node, spec, &pools)?;
     let nets = node.hv.list_networks()?;
     let mut taken: Vec<String> = spec
@@ -504,8 +523,20 @@ pub(crate) fn render(
         },
         None => None,
     };
+    let (kernel_path, initrd_path) = match &spec.kernel {
+        Some(k) => (
+            Some(node.hv.volume(&k.pool, &k.kernel)?.path),
+            match &k.initrd {
+                Some(i) => Some(node.hv.volume(&k.pool, i)?.path),
+                None => None,
+            },
+        ),
+        None => (None, None),
+    };
     let cloudinit_path = crate::cloudinit::write_seed(node, spec, uuid)?;
     let ctx = RenderCtx {
+        kernel_path,
+        initrd_path,
         domain_type: node.accel.domain_type,
         uuid: uuid.to_string(),
         disk_paths,
@@ -779,6 +810,16 @@ pub fn check_update(node: &Node, vmid: u32, spec: &mut VmSpec) -> Result<DomainR
         ));
     }
     check_against_host(node, spec, Some(&row))?;
+    if spec.kernel.is_none() {
+        if let Some(k) = parsed(node, &row.name, true)?.kernel_path {
+            return Err(Error::validation(
+                "kernel",
+                format!(
+                    "VM {vmid} boots the kernel {k}, which is not a volume Keel knows: copy it into a pool and name it in `kernel` (docs/vm-spec.md), or remove it with virsh edit first"
+                ),
+            ));
+        }
+    }
     Ok(row)
 }
 
@@ -958,9 +999,14 @@ fn uses_volume(p: &ParsedDomain, pool: &str, volume: &str, path: &str) -> bool {
             .cdrom
             .as_ref()
             .is_some_and(|c| c.pool.as_deref() == Some(pool) && c.volume.as_deref() == Some(volume))
+        || p.spec.kernel.as_ref().is_some_and(|k| {
+            k.pool == pool && (k.kernel == volume || k.initrd.as_deref() == Some(volume))
+        })
         || (!path.is_empty()
             && (p.disk_paths.iter().any(|x| x == path)
                 || p.cdrom_path.as_deref() == Some(path)
+                || p.kernel_path.as_deref() == Some(path)
+                || p.initrd_path.as_deref() == Some(path)
                 || p.cloudinit_path.as_deref() == Some(path)))
 }
 

@@ -388,3 +388,50 @@ fn config_update_pending_until_cold_boot_and_adopting_foreign_domains() {
     assert_eq!(r.status(), 409);
     h.ok(h.delete(&format!("/vms/{d}")));
 }
+
+/// Direct kernel boot (`VmSpec.kernel`): the live guest's own kernel and initramfs, uploaded as
+/// volumes, boot with no ISO and no boot loader; the volumes are in use while a VM names them,
+/// and a missing one is refused before a task exists.
+#[test]
+fn direct_kernel_boot_from_pool_volumes() {
+    let h = Hostd::start();
+    let k = h.id(0);
+    h.upload(&live_dir().join("vmlinuz"), "vmlinuz-live");
+    h.upload(&live_dir().join("initrd.gz"), "initrd-live.gz");
+    let name = format!("{}-kern", h.prefix);
+    let mut spec = json!({
+        "vmid": k, "name": name, "memory_mib": 160, "guest_agent": false, "vnc": false,
+        "kernel": {"pool": h.pool, "kernel": "vmlinuz-live", "initrd": "initrd-missing.gz",
+                   "cmdline": "console=ttyS0,115200 quiet"}
+    });
+    let r = h.post("/vms", spec.clone());
+    assert_eq!(r.status(), 400);
+    let body = r.text().unwrap_or_default();
+    assert!(
+        body.contains("kernel.initrd") && body.contains("initrd-missing.gz"),
+        "{body}"
+    );
+    assert!(!virsh(&["dominfo", &name]).0, "a refused VM was defined");
+
+    spec["kernel"]["initrd"] = json!("initrd-live.gz");
+    h.ok(h.post("/vms?start=true", spec.clone()));
+    h.wait_for("the directly booted guest's marker", 180, || {
+        h.serial(k).contains(MARKER)
+    });
+    let (_, xml) = virsh(&["dumpxml", &name]);
+    for want in [
+        "/vmlinuz-live</kernel>",
+        "/initrd-live.gz</initrd>",
+        "<cmdline>console=ttyS0,115200 quiet</cmdline>",
+    ] {
+        assert!(xml.contains(want), "{want} missing:\n{xml}");
+    }
+    let cfg = h.get_json(&format!("/vms/{k}"));
+    assert_eq!(cfg["spec"]["kernel"], spec["kernel"], "{cfg}");
+    // the kernel is in use: deleting its volume is refused
+    let r = h.delete(&format!("/storage/{}/content/vmlinuz-live", h.pool));
+    assert_eq!(r.status(), 409, "{}", r.text().unwrap_or_default());
+    h.ok(h.post_empty(&format!("/vms/{k}/status/stop")));
+    h.ok(h.delete(&format!("/vms/{k}")));
+    h.ok(h.delete(&format!("/storage/{}/content/vmlinuz-live", h.pool)));
+}

@@ -32,12 +32,21 @@ export interface VmSpec {
   boot?: string[];
   disks?: DiskSpec[];
   cdrom?: CdromSpec;
+  kernel?: KernelBoot;
   nics?: NicSpec[];
   vnc?: boolean;
   serial?: boolean;
   guest_agent?: boolean;
   on_crash?: string;
   cloud_init?: CloudInitSpec;
+}
+
+/** Direct kernel boot: kernel (and initramfs) volumes of one pool, no boot loader. */
+export interface KernelBoot {
+  pool: string;
+  kernel: string;
+  initrd?: string;
+  cmdline?: string;
 }
 
 export type IpConfig = { mode: "dhcp" } | { mode: "static"; address: string; gateway?: string };

@@ -81,6 +81,12 @@ pub fn check_vm_spec(
                 out.push((p.clone(), vol.clone()));
             }
         }
+        if let Some(k) = &v.kernel {
+            out.push((k.pool.clone(), k.kernel.clone()));
+            if let Some(i) = &k.initrd {
+                out.push((k.pool.clone(), i.clone()));
+            }
+        }
         out
     };
     let kept = old.map(refs).unwrap_or_default();

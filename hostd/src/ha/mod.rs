@@ -217,6 +217,10 @@ pub fn needs_of(spec: &VmSpec) -> std::result::Result<Needs, String> {
             None => {}
         }
     }
+    if let Some(k) = &spec.kernel {
+        // the kernel it boots must be where it restarts
+        n.pools.push(k.pool.clone());
+    }
     if let Some(p) = crate::cloudinit::seed_pool(spec) {
         // the seed must be where the VM restarts
         n.pools.push(p);
@@ -1108,6 +1112,7 @@ pub fn delete_shared(node: &Node, name: &str) -> Result<()> {
                 .cdrom
                 .as_ref()
                 .is_some_and(|c| c.pool.as_deref() == Some(name))
+            || spec.kernel.as_ref().is_some_and(|k| k.pool == name)
         {
             users.push(spec.vmid.to_string());
         }
@@ -1274,6 +1279,13 @@ mod tests {
         let n = needs_of(&spec).unwrap();
         assert_eq!(n.pools, vec!["san".to_string()]);
         assert_eq!(n.networks, vec!["lan".to_string()]);
+        // a directly booted kernel must be where the VM restarts too
+        spec.kernel = Some(keel_api::vm::KernelBoot {
+            pool: "boot".into(),
+            kernel: "vmlinuz".into(),
+            ..Default::default()
+        });
+        assert_eq!(needs_of(&spec).unwrap().pools, vec!["boot", "san"]);
         spec.disks[0].pool = None;
         spec.disks[0].path = Some("/x.img".into());
         assert!(needs_of(&spec).unwrap_err().contains("disk 0 is a path"));

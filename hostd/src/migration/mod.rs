@@ -255,6 +255,25 @@ pub fn plan(me: &str, src: &SourceVm, t: &TargetFacts, memory_mib: u64) -> Resul
             _ => media.push((path.clone(), path.clone())),
         }
     }
+    if let Some(k) = &spec.kernel {
+        // like the CD-ROM: read-only, found (not copied) in the pool of the same name there
+        pool_path(&k.pool, "the kernel")?;
+        for (vol, path) in [
+            (Some(&k.kernel), &src.parsed.kernel_path),
+            (k.initrd.as_ref(), &src.parsed.initrd_path),
+        ] {
+            let (Some(vol), Some(path)) = (vol, path) else {
+                continue;
+            };
+            let v = vols(&k.pool).iter().find(|v| &v.name == vol).ok_or_else(|| {
+                conflict(format!(
+                    "{} has no volume {vol:?} in pool {:?}, which {vm} boots directly: upload it there first",
+                    t.name, k.pool
+                ))
+            })?;
+            media.push((path.clone(), v.path.clone()));
+        }
+    }
     let mut seed_move = None;
     if let (Some(pool), Some(path)) = (
         crate::cloudinit::seed_pool(spec),
@@ -294,7 +313,8 @@ pub fn plan(me: &str, src: &SourceVm, t: &TargetFacts, memory_mib: u64) -> Resul
     })
 }
 
-/// `xml` with every disk source path of the plan replaced by its path on the target.
+/// `xml` with every disk source path of the plan (and the paths of a direct kernel boot)
+/// replaced by its path on the target.
 pub fn retarget_xml(xml: &str, plan: &Plan) -> Result<String> {
     let mut root = Element::parse(xml).map_err(|e| Error::Internal(format!("domain XML: {e}")))?;
     let map: Vec<(&str, &str)> = plan
@@ -303,6 +323,19 @@ pub fn retarget_xml(xml: &str, plan: &Plan) -> Result<String> {
         .map(|d| (d.src_path.as_str(), d.dst_path.as_str()))
         .chain(plan.media.iter().map(|(a, b)| (a.as_str(), b.as_str())))
         .collect();
+    for os in root.children.iter_mut().filter(|c| c.name == "os") {
+        for f in os
+            .children
+            .iter_mut()
+            .filter(|c| c.name == "kernel" || c.name == "initrd")
+        {
+            if let Some(t) = f.text.as_mut() {
+                if let Some((_, to)) = map.iter().find(|(from, _)| from == &t.trim()) {
+                    *t = to.to_string();
+                }
+            }
+        }
+    }
     for dev in root.children.iter_mut().filter(|c| c.name == "devices") {
         for disk in dev.children.iter_mut().filter(|c| c.name == "disk") {
             for s in disk.children.iter_mut().filter(|c| c.name == "source") {
@@ -395,6 +428,9 @@ pub(crate) async fn target_facts(
     let mut wanted: Vec<String> = spec.disks.iter().filter_map(|d| d.pool.clone()).collect();
     if let Some(p) = spec.cdrom.as_ref().and_then(|c| c.pool.clone()) {
         wanted.push(p);
+    }
+    if let Some(k) = &spec.kernel {
+        wanted.push(k.pool.clone());
     }
     wanted.sort();
     wanted.dedup();

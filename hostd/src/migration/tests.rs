@@ -244,3 +244,43 @@ fn the_cloud_init_seed_is_copied_from_a_local_pool_and_found_on_a_shared_one() {
         "/srv/n2/images/vm-100-cloudinit.iso".to_string()
     )));
 }
+
+#[test]
+fn a_directly_booted_kernel_is_found_there_or_refused() {
+    let parsed =
+        crate::domain::parse(include_str!("../../tests/golden/render/kernel-boot.xml")).unwrap();
+    let s = SourceVm {
+        name: "appliance".into(),
+        vmid: parsed.spec.vmid,
+        state: VmState::Running,
+        parsed,
+        snapshots: 0,
+    };
+    let mut t = target();
+    t.pools = vec![pool("vmstore", "/srv/n2/vmstore")];
+    t.volumes = vec![(
+        "vmstore".into(),
+        vec![
+            vol("vmlinuz-live", "/srv/n2/vmstore/vmlinuz-live"),
+            vol("initrd-live.gz", "/srv/n2/vmstore/initrd-live.gz"),
+        ],
+    )];
+    let p = plan("node1", &s, &t, 160).unwrap();
+    let x = retarget_xml(
+        include_str!("../../tests/golden/render/kernel-boot.xml"),
+        &p,
+    )
+    .unwrap();
+    for want in [
+        "<kernel>/srv/n2/vmstore/vmlinuz-live</kernel>",
+        "<initrd>/srv/n2/vmstore/initrd-live.gz</initrd>",
+    ] {
+        assert!(x.contains(want), "{want}:\n{x}");
+    }
+    t.volumes[0].1.pop();
+    let (code, m) = refusal(plan("node1", &s, &t, 160));
+    assert!(
+        code == 409 && m.contains("initrd-live.gz") && m.contains("boots directly"),
+        "{m}"
+    );
+}

@@ -188,6 +188,7 @@ function Hardware({ config, error, vmid, onChanged }: { config?: VmConfig; error
           <dt>Firmware</dt><dd>{(sp.firmware ?? "bios").toUpperCase()} <P f="firmware" /></dd>
           <dt>Boot order</dt><dd>{(sp.boot ?? []).join(" → ") || "disks, CD-ROM, NICs"} <P f="boot" /></dd>
           <dt>CD-ROM</dt><dd>{sp.cdrom ? (sp.cdrom.volume ? `${sp.cdrom.pool}:${sp.cdrom.volume}` : sp.cdrom.path ?? "empty drive") : "none"} <P f="cdrom" /></dd>
+          {sp.kernel && <><dt>Kernel boot</dt><dd data-testid="kernel-boot">{`${sp.kernel.pool}:${sp.kernel.kernel}`}{sp.kernel.initrd ? ` + ${sp.kernel.initrd}` : ""}{sp.kernel.cmdline ? <> — <code>{sp.kernel.cmdline}</code></> : ""} <P f="kernel" /></dd></>}
           <dt>Consoles</dt><dd>{[sp.vnc !== false && "VNC", sp.serial !== false && "serial"].filter(Boolean).join(", ") || "none"}</dd>
           <dt>Guest agent</dt><dd>{sp.guest_agent !== false ? "channel present" : "off"}</dd>
           <dt>On crash</dt><dd>{sp.on_crash ?? "destroy"}</dd>
