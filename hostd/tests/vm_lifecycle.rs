@@ -431,7 +431,16 @@ fn direct_kernel_boot_from_pool_volumes() {
     // the kernel is in use: deleting its volume is refused
     let r = h.delete(&format!("/storage/{}/content/vmlinuz-live", h.pool));
     assert_eq!(r.status(), 409, "{}", r.text().unwrap_or_default());
-    h.ok(h.post_empty(&format!("/vms/{k}/status/stop")));
+    // the directly booted guest handles ACPI like the ISO-booted one (HA stops rely on it)
+    h.ok(h.post(
+        &format!("/vms/{k}/status/shutdown"),
+        json!({"timeout_s": 60}),
+    ));
+    assert_eq!(virsh(&["domstate", &name]).1.trim(), "shut off");
+    assert!(
+        h.serial(k).contains("KEEL-LIVE: power button"),
+        "the guest saw the ACPI button"
+    );
     h.ok(h.delete(&format!("/vms/{k}")));
     h.ok(h.delete(&format!("/storage/{}/content/vmlinuz-live", h.pool)));
 }
