@@ -811,7 +811,9 @@ pub fn check_update(node: &Node, vmid: u32, spec: &mut VmSpec) -> Result<DomainR
     }
     check_against_host(node, spec, Some(&row))?;
     if spec.kernel.is_none() {
-        if let Some(k) = parsed(node, &row.name, true)?.kernel_path {
+        // a kernel Keel knows (a volume in `kernel`) may be dropped; one given by path may not
+        let cur = parsed(node, &row.name, true)?;
+        if let (None, Some(k)) = (cur.spec.kernel, cur.kernel_path) {
             return Err(Error::validation(
                 "kernel",
                 format!(
@@ -1042,6 +1044,7 @@ pub fn volumes_with_users(node: &Node, pool: &str) -> Result<Vec<VolumeInfo>> {
 mod tests {
     use super::*;
     use crate::hv::fake::FakeHv;
+    use crate::hv::Hypervisor as _;
     use crate::tests_support::fake_node;
     use keel_api::vm::{DiskSpec, NicSpec};
     use std::sync::Arc;
@@ -1091,6 +1094,39 @@ mod tests {
                 "delete_volume local/vm-100-disk-0.qcow2"
             ]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_known_kernel_may_be_dropped_a_foreign_one_may_not() -> Result<()> {
+        let hv = Arc::new(FakeHv::new());
+        let (node, _dir) = fake_node(hv.clone())?;
+        hv.create_volume("local", "vmlinuz-1", 1, keel_api::vm::DiskFormat::Raw)?;
+        let mut s = spec(100, "k");
+        s.kernel = Some(keel_api::vm::KernelBoot {
+            pool: "local".into(),
+            kernel: "vmlinuz-1".into(),
+            ..Default::default()
+        });
+        check_against_host(&node, &mut s, None)?;
+        let t = node.tasks.begin("vmcreate", "100", "root", true)?;
+        create(&node, s.clone(), false, &t)?;
+        t.finish(&Ok(()));
+        let mut plain = s.clone();
+        plain.kernel = None;
+        check_update(&node, 100, &mut plain)?;
+        // a foreign domain booting a kernel by path, adopted: an update without it is refused
+        hv.define(
+            "<domain type='qemu'><name>f</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+             <metadata><keel:vm xmlns:keel='https://keel.dev/xmlns/vm/1'><keel:vmid>101</keel:vmid></keel:vm></metadata>\
+             <os><type arch='x86_64'>hvm</type><kernel>/boot/vmlinuz</kernel></os></domain>",
+        )?;
+        let mut f = spec(101, "f");
+        f.memory_mib = 64;
+        match check_update(&node, 101, &mut f) {
+            Err(Error::Validation(e)) => assert!(e.message.contains("/boot/vmlinuz"), "{e:?}"),
+            other => panic!("not refused: {other:?}"),
+        }
         Ok(())
     }
 
