@@ -635,7 +635,7 @@ pub fn parse(xml: &str) -> Result<ParsedDomain, DomainError> {
     let kernel_path = os.and_then(|o| o.path_text("kernel")).map(str::to_string);
     let initrd_path = os.and_then(|o| o.path_text("initrd")).map(str::to_string);
     // Keel's spec names volumes: a kernel given by path (a domain defined outside Keel) stays
-    // in `kernel_path`, and Keel refuses to redefine such a domain (vms::check_against_host)
+    // in `kernel_path`, and Keel refuses to redefine such a domain (vms::check_update)
     let kernel = match (&kernel_meta, &kernel_path) {
         (Some((pool, volume, initrd)), Some(_)) => Some(KernelBoot {
             pool: pool.clone(),
