@@ -263,6 +263,17 @@ fn storage_networks_and_openapi() {
     ));
     assert_eq!(s, 409);
     h.ok(h.delete(&format!("/storage/{}/content/data.raw", h.pool)));
+    // a volume written into the pool's directory behind this libvirt's back (another node of a
+    // shared or cluster pool): found by name after the rescan a miss triggers
+    let dir = pools
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == h.pool.as_str()))
+        .and_then(|p| p["path"].as_str())
+        .map(std::path::PathBuf::from)
+        .expect("the pool's path");
+    std::fs::write(dir.join("behind.raw"), vec![0u8; 65536]).expect("write behind.raw");
+    h.ok(h.delete(&format!("/storage/{}/content/behind.raw", h.pool)));
+    assert!(!dir.join("behind.raw").exists(), "behind.raw not deleted");
 
     // A NAT network (no guest on it, so no traffic) and validation of its address.
     let net = format!("{}-nat", h.prefix);

@@ -176,6 +176,24 @@ impl Libvirt {
         })
     }
 
+    /// Volume `name` of pool `p`. libvirt lists a pool's volumes from its last scan, so a
+    /// volume another node wrote into a shared or cluster pool (the same directory on every
+    /// node) is unknown here until the pool is scanned again: on a miss the pool is refreshed
+    /// once and looked up again.
+    fn vol_h(p: &StoragePool, pool: &str, name: &str) -> HvResult<StorageVol> {
+        if let Ok(v) = p.lookup_storage_vol_by_name(name) {
+            return Ok(v);
+        }
+        if p.is_active().unwrap_or(false) && p.refresh(0).is_ok() {
+            if let Ok(v) = p.lookup_storage_vol_by_name(name) {
+                return Ok(v);
+            }
+        }
+        Err(HvError::NotFound(format!(
+            "volume {name:?} in pool {pool:?} not found"
+        )))
+    }
+
     fn vol_info(v: &StorageVol) -> HvResult<VolumeInfo> {
         let name = v.name().map_err(engine("volume name"))?;
         let info = v.info().map_err(engine("volume info"))?;
@@ -527,10 +545,7 @@ impl Hypervisor for Libvirt {
     fn volume(&self, pool: &str, name: &str) -> HvResult<VolumeInfo> {
         self.with(|c| {
             let p = Self::pool_h(c, pool)?;
-            let v = p.lookup_storage_vol_by_name(name).map_err(|_| {
-                HvError::NotFound(format!("volume {name:?} in pool {pool:?} not found"))
-            })?;
-            Self::vol_info(&v)
+            Self::vol_info(&Self::vol_h(&p, pool, name)?)
         })
     }
 
@@ -543,7 +558,7 @@ impl Hypervisor for Libvirt {
     ) -> HvResult<String> {
         self.with(|c| {
             let p = Self::pool_h(c, pool)?;
-            if p.lookup_storage_vol_by_name(name).is_ok() {
+            if Self::vol_h(&p, pool, name).is_ok() {
                 return Err(HvError::Conflict(format!(
                     "volume {name:?} already exists in pool {pool:?}"
                 )));
@@ -571,10 +586,9 @@ impl Hypervisor for Libvirt {
     fn delete_volume(&self, pool: &str, name: &str) -> HvResult<()> {
         self.with(|c| {
             let p = Self::pool_h(c, pool)?;
-            let v = p.lookup_storage_vol_by_name(name).map_err(|_| {
-                HvError::NotFound(format!("volume {name:?} in pool {pool:?} not found"))
-            })?;
-            v.delete(0).map_err(engine("delete volume"))
+            Self::vol_h(&p, pool, name)?
+                .delete(0)
+                .map_err(engine("delete volume"))
         })
     }
 
@@ -728,10 +742,9 @@ impl Hypervisor for Libvirt {
     fn resize_volume(&self, pool: &str, volume: &str, bytes: u64) -> HvResult<()> {
         self.with(|c| {
             let p = Self::pool_h(c, pool)?;
-            let v = p.lookup_storage_vol_by_name(volume).map_err(|_| {
-                HvError::NotFound(format!("volume {volume:?} in pool {pool:?} not found"))
-            })?;
-            v.resize(bytes, 0).map_err(engine("resize volume"))
+            Self::vol_h(&p, pool, volume)?
+                .resize(bytes, 0)
+                .map_err(engine("resize volume"))
         })
     }
 
@@ -844,11 +857,7 @@ impl Hypervisor for Libvirt {
         progress: &mut dyn FnMut(u64, u64),
     ) -> HvResult<u64> {
         let c = self.conn()?;
-        let v = Self::pool_h(&c, pool)?
-            .lookup_storage_vol_by_name(volume)
-            .map_err(|_| {
-                HvError::NotFound(format!("volume {volume:?} in pool {pool:?} not found"))
-            })?;
+        let v = Self::vol_h(&Self::pool_h(&c, pool)?, pool, volume)?;
         let info = v.info().map_err(engine("volume info"))?;
         let vxml = Element::parse(&v.xml_desc(0).map_err(engine("volume XML"))?).map_err(|e| {
             HvError::Engine {
@@ -866,7 +875,7 @@ impl Hypervisor for Libvirt {
             .unwrap_or(info.allocation);
         let dc = Connect::open(Some(uri)).map_err(engine("connect to the migration target"))?;
         let dpool = Self::pool_h(&dc, pool)?;
-        if dpool.lookup_storage_vol_by_name(volume).is_ok() {
+        if Self::vol_h(&dpool, pool, volume).is_ok() {
             return Err(HvError::Conflict(format!(
                 "volume {volume:?} already exists in pool {pool:?} on the target"
             )));
