@@ -760,11 +760,23 @@ pub fn delete(node: &Node, vmid: u32, purge: bool, task: &TaskHandle) -> Result<
     crate::snapshots::before_undefine(node, &row.name, purge, task)?;
     node.hv.undefine(&row.name)?;
     task.log(format!("undefined domain {:?}", row.name));
+    // the domain is gone: a volume that cannot be deleted is named, the rest of the clean-up
+    // still runs, and the task fails naming what is left
+    let mut left: Vec<(String, crate::hv::HvError)> = Vec::new();
     if purge {
         for d in &p.spec.disks {
             if let (Some(pool), Some(vol)) = (&d.pool, &d.volume) {
                 task.log(format!("deleting volume {pool}/{vol}"));
-                node.hv.delete_volume(pool, vol)?;
+                match node.hv.delete_volume(pool, vol) {
+                    Ok(()) => {}
+                    Err(crate::hv::HvError::NotFound(_)) => {
+                        task.log(format!("volume {pool}/{vol} was already gone"));
+                    }
+                    Err(e) => {
+                        task.log(format!("warning: volume {pool}/{vol} left: {e}"));
+                        left.push((format!("{pool}/{vol}"), e));
+                    }
+                }
             }
         }
     }
@@ -788,6 +800,13 @@ pub fn delete(node: &Node, vmid: u32, purge: bool, task: &TaskHandle) -> Result<
         Err(e) => task.log(format!(
             "warning: vmid {vmid} stays reserved in the cluster ({e}): delete /vmids/{vmid} from the config store once it is writable"
         )),
+    }
+    if !left.is_empty() {
+        let what: Vec<String> = left.iter().map(|(v, e)| format!("{v} ({e})")).collect();
+        return Err(Error::Conflict(format!(
+            "VM {vmid} is deleted, but not all of its volumes: {}; delete each with `keel storage delete-volume POOL VOLUME` once that is fixed",
+            what.join(", ")
+        )));
     }
     Ok(())
 }
@@ -1052,6 +1071,28 @@ mod tests {
     fn spec(vmid: u32, name: &str) -> VmSpec {
         serde_json::from_value(serde_json::json!({"vmid": vmid, "name": name}))
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_purge_whose_volume_is_already_gone_still_deletes_the_vm() -> Result<()> {
+        let hv = Arc::new(FakeHv::new());
+        let (node, _dir) = fake_node(hv.clone())?;
+        let mut s = spec(100, "a");
+        s.disks.push(
+            serde_json::from_value(serde_json::json!({"pool": "local", "size_mib": 8}))
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        check_against_host(&node, &mut s, None)?;
+        let t = node.tasks.begin("vmcreate", "100", "root", true)?;
+        create(&node, s, false, &t)?;
+        t.finish(&Ok(()));
+        // removed behind Keel's back (another node of a shared pool, an operator)
+        hv.delete_volume("local", "vm-100-disk-0.qcow2")?;
+        let t = node.tasks.begin("vmdelete", "100", "root", true)?;
+        delete(&node, 100, true, &t)?;
+        t.finish(&Ok(()));
+        assert!(find(&node, 100).is_err(), "VM 100 still defined");
+        Ok(())
     }
 
     #[test]
