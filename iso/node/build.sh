@@ -100,6 +100,8 @@ for u in corosync pacemaker corosync-qdevice dlm lvmlockd lvmlocks open-iscsi is
 done
 chroot "$R" systemctl mask getty@tty1.service systemd-pstore.service networking.service ifupdown-pre.service >/dev/null 2>&1 || true
 chroot "$R" systemctl set-default multi-user.target >/dev/null 2>&1
+# libvirt's default NAT network needs dnsmasq, which the image does not carry: not autostarted
+rm -f "$R/etc/libvirt/qemu/networks/autostart/default.xml"
 log "configured ($passwd_hash root password; ssh key comes from the kernel command line)"
 
 # ---- kernel + busybox initramfs ----------------------------------------------------------------

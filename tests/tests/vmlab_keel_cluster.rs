@@ -21,6 +21,9 @@
 //! leaves nothing behind, the right one builds the pool on both nodes with one command; the
 //! survivor keeps writing to it through the split, and node2 logs in again at boot and mounts
 //! it with the survivor's file intact.
+//! An HA VM rides through the same split: VM 100, a boot-sector guest counting on its raw disk
+//! on the `drbd-gfs2` pool (`tests/vmlab/tick-guest.S`), made HA on node2, is started on node1 by
+//! Pacemaker after node2's fence and goes on from the last tick its disk acknowledged.
 //!
 //! **BMC lab** (the nodes are libvirt domains behind emulated BMCs, `keel_tests::bmc`): the
 //! same formation, then node1 behind a Redfish BMC (sushy-tools, `fence_redfish` over HTTPS
@@ -62,21 +65,23 @@ fn hostd_toml(name: &str) -> String {
         r#"node = "{name}"
 listen = "0.0.0.0:8006"
 state_dir = "{STATE}"
-libvirt_uri = "test:///etc/keel/libvirt-test.xml"
+libvirt_uri = "qemu:///system"
 accel = "tcg"
 service_manager = "systemd"
+
+[cluster]
+# the lab's nodes have 1 GiB: keep 256 MiB per node in HA's N+1 check, not the default 1 GiB
+ha_host_reserve_mib = 256
 "#
     )
 }
 
-/// Configure keel-hostd (libvirt's test driver with no domains: the image has no libvirtd)
-/// and enable the units as an installed node has them: keel-hostd, and corosync, Pacemaker and
+/// Configure keel-hostd (on the image's libvirtd, QEMU under TCG) and enable the units as an installed node has them: keel-hostd, and corosync, Pacemaker and
 /// keel-clusterd (which only start once Keel wrote a corosync.conf, so a fenced node that
 /// reboots brings its cluster stack back by itself).
 fn start_hostd(n: &Node) -> Result<()> {
     let script = format!(
         "set -e; mkdir -p /etc/keel; cat > /etc/keel/hostd.toml <<'EOF'\n{}EOF\n\
-         echo '<node></node>' > /etc/keel/libvirt-test.xml\n\
          echo KEEL_ADMIN_PASSWORD={PW} > /etc/keel/hostd.env; chmod 600 /etc/keel/hostd.env\n\
          systemctl enable corosync.service pacemaker.service keel-clusterd.service \
            keel-hostd.service 2>&1 && systemctl start keel-hostd.service",
@@ -436,6 +441,203 @@ fn iscsi_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<String> {
 /// Both members online, quorate, and both stores converged (after a node rebooted). The cheap
 /// probes (the stores' socket) run first and the API calls only once they pass: a poll that
 /// cannot succeed yet should not cost a TCG guest what its rejoin needs.
+/// The QMP lab's HA VM: VM 100, its one disk a raw volume on the `drbd-gfs2` pool.
+const HA_VMID: u32 = 100;
+const HA_RSC: &str = "keel-vm-100";
+const HA_VOLUME: &str = "ha-ticks.raw";
+
+/// The HA guest's disk: the boot sector of `tests/vmlab/tick-guest.S` (assembled here with
+/// binutils) then its zeroed counter sector, padded to 1 MiB. Written on `n` as `/root/FILE`.
+fn put_tick_guest(n: &Node, lab_dir: &std::path::Path) -> Result<()> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("vmlab/tick-guest.S");
+    let (obj, bin) = (lab_dir.join("tick-guest.o"), lab_dir.join("tick-guest.bin"));
+    for (tool, args) in [
+        (
+            "as",
+            vec![
+                "--32".into(),
+                "-o".into(),
+                obj.display().to_string(),
+                src.display().to_string(),
+            ],
+        ),
+        (
+            "ld",
+            vec![
+                "-m".into(),
+                "elf_i386".into(),
+                "-Ttext".into(),
+                "0x7c00".into(),
+                "--oformat".into(),
+                "binary".into(),
+                "-o".into(),
+                bin.display().to_string(),
+                obj.display().to_string(),
+            ],
+        ),
+    ] {
+        let o = std::process::Command::new(tool)
+            .args(&args)
+            .output()
+            .with_context(|| format!("running {tool} (binutils) for the HA guest"))?;
+        ensure!(
+            o.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let sector = std::fs::read(&bin)?;
+    ensure!(
+        sector.len() == 512 && sector[510..] == [0x55, 0xaa],
+        "the HA guest's boot sector is {} bytes, not a boot sector",
+        sector.len()
+    );
+    let hex: String = sector.iter().map(|b| format!("\\x{b:02x}")).collect();
+    n.ssh(&format!(
+        "(printf '{hex}'; head -c {} /dev/zero) > /root/{HA_VOLUME}",
+        1024 * 1024 - 512
+    ))?;
+    Ok(())
+}
+
+/// The ticks in VM 100's serial log on `n` ("tick N" lines, in order).
+fn ha_ticks(n: &Node) -> Result<Vec<u32>> {
+    let o = n.exec(
+        &format!("cat {STATE}/serial/{HA_VMID}.log 2>/dev/null; true"),
+        Duration::from_secs(30),
+    )?;
+    Ok(o.stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tick "))
+        .filter_map(|x| x.trim().parse().ok())
+        .collect())
+}
+
+/// Where Pacemaker runs VM 100, as `crm_resource --locate` on `n` says ("" when stopped).
+fn ha_located(n: &Node) -> Result<String> {
+    let o = n.exec(
+        &format!("crm_resource --locate --resource {HA_RSC} 2>&1"),
+        Duration::from_secs(60),
+    )?;
+    Ok(o.stdout
+        .lines()
+        .find_map(|l| l.split("is running on:").nth(1))
+        .map(|x| x.split_whitespace().next().unwrap_or("").to_string())
+        .unwrap_or_default())
+}
+
+/// VM 100 on node2, its disk on the drbd-gfs2 pool, made highly available: uploaded through
+/// the API, created, started, ticking, HA on; Keel's what-if says node2's loss restarts it on
+/// node1. Returns when Pacemaker manages it on node2.
+fn ha_vm_on_node2(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    put_tick_guest(n2, &lab.dir)?;
+    keel_ok(
+        n2,
+        &["storage", "upload", POOL, &format!("/root/{HA_VOLUME}")],
+    )?;
+    let spec = serde_json::json!({
+        "vmid": HA_VMID, "name": "ha100", "vcpus": 1, "memory_mib": 16,
+        "disks": [{"pool": POOL, "volume": HA_VOLUME, "format": "raw"}],
+        "boot": ["disk0"]
+    });
+    n2.ssh(&format!(
+        "echo {} > /root/vm100.json",
+        sq(&spec.to_string())
+    ))?;
+    keel_ok(n2, &["vm", "create", "--spec", "/root/vm100.json"])?;
+    keel_ok(n2, &["vm", "start", &HA_VMID.to_string()])?;
+    wait_for("VM 100 ticking on node2", Duration::from_secs(120), || {
+        Ok(ha_ticks(n2)?.len() >= 3)
+    })?;
+    let t = Instant::now();
+    keel_ok(n2, &["vm", "ha", &HA_VMID.to_string(), "on"])?;
+    eprintln!("METRIC vm_ha_on={:.1}s", t.elapsed().as_secs_f64());
+    ensure!(
+        ha_located(n1)? == "node2",
+        "Pacemaker does not run VM 100 on node2 after HA on: {}",
+        n1.ssh("crm_mon -1 2>&1")?
+    );
+    let w: Value = serde_json::from_str(&keel_ok(
+        n1,
+        &["--json", "cluster", "what-if", "--node-fail", "node2"],
+    )?)?;
+    let vm = w["vms"]
+        .as_array()
+        .and_then(|v| v.iter().find(|x| x["vmid"] == HA_VMID))
+        .with_context(|| format!("what-if lacks VM 100: {w}"))?;
+    ensure!(
+        vm["now"] == "node2" && vm["outcome"] == "restarts" && vm["after"] == "node1",
+        "what-if for node2: {vm}"
+    );
+    let ticks = ha_ticks(n2)?;
+    ensure!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "VM 100's ticks on node2 are not in order: {ticks:?}"
+    );
+    log(&format!(
+        "HA VM 100 on node2, its disk on {POOL}: ticking ({} ticks), Pacemaker manages it there, what-if: node2's loss restarts it on node1",
+        ticks.len()
+    ));
+    Ok(())
+}
+
+/// After node2's crash: VM 100 started on node1 by Pacemaker, and its guest goes on from what
+/// the disk holds, at least the last tick node2's guest printed (`acked`). Returns the time
+/// from the cut to Started.
+fn ha_vm_recovered(n1: &Node, tc: Instant, acked: u32, log: &dyn Fn(&str)) -> Result<Duration> {
+    let mut started = Duration::ZERO;
+    wait_for(
+        "VM 100 started on node1 by Pacemaker",
+        Duration::from_secs(300),
+        || {
+            let on = ha_located(n1)? == "node1";
+            if on {
+                started = tc.elapsed();
+            }
+            Ok(on)
+        },
+    )?;
+    wait_for(
+        "VM 100's guest ticking on node1",
+        Duration::from_secs(180),
+        || Ok(!ha_ticks(n1)?.is_empty()),
+    )?;
+    let ticking = tc.elapsed();
+    let ticks = ha_ticks(n1)?;
+    let first = ticks.first().copied().unwrap_or(0);
+    ensure!(
+        first > acked,
+        "VM 100 on node1 started from tick {first}: node2's guest had printed tick {acked} (an acknowledged write lost)"
+    );
+    eprintln!(
+        "METRIC vm_ha_failover: cut -> VM 100 Started on node1 {:.1}s, -> its guest ticking {:.1}s (went on from tick {first}, node2's last seen {acked})",
+        started.as_secs_f64(),
+        ticking.as_secs_f64()
+    );
+    log(&format!(
+        "VM 100 restarted on node1 by Pacemaker {:.1}s after the cut; its guest went on from tick {first} (node2's guest had printed {acked}: no acknowledged write lost)",
+        started.as_secs_f64()
+    ));
+    Ok(started)
+}
+
+/// HA off for VM 100 (it stays running on node1, a plain VM there), then a stop and delete
+/// through Keel: the pool is left as the split-brain part expects it.
+fn ha_vm_off(n1: &Node, log: &dyn Fn(&str)) -> Result<()> {
+    let id = HA_VMID.to_string();
+    keel_ok(n1, &["vm", "ha", &id, "off"])?;
+    ensure!(
+        !n1.ssh("cibadmin --query --scope resources")?
+            .contains(HA_RSC),
+        "keel-vm-100 still in the CIB after HA off"
+    );
+    keel_ok(n1, &["vm", "stop", &id])?;
+    keel_ok(n1, &["vm", "delete", &id, "--purge"])?;
+    log("VM 100: HA off (it kept running on node1), stopped and deleted through Keel");
+    Ok(())
+}
+
 fn wait_rejoined(n1: &Node, n2: &Node, what: &str) -> Result<Duration> {
     wait_for(what, Duration::from_secs(300), || {
         let (Ok(s1), Ok(s2)) = (store_status(n1), store_status(n2)) else {
@@ -1658,6 +1860,7 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     if std::env::var_os("KEEL_POOL_BENCH").is_some() {
         pool_bench(n1)?;
     }
+    ha_vm_on_node2(lab, &log)?;
 
     // --- a calm cluster before the cut: the BMC agents are Python, and under TCG a guest busy
     // with the pool create can take longer than the 30 s monitor timeout to run one; a device
@@ -1683,6 +1886,8 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     let fence_before = lab.fence_log().len();
     let n2_boots = n2.boots();
     let n1_boots = n1.boots();
+    // the last tick node2's HA guest printed: a write its disk acknowledged
+    let ha_acked = ha_ticks(n2)?.last().copied().unwrap_or(0);
     let tc = Instant::now();
     lab.isolate(2)?;
     log("cluster links cut on both ends (eth2 then eth1, both nodes)");
@@ -1823,6 +2028,7 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
         "METRIC vm_pool_mounted_on_survivor={:.1}s after its store write",
         tm.elapsed().as_secs_f64()
     );
+    ha_vm_recovered(n1, tc, ha_acked, &log)?;
     let tw = Instant::now();
     let down_sum = write_pool_file(n1, "written-while-node2-down.bin", 4)?;
     wait_for(
@@ -1873,6 +2079,11 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
                 && members.len() == 2
                 && members.iter().all(|m| m["online"] == true))
             {
+                return Ok(false);
+            }
+            // node2's hostd starts after its libvirtd, possibly after the store converged:
+            // its API is read below
+            if keel(n2, &["node"], Duration::from_secs(30))?.code != 0 {
                 return Ok(false);
             }
             s1 = store_status(n1)?;
@@ -1973,6 +2184,7 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     ensure!(n1.boots() == n1_boots, "node1 rebooted after the cut");
     ensure!(n1.running()? && n2.running()?, "a guest is not running");
     eprintln!("fence log:\n{flog}");
+    ha_vm_off(n1, &log)?;
     let t = Instant::now();
     split_brain(n1, n2, &log)?;
     eprintln!(
