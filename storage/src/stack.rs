@@ -13,6 +13,12 @@
 //! LV is not active, an LV never where lvmlockd is not running). Monitors of the lock and file
 //! system layers fence on failure (`on-fail=fence`): a node that lost its DLM or its GFS2 mount
 //! holds locks others wait for, and only fencing releases them.
+//!
+//! The clones are `interleave=true` (an instance waits only for the layer below it on its own
+//! node) and not `ordered`: every node starts its DLM, lvmlockd, LV and mount at the same
+//! time, as RHEL 8/9's GFS2 procedure configures them. DLM and GFS2 serialize what must be
+//! serialized (lockspace membership, journal recovery) themselves; `ordered=true`, a habit of
+//! older guides, only made a start on several nodes (a pool's creation) go one node at a time.
 
 use keel_xml::Element;
 
@@ -153,7 +159,7 @@ pub fn lock_layer() -> (Vec<Element>, Vec<Element>) {
     let mut l_ops = start_stop("lvmlockd", "90s", "90s");
     l_ops.push(monitor_fence("lvmlockd", "30s", "90s"));
     let lvmlockd = primitive("lvmlockd", "ocf", "heartbeat", "lvmlockd", &[], l_ops);
-    let cmeta = [("interleave", "true"), ("ordered", "true")];
+    let cmeta = [("interleave", "true")];
     (
         vec![
             clone(DLM_CLONE, dlm, &cmeta),
@@ -203,11 +209,7 @@ impl PoolStack {
         let mut rs = Vec::new();
         let mut cs = Vec::new();
         let n = self.nodes.to_string();
-        let cmeta = [
-            ("interleave", "true"),
-            ("ordered", "true"),
-            ("clone-max", n.as_str()),
-        ];
+        let cmeta = [("interleave", "true"), ("clone-max", n.as_str())];
         let mut drbd_below = None;
         if let Some(res) = &self.drbd {
             let id = format!("drbd-{}", self.pool);
