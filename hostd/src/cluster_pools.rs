@@ -960,18 +960,7 @@ pub fn check_delete(node: &Node, name: &str) -> Result<PoolRecord> {
         .ok_or_else(|| Error::NotFound(format!("no cluster pool named {name:?}")))?;
     let rec: PoolRecord =
         serde_json::from_value(e.value).map_err(|x| Error::Internal(x.to_string()))?;
-    if let Ok(vols) = node.hv.list_volumes(name) {
-        if !vols.is_empty() {
-            return Err(Error::Conflict(format!(
-                "cluster pool {name:?} holds {} volume(s) ({}): move or delete the VM disks first",
-                vols.len(),
-                vols.iter()
-                    .map(|v| v.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
+    holds_no_volumes(node.hv.as_ref(), name)?;
     let nodes = rec.nodes()?;
     if nodes.iter().all(|(n, _)| *n != node.cfg.node) {
         return Err(Error::Conflict(format!(
@@ -984,6 +973,29 @@ pub fn check_delete(node: &Node, name: &str) -> Result<PoolRecord> {
         )));
     }
     Ok(rec)
+}
+
+/// Refused while this node's libvirt pool `name` lists a volume, after a rescan: the other
+/// nodes write into the pool too, and libvirt lists their files only once it scanned again. A
+/// pool that was never defined here holds nothing here; a listing that fails otherwise refuses.
+fn holds_no_volumes(hv: &dyn crate::hv::Hypervisor, name: &str) -> Result<()> {
+    if let Err(e) = hv.refresh_pool(name) {
+        tracing::warn!("refreshing cluster pool {name} before its delete check: {e}");
+    }
+    match hv.list_volumes(name) {
+        Ok(vols) if !vols.is_empty() => Err(Error::Conflict(format!(
+            "cluster pool {name:?} holds {} volume(s) ({}): move or delete the VM disks first",
+            vols.len(),
+            vols.iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        Ok(_) | Err(crate::hv::HvError::NotFound(_)) => Ok(()),
+        Err(e) => Err(Error::Unavailable(format!(
+            "cannot list the volumes of cluster pool {name:?} to check that it holds no VM disks: {e}; check `virsh pool-info {name}` and try again"
+        ))),
+    }
 }
 
 /// The delete task: the libvirt pools (refused if a VM names the pool), the Pacemaker chain,
@@ -1204,7 +1216,8 @@ pub async fn list_pools(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<Clu
     params(("name" = String, Path)),
     responses((status = 202, body = TaskRef),
         (status = 404, description = "No such cluster pool", body = ErrorBody),
-        (status = 409, description = "It holds VM disks, or it is not on this node", body = ErrorBody)))]
+        (status = 409, description = "It holds VM disks, or it is not on this node", body = ErrorBody),
+        (status = 503, description = "Its volumes could not be listed to check that it holds no VM disks", body = ErrorBody)))]
 pub async fn delete_pool_route(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,
@@ -1264,6 +1277,29 @@ async fn peer_storage(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A volume another node wrote into the pool, which this node's libvirt has not scanned,
+    /// still refuses the delete; an empty pool and one never defined here do not.
+    #[test]
+    fn a_delete_check_sees_the_other_nodes_volumes() {
+        use crate::hv::Hypervisor;
+        let hv = crate::hv::fake::FakeHv::new();
+        hv.ensure_dir_pool("vmstore", "/var/lib/keel/pools/vmstore")
+            .unwrap();
+        assert!(holds_no_volumes(&hv, "vmstore").is_ok());
+        assert!(holds_no_volumes(&hv, "never-here").is_ok());
+        hv.write_behind("vmstore", "vm-100-disk0.raw", 16 << 20);
+        assert!(hv.list_volumes("vmstore").unwrap().is_empty());
+        match holds_no_volumes(&hv, "vmstore") {
+            Err(Error::Conflict(m)) => assert!(
+                m.contains("holds 1 volume(s) (vm-100-disk0.raw)")
+                    && m.contains("move or delete the VM disks first"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(hv.calls().contains(&"refresh pool vmstore".to_string()));
+    }
 
     /// A `drbd-gfs2` record as earlier versions stored it still reads; an `iscsi-gfs2` record
     /// names its LUN's nodes and keeps no secret.

@@ -35,6 +35,9 @@ struct State {
     agents: BTreeMap<String, (super::AgentFacts, u32)>,
     /// Snapshots per domain, each with the definition saved with it.
     snapshots: BTreeMap<String, Vec<(super::SnapshotRow, String)>>,
+    /// Files another node wrote into a pool's directory, unknown to this "libvirt" until the
+    /// pool is refreshed ([`FakeHv::write_behind`]).
+    unscanned: BTreeMap<String, Vec<(String, u64)>>,
 }
 
 #[derive(Default)]
@@ -49,6 +52,16 @@ impl FakeHv {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.s.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A raw file of `bytes` written into `pool`'s directory behind libvirt's back (as another
+    /// node writes into a shared pool): listed only after the pool's next refresh.
+    pub fn write_behind(&self, pool: &str, name: &str, bytes: u64) {
+        self.lock()
+            .unscanned
+            .entry(pool.to_string())
+            .or_default()
+            .push((name.to_string(), bytes));
     }
 
     /// Engine calls so far, e.g. `define web1`, `power web1 Start`.
@@ -301,7 +314,20 @@ impl Hypervisor for FakeHv {
         Ok(())
     }
 
-    fn refresh_pool(&self, _name: &str) -> HvResult<()> {
+    fn refresh_pool(&self, name: &str) -> HvResult<()> {
+        let mut s = self.lock();
+        if !s.pools.contains_key(name) {
+            return Err(HvError::NotFound(format!(
+                "storage pool {name:?} not found"
+            )));
+        }
+        s.calls.push(format!("refresh pool {name}"));
+        let found = s.unscanned.remove(name).unwrap_or_default();
+        if let Some((_, vols)) = s.pools.get_mut(name) {
+            for (v, bytes) in found {
+                vols.insert(v, (bytes, "raw".into()));
+            }
+        }
         Ok(())
     }
 
