@@ -33,26 +33,43 @@ cargo build --workspace --bins
 # much that the suite took longer.)
 log "cargo test: compile every test binary"
 cargo test --workspace --no-run --quiet
-# (already built: cargo only names it)
-install_bin=$(cargo test -p keel-tests --test vmlab_install --no-run 2>&1 |
-    sed -n 's/^ *Executable tests\/vmlab_install\.rs (\(.*\))$/\1/p')
-[[ -x $install_bin ]] || die "cargo did not name the vmlab_install test binary"
+# The lab crate's test binaries by name (already built: cargo only names them). The labs that
+# run beside something else run these directly: cargo holds its lock for as long as a `cargo
+# test` runs, so two of them never run at once.
+declare -A lab_bin
+while read -r name path; do
+    lab_bin[$name]=$path
+done < <(cargo test -p keel-tests --tests --no-run 2>&1 |
+    sed -n 's/^ *Executable tests\/\([a-z0-9_]*\)\.rs (\(.*\))$/\1 \2/p')
+for t in tests/tests/*.rs; do
+    t=$(basename "$t" .rs)
+    [[ -x ${lab_bin[$t]:-} ]] || die "cargo did not name the $t test binary"
+done
+# run_labs NAME...: the lab test binaries one after the other, each line prefixed [NAME];
+# fails if any failed, after running all of them
+run_labs() {
+    local rc=0 t
+    for t in "$@"; do
+        (
+            set -o pipefail
+            cd tests && "${lab_bin[$t]}" --nocapture 2>&1 | sed -u "s/^/[$t] /"
+        ) || rc=1
+    done
+    return "$rc"
+}
 
 # The install lab (two unattended TCG installs, one after the other: ~20 min) keeps one core
 # busy and mostly waits on its guests; its binary runs without cargo, so cargo's lock never
 # waits on it. Beside it: the tests of every other crate (unit, golden, and the single-node
 # end-to-end tests, whose waits are generous). (vmlab_iscsi, the raw LIO/open-iscsi check, is
-# by hand now: the two-node Keel VM lab's iscsi-gfs2 pool drives the same engines.) The
-# timing-sensitive netns labs (corosync tokens of 1 s) and the two-node Keel VM lab run after
-# it, one at a time; only the three small netns labs (no guests) run beside its end. The labs' own step lines (with their seconds) are shown, not captured: the
-# log says where a lab spent its time.
+# by hand now: the two-node Keel VM lab's iscsi-gfs2 pool drives the same engines.) The three
+# small netns labs (no guests) run beside its end; the other netns labs after it, two at a
+# time, then the two-node Keel VM lab alone. The labs' own step lines (with their seconds)
+# are shown, not captured: the log says where a lab spent its time.
 # Every group runs even if an earlier one fails; the script fails if any did.
 status=0
 log "vmlab_install starts in the background (its lines are prefixed [vmlab_install])"
-(
-    set -o pipefail
-    cd tests && "$install_bin" --nocapture 2>&1 | sed -u 's/^/[vmlab_install] /'
-) &
+run_labs vmlab_install &
 install_pid=$!
 
 log "cargo test: every crate but the lab tests"
@@ -69,15 +86,27 @@ cargo test --no-fail-fast -p keel-tests "${small_args[@]}" -- --nocapture || sta
 log "cargo test: waiting for vmlab_install"
 wait "$install_pid" || status=1
 
+# The other netns labs, two at a time: their nodes are processes in namespaces, corosync runs
+# with real-time priority, and their waits are generous enough for a loaded host (one at a
+# time they took ~11 min, mostly waiting on timers and TCG guests). Each stream pairs a lab
+# with guests with one without.
+stream_a=(netns_ha netns_store)
+stream_b=(netns_keel_cluster netns_migration)
+log "netns labs in two streams: ${stream_a[*]} | ${stream_b[*]} (lines prefixed [lab])"
+run_labs "${stream_a[@]}" &
+stream_a_pid=$!
+run_labs "${stream_b[@]}" || status=1
+wait "$stream_a_pid" || status=1
+
 labs=(--lib)
 for f in tests/tests/*.rs; do
     name=$(basename "$f" .rs)
-    case " vmlab_install vmlab_iscsi ${small_labs[*]} " in
+    case " vmlab_install vmlab_iscsi ${small_labs[*]} ${stream_a[*]} ${stream_b[*]} " in
     *" $name "*) ;;
     *) labs+=(--test "$name") ;;
     esac
 done
-log "cargo test: the lab crate's unit tests, the netns labs and the two-node Keel VM lab"
+log "cargo test: the lab crate's unit tests and the two-node Keel VM lab"
 cargo test --no-fail-fast -p keel-tests "${labs[@]}" -- --nocapture || status=1
 
 if [[ $status != 0 ]]; then
