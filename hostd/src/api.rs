@@ -870,7 +870,7 @@ async fn create_volume(
 
 #[utoipa::path(delete, path = "/api/v1/nodes/{node}/storage/{pool}/content/{volume}", tag = "storage",
     params(("node" = String, Path), ("pool" = String, Path), ("volume" = String, Path)),
-    responses((status = 202, body = TaskRef), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 202, body = TaskRef), (status = 400, description = "A hidden file (Keel's own), not a volume", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_volume(
     State(node): State<Arc<Node>>,
     Extension(p): Extension<Principal>,

@@ -53,6 +53,14 @@ pub fn create_volume(node: &Node, pool: &str, req: &VolumeCreate, task: &TaskHan
 }
 
 pub fn check_volume_delete(node: &Node, pool: &str, volume: &str) -> Result<()> {
+    if volume.starts_with('.') {
+        return Err(Error::validation(
+            "volume",
+            format!(
+                "{volume:?} is not a volume: files whose name starts with '.' are Keel's own (a shared pool's marker, an upload in progress)"
+            ),
+        ));
+    }
     node.hv.volume(pool, volume)?;
     let users = crate::vms::volume_users(node, pool, volume)?;
     if !users.is_empty() {

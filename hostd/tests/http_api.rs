@@ -274,6 +274,31 @@ fn storage_networks_and_openapi() {
     std::fs::write(dir.join("behind.raw"), vec![0u8; 65536]).expect("write behind.raw");
     h.ok(h.delete(&format!("/storage/{}/content/behind.raw", h.pool)));
     assert!(!dir.join("behind.raw").exists(), "behind.raw not deleted");
+    // hidden files (a shared pool's marker, an upload in progress) are Keel's own: not listed
+    // (libvirt's dir pool lists them), and a delete by name is refused with the file kept
+    std::fs::write(dir.join(".keel-shared-pool"), "marker\n").expect("write the marker");
+    let listed = h.get_json(&format!("/storage/{}/content", h.pool));
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("volume list")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with('.')),
+        "a hidden file listed as a volume: {names:?}"
+    );
+    let (s, b) = err_of(h.delete(&format!("/storage/{}/content/.keel-shared-pool", h.pool)));
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("volume")),
+        "{b}"
+    );
+    assert!(
+        dir.join(".keel-shared-pool").exists(),
+        "the marker was deleted"
+    );
+    std::fs::remove_file(dir.join(".keel-shared-pool")).expect("remove the marker");
 
     // A NAT network (no guest on it, so no traffic) and validation of its address.
     let net = format!("{}-nat", h.prefix);

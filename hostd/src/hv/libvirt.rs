@@ -531,6 +531,9 @@ impl Hypervisor for Libvirt {
             let mut out: Vec<VolumeInfo> = Vec::with_capacity(vols.len());
             for v in &vols {
                 match Self::vol_info(v) {
+                    // a dir pool lists every file, hidden ones too: those are Keel's own (a
+                    // shared pool's marker, an upload in progress), never a volume's name
+                    Ok(i) if i.name.starts_with('.') => {}
                     Ok(i) => out.push(i),
                     // deleted between the listing and its details
                     Err(HvError::NotFound(_)) => {}
