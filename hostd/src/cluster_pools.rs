@@ -803,7 +803,10 @@ fn on_peer(
                 iscsi_gfs2::prepare_node(r, me, p).map_err(storage_err)?;
             }
             "health" => return to_value(&iscsi_gfs2::node_health(r, p).map_err(storage_err)?),
-            "teardown" => iscsi_gfs2::teardown_node(r, p).map_err(storage_err)?,
+            "teardown" => {
+                node.hv.undefine_pool(&p.pool)?;
+                iscsi_gfs2::teardown_node(r, p).map_err(storage_err)?
+            }
             s => {
                 return Err(Error::BadRequest(format!(
                     "unknown storage step iscsi_{s:?}"
@@ -830,7 +833,10 @@ fn on_peer(
         "health" => {
             return to_value(&drbd_gfs2::node_health(r, p).map_err(storage_err)?);
         }
-        "teardown" => drbd_gfs2::teardown_node(r, p).map_err(storage_err)?,
+        "teardown" => {
+            node.hv.undefine_pool(&p.pool)?;
+            drbd_gfs2::teardown_node(r, p).map_err(storage_err)?
+        }
         "sb_state" => {
             return to_value(&drbd_gfs2::drbd_state(r, p.drbd.minor).map_err(storage_err)?);
         }
@@ -1009,7 +1015,7 @@ fn delete_pool(node: &Node, rec: PoolRecord, t: &TaskHandle) -> Result<()> {
     {
         crate::ha::delete_shared(node, &name)?;
         t.log(format!(
-            "shared pool {name} removed (libvirt pools undefined by each node)"
+            "shared pool {name} removed (each node undefines its libvirt pool below)"
         ));
     }
     let r = node.cluster.runner.as_ref();
@@ -1036,11 +1042,19 @@ fn delete_pool(node: &Node, rec: PoolRecord, t: &TaskHandle) -> Result<()> {
         step(&cmd)?;
     }
     let def = rec.def()?;
-    let mut teardown = vec![match def {
-        Def::Drbd(d) => drbd_gfs2::teardown_node(r, d),
-        Def::Iscsi(i) => iscsi_gfs2::teardown_node(r, i),
-    }
-    .map_err(storage_err)];
+    // each node: its libvirt pool undefined (the files stay on the device), then the DRBD
+    // resource down or the LUN logged out
+    let mut teardown = vec![node
+        .hv
+        .undefine_pool(&name)
+        .map_err(Error::from)
+        .and_then(|()| {
+            match def {
+                Def::Drbd(d) => drbd_gfs2::teardown_node(r, d),
+                Def::Iscsi(i) => iscsi_gfs2::teardown_node(r, i),
+            }
+            .map_err(storage_err)
+        })];
     for (n, _) in rec.nodes()?.iter().filter(|(n, _)| *n != node.cfg.node) {
         teardown.push(
             Remote::new(node, n)
@@ -1058,8 +1072,12 @@ fn delete_pool(node: &Node, rec: PoolRecord, t: &TaskHandle) -> Result<()> {
         }
     }
     t.log(match def {
-        Def::Drbd(_) => "DRBD resource down and its .res removed on both nodes",
-        Def::Iscsi(_) => "every node logged out of the LUN and its record deleted",
+        Def::Drbd(_) => {
+            "libvirt pool undefined, DRBD resource down and its .res removed on both nodes"
+        }
+        Def::Iscsi(_) => {
+            "every node undefined its libvirt pool, logged out of the LUN and deleted its record"
+        }
     });
     Store::local().delete(&pool_key(&name))?;
     Ok(())

@@ -47,6 +47,26 @@ fn pass(node: &Node, last: Option<NodeFacts>) -> Result<Option<NodeFacts>> {
     for p in shared_pools(&st)? {
         shared.insert(p.name.clone(), attach(node, &p));
     }
+    // a shared pool removed from the cluster: this node's libvirt pool goes with it (the files
+    // stay). What was attached here is read from the published facts, so a restart between
+    // the removal and this pass does not leave the pool behind.
+    let published = match last.as_ref() {
+        Some(f) => Some(f.shared.clone()),
+        None => st
+            .get(&super::facts_key(&node.cfg.node))?
+            .and_then(|e| serde_json::from_value::<NodeFacts>(e.value).ok())
+            .map(|f| f.shared),
+    };
+    for name in removed_shared(published.as_ref(), &shared) {
+        match node.hv.undefine_pool(&name) {
+            Ok(()) => {
+                tracing::info!(pool = %name, "shared pool removed from the cluster: libvirt pool undefined")
+            }
+            Err(e) => {
+                warn!(pool = %name, error = %e, "shared pool removed from the cluster: undefining its libvirt pool failed")
+            }
+        }
+    }
     let facts = NodeFacts {
         mem_total_mib: mem_total_mib(),
         networks: node
@@ -78,6 +98,22 @@ fn pass(node: &Node, last: Option<NodeFacts>) -> Result<Option<NodeFacts>> {
         claim_vm(node, r.vmid, &st);
     }
     Ok(Some(facts))
+}
+
+/// Shared pools this node had attached (`ok` in its published facts) that the cluster no
+/// longer has.
+fn removed_shared(
+    published: Option<&BTreeMap<String, String>>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
+    published
+        .map(|p| {
+            p.iter()
+                .filter(|(name, status)| *status == "ok" && !now.contains_key(*name))
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Record in `/vms/<vmid>` that the VM is on this node (when it says otherwise).
@@ -180,6 +216,29 @@ fn bridges() -> Vec<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pools_attached_here_and_gone_from_the_cluster_are_undefined() {
+        let m = |v: &[(&str, &str)]| -> BTreeMap<String, String> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let before = m(&[
+            ("san", "ok"),
+            ("vmstore", "ok"),
+            (
+                "far",
+                "/x/.keel-shared-pool is missing: mount the shared storage at /x on this node",
+            ),
+        ]);
+        assert_eq!(
+            removed_shared(Some(&before), &m(&[("vmstore", "ok")])),
+            vec!["san".to_string()]
+        );
+        assert!(removed_shared(Some(&before), &before).is_empty());
+        assert!(removed_shared(None, &BTreeMap::new()).is_empty());
+    }
 
     #[test]
     fn materialize_writes_changes_and_removes_stale_files() {

@@ -314,6 +314,14 @@ impl Hypervisor for FakeHv {
         Ok(())
     }
 
+    fn undefine_pool(&self, name: &str) -> HvResult<()> {
+        let mut s = self.lock();
+        if s.pools.remove(name).is_some() {
+            s.calls.push(format!("undefine pool {name}"));
+        }
+        Ok(())
+    }
+
     fn refresh_pool(&self, name: &str) -> HvResult<()> {
         let mut s = self.lock();
         if !s.pools.contains_key(name) {

@@ -516,6 +516,18 @@ impl Hypervisor for Libvirt {
         })
     }
 
+    fn undefine_pool(&self, name: &str) -> HvResult<()> {
+        self.with(|c| {
+            let Ok(p) = c.lookup_storage_pool_by_name(name) else {
+                return Ok(());
+            };
+            if p.is_active().unwrap_or(false) {
+                p.destroy().map_err(engine("stop pool"))?;
+            }
+            p.undefine().map_err(engine("undefine pool"))
+        })
+    }
+
     fn refresh_pool(&self, name: &str) -> HvResult<()> {
         self.with(|c| {
             Self::pool_h(c, name)?

@@ -112,6 +112,8 @@ pub trait Hypervisor: Send + Sync {
     /// Define, build, start and autostart a `dir` pool unless one of that name exists.
     fn ensure_dir_pool(&self, name: &str, path: &str) -> HvResult<()>;
     fn refresh_pool(&self, name: &str) -> HvResult<()>;
+    /// Stop and undefine pool `name` (its files stay); nothing to do when there is none.
+    fn undefine_pool(&self, name: &str) -> HvResult<()>;
     fn list_volumes(&self, pool: &str) -> HvResult<Vec<VolumeInfo>>;
     fn volume(&self, pool: &str, name: &str) -> HvResult<VolumeInfo>;
     /// Create a volume; returns its path.
