@@ -2191,6 +2191,93 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
         "METRIC vm_split_brain_provoked_and_resolved={:.1}s",
         t.elapsed().as_secs_f64()
     );
+    pools_deleted(n1, n2, &log)
+}
+
+/// Both cluster pools deleted with one command each (docs/storage.md, "Deleting a pool"). Each
+/// is first refused while it holds a file node2 wrote into it (node1's libvirt had not scanned
+/// it: the check rescans), the error naming it and the pool unchanged; emptied (the pool's
+/// hidden marker stays: Keel's own, not a volume), it is deleted from node1, and on both
+/// nodes its mount, its libvirt pool, its Pacemaker resources and its DRBD resource with the
+/// `.res` (`drbd-gfs2`) or its iSCSI session and node record (`iscsi-gfs2`) are gone, and
+/// `keel storage status` no longer lists it.
+fn pools_deleted(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
+    for (pool, dir) in [(ISCSI_POOL, ISCSI_DIR), (POOL, POOL_DIR)] {
+        write_file_in(n2, dir, "from-node2.bin", 1)?;
+        let o = keel(
+            n1,
+            &["storage", "pool", "delete", pool],
+            Duration::from_secs(120),
+        )?;
+        ensure!(
+            o.code != 0
+                && o.stderr.contains("from-node2.bin")
+                && o.stderr.contains("move or delete the VM disks first"),
+            "delete of {pool} while it holds node2's file: exit {} {}{}",
+            o.code,
+            o.stderr,
+            o.stdout
+        );
+        ensure!(
+            rows_of(n1, pool)?
+                .values()
+                .filter(|r| r["mounted"] == true)
+                .count()
+                == 2,
+            "{pool}: a refused delete changed the pool: {:?}",
+            rows_of(n1, pool)?
+        );
+        n2.ssh(&format!(
+            "find {dir} -mindepth 1 -maxdepth 1 ! -name '.*' -exec rm -rf {{}} + && sync"
+        ))?;
+        let t = Instant::now();
+        keel_ok(n1, &["storage", "pool", "delete", pool])?;
+        eprintln!(
+            "METRIC vm_pool_delete {pool}={:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        // each node's reconciler undefines its libvirt pool once the shared pool's record
+        // is gone: a few seconds after the task
+        let check = format!(
+            "findmnt -n {dir} >/dev/null && echo mounted; \
+             virsh -q pool-info {pool} >/dev/null 2>&1 && echo libvirt-pool; \
+             cibadmin -Q --scope resources | grep -oE 'id=\"(fs|lvm|drbd)-{pool}[^\"]*\"' | head -n 3; \
+             iscsiadm -m session 2>/dev/null | grep -F {ISCSI_IQN} | sed 's/^/session /'; \
+             {pool_is_iscsi} && test -e /etc/iscsi/nodes/{ISCSI_IQN} && echo iscsi-record; \
+             test -e /etc/drbd.d/{pool}.res && echo drbd-res; \
+             {pool_is_drbd} && grep -E '^ *0:' /proc/drbd | sed 's/^/drbd /'; true",
+            pool_is_iscsi = if pool == ISCSI_POOL { "true" } else { "false" },
+            pool_is_drbd = if pool == POOL { "true" } else { "false" },
+        );
+        let mut left = String::new();
+        wait_for(
+            &format!("pool {pool} gone from both nodes"),
+            Duration::from_secs(90),
+            || {
+                left.clear();
+                for n in [n1, n2] {
+                    let l = n.ssh(&check)?;
+                    if !l.trim().is_empty() {
+                        left.push_str(&format!("{}: {} ", n.name, l.trim()));
+                    }
+                }
+                Ok(left.is_empty())
+            },
+        )
+        .with_context(|| format!("pool {pool} deleted, but left: {left}"))?;
+        ensure!(
+            rows_of(n1, pool)?.is_empty(),
+            "{pool} still in keel storage status"
+        );
+        log(&format!(
+            "pool {pool} deleted: refused while it held node2's file, then one command: no mount, libvirt pool, Pacemaker resource, {} left on either node",
+            if pool == POOL {
+                "DRBD resource or .res"
+            } else {
+                "iSCSI session or record"
+            }
+        ));
+    }
     Ok(())
 }
 
