@@ -464,7 +464,14 @@ pub fn crm_status(r: &dyn Runner) -> Option<CrmStatus> {
 
 /// `crm_mon --output-as=xml` parsed, or why not.
 pub fn crm_status_checked(r: &dyn Runner) -> Result<CrmStatus, FormError> {
-    let o = r.run(&commands::crm_mon())?;
+    crm_status_within(r, commands::QUERY_TIMEOUT)
+}
+
+/// [`crm_status_checked`] allowed `timeout`: a task's step waits longer than an interactive
+/// query, as `crm_mon` on a loaded node (a returning node's resources starting, a busy
+/// guest) can take well over the query timeout without anything being wrong.
+pub fn crm_status_within(r: &dyn Runner, timeout: Duration) -> Result<CrmStatus, FormError> {
+    let o = r.run(&commands::crm_mon().timeout(timeout))?;
     if !o.success() && o.stdout.is_empty() {
         return Err(RunError::Failed {
             cmd: commands::crm_mon().to_string(),

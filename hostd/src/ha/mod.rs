@@ -373,8 +373,14 @@ pub fn check_enable(node: &Node, vmid: u32, req: &HaSet) -> Result<VmSpec> {
     Ok(spec)
 }
 
+/// Pacemaker's status for a task's step (HA on/off, migration, maintenance): allowed a change's
+/// timeout, not a query's, so a loaded node's slow `crm_mon` does not fail the task.
 pub(crate) fn crm(node: &Node) -> Result<clusterd::crm::CrmStatus> {
-    form::crm_status_checked(node.cluster.runner.as_ref()).map_err(Error::from)
+    form::crm_status_within(
+        node.cluster.runner.as_ref(),
+        clusterd::commands::CHANGE_TIMEOUT,
+    )
+    .map_err(Error::from)
 }
 
 /// Poll `f` (a read-only check: Pacemaker's status, the nodes' facts) until it says yes or
