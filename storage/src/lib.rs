@@ -21,6 +21,8 @@
 //!   shared VG, GFS2 and the Pacemaker chain without DRBD.
 //! * [`split_brain`]: a `drbd-gfs2` pool's split brain, detected by DRBD's handler and
 //!   resolved only by an explicit choice of the side whose changes are discarded.
+//! * [`thin`]: node-local LVM thin pools (`lvm-thin`): a tagged thin-pool LV in a local VG,
+//!   one thin LV per VM disk, `lvs`/`vgs` parsed, refusals before any command.
 //! * [`device`]: the safety probe every pool creation starts with: a missing, small, mounted
 //!   or signed device (partition table, file system, LVM) is refused unless the operator asks
 //!   for a wipe.
@@ -40,6 +42,7 @@ pub mod lio;
 pub mod lvm;
 pub mod split_brain;
 pub mod stack;
+pub mod thin;
 
 mod name;
 
