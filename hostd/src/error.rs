@@ -45,6 +45,7 @@ impl From<HvError> for Error {
         match e {
             HvError::NotFound(m) => Error::NotFound(m),
             HvError::Conflict(m) => Error::Conflict(m),
+            HvError::Refused(m) => Error::BadRequest(m),
             other => Error::Hypervisor(other),
         }
     }

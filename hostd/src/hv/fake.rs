@@ -38,6 +38,8 @@ struct State {
     /// Files another node wrote into a pool's directory, unknown to this "libvirt" until the
     /// pool is refreshed ([`FakeHv::write_behind`]).
     unscanned: BTreeMap<String, Vec<(String, u64)>>,
+    /// Pools that are `lvm-thin` ([`FakeHv::add_thin_pool`]): no directory, raw volumes only.
+    thin: std::collections::BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -62,6 +64,15 @@ impl FakeHv {
             .entry(pool.to_string())
             .or_default()
             .push((name.to_string(), bytes));
+    }
+
+    /// A node-local `lvm-thin` pool on volume group `vg` (volumes `/dev/VG/NAME`, raw only),
+    /// as the real backend reports one from LVM.
+    pub fn add_thin_pool(&self, name: &str, vg: &str) {
+        let mut s = self.lock();
+        s.pools
+            .insert(name.to_string(), (format!("/dev/{vg}"), BTreeMap::new()));
+        s.thin.insert(name.to_string());
     }
 
     /// Engine calls so far, e.g. `define web1`, `power web1 Start`.
@@ -295,10 +306,11 @@ impl Hypervisor for FakeHv {
             .get(name)
             .ok_or_else(|| HvError::NotFound(format!("storage pool {name:?} not found")))?;
         let used: u64 = vols.values().map(|v| v.0).sum();
+        let thin = s.thin.contains(name);
         Ok(PoolInfo {
             name: name.to_string(),
-            kind: "dir".into(),
-            path: Some(path.clone()),
+            kind: if thin { super::thin::KIND } else { "dir" }.into(),
+            path: (!thin).then(|| path.clone()),
             active: true,
             capacity: 1 << 40,
             allocation: used,
@@ -374,6 +386,11 @@ impl Hypervisor for FakeHv {
     ) -> HvResult<String> {
         let mut s = self.lock();
         s.calls.push(format!("create_volume {pool}/{name}"));
+        if s.thin.contains(pool) && format != DiskFormat::Raw {
+            return Err(HvError::Refused(format!(
+                "pool {pool:?} is lvm-thin: its volumes are raw block devices; use format raw"
+            )));
+        }
         let (path, vols) = s
             .pools
             .get_mut(pool)

@@ -14,6 +14,7 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
 
+use super::thin::ThinPools;
 use super::{
     BlockCounters, DomainRow, DomainStats, HvError, HvResult, Hypervisor, NetCounters, Power,
     SnapshotRow,
@@ -24,6 +25,8 @@ use crate::xml::Element;
 pub struct Libvirt {
     uri: String,
     conn: Mutex<Option<Connect>>,
+    /// Node-local `lvm-thin` pools, which libvirt does not know (LVM is their record).
+    thin: ThinPools,
 }
 
 fn engine(op: &'static str) -> impl Fn(virt::error::Error) -> HvError {
@@ -68,13 +71,35 @@ fn map_state(s: DomainState) -> VmState {
 impl Libvirt {
     /// Connect now (fails fast with a clear error when libvirtd is not running).
     pub fn connect(uri: &str) -> HvResult<Self> {
+        Self::connect_with(uri, std::sync::Arc::new(keel_runner::System))
+    }
+
+    /// [`Libvirt::connect`], with LVM's commands (the `lvm-thin` pools) run by `runner`.
+    pub fn connect_with(
+        uri: &str,
+        runner: std::sync::Arc<dyn keel_runner::Runner>,
+    ) -> HvResult<Self> {
         // libvirt prints every error to stderr by default; we report them ourselves.
         virt::error::clear_error_callback();
         let c = Connect::open(Some(uri)).map_err(engine("connect"))?;
         Ok(Libvirt {
             uri: uri.to_string(),
             conn: Mutex::new(Some(c)),
+            thin: ThinPools::new(runner),
         })
+    }
+
+    /// The thin pool `name` (with the LVM report it was found in) when libvirt has no pool of
+    /// that name.
+    fn thin_pool(
+        &self,
+        c: &Connect,
+        name: &str,
+    ) -> HvResult<Option<(Vec<keel_storage::thin::Lv>, keel_storage::thin::Lv)>> {
+        if c.lookup_storage_pool_by_name(name).is_ok() {
+            return Ok(None);
+        }
+        self.thin.find(name)
     }
 
     /// A live connection, reconnecting once if libvirtd restarted. The lock covers only this
@@ -483,12 +508,22 @@ impl Hypervisor for Libvirt {
                     Err(e) => return Err(e),
                 }
             }
+            for t in self.thin.list()? {
+                if !out.iter().any(|p| p.name == t.name) {
+                    out.push(t);
+                }
+            }
             Ok(out)
         })
     }
 
     fn pool(&self, name: &str) -> HvResult<PoolInfo> {
-        self.with(|c| Self::pool_info(&Self::pool_h(c, name)?))
+        self.with(|c| {
+            if let Some((_, p)) = self.thin_pool(c, name)? {
+                return Ok(super::thin::pool_info(&p));
+            }
+            Self::pool_info(&Self::pool_h(c, name)?)
+        })
     }
 
     fn ensure_dir_pool(&self, name: &str, path: &str) -> HvResult<()> {
@@ -530,6 +565,9 @@ impl Hypervisor for Libvirt {
 
     fn refresh_pool(&self, name: &str) -> HvResult<()> {
         self.with(|c| {
+            if self.thin_pool(c, name)?.is_some() {
+                return Ok(()); // every read of a thin pool asks LVM afresh
+            }
             Self::pool_h(c, name)?
                 .refresh(0)
                 .map_err(engine("refresh pool"))
@@ -538,6 +576,9 @@ impl Hypervisor for Libvirt {
 
     fn list_volumes(&self, pool: &str) -> HvResult<Vec<VolumeInfo>> {
         self.with(|c| {
+            if let Some((lvs, tp)) = self.thin_pool(c, pool)? {
+                return Ok(ThinPools::volumes(&lvs, &tp));
+            }
             let p = Self::pool_h(c, pool)?;
             let vols = p.list_all_volumes(0).map_err(engine("list volumes"))?;
             let mut out: Vec<VolumeInfo> = Vec::with_capacity(vols.len());
@@ -559,6 +600,9 @@ impl Hypervisor for Libvirt {
 
     fn volume(&self, pool: &str, name: &str) -> HvResult<VolumeInfo> {
         self.with(|c| {
+            if let Some((lvs, tp)) = self.thin_pool(c, pool)? {
+                return ThinPools::volume(&lvs, &tp, name);
+            }
             let p = Self::pool_h(c, pool)?;
             Self::vol_info(&Self::vol_h(&p, pool, name)?)
         })
@@ -572,6 +616,9 @@ impl Hypervisor for Libvirt {
         format: DiskFormat,
     ) -> HvResult<String> {
         self.with(|c| {
+            if let Some((lvs, tp)) = self.thin_pool(c, pool)? {
+                return self.thin.create_volume(&lvs, &tp, name, bytes, format);
+            }
             let p = Self::pool_h(c, pool)?;
             if Self::vol_h(&p, pool, name).is_ok() {
                 return Err(HvError::Conflict(format!(
@@ -600,6 +647,9 @@ impl Hypervisor for Libvirt {
 
     fn delete_volume(&self, pool: &str, name: &str) -> HvResult<()> {
         self.with(|c| {
+            if let Some((lvs, tp)) = self.thin_pool(c, pool)? {
+                return self.thin.delete_volume(&lvs, &tp, name);
+            }
             let p = Self::pool_h(c, pool)?;
             Self::vol_h(&p, pool, name)?
                 .delete(0)
@@ -608,6 +658,11 @@ impl Hypervisor for Libvirt {
     }
 
     fn volume_by_path(&self, path: &str) -> HvResult<Option<(String, String)>> {
+        if path.starts_with("/dev/") {
+            if let Some(found) = self.thin.by_path(path)? {
+                return Ok(Some(found));
+            }
+        }
         self.with(|c| match c.lookup_storage_vol_by_path(path) {
             Ok(v) => {
                 let p = v.lookup_storage_pool().map_err(engine("pool of volume"))?;
@@ -756,6 +811,9 @@ impl Hypervisor for Libvirt {
 
     fn resize_volume(&self, pool: &str, volume: &str, bytes: u64) -> HvResult<()> {
         self.with(|c| {
+            if let Some((lvs, tp)) = self.thin_pool(c, pool)? {
+                return self.thin.resize_volume(&lvs, &tp, volume, bytes);
+            }
             let p = Self::pool_h(c, pool)?;
             Self::vol_h(&p, pool, volume)?
                 .resize(bytes, 0)

@@ -4,6 +4,7 @@
 
 pub mod fake;
 pub mod libvirt;
+pub mod thin;
 
 use keel_api::network::NetworkInfo;
 use keel_api::storage::{PoolInfo, VolumeInfo};
@@ -15,6 +16,12 @@ pub enum HvError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The engine was not asked: the request cannot work on this pool or volume (400).
+    #[error("{0}")]
+    Refused(String),
+    /// LVM (an `lvm-thin` pool's engine) failed.
+    #[error("LVM: {0}")]
+    Lvm(String),
     #[error("libvirt {op}: {msg}")]
     Engine { op: &'static str, msg: String },
 }
