@@ -1,5 +1,6 @@
 //! `keel storage pool create|delete` and `keel storage status`: cluster pools (`drbd-gfs2`,
-//! `iscsi-gfs2`) and their health on every node (docs/storage.md).
+//! `iscsi-gfs2`) and their health on every node, and node-local pools (`dir`, `lvm-thin`)
+//! (docs/storage.md).
 
 use anyhow::Result;
 use anyhow::{bail, Context};
@@ -7,6 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use keel_api::cluster_storage::{
     ClusterPoolCreate, ClusterPoolKind, ClusterPoolStatus, IscsiLunSpec, SplitBrainResolve,
 };
+use keel_api::storage::{LocalPoolCreate, LocalPoolKind};
 use reqwest::Method;
 
 use crate::client::Client;
@@ -22,16 +24,34 @@ pub enum Kind {
     /// One iSCSI LUN logged in on every node (two or more), shared LVM, GFS2 on every node
     #[value(name = "iscsi-gfs2")]
     IscsiGfs2,
+    /// This node only: a directory that exists (e.g. a data disk's mount point)
+    #[value(name = "dir")]
+    Dir,
+    /// This node only: a thin pool in one of its LVM volume groups (raw disks, allocated as
+    /// guests write)
+    #[value(name = "lvm-thin")]
+    LvmThin,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum PoolCmd {
-    /// Create a cluster pool from a disk of each node, as one task (every node's fencing must
-    /// have passed a test: keel fence test NODE --yes)
+    /// Create a pool as one task: a cluster pool from a disk of each node (every node's
+    /// fencing must have passed a test: keel fence test NODE --yes), or a node-local one
+    /// (dir, lvm-thin) on the node --node names
     Create {
         name: String,
         #[arg(long = "type", value_enum)]
         kind: Kind,
+        /// dir: the directory (it must exist), e.g. /srv/vmdata
+        #[arg(long)]
+        path: Option<String>,
+        /// lvm-thin: the volume group, e.g. keel (the installer's)
+        #[arg(long)]
+        vg: Option<String>,
+        /// lvm-thin: the thin pool's size, in MiB or with a unit (200G), or a percentage of the
+        /// volume group's free space (50%) [default: 90%]
+        #[arg(long)]
+        size: Option<String>,
         /// drbd-gfs2: the block device on each node (the same name on both), e.g. /dev/vdb
         #[arg(long)]
         device: Option<String>,
@@ -56,7 +76,8 @@ pub enum PoolCmd {
         #[arg(long)]
         wipe: bool,
     },
-    /// Delete a cluster pool (refused while it holds VM disks)
+    /// Delete a pool: a cluster pool, or a node-local one (refused while it holds volumes; a
+    /// dir pool's directory stays)
     #[command(visible_alias = "rm")]
     Delete { name: String },
     /// Resolve a drbd-gfs2 pool's split brain: NODE's changes since the split are discarded
@@ -221,8 +242,53 @@ pub async fn pool(c: &Client, node: &str, cmd: PoolCmd, mode: Mode) -> Result<Ou
             chap_user,
             chap_secret_file,
             wipe,
+            path,
+            vg,
+            size,
         } => {
+            if matches!(kind, Kind::Dir | Kind::LvmThin) {
+                if device.is_some() || portal.is_some() || target.is_some() || wipe {
+                    bail!("--device, --portal, --target and --wipe are for cluster pools; a {} pool takes {}",
+                        if kind == Kind::Dir { "dir" } else { "lvm-thin" },
+                        if kind == Kind::Dir { "--path" } else { "--vg and --size" });
+                }
+                let (size_mib, size_percent) = match size.as_deref() {
+                    None => (None, None),
+                    Some(s) => match s.strip_suffix('%') {
+                        Some(p) => (
+                            None,
+                            Some(p.trim().parse::<u8>().map_err(|_| {
+                                anyhow::anyhow!("--size {s}: a percentage is 1% to 95%")
+                            })?),
+                        ),
+                        None => (
+                            Some(crate::spec::parse_size_mib(s).map_err(anyhow::Error::msg)?),
+                            None,
+                        ),
+                    },
+                };
+                let body = LocalPoolCreate {
+                    name,
+                    kind: if kind == Kind::Dir {
+                        LocalPoolKind::Dir
+                    } else {
+                        LocalPoolKind::LvmThin
+                    },
+                    path,
+                    vg,
+                    size_mib,
+                    size_percent,
+                };
+                let a = c
+                    .call(Method::POST, &["nodes", node, "storage"], &[], Some(&body))
+                    .await?;
+                return task_outcome(c, node, a, mode).await;
+            }
+            if path.is_some() || vg.is_some() || size.is_some() {
+                bail!("--path, --vg and --size are for node-local pools (--type dir, lvm-thin)");
+            }
             let iscsi = match kind {
+                Kind::Dir | Kind::LvmThin => None,
                 Kind::DrbdGfs2 => {
                     if portal.is_some() || target.is_some() || chap_user.is_some() {
                         bail!("--portal, --target and --chap-user are for --type iscsi-gfs2");
@@ -247,7 +313,7 @@ pub async fn pool(c: &Client, node: &str, cmd: PoolCmd, mode: Mode) -> Result<Ou
                 name,
                 kind: match kind {
                     Kind::DrbdGfs2 => ClusterPoolKind::DrbdGfs2,
-                    Kind::IscsiGfs2 => ClusterPoolKind::IscsiGfs2,
+                    _ => ClusterPoolKind::IscsiGfs2,
                 },
                 device,
                 iscsi,
@@ -278,13 +344,19 @@ pub async fn pool(c: &Client, node: &str, cmd: PoolCmd, mode: Mode) -> Result<Ou
             .await?
         }
         PoolCmd::Delete { name } => {
-            c.call::<()>(
-                Method::DELETE,
-                &["cluster", "storage-pools", &name],
-                &[],
-                None,
-            )
-            .await?
+            // a cluster pool when the cluster has one of that name; else this node's own
+            let cluster = c
+                .get(&["cluster", "storage-pools"], &[])
+                .await
+                .ok()
+                .and_then(|v| serde_json::from_value::<Vec<ClusterPoolStatus>>(v).ok())
+                .is_some_and(|v| v.iter().any(|p| p.name == name));
+            let segs: Vec<&str> = if cluster {
+                vec!["cluster", "storage-pools", &name]
+            } else {
+                vec!["nodes", node, "storage", &name]
+            };
+            c.call::<()>(Method::DELETE, &segs, &[], None).await?
         }
     };
     task_outcome(c, node, a, mode).await

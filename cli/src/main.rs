@@ -354,7 +354,7 @@ enum StorageCmd {
     /// List storage pools
     #[command(visible_alias = "ls")]
     List,
-    /// Cluster pools (drbd-gfs2): create, delete
+    /// Pools: cluster (drbd-gfs2, iscsi-gfs2) and node-local (dir, lvm-thin): create, delete
     #[command(subcommand)]
     Pool(cluster_pool::PoolCmd),
     /// Cluster pools' health on every node: DRBD connection, roles, disks, resync, mount, space

@@ -156,7 +156,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/nodes/{node}/tasks", get(list_tasks))
         .route("/api/v1/nodes/{node}/tasks/{upid}", get(get_task))
         .route("/api/v1/nodes/{node}/tasks/{upid}/log", get(task_log))
-        .route("/api/v1/nodes/{node}/storage", get(list_pools))
+        .route(
+            "/api/v1/nodes/{node}/storage",
+            get(list_pools).post(crate::local_pools::create_route),
+        )
+        .route(
+            "/api/v1/nodes/{node}/storage/{pool}",
+            delete(crate::local_pools::delete_route),
+        )
         .route(
             "/api/v1/nodes/{node}/storage/{pool}/content",
             get(list_volumes).post(create_volume),
@@ -1196,6 +1203,8 @@ async fn stop_network(
         crate::ha::routes::create_shared,
         crate::ha::routes::delete_shared,
         crate::maintenance::set_maintenance,
+        crate::local_pools::create_route,
+        crate::local_pools::delete_route,
         crate::cluster_pools::create_pool,
         crate::cluster_pools::list_pools,
         crate::cluster_pools::delete_pool_route,
@@ -1233,6 +1242,8 @@ async fn stop_network(
         keel_api::ha::HaVmStatus,
         keel_api::ha::SharedPoolCreate,
         keel_api::ha::SharedPoolInfo,
+        keel_api::storage::LocalPoolCreate,
+        keel_api::storage::LocalPoolKind,
         keel_api::cluster_storage::ClusterPoolCreate,
         keel_api::cluster_storage::ClusterPoolKind,
         keel_api::cluster_storage::ClusterPoolNode,

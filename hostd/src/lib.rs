@@ -31,6 +31,7 @@ pub mod hotplug;
 pub mod http;
 pub mod hv;
 pub mod limits;
+pub mod local_pools;
 pub mod login;
 pub mod maintenance;
 pub mod metrics;

@@ -30,7 +30,13 @@ pub fn check_volume_create(node: &Node, pool: &str, req: &VolumeCreate) -> Resul
             ),
         ));
     }
-    node.hv.pool(pool)?;
+    let info = node.hv.pool(pool)?;
+    if info.kind == crate::hv::thin::KIND && req.format != keel_api::vm::DiskFormat::Raw {
+        return Err(Error::validation(
+            "format",
+            format!("pool {pool:?} is lvm-thin: its volumes are thin LVs, raw block devices; give format raw"),
+        ));
+    }
     if node.hv.volume(pool, &req.name).is_ok() {
         return Err(Error::Conflict(format!(
             "volume {:?} already exists in pool {pool:?}",

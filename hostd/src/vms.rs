@@ -371,6 +371,17 @@ pub fn check_against_host(
     for (i, d) in spec.disks.iter().enumerate() {
         if let Some(pool) = &d.pool {
             check_pool(format!("disks[{i}].pool"), pool)?;
+            let thin = pools
+                .iter()
+                .any(|p| &p.name == pool && p.kind == crate::hv::thin::KIND);
+            if thin && d.format != keel_api::vm::DiskFormat::Raw {
+                return Err(Error::validation(
+                    &format!("disks[{i}].format"),
+                    format!(
+                        "pool {pool:?} is lvm-thin: its disks are thin LVs, raw block devices; give format raw (on the command line: --disk {pool}:SIZE:raw)"
+                    ),
+                ));
+            }
             if let Some(v) = &d.volume {
                 if let Err(e) = node.hv.volume(pool, v) {
                     return Err(match e {
@@ -388,7 +399,8 @@ pub fn check_against_host(
                     .iter()
                     .find(|p| &p.name == pool)
                     .map_or(0, |p| p.available);
-                if new_bytes > avail && d.format == keel_api::vm::DiskFormat::Raw {
+                // a thin pool hands out space as guests write: its disks may add up to more
+                if new_bytes > avail && d.format == keel_api::vm::DiskFormat::Raw && !thin {
                     return Err(Error::validation(
                         &format!("disks[{i}].size_mib"),
                         format!(
@@ -1092,6 +1104,44 @@ mod tests {
         delete(&node, 100, true, &t)?;
         t.finish(&Ok(()));
         assert!(find(&node, 100).is_err(), "VM 100 still defined");
+        Ok(())
+    }
+
+    #[test]
+    fn a_disk_on_an_lvm_thin_pool_is_a_raw_block_device() -> Result<()> {
+        let hv = Arc::new(FakeHv::new());
+        hv.add_thin_pool("fast", "keel");
+        let (node, _dir) = fake_node(hv.clone())?;
+        let disk = |v: serde_json::Value| -> DiskSpec {
+            serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
+        };
+        // qcow2 (the default format) is refused before any task, naming the field
+        let mut s = spec(100, "a");
+        s.disks
+            .push(disk(serde_json::json!({"pool": "fast", "size_mib": 8})));
+        match check_against_host(&node, &mut s, None) {
+            Err(Error::Validation(f)) => {
+                assert_eq!(f.field, "disks[0].format");
+                assert!(f.message.contains("give format raw"), "{}", f.message);
+            }
+            other => panic!("qcow2 on lvm-thin: {other:?}"),
+        }
+        // raw is taken, also beyond the pool's free space (the fake's 1 TiB: thin LVs are
+        // allocated as the guest writes)
+        let mut s = spec(100, "a");
+        s.disks.push(disk(
+            serde_json::json!({"pool": "fast", "size_mib": 2_097_152, "format": "raw"}),
+        ));
+        check_against_host(&node, &mut s, None)?;
+        let t = node.tasks.begin("vmcreate", "100", "root", true)?;
+        create(&node, s, false, &t)?;
+        t.finish(&Ok(()));
+        let xml = hv.domain_xml(&find(&node, 100)?.name, true)?;
+        assert!(
+            xml.contains("<disk type=\"block\" device=\"disk\">")
+                && xml.contains("<source dev=\"/dev/keel/vm-100-disk-0.raw\"/>"),
+            "{xml}"
+        );
         Ok(())
     }
 

@@ -307,6 +307,16 @@ pub const RULES: &[Rule] = &[
     // ---- storage
     listed("GET", "/api/v1/nodes/{node}/storage", Filter::Pools),
     r(
+        "POST",
+        "/api/v1/nodes/{node}/storage",
+        Priv(DatastoreAllocate, "/storage"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/nodes/{node}/storage/{pool}",
+        Priv(DatastoreAllocate, "/storage/{pool}"),
+    ),
+    r(
         "GET",
         "/api/v1/nodes/{node}/storage/{pool}/content",
         Priv(DatastoreAudit, "/storage/{pool}"),

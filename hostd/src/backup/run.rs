@@ -951,13 +951,18 @@ pub fn check_restore(
             }
         }
     }
+    // an lvm-thin pool holds raw thin LVs only: a qcow2 disk is converted into one
+    let thin = node
+        .hv
+        .pool(&req.pool)
+        .is_ok_and(|p| p.kind == crate::hv::thin::KIND);
     for (d, b) in spec.disks.iter_mut().zip(&point.disks) {
         d.pool = Some(req.pool.clone());
         d.volume = None;
         d.path = None;
         d.size_mib = Some(b.virtual_size.div_ceil(1024 * 1024).max(1));
         d.format = match b.source_format.as_str() {
-            "qcow2" => DiskFormat::Qcow2,
+            "qcow2" if !thin => DiskFormat::Qcow2,
             _ => DiskFormat::Raw,
         };
     }

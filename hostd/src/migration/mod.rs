@@ -62,6 +62,8 @@ pub struct SourceVm {
     pub state: VmState,
     pub parsed: ParsedDomain,
     pub snapshots: usize,
+    /// The pools of its disks that are node-local `lvm-thin` pools here.
+    pub thin_pools: Vec<String>,
 }
 
 /// The target as its API describes it.
@@ -179,6 +181,12 @@ pub fn plan(me: &str, src: &SourceVm, t: &TargetFacts, memory_mib: u64) -> Resul
                 t.name
             ))
         })?;
+        if p.kind == crate::hv::thin::KIND {
+            return Err(conflict(format!(
+                "{what} of {vm} is on lvm-thin pool {pool:?}: Keel does not move disks of node-local thin pools between nodes yet; back the VM up and restore it on {}, or keep its disks on a dir or shared pool",
+                t.name
+            )));
+        }
         if !p.active {
             return Err(conflict(format!(
                 "storage pool {pool:?} is not active on {}",
@@ -213,6 +221,12 @@ pub fn plan(me: &str, src: &SourceVm, t: &TargetFacts, memory_mib: u64) -> Resul
                 "disk {dev} of {vm} is not a volume of a storage pool: Keel cannot copy it"
             )));
         };
+        if src.thin_pools.contains(pool) {
+            return Err(conflict(format!(
+                "disk {dev} of {vm} is on lvm-thin pool {pool:?}: Keel does not move disks of node-local thin pools between nodes yet; back the VM up and restore it on {}, or keep its disks on a dir or shared pool",
+                t.name
+            )));
+        }
         let dir = pool_path(pool, &format!("disk {dev}"))?;
         if t.shared_pools.iter().any(|p| p == pool) {
             // the same storage on both nodes: the target must see the very volume
@@ -363,12 +377,21 @@ pub(crate) fn source_vm(node: &Node, vmid: u32) -> Result<SourceVm> {
         .list_snapshots(&row.name)
         .map(|v| v.len())
         .unwrap_or(0);
+    let thin_pools = node
+        .hv
+        .list_pools()?
+        .into_iter()
+        .filter(|p| p.kind == crate::hv::thin::KIND)
+        .map(|p| p.name)
+        .filter(|p| parsed.spec.disks.iter().any(|d| d.pool.as_ref() == Some(p)))
+        .collect();
     Ok(SourceVm {
         name: row.name,
         vmid,
         state: row.state,
         parsed,
         snapshots,
+        thin_pools,
     })
 }
 

@@ -16,6 +16,7 @@ fn src() -> SourceVm {
         state: VmState::Running,
         parsed,
         snapshots: 0,
+        thin_pools: vec![],
     }
 }
 
@@ -175,6 +176,15 @@ fn refusals_name_the_reason() {
     t.cpu_models = vec!["qemu64".into()];
     let (s, m) = refusal(plan("node1", &v, &t, 512));
     assert!(s == 409 && m.contains("Skylake-Server"), "{m}");
+    // a disk on an lvm-thin pool here, or on one of that name there
+    let mut v = src();
+    v.thin_pools = vec!["local".into()];
+    let (s, m) = refusal(plan("node1", &v, &target(), 512));
+    assert!(s == 409 && m.contains("lvm-thin pool \"local\""), "{m}");
+    let mut t = target();
+    t.pools[0].kind = "lvm-thin".into();
+    let (s, m) = refusal(plan("node1", &src(), &t, 512));
+    assert!(s == 409 && m.contains("lvm-thin pool \"local\""), "{m}");
 }
 
 #[test]
@@ -255,6 +265,7 @@ fn a_directly_booted_kernel_is_found_there_or_refused() {
         state: VmState::Running,
         parsed,
         snapshots: 0,
+        thin_pools: vec![],
     };
     let mut t = target();
     t.pools = vec![pool("vmstore", "/srv/n2/vmstore")];
