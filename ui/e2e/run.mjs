@@ -311,6 +311,38 @@ await step("upload an ISO with progress, then delete the volume", async () => {
   await table.getByText(name).waitFor({ state: "detached" });
 }, { critical: false });
 
+await step("Create pool…: an lvm-thin pool on a volume group this node lacks is refused, a dir pool is made and deleted", async () => {
+  const name = `e2e-${process.pid}`;
+  const dir = join(userDir, "pool-dir");
+  mkdirSync(dir, { recursive: true });
+  await page.getByRole("button", { name: "Create pool…" }).click();
+  let dialog = page.getByRole("dialog", { name: "Create pool" });
+  await dialog.getByLabel("Name").fill(name);
+  await dialog.getByLabel("Volume group").fill("no-such-vg");
+  await dialog.getByLabel("Size").fill("99%");
+  await dialog.getByRole("alert").filter({ hasText: "1% to 95%" }).waitFor();
+  expect(await dialog.getByRole("button", { name: "Create" }).isDisabled(), "Create is disabled while the size is out of range");
+  await dialog.getByLabel("Size").fill("50%");
+  await dialog.getByRole("button", { name: "Create" }).click();
+  // the API's own words, before any task exists
+  await dialog.getByRole("alert").filter({ hasText: 'volume group "no-such-vg" does not exist on this node' }).waitFor();
+  await dialog.getByLabel("Type").selectOption("dir");
+  await dialog.getByLabel("Directory").fill(dir);
+  await dialog.getByRole("button", { name: "Create" }).click();
+  await dialog.waitFor({ state: "detached", timeout: 60_000 });
+  // the new pool is listed and selected, empty
+  const row = page.getByRole("table", { name: "Storage pools" }).getByRole("row").filter({ hasText: name });
+  await row.getByText(dir).waitFor();
+  await page.getByRole("heading", { name: `Volumes in ${name}` }).waitFor();
+  await shot("storage-pool-created");
+  await page.getByRole("button", { name: `Delete pool ${name}` }).click();
+  dialog = page.getByRole("dialog", { name: `Delete pool ${name}` });
+  await dialog.getByText("the directory").waitFor();
+  await dialog.getByRole("button", { name: "Delete pool" }).click();
+  await dialog.waitFor({ state: "detached", timeout: 60_000 });
+  await row.waitFor({ state: "detached" });
+}, { critical: false });
+
 await step("VM page of the demo VM with its console", async () => {
   // through the UI, not a reload: the recent-tasks bar (this session's tasks) stays shown
   await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Virtual machines" }).click();

@@ -168,6 +168,37 @@ export function uploadNameProblem(name: string): string | null {
   return null;
 }
 
+/** The first problem of a node-local pool form (the API's LocalPoolCreate rules), if any:
+ *  `field` blocks the submit; `shown` says whether to show it yet (not for a field still
+ *  empty). `mib` is the size in MiB when one was given as a size, not a percentage. */
+export function localPoolProblem(f: { name: string; kind: "dir" | "lvm-thin"; path: string; vg: string; size: string }):
+  { field: string | null; message: string; shown: boolean; mib?: number } {
+  const bad = (field: string, message: string, value: string) => ({ field, message, shown: value.trim() !== "" });
+  if (!/^[a-z]([a-z0-9-]{0,28}[a-z0-9])?$/.test(f.name))
+    return bad("name", "1-30 of a-z, 0-9 and '-', starting with a letter, not ending with '-'.", f.name);
+  if (f.kind === "dir") {
+    const p = f.path.trim();
+    if (!p.startsWith("/") || p === "/" || p.endsWith("/") || p.includes("//") || /(^|\/)\.\.?(\/|$)/.test(p))
+      return bad("path", "An absolute directory path, like /srv/vmdata (no '.', '..', '//' or trailing '/').", f.path);
+    return { field: null, message: "", shown: false };
+  }
+  if (!f.vg.trim()) return bad("vg", "The volume group, e.g. keel.", f.vg);
+  const s = f.size.trim();
+  if (s === "") return { field: null, message: "", shown: false };
+  const pct = /^(\d+)%$/.exec(s);
+  if (pct) {
+    const n = Number(pct[1]);
+    return n >= 1 && n <= 95 ? { field: null, message: "", shown: false }
+      : bad("size", "A share of the free space is 1% to 95% (LVM needs room for the pool's metadata).", s);
+  }
+  const m = /^(\d+)\s*(m|mb|mib|g|gb|gib|t|tb|tib)?$/i.exec(s);
+  if (!m) return bad("size", "MiB, a size like 200G, or a percentage like 90%.", s);
+  const unit = (m[2] ?? "m").toLowerCase()[0];
+  const mib = Number(m[1]) * (unit === "t" ? 1024 * 1024 : unit === "g" ? 1024 : 1);
+  if (mib < 64) return bad("size", "A thin pool has at least 64 MiB.", s);
+  return { field: null, message: "", shown: false, mib };
+}
+
 /** Lowest free vmid ≥ 100 (fallback when GET …/vms/nextid is not available). */
 export function nextFreeVmid(used: (number | null)[]): number {
   const set = new Set(used.filter((x): x is number => x !== null));

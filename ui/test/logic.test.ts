@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   type CreateForm, canDelete, fieldForError, formatBytes, formatDuration, formatMib, formatUptime, isActive, nextFreeVmid,
-  parseIntField, percent, powerAllowed, specFromForm, stepOfField, taskStateBadge, uploadNameProblem, validName, validateSpec, vmStateBadge,
+  parseIntField, percent, powerAllowed, specFromForm, stepOfField, taskStateBadge, uploadNameProblem, validName, localPoolProblem, validateSpec, vmStateBadge,
 } from "../src/logic";
 
 const base = { vmid: 500, name: "web1", vcpus: 1, memory_mib: 256 };
@@ -185,5 +185,25 @@ describe("first-hour fixes", () => {
     const vms = [{ vmid: 100, name: "keel-demo" }, { vmid: null, name: "foreign" }];
     expect(vmidTaken("100", vms)).toBe('VM ID 100 is already used by VM "keel-demo".');
     expect(vmidTaken("101", vms)).toBeNull();
+  });
+});
+
+describe("localPoolProblem", () => {
+  const base = { name: "fast", kind: "lvm-thin" as const, path: "", vg: "keel", size: "90%" };
+  it("takes the API's rules", () => {
+    expect(localPoolProblem(base).field).toBeNull();
+    expect(localPoolProblem({ ...base, size: "" }).field).toBeNull();
+    expect(localPoolProblem({ ...base, size: "2G" }).mib).toBe(2048);
+    expect(localPoolProblem({ ...base, kind: "dir", path: "/srv/vm" }).field).toBeNull();
+  });
+  it("names the field, and waits for input before showing it", () => {
+    expect(localPoolProblem({ ...base, name: "Fast" })).toMatchObject({ field: "name", shown: true });
+    expect(localPoolProblem({ ...base, name: "" })).toMatchObject({ field: "name", shown: false });
+    expect(localPoolProblem({ ...base, size: "99%" }).field).toBe("size");
+    expect(localPoolProblem({ ...base, size: "10" }).field).toBe("size");
+    expect(localPoolProblem({ ...base, size: "lots" }).field).toBe("size");
+    expect(localPoolProblem({ ...base, vg: " " }).field).toBe("vg");
+    for (const p of ["srv", "/", "/srv/", "/srv/../etc", "/a//b"])
+      expect(localPoolProblem({ ...base, kind: "dir", path: p }).field).toBe("path");
   });
 });

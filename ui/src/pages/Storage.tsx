@@ -7,6 +7,8 @@ import { formatBytes, percent, uploadNameProblem } from "../logic";
 
 import type { PoolInfo, TaskRef, VolumeInfo } from "../types";
 import { ClusterPools } from "./ClusterPools";
+import { CreateLocalPool, DeleteLocalPool } from "./LocalPools";
+import { navigate } from "../router";
 
 export function Storage({ pool }: { pool: string | null }) {
   const pools = usePoll(() => get<PoolInfo[]>(np("/storage")), 10000);
@@ -15,11 +17,17 @@ export function Storage({ pool }: { pool: string | null }) {
     () => current ? get<VolumeInfo[]>(np(`/storage/${encodeURIComponent(current)}/content`)) : Promise.resolve([] as VolumeInfo[]),
     10000, [current]);
   const [toDelete, setToDelete] = useState<VolumeInfo | null>(null);
+  const [creating, setCreating] = useState(false);
+  const [poolToDelete, setPoolToDelete] = useState<PoolInfo | null>(null);
   const perms = usePermissions();
   const noDelete = current ? whyNot(perms, "Datastore.Allocate", `/storage/${current}`) : null;
+  const noCreate = whyNot(perms, "Datastore.Allocate", "/storage");
+  const currentPool = pools.data?.find((p) => p.name === current) ?? null;
   return (
     <section aria-labelledby="st-title">
-      <div class="page-head"><h1 id="st-title">Storage</h1></div>
+      <div class="page-head"><h1 id="st-title">Storage</h1>
+        <button type="button" class="btn btn-primary" disabled={!!noCreate} title={noCreate ?? undefined}
+          onClick={() => setCreating(true)}>Create pool…</button></div>
       <ErrorBox error={pools.error} title="Cannot list pools" />
       {!pools.data && !pools.error && <Loading what="pools" />}
       {pools.data && pools.data.length === 0 && <Empty title="No storage pools">hostd creates the <code>local</code> pool on start; check its log.</Empty>}
@@ -41,8 +49,14 @@ export function Storage({ pool }: { pool: string | null }) {
       <ClusterPools />
       {current && (
         <>
-          <div class="panel-head section-gap"><h2>Volumes in {current}</h2></div>
-          <Upload pool={current} onDone={vols.refresh} denied={whyNot(perms, "Datastore.AllocateSpace", `/storage/${current}`)} />
+          <div class="panel-head section-gap"><h2>Volumes in {current}</h2>
+            {currentPool && current !== "local" && (currentPool.kind === "lvm-thin" || currentPool.kind === "dir") &&
+              <button type="button" class="btn btn-sm btn-danger-outline" aria-label={`Delete pool ${current}`}
+                disabled={!!noDelete} title={noDelete ?? "Cluster and shared pools are refused here: they have their own Delete"}
+                onClick={() => setPoolToDelete(currentPool)}>Delete pool</button>}</div>
+          {currentPool?.kind === "lvm-thin"
+            ? <p class="small muted">An lvm-thin pool holds raw disks (thin LVs), made when a VM gets a disk here; ISOs and images are uploaded to dir pools.</p>
+            : <Upload pool={current} onDone={vols.refresh} denied={whyNot(perms, "Datastore.AllocateSpace", `/storage/${current}`)} />}
           <ErrorBox error={vols.error} title="Cannot list volumes" />
           {vols.data && vols.data.length === 0 && <Empty title="This pool is empty">Upload an ISO above, or create a VM with a new disk.</Empty>}
           {vols.data && vols.data.length > 0 && (
@@ -60,6 +74,10 @@ export function Storage({ pool }: { pool: string | null }) {
           )}
         </>
       )}
+      {creating && <CreateLocalPool onClose={() => setCreating(false)}
+        onDone={(name) => { setCreating(false); pools.refresh(); navigate(`/storage?pool=${encodeURIComponent(name)}`); }} />}
+      {poolToDelete && <DeleteLocalPool pool={poolToDelete} onClose={() => setPoolToDelete(null)}
+        onDone={() => { setPoolToDelete(null); pools.refresh(); navigate("/storage"); }} />}
       {toDelete && current && <DeleteVolume pool={current} vol={toDelete} onClose={() => { setToDelete(null); vols.refresh(); pools.refresh(); }} />}
     </section>
   );
