@@ -18,7 +18,7 @@ KEEL_APT_PACKAGES=(
 # client for nfs backup targets. Installing them starts no daemon; Keel starts them when a
 # cluster, a pool or a fence device needs them.
 KEEL_NODE_APT_PACKAGES=(corosync corosync-qdevice pacemaker pacemaker-cli-utils resource-agents fence-agents
-  drbd-utils lvm2 lvm2-lockd dlm-controld gfs2-utils open-iscsi targetcli-fb sbd chrony nfs-common)
+  drbd-utils lvm2 thin-provisioning-tools lvm2-lockd dlm-controld gfs2-utils open-iscsi targetcli-fb sbd chrony nfs-common)
 # Only the tests need these: a browser (Debian's; the test tools never download one) and the
 # cluster stack the netns lab runs, and what builds and drives the VM lab's node image.
 KEEL_TEST_APT_PACKAGES=(chromium corosync pacemaker pacemaker-cli-utils resource-agents fence-agents corosync-qnetd corosync-qdevice debootstrap socat e2fsprogs openssh-client chrony openssl

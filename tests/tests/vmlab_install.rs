@@ -689,6 +689,7 @@ fn two_nodes_install_from_one_iso() {
     );
     host_networks_on_a(&sa);
     nfs_backup_target(&link, &sa, &sb);
+    lvm_thin_pool_on_a(&sa);
     eprintln!(
         "two_nodes_install_from_one_iso: {:.0}s in all",
         t_all.elapsed().as_secs_f64()
@@ -817,6 +818,130 @@ fn nfs_backup_target(link: &Link, sa: &Ssh, sb: &Ssh) {
     .expect("VMs deleted");
     eprintln!(
         "nfs backup target: refused wrong export, mounted on both nodes, backup {id} written to the server, verified, restored identical, unmounted on removal: {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+/// A node-local `lvm-thin` pool (docs/storage.md, "Node-local pools") in the volume group the
+/// installer made on A: a VG A lacks is refused naming the one it has; one command makes a
+/// tagged thin pool; a qcow2 disk there is refused before any task; a raw disk is a thin LV
+/// whose blocks are allocated only as they are written; a VM boots from it (QEMU holds the LV
+/// open), and the pool cannot be deleted while it holds the disk; `vm delete --purge` removes
+/// the LV and the pool goes with one delete.
+fn lvm_thin_pool_on_a(sa: &Ssh) {
+    let t = Instant::now();
+    let run = |cmd: &str| -> String {
+        sa.run(&format!("{cmd} 2>&1; echo rc=$?"))
+            .unwrap_or_else(|e| panic!("{cmd}: {e:#}"))
+    };
+    let out = run(&format!(
+        "{KEEL} storage pool create fast --type lvm-thin --vg nope"
+    ));
+    assert!(
+        out.contains("rc=1")
+            && out.contains("volume group \"nope\" does not exist on this node (it has keel)"),
+        "{out}"
+    );
+    let out = run(&format!(
+        "{KEEL} storage pool create fast --type lvm-thin --vg keel --size 1G"
+    ));
+    assert!(out.ends_with("rc=0\n"), "{out}");
+    let lv = run("lvs --noheadings -o lv_attr,lv_tags,lv_size --units m keel/fast");
+    assert!(
+        lv.trim_start().starts_with("twi") && lv.contains("keel_pool") && lv.contains("1024.00m"),
+        "{lv}"
+    );
+    let pools: serde_json::Value = serde_json::from_str(
+        &sa.run(&format!("{KEEL} --json storage list"))
+            .expect("storage list"),
+    )
+    .expect("storage list JSON");
+    let fast = pools
+        .as_array()
+        .and_then(|v| v.iter().find(|p| p["name"] == "fast"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        fast["kind"] == "lvm-thin" && fast["capacity"] == 1u64 << 30 && fast["active"] == true,
+        "{pools:#}"
+    );
+    // qcow2 (the CLI's default format) is refused before any task
+    let out = run(&format!(
+        "{KEEL} vm create --vmid 160 --name thin-vm --memory-mib 128 --disk fast:256M"
+    ));
+    assert!(
+        out.contains("rc=1") && out.contains("give format raw"),
+        "{out}"
+    );
+    let out = run(&format!(
+        "{KEEL} vm create --vmid 160 --name thin-vm --memory-mib 128 --disk fast:256M:raw"
+    ));
+    assert!(out.ends_with("rc=0\n"), "{out}");
+    let dev = "/dev/keel/vm-160-disk-0.raw";
+    let lv = run("lvs --noheadings -o lv_attr,pool_lv keel/vm-160-disk-0.raw");
+    assert!(
+        lv.trim_start().starts_with("Vwi") && lv.contains("fast"),
+        "{lv}"
+    );
+    let xml = run("virsh dumpxml thin-vm");
+    assert!(
+        xml.contains("<disk type='block' device='disk'>")
+            && xml.contains(&format!("<source dev='{dev}'")),
+        "{xml}"
+    );
+    // thin: 8 MiB written of 256, and only that is allocated (volume and pool)
+    run(&format!(
+        "dd if=/dev/urandom of={dev} bs=1M count=8 oflag=direct status=none"
+    ));
+    let vols: serde_json::Value = serde_json::from_str(
+        &sa.run(&format!("{KEEL} --json storage content fast"))
+            .expect("storage content"),
+    )
+    .expect("content JSON");
+    let v = &vols[0];
+    let alloc = v["allocation"].as_u64().unwrap_or(0);
+    assert!(
+        v["name"] == "vm-160-disk-0.raw"
+            && v["format"] == "raw"
+            && v["capacity"] == 256u64 << 20
+            && (8u64 << 20..=16u64 << 20).contains(&alloc)
+            && v["used_by"][0] == "VM 160 (thin-vm)",
+        "{vols:#}"
+    );
+    // the VM runs on it: QEMU opens the LV; the pool holding its disk is not deleted
+    let out = run(&format!("{KEEL} vm start 160"));
+    assert!(out.ends_with("rc=0\n"), "{out}");
+    wait_for(
+        "QEMU holds the thin LV open",
+        Duration::from_secs(60),
+        || {
+            Ok(sa
+                .run("lvs --noheadings -o lv_attr keel/vm-160-disk-0.raw")?
+                .trim()
+                .chars()
+                .nth(5)
+                == Some('o'))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let out = run(&format!("{KEEL} storage pool delete fast"));
+    assert!(
+        out.contains("rc=1") && out.contains("vm-160-disk-0.raw (used by VM 160 (thin-vm))"),
+        "{out}"
+    );
+    let out = run(&format!(
+        "{KEEL} vm stop 160 && {KEEL} vm delete 160 --purge"
+    ));
+    assert!(out.ends_with("rc=0\n"), "{out}");
+    let lvs = run("lvs --noheadings -o lv_name keel");
+    assert!(!lvs.contains("vm-160"), "the purge left the LV: {lvs}");
+    let out = run(&format!("{KEEL} storage pool delete fast"));
+    assert!(out.ends_with("rc=0\n"), "{out}");
+    let lvs = run("lvs --noheadings -o lv_name keel");
+    assert!(!lvs.contains("fast"), "the pool's LV is left: {lvs}");
+    eprintln!(
+        "lvm-thin pool on A: refused VG named, pool created, qcow2 refused, raw thin disk allocated as written ({} MiB of 256), VM ran on it, delete refused while used, purge and pool delete left no LV: {:.0}s",
+        alloc >> 20,
         t.elapsed().as_secs_f64()
     );
 }
