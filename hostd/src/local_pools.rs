@@ -19,6 +19,7 @@ use keel_api::ErrorBody;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::http::{accepted, blocking, check_node, ApiResult, JsonBody};
+use crate::hv::thin::ThinPools;
 use crate::tasks::{self, TaskHandle};
 use crate::Node;
 
@@ -139,11 +140,8 @@ pub fn check_create(node: &Node, req: &LocalPoolCreate) -> Result<NewLocalPool> 
                 Some(m) => PoolSize::Bytes(m << 20),
                 None => PoolSize::PercentFree(req.size_percent.unwrap_or(90)),
             };
-            let r = &node.cluster.runner;
-            let vgs = thin::parse_vgs(&r.run_ok(&thin::vgs()).map_err(|e| storage_err(e.into()))?)
-                .map_err(storage_err)?;
-            let lvs = thin::parse_lvs(&r.run_ok(&thin::lvs()).map_err(|e| storage_err(e.into()))?)
-                .map_err(storage_err)?;
+            let lvm = ThinPools::new(node.cluster.runner.clone());
+            let (vgs, lvs) = (lvm.vgs()?, lvm.report()?);
             thin::check_pool_create(&vgs, &lvs, &vg, &req.name, size).map_err(storage_err)?;
             Ok(NewLocalPool::Thin {
                 name: req.name.clone(),
@@ -229,8 +227,7 @@ pub fn check_delete(node: &Node, name: &str) -> Result<String> {
 pub fn delete(node: &Node, name: &str, kind: &str, t: &TaskHandle) -> Result<()> {
     if kind == crate::hv::thin::KIND {
         let r = &node.cluster.runner;
-        let lvs = thin::parse_lvs(&r.run_ok(&thin::lvs()).map_err(|e| storage_err(e.into()))?)
-            .map_err(storage_err)?;
+        let lvs = ThinPools::new(r.clone()).report()?;
         let pool = thin::find_pool(&lvs, name)
             .ok_or_else(|| Error::NotFound(format!("thin pool {name:?} not found")))?;
         // again inside the task: a volume made since the check is never destroyed

@@ -508,10 +508,16 @@ impl Hypervisor for Libvirt {
                     Err(e) => return Err(e),
                 }
             }
-            for t in self.thin.list()? {
-                if !out.iter().any(|p| p.name == t.name) {
-                    out.push(t);
+            // LVM failing must not hide libvirt's pools (nor stop VM creation on them)
+            match self.thin.list() {
+                Ok(thin) => {
+                    for t in thin {
+                        if !out.iter().any(|p| p.name == t.name) {
+                            out.push(t);
+                        }
+                    }
                 }
+                Err(e) => tracing::warn!("lvm-thin pools not listed: {e}"),
             }
             Ok(out)
         })

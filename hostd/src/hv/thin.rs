@@ -59,8 +59,37 @@ impl ThinPools {
 
     /// Every LV this node sees. A node without LVM's tools has no thin pools.
     pub fn report(&self) -> HvResult<Vec<Lv>> {
-        match self.runner.run_ok(&thin::lvs()) {
-            Ok(out) => thin::parse_lvs(&out).map_err(lvm),
+        self.tolerant(thin::lvs(), thin::parse_lvs)
+    }
+
+    /// Every VG this node sees.
+    pub fn vgs(&self) -> HvResult<Vec<keel_storage::thin::Vg>> {
+        self.tolerant(thin::vgs(), thin::parse_vgs)
+    }
+
+    /// `lvs`/`vgs` exit non-zero when one VG cannot be read (a shared VG before its lockspace
+    /// started) and still report the others: the report is used whenever there is one.
+    fn tolerant<T>(
+        &self,
+        cmd: keel_runner::Cmd,
+        parse: fn(&str) -> Result<Vec<T>, StorageError>,
+    ) -> HvResult<Vec<T>> {
+        match self.runner.run(&cmd) {
+            Ok(out) => match parse(&out.stdout) {
+                Ok(v) => {
+                    if !out.success() {
+                        tracing::warn!(cmd = %cmd, stderr = %out.stderr.trim(), "LVM reported with errors");
+                    }
+                    Ok(v)
+                }
+                Err(e) if out.success() => Err(lvm(e)),
+                Err(_) => Err(lvm(StorageError::Run(RunError::Failed {
+                    cmd: cmd.to_string(),
+                    code: out.code,
+                    stderr: out.stderr,
+                    stdout: out.stdout,
+                }))),
+            },
             Err(RunError::Spawn { .. }) => Ok(Vec::new()),
             Err(e) => Err(lvm(e.into())),
         }
@@ -298,5 +327,15 @@ mod tests {
             t.list().is_err(),
             "a failing lvs is an error, not an empty list"
         );
+        // a VG it could not read (exit 5) does not hide the pools it did report
+        let (_, t) = pools(Fake::new().expect(
+            &lvs_argv(),
+            Reply::Exit(keel_runner::Output {
+                code: Some(5),
+                stdout: LVS.into(),
+                stderr: "Skipping global lock: lockspace not found or started".into(),
+            }),
+        ));
+        assert_eq!(t.list().unwrap().len(), 1);
     }
 }
