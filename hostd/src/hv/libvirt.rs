@@ -665,7 +665,7 @@ impl Hypervisor for Libvirt {
 
     fn volume_by_path(&self, path: &str) -> HvResult<Option<(String, String)>> {
         if path.starts_with("/dev/") {
-            if let Some(found) = self.thin.by_path(path)? {
+            if let Ok(Some(found)) = self.thin.by_path(path) {
                 return Ok(Some(found));
             }
         }
