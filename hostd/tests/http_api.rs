@@ -300,6 +300,100 @@ fn storage_networks_and_openapi() {
     );
     std::fs::remove_file(dir.join(".keel-shared-pool")).expect("remove the marker");
 
+    // Node-local pools (docs/local-pools.md): refusals before any task, on their field or with
+    // their reason; a dir pool on an existing directory made and forgotten as tasks (the
+    // directory and its files stay). lvm-thin needs device-mapper, which this host lacks: here
+    // only its refusal of a VG the host does not have.
+    let pdir = h.dir.join("pool-dir");
+    std::fs::create_dir_all(&pdir).expect("pool dir");
+    let pname = format!("{}-dir", h.prefix);
+    let pdir_s = pdir.display().to_string();
+    let sub = dir.join("sub"); // inside the default pool's directory
+    std::fs::create_dir_all(&sub).expect("sub");
+    for (body, status, field, words) in [
+        (
+            json!({"name": "Bad", "type": "dir", "path": &pdir_s}),
+            400,
+            Some("name"),
+            "not a pool name",
+        ),
+        (
+            json!({"name": &pname, "type": "dir", "path": "/etc/keel-pool"}),
+            400,
+            Some("path"),
+            "belongs to the system",
+        ),
+        (
+            json!({"name": &pname, "type": "dir", "path": format!("{pdir_s}/missing")}),
+            400,
+            Some("path"),
+            "does not exist on this node",
+        ),
+        (
+            json!({"name": &pname, "type": "dir", "path": sub.display().to_string()}),
+            409,
+            None,
+            "overlaps pool",
+        ),
+        (
+            json!({"name": &h.pool, "type": "dir", "path": &pdir_s}),
+            409,
+            None,
+            "already exists",
+        ),
+        (
+            json!({"name": &pname, "type": "lvm-thin", "vg": "keel-no-such-vg"}),
+            400,
+            None,
+            "volume group \"keel-no-such-vg\" does not exist on this node",
+        ),
+        (
+            json!({"name": &pname, "type": "lvm-thin", "vg": "x", "path": "/srv"}),
+            400,
+            Some("path"),
+            "path is for dir pools",
+        ),
+    ] {
+        let (s, b) = err_of(h.post("/storage", body.clone()));
+        assert_eq!(s, status, "{body}: {b}");
+        assert_eq!(b["error"]["field"].as_str(), field, "{body}: {b}");
+        assert!(b.to_string().contains(words), "{body}: {b}");
+    }
+    std::fs::remove_dir(&sub).expect("rm sub");
+    h.ok(h.post(
+        "/storage",
+        json!({"name": &pname, "type": "dir", "path": &pdir_s}),
+    ));
+    let (ok, out) = virsh(&["pool-dumpxml", &pname]);
+    assert!(
+        ok && out.contains(&format!("<path>{pdir_s}</path>")),
+        "{out}"
+    );
+    let (s, b) = err_of(h.post(
+        "/storage",
+        json!({"name": format!("{}-in", h.prefix), "type": "dir", "path": &pdir_s}),
+    ));
+    assert!(s == 409 && b.to_string().contains("overlaps pool"), "{b}");
+    h.ok(h.post(
+        &format!("/storage/{pname}/content"),
+        json!({"name": "keep.raw", "size_mib": 1, "format": "raw"}),
+    ));
+    let (s, b) = err_of(h.delete(&format!("/storage/{pname}")));
+    assert!(s == 409 && b.to_string().contains("keep.raw"), "{b}");
+    h.ok(h.delete(&format!("/storage/{pname}/content/keep.raw")));
+    std::fs::write(pdir.join("notes.txt"), "left alone\n").expect("a file of the operator's");
+    let (s, _) = err_of(h.delete(&format!("/storage/{pname}")));
+    assert_eq!(s, 409, "a file in the directory counts as a volume");
+    std::fs::remove_file(pdir.join("notes.txt")).expect("rm notes");
+    h.ok(h.delete(&format!("/storage/{pname}")));
+    let (ok, _) = virsh(&["pool-info", &pname]);
+    assert!(!ok, "the pool is still defined");
+    assert!(pdir.is_dir(), "the directory went with the pool");
+    let (s, b) = err_of(h.delete(&format!("/storage/{}", h.pool)));
+    assert!(s == 400 && b.to_string().contains("default pool"), "{b}");
+    let (s, _) = err_of(h.delete("/storage/no-such-pool"));
+    assert_eq!(s, 404);
+
     // A NAT network (no guest on it, so no traffic) and validation of its address.
     let net = format!("{}-nat", h.prefix);
     let (s, b) = err_of(h.post(
