@@ -889,7 +889,8 @@ fn lvm_thin_pool_on_a(sa: &Ssh) {
             && xml.contains(&format!("<source dev='{dev}'")),
         "{xml}"
     );
-    // thin: 8 MiB written of 256, and only that is allocated (volume and pool)
+    // thin: 8 MiB written of 256, and only that is allocated (LVM reports a percentage with two
+    // decimals: 3.12 % of 256 MiB is a little under 8 MiB)
     run(&format!(
         "dd if=/dev/urandom of={dev} bs=1M count=8 oflag=direct status=none"
     ));
@@ -904,7 +905,7 @@ fn lvm_thin_pool_on_a(sa: &Ssh) {
         v["name"] == "vm-160-disk-0.raw"
             && v["format"] == "raw"
             && v["capacity"] == 256u64 << 20
-            && (8u64 << 20..=16u64 << 20).contains(&alloc)
+            && (7u64 << 20..=16u64 << 20).contains(&alloc)
             && v["used_by"][0] == "VM 160 (thin-vm)",
         "{vols:#}"
     );
