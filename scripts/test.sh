@@ -68,40 +68,62 @@ run_labs() {
 # are shown, not captured: the log says where a lab spent its time.
 # Every group runs even if an earlier one fails; the script fails if any did.
 status=0
-log "vmlab_install starts in the background (its lines are prefixed [vmlab_install])"
-run_labs vmlab_install &
+
+# The four larger netns labs come from one queue, longest first, on two workers: the core
+# vmlab_install used (once it ended) and the core the crate tests and the small labs used
+# (once they ended). Never more than two things run at once; whichever core frees up first
+# takes the next lab. Their nodes are processes in namespaces, corosync runs with real-time
+# priority, and their waits are generous enough for a loaded host.
+netns_queue=(netns_ha netns_migration netns_keel_cluster netns_store)
+lab_queue=$(mktemp -d)
+printf '%s\n' "${netns_queue[@]}" >"$lab_queue/queue"
+next_lab() {
+    (
+        flock 9
+        local t
+        t=$(head -n 1 "$lab_queue/queue")
+        [[ -n $t ]] && sed -i 1d "$lab_queue/queue"
+        echo "$t"
+    ) 9>"$lab_queue/lock"
+}
+lab_worker() {
+    local rc=0 t
+    while t=$(next_lab) && [[ -n $t ]]; do
+        log "$t starts (after $1; lines prefixed [$t])"
+        run_labs "$t" || rc=1
+    done
+    return "$rc"
+}
+
+log "vmlab_install starts in the background (its lines are prefixed [vmlab_install]), then netns labs from the queue"
+(
+    rc=0
+    run_labs vmlab_install || rc=1
+    lab_worker vmlab_install || rc=1
+    exit "$rc"
+) &
 install_pid=$!
 
 log "cargo test: every crate but the lab tests"
 cargo test --no-fail-fast --workspace --exclude keel-tests || status=1
 
-# The crate tests end a minute or two before the install lab: the three small netns labs (no
-# guests, ~90 s together) fill that gap on the core the crate tests used.
+# The crate tests end minutes before the install lab: the three small netns labs (no guests,
+# ~90 s together), then the queue's labs, fill that gap on the core the crate tests used.
 small_labs=(netns_cluster netns_corosync_key_rotation netns_daemons)
 small_args=()
 for t in "${small_labs[@]}"; do small_args+=(--test "$t"); done
-log "cargo test: the small netns labs, beside the end of vmlab_install"
+log "cargo test: the small netns labs, beside vmlab_install"
 cargo test --no-fail-fast -p keel-tests "${small_args[@]}" -- --nocapture || status=1
+lab_worker "the crate tests" || status=1
 
-log "cargo test: waiting for vmlab_install"
+log "waiting for vmlab_install and the labs after it"
 wait "$install_pid" || status=1
-
-# The other netns labs, two at a time: their nodes are processes in namespaces, corosync runs
-# with real-time priority, and their waits are generous enough for a loaded host (one at a
-# time they took ~11 min, mostly waiting on timers and TCG guests). Each stream pairs a lab
-# with guests with one without.
-stream_a=(netns_ha netns_store)
-stream_b=(netns_keel_cluster netns_migration)
-log "netns labs in two streams: ${stream_a[*]} | ${stream_b[*]} (lines prefixed [lab])"
-run_labs "${stream_a[@]}" &
-stream_a_pid=$!
-run_labs "${stream_b[@]}" || status=1
-wait "$stream_a_pid" || status=1
+rm -rf "$lab_queue"
 
 labs=(--lib)
 for f in tests/tests/*.rs; do
     name=$(basename "$f" .rs)
-    case " vmlab_install vmlab_iscsi ${small_labs[*]} ${stream_a[*]} ${stream_b[*]} " in
+    case " vmlab_install vmlab_iscsi ${small_labs[*]} ${netns_queue[*]} " in
     *" $name "*) ;;
     *) labs+=(--test "$name") ;;
     esac
