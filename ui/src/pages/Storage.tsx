@@ -56,7 +56,7 @@ export function Storage({ pool }: { pool: string | null }) {
                 onClick={() => setPoolToDelete(currentPool)}>Delete pool</button>}</div>
           {currentPool?.kind === "lvm-thin"
             ? <p class="small muted">An lvm-thin pool holds raw disks (thin LVs), made when a VM gets a disk here; ISOs and images are uploaded to dir pools.</p>
-            : <Upload pool={current} onDone={vols.refresh} denied={whyNot(perms, "Datastore.AllocateSpace", `/storage/${current}`)} />}
+            : <Upload key={current} pool={current} onDone={vols.refresh} denied={whyNot(perms, "Datastore.AllocateSpace", `/storage/${current}`)} />}
           <ErrorBox error={vols.error} title="Cannot list volumes" />
           {vols.data && vols.data.length === 0 && <Empty title="This pool is empty">Upload an ISO above, or create a VM with a new disk.</Empty>}
           {vols.data && vols.data.length > 0 && (
