@@ -941,8 +941,8 @@ fn lvm_thin_pool_on_a(sa: &Ssh) {
     let lvs = run("lvs --noheadings -o lv_name keel");
     assert!(!lvs.contains("fast"), "the pool's LV is left: {lvs}");
     eprintln!(
-        "lvm-thin pool on A: refused VG named, pool created, qcow2 refused, raw thin disk allocated as written ({} MiB of 256), VM ran on it, delete refused while used, purge and pool delete left no LV: {:.0}s",
-        alloc >> 20,
+        "lvm-thin pool on A: refused VG named, pool created, qcow2 refused, raw thin disk allocated as written ({:.1} MiB of 256), VM ran on it, delete refused while used, purge and pool delete left no LV: {:.0}s",
+        alloc as f64 / f64::from(1u32 << 20),
         t.elapsed().as_secs_f64()
     );
 }
