@@ -129,7 +129,8 @@ fn pool_key(name: &str) -> String {
     format!("/storage/pools/{name}")
 }
 
-fn storage_err(e: StorageError) -> Error {
+/// A storage model's refusal as the API answers it (also node-local pools').
+pub(crate) fn storage_err(e: StorageError) -> Error {
     match e {
         StorageError::Invalid(m) => Error::BadRequest(m),
         StorageError::Unsafe(m) => Error::Conflict(m),

@@ -11,12 +11,12 @@ use axum::response::Response;
 use axum::Extension;
 use keel_api::storage::{LocalPoolCreate, LocalPoolKind};
 use keel_storage::thin::{self, PoolSize};
-use keel_storage::StorageError;
 
 use keel_api::task::TaskRef;
 use keel_api::ErrorBody;
 
 use crate::auth::Principal;
+use crate::cluster_pools::storage_err;
 use crate::error::{Error, Result};
 use crate::http::{accepted, blocking, check_node, ApiResult, JsonBody};
 use crate::hv::thin::ThinPools;
@@ -52,15 +52,6 @@ pub enum NewLocalPool {
         vg: String,
         size: PoolSize,
     },
-}
-
-fn storage_err(e: StorageError) -> Error {
-    match e {
-        StorageError::Invalid(m) => Error::BadRequest(m),
-        StorageError::Unsafe(m) => Error::Conflict(m),
-        StorageError::Run(e) if e.is_timeout() => Error::Unavailable(e.to_string()),
-        other => Error::Internal(other.to_string()),
-    }
 }
 
 /// A pool directory: absolute, plain (no `.`/`..`, no trailing slash), outside the system's
