@@ -14,6 +14,24 @@ pub enum ClusterPoolKind {
     /// lvmlockd, GFS2.
     #[serde(rename = "iscsi-gfs2")]
     IscsiGfs2,
+    /// One LUN of an iSCSI target logged in on every node (two or more), a shared VG under
+    /// lvmlockd whose LVs are the VM disks (raw), each active on one node at a time.
+    #[serde(rename = "iscsi-lvm")]
+    IscsiLvm,
+}
+
+impl ClusterPoolKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterPoolKind::DrbdGfs2 => "drbd-gfs2",
+            ClusterPoolKind::IscsiGfs2 => "iscsi-gfs2",
+            ClusterPoolKind::IscsiLvm => "iscsi-lvm",
+        }
+    }
+    /// The pool lives on an iSCSI LUN.
+    pub fn is_iscsi(self) -> bool {
+        matches!(self, ClusterPoolKind::IscsiGfs2 | ClusterPoolKind::IscsiLvm)
+    }
 }
 
 /// The LUN of an `iscsi-gfs2` pool and the CHAP credentials every node logs in with.
@@ -74,7 +92,8 @@ pub struct ClusterPoolCreate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 255)]
     pub device: Option<String>,
-    /// `iscsi-gfs2` (required there, refused otherwise): the LUN every node logs in to.
+    /// `iscsi-gfs2` and `iscsi-lvm` (required there, refused otherwise): the LUN every node
+    /// logs in to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iscsi: Option<IscsiLunSpec>,
     /// Erase the devices' (or the LUN's) signatures (partition table, file system, LVM, DRBD)
@@ -116,7 +135,10 @@ pub struct ClusterPoolNode {
     /// `iscsi-gfs2`: whether the node has a session with the LUN's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logged_in: Option<bool>,
-    /// The GFS2 file system is mounted at the pool's path.
+    /// `iscsi-lvm`: whether the node joined the VG's lockspace (it can then activate VM disks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockspace: Option<bool>,
+    /// The GFS2 file system is mounted at the pool's path (always false for `iscsi-lvm`).
     pub mounted: bool,
     pub size_bytes: Option<u64>,
     pub free_bytes: Option<u64>,
@@ -130,7 +152,9 @@ pub struct ClusterPoolStatus {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: ClusterPoolKind,
-    /// Where the file system is mounted on every node (the libvirt `dir` pool's path).
+    /// Where the file system is mounted on every node (the libvirt `dir` pool's path); for
+    /// `iscsi-lvm`, the VG's directory `/dev/keel-NAME` (its LVs, on the node that has them
+    /// active).
     pub path: String,
     /// `creating`, `ready` or `failed: …`.
     pub state: String,

@@ -1,5 +1,5 @@
 //! `keel storage pool create|delete` and `keel storage status`: cluster pools (`drbd-gfs2`,
-//! `iscsi-gfs2`) and their health on every node, and node-local pools (`dir`, `lvm-thin`)
+//! `iscsi-gfs2`, `iscsi-lvm`) and their health on every node, and node-local pools (`dir`, `lvm-thin`)
 //! (docs/storage.md).
 
 use anyhow::Result;
@@ -24,6 +24,10 @@ pub enum Kind {
     /// One iSCSI LUN logged in on every node (two or more), shared LVM, GFS2 on every node
     #[value(name = "iscsi-gfs2")]
     IscsiGfs2,
+    /// One iSCSI LUN logged in on every node (two or more), shared LVM: each VM disk a raw LV,
+    /// active on the one node that runs its VM
+    #[value(name = "iscsi-lvm")]
+    IscsiLvm,
     /// This node only: a directory that exists (e.g. a data disk's mount point)
     #[value(name = "dir")]
     Dir,
@@ -55,19 +59,19 @@ pub enum PoolCmd {
         /// drbd-gfs2: the block device on each node (the same name on both), e.g. /dev/vdb
         #[arg(long)]
         device: Option<String>,
-        /// iscsi-gfs2: the target's portal, ADDRESS[:PORT] (port 3260 by default)
+        /// iscsi-gfs2, iscsi-lvm: the target's portal, ADDRESS[:PORT] (port 3260 by default)
         #[arg(long)]
         portal: Option<String>,
-        /// iscsi-gfs2: the target's IQN
+        /// iscsi-gfs2, iscsi-lvm: the target's IQN
         #[arg(long)]
         target: Option<String>,
-        /// iscsi-gfs2: the LUN number
+        /// iscsi-gfs2, iscsi-lvm: the LUN number
         #[arg(long, default_value_t = 0)]
         lun: u32,
-        /// iscsi-gfs2: the CHAP user name
+        /// iscsi-gfs2, iscsi-lvm: the CHAP user name
         #[arg(long)]
         chap_user: Option<String>,
-        /// iscsi-gfs2: a file holding the CHAP secret ('-' reads it from standard input; the
+        /// iscsi-gfs2, iscsi-lvm: a file holding the CHAP secret ('-' reads it from standard input; the
         /// secret is never taken on the command line)
         #[arg(long, value_name = "FILE")]
         chap_secret_file: Option<String>,
@@ -116,18 +120,24 @@ fn read_secret(path: &str) -> Result<String> {
 }
 
 fn print_iscsi_status(p: ClusterPoolStatus) {
+    let kind = p.kind.as_str();
+    let lvm = p.kind == ClusterPoolKind::IscsiLvm;
     if let Some(l) = &p.iscsi {
         println!(
-            "{}  iscsi-gfs2  {}  {}  (LUN {} of {} at {}, CHAP user {})",
+            "{}  {kind}  {}  {}  (LUN {} of {} at {}, CHAP user {})",
             p.name, p.path, p.state, l.lun, l.target, l.portal, l.chap_user
         );
     } else {
-        println!("{}  iscsi-gfs2  {}  {}", p.name, p.path, p.state);
+        println!("{}  {kind}  {}  {}", p.name, p.path, p.state);
     }
     print_notes(&p);
     println!(
-        "    {:<10} {:<10} {:<7} {:>9} {:>9}",
-        "NODE", "SESSION", "MOUNTED", "SIZE", "FREE"
+        "    {:<10} {:<10} {:<9} {:>9} {:>9}",
+        "NODE",
+        "SESSION",
+        if lvm { "LOCKSPACE" } else { "MOUNTED" },
+        "SIZE",
+        "FREE"
     );
     for n in p.nodes {
         if let Some(e) = &n.error {
@@ -135,14 +145,20 @@ fn print_iscsi_status(p: ClusterPoolStatus) {
             continue;
         }
         println!(
-            "    {:<10} {:<10} {:<7} {:>9} {:>9}",
+            "    {:<10} {:<10} {:<9} {:>9} {:>9}",
             n.node,
             match n.logged_in {
                 Some(true) => "logged-in",
                 Some(false) => "NONE",
                 None => "-",
             },
-            if n.mounted { "yes" } else { "no" },
+            match (lvm, n.lockspace, n.mounted) {
+                (true, Some(true), _) => "joined",
+                // a node joins when it first starts or changes a disk (after a reboot)
+                (true, _, _) => "not-yet",
+                (false, _, true) => "yes",
+                (false, _, false) => "no",
+            },
             n.size_bytes.map(bytes).unwrap_or_else(|| "-".into()),
             n.free_bytes.map(bytes).unwrap_or_else(|| "-".into()),
         );
@@ -176,12 +192,13 @@ fn print_status(v: Vec<ClusterPoolStatus>) {
     if v.is_empty() {
         println!(
             "no cluster pools (keel storage pool create NAME --type drbd-gfs2 --device /dev/…, \
-             or --type iscsi-gfs2 --portal … --target … --chap-user … --chap-secret-file …)"
+             or --type iscsi-gfs2|iscsi-lvm --portal … --target … --chap-user … \
+             --chap-secret-file …)"
         );
         return;
     }
     for p in v {
-        if p.kind == ClusterPoolKind::IscsiGfs2 {
+        if p.kind.is_iscsi() {
             print_iscsi_status(p);
             continue;
         }
@@ -291,13 +308,21 @@ pub async fn pool(c: &Client, node: &str, cmd: PoolCmd, mode: Mode) -> Result<Ou
                 Kind::Dir | Kind::LvmThin => None,
                 Kind::DrbdGfs2 => {
                     if portal.is_some() || target.is_some() || chap_user.is_some() {
-                        bail!("--portal, --target and --chap-user are for --type iscsi-gfs2");
+                        bail!(
+                            "--portal, --target and --chap-user are for --type iscsi-gfs2 and \
+                             iscsi-lvm"
+                        );
                     }
                     None
                 }
-                Kind::IscsiGfs2 => {
+                Kind::IscsiGfs2 | Kind::IscsiLvm => {
+                    let t = if kind == Kind::IscsiLvm {
+                        "iscsi-lvm"
+                    } else {
+                        "iscsi-gfs2"
+                    };
                     let need = |v: Option<String>, flag: &str| {
-                        v.ok_or_else(|| anyhow::anyhow!("--type iscsi-gfs2 needs {flag}"))
+                        v.ok_or_else(|| anyhow::anyhow!("--type {t} needs {flag}"))
                     };
                     let secret_file = need(chap_secret_file, "--chap-secret-file FILE")?;
                     Some(IscsiLunSpec {
@@ -313,6 +338,7 @@ pub async fn pool(c: &Client, node: &str, cmd: PoolCmd, mode: Mode) -> Result<Ou
                 name,
                 kind: match kind {
                     Kind::DrbdGfs2 => ClusterPoolKind::DrbdGfs2,
+                    Kind::IscsiLvm => ClusterPoolKind::IscsiLvm,
                     _ => ClusterPoolKind::IscsiGfs2,
                 },
                 device,

@@ -34,7 +34,7 @@ use keel_runner::Runner;
 use keel_storage::drbd::{DrbdPeer, DrbdResource};
 use keel_storage::drbd_gfs2::{self, DrbdGfs2, NodeHealth, PeerNode, Sink, Waits};
 use keel_storage::iscsi::IscsiLun;
-use keel_storage::iscsi_gfs2::{self, IscsiGfs2, IscsiPeer, LunFacts};
+use keel_storage::iscsi_gfs2::{self, IscsiLayout, IscsiPeer, IscsiPool, LunFacts};
 use keel_storage::split_brain::{self, SplitBrainNode};
 use keel_storage::stack::PoolStack;
 use keel_storage::StorageError;
@@ -62,7 +62,7 @@ pub struct PoolRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub def: Option<DrbdGfs2>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iscsi: Option<IscsiGfs2>,
+    pub iscsi: Option<IscsiPool>,
     /// `creating`, `ready`, `failed: …`.
     pub state: String,
 }
@@ -70,7 +70,7 @@ pub struct PoolRecord {
 /// A pool's definition, whichever its kind.
 enum Def<'a> {
     Drbd(&'a DrbdGfs2),
-    Iscsi(&'a IscsiGfs2),
+    Iscsi(&'a IscsiPool),
 }
 
 impl PoolRecord {
@@ -105,9 +105,11 @@ impl PoolRecord {
                 .collect(),
         })
     }
+    /// Where its files are: the GFS2 mount point, or the VG's directory (`iscsi-lvm`).
     fn mountpoint(&self) -> Result<String> {
         Ok(match self.def()? {
             Def::Drbd(d) => d.mountpoint(),
+            Def::Iscsi(i) if i.layout == IscsiLayout::Lvm => format!("/dev/{}", i.vg()),
             Def::Iscsi(i) => i.mountpoint(),
         })
     }
@@ -122,7 +124,7 @@ impl PoolRecord {
 /// A pool checked and ready for its create task.
 pub enum NewPool {
     Drbd(DrbdGfs2),
-    Iscsi(IscsiGfs2),
+    Iscsi(IscsiPool),
 }
 
 fn pool_key(name: &str) -> String {
@@ -184,6 +186,22 @@ pub fn pacemaker_clones(st: &Store, pools: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Whether the cluster has an `iscsi-lvm` pool (whose disks the reconciler releases once
+/// their VM stopped).
+pub fn has_volume_pools(st: &Store) -> bool {
+    !volume_pools(st).is_empty()
+}
+
+/// The names of the cluster's `iscsi-lvm` pools (none when the store cannot be read).
+pub fn volume_pools(st: &Store) -> Vec<String> {
+    records(st)
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.kind == ClusterPoolKind::IscsiLvm)
+        .filter_map(|r| r.name().ok())
+        .collect()
+}
+
 /// The DRBD resources of the cluster's pools (resource → pool), for `keel cluster verify`;
 /// empty when the store cannot be read.
 pub fn drbd_resources() -> std::collections::BTreeMap<String, String> {
@@ -202,7 +220,8 @@ pub fn check_create(node: &Node, req: &ClusterPoolCreate) -> Result<NewPool> {
             if req.iscsi.is_some() {
                 return Err(Error::validation(
                     "iscsi",
-                    "iscsi settings are for iscsi-gfs2 pools; a drbd-gfs2 pool takes a device",
+                    "iscsi settings are for iscsi-gfs2 and iscsi-lvm pools; a drbd-gfs2 pool \
+                     takes a device",
                 ));
             }
             let dev = req.device.as_deref().ok_or_else(|| {
@@ -213,7 +232,12 @@ pub fn check_create(node: &Node, req: &ClusterPoolCreate) -> Result<NewPool> {
             })?;
             check_create_drbd(node, req, dev).map(NewPool::Drbd)
         }
-        ClusterPoolKind::IscsiGfs2 => check_create_iscsi(node, req).map(NewPool::Iscsi),
+        ClusterPoolKind::IscsiGfs2 => {
+            check_create_iscsi(node, req, IscsiLayout::Gfs2).map(NewPool::Iscsi)
+        }
+        ClusterPoolKind::IscsiLvm => {
+            check_create_iscsi(node, req, IscsiLayout::Lvm).map(NewPool::Iscsi)
+        }
     }
 }
 
@@ -234,21 +258,28 @@ fn check_free_name(node: &Node, st: &Store, name: &str) -> Result<()> {
 /// more, a LUN no other pool uses; then every node logs in and looks at the LUN
 /// ([`iscsi_gfs2::attach_all`]: on a refusal every node logs out again). Returns the pool
 /// (this node first, the sessions up).
-fn check_create_iscsi(node: &Node, req: &ClusterPoolCreate) -> Result<IscsiGfs2> {
+fn check_create_iscsi(
+    node: &Node,
+    req: &ClusterPoolCreate,
+    layout: IscsiLayout,
+) -> Result<IscsiPool> {
+    let kind = layout.kind();
     let (rec, st) = clustered_store(node)?;
     keel_storage::check_name("pool", &req.name, 30)
         .map_err(|e| Error::validation("name", e.to_string()))?;
     if req.device.is_some() {
         return Err(Error::validation(
             "device",
-            "an iscsi-gfs2 pool lives on the LUN given in iscsi, not on a device of each node",
+            format!("an {kind} pool lives on the LUN given in iscsi, not on a device of each node"),
         ));
     }
     let spec = req.iscsi.as_ref().ok_or_else(|| {
         Error::validation(
             "iscsi",
-            "an iscsi-gfs2 pool needs its LUN: iscsi.portal, iscsi.target, iscsi.lun, \
-             iscsi.chap_user and iscsi.chap_secret",
+            format!(
+                "an {kind} pool needs its LUN: iscsi.portal, iscsi.target, iscsi.lun, \
+                 iscsi.chap_user and iscsi.chap_secret"
+            ),
         )
     })?;
     let mut lun = IscsiLun {
@@ -266,11 +297,10 @@ fn check_create_iscsi(node: &Node, req: &ClusterPoolCreate) -> Result<IscsiGfs2>
     lun.portal = lun.addr();
     crate::cluster::require_fence_tested(node)?;
     if rec.members.len() < 2 {
-        return Err(Error::Conflict(
-            "an iscsi-gfs2 pool is shared by two nodes or more; this cluster has one: join \
+        return Err(Error::Conflict(format!(
+            "an {kind} pool is shared by two nodes or more; this cluster has one: join \
              another node first"
-                .into(),
-        ));
+        )));
     }
     check_free_name(node, &st, &req.name)?;
     // One pool per target and portal: open-iscsi has one session (and one node record) per
@@ -305,12 +335,13 @@ fn check_create_iscsi(node: &Node, req: &ClusterPoolCreate) -> Result<IscsiGfs2>
             .filter(|m| m.name != me)
             .map(|m| m.name.clone()),
     );
-    let def = IscsiGfs2 {
+    let def = IscsiPool {
         pool: req.name.clone(),
         cluster: rec.name.clone(),
         lun,
         nodes,
         wipe: req.wipe,
+        layout,
     };
     def.validate().map_err(storage_err)?;
     let remotes = def.nodes[1..]
@@ -437,7 +468,7 @@ fn create(node: &Node, def: NewPool, t: &TaskHandle) -> Result<()> {
 
 /// The `iscsi-gfs2` task: the record, the workflow, the libvirt pools. A failure before the
 /// record exists logs every node out again.
-fn create_iscsi(node: &Node, def: IscsiGfs2, t: &TaskHandle) -> Result<()> {
+fn create_iscsi(node: &Node, def: IscsiPool, t: &TaskHandle) -> Result<()> {
     let remotes = def.nodes[1..]
         .iter()
         .map(|n| Remote::new(node, n))
@@ -448,7 +479,7 @@ fn create_iscsi(node: &Node, def: IscsiGfs2, t: &TaskHandle) -> Result<()> {
     let mut stored = def.clone();
     stored.lun.chap_secret = String::new();
     let rec = PoolRecord {
-        kind: ClusterPoolKind::IscsiGfs2,
+        kind: iscsi_kind(def.layout),
         def: None,
         iscsi: Some(stored),
         state: "creating".into(),
@@ -473,7 +504,19 @@ fn create_iscsi(node: &Node, def: IscsiGfs2, t: &TaskHandle) -> Result<()> {
     ));
     let r = iscsi_gfs2::create(runner, &peers, &def, &Waits::default(), &TaskSink(t))
         .map_err(storage_err);
+    if def.layout == IscsiLayout::Lvm {
+        // no libvirt pool: hostd lists the VG's LVs as the pool's volumes on every node
+        return record_outcome(&key, rec, r, t);
+    }
     finish_create(node, &key, rec, r, &def.pool, &def.mountpoint(), t)
+}
+
+/// The API's kind of an iSCSI pool.
+fn iscsi_kind(layout: IscsiLayout) -> ClusterPoolKind {
+    match layout {
+        IscsiLayout::Gfs2 => ClusterPoolKind::IscsiGfs2,
+        IscsiLayout::Lvm => ClusterPoolKind::IscsiLvm,
+    }
 }
 
 /// The `drbd-gfs2` task: the workflow, then the libvirt pools through the shared-pool marker.
@@ -509,7 +552,7 @@ fn create_drbd(node: &Node, def: DrbdGfs2, t: &TaskHandle) -> Result<()> {
 fn finish_create(
     node: &Node,
     key: &str,
-    mut rec: PoolRecord,
+    rec: PoolRecord,
     r: Result<()>,
     pool: &str,
     mountpoint: &str,
@@ -528,6 +571,11 @@ fn finish_create(
         )?;
         wait_libvirt_pools(node, pool, t)
     });
+    record_outcome(key, rec, r, t)
+}
+
+/// The record's final state (`ready` or `failed: …`) after a create task.
+fn record_outcome(key: &str, mut rec: PoolRecord, r: Result<()>, t: &TaskHandle) -> Result<()> {
     let st = Store::local();
     rec.state = match &r {
         Ok(()) => "ready".into(),
@@ -595,7 +643,7 @@ pub struct PeerStorageReq {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<DrbdGfs2>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iscsi: Option<IscsiGfs2>,
+    pub iscsi: Option<IscsiPool>,
 }
 
 /// The other node, through [`PEER_PATH`].
@@ -638,7 +686,7 @@ impl Remote {
     fn call_iscsi(
         &self,
         step: &str,
-        pool: &IscsiGfs2,
+        pool: &IscsiPool,
         timeout: Duration,
     ) -> Result<serde_json::Value> {
         self.send(
@@ -720,20 +768,25 @@ impl IscsiPeer for Remote {
     fn name(&self) -> &str {
         &self.name
     }
-    fn attach(&self, pool: &IscsiGfs2) -> std::result::Result<LunFacts, StorageError> {
+    fn attach(&self, pool: &IscsiPool) -> std::result::Result<LunFacts, StorageError> {
         let v = self
             .call_iscsi("iscsi_attach", pool, Duration::from_secs(240))
             .map_err(to_storage)?;
         serde_json::from_value(v)
             .map_err(|e| StorageError::Unsafe(format!("{}: unreadable LUN facts: {e}", self.name)))
     }
-    fn detach(&self, pool: &IscsiGfs2) -> std::result::Result<(), StorageError> {
+    fn detach(&self, pool: &IscsiPool) -> std::result::Result<(), StorageError> {
         self.call_iscsi("iscsi_detach", pool, Duration::from_secs(90))
             .map(|_| ())
             .map_err(to_storage)
     }
-    fn prepare(&self, pool: &IscsiGfs2) -> std::result::Result<(), StorageError> {
+    fn prepare(&self, pool: &IscsiPool) -> std::result::Result<(), StorageError> {
         self.call_iscsi("iscsi_prepare", pool, Duration::from_secs(120))
+            .map(|_| ())
+            .map_err(to_storage)
+    }
+    fn join(&self, pool: &IscsiPool) -> std::result::Result<(), StorageError> {
+        self.call_iscsi("iscsi_join", pool, Duration::from_secs(120))
             .map(|_| ())
             .map_err(to_storage)
     }
@@ -803,6 +856,10 @@ fn on_peer(
                 p.validate().map_err(storage_err)?;
                 iscsi_gfs2::prepare_node(r, me, p).map_err(storage_err)?;
             }
+            "join" => {
+                p.validate().map_err(storage_err)?;
+                iscsi_gfs2::join_lockspace(r, p).map_err(storage_err)?;
+            }
             "health" => return to_value(&iscsi_gfs2::node_health(r, p).map_err(storage_err)?),
             "teardown" => {
                 node.hv.undefine_pool(&p.pool)?;
@@ -869,6 +926,7 @@ fn node_row(
                 n.sync_percent = d.sync_percent;
             }
             n.logged_in = h.logged_in;
+            n.lockspace = h.lockspace;
             n.split_brain = h.split_brain;
             n.mounted = h.mounted;
             n.size_bytes = h.size_bytes;
@@ -897,7 +955,7 @@ fn pool_notes(kind: ClusterPoolKind, pool: &str, on: &[String], members: &[Strin
              iscsi-gfs2 pool on an iSCSI LUN.",
             on.join(" and ")
         ),
-        ClusterPoolKind::IscsiGfs2 => format!(
+        ClusterPoolKind::IscsiGfs2 | ClusterPoolKind::IscsiLvm => format!(
             "{who} joined after {pool} was made and is not logged in to its LUN: extending a \
              pool to a new node is not built yet. To include {who}, move the VM disks off \
              {pool}, delete it and create it again (the target's ACL must allow {who}'s \
@@ -1340,7 +1398,7 @@ mod tests {
         assert_eq!(r.nodes().unwrap()[1], ("n2".into(), "/dev/vdb".into()));
         assert!(r.stack().unwrap().drbd.is_some());
 
-        let i = IscsiGfs2 {
+        let i = IscsiPool {
             pool: "shared".into(),
             cluster: "c".into(),
             lun: IscsiLun {
@@ -1352,6 +1410,7 @@ mod tests {
             },
             nodes: vec!["n1".into(), "n2".into(), "n3".into()],
             wipe: false,
+            layout: IscsiLayout::Gfs2,
         };
         let rec = PoolRecord {
             kind: ClusterPoolKind::IscsiGfs2,
@@ -1370,6 +1429,24 @@ mod tests {
         );
         let s = back.stack().unwrap();
         assert!(s.drbd.is_none() && s.nodes == 3);
+        assert_eq!(back.mountpoint().unwrap(), "/var/lib/keel/pools/shared");
+        // a record from before iscsi-lvm (no layout) reads as iscsi-gfs2
+        let mut old_iscsi = serde_json::to_value(&back).unwrap();
+        old_iscsi["iscsi"].as_object_mut().unwrap().remove("layout");
+        let r: PoolRecord = serde_json::from_value(old_iscsi).unwrap();
+        assert_eq!(r.iscsi.as_ref().unwrap().layout, IscsiLayout::Gfs2);
+        // iscsi-lvm: no Pacemaker chain (no clone a VM would follow), its path the VG's
+        let mut lvm = back.clone();
+        lvm.kind = iscsi_kind(IscsiLayout::Lvm);
+        lvm.iscsi.as_mut().unwrap().layout = IscsiLayout::Lvm;
+        let v = serde_json::to_value(&lvm).unwrap();
+        assert_eq!(v["kind"], "iscsi-lvm");
+        assert_eq!(v["iscsi"]["layout"], "lvm");
+        let lvm: PoolRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(lvm.mountpoint().unwrap(), "/dev/keel-shared");
+        let s = lvm.stack().unwrap();
+        assert!(s.lv.is_none() && s.mountpoint.is_none());
+        assert_eq!(s.render(), (vec![], vec![]));
         let m = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let notes = pool_notes(
             ClusterPoolKind::DrbdGfs2,

@@ -662,6 +662,9 @@ pub struct NodeHealth {
     /// For iSCSI pools: the node has a session with the LUN's target.
     #[serde(default)]
     pub logged_in: Option<bool>,
+    /// For `iscsi-lvm` pools: the node joined the VG's lockspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockspace: Option<bool>,
     /// DRBD's split-brain handler ran on this node (`split_brain::marker`).
     #[serde(default)]
     pub split_brain: bool,

@@ -1,6 +1,11 @@
-//! The `iscsi-gfs2` pool workflow: one LUN of an iSCSI target logged in on every node, a
-//! shared VG under lvmlockd on it, GFS2 with one journal per node plus a spare, mounted on
-//! every node by Pacemaker.
+//! The iSCSI pool workflows: one LUN of an iSCSI target logged in on every node and a shared
+//! VG under lvmlockd on it, carrying either
+//!
+//! * `iscsi-gfs2` ([`IscsiLayout::Gfs2`]): one LV over the VG, GFS2 with one journal per node
+//!   plus a spare, mounted on every node by Pacemaker, a directory pool on top; or
+//! * `iscsi-lvm` ([`IscsiLayout::Lvm`]): one raw LV per VM disk, activated exclusively (`-aey`)
+//!   on the node that runs its VM, so lvmlockd never lets two nodes open it at once. Pacemaker
+//!   runs only the lock layer for it; each node joins the VG's lockspace.
 //!
 //! Two phases, so that a refusal changes nothing:
 //!
@@ -11,10 +16,11 @@
 //!   that does not offer the target, a LUN with a file system — logs every node out again and
 //!   deletes the records: nothing stays behind.
 //! * [`create`], the task: each node's LVM filter (the LUN accepted by its stable name),
-//!   Pacemaker started after open-iscsi at boot, the guarded mount point; the lock layer;
-//!   the shared VG, its LV and `mkfs.gfs2 -j NODES+1` on the creating node (the wipe first
-//!   when asked); the pool's chain (LVM-activate shared → Filesystem gfs2, no DRBD), waited
-//!   for until the file system runs on every node.
+//!   Pacemaker started after open-iscsi at boot, the guarded mount point (`iscsi-gfs2`); the
+//!   lock layer; the shared VG on the creating node (the wipe first when asked); then either
+//!   its LV, `mkfs.gfs2 -j NODES+1` and the pool's chain (LVM-activate shared → Filesystem
+//!   gfs2, no DRBD), waited for until the file system runs on every node; or (`iscsi-lvm`) the
+//!   VG tagged as a volume pool and its lockspace started on every node.
 //!
 //! Unlike `drbd-gfs2`, the data is not replicated by Keel: the target holds the one copy, and
 //! its own redundancy is the target's business.
@@ -32,7 +38,7 @@ use crate::drbd_gfs2::{
 };
 use crate::gfs2::Gfs2;
 use crate::iscsi::{self, IscsiLun, ERR_LOGIN_AUTH_FAILED, ERR_NO_OBJS_FOUND, ERR_SESS_EXISTS};
-use crate::lvm::Activation;
+use crate::lvm::{self, Activation};
 use crate::stack::{self, PoolStack};
 use crate::{check_name, StorageError};
 
@@ -41,11 +47,34 @@ pub const PACEMAKER_DROPIN: &str = "/etc/systemd/system/pacemaker.service.d/keel
 
 const T: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// One `iscsi-gfs2` pool as every node needs to know it (kept in the cluster config store,
-/// the CHAP secret blanked).
+/// What an iSCSI pool's LUN carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IscsiLayout {
+    /// `iscsi-gfs2`: GFS2 on one shared LV, a directory pool on top.
+    #[default]
+    Gfs2,
+    /// `iscsi-lvm`: one raw LV per VM disk, activated exclusively where its VM runs.
+    Lvm,
+}
+
+impl IscsiLayout {
+    pub fn kind(self) -> &'static str {
+        match self {
+            IscsiLayout::Gfs2 => "iscsi-gfs2",
+            IscsiLayout::Lvm => "iscsi-lvm",
+        }
+    }
+}
+
+/// One iSCSI pool as every node needs to know it (kept in the cluster config store, the CHAP
+/// secret blanked).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IscsiGfs2 {
+pub struct IscsiPool {
     pub pool: String,
+    /// `iscsi-gfs2` (the default: records from before `iscsi-lvm` have none) or `iscsi-lvm`.
+    #[serde(default)]
+    pub layout: IscsiLayout,
     /// The corosync cluster name: the GFS2 lock table's first half.
     pub cluster: String,
     pub lun: IscsiLun,
@@ -71,14 +100,16 @@ pub struct LunFacts {
 pub trait IscsiPeer {
     fn name(&self) -> &str;
     /// [`attach_node`] there.
-    fn attach(&self, pool: &IscsiGfs2) -> Result<LunFacts, StorageError>;
+    fn attach(&self, pool: &IscsiPool) -> Result<LunFacts, StorageError>;
     /// [`detach_node`] there.
-    fn detach(&self, pool: &IscsiGfs2) -> Result<(), StorageError>;
+    fn detach(&self, pool: &IscsiPool) -> Result<(), StorageError>;
     /// [`prepare_node`] there.
-    fn prepare(&self, pool: &IscsiGfs2) -> Result<(), StorageError>;
+    fn prepare(&self, pool: &IscsiPool) -> Result<(), StorageError>;
+    /// [`join_lockspace`] there (`iscsi-lvm`, once the VG exists).
+    fn join(&self, pool: &IscsiPool) -> Result<(), StorageError>;
 }
 
-impl IscsiGfs2 {
+impl IscsiPool {
     /// Every problem of the definition in one error.
     pub fn validate(&self) -> Result<(), StorageError> {
         let mut why = Vec::new();
@@ -90,12 +121,15 @@ impl IscsiGfs2 {
         }
         if self.nodes.len() < 2 {
             why.push(format!(
-                "an iscsi-gfs2 pool is shared by two nodes or more; this cluster has {}",
+                "an {} pool is shared by two nodes or more; this cluster has {}",
+                self.layout.kind(),
                 self.nodes.len()
             ));
         }
-        if let Err(e) = self.gfs2().validate() {
-            why.push(e.to_string());
+        if self.layout == IscsiLayout::Gfs2 {
+            if let Err(e) = self.gfs2().validate() {
+                why.push(e.to_string());
+            }
         }
         if why.is_empty() {
             Ok(())
@@ -126,14 +160,16 @@ impl IscsiGfs2 {
         )
     }
 
-    /// The pool's chain: no DRBD, the LV shared, GFS2 on every node.
+    /// The pool's chain: no DRBD, the LV shared, GFS2 on every node (`iscsi-gfs2`); nothing
+    /// but the lock layer for `iscsi-lvm` (each VM disk is activated when its VM starts).
     pub fn stack(&self) -> PoolStack {
+        let gfs2 = self.layout == IscsiLayout::Gfs2;
         PoolStack {
             pool: self.pool.clone(),
             drbd: None,
             vg: self.vg(),
-            lv: Some((LV.into(), Activation::Shared)),
-            mountpoint: Some(self.mountpoint()),
+            lv: gfs2.then(|| (LV.into(), Activation::Shared)),
+            mountpoint: gfs2.then(|| self.mountpoint()),
             nodes: self.nodes.len() as u32,
         }
     }
@@ -182,7 +218,7 @@ fn login_error(
 pub fn attach_node(
     r: &dyn Runner,
     node: &str,
-    pool: &IscsiGfs2,
+    pool: &IscsiPool,
     w: &Waits,
 ) -> Result<LunFacts, StorageError> {
     let lun = &pool.lun;
@@ -272,7 +308,7 @@ pub fn attach_node(
 }
 
 /// Log out of the LUN and delete its record (neither being there is fine).
-pub fn detach_node(r: &dyn Runner, pool: &IscsiGfs2) -> Result<(), StorageError> {
+pub fn detach_node(r: &dyn Runner, pool: &IscsiPool) -> Result<(), StorageError> {
     for c in [pool.lun.logout(), pool.lun.delete_record()] {
         let o = r.run(&c)?;
         if !o.success() && o.code != Some(ERR_NO_OBJS_FOUND) {
@@ -292,7 +328,7 @@ pub fn detach_node(r: &dyn Runner, pool: &IscsiGfs2) -> Result<(), StorageError>
 pub fn attach_all(
     r: &dyn Runner,
     peers: &[&dyn IscsiPeer],
-    pool: &IscsiGfs2,
+    pool: &IscsiPool,
     w: &Waits,
 ) -> Result<Vec<LunFacts>, StorageError> {
     pool.validate()?;
@@ -366,7 +402,7 @@ pub fn pacemaker_dropin() -> String {
 /// This node's half before the shared VG exists: LVM sees the LUN by its stable name (beside
 /// DRBD devices and the node's own PVs), open-iscsi logs in at boot before Pacemaker starts,
 /// and the mount point is guarded.
-pub fn prepare_node(r: &dyn Runner, _node: &str, pool: &IscsiGfs2) -> Result<(), StorageError> {
+pub fn prepare_node(r: &dyn Runner, _node: &str, pool: &IscsiPool) -> Result<(), StorageError> {
     let dev = pool.lun.device();
     let listed = stable_pvs(r)?;
     let mut keep: Vec<&str> = listed.iter().map(String::as_str).collect();
@@ -401,14 +437,34 @@ pub fn prepare_node(r: &dyn Runner, _node: &str, pool: &IscsiGfs2) -> Result<(),
         ])
         .timeout(T),
     )?;
-    guard_mountpoint(r, &pool.mountpoint())
+    match pool.layout {
+        IscsiLayout::Gfs2 => guard_mountpoint(r, &pool.mountpoint()),
+        IscsiLayout::Lvm => Ok(()),
+    }
+}
+
+/// This node joins the VG's lockspace (`iscsi-lvm`): lvmlockd then takes the VG's and each
+/// LV's locks in DLM for it. Already joined is fine. hostd runs it again before it touches
+/// the VG after a reboot (nothing else starts the lockspace of a VG without a Pacemaker LV).
+pub fn join_lockspace(r: &dyn Runner, pool: &IscsiPool) -> Result<(), StorageError> {
+    let c = lvm::lockstart(&pool.vg());
+    let o = r.run(&c)?;
+    if o.success() || lvm::already_started(&o.stderr) {
+        return Ok(());
+    }
+    Err(StorageError::Unsafe(format!(
+        "cannot join the lockspace of {} ({c}: {}): check that the LUN is logged in \
+         (iscsiadm -m session) and that lvmlockd runs on this node (crm_mon)",
+        pool.vg(),
+        o.stderr.trim()
+    )))
 }
 
 /// The task, on `pool.nodes[0]` once [`attach_all`] passed.
 pub fn create(
     r: &dyn Runner,
     peers: &[&dyn IscsiPeer],
-    pool: &IscsiGfs2,
+    pool: &IscsiPool,
     w: &Waits,
     sink: &dyn Sink,
 ) -> Result<(), StorageError> {
@@ -438,6 +494,21 @@ pub fn create(
     wait_running(r, stack::LVMLOCKD_CLONE, &nodes, w, sink)?;
     sink.progress(0.4);
 
+    if pool.layout == IscsiLayout::Lvm {
+        let vg = pool.vg();
+        r.run_ok(&lvm::vgcreate_volumes(&vg, &dev))?;
+        sink.log(&format!(
+            "{me}: shared VG {vg} on {dev}, tagged for VM disks"
+        ));
+        join_lockspace(r, pool)?;
+        sink.log(&format!("{me}: joined the lockspace of {vg}"));
+        for p in peers {
+            p.join(pool)?;
+            sink.log(&format!("{}: joined the lockspace of {vg}", p.name()));
+        }
+        sink.progress(0.95);
+        return Ok(());
+    }
     shared_fs(
         r,
         &pool.vg(),
@@ -454,17 +525,54 @@ pub fn create(
 
 /// This node leaves the pool once Pacemaker stopped its chain: logged out, record deleted,
 /// mount point unguarded (the LUN keeps its data: a new pool on it needs `--wipe`).
-pub fn teardown_node(r: &dyn Runner, pool: &IscsiGfs2) -> Result<(), StorageError> {
+pub fn teardown_node(r: &dyn Runner, pool: &IscsiPool) -> Result<(), StorageError> {
+    if pool.layout == IscsiLayout::Lvm {
+        // leave the lockspace before the LUN goes (not joined is fine)
+        let _ = r.run(&lvm::lockstop(&pool.vg()))?;
+        detach_node(r, pool)?;
+        return Ok(());
+    }
     detach_node(r, pool)?;
     unguard_mountpoint(r, &pool.mountpoint())
 }
 
+/// The DLM lockspace lvmlockd makes for a shared VG.
+pub fn lockspace_dir(vg: &str) -> String {
+    format!("/sys/kernel/dlm/lvm_{vg}")
+}
+
 /// This node's view: the session and the mount.
-pub fn node_health(r: &dyn Runner, pool: &IscsiGfs2) -> Result<NodeHealth, StorageError> {
+pub fn node_health(r: &dyn Runner, pool: &IscsiPool) -> Result<NodeHealth, StorageError> {
     let logged_in = pool.lun.logged_in(&iscsi::read_sessions(r)?);
-    let mut h = mount_health(r, &pool.pool, &pool.mountpoint())?;
+    let mut h = match pool.layout {
+        IscsiLayout::Gfs2 => mount_health(r, &pool.pool, &pool.mountpoint())?,
+        IscsiLayout::Lvm => {
+            let vg = pool.vg();
+            let joined = r
+                .run(&Cmd::argv(&["test", "-d", &lockspace_dir(&vg)]).timeout(T))?
+                .success();
+            let mut h = NodeHealth {
+                lockspace: Some(joined),
+                ..NodeHealth::default()
+            };
+            if let Some(v) = read_vg(r, &vg)? {
+                h.size_bytes = Some(v.vg_size);
+                h.free_bytes = Some(v.vg_free);
+            }
+            h
+        }
+    };
     h.logged_in = Some(logged_in);
     Ok(h)
+}
+
+/// The VG's size and free space (`None` while this node does not see it).
+fn read_vg(r: &dyn Runner, vg: &str) -> Result<Option<crate::thin::Vg>, StorageError> {
+    let o = r.run(&crate::thin::vgs())?;
+    Ok(crate::thin::parse_vgs(&o.stdout)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.vg_name == vg))
 }
 
 #[cfg(test)]
@@ -478,13 +586,14 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    fn pool(wipe: bool) -> IscsiGfs2 {
-        IscsiGfs2 {
+    fn pool(wipe: bool) -> IscsiPool {
+        IscsiPool {
             pool: "shared".into(),
             cluster: "vmpair".into(),
             lun: lun(),
             nodes: vec!["node1".into(), "node2".into()],
             wipe,
+            layout: IscsiLayout::Gfs2,
         }
     }
 
@@ -513,7 +622,7 @@ mod tests {
     }
 
     /// The login's commands, in order, up to a successful login.
-    fn expect_login(f: &Fake, p: &IscsiGfs2) {
+    fn expect_login(f: &Fake, p: &IscsiPool) {
         let l = &p.lun;
         f.push(&iscsi::start_iscsid().to_argv(), None, Reply::ok(""));
         f.push(
@@ -552,17 +661,21 @@ mod tests {
         fn name(&self) -> &str {
             "node2"
         }
-        fn attach(&self, p: &IscsiGfs2) -> Result<LunFacts, StorageError> {
+        fn attach(&self, p: &IscsiPool) -> Result<LunFacts, StorageError> {
             self.1.lock().unwrap().push("attach");
             attach_node(&self.0, "node2", p, &w())
         }
-        fn detach(&self, p: &IscsiGfs2) -> Result<(), StorageError> {
+        fn detach(&self, p: &IscsiPool) -> Result<(), StorageError> {
             self.1.lock().unwrap().push("detach");
             detach_node(&self.0, p)
         }
-        fn prepare(&self, p: &IscsiGfs2) -> Result<(), StorageError> {
+        fn prepare(&self, p: &IscsiPool) -> Result<(), StorageError> {
             self.1.lock().unwrap().push("prepare");
             prepare_node(&self.0, "node2", p)
+        }
+        fn join(&self, p: &IscsiPool) -> Result<(), StorageError> {
+            self.1.lock().unwrap().push("join");
+            join_lockspace(&self.0, p)
         }
     }
 
@@ -712,7 +825,7 @@ mod tests {
     }
 
     /// This node already has another iSCSI PV (`/dev/sdc`): it is kept by its `by-path` name.
-    fn expect_prepare(f: &Fake, p: &IscsiGfs2) {
+    fn expect_prepare(f: &Fake, p: &IscsiPool) {
         f.push(
             &drbd_gfs2::pvs().to_argv(),
             None,
@@ -756,10 +869,12 @@ mod tests {
             None,
             Reply::ok(""),
         );
-        let mp = p.mountpoint();
-        f.push(&["mountpoint", "-q", &mp], None, Reply::fail(32, ""));
-        f.push(&["install", "-d", "-m", "0755", &mp], None, Reply::ok(""));
-        f.push(&["chattr", "+i", &mp], None, Reply::ok(""));
+        if p.layout == IscsiLayout::Gfs2 {
+            let mp = p.mountpoint();
+            f.push(&["mountpoint", "-q", &mp], None, Reply::fail(32, ""));
+            f.push(&["install", "-d", "-m", "0755", &mp], None, Reply::ok(""));
+            f.push(&["chattr", "+i", &mp], None, Reply::ok(""));
+        }
     }
 
     #[test]
@@ -828,5 +943,102 @@ mod tests {
         p.nodes.truncate(1);
         let e = p.validate().unwrap_err().to_string();
         assert!(e.contains("two nodes or more"), "{e}");
+    }
+
+    /// `iscsi-lvm`: no mount point, no LV, no file system, no Pacemaker chain: the VG tagged
+    /// for VM disks and every node in its lockspace (one already in it is fine).
+    #[test]
+    fn an_lvm_pool_is_a_tagged_vg_every_node_locks() {
+        let mut p = pool(false);
+        p.layout = IscsiLayout::Lvm;
+        p.validate().unwrap();
+        assert_eq!(p.stack().render(), (vec![], vec![]));
+        let f1 = Fake::new();
+        let (ls, wf) = lsblk_json(false);
+        f1.push(&device::lsblk(DEV).to_argv(), None, Reply::ok(ls));
+        f1.push(&device::wipefs_list(DEV).to_argv(), None, Reply::ok(wf));
+        expect_prepare(&f1, &p);
+        let f2 = Fake::new();
+        expect_prepare(&f2, &p);
+        let (lr, lc) = stack::lock_layer();
+        let lock = cib_add(lr, lc);
+        f1.push(
+            &lock.to_argv(),
+            Some(lock.get_stdin().unwrap().to_vec()),
+            Reply::ok(""),
+        );
+        f1.push(
+            &drbd_gfs2::locate(stack::LVMLOCKD_CLONE).to_argv(),
+            None,
+            Reply::ok("resource lvmlockd-clone is running on: node1\nresource lvmlockd-clone is running on: node2\n"),
+        );
+        let vg = "keel-shared";
+        f1.push(
+            &lvm::vgcreate_volumes(vg, DEV).to_argv(),
+            None,
+            Reply::ok(""),
+        );
+        f1.push(&lvm::lockstart(vg).to_argv(), None, Reply::ok(""));
+        f2.push(
+            &lvm::lockstart(vg).to_argv(),
+            None,
+            Reply::fail(5, "  VG keel-shared lockspace already started\n"),
+        );
+        let peer = FakePeer(f2, Mutex::new(vec![]));
+        let log = Log::default();
+        create(&f1, &[&peer], &p, &w(), &log).unwrap();
+        f1.assert_done();
+        peer.0.assert_done();
+        assert_eq!(*peer.1.lock().unwrap(), ["prepare", "join"]);
+        let l = log.0.lock().unwrap().join("\n");
+        assert!(l.contains("tagged for VM disks"), "{l}");
+        assert!(!l.contains("GFS2"), "{l}");
+
+        // a node that cannot join says what to check
+        let f = Fake::new().expect(
+            &lvm::lockstart(vg).to_argv(),
+            Reply::fail(5, "  lvmlockd not running\n"),
+        );
+        let e = join_lockspace(&f, &p).unwrap_err().to_string();
+        assert!(
+            e.contains("lvmlockd not running") && e.contains("crm_mon"),
+            "{e}"
+        );
+
+        // leaving: the lockspace, then the LUN; no mount point to unguard
+        let f = Fake::new()
+            .expect(&lvm::lockstop(vg).to_argv(), Reply::ok(""))
+            .expect(&p.lun.logout().to_argv(), Reply::ok(""))
+            .expect(&p.lun.delete_record().to_argv(), Reply::ok(""));
+        teardown_node(&f, &p).unwrap();
+        f.assert_done();
+    }
+
+    #[test]
+    fn lvm_health_is_the_session_the_lockspace_and_the_vg_space() {
+        let mut p = pool(false);
+        p.layout = IscsiLayout::Lvm;
+        let f = Fake::new()
+            .expect(
+                &iscsi::sessions().to_argv(),
+                Reply::ok("tcp: [1] 10.99.0.1:3260,1 iqn.2024-01.lab.keel:pool0 (non-flash)\n"),
+            )
+            .expect(
+                &["test", "-d", "/sys/kernel/dlm/lvm_keel-shared"],
+                Reply::ok(""),
+            )
+            .expect(
+                &crate::thin::vgs().to_argv(),
+                Reply::ok(r#"{"report":[{"vg":[{"vg_name":"keel-shared","vg_size":"536870912","vg_free":"402653184","vg_lock_type":"dlm","vg_tags":"keel_volumes"}]}]}"#),
+            );
+        let h = node_health(&f, &p).unwrap();
+        assert_eq!(h.logged_in, Some(true));
+        assert_eq!(h.lockspace, Some(true));
+        assert!(!h.mounted);
+        assert_eq!(
+            (h.size_bytes, h.free_bytes),
+            (Some(512 << 20), Some(384 << 20))
+        );
+        f.assert_done();
     }
 }

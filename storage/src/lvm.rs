@@ -17,6 +17,58 @@ pub fn vgcreate_shared(vg: &str, pv: &str) -> Cmd {
     Cmd::argv(&["vgcreate", "--shared", vg, pv]).timeout(T)
 }
 
+/// The tag on the shared VG of an `iscsi-lvm` pool: its LVs are VM disks, one each.
+pub const VOLUMES_TAG: &str = "keel_volumes";
+
+/// The VG of an `iscsi-lvm` pool: shared, tagged [`VOLUMES_TAG`].
+pub fn vgcreate_volumes(vg: &str, pv: &str) -> Cmd {
+    Cmd::argv(&["vgcreate", "--shared", "--addtag", VOLUMES_TAG, vg, pv]).timeout(T)
+}
+
+/// A VM disk in a shared VG, created active on this node only, so LVM zeroes its start and
+/// wipes any signature a deleted disk left in those extents; [`lvchange`] `Off` releases it.
+pub fn lvcreate_disk(vg: &str, lv: &str, bytes: u64) -> Cmd {
+    Cmd::argv(&[
+        "lvcreate",
+        "-aey",
+        "--wipesignatures",
+        "y",
+        "--yes",
+        "-n",
+        lv,
+        "-L",
+        &format!("{bytes}b"),
+        vg,
+    ])
+    .timeout(T)
+}
+
+/// `lvremove` of one LV (lvmlockd refuses it while another node has it active).
+pub fn lvremove(vg: &str, lv: &str) -> Cmd {
+    Cmd::argv(&["lvremove", "--yes", &format!("{vg}/{lv}")]).timeout(T)
+}
+
+/// `lvextend` of one LV to `bytes`.
+pub fn lvextend(vg: &str, lv: &str, bytes: u64) -> Cmd {
+    Cmd::argv(&[
+        "lvextend",
+        "-L",
+        &format!("{bytes}b"),
+        &format!("{vg}/{lv}"),
+    ])
+    .timeout(T)
+}
+
+/// lvmlockd's refusal: another node holds the LV's lock (it has the LV active).
+pub fn held_by_other_host(stderr: &str) -> bool {
+    stderr.contains("locked by other host")
+}
+
+/// `vgchange --lock-start` of a VG whose lockspace already runs here: not a failure.
+pub fn already_started(stderr: &str) -> bool {
+    stderr.contains("already started") || stderr.contains("already running")
+}
+
 /// Join this node to the VG's lockspace (each node, after lvmlockd started).
 pub fn lockstart(vg: &str) -> Cmd {
     Cmd::argv(&["vgchange", "--lock-start", vg]).timeout(T)
@@ -119,6 +171,47 @@ mod tests {
             lvchange("vg", "vm-100-disk-0", Activation::Exclusive).to_argv(),
             ["lvchange", "-aey", "vg/vm-100-disk-0"]
         );
+    }
+
+    #[test]
+    fn disk_argv() {
+        assert_eq!(
+            vgcreate_volumes("keel-san", "/dev/sdb").to_argv(),
+            [
+                "vgcreate",
+                "--shared",
+                "--addtag",
+                "keel_volumes",
+                "keel-san",
+                "/dev/sdb"
+            ]
+        );
+        assert_eq!(
+            lvcreate_disk("keel-san", "vm-100-disk-0", 1 << 30).to_argv(),
+            [
+                "lvcreate",
+                "-aey",
+                "--wipesignatures",
+                "y",
+                "--yes",
+                "-n",
+                "vm-100-disk-0",
+                "-L",
+                "1073741824b",
+                "keel-san"
+            ]
+        );
+        assert_eq!(
+            lvremove("keel-san", "d0").to_argv(),
+            ["lvremove", "--yes", "keel-san/d0"]
+        );
+        assert_eq!(
+            lvextend("keel-san", "d0", 2 << 30).to_argv(),
+            ["lvextend", "-L", "2147483648b", "keel-san/d0"]
+        );
+        assert!(held_by_other_host(
+            "  LV locked by other host: keel-san/d0\n  Failed to lock logical volume keel-san/d0.\n"
+        ));
     }
 
     #[test]

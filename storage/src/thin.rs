@@ -95,6 +95,24 @@ pub struct Vg {
     /// `dlm` or `sanlock` for a shared VG (a cluster pool's), empty for a local one.
     #[serde(default)]
     pub vg_lock_type: String,
+    /// Comma-separated (`keel_volumes` on an `iscsi-lvm` pool's VG).
+    #[serde(default)]
+    pub vg_tags: String,
+}
+
+impl Vg {
+    /// The shared VG of an `iscsi-lvm` pool (tagged [`crate::lvm::VOLUMES_TAG`]).
+    pub fn is_volume_pool(&self) -> bool {
+        !self.vg_lock_type.is_empty()
+            && self
+                .vg_tags
+                .split(',')
+                .any(|t| t == crate::lvm::VOLUMES_TAG)
+    }
+    /// The Keel pool name of such a VG (`keel-NAME`).
+    pub fn pool_name(&self) -> Option<&str> {
+        self.vg_name.strip_prefix("keel-")
+    }
 }
 
 fn de_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -152,7 +170,7 @@ pub fn vgs() -> Cmd {
         "b",
         "--nosuffix",
         "-o",
-        "vg_name,vg_size,vg_free,vg_lock_type",
+        "vg_name,vg_size,vg_free,vg_lock_type,vg_tags",
     ])
     .timeout(T)
 }
