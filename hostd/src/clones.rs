@@ -669,7 +669,12 @@ fn copy_disk(
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let cmd = Cmd::argv(&argv).timeout(QEMU_IMG_COPY);
     let finished = AtomicBool::new(false);
-    std::thread::scope(|s| {
+    // iscsi-lvm disks (the source's, the clone's) are active only while something uses them
+    let held = node.hv.hold_disks(
+        &format!("the copy of {} into {}", d.src_path, d.path),
+        &[d.src_path.clone(), d.path.clone()],
+    )?;
+    let r = std::thread::scope(|s| {
         s.spawn(|| {
             while !finished.load(Ordering::Relaxed) {
                 let now = allocated(&d.path).min(d.need);
@@ -680,8 +685,9 @@ fn copy_disk(
         let r = node.cluster.runner.run_ok(&cmd).map_err(run_err);
         finished.store(true, Ordering::Relaxed);
         r
-    })?;
-    Ok(())
+    });
+    node.hv.unhold_disks(&held);
+    r.map(|_| ())
 }
 
 /// The clone task: make the disks, define the VM (new UUID, MACs, serials), record it in the

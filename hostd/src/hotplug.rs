@@ -391,7 +391,29 @@ fn apply_within(
         }
     }
     for c in &p.attach {
-        match node.hv.attach_device_live(name, &c.xml.render()) {
+        // an iscsi-lvm disk is active here once QEMU holds it: activated for the attach
+        let xml = c.xml.render();
+        let held = match node.hv.hold_disks(
+            &format!("{} of {name}", c.label),
+            &keel_xml::Element::parse(&xml)
+                .ok()
+                .and_then(|d| d.find("source")?.get_attr("dev").map(str::to_string))
+                .into_iter()
+                .collect::<Vec<_>>(),
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                task.log(format!("could not attach {} live: {e}", c.label));
+                failed.push(format!(
+                    "{}: {e}; it is attached at the next cold boot",
+                    c.label
+                ));
+                continue;
+            }
+        };
+        let r = node.hv.attach_device_live(name, &xml);
+        node.hv.unhold_disks(&held);
+        match r {
             Ok(()) => task.log(format!("attached {} live", c.label)),
             Err(e) => {
                 task.log(format!("could not attach {} live: {e}", c.label));

@@ -31,10 +31,15 @@ pub fn check_volume_create(node: &Node, pool: &str, req: &VolumeCreate) -> Resul
         ));
     }
     let info = node.hv.pool(pool)?;
-    if info.kind == crate::hv::thin::KIND && req.format != keel_api::vm::DiskFormat::Raw {
+    if (info.kind == crate::hv::thin::KIND || info.kind == crate::hv::shared_lvm::KIND)
+        && req.format != keel_api::vm::DiskFormat::Raw
+    {
         return Err(Error::validation(
             "format",
-            format!("pool {pool:?} is lvm-thin: its volumes are thin LVs, raw block devices; give format raw"),
+            format!(
+                "pool {pool:?} is {}: its volumes are LVs, raw block devices; give format raw",
+                info.kind
+            ),
         ));
     }
     if node.hv.volume(pool, &req.name).is_ok() {

@@ -371,16 +371,21 @@ pub fn check_against_host(
     for (i, d) in spec.disks.iter().enumerate() {
         if let Some(pool) = &d.pool {
             check_pool(format!("disks[{i}].pool"), pool)?;
-            let thin = pools
+            let lvm_kind = pools
                 .iter()
-                .any(|p| &p.name == pool && p.kind == crate::hv::thin::KIND);
-            if thin && d.format != keel_api::vm::DiskFormat::Raw {
-                return Err(Error::validation(
-                    &format!("disks[{i}].format"),
-                    format!(
-                        "pool {pool:?} is lvm-thin: its disks are thin LVs, raw block devices; give format raw (on the command line: --disk {pool}:SIZE:raw)"
-                    ),
-                ));
+                .find(|p| &p.name == pool)
+                .map(|p| p.kind.as_str())
+                .filter(|k| *k == crate::hv::thin::KIND || *k == crate::hv::shared_lvm::KIND);
+            let thin = lvm_kind == Some(crate::hv::thin::KIND);
+            if let Some(kind) = lvm_kind {
+                if d.format != keel_api::vm::DiskFormat::Raw {
+                    return Err(Error::validation(
+                        &format!("disks[{i}].format"),
+                        format!(
+                            "pool {pool:?} is {kind}: its disks are LVs, raw block devices; give format raw (on the command line: --disk {pool}:SIZE:raw)"
+                        ),
+                    ));
+                }
             }
             if let Some(v) = &d.volume {
                 if let Err(e) = node.hv.volume(pool, v) {

@@ -229,12 +229,14 @@ pub fn create(
             if let Plan::Full(Some(why)) = &p {
                 task.log(format!("full backup: {why}"));
             }
-            (
-                BackupKind::Full,
-                None,
-                cold(&eng, &partial, &sized, task)?,
-                None,
-            )
+            // iscsi-lvm disks are active only where their VM runs: here, for the copy
+            let paths: Vec<String> = sized.iter().map(|(d, _)| d.path.clone()).collect();
+            let held = node
+                .hv
+                .hold_disks(&format!("the backup of VM {vmid}"), &paths)?;
+            let files = cold(&eng, &partial, &sized, task);
+            node.hv.unhold_disks(&held);
+            (BackupKind::Full, None, files?, None)
         };
         let mut bdisks = Vec::new();
         for ((d, size), file) in sized.iter().zip(files) {
@@ -951,11 +953,11 @@ pub fn check_restore(
             }
         }
     }
-    // an lvm-thin pool holds raw thin LVs only: a qcow2 disk is converted into one
+    // an lvm-thin or iscsi-lvm pool holds raw LVs only: a qcow2 disk is converted into one
     let thin = node
         .hv
         .pool(&req.pool)
-        .is_ok_and(|p| p.kind == crate::hv::thin::KIND);
+        .is_ok_and(|p| p.kind == crate::hv::thin::KIND || p.kind == crate::hv::shared_lvm::KIND);
     for (d, b) in spec.disks.iter_mut().zip(&point.disks) {
         d.pool = Some(req.pool.clone());
         d.volume = None;
@@ -1145,13 +1147,20 @@ fn fill_disks(
             "writing {} (flattened chain) into {pool}/{vol}",
             b.file
         ));
-        eng.convert(
+        // an iscsi-lvm volume is active only while something uses it: here, the write
+        let held = node.hv.hold_disks(
+            &format!("the restore into {pool}/{vol}"),
+            std::slice::from_ref(&dst),
+        )?;
+        let r = eng.convert(
             &dir.join(&b.file).display().to_string(),
             "qcow2",
             &dst,
             d.format.as_str(),
             true,
-        )?;
+        );
+        node.hv.unhold_disks(&held);
+        r?;
         task.progress(0.3 + 0.65 * (i + 1) as f64 / spec.disks.len() as f64);
     }
     Ok(())

@@ -358,6 +358,14 @@ pub fn check_enable(node: &Node, vmid: u32, req: &HaSet) -> Result<VmSpec> {
     crate::cluster::require_fence_tested(node)?;
     let spec = crate::domain::parse(&node.hv.domain_xml(&row.name, true)?)?.spec;
     let needs = needs_of(&spec).map_err(|m| Error::Conflict(format!("VM {vmid}: {m}")))?;
+    let san = crate::cluster_pools::volume_pools(&st);
+    if let Some(p) = needs.pools.iter().find(|p| san.contains(p)) {
+        return Err(Error::Conflict(format!(
+            "VM {vmid} cannot be HA yet: a disk of it is on iscsi-lvm pool {p:?}, whose LVs \
+             Keel activates on one node at a time when the VM starts, and Pacemaker does not \
+             do that for an HA VM yet; keep HA VMs' disks on an iscsi-gfs2 or drbd-gfs2 pool"
+        )));
+    }
     let shared: Vec<String> = shared_pools(&st)?.into_iter().map(|p| p.name).collect();
     let members = members(node)?;
     let facts = all_facts(&st)?;

@@ -97,6 +97,18 @@ fn pass(node: &Node, last: Option<NodeFacts>) -> Result<Option<NodeFacts>> {
     for r in recs.iter().filter(|r| running.contains(&r.name)) {
         claim_vm(node, r.vmid, &st);
     }
+    // an iscsi-lvm disk whose VM stopped (from inside, or crashed) is released here, so the
+    // VM can start on another node
+    if crate::cluster_pools::has_volume_pools(&st) {
+        match node.hv.release_idle_disks() {
+            Ok(released) => {
+                for p in released {
+                    tracing::info!(disk = %p, "iscsi-lvm disk released: nothing here uses it");
+                }
+            }
+            Err(e) => warn!(error = %e, "releasing idle iscsi-lvm disks"),
+        }
+    }
     Ok(Some(facts))
 }
 

@@ -14,6 +14,7 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
 
+use super::shared_lvm::{SharedLvm, VolumePool};
 use super::thin::ThinPools;
 use super::{
     BlockCounters, DomainRow, DomainStats, HvError, HvResult, Hypervisor, NetCounters, Power,
@@ -27,6 +28,20 @@ pub struct Libvirt {
     conn: Mutex<Option<Connect>>,
     /// Node-local `lvm-thin` pools, which libvirt does not know (LVM is their record).
     thin: ThinPools,
+    /// `iscsi-lvm` cluster pools (shared VGs whose LVs are VM disks), unknown to libvirt too.
+    san: SharedLvm,
+}
+
+/// The block devices a domain's disks name (`<source dev=…>`).
+fn block_sources(xml: &str) -> Vec<String> {
+    let Ok(d) = Element::parse(xml) else {
+        return Vec::new();
+    };
+    d.descendants("disk")
+        .into_iter()
+        .filter_map(|disk| disk.find("source")?.get_attr("dev"))
+        .map(str::to_string)
+        .collect()
 }
 
 fn engine(op: &'static str) -> impl Fn(virt::error::Error) -> HvError {
@@ -85,8 +100,17 @@ impl Libvirt {
         Ok(Libvirt {
             uri: uri.to_string(),
             conn: Mutex::new(Some(c)),
-            thin: ThinPools::new(runner),
+            thin: ThinPools::new(runner.clone()),
+            san: SharedLvm::new(runner),
         })
+    }
+
+    /// The `iscsi-lvm` pool `name` (its VG and LVs) when libvirt has no pool of that name.
+    fn san_pool(&self, c: &Connect, name: &str) -> HvResult<Option<VolumePool>> {
+        if c.lookup_storage_pool_by_name(name).is_ok() {
+            return Ok(None);
+        }
+        self.san.find(name)
     }
 
     /// The thin pool `name` (with the LVM report it was found in) when libvirt has no pool of
@@ -373,6 +397,23 @@ impl Hypervisor for Libvirt {
     fn power(&self, name: &str, op: Power) -> HvResult<()> {
         self.with(|c| {
             let d = Self::dom(c, name)?;
+            // iscsi-lvm disks: active exclusively here before QEMU opens them, released once
+            // it is gone (a guest that powers off by itself: the reconciler's sweep)
+            if matches!(op, Power::Start | Power::Destroy) {
+                let disks = block_sources(&d.xml_desc(0).map_err(engine("domain xml"))?);
+                if op == Power::Start {
+                    return self
+                        .san
+                        .with_disks_active(&format!("VM {name}"), &disks, || {
+                            d.create().map(|_| ()).map_err(engine("power"))
+                        });
+                }
+                d.destroy().map_err(engine("power"))?;
+                if let Err(e) = self.san.release(&disks) {
+                    tracing::warn!("releasing the iscsi-lvm disks of {name}: {e}");
+                }
+                return Ok(());
+            }
             let r = match op {
                 Power::Start => d.create(),
                 Power::Shutdown => d.shutdown(),
@@ -519,6 +560,16 @@ impl Hypervisor for Libvirt {
                 }
                 Err(e) => tracing::warn!("lvm-thin pools not listed: {e}"),
             }
+            match self.san.list() {
+                Ok(san) => {
+                    for t in san {
+                        if !out.iter().any(|p| p.name == t.name) {
+                            out.push(t);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("iscsi-lvm pools not listed: {e}"),
+            }
             Ok(out)
         })
     }
@@ -528,8 +579,23 @@ impl Hypervisor for Libvirt {
             if let Some((_, p)) = self.thin_pool(c, name)? {
                 return Ok(super::thin::pool_info(&p));
             }
+            if let Some(p) = self.san_pool(c, name)? {
+                return Ok(super::shared_lvm::pool_info(&p));
+            }
             Self::pool_info(&Self::pool_h(c, name)?)
         })
+    }
+
+    fn release_idle_disks(&self) -> HvResult<Vec<String>> {
+        self.san.release_idle()
+    }
+
+    fn hold_disks(&self, who: &str, paths: &[String]) -> HvResult<Vec<String>> {
+        self.san.hold(who, paths)
+    }
+
+    fn unhold_disks(&self, paths: &[String]) {
+        self.san.unhold(paths)
     }
 
     fn ensure_dir_pool(&self, name: &str, path: &str) -> HvResult<()> {
@@ -571,8 +637,8 @@ impl Hypervisor for Libvirt {
 
     fn refresh_pool(&self, name: &str) -> HvResult<()> {
         self.with(|c| {
-            if self.thin_pool(c, name)?.is_some() {
-                return Ok(()); // every read of a thin pool asks LVM afresh
+            if self.thin_pool(c, name)?.is_some() || self.san_pool(c, name)?.is_some() {
+                return Ok(()); // every read of an LVM pool asks LVM afresh
             }
             Self::pool_h(c, name)?
                 .refresh(0)
@@ -584,6 +650,9 @@ impl Hypervisor for Libvirt {
         self.with(|c| {
             if let Some((lvs, tp)) = self.thin_pool(c, pool)? {
                 return Ok(ThinPools::volumes(&lvs, &tp));
+            }
+            if let Some(p) = self.san_pool(c, pool)? {
+                return Ok(SharedLvm::volumes(&p));
             }
             let p = Self::pool_h(c, pool)?;
             let vols = p.list_all_volumes(0).map_err(engine("list volumes"))?;
@@ -609,6 +678,9 @@ impl Hypervisor for Libvirt {
             if let Some((lvs, tp)) = self.thin_pool(c, pool)? {
                 return ThinPools::volume(&lvs, &tp, name);
             }
+            if let Some(p) = self.san_pool(c, pool)? {
+                return SharedLvm::volume(&p, name);
+            }
             let p = Self::pool_h(c, pool)?;
             Self::vol_info(&Self::vol_h(&p, pool, name)?)
         })
@@ -624,6 +696,9 @@ impl Hypervisor for Libvirt {
         self.with(|c| {
             if let Some((lvs, tp)) = self.thin_pool(c, pool)? {
                 return self.thin.create_volume(&lvs, &tp, name, bytes, format);
+            }
+            if let Some(p) = self.san_pool(c, pool)? {
+                return self.san.create_volume(&p, name, bytes, format);
             }
             let p = Self::pool_h(c, pool)?;
             if Self::vol_h(&p, pool, name).is_ok() {
@@ -656,6 +731,9 @@ impl Hypervisor for Libvirt {
             if let Some((lvs, tp)) = self.thin_pool(c, pool)? {
                 return self.thin.delete_volume(&lvs, &tp, name);
             }
+            if let Some(p) = self.san_pool(c, pool)? {
+                return self.san.delete_volume(&p, name);
+            }
             let p = Self::pool_h(c, pool)?;
             Self::vol_h(&p, pool, name)?
                 .delete(0)
@@ -666,6 +744,9 @@ impl Hypervisor for Libvirt {
     fn volume_by_path(&self, path: &str) -> HvResult<Option<(String, String)>> {
         if path.starts_with("/dev/") {
             if let Ok(Some(found)) = self.thin.by_path(path) {
+                return Ok(Some(found));
+            }
+            if let Ok(Some(found)) = self.san.by_path(path) {
                 return Ok(Some(found));
             }
         }
@@ -819,6 +900,9 @@ impl Hypervisor for Libvirt {
         self.with(|c| {
             if let Some((lvs, tp)) = self.thin_pool(c, pool)? {
                 return self.thin.resize_volume(&lvs, &tp, volume, bytes);
+            }
+            if let Some(p) = self.san_pool(c, pool)? {
+                return self.san.resize_volume(&p, volume, bytes);
             }
             let p = Self::pool_h(c, pool)?;
             Self::vol_h(&p, pool, volume)?

@@ -4,6 +4,7 @@
 
 pub mod fake;
 pub mod libvirt;
+pub mod shared_lvm;
 pub mod thin;
 
 use keel_api::network::NetworkInfo;
@@ -116,6 +117,18 @@ pub trait Hypervisor: Send + Sync {
 
     fn list_pools(&self) -> HvResult<Vec<PoolInfo>>;
     fn pool(&self, name: &str) -> HvResult<PoolInfo>;
+    /// Deactivate the `iscsi-lvm` disks active on this node that nothing holds open (their VM
+    /// stopped), so another node can start it. Returns their paths.
+    fn release_idle_disks(&self) -> HvResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+    /// Activate here the `iscsi-lvm` disks among `paths` for an operation that uses them
+    /// without QEMU (`who`: what it is, for the refusal when another node holds one). Returns
+    /// the paths held, for [`Hypervisor::unhold_disks`]. Nothing to do for other disks.
+    fn hold_disks(&self, _who: &str, _paths: &[String]) -> HvResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+    fn unhold_disks(&self, _paths: &[String]) {}
     /// Define, build, start and autostart a `dir` pool unless one of that name exists.
     fn ensure_dir_pool(&self, name: &str, path: &str) -> HvResult<()>;
     fn refresh_pool(&self, name: &str) -> HvResult<()>;

@@ -64,6 +64,9 @@ pub struct SourceVm {
     pub snapshots: usize,
     /// The pools of its disks that are node-local `lvm-thin` pools here.
     pub thin_pools: Vec<String>,
+    /// The pools of its disks that are `iscsi-lvm` cluster pools (one LV per disk, active on
+    /// one node at a time).
+    pub san_pools: Vec<String>,
 }
 
 /// The target as its API describes it.
@@ -227,6 +230,22 @@ pub fn plan(me: &str, src: &SourceVm, t: &TargetFacts, memory_mib: u64) -> Resul
                 t.name
             )));
         }
+        if src.san_pools.contains(pool) {
+            if live {
+                return Err(conflict(format!(
+                    "disk {dev} of {vm} is on iscsi-lvm pool {pool:?}: its LV is active on one node at a time (lvmlockd), and a live migration needs it open on both nodes at once; shut {vm} down and migrate it offline (the disk stays where it is), or keep disks that must move live on an iscsi-gfs2 or drbd-gfs2 pool"
+                )));
+            }
+            // offline: the target sees the same VG on the same LUN; nothing is copied
+            if !vols(pool).iter().any(|v| &v.name == volume) {
+                return Err(conflict(format!(
+                    "{} does not see volume {volume:?} of iscsi-lvm pool {pool:?} (disk {dev} of {vm}): check its iSCSI session there (keel storage status)",
+                    t.name
+                )));
+            }
+            shared.push(dev);
+            continue;
+        }
         let dir = pool_path(pool, &format!("disk {dev}"))?;
         if t.shared_pools.iter().any(|p| p == pool) {
             // the same storage on both nodes: the target must see the very volume
@@ -377,14 +396,17 @@ pub(crate) fn source_vm(node: &Node, vmid: u32) -> Result<SourceVm> {
         .list_snapshots(&row.name)
         .map(|v| v.len())
         .unwrap_or(0);
-    let thin_pools = node
-        .hv
-        .list_pools()?
-        .into_iter()
-        .filter(|p| p.kind == crate::hv::thin::KIND)
-        .map(|p| p.name)
-        .filter(|p| parsed.spec.disks.iter().any(|d| d.pool.as_ref() == Some(p)))
-        .collect();
+    let pools = node.hv.list_pools()?;
+    let of_kind = |kind: &str| -> Vec<String> {
+        pools
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.name.clone())
+            .filter(|p| parsed.spec.disks.iter().any(|d| d.pool.as_ref() == Some(p)))
+            .collect()
+    };
+    let thin_pools = of_kind(crate::hv::thin::KIND);
+    let san_pools = of_kind(crate::hv::shared_lvm::KIND);
     Ok(SourceVm {
         name: row.name,
         vmid,
@@ -392,6 +414,7 @@ pub(crate) fn source_vm(node: &Node, vmid: u32) -> Result<SourceVm> {
         parsed,
         snapshots,
         thin_pools,
+        san_pools,
     })
 }
 

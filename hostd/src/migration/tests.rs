@@ -17,6 +17,7 @@ fn src() -> SourceVm {
         parsed,
         snapshots: 0,
         thin_pools: vec![],
+        san_pools: vec![],
     }
 }
 
@@ -187,6 +188,22 @@ fn refusals_name_the_reason() {
     assert!(s == 409 && m.contains("lvm-thin pool \"local\""), "{m}");
 }
 
+/// An `iscsi-lvm` disk never moves live (one node at a time holds its LV); offline it stays
+/// where it is when the target sees the volume, and is refused when it does not.
+#[test]
+fn iscsi_lvm_disks_move_offline_only() {
+    let mut v = src();
+    v.san_pools = vec!["local".into()];
+    let (s, m) = refusal(plan("node1", &v, &target(), 512));
+    assert!(
+        s == 409 && m.contains("iscsi-lvm pool \"local\"") && m.contains("offline"),
+        "{m}"
+    );
+    v.state = VmState::Stopped;
+    let (s, m) = refusal(plan("node1", &v, &target(), 512));
+    assert!(s == 409 && m.contains("does not see volume"), "{m}");
+}
+
 #[test]
 fn api_host_strips_port_and_brackets() {
     assert_eq!(api_host("[fd00::2]:8006"), "fd00::2");
@@ -266,6 +283,7 @@ fn a_directly_booted_kernel_is_found_there_or_refused() {
         parsed,
         snapshots: 0,
         thin_pools: vec![],
+        san_pools: vec![],
     };
     let mut t = target();
     t.pools = vec![pool("vmstore", "/srv/n2/vmstore")];
