@@ -168,6 +168,40 @@ export function uploadNameProblem(name: string): string | null {
   return null;
 }
 
+/** Pool kinds whose volumes are LVs (raw block devices), not files: lvm-thin (thin LVs on this
+ *  node) and iscsi-lvm (LVs on a cluster's shared iSCSI LUN, each active on the node that runs
+ *  its VM). A disk there must be format raw (the API answers 400 on `disks[i].format`
+ *  otherwise), and nothing can be uploaded to them: they have no directory. */
+export const RAW_ONLY_POOL_KINDS: readonly string[] = ["lvm-thin", "iscsi-lvm"];
+
+/** Whether a pool of this kind holds raw disks only (see RAW_ONLY_POOL_KINDS). */
+export function rawOnlyPool(kind: string | null | undefined): boolean {
+  return !!kind && RAW_ONLY_POOL_KINDS.includes(kind);
+}
+
+/** The format a new disk gets on a pool of this kind: raw on a raw-only pool, else the one chosen. */
+export function diskFormatFor(kind: string | null | undefined, chosen: "qcow2" | "raw"): "qcow2" | "raw" {
+  return rawOnlyPool(kind) ? "raw" : chosen;
+}
+
+/** What a raw-only pool holds, in one sentence (for hints on disk and upload forms). */
+export function rawOnlyPoolText(kind: string): string {
+  return kind === "iscsi-lvm"
+    ? "An iscsi-lvm pool holds raw disks only: one LV on the shared iSCSI LUN per VM disk, active on the node that runs the VM."
+    : `An ${kind} pool holds raw disks only (thin LVs on this node).`;
+}
+
+/** Why nothing can be uploaded to this pool, or null when it can: uploads go to pools with a
+ *  directory (dir pools, and the cluster's GFS2 pools), never to lvm-thin or iscsi-lvm ones. */
+export function uploadRefusal(p: { kind: string; path: string | null }): string | null {
+  if (p.kind === "lvm-thin")
+    return "An lvm-thin pool holds raw disks (thin LVs), made when a VM gets a disk here; ISOs and images are uploaded to dir pools.";
+  if (p.kind === "iscsi-lvm")
+    return "An iscsi-lvm pool holds raw disks (one LV per VM disk on the shared iSCSI LUN), made when a VM gets a disk here; ISOs and images are uploaded to dir pools.";
+  if (p.path == null) return `A ${p.kind} pool has no directory: ISOs and images are uploaded to dir pools.`;
+  return null;
+}
+
 /** The first problem of a node-local pool form (the API's LocalPoolCreate rules), if any:
  *  `field` blocks the submit; `shown` says whether to show it yet (not for a field still
  *  empty). `mib` is the size in MiB when one was given as a size, not a percentage. */

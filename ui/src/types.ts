@@ -119,7 +119,9 @@ export interface TaskRef { upid: string }
 
 export interface PoolInfo {
   name: string;
+  /** "dir" (also a cluster pool's GFS2 directory), "lvm-thin" or "iscsi-lvm" */
   kind: string;
+  /** null for lvm-thin and iscsi-lvm pools: their volumes are LVs, not files */
   path: string | null;
   active: boolean;
   capacity: number;
@@ -342,12 +344,19 @@ export interface ClusterPoolNode {
   disk?: string | null;
   peer_disk?: string | null;
   sync_percent?: number | null;
-  /** iscsi-gfs2: the node has an iSCSI session to the LUN's target. */
+  /** iscsi-gfs2, iscsi-lvm: the node has an iSCSI session to the LUN's target. */
   logged_in?: boolean | null;
+  /** iscsi-lvm: the node joined the shared VG's lvmlockd lockspace (it can then activate VM
+   *  disks). A node joins lazily, when it first starts a VM or changes a disk there after a
+   *  reboot: `false` or absent is not a fault by itself. */
+  lockspace?: boolean | null;
   /** drbd-gfs2: DRBD's split-brain handler ran on this node (both nodes changed the pool while
    *  apart and DRBD refused to choose; the connection is then usually StandAlone). */
   split_brain?: boolean;
+  /** The GFS2 file system is mounted at the pool's path (always false for iscsi-lvm, which
+   *  has none). */
   mounted: boolean;
+  /** The file system's (iscsi-lvm: the volume group's) size and free space. */
   size_bytes?: number | null;
   free_bytes?: number | null;
   error?: string | null;
@@ -355,11 +364,13 @@ export interface ClusterPoolNode {
 
 export interface ClusterPoolStatus {
   name: string;
-  type: "drbd-gfs2" | "iscsi-gfs2";
+  type: "drbd-gfs2" | "iscsi-gfs2" | "iscsi-lvm";
+  /** Where the GFS2 file system is mounted on every node; iscsi-lvm: the shared VG's
+   *  directory `/dev/keel-NAME` (no file system: its LVs are the VM disks). */
   path: string;
   /** creating, ready or "failed: …" */
   state: string;
-  /** iscsi-gfs2: the LUN (the CHAP secret is never shown). */
+  /** iscsi-gfs2, iscsi-lvm: the LUN (the CHAP secret is never shown). */
   iscsi?: { portal: string; target: string; lun: number; chap_user: string } | null;
   /** What the operator should know, e.g. members the pool does not reach and what to do. */
   notes?: string[];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { nodeHealth, poolHealth, splitBrainSuspected } from "../src/pages/ClusterPools";
+import { isIscsi, lockspaceText, nodeHealth, poolHealth, splitBrainSuspected } from "../src/pages/ClusterPools";
 import type { ClusterPoolNode, ClusterPoolStatus } from "../src/types";
 
 // Shapes as GET /cluster/storage-pools answers them in the VM lab (vmlab_keel_cluster).
@@ -16,6 +16,15 @@ const iscsiNode: ClusterPoolNode = {
 const iscsiPool = (nodes: ClusterPoolNode[], state = "ready"): ClusterPoolStatus => ({
   name: "shared", type: "iscsi-gfs2", path: "/var/lib/keel/pools/shared", state, nodes,
   iscsi: { portal: "192.0.2.10:3260", target: "iqn.2024-01.lab.keel:pool", lun: 0, chap_user: "keel" },
+});
+
+// an iscsi-lvm node: no file system (mounted is always false), the VG's size and free space
+const lvmNode: ClusterPoolNode = {
+  node: "node1", device: lun, logged_in: true, lockspace: true, mounted: false, size_bytes: 1e11, free_bytes: 6e10, error: null,
+};
+const lvmPool = (nodes: ClusterPoolNode[], state = "ready"): ClusterPoolStatus => ({
+  name: "san", type: "iscsi-lvm", path: "/dev/keel-san", state, nodes,
+  iscsi: { portal: "192.0.2.10:3260", target: "iqn.2024-01.lab.keel:pool", lun: 1, chap_user: "keel" },
 });
 
 describe("cluster pool health", () => {
@@ -87,5 +96,44 @@ describe("cluster pool health", () => {
     expect(poolHealth(iscsiPool([iscsiNode], "creating")).text).toBe("creating");
     // an iscsi-gfs2 node has no DRBD fields: it is not "DRBD resource down"
     expect(poolHealth(iscsiPool([{ ...iscsiNode, logged_in: null }])).tone).toBe("ok");
+  });
+
+  it("judges an iscsi-lvm node by its session only: not mounted and a lockspace not yet joined are no fault", () => {
+    expect(nodeHealth(lvmNode, "iscsi-lvm")).toEqual({ tone: "ok", text: "healthy" });
+    expect(nodeHealth({ ...lvmNode, lockspace: false }, "iscsi-lvm")).toEqual({ tone: "ok", text: "healthy" });
+    expect(nodeHealth({ ...lvmNode, lockspace: undefined }, "iscsi-lvm")).toEqual({ tone: "ok", text: "healthy" });
+    expect(nodeHealth({ ...lvmNode, logged_in: false }, "iscsi-lvm")).toEqual({
+      tone: "bad",
+      text: "no iSCSI session: the node is not logged in to the LUN (check the storage network; keel storage status)",
+    });
+    expect(nodeHealth({ ...lvmNode, logged_in: false, lockspace: false }, "iscsi-lvm").tone).toBe("bad");
+    expect(nodeHealth({ node: "node2", device: lun, mounted: false, error: "timed out" }, "iscsi-lvm"))
+      .toEqual({ tone: "bad", text: "not answering: timed out" });
+    // without a type, a node reporting its lockspace is an iscsi-lvm one: no "GFS2 not mounted"
+    expect(nodeHealth({ ...lvmNode, lockspace: false })).toEqual({ tone: "ok", text: "healthy" });
+    expect(nodeHealth({ ...lvmNode, logged_in: false }).tone).toBe("bad");
+  });
+
+  it("takes an iscsi-lvm pool's worst node, never a missing mount", () => {
+    expect(poolHealth(lvmPool([lvmNode, { ...lvmNode, node: "node2", lockspace: false }, { ...lvmNode, node: "node3" }])))
+      .toEqual({ tone: "ok", text: "healthy" });
+    expect(poolHealth(lvmPool([lvmNode, { ...lvmNode, node: "node2", logged_in: false }])).text).toMatch(/^no iSCSI session/);
+    expect(poolHealth(lvmPool([lvmNode], "creating")).text).toBe("creating");
+    expect(poolHealth(lvmPool([lvmNode], "failed: LUN busy")).tone).toBe("bad");
+    expect(splitBrainSuspected(lvmPool([lvmNode, { ...lvmNode, node: "node2", logged_in: false }]))).toBe(false);
+  });
+
+  it("shows an iscsi-lvm node's lockspace as joined or not yet", () => {
+    expect(lockspaceText(lvmNode)).toBe("joined");
+    expect(lockspaceText({ ...lvmNode, lockspace: false })).toBe("not yet (joins when a VM starts)");
+    expect(lockspaceText({ ...lvmNode, lockspace: null })).toBe("not yet (joins when a VM starts)");
+    expect(lockspaceText({ ...lvmNode, lockspace: undefined })).toBe("not yet (joins when a VM starts)");
+    expect(lockspaceText({ ...lvmNode, error: "timed out" })).toBe("—");
+  });
+
+  it("knows which pools live on an iSCSI LUN", () => {
+    expect(isIscsi("iscsi-gfs2")).toBe(true);
+    expect(isIscsi("iscsi-lvm")).toBe(true);
+    expect(isIscsi("drbd-gfs2")).toBe(false);
   });
 });

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   type CreateForm, canDelete, fieldForError, formatBytes, formatDuration, formatMib, formatUptime, isActive, nextFreeVmid,
   parseIntField, percent, powerAllowed, specFromForm, stepOfField, taskStateBadge, uploadNameProblem, validName, localPoolProblem, validateSpec, vmStateBadge,
+  RAW_ONLY_POOL_KINDS, diskFormatFor, rawOnlyPool, rawOnlyPoolText, uploadRefusal,
 } from "../src/logic";
 
 const base = { vmid: 500, name: "web1", vcpus: 1, memory_mib: 256 };
@@ -205,5 +206,44 @@ describe("localPoolProblem", () => {
     expect(localPoolProblem({ ...base, vg: " " }).field).toBe("vg");
     for (const p of ["srv", "/", "/srv/", "/srv/../etc", "/a//b"])
       expect(localPoolProblem({ ...base, kind: "dir", path: p }).field).toBe("path");
+  });
+});
+
+describe("raw-only pools (lvm-thin, iscsi-lvm)", () => {
+  it("takes lvm-thin and iscsi-lvm for raw-only, not dir or cluster GFS2 pools", () => {
+    expect(RAW_ONLY_POOL_KINDS).toEqual(["lvm-thin", "iscsi-lvm"]);
+    expect(rawOnlyPool("lvm-thin")).toBe(true);
+    expect(rawOnlyPool("iscsi-lvm")).toBe(true);
+    for (const k of ["dir", "iscsi-gfs2", "drbd-gfs2", "", null, undefined]) expect(rawOnlyPool(k)).toBe(false);
+  });
+  it("makes a new disk raw there, whatever was chosen, and keeps the choice elsewhere", () => {
+    expect(diskFormatFor("iscsi-lvm", "qcow2")).toBe("raw");
+    expect(diskFormatFor("lvm-thin", "qcow2")).toBe("raw");
+    expect(diskFormatFor("iscsi-lvm", "raw")).toBe("raw");
+    expect(diskFormatFor("dir", "qcow2")).toBe("qcow2");
+    expect(diskFormatFor("dir", "raw")).toBe("raw");
+    expect(diskFormatFor(undefined, "qcow2")).toBe("qcow2");
+  });
+  it("a wizard form on an iscsi-lvm pool gives a raw disk spec", () => {
+    const f: CreateForm = {
+      vmid: "300", name: "db1", vcpus: "2", memory_mib: "2048", firmware: "bios", machine: "q35",
+      addDisk: true, diskPool: "san", diskSize: "10240", diskFormat: "qcow2", diskBus: "virtio",
+      iso: "", addNic: false, nic: "", nicModel: "virtio", start: false,
+    };
+    const spec = specFromForm({ ...f, diskFormat: diskFormatFor("iscsi-lvm", f.diskFormat) });
+    expect(spec.disks).toEqual([{ pool: "san", size_mib: 10240, format: "raw", bus: "virtio" }]);
+    expect(validateSpec(spec)).toEqual({});
+  });
+  it("says what a raw-only pool holds", () => {
+    expect(rawOnlyPoolText("iscsi-lvm")).toMatch(/^An iscsi-lvm pool holds raw disks only: one LV on the shared iSCSI LUN per VM disk/);
+    expect(rawOnlyPoolText("lvm-thin")).toMatch(/^An lvm-thin pool holds raw disks only/);
+  });
+  it("refuses uploads to pools without a directory, like the API", () => {
+    expect(uploadRefusal({ kind: "dir", path: "/var/lib/keel/images" })).toBeNull();
+    // a cluster GFS2 pool is a dir pool on the node
+    expect(uploadRefusal({ kind: "dir", path: "/var/lib/keel/pools/shared" })).toBeNull();
+    expect(uploadRefusal({ kind: "lvm-thin", path: null })).toMatch(/^An lvm-thin pool holds raw disks .*uploaded to dir pools\.$/);
+    expect(uploadRefusal({ kind: "iscsi-lvm", path: null })).toMatch(/^An iscsi-lvm pool holds raw disks .*uploaded to dir pools\.$/);
+    expect(uploadRefusal({ kind: "logical", path: null })).toMatch(/has no directory/);
   });
 });

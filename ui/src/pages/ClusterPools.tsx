@@ -1,8 +1,9 @@
-// The Storage page's "Cluster pools" section: every cluster pool (drbd-gfs2, iscsi-gfs2) with its
-// health on each node (DRBD connection, roles, disk states and resync progress, or the iSCSI
-// session; the GFS2 mount, free space), a Create dialog and Delete, and for a drbd-gfs2 pool in
-// split brain a dialog to resolve it by choosing whose changes to discard (docs/storage.md). On a
-// node outside a cluster it says so.
+// The Storage page's "Cluster pools" section: every cluster pool (drbd-gfs2, iscsi-gfs2,
+// iscsi-lvm) with its health on each node (DRBD connection, roles, disk states and resync
+// progress, or the iSCSI session; the GFS2 mount, free space; for iscsi-lvm the VG's lockspace,
+// size and free space), a Create dialog and Delete, and for a drbd-gfs2 pool in split brain a
+// dialog to resolve it by choosing whose changes to discard (docs/storage.md). On a node outside
+// a cluster it says so.
 import { useRef, useState } from "preact/hooks";
 import { ApiError, del, followTask, notifyTask, post, get } from "../api";
 import { Empty, ErrorBox, Loading, Modal } from "../components";
@@ -14,18 +15,24 @@ import type { ClusterPoolNode, ClusterPoolStatus, TaskRef } from "../types";
 export type Health = { tone: "ok" | "warn" | "bad" | "off"; text: string };
 type PoolType = ClusterPoolStatus["type"];
 
+/** The pool lives on an iSCSI LUN (iscsi-gfs2, iscsi-lvm). */
+export const isIscsi = (type: PoolType) => type === "iscsi-gfs2" || type === "iscsi-lvm";
+
 /** One node's health in a pool, worst first: unreachable, split brain (DRBD's handler ran),
- *  StandAlone / disconnected (iscsi-gfs2: no iSCSI session), not mounted, resyncing, degraded
- *  disks; else healthy. Without a type, a node reporting `logged_in` is taken for an iscsi-gfs2
- *  one. */
+ *  StandAlone / disconnected (iscsi-gfs2, iscsi-lvm: no iSCSI session), not mounted (not for
+ *  iscsi-lvm, which has no file system), resyncing, degraded disks; else healthy. An iscsi-lvm
+ *  node that has not joined the VG's lockspace yet is healthy: it joins when it first starts a
+ *  VM or changes a disk there. Without a type, a node reporting `lockspace` is taken for an
+ *  iscsi-lvm one, one reporting `logged_in` for an iscsi-gfs2 one. */
 export function nodeHealth(n: ClusterPoolNode, type?: PoolType): Health {
   if (n.error) return { tone: "bad", text: `not answering: ${n.error}` };
   if (n.split_brain)
     return { tone: "bad", text: "split brain: both nodes changed the pool while apart; resolve it by choosing whose changes to discard" };
-  if (type === "iscsi-gfs2" || (type == null && n.logged_in != null)) {
+  const kind = type ?? (n.lockspace != null ? "iscsi-lvm" : n.logged_in != null ? "iscsi-gfs2" : undefined);
+  if (kind === "iscsi-gfs2" || kind === "iscsi-lvm") {
     if (n.logged_in === false)
       return { tone: "bad", text: "no iSCSI session: the node is not logged in to the LUN (check the storage network; keel storage status)" };
-    if (!n.mounted) return { tone: "warn", text: "GFS2 not mounted" };
+    if (kind === "iscsi-gfs2" && !n.mounted) return { tone: "warn", text: "GFS2 not mounted" };
     return { tone: "ok", text: "healthy" };
   }
   if (!n.connection) return { tone: "bad", text: "DRBD resource down" };
@@ -55,18 +62,37 @@ export const splitBrainSuspected = (p: ClusterPoolStatus) =>
 
 const badge = (h: Health) => <span class={`badge badge-${h.tone}`}>{h.text}</span>;
 
+/** An iscsi-lvm node's lockspace column: joined, or not yet (a node joins lazily: not a fault). */
+export function lockspaceText(n: ClusterPoolNode): string {
+  if (n.error) return "—";
+  return n.lockspace ? "joined" : "not yet (joins when a VM starts)";
+}
+
+const session = (n: ClusterPoolNode) => <td>{n.logged_in == null ? "—" : n.logged_in ? "logged in" : "none"}</td>;
+const bytes = (b: number | null | undefined) => <td class="num">{b != null ? formatBytes(b) : "—"}</td>;
+
 const free = (n: ClusterPoolNode) => (
   <td class="num">{n.free_bytes != null ? formatBytes(n.free_bytes) : "—"}{n.size_bytes != null ? <span class="muted small"> of {formatBytes(n.size_bytes)}</span> : null}</td>
 );
 
 function PoolNodes({ p }: { p: ClusterPoolStatus }) {
+  // no file system: the VG's lockspace and its size and free space instead of a mount
+  if (p.type === "iscsi-lvm")
+    return (
+      <table class="table compact" aria-label={`Nodes of ${p.name}`}>
+        <thead><tr><th>Node</th><th>Device</th><th>iSCSI session</th><th>Lockspace</th><th class="num">Size</th><th class="num">Free</th><th>Health</th></tr></thead>
+        <tbody>{p.nodes.map((n) => (
+          <tr><td>{n.node}</td><td class="mono small">{n.device}</td>{session(n)}
+            <td>{lockspaceText(n)}</td>{bytes(n.size_bytes)}{bytes(n.free_bytes)}<td>{badge(nodeHealth(n, p.type))}</td></tr>
+        ))}</tbody>
+      </table>
+    );
   if (p.type === "iscsi-gfs2")
     return (
       <table class="table compact" aria-label={`Nodes of ${p.name}`}>
         <thead><tr><th>Node</th><th>Device</th><th>iSCSI session</th><th>Mounted</th><th class="num">Free</th><th>Health</th></tr></thead>
         <tbody>{p.nodes.map((n) => (
-          <tr><td>{n.node}</td><td class="mono small">{n.device}</td>
-            <td>{n.logged_in == null ? "—" : n.logged_in ? "logged in" : "none"}</td>
+          <tr><td>{n.node}</td><td class="mono small">{n.device}</td>{session(n)}
             <td>{n.mounted ? "yes" : "no"}</td>{free(n)}<td>{badge(nodeHealth(n, p.type))}</td></tr>
         ))}</tbody>
       </table>
@@ -93,7 +119,9 @@ export function ClusterPools() {
   const [msg, setMsg] = useState<{ tone: "info" | "error"; text: string } | null>(null);
   const standalone = pools.error?.status === 409;
   const remove = async ({ name, type }: ClusterPoolStatus) => {
-    const what = type === "iscsi-gfs2"
+    const what = type === "iscsi-lvm"
+      ? "It is removed from every node; its volume group stays on the LUN; every node leaves its lockspace and logs out."
+      : type === "iscsi-gfs2"
       ? "It is removed from every node; its GFS2 file system and volume group stay on the LUN; every node logs out."
       : "Its GFS2 file system, volume group and DRBD resource are removed on both nodes.";
     if (!window.confirm(`Delete cluster pool ${name}? ${what}`)) return;
@@ -120,7 +148,7 @@ export function ClusterPools() {
       {standalone && <p class="muted" data-testid="cluster-pools-standalone">This node is not in a cluster: cluster pools are built across cluster nodes (<code>keel cluster init</code>, then <code>keel join</code> on the second node).</p>}
       {!standalone && <ErrorBox error={pools.error} title="Cannot list cluster pools" />}
       {!pools.data && !pools.error && <Loading what="cluster pools" />}
-      {pools.data && pools.data.length === 0 && <Empty title="No cluster pools">Create a drbd-gfs2 pool from one spare disk on each of two nodes, or an iscsi-gfs2 pool from one iSCSI LUN every node logs in to.</Empty>}
+      {pools.data && pools.data.length === 0 && <Empty title="No cluster pools">Create a drbd-gfs2 pool from one spare disk on each of two nodes, or, from one iSCSI LUN every node logs in to, an iscsi-gfs2 pool (a shared GFS2 file system) or an iscsi-lvm pool (one raw LV per VM disk).</Empty>}
       {pools.data && pools.data.map((p) => (
         <div class="panel">
           <div class="panel-head">
@@ -131,7 +159,7 @@ export function ClusterPools() {
             <button type="button" class="btn btn-sm btn-danger-outline" disabled={!!noModify || deleting !== null} title={noModify ?? "Delete (refused while VM disks live on it)"}
               aria-label={`Delete cluster pool ${p.name}`} onClick={() => remove(p)}>{deleting === p.name ? "Deleting…" : "Delete"}</button>
           </div>
-          {p.type === "iscsi-gfs2" && p.iscsi && <p class="muted small">LUN {p.iscsi.lun} of <span class="mono">{p.iscsi.target}</span> at <span class="mono">{p.iscsi.portal}</span>, CHAP user <span class="mono">{p.iscsi.chap_user}</span></p>}
+          {isIscsi(p.type) && p.iscsi && <p class="muted small">LUN {p.iscsi.lun} of <span class="mono">{p.iscsi.target}</span> at <span class="mono">{p.iscsi.portal}</span>, CHAP user <span class="mono">{p.iscsi.chap_user}</span></p>}
           {(p.notes ?? []).map((n) => <p class="small alert alert-info" role="note">{n}</p>)}
           <PoolNodes p={p} />
         </div>
@@ -156,7 +184,7 @@ function CreateDialog({ onClose }: { onClose: () => void }) {
   const [busy, setBusy] = useState(false);
   const [line, setLine] = useState<string | null>(null);
   const [err, setErr] = useState<string | null>(null);
-  const iscsi = type === "iscsi-gfs2";
+  const iscsi = isIscsi(type);
   const badName = name && !/^[a-z][a-z0-9-]{0,29}$/.test(name) ? "1-30 of a-z, 0-9 and '-', starting with a letter." : null;
   const lunNum = lun.trim() === "" ? 0 : Number(lun);
   const badLun = !Number.isInteger(lunNum) || lunNum < 0 || lunNum > 16383 ? "A LUN number, 0 to 16383." : null;
@@ -194,7 +222,9 @@ function CreateDialog({ onClose }: { onClose: () => void }) {
           <select id="cp-type" value={type} disabled={busy} onChange={(e) => setType(e.currentTarget.value as PoolType)}>
             <option value="drbd-gfs2">drbd-gfs2 (two nodes: DRBD, DLM, lvmlockd, GFS2)</option>
             <option value="iscsi-gfs2">iscsi-gfs2 (two nodes or more: an iSCSI LUN, DLM, lvmlockd, GFS2)</option>
-          </select></div>
+            <option value="iscsi-lvm">iscsi-lvm (two nodes or more: an iSCSI LUN, DLM, lvmlockd; one raw LV per VM disk, active on one node at a time)</option>
+          </select>
+          {type === "iscsi-lvm" && <div class="hint">No file system: VM disks on it are raw, and ISOs and images cannot be uploaded to it (keep them on a dir pool). A VM with a disk on it migrates offline only (shut it down first) and cannot be made HA yet.</div>}</div>
         {!iscsi && <div class="field"><label for="cp-device">Device (the same on both nodes)</label>
           <input id="cp-device" class="mono" placeholder="/dev/disk/by-id/…" value={device} onInput={(e) => setDevice(e.currentTarget.value)} />
           <div class="hint">A spare disk on each node. One holding a partition table, a file system or LVM is refused unless you wipe it.</div></div>}

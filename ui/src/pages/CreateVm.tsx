@@ -2,7 +2,8 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, followTask, get, notifyTask, np, post } from "../api";
 import { ErrorBox, Field } from "../components";
 import {
-  type CreateForm, type FieldErrors, fieldForError, formatBytes, mibHint, nextFreeVmid, specFromForm, stepOfField, validateSpec, vmidTaken,
+  type CreateForm, type FieldErrors, diskFormatFor, fieldForError, formatBytes, mibHint, nextFreeVmid, rawOnlyPool, rawOnlyPoolText,
+  specFromForm, stepOfField, validateSpec, vmidTaken,
 } from "../logic";
 import { navigate } from "../router";
 import type { NetworkInfo, PoolInfo, TaskInfo, TaskLogLine, TaskRef, VmSummary, VolumeInfo } from "../types";
@@ -61,6 +62,12 @@ export function CreateVm() {
     })();
   }, []);
 
+  const poolInfo = pools.find((p) => p.name === form.diskPool);
+  // an lvm-thin or iscsi-lvm pool holds raw disks only: the new disk is raw there, whatever
+  // format was chosen for a file pool (the API refuses qcow2 on disks[0].format)
+  const rawOnly = rawOnlyPool(poolInfo?.kind);
+  const effective: CreateForm = { ...form, diskFormat: diskFormatFor(poolInfo?.kind, form.diskFormat) };
+
   const set = <K extends keyof CreateForm>(k: K, v: CreateForm[K]) => {
     setForm((f) => ({ ...f, [k]: v }));
     const fieldKey = ({ diskPool: "disks[0].pool", diskSize: "disks[0].size_mib", iso: "cdrom", nic: "nics[0]" } as Record<string, string>)[k] ?? k;
@@ -69,7 +76,7 @@ export function CreateVm() {
   const stepErrors = (s: number, errs: FieldErrors) => Object.keys(errs).filter((f) => stepOfField(f) === s);
 
   const validate = (): FieldErrors => {
-    const errs = validateSpec(specFromForm(form));
+    const errs = validateSpec(specFromForm(effective));
     const taken = errs.vmid ? null : vmidTaken(form.vmid, vms);
     if (taken) errs.vmid = taken;
     if (form.addNic && !form.nic) errs["nics[0]"] = "Choose a network or bridge (or untick the NIC).";
@@ -104,7 +111,7 @@ export function CreateVm() {
       setStep(Math.min(...Object.keys(errs).map(stepOfField)));
       return;
     }
-    const spec = specFromForm(form);
+    const spec = specFromForm(effective);
     setBusy(true);
     try {
       const r = await post<TaskRef>(np(`/vms${form.start ? "?start=true" : ""}`), spec);
@@ -132,8 +139,7 @@ export function CreateVm() {
       aria-describedby={errors[field] ? `${controlId(field)}-error` : `${controlId(field)}-hint`}
       onInput={(e) => set(k, e.currentTarget.value as never)} {...props} />
   );
-  const spec = specFromForm(form);
-  const poolInfo = pools.find((p) => p.name === form.diskPool);
+  const spec = specFromForm(effective);
 
   return (
     <section aria-labelledby="create-title">
@@ -195,9 +201,10 @@ export function CreateVm() {
                     <Field id={controlId("disks[0].size_mib")} label="Disk size (MiB)" error={errors["disks[0].size_mib"]} hint={mibHint(form.diskSize)}>
                       {input("disks[0].size_mib", "diskSize", { inputMode: "numeric" })}
                     </Field>
-                    <Field id={controlId("disks[0].format")} label="Disk format" error={errors["disks[0].format"]}>
-                      <select id={controlId("disks[0].format")} value={form.diskFormat} onChange={(e) => set("diskFormat", e.currentTarget.value as "qcow2")}>
-                        <option value="qcow2">qcow2 (thin, snapshots)</option><option value="raw">raw</option>
+                    <Field id={controlId("disks[0].format")} label="Disk format" error={errors["disks[0].format"]}
+                      hint={rawOnly && poolInfo ? rawOnlyPoolText(poolInfo.kind) : undefined}>
+                      <select id={controlId("disks[0].format")} value={effective.diskFormat} onChange={(e) => set("diskFormat", e.currentTarget.value as "qcow2")}>
+                        <option value="qcow2" disabled={rawOnly}>qcow2 (thin, snapshots)</option><option value="raw">raw</option>
                       </select>
                     </Field>
                     <Field id={controlId("disks[0].bus")} label="Disk bus" error={errors["disks[0].bus"]}>
@@ -247,7 +254,7 @@ export function CreateVm() {
               <dl class="kv">
                 <dt>VM</dt><dd>{spec.vmid} · {spec.name}</dd>
                 <dt>CPU / memory</dt><dd>{spec.vcpus} vCPU · {spec.memory_mib} MiB · {form.firmware.toUpperCase()} · {form.machine}</dd>
-                <dt>Disk</dt><dd>{form.addDisk ? `${form.diskSize} MiB ${form.diskFormat} on ${form.diskPool} (${form.diskBus})` : "none"}</dd>
+                <dt>Disk</dt><dd>{form.addDisk ? `${form.diskSize} MiB ${effective.diskFormat} on ${form.diskPool} (${form.diskBus})` : "none"}</dd>
                 <dt>CD-ROM</dt><dd>{form.iso || "none"}</dd>
                 <dt>Network</dt><dd>{form.addNic && form.nic ? `${form.nic.replace(":", " ")} (${form.nicModel})` : "none"}</dd>
                 <dt>Boot order</dt><dd>{(spec.boot ?? ["disks", "cdrom", "NICs"]).join(" → ")}</dd>

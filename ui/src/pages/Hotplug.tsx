@@ -5,6 +5,7 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, followTask, get, getTaskLog, notifyTask, np, request } from "../api";
 import { Modal } from "../components";
 import { usePermissions, whyNot } from "../access";
+import { rawOnlyPool, rawOnlyPoolText } from "../logic";
 import type { NetworkInfo, PoolInfo, TaskRef, VmSpec } from "../types";
 
 export type Msg = { tone: "info" | "error"; text: string } | null;
@@ -64,6 +65,7 @@ export function DeviceActions({ vmid, spec, onChanged, msg, say: setMsg }: {
       if (!n.length) setKind("bridge");
     }).catch(() => {});
   }, [open]);
+  const poolKind = pools.find((p) => p.name === pool)?.kind;
   const badSize = size && !/^[1-9]\d*$/.test(size.trim()) ? "A whole number of MiB, at least 1." : null;
   const run = async (what: string, s: VmSpec) => {
     setBusy(true);
@@ -75,7 +77,9 @@ export function DeviceActions({ vmid, spec, onChanged, msg, say: setMsg }: {
   const addDisk = (e: Event) => {
     e.preventDefault();
     if (!pool || !size || badSize) return;
-    run("Add disk", { ...spec, disks: [...(spec.disks ?? []), { pool, size_mib: Number(size), bus }] });
+    // an lvm-thin or iscsi-lvm pool takes raw disks only; elsewhere the API's default (qcow2)
+    const raw = rawOnlyPool(poolKind);
+    run("Add disk", { ...spec, disks: [...(spec.disks ?? []), { pool, size_mib: Number(size), bus, ...(raw ? { format: "raw" as const } : {}) }] });
   };
   const addNic = (e: Event) => {
     e.preventDefault();
@@ -97,6 +101,7 @@ export function DeviceActions({ vmid, spec, onChanged, msg, say: setMsg }: {
               <select id="hp-pool" value={pool} onChange={(e) => setPool(e.currentTarget.value)}>
                 {pools.map((p) => <option value={p.name}>{p.name}</option>)}
               </select>
+              {poolKind && rawOnlyPool(poolKind) && <div class="hint">{rawOnlyPoolText(poolKind)} The new disk is raw.</div>}
             </div>
             <div class={`field${badSize ? " has-error" : ""}`}>
               <label for="hp-size">Size (MiB)</label>

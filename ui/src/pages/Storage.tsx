@@ -3,7 +3,7 @@ import { ApiError, del, followTask, get, notifyTask, np, upload } from "../api";
 import { Empty, ErrorBox, Loading, Modal, UsageBar } from "../components";
 import { usePoll } from "../hooks";
 import { usePermissions, whyNot } from "../access";
-import { formatBytes, percent, uploadNameProblem } from "../logic";
+import { formatBytes, percent, uploadNameProblem, uploadRefusal } from "../logic";
 
 import type { PoolInfo, TaskRef, VolumeInfo } from "../types";
 import { ClusterPools } from "./ClusterPools";
@@ -23,6 +23,8 @@ export function Storage({ pool }: { pool: string | null }) {
   const noDelete = current ? whyNot(perms, "Datastore.Allocate", `/storage/${current}`) : null;
   const noCreate = whyNot(perms, "Datastore.Allocate", "/storage");
   const currentPool = pools.data?.find((p) => p.name === current) ?? null;
+  // lvm-thin and iscsi-lvm pools (no directory) hold raw LVs only: nothing is uploaded there
+  const noUpload = currentPool ? uploadRefusal(currentPool) : null;
   return (
     <section aria-labelledby="st-title">
       <div class="page-head"><h1 id="st-title">Storage</h1>
@@ -54,11 +56,11 @@ export function Storage({ pool }: { pool: string | null }) {
               <button type="button" class="btn btn-sm btn-danger-outline" aria-label={`Delete pool ${current}`}
                 disabled={!!noDelete} title={noDelete ?? "Cluster and shared pools are refused here: they have their own Delete"}
                 onClick={() => setPoolToDelete(currentPool)}>Delete pool</button>}</div>
-          {currentPool?.kind === "lvm-thin"
-            ? <p class="small muted">An lvm-thin pool holds raw disks (thin LVs), made when a VM gets a disk here; ISOs and images are uploaded to dir pools.</p>
+          {noUpload
+            ? <p class="small muted">{noUpload}</p>
             : <Upload key={current} pool={current} onDone={vols.refresh} denied={whyNot(perms, "Datastore.AllocateSpace", `/storage/${current}`)} />}
           <ErrorBox error={vols.error} title="Cannot list volumes" />
-          {vols.data && vols.data.length === 0 && <Empty title="This pool is empty">Upload an ISO above, or create a VM with a new disk.</Empty>}
+          {vols.data && vols.data.length === 0 && <Empty title="This pool is empty">{noUpload ? "Create a VM with a new raw disk here, or add one to a VM." : "Upload an ISO above, or create a VM with a new disk."}</Empty>}
           {vols.data && vols.data.length > 0 && (
             <table class="table" aria-label={`Volumes in ${current}`}>
               <thead><tr><th>Name</th><th>Format</th><th class="num">Size</th><th class="num">Allocated</th><th>Used by</th><th><span class="sr-only">Actions</span></th></tr></thead>
