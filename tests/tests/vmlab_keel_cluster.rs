@@ -438,6 +438,232 @@ fn iscsi_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<String> {
     Ok(sum)
 }
 
+/// The `iscsi-lvm` pool: a LUN of its own target on node1 (open-iscsi has one session per
+/// target, so each iSCSI pool has one).
+const LVM_POOL: &str = "vmlvm";
+const LVM_IQN: &str = "iqn.2024-01.lab.keel:vmlvm";
+const LVM_VMID: u32 = 170;
+
+/// The `iscsi-lvm` pool, start to end on both nodes: created with one command (the VG tagged,
+/// both nodes in its lockspace); a qcow2 disk refused; VM 170's raw disk an LV both nodes see,
+/// active nowhere until the VM starts; while it runs on node1, node2 cannot activate the LV
+/// (lvmlockd: "locked by other host") nor delete it through Keel; the live migration is
+/// refused; stopped, it is released, migrates offline (nothing copied) and starts on node2,
+/// which now reads what node1 wrote and holds the LV against node1; then the purge and the
+/// pool's delete leave no session and no LV.
+fn iscsi_lvm_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
+    use keel_storage::lio::{Acl, Backstore, LioTarget};
+    let t0 = Instant::now();
+    let target = LioTarget {
+        iqn: LVM_IQN.into(),
+        name: "vmlvm0".into(),
+        backstore: Backstore::Fileio {
+            path: "/var/tmp/keel-lun-vmlvm.img".into(),
+            size_bytes: 192 << 20,
+        },
+        acls: [n1, n2]
+            .iter()
+            .map(|n| Acl {
+                initiator: n.iqn.clone(),
+                chap_user: CHAP_USER.into(),
+                chap_secret: CHAP_SECRET.into(),
+            })
+            .collect(),
+    };
+    target.validate()?;
+    for c in target.create_commands() {
+        run_on(n1, &c)?;
+    }
+    let t = Instant::now();
+    keel_ok(
+        n1,
+        &[
+            "storage",
+            "pool",
+            "create",
+            LVM_POOL,
+            "--type",
+            "iscsi-lvm",
+            "--portal",
+            &n1.addr,
+            "--target",
+            LVM_IQN,
+            "--chap-user",
+            CHAP_USER,
+            "--chap-secret-file",
+            "/root/chap.secret",
+        ],
+    )?;
+    eprintln!(
+        "METRIC vm_iscsi_lvm_create={:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let rows = rows_of(n1, LVM_POOL)?;
+    ensure!(
+        rows.len() == 2
+            && rows
+                .values()
+                .all(|r| r["logged_in"] == true && r["lockspace"] == true),
+        "iscsi-lvm pool not logged in and locked on both: {rows:?}"
+    );
+    eprintln!("{}", keel_ok(n1, &["storage", "status"])?);
+    let vg = format!("keel-{LVM_POOL}");
+    if std::env::var_os("KEEL_POOL_BENCH").is_some() {
+        lvm_pool_bench(n1, &vg)?;
+    }
+    for n in [n1, n2] {
+        let o = n.ssh(&format!(
+            "vgs --noheadings -o vg_lock_type,vg_tags {vg} 2>/dev/null"
+        ))?;
+        ensure!(
+            o.contains("dlm") && o.contains("keel_volumes"),
+            "{}: {vg} is not a shared VG tagged keel_volumes: {o}",
+            n.name
+        );
+    }
+    // a qcow2 disk is refused, naming the format
+    let spec = |format: &str| {
+        serde_json::json!({
+            "vmid": LVM_VMID, "name": "lvm170", "vcpus": 1, "memory_mib": 16,
+            "disks": [{"pool": LVM_POOL, "size_mib": 16, "format": format}],
+        })
+        .to_string()
+    };
+    n1.ssh(&format!(
+        "echo {} > /root/vm170q.json; echo {} > /root/vm170.json",
+        sq(&spec("qcow2")),
+        sq(&spec("raw"))
+    ))?;
+    let o = keel(
+        n1,
+        &["vm", "create", "--spec", "/root/vm170q.json"],
+        Duration::from_secs(120),
+    )?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("is iscsi-lvm") && o.stderr.contains("format raw"),
+        "a qcow2 disk on the iscsi-lvm pool: exit {} {}",
+        o.code,
+        o.stderr
+    );
+    keel_ok(n1, &["vm", "create", "--spec", "/root/vm170.json"])?;
+    let lv = format!("{vg}/vm-{LVM_VMID}-disk-0.raw");
+    let dev = format!("/dev/{lv}");
+    let attr = |n: &Node| -> Result<String> {
+        Ok(
+            n.ssh(&format!("lvs --noheadings -o lv_attr {lv} 2>/dev/null"))?
+                .trim()
+                .to_string(),
+        )
+    };
+    let active = |a: &str| a.chars().nth(4) == Some('a');
+    let (a1, a2) = (attr(n1)?, attr(n2)?);
+    ensure!(
+        a1.starts_with("-wi") && !active(&a1) && !active(&a2),
+        "VM 170's disk {lv} after the create: node1 {a1:?}, node2 {a2:?} (an LV active nowhere)"
+    );
+    // node1 writes known data into the disk, as the test harness: the LV activated by hand
+    // (hostd's sweep may release an active LV nothing holds open between the two commands:
+    // then again)
+    let written = n1.ssh(&format!(
+        "head -c 4194304 /dev/urandom > /root/lvm170.bin && \
+         for i in 1 2 3 4 5; do lvchange -aey {lv} && \
+         dd if=/root/lvm170.bin of={dev} bs=1M oflag=direct status=none && break; sleep 1; \
+         done && lvchange -an {lv} && sha256sum < /root/lvm170.bin | cut -d' ' -f1"
+    ))?;
+    keel_ok(n1, &["vm", "start", &LVM_VMID.to_string()])?;
+    let a1 = attr(n1)?;
+    ensure!(
+        a1.get(4..6) == Some("ao"),
+        "VM 170 runs on node1 but its disk is {a1:?} there (active and open expected)"
+    );
+    let o = n2.exec(&format!("lvchange -aey {lv}"), Duration::from_secs(60))?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("locked by other host"),
+        "node2 activated {lv} while VM 170 runs on node1: exit {} {}",
+        o.code,
+        o.stderr
+    );
+    let o = keel(
+        n2,
+        &[
+            "storage",
+            "delete-volume",
+            LVM_POOL,
+            &format!("vm-{LVM_VMID}-disk-0.raw"),
+        ],
+        Duration::from_secs(120),
+    )?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("active on another node"),
+        "node2 deleting VM 170's disk while it runs on node1: exit {} {}{}",
+        o.code,
+        o.stderr,
+        o.stdout
+    );
+    let o = keel(
+        n1,
+        &["vm", "migrate", &LVM_VMID.to_string(), "node2"],
+        Duration::from_secs(120),
+    )?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("iscsi-lvm pool") && o.stderr.contains("offline"),
+        "a live migration of VM 170: exit {} {}",
+        o.code,
+        o.stderr
+    );
+    log("iscsi-lvm: VM 170's LV active and open on node1 only; node2's lvchange -aey refused (locked by other host), Keel's delete from node2 refused, live migration refused");
+    keel_ok(n1, &["vm", "stop", &LVM_VMID.to_string()])?;
+    let a1 = attr(n1)?;
+    ensure!(
+        !active(&a1),
+        "VM 170 stopped, but node1 still has {lv} active: {a1:?}"
+    );
+    keel_ok(n1, &["vm", "migrate", &LVM_VMID.to_string(), "node2"])?;
+    keel_ok(n2, &["vm", "start", &LVM_VMID.to_string()])?;
+    let a2 = attr(n2)?;
+    ensure!(
+        a2.get(4..6) == Some("ao"),
+        "VM 170 runs on node2 but its disk is {a2:?} there"
+    );
+    let read = n2.ssh(&format!(
+        "dd if={dev} bs=1M count=4 iflag=direct status=none | sha256sum | cut -d' ' -f1"
+    ))?;
+    ensure!(
+        read.trim() == written.trim(),
+        "node2 reads {} from VM 170's disk, node1 wrote {}",
+        read.trim(),
+        written.trim()
+    );
+    let o = n1.exec(&format!("lvchange -aey {lv}"), Duration::from_secs(60))?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("locked by other host"),
+        "node1 activated {lv} while VM 170 runs on node2: exit {} {}",
+        o.code,
+        o.stderr
+    );
+    log("iscsi-lvm: VM 170 stopped (LV released), migrated offline without a copy, started on node2: same sha256, node1 now refused");
+    keel_ok(n2, &["vm", "stop", &LVM_VMID.to_string()])?;
+    keel_ok(n2, &["vm", "delete", &LVM_VMID.to_string(), "--purge"])?;
+    keel_ok(n1, &["storage", "pool", "delete", LVM_POOL])?;
+    for n in [n1, n2] {
+        let o = n.ssh(&format!(
+            "iscsiadm -m session 2>/dev/null | grep -cF {LVM_IQN} || true; \
+             lvs --noheadings {vg} 2>/dev/null | wc -l"
+        ))?;
+        ensure!(
+            o.split_whitespace().collect::<Vec<_>>() == ["0", "0"],
+            "{}: after the pool's delete, sessions and LVs of {LVM_POOL}: {o}",
+            n.name
+        );
+    }
+    eprintln!(
+        "METRIC vm_iscsi_lvm_steps={:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    log("iscsi-lvm pool: purge and delete left no LV and no session on either node");
+    Ok(())
+}
+
 /// Both members online, quorate, and both stores converged (after a node rebooted). The cheap
 /// probes (the stores' socket) run first and the API calls only once they pass: a poll that
 /// cannot succeed yet should not cost a TCG guest what its rejoin needs.
@@ -1860,6 +2086,7 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     if std::env::var_os("KEEL_POOL_BENCH").is_some() {
         pool_bench(n1)?;
     }
+    iscsi_lvm_pool(n1, n2, &log)?;
     ha_vm_on_node2(lab, &log)?;
 
     // --- a calm cluster before the cut: the BMC agents are Python, and under TCG a guest busy
@@ -2286,47 +2513,85 @@ fn pools_deleted(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
 /// process, perl) into a file on each pool's mount, against a directory on node1's own disk,
 /// printed as BENCH lines with the ratios to the local directory. TCG guests: the absolute
 /// figures mean little, the ratios show what each stack costs.
-fn pool_bench(n1: &Node) -> Result<()> {
-    let run = |dir: &str| -> Result<(f64, f64)> {
-        let o = n1.ssh_t(
-            &format!(
-                r#"set -e; mkdir -p {dir}; f={dir}/keel-bench.bin
-                s=$(date +%s.%N); dd if=/dev/zero of=$f bs=1M count=48 oflag=direct conv=fsync status=none; e=$(date +%s.%N)
-                echo seq $s $e
-                perl -e 'use Fcntl; sysopen(F, $ARGV[0], O_WRONLY|O_DSYNC) or die "$!"; my $b = "k" x 4096; srand(7);
-                  for (1..400) {{ sysseek(F, int(rand(12288)) * 4096, 0); syswrite(F, $b) == 4096 or die "$!" }}' $f &
-                s=$(date +%s.%N); wait $!; e=$(date +%s.%N); echo rand $s $e; rm -f $f"#
-            ),
-            Duration::from_secs(900),
-        )?;
-        let mut seq = 0.0;
-        let mut rand = 0.0;
-        for l in o.lines() {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            if w.len() == 3 {
-                let secs = w[2].parse::<f64>().unwrap_or(0.0) - w[1].parse::<f64>().unwrap_or(0.0);
-                match w[0] {
-                    "seq" => seq = 48.0 / secs.max(1e-6),
-                    "rand" => rand = 400.0 / secs.max(1e-6),
-                    _ => {}
-                }
+/// Sequential (48 MiB, 1 MiB `O_DIRECT`) and random (400 × 4 KiB `O_DSYNC` in the first 48
+/// MiB) writes into `target` on `n` (a file, removed after; or a block device), after the
+/// shell commands `setup`: MiB/s, IOPS.
+fn bench_target(n: &Node, setup: &str, target: &str) -> Result<(f64, f64)> {
+    let o = n.ssh_t(
+        &format!(
+            r#"f={target}; {setup}
+            set -e
+            s=$(date +%s.%N); dd if=/dev/zero of=$f bs=1M count=48 oflag=direct conv=fsync status=none; e=$(date +%s.%N)
+            echo seq $s $e
+            perl -e 'use Fcntl; sysopen(F, $ARGV[0], O_WRONLY|O_DSYNC) or die "$!"; my $b = "k" x 4096; srand(7);
+              for (1..400) {{ sysseek(F, int(rand(12288)) * 4096, 0); syswrite(F, $b) == 4096 or die "$!" }}' $f &
+            s=$(date +%s.%N); wait $!; e=$(date +%s.%N); echo rand $s $e; [ -b $f ] || rm -f $f"#
+        ),
+        Duration::from_secs(900),
+    )?;
+    let mut seq = 0.0;
+    let mut rand = 0.0;
+    for l in o.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.len() == 3 {
+            let secs = w[2].parse::<f64>().unwrap_or(0.0) - w[1].parse::<f64>().unwrap_or(0.0);
+            match w[0] {
+                "seq" => seq = 48.0 / secs.max(1e-6),
+                "rand" => rand = 400.0 / secs.max(1e-6),
+                _ => {}
             }
         }
-        ensure!(seq > 0.0 && rand > 0.0, "bench in {dir}: {o}");
-        Ok((seq, rand))
-    };
-    let (ls, lr) = run("/var/lib/keel/bench-local")?;
+    }
+    ensure!(seq > 0.0 && rand > 0.0, "bench on {target}: {o}");
+    Ok((seq, rand))
+}
+
+const BENCH_LOCAL: &str = "/var/lib/keel/bench-local";
+
+fn bench_local(n1: &Node) -> Result<(f64, f64)> {
+    n1.ssh(&format!("mkdir -p {BENCH_LOCAL}"))?;
+    let (ls, lr) = bench_target(n1, "", &format!("{BENCH_LOCAL}/keel-bench.bin"))?;
     eprintln!(
         "BENCH pool=local (node1's disk) seq_1M_direct={ls:.1} MiB/s rand_4k_dsync={lr:.0} IOPS"
     );
+    Ok((ls, lr))
+}
+
+fn bench_line(kind: &str, (s, r): (f64, f64), (ls, lr): (f64, f64)) {
+    eprintln!(
+        "BENCH pool={kind} seq_1M_direct={s:.1} MiB/s ({:.2}x local) rand_4k_dsync={r:.0} IOPS ({:.2}x local)",
+        s / ls,
+        r / lr
+    );
+}
+
+fn pool_bench(n1: &Node) -> Result<()> {
+    let local = bench_local(n1)?;
     for (kind, dir) in [("drbd-gfs2", POOL_DIR), ("iscsi-gfs2", ISCSI_DIR)] {
-        let (s, r) = run(dir)?;
-        eprintln!(
-            "BENCH pool={kind} seq_1M_direct={s:.1} MiB/s ({:.2}x local) rand_4k_dsync={r:.0} IOPS ({:.2}x local)",
-            s / ls,
-            r / lr
-        );
+        let r = bench_target(n1, "", &format!("{dir}/keel-bench.bin"))?;
+        bench_line(kind, r, local);
     }
+    Ok(())
+}
+
+/// The `iscsi-lvm` row: a 64 MiB LV of the pool, active on node1 (what a VM's QEMU writes to),
+/// held open by a `sleep` for the whole run, as QEMU would (hostd's sweep releases an active
+/// LV of such a pool that nothing holds open).
+fn lvm_pool_bench(n1: &Node, vg: &str) -> Result<()> {
+    let local = bench_local(n1)?;
+    n1.ssh(&format!(
+        "lvcreate -an -n keel-bench -L 64m {vg} >/dev/null 2>&1"
+    ))?;
+    let hold = format!(
+        "for i in 1 2 3 4 5; do lvchange -aey {vg}/keel-bench; sleep 900 < $f & h=$!; \
+         sleep 0.3; kill -0 $h 2>/dev/null && break; done"
+    );
+    let r = bench_target(n1, &hold, &format!("/dev/{vg}/keel-bench"));
+    n1.ssh(&format!(
+        "pkill -f '^sleep 900' || true; sleep 1; lvchange -an {vg}/keel-bench; \
+         lvremove -y {vg}/keel-bench >/dev/null"
+    ))?;
+    bench_line("iscsi-lvm", r?, local);
     Ok(())
 }
 
