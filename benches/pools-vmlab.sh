@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Pool benchmark (docs/storage.md, "Benchmark"): the VM lab's QMP part (two TCG guests, a
-# drbd-gfs2 pool and an iscsi-gfs2 pool on a LUN node1 exports) with KEEL_POOL_BENCH set, which
-# measures from node1 sequential 1 MiB direct writes and random 4 KiB O_DSYNC writes on each
-# pool's mount and on node1's own disk, and prints BENCH lines with the ratios to the local
-# disk. Not part of scripts/test.sh (about 13 minutes). Run as root.
+# drbd-gfs2 pool, and an iscsi-gfs2 and an iscsi-lvm pool on LUNs node1 exports) with
+# KEEL_POOL_BENCH set, which measures from node1 sequential 1 MiB direct writes and random 4 KiB
+# O_DSYNC writes on each GFS2 pool's mount, on an LV of the iscsi-lvm pool and on node1's own
+# disk, and prints BENCH lines with the ratios to the local disk. Not part of scripts/test.sh (about 13 minutes). Run as root.
 #   benches/pools-vmlab.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -447,10 +447,11 @@ const LVM_VMID: u32 = 170;
 /// The `iscsi-lvm` pool, start to end on both nodes: created with one command (the VG tagged,
 /// both nodes in its lockspace); a qcow2 disk refused; VM 170's raw disk an LV both nodes see,
 /// active nowhere until the VM starts; while it runs on node1, node2 cannot activate the LV
-/// (lvmlockd: "locked by other host") nor delete it through Keel; the live migration is
-/// refused; stopped, it is released, migrates offline (nothing copied) and starts on node2,
-/// which now reads what node1 wrote and holds the LV against node1; then the purge and the
-/// pool's delete leave no session and no LV.
+/// (lvmlockd: "locked by other host"), delete it through Keel, nor start VM 171, defined there
+/// on the same LV; the live migration is refused (the lab has no libvirt TLS listener, so the
+/// offline move is left to the plan's unit test); once VM 170 stopped its LV is released, VM
+/// 171 starts on node2 and reads what node1 wrote, and VM 170's start on node1 is refused in
+/// turn; then the purge and the pool's delete leave no session and no LV.
 fn iscsi_lvm_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
     use keel_storage::lio::{Acl, Backstore, LioTarget};
     let t0 = Instant::now();
@@ -459,7 +460,7 @@ fn iscsi_lvm_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
         name: "vmlvm0".into(),
         backstore: Backstore::Fileio {
             path: "/var/tmp/keel-lun-vmlvm.img".into(),
-            size_bytes: 192 << 20,
+            size_bytes: 256 << 20,
         },
         acls: [n1, n2]
             .iter()
@@ -612,38 +613,69 @@ fn iscsi_lvm_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
         o.stderr
     );
     log("iscsi-lvm: VM 170's LV active and open on node1 only; node2's lvchange -aey refused (locked by other host), Keel's delete from node2 refused, live migration refused");
+    // VM 171 on node2, defined on the very same LV: Keel refuses its start while node1 holds it
+    let vol = format!("vm-{LVM_VMID}-disk-0.raw");
+    let twin = serde_json::json!({
+        "vmid": LVM_VMID + 1, "name": "lvm171", "vcpus": 1, "memory_mib": 16,
+        "disks": [{"pool": LVM_POOL, "volume": vol, "format": "raw"}],
+    });
+    n2.ssh(&format!(
+        "echo {} > /root/vm171.json",
+        sq(&twin.to_string())
+    ))?;
+    keel_ok(n2, &["vm", "create", "--spec", "/root/vm171.json"])?;
+    let twin_id = (LVM_VMID + 1).to_string();
+    let o = keel(n2, &["vm", "start", &twin_id], Duration::from_secs(120))?;
+    ensure!(
+        o.code != 0
+            && o.stderr
+                .contains(&format!("{dev} is active on another node")),
+        "VM 171 started on node2 on the LV VM 170 holds on node1: exit {} {}{}",
+        o.code,
+        o.stderr,
+        o.stdout
+    );
+    let a2 = attr(n2)?;
+    ensure!(
+        !active(&a2),
+        "the refused start left {lv} active on node2: {a2:?}"
+    );
     keel_ok(n1, &["vm", "stop", &LVM_VMID.to_string()])?;
     let a1 = attr(n1)?;
     ensure!(
         !active(&a1),
         "VM 170 stopped, but node1 still has {lv} active: {a1:?}"
     );
-    keel_ok(n1, &["vm", "migrate", &LVM_VMID.to_string(), "node2"])?;
-    keel_ok(n2, &["vm", "start", &LVM_VMID.to_string()])?;
+    keel_ok(n2, &["vm", "start", &twin_id])?;
     let a2 = attr(n2)?;
     ensure!(
         a2.get(4..6) == Some("ao"),
-        "VM 170 runs on node2 but its disk is {a2:?} there"
+        "VM 171 runs on node2 but the LV is {a2:?} there"
     );
     let read = n2.ssh(&format!(
         "dd if={dev} bs=1M count=4 iflag=direct status=none | sha256sum | cut -d' ' -f1"
     ))?;
     ensure!(
         read.trim() == written.trim(),
-        "node2 reads {} from VM 170's disk, node1 wrote {}",
+        "node2 reads {} from the LV, node1 wrote {}",
         read.trim(),
         written.trim()
     );
-    let o = n1.exec(&format!("lvchange -aey {lv}"), Duration::from_secs(60))?;
+    let o = keel(
+        n1,
+        &["vm", "start", &LVM_VMID.to_string()],
+        Duration::from_secs(120),
+    )?;
     ensure!(
-        o.code != 0 && o.stderr.contains("locked by other host"),
-        "node1 activated {lv} while VM 170 runs on node2: exit {} {}",
+        o.code != 0 && o.stderr.contains("is active on another node"),
+        "VM 170 started on node1 while node2 holds its LV: exit {} {}",
         o.code,
         o.stderr
     );
-    log("iscsi-lvm: VM 170 stopped (LV released), migrated offline without a copy, started on node2: same sha256, node1 now refused");
-    keel_ok(n2, &["vm", "stop", &LVM_VMID.to_string()])?;
-    keel_ok(n2, &["vm", "delete", &LVM_VMID.to_string(), "--purge"])?;
+    log("iscsi-lvm: node2's VM 171 on the same LV refused while node1 ran VM 170; VM 170 stopped (LV released), VM 171 started on node2 reading node1's data (same sha256), and now VM 170's start on node1 is refused");
+    keel_ok(n2, &["vm", "stop", &twin_id])?;
+    keel_ok(n2, &["vm", "delete", &twin_id])?;
+    keel_ok(n1, &["vm", "delete", &LVM_VMID.to_string(), "--purge"])?;
     keel_ok(n1, &["storage", "pool", "delete", LVM_POOL])?;
     for n in [n1, n2] {
         let o = n.ssh(&format!(
@@ -2576,14 +2608,16 @@ fn pool_bench(n1: &Node) -> Result<()> {
 
 /// The `iscsi-lvm` row: a 64 MiB LV of the pool, active on node1 (what a VM's QEMU writes to),
 /// held open by a `sleep` for the whole run, as QEMU would (hostd's sweep releases an active
-/// LV of such a pool that nothing holds open).
+/// LV of such a pool that nothing holds open). The `sleep` must not hold ssh's output open, or
+/// the command would not return before it ends.
 fn lvm_pool_bench(n1: &Node, vg: &str) -> Result<()> {
     let local = bench_local(n1)?;
     n1.ssh(&format!(
         "lvcreate -an -n keel-bench -L 64m {vg} >/dev/null 2>&1"
     ))?;
     let hold = format!(
-        "for i in 1 2 3 4 5; do lvchange -aey {vg}/keel-bench; sleep 900 < $f & h=$!; \
+        "for i in 1 2 3 4 5; do lvchange -aey {vg}/keel-bench; \
+         sleep 900 < $f > /dev/null 2>&1 & h=$!; \
          sleep 0.3; kill -0 $h 2>/dev/null && break; done"
     );
     let r = bench_target(n1, &hold, &format!("/dev/{vg}/keel-bench"));

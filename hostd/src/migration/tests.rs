@@ -202,6 +202,19 @@ fn iscsi_lvm_disks_move_offline_only() {
     v.state = VmState::Stopped;
     let (s, m) = refusal(plan("node1", &v, &target(), 512));
     assert!(s == 409 && m.contains("does not see volume"), "{m}");
+    // the target sees the same LV: nothing to copy, the disk stays where it is
+    let d = &v.parsed.spec.disks[0];
+    let volume = d.volume.clone().unwrap();
+    let mut t = target();
+    let path = format!("/dev/keel-local/{volume}");
+    match t.volumes.iter_mut().find(|(p, _)| p == "local") {
+        Some((_, vols)) => vols.push(vol(&volume, &path)),
+        None => t.volumes.push(("local".into(), vec![vol(&volume, &path)])),
+    }
+    let p = plan("node1", &v, &t, 512).unwrap();
+    assert!(!p.live);
+    assert!(p.disks.is_empty(), "{:?}", p.disks);
+    assert_eq!(p.shared, [v.parsed.disk_targets[0].clone()]);
 }
 
 #[test]
