@@ -83,15 +83,31 @@ impl DaemonsExt for KNode<'_> {
         serde_json::from_str(&out).with_context(|| format!("status of {}: {out}", self.n.name))
     }
 
-    /// PID of this node's keel-hostd.
+    /// PID of this node's keel-hostd: the one whose parent is not a keel-hostd too (a command
+    /// hostd is spawning is a forked keel-hostd until its exec; stopping that one instead
+    /// would leave hostd free to reap the daemon the test kills).
     fn hostd_pid(&self) -> Result<u32> {
+        let comm = |p: u32| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .map(|c| c.trim().to_string())
+                .unwrap_or_default()
+        };
+        let ppid = |p: u32| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.get(s.rfind(')')? + 1..)?
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
         self.n
             .pids()
             .into_iter()
-            .find(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/comm"))
-                    .is_ok_and(|c| c.trim() == "keel-hostd")
-            })
+            .find(|&p| comm(p) == "keel-hostd" && comm(ppid(p)) != "keel-hostd")
             .with_context(|| format!("no keel-hostd in {}", self.n.name))
     }
 
@@ -220,8 +236,9 @@ fn kill_and_watch(
         while proc_state(pid) != Some('Z') {
             ensure!(
                 t.elapsed() < Duration::from_secs(10),
-                "{prog} {pid} did not become a zombie: {:?}",
-                proc_state(pid)
+                "{prog} {pid} did not become a zombie: {:?} (hostd {hostd}: {:?})",
+                proc_state(pid),
+                proc_state(hostd)
             );
             std::thread::sleep(Duration::from_millis(20));
         }
