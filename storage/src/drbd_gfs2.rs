@@ -159,7 +159,7 @@ impl DrbdGfs2 {
             vg: self.vg(),
             lv: Some((LV.into(), Activation::Shared)),
             mountpoint: Some(self.mountpoint()),
-            nodes: 2,
+            nodes: self.drbd.peers.iter().map(|p| p.node.clone()).collect(),
         }
     }
 
@@ -558,7 +558,7 @@ pub(crate) fn shared_fs(
         r.run_ok(&c)?;
     }
     sink.log(&format!("shared VG {vg} on {dev}, LV {LV} over all of it"));
-    r.run_ok(&g.mkfs_with_journal_mib(32))?;
+    r.run_ok(&g.mkfs_with_journal_mib(crate::gfs2::JOURNAL_MIB))?;
     sink.log(&format!(
         "GFS2 {} with {} journals on {}",
         g.lock_table(),
@@ -574,16 +574,8 @@ pub(crate) fn shared_fs(
 
 /// The clones of a pool's chain, top first (the order Pacemaker stops them in).
 fn chain_ids(stack: &PoolStack) -> Vec<String> {
-    let mut v = Vec::new();
-    if stack.mountpoint.is_some() {
-        v.push(stack.fs_clone_id());
-    }
-    if stack.lv.is_some() {
-        v.push(stack.lvm_clone_id());
-    }
-    if stack.drbd.is_some() {
-        v.push(stack.drbd_clone_id());
-    }
+    let mut v = stack.clone_ids();
+    v.reverse();
     v
 }
 

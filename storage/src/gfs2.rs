@@ -11,6 +11,10 @@ use keel_runner::Cmd;
 
 use crate::StorageError;
 
+/// The size of each journal Keel makes (mkfs.gfs2's default, 128 MiB, leaves little of a small
+/// disk once every node has one).
+pub const JOURNAL_MIB: u32 = 32;
+
 /// A GFS2 file system as Keel creates it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Gfs2 {
@@ -116,10 +120,40 @@ impl Gfs2 {
         (nodes + 1).checked_sub(have).filter(|n| *n > 0)
     }
 
-    /// `gfs2_jadd` on a mounted file system (any one node).
-    pub fn jadd(mountpoint: &str, add: u32) -> Cmd {
-        Cmd::argv(&["gfs2_jadd", "-j", &add.to_string(), mountpoint])
-            .timeout(Duration::from_secs(300))
+    /// `gfs2_jadd` on a mounted file system (any one node), journals of `mib` MiB (the size
+    /// Keel's `mkfs.gfs2` gave the first ones).
+    pub fn jadd(mountpoint: &str, add: u32, mib: u32) -> Cmd {
+        Cmd::argv(&[
+            "gfs2_jadd",
+            "-j",
+            &add.to_string(),
+            "-J",
+            &mib.to_string(),
+            mountpoint,
+        ])
+        .timeout(Duration::from_secs(300))
+    }
+
+    /// `gfs2_edit -p jindex DEV`: the journal index, read from the device (reads only; the
+    /// index changes only through `gfs2_jadd`).
+    pub fn jindex(device: &str) -> Cmd {
+        Cmd::argv(&["gfs2_edit", "-p", "jindex", device]).timeout(Duration::from_secs(60))
+    }
+
+    /// The journals [`Self::jindex`] lists (its `File    journalN` entries).
+    pub fn parse_jindex(text: &str) -> u32 {
+        text.lines()
+            .filter(|l| {
+                let mut w = l.split_whitespace().rev();
+                matches!(
+                    (w.next(), w.next()),
+                    (Some(name), Some("File"))
+                        if name.strip_prefix("journal").is_some_and(|n| {
+                            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                        })
+                )
+            })
+            .count() as u32
     }
 }
 
@@ -153,6 +187,38 @@ mod tests {
         assert_eq!(Gfs2::journals_to_add(3, 2), None);
         assert_eq!(Gfs2::journals_to_add(3, 3), Some(1));
         assert_eq!(Gfs2::journals_to_add(3, 5), Some(3));
+    }
+
+    /// Captured from `gfs2_edit -p jindex` (gfs2-utils 3.5.0) on a file system made with
+    /// `mkfs.gfs2 -j 3`.
+    #[test]
+    fn jindex_counts_the_journals() {
+        let out = "Block #2073    (0x819) of 76800 (0x12c00) (inode)\n\
+            --------------- Journal Index ------------------\n\
+            Dinode:\n  mh_magic              0x01161970(hex)\n  di_entries            5                   0x5\n\n\
+            Directory block: lf_depth:0, lf_entries:0, lf_inode: 0x0, lf_dist: 0, lf_nsec: 0, lf_sec: 0, fmt:0 next=0x0 (5 dirents).\n   \
+            1/1 [0ED4E242] 5/2073 (0x5/0x819) +0: Dir     .\n   \
+            2/2 [9608161C] 4/2072 (0x4/0x818) +0: Dir     ..\n   \
+            3/3 [FC7745EB] 1/18 (0x1/0x12) +0: File    journal0\n   \
+            4/4 [8B70757D] 2/2075 (0x2/0x81b) +0: File    journal1\n   \
+            5/5 [127924C7] 3/4132 (0x3/0x1024) +0: File    journal2\n\
+            ------------------------------------------------------\n";
+        assert_eq!(Gfs2::parse_jindex(out), 3);
+        assert_eq!(
+            Gfs2::parse_jindex("Failed to open '(null)': Bad address\n"),
+            0
+        );
+        assert_eq!(
+            Gfs2::jadd("/var/lib/keel/pools/shared", 1, 32).to_argv(),
+            [
+                "gfs2_jadd",
+                "-j",
+                "1",
+                "-J",
+                "32",
+                "/var/lib/keel/pools/shared"
+            ]
+        );
     }
 
     #[test]

@@ -246,6 +246,14 @@ mv "$f.keel" "$f""#;
         .timeout(T)
     }
 
+    /// The record with its masked values shown (`-S`): read by a node of a pool to hand the
+    /// CHAP secret to a node that joins it (over the signed peer call only).
+    pub fn show_record(&self) -> Cmd {
+        Cmd::argv(&self.node_args())
+            .args(["-o", "show", "-S"])
+            .timeout(T)
+    }
+
     pub fn login(&self) -> Cmd {
         Cmd::argv(&self.node_args()).arg("--login").timeout(LOGIN_T)
     }
@@ -265,6 +273,15 @@ mv "$f.keel" "$f""#;
         let a = self.addr();
         sessions.iter().any(|(p, t)| *p == a && *t == self.target)
     }
+}
+
+/// The CHAP secret in a record [`IscsiLun::show_record`] printed (`None` when it has none).
+pub fn parse_record_secret(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == "node.session.auth.password")
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty() && v != "<empty>" && !v.chars().all(|c| c == '*'))
 }
 
 /// open-iscsi's daemon (socket-activated on Debian; started here for nodes where the socket is
@@ -336,6 +353,33 @@ pub(crate) mod tests {
             chap_user: "keelpool".into(),
             chap_secret: "Chap-Secret-0123".into(),
         }
+    }
+
+    #[test]
+    fn record_secret() {
+        let rec = "node.name = iqn.2024-01.lab.keel:shared\n\
+            node.session.auth.authmethod = CHAP\n\
+            node.session.auth.username = keelinit\n\
+            node.session.auth.password = Keel-Lab-Chap-7x\n\
+            node.session.auth.username_in = <empty>\n";
+        assert_eq!(
+            parse_record_secret(rec).as_deref(),
+            Some("Keel-Lab-Chap-7x")
+        );
+        // without -S iscsiadm masks it: not a secret
+        assert_eq!(
+            parse_record_secret("node.session.auth.password = ********\n"),
+            None
+        );
+        assert_eq!(
+            parse_record_secret("node.session.auth.password = <empty>\n"),
+            None
+        );
+        assert!(lun().show_record().to_argv().ends_with(&[
+            "-o".into(),
+            "show".into(),
+            "-S".into()
+        ]));
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl IscsiPool {
             vg: self.vg(),
             lv: gfs2.then(|| (LV.into(), Activation::Shared)),
             mountpoint: gfs2.then(|| self.mountpoint()),
-            nodes: self.nodes.len() as u32,
+            nodes: self.nodes.clone(),
         }
     }
 }
@@ -521,6 +521,135 @@ pub fn create(
     )?;
     sink.progress(0.95);
     Ok(())
+}
+
+/// Before the extension's task, on a node of the pool (`me`): each new node logs in (with the
+/// secret this node's record holds) and must see the LUN this node sees (size and WWN). On a
+/// refusal every new node that logged in logs out again: nothing changed.
+pub fn attach_new(
+    r: &dyn Runner,
+    me: &str,
+    new: &[&dyn IscsiPeer],
+    pool: &IscsiPool,
+) -> Result<Vec<LunFacts>, StorageError> {
+    let dev = pool.lun.device();
+    let mine = device::probe(r, me, &dev)?;
+    let my_wwn = r.run_ok(&wwn(&dev))?.trim().to_string();
+    let mut attached: Vec<&dyn IscsiPeer> = Vec::new();
+    let mut facts = Vec::new();
+    let res = (|| -> Result<(), StorageError> {
+        for p in new {
+            let f = p.attach(pool)?;
+            if !f.was_logged_in {
+                attached.push(*p);
+            }
+            if f.device.size_bytes != mine.size_bytes || f.wwn != my_wwn {
+                return Err(StorageError::Unsafe(format!(
+                    "node {} sees a different LUN at {dev} than {me} (size {} vs {} bytes, WWN \
+                     {:?} vs {:?}): check the target's LUN mapping for {}'s initiator; nothing \
+                     was changed",
+                    f.node, f.device.size_bytes, mine.size_bytes, f.wwn, my_wwn, f.node
+                )));
+            }
+            facts.push(f);
+        }
+        Ok(())
+    })();
+    match res {
+        Ok(()) => Ok(facts),
+        Err(e) => {
+            for p in attached {
+                let _ = p.detach(pool);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The extension's task, on a node of the pool once [`attach_new`] passed: the pool as it was
+/// (`old`) reaches `new` too. Each new node gets the LVM filter, the boot order and the mount
+/// point; once lvmlockd runs there (the lock layer's clones run on every member), either
+/// (`iscsi-lvm`) it joins the VG's lockspace, or (`iscsi-gfs2`) a journal is added when the
+/// file system has no spare one left for it (one per node plus a spare, `gfs2_jadd` on this
+/// node's mount), and the chain's clone limits and node constraints take the new node in, so
+/// Pacemaker activates the LV and mounts GFS2 there. Returns the pool with its new nodes.
+///
+/// Every step is idempotent: a run that failed part-way is completed by the next one.
+pub fn extend(
+    r: &dyn Runner,
+    new: &[&dyn IscsiPeer],
+    old: &IscsiPool,
+    w: &Waits,
+    sink: &dyn Sink,
+) -> Result<IscsiPool, StorageError> {
+    let mut pool = old.clone();
+    for p in new {
+        if !pool.nodes.iter().any(|n| n == p.name()) {
+            pool.nodes.push(p.name().to_string());
+        }
+    }
+    pool.validate()?;
+    let names: Vec<&str> = new.iter().map(|p| p.name()).collect();
+    for p in new {
+        p.prepare(&pool)?;
+        sink.log(&format!(
+            "{}: LVM filter, boot order, mount point",
+            p.name()
+        ));
+    }
+    sink.progress(0.2);
+    wait_running(r, stack::LVMLOCKD_CLONE, &names, w, sink)?;
+    sink.progress(0.4);
+    let vg = pool.vg();
+    if pool.layout == IscsiLayout::Lvm {
+        for p in new {
+            p.join(&pool)?;
+            sink.log(&format!("{}: joined the lockspace of {vg}", p.name()));
+        }
+        sink.progress(0.95);
+        return Ok(pool);
+    }
+    let have = Gfs2::parse_jindex(&r.run_ok(&Gfs2::jindex(&pool.lv_device()))?);
+    if have == 0 {
+        return Err(StorageError::Unsafe(format!(
+            "cannot read the journal index of {} (gfs2_edit -p jindex lists none): check the \
+             file system with `gfs2_edit -p jindex {}` on a node that mounts it",
+            pool.lv_device(),
+            pool.lv_device()
+        )));
+    }
+    match Gfs2::journals_to_add(have, pool.nodes.len() as u32) {
+        Some(add) => {
+            r.run_ok(&Gfs2::jadd(
+                &pool.mountpoint(),
+                add,
+                crate::gfs2::JOURNAL_MIB,
+            ))?;
+            sink.log(&format!(
+                "GFS2 {}: {add} journal(s) added to the {have} it had (one per node plus a spare)",
+                pool.gfs2().lock_table()
+            ));
+        }
+        None => sink.log(&format!(
+            "GFS2 {}: its {have} journals cover {} nodes and a spare",
+            pool.gfs2().lock_table(),
+            pool.nodes.len()
+        )),
+    }
+    sink.progress(0.6);
+    let st = pool.stack();
+    let (pr, pc) = st.render();
+    r.run_ok(&cib_add(pr, pc))?;
+    sink.log(&format!(
+        "Pacemaker: {} may run on {} (clone-max {})",
+        st.clone_ids().join(", "),
+        pool.nodes.join(", "),
+        pool.nodes.len()
+    ));
+    let all: Vec<&str> = pool.nodes.iter().map(String::as_str).collect();
+    wait_running(r, &st.fs_clone_id(), &all, w, sink)?;
+    sink.progress(0.95);
+    Ok(pool)
 }
 
 /// This node leaves the pool once Pacemaker stopped its chain: logged out, record deleted,
@@ -935,6 +1064,96 @@ mod tests {
             .get_stdin()
             .map(|s| String::from_utf8_lossy(s).contains("drbd"))
             .unwrap_or(true));
+    }
+
+    /// A node that joined later: node3 (its own runner) gets the filter, boot order and mount
+    /// point; this node reads the journal index, adds the journal the third node needs for a
+    /// spare to remain, and takes node3 into the chain's clone limits and node constraints,
+    /// then waits until GFS2 runs on all three.
+    #[test]
+    fn extend_adds_a_journal_and_the_node_to_the_chain() {
+        struct Node3(Fake, Mutex<Vec<&'static str>>);
+        impl IscsiPeer for Node3 {
+            fn name(&self) -> &str {
+                "node3"
+            }
+            fn attach(&self, p: &IscsiPool) -> Result<LunFacts, StorageError> {
+                self.1.lock().unwrap().push("attach");
+                attach_node(&self.0, "node3", p, &w())
+            }
+            fn detach(&self, p: &IscsiPool) -> Result<(), StorageError> {
+                self.1.lock().unwrap().push("detach");
+                detach_node(&self.0, p)
+            }
+            fn prepare(&self, p: &IscsiPool) -> Result<(), StorageError> {
+                self.1.lock().unwrap().push("prepare");
+                prepare_node(&self.0, "node3", p)
+            }
+            fn join(&self, p: &IscsiPool) -> Result<(), StorageError> {
+                self.1.lock().unwrap().push("join");
+                join_lockspace(&self.0, p)
+            }
+        }
+        let old = pool(false);
+        let mut new = old.clone();
+        new.nodes.push("node3".into());
+        let f1 = Fake::new();
+        let f3 = Fake::new();
+        expect_prepare(&f3, &new);
+        f1.push(
+            &drbd_gfs2::locate(stack::LVMLOCKD_CLONE).to_argv(),
+            None,
+            Reply::ok("resource lvmlockd-clone is running on: node3\n"),
+        );
+        f1.push(
+            &Gfs2::jindex("/dev/keel-shared/fs").to_argv(),
+            None,
+            Reply::ok(
+                " 3/3 [FC7745EB] 1/18 (0x1/0x12) +0: File    journal0\n \
+                 4/4 [8B70757D] 2/2075 (0x2/0x81b) +0: File    journal1\n \
+                 5/5 [127924C7] 3/4132 (0x3/0x1024) +0: File    journal2\n",
+            ),
+        );
+        f1.push(
+            &[
+                "gfs2_jadd",
+                "-j",
+                "1",
+                "-J",
+                "32",
+                "/var/lib/keel/pools/shared",
+            ],
+            None,
+            Reply::ok("Filesystem: /var/lib/keel/pools/shared\nOld journals: 3\nNew journals: 4\n"),
+        );
+        let (pr, pc) = new.stack().render();
+        let chain = cib_add(pr, pc);
+        let xml = String::from_utf8_lossy(chain.get_stdin().unwrap()).to_string();
+        assert!(
+            xml.contains(r#"name="clone-max" value="3""#)
+                && xml.contains(r#"id="location-fs-shared-clone-node3" rsc="fs-shared-clone" node="node3" score="0" resource-discovery="exclusive""#),
+            "{xml}"
+        );
+        f1.push(&chain.to_argv(), Some(xml.into_bytes()), Reply::ok(""));
+        f1.push(
+            &drbd_gfs2::locate("fs-shared-clone").to_argv(),
+            None,
+            Reply::ok(
+                "resource fs-shared-clone is running on: node1\nresource fs-shared-clone is running on: node2\nresource fs-shared-clone is running on: node3\n",
+            ),
+        );
+        let n3 = Node3(f3, Mutex::new(vec![]));
+        let log = Log::default();
+        let got = extend(&f1, &[&n3], &old, &w(), &log).unwrap();
+        f1.assert_done();
+        n3.0.assert_done();
+        assert_eq!(got.nodes, ["node1", "node2", "node3"]);
+        assert_eq!(*n3.1.lock().unwrap(), ["prepare"]);
+        let l = log.0.lock().unwrap().join("\n");
+        assert!(l.contains("1 journal(s) added to the 3 it had"), "{l}");
+
+        // with a spare already there for the fourth node, no journal is added
+        assert_eq!(Gfs2::journals_to_add(5, 4), None);
     }
 
     #[test]

@@ -36,8 +36,9 @@ pub struct PoolStack {
     pub lv: Option<(String, Activation)>,
     /// Where the file system is mounted, for the gfs2 kinds.
     pub mountpoint: Option<String>,
-    /// Nodes the clones may run on (clone-max).
-    pub nodes: u32,
+    /// The pool's nodes: its clones run there and nowhere else (clone-max, and a location
+    /// constraint per node with exclusive resource discovery).
+    pub nodes: Vec<String>,
 }
 
 fn nvpair(set: &str, name: &str, value: &str) -> Element {
@@ -208,7 +209,7 @@ impl PoolStack {
     pub fn render(&self) -> (Vec<Element>, Vec<Element>) {
         let mut rs = Vec::new();
         let mut cs = Vec::new();
-        let n = self.nodes.to_string();
+        let n = self.nodes.len().to_string();
         let cmeta = [("interleave", "true"), ("clone-max", n.as_str())];
         let mut drbd_below = None;
         if let Some(res) = &self.drbd {
@@ -312,7 +313,44 @@ impl PoolStack {
                 cs.extend(chain(&self.lvm_clone_id(), &self.fs_clone_id(), None));
             }
         }
+        for id in self.clone_ids() {
+            cs.extend(self.pinned(&id));
+        }
         (rs, cs)
+    }
+
+    /// The pool's own clones (not the shared lock layer), bottom first.
+    pub fn clone_ids(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.drbd.is_some() {
+            v.push(self.drbd_clone_id());
+        }
+        if self.lv.is_some() {
+            v.push(self.lvm_clone_id());
+        }
+        if self.mountpoint.is_some() {
+            v.push(self.fs_clone_id());
+        }
+        v
+    }
+
+    /// `rsc` may run on the pool's nodes only: one location constraint per node with
+    /// `resource-discovery=exclusive`, so Pacemaker neither probes nor starts it on a node
+    /// that joined the cluster later and has no DRBD resource, LUN or VG for it (a start
+    /// there would fail, and the agents' "not configured" answer is fatal for the clone on
+    /// every node). Extending an iSCSI pool to a new node adds that node's constraint.
+    fn pinned(&self, rsc: &str) -> Vec<Element> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                Element::new("rsc_location")
+                    .attr("id", format!("location-{rsc}-{n}"))
+                    .attr("rsc", rsc)
+                    .attr("node", n.as_str())
+                    .attr("score", "0")
+                    .attr("resource-discovery", "exclusive")
+            })
+            .collect()
     }
 }
 
@@ -328,7 +366,7 @@ mod tests {
             vg: "keel-vmstore".into(),
             lv: Some(("fs".into(), Activation::Shared)),
             mountpoint: Some("/var/lib/keel/pools/vmstore".into()),
-            nodes: 2,
+            nodes: vec!["node1".into(), "node2".into()],
         };
         let (_, cs) = s.render();
         let orders: Vec<(String, String)> = cs

@@ -147,16 +147,28 @@ fn stack_document_with(
     more_rs: Vec<keel_xml::Element>,
     more_cs: Vec<keel_xml::Element>,
 ) -> String {
-    let members: Vec<(u32, String)> = (1..=nodes).map(|i| (i, format!("node{i}"))).collect();
-    let devices: Vec<FenceDevice> = members.iter().map(|(i, n)| ipmi(n, *i)).collect();
-    let props = ClusterProperties::for_size("lab", nodes as usize);
-    let mut doc = cib::verification_document(&members, &props, &devices);
-    let (mut rs, mut cs) = stack::lock_layer();
+    let (mut rs, mut cs) = (Vec::new(), Vec::new());
     for p in pools {
         let (r, c) = p.render();
         rs.extend(r);
         cs.extend(c);
     }
+    rs.extend(more_rs);
+    cs.extend(more_cs);
+    document_of(nodes, rs, cs)
+}
+
+/// A whole CIB of `nodes` members with Keel's fence devices, the lock layer and `rs`/`cs`.
+fn document_of(
+    nodes: u32,
+    more_rs: Vec<keel_xml::Element>,
+    more_cs: Vec<keel_xml::Element>,
+) -> String {
+    let members: Vec<(u32, String)> = (1..=nodes).map(|i| (i, format!("node{i}"))).collect();
+    let devices: Vec<FenceDevice> = members.iter().map(|(i, n)| ipmi(n, *i)).collect();
+    let props = ClusterProperties::for_size("lab", nodes as usize);
+    let mut doc = cib::verification_document(&members, &props, &devices);
+    let (mut rs, mut cs) = stack::lock_layer();
     rs.extend(more_rs);
     cs.extend(more_cs);
     let conf = doc
@@ -183,7 +195,7 @@ fn pool_stacks_golden_and_accepted_by_crm_verify() {
         vg: "keel-vmstore".into(),
         lv: Some(("fs".into(), Activation::Shared)),
         mountpoint: Some("/var/lib/keel/pools/vmstore".into()),
-        nodes: 2,
+        nodes: vec!["node1".into(), "node2".into()],
     };
     let iscsi_gfs2 = PoolStack {
         pool: "shared".into(),
@@ -191,7 +203,7 @@ fn pool_stacks_golden_and_accepted_by_crm_verify() {
         vg: "keel-shared".into(),
         lv: Some(("fs".into(), Activation::Shared)),
         mountpoint: Some("/var/lib/keel/pools/shared".into()),
-        nodes: 3,
+        nodes: vec!["node1".into(), "node2".into(), "node3".into()],
     };
     let iscsi_lvm = PoolStack {
         pool: "rawdisks".into(),
@@ -199,7 +211,7 @@ fn pool_stacks_golden_and_accepted_by_crm_verify() {
         vg: "keel-rawdisks".into(),
         lv: None,
         mountpoint: None,
-        nodes: 3,
+        nodes: vec!["node1".into(), "node2".into(), "node3".into()],
     };
     for (name, nodes, pools) in [
         ("two-drbd-gfs2.xml", 2, vec![drbd]),
@@ -235,7 +247,7 @@ fn an_ha_vm_on_a_cluster_pool_runs_only_where_its_file_system_does() {
         vg: "keel-shared".into(),
         lv: Some(("fs".into(), Activation::Shared)),
         mountpoint: Some("/var/lib/keel/pools/shared".into()),
-        nodes: 2,
+        nodes: vec!["node1".into(), "node2".into()],
     };
     let vm = HaVm {
         vmid: 100,
@@ -271,32 +283,93 @@ fn an_ha_vm_on_a_cluster_pool_runs_only_where_its_file_system_does() {
             ok,
             "crm_verify rejects the HA VM on the pool:\n{out}\n{doc}"
         );
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("cib.xml");
-        // the simulation writes its results into the document, which this Pacemaker refuses
-        // for a newer feature set than its own: let it stamp its own
-        let sim_doc = doc.replacen(r#"crm_feature_set="3.17.4" "#, "", 1);
-        assert_ne!(
-            sim_doc, doc,
-            "the verification document's feature set changed"
-        );
-        std::fs::write(&f, &sim_doc).unwrap();
-        let (ok, out) = sh(&[
-            "crm_simulate",
-            "--xml-file",
-            f.to_str().unwrap(),
-            "--simulate",
-            "--output-as=xml",
-        ]);
-        assert!(ok, "crm_simulate failed:\n{out}");
-        let sim = ha::parse_simulation(&out).unwrap_or_else(|e| panic!("{e}:\n{out}"));
-        sim.into_iter()
-            .find(|s| s.vmid == 100)
-            .and_then(|s| s.after)
+        simulated_vm_node(&doc, 100)
     };
     assert_eq!(placed(true).as_deref(), Some("node1"));
     // the negative control: the same CIB without them puts the VM where the pool is not
     assert_eq!(placed(false).as_deref(), Some("node2"));
+}
+
+/// Where Pacemaker's scheduler (`crm_simulate` on the whole CIB `doc`) starts HA VM `vmid`.
+fn simulated_vm_node(doc: &str, vmid: u32) -> Option<String> {
+    use clusterd::ha;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("cib.xml");
+    // the simulation writes its results into the document, which this Pacemaker refuses
+    // for a newer feature set than its own: let it stamp its own
+    let sim_doc = doc.replacen(r#"crm_feature_set="3.17.4" "#, "", 1);
+    assert_ne!(
+        sim_doc, doc,
+        "the verification document's feature set changed"
+    );
+    std::fs::write(&f, &sim_doc).unwrap();
+    let (ok, out) = sh(&[
+        "crm_simulate",
+        "--xml-file",
+        f.to_str().unwrap(),
+        "--simulate",
+        "--output-as=xml",
+    ]);
+    assert!(ok, "crm_simulate failed:\n{out}");
+    let sim = ha::parse_simulation(&out).unwrap_or_else(|e| panic!("{e}:\n{out}"));
+    sim.into_iter()
+        .find(|s| s.vmid == vmid)
+        .and_then(|s| s.after)
+}
+
+/// A pool made on node1 and node2 of a three-node cluster (node3 joined later), in Pacemaker's
+/// own scheduler: an HA VM on the pool that prefers node3 is not started there, because the
+/// pool's clones are pinned to its nodes (`resource-discovery=exclusive`) and the VM runs only
+/// where its file system does; the negative control, the same CIB without the pins, puts an
+/// instance of the file system, and the VM, on node3, where the LUN is not logged in.
+#[test]
+fn a_pools_clones_never_go_to_a_node_outside_it() {
+    use clusterd::ha::{self, HaVm};
+    use keel_xml::Element;
+    let pool = PoolStack {
+        pool: "shared".into(),
+        drbd: None,
+        vg: "keel-shared".into(),
+        lv: Some(("fs".into(), Activation::Shared)),
+        mountpoint: Some("/var/lib/keel/pools/shared".into()),
+        nodes: vec!["node1".into(), "node2".into()],
+    };
+    let vm = HaVm {
+        vmid: 101,
+        config: "/var/lib/keel/ha/101.xml".into(),
+        priority: 0,
+        max_restarts: 3,
+        started: true,
+        remoteuri: None,
+        migrate_extra: None,
+    };
+    let placed = |pinned: bool| -> Option<String> {
+        let (mut rs, mut cs) = pool.render();
+        let pins = cs.iter().filter(|c| c.name == "rsc_location").count();
+        assert_eq!(pins, 4, "two clones, two nodes each");
+        if !pinned {
+            cs.retain(|c| c.name != "rsc_location");
+        }
+        cs.extend(ha::storage_constraints(101, &[pool.fs_clone_id()]));
+        cs.push(
+            Element::new("rsc_location")
+                .attr("id", "test-vm-prefers-node3")
+                .attr("rsc", ha::resource_id(101))
+                .attr("node", "node3")
+                .attr("score", "1000"),
+        );
+        rs.push(ha::primitive(&vm));
+        let doc = document_of(3, rs, cs);
+        let (ok, out) = crm_verify(&doc);
+        assert!(ok, "crm_verify rejects the pinned pool:\n{out}\n{doc}");
+        simulated_vm_node(&doc, 101)
+    };
+    let with = placed(true);
+    assert!(
+        matches!(with.as_deref(), Some("node1") | Some("node2")),
+        "pinned: the VM on {with:?}"
+    );
+    assert_eq!(placed(false).as_deref(), Some("node3"), "the control");
 }
 
 /// A loop device over a sparse file, detached on drop.
