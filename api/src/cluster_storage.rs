@@ -114,6 +114,17 @@ pub struct SplitBrainResolve {
     pub discard: String,
 }
 
+/// `POST /api/v1/cluster/storage-pools/{name}/extend`: an `iscsi-gfs2` or `iscsi-lvm` pool
+/// reaches nodes that joined the cluster after it was made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterPoolExtend {
+    /// The members to add; empty or absent: every member the pool does not reach yet.
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub nodes: Vec<String>,
+}
+
 /// One node's view of a cluster pool.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterPoolNode {
@@ -165,5 +176,9 @@ pub struct ClusterPoolStatus {
     /// does not reach and what to do about it.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Cluster members the pool does not reach (they joined after it was made). An iSCSI
+    /// pool extends to them with `POST …/{name}/extend`; a `drbd-gfs2` pool never does.
+    #[serde(default)]
+    pub not_on: Vec<String>,
     pub nodes: Vec<ClusterPoolNode>,
 }

@@ -6,7 +6,8 @@ use anyhow::Result;
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
 use keel_api::cluster_storage::{
-    ClusterPoolCreate, ClusterPoolKind, ClusterPoolStatus, IscsiLunSpec, SplitBrainResolve,
+    ClusterPoolCreate, ClusterPoolExtend, ClusterPoolKind, ClusterPoolStatus, IscsiLunSpec,
+    SplitBrainResolve,
 };
 use keel_api::storage::{LocalPoolCreate, LocalPoolKind};
 use reqwest::Method;
@@ -94,6 +95,16 @@ pub enum PoolCmd {
         /// Confirm: the discarded changes cannot be recovered
         #[arg(long)]
         yes: bool,
+    },
+    /// Extend an iscsi-gfs2 or iscsi-lvm pool to nodes that joined the cluster after it was
+    /// made: login with the pool's CHAP secret, LVM filter, lock space, a GFS2 journal when no
+    /// spare is left, Pacemaker's mount there (run on a node of the pool; each new node must
+    /// have passed a fence test and be allowed by the target's ACL)
+    Extend {
+        name: String,
+        /// The nodes to add; none: every member the pool does not reach
+        #[arg(value_name = "NODE")]
+        nodes: Vec<String>,
     },
 }
 
@@ -366,6 +377,15 @@ pub async fn pool(c: &Client, node: &str, cmd: PoolCmd, mode: Mode) -> Result<Ou
                 &["cluster", "storage-pools", &name, "resolve-split-brain"],
                 &[],
                 Some(&SplitBrainResolve { discard }),
+            )
+            .await?
+        }
+        PoolCmd::Extend { name, nodes } => {
+            c.call(
+                Method::POST,
+                &["cluster", "storage-pools", &name, "extend"],
+                &[],
+                Some(&ClusterPoolExtend { nodes }),
             )
             .await?
         }

@@ -25,8 +25,8 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use keel_api::cluster_storage::{
-    ClusterPoolCreate, ClusterPoolKind, ClusterPoolNode, ClusterPoolStatus, IscsiLunInfo,
-    SplitBrainResolve,
+    ClusterPoolCreate, ClusterPoolExtend, ClusterPoolKind, ClusterPoolNode, ClusterPoolStatus,
+    IscsiLunInfo, SplitBrainResolve,
 };
 use keel_api::task::TaskRef;
 use keel_api::ErrorBody;
@@ -48,6 +48,8 @@ use crate::http::{accepted, blocking, ApiResult, JsonBody, Path};
 use crate::tasks::{self, TaskHandle};
 use crate::tls::PeerCert;
 use crate::Node;
+
+mod extend;
 
 /// The member-to-member endpoint a pool's other node answers.
 pub const PEER_PATH: &str = "/api/v1/cluster/peer/storage";
@@ -956,10 +958,9 @@ fn pool_notes(kind: ClusterPoolKind, pool: &str, on: &[String], members: &[Strin
             on.join(" and ")
         ),
         ClusterPoolKind::IscsiGfs2 | ClusterPoolKind::IscsiLvm => format!(
-            "{who} joined after {pool} was made and is not logged in to its LUN: extending a \
-             pool to a new node is not built yet. To include {who}, move the VM disks off \
-             {pool}, delete it and create it again (the target's ACL must allow {who}'s \
-             initiator name)."
+            "{who} joined after {pool} was made and is not logged in to its LUN: once the \
+             target's ACL allows {who}'s initiator name and {who} passed a fence test, \
+             `keel storage pool extend {pool}` takes it in (no rebuild, the VMs keep running)."
         ),
     }]
 }
@@ -974,6 +975,11 @@ pub fn status(node: &Node) -> Result<Vec<ClusterPoolStatus>> {
         let def = rec.def()?;
         let on: Vec<String> = rec.nodes()?.into_iter().map(|(n, _)| n).collect();
         let notes = pool_notes(rec.kind, &rec.name()?, &on, &members);
+        let not_on: Vec<String> = members
+            .iter()
+            .filter(|m| !on.contains(m))
+            .cloned()
+            .collect();
         let mut nodes = Vec::new();
         for (n, device) in rec.nodes()? {
             let h = if n == node.cfg.node {
@@ -1011,6 +1017,7 @@ pub fn status(node: &Node) -> Result<Vec<ClusterPoolStatus>> {
                 Def::Drbd(_) => None,
             },
             notes,
+            not_on,
             nodes,
         });
     }
@@ -1239,6 +1246,40 @@ pub fn routes() -> Router<Arc<Node>> {
             "/api/v1/cluster/storage-pools/{name}/resolve-split-brain",
             post(resolve_split_brain_route),
         )
+        .route(
+            "/api/v1/cluster/storage-pools/{name}/extend",
+            post(extend_pool_route),
+        )
+}
+
+/// Extend an `iscsi-gfs2` or `iscsi-lvm` pool to members that joined after it was made, as a
+/// task (docs/storage.md): each new node logs in to the LUN (before the task: a login the
+/// target refuses, or a node seeing another LUN, is a 409 with every new node logged out
+/// again), gets the LVM filter and boot order and joins the lock space; `iscsi-gfs2` adds a
+/// GFS2 journal when no spare is left and Pacemaker mounts the pool there too. Run on one of
+/// the pool's nodes.
+#[utoipa::path(post, path = "/api/v1/cluster/storage-pools/{name}/extend", tag = "storage",
+    params(("name" = String, Path)),
+    request_body = ClusterPoolExtend,
+    responses((status = 202, body = TaskRef),
+        (status = 400, description = "A node named is not a member, or the pool already reaches it", body = ErrorBody),
+        (status = 404, description = "No such cluster pool", body = ErrorBody),
+        (status = 409, description = "A drbd-gfs2 pool (never extends: the options are named), a pool not ready, no member to add, not run on a node of the pool, fencing not proven on every member, no CHAP secret in this node's record, a new node's login refused or seeing another LUN", body = ErrorBody)))]
+pub async fn extend_pool_route(
+    State(node): State<Arc<Node>>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<ClusterPoolExtend>,
+) -> ApiResult<Response> {
+    let upid = blocking(move || {
+        let x = extend::check_extend(&node, &name, &req)?;
+        let n = node.clone();
+        tasks::spawn(&node.tasks, "poolextend", &name, &p.user, true, move |t| {
+            extend::extend_task(&n, x, t)
+        })
+    })
+    .await?;
+    Ok(accepted(upid))
 }
 
 /// Peer routes (authenticated by the peer signature, not a session).
@@ -1428,7 +1469,7 @@ mod tests {
             "/dev/disk/by-path/ip-10.0.0.9:3260-iscsi-iqn.2024-01.x.y:z-lun-0"
         );
         let s = back.stack().unwrap();
-        assert!(s.drbd.is_none() && s.nodes == 3);
+        assert!(s.drbd.is_none() && s.nodes.len() == 3);
         assert_eq!(back.mountpoint().unwrap(), "/var/lib/keel/pools/shared");
         // a record from before iscsi-lvm (no layout) reads as iscsi-gfs2
         let mut old_iscsi = serde_json::to_value(&back).unwrap();
@@ -1462,7 +1503,8 @@ mod tests {
             &m(&["n1", "n2", "n3"]),
         );
         assert!(
-            notes[0].contains("n3 joined after shared was made"),
+            notes[0].contains("n3 joined after shared was made")
+                && notes[0].contains("keel storage pool extend shared"),
             "{notes:?}"
         );
         assert!(pool_notes(

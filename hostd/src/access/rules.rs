@@ -545,6 +545,11 @@ pub const RULES: &[Rule] = &[
         Priv(ClusterModify, "/cluster"),
     ),
     r(
+        "POST",
+        "/api/v1/cluster/storage-pools/{name}/extend",
+        Priv(ClusterModify, "/cluster"),
+    ),
+    r(
         "PUT",
         "/api/v1/cluster/vip",
         Priv(ClusterModify, "/cluster"),
