@@ -459,13 +459,24 @@ await step("Storage page: the Cluster pools section answers like the API; a bad 
     node, device: "/dev/keel-sb", connection: "StandAlone", role: "Primary", peer_role: "Unknown", disk: "UpToDate",
     peer_disk: "DUnknown", sync_percent: null, mounted: false, size_bytes: null, free_bytes: null, error: null, split_brain,
   });
+  // beside it an iscsi-gfs2 pool uitest-ext that node sb-c (joined later) does not reach: the
+  // Extend dialog POSTs the node to the real API, which refuses it the same way
+  const extNode = (node) => ({
+    node, device: "/dev/disk/by-path/ip-192.0.2.9:3260-iscsi-iqn.2024-01.test:ext-lun-0", connection: null, role: null,
+    peer_role: null, disk: null, peer_disk: null, sync_percent: null, logged_in: true, mounted: true,
+    size_bytes: 1 << 30, free_bytes: 1 << 29, error: null,
+  });
   const fakePools = [{ name: "uitest-sb", type: "drbd-gfs2", path: "/var/lib/keel/pools/uitest-sb", state: "ready",
-    nodes: [sbNode("sb-a", false), sbNode("sb-b", true)] }];
+    nodes: [sbNode("sb-a", false), sbNode("sb-b", true)] },
+  { name: "uitest-ext", type: "iscsi-gfs2", path: "/var/lib/keel/pools/uitest-ext", state: "ready",
+    iscsi: { portal: "192.0.2.9:3260", target: "iqn.2024-01.test:ext", lun: 0, chap_user: "u" },
+    notes: ["sb-c joined after uitest-ext was made"], not_on: ["sb-c"], nodes: [extNode("sb-a"), extNode("sb-b")] }];
   const fakeList = async (route) => {
     if (route.request().method() !== "GET") return route.continue();
     await route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(fakePools) });
   };
   const resolveUrl = "**/api/v1/cluster/storage-pools/uitest-sb/resolve-split-brain";
+  const extendUrl = "**/api/v1/cluster/storage-pools/uitest-ext/extend";
   const posts = [];
   const watch = async (route) => {
     const q = route.request();
@@ -474,6 +485,7 @@ await step("Storage page: the Cluster pools section answers like the API; a bad 
   };
   await page.route("**/api/v1/cluster/storage-pools", fakeList);
   await page.route(resolveUrl, watch);
+  await page.route(extendUrl, watch);
   try {
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Cluster" }).click();
     await page.getByRole("heading", { level: 1, name: /^Cluster/ }).waitFor();
@@ -529,9 +541,40 @@ await step("Storage page: the Cluster pools section answers like the API; a bad 
     expect(JSON.stringify(JSON.parse(sentSb.body ?? "null")) === JSON.stringify({ discard: "sb-b" }), `the page sent the body ${sentSb.body}`);
     await sbDialog.getByRole("button", { name: "Cancel" }).click();
     await sbDialog.waitFor({ state: "detached" });
+
+    // extend: no button on the drbd-gfs2 pool, "Extend to sb-c…" on the iscsi-gfs2 one
+    expect(await panel.getByRole("button", { name: /^Extend cluster pool/ }).count() === 0,
+      "an Extend button on the drbd-gfs2 pool");
+    const extPanel = region.locator(".panel", { has: page.getByRole("table", { name: "Nodes of uitest-ext" }) });
+    const ext = extPanel.getByRole("button", { name: "Extend cluster pool uitest-ext", exact: true });
+    expect(await ext.count() === 1, "no Extend button for uitest-ext");
+    expect((await ext.textContent())?.trim() === "Extend to sb-c…", `the button says ${await ext.textContent()}`);
+    await ext.click();
+    const extDialog = page.getByRole("dialog", { name: "Extend uitest-ext" });
+    await extDialog.waitFor();
+    const box = extDialog.getByRole("checkbox", { name: "sb-c" });
+    expect(await box.isChecked(), "sb-c is not ticked in the Extend dialog");
+    const go = extDialog.getByRole("button", { name: "Extend", exact: true });
+    await box.uncheck();
+    expect(await go.isDisabled(), "Extend is enabled with no node ticked");
+    await box.check();
+    const extAnswered = page.waitForResponse((r) => r.request().method() === "POST" &&
+      new URL(r.url()).pathname === "/api/v1/cluster/storage-pools/uitest-ext/extend");
+    await go.click();
+    const extStatus = (await extAnswered).status();
+    const extAlert = extDialog.getByRole("alert");
+    await extAlert.waitFor({ timeout: 60_000 });
+    log(`     extend refused (${extStatus}): ${(await extAlert.innerText()).slice(0, 200)}`);
+    expect(extStatus === (STANDALONE ? 409 : 404), `the API answered the extend POST ${extStatus}, expected ${STANDALONE ? 409 : 404}`);
+    const sentExt = posts.find((x) => x.path.endsWith("/extend"));
+    expect(sentExt && JSON.stringify(JSON.parse(sentExt.body ?? "null")) === JSON.stringify({ nodes: ["sb-c"] }),
+      `the page sent ${JSON.stringify(sentExt)}`);
+    await extDialog.getByRole("button", { name: "Cancel" }).click();
+    await extDialog.waitFor({ state: "detached" });
   } finally {
     await page.unroute("**/api/v1/cluster/storage-pools", fakeList);
     await page.unroute(resolveUrl, watch);
+    await page.unroute(extendUrl, watch);
   }
 });
 

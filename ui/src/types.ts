@@ -374,5 +374,9 @@ export interface ClusterPoolStatus {
   iscsi?: { portal: string; target: string; lun: number; chap_user: string } | null;
   /** What the operator should know, e.g. members the pool does not reach and what to do. */
   notes?: string[];
+  /** Cluster members the pool does not reach yet (they joined after it was made); an
+   *  iscsi-gfs2 or iscsi-lvm pool can be extended to them (POST …/extend). Absent from older
+   *  servers: taken as none. */
+  not_on?: string[];
   nodes: ClusterPoolNode[];
 }

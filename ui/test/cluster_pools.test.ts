@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { isIscsi, lockspaceText, nodeHealth, poolHealth, splitBrainSuspected } from "../src/pages/ClusterPools";
+import { canExtend, extendLabel, isIscsi, lockspaceText, missingNodes, nodeHealth, poolHealth, splitBrainSuspected } from "../src/pages/ClusterPools";
 import type { ClusterPoolNode, ClusterPoolStatus } from "../src/types";
 
 // Shapes as GET /cluster/storage-pools answers them in the VM lab (vmlab_keel_cluster).
@@ -135,5 +135,25 @@ describe("cluster pool health", () => {
     expect(isIscsi("iscsi-gfs2")).toBe(true);
     expect(isIscsi("iscsi-lvm")).toBe(true);
     expect(isIscsi("drbd-gfs2")).toBe(false);
+  });
+
+  it("offers to extend a ready iscsi-gfs2 or iscsi-lvm pool to the members it does not reach, never a drbd-gfs2 one", () => {
+    expect(canExtend({ ...iscsiPool([iscsiNode, { ...iscsiNode, node: "node2" }]), not_on: ["node3"] })).toBe(true);
+    expect(canExtend({ ...lvmPool([lvmNode, { ...lvmNode, node: "node2" }]), not_on: ["node3", "node4"] })).toBe(true);
+    expect(canExtend({ ...pool([healthy, { ...healthy, node: "node2" }]), not_on: ["node3"] })).toBe(false);
+    // none missing: an empty list, or a server older than not_on
+    expect(canExtend({ ...iscsiPool([iscsiNode]), not_on: [] })).toBe(false);
+    expect(canExtend(iscsiPool([iscsiNode]))).toBe(false);
+    expect(canExtend(lvmPool([lvmNode]))).toBe(false);
+    // not while the pool is being made or after it failed
+    expect(canExtend({ ...iscsiPool([iscsiNode], "creating"), not_on: ["node3"] })).toBe(false);
+    expect(canExtend({ ...lvmPool([lvmNode], "failed: LUN busy"), not_on: ["node3"] })).toBe(false);
+  });
+
+  it("names the members to extend to", () => {
+    expect(missingNodes(iscsiPool([iscsiNode]))).toEqual([]);
+    expect(missingNodes({ ...iscsiPool([iscsiNode]), not_on: ["node3"] })).toEqual(["node3"]);
+    expect(extendLabel({ ...iscsiPool([iscsiNode]), not_on: ["node3"] })).toBe("Extend to node3…");
+    expect(extendLabel({ ...lvmPool([lvmNode]), not_on: ["node3", "node4"] })).toBe("Extend to node3, node4…");
   });
 });

@@ -1,9 +1,10 @@
 // The Storage page's "Cluster pools" section: every cluster pool (drbd-gfs2, iscsi-gfs2,
 // iscsi-lvm) with its health on each node (DRBD connection, roles, disk states and resync
 // progress, or the iSCSI session; the GFS2 mount, free space; for iscsi-lvm the VG's lockspace,
-// size and free space), a Create dialog and Delete, and for a drbd-gfs2 pool in split brain a
-// dialog to resolve it by choosing whose changes to discard (docs/storage.md). On a node outside
-// a cluster it says so.
+// size and free space), a Create dialog and Delete, for a drbd-gfs2 pool in split brain a
+// dialog to resolve it by choosing whose changes to discard, and for an iscsi-gfs2 or iscsi-lvm
+// pool that does not reach every cluster member a dialog to extend it to those that joined after
+// it was made (docs/storage.md). On a node outside a cluster it says so.
 import { useRef, useState } from "preact/hooks";
 import { ApiError, del, followTask, notifyTask, post, get } from "../api";
 import { Empty, ErrorBox, Loading, Modal } from "../components";
@@ -59,6 +60,16 @@ export function poolHealth(p: ClusterPoolStatus): Health {
 /** A drbd-gfs2 pool that may need its split brain resolved: a node saw it, or is StandAlone. */
 export const splitBrainSuspected = (p: ClusterPoolStatus) =>
   p.type === "drbd-gfs2" && p.nodes.some((n) => n.split_brain === true || n.connection === "StandAlone");
+
+/** The cluster members the pool does not reach yet (none from a server without `not_on`). */
+export const missingNodes = (p: ClusterPoolStatus): string[] => p.not_on ?? [];
+
+/** A ready iscsi-gfs2 or iscsi-lvm pool that some cluster members do not reach yet: it can be
+ *  extended to them. A drbd-gfs2 pool never extends (its DRBD resource has two nodes). */
+export const canExtend = (p: ClusterPoolStatus) => isIscsi(p.type) && p.state === "ready" && missingNodes(p).length > 0;
+
+/** The extend button's text: "Extend to node3…", "Extend to node3, node4…". */
+export const extendLabel = (p: ClusterPoolStatus) => `Extend to ${missingNodes(p).join(", ")}…`;
 
 const badge = (h: Health) => <span class={`badge badge-${h.tone}`}>{h.text}</span>;
 
@@ -116,6 +127,7 @@ export function ClusterPools() {
   const [creating, setCreating] = useState(false);
   const [deleting, setDeleting] = useState<string | null>(null);
   const [resolving, setResolving] = useState<ClusterPoolStatus | null>(null);
+  const [extending, setExtending] = useState<ClusterPoolStatus | null>(null);
   const [msg, setMsg] = useState<{ tone: "info" | "error"; text: string } | null>(null);
   const standalone = pools.error?.status === 409;
   const remove = async ({ name, type }: ClusterPoolStatus) => {
@@ -156,6 +168,9 @@ export function ClusterPools() {
             {splitBrainSuspected(p) && <button type="button" class="btn btn-sm btn-danger-outline" disabled={!!noModify}
               title={noModify ?? "Choose the node whose changes since the split are discarded; the other node's data is copied over (one task)"}
               aria-label={`Resolve split brain of ${p.name}`} onClick={() => { setMsg(null); setResolving(p); }}>Resolve split brain…</button>}
+            {canExtend(p) && <button type="button" class="btn btn-sm" disabled={!!noModify}
+              title={noModify ?? "Log the new members in to the pool's LUN and make them use it too (one task)"}
+              aria-label={`Extend cluster pool ${p.name}`} onClick={() => { setMsg(null); setExtending(p); }}>{extendLabel(p)}</button>}
             <button type="button" class="btn btn-sm btn-danger-outline" disabled={!!noModify || deleting !== null} title={noModify ?? "Delete (refused while VM disks live on it)"}
               aria-label={`Delete cluster pool ${p.name}`} onClick={() => remove(p)}>{deleting === p.name ? "Deleting…" : "Delete"}</button>
           </div>
@@ -167,6 +182,8 @@ export function ClusterPools() {
       {creating && <CreateDialog onClose={() => { setCreating(false); pools.refresh(); }} />}
       {resolving && <ResolveDialog pool={resolving} onClose={() => { setResolving(null); pools.refresh(); }}
         onDone={(m) => { setResolving(null); setMsg(m); pools.refresh(); }} />}
+      {extending && <ExtendDialog pool={extending} onClose={() => { setExtending(null); pools.refresh(); }}
+        onDone={(m) => { setExtending(null); setMsg(m); pools.refresh(); }} />}
     </div>
   );
 }
@@ -321,6 +338,71 @@ function ResolveDialog({ pool, onClose, onDone }: {
         <div class="modal-actions">
           <button type="button" class="btn" onClick={close}>Cancel</button>
           <button type="submit" class="btn btn-danger" disabled={!ready || busy}>{busy ? "Resolving…" : "Resolve"}</button>
+        </div>
+      </form>
+    </Modal>
+  );
+}
+
+/** Extend an iscsi-gfs2 or iscsi-lvm pool to cluster members that joined after it was made
+ *  (POST …/extend with the nodes ticked, one task). Closed while the task runs, its outcome goes
+ *  to the section's message. */
+function ExtendDialog({ pool, onClose, onDone }: {
+  pool: ClusterPoolStatus; onClose: () => void; onDone: (m: { tone: "info" | "error"; text: string }) => void;
+}) {
+  const { name, type } = pool;
+  const missing = missingNodes(pool);
+  const [chosen, setChosen] = useState<string[]>(missing);
+  const [busy, setBusy] = useState(false);
+  const [line, setLine] = useState<string | null>(null);
+  const [err, setErr] = useState<string | null>(null);
+  const closed = useRef(false);
+  const close = () => { closed.current = true; onClose(); };
+  const toggle = (node: string, on: boolean) =>
+    setChosen((c) => missing.filter((n) => n === node ? on : c.includes(n)));
+  const ready = chosen.length > 0;
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    if (!ready) return;
+    const nodes = chosen;
+    const who = nodes.join(", ");
+    setBusy(true); setErr(null); setLine("starting…");
+    let failure: string;
+    try {
+      const r = await post<TaskRef>(`/cluster/storage-pools/${encodeURIComponent(name)}/extend`, { nodes });
+      notifyTask(r.upid);
+      const t = await followTask(r.upid, (_t, lines) => { if (lines.length) setLine(lines[lines.length - 1].line); });
+      if (t.state === "ok") { onDone({ tone: "info", text: `Extended ${name} to ${who}.` }); return; }
+      failure = `Failed: ${t.message}`;
+    } catch (e) {
+      failure = (e as ApiError).message;
+    }
+    if (closed.current) onDone({ tone: "error", text: `Extending ${name} to ${who}: ${failure}` });
+    else { setErr(failure); setBusy(false); }
+  };
+  return (
+    <Modal title={`Extend ${name}`} onClose={close}>
+      <form onSubmit={submit}>
+        <p>{missing.length === 1 ? "This member" : "These members"} joined the cluster after <span class="mono">{name}</span> was
+          made, and the pool does not reach {missing.length === 1 ? "it" : "them"} yet. Each node ticked below logs in
+          to the pool's LUN{pool.iscsi && <> (LUN {pool.iscsi.lun} of <span class="mono">{pool.iscsi.target}</span>)</>} with
+          the CHAP secret the pool's nodes already hold, gets the pool's LVM filter and boot order, and joins
+          its lock space.{type === "iscsi-gfs2" && <> A GFS2 journal is added when no spare one is left; Pacemaker
+          then mounts the pool there too and the libvirt pool appears.</>}</p>
+        <div class="alert alert-warn">Each node must have passed a fence test first (Cluster page; the task is refused
+          otherwise), and the target's ACL must allow its initiator name.</div>
+        <fieldset disabled={busy}>
+          <legend>Extend the pool to</legend>
+          {missing.map((n) => (
+            <label class="check"><input type="checkbox" name="extend-node" value={n} checked={chosen.includes(n)}
+              onChange={(e) => toggle(n, e.currentTarget.checked)} /> <span class="mono">{n}</span></label>
+          ))}
+        </fieldset>
+        {busy && line && <div class="small muted" role="status" aria-label="Extend task">{line}</div>}
+        {err && <div class="alert alert-error" role="alert">{err}</div>}
+        <div class="modal-actions">
+          <button type="button" class="btn" onClick={close}>Cancel</button>
+          <button type="submit" class="btn btn-primary" disabled={!ready || busy}>{busy ? "Extending…" : "Extend"}</button>
         </div>
       </form>
     </Modal>
