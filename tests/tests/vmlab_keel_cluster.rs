@@ -314,8 +314,9 @@ fn iscsi_healthy(rows: &BTreeMap<String, Value>) -> bool {
 /// session or record on either node; the right one builds the pool with one command, mounted
 /// on both; a file written on node1 reads back on node2 with the same sha256; the secret is in
 /// neither the config store nor hostd's journal, and the node records are 0600.
-fn iscsi_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<String> {
+fn iscsi_pool(lab: &VmLab, log: &dyn Fn(&str)) -> Result<String> {
     use keel_storage::lio::{Acl, Backstore, LioTarget};
+    let (n1, n2, tgt) = (lab.node(1), lab.node(2), lab.node(TARGET_NODE));
     let target = LioTarget {
         iqn: ISCSI_IQN.into(),
         name: "shared0".into(),
@@ -323,7 +324,8 @@ fn iscsi_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<String> {
             path: "/var/tmp/keel-lun-shared.img".into(),
             size_bytes: 320 << 20,
         },
-        acls: [n1, n2]
+        // node3 too: it joins the cluster later, and the pool extends to it
+        acls: [n1, n2, lab.node(3)]
             .iter()
             .map(|n| Acl {
                 initiator: n.iqn.clone(),
@@ -334,9 +336,9 @@ fn iscsi_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<String> {
     };
     target.validate()?;
     for c in target.create_commands() {
-        run_on(n1, &c)?;
+        run_on(tgt, &c)?;
     }
-    log("LIO target on node1: one LUN, CHAP per initiator");
+    log("LIO target on node4 (no cluster member): one LUN, CHAP per initiator");
     n1.ssh(&format!(
         "umask 077; printf '%s\n' {} > /root/chap.wrong; printf '%s\n' {} > /root/chap.secret",
         sq("Wrong-Secret-00000"),
@@ -353,7 +355,7 @@ fn iscsi_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<String> {
                 "--type",
                 "iscsi-gfs2",
                 "--portal",
-                &n1.addr,
+                &tgt.addr,
                 "--target",
                 ISCSI_IQN,
                 "--chap-user",
@@ -452,8 +454,9 @@ const LVM_VMID: u32 = 170;
 /// offline move is left to the plan's unit test); once VM 170 stopped its LV is released, VM
 /// 171 starts on node2 and reads what node1 wrote, and VM 170's start on node1 is refused in
 /// turn; then the purge and the pool's delete leave no session and no LV.
-fn iscsi_lvm_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
+fn iscsi_lvm_pool(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
     use keel_storage::lio::{Acl, Backstore, LioTarget};
+    let (n1, n2, tgt) = (lab.node(1), lab.node(2), lab.node(TARGET_NODE));
     let t0 = Instant::now();
     let target = LioTarget {
         iqn: LVM_IQN.into(),
@@ -462,7 +465,7 @@ fn iscsi_lvm_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
             path: "/var/tmp/keel-lun-vmlvm.img".into(),
             size_bytes: 256 << 20,
         },
-        acls: [n1, n2]
+        acls: [n1, n2, lab.node(3)]
             .iter()
             .map(|n| Acl {
                 initiator: n.iqn.clone(),
@@ -473,7 +476,7 @@ fn iscsi_lvm_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
     };
     target.validate()?;
     for c in target.create_commands() {
-        run_on(n1, &c)?;
+        run_on(tgt, &c)?;
     }
     let t = Instant::now();
     keel_ok(
@@ -486,7 +489,7 @@ fn iscsi_lvm_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
             "--type",
             "iscsi-lvm",
             "--portal",
-            &n1.addr,
+            &tgt.addr,
             "--target",
             LVM_IQN,
             "--chap-user",
@@ -676,15 +679,11 @@ fn iscsi_lvm_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
     keel_ok(n2, &["vm", "stop", &twin_id])?;
     keel_ok(n2, &["vm", "delete", &twin_id])?;
     keel_ok(n1, &["vm", "delete", &LVM_VMID.to_string(), "--purge"])?;
-    keel_ok(n1, &["storage", "pool", "delete", LVM_POOL])?;
     for n in [n1, n2] {
-        let o = n.ssh(&format!(
-            "iscsiadm -m session 2>/dev/null | grep -cF {LVM_IQN} || true; \
-             lvs --noheadings {vg} 2>/dev/null | wc -l"
-        ))?;
+        let o = n.ssh(&format!("lvs --noheadings {vg} 2>/dev/null | wc -l"))?;
         ensure!(
-            o.split_whitespace().collect::<Vec<_>>() == ["0", "0"],
-            "{}: after the pool's delete, sessions and LVs of {LVM_POOL}: {o}",
+            o.trim() == "0",
+            "{}: after the purge, LVs of {LVM_POOL}: {o}",
             n.name
         );
     }
@@ -692,7 +691,7 @@ fn iscsi_lvm_pool(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
         "METRIC vm_iscsi_lvm_steps={:.1}s",
         t0.elapsed().as_secs_f64()
     );
-    log("iscsi-lvm pool: purge and delete left no LV and no session on either node");
+    log("iscsi-lvm: the purge left no LV on either node (the pool stays for the third node)");
     Ok(())
 }
 
@@ -2110,7 +2109,7 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     }
     log("drbd-gfs2 pool: one command, mounted on both, same sha256 from both nodes");
     let t = Instant::now();
-    let iscsi_sum = iscsi_pool(n1, n2, &log)?;
+    let iscsi_sum = iscsi_pool(lab, &log)?;
     eprintln!(
         "METRIC vm_iscsi_gfs2_steps={:.1}s",
         t.elapsed().as_secs_f64()
@@ -2118,7 +2117,7 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     if std::env::var_os("KEEL_POOL_BENCH").is_some() {
         pool_bench(n1)?;
     }
-    iscsi_lvm_pool(n1, n2, &log)?;
+    iscsi_lvm_pool(lab, &log)?;
     ha_vm_on_node2(lab, &log)?;
 
     // --- a calm cluster before the cut: the BMC agents are Python, and under TCG a guest busy
@@ -2149,7 +2148,7 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     let ha_acked = ha_ticks(n2)?.last().copied().unwrap_or(0);
     let tc = Instant::now();
     lab.isolate(2)?;
-    log("cluster links cut on both ends (eth2 then eth1, both nodes)");
+    log("node2's cluster links cut (eth2 then eth1; with two nodes both ends)");
     let done = std::sync::atomic::AtomicBool::new(false);
     let (t_fenced, t_writable, refusals, n2_write) = std::thread::scope(|s| -> Result<_> {
         // the host's fence log, every 100 ms: when did node2's fence request reach the host?
@@ -2446,49 +2445,338 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     ha_vm_off(n1, &log)?;
     let t = Instant::now();
     split_brain(n1, n2, &log)?;
+    if !bmc {
+        // node3's fence device is the QMP lab's (a BMC lab has no BMC for it)
+        third_node_joins(lab, &log)?;
+    }
     eprintln!(
         "METRIC vm_split_brain_provoked_and_resolved={:.1}s",
         t.elapsed().as_secs_f64()
     );
-    pools_deleted(n1, n2, &log)
+    pools_deleted(lab, !bmc, &log)
 }
 
-/// Both cluster pools deleted with one command each (docs/storage.md, "Deleting a pool"). Each
-/// is first refused while it holds a file node2 wrote into it (node1's libvirt had not scanned
-/// it: the check rescans), the error naming it and the pool unchanged; emptied (the pool's
-/// hidden marker stays: Keel's own, not a volume), it is deleted from node1, and on both
-/// nodes its mount, its libvirt pool, its Pacemaker resources and its DRBD resource with the
-/// `.res` (`drbd-gfs2`) or its iSCSI session and node record (`iscsi-gfs2`) are gone, and
-/// `keel storage status` no longer lists it.
-fn pools_deleted(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
-    for (pool, dir) in [(ISCSI_POOL, ISCSI_DIR), (POOL, POOL_DIR)] {
-        write_file_in(n2, dir, "from-node2.bin", 1)?;
-        let o = keel(
-            n1,
-            &["storage", "pool", "delete", pool],
-            Duration::from_secs(120),
-        )?;
+/// The QMP lab's fourth guest: the iSCSI target (LIO), never a cluster member.
+const TARGET_NODE: usize = 4;
+
+/// The three members' stores and Pacemaker agree: all online and quorate, the stores writable
+/// with three members and the same hash, every API answering.
+fn wait_three(lab: &VmLab, what: &str) -> Result<Duration> {
+    let ns = [lab.node(1), lab.node(2), lab.node(3)];
+    wait_for(what, Duration::from_secs(300), || {
+        let mut hashes = Vec::new();
+        for n in ns {
+            let Ok(s) = store_status(n) else {
+                return Ok(false);
+            };
+            if s["members"].as_array().map(|m| m.len()) != Some(3)
+                || s["writable"] != true
+                || s["syncing"] != false
+            {
+                return Ok(false);
+            }
+            hashes.push(s["hash"].clone());
+        }
+        if hashes.windows(2).any(|w| w[0] != w[1]) {
+            return Ok(false);
+        }
+        let Ok(st) = status(ns[0]) else {
+            return Ok(false);
+        };
+        let members = st["members"].as_array().cloned().unwrap_or_default();
+        if !(st["quorate"] == true
+            && members.len() == 3
+            && members.iter().all(|m| m["online"] == true))
+        {
+            return Ok(false);
+        }
+        for n in ns {
+            if keel(n, &["node"], Duration::from_secs(30))?.code != 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+}
+
+/// A third node joins the cluster after the pools were made (docs/storage.md, "A node joins
+/// later"): `keel join` on node3; `keel storage status` names it as not reached by each pool
+/// (`not_on`) with what to do; extending is refused for the `drbd-gfs2` pool (two nodes, the
+/// options named) and, until node3 passed a fence test, for the iSCSI ones; after its fence test
+/// (rebooted through QMP) a new `drbd-gfs2` pool is refused with three members; then
+/// `keel storage pool extend shared` logs node3 in with the CHAP secret the pool's nodes hold,
+/// adds the GFS2 journal a spare needs (`gfs2_edit -p jindex`: 3 → 4) and Pacemaker mounts the
+/// pool there (clone-max 3, node3's constraint): node3 reads node1's file with its sha256 and
+/// node2 reads node3's; `keel storage pool extend vmlvm` puts node3 in the `iscsi-lvm` VG's
+/// lockspace, and an LV node1 holds active cannot be activated by node3 ("locked by other
+/// host") until node1 releases it.
+fn third_node_joins(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
+    let (n1, n2, n3) = (lab.node(1), lab.node(2), lab.node(3));
+    let t0 = Instant::now();
+    start_hostd(n3)?;
+    wait_for("node3 API answers", Duration::from_secs(120), || {
+        Ok(keel(n3, &["node"], Duration::from_secs(30))?.code == 0)
+    })?;
+    let fp1 = n1
+        .ssh(&format!("cat {STATE}/hostd.fingerprint"))?
+        .trim()
+        .to_string();
+    let token = keel_ok(n1, &["cluster", "join-token", "--ttl", "10m"])?
+        .trim()
+        .to_string();
+    let o = n3.exec(
+        &format!(
+            "keel join {}:8006 --fingerprint {} --token {}",
+            n1.addr,
+            sq(&fp1),
+            sq(&token)
+        ),
+        Duration::from_secs(400),
+    )?;
+    ensure!(
+        o.code == 0,
+        "node3 join failed ({}): {}{}",
+        o.code,
+        o.stderr,
+        o.stdout
+    );
+    wait_three(lab, "node3 joined: three members online, stores converged")?;
+    eprintln!("METRIC vm_join_node3={:.1}s", t0.elapsed().as_secs_f64());
+    log("keel join on node3: three members, quorate, stores converged");
+
+    let listing: Value = serde_json::from_str(&keel_ok(n1, &["--json", "storage", "status"])?)?;
+    for p in listing.as_array().context("storage status")? {
         ensure!(
-            o.code != 0
-                && o.stderr.contains("from-node2.bin")
-                && o.stderr.contains("move or delete the VM disks first"),
-            "delete of {pool} while it holds node2's file: exit {} {}{}",
-            o.code,
-            o.stderr,
-            o.stdout
+            p["not_on"] == serde_json::json!(["node3"]),
+            "{}: not_on {}",
+            p["name"],
+            p["not_on"]
         );
-        ensure!(
-            rows_of(n1, pool)?
-                .values()
-                .filter(|r| r["mounted"] == true)
-                .count()
-                == 2,
-            "{pool}: a refused delete changed the pool: {:?}",
-            rows_of(n1, pool)?
-        );
-        n2.ssh(&format!(
-            "find {dir} -mindepth 1 -maxdepth 1 ! -name '.*' -exec rm -rf {{}} + && sync"
-        ))?;
+        let notes = p["notes"].to_string();
+        let want = if p["name"] == POOL {
+            "exactly two nodes"
+        } else {
+            "keel storage pool extend"
+        };
+        ensure!(notes.contains(want), "{}: notes {notes}", p["name"]);
+    }
+    let o = keel(
+        n1,
+        &["storage", "pool", "extend", POOL],
+        Duration::from_secs(60),
+    )?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("drbd-gfs2") && o.stderr.contains("iscsi-gfs2"),
+        "extend of the drbd-gfs2 pool: exit {} {}",
+        o.code,
+        o.stderr
+    );
+    let o = keel(
+        n1,
+        &["storage", "pool", "extend", ISCSI_POOL],
+        Duration::from_secs(60),
+    )?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("fencing is not proven on node3"),
+        "extend before node3's fence test: exit {} {}",
+        o.code,
+        o.stderr
+    );
+    let left = n3.ssh("iscsiadm -m session 2>&1 | grep -c iqn.2024-01.lab.keel || true")?;
+    ensure!(
+        left.trim() == "0",
+        "node3 logged in by a refused extension: {left}"
+    );
+    log("node3 not reached by the pools (said so with what to do); extending the drbd-gfs2 pool refused (two nodes), the iSCSI one before node3's fence test, nothing changed");
+
+    // --- node3 fenced once on purpose (QMP), as the gate asks ----------------------------------
+    keel_ok(n1, &["fence", "add", "node3", "--agent", "fence_keel_lab"])?;
+    wait_for(
+        "node3's fence device started on node1 or node2",
+        Duration::from_secs(120),
+        || {
+            let crm = n1.ssh_t("crm_mon -1", Duration::from_secs(30))?;
+            Ok(fence_started_on_other(&crm, "node3", "node1")
+                || fence_started_on_other(&crm, "node3", "node2"))
+        },
+    )?;
+    let boots = n3.boots();
+    keel_ok(n1, &["fence", "test", "node3", "--yes"])?;
+    wait_for(
+        "node3 rebooted by its fence test",
+        Duration::from_secs(300),
+        || Ok(n3.boots() > boots),
+    )?;
+    wait_three(lab, "node3 back after its fence test")?;
+    log("node3 fence-tested (rebooted through QMP) and back");
+    let o = keel(
+        n1,
+        &[
+            "storage",
+            "pool",
+            "create",
+            "third",
+            "--type",
+            "drbd-gfs2",
+            "--device",
+            "/dev/vdb",
+        ],
+        Duration::from_secs(60),
+    )?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("exactly two nodes") && o.stderr.contains("has 3"),
+        "a drbd-gfs2 pool with three members: exit {} {}",
+        o.code,
+        o.stderr
+    );
+
+    // --- iscsi-gfs2: extended to node3 --------------------------------------------------------
+    let t = Instant::now();
+    let out = keel_ok(n1, &["storage", "pool", "extend", ISCSI_POOL])?;
+    eprintln!(
+        "METRIC vm_iscsi_gfs2_extend={:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    eprintln!("{out}");
+    let mut rows = BTreeMap::new();
+    wait_for(
+        "iscsi-gfs2 logged in and mounted on all three",
+        Duration::from_secs(120),
+        || {
+            rows = iscsi_rows(n1)?;
+            Ok(rows.len() == 3
+                && rows
+                    .values()
+                    .all(|r| r["logged_in"] == true && r["mounted"] == true))
+        },
+    )
+    .with_context(|| format!("{rows:?}"))?;
+    let journals = n1.ssh(&format!(
+        "gfs2_edit -p jindex /dev/keel-{ISCSI_POOL}/fs | grep -cE 'File +journal[0-9]+$'"
+    ))?;
+    ensure!(
+        journals.trim() == "4",
+        "GFS2 journals after the extension: {journals}"
+    );
+    let sum1 = sha256_in(n1, ISCSI_DIR, "written-by-node1.bin")?;
+    ensure!(
+        sha256_in(n3, ISCSI_DIR, "written-by-node1.bin")? == sum1,
+        "node3 reads another written-by-node1.bin"
+    );
+    let sum3 = write_file_in(n3, ISCSI_DIR, "written-by-node3.bin", 4)?;
+    ensure!(
+        sha256_in(n2, ISCSI_DIR, "written-by-node3.bin")? == sum3,
+        "node2 reads another written-by-node3.bin"
+    );
+    n3.ssh(&format!("rm -f {ISCSI_DIR}/written-by-node3.bin"))?;
+    let crm = n1.ssh("cibadmin -Q --scope configuration")?;
+    ensure!(
+        crm.contains(&format!("location-fs-{ISCSI_POOL}-clone-node3"))
+            && !crm.contains(&format!("location-fs-{POOL}-clone-node3")),
+        "node3's constraints: {crm}"
+    );
+    wait_for(
+        "libvirt pool shared on node3",
+        Duration::from_secs(60),
+        || {
+            Ok(n3
+                .exec(
+                    &format!("virsh -q pool-info {ISCSI_POOL}"),
+                    Duration::from_secs(30),
+                )?
+                .code
+                == 0)
+        },
+    )?;
+    log("iscsi-gfs2 pool extended to node3 with one command: logged in, journal added (3 -> 4), mounted by Pacemaker, node1's file read on node3 and node3's on node2 (same sha256), libvirt pool there");
+
+    // --- iscsi-lvm: extended to node3, exclusive activation across three nodes ----------------
+    let t = Instant::now();
+    keel_ok(n1, &["storage", "pool", "extend", LVM_POOL])?;
+    eprintln!(
+        "METRIC vm_iscsi_lvm_extend={:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let rows = rows_of(n1, LVM_POOL)?;
+    ensure!(
+        rows.get("node3")
+            .is_some_and(|r| r["logged_in"] == true && r["lockspace"] == true),
+        "iscsi-lvm on node3: {rows:?}"
+    );
+    let vg = format!("keel-{LVM_POOL}");
+    n1.ssh(&format!(
+        "lvcreate -aey -L 8m -n probe3 {vg} >/dev/null && dd if=/dev/urandom of=/dev/{vg}/probe3 bs=1M count=4 oflag=direct status=none"
+    ))?;
+    let o = n3.exec(
+        &format!("lvchange -aey {vg}/probe3"),
+        Duration::from_secs(60),
+    )?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("locked by other host"),
+        "node3 activated an LV node1 holds: exit {} {}",
+        o.code,
+        o.stderr
+    );
+    let on1 = n1.ssh(&format!(
+        "dd if=/dev/{vg}/probe3 bs=1M count=4 iflag=direct status=none | sha256sum | cut -d' ' -f1; lvchange -an {vg}/probe3"
+    ))?;
+    let on3 = n3.ssh(&format!(
+        "lvchange -aey {vg}/probe3 && dd if=/dev/{vg}/probe3 bs=1M count=4 iflag=direct status=none | sha256sum | cut -d' ' -f1; lvchange -an {vg}/probe3; lvremove -y {vg}/probe3 >/dev/null"
+    ))?;
+    ensure!(
+        on1.split_whitespace().next() == on3.split_whitespace().next(),
+        "node3 reads {on3} from the LV node1 wrote {on1}"
+    );
+    log("iscsi-lvm pool extended to node3: logged in and in the lockspace; an LV node1 held active refused to node3 (locked by other host), then, released, activated on node3 with node1's data");
+    eprintln!("METRIC vm_third_node={:.1}s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The cluster pools deleted with one command each (docs/storage.md, "Deleting a pool"), on the
+/// three members. The file-system pools are first refused while they hold a file node2 wrote
+/// (node1's libvirt had not scanned it: the check rescans), the error naming it and the pool
+/// unchanged; emptied (the pool's hidden marker stays: Keel's own, not a volume), each is
+/// deleted from node1, and on every member its mount, its libvirt pool, its Pacemaker
+/// resources and constraints and its DRBD resource with the `.res` (`drbd-gfs2`) or its iSCSI
+/// session and node record (`iscsi-*`) are gone, and `keel storage status` no longer lists it.
+fn pools_deleted(lab: &VmLab, third: bool, log: &dyn Fn(&str)) -> Result<()> {
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    let members = [lab.node(1), lab.node(2), lab.node(3)];
+    let iscsi_nodes = if third { 3 } else { 2 };
+    for (pool, dir, iqn, on) in [
+        (ISCSI_POOL, ISCSI_DIR, ISCSI_IQN, iscsi_nodes),
+        (POOL, POOL_DIR, "no-iscsi-for-drbd", 2),
+        (LVM_POOL, "", LVM_IQN, iscsi_nodes),
+    ] {
+        if !dir.is_empty() {
+            write_file_in(n2, dir, "from-node2.bin", 1)?;
+            let o = keel(
+                n1,
+                &["storage", "pool", "delete", pool],
+                Duration::from_secs(120),
+            )?;
+            ensure!(
+                o.code != 0
+                    && o.stderr.contains("from-node2.bin")
+                    && o.stderr.contains("move or delete the VM disks first"),
+                "delete of {pool} while it holds node2's file: exit {} {}{}",
+                o.code,
+                o.stderr,
+                o.stdout
+            );
+            ensure!(
+                rows_of(n1, pool)?
+                    .values()
+                    .filter(|r| r["mounted"] == true)
+                    .count()
+                    == on,
+                "{pool}: a refused delete changed the pool: {:?}",
+                rows_of(n1, pool)?
+            );
+            n2.ssh(&format!(
+                "find {dir} -mindepth 1 -maxdepth 1 ! -name '.*' -exec rm -rf {{}} + && sync"
+            ))?;
+        }
         let t = Instant::now();
         keel_ok(n1, &["storage", "pool", "delete", pool])?;
         eprintln!(
@@ -2498,23 +2786,24 @@ fn pools_deleted(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
         // each node's reconciler undefines its libvirt pool once the shared pool's record
         // is gone: a few seconds after the task
         let check = format!(
-            "findmnt -n {dir} >/dev/null && echo mounted; \
+            "{has_dir} && findmnt -n {dir} >/dev/null && echo mounted; \
              virsh -q pool-info {pool} >/dev/null 2>&1 && echo libvirt-pool; \
-             cibadmin -Q --scope resources | grep -oE 'id=\"(fs|lvm|drbd)-{pool}[^\"]*\"' | head -n 3; \
-             iscsiadm -m session 2>/dev/null | grep -F {ISCSI_IQN} | sed 's/^/session /'; \
-             {pool_is_iscsi} && test -e /etc/iscsi/nodes/{ISCSI_IQN} && echo iscsi-record; \
+             cibadmin -Q --scope configuration | grep -oE 'id=\"(location-)?(fs|lvm|drbd)-{pool}[^\"]*\"' | head -n 3; \
+             iscsiadm -m session 2>/dev/null | grep -F {iqn} | sed 's/^/session /'; \
+             test -e /etc/iscsi/nodes/{iqn} && echo iscsi-record; \
+             lvs --noheadings keel-{pool} 2>/dev/null | sed 's/^/lv /'; \
              test -e /etc/drbd.d/{pool}.res && echo drbd-res; \
              {pool_is_drbd} && grep -E '^ *0:' /proc/drbd | sed 's/^/drbd /'; true",
-            pool_is_iscsi = if pool == ISCSI_POOL { "true" } else { "false" },
+            has_dir = if dir.is_empty() { "false" } else { "true" },
             pool_is_drbd = if pool == POOL { "true" } else { "false" },
         );
         let mut left = String::new();
         wait_for(
-            &format!("pool {pool} gone from both nodes"),
+            &format!("pool {pool} gone from every member"),
             Duration::from_secs(90),
             || {
                 left.clear();
-                for n in [n1, n2] {
+                for n in members {
                     let l = n.ssh(&check)?;
                     if !l.trim().is_empty() {
                         left.push_str(&format!("{}: {} ", n.name, l.trim()));
@@ -2529,11 +2818,16 @@ fn pools_deleted(n1: &Node, n2: &Node, log: &dyn Fn(&str)) -> Result<()> {
             "{pool} still in keel storage status"
         );
         log(&format!(
-            "pool {pool} deleted: refused while it held node2's file, then one command: no mount, libvirt pool, Pacemaker resource, {} left on either node",
+            "pool {pool} deleted: {}one command: no mount, libvirt pool, Pacemaker resource or constraint, {} left on any member",
+            if dir.is_empty() {
+                ""
+            } else {
+                "refused while it held node2's file, then "
+            },
             if pool == POOL {
                 "DRBD resource or .res"
             } else {
-                "iSCSI session or record"
+                "iSCSI session, record or LV"
             }
         ));
     }
@@ -2799,8 +3093,11 @@ fn run_lab(bmc: bool, split: bool, t0: Instant) {
     // the smallest disk a drbd-gfs2 pool accepts (storage::drbd_gfs2::MIN_BYTES): the initial
     // full sync copies all of it over the TCG guests' link; every command over one SSH
     // connection per node (the lab's multiplexing), not a key exchange per poll
+    // with the storage scenario (the split): node3 joins at the end (QMP), node4 is the iSCSI
+    // target (never a member); the private links are then one segment per link (UDP
+    // multicast), and a cut isolates one node only
     let cfg = LabConfig {
-        nodes: 2,
+        nodes: if split { 4 } else { 2 },
         data_disk_mib: 256,
         ssh_mux: true,
         bmc,
@@ -2813,11 +3110,14 @@ fn run_lab(bmc: bool, split: bool, t0: Instant) {
         Err(e) => panic!("{kind} lab up: {e:#}"),
     };
     eprintln!(
-        "{kind} lab: image {:.1}s ({}); boot to ssh: node1 {:.1}s node2 {:.1}s",
+        "{kind} lab: image {:.1}s ({}); boot to ssh: {}",
         lab.image.seconds,
         lab.image.dir.display(),
-        lab.node(1).boot_to_ssh,
-        lab.node(2).boot_to_ssh
+        lab.nodes
+            .iter()
+            .map(|n| format!("{} {:.1}s", n.name, n.boot_to_ssh))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     if let Err(e) = scenario(&lab, t0, bmc, split) {
         for n in &lab.nodes {
