@@ -58,48 +58,26 @@ run_labs() {
     return "$rc"
 }
 
-# The install lab (two unattended TCG installs, one after the other: ~20 min) keeps one core
+# The install lab (two unattended TCG installs, one after the other: ~17 min) keeps one core
 # busy and mostly waits on its guests; its binary runs without cargo, so cargo's lock never
 # waits on it. Beside it: the tests of every other crate (unit, golden, and the single-node
 # end-to-end tests, whose waits are generous). (vmlab_iscsi, the raw LIO/open-iscsi check, is
-# by hand now: the two-node Keel VM lab's iscsi-gfs2 pool drives the same engines.) The three
-# small netns labs (no guests) run beside its end; the other netns labs after it, two at a
-# time, then the two-node Keel VM lab alone. The labs' own step lines (with their seconds)
-# are shown, not captured: the log says where a lab spent its time.
+# by hand now: the Keel VM lab's iSCSI pools drive the same engines.) On the core the install
+# lab used, the Keel VM lab (vmlab_keel_cluster, its TCG nodes busy most of ~40 min: the
+# suite's critical path) follows it at once; on the other core the netns labs run after the
+# crate tests, one after the other: their nodes are processes in namespaces that mostly wait on
+# timers (corosync runs with real-time priority), and their waits are generous enough for a
+# loaded host. The labs' own step lines (with their seconds) are shown, not captured: the log
+# says where a lab spent its time.
 # Every group runs even if an earlier one fails; the script fails if any did.
 status=0
 
-# The four larger netns labs come from one queue, longest first, on two workers: the core
-# vmlab_install used (once it ended) and the core the crate tests and the small labs used
-# (once they ended). Never more than two things run at once; whichever core frees up first
-# takes the next lab. Their nodes are processes in namespaces, corosync runs with real-time
-# priority, and their waits are generous enough for a loaded host.
-netns_queue=(netns_ha netns_migration netns_keel_cluster netns_store)
-lab_queue=$(mktemp -d)
-printf '%s\n' "${netns_queue[@]}" >"$lab_queue/queue"
-next_lab() {
-    (
-        flock 9
-        local t
-        t=$(head -n 1 "$lab_queue/queue")
-        [[ -n $t ]] && sed -i 1d "$lab_queue/queue"
-        echo "$t"
-    ) 9>"$lab_queue/lock"
-}
-lab_worker() {
-    local rc=0 t
-    while t=$(next_lab) && [[ -n $t ]]; do
-        log "$t starts (after $1; lines prefixed [$t])"
-        run_labs "$t" || rc=1
-    done
-    return "$rc"
-}
-
-log "vmlab_install starts in the background (its lines are prefixed [vmlab_install]), then netns labs from the queue"
+log "vmlab_install starts in the background (its lines are prefixed [vmlab_install]), then vmlab_keel_cluster"
 (
     rc=0
     run_labs vmlab_install || rc=1
-    lab_worker vmlab_install || rc=1
+    log "vmlab_keel_cluster starts (after vmlab_install; lines prefixed [vmlab_keel_cluster])"
+    run_labs vmlab_keel_cluster || rc=1
     exit "$rc"
 ) &
 install_pid=$!
@@ -107,28 +85,30 @@ install_pid=$!
 log "cargo test: every crate but the lab tests"
 cargo test --no-fail-fast --workspace --exclude keel-tests || status=1
 
-# The crate tests end minutes before the install lab: the three small netns labs (no guests,
-# ~90 s together), then the queue's labs, fill that gap on the core the crate tests used.
+# The crate tests end before the install lab: the three small netns labs (no guests, ~90 s
+# together), then the larger ones, run on the core the crate tests used.
 small_labs=(netns_cluster netns_corosync_key_rotation netns_daemons)
 small_args=()
 for t in "${small_labs[@]}"; do small_args+=(--test "$t"); done
 log "cargo test: the small netns labs, beside vmlab_install"
 cargo test --no-fail-fast -p keel-tests "${small_args[@]}" -- --nocapture || status=1
-lab_worker "the crate tests" || status=1
+# the larger netns labs, longest first, each line prefixed with its name
+netns_labs=(netns_ha netns_migration netns_keel_cluster netns_store)
+log "the netns labs ${netns_labs[*]} (beside vmlab_install, then vmlab_keel_cluster)"
+run_labs "${netns_labs[@]}" || status=1
 
-log "waiting for vmlab_install and the labs after it"
+log "waiting for vmlab_install and vmlab_keel_cluster"
 wait "$install_pid" || status=1
-rm -rf "$lab_queue"
 
 labs=(--lib)
 for f in tests/tests/*.rs; do
     name=$(basename "$f" .rs)
-    case " vmlab_install vmlab_iscsi ${small_labs[*]} ${netns_queue[*]} " in
+    case " vmlab_install vmlab_iscsi vmlab_keel_cluster ${small_labs[*]} ${netns_labs[*]} " in
     *" $name "*) ;;
     *) labs+=(--test "$name") ;;
     esac
 done
-log "cargo test: the lab crate's unit tests and the two-node Keel VM lab"
+log "cargo test: the lab crate's unit tests"
 cargo test --no-fail-fast -p keel-tests "${labs[@]}" -- --nocapture || status=1
 
 if [[ $status != 0 ]]; then
