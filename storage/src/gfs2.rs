@@ -134,8 +134,15 @@ impl Gfs2 {
         .timeout(Duration::from_secs(300))
     }
 
+    /// `blockdev --flushbufs DEV`: drop the device's cached blocks before [`Self::jindex`]
+    /// reads it. GFS2 writes its metadata through its own cache, not the block device's, so a
+    /// node that read the index through the device before a `gfs2_jadd` would read its old copy.
+    pub fn flushbufs(device: &str) -> Cmd {
+        Cmd::argv(&["blockdev", "--flushbufs", device]).timeout(Duration::from_secs(60))
+    }
+
     /// `gfs2_edit -p jindex DEV`: the journal index, read from the device (reads only; the
-    /// index changes only through `gfs2_jadd`).
+    /// index changes only through `gfs2_jadd`; [`Self::flushbufs`] first).
     pub fn jindex(device: &str) -> Cmd {
         Cmd::argv(&["gfs2_edit", "-p", "jindex", device]).timeout(Duration::from_secs(60))
     }

@@ -609,6 +609,7 @@ pub fn extend(
         sink.progress(0.95);
         return Ok(pool);
     }
+    r.run_ok(&Gfs2::flushbufs(&pool.lv_device()))?;
     let have = Gfs2::parse_jindex(&r.run_ok(&Gfs2::jindex(&pool.lv_device()))?);
     if have == 0 {
         return Err(StorageError::Unsafe(format!(
@@ -1104,6 +1105,11 @@ mod tests {
             &drbd_gfs2::locate(stack::LVMLOCKD_CLONE).to_argv(),
             None,
             Reply::ok("resource lvmlockd-clone is running on: node3\n"),
+        );
+        f1.push(
+            &Gfs2::flushbufs("/dev/keel-shared/fs").to_argv(),
+            None,
+            Reply::ok(""),
         );
         f1.push(
             &Gfs2::jindex("/dev/keel-shared/fs").to_argv(),

@@ -2651,8 +2651,10 @@ fn third_node_joins(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
         },
     )
     .with_context(|| format!("{rows:?}"))?;
-    let journals = n1.ssh(&format!(
-        "gfs2_edit -p jindex /dev/keel-{ISCSI_POOL}/fs | grep -cE 'File +journal[0-9]+$'"
+    // read on node2 (node1 ran the task), past the block device's cache
+    let journals = n2.ssh(&format!(
+        "blockdev --flushbufs /dev/keel-{ISCSI_POOL}/fs && \
+         gfs2_edit -p jindex /dev/keel-{ISCSI_POOL}/fs | grep -cE 'File +journal[0-9]+$'"
     ))?;
     ensure!(
         journals.trim() == "4",
