@@ -2706,8 +2706,16 @@ fn third_node_joins(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
         "iscsi-lvm on node3: {rows:?}"
     );
     let vg = format!("keel-{LVM_POOL}");
-    n1.ssh(&format!(
-        "lvcreate -aey -L 8m -n probe3 {vg} >/dev/null && dd if=/dev/urandom of=/dev/{vg}/probe3 bs=1M count=4 oflag=direct status=none"
+    // node1 holds the LV active and open, as a running VM's QEMU would (hostd's sweep releases
+    // an LV of such a pool that is active and open by nothing; the activation is retried if the
+    // sweep came between it and the holder's open)
+    let on1 = n1.ssh(&format!(
+        "lvcreate -an -L 8m -n probe3 {vg} >/dev/null 2>&1; \
+         for i in 1 2 3 4 5; do lvchange -aey {vg}/probe3; \
+         sleep 900 < /dev/{vg}/probe3 > /dev/null 2>&1 & h=$!; \
+         sleep 0.3; kill -0 $h 2>/dev/null && break; done; \
+         dd if=/dev/urandom of=/dev/{vg}/probe3 bs=1M count=4 oflag=direct status=none && \
+         dd if=/dev/{vg}/probe3 bs=1M count=4 iflag=direct status=none | sha256sum | cut -d' ' -f1"
     ))?;
     let o = n3.exec(
         &format!("lvchange -aey {vg}/probe3"),
@@ -2719,14 +2727,18 @@ fn third_node_joins(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
         o.code,
         o.stderr
     );
-    let on1 = n1.ssh(&format!(
-        "dd if=/dev/{vg}/probe3 bs=1M count=4 iflag=direct status=none | sha256sum | cut -d' ' -f1; lvchange -an {vg}/probe3"
+    n1.ssh(&format!(
+        "pkill -f '^sleep 900' || true; sleep 1; lvchange -an {vg}/probe3"
     ))?;
+    // node3 reads it once node1 let go (retried past node3's own sweep, like node1's hold)
     let on3 = n3.ssh(&format!(
-        "lvchange -aey {vg}/probe3 && dd if=/dev/{vg}/probe3 bs=1M count=4 iflag=direct status=none | sha256sum | cut -d' ' -f1; lvchange -an {vg}/probe3; lvremove -y {vg}/probe3 >/dev/null"
+        "for i in 1 2 3 4 5; do lvchange -aey {vg}/probe3 && \
+         dd if=/dev/{vg}/probe3 of=/tmp/probe3 bs=1M count=4 iflag=direct status=none && break; \
+         sleep 1; done; sha256sum /tmp/probe3 | cut -d' ' -f1; rm -f /tmp/probe3; \
+         lvchange -an {vg}/probe3; lvremove -y {vg}/probe3 >/dev/null"
     ))?;
     ensure!(
-        on1.split_whitespace().next() == on3.split_whitespace().next(),
+        !on1.trim().is_empty() && on1.split_whitespace().last() == on3.split_whitespace().next(),
         "node3 reads {on3} from the LV node1 wrote {on1}"
     );
     log("iscsi-lvm pool extended to node3: logged in and in the lockspace; an LV node1 held active refused to node3 (locked by other host), then, released, activated on node3 with node1's data");
