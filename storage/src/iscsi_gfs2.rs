@@ -786,14 +786,20 @@ mod tests {
         f.push(&wwn(DEV).to_argv(), None, Reply::ok("0x6001405abc\n"));
     }
 
-    struct FakePeer(Fake, Mutex<Vec<&'static str>>);
+    /// Another node (node2 unless named), its own runner, the steps asked of it.
+    struct FakePeer(Fake, Mutex<Vec<&'static str>>, &'static str);
+    impl FakePeer {
+        fn new(f: Fake) -> Self {
+            FakePeer(f, Mutex::new(vec![]), "node2")
+        }
+    }
     impl IscsiPeer for FakePeer {
         fn name(&self) -> &str {
-            "node2"
+            self.2
         }
         fn attach(&self, p: &IscsiPool) -> Result<LunFacts, StorageError> {
             self.1.lock().unwrap().push("attach");
-            attach_node(&self.0, "node2", p, &w())
+            attach_node(&self.0, self.2, p, &w())
         }
         fn detach(&self, p: &IscsiPool) -> Result<(), StorageError> {
             self.1.lock().unwrap().push("detach");
@@ -801,7 +807,7 @@ mod tests {
         }
         fn prepare(&self, p: &IscsiPool) -> Result<(), StorageError> {
             self.1.lock().unwrap().push("prepare");
-            prepare_node(&self.0, "node2", p)
+            prepare_node(&self.0, self.2, p)
         }
         fn join(&self, p: &IscsiPool) -> Result<(), StorageError> {
             self.1.lock().unwrap().push("join");
@@ -828,7 +834,7 @@ mod tests {
             Reply::ok("Login ... successful."),
         );
         expect_probe(&f2, false);
-        let peer = FakePeer(f2, Mutex::new(vec![]));
+        let peer = FakePeer::new(f2);
         let facts = attach_all(&f1, &[&peer], &p, &w()).unwrap();
         assert_eq!(facts.len(), 2);
         assert_eq!(facts[1].wwn, "0x6001405abc");
@@ -869,7 +875,7 @@ mod tests {
             Reply::fail(21, "No matching sessions"),
         );
         f2.push(&p.lun.delete_record().to_argv(), None, Reply::ok(""));
-        let peer = FakePeer(f2, Mutex::new(vec![]));
+        let peer = FakePeer::new(f2);
         let e = attach_all(&f1, &[&peer], &p, &w()).unwrap_err().to_string();
         assert!(
             e.contains("node node2")
@@ -901,7 +907,7 @@ mod tests {
         expect_probe(&f2, true);
         f2.push(&p.lun.logout().to_argv(), None, Reply::ok(""));
         f2.push(&p.lun.delete_record().to_argv(), None, Reply::ok(""));
-        let peer = FakePeer(f2, Mutex::new(vec![]));
+        let peer = FakePeer::new(f2);
         let e = attach_all(&f1, &[&peer], &p, &w()).unwrap_err().to_string();
         assert!(
             e.contains("is not blank (it holds ext4)") && e.contains("--wipe"),
@@ -937,7 +943,7 @@ mod tests {
         expect_probe(&f2, true);
         f2.push(&l.logout().to_argv(), None, Reply::ok(""));
         f2.push(&l.delete_record().to_argv(), None, Reply::ok(""));
-        let peer = FakePeer(f2, Mutex::new(vec![]));
+        let peer = FakePeer::new(f2);
         let e = attach_all(&f1, &[&peer], &p, &w()).unwrap_err().to_string();
         assert!(e.contains("is not blank"), "{e}");
         f1.assert_done();
@@ -1053,7 +1059,7 @@ mod tests {
             None,
             Reply::ok("resource fs-shared-clone is running on: node1\nresource fs-shared-clone is running on: node2\n"),
         );
-        let peer = FakePeer(f2, Mutex::new(vec![]));
+        let peer = FakePeer::new(f2);
         let log = Log::default();
         create(&f1, &[&peer], &p, &w(), &log).unwrap();
         f1.assert_done();
@@ -1073,28 +1079,6 @@ mod tests {
     /// then waits until GFS2 runs on all three.
     #[test]
     fn extend_adds_a_journal_and_the_node_to_the_chain() {
-        struct Node3(Fake, Mutex<Vec<&'static str>>);
-        impl IscsiPeer for Node3 {
-            fn name(&self) -> &str {
-                "node3"
-            }
-            fn attach(&self, p: &IscsiPool) -> Result<LunFacts, StorageError> {
-                self.1.lock().unwrap().push("attach");
-                attach_node(&self.0, "node3", p, &w())
-            }
-            fn detach(&self, p: &IscsiPool) -> Result<(), StorageError> {
-                self.1.lock().unwrap().push("detach");
-                detach_node(&self.0, p)
-            }
-            fn prepare(&self, p: &IscsiPool) -> Result<(), StorageError> {
-                self.1.lock().unwrap().push("prepare");
-                prepare_node(&self.0, "node3", p)
-            }
-            fn join(&self, p: &IscsiPool) -> Result<(), StorageError> {
-                self.1.lock().unwrap().push("join");
-                join_lockspace(&self.0, p)
-            }
-        }
         let old = pool(false);
         let mut new = old.clone();
         new.nodes.push("node3".into());
@@ -1148,7 +1132,7 @@ mod tests {
                 "resource fs-shared-clone is running on: node1\nresource fs-shared-clone is running on: node2\nresource fs-shared-clone is running on: node3\n",
             ),
         );
-        let n3 = Node3(f3, Mutex::new(vec![]));
+        let n3 = FakePeer(f3, Mutex::new(vec![]), "node3");
         let log = Log::default();
         let got = extend(&f1, &[&n3], &old, &w(), &log).unwrap();
         f1.assert_done();
@@ -1209,7 +1193,7 @@ mod tests {
             None,
             Reply::fail(5, "  VG keel-shared lockspace already started\n"),
         );
-        let peer = FakePeer(f2, Mutex::new(vec![]));
+        let peer = FakePeer::new(f2);
         let log = Log::default();
         create(&f1, &[&peer], &p, &w(), &log).unwrap();
         f1.assert_done();

@@ -239,25 +239,10 @@ fn pool_stacks_golden_and_accepted_by_crm_verify() {
 /// its disk would be missing).
 #[test]
 fn an_ha_vm_on_a_cluster_pool_runs_only_where_its_file_system_does() {
-    use clusterd::ha::{self, HaVm};
+    use clusterd::ha;
     use keel_xml::Element;
-    let pool = PoolStack {
-        pool: "shared".into(),
-        drbd: None,
-        vg: "keel-shared".into(),
-        lv: Some(("fs".into(), Activation::Shared)),
-        mountpoint: Some("/var/lib/keel/pools/shared".into()),
-        nodes: vec!["node1".into(), "node2".into()],
-    };
-    let vm = HaVm {
-        vmid: 100,
-        config: "/var/lib/keel/ha/100.xml".into(),
-        priority: 0,
-        max_restarts: 3,
-        started: true,
-        remoteuri: None,
-        migrate_extra: None,
-    };
+    let pool = shared_pool_on_two();
+    let vm = ha_vm(100);
     let bans = || {
         vec![
             Element::new("rsc_location")
@@ -288,6 +273,31 @@ fn an_ha_vm_on_a_cluster_pool_runs_only_where_its_file_system_does() {
     assert_eq!(placed(true).as_deref(), Some("node1"));
     // the negative control: the same CIB without them puts the VM where the pool is not
     assert_eq!(placed(false).as_deref(), Some("node2"));
+}
+
+/// An `iscsi-gfs2`-like pool `shared` on node1 and node2.
+fn shared_pool_on_two() -> PoolStack {
+    PoolStack {
+        pool: "shared".into(),
+        drbd: None,
+        vg: "keel-shared".into(),
+        lv: Some(("fs".into(), Activation::Shared)),
+        mountpoint: Some("/var/lib/keel/pools/shared".into()),
+        nodes: vec!["node1".into(), "node2".into()],
+    }
+}
+
+/// HA VM `vmid`, started.
+fn ha_vm(vmid: u32) -> clusterd::ha::HaVm {
+    clusterd::ha::HaVm {
+        vmid,
+        config: format!("/var/lib/keel/ha/{vmid}.xml"),
+        priority: 0,
+        max_restarts: 3,
+        started: true,
+        remoteuri: None,
+        migrate_extra: None,
+    }
 }
 
 /// Where Pacemaker's scheduler (`crm_simulate` on the whole CIB `doc`) starts HA VM `vmid`.
@@ -324,25 +334,10 @@ fn simulated_vm_node(doc: &str, vmid: u32) -> Option<String> {
 /// instance of the file system, and the VM, on node3, where the LUN is not logged in.
 #[test]
 fn a_pools_clones_never_go_to_a_node_outside_it() {
-    use clusterd::ha::{self, HaVm};
+    use clusterd::ha;
     use keel_xml::Element;
-    let pool = PoolStack {
-        pool: "shared".into(),
-        drbd: None,
-        vg: "keel-shared".into(),
-        lv: Some(("fs".into(), Activation::Shared)),
-        mountpoint: Some("/var/lib/keel/pools/shared".into()),
-        nodes: vec!["node1".into(), "node2".into()],
-    };
-    let vm = HaVm {
-        vmid: 101,
-        config: "/var/lib/keel/ha/101.xml".into(),
-        priority: 0,
-        max_restarts: 3,
-        started: true,
-        remoteuri: None,
-        migrate_extra: None,
-    };
+    let pool = shared_pool_on_two();
+    let vm = ha_vm(101);
     let placed = |pinned: bool| -> Option<String> {
         let (mut rs, mut cs) = pool.render();
         let pins = cs.iter().filter(|c| c.name == "rsc_location").count();
