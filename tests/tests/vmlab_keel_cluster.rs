@@ -79,6 +79,36 @@ ha_host_reserve_mib = 256
 /// Configure keel-hostd (on the image's libvirtd, QEMU under TCG) and enable the units as an installed node has them: keel-hostd, and corosync, Pacemaker and
 /// keel-clusterd (which only start once Keel wrote a corosync.conf, so a fenced node that
 /// reboots brings its cluster stack back by itself).
+/// `keel join` on `n` with a fresh token from `member`, pinned to its fingerprint.
+fn join(member: &Node, n: &Node) -> Result<()> {
+    let fp = member
+        .ssh(&format!("cat {STATE}/hostd.fingerprint"))?
+        .trim()
+        .to_string();
+    let token = keel_ok(member, &["cluster", "join-token", "--ttl", "10m"])?
+        .trim()
+        .to_string();
+    ensure!(!token.is_empty(), "empty join token");
+    let o = n.exec(
+        &format!(
+            "keel join {}:8006 --fingerprint {} --token {}",
+            member.addr,
+            sq(&fp),
+            sq(&token)
+        ),
+        Duration::from_secs(400),
+    )?;
+    ensure!(
+        o.code == 0,
+        "{} join failed ({}): {}{}",
+        n.name,
+        o.code,
+        o.stderr,
+        o.stdout
+    );
+    Ok(())
+}
+
 fn start_hostd(n: &Node) -> Result<()> {
     let script = format!(
         "set -e; mkdir -p /etc/keel; cat > /etc/keel/hostd.toml <<'EOF'\n{}EOF\n\
@@ -1814,31 +1844,8 @@ fn scenario(lab: &VmLab, t0: Instant, bmc: bool, split: bool) -> Result<()> {
     )?;
     eprintln!("METRIC vm_cluster_init={:.1}s", t.elapsed().as_secs_f64());
     log("keel cluster init on node1");
-    let fp1 = n1
-        .ssh(&format!("cat {STATE}/hostd.fingerprint"))?
-        .trim()
-        .to_string();
-    let token = keel_ok(n1, &["cluster", "join-token", "--ttl", "10m"])?
-        .trim()
-        .to_string();
-    ensure!(!token.is_empty(), "empty join token");
     let t = Instant::now();
-    let o = n2.exec(
-        &format!(
-            "keel join {}:8006 --fingerprint {} --token {}",
-            n1.addr,
-            sq(&fp1),
-            sq(&token)
-        ),
-        Duration::from_secs(400),
-    )?;
-    ensure!(
-        o.code == 0,
-        "node2 join failed ({}): {}{}",
-        o.code,
-        o.stderr,
-        o.stdout
-    );
+    join(n1, n2)?;
     eprintln!("METRIC vm_join_node2={:.1}s", t.elapsed().as_secs_f64());
     log("keel join on node2");
     let conf = n2.ssh("cat /etc/corosync/corosync.conf")?;
@@ -2517,29 +2524,7 @@ fn third_node_joins(lab: &VmLab, log: &dyn Fn(&str)) -> Result<()> {
     wait_for("node3 API answers", Duration::from_secs(120), || {
         Ok(keel(n3, &["node"], Duration::from_secs(30))?.code == 0)
     })?;
-    let fp1 = n1
-        .ssh(&format!("cat {STATE}/hostd.fingerprint"))?
-        .trim()
-        .to_string();
-    let token = keel_ok(n1, &["cluster", "join-token", "--ttl", "10m"])?
-        .trim()
-        .to_string();
-    let o = n3.exec(
-        &format!(
-            "keel join {}:8006 --fingerprint {} --token {}",
-            n1.addr,
-            sq(&fp1),
-            sq(&token)
-        ),
-        Duration::from_secs(400),
-    )?;
-    ensure!(
-        o.code == 0,
-        "node3 join failed ({}): {}{}",
-        o.code,
-        o.stderr,
-        o.stdout
-    );
+    join(n1, n3)?;
     wait_three(lab, "node3 joined: three members online, stores converged")?;
     eprintln!("METRIC vm_join_node3={:.1}s", t0.elapsed().as_secs_f64());
     log("keel join on node3: three members, quorate, stores converged");
